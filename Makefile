@@ -1,0 +1,101 @@
+# hsmesh - build, test, demo.
+#   make        install missing Debian packages (when root) and build build/hsmesh
+#   make check  the whole test suite (also under ASan+UBSan); ends "N passed, N failed"
+#   make demo   the main job on this machine
+
+CC      ?= gcc
+FUZZCC  ?= clang
+BUILD   ?= build
+
+# Debian packages the build, the tests and the demo need.
+DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
+	libcmocka-dev libp11-kit-dev softhsm2 opensc clang libclang-rt-14-dev \
+	procps gdb
+
+WARN    = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
+	  -Wstrict-prototypes -Wmissing-prototypes -Wvla
+CPPFLAGS_ALL = -D_GNU_SOURCE -Isrc/lib -I/usr/include/p11-kit-1 $(CPPFLAGS)
+CFLAGS_ALL   = -std=c17 -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
+	       -fno-strict-aliasing $(WARN) $(CFLAGS)
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LDLIBS_ALL = -lssl -lcrypto -lyaml -lsqlite3 -lpthread -ldl $(LDLIBS)
+
+LIB_SRC  = $(sort $(wildcard src/lib/*.c))
+MAIN_SRC = $(sort $(wildcard src/*.c))
+HDRS     = $(wildcard src/lib/*.h) $(wildcard src/*.h)
+UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
+FUZZ_SRC = $(sort $(wildcard tests/fuzz/fuzz_*.c))
+
+LIB_OBJ      = $(LIB_SRC:src/lib/%.c=$(BUILD)/obj/lib/%.o)
+MAIN_OBJ     = $(MAIN_SRC:src/%.c=$(BUILD)/obj/%.o)
+ASAN_LIB_OBJ = $(LIB_SRC:src/lib/%.c=$(BUILD)/asan/obj/lib/%.o)
+ASAN_MAIN_OBJ= $(MAIN_SRC:src/%.c=$(BUILD)/asan/obj/%.o)
+UNIT_BIN     = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+ASAN_UNIT_BIN= $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
+FUZZ_BIN     = $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+
+.PHONY: all deps check check-build demo bench fuzz clean format-check
+
+all: deps $(BUILD)/hsmesh
+
+# Install what is missing; as non-root, say what to install instead.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null || \
+	      { echo "apt-get install failed for:$$missing" >&2; exit 1; }; \
+	  else echo "missing Debian packages (run make as root, or install):$$missing" >&2; exit 1; fi; \
+	fi
+
+$(BUILD)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -c -o $@ $<
+
+$(BUILD)/asan/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -O1 $(SANFLAGS) -c -o $@ $<
+
+$(BUILD)/libhsmesh.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/asan/libhsmesh.a: $(ASAN_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/hsmesh: $(MAIN_OBJ) $(BUILD)/libhsmesh.a
+	$(CC) $(CFLAGS_ALL) -o $@ $(MAIN_OBJ) $(BUILD)/libhsmesh.a $(LDLIBS_ALL)
+
+$(BUILD)/asan/hsmesh: $(ASAN_MAIN_OBJ) $(BUILD)/asan/libhsmesh.a
+	$(CC) $(CFLAGS_ALL) $(SANFLAGS) -o $@ $(ASAN_MAIN_OBJ) $(BUILD)/asan/libhsmesh.a $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhsmesh.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libhsmesh.a -lcmocka $(LDLIBS_ALL)
+
+$(BUILD)/asan/tests/%: tests/unit/%.c $(BUILD)/asan/libhsmesh.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -O1 $(SANFLAGS) -o $@ $< $(BUILD)/asan/libhsmesh.a -lcmocka $(LDLIBS_ALL)
+
+# libFuzzer targets: clang, ASan+UBSan, linked against the library sources.
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZCC) $(CPPFLAGS_ALL) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -o $@ $< $(LIB_SRC) $(LDLIBS_ALL)
+
+check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN)
+
+check: check-build
+	@tests/run.sh $(BUILD)
+
+fuzz: $(FUZZ_BIN)
+
+demo: all
+	$(BUILD)/hsmesh demo
+
+clean:
+	rm -rf $(BUILD)

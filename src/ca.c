@@ -1,0 +1,562 @@
+/*
+ * ca.c - `hsmesh ca`: the Trusted Certificate Issuer.
+ *
+ * This process holds no key and no PIN and never loads a PKCS#11 module.
+ * For each command it starts a private keyholder (kh_spawn: the child reads
+ * the PIN and opens the token) and talks to it over a socketpair; the CA
+ * key is named by the SHA-256 of its SubjectPublicKeyInfo, which is also
+ * the key id of root.pem, and only ever used through signing requests
+ * (provider.h turns it into an EVP_PKEY for X509_sign).
+ *
+ *   init   generate the CA key in the token (or reuse the one labelled
+ *          key.label) and write <state_dir>/root.pem; idempotent
+ *   issue  offline issuance of one X.509-SVID for a CSR, PEM on stdout
+ *
+ * Exit status: 0 success, 1 failure with exactly one line on stderr
+ * ("hsmesh ca issue: <reason>"), 2 usage error.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "cert.h"
+#include "cmds.h"
+#include "config.h"
+#include "err.h"
+#include "keytypes.h"
+#include "khclient.h"
+#include "log.h"
+#include "provider.h"
+#include "spiffe.h"
+#include "util.h"
+
+#define ROOT_FILE "root.pem"
+#define KH_EXIT_WAIT_MS 5000	/* how long a keyholder may take to exit after we hang up */
+
+/* A private keyholder and the CA key it holds. */
+struct ca_kh {
+	struct kh_client *kh;
+	pid_t pid;
+};
+
+static void
+usage_ca(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca SUBCOMMAND -c ca.yaml [OPTIONS]\n"
+	    "\n"
+	    "The certificate authority of a trust domain. Its key is generated inside the\n"
+	    "PKCS#11 token named in ca.yaml and never leaves it; each command starts a\n"
+	    "private keyholder process, the only one that loads the module or reads the PIN.\n"
+	    "\n"
+	    "subcommands:\n"
+	    "  init   -c ca.yaml                              create or reuse the CA key, write root.pem\n"
+	    "  issue  -c ca.yaml --csr FILE --id ID [--ttl D]  issue an X.509-SVID, PEM on stdout\n"
+	    "\n"
+	    "Run 'hsmesh ca SUBCOMMAND --help' for details.\n");
+	/* Issue 3 adds token, serve and revoke here. */
+}
+
+static void
+usage_init(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca init -c ca.yaml\n"
+	    "\n"
+	    "Find the CA key labelled key.label in the token, or generate one of key.type\n"
+	    "inside it (never extractable), and write a self-signed root certificate to\n"
+	    "<state_dir>/root.pem (directory created with mode 0700). Running it again\n"
+	    "keeps a root.pem whose key is in the token; a root.pem whose key is not in\n"
+	    "the token is an error, never silently replaced.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "  -h, --help          this text\n");
+}
+
+static void
+usage_issue(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca issue -c ca.yaml --csr FILE --id SPIFFE_ID [--ttl DURATION]\n"
+	    "\n"
+	    "Issue an X.509-SVID for the public key of a PKCS#10 request (PEM or DER;\n"
+	    "its signature must verify) with the given SPIFFE ID, which must belong to\n"
+	    "the trust domain. The CSR's own subject and extensions are ignored. The\n"
+	    "certificate is printed on stdout in PEM.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --csr FILE      the certificate request\n"
+	    "      --id SPIFFE_ID  spiffe://<trust_domain>/<path>\n"
+	    "      --ttl DURATION  validity (90s, 15m, 1h, 2d); default svid_ttl, at most max_ttl\n"
+	    "  -h, --help          this text\n");
+}
+
+/* The one failure line. A detail from another process could hold a newline: flatten it. */
+static int
+fail(const char *sub, int code)
+{
+	char msg[600];
+
+	snprintf(msg, sizeof(msg), "%s", hsm_err_msg(code));
+	for (char *p = msg; *p != '\0'; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	fprintf(stderr, "hsmesh ca %s: %s\n", sub, msg);
+	return 1;
+}
+
+/* "hsmesh ca init: WHAT 'ARG'" (ARG may be NULL), then the usage; exit status 2. */
+static int
+usage_error(const char *sub, void (*usage)(FILE *), const char *what, const char *arg)
+{
+	if (arg != NULL)
+		fprintf(stderr, "hsmesh ca %s: %s '%s'\n", sub, what, arg);
+	else
+		fprintf(stderr, "hsmesh ca %s: %s\n", sub, what);
+	usage(stderr);
+	return 2;
+}
+
+/* ---- the keyholder ---- */
+
+static void
+kh_stop(struct ca_kh *k)
+{
+	int waited = 0;
+	pid_t r;
+
+	kh_client_free(k->kh);
+	k->kh = NULL;
+	if (k->pid <= 0)
+		return;
+	/* Hanging up makes it exit; a stuck token must not hang the CLI forever. */
+	while ((r = waitpid(k->pid, NULL, WNOHANG)) == 0 && waited < KH_EXIT_WAIT_MS) {
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+		waited += 10;
+	}
+	if (r == 0) {
+		kill(k->pid, SIGKILL);
+		waitpid(k->pid, NULL, 0);
+	}
+	k->pid = -1;
+}
+
+/* Start the keyholder for the token of ca.yaml. Its one-line reasons (wrong PIN...) pass through. */
+static int
+kh_start(const struct ca_config *cfg, struct ca_kh *k)
+{
+	struct kh_spawn_opts o;
+	int r;
+
+	k->kh = NULL;
+	k->pid = -1;
+	memset(&o, 0, sizeof(o));
+	o.module = cfg->token.module;
+	o.token_uri = cfg->token.uri;
+	o.pin_file = cfg->token.pin_file;
+	o.pin_env = cfg->token.pin_env;
+	if ((r = kh_spawn(&o, &k->kh, &k->pid)) != 0)
+		return r;
+	if ((r = hsm_provider_init()) != 0) {
+		kh_stop(k);
+		return r;
+	}
+	return 0;
+}
+
+/* ---- files ---- */
+
+/* mkdir -p with mode for each missing component; an existing directory is kept as is. */
+static int
+mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	struct stat st;
+	size_t i, n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return hsm_err(HSM_EINVAL, "bad directory name '%s'", path);
+	memcpy(buf, path, n + 1);
+	for (i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, mode) != 0 && errno != EEXIST)
+			return hsm_err(HSM_EIO, "cannot create %s: %s", buf, strerror(errno));
+		buf[i] = i < n ? '/' : '\0';
+	}
+	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+		return hsm_err(HSM_EIO, "%s is not a directory", path);
+	return 0;
+}
+
+static int
+join(const char *dir, const char *name, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s/%s", dir, name);
+
+	if (n < 0 || (size_t)n >= len)
+		return hsm_err(HSM_EINVAL, "path too long: %s/%s", dir, name);
+	return 0;
+}
+
+/*
+ * Load root.pem and check it is this trust domain's root. *exists tells
+ * a missing file (0 returned, *out NULL) from a present one.
+ */
+static int
+root_load(const struct ca_config *cfg, const char *path, X509 **out, int *exists)
+{
+	char want[SPIFFE_TD_MAX + sizeof(SPIFFE_SCHEME)], *uri = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	X509 *x = NULL;
+	int r;
+
+	*out = NULL;
+	*exists = 0;
+	if ((r = hsm_read_file(path, CERT_MAX_INPUT, &buf, &len)) == HSM_ENOENT)
+		return 0;
+	if (r != 0)
+		return r;
+	*exists = 1;
+	if (cert_parse(buf, len, &x) != 0) {
+		r = hsm_err(HSM_EINVAL, "%s is not a certificate", path);
+		goto out;
+	}
+	snprintf(want, sizeof(want), "%s%s", SPIFFE_SCHEME, cfg->trust_domain);
+	if (cert_uri_san(x, &uri) != 0 || strcmp(uri, want) != 0) {
+		r = hsm_err(HSM_ECONFIG, "%s is not the root of trust domain '%s' (%s)", path,
+		    cfg->trust_domain, uri != NULL ? "it names another" : "no SPIFFE ID");
+		goto out;
+	}
+	*out = x;
+	x = NULL;
+	r = 0;
+ out:
+	free(uri);
+	free(buf);
+	X509_free(x);
+	return r;
+}
+
+/* ---- init ---- */
+
+/* Find the key labelled key.label, or generate it. *created tells which. */
+static int
+ca_key_find_or_make(const struct ca_config *cfg, struct ca_kh *k, uint8_t keyid[HSM_KEYID_LEN],
+    uint8_t **spki, size_t *spkilen, int *created)
+{
+	int r;
+
+	*created = 0;
+	r = kh_find(k->kh, cfg->key_label, 0, keyid, spki, spkilen);
+	if (r == HSM_ENOENT) {
+		/* RSA key generation in a token can take many seconds. */
+		r = kh_generate(k->kh, cfg->key_type, cfg->key_label, 120000, keyid, spki, spkilen);
+		*created = r == 0;
+	}
+	return r;
+}
+
+/* The EC curve / RSA size of pub as a key.type, so a reused key can be checked against ca.yaml. */
+static int
+pub_keytype(EVP_PKEY *pub)
+{
+	char desc[64];
+
+	cert_key_describe(pub, desc, sizeof(desc));
+	if (strcmp(desc, "EC P-256") == 0)
+		return HSM_KEY_EC_P256;
+	if (strcmp(desc, "EC P-384") == 0)
+		return HSM_KEY_EC_P384;
+	if (strcmp(desc, "RSA-3072") == 0)
+		return HSM_KEY_RSA_3072;
+	return 0;
+}
+
+static int
+cmd_init(const char *cfgpath)
+{
+	char root_path[PATH_MAX], hex[HSM_KEYID_LEN * 2 + 1], desc[64], *pem = NULL;
+	uint8_t keyid[HSM_KEYID_LEN], root_id[HSM_KEYID_LEN], got_id[HSM_KEYID_LEN];
+	uint8_t *spki = NULL;
+	size_t spkilen = 0, pemlen = 0;
+	struct ca_config *cfg = NULL;
+	struct ca_kh k = { NULL, -1 };
+	const unsigned char *p;
+	EVP_PKEY *pub = NULL, *key = NULL;
+	X509 *root = NULL;
+	int r, exists = 0, created = 0;
+
+	if ((r = ca_config_load(cfgpath, &cfg)) != 0 ||
+	    (r = mkdir_p(cfg->state_dir, 0700)) != 0 ||
+	    (r = join(cfg->state_dir, ROOT_FILE, root_path, sizeof(root_path))) != 0 ||
+	    (r = root_load(cfg, root_path, &root, &exists)) != 0)
+		goto out;
+	if ((r = kh_start(cfg, &k)) != 0)
+		goto out;
+
+	if (root != NULL) {
+		/* Keep an existing root only if the token still holds its key. */
+		if ((r = cert_key_id(root, root_id)) != 0)
+			goto out;
+		r = kh_pubkey(k.kh, root_id, 0, &spki, &spkilen);
+		if (r == HSM_ENOENT) {
+			r = hsm_err(HSM_ENOENT, "%s exists but the token holds no matching key "
+			    "(key id %s); move it away to create a new CA", root_path,
+			    hsm_hex(root_id, sizeof(root_id), hex));
+			goto out;
+		}
+		if (r != 0)
+			goto out;
+		if ((r = cert_spki_id(spki, spkilen, got_id)) != 0)
+			goto out;
+		if (memcmp(got_id, root_id, sizeof(root_id)) != 0) {
+			r = hsm_err(HSM_EPROTO, "the keyholder returned a different key for key id %s",
+			    hsm_hex(root_id, sizeof(root_id), hex));
+			goto out;
+		}
+		memcpy(keyid, root_id, sizeof(keyid));
+	} else if ((r = ca_key_find_or_make(cfg, &k, keyid, &spki, &spkilen, &created)) != 0) {
+		goto out;
+	}
+
+	p = spki;
+	if ((pub = d2i_PUBKEY(NULL, &p, (long)spkilen)) == NULL) {
+		r = hsm_err_ossl(HSM_ECRYPTO, "cannot parse the CA public key");
+		goto out;
+	}
+	if (!created && root == NULL && pub_keytype(pub) != (int)cfg->key_type) {
+		r = hsm_err(HSM_ECONFIG, "the token's key '%s' is %s but key.type is %s; "
+		    "choose another key.label for a new key", cfg->key_label,
+		    cert_key_describe(pub, desc, sizeof(desc)), hsm_keytype_name(cfg->key_type));
+		goto out;
+	}
+	/* A signature now proves the PIN, the key and the keyholder before anything is written. */
+	if ((r = hsm_pkey_new(k.kh, keyid, spki, spkilen, 0, &key)) != 0 ||
+	    (r = hsm_pkey_selftest(key)) != 0)
+		goto out;
+
+	if (root == NULL) {
+		if ((r = cert_make_root(key, pub, cfg->trust_domain, cfg->ca_ttl, &root)) != 0 ||
+		    (r = cert_pem(root, &pem, &pemlen)) != 0 ||
+		    (r = hsm_write_file_atomic(root_path, pem, pemlen, 0644)) != 0)
+			goto out;
+	}
+
+	printf("CA key %s in the token (%s, label '%s')\n",
+	    created ? "generated" : "reused", cert_key_describe(pub, desc, sizeof(desc)),
+	    cfg->key_label);
+	printf("key id:     %s\n", hsm_hex(keyid, sizeof(keyid), hex));
+	printf("root:       %s (%s)\n", root_path, exists ? "kept" : "created");
+	printf("spiffe id:  %s%s\n", SPIFFE_SCHEME, cfg->trust_domain);
+	if (fflush(stdout) != 0)
+		r = hsm_err(HSM_EIO, "write error on stdout");
+ out:
+	EVP_PKEY_free(key);	/* before the client it borrows */
+	kh_stop(&k);
+	EVP_PKEY_free(pub);
+	X509_free(root);
+	free(spki);
+	free(pem);
+	ca_config_free(cfg);
+	return r == 0 ? 0 : fail("init", r);
+}
+
+/* ---- issue ---- */
+
+static int
+cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text)
+{
+	char root_path[PATH_MAX], hex[HSM_KEYID_LEN * 2 + 1], *pem = NULL, why[512];
+	uint8_t root_id[HSM_KEYID_LEN], got_id[HSM_KEYID_LEN];
+	uint8_t *csrbuf = NULL, *spki = NULL;
+	size_t csrlen = 0, spkilen = 0, pemlen = 0;
+	struct ca_config *cfg = NULL;
+	struct ca_kh k = { NULL, -1 };
+	X509_REQ *req = NULL;
+	EVP_PKEY *key = NULL;
+	X509 *root = NULL, *svid = NULL;
+	int64_t ttl;
+	int r, exists = 0;
+
+	if ((r = ca_config_load(cfgpath, &cfg)) != 0)
+		goto out;
+
+	/* Arguments are checked before the token is touched. */
+	ttl = cfg->svid_ttl;
+	if (ttl_text != NULL && (r = hsm_parse_duration(ttl_text, &ttl)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		r = hsm_err(HSM_EINVAL, "--ttl: %s", why);
+		goto out;
+	}
+	if (ttl > cfg->max_ttl) {
+		r = hsm_err(HSM_EPOLICY, "TTL %s exceeds max_ttl %s",
+		    ttl_text != NULL ? ttl_text : cfg->svid_ttl_text, cfg->max_ttl_text);
+		goto out;
+	}
+	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0)
+		goto out;
+	if ((r = join(cfg->state_dir, ROOT_FILE, root_path, sizeof(root_path))) != 0 ||
+	    (r = root_load(cfg, root_path, &root, &exists)) != 0)
+		goto out;
+	if (!exists) {
+		r = hsm_err(HSM_ENOENT, "no root certificate at %s; run 'hsmesh ca init' first",
+		    root_path);
+		goto out;
+	}
+	if ((r = cert_key_id(root, root_id)) != 0)
+		goto out;
+
+	/*
+	 * Start the keyholder before reading the CSR: the token (PIN, key) is
+	 * proven while the request may still be arriving on a pipe, and a
+	 * token problem is reported before the CSR's.
+	 */
+	if ((r = kh_start(cfg, &k)) != 0)
+		goto out;
+	r = kh_pubkey(k.kh, root_id, 0, &spki, &spkilen);
+	if (r == HSM_ENOENT) {
+		r = hsm_err(HSM_ENOENT, "the token holds no key for %s (key id %s)", root_path,
+		    hsm_hex(root_id, sizeof(root_id), hex));
+		goto out;
+	}
+	if (r != 0 || (r = cert_spki_id(spki, spkilen, got_id)) != 0)
+		goto out;
+	if (memcmp(got_id, root_id, sizeof(root_id)) != 0) {
+		r = hsm_err(HSM_EPROTO, "the keyholder returned a different key for key id %s",
+		    hsm_hex(root_id, sizeof(root_id), hex));
+		goto out;
+	}
+
+	if ((r = hsm_read_file(csrpath, CERT_MAX_INPUT, &csrbuf, &csrlen)) != 0 ||
+	    (r = cert_csr_parse(csrbuf, csrlen, &req)) != 0 ||
+	    (r = cert_csr_verify(req)) != 0 ||
+	    (r = cert_key_check(X509_REQ_get0_pubkey(req))) != 0)
+		goto out;
+	if ((r = hsm_pkey_new(k.kh, root_id, spki, spkilen, 0, &key)) != 0 ||
+	    (r = cert_issue_svid(root, key, X509_REQ_get0_pubkey(req), id, ttl, &svid)) != 0 ||
+	    (r = cert_pem(svid, &pem, &pemlen)) != 0)
+		goto out;
+	/* Issue 3: record the serial in the ledger and the audit log here. */
+	if (fwrite(pem, 1, pemlen, stdout) != pemlen || fflush(stdout) != 0)
+		r = hsm_err(HSM_EIO, "write error on stdout");
+ out:
+	EVP_PKEY_free(key);
+	kh_stop(&k);
+	X509_free(svid);
+	X509_free(root);
+	X509_REQ_free(req);
+	free(csrbuf);
+	free(spki);
+	free(pem);
+	ca_config_free(cfg);
+	return r == 0 ? 0 : fail("issue", r);
+}
+
+/* ---- dispatch ---- */
+
+enum { OPT_CSR = 256, OPT_ID, OPT_TTL };
+
+static const struct option long_opts[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "csr", required_argument, NULL, OPT_CSR },
+	{ "id", required_argument, NULL, OPT_ID },
+	{ "ttl", required_argument, NULL, OPT_TTL },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 }
+};
+
+int
+ca_main(int argc, char **argv)
+{
+	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL;
+	void (*usage)(FILE *);
+	int ch, is_issue;
+
+	hsm_log_init("hsmesh ca", HSM_LOG_WARN);
+	if (argc < 2) {
+		usage_ca(stderr);
+		return 2;
+	}
+	sub = argv[1];
+	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+		usage_ca(stdout);
+		return 0;
+	}
+	if (strcmp(sub, "init") == 0) {
+		usage = usage_init;
+		is_issue = 0;
+	} else if (strcmp(sub, "issue") == 0) {
+		usage = usage_issue;
+		is_issue = 1;
+	} else {
+		/* Issue 3: token, serve and revoke are dispatched here. */
+		fprintf(stderr, "hsmesh ca: unknown subcommand '%s'\n", sub);
+		usage_ca(stderr);
+		return 2;
+	}
+
+	/* Options of the subcommand: argv[1] plays argv[0] for getopt. */
+	argc--;
+	argv++;
+	optind = 0;	/* glibc: full re-initialisation */
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:c:h", long_opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			cfgpath = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case OPT_CSR:
+		case OPT_ID:
+		case OPT_TTL:
+			if (!is_issue)
+				return usage_error(sub, usage, "option not valid for this subcommand:",
+				    argv[optind - 1]);
+			if (ch == OPT_CSR)
+				csr = optarg;
+			else if (ch == OPT_ID)
+				id = optarg;
+			else
+				ttl = optarg;
+			break;
+		case ':':
+			return usage_error(sub, usage, "missing value for option", argv[optind - 1]);
+		default:
+			if (optopt != 0) {
+				char o[3] = { '-', (char)optopt, '\0' };
+
+				return usage_error(sub, usage, "unknown option", o);
+			}
+			return usage_error(sub, usage, "unknown option", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error(sub, usage, "unexpected argument", argv[optind]);
+	if (cfgpath == NULL)
+		return usage_error(sub, usage, "-c ca.yaml is required", NULL);
+	if (!is_issue)
+		return cmd_init(cfgpath);
+	if (csr == NULL || id == NULL)
+		return usage_error(sub, usage, "--csr and --id are required", NULL);
+	return cmd_issue(cfgpath, csr, id, ttl);
+}

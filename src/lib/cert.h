@@ -1,0 +1,109 @@
+/*
+ * cert.h - X.509 for the CA: the self-signed root, X.509-SVIDs, CSR
+ * checks, and a human-readable printer (hsmesh inspect).
+ *
+ * Signing keys are EVP_PKEYs and may be keyholder keys (provider.h): such
+ * a key can sign but cannot be encoded, so every function that puts a
+ * public key into a certificate takes it separately as an ordinary
+ * (default provider) public key. Every certificate made here is verified
+ * against the CA public key before it is returned, so a token that signs
+ * wrongly is caught at the CA, not at a relying party.
+ *
+ * Functions return 0 or a negative HSM_E* code with a one-line detail
+ * (err.h). Parsers take untrusted bytes: fuzzed by tests/fuzz/fuzz_csr.c.
+ */
+#ifndef HSM_CERT_H
+#define HSM_CERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "keytypes.h"
+
+#define CERT_BACKDATE 60		/* seconds notBefore lies in the past, for clock skew */
+#define CERT_MAX_TTL (100LL * 366 * 86400)	/* sanity bound on any validity period */
+#define CERT_MAX_INPUT (1024 * 1024)	/* largest certificate/CSR file read */
+
+/*
+ * Make the self-signed root of trust domain td: random positive 128-bit
+ * serial, subject "O=<td>, CN=hsmesh CA <td>" (each cut to the 64
+ * characters X.520 allows; the URI SAN spiffe://<td> carries the full
+ * name), basicConstraints critical CA:TRUE, keyUsage critical keyCertSign,
+ * cRLSign and digitalSignature (the CMP server signs with it), SKI, AKI,
+ * notBefore now-60s, notAfter now+ttl. Signed by signer (SHA-384 for a
+ * P-384 key, SHA-256 otherwise) whose public half is pub. Caller frees
+ * *out with X509_free. 0, HSM_EINVAL (td, ttl) or HSM_ECRYPTO.
+ */
+int cert_make_root(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, int64_t ttl, X509 **out);
+
+/*
+ * Issue an X.509-SVID for pub (the requester's public key): random serial,
+ * subject O=SPIFFE, one non-critical URI SAN spiffe_id, basicConstraints
+ * critical CA:FALSE, keyUsage critical digitalSignature (and
+ * keyEncipherment for RSA), EKU serverAuth+clientAuth, SKI, AKI = the CA's
+ * SKI, notBefore now-60s, notAfter now+ttl but never after the CA's
+ * notAfter. spiffe_id must be valid (checked again here). ca_key signs
+ * for ca. Caller frees *out. 0, HSM_EINVAL, HSM_EPOLICY (CA expired, key
+ * type refused) or HSM_ECRYPTO.
+ */
+int cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
+    int64_t ttl, X509 **out);
+
+/*
+ * The key types accepted in an SVID: EC P-256, EC P-384, RSA 2048..8192.
+ * 0 or HSM_EPOLICY "key type EC secp256k1 is not accepted (...)".
+ */
+int cert_key_check(EVP_PKEY *pub);
+
+/* "EC P-256", "EC P-384", "RSA-3072", "ED25519", ... into buf. Returns buf. */
+const char *cert_key_describe(EVP_PKEY *pub, char *buf, size_t len);
+
+/* SHA-256 of a DER SubjectPublicKeyInfo: the key id keyholders name keys by. 0 or HSM_ECRYPTO. */
+int cert_spki_id(const uint8_t *spki, size_t len, uint8_t id[HSM_KEYID_LEN]);
+
+/* Key id of a certificate's public key (its SubjectPublicKeyInfo as encoded). */
+int cert_key_id(X509 *x, uint8_t id[HSM_KEYID_LEN]);
+
+/*
+ * Parse the first certificate of buf (PEM or DER). Caller frees *out.
+ * 0 or HSM_EINVAL.
+ */
+int cert_parse(const uint8_t *buf, size_t len, X509 **out);
+
+/*
+ * Parse a PKCS#10 CSR (PEM "CERTIFICATE REQUEST" / "NEW CERTIFICATE
+ * REQUEST", or DER, which must be consumed exactly). Does not verify it.
+ * Caller frees *out with X509_REQ_free. 0 or HSM_EINVAL.
+ */
+int cert_csr_parse(const uint8_t *buf, size_t len, X509_REQ **out);
+
+/*
+ * Verify req's signature with its own public key (proof of possession).
+ * 0 or HSM_EINVAL "CSR signature does not verify".
+ */
+int cert_csr_verify(X509_REQ *req);
+
+/*
+ * The one URI SAN of x (an SVID or our root), copied to a malloc'd string.
+ * HSM_EINVAL when x has no subjectAltName, not exactly one URI in it, or a
+ * URI with a NUL byte. The URI is not validated as a SPIFFE ID here.
+ */
+int cert_uri_san(X509 *x, char **out);
+
+/* PEM text of x in a malloc'd NUL-terminated buffer (len excludes the NUL). */
+int cert_pem(X509 *x, char **out, size_t *len);
+
+/*
+ * Print every certificate and CSR in buf (PEM, possibly several blocks, or
+ * one DER object) readably on f: type, subject, issuer, serial, SPIFFE
+ * IDs, key type and key id, validity with a note, CA flag, key usage, EKU.
+ * Nothing is printed unless the whole input parses. 0 or HSM_EINVAL
+ * ("not a certificate or CSR: ...").
+ */
+int cert_inspect(const uint8_t *buf, size_t len, FILE *f);
+
+#endif

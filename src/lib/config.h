@@ -1,0 +1,145 @@
+/*
+ * config.h - daemon configuration files (YAML).
+ *
+ * Two layers. The generic one reads a YAML file into a small tree
+ * (mappings, sequences, scalars, each with its line number) and offers
+ * typed getters addressed by dotted keys ("token.module") plus a check
+ * against the list of keys a daemon knows, so every daemon's file gets the
+ * same strictness and the same one-line errors:
+ *
+ *   ca.yaml: unknown key 'foo' at line 3
+ *   ca.yaml: 'svid_ttl' bad duration '1x': unit must be s, m, h or d at line 7
+ *
+ * The typed layer turns one file into one struct (ca.yaml today; agent.yaml
+ * and proxy.yaml reuse the tree, the getters and struct cfg_token).
+ *
+ * Every error is HSM_ECONFIG with a one-line hsm_err() detail naming the
+ * file and, where the key exists, its line. Secrets are never read here:
+ * a PIN is named by a file path or an environment variable name, and only
+ * the keyholder reads it.
+ */
+#ifndef HSM_CONFIG_H
+#define HSM_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keytypes.h"
+
+/* ---- generic YAML tree ---- */
+
+enum cfg_type { CFG_SCALAR = 1, CFG_MAP = 2, CFG_SEQ = 3 };
+
+struct cfg_node {
+	enum cfg_type type;
+	char *key;		/* entry of a mapping: its key; otherwise NULL */
+	char *value;		/* CFG_SCALAR: the text */
+	int is_null;		/* scalar written as nothing, ~ or null (unquoted) */
+	unsigned line;		/* 1-based; for a mapping entry, the key's line */
+	struct cfg_node *child;	/* CFG_MAP/CFG_SEQ: first entry */
+	struct cfg_node *next;	/* next entry of the parent */
+};
+
+struct cfg_doc {
+	char *name;		/* file name as given, for messages */
+	char *dir;		/* absolute directory relative paths resolve against */
+	struct cfg_node *root;	/* always a CFG_MAP (empty for an empty file) */
+};
+
+/*
+ * Read and parse the YAML file at path. The top level must be a mapping;
+ * keys are strings and unique; aliases and multiple documents are
+ * refused (tags are ignored: every scalar is text to the getters). Caller
+ * frees *out with cfg_doc_free(). 0 or HSM_ECONFIG.
+ */
+int cfg_doc_load(const char *path, struct cfg_doc **out);
+
+/*
+ * Parse len bytes of YAML text. name is used in messages, dir (may be
+ * NULL: the current directory) for relative paths. 0 or HSM_ECONFIG.
+ */
+int cfg_doc_parse(const char *name, const char *dir, const uint8_t *buf, size_t len,
+    struct cfg_doc **out);
+
+/* Free a document. Accepts NULL. */
+void cfg_doc_free(struct cfg_doc *d);
+
+/*
+ * Refuse any key not in known (NULL-terminated list of dotted keys;
+ * listing "token.module" makes "token" a known section). Sequences are
+ * leaves. 0 or HSM_ECONFIG "NAME: unknown key 'token.foo' at line 5".
+ */
+int cfg_check_known(const struct cfg_doc *d, const char *const *known);
+
+/* The node at a dotted key, or NULL when any part is absent or not a mapping. */
+const struct cfg_node *cfg_find(const struct cfg_doc *d, const char *key);
+
+/*
+ * Record an HSM_ECONFIG error about key: "NAME: MSG at line N", the line
+ * being key's (no line part when key is NULL or absent). Returns HSM_ECONFIG.
+ */
+int cfg_err(const struct cfg_doc *d, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Typed getters for scalars. When key is absent the default applies and 0
+ * is returned; a present key that is not a scalar, has no value or is an
+ * empty string is an error, as is a section on the way to it that is not
+ * a mapping. Strings are malloc'd; the caller frees them.
+ */
+/* A string; absent -> copy of def, or NULL when def is NULL. */
+int cfg_get_str(const struct cfg_doc *d, const char *key, const char *def, char **out);
+/* A path; relative ones resolved against d->dir. Absent -> def resolved likewise, or NULL. */
+int cfg_get_path(const struct cfg_doc *d, const char *key, const char *def, char **out);
+/* A duration (hsm_parse_duration syntax); absent -> def parsed. */
+int cfg_get_duration(const struct cfg_doc *d, const char *key, const char *def, int64_t *out);
+/* A present key or HSM_ECONFIG "NAME: missing required key 'key'". */
+int cfg_require(const struct cfg_doc *d, const char *key);
+/* Join dir and a path unless it is absolute. Caller frees *out. 0 or HSM_ENOMEM. */
+int cfg_resolve_path(const char *dir, const char *path, char **out);
+
+/* ---- typed configurations ---- */
+
+/* A "token:" section: which PKCS#11 token a keyholder opens and how it finds the PIN. */
+struct cfg_token {
+	char *module;		/* PKCS#11 module path */
+	char *uri;		/* pkcs11: URI naming the token */
+	char *pin_file;		/* exactly one of pin_file / pin_env */
+	char *pin_env;
+};
+
+/* Read section (e.g. "token") of d into *t (cleared first). 0 or HSM_ECONFIG. */
+int cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t);
+/* Free what cfg_token_load allocated and clear *t. Accepts NULL. */
+void cfg_token_clear(struct cfg_token *t);
+
+/* ca.yaml. */
+struct ca_config {
+	char *path;		/* the file, as given */
+	char *trust_domain;
+	struct cfg_token token;
+	enum hsm_keytype key_type;	/* key.type, default ec-p256 */
+	char *key_label;		/* key.label, default "hsmesh-ca" */
+	char *state_dir;
+	char *listen;			/* host:port, default 127.0.0.1:8443 */
+	int64_t svid_ttl;		/* seconds, default 1h */
+	int64_t max_ttl;		/* default 24h */
+	int64_t ca_ttl;			/* default 3650d */
+	char *svid_ttl_text;		/* as written, for messages ("1h") */
+	char *max_ttl_text;
+	char *database;			/* default <state_dir>/ledger.db */
+	char *audit_log;		/* default <state_dir>/audit.log */
+};
+
+/*
+ * Load and validate ca.yaml at path. Caller frees *out with
+ * ca_config_free(). 0 or HSM_ECONFIG (detail: one line, file and line).
+ */
+int ca_config_load(const char *path, struct ca_config **out);
+/* Same from text, for tests: name for messages, dir for relative paths. */
+int ca_config_parse(const char *name, const char *dir, const uint8_t *buf, size_t len,
+    struct ca_config **out);
+/* Free a configuration. Accepts NULL. */
+void ca_config_free(struct ca_config *c);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * khclient.h - client side of the keyholder protocol.
+ *
+ * A kh_client owns one connected stream socket to a keyholder and a
+ * reader thread that matches replies to requests by id and fails every
+ * request whose deadline passes, so every request ends: by reply, by
+ * deadline, or by the keyholder going away (HSM_ECLOSED). Thread-safe:
+ * any number of threads may have requests in flight.
+ *
+ * Blocking calls wait for their own reply. kh_sign_start() is the
+ * non-blocking form used inside OpenSSL async jobs: it signals an fd
+ * (an eventfd or pipe write end) when the request ends.
+ */
+#ifndef HSM_KHCLIENT_H
+#define HSM_KHCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "keytypes.h"
+
+struct kh_client;
+struct kh_req;
+
+#define KH_DEFAULT_TIMEOUT_MS 5000u
+
+/* Options for starting a private keyholder process (hsmesh keyholder). */
+struct kh_spawn_opts {
+	const char *module;		/* PKCS#11 module path */
+	const char *token_uri;		/* pkcs11: URI of the token */
+	const char *pin_file;		/* one of pin_file / pin_env */
+	const char *pin_env;
+	unsigned sign_delay_ms;		/* test setting: added per signature (0 = none) */
+	int workers;			/* signing threads (0 = default) */
+	const char *exe;		/* hsmesh binary to run (NULL = /proc/self/exe) */
+};
+
+/*
+ * Start a keyholder as a child (fork + exec of /proc/self/exe
+ * "keyholder --fd N ...") on a socketpair and return a client for it.
+ * The PIN is read by the child only. Waits for its first reply (a PING)
+ * so token errors (wrong PIN, absent token, missing module) come back
+ * here as codes with the child's one-line reason. *pid receives the
+ * child's pid; kh_client_free() closes the socket, which makes the child exit.
+ */
+int kh_spawn(const struct kh_spawn_opts *o, struct kh_client **out, pid_t *pid);
+
+/* Connect to a keyholder listening on a Unix socket path. */
+int kh_connect(const char *path, struct kh_client **out);
+
+/* Adopt a connected stream socket fd (ownership passes on success). */
+int kh_client_new(int fd, struct kh_client **out);
+
+/* Close the socket, fail pending requests with HSM_ECLOSED, join the reader thread. Accepts NULL. */
+void kh_client_free(struct kh_client *c);
+
+/* Blocking operations. timeout_ms 0 means KH_DEFAULT_TIMEOUT_MS. */
+int kh_ping(struct kh_client *c, unsigned timeout_ms);
+int kh_generate(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+int kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+int kh_pubkey(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
+    uint8_t **spki, size_t *spkilen);
+int kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms);
+/* sig must hold HSM_MAX_SIG bytes. */
+int kh_sign(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
+    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen);
+
+/*
+ * Non-blocking sign: send the request and return at once. When it ends
+ * the reader thread writes an 8-byte 1 to notify_fd (eventfd semantics;
+ * a pipe works too). *out owns the request until kh_req_free().
+ */
+int kh_sign_start(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
+    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, int notify_fd, struct kh_req **out);
+/* Non-zero once the request has ended. */
+int kh_req_done(struct kh_req *r);
+/* After kh_req_done: status (0 or HSM_E*), signature copied to sig (HSM_MAX_SIG). */
+int kh_req_result(struct kh_req *r, uint8_t *sig, size_t *siglen);
+/* Free a request; if still pending it is detached and its reply dropped. Accepts NULL. */
+void kh_req_free(struct kh_req *r);
+
+#endif

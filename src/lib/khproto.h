@@ -1,0 +1,98 @@
+/*
+ * khproto.h - the keyholder wire protocol (docs/PROTOCOL.md).
+ *
+ * Every message is one frame; all integers are big-endian:
+ *
+ *   u32 len      bytes after this field, KH_HDR_LEN-4 .. KH_MAX_FRAME-4
+ *   u8  version  KH_VERSION
+ *   u8  type     request type (KH_T_*), or the same type | KH_T_REPLY
+ *   u16 zero     reserved, must be 0
+ *   u32 id       chosen by the client, echoed in the reply
+ *   u32 arg      request: deadline in ms from now (1..KH_MAX_DEADLINE_MS)
+ *                reply: status, a negated HSM_E* code as u32 (0 = ok)
+ *   ...body      per type, exact lengths below
+ *
+ * Request bodies:
+ *   GENERATE  u8 keytype, u8 label_len (0..64), label
+ *   PUBKEY    keyid[32]
+ *   SIGN      keyid[32], u8 alg, u8 dlen (20..64), digest[dlen]
+ *   DESTROY   keyid[32]
+ *   FIND      u8 label_len (1..64), label
+ *   PING      empty
+ * Reply bodies when status is 0:
+ *   GENERATE, FIND: keyid[32], spki DER (1..HSM_MAX_SPKI)
+ *   PUBKEY: spki DER;  SIGN: signature (1..HSM_MAX_SIG);  DESTROY, PING: empty
+ * Reply body when status is not 0: an error text (0..255 bytes, not NUL-terminated).
+ *
+ * These functions are pure (no I/O) and distrust every byte.
+ */
+#ifndef HSM_KHPROTO_H
+#define HSM_KHPROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keytypes.h"
+
+#define KH_VERSION 1
+#define KH_HDR_LEN 16
+#define KH_MAX_FRAME 4096
+#define KH_MAX_DEADLINE_MS 600000u
+#define KH_MAX_ERRTEXT 255
+
+enum kh_type {
+	KH_T_GENERATE = 1,
+	KH_T_PUBKEY = 2,
+	KH_T_SIGN = 3,
+	KH_T_DESTROY = 4,
+	KH_T_FIND = 5,
+	KH_T_PING = 6,
+	KH_T_REPLY = 0x80,
+};
+
+/* A decoded frame header; body points into the caller's buffer. */
+struct kh_frame {
+	uint8_t type;
+	uint32_t id;
+	uint32_t arg;
+	const uint8_t *body;
+	size_t bodylen;
+};
+
+/* A decoded, validated request. Pointers point into the frame's buffer. */
+struct kh_request {
+	uint8_t type;
+	uint32_t id;
+	uint32_t deadline_ms;
+	uint8_t keytype;			/* GENERATE */
+	char label[HSM_MAX_LABEL + 1];		/* GENERATE, FIND */
+	uint8_t keyid[HSM_KEYID_LEN];		/* PUBKEY, SIGN, DESTROY */
+	uint8_t alg;				/* SIGN */
+	uint8_t digest[64];			/* SIGN */
+	size_t dlen;
+};
+
+/*
+ * Split one frame off the front of buf. Returns the frame's total length
+ * (> 0) and fills *f; 0 when buf holds an incomplete frame; HSM_EPROTO
+ * when the header is invalid (length out of range, bad version, nonzero
+ * reserved field). Never reads past len.
+ */
+int kh_frame_parse(const uint8_t *buf, size_t len, struct kh_frame *f);
+
+/*
+ * Validate a request frame: known type, exact body length, label bytes
+ * printable ASCII, deadline in range, key type and algorithm known,
+ * digest length allowed for the algorithm. 0 or HSM_EPROTO.
+ */
+int kh_request_decode(const struct kh_frame *f, struct kh_request *r);
+
+/*
+ * Encode a frame into out (capacity cap). Returns the total length or
+ * HSM_EINVAL when it would not fit KH_MAX_FRAME or cap. body may be NULL
+ * when bodylen is 0; body2 is appended after body (may be NULL).
+ */
+int kh_frame_encode(uint8_t *out, size_t cap, uint8_t type, uint32_t id, uint32_t arg,
+    const uint8_t *body, size_t bodylen, const uint8_t *body2, size_t body2len);
+
+#endif

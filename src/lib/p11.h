@@ -1,0 +1,93 @@
+/*
+ * p11.h - the one door to PKCS#11. Only this module calls C_* functions,
+ * and only the keyholder process links it in use.
+ *
+ * A struct p11_token is one logged-in token of one loaded module, with a
+ * thread-safe pool of sessions. Keys are generated non-extractable and
+ * sensitive, and are named by CKA_ID = SHA-256 of their DER
+ * SubjectPublicKeyInfo (HSM_KEYID_LEN bytes).
+ */
+#ifndef HSM_P11_H
+#define HSM_P11_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keytypes.h"
+
+struct p11_token;
+
+/* Where the PIN comes from: exactly one of file or env is non-NULL. */
+struct p11_pin_source {
+	const char *file;	/* path to a file holding the PIN (trailing newline stripped) */
+	const char *env;	/* name of an environment variable holding it */
+};
+
+/*
+ * Load module_path (canonicalised with realpath, must be a regular file
+ * exporting C_GetFunctionList), find the one token matching token_uri (an
+ * RFC 7512 pkcs11: URI; token, manufacturer, serial, model, slot-id
+ * attributes), read the PIN from pin, log in as user, and wipe the PIN.
+ * nsessions sessions are opened lazily up to that number (>= 1).
+ * Errors: HSM_EMODULE, HSM_ETOKEN (no token matches, or several do),
+ * HSM_EPIN, HSM_EPINLOCKED (token reports the PIN locked or final try:
+ * we never make the attempt that would lock it), HSM_EINVAL (bad URI),
+ * HSM_ENOENT (PIN file missing), HSM_EP11. On success *out owns the token.
+ */
+int p11_token_open(const char *module_path, const char *token_uri,
+    const struct p11_pin_source *pin, int nsessions, struct p11_token **out);
+
+/* Log out, close sessions, C_Finalize, unload. Accepts NULL. */
+void p11_token_close(struct p11_token *tok);
+
+/*
+ * Generate a key pair of type kt in the token (CKA_TOKEN, CKA_PRIVATE,
+ * CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE, CKA_SIGN), labelled label
+ * (may be NULL), set CKA_ID on both halves to the SPKI hash.
+ * Writes keyid, and *spki (malloc'd DER, caller frees) with *spkilen.
+ */
+int p11_generate(struct p11_token *tok, enum hsm_keytype kt, const char *label,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+
+/* Public key of the private key with this id: *spki malloc'd DER. HSM_ENOENT if absent. */
+int p11_pubkey(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN],
+    uint8_t **spki, size_t *spkilen);
+
+/* Find the (first) private key with this CKA_LABEL: its id and SPKI. HSM_ENOENT if none. */
+int p11_find_label(struct p11_token *tok, const char *label,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+
+/*
+ * Sign digest (dlen bytes) with alg (enum hsm_sigalg) using key keyid.
+ * sig must hold HSM_MAX_SIG bytes; *siglen receives the length. ECDSA
+ * signatures are returned DER-encoded. HSM_EUNSUPPORTED when alg does not
+ * fit the key type. Thread-safe.
+ */
+int p11_sign(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN], int alg,
+    const uint8_t *digest, size_t dlen, uint8_t *sig, size_t *siglen);
+
+/* Destroy private and public objects with this id. HSM_ENOENT if absent. */
+int p11_destroy(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN]);
+
+/* Security attributes of the private key (for tests and the demo). */
+struct p11_key_info {
+	enum hsm_keytype type;
+	bool sensitive, always_sensitive, extractable, never_extractable, token, private_;
+	char label[HSM_MAX_LABEL + 1];
+};
+int p11_key_info(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN],
+    struct p11_key_info *out);
+
+/* Token label, as a NUL-terminated string with the padding trimmed. */
+const char *p11_token_label(const struct p11_token *tok);
+
+/*
+ * Re-initialise the module in a child after fork() (PKCS#11 forbids using
+ * the parent's sessions): C_Initialize again, log in again with the PIN
+ * from the original source. Also done automatically on first use after a
+ * fork detected by pid change.
+ */
+int p11_token_reset_after_fork(struct p11_token *tok);
+
+#endif

@@ -1,0 +1,219 @@
+/* spiffe.c - SPIFFE ID validation (see spiffe.h). */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "err.h"
+#include "spiffe.h"
+
+/* Room for the quoted copy of untrusted input in an error detail (err.c keeps 512). */
+#define QBUF 200
+
+/*
+ * Copy s into buf (QBUF bytes) for an error message: control and non-ASCII
+ * bytes and quotes as \xNN (the detail ends up on a terminal or in a log),
+ * long input cut with "...".
+ */
+static const char *
+quote(const char *s, char *buf, size_t len)
+{
+	size_t i, o = 0;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		/* Keep room for one escape, "..." and the NUL. */
+		if (o + 4 + 3 + 1 > len) {
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'')
+			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+/* Describe a byte that is not allowed at this place. */
+static void
+bad_char(char *why, size_t len, const char *where, unsigned char c)
+{
+	switch (c) {
+	case '%':
+		snprintf(why, len, "percent-encoding is not allowed");
+		break;
+	case '?':
+		snprintf(why, len, "a query ('?') is not allowed");
+		break;
+	case '#':
+		snprintf(why, len, "a fragment ('#') is not allowed");
+		break;
+	default:
+		if (c > 0x20 && c < 0x7f && c != '\'')
+			snprintf(why, len, "character '%c' is not allowed in the %s", c, where);
+		else
+			snprintf(why, len, "byte 0x%02x is not allowed in the %s", c, where);
+		break;
+	}
+}
+
+static int
+td_char_ok(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+	    c == '_';
+}
+
+static int
+path_char_ok(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	    c == '.' || c == '-' || c == '_';
+}
+
+/*
+ * Check the trust domain at p (n bytes, not NUL-terminated). 0, or -1 with
+ * the reason in why. Userinfo and port get their own reasons because they
+ * are what a URI-minded user will try.
+ */
+static int
+td_scan(const char *p, size_t n, char *why, size_t wlen)
+{
+	size_t i;
+
+	if (n == 0) {
+		snprintf(why, wlen, "trust domain is empty");
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		if (td_char_ok(c))
+			continue;
+		if (c >= 'A' && c <= 'Z')
+			snprintf(why, wlen, "trust domain must be lowercase");
+		else if (c == '@')
+			snprintf(why, wlen, "userinfo ('@') is not allowed");
+		else if (c == ':')
+			snprintf(why, wlen, "a port (':') is not allowed");
+		else
+			bad_char(why, wlen, "trust domain", c);
+		return -1;
+	}
+	if (n > SPIFFE_TD_MAX) {
+		snprintf(why, wlen, "trust domain is longer than %d characters", SPIFFE_TD_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+/* Check the path at p (NUL-terminated, "" or starting with '/'). 0 or -1 with why. */
+static int
+path_scan(const char *p, char *why, size_t wlen)
+{
+	const char *seg;
+	size_t n;
+
+	while (*p == '/') {
+		seg = ++p;
+		while (path_char_ok((unsigned char)*p))
+			p++;
+		n = (size_t)(p - seg);
+		if (*p != '\0' && *p != '/') {
+			bad_char(why, wlen, "path", (unsigned char)*p);
+			return -1;
+		}
+		if (n == 0) {
+			snprintf(why, wlen, *p == '\0' ? "a trailing slash is not allowed" :
+			    "an empty path segment is not allowed");
+			return -1;
+		}
+		if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.')) {
+			snprintf(why, wlen, "path segment '%.*s' is not allowed", (int)n, seg);
+			return -1;
+		}
+	}
+	/* Only reachable with a non-'/' after the trust domain, handled by the caller. */
+	return *p == '\0' ? 0 : -1;
+}
+
+int
+spiffe_id_parse(const char *s, struct spiffe_id *out)
+{
+	char q[QBUF], why[128];
+	const char *td, *p;
+	size_t len, tdlen;
+
+	memset(out, 0, sizeof(*out));
+	if (s == NULL)
+		return hsm_err(HSM_EINVAL, "invalid SPIFFE ID: none given");
+	len = strnlen(s, SPIFFE_ID_MAX + 1);
+	if (len == 0)
+		return hsm_err(HSM_EINVAL, "invalid SPIFFE ID: empty");
+	if (len > SPIFFE_ID_MAX) {
+		snprintf(why, sizeof(why), "longer than %d bytes", SPIFFE_ID_MAX);
+		goto bad;
+	}
+	if (strncmp(s, SPIFFE_SCHEME, strlen(SPIFFE_SCHEME)) != 0) {
+		if (strncasecmp(s, SPIFFE_SCHEME, strlen(SPIFFE_SCHEME)) == 0)
+			snprintf(why, sizeof(why), "scheme must be lowercase 'spiffe://'");
+		else
+			snprintf(why, sizeof(why), "scheme must be 'spiffe://'");
+		goto bad;
+	}
+	td = s + strlen(SPIFFE_SCHEME);
+	/* The trust domain ends at the first '/'; anything odd inside it is reported by td_scan. */
+	tdlen = strcspn(td, "/");
+	if (td_scan(td, tdlen, why, sizeof(why)) != 0)
+		goto bad;
+	p = td + tdlen;
+	if (path_scan(p, why, sizeof(why)) != 0)
+		goto bad;
+
+	memcpy(out->trust_domain, td, tdlen);
+	out->trust_domain[tdlen] = '\0';
+	memcpy(out->path, p, strlen(p) + 1);
+	return 0;
+ bad:
+	return hsm_err(HSM_EINVAL, "invalid SPIFFE ID '%s': %s", quote(s, q, sizeof(q)), why);
+}
+
+int
+spiffe_td_check(const char *td)
+{
+	char q[QBUF], why[128];
+
+	if (td == NULL)
+		return hsm_err(HSM_EINVAL, "invalid trust domain: none given");
+	if (strncmp(td, SPIFFE_SCHEME, strlen(SPIFFE_SCHEME)) == 0) {
+		snprintf(why, sizeof(why), "give the name without 'spiffe://'");
+		goto bad;
+	}
+	if (td_scan(td, strnlen(td, SPIFFE_TD_MAX + 1), why, sizeof(why)) != 0)
+		goto bad;
+	return 0;
+ bad:
+	return hsm_err(HSM_EINVAL, "invalid trust domain '%s': %s", quote(td, q, sizeof(q)), why);
+}
+
+int
+spiffe_id_check_domain(const char *id, const char *td)
+{
+	char q[QBUF], qt[QBUF];
+	struct spiffe_id sid;
+	int r;
+
+	if ((r = spiffe_id_parse(id, &sid)) != 0)
+		return r;
+	if (td == NULL || strcmp(sid.trust_domain, td) != 0)
+		return hsm_err(HSM_EPOLICY, "SPIFFE ID '%s' is not in trust domain '%s'",
+		    quote(id, q, sizeof(q)), quote(td != NULL ? td : "", qt, sizeof(qt)));
+	/* The bare trust-domain ID names the CA itself, never a workload. */
+	if (sid.path[0] == '\0')
+		return hsm_err(HSM_EPOLICY, "SPIFFE ID '%s' has no path: a workload ID needs one",
+		    quote(id, q, sizeof(q)));
+	return 0;
+}

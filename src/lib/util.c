@@ -1,0 +1,348 @@
+/* util.c - small helpers shared by every process (see util.h). */
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "err.h"
+#include "util.h"
+
+#define SECRET_MAX 4096
+
+int
+hsm_parse_duration(const char *s, int64_t *seconds)
+{
+	int64_t n = 0, mult = 1;
+	const char *p = s;
+
+	*seconds = 0;
+	if (s == NULL || *s < '0' || *s > '9')
+		return hsm_err(HSM_EINVAL, "bad duration '%s': expected a number and s, m, h or d",
+		    s ? s : "");
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (n > (INT64_MAX - (*p - '0')) / 10)
+			return hsm_err(HSM_EINVAL, "duration '%s' is too large", s);
+		n = n * 10 + (*p - '0');
+	}
+	switch (*p) {
+	case '\0': mult = 1; break;
+	case 's': mult = 1; p++; break;
+	case 'm': mult = 60; p++; break;
+	case 'h': mult = 3600; p++; break;
+	case 'd': mult = 86400; p++; break;
+	default:
+		return hsm_err(HSM_EINVAL, "bad duration '%s': unit must be s, m, h or d", s);
+	}
+	if (*p != '\0')
+		return hsm_err(HSM_EINVAL, "bad duration '%s': trailing characters", s);
+	if (n == 0)
+		return hsm_err(HSM_EINVAL, "duration '%s' must be positive", s);
+	if (n > INT64_MAX / mult)
+		return hsm_err(HSM_EINVAL, "duration '%s' is too large", s);
+	*seconds = n * mult;
+	return 0;
+}
+
+char *
+hsm_hex(const uint8_t *buf, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		out[2 * i] = digits[buf[i] >> 4];
+		out[2 * i + 1] = digits[buf[i] & 0xf];
+	}
+	out[2 * len] = '\0';
+	return out;
+}
+
+/*
+ * Secret memory: page-aligned so it can be excluded from core dumps
+ * (MADV_DONTDUMP works on whole pages) and locked against swap. Both are
+ * best effort: an unprivileged process may exceed RLIMIT_MEMLOCK, and a
+ * PIN that works matters more than one that is also unswappable.
+ * Allocated with posix_memalign, so it stays valid for free().
+ */
+static size_t
+secret_size(size_t len)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	size_t page = pg > 0 ? (size_t)pg : 4096;
+
+	return (len + 1 + page - 1) / page * page;
+}
+
+static char *
+secret_alloc(size_t len)
+{
+	size_t sz = secret_size(len);
+	long pg = sysconf(_SC_PAGESIZE);
+	void *p = NULL;
+
+	if (posix_memalign(&p, pg > 0 ? (size_t)pg : 4096, sz) != 0)
+		return NULL;
+	(void)madvise(p, sz, MADV_DONTDUMP);
+	(void)mlock(p, sz);
+	memset(p, 0, sz);
+	return p;
+}
+
+void
+hsm_secret_free(char *s, size_t len)
+{
+	size_t sz;
+
+	if (s == NULL)
+		return;
+	sz = secret_size(len);
+	OPENSSL_cleanse(s, sz);
+	(void)munlock(s, sz);
+	/* The pages go back to malloc: let them be dumped again. */
+	(void)madvise(s, sz, MADV_DODUMP);
+	free(s);
+}
+
+/* Copy len bytes of src into fresh secret memory. */
+static int
+secret_dup(const char *src, size_t len, char **out, size_t *outlen)
+{
+	char *s;
+
+	if ((s = secret_alloc(len)) == NULL)
+		return hsm_err(HSM_ENOMEM, "out of memory for a secret");
+	memcpy(s, src, len);
+	s[len] = '\0';
+	*out = s;
+	*outlen = len;
+	return 0;
+}
+
+int
+hsm_secret_read_file(const char *path, char **out, size_t *len)
+{
+	char *buf = NULL;
+	size_t n = 0, l;
+	ssize_t r;
+	int fd = -1, st;
+	struct stat sb;
+
+	*out = NULL;
+	*len = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
+		st = errno == ENOENT ? HSM_ENOENT : HSM_EIO;
+		return hsm_err(st, "cannot open secret file %s: %s", path, strerror(errno));
+	}
+	if (fstat(fd, &sb) == -1) {
+		st = hsm_err(HSM_EIO, "stat %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_size > SECRET_MAX) {
+		st = hsm_err(HSM_EINVAL, "secret file %s is not a regular file of at most %d bytes",
+		    path, SECRET_MAX);
+		goto out;
+	}
+	/* One byte of slack detects a file that grew past the limit. */
+	if ((buf = secret_alloc(SECRET_MAX + 1)) == NULL) {
+		st = hsm_err(HSM_ENOMEM, "out of memory for a secret");
+		goto out;
+	}
+	while (n < SECRET_MAX + 1) {
+		r = read(fd, buf + n, SECRET_MAX + 1 - n);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			st = hsm_err(HSM_EIO, "read %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n > SECRET_MAX) {
+		st = hsm_err(HSM_EINVAL, "secret file %s is larger than %d bytes", path, SECRET_MAX);
+		goto out;
+	}
+	/* First line only, without its CR/LF. */
+	for (l = 0; l < n && buf[l] != '\n'; l++)
+		;
+	while (l > 0 && buf[l - 1] == '\r')
+		l--;
+	if (l == 0) {
+		st = hsm_err(HSM_EINVAL, "secret file %s is empty", path);
+		goto out;
+	}
+	if (memchr(buf, '\0', l) != NULL) {
+		st = hsm_err(HSM_EINVAL, "secret file %s contains a NUL byte", path);
+		goto out;
+	}
+	st = secret_dup(buf, l, out, len);
+ out:
+	hsm_secret_free(buf, SECRET_MAX + 1);
+	if (fd != -1)
+		close(fd);
+	return st;
+}
+
+int
+hsm_secret_read_env(const char *name, char **out, size_t *len)
+{
+	const char *v;
+	size_t l;
+
+	*out = NULL;
+	*len = 0;
+	if ((v = getenv(name)) == NULL)
+		return hsm_err(HSM_ENOENT, "environment variable %s is not set", name);
+	l = strlen(v);
+	if (l == 0)
+		return hsm_err(HSM_EINVAL, "environment variable %s is empty", name);
+	if (l > SECRET_MAX)
+		return hsm_err(HSM_EINVAL, "environment variable %s is longer than %d bytes",
+		    name, SECRET_MAX);
+	return secret_dup(v, l, out, len);
+}
+
+int
+hsm_read_file(const char *path, size_t max, uint8_t **out, size_t *len)
+{
+	uint8_t *buf = NULL, *nb;
+	size_t n = 0, cap = 0;
+	ssize_t r;
+	int fd, st;
+
+	*out = NULL;
+	*len = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
+		st = errno == ENOENT ? HSM_ENOENT : HSM_EIO;
+		return hsm_err(st, "cannot open %s: %s", path, strerror(errno));
+	}
+	for (;;) {
+		if (n == cap) {
+			/* Grow geometrically; one byte past max detects an oversized file. */
+			size_t ncap = cap == 0 ? 4096 : cap * 2;
+
+			if (ncap > max + 1)
+				ncap = max + 1;
+			if (ncap <= cap) {
+				st = hsm_err(HSM_EINVAL, "%s is larger than %zu bytes", path, max);
+				goto out;
+			}
+			if ((nb = realloc(buf, ncap + 1)) == NULL) {
+				st = hsm_err(HSM_ENOMEM, "out of memory reading %s", path);
+				goto out;
+			}
+			buf = nb;
+			cap = ncap;
+		}
+		r = read(fd, buf + n, cap - n);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			st = hsm_err(HSM_EIO, "read %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+		if (n > max) {
+			st = hsm_err(HSM_EINVAL, "%s is larger than %zu bytes", path, max);
+			goto out;
+		}
+	}
+	if (buf == NULL && (buf = malloc(1)) == NULL) {
+		st = hsm_err(HSM_ENOMEM, "out of memory reading %s", path);
+		goto out;
+	}
+	/* NUL-terminate for callers parsing text; not counted in len. */
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	buf = NULL;
+	st = 0;
+ out:
+	free(buf);
+	close(fd);
+	return st;
+}
+
+int
+hsm_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode)
+{
+	char tmp[PATH_MAX], dir[PATH_MAX];
+	const char *p = buf, *slash;
+	size_t off = 0;
+	ssize_t r;
+	int fd = -1, dfd, st, n;
+
+	n = snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path);
+	if (n < 0 || (size_t)n >= sizeof(tmp))
+		return hsm_err(HSM_EINVAL, "path too long: %s", path);
+	if ((fd = mkostemp(tmp, O_CLOEXEC)) == -1)
+		return hsm_err(HSM_EIO, "cannot create temporary file for %s: %s", path,
+		    strerror(errno));
+	if (fchmod(fd, (mode_t)mode) == -1) {
+		st = hsm_err(HSM_EIO, "chmod %s: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	while (off < len) {
+		r = write(fd, p + off, len - off);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			st = hsm_err(HSM_EIO, "write %s: %s", tmp, strerror(errno));
+			goto fail;
+		}
+		off += (size_t)r;
+	}
+	if (fsync(fd) == -1) {
+		st = hsm_err(HSM_EIO, "fsync %s: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	if (close(fd) == -1) {
+		fd = -1;
+		st = hsm_err(HSM_EIO, "close %s: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) == -1) {
+		st = hsm_err(HSM_EIO, "rename %s to %s: %s", tmp, path, strerror(errno));
+		goto fail;
+	}
+	/* Make the rename itself durable; failure here is not worth an error. */
+	if ((slash = strrchr(path, '/')) == NULL)
+		n = snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		n = snprintf(dir, sizeof(dir), "/");
+	else
+		n = snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	if (n > 0 && (size_t)n < sizeof(dir) &&
+	    (dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+ fail:
+	if (fd != -1)
+		close(fd);
+	unlink(tmp);
+	return st;
+}
+
+uint64_t
+hsm_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,39 @@
+/* util.h - small helpers shared by every process. */
+#ifndef HSM_UTIL_H
+#define HSM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Parse a duration: an integer followed by an optional unit s, m, h, d
+ * ("90s", "15m", "1h", "30d"; bare number = seconds). Rejects zero,
+ * negative, overflow and trailing garbage. 0 or HSM_EINVAL.
+ */
+int hsm_parse_duration(const char *s, int64_t *seconds);
+
+/* Lower-case hex of len bytes into out (2*len+1 bytes). Returns out. */
+char *hsm_hex(const uint8_t *buf, size_t len, char *out);
+
+/*
+ * Read a secret (PIN, token) from a file (first line, trailing CR/LF
+ * stripped) into a malloc'd buffer that is mlock'ed where possible. The
+ * caller wipes and frees it with hsm_secret_free(). Refuses files larger
+ * than 4 KiB and empty secrets. 0, HSM_ENOENT, HSM_EIO or HSM_EINVAL.
+ */
+int hsm_secret_read_file(const char *path, char **out, size_t *len);
+/* Same from an environment variable's value. */
+int hsm_secret_read_env(const char *name, char **out, size_t *len);
+/* Wipe and free a secret. Accepts NULL. */
+void hsm_secret_free(char *s, size_t len);
+
+/* Read a whole file (at most max bytes) into a malloc'd buffer. */
+int hsm_read_file(const char *path, size_t max, uint8_t **out, size_t *len);
+
+/* Write a file atomically (temp + fsync + rename) with mode. */
+int hsm_write_file_atomic(const char *path, const void *buf, size_t len, unsigned mode);
+
+/* Monotonic clock in milliseconds. */
+uint64_t hsm_now_ms(void);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * main.c - `hsmesh` subcommand dispatch.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmds.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh COMMAND [ARGS]\n"
+	    "\n"
+	    "A service mesh whose private keys never leave a PKCS#11 token.\n"
+	    "\n"
+	    "commands:\n"
+	    "  ca init   -c ca.yaml                       generate the CA key in the token, write root.pem\n"
+	    "  ca issue  -c ca.yaml --csr F --id ID [--ttl D]  issue an X.509-SVID (PEM on stdout)\n"
+	    "  keyholder ...                              the process that owns the token (see --help)\n"
+	    "  inspect   FILE                             print a certificate or CSR readably\n"
+	    "  demo                                       run the demonstration on a throwaway token\n"
+	    "\n"
+	    "Run 'hsmesh COMMAND --help' for a command's options.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} cmds[] = {
+		{ "ca", ca_main },
+		{ "keyholder", keyholder_main },
+		{ "inspect", inspect_main },
+		{ "demo", demo_main },
+	};
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (strcmp(argv[1], cmds[i].name) == 0)
+			return cmds[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "hsmesh: unknown command '%s' (try 'hsmesh --help')\n", argv[1]);
+	return 2;
+}

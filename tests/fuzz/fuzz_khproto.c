@@ -1,0 +1,28 @@
+/* fuzz_khproto.c - the keyholder's parser of peer bytes: frames, then requests. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "khproto.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	size_t off = 0;
+
+	/* Same loop as the keyholder: split frames until incomplete or bad. */
+	while (off < size) {
+		struct kh_frame f;
+		struct kh_request r;
+		int n = kh_frame_parse(data + off, size - off, &f);
+
+		if (n <= 0)
+			break;
+		if (kh_request_decode(&f, &r) == 0 && (r.type == KH_T_FIND || r.type == KH_T_GENERATE))
+			(void)strlen(r.label);
+		off += (size_t)n;
+	}
+	return 0;
+}

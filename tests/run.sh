@@ -1,0 +1,57 @@
+#!/bin/sh
+# tests/run.sh BUILD_DIR - run every test and print "N passed, N failed".
+#
+# Every test program speaks TAP ("ok N - ...", "not ok N - ..."): the cmocka
+# unit tests (CMOCKA_MESSAGE_OUTPUT=TAP), the integration scripts
+# (tests/integration/lib.sh) and the fuzz smoke runs. A program that exits
+# non-zero without reporting a failure counts as one failure.
+B=${1:-build}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B=$(cd "$B" && pwd)
+export HSMESH_BUILD="$B" HSMESH_ROOT="$ROOT" CMOCKA_MESSAGE_OUTPUT=TAP
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+LOG="$B/test-logs"
+rm -rf "$LOG"; mkdir -p "$LOG"
+pass=0; fail=0; failed_names=""
+
+run() { # name command...
+	name=$1; shift
+	out="$LOG/$(echo "$name" | tr '/ ' '__').log"
+	start=$(date +%s)
+	"$@" >"$out" 2>&1 </dev/null
+	rc=$?
+	p=$(grep -c '^ok ' "$out"); f=$(grep -c '^not ok ' "$out")
+	if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "not ok - $name exited $rc" >>"$out"; fi
+	if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then f=1; echo "not ok - $name reported nothing" >>"$out"; fi
+	pass=$((pass + p)); fail=$((fail + f))
+	printf '%-48s %3d passed %3d failed  (%ss)\n' "$name" "$p" "$f" "$(( $(date +%s) - start ))"
+	if [ "$f" -ne 0 ]; then
+		failed_names="$failed_names $name"
+		grep '^not ok ' "$out" | sed 's/^/    /'
+		tail -n 15 "$out" | sed 's/^/    | /'
+	fi
+}
+
+export HSMESH_EXE="$B/hsmesh"
+for t in "$B"/tests/test_*; do
+	[ -x "$t" ] && run "unit/$(basename "$t")" "$t"
+done
+export HSMESH_EXE="$B/asan/hsmesh"
+for t in "$B"/asan/tests/test_*; do
+	[ -x "$t" ] && run "unit-asan/$(basename "$t")" "$t"
+done
+for t in "$ROOT"/tests/integration/t_*.sh; do
+	[ -f "$t" ] && run "integration/$(basename "$t" .sh)" sh "$t" "$B/hsmesh"
+done
+# The integration suites marked ASAN=yes run a second time on the sanitizer build.
+for t in "$ROOT"/tests/integration/t_*.sh; do
+	grep -q '^# ASAN=yes' "$t" 2>/dev/null && run "integration-asan/$(basename "$t" .sh)" sh "$t" "$B/asan/hsmesh"
+done
+for t in "$B"/fuzz/fuzz_*; do
+	[ -x "$t" ] && run "fuzz-smoke/$(basename "$t")" sh "$ROOT/tests/fuzz/smoke.sh" "$t"
+done
+
+[ -n "$failed_names" ] && echo "failed:$failed_names (logs in $LOG)"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

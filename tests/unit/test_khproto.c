@@ -1,0 +1,180 @@
+/* test_khproto.c - the keyholder frame parser distrusts every byte. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "err.h"
+#include "khproto.h"
+
+static int
+enc(uint8_t *buf, uint8_t type, uint32_t arg, const void *body, size_t len)
+{
+	return kh_frame_encode(buf, KH_MAX_FRAME, type, 7, arg, body, len, NULL, 0);
+}
+
+static void
+roundtrip_sign(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], body[32 + 2 + 32];
+	struct kh_frame f;
+	struct kh_request r;
+	int n;
+
+	memset(body, 0xab, 32);
+	body[32] = HSM_SIG_ECDSA;
+	body[33] = 32;
+	memset(body + 34, 0x11, 32);
+	n = enc(buf, KH_T_SIGN, 1000, body, sizeof(body));
+	assert_int_equal(n, KH_HDR_LEN + sizeof(body));
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+	assert_int_equal(f.id, 7);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_int_equal(r.alg, HSM_SIG_ECDSA);
+	assert_int_equal(r.dlen, 32);
+	assert_int_equal(r.deadline_ms, 1000);
+	assert_memory_equal(r.digest, body + 34, 32);
+}
+
+static void
+incomplete_frames_wait(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME];
+	struct kh_frame f;
+	int n = enc(buf, KH_T_PING, 10, NULL, 0);
+
+	for (int i = 0; i < n; i++)
+		assert_int_equal(kh_frame_parse(buf, (size_t)i, &f), 0);
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+}
+
+static void
+bad_headers_rejected(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME];
+	struct kh_frame f;
+	int n = enc(buf, KH_T_PING, 10, NULL, 0);
+
+	buf[4] = 2;					/* version */
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), HSM_EPROTO);
+	buf[4] = KH_VERSION;
+	buf[6] = 1;					/* reserved */
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), HSM_EPROTO);
+	buf[6] = 0;
+	buf[0] = 0x7f;					/* huge length */
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), HSM_EPROTO);
+	memset(buf, 0, 4);				/* length shorter than a header */
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), HSM_EPROTO);
+}
+
+static void
+bad_bodies_rejected(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], body[128];
+	struct kh_frame f;
+	struct kh_request r;
+	int n;
+
+	memset(body, 0, sizeof(body));
+	/* deadline 0 and too large */
+	n = enc(buf, KH_T_PING, 0, NULL, 0);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	n = enc(buf, KH_T_PING, KH_MAX_DEADLINE_MS + 1, NULL, 0);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* ping with a body */
+	n = enc(buf, KH_T_PING, 10, body, 1);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* pubkey with a short key id */
+	n = enc(buf, KH_T_PUBKEY, 10, body, 31);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* sign whose dlen disagrees with the frame */
+	body[32] = HSM_SIG_ECDSA;
+	body[33] = 40;
+	n = enc(buf, KH_T_SIGN, 10, body, 34 + 32);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* RSA-SHA256 with a 48-byte digest */
+	body[32] = HSM_SIG_RSA_PKCS1_SHA256;
+	body[33] = 48;
+	n = enc(buf, KH_T_SIGN, 10, body, 34 + 48);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* unknown algorithm, unknown type */
+	body[32] = 99;
+	body[33] = 32;
+	n = enc(buf, KH_T_SIGN, 10, body, 34 + 32);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	n = enc(buf, 42, 10, NULL, 0);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* label: length byte beyond the body, non-printable, too long */
+	body[0] = HSM_KEY_EC_P256;
+	body[1] = 10;
+	memcpy(body + 2, "abc", 3);
+	n = enc(buf, KH_T_GENERATE, 10, body, 5);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	body[1] = 3;
+	body[3] = '\n';
+	n = enc(buf, KH_T_GENERATE, 10, body, 5);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	body[0] = 65;
+	memset(body + 1, 'a', 65);
+	n = enc(buf, KH_T_FIND, 10, body, 66);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* bad key type */
+	body[0] = 9;
+	body[1] = 0;
+	n = enc(buf, KH_T_GENERATE, 10, body, 2);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+}
+
+static void
+good_label(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], body[8] = { HSM_KEY_EC_P384, 3, 'c', 'a', '1' };
+	struct kh_frame f;
+	struct kh_request r;
+	int n = enc(buf, KH_T_GENERATE, 10, body, 5);
+
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_string_equal(r.label, "ca1");
+	assert_int_equal(r.keytype, HSM_KEY_EC_P384);
+}
+
+static void
+encode_refuses_oversize(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], big[KH_MAX_FRAME];
+
+	memset(big, 0, sizeof(big));
+	assert_int_equal(kh_frame_encode(buf, sizeof(buf), KH_T_PING, 1, 1, big,
+	    KH_MAX_FRAME - KH_HDR_LEN + 1, NULL, 0), HSM_EINVAL);
+	assert_int_equal(kh_frame_encode(buf, 10, KH_T_PING, 1, 1, NULL, 0, NULL, 0), HSM_EINVAL);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(roundtrip_sign),
+		cmocka_unit_test(incomplete_frames_wait),
+		cmocka_unit_test(bad_headers_rejected),
+		cmocka_unit_test(bad_bodies_rejected),
+		cmocka_unit_test(good_label),
+		cmocka_unit_test(encode_refuses_oversize),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
