@@ -10,7 +10,7 @@ BUILD   ?= build
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
 	libcmocka-dev libp11-kit-dev softhsm2 opensc clang libclang-rt-14-dev \
-	procps gdb
+	procps gdb sqlite3 curl
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
 	  -Wstrict-prototypes -Wmissing-prototypes -Wvla
@@ -81,11 +81,18 @@ $(BUILD)/asan/tests/%: tests/unit/%.c $(BUILD)/asan/libhsmesh.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -O1 $(SANFLAGS) -o $@ $< $(BUILD)/asan/libhsmesh.a -lcmocka $(LDLIBS_ALL)
 
-# libFuzzer targets: clang, ASan+UBSan, linked against the library sources.
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(HDRS)
+# libFuzzer targets: clang, ASan+UBSan; the library is compiled once with
+# coverage instrumentation and linked into every target.
+FUZZ_LIB_OBJ = $(LIB_SRC:src/lib/%.c=$(BUILD)/fuzzobj/%.o)
+
+$(BUILD)/fuzzobj/%.o: src/lib/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZCC) $(CPPFLAGS_ALL) -std=c17 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(FUZZCC) $(CPPFLAGS_ALL) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -o $@ $< $(LIB_SRC) $(LDLIBS_ALL)
+	  -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS_ALL)
 
 check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN)
 

@@ -11,6 +11,12 @@
  *   init   generate the CA key in the token (or reuse the one labelled
  *          key.label) and write <state_dir>/root.pem; idempotent
  *   issue  offline issuance of one X.509-SVID for a CSR, PEM on stdout
+ *   token  a one-time join token REF:SECRET for one SPIFFE ID
+ *   serve  the CMPv2 issuer over HTTP (ca_cmp.c)
+ *   revoke revoke a certificate by serial, or every certificate of an ID
+ *
+ * Every issuance, refusal and revocation is recorded in the ledger
+ * (database) and as one JSON line in the audit log.
  *
  * Exit status: 0 success, 1 failure with exactly one line on stderr
  * ("hsmesh ca issue: <reason>"), 2 usage error.
@@ -29,21 +35,29 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
+#include "audit.h"
+#include "ca_cmp.h"
 #include "cert.h"
 #include "cmds.h"
 #include "config.h"
 #include "err.h"
 #include "keytypes.h"
 #include "khclient.h"
+#include "ledger.h"
 #include "log.h"
 #include "provider.h"
 #include "spiffe.h"
 #include "util.h"
 
 #define ROOT_FILE "root.pem"
+#define TOKEN_KEY_FILE "token.key"	/* 32 random bytes: derives join-token secrets */
+#define MAX_CMP_BODY (256 * 1024)
 #define KH_EXIT_WAIT_MS 5000	/* how long a keyholder may take to exit after we hang up */
 
 /* A private keyholder and the CA key it holds. */
@@ -65,9 +79,63 @@ usage_ca(FILE *f)
 	    "subcommands:\n"
 	    "  init   -c ca.yaml                              create or reuse the CA key, write root.pem\n"
 	    "  issue  -c ca.yaml --csr FILE --id ID [--ttl D]  issue an X.509-SVID, PEM on stdout\n"
+	    "  token  -c ca.yaml --id ID [--ttl D]             one-time join token REF:SECRET on stdout\n"
+	    "  serve  -c ca.yaml [--port-file F]               CMPv2 issuer at http://<listen>/.well-known/cmp\n"
+	    "  revoke -c ca.yaml (--serial HEX | --id ID)      revoke certificates; renewals of an ID refused\n"
 	    "\n"
 	    "Run 'hsmesh ca SUBCOMMAND --help' for details.\n");
-	/* Issue 3 adds token, serve and revoke here. */
+}
+
+static void
+usage_token(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca token -c ca.yaml --id SPIFFE_ID [--ttl DURATION]\n"
+	    "\n"
+	    "Print a one-time join token REF:SECRET that enrolls exactly SPIFFE_ID over\n"
+	    "CMP (REF is the sender KID, e.g. openssl cmp -ref REF -secret pass:SECRET).\n"
+	    "The token expires after DURATION (default 1h) and works once. The ledger\n"
+	    "keeps only a hash of SECRET; the CA derives it again from REF with the key in\n"
+	    "<state_dir>/token.key (created on first use, mode 0600).\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --id SPIFFE_ID  the identity the token enrolls\n"
+	    "      --ttl DURATION  how long the token is valid (default 1h, at most 30d)\n"
+	    "  -h, --help          this text\n");
+}
+
+static void
+usage_serve(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca serve -c ca.yaml [--port-file FILE]\n"
+	    "\n"
+	    "Serve CMPv2 (RFC 4210, RFC 9483) over HTTP (RFC 6712) at\n"
+	    "http://<listen>/.well-known/cmp until SIGTERM or SIGINT:\n"
+	    "  ir/cr/p10cr  protected by a join token's MAC; the token decides the SPIFFE ID\n"
+	    "  kur          signed by a current certificate: same ID, new key\n"
+	    "  rr           signed by a current certificate of the same ID\n"
+	    "  genm         the CA certificates\n"
+	    "The CA key stays in the token: this process signs through its keyholder.\n"
+	    "\n"
+	    "  -c, --config FILE     the CA configuration (ca.yaml)\n"
+	    "      --port-file FILE  write the bound TCP port here (for listen: host:0)\n"
+	    "  -h, --help            this text\n");
+}
+
+static void
+usage_revoke(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca revoke -c ca.yaml (--serial HEX | --id SPIFFE_ID)\n"
+	    "\n"
+	    "Revoke one certificate by serial number, or every current certificate of an\n"
+	    "identity; after --id, renewals (kur) and enrollments of that ID are refused.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --serial HEX    the certificate's serial number (hex)\n"
+	    "      --id SPIFFE_ID  the identity\n"
+	    "  -h, --help          this text\n");
 }
 
 static void
@@ -379,23 +447,160 @@ cmd_init(const char *cfgpath)
 	return r == 0 ? 0 : fail("init", r);
 }
 
+/* ---- the CA ready to sign ---- */
+
+/* root.pem, and its key in the token behind a private keyholder. */
+struct signer {
+	char root_path[PATH_MAX];
+	X509 *root;
+	struct ca_kh k;
+	EVP_PKEY *key;		/* borrows k.kh: free it first */
+};
+
+static void
+signer_close(struct signer *sg)
+{
+	EVP_PKEY_free(sg->key);
+	sg->key = NULL;
+	kh_stop(&sg->k);
+	X509_free(sg->root);
+	sg->root = NULL;
+}
+
+/* Load root.pem and check that the token holds its key. */
+static int
+signer_load_root(const struct ca_config *cfg, struct signer *sg)
+{
+	int r, exists = 0;
+
+	memset(sg, 0, sizeof(*sg));
+	sg->k.pid = -1;
+	if ((r = join(cfg->state_dir, ROOT_FILE, sg->root_path, sizeof(sg->root_path))) != 0 ||
+	    (r = root_load(cfg, sg->root_path, &sg->root, &exists)) != 0)
+		return r;
+	if (!exists)
+		return hsm_err(HSM_ENOENT, "no root certificate at %s; run 'hsmesh ca init' first",
+		    sg->root_path);
+	return 0;
+}
+
+/* Start the keyholder and make the signing key for the loaded root. */
+static int
+signer_start(const struct ca_config *cfg, struct signer *sg)
+{
+	char hex[HSM_KEYID_LEN * 2 + 1];
+	uint8_t root_id[HSM_KEYID_LEN], got_id[HSM_KEYID_LEN], *spki = NULL;
+	size_t spkilen = 0;
+	int r;
+
+	if ((r = cert_key_id(sg->root, root_id)) != 0 || (r = kh_start(cfg, &sg->k)) != 0)
+		return r;
+	r = kh_pubkey(sg->k.kh, root_id, 0, &spki, &spkilen);
+	if (r == HSM_ENOENT)
+		r = hsm_err(HSM_ENOENT, "the token holds no key for %s (key id %s)", sg->root_path,
+		    hsm_hex(root_id, sizeof(root_id), hex));
+	if (r == 0 && (r = cert_spki_id(spki, spkilen, got_id)) == 0 &&
+	    memcmp(got_id, root_id, sizeof(root_id)) != 0)
+		r = hsm_err(HSM_EPROTO, "the keyholder returned a different key for key id %s",
+		    hsm_hex(root_id, sizeof(root_id), hex));
+	if (r == 0)
+		r = hsm_pkey_new(sg->k.kh, root_id, spki, spkilen, 0, &sg->key);
+	free(spki);
+	return r;
+}
+
+/* The ledger and the audit log of ca.yaml (state_dir must exist: ca init makes it). */
+static int
+records_open(const struct ca_config *cfg, struct ledger **lg, struct audit **au)
+{
+	int r;
+
+	*lg = NULL;
+	*au = NULL;
+	if ((r = ledger_open(cfg->database, lg)) != 0)
+		return r;
+	if ((r = audit_open(cfg->audit_log, au)) != 0) {
+		ledger_close(*lg);
+		*lg = NULL;
+	}
+	return r;
+}
+
+static void
+hexlower(const ASN1_INTEGER *ai, char *out, size_t cap)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(ai, NULL);
+	char *h = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+	snprintf(out, cap, "%s", h != NULL ? h : "");
+	for (char *p = out; *p != '\0'; p++)
+		if (*p >= 'A' && *p <= 'F')
+			*p = (char)(*p - 'A' + 'a');
+	OPENSSL_free(h);
+	BN_free(bn);
+}
+
+static int64_t
+time_unix(const ASN1_TIME *t)
+{
+	struct tm tm;
+
+	if (ASN1_TIME_to_tm(t, &tm) != 1)
+		return 0;
+	return (int64_t)timegm(&tm);
+}
+
+/* Record an issued certificate in the ledger and the audit log. */
+static int
+record_issue(struct ledger *lg, struct audit *au, X509 *x, const char *id, const char *auth,
+    const char *parent, const char *op, const char *peer)
+{
+	struct ledger_cert lc;
+	uint8_t kid[HSM_KEYID_LEN];
+	unsigned char *der = NULL;
+	int n, r;
+
+	memset(&lc, 0, sizeof(lc));
+	hexlower(X509_get0_serialNumber(x), lc.serial, sizeof(lc.serial));
+	snprintf(lc.spiffe_id, sizeof(lc.spiffe_id), "%s", id);
+	if ((r = cert_key_id(x, kid)) != 0)
+		return r;
+	hsm_hex(kid, sizeof(kid), lc.spki_id);
+	lc.not_before = time_unix(X509_get0_notBefore(x));
+	lc.not_after = time_unix(X509_get0_notAfter(x));
+	snprintf(lc.auth, sizeof(lc.auth), "%s", auth);
+	snprintf(lc.parent_serial, sizeof(lc.parent_serial), "%s", parent != NULL ? parent : "");
+	if ((n = i2d_X509(x, &der)) <= 0)
+		return hsm_err_ossl(HSM_ECRYPTO, "cannot encode the certificate");
+	lc.der = der;
+	lc.der_len = (size_t)n;
+	r = ledger_cert_add(lg, &lc);
+	OPENSSL_free(der);
+	if (r == 0)
+		audit_event(au, "issued", "op", op, "peer", peer, "id", id, "serial", lc.serial,
+		    "spki_id", lc.spki_id, "auth", auth, "parent_serial", parent, NULL);
+	return r;
+}
+
 /* ---- issue ---- */
 
 static int
 cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text)
 {
-	char root_path[PATH_MAX], hex[HSM_KEYID_LEN * 2 + 1], *pem = NULL, why[512];
-	uint8_t root_id[HSM_KEYID_LEN], got_id[HSM_KEYID_LEN];
-	uint8_t *csrbuf = NULL, *spki = NULL;
-	size_t csrlen = 0, spkilen = 0, pemlen = 0;
+	char *pem = NULL, why[512];
+	uint8_t *csrbuf = NULL;
+	size_t csrlen = 0, pemlen = 0;
 	struct ca_config *cfg = NULL;
-	struct ca_kh k = { NULL, -1 };
+	struct signer sg;
+	struct ledger *lg = NULL;
+	struct audit *au = NULL;
 	X509_REQ *req = NULL;
-	EVP_PKEY *key = NULL;
-	X509 *root = NULL, *svid = NULL;
+	X509 *svid = NULL;
 	int64_t ttl;
-	int r, exists = 0;
+	int r;
 
+	memset(&sg, 0, sizeof(sg));
+	sg.k.pid = -1;
 	if ((r = ca_config_load(cfgpath, &cfg)) != 0)
 		goto out;
 
@@ -411,84 +616,297 @@ cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *
 		    ttl_text != NULL ? ttl_text : cfg->svid_ttl_text, cfg->max_ttl_text);
 		goto out;
 	}
-	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0)
+	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0 ||
+	    (r = signer_load_root(cfg, &sg)) != 0)
 		goto out;
-	if ((r = join(cfg->state_dir, ROOT_FILE, root_path, sizeof(root_path))) != 0 ||
-	    (r = root_load(cfg, root_path, &root, &exists)) != 0)
+	if ((r = records_open(cfg, &lg, &au)) != 0)
 		goto out;
-	if (!exists) {
-		r = hsm_err(HSM_ENOENT, "no root certificate at %s; run 'hsmesh ca init' first",
-		    root_path);
+	if (ledger_id_revoked(lg, id)) {
+		r = hsm_err(HSM_EPOLICY, "identity %s is revoked", id);
 		goto out;
 	}
-	if ((r = cert_key_id(root, root_id)) != 0)
-		goto out;
 
 	/*
 	 * Start the keyholder before reading the CSR: the token (PIN, key) is
 	 * proven while the request may still be arriving on a pipe, and a
 	 * token problem is reported before the CSR's.
 	 */
-	if ((r = kh_start(cfg, &k)) != 0)
+	if ((r = signer_start(cfg, &sg)) != 0)
 		goto out;
-	r = kh_pubkey(k.kh, root_id, 0, &spki, &spkilen);
-	if (r == HSM_ENOENT) {
-		r = hsm_err(HSM_ENOENT, "the token holds no key for %s (key id %s)", root_path,
-		    hsm_hex(root_id, sizeof(root_id), hex));
-		goto out;
-	}
-	if (r != 0 || (r = cert_spki_id(spki, spkilen, got_id)) != 0)
-		goto out;
-	if (memcmp(got_id, root_id, sizeof(root_id)) != 0) {
-		r = hsm_err(HSM_EPROTO, "the keyholder returned a different key for key id %s",
-		    hsm_hex(root_id, sizeof(root_id), hex));
-		goto out;
-	}
-
 	if ((r = hsm_read_file(csrpath, CERT_MAX_INPUT, &csrbuf, &csrlen)) != 0 ||
 	    (r = cert_csr_parse(csrbuf, csrlen, &req)) != 0 ||
 	    (r = cert_csr_verify(req)) != 0 ||
 	    (r = cert_key_check(X509_REQ_get0_pubkey(req))) != 0)
 		goto out;
-	if ((r = hsm_pkey_new(k.kh, root_id, spki, spkilen, 0, &key)) != 0 ||
-	    (r = cert_issue_svid(root, key, X509_REQ_get0_pubkey(req), id, ttl, &svid)) != 0 ||
-	    (r = cert_pem(svid, &pem, &pemlen)) != 0)
+	if ((r = cert_issue_svid(sg.root, sg.key, X509_REQ_get0_pubkey(req), id, ttl, &svid)) != 0 ||
+	    (r = cert_pem(svid, &pem, &pemlen)) != 0 ||
+	    (r = record_issue(lg, au, svid, id, "offline", NULL, "issue", "local")) != 0)
 		goto out;
-	/* Issue 3: record the serial in the ledger and the audit log here. */
 	if (fwrite(pem, 1, pemlen, stdout) != pemlen || fflush(stdout) != 0)
 		r = hsm_err(HSM_EIO, "write error on stdout");
  out:
-	EVP_PKEY_free(key);
-	kh_stop(&k);
+	signer_close(&sg);
 	X509_free(svid);
-	X509_free(root);
 	X509_REQ_free(req);
 	free(csrbuf);
-	free(spki);
 	free(pem);
+	ledger_close(lg);
+	audit_close(au);
 	ca_config_free(cfg);
 	return r == 0 ? 0 : fail("issue", r);
 }
 
+/* ---- token ---- */
+
+/* The join-token derivation key; created (0600) when create is set and it is absent. */
+static int
+token_key_load(const struct ca_config *cfg, int create, uint8_t key[32])
+{
+	char path[PATH_MAX];
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	if ((r = join(cfg->state_dir, TOKEN_KEY_FILE, path, sizeof(path))) != 0)
+		return r;
+	r = hsm_read_file(path, 64, &buf, &len);
+	if (r == HSM_ENOENT && create) {
+		uint8_t fresh[32];
+
+		if (RAND_bytes(fresh, sizeof(fresh)) != 1)
+			return hsm_err_ossl(HSM_ECRYPTO, "RAND_bytes");
+		r = hsm_write_file_atomic(path, fresh, sizeof(fresh), 0600);
+		OPENSSL_cleanse(fresh, sizeof(fresh));
+		if (r != 0)
+			return r;
+		r = hsm_read_file(path, 64, &buf, &len);
+	}
+	if (r == HSM_ENOENT)
+		return hsm_err(HSM_ENOENT, "%s is missing: no join token was ever made", path);
+	if (r != 0)
+		return r;
+	if (len != 32) {
+		OPENSSL_clear_free(buf, len);
+		return hsm_err(HSM_ECONFIG, "%s must hold exactly 32 bytes", path);
+	}
+	memcpy(key, buf, 32);
+	OPENSSL_clear_free(buf, len);
+	return 0;
+}
+
+static int
+cmd_token(const char *cfgpath, const char *id, const char *ttl_text)
+{
+	struct ca_config *cfg = NULL;
+	struct ledger *lg = NULL;
+	struct audit *au = NULL;
+	uint8_t key[32], rnd[8], h[32];
+	char ref[17], secret[33], why[512], exp[32];
+	int64_t ttl = 3600;
+	int r;
+
+	if ((r = ca_config_load(cfgpath, &cfg)) != 0)
+		goto out;
+	if (ttl_text != NULL && (r = hsm_parse_duration(ttl_text, &ttl)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		r = hsm_err(HSM_EINVAL, "--ttl: %s", why);
+		goto out;
+	}
+	if (ttl > 30 * 86400) {
+		r = hsm_err(HSM_EPOLICY, "a join token may live at most 30d");
+		goto out;
+	}
+	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0 ||
+	    (r = mkdir_p(cfg->state_dir, 0700)) != 0 ||
+	    (r = records_open(cfg, &lg, &au)) != 0 ||
+	    (r = token_key_load(cfg, 1, key)) != 0)
+		goto out;
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		r = hsm_err_ossl(HSM_ECRYPTO, "RAND_bytes");
+		goto out;
+	}
+	hsm_hex(rnd, sizeof(rnd), ref);
+	cmp_token_secret(key, ref, secret);
+	SHA256((const unsigned char *)secret, strlen(secret), h);
+	if ((r = ledger_token_add(lg, ref, h, id, (int64_t)time(NULL) + ttl)) != 0)
+		goto out;
+	snprintf(exp, sizeof(exp), "%lld", (long long)((int64_t)time(NULL) + ttl));
+	audit_event(au, "token", "id", id, "token", ref, "expires", exp, NULL);
+	printf("%s:%s\n", ref, secret);
+	if (fflush(stdout) != 0)
+		r = hsm_err(HSM_EIO, "write error on stdout");
+ out:
+	OPENSSL_cleanse(key, sizeof(key));
+	OPENSSL_cleanse(secret, sizeof(secret));
+	ledger_close(lg);
+	audit_close(au);
+	ca_config_free(cfg);
+	return r == 0 ? 0 : fail("token", r);
+}
+
+/* ---- revoke ---- */
+
+static int
+cmd_revoke(const char *cfgpath, const char *serial, const char *id)
+{
+	struct ca_config *cfg = NULL;
+	struct ledger *lg = NULL;
+	struct audit *au = NULL;
+	unsigned count = 0;
+	char n[16];
+	int r;
+
+	if ((r = ca_config_load(cfgpath, &cfg)) != 0 || (r = records_open(cfg, &lg, &au)) != 0)
+		goto out;
+	if (serial != NULL) {
+		char low[LEDGER_SERIAL_MAX + 1];
+		size_t i, l = strlen(serial);
+
+		if (l == 0 || l > LEDGER_SERIAL_MAX || strspn(serial, "0123456789abcdefABCDEF") != l) {
+			r = hsm_err(HSM_EINVAL, "--serial '%s' is not a hex serial number", serial);
+			goto out;
+		}
+		/* Serials are stored without leading zeros, lower case. */
+		while (l > 1 && *serial == '0') {
+			serial++;
+			l--;
+		}
+		for (i = 0; i <= l; i++)
+			low[i] = (char)((serial[i] >= 'A' && serial[i] <= 'F') ? serial[i] - 'A' + 'a' : serial[i]);
+		if ((r = ledger_cert_revoke(lg, low, 0, (int64_t)time(NULL))) == HSM_ENOENT)
+			r = hsm_err(HSM_ENOENT, "no certificate with serial %s in the ledger", low);
+		if (r != 0)
+			goto out;
+		audit_event(au, "revoked", "op", "revoke", "serial", low, NULL);
+		printf("revoked certificate %s\n", low);
+	} else {
+		if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0 ||
+		    (r = ledger_revoke_id(lg, id, 0, (int64_t)time(NULL), &count)) != 0)
+			goto out;
+		snprintf(n, sizeof(n), "%u", count);
+		audit_event(au, "revoked", "op", "revoke", "id", id, "count", n, NULL);
+		printf("revoked %s: %u current certificate(s); renewals refused from now on\n", id, count);
+	}
+	if (fflush(stdout) != 0)
+		r = hsm_err(HSM_EIO, "write error on stdout");
+ out:
+	ledger_close(lg);
+	audit_close(au);
+	ca_config_free(cfg);
+	return r == 0 ? 0 : fail("revoke", r);
+}
+
+/* ---- serve ---- */
+
+struct serve_arg {
+	struct signer *sg;
+	struct ledger *lg;
+	struct audit *au;
+};
+
+/* Issue for the CMP server: the same builder as ca issue. */
+static int
+serve_issue(void *arg, EVP_PKEY *pub, const char *id, int64_t ttl, const char *auth,
+    const char *parent, const char *op, const char *peer, X509 **out)
+{
+	struct serve_arg *a = arg;
+	X509 *x = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = cert_key_check(pub)) != 0 ||
+	    (r = cert_issue_svid(a->sg->root, a->sg->key, pub, id, ttl, &x)) != 0 ||
+	    (r = record_issue(a->lg, a->au, x, id, auth, parent, op, peer)) != 0) {
+		X509_free(x);
+		return r;
+	}
+	*out = x;
+	return 0;
+}
+
+static int
+cmd_serve(const char *cfgpath, const char *port_file)
+{
+	struct ca_config *cfg = NULL;
+	struct signer sg;
+	struct ledger *lg = NULL;
+	struct audit *au = NULL;
+	struct cmp_server_cfg sc;
+	struct serve_arg sa;
+	uint8_t key[32];
+	int r;
+
+	memset(&sg, 0, sizeof(sg));
+	sg.k.pid = -1;
+	hsm_log_init("hsmesh ca serve", HSM_LOG_INFO);
+	if ((r = ca_config_load(cfgpath, &cfg)) != 0 ||
+	    (r = signer_load_root(cfg, &sg)) != 0 ||
+	    (r = records_open(cfg, &lg, &au)) != 0 ||
+	    (r = token_key_load(cfg, 1, key)) != 0 ||
+	    (r = signer_start(cfg, &sg)) != 0 ||
+	    (r = hsm_pkey_selftest(sg.key)) != 0)
+		goto out;
+	memset(&sc, 0, sizeof(sc));
+	sa.sg = &sg;
+	sa.lg = lg;
+	sa.au = au;
+	sc.listen = cfg->listen;
+	sc.port_file = port_file;
+	sc.cacert = sg.root;
+	sc.cakey = sg.key;
+	sc.ledger = lg;
+	sc.audit = au;
+	sc.token_key = key;
+	sc.svid_ttl = cfg->svid_ttl;
+	sc.issue = serve_issue;
+	sc.issue_arg = &sa;
+	sc.max_body = MAX_CMP_BODY;
+	sc.threads = 8;
+	r = cmp_serve(&sc);
+ out:
+	OPENSSL_cleanse(key, sizeof(key));
+	signer_close(&sg);
+	ledger_close(lg);
+	audit_close(au);
+	ca_config_free(cfg);
+	return r == 0 ? 0 : fail("serve", r);
+}
+
 /* ---- dispatch ---- */
 
-enum { OPT_CSR = 256, OPT_ID, OPT_TTL };
+enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, 'c' },
 	{ "csr", required_argument, NULL, OPT_CSR },
 	{ "id", required_argument, NULL, OPT_ID },
 	{ "ttl", required_argument, NULL, OPT_TTL },
+	{ "serial", required_argument, NULL, OPT_SERIAL },
+	{ "port-file", required_argument, NULL, OPT_PORT_FILE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
+};
+
+/* Which options each subcommand takes. */
+static const struct {
+	const char *name;
+	void (*usage)(FILE *);
+	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file */
+} subs[] = {
+	{ "init", usage_init, "" },
+	{ "issue", usage_issue, "sit" },
+	{ "token", usage_token, "it" },
+	{ "serve", usage_serve, "p" },
+	{ "revoke", usage_revoke, "in" },
 };
 
 int
 ca_main(int argc, char **argv)
 {
-	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL;
-	void (*usage)(FILE *);
-	int ch, is_issue;
+	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL, *serial = NULL;
+	const char *port_file = NULL, *allowed = NULL;
+	void (*usage)(FILE *) = NULL;
+	int ch;
 
 	hsm_log_init("hsmesh ca", HSM_LOG_WARN);
 	if (argc < 2) {
@@ -500,14 +918,13 @@ ca_main(int argc, char **argv)
 		usage_ca(stdout);
 		return 0;
 	}
-	if (strcmp(sub, "init") == 0) {
-		usage = usage_init;
-		is_issue = 0;
-	} else if (strcmp(sub, "issue") == 0) {
-		usage = usage_issue;
-		is_issue = 1;
-	} else {
-		/* Issue 3: token, serve and revoke are dispatched here. */
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		if (strcmp(sub, subs[i].name) == 0) {
+			usage = subs[i].usage;
+			allowed = subs[i].opts;
+		}
+	}
+	if (usage == NULL) {
 		fprintf(stderr, "hsmesh ca: unknown subcommand '%s'\n", sub);
 		usage_ca(stderr);
 		return 2;
@@ -519,6 +936,12 @@ ca_main(int argc, char **argv)
 	optind = 0;	/* glibc: full re-initialisation */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:c:h", long_opts, NULL)) != -1) {
+		char letter = ch == OPT_CSR ? 's' : ch == OPT_ID ? 'i' : ch == OPT_TTL ? 't' :
+		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : 0;
+
+		if (letter != 0 && strchr(allowed, letter) == NULL)
+			return usage_error(sub, usage, "option not valid for this subcommand:",
+			    argv[optind - 1]);
 		switch (ch) {
 		case 'c':
 			cfgpath = optarg;
@@ -527,17 +950,19 @@ ca_main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		case OPT_CSR:
+			csr = optarg;
+			break;
 		case OPT_ID:
+			id = optarg;
+			break;
 		case OPT_TTL:
-			if (!is_issue)
-				return usage_error(sub, usage, "option not valid for this subcommand:",
-				    argv[optind - 1]);
-			if (ch == OPT_CSR)
-				csr = optarg;
-			else if (ch == OPT_ID)
-				id = optarg;
-			else
-				ttl = optarg;
+			ttl = optarg;
+			break;
+		case OPT_SERIAL:
+			serial = optarg;
+			break;
+		case OPT_PORT_FILE:
+			port_file = optarg;
 			break;
 		case ':':
 			return usage_error(sub, usage, "missing value for option", argv[optind - 1]);
@@ -554,9 +979,22 @@ ca_main(int argc, char **argv)
 		return usage_error(sub, usage, "unexpected argument", argv[optind]);
 	if (cfgpath == NULL)
 		return usage_error(sub, usage, "-c ca.yaml is required", NULL);
-	if (!is_issue)
+	if (strcmp(sub, "init") == 0)
 		return cmd_init(cfgpath);
-	if (csr == NULL || id == NULL)
-		return usage_error(sub, usage, "--csr and --id are required", NULL);
-	return cmd_issue(cfgpath, csr, id, ttl);
+	if (strcmp(sub, "issue") == 0) {
+		if (csr == NULL || id == NULL)
+			return usage_error(sub, usage, "--csr and --id are required", NULL);
+		return cmd_issue(cfgpath, csr, id, ttl);
+	}
+	if (strcmp(sub, "token") == 0) {
+		if (id == NULL)
+			return usage_error(sub, usage, "--id is required", NULL);
+		return cmd_token(cfgpath, id, ttl);
+	}
+	if (strcmp(sub, "revoke") == 0) {
+		if ((serial == NULL) == (id == NULL))
+			return usage_error(sub, usage, "give exactly one of --serial and --id", NULL);
+		return cmd_revoke(cfgpath, serial, id);
+	}
+	return cmd_serve(cfgpath, port_file);
 }

@@ -10,5 +10,6 @@ int ca_main(int argc, char **argv);		/* src/ca.c: init, issue (and later token, 
 int keyholder_main(int argc, char **argv);	/* src/keyholder.c */
 int inspect_main(int argc, char **argv);	/* src/inspect.c */
 int demo_main(int argc, char **argv);		/* src/demo.c */
+int agent_main(int argc, char **argv);		/* src/agent.c: the node agent (and "agent client") */
 
 #endif

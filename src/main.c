@@ -17,6 +17,7 @@ usage(FILE *f)
 	    "commands:\n"
 	    "  ca init   -c ca.yaml                       generate the CA key in the token, write root.pem\n"
 	    "  ca issue  -c ca.yaml --csr F --id ID [--ttl D]  issue an X.509-SVID (PEM on stdout)\n"
+	    "  agent     -c agent.yaml                    node agent: enroll/rotate workload SVIDs, local API\n"
 	    "  keyholder ...                              the process that owns the token (see --help)\n"
 	    "  inspect   FILE                             print a certificate or CSR readably\n"
 	    "  demo                                       run the demonstration on a throwaway token\n"
@@ -35,6 +36,7 @@ main(int argc, char **argv)
 		{ "keyholder", keyholder_main },
 		{ "inspect", inspect_main },
 		{ "demo", demo_main },
+		{ "agent", agent_main },
 	};
 
 	if (argc < 2) {

@@ -339,7 +339,13 @@ cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id
 		r = hsm_err_ossl(HSM_ECRYPTO, "cannot set the issuer or the key");
 		goto out;
 	}
-	if ((r = set_validity(x, now - CERT_BACKDATE, na)) != 0 ||
+	/*
+	 * Backdate for clock skew, but by at most a tenth of the lifetime: a
+	 * 30 s SVID backdated a minute would look two-thirds spent to an
+	 * agent that renews at half its lifetime.
+	 */
+	if ((r = set_validity(x, now - (ttl / 10 < CERT_BACKDATE ? (time_t)(ttl / 10) : CERT_BACKDATE),
+	    na)) != 0 ||
 	    (r = add_ext_conf(x, NID_basic_constraints, "critical,CA:FALSE")) != 0 ||
 	    (r = add_ext_conf(x, NID_key_usage, EVP_PKEY_is_a(pub, "RSA") ?
 	    "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature")) != 0 ||

@@ -1,0 +1,379 @@
+/*
+ * agentproto.c - the agent's local API frames (see agentproto.h). The
+ * agent runs the request decoder on bytes from local clients of any uid,
+ * clients run the reply decoder on the agent's bytes: every length is
+ * checked against what was received before it is used.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "agentproto.h"
+#include "err.h"
+#include "spiffe.h"
+
+static uint16_t
+get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t
+get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t
+get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+static void
+put16(uint8_t *p, uint16_t v)
+{
+	p[0] = v >> 8;
+	p[1] = v & 0xff;
+}
+
+static void
+put32(uint8_t *p, uint32_t v)
+{
+	p[0] = v >> 24;
+	p[1] = (v >> 16) & 0xff;
+	p[2] = (v >> 8) & 0xff;
+	p[3] = v & 0xff;
+}
+
+static void
+put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+int
+ag_frame_parse(const uint8_t *buf, size_t len, struct ag_frame *f)
+{
+	uint32_t flen;
+
+	memset(f, 0, sizeof(*f));
+	if (len < 4)
+		return 0;
+	flen = get32(buf);
+	if (flen < AG_HDR_LEN - 4 || flen > AG_MAX_FRAME - 4)
+		return HSM_EPROTO;
+	/* Check what has arrived of the header early: garbage closes at once. */
+	if (len >= 5 && buf[4] != AG_VERSION)
+		return HSM_EPROTO;
+	if ((len >= 7 && buf[6] != 0) || (len >= 8 && buf[7] != 0))
+		return HSM_EPROTO;
+	if (len < (size_t)flen + 4)
+		return 0;
+	f->type = buf[5];
+	f->id = get32(buf + 8);
+	f->body = buf + AG_HDR_LEN;
+	f->bodylen = (size_t)flen + 4 - AG_HDR_LEN;
+	return (int)flen + 4;
+}
+
+/* Copy n bytes of a SPIFFE ID from the wire and validate it. Empty is allowed when allow_empty. */
+static int
+get_id(const uint8_t *p, size_t n, int allow_empty, char out[SPIFFE_ID_MAX + 1])
+{
+	struct spiffe_id sid;
+
+	out[0] = '\0';
+	if (n == 0)
+		return allow_empty ? 0 : HSM_EPROTO;
+	if (n > SPIFFE_ID_MAX || memchr(p, '\0', n) != NULL)
+		return HSM_EPROTO;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	if (spiffe_id_parse(out, &sid) != 0) {
+		out[0] = '\0';
+		return HSM_EPROTO;
+	}
+	return 0;
+}
+
+static int
+digest_ok(uint8_t alg, size_t dlen)
+{
+	int want = hsm_sigalg_digest_len(alg);
+
+	if (want < 0 || dlen < 20 || dlen > 64)
+		return 0;
+	return want == 0 || dlen == (size_t)want;
+}
+
+int
+ag_request_decode(const struct ag_frame *f, struct ag_request *r)
+{
+	size_t idlen, off;
+
+	memset(r, 0, sizeof(*r));
+	r->type = f->type;
+	r->id = f->id;
+
+	switch (f->type) {
+	case AG_T_GET_SVID:
+	case AG_T_SUBSCRIBE:
+		return get_id(f->body, f->bodylen, 1, r->spiffe_id);
+	case AG_T_SIGN:
+		if (f->bodylen < 2)
+			return HSM_EPROTO;
+		idlen = get16(f->body);
+		if (idlen > SPIFFE_ID_MAX || f->bodylen < 2 + idlen + 2)
+			return HSM_EPROTO;
+		if (get_id(f->body + 2, idlen, 1, r->spiffe_id) != 0)
+			return HSM_EPROTO;
+		off = 2 + idlen;
+		r->alg = f->body[off];
+		r->dlen = f->body[off + 1];
+		if (f->bodylen != off + 2 + r->dlen || !digest_ok(r->alg, r->dlen)) {
+			memset(r, 0, sizeof(*r));
+			return HSM_EPROTO;
+		}
+		memcpy(r->digest, f->body + off + 2, r->dlen);
+		return 0;
+	default:
+		return HSM_EPROTO;
+	}
+}
+
+static int
+decode_svid(const uint8_t *p, size_t n, struct ag_svid *s)
+{
+	size_t idlen, off, clen, blen;
+
+	if (n < 2)
+		return HSM_EPROTO;
+	idlen = get16(p);
+	if (idlen == 0 || idlen > SPIFFE_ID_MAX || n < 2 + idlen + 8 + 4)
+		return HSM_EPROTO;
+	if (get_id(p + 2, idlen, 0, s->spiffe_id) != 0)
+		return HSM_EPROTO;
+	off = 2 + idlen;
+	s->not_after = get64(p + off);
+	off += 8;
+	clen = get32(p + off);
+	off += 4;
+	if (clen == 0 || clen > AG_MAX_PEM || n - off < clen + 4)
+		return HSM_EPROTO;
+	s->chain = p + off;
+	s->chainlen = clen;
+	off += clen;
+	blen = get32(p + off);
+	off += 4;
+	if (blen > AG_MAX_PEM || n - off != blen)
+		return HSM_EPROTO;
+	s->bundle = blen > 0 ? p + off : NULL;
+	s->bundlelen = blen;
+	return 0;
+}
+
+int
+ag_reply_decode(const struct ag_frame *f, struct ag_reply *r)
+{
+	uint32_t st;
+	uint8_t req;
+	size_t n;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	r->type = f->type;
+	r->id = f->id;
+	if (f->type == AG_T_UPDATE)
+		req = AG_T_SUBSCRIBE;
+	else if ((f->type & AG_T_REPLY) != 0)
+		req = f->type & (uint8_t)~AG_T_REPLY;
+	else
+		return HSM_EPROTO;
+	if (req != AG_T_GET_SVID && req != AG_T_SUBSCRIBE && req != AG_T_SIGN)
+		return HSM_EPROTO;
+	if (f->bodylen < 4)
+		return HSM_EPROTO;
+	st = get32(f->body);
+	if (st != 0) {
+		/* A negated HSM_E* code; keep unknown ones inside the range. */
+		if (st > (uint32_t)-HSM_ERR_MIN)
+			return HSM_EPROTO;
+		r->status = -(int)st;
+		n = f->bodylen - 4;
+		if (n > AG_MAX_ERRTEXT)
+			return HSM_EPROTO;
+		for (size_t i = 0; i < n; i++) {
+			uint8_t c = f->body[4 + i];
+
+			r->errtext[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+		}
+		r->errtext[n] = '\0';
+		return 0;
+	}
+	if (req == AG_T_SIGN) {
+		n = f->bodylen - 4;
+		if (n == 0 || n > HSM_MAX_SIG)
+			return HSM_EPROTO;
+		r->sig = f->body + 4;
+		r->siglen = n;
+		return 0;
+	}
+	if ((ret = decode_svid(f->body + 4, f->bodylen - 4, &r->svid)) != 0) {
+		memset(r, 0, sizeof(*r));
+		return ret;
+	}
+	return 0;
+}
+
+/* Allocate a frame of bodylen bytes and write its header; *body points past it. */
+static int
+frame_new(uint8_t type, uint32_t id, size_t bodylen, uint8_t **out, size_t *len, uint8_t **body)
+{
+	size_t total = AG_HDR_LEN + bodylen;
+	uint8_t *p;
+
+	*out = NULL;
+	*len = 0;
+	if (bodylen > AG_MAX_FRAME - AG_HDR_LEN)
+		return HSM_EINVAL;
+	if ((p = calloc(1, total)) == NULL)
+		return HSM_ENOMEM;
+	put32(p, (uint32_t)(total - 4));
+	p[4] = AG_VERSION;
+	p[5] = type;
+	put32(p + 8, id);
+	*body = p + AG_HDR_LEN;
+	*out = p;
+	*len = total;
+	return 0;
+}
+
+static int
+id_len_ok(const char *spiffe_id, size_t *n, int allow_empty)
+{
+	struct spiffe_id sid;
+
+	*n = spiffe_id != NULL ? strlen(spiffe_id) : 0;
+	if (*n == 0)
+		return allow_empty;
+	return *n <= SPIFFE_ID_MAX && spiffe_id_parse(spiffe_id, &sid) == 0;
+}
+
+int
+ag_encode_get(uint8_t type, uint32_t id, const char *spiffe_id, uint8_t **out, size_t *len)
+{
+	uint8_t *b;
+	size_t n;
+	int r;
+
+	*out = NULL;
+	*len = 0;
+	if ((type != AG_T_GET_SVID && type != AG_T_SUBSCRIBE) || !id_len_ok(spiffe_id, &n, 1))
+		return HSM_EINVAL;
+	if ((r = frame_new(type, id, n, out, len, &b)) != 0)
+		return r;
+	if (n > 0)
+		memcpy(b, spiffe_id, n);
+	return 0;
+}
+
+int
+ag_encode_sign(uint32_t id, const char *spiffe_id, uint8_t alg, const uint8_t *dgst,
+    size_t dlen, uint8_t **out, size_t *len)
+{
+	uint8_t *b;
+	size_t n;
+	int r;
+
+	*out = NULL;
+	*len = 0;
+	if (!id_len_ok(spiffe_id, &n, 1) || !digest_ok(alg, dlen) || dgst == NULL)
+		return HSM_EINVAL;
+	if ((r = frame_new(AG_T_SIGN, id, 2 + n + 2 + dlen, out, len, &b)) != 0)
+		return r;
+	put16(b, (uint16_t)n);
+	if (n > 0)
+		memcpy(b + 2, spiffe_id, n);
+	b[2 + n] = alg;
+	b[2 + n + 1] = (uint8_t)dlen;
+	memcpy(b + 2 + n + 2, dgst, dlen);
+	return 0;
+}
+
+int
+ag_encode_svid(uint8_t type, uint32_t id, const struct ag_svid *s, uint8_t **out, size_t *len)
+{
+	uint8_t *b;
+	size_t n, off;
+	int r;
+
+	*out = NULL;
+	*len = 0;
+	if (type != (AG_T_GET_SVID | AG_T_REPLY) && type != (AG_T_SUBSCRIBE | AG_T_REPLY) &&
+	    type != AG_T_UPDATE)
+		return HSM_EINVAL;
+	if (!id_len_ok(s->spiffe_id, &n, 0) || s->chain == NULL || s->chainlen == 0 ||
+	    s->chainlen > AG_MAX_PEM || s->bundlelen > AG_MAX_PEM ||
+	    (s->bundlelen > 0 && s->bundle == NULL))
+		return HSM_EINVAL;
+	if ((r = frame_new(type, id, 4 + 2 + n + 8 + 4 + s->chainlen + 4 + s->bundlelen,
+	    out, len, &b)) != 0)
+		return r;
+	/* b[0..3]: status 0, already zero. */
+	off = 4;
+	put16(b + off, (uint16_t)n);
+	memcpy(b + off + 2, s->spiffe_id, n);
+	off += 2 + n;
+	put64(b + off, s->not_after);
+	off += 8;
+	put32(b + off, (uint32_t)s->chainlen);
+	memcpy(b + off + 4, s->chain, s->chainlen);
+	off += 4 + s->chainlen;
+	put32(b + off, (uint32_t)s->bundlelen);
+	if (s->bundlelen > 0)
+		memcpy(b + off + 4, s->bundle, s->bundlelen);
+	return 0;
+}
+
+int
+ag_encode_sig(uint32_t id, const uint8_t *sig, size_t siglen, uint8_t **out, size_t *len)
+{
+	uint8_t *b;
+	int r;
+
+	*out = NULL;
+	*len = 0;
+	if (sig == NULL || siglen == 0 || siglen > HSM_MAX_SIG)
+		return HSM_EINVAL;
+	if ((r = frame_new(AG_T_SIGN | AG_T_REPLY, id, 4 + siglen, out, len, &b)) != 0)
+		return r;
+	memcpy(b + 4, sig, siglen);
+	return 0;
+}
+
+int
+ag_encode_error(uint8_t type, uint32_t id, int status, const char *text, uint8_t **out,
+    size_t *len)
+{
+	uint8_t *b;
+	size_t n = text != NULL ? strlen(text) : 0;
+	int r;
+
+	*out = NULL;
+	*len = 0;
+	if (status >= 0 || status < HSM_ERR_MIN)
+		return HSM_EINVAL;
+	if (type != AG_T_UPDATE && ((type & AG_T_REPLY) == 0 ||
+	    ((type & ~AG_T_REPLY) != AG_T_GET_SVID && (type & ~AG_T_REPLY) != AG_T_SUBSCRIBE &&
+	    (type & ~AG_T_REPLY) != AG_T_SIGN)))
+		return HSM_EINVAL;
+	if (n > AG_MAX_ERRTEXT)
+		n = AG_MAX_ERRTEXT;
+	if ((r = frame_new(type, id, 4 + n, out, len, &b)) != 0)
+		return r;
+	put32(b, (uint32_t)-status);
+	if (n > 0)
+		memcpy(b + 4, text, n);
+	return 0;
+}

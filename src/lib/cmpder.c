@@ -1,0 +1,163 @@
+/*
+ * cmpder.c - bounded DER walks over CMP messages (see cmpder.h). Every
+ * element is read with ASN1_get_object() limited to the bytes that remain
+ * of its parent, so no length from the peer is trusted.
+ */
+#include <string.h>
+
+#include <openssl/asn1.h>
+#include <openssl/objects.h>
+
+#include "cmpder.h"
+#include "err.h"
+
+struct tlv {
+	const uint8_t *hdr;	/* start of the element (tag) */
+	const uint8_t *val;	/* contents */
+	size_t len;		/* contents length */
+	size_t total;		/* tag + length + contents */
+	int tag, cls, constructed;
+};
+
+/* Read one element at p, within end. 0 or HSM_EPROTO. */
+static int
+tlv_read(const uint8_t *p, const uint8_t *end, struct tlv *t)
+{
+	const unsigned char *q = p;
+	long len;
+	int tag, cls, ret;
+
+	if (p >= end)
+		return HSM_EPROTO;
+	ret = ASN1_get_object(&q, &len, &tag, &cls, (long)(end - p));
+	/* 0x80 is an error; 0x21 is indefinite length, which DER forbids. */
+	if ((ret & 0x80) != 0 || ret == 0x21 || len < 0 || (size_t)len > (size_t)(end - q))
+		return HSM_EPROTO;
+	t->hdr = p;
+	t->val = q;
+	t->len = (size_t)len;
+	t->total = (size_t)(q - p) + (size_t)len;
+	t->tag = tag;
+	t->cls = cls;
+	t->constructed = (ret & V_ASN1_CONSTRUCTED) != 0;
+	return 0;
+}
+
+static int
+parse_header(const struct tlv *hdr, struct cmp_der_info *out)
+{
+	const uint8_t *p = hdr->val, *end = hdr->val + hdr->len;
+	struct tlv t;
+
+	/* pvno, sender, recipient */
+	for (int i = 0; i < 3; i++) {
+		if (tlv_read(p, end, &t) != 0)
+			return HSM_EPROTO;
+		p += t.total;
+	}
+	while (p < end) {
+		if (tlv_read(p, end, &t) != 0 || t.cls != V_ASN1_CONTEXT_SPECIFIC || !t.constructed)
+			return HSM_EPROTO;
+		if (t.tag == 1) {
+			struct tlv alg, oid;
+			ASN1_OBJECT *obj;
+			const unsigned char *q;
+
+			if (tlv_read(t.val, t.val + t.len, &alg) != 0 || alg.tag != V_ASN1_SEQUENCE ||
+			    tlv_read(alg.val, alg.val + alg.len, &oid) != 0 || oid.tag != V_ASN1_OBJECT)
+				return HSM_EPROTO;
+			q = oid.hdr;
+			if ((obj = d2i_ASN1_OBJECT(NULL, &q, (long)oid.total)) == NULL)
+				return HSM_EPROTO;
+			if (OBJ_obj2txt(out->protection_alg, sizeof(out->protection_alg), obj, 1) <= 0) {
+				ASN1_OBJECT_free(obj);
+				return HSM_EPROTO;
+			}
+			ASN1_OBJECT_free(obj);
+			out->has_protection_alg = 1;
+		} else if (t.tag == 2) {
+			struct tlv kid;
+
+			if (tlv_read(t.val, t.val + t.len, &kid) != 0 || kid.tag != V_ASN1_OCTET_STRING)
+				return HSM_EPROTO;
+			out->sender_kid = kid.val;
+			out->sender_kid_len = kid.len;
+		}
+		p += t.total;
+	}
+	return 0;
+}
+
+int
+cmp_der_parse(const uint8_t *der, size_t len, struct cmp_der_info *out)
+{
+	const uint8_t *p, *end;
+	struct tlv msg, hdr, t;
+	int st;
+
+	memset(out, 0, sizeof(*out));
+	if (tlv_read(der, der + len, &msg) != 0 || msg.tag != V_ASN1_SEQUENCE || !msg.constructed)
+		return HSM_EPROTO;
+	p = msg.val;
+	end = msg.val + msg.len;
+	if (tlv_read(p, end, &hdr) != 0 || hdr.tag != V_ASN1_SEQUENCE || !hdr.constructed)
+		return HSM_EPROTO;
+	if ((st = parse_header(&hdr, out)) != 0)
+		return st;
+	p += hdr.total;
+	/* body: a context-specific choice */
+	if (tlv_read(p, end, &t) != 0 || t.cls != V_ASN1_CONTEXT_SPECIFIC)
+		return HSM_EPROTO;
+	p += t.total;
+	while (p < end) {
+		if (tlv_read(p, end, &t) != 0 || t.cls != V_ASN1_CONTEXT_SPECIFIC)
+			return HSM_EPROTO;
+		if (t.tag == 1) {
+			struct tlv seq, cert;
+
+			if (tlv_read(t.val, t.val + t.len, &seq) != 0 || seq.tag != V_ASN1_SEQUENCE)
+				return HSM_EPROTO;
+			if (seq.len > 0) {
+				if (tlv_read(seq.val, seq.val + seq.len, &cert) != 0 ||
+				    cert.tag != V_ASN1_SEQUENCE)
+					return HSM_EPROTO;
+				out->first_extra_cert = cert.hdr;
+				out->first_extra_cert_len = cert.total;
+			}
+		}
+		p += t.total;
+	}
+	return 0;
+}
+
+int
+cmp_der_template_spki(const uint8_t *der, size_t len, uint8_t *spki, size_t cap, size_t *spkilen)
+{
+	const uint8_t *p, *end;
+	struct tlv tmpl, t;
+
+	*spkilen = 0;
+	if (tlv_read(der, der + len, &tmpl) != 0 || tmpl.tag != V_ASN1_SEQUENCE)
+		return HSM_EPROTO;
+	p = tmpl.val;
+	end = tmpl.val + tmpl.len;
+	while (p < end) {
+		if (tlv_read(p, end, &t) != 0 || t.cls != V_ASN1_CONTEXT_SPECIFIC)
+			return HSM_EPROTO;
+		if (t.tag == 6) {
+			unsigned char *q = spki;
+			int n;
+
+			/* IMPLICIT: the same contents under a SEQUENCE tag. */
+			n = ASN1_object_size(1, (long)t.len, V_ASN1_SEQUENCE);
+			if (!t.constructed || n <= 0 || (size_t)n > cap)
+				return HSM_EPROTO;
+			ASN1_put_object(&q, 1, (long)t.len, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+			memcpy(q, t.val, t.len);
+			*spkilen = (size_t)n;
+			return 0;
+		}
+		p += t.total;
+	}
+	return HSM_ENOENT;
+}

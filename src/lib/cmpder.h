@@ -1,0 +1,39 @@
+/*
+ * cmpder.h - read the parts of a DER CMP PKIMessage (RFC 4210) that
+ * OpenSSL 3.0 has no getter for: the header's protectionAlg and senderKID,
+ * the first of the extraCerts, and a certificate template's public key.
+ * Pure functions over untrusted bytes, bounded by the buffer: fuzzed by
+ * tests/fuzz/fuzz_cmpder.c.
+ */
+#ifndef HSM_CMPDER_H
+#define HSM_CMPDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cmp_der_info {
+	int has_protection_alg;
+	char protection_alg[64];	/* dotted OID of header [1] protectionAlg */
+	const uint8_t *sender_kid;	/* header [2] contents, or NULL */
+	size_t sender_kid_len;
+	const uint8_t *first_extra_cert;	/* DER of extraCerts[0], or NULL */
+	size_t first_extra_cert_len;
+};
+
+/* The PasswordBasedMac OID (RFC 4211 / RFC 4210 5.1.3.1). */
+#define CMP_OID_PBM "1.2.840.113533.7.66.13"
+
+/*
+ * Walk a DER PKIMessage. 0 on success (absent fields left NULL/0), or
+ * HSM_EPROTO when the structure is not a PKIMessage. Pointers point into der.
+ */
+int cmp_der_parse(const uint8_t *der, size_t len, struct cmp_der_info *out);
+
+/*
+ * From the DER of a CRMF CertTemplate, the publicKey [6] (IMPLICIT
+ * SubjectPublicKeyInfo) re-encoded as a SubjectPublicKeyInfo: writes at
+ * most cap bytes to spki. 0, HSM_ENOENT (no publicKey) or HSM_EPROTO.
+ */
+int cmp_der_template_spki(const uint8_t *der, size_t len, uint8_t *spki, size_t cap, size_t *spkilen);
+
+#endif

@@ -1,0 +1,163 @@
+/*
+ * ledger.h - the CA's ledger: one-time join tokens, every certificate
+ * issued, revocations. Stored in SQLite (WAL mode, synchronous=FULL, a
+ * busy timeout so a second process such as "hsmesh ca token" can write
+ * while "hsmesh ca serve" runs).
+ *
+ * A struct ledger is one connection guarded by a mutex: any function may
+ * be called from any thread. The schema is created or migrated on open
+ * (table schema_version); a ledger written by a newer program is refused.
+ *
+ * Every statement is prepared with bound parameters. Database failures
+ * return HSM_EIO with the detail "ledger: <what>: <sqlite message>".
+ * Join token secrets never reach the ledger: only their SHA-256.
+ */
+#ifndef HSM_LEDGER_H
+#define HSM_LEDGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spiffe.h"
+
+#define LEDGER_SCHEMA_VERSION 1
+#define LEDGER_REF_MAX 64	/* join token reference, bytes */
+#define LEDGER_HASH_LEN 32	/* SHA-256 of a join token secret */
+#define LEDGER_SERIAL_MAX 64	/* certificate serial, hex digits */
+#define LEDGER_SPKI_ID_LEN 64	/* hex SHA-256 of a SubjectPublicKeyInfo */
+#define LEDGER_AUTH_MAX 255	/* "token:<ref>", "kur:<serial>", "offline", ... */
+#define LEDGER_REASON_MAX 10	/* CRLReason codes 0..10 (RFC 5280 5.3.1) */
+
+struct ledger;
+
+struct ledger_token {
+	uint8_t hash[LEDGER_HASH_LEN];
+	char spiffe_id[SPIFFE_ID_MAX + 1];
+	int64_t created;	/* unix seconds */
+	int64_t expires;	/* valid while now < expires */
+	int used;		/* 1 once consumed */
+	int64_t used_at;	/* 0 unless used */
+};
+
+/*
+ * One certificate. Strings are NUL-terminated within their arrays;
+ * parent_serial is "" when the certificate renews nothing. For
+ * ledger_cert_add the caller fills every field except the revocation
+ * ones, which are ignored; der is only read. ledger_cert_get fills
+ * everything and der is malloc'd: release it with ledger_cert_clear().
+ */
+struct ledger_cert {
+	char serial[LEDGER_SERIAL_MAX + 1];	/* hex, stored lower-case */
+	char spiffe_id[SPIFFE_ID_MAX + 1];
+	char spki_id[LEDGER_SPKI_ID_LEN + 1];	/* hex, stored lower-case */
+	int64_t not_before;
+	int64_t not_after;
+	char auth[LEDGER_AUTH_MAX + 1];
+	char parent_serial[LEDGER_SERIAL_MAX + 1];
+	int revoked;
+	int64_t revoked_at;	/* 0 unless revoked */
+	int reason;		/* CRLReason, meaningful when revoked */
+	uint8_t *der;
+	size_t der_len;
+};
+
+/*
+ * Open (creating with mode 0600 if needed) the ledger at path and bring
+ * its schema up to date. The parent directory must exist: it is not
+ * created. A symbolic link as the file itself is refused. 0 with *out
+ * set; HSM_EINVAL, HSM_ENOENT (directory missing),
+ * HSM_ENOMEM, HSM_EIO (database error, or a newer schema).
+ */
+int ledger_open(const char *path, struct ledger **out);
+
+/* Close the ledger. Accepts NULL. No call may be in progress. */
+void ledger_close(struct ledger *lg);
+
+/*
+ * Record a join token: ref (1..LEDGER_REF_MAX printable ASCII bytes),
+ * the SHA-256 of its secret, the SPIFFE ID it enrolls and when it
+ * expires (unix seconds). 0; HSM_EEXIST if ref is taken; HSM_EINVAL;
+ * HSM_EIO.
+ */
+int ledger_token_add(struct ledger *lg, const char *ref,
+    const uint8_t secret_hash[LEDGER_HASH_LEN], const char *spiffe_id, int64_t expires);
+
+/*
+ * Look a join token up by ref (which may come from a peer: any string is
+ * accepted). It is reported whether used or expired. 0 with *out filled;
+ * HSM_ENOENT if unknown; HSM_EIO. *out is cleared on entry.
+ */
+int ledger_token_lookup(struct ledger *lg, const char *ref, struct ledger_token *out);
+
+/*
+ * Consume a join token at time now, atomically: it is marked used only
+ * if it was unused and now < expires, so of many concurrent callers (or
+ * processes) exactly one succeeds. 0 if this call consumed it;
+ * HSM_EPOLICY ("join token already used" / "join token expired");
+ * HSM_ENOENT if unknown; HSM_EIO.
+ */
+int ledger_token_consume(struct ledger *lg, const char *ref, int64_t now);
+
+/*
+ * Record an issued certificate (see struct ledger_cert). The serial and
+ * spki_id are hex (either case, stored lower-case). 0; HSM_EEXIST if the
+ * serial is already recorded; HSM_EINVAL; HSM_EIO.
+ */
+int ledger_cert_add(struct ledger *lg, const struct ledger_cert *c);
+
+/*
+ * Fetch a certificate by serial (hex, either case). 0 with *out filled
+ * (release with ledger_cert_clear); HSM_ENOENT; HSM_ENOMEM; HSM_EIO.
+ * *out is cleared on entry.
+ */
+int ledger_cert_get(struct ledger *lg, const char *serial, struct ledger_cert *out);
+
+/* Free the DER held by c and clear c. Accepts NULL. */
+void ledger_cert_clear(struct ledger_cert *c);
+
+/*
+ * Revoke one certificate with a CRLReason (0..10, not 7) at time now.
+ * Revoking a revoked certificate succeeds and keeps the first time and
+ * reason. 0; HSM_ENOENT if the serial is unknown; HSM_EINVAL; HSM_EIO.
+ */
+int ledger_cert_revoke(struct ledger *lg, const char *serial, int reason, int64_t now);
+
+/*
+ * Revoke an identity: in one transaction, revoke every current
+ * (unrevoked, not_after > now) certificate of spiffe_id and record the
+ * ID as revoked so that ledger_id_revoked() reports it and renewals are
+ * refused. *count (may be NULL) receives the number of certificates
+ * revoked, possibly 0. 0; HSM_EINVAL; HSM_EIO.
+ */
+int ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t now,
+    unsigned *count);
+
+/*
+ * Whether spiffe_id was revoked with ledger_revoke_id (and not
+ * reinstated). A database error reads as revoked (fail closed) and is
+ * logged.
+ */
+int ledger_id_revoked(struct ledger *lg, const char *spiffe_id);
+
+/*
+ * Lift an identity revocation so the ID may enroll again (with a new
+ * join token: its old certificates stay revoked). 0; HSM_ENOENT if the
+ * ID was not revoked; HSM_EIO.
+ */
+int ledger_id_reinstate(struct ledger *lg, const char *spiffe_id);
+
+/* Number of certificates recorded. 0 or HSM_EIO; *n is 0 on failure. */
+int ledger_cert_count(struct ledger *lg, uint64_t *n);
+
+/*
+ * Call cb for every certificate of spiffe_id, oldest first (by
+ * not_before, then insertion): the renewal chain, linked by
+ * parent_serial. c (and c->der) is valid only during the call. cb runs
+ * with the ledger locked and must not call ledger functions (that
+ * returns HSM_EBUSY). A non-zero return from cb stops the walk and is
+ * returned. 0 when every row was visited; HSM_EIO; HSM_ENOMEM.
+ */
+typedef int (*ledger_cert_cb)(const struct ledger_cert *c, void *arg);
+int ledger_cert_list_id(struct ledger *lg, const char *spiffe_id, ledger_cert_cb cb, void *arg);
+
+#endif

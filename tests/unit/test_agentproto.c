@@ -1,0 +1,312 @@
+/*
+ * test_agentproto.c - the agent's local API frames: round trips of every
+ * message, and refusal of every malformed field (lengths, version,
+ * reserved bits, SPIFFE IDs, algorithms, digest lengths, statuses).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "agentproto.h"
+#include "err.h"
+
+#define ID "spiffe://example.org/ns/web"
+
+static void
+put32(uint8_t *p, uint32_t v)
+{
+	p[0] = v >> 24;
+	p[1] = v >> 16;
+	p[2] = v >> 8;
+	p[3] = v;
+}
+
+static void
+parse_one(const uint8_t *buf, size_t len, struct ag_frame *f)
+{
+	assert_int_equal(ag_frame_parse(buf, len, f), (int)len);
+}
+
+static void
+get_roundtrip(void **state)
+{
+	uint8_t *b;
+	size_t len;
+	struct ag_frame f;
+	struct ag_request r;
+
+	assert_int_equal(ag_encode_get(AG_T_GET_SVID, 7, ID, &b, &len), 0);
+	assert_int_equal(len, AG_HDR_LEN + strlen(ID));
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_int_equal(r.type, AG_T_GET_SVID);
+	assert_int_equal(r.id, 7);
+	assert_string_equal(r.spiffe_id, ID);
+	free(b);
+
+	/* Empty ID: "the only one my uid may use". */
+	assert_int_equal(ag_encode_get(AG_T_SUBSCRIBE, 8, NULL, &b, &len), 0);
+	assert_int_equal(len, AG_HDR_LEN);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_int_equal(r.type, AG_T_SUBSCRIBE);
+	assert_string_equal(r.spiffe_id, "");
+	free(b);
+
+	assert_int_equal(ag_encode_get(AG_T_SIGN, 1, ID, &b, &len), HSM_EINVAL);
+	assert_null(b);
+	assert_int_equal(ag_encode_get(AG_T_GET_SVID, 1, "spiffe://Bad/x", &b, &len), HSM_EINVAL);
+}
+
+static void
+sign_roundtrip(void **state)
+{
+	uint8_t dg[64], *b;
+	size_t len;
+	struct ag_frame f;
+	struct ag_request r;
+
+	for (int i = 0; i < 64; i++)
+		dg[i] = (uint8_t)i;
+	assert_int_equal(ag_encode_sign(9, ID, HSM_SIG_ECDSA, dg, 32, &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_int_equal(r.type, AG_T_SIGN);
+	assert_int_equal(r.id, 9);
+	assert_string_equal(r.spiffe_id, ID);
+	assert_int_equal(r.alg, HSM_SIG_ECDSA);
+	assert_int_equal(r.dlen, 32);
+	assert_memory_equal(r.digest, dg, 32);
+	free(b);
+
+	assert_int_equal(ag_encode_sign(1, "", HSM_SIG_RSA_PSS_SHA384, dg, 48, &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_string_equal(r.spiffe_id, "");
+	free(b);
+
+	/* Digest lengths the algorithm does not take; unknown algorithms. */
+	assert_int_equal(ag_encode_sign(1, ID, HSM_SIG_RSA_PKCS1_SHA256, dg, 48, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_sign(1, ID, HSM_SIG_ECDSA, dg, 19, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_sign(1, ID, HSM_SIG_ECDSA, dg, 65, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_sign(1, ID, 99, dg, 32, &b, &len), HSM_EINVAL);
+}
+
+static void
+svid_roundtrip(void **state)
+{
+	static const char chain[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+	static const char bundle[] = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
+	struct ag_svid s = { .not_after = 1795820664ULL };
+	struct ag_frame f;
+	struct ag_reply r;
+	uint8_t *b;
+	size_t len;
+
+	snprintf(s.spiffe_id, sizeof(s.spiffe_id), "%s", ID);
+	s.chain = (const uint8_t *)chain;
+	s.chainlen = strlen(chain);
+	s.bundle = (const uint8_t *)bundle;
+	s.bundlelen = strlen(bundle);
+	assert_int_equal(ag_encode_svid(AG_T_GET_SVID | AG_T_REPLY, 3, &s, &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &(struct ag_request){ 0 }), HSM_EPROTO);
+	assert_int_equal(ag_reply_decode(&f, &r), 0);
+	assert_int_equal(r.type, AG_T_GET_SVID | AG_T_REPLY);
+	assert_int_equal(r.id, 3);
+	assert_int_equal(r.status, 0);
+	assert_string_equal(r.svid.spiffe_id, ID);
+	assert_true(r.svid.not_after == 1795820664ULL);
+	assert_int_equal(r.svid.chainlen, strlen(chain));
+	assert_memory_equal(r.svid.chain, chain, strlen(chain));
+	assert_int_equal(r.svid.bundlelen, strlen(bundle));
+	assert_memory_equal(r.svid.bundle, bundle, strlen(bundle));
+
+	/* Every truncation of the body is refused, never over-read. */
+	for (size_t cut = 1; cut < len - AG_HDR_LEN; cut++) {
+		uint8_t *t = malloc(len - cut);
+
+		memcpy(t, b, len - cut);
+		put32(t, (uint32_t)(len - cut - 4));
+		parse_one(t, len - cut, &f);
+		assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+		free(t);
+	}
+	free(b);
+
+	assert_int_equal(ag_encode_svid(AG_T_UPDATE, 5, &s, &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), 0);
+	assert_int_equal(r.type, AG_T_UPDATE);
+	free(b);
+
+	/* An empty bundle is allowed, an empty chain or ID is not. */
+	s.bundlelen = 0;
+	assert_int_equal(ag_encode_svid(AG_T_SUBSCRIBE | AG_T_REPLY, 5, &s, &b, &len), 0);
+	free(b);
+	s.chainlen = 0;
+	assert_int_equal(ag_encode_svid(AG_T_SUBSCRIBE | AG_T_REPLY, 5, &s, &b, &len), HSM_EINVAL);
+	s.chainlen = strlen(chain);
+	s.spiffe_id[0] = '\0';
+	assert_int_equal(ag_encode_svid(AG_T_SUBSCRIBE | AG_T_REPLY, 5, &s, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_svid(AG_T_SIGN | AG_T_REPLY, 5, &s, &b, &len), HSM_EINVAL);
+}
+
+static void
+sig_and_error_replies(void **state)
+{
+	uint8_t sig[72] = { 0x30, 0x45 }, *b;
+	size_t len;
+	struct ag_frame f;
+	struct ag_reply r;
+
+	assert_int_equal(ag_encode_sig(4, sig, sizeof(sig), &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), 0);
+	assert_int_equal(r.type, AG_T_SIGN | AG_T_REPLY);
+	assert_int_equal(r.siglen, sizeof(sig));
+	assert_memory_equal(r.sig, sig, sizeof(sig));
+	free(b);
+	assert_int_equal(ag_encode_sig(4, sig, 0, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_sig(4, sig, HSM_MAX_SIG + 1, &b, &len), HSM_EINVAL);
+
+	assert_int_equal(ag_encode_error(AG_T_GET_SVID | AG_T_REPLY, 6, HSM_EPERM,
+	    "uid 5 may not\nuse this", &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), 0);
+	assert_int_equal(r.status, HSM_EPERM);
+	assert_string_equal(r.errtext, "uid 5 may not?use this");	/* control bytes neutralised */
+	free(b);
+	assert_int_equal(ag_encode_error(AG_T_GET_SVID | AG_T_REPLY, 6, 0, NULL, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_error(AG_T_GET_SVID | AG_T_REPLY, 6, -1000, NULL, &b, &len),
+	    HSM_EINVAL);
+	assert_int_equal(ag_encode_error(AG_T_GET_SVID, 6, HSM_EPERM, NULL, &b, &len), HSM_EINVAL);
+}
+
+static void
+bad_headers(void **state)
+{
+	uint8_t b[64] = { 0 };
+	struct ag_frame f;
+
+	assert_int_equal(ag_frame_parse(b, 3, &f), 0);		/* incomplete length */
+	put32(b, 7);						/* shorter than a header */
+	assert_int_equal(ag_frame_parse(b, 12, &f), HSM_EPROTO);
+	put32(b, AG_MAX_FRAME - 3);				/* too long */
+	assert_int_equal(ag_frame_parse(b, 12, &f), HSM_EPROTO);
+	put32(b, 8);
+	b[4] = 2;						/* version */
+	assert_int_equal(ag_frame_parse(b, 5, &f), HSM_EPROTO);
+	b[4] = AG_VERSION;
+	b[5] = AG_T_GET_SVID;
+	b[7] = 1;						/* reserved */
+	assert_int_equal(ag_frame_parse(b, 12, &f), HSM_EPROTO);
+	b[7] = 0;
+	assert_int_equal(ag_frame_parse(b, 11, &f), 0);		/* incomplete frame */
+	assert_int_equal(ag_frame_parse(b, 12, &f), 12);
+}
+
+/* Build a request frame around body and decode it. */
+static int
+decode_body(uint8_t type, const void *body, size_t n)
+{
+	uint8_t buf[4096];
+	struct ag_frame f;
+	struct ag_request r;
+
+	put32(buf, (uint32_t)(AG_HDR_LEN - 4 + n));
+	buf[4] = AG_VERSION;
+	buf[5] = type;
+	buf[6] = buf[7] = 0;
+	put32(buf + 8, 1);
+	memcpy(buf + AG_HDR_LEN, body, n);
+	assert_int_equal(ag_frame_parse(buf, AG_HDR_LEN + n, &f), (int)(AG_HDR_LEN + n));
+	return ag_request_decode(&f, &r);
+}
+
+static void
+bad_requests(void **state)
+{
+	uint8_t sign[2 + 24 + 2 + 32];
+	static const char id[] = "spiffe://example.org/web";
+
+	assert_int_equal(decode_body(AG_T_UPDATE, "", 0), HSM_EPROTO);	/* not a request */
+	assert_int_equal(decode_body(0x81, "", 0), HSM_EPROTO);
+	assert_int_equal(decode_body(99, "", 0), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_GET_SVID, "spiffe://example.org/a/../b", 27), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_GET_SVID, "spiffe://example.org/a\0b", 24), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_GET_SVID, "http://example.org/a", 20), HSM_EPROTO);
+
+	sign[0] = 0;
+	sign[1] = 24;
+	memcpy(sign + 2, id, 24);
+	sign[26] = HSM_SIG_ECDSA;
+	sign[27] = 32;
+	memset(sign + 28, 7, 32);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), 0);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign) - 1), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, 27), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, 1), HSM_EPROTO);
+	sign[1] = 200;					/* ID length beyond the body */
+	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), HSM_EPROTO);
+	sign[1] = 24;
+	sign[27] = 33;					/* digest length beyond the body */
+	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), HSM_EPROTO);
+	sign[27] = 32;
+	sign[26] = HSM_SIG_RSA_PKCS1_SHA384;		/* wants 48 bytes */
+	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), HSM_EPROTO);
+	sign[26] = 0;
+	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), HSM_EPROTO);
+}
+
+static void
+bad_replies(void **state)
+{
+	uint8_t buf[64];
+	struct ag_frame f;
+	struct ag_reply r;
+
+	memset(buf, 0, sizeof(buf));
+	put32(buf, AG_HDR_LEN - 4 + 4);
+	buf[4] = AG_VERSION;
+	buf[5] = AG_T_GET_SVID | AG_T_REPLY;
+	put32(buf + AG_HDR_LEN, 1000);			/* status outside HSM_E* */
+	parse_one(buf, AG_HDR_LEN + 4, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+	put32(buf + AG_HDR_LEN, 0);			/* ok but no SVID */
+	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+	buf[5] = AG_T_SIGN | AG_T_REPLY;		/* ok but no signature */
+	parse_one(buf, AG_HDR_LEN + 4, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+	buf[5] = AG_T_GET_SVID;				/* a request is not a reply */
+	parse_one(buf, AG_HDR_LEN + 4, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+	buf[5] = 0x80 | 9;
+	parse_one(buf, AG_HDR_LEN + 4, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+	put32(buf, AG_HDR_LEN - 4 + 2);			/* shorter than a status */
+	buf[5] = AG_T_SIGN | AG_T_REPLY;
+	parse_one(buf, AG_HDR_LEN + 2, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(get_roundtrip),
+		cmocka_unit_test(sign_roundtrip),
+		cmocka_unit_test(svid_roundtrip),
+		cmocka_unit_test(sig_and_error_replies),
+		cmocka_unit_test(bad_headers),
+		cmocka_unit_test(bad_requests),
+		cmocka_unit_test(bad_replies),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,535 @@
+/* test_ledger.c - the CA ledger: join tokens, certificates, revocation, threads. */
+#include <sys/stat.h>
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "err.h"
+#include "ledger.h"
+
+#define NTHREADS 8
+#define NTOKENS 200
+#define ID "spiffe://example.org/ns/web"
+
+static char dir[64];
+static char dbpath[128];
+
+static int
+setup(void **state)
+{
+	snprintf(dir, sizeof(dir), "/tmp/hsmesh-test-ledger-XXXXXX");
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", dir);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static struct ledger *
+open_ledger(void)
+{
+	struct ledger *lg = NULL;
+
+	assert_int_equal(ledger_open(dbpath, &lg), 0);
+	assert_non_null(lg);
+	return lg;
+}
+
+static void
+hash_of(const char *secret, uint8_t h[LEDGER_HASH_LEN])
+{
+	size_t i;
+
+	/* Any 32 bytes will do: the ledger never sees the secret. */
+	memset(h, 0, LEDGER_HASH_LEN);
+	for (i = 0; secret[i] != '\0'; i++)
+		h[i % LEDGER_HASH_LEN] ^= (uint8_t)(secret[i] + i);
+}
+
+/* A certificate record with a fake DER. */
+static void
+make_cert(struct ledger_cert *c, const char *serial, const char *id, int64_t nb, int64_t na,
+    const char *auth, const char *parent)
+{
+	static uint8_t der[] = { 0x30, 0x03, 0x02, 0x01, 0x01 };
+
+	memset(c, 0, sizeof(*c));
+	snprintf(c->serial, sizeof(c->serial), "%s", serial);
+	snprintf(c->spiffe_id, sizeof(c->spiffe_id), "%s", id);
+	snprintf(c->spki_id, sizeof(c->spki_id), "%064x", (unsigned)nb);
+	c->not_before = nb;
+	c->not_after = na;
+	snprintf(c->auth, sizeof(c->auth), "%s", auth);
+	snprintf(c->parent_serial, sizeof(c->parent_serial), "%s", parent ? parent : "");
+	c->der = der;
+	c->der_len = sizeof(der);
+}
+
+static void
+open_errors(void **state)
+{
+	struct ledger *lg = (struct ledger *)1;
+	char p[160];
+	struct stat st;
+
+	snprintf(p, sizeof(p), "%s/missing/ledger.db", dir);
+	assert_int_equal(ledger_open(p, &lg), HSM_ENOENT);
+	assert_null(lg);
+	assert_non_null(strstr(hsm_err_detail(), "directory does not exist"));
+	assert_int_equal(ledger_open("", &lg), HSM_EINVAL);
+	ledger_close(NULL);
+
+	lg = open_ledger();
+	assert_int_equal(stat(dbpath, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	ledger_close(lg);
+
+	/* The database file itself may not be a symbolic link. */
+	snprintf(p, sizeof(p), "%s/link.db", dir);
+	assert_int_equal(symlink(dbpath, p), 0);
+	assert_int_equal(ledger_open(p, &lg), HSM_EIO);
+	assert_null(lg);
+}
+
+static void
+token_single_use(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_token t;
+	uint8_t h[LEDGER_HASH_LEN];
+	int64_t now = time(NULL);
+
+	hash_of("s3cret", h);
+	assert_int_equal(ledger_token_add(lg, "tok1", h, ID, now + 600), 0);
+	assert_int_equal(ledger_token_add(lg, "tok1", h, ID, now + 600), HSM_EEXIST);
+
+	assert_int_equal(ledger_token_lookup(lg, "tok1", &t), 0);
+	assert_memory_equal(t.hash, h, sizeof(h));
+	assert_string_equal(t.spiffe_id, ID);
+	assert_int_equal(t.expires, now + 600);
+	assert_true(t.created >= now - 1 && t.created <= now + 5);
+	assert_int_equal(t.used, 0);
+
+	assert_int_equal(ledger_token_consume(lg, "tok1", now), 0);
+	assert_int_equal(ledger_token_consume(lg, "tok1", now + 1), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token already used");
+
+	assert_int_equal(ledger_token_lookup(lg, "tok1", &t), 0);
+	assert_int_equal(t.used, 1);
+	assert_int_equal(t.used_at, now);
+	ledger_close(lg);
+
+	/* Still used after a reopen. */
+	lg = open_ledger();
+	assert_int_equal(ledger_token_consume(lg, "tok1", now + 2), HSM_EPOLICY);
+	ledger_close(lg);
+}
+
+static void
+token_expired(void **state)
+{
+	struct ledger *lg = open_ledger();
+	uint8_t h[LEDGER_HASH_LEN];
+
+	hash_of("x", h);
+	assert_int_equal(ledger_token_add(lg, "old", h, ID, 1000), 0);
+	/* Valid while now < expires. */
+	assert_int_equal(ledger_token_consume(lg, "old", 1000), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token expired");
+	assert_int_equal(ledger_token_consume(lg, "old", 5000), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token expired");
+	assert_int_equal(ledger_token_consume(lg, "old", 999), 0);
+	assert_int_equal(ledger_token_consume(lg, "old", 999), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token already used");
+	ledger_close(lg);
+}
+
+static void
+token_unknown(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_token t;
+	uint8_t h[LEDGER_HASH_LEN];
+	char longref[LEDGER_REF_MAX + 2];
+
+	memset(&t, 0xa5, sizeof(t));
+	assert_int_equal(ledger_token_lookup(lg, "nope", &t), HSM_ENOENT);
+	assert_int_equal(t.used, 0);
+	assert_int_equal(t.spiffe_id[0], '\0');
+	assert_int_equal(ledger_token_consume(lg, "nope", time(NULL)), HSM_ENOENT);
+	/* Peer-supplied junk is just unknown, including SQL. */
+	assert_int_equal(ledger_token_consume(lg, "' OR 1=1 --", time(NULL)), HSM_ENOENT);
+	memset(longref, 'a', sizeof(longref) - 1);
+	longref[sizeof(longref) - 1] = '\0';
+	assert_int_equal(ledger_token_lookup(lg, longref, &t), HSM_ENOENT);
+	assert_int_equal(ledger_token_consume(lg, NULL, 0), HSM_ENOENT);
+
+	/* What a caller may create is checked. */
+	hash_of("x", h);
+	assert_int_equal(ledger_token_add(lg, longref, h, ID, 10), HSM_EINVAL);
+	assert_int_equal(ledger_token_add(lg, "", h, ID, 10), HSM_EINVAL);
+	assert_int_equal(ledger_token_add(lg, "has space", h, ID, 10), HSM_EINVAL);
+	assert_int_equal(ledger_token_add(lg, "ok", h, "not-a-spiffe-id", 10), HSM_EINVAL);
+	assert_int_equal(ledger_token_add(lg, "ok", NULL, ID, 10), HSM_EINVAL);
+	ledger_close(lg);
+}
+
+static void
+cert_add_get_revoke(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c, g;
+	uint64_t n = 99;
+
+	make_cert(&c, "0A1B2C", ID, 100, 4000000000LL, "token:tok1", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	/* Serials compare case-insensitively (stored lower-case). */
+	make_cert(&c, "0a1b2c", ID, 100, 4000000000LL, "token:tok1", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EEXIST);
+	assert_int_equal(ledger_cert_count(lg, &n), 0);
+	assert_int_equal(n, 1);
+
+	assert_int_equal(ledger_cert_get(lg, "0a1b2c", &g), 0);
+	assert_string_equal(g.serial, "0a1b2c");
+	assert_string_equal(g.spiffe_id, ID);
+	assert_int_equal(strlen(g.spki_id), LEDGER_SPKI_ID_LEN);
+	assert_int_equal(g.not_before, 100);
+	assert_int_equal(g.not_after, 4000000000LL);
+	assert_string_equal(g.auth, "token:tok1");
+	assert_string_equal(g.parent_serial, "");
+	assert_int_equal(g.revoked, 0);
+	assert_int_equal(g.der_len, c.der_len);
+	assert_memory_equal(g.der, c.der, c.der_len);
+	assert_true(g.der != c.der);
+	ledger_cert_clear(&g);
+	assert_null(g.der);
+	ledger_cert_clear(NULL);
+
+	assert_int_equal(ledger_cert_get(lg, "ffff", &g), HSM_ENOENT);
+	assert_null(g.der);
+	assert_int_equal(ledger_cert_get(lg, "xyz", &g), HSM_EINVAL);
+	assert_int_equal(ledger_cert_revoke(lg, "ffff", 1, 200), HSM_ENOENT);
+	assert_int_equal(ledger_cert_revoke(lg, "0A1B2C", 7, 200), HSM_EINVAL);
+	assert_int_equal(ledger_cert_revoke(lg, "0A1B2C", 11, 200), HSM_EINVAL);
+
+	assert_int_equal(ledger_cert_revoke(lg, "0A1B2C", 1, 200), 0);
+	/* A second revocation succeeds and keeps the first. */
+	assert_int_equal(ledger_cert_revoke(lg, "0a1b2c", 4, 300), 0);
+	assert_int_equal(ledger_cert_get(lg, "0A1B2C", &g), 0);
+	assert_int_equal(g.revoked, 1);
+	assert_int_equal(g.revoked_at, 200);
+	assert_int_equal(g.reason, 1);
+	ledger_cert_clear(&g);
+
+	/* Bad records are refused. */
+	make_cert(&c, "01", ID, 100, 50, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	make_cert(&c, "01", ID, 100, 200, "", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	make_cert(&c, "01", ID, 100, 200, "offline", "zz");
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	make_cert(&c, "01", "spiffe://", 100, 200, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	make_cert(&c, "01", ID, 100, 200, "offline", NULL);
+	c.spki_id[10] = 'g';
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	make_cert(&c, "01", ID, 100, 200, "offline", NULL);
+	c.der_len = 0;
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	assert_int_equal(ledger_cert_count(lg, &n), 0);
+	assert_int_equal(n, 1);
+	ledger_close(lg);
+}
+
+struct chain {
+	int n;
+	char serials[8][LEDGER_SERIAL_MAX + 1];
+	char parents[8][LEDGER_SERIAL_MAX + 1];
+	struct ledger *lg;
+	int stop_at;
+};
+
+static int
+collect(const struct ledger_cert *c, void *arg)
+{
+	struct chain *ch = arg;
+
+	if (ch->lg != NULL)	/* re-entry is refused, not a deadlock */
+		return ledger_cert_count(ch->lg, &(uint64_t){ 0 });
+	if (ch->n >= 8)
+		return -100;
+	snprintf(ch->serials[ch->n], sizeof(ch->serials[0]), "%s", c->serial);
+	snprintf(ch->parents[ch->n], sizeof(ch->parents[0]), "%s", c->parent_serial);
+	ch->n++;
+	return ch->n == ch->stop_at ? 42 : 0;
+}
+
+static void
+revoke_id_and_chain(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c, g;
+	struct chain ch;
+	int64_t now = 10000;
+	unsigned count = 99;
+
+	/* A renewal chain a -> b -> c, an expired one and another ID. */
+	make_cert(&c, "0a", ID, 1000, 5000, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_cert(&c, "0b", ID, 4000, 20000, "kur:0a", "0a");
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_cert(&c, "0c", ID, 9000, 30000, "kur:0b", "0B");
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_cert(&c, "0d", "spiffe://example.org/other", 9000, 30000, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+
+	memset(&ch, 0, sizeof(ch));
+	assert_int_equal(ledger_cert_list_id(lg, ID, collect, &ch), 0);
+	assert_int_equal(ch.n, 3);
+	assert_string_equal(ch.serials[0], "0a");
+	assert_string_equal(ch.serials[1], "0b");
+	assert_string_equal(ch.serials[2], "0c");
+	assert_string_equal(ch.parents[0], "");
+	assert_string_equal(ch.parents[1], "0a");
+	assert_string_equal(ch.parents[2], "0b");
+	memset(&ch, 0, sizeof(ch));
+	ch.stop_at = 2;
+	assert_int_equal(ledger_cert_list_id(lg, ID, collect, &ch), 42);
+	assert_int_equal(ch.n, 2);
+	memset(&ch, 0, sizeof(ch));
+	ch.lg = lg;
+	assert_int_equal(ledger_cert_list_id(lg, ID, collect, &ch), HSM_EBUSY);
+	/* And the ledger still works after that. */
+	memset(&ch, 0, sizeof(ch));
+	assert_int_equal(ledger_cert_list_id(lg, "spiffe://example.org/none", collect, &ch), 0);
+	assert_int_equal(ch.n, 0);
+
+	assert_false(ledger_id_revoked(lg, ID));
+	assert_int_equal(ledger_revoke_id(lg, ID, 1, now, &count), 0);
+	/* 0a had expired: only 0b and 0c were current. */
+	assert_int_equal(count, 2);
+	assert_true(ledger_id_revoked(lg, ID));
+	assert_false(ledger_id_revoked(lg, "spiffe://example.org/other"));
+	assert_int_equal(ledger_cert_get(lg, "0a", &g), 0);
+	assert_int_equal(g.revoked, 0);
+	ledger_cert_clear(&g);
+	assert_int_equal(ledger_cert_get(lg, "0c", &g), 0);
+	assert_int_equal(g.revoked, 1);
+	assert_int_equal(g.revoked_at, now);
+	ledger_cert_clear(&g);
+	assert_int_equal(ledger_cert_get(lg, "0d", &g), 0);
+	assert_int_equal(g.revoked, 0);
+	ledger_cert_clear(&g);
+
+	/* Again: nothing left to revoke, still revoked. */
+	assert_int_equal(ledger_revoke_id(lg, ID, 1, now + 1, &count), 0);
+	assert_int_equal(count, 0);
+	assert_true(ledger_id_revoked(lg, ID));
+	ledger_close(lg);
+
+	lg = open_ledger();
+	assert_true(ledger_id_revoked(lg, ID));
+	assert_int_equal(ledger_revoke_id(lg, "bogus", 1, now, &count), HSM_EINVAL);
+	assert_int_equal(ledger_id_reinstate(lg, ID), 0);
+	assert_false(ledger_id_revoked(lg, ID));
+	assert_int_equal(ledger_id_reinstate(lg, ID), HSM_ENOENT);
+	/* Revoking an ID with no certificate still records it. */
+	assert_int_equal(ledger_revoke_id(lg, "spiffe://example.org/new", 0, now, NULL), 0);
+	assert_true(ledger_id_revoked(lg, "spiffe://example.org/new"));
+	ledger_close(lg);
+}
+
+static void
+schema_version(void **state)
+{
+	struct ledger *lg = open_ledger();
+	sqlite3 *db;
+	uint8_t h[LEDGER_HASH_LEN];
+
+	hash_of("k", h);
+	assert_int_equal(ledger_token_add(lg, "keep", h, ID, 4000000000LL), 0);
+	ledger_close(lg);
+	/* Reopening an up-to-date ledger keeps its rows. */
+	lg = open_ledger();
+	assert_int_equal(ledger_token_consume(lg, "keep", 1), 0);
+	ledger_close(lg);
+
+	/* A ledger from a newer program is refused. */
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
+	    NULL), SQLITE_OK);
+	sqlite3_close(db);
+	lg = (struct ledger *)1;
+	assert_int_equal(ledger_open(dbpath, &lg), HSM_EIO);
+	assert_null(lg);
+	assert_non_null(strstr(hsm_err_detail(), "newer"));
+}
+
+/* Threads: a shared handle, or one handle each (like separate processes). */
+struct race {
+	struct ledger *shared;
+	int ntok;
+	int wins[NTHREADS];
+	int errors[NTHREADS];
+	int idx;
+	pthread_barrier_t *bar;
+};
+
+struct race_arg {
+	struct race *race;
+	int idx;
+};
+
+static void *
+racer(void *p)
+{
+	struct race_arg *a = p;
+	struct race *rc = a->race;
+	struct ledger *lg = rc->shared;
+	struct ledger_cert c;
+	char ref[32], serial[32];
+	int i, r, start;
+
+	if (lg == NULL && ledger_open(dbpath, &lg) != 0) {
+		rc->errors[a->idx]++;
+		pthread_barrier_wait(rc->bar);
+		return NULL;
+	}
+	pthread_barrier_wait(rc->bar);
+	/* Each thread walks the tokens from a different place. */
+	start = a->idx * (rc->ntok / NTHREADS + 1);
+	for (i = 0; i < rc->ntok; i++) {
+		int k = (start + i) % rc->ntok;
+
+		snprintf(ref, sizeof(ref), "race%d", k);
+		r = ledger_token_consume(lg, ref, 1000);
+		if (r == 0) {
+			rc->wins[a->idx]++;
+			snprintf(serial, sizeof(serial), "%x", 0x1000 + k);
+			make_cert(&c, serial, ID, 1000 + k, 2000000, "token:race", NULL);
+			if (ledger_cert_add(lg, &c) != 0)
+				rc->errors[a->idx]++;
+		} else if (r != HSM_EPOLICY) {
+			rc->errors[a->idx]++;
+		}
+	}
+	if (rc->shared == NULL)
+		ledger_close(lg);
+	return NULL;
+}
+
+static void
+run_race(int ntok, int shared, int *wins)
+{
+	pthread_t th[NTHREADS];
+	struct race_arg args[NTHREADS];
+	pthread_barrier_t bar;
+	struct race rc;
+	struct ledger *lg = open_ledger();
+	uint8_t h[LEDGER_HASH_LEN];
+	uint64_t n = 0;
+	char ref[32];
+	int i;
+
+	hash_of("race", h);
+	for (i = 0; i < ntok; i++) {
+		snprintf(ref, sizeof(ref), "race%d", i);
+		assert_int_equal(ledger_token_add(lg, ref, h, ID, 2000), 0);
+	}
+	memset(&rc, 0, sizeof(rc));
+	rc.shared = shared ? lg : NULL;
+	rc.ntok = ntok;
+	rc.bar = &bar;
+	assert_int_equal(pthread_barrier_init(&bar, NULL, NTHREADS), 0);
+	for (i = 0; i < NTHREADS; i++) {
+		args[i].race = &rc;
+		args[i].idx = i;
+		assert_int_equal(pthread_create(&th[i], NULL, racer, &args[i]), 0);
+	}
+	for (i = 0; i < NTHREADS; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&bar);
+	*wins = 0;
+	for (i = 0; i < NTHREADS; i++) {
+		assert_int_equal(rc.errors[i], 0);
+		*wins += rc.wins[i];
+	}
+	assert_int_equal(ledger_cert_count(lg, &n), 0);
+	assert_int_equal(n, (uint64_t)*wins);
+	ledger_close(lg);
+}
+
+static void
+race_one_token_shared(void **state)
+{
+	int wins;
+
+	run_race(1, 1, &wins);
+	assert_int_equal(wins, 1);
+}
+
+static void
+race_one_token_handles(void **state)
+{
+	int wins;
+
+	run_race(1, 0, &wins);
+	assert_int_equal(wins, 1);
+}
+
+static void
+race_many_tokens(void **state)
+{
+	int wins;
+
+	run_race(NTOKENS, 1, &wins);
+	assert_int_equal(wins, NTOKENS);
+}
+
+static void
+race_many_tokens_handles(void **state)
+{
+	int wins;
+
+	run_race(NTOKENS, 0, &wins);
+	assert_int_equal(wins, NTOKENS);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(open_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(token_single_use, setup, teardown),
+		cmocka_unit_test_setup_teardown(token_expired, setup, teardown),
+		cmocka_unit_test_setup_teardown(token_unknown, setup, teardown),
+		cmocka_unit_test_setup_teardown(cert_add_get_revoke, setup, teardown),
+		cmocka_unit_test_setup_teardown(revoke_id_and_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(schema_version, setup, teardown),
+		cmocka_unit_test_setup_teardown(race_one_token_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(race_one_token_handles, setup, teardown),
+		cmocka_unit_test_setup_teardown(race_many_tokens, setup, teardown),
+		cmocka_unit_test_setup_teardown(race_many_tokens_handles, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
