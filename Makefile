@@ -84,6 +84,7 @@ $(BUILD)/asan/tests/%: tests/unit/%.c $(BUILD)/asan/libhsmesh.a $(HDRS)
 # libFuzzer targets: clang, ASan+UBSan; the library is compiled once with
 # coverage instrumentation and linked into every target.
 FUZZ_LIB_OBJ = $(LIB_SRC:src/lib/%.c=$(BUILD)/fuzzobj/%.o)
+.SECONDARY: $(FUZZ_LIB_OBJ)
 
 $(BUILD)/fuzzobj/%.o: src/lib/%.c $(HDRS)
 	@mkdir -p $(dir $@)

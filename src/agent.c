@@ -66,6 +66,7 @@
 #include <openssl/x509v3.h>
 
 #include "agentproto.h"
+#include "cert.h"
 #include "cmds.h"
 #include "config.h"
 #include "err.h"
@@ -271,15 +272,17 @@ asn1_time_to_time(const ASN1_TIME *a, time_t *out)
 	return 0;
 }
 
+/* Serials are logged upper-case, as openssl x509 -serial prints them. */
 static void
 cert_serial(X509 *x, char *out, size_t len)
 {
-	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-	char *h = bn != NULL ? BN_bn2hex(bn) : NULL;
-
-	snprintf(out, len, "%s", h != NULL ? h : "?");
-	OPENSSL_free(h);
-	BN_free(bn);
+	if (cert_serial_hex(X509_get0_serialNumber(x), out, len) != 0) {
+		snprintf(out, len, "?");
+		return;
+	}
+	for (char *p = out; *p != '\0'; p++)
+		if (*p >= 'a' && *p <= 'f')
+			*p = (char)(*p - 'a' + 'A');
 }
 
 /* DER SubjectPublicKeyInfo of a certificate, malloc'd. */

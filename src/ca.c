@@ -526,30 +526,6 @@ records_open(const struct ca_config *cfg, struct ledger **lg, struct audit **au)
 	return r;
 }
 
-static void
-hexlower(const ASN1_INTEGER *ai, char *out, size_t cap)
-{
-	BIGNUM *bn = ASN1_INTEGER_to_BN(ai, NULL);
-	char *h = bn != NULL ? BN_bn2hex(bn) : NULL;
-
-	snprintf(out, cap, "%s", h != NULL ? h : "");
-	for (char *p = out; *p != '\0'; p++)
-		if (*p >= 'A' && *p <= 'F')
-			*p = (char)(*p - 'A' + 'a');
-	OPENSSL_free(h);
-	BN_free(bn);
-}
-
-static int64_t
-time_unix(const ASN1_TIME *t)
-{
-	struct tm tm;
-
-	if (ASN1_TIME_to_tm(t, &tm) != 1)
-		return 0;
-	return (int64_t)timegm(&tm);
-}
-
 /* Record an issued certificate in the ledger and the audit log. */
 static int
 record_issue(struct ledger *lg, struct audit *au, X509 *x, const char *id, const char *auth,
@@ -561,13 +537,13 @@ record_issue(struct ledger *lg, struct audit *au, X509 *x, const char *id, const
 	int n, r;
 
 	memset(&lc, 0, sizeof(lc));
-	hexlower(X509_get0_serialNumber(x), lc.serial, sizeof(lc.serial));
 	snprintf(lc.spiffe_id, sizeof(lc.spiffe_id), "%s", id);
-	if ((r = cert_key_id(x, kid)) != 0)
+	if ((r = cert_serial_hex(X509_get0_serialNumber(x), lc.serial, sizeof(lc.serial))) != 0 ||
+	    (r = cert_key_id(x, kid)) != 0 ||
+	    (r = cert_time_unix(X509_get0_notBefore(x), &lc.not_before)) != 0 ||
+	    (r = cert_time_unix(X509_get0_notAfter(x), &lc.not_after)) != 0)
 		return r;
 	hsm_hex(kid, sizeof(kid), lc.spki_id);
-	lc.not_before = time_unix(X509_get0_notBefore(x));
-	lc.not_after = time_unix(X509_get0_notAfter(x));
 	snprintf(lc.auth, sizeof(lc.auth), "%s", auth);
 	snprintf(lc.parent_serial, sizeof(lc.parent_serial), "%s", parent != NULL ? parent : "");
 	if ((n = i2d_X509(x, &der)) <= 0)

@@ -48,6 +48,7 @@
 
 #include "audit.h"
 #include "ca_cmp.h"
+#include "cert.h"
 #include "cmpder.h"
 #include "err.h"
 #include "http.h"
@@ -122,20 +123,6 @@ reject(struct txn *t, int failbit, const char *why)
 {
 	log_info("refused %s: %s", t->peer, why);
 	return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << failbit, why);
-}
-
-static void
-serial_hex(const X509 *x, char *out, size_t cap)
-{
-	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-	char *h = bn != NULL ? BN_bn2hex(bn) : NULL;
-
-	snprintf(out, cap, "%s", h != NULL ? h : "");
-	for (char *p = out; *p != '\0'; p++)
-		if (*p >= 'A' && *p <= 'F')
-			*p = (char)(*p - 'A' + 'a');
-	OPENSSL_free(h);
-	BN_free(bn);
 }
 
 static int
@@ -290,7 +277,7 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 		audit_event(s->cfg->audit, "error", "op", what, "peer", t->peer, "id", id, "reason", why, NULL);
 		goto out;
 	}
-	serial_hex(cert, serial, sizeof(serial));
+	cert_serial_hex(X509_get0_serialNumber(cert), serial, sizeof(serial));
 	log_info("issued %s serial %s to %s (%s)", id, serial, t->peer, auth);
 	if (type == BODY_IR) {
 		if ((*caPubs = sk_X509_new_null()) == NULL || !X509_add_cert(*caPubs, s->cfg->cacert, X509_ADD_FLAG_UP_REF)) {
@@ -314,24 +301,15 @@ cb_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
 	struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
 	struct server *s = t->s;
 	struct ledger_cert lc;
-	BIGNUM *bn = NULL;
-	char *h = NULL, hex[80];
+	char hex[80];
 	int st;
 	OSSL_CMP_PKISI *si;
 
 	if (t->auth != AUTH_CERT || t->signer_state == SIGNER_EXPIRED)
 		return reject(t, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
 		    "rr must be signed by a current certificate");
-	if (serial == NULL || (bn = ASN1_INTEGER_to_BN(serial, NULL)) == NULL || (h = BN_bn2hex(bn)) == NULL) {
-		BN_free(bn);
+	if (cert_serial_hex(serial, hex, sizeof(hex)) != 0)
 		return reject(t, OSSL_CMP_PKIFAILUREINFO_badCertId, "no serial number");
-	}
-	snprintf(hex, sizeof(hex), "%s", h);
-	for (char *p = hex; *p != '\0'; p++)
-		if (*p >= 'A' && *p <= 'F')
-			*p = (char)(*p - 'A' + 'a');
-	OPENSSL_free(h);
-	BN_free(bn);
 	memset(&lc, 0, sizeof(lc));
 	if ((st = ledger_cert_get(s->cfg->ledger, hex, &lc)) != 0)
 		return reject(t, OSSL_CMP_PKIFAILUREINFO_badCertId, "unknown certificate");
@@ -600,7 +578,7 @@ prepare_auth(struct server *s, struct txn *t, const OSSL_CMP_MSG *req, const str
 
 		if (x == NULL)
 			return 0;
-		serial_hex(x, t->signer_serial, sizeof(t->signer_serial));
+		cert_serial_hex(X509_get0_serialNumber(x), t->signer_serial, sizeof(t->signer_serial));
 		memset(&lc, 0, sizeof(lc));
 		n = i2d_X509(x, &der);
 		/* Ours, byte for byte: then its signature on the request is worth checking. */

@@ -220,11 +220,44 @@ sign_and_check(X509 *x, EVP_PKEY *signer, EVP_PKEY *issuer_pub)
 static time_t
 asn1_to_time(const ASN1_TIME *t, int *ok)
 {
+	int64_t v = 0;
+
+	*ok = cert_time_unix(t, &v) == 0;
+	return (time_t)v;
+}
+
+int
+cert_time_unix(const ASN1_TIME *t, int64_t *out)
+{
 	struct tm tm;
 
+	*out = 0;
 	memset(&tm, 0, sizeof(tm));
-	*ok = t != NULL && ASN1_TIME_to_tm(t, &tm) == 1;
-	return *ok ? timegm(&tm) : 0;
+	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+		return hsm_err(HSM_EINVAL, "unreadable time");
+	*out = (int64_t)timegm(&tm);
+	return 0;
+}
+
+int
+cert_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
+{
+	BIGNUM *bn = serial != NULL ? ASN1_INTEGER_to_BN(serial, NULL) : NULL;
+	char *h = bn != NULL ? BN_bn2hex(bn) : NULL;
+	int r = 0;
+
+	if (cap > 0)
+		out[0] = '\0';
+	if (h == NULL || strlen(h) >= cap || h[0] == '-') {
+		r = hsm_err(HSM_EINVAL, "unreadable serial number");
+	} else {
+		for (size_t i = 0; h[i] != '\0'; i++)
+			out[i] = (char)((h[i] >= 'A' && h[i] <= 'F') ? h[i] - 'A' + 'a' : h[i]);
+		out[strlen(h)] = '\0';
+	}
+	OPENSSL_free(h);
+	BN_free(bn);
+	return r;
 }
 
 int
@@ -821,8 +854,7 @@ print_cert(BIO *b, X509 *x)
 	const X509_ALGOR *alg = NULL;
 	BASIC_CONSTRAINTS *bc;
 	GENERAL_NAMES *gens;
-	BIGNUM *bn;
-	char *hex;
+	char hexbuf[128];
 	int crit = -1;
 
 	field(b, "type");
@@ -830,16 +862,10 @@ print_cert(BIO *b, X509 *x)
 	print_name(b, "subject", X509_get_subject_name(x));
 	print_name(b, "issuer", X509_get_issuer_name(x));
 	field(b, "serial");
-	if ((bn = ASN1_INTEGER_to_BN(serial, NULL)) != NULL && (hex = BN_bn2hex(bn)) != NULL) {
-		for (char *p = hex; *p != '\0'; p++)
-			if (*p >= 'A' && *p <= 'F')
-				*p = (char)(*p - 'A' + 'a');
-		BIO_printf(b, "%s\n", hex);
-		OPENSSL_free(hex);
-	} else {
+	if (cert_serial_hex(serial, hexbuf, sizeof(hexbuf)) == 0)
+		BIO_printf(b, "%s\n", hexbuf);
+	else
 		BIO_printf(b, "(unreadable)\n");
-	}
-	BN_free(bn);
 	gens = X509_get_ext_d2i(x, NID_subject_alt_name, &crit, NULL);
 	print_sans(b, gens);
 	GENERAL_NAMES_free(gens);

@@ -106,4 +106,14 @@ int cert_pem(X509 *x, char **out, size_t *len);
  */
 int cert_inspect(const uint8_t *buf, size_t len, FILE *f);
 
+/*
+ * A serial number as lower-case hex without leading zeros (the ledger's
+ * spelling) into out (cap bytes, at least 2). 0, or HSM_EINVAL when it
+ * is unreadable or does not fit (out is then "").
+ */
+int cert_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap);
+
+/* An ASN1_TIME as seconds since the epoch. 0 or HSM_EINVAL. */
+int cert_time_unix(const ASN1_TIME *t, int64_t *out);
+
 #endif
