@@ -1,6 +1,8 @@
 /*
  * provider.c - the "hsmesh" OpenSSL 3 provider: keys whose private half is
- * in a keyholder (see provider.h).
+ * in a token, reached through a keyholder or through the node agent (see
+ * provider.h). Both backends share one signing path (backend_sign) and
+ * differ only in a small table of functions (struct signer).
  *
  * What OpenSSL 3.0 demands of such a provider was found by experiment
  * (DESIGN.md, "Facts about a keyholder-backed OpenSSL 3.0 provider"):
@@ -31,22 +33,47 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "agclient.h"
 #include "err.h"
 #include "khclient.h"
 #include "provider.h"
+#include "spiffe.h"
 
 #define PROV_NAME "hsmesh"
 #define PARAM_KEYREF "hsmesh-keyref"	/* octet string: struct keyref */
 #define PARAM_SPKI "hsmesh-spki"	/* octet string: DER SubjectPublicKeyInfo */
 
+struct keyref;
+
+/*
+ * How a key signs: through a keyholder (by key id) or through the node
+ * agent (by SPIFFE ID, with whatever key is current). sign blocks; the
+ * others are the non-blocking form used inside async jobs: sign_start
+ * sends and makes the backend write an 8-byte 1 to notify_fd when the
+ * request ends (reply, deadline or close), done/result/release read and
+ * free it. Every request ends, so a paused job always resumes.
+ */
+struct signer {
+	const char *name;		/* for error texts */
+	int (*sign)(const struct keyref *, int alg, const uint8_t *dg, size_t dlen,
+	    uint8_t *sig, size_t *siglen);
+	int (*sign_start)(const struct keyref *, int alg, const uint8_t *dg, size_t dlen,
+	    int notify_fd, void **req);
+	int (*done)(void *req);
+	int (*result)(void *req, uint8_t *sig, size_t *siglen);
+	void (*release)(void *req);
+};
+
 /* Passed by value through EVP_PKEY_fromdata; only ever inside this process. */
 struct keyref {
 	uint32_t magic;
-	struct kh_client *kh;
-	uint8_t keyid[HSM_KEYID_LEN];
+	const struct signer *signer;	/* &kh_signer or &agent_signer */
+	void *backend;			/* struct kh_client * or struct agc_client * */
+	uint8_t keyid[HSM_KEYID_LEN];	/* keyholder */
+	char spiffe_id[SPIFFE_ID_MAX + 1];	/* agent */
 	unsigned timeout_ms;
 };
-#define KEYREF_MAGIC 0x68736d31u
+#define KEYREF_MAGIC 0x68736d32u
 
 struct key {
 	EVP_PKEY *pub;			/* default-provider public key */
@@ -73,6 +100,60 @@ async_fd_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *c
 {
 	close(fd);
 }
+
+/* ---- the two backends ---- */
+
+static int
+kh_b_sign(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, uint8_t *sig,
+    size_t *siglen)
+{
+	return kh_sign(ref->backend, ref->keyid, alg, dg, dlen, ref->timeout_ms, sig, siglen);
+}
+
+static int
+kh_b_start(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, int fd, void **req)
+{
+	struct kh_req *r = NULL;
+	int st;
+
+	st = kh_sign_start(ref->backend, ref->keyid, alg, dg, dlen, ref->timeout_ms, fd, &r);
+	*req = r;
+	return st;
+}
+
+static int kh_b_done(void *req) { return kh_req_done(req); }
+static int kh_b_result(void *req, uint8_t *sig, size_t *n) { return kh_req_result(req, sig, n); }
+static void kh_b_release(void *req) { kh_req_free(req); }
+
+static const struct signer kh_signer = {
+	"keyholder", kh_b_sign, kh_b_start, kh_b_done, kh_b_result, kh_b_release
+};
+
+static int
+ag_b_sign(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, uint8_t *sig,
+    size_t *siglen)
+{
+	return agc_sign(ref->backend, ref->spiffe_id, alg, dg, dlen, ref->timeout_ms, sig, siglen);
+}
+
+static int
+ag_b_start(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, int fd, void **req)
+{
+	struct agc_req *r = NULL;
+	int st;
+
+	st = agc_sign_start(ref->backend, ref->spiffe_id, alg, dg, dlen, ref->timeout_ms, fd, &r);
+	*req = r;
+	return st;
+}
+
+static int ag_b_done(void *req) { return agc_req_done(req); }
+static int ag_b_result(void *req, uint8_t *sig, size_t *n) { return agc_req_result(req, sig, n); }
+static void ag_b_release(void *req) { agc_req_free(req); }
+
+static const struct signer agent_signer = {
+	"agent", ag_b_sign, ag_b_start, ag_b_done, ag_b_result, ag_b_release
+};
 
 /* ---- keys ---- */
 
@@ -194,7 +275,8 @@ km_import_common(struct key *k, const char *type, int selection, const OSSL_PARA
 		if (p->data_type != OSSL_PARAM_OCTET_STRING || p->data_size != sizeof(ref))
 			return 0;
 		memcpy(&ref, p->data, sizeof(ref));
-		if (ref.magic != KEYREF_MAGIC || ref.kh == NULL)
+		if (ref.magic != KEYREF_MAGIC || ref.backend == NULL ||
+		    (ref.signer != &kh_signer && ref.signer != &agent_signer))
 			return 0;
 		k->ref = ref;
 		k->has_ref = 1;
@@ -435,24 +517,24 @@ sigalg_of(const struct sigctx *s, int mdlen)
 }
 
 /*
- * Sign a digest through the keyholder. Inside an async job the request is
- * sent without waiting and the job pauses until the reader thread signals
- * the wait context's eventfd; this code runs on the job's small stack.
+ * Sign a digest through the key's backend. Inside an async job the request
+ * is sent without waiting and the job pauses until the backend signals the
+ * wait context's eventfd; this code runs on the job's small stack.
  */
 static int
-keyholder_sign(const struct key *k, int alg, const unsigned char *dg, size_t dlen,
+backend_sign(const struct keyref *ref, int alg, const unsigned char *dg, size_t dlen,
     unsigned char *sig, size_t *siglen)
 {
 	ASYNC_JOB *job = ASYNC_get_current_job();
 	ASYNC_WAIT_CTX *wctx;
-	struct kh_req *req = NULL;
+	void *req = NULL;
 	OSSL_ASYNC_FD fd;
 	void *custom;
 	uint64_t v;
 	int st;
 
 	if (job == NULL || (wctx = ASYNC_get_wait_ctx(job)) == NULL)
-		return kh_sign(k->ref.kh, k->ref.keyid, alg, dg, dlen, k->ref.timeout_ms, sig, siglen);
+		return ref->signer->sign(ref, alg, dg, dlen, sig, siglen);
 
 	if (!ASYNC_WAIT_CTX_get_fd(wctx, &async_key, &fd, &custom)) {
 		if ((fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
@@ -467,16 +549,16 @@ keyholder_sign(const struct key *k, int alg, const unsigned char *dg, size_t dle
 			return HSM_ENOMEM;
 		}
 	}
-	if ((st = kh_sign_start(k->ref.kh, k->ref.keyid, alg, dg, dlen, k->ref.timeout_ms, fd, &req)) != 0)
+	if ((st = ref->signer->sign_start(ref, alg, dg, dlen, fd, &req)) != 0)
 		return st;
-	while (!kh_req_done(req))
+	while (!ref->signer->done(req))
 		ASYNC_pause_job();
 	/* Consume the wake-up so the fd is quiet for the next operation. */
 	if (read(fd, &v, sizeof(v)) < 0) {
 		/* EAGAIN: already consumed */
 	}
-	st = kh_req_result(req, sig, siglen);
-	kh_req_free(req);
+	st = ref->signer->result(req, sig, siglen);
+	ref->signer->release(req);
 	return st;
 }
 
@@ -492,8 +574,9 @@ sign_digest(struct sigctx *s, unsigned char *sig, size_t *siglen, size_t sigsize
 		ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED, "hsmesh: unsupported signature parameters");
 		return 0;
 	}
-	if ((st = keyholder_sign(s->key, alg, dg, dlen, buf, &n)) != 0) {
-		ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "keyholder: %s", hsm_err_msg(st));
+	if ((st = backend_sign(&s->key->ref, alg, dg, dlen, buf, &n)) != 0) {
+		ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "%s: %s", s->key->ref.signer->name,
+		    hsm_err_msg(st));
 		return 0;
 	}
 	if (n > sigsize) {
@@ -782,11 +865,10 @@ hsm_provider_init(void)
 	return 0;
 }
 
-int
-hsm_pkey_new(struct kh_client *kh, const uint8_t keyid[HSM_KEYID_LEN],
-    const uint8_t *spki, size_t spkilen, unsigned timeout_ms, EVP_PKEY **out)
+/* Make a provider key for ref (filled but for magic) whose public half is spki. */
+static int
+pkey_new(struct keyref *ref, const uint8_t *spki, size_t spkilen, EVP_PKEY **out)
 {
-	struct keyref ref;
 	const unsigned char *p = spki;
 	EVP_PKEY *pub;
 	EVP_PKEY_CTX *pc = NULL;
@@ -802,19 +884,52 @@ hsm_pkey_new(struct kh_client *kh, const uint8_t keyid[HSM_KEYID_LEN],
 	if (type == NULL)
 		return hsm_err(HSM_EUNSUPPORTED, "unsupported key type in the token");
 
-	memset(&ref, 0, sizeof(ref));
-	ref.magic = KEYREF_MAGIC;
-	ref.kh = kh;
-	memcpy(ref.keyid, keyid, HSM_KEYID_LEN);
-	ref.timeout_ms = timeout_ms;
+	ref->magic = KEYREF_MAGIC;
 	params[0] = OSSL_PARAM_construct_octet_string(PARAM_SPKI, (void *)spki, spkilen);
-	params[1] = OSSL_PARAM_construct_octet_string(PARAM_KEYREF, &ref, sizeof(ref));
+	params[1] = OSSL_PARAM_construct_octet_string(PARAM_KEYREF, ref, sizeof(*ref));
 	params[2] = OSSL_PARAM_construct_end();
 	if ((pc = EVP_PKEY_CTX_new_from_name(NULL, type, "provider=" PROV_NAME)) == NULL ||
 	    EVP_PKEY_fromdata_init(pc) <= 0 || EVP_PKEY_fromdata(pc, out, EVP_PKEY_KEYPAIR, params) <= 0)
-		st = hsm_err_ossl(HSM_ECRYPTO, "cannot make a keyholder key (is hsm_provider_init done?)");
+		st = hsm_err_ossl(HSM_ECRYPTO, "cannot make a token-backed key (is hsm_provider_init done?)");
 	EVP_PKEY_CTX_free(pc);
 	return st;
+}
+
+int
+hsm_pkey_new(struct kh_client *kh, const uint8_t keyid[HSM_KEYID_LEN],
+    const uint8_t *spki, size_t spkilen, unsigned timeout_ms, EVP_PKEY **out)
+{
+	struct keyref ref;
+
+	memset(&ref, 0, sizeof(ref));
+	ref.signer = &kh_signer;
+	ref.backend = kh;
+	memcpy(ref.keyid, keyid, HSM_KEYID_LEN);
+	ref.timeout_ms = timeout_ms;
+	return pkey_new(&ref, spki, spkilen, out);
+}
+
+int
+hsm_pkey_new_agent(struct agc_client *agc, const char *spiffe_id, const uint8_t *spki,
+    size_t spkilen, unsigned timeout_ms, EVP_PKEY **out)
+{
+	struct keyref ref;
+	struct spiffe_id sid;
+	size_t n = spiffe_id != NULL ? strlen(spiffe_id) : 0;
+	int st;
+
+	*out = NULL;
+	if (agc == NULL)
+		return hsm_err(HSM_EINVAL, "no agent client");
+	if (n > 0 && (st = spiffe_id_parse(spiffe_id, &sid)) != 0)
+		return st;
+	memset(&ref, 0, sizeof(ref));
+	ref.signer = &agent_signer;
+	ref.backend = agc;
+	if (n > 0)
+		memcpy(ref.spiffe_id, spiffe_id, n);
+	ref.timeout_ms = timeout_ms;
+	return pkey_new(&ref, spki, spkilen, out);
 }
 
 int

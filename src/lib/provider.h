@@ -1,11 +1,14 @@
 /*
  * provider.h - an OpenSSL 3 provider ("hsmesh") whose keys sign through a
- * keyholder. An EVP_PKEY made by hsm_pkey_new() works with X509_sign,
- * X509_REQ_sign, EVP_DigestSign and libssl: the digest is computed here and
- * only the digest goes to the keyholder. When called inside an OpenSSL
- * async job (ASYNC_get_current_job() != NULL) the signature request is sent
- * with kh_sign_start() and the job pauses on a per-wait-context eventfd
- * until it ends, so an event loop is never blocked by the token.
+ * keyholder (hsm_pkey_new: the agent, the CA) or through the node agent's
+ * local API (hsm_pkey_new_agent: proxies, which never see a keyholder). An
+ * EVP_PKEY made here works with X509_sign, X509_REQ_sign, EVP_DigestSign
+ * and libssl: the digest is computed here and only the digest leaves the
+ * process. When called inside an OpenSSL async job
+ * (ASYNC_get_current_job() != NULL) the signature request is sent with
+ * kh_sign_start() / agc_sign_start() and the job pauses on a
+ * per-wait-context eventfd until it ends (reply, deadline or the peer
+ * gone), so an event loop is never blocked by the token.
  */
 #ifndef HSM_PROVIDER_H
 #define HSM_PROVIDER_H
@@ -18,6 +21,7 @@
 #include "keytypes.h"
 
 struct kh_client;
+struct agc_client;
 
 /*
  * Register and load the provider in the default library context, after
@@ -37,7 +41,20 @@ int hsm_pkey_new(struct kh_client *kh, const uint8_t keyid[HSM_KEYID_LEN],
     const uint8_t *spki, size_t spkilen, unsigned timeout_ms, EVP_PKEY **out);
 
 /*
- * Prove the key at start-up: sign a random digest through the keyholder
+ * Make an EVP_PKEY that signs through the node agent with the current key
+ * of spiffe_id (NULL or "" = the caller's only ID) and whose public half is
+ * spki (DER SubjectPublicKeyInfo of the SVID's leaf). The key borrows agc:
+ * agc must outlive every copy of the key. timeout_ms bounds each
+ * signature (0 = AGC_DEFAULT_TIMEOUT_MS). After a rotation the agent signs
+ * with the new key: make a new EVP_PKEY with the new certificate's spki.
+ * 0, HSM_EINVAL (bad SPIFFE ID), HSM_EUNSUPPORTED or HSM_ECRYPTO. Caller
+ * frees *out with EVP_PKEY_free.
+ */
+int hsm_pkey_new_agent(struct agc_client *agc, const char *spiffe_id, const uint8_t *spki,
+    size_t spkilen, unsigned timeout_ms, EVP_PKEY **out);
+
+/*
+ * Prove the key at start-up: sign a random digest through its backend
  * and verify it with the public key. 0, or the signing/verification error.
  */
 int hsm_pkey_selftest(EVP_PKEY *pkey);

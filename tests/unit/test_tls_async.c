@@ -1,0 +1,728 @@
+/*
+ * test_tls_async.c - the sidecar's signing path, end to end: a real CA
+ * (`hsmesh ca serve`) and a real node agent (`hsmesh agent`) on throwaway
+ * SoftHSM2 tokens, the agent's local API through agclient, and TLS 1.3
+ * mutual handshakes over an in-memory BIO pair whose server key signs
+ * through the agent inside OpenSSL async jobs (SSL_MODE_ASYNC). Failure
+ * paths: an agent that stops answering (deadline) and an agent killed
+ * mid-handshake (HSM_ECLOSED): the handshake fails, it never hangs.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/async.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "agclient.h"
+#include "agentproto.h"
+#include "cert.h"
+#include "err.h"
+#include "keytypes.h"
+#include "provider.h"
+#include "util.h"
+
+#define ID "spiffe://example.org/web"
+
+static char dir[64], exe[PATH_MAX], sock[128], rootpem[128];
+static pid_t ca_pid = -1, agent_pid = -1;
+static struct agc_client *agc;
+
+/* Run exe with args, stdout to out (or /dev/null), stderr to err; returns the pid. */
+static pid_t
+run(const char *out, const char *err, const char *const argv[])
+{
+	pid_t p = fork();
+
+	if (p == 0) {
+		int o = open(out != NULL ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		int e = open(err, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+			_exit(127);
+		execv(exe, (char *const *)argv);
+		_exit(127);
+	}
+	return p;
+}
+
+static int
+run_wait(const char *out, const char *err, const char *const argv[])
+{
+	int status;
+	pid_t p = run(out, err, argv);
+
+	if (p < 0 || waitpid(p, &status, 0) != p)
+		return -1;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/* SIGTERM, then SIGKILL after 5 s; always reaped. */
+static void
+stop(pid_t *pid)
+{
+	int status;
+
+	if (*pid <= 0)
+		return;
+	kill(*pid, SIGCONT);
+	kill(*pid, SIGTERM);
+	for (int i = 0; i < 500; i++) {
+		if (waitpid(*pid, &status, WNOHANG) == *pid) {
+			*pid = -1;
+			return;
+		}
+		usleep(10000);
+	}
+	kill(*pid, SIGKILL);
+	waitpid(*pid, &status, 0);
+	*pid = -1;
+}
+
+static int
+write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f == NULL)
+		return -1;
+	fputs(text, f);
+	return fclose(f) == 0 ? 0 : -1;
+}
+
+static void
+dump(const char *name)
+{
+	char path[160], line[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	while (fgets(line, sizeof(line), f) != NULL)
+		fprintf(stderr, "# %s: %s", name, line);
+	fclose(f);
+}
+
+static int teardown(void **state);
+
+static int
+setup_all(void)
+{
+	char path[160], port[32] = "", yaml[2048], cmd[256], caport[160], caerr[160];
+	char cayaml[160], agyaml[160], agerr[160], join[160];
+	const char *b = getenv("HSMESH_EXE");
+	char *chain = NULL, *bundle = NULL;
+	uint64_t na;
+	FILE *f;
+	int st = HSM_EAGAIN;
+
+	if (b == NULL)
+		b = "build/hsmesh";
+	if (realpath(b, exe) == NULL) {
+		fprintf(stderr, "HSMESH_EXE %s: %s\n", b, strerror(errno));
+		return -1;
+	}
+	snprintf(dir, sizeof(dir), "/tmp/hsmesh-tls.XXXXXX");
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	snprintf(path, sizeof(path), "%s/softhsm2.conf", dir);
+	snprintf(yaml, sizeof(yaml), "directories.tokendir = %s\nobjectstore.backend = file\n"
+	    "log.level = ERROR\n", dir);
+	if (write_text(path, yaml) != 0)
+		return -1;
+	setenv("SOFTHSM2_CONF", path, 1);
+	snprintf(path, sizeof(path), "%s/pin", dir);
+	if (write_text(path, "1234\n") != 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		snprintf(cmd, sizeof(cmd), "softhsm2-util --init-token --free --label %s --pin 1234 "
+		    "--so-pin 5678 >/dev/null", i == 0 ? "ca" : "agent");
+		if (system(cmd) != 0)
+			return -1;
+	}
+
+	/* The CA: key in the "ca" token, listening on a free port. */
+	snprintf(cayaml, sizeof(cayaml), "%s/ca.yaml", dir);
+	snprintf(yaml, sizeof(yaml),
+	    "trust_domain: example.org\n"
+	    "token:\n  module: /usr/lib/softhsm/libsofthsm2.so\n  uri: \"pkcs11:token=ca\"\n"
+	    "  pin_file: %s/pin\n"
+	    "key:\n  type: ec-p256\n"
+	    "state_dir: %s/ca\nlisten: 127.0.0.1:0\nsvid_ttl: 1h\nmax_ttl: 24h\n"
+	    "database: %s/ca/ledger.db\n", dir, dir, dir);
+	if (write_text(cayaml, yaml) != 0)
+		return -1;
+	snprintf(caerr, sizeof(caerr), "%s/ca.log", dir);
+	snprintf(caport, sizeof(caport), "%s/ca.port", dir);
+	snprintf(rootpem, sizeof(rootpem), "%s/ca/root.pem", dir);
+	if (run_wait(NULL, caerr, (const char *[]){ "hsmesh", "ca", "init", "-c", cayaml, NULL }) != 0) {
+		dump("ca.log");
+		return -1;
+	}
+	ca_pid = run(NULL, caerr, (const char *[]){ "hsmesh", "ca", "serve", "-c", cayaml,
+	    "--port-file", caport, NULL });
+	for (int i = 0; i < 200 && port[0] == '\0'; i++) {
+		if ((f = fopen(caport, "r")) != NULL) {
+			if (fgets(port, sizeof(port), f) == NULL)
+				port[0] = '\0';
+			fclose(f);
+		}
+		if (port[0] == '\0')
+			usleep(50000);
+	}
+	port[strcspn(port, "\r\n")] = '\0';
+	if (port[0] == '\0') {
+		dump("ca.log");
+		return -1;
+	}
+	snprintf(join, sizeof(join), "%s/join.tok", dir);
+	if (run_wait(join, caerr, (const char *[]){ "hsmesh", "ca", "token", "-c", cayaml,
+	    "--id", ID, NULL }) != 0) {
+		dump("ca.log");
+		return -1;
+	}
+
+	/* The agent: keys in the "agent" token; this uid owns ID. */
+	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
+	snprintf(agyaml, sizeof(agyaml), "%s/agent.yaml", dir);
+	snprintf(agerr, sizeof(agerr), "%s/agent.log", dir);
+	snprintf(yaml, sizeof(yaml),
+	    "token:\n  module: /usr/lib/softhsm/libsofthsm2.so\n  uri: \"pkcs11:token=agent\"\n"
+	    "  pin_file: %s/pin\n"
+	    "ca:\n  url: http://127.0.0.1:%s/.well-known/cmp\n  root: %s\n"
+	    "state_dir: %s/state\nsocket: %s\nkey:\n  type: ec-p256\nrenew_at: 0.5\n"
+	    "retry:\n  min: 1s\n  max: 2s\n"
+	    "workloads:\n  - id: " ID "\n    uid: %u\n    join_token_file: %s\n",
+	    dir, port, rootpem, dir, sock, (unsigned)getuid(), join);
+	if (write_text(agyaml, yaml) != 0)
+		return -1;
+	agent_pid = run(NULL, agerr, (const char *[]){ "hsmesh", "agent", "-c", agyaml, NULL });
+
+	/* Enrolled when GET_SVID stops answering HSM_EAGAIN (not enrolled yet). */
+	for (int i = 0; i < 300 && st != 0; i++) {
+		if (agc == NULL && agc_connect(sock, &agc) != 0) {
+			usleep(100000);
+			continue;
+		}
+		if ((st = agc_get_svid(agc, ID, 2000, &chain, &bundle, &na)) == HSM_ECLOSED) {
+			agc_free(agc);
+			agc = NULL;
+		}
+		if (st != 0)
+			usleep(100000);
+	}
+	free(chain);
+	free(bundle);
+	if (st != 0) {
+		fprintf(stderr, "# agent did not enroll: %s\n", hsm_err_msg(st));
+		dump("agent.log");
+		dump("ca.log");
+		return -1;
+	}
+	return hsm_provider_init() == 0 ? 0 : -1;
+}
+
+/* cmocka skips the group teardown when setup fails: clean up here then. */
+static int
+setup(void **state)
+{
+	if (setup_all() == 0)
+		return 0;
+	(void)teardown(state);
+	return -1;
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[128];
+
+	agc_free(agc);
+	agc = NULL;
+	stop(&agent_pid);
+	stop(&ca_pid);
+	/* The agent's keyholder exits when the agent does; give it a moment. */
+	usleep(200000);
+	if (dir[0] == '\0' || strstr(dir, "XXXXXX") != NULL)
+		return 0;	/* mkdtemp did not run or failed */
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* The SVID's chain: leaf and the rest (caller frees both). */
+static void
+get_chain(struct agc_client *c, X509 **leaf, STACK_OF(X509) **rest)
+{
+	char *chain = NULL, *bundle = NULL;
+	uint64_t na;
+	BIO *b;
+	X509 *x;
+	int st;
+
+	if ((st = agc_get_svid(c, ID, 0, &chain, &bundle, &na)) != 0)
+		fail_msg("agc_get_svid: %s", hsm_err_msg(st));
+	assert_true(na > (uint64_t)time(NULL));
+	b = BIO_new_mem_buf(chain, -1);
+	*leaf = PEM_read_bio_X509(b, NULL, NULL, NULL);
+	assert_non_null(*leaf);
+	*rest = sk_X509_new_null();
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+		sk_X509_push(*rest, x);
+	ERR_clear_error();
+	BIO_free(b);
+	free(chain);
+	free(bundle);
+}
+
+static void
+get_svid_has_id(void **state)
+{
+	char *chain, *bundle, *uri = NULL;
+	uint64_t na;
+	X509 *leaf;
+	STACK_OF(X509) *rest;
+	uint8_t *root = NULL;
+	size_t rootlen;
+
+	assert_int_equal(agc_get_svid(agc, ID, 0, &chain, &bundle, &na), 0);
+	assert_non_null(strstr(chain, "BEGIN CERTIFICATE"));
+	/* The bundle is the CA's root. */
+	assert_int_equal(hsm_read_file(rootpem, 1 << 20, &root, &rootlen), 0);
+	assert_int_equal(strlen(bundle), rootlen);
+	assert_memory_equal(bundle, root, rootlen);
+	free(root);
+	free(chain);
+	free(bundle);
+	get_chain(agc, &leaf, &rest);
+	assert_int_equal(cert_uri_san(leaf, &uri), 0);
+	assert_string_equal(uri, ID);
+	free(uri);
+	/* The empty ID names the caller's only one. */
+	assert_int_equal(agc_get_svid(agc, "", 0, &chain, &bundle, &na), 0);
+	free(chain);
+	free(bundle);
+	/* An ID this uid does not own reads as refused (root: unknown, same text). */
+	assert_int_equal(agc_get_svid(agc, "spiffe://example.org/other", 0, &chain, &bundle, &na),
+	    HSM_EPERM);
+	assert_null(chain);
+	X509_free(leaf);
+	sk_X509_pop_free(rest, X509_free);
+}
+
+static int
+verify_digest(EVP_PKEY *pub, const uint8_t *dg, size_t dlen, const uint8_t *sig, size_t siglen)
+{
+	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(pub, NULL);
+	int ok = pc != NULL && EVP_PKEY_verify_init(pc) == 1 &&
+	    EVP_PKEY_verify(pc, sig, siglen, dg, dlen) == 1;
+
+	EVP_PKEY_CTX_free(pc);
+	return ok;
+}
+
+static void
+sign_verifies(void **state)
+{
+	X509 *leaf;
+	STACK_OF(X509) *rest;
+	uint8_t dg[32], sig[HSM_MAX_SIG];
+	size_t siglen;
+	struct agc_req *req;
+	struct pollfd pfd;
+	uint64_t v;
+	int efd;
+
+	get_chain(agc, &leaf, &rest);
+	RAND_bytes(dg, sizeof(dg));
+	assert_int_equal(agc_sign(agc, ID, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
+	assert_true(verify_digest(X509_get0_pubkey(leaf), dg, sizeof(dg), sig, siglen));
+
+	/* The non-blocking form signals its eventfd when the reply is in. */
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_true(efd >= 0);
+	RAND_bytes(dg, sizeof(dg));
+	assert_int_equal(agc_sign_start(agc, ID, HSM_SIG_ECDSA, dg, sizeof(dg), 0, efd, &req), 0);
+	pfd = (struct pollfd){ .fd = efd, .events = POLLIN };
+	assert_int_equal(poll(&pfd, 1, 10000), 1);
+	assert_int_equal(read(efd, &v, sizeof(v)), sizeof(v));
+	assert_true(agc_req_done(req));
+	assert_int_equal(agc_req_result(req, sig, &siglen), 0);
+	assert_true(verify_digest(X509_get0_pubkey(leaf), dg, sizeof(dg), sig, siglen));
+	agc_req_free(req);
+	close(efd);
+
+	/* Refusals come back as the agent's codes. */
+	assert_int_equal(agc_sign(agc, "spiffe://example.org/other", HSM_SIG_ECDSA, dg, 32, 0, sig,
+	    &siglen), HSM_EPERM);
+	assert_int_equal(agc_sign(agc, ID, HSM_SIG_ECDSA, dg, 7, 0, sig, &siglen), HSM_EINVAL);
+	X509_free(leaf);
+	sk_X509_pop_free(rest, X509_free);
+}
+
+/* Read one request frame from a fake agent's end; returns its id. */
+static uint32_t
+fake_read(int fd, uint8_t type)
+{
+	uint8_t buf[8192];
+	size_t have = 0;
+	struct ag_frame f;
+	struct ag_request rq;
+	int n;
+
+	while ((n = ag_frame_parse(buf, have, &f)) == 0) {
+		ssize_t got = read(fd, buf + have, sizeof(buf) - have);
+
+		assert_true(got > 0);
+		have += (size_t)got;
+	}
+	assert_true(n > 0);
+	assert_int_equal(ag_request_decode(&f, &rq), 0);
+	assert_int_equal(rq.type, type);
+	return rq.id;
+}
+
+static void
+fake_write(int fd, uint8_t *frame, size_t len)
+{
+	assert_int_equal(write(fd, frame, len), (ssize_t)len);
+	free(frame);
+}
+
+/*
+ * agclient against a fake agent on a socketpair: an UPDATE nobody asked
+ * for is dropped, replies are matched by id, a silent agent ends requests
+ * at their deadline, garbage closes the client with HSM_ECLOSED.
+ */
+static void
+fake_agent(void **state)
+{
+	struct agc_client *c;
+	struct agc_req *req;
+	struct ag_svid sv;
+	uint8_t dg[32] = { 3 }, sig[HSM_MAX_SIG], *fr;
+	static const uint8_t fake_sig[8] = { 0x30, 6, 2, 1, 1, 2, 1, 1 };
+	static const uint8_t junk[12] = { 0, 0, 0, 8, 9, 9, 9, 9 };
+	size_t siglen, len;
+	uint32_t id;
+	uint64_t t0;
+	int sv2[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv2), 0);
+	assert_int_equal(agc_client_new(sv2[0], &c), 0);
+
+	assert_int_equal(agc_sign_start(c, ID, HSM_SIG_ECDSA, dg, 32, 0, -1, &req), 0);
+	id = fake_read(sv2[1], AG_T_SIGN);
+	memset(&sv, 0, sizeof(sv));
+	snprintf(sv.spiffe_id, sizeof(sv.spiffe_id), "%s", ID);
+	sv.chain = (const uint8_t *)"x";
+	sv.chainlen = 1;
+	assert_int_equal(ag_encode_svid(AG_T_UPDATE, id, &sv, &fr, &len), 0);
+	fake_write(sv2[1], fr, len);
+	assert_int_equal(ag_encode_sig(id + 1, fake_sig, sizeof(fake_sig), &fr, &len), 0);
+	fake_write(sv2[1], fr, len);	/* a reply for no request: dropped */
+	assert_int_equal(ag_encode_sig(id, fake_sig, sizeof(fake_sig), &fr, &len), 0);
+	fake_write(sv2[1], fr, len);
+	for (int i = 0; i < 1000 && !agc_req_done(req); i++)
+		usleep(1000);
+	assert_int_equal(agc_req_result(req, sig, &siglen), 0);
+	assert_int_equal(siglen, sizeof(fake_sig));
+	assert_memory_equal(sig, fake_sig, siglen);
+	agc_req_free(req);
+
+	/* Silence: the deadline ends the request, not the reply. */
+	t0 = hsm_now_ms();
+	assert_int_equal(agc_sign(c, ID, HSM_SIG_ECDSA, dg, 32, 200, sig, &siglen), HSM_ETIMEDOUT);
+	assert_true(hsm_now_ms() - t0 < 1500);
+	(void)fake_read(sv2[1], AG_T_SIGN);
+
+	/* Garbage: every pending request ends with HSM_ECLOSED, later ones too. */
+	assert_int_equal(agc_sign_start(c, ID, HSM_SIG_ECDSA, dg, 32, 20000, -1, &req), 0);
+	(void)fake_read(sv2[1], AG_T_SIGN);
+	assert_int_equal(write(sv2[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	for (int i = 0; i < 5000 && !agc_req_done(req); i++)
+		usleep(1000);
+	assert_int_equal(agc_req_result(req, sig, &siglen), HSM_ECLOSED);
+	assert_int_equal(agc_sign(c, ID, HSM_SIG_ECDSA, dg, 32, 0, sig, &siglen), HSM_ECLOSED);
+	/* A request may outlive its client. */
+	agc_free(c);
+	assert_int_equal(agc_req_result(req, sig, &siglen), HSM_ECLOSED);
+	agc_req_free(req);
+	close(sv2[1]);
+}
+
+/* An SSL_CTX whose key signs through the agent; verifies its peer against root.pem. */
+static SSL_CTX *
+make_ctx(int server, unsigned timeout_ms)
+{
+	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+	X509 *leaf;
+	STACK_OF(X509) *rest;
+	EVP_PKEY *key = NULL;
+	uint8_t *spki = NULL;
+	int n;
+
+	assert_non_null(ctx);
+	get_chain(agc, &leaf, &rest);
+	n = i2d_PUBKEY(X509_get0_pubkey(leaf), &spki);
+	assert_true(n > 0);
+	assert_int_equal(hsm_pkey_new_agent(agc, ID, spki, (size_t)n, timeout_ms, &key), 0);
+	OPENSSL_free(spki);
+	assert_int_equal(SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION), 1);
+	assert_int_equal(SSL_CTX_use_certificate(ctx, leaf), 1);
+	while (sk_X509_num(rest) > 0)
+		assert_int_equal(SSL_CTX_add_extra_chain_cert(ctx, sk_X509_shift(rest)), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
+	assert_int_equal(SSL_CTX_check_private_key(ctx), 1);
+	assert_int_equal(SSL_CTX_load_verify_locations(ctx, rootpem, NULL), 1);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	if (server)
+		SSL_CTX_set_mode(ctx, SSL_MODE_ASYNC);
+	EVP_PKEY_free(key);
+	X509_free(leaf);
+	sk_X509_free(rest);
+	return ctx;
+}
+
+struct hs {
+	SSL_CTX *sctx, *cctx;
+	SSL *srv, *cli;
+	char why[256];			/* the server's error when it failed */
+	int asyncs;			/* WANT_ASYNC reports from the server */
+	int (*on_async)(int n);		/* called at each WANT_ASYNC, before polling */
+};
+
+static void
+hs_new(struct hs *h, unsigned timeout_ms)
+{
+	BIO *a, *b;
+
+	memset(h, 0, sizeof(*h));
+	h->sctx = make_ctx(1, timeout_ms);
+	h->cctx = make_ctx(0, timeout_ms);
+	h->srv = SSL_new(h->sctx);
+	h->cli = SSL_new(h->cctx);
+	assert_non_null(h->srv);
+	assert_non_null(h->cli);
+	assert_int_equal(BIO_new_bio_pair(&a, 0, &b, 0), 1);
+	SSL_set_bio(h->srv, a, a);
+	SSL_set_bio(h->cli, b, b);
+	SSL_set_accept_state(h->srv);
+	SSL_set_connect_state(h->cli);
+}
+
+static void
+hs_free(struct hs *h)
+{
+	SSL_free(h->srv);
+	SSL_free(h->cli);
+	SSL_CTX_free(h->sctx);
+	SSL_CTX_free(h->cctx);
+	ASYNC_cleanup_thread();
+}
+
+/*
+ * Drive both ends until both finish (1), one fails (0), or limit_ms passes
+ * (-1: a hang). While the server reports WANT_ASYNC, poll its async fds
+ * instead of stepping it, as an event loop would.
+ */
+static int
+hs_run(struct hs *h, uint64_t limit_ms)
+{
+	uint64_t end = hsm_now_ms() + limit_ms;
+	int cdone = 0, sdone = 0, r, e;
+
+	while (!cdone || !sdone) {
+		if (hsm_now_ms() > end)
+			return -1;
+		if (!cdone) {
+			if ((r = SSL_do_handshake(h->cli)) == 1)
+				cdone = 1;
+			else if ((e = SSL_get_error(h->cli, r)) != SSL_ERROR_WANT_READ &&
+			    e != SSL_ERROR_WANT_WRITE)
+				return 0;
+		}
+		if (!sdone) {
+			if ((r = SSL_do_handshake(h->srv)) == 1) {
+				sdone = 1;
+			} else if ((e = SSL_get_error(h->srv, r)) == SSL_ERROR_WANT_ASYNC) {
+				OSSL_ASYNC_FD fds[4];
+				struct pollfd pfd[4];
+				size_t n = 0;
+
+				h->asyncs++;
+				if (h->on_async != NULL && h->on_async(h->asyncs) != 0)
+					return -1;
+				assert_int_equal(SSL_get_all_async_fds(h->srv, NULL, &n), 1);
+				assert_true(n >= 1 && n <= 4);
+				SSL_get_all_async_fds(h->srv, fds, &n);
+				for (size_t i = 0; i < n; i++)
+					pfd[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+				r = poll(pfd, n, (int)(end - hsm_now_ms() + 1));
+				if (r == 0)
+					return -1;
+			} else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+				unsigned long err;
+				const char *data = "", *func = "";
+				int flags = 0;
+
+				/* The provider's error carries the backend's reason. */
+				while ((err = ERR_get_error_all(NULL, NULL, &func, &data, &flags)) != 0)
+					if ((flags & ERR_TXT_STRING) && strstr(data, "agent") != NULL)
+						snprintf(h->why, sizeof(h->why), "%s", data);
+				return 0;
+			}
+		}
+	}
+	return 1;
+}
+
+/* Let a stopped agent go on at the first WANT_ASYNC. */
+static int
+resume_agent(int n)
+{
+	if (n == 1)
+		kill(agent_pid, SIGCONT);
+	return 0;
+}
+
+/* Both ends finished, verified against root.pem, each seeing the other's ID. */
+static void
+check_done(struct hs *h)
+{
+	X509 *peer;
+	char *uri = NULL;
+
+	assert_int_equal(SSL_version(h->srv), TLS1_3_VERSION);
+	assert_int_equal(SSL_get_verify_result(h->srv), X509_V_OK);
+	assert_int_equal(SSL_get_verify_result(h->cli), X509_V_OK);
+	assert_non_null(peer = SSL_get0_peer_certificate(h->srv));
+	assert_int_equal(cert_uri_san(peer, &uri), 0);
+	assert_string_equal(uri, ID);
+	free(uri);
+	assert_non_null(peer = SSL_get0_peer_certificate(h->cli));
+	assert_int_equal(cert_uri_san(peer, &uri), 0);
+	assert_string_equal(uri, ID);
+	free(uri);
+}
+
+static void
+tls_async_handshake(void **state)
+{
+	struct hs h;
+
+	/*
+	 * A fast agent may answer before the job looks, and then it need not
+	 * pause: hold the agent until the server has reported WANT_ASYNC.
+	 */
+	hs_new(&h, 0);
+	kill(agent_pid, SIGSTOP);
+	h.on_async = resume_agent;
+	assert_int_equal(hs_run(&h, 15000), 1);
+	assert_true(h.asyncs >= 1);	/* the server's signature paused its job */
+	print_message("# handshake done after %d WANT_ASYNC\n", h.asyncs);
+	check_done(&h);
+	hs_free(&h);
+	/* And unhindered, paused or not, several times. */
+	for (int i = 0; i < 5; i++) {
+		hs_new(&h, 0);
+		assert_int_equal(hs_run(&h, 15000), 1);
+		check_done(&h);
+		hs_free(&h);
+	}
+}
+
+static int
+kill_agent(int n)
+{
+	int status;
+
+	if (n == 1) {
+		kill(agent_pid, SIGKILL);
+		if (waitpid(agent_pid, &status, 0) == agent_pid)
+			agent_pid = -1;
+	}
+	return 0;
+}
+
+/* An agent that stops answering: the handshake fails at the key's deadline. */
+static void
+tls_agent_stopped_deadline(void **state)
+{
+	struct hs h;
+	uint64_t t0;
+
+	hs_new(&h, 800);
+	/* A signature already sent may beat SIGSTOP: stop before the first one. */
+	kill(agent_pid, SIGSTOP);
+	t0 = hsm_now_ms();
+	assert_int_equal(hs_run(&h, 10000), 0);
+	assert_true(hsm_now_ms() - t0 < 3000);
+	assert_true(h.asyncs >= 1);
+	print_message("# server failed: %s\n", h.why);
+	assert_non_null(strstr(h.why, "deadline"));
+	kill(agent_pid, SIGCONT);
+	hs_free(&h);
+	/* The late reply is dropped; the client still works. */
+	hs_new(&h, 0);
+	assert_int_equal(hs_run(&h, 15000), 1);
+	hs_free(&h);
+}
+
+/* An agent killed mid-handshake: the server's signature ends with HSM_ECLOSED. */
+static void
+tls_agent_killed(void **state)
+{
+	struct hs h;
+	uint64_t t0;
+
+	hs_new(&h, 20000);
+	kill(agent_pid, SIGSTOP);	/* so the first signature is still pending when it dies */
+	h.on_async = kill_agent;
+	t0 = hsm_now_ms();
+	assert_int_equal(hs_run(&h, 10000), 0);
+	assert_true(hsm_now_ms() - t0 < 3000);	/* not the 20 s deadline */
+	assert_true(h.asyncs >= 1);
+	assert_int_equal(agent_pid, -1);
+	print_message("# server failed: %s\n", h.why);
+	assert_non_null(strstr(h.why, "closed the connection"));
+	hs_free(&h);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(get_svid_has_id),
+		cmocka_unit_test(sign_verifies),
+		cmocka_unit_test(fake_agent),
+		cmocka_unit_test(tls_async_handshake),
+		cmocka_unit_test(tls_agent_stopped_deadline),
+		cmocka_unit_test(tls_agent_killed),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
