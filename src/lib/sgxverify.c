@@ -1,0 +1,1414 @@
+/* sgxverify.c - SGX DCAP quote verification (PCK chain, QE, TCB). */
+#include <ctype.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <json-c/json.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/params.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+#include "err.h"
+#include "sgxquote.h"
+#include "sgxverify.h"
+
+/*
+ * Intel SGX Root CA (production), valid 2018-05-21 to 2049-12-31.
+ * SHA-256 of the DER: 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3
+ */
+static const char intel_sgx_root_pem[] =
+"-----BEGIN CERTIFICATE-----\n"
+"MIICjzCCAjSgAwIBAgIUImUM1lqdNInzg7SVUr9QGzknBqwwCgYIKoZIzj0EAwIw\n"
+"aDEaMBgGA1UEAwwRSW50ZWwgU0dYIFJvb3QgQ0ExGjAYBgNVBAoMEUludGVsIENv\n"
+"cnBvcmF0aW9uMRQwEgYDVQQHDAtTYW50YSBDbGFyYTELMAkGA1UECAwCQ0ExCzAJ\n"
+"BgNVBAYTAlVTMB4XDTE4MDUyMTEwNDUxMFoXDTQ5MTIzMTIzNTk1OVowaDEaMBgG\n"
+"A1UEAwwRSW50ZWwgU0dYIFJvb3QgQ0ExGjAYBgNVBAoMEUludGVsIENvcnBvcmF0\n"
+"aW9uMRQwEgYDVQQHDAtTYW50YSBDbGFyYTELMAkGA1UECAwCQ0ExCzAJBgNVBAYT\n"
+"AlVTMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEC6nEwMDIYZOj/iPWsCzaEKi7\n"
+"1OiOSLRFhWGjbnBVJfVnkY4u3IjkDYYL0MxO4mqsyYjlBalTVYxFP2sJBK5zlKOB\n"
+"uzCBuDAfBgNVHSMEGDAWgBQiZQzWWp00ifODtJVSv1AbOScGrDBSBgNVHR8ESzBJ\n"
+"MEegRaBDhkFodHRwczovL2NlcnRpZmljYXRlcy50cnVzdGVkc2VydmljZXMuaW50\n"
+"ZWwuY29tL0ludGVsU0dYUm9vdENBLmRlcjAdBgNVHQ4EFgQUImUM1lqdNInzg7SV\n"
+"Ur9QGzknBqwwDgYDVR0PAQH/BAQDAgEGMBIGA1UdEwEB/wQIMAYBAf8CAQEwCgYI\n"
+"KoZIzj0EAwIDSQAwRgIhAOW/5QkR+S9CiSDcNoowLuPRLsWGf/Yi7GSX94BgwTwg\n"
+"AiEA4J0lrHoMs+Xo5o/sX6O9QWxHRAvZUGOdRQ7cvqRXaqI=\n"
+"-----END CERTIFICATE-----\n";
+
+#define SGX_EXT_OID	"1.2.840.113741.1.13.1"
+#define SGX_COLL_MAX	(1U << 20)
+
+const char *
+sgx_step_name(enum sgx_step s)
+{
+	switch (s) {
+	case SGX_STEP_NONE:		return "none";
+	case SGX_STEP_PARSE:		return "parse";
+	case SGX_STEP_COLLATERAL:	return "collateral";
+	case SGX_STEP_PCK_CHAIN:	return "pck_chain";
+	case SGX_STEP_QE_REPORT_SIG:	return "qe_report_sig";
+	case SGX_STEP_QE_REPORT_DATA:	return "qe_report_data";
+	case SGX_STEP_QUOTE_SIG:	return "quote_sig";
+	case SGX_STEP_TCB_INFO:		return "tcb_info";
+	case SGX_STEP_QE_IDENTITY:	return "qe_identity";
+	case SGX_STEP_TCB_LEVEL:	return "tcb_level";
+	}
+	return "unknown";
+}
+
+static const struct {
+	enum sgx_tcb_status	 st;
+	const char		*name;
+} tcb_names[] = {
+	{ SGX_TCB_UP_TO_DATE, "UpToDate" },
+	{ SGX_TCB_SW_HARDENING_NEEDED, "SWHardeningNeeded" },
+	{ SGX_TCB_CONFIGURATION_NEEDED, "ConfigurationNeeded" },
+	{ SGX_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED,
+	    "ConfigurationAndSWHardeningNeeded" },
+	{ SGX_TCB_OUT_OF_DATE, "OutOfDate" },
+	{ SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED,
+	    "OutOfDateConfigurationNeeded" },
+	{ SGX_TCB_REVOKED, "Revoked" },
+};
+
+const char *
+sgx_tcb_status_name(enum sgx_tcb_status s)
+{
+	for (size_t i = 0; i < sizeof(tcb_names) / sizeof(tcb_names[0]); i++)
+		if (tcb_names[i].st == s)
+			return tcb_names[i].name;
+	return "Unknown";
+}
+
+static enum sgx_tcb_status
+tcb_status_parse(const char *s)
+{
+	for (size_t i = 0; i < sizeof(tcb_names) / sizeof(tcb_names[0]); i++)
+		if (strcmp(tcb_names[i].name, s) == 0)
+			return tcb_names[i].st;
+	return SGX_TCB_UNKNOWN;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t
+days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	int64_t era;
+	unsigned yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = (unsigned)(y - era * 400);
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int
+digits(const char *s, size_t n, unsigned *v)
+{
+	*v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return -1;
+		*v = *v * 10 + (unsigned)(s[i] - '0');
+	}
+	return 0;
+}
+
+int
+sgx_parse_time(const char *s, time_t *t)
+{
+	unsigned y, mo, d, h, mi, se;
+
+	*t = 0;
+	if (s == NULL || strlen(s) != 20 || s[4] != '-' || s[7] != '-' ||
+	    s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != 'Z' ||
+	    digits(s, 4, &y) || digits(s + 5, 2, &mo) ||
+	    digits(s + 8, 2, &d) || digits(s + 11, 2, &h) ||
+	    digits(s + 14, 2, &mi) || digits(s + 17, 2, &se) ||
+	    mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+	    se > 60)
+		return hsm_err(HSM_EINVAL, "bad time '%.40s'", s ? s : "");
+	*t = (time_t)(days_from_civil(y, mo, d) * 86400 + h * 3600 +
+	    mi * 60 + se);
+	return 0;
+}
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decode hex s of slen chars into out (slen/2 bytes). */
+static int
+unhex(const char *s, size_t slen, uint8_t *out)
+{
+	int hi, lo;
+
+	if (slen % 2 != 0)
+		return -1;
+	for (size_t i = 0; i < slen / 2; i++) {
+		if ((hi = hexval(s[2 * i])) < 0 ||
+		    (lo = hexval(s[2 * i + 1])) < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/* ---- collateral ---- */
+
+static int
+json_str(struct json_object *o, const char *key, const char **s, size_t *n)
+{
+	struct json_object *v;
+
+	*s = NULL;
+	*n = 0;
+	if (!json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return hsm_err(HSM_EPROTO, "collateral: member '%s' missing "
+		    "or not a string", key);
+	*s = json_object_get_string(v);
+	*n = (size_t)json_object_get_string_len(v);
+	return 0;
+}
+
+static int
+dup_member(struct json_object *o, const char *key, char **out, size_t *len)
+{
+	const char *s;
+	size_t n;
+	int rc;
+
+	*out = NULL;
+	if ((rc = json_str(o, key, &s, &n)) != 0)
+		return rc;
+	if ((*out = strndup(s, n)) == NULL)
+		return hsm_err(HSM_ENOMEM, "collateral: out of memory");
+	if (len != NULL)
+		*len = n;
+	return 0;
+}
+
+static int
+hex_member(struct json_object *o, const char *key, uint8_t *fixed,
+    size_t fixedlen, uint8_t **out, size_t *outlen)
+{
+	const char *s;
+	size_t n;
+	uint8_t *b;
+	int rc;
+
+	if ((rc = json_str(o, key, &s, &n)) != 0)
+		return rc;
+	if (fixed != NULL) {
+		if (n != 2 * fixedlen || unhex(s, n, fixed) != 0)
+			return hsm_err(HSM_EPROTO, "collateral: member '%s' "
+			    "is not %zu bytes of hex", key, fixedlen);
+		return 0;
+	}
+	*out = NULL;
+	*outlen = 0;
+	if (n == 0 || n % 2 != 0)
+		return hsm_err(HSM_EPROTO, "collateral: member '%s' is not "
+		    "hex", key);
+	if ((b = malloc(n / 2)) == NULL)
+		return hsm_err(HSM_ENOMEM, "collateral: out of memory");
+	if (unhex(s, n, b) != 0) {
+		free(b);
+		return hsm_err(HSM_EPROTO, "collateral: member '%s' is not "
+		    "hex", key);
+	}
+	*out = b;
+	*outlen = n / 2;
+	return 0;
+}
+
+void
+sgx_collateral_free(struct sgx_collateral *c)
+{
+	if (c == NULL)
+		return;
+	free(c->tcb_info);
+	free(c->tcb_info_chain);
+	free(c->qe_identity);
+	free(c->qe_identity_chain);
+	free(c->root_crl);
+	free(c->pck_crl);
+	free(c->pck_chain);
+	memset(c, 0, sizeof(*c));
+}
+
+int
+sgx_collateral_from_json(const char *json, size_t len,
+    struct sgx_collateral *c)
+{
+	struct sgx_collateral t;
+	struct json_tokener *tok = NULL;
+	struct json_object *o = NULL;
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	memset(&t, 0, sizeof(t));
+	if (json == NULL || len == 0 || len > SGX_COLL_MAX)
+		return hsm_err(HSM_EPROTO, "collateral: empty or too large");
+	if ((tok = json_tokener_new()) == NULL) {
+		rc = hsm_err(HSM_ENOMEM, "collateral: out of memory");
+		goto out;
+	}
+	o = json_tokener_parse_ex(tok, json, (int)len);
+	if (o == NULL || !json_object_is_type(o, json_type_object)) {
+		rc = hsm_err(HSM_EPROTO, "collateral: not a JSON object");
+		goto out;
+	}
+	if ((rc = dup_member(o, "tcb_info", &t.tcb_info,
+	    &t.tcb_info_len)) != 0 ||
+	    (rc = hex_member(o, "tcb_info_signature", t.tcb_info_sig, 64,
+	    NULL, NULL)) != 0 ||
+	    (rc = dup_member(o, "tcb_info_issuer_chain", &t.tcb_info_chain,
+	    NULL)) != 0 ||
+	    (rc = dup_member(o, "qe_identity", &t.qe_identity,
+	    &t.qe_identity_len)) != 0 ||
+	    (rc = hex_member(o, "qe_identity_signature", t.qe_identity_sig,
+	    64, NULL, NULL)) != 0 ||
+	    (rc = dup_member(o, "qe_identity_issuer_chain",
+	    &t.qe_identity_chain, NULL)) != 0 ||
+	    (rc = hex_member(o, "root_ca_crl", NULL, 0, &t.root_crl,
+	    &t.root_crl_len)) != 0 ||
+	    (rc = hex_member(o, "pck_crl", NULL, 0, &t.pck_crl,
+	    &t.pck_crl_len)) != 0)
+		goto out;
+	*c = t;
+	memset(&t, 0, sizeof(t));
+	rc = 0;
+ out:
+	sgx_collateral_free(&t);
+	json_object_put(o);
+	if (tok != NULL)
+		json_tokener_free(tok);
+	return rc;
+}
+
+/* Skip JSON whitespace from *i. */
+static void
+skip_ws(const char *t, size_t len, size_t *i)
+{
+	while (*i < len && (t[*i] == ' ' || t[*i] == '\t' || t[*i] == '\n' ||
+	    t[*i] == '\r'))
+		(*i)++;
+}
+
+/* *i at an opening quote: move past the closing one. */
+static int
+skip_string(const char *t, size_t len, size_t *i)
+{
+	if (*i >= len || t[*i] != '"')
+		return -1;
+	for ((*i)++; *i < len; (*i)++) {
+		if (t[*i] == '\\') {
+			(*i)++;
+			continue;
+		}
+		if (t[*i] == '"') {
+			(*i)++;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* *i at a value: move past it. */
+static int
+skip_value(const char *t, size_t len, size_t *i)
+{
+	size_t depth = 0;
+
+	if (*i >= len)
+		return -1;
+	if (t[*i] == '"')
+		return skip_string(t, len, i);
+	if (t[*i] != '{' && t[*i] != '[') {
+		while (*i < len && t[*i] != ',' && t[*i] != '}' &&
+		    t[*i] != ']')
+			(*i)++;
+		return *i < len ? 0 : -1;
+	}
+	while (*i < len) {
+		if (t[*i] == '"') {
+			if (skip_string(t, len, i) != 0)
+				return -1;
+			continue;
+		}
+		if (t[*i] == '{' || t[*i] == '[')
+			depth++;
+		else if (t[*i] == '}' || t[*i] == ']') {
+			if (depth == 0)
+				return -1;
+			if (--depth == 0) {
+				(*i)++;
+				return 0;
+			}
+		}
+		(*i)++;
+	}
+	return -1;
+}
+
+/*
+ * The exact text of member key's value in the top-level object t
+ * (a key without escapes). The text must also be valid JSON: the caller
+ * parses it again with json-c.
+ */
+static int
+json_raw_member(const char *t, size_t len, const char *key,
+    const char **v, size_t *vl)
+{
+	size_t i = 0, ks, ke, kl = strlen(key), vs;
+
+	*v = NULL;
+	*vl = 0;
+	skip_ws(t, len, &i);
+	if (i >= len || t[i] != '{')
+		return -1;
+	i++;
+	for (;;) {
+		skip_ws(t, len, &i);
+		ks = i;
+		if (skip_string(t, len, &i) != 0)
+			return -1;
+		ke = i;
+		skip_ws(t, len, &i);
+		if (i >= len || t[i] != ':')
+			return -1;
+		i++;
+		skip_ws(t, len, &i);
+		vs = i;
+		if (skip_value(t, len, &i) != 0)
+			return -1;
+		if (ke - ks == kl + 2 && memcmp(t + ks + 1, key, kl) == 0) {
+			*v = t + vs;
+			*vl = i - vs;
+			return 0;
+		}
+		skip_ws(t, len, &i);
+		if (i >= len || t[i] != ',')
+			return -1;
+		i++;
+	}
+}
+
+/* Signed object + hex signature from an Intel-format collateral file. */
+static int
+intel_signed(const char *txt, size_t len, const char *key, char **obj,
+    size_t *objlen, uint8_t *sig)
+{
+	struct json_tokener *tok = NULL;
+	struct json_object *o = NULL;
+	const char *raw;
+	size_t rl;
+	int rc;
+
+	*obj = NULL;
+	*objlen = 0;
+	if (txt == NULL || len == 0 || len > SGX_COLL_MAX)
+		return hsm_err(HSM_EPROTO, "collateral: %s: empty or too "
+		    "large", key);
+	if ((tok = json_tokener_new()) == NULL)
+		return hsm_err(HSM_ENOMEM, "collateral: out of memory");
+	o = json_tokener_parse_ex(tok, txt, (int)len);
+	json_tokener_free(tok);
+	if (o == NULL || !json_object_is_type(o, json_type_object)) {
+		rc = hsm_err(HSM_EPROTO, "collateral: %s: not a JSON object",
+		    key);
+		goto out;
+	}
+	if ((rc = hex_member(o, "signature", sig, 64, NULL, NULL)) != 0)
+		goto out;
+	if (json_raw_member(txt, len, key, &raw, &rl) != 0 || rl == 0 ||
+	    raw[0] != '{') {
+		rc = hsm_err(HSM_EPROTO, "collateral: member '%s' missing or "
+		    "not an object", key);
+		goto out;
+	}
+	if ((*obj = strndup(raw, rl)) == NULL) {
+		rc = hsm_err(HSM_ENOMEM, "collateral: out of memory");
+		goto out;
+	}
+	*objlen = rl;
+	rc = 0;
+ out:
+	json_object_put(o);
+	return rc;
+}
+
+static int
+dup_bytes(const void *p, size_t n, uint8_t **out, size_t *outlen,
+    const char *what)
+{
+	*out = NULL;
+	*outlen = 0;
+	if (p == NULL || n == 0 || n > SGX_COLL_MAX)
+		return hsm_err(HSM_EPROTO, "collateral: %s missing", what);
+	if ((*out = malloc(n)) == NULL)
+		return hsm_err(HSM_ENOMEM, "collateral: out of memory");
+	memcpy(*out, p, n);
+	*outlen = n;
+	return 0;
+}
+
+int
+sgx_collateral_from_intel(const char *tcbinfo, size_t tcbinfo_len,
+    const char *qeid, size_t qeid_len, const char *tcb_chain,
+    const uint8_t *root_crl, size_t root_crl_len,
+    const uint8_t *pck_crl, size_t pck_crl_len, const char *pck_chain,
+    struct sgx_collateral *c)
+{
+	struct sgx_collateral t;
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	memset(&t, 0, sizeof(t));
+	if (tcb_chain == NULL) {
+		rc = hsm_err(HSM_EPROTO, "collateral: TCB signing chain "
+		    "missing");
+		goto out;
+	}
+	if ((rc = intel_signed(tcbinfo, tcbinfo_len, "tcbInfo", &t.tcb_info,
+	    &t.tcb_info_len, t.tcb_info_sig)) != 0 ||
+	    (rc = intel_signed(qeid, qeid_len, "enclaveIdentity",
+	    &t.qe_identity, &t.qe_identity_len, t.qe_identity_sig)) != 0 ||
+	    (rc = dup_bytes(root_crl, root_crl_len, &t.root_crl,
+	    &t.root_crl_len, "root CA CRL")) != 0 ||
+	    (rc = dup_bytes(pck_crl, pck_crl_len, &t.pck_crl,
+	    &t.pck_crl_len, "PCK CRL")) != 0)
+		goto out;
+	if ((t.tcb_info_chain = strdup(tcb_chain)) == NULL ||
+	    (t.qe_identity_chain = strdup(tcb_chain)) == NULL ||
+	    (pck_chain != NULL &&
+	    (t.pck_chain = strdup(pck_chain)) == NULL)) {
+		rc = hsm_err(HSM_ENOMEM, "collateral: out of memory");
+		goto out;
+	}
+	*c = t;
+	memset(&t, 0, sizeof(t));
+	rc = 0;
+ out:
+	sgx_collateral_free(&t);
+	return rc;
+}
+
+/* ---- crypto helpers ---- */
+
+/* ECDSA P-256/SHA-256 over msg with a raw r||s signature. */
+static int
+ecdsa_verify_raw(EVP_PKEY *pk, const uint8_t *msg, size_t len,
+    const uint8_t *sig)
+{
+	ECDSA_SIG *es = NULL;
+	BIGNUM *r = NULL, *s = NULL;
+	EVP_MD_CTX *md = NULL;
+	unsigned char *der = NULL;
+	int derlen, rc = HSM_ECRYPTO;
+
+	if ((es = ECDSA_SIG_new()) == NULL ||
+	    (r = BN_bin2bn(sig, 32, NULL)) == NULL ||
+	    (s = BN_bin2bn(sig + 32, 32, NULL)) == NULL)
+		goto out;
+	if (ECDSA_SIG_set0(es, r, s) != 1)
+		goto out;
+	r = s = NULL;
+	if ((derlen = i2d_ECDSA_SIG(es, &der)) <= 0)
+		goto out;
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) != 1)
+		goto out;
+	rc = EVP_DigestVerify(md, der, (size_t)derlen, msg, len) == 1 ?
+	    0 : HSM_EPERM;
+ out:
+	ERR_clear_error();
+	EVP_MD_CTX_free(md);
+	OPENSSL_free(der);
+	BN_free(r);
+	BN_free(s);
+	ECDSA_SIG_free(es);
+	return rc;
+}
+
+/* A P-256 public key from raw x||y. */
+static EVP_PKEY *
+p256_from_raw(const uint8_t *xy)
+{
+	EVP_PKEY_CTX *kc = NULL;
+	EVP_PKEY *pk = NULL;
+	uint8_t pt[65];
+	char group[] = "prime256v1";
+	OSSL_PARAM params[3];
+
+	pt[0] = 0x04;
+	memcpy(pt + 1, xy, 64);
+	params[0] = OSSL_PARAM_construct_utf8_string(
+	    OSSL_PKEY_PARAM_GROUP_NAME, group, 0);
+	params[1] = OSSL_PARAM_construct_octet_string(
+	    OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt));
+	params[2] = OSSL_PARAM_construct_end();
+	if ((kc = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
+	    EVP_PKEY_fromdata_init(kc) != 1 ||
+	    EVP_PKEY_fromdata(kc, &pk, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+		EVP_PKEY_free(pk);
+		pk = NULL;
+	}
+	ERR_clear_error();
+	EVP_PKEY_CTX_free(kc);
+	return pk;
+}
+
+/* All certificates of a PEM blob; NULL if none. */
+static STACK_OF(X509) *
+pem_chain(const void *pem, size_t len)
+{
+	STACK_OF(X509) *sk;
+	BIO *b;
+	X509 *x;
+
+	if (len > INT32_MAX || (sk = sk_X509_new_null()) == NULL)
+		return NULL;
+	if ((b = BIO_new_mem_buf(pem, (int)len)) == NULL) {
+		sk_X509_free(sk);
+		return NULL;
+	}
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+		if (sk_X509_push(sk, x) <= 0) {
+			X509_free(x);
+			break;
+		}
+	}
+	ERR_clear_error();
+	BIO_free(b);
+	if (sk_X509_num(sk) == 0) {
+		sk_X509_free(sk);
+		return NULL;
+	}
+	return sk;
+}
+
+/*
+ * Verify leaf (chain[0]) through the other members of chain to the single
+ * trusted root at time at, with CRL checking on every link.
+ */
+static int
+verify_chain(STACK_OF(X509) *chain, X509 *root, X509_CRL *root_crl,
+    X509_CRL *pck_crl, time_t at, const char *what)
+{
+	X509_STORE *st = NULL;
+	X509_STORE_CTX *ctx = NULL;
+	X509_VERIFY_PARAM *vp;
+	int rc = HSM_ECRYPTO, err;
+
+	if ((st = X509_STORE_new()) == NULL ||
+	    X509_STORE_add_cert(st, root) != 1 ||
+	    (root_crl != NULL && X509_STORE_add_crl(st, root_crl) != 1) ||
+	    (pck_crl != NULL && X509_STORE_add_crl(st, pck_crl) != 1) ||
+	    (ctx = X509_STORE_CTX_new()) == NULL ||
+	    X509_STORE_CTX_init(ctx, st, sk_X509_value(chain, 0), chain) != 1) {
+		rc = hsm_err_ossl(HSM_ECRYPTO, what);
+		goto out;
+	}
+	vp = X509_STORE_CTX_get0_param(ctx);
+	X509_VERIFY_PARAM_set_time(vp, at);
+	X509_VERIFY_PARAM_set_flags(vp, X509_V_FLAG_CRL_CHECK |
+	    X509_V_FLAG_CRL_CHECK_ALL | X509_V_FLAG_X509_STRICT);
+	if (X509_verify_cert(ctx) != 1) {
+		err = X509_STORE_CTX_get_error(ctx);
+		rc = hsm_err(HSM_EPERM, "%s: certificate %d: %s", what,
+		    X509_STORE_CTX_get_error_depth(ctx),
+		    X509_verify_cert_error_string(err));
+		goto out;
+	}
+	rc = 0;
+ out:
+	ERR_clear_error();
+	X509_STORE_CTX_free(ctx);
+	X509_STORE_free(st);
+	return rc;
+}
+
+/* ---- minimal DER reader for the PCK SGX extension ---- */
+
+struct der {
+	const uint8_t	*p;
+	size_t		 left;
+};
+
+/* Read one TLV; val/vlen is its content. */
+static int
+der_next(struct der *d, int *tag, const uint8_t **val, size_t *vlen)
+{
+	size_t n, l = 0;
+
+	*tag = -1;
+	*val = NULL;
+	*vlen = 0;
+	if (d->left < 2)
+		return -1;
+	*tag = d->p[0];
+	n = d->p[1];
+	d->p += 2;
+	d->left -= 2;
+	if (n & 0x80) {
+		n &= 0x7f;
+		if (n == 0 || n > 3 || n > d->left)
+			return -1;
+		for (size_t i = 0; i < n; i++)
+			l = l << 8 | d->p[i];
+		d->p += n;
+		d->left -= n;
+	} else
+		l = n;
+	if (l > d->left)
+		return -1;
+	*val = d->p;
+	*vlen = l;
+	d->p += l;
+	d->left -= l;
+	return 0;
+}
+
+/* Small non-negative INTEGER. */
+static int
+der_uint(const uint8_t *v, size_t n, unsigned *out)
+{
+	*out = 0;
+	if (n == 0 || n > 3 || (v[0] & 0x80))
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		*out = *out << 8 | v[i];
+	return 0;
+}
+
+struct pck_tcb {
+	unsigned	comp[16];
+	unsigned	pcesvn;
+	uint8_t		fmspc[6];
+	uint8_t		pceid[2];
+	int		have;	/* bit 0 tcb, 1 fmspc, 2 pceid */
+};
+
+/* The last arc of a DER OID body under 1.2.840.113741.1.13.1. */
+static int
+oid_arcs(const uint8_t *v, size_t n, const uint8_t *base, size_t bl,
+    unsigned *arc)
+{
+	*arc = 0;
+	if (n != bl + 1 || memcmp(v, base, bl) != 0 || (v[bl] & 0x80))
+		return -1;
+	*arc = v[bl];
+	return 0;
+}
+
+static int
+pck_tcb_parse(X509 *leaf, struct pck_tcb *pt)
+{
+	/* DER body of OID 1.2.840.113741.1.13.1 */
+	static const uint8_t base[] = { 0x2a, 0x86, 0x48, 0x86, 0xf8, 0x4d,
+	    0x01, 0x0d, 0x01 };
+	static const uint8_t tcbbase[] = { 0x2a, 0x86, 0x48, 0x86, 0xf8,
+	    0x4d, 0x01, 0x0d, 0x01, 0x02 };
+	ASN1_OBJECT *obj = NULL;
+	const ASN1_OCTET_STRING *os;
+	X509_EXTENSION *ext;
+	struct der top, seq, item, tcb, comp;
+	const uint8_t *v, *ov, *iv;
+	size_t vl, ol, il;
+	unsigned arc, n;
+	int tag, idx, rc = HSM_EPROTO;
+
+	memset(pt, 0, sizeof(*pt));
+	if ((obj = OBJ_txt2obj(SGX_EXT_OID, 1)) == NULL)
+		return hsm_err_ossl(HSM_ECRYPTO, "pck: OID");
+	idx = X509_get_ext_by_OBJ(leaf, obj, -1);
+	ASN1_OBJECT_free(obj);
+	if (idx < 0 || (ext = X509_get_ext(leaf, idx)) == NULL ||
+	    (os = X509_EXTENSION_get_data(ext)) == NULL)
+		return hsm_err(HSM_EPROTO, "pck: no SGX extension");
+	top.p = ASN1_STRING_get0_data(os);
+	top.left = (size_t)ASN1_STRING_length(os);
+	if (der_next(&top, &tag, &v, &vl) != 0 || tag != 0x30)
+		goto bad;
+	seq.p = v;
+	seq.left = vl;
+	while (seq.left > 0) {
+		if (der_next(&seq, &tag, &v, &vl) != 0 || tag != 0x30)
+			goto bad;
+		item.p = v;
+		item.left = vl;
+		if (der_next(&item, &tag, &ov, &ol) != 0 || tag != 0x06 ||
+		    der_next(&item, &tag, &iv, &il) != 0)
+			goto bad;
+		if (oid_arcs(ov, ol, base, sizeof(base), &arc) != 0)
+			continue;
+		if (arc == 2 && tag == 0x30) {
+			tcb.p = iv;
+			tcb.left = il;
+			while (tcb.left > 0) {
+				if (der_next(&tcb, &tag, &v, &vl) != 0 ||
+				    tag != 0x30)
+					goto bad;
+				comp.p = v;
+				comp.left = vl;
+				if (der_next(&comp, &tag, &ov, &ol) != 0 ||
+				    tag != 0x06 ||
+				    oid_arcs(ov, ol, tcbbase, sizeof(tcbbase),
+				    &arc) != 0 ||
+				    der_next(&comp, &tag, &iv, &il) != 0)
+					goto bad;
+				if (arc >= 1 && arc <= 17) {
+					if (tag != 0x02 ||
+					    der_uint(iv, il, &n) != 0)
+						goto bad;
+					if (arc == 17)
+						pt->pcesvn = n;
+					else
+						pt->comp[arc - 1] = n;
+				}
+			}
+			pt->have |= 1;
+		} else if (arc == 3 && tag == 0x04 && il == 2) {
+			memcpy(pt->pceid, iv, 2);
+			pt->have |= 4;
+		} else if (arc == 4 && tag == 0x04 && il == 6) {
+			memcpy(pt->fmspc, iv, 6);
+			pt->have |= 2;
+		}
+	}
+	if (pt->have != 7)
+		goto bad;
+	return 0;
+ bad:
+	rc = hsm_err(HSM_EPROTO, "pck: malformed SGX extension");
+	memset(pt, 0, sizeof(*pt));
+	return rc;
+}
+
+/* ---- JSON collateral checks ---- */
+
+static struct json_object *
+jget(struct json_object *o, const char *key, enum json_type type)
+{
+	struct json_object *v;
+
+	if (o == NULL || !json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, type))
+		return NULL;
+	return v;
+}
+
+static int
+jtime(struct json_object *o, const char *key, time_t *t)
+{
+	struct json_object *v;
+
+	*t = 0;
+	if ((v = jget(o, key, json_type_string)) == NULL)
+		return -1;
+	return sgx_parse_time(json_object_get_string(v), t) == 0 ? 0 : -1;
+}
+
+/* issueDate <= at < nextUpdate; earliest nextUpdate kept in *expiry. */
+static int
+check_dates(struct json_object *o, const char *what, time_t at,
+    time_t *expiry)
+{
+	time_t issue, next;
+
+	if (jtime(o, "issueDate", &issue) != 0 ||
+	    jtime(o, "nextUpdate", &next) != 0)
+		return hsm_err(HSM_EPROTO, "%s: issueDate/nextUpdate missing "
+		    "or malformed", what);
+	if (*expiry == 0 || next < *expiry)
+		*expiry = next;
+	if (at < issue)
+		return hsm_err(HSM_EPOLICY, "%s: not yet valid at the "
+		    "verification time", what);
+	if (at >= next)
+		return hsm_err(HSM_EPOLICY, "%s: collateral expired "
+		    "(nextUpdate passed)", what);
+	return 0;
+}
+
+static int
+check_crl_dates(X509_CRL *crl, const char *what, time_t at, time_t *expiry)
+{
+	const ASN1_TIME *nu = X509_CRL_get0_nextUpdate(crl);
+	const ASN1_TIME *lu = X509_CRL_get0_lastUpdate(crl);
+	struct tm tm;
+	time_t t;
+
+	if (nu == NULL || lu == NULL || ASN1_TIME_to_tm(nu, &tm) != 1)
+		return hsm_err(HSM_EPROTO, "%s: no nextUpdate", what);
+	t = timegm(&tm);
+	if (*expiry == 0 || t < *expiry)
+		*expiry = t;
+	if (X509_cmp_time(lu, &at) > 0)
+		return hsm_err(HSM_EPOLICY, "%s: not yet valid at the "
+		    "verification time", what);
+	if (X509_cmp_time(nu, &at) <= 0)
+		return hsm_err(HSM_EPOLICY, "%s: collateral expired "
+		    "(nextUpdate passed)", what);
+	return 0;
+}
+
+static int
+hexfield_eq(struct json_object *o, const char *key, const uint8_t *want,
+    size_t n)
+{
+	struct json_object *v;
+	uint8_t buf[64];
+	const char *s;
+
+	if (n > sizeof(buf) || (v = jget(o, key, json_type_string)) == NULL)
+		return -1;
+	s = json_object_get_string(v);
+	if (strlen(s) != 2 * n || unhex(s, 2 * n, buf) != 0)
+		return -1;
+	return CRYPTO_memcmp(buf, want, n) == 0 ? 0 : 1;
+}
+
+/* Append advisory IDs of level to res->advisories, without duplicates. */
+static void
+add_advisories(struct json_object *level, struct sgx_verify_result *res)
+{
+	struct json_object *a, *e;
+	const char *id;
+	size_t n, cur, il;
+
+	if ((a = jget(level, "advisoryIDs", json_type_array)) == NULL)
+		return;
+	n = json_object_array_length(a);
+	for (size_t i = 0; i < n; i++) {
+		e = json_object_array_get_idx(a, i);
+		if (!json_object_is_type(e, json_type_string))
+			continue;
+		id = json_object_get_string(e);
+		il = strlen(id);
+		/* already present as a whole comma-separated token? */
+		for (const char *p = res->advisories; (p = strstr(p, id)) != NULL;
+		    p += il) {
+			if ((p == res->advisories || p[-1] == ',') &&
+			    (p[il] == ',' || p[il] == '\0'))
+				goto next;
+		}
+		cur = strlen(res->advisories);
+		if (cur + (cur ? 1 : 0) + il + 1 > sizeof(res->advisories))
+			return;
+		snprintf(res->advisories + cur, sizeof(res->advisories) - cur,
+		    "%s%s", cur ? "," : "", id);
+ next:
+		;
+	}
+}
+
+static int
+jint(struct json_object *o, const char *key, unsigned *v)
+{
+	struct json_object *x;
+	int64_t i;
+
+	*v = 0;
+	if ((x = jget(o, key, json_type_int)) == NULL)
+		return -1;
+	i = json_object_get_int64(x);
+	if (i < 0 || i > 65535)
+		return -1;
+	*v = (unsigned)i;
+	return 0;
+}
+
+/* The first tcbLevel the PCK TCB is at or above (TCB Info v2 and v3). */
+static int
+platform_level(struct json_object *ti, const struct pck_tcb *pt,
+    struct json_object **lvl)
+{
+	struct json_object *levels, *l, *tcb, *comps, *c;
+	unsigned svn, pcesvn;
+	char key[32];
+	size_t n;
+	int ok;
+
+	*lvl = NULL;
+	if ((levels = jget(ti, "tcbLevels", json_type_array)) == NULL)
+		return hsm_err(HSM_EPROTO, "tcb_info: no tcbLevels");
+	n = json_object_array_length(levels);
+	for (size_t i = 0; i < n; i++) {
+		l = json_object_array_get_idx(levels, i);
+		if ((tcb = jget(l, "tcb", json_type_object)) == NULL ||
+		    jint(tcb, "pcesvn", &pcesvn) != 0)
+			return hsm_err(HSM_EPROTO, "tcb_info: tcbLevels[%zu] "
+			    "malformed", i);
+		comps = jget(tcb, "sgxtcbcomponents", json_type_array);
+		if (comps != NULL && json_object_array_length(comps) != 16)
+			return hsm_err(HSM_EPROTO, "tcb_info: tcbLevels[%zu] "
+			    "needs 16 sgxtcbcomponents", i);
+		ok = 1;
+		for (unsigned k = 0; k < 16; k++) {
+			if (comps != NULL) {
+				c = json_object_array_get_idx(comps, k);
+				if (jint(c, "svn", &svn) != 0)
+					return hsm_err(HSM_EPROTO, "tcb_info: "
+					    "tcbLevels[%zu] component %u", i, k);
+			} else {
+				snprintf(key, sizeof(key), "sgxtcbcomp%02usvn",
+				    k + 1);
+				if (jint(tcb, key, &svn) != 0)
+					return hsm_err(HSM_EPROTO, "tcb_info: "
+					    "tcbLevels[%zu] %s", i, key);
+			}
+			if (pt->comp[k] < svn)
+				ok = 0;
+		}
+		if (ok && pt->pcesvn >= pcesvn) {
+			*lvl = l;
+			return 0;
+		}
+	}
+	return hsm_err(HSM_EPERM, "tcb_level: platform TCB below every "
+	    "tcbLevel (TCB not supported)");
+}
+
+static enum sgx_tcb_status
+level_status(struct json_object *l)
+{
+	struct json_object *s;
+
+	if ((s = jget(l, "tcbStatus", json_type_string)) == NULL)
+		return SGX_TCB_UNKNOWN;
+	return tcb_status_parse(json_object_get_string(s));
+}
+
+/* Verify a signed JSON object and parse it. */
+static int
+signed_json(const char *txt, size_t len, const uint8_t *sig,
+    const char *chainpem, X509 *root, X509_CRL *root_crl, time_t at,
+    const char *what, struct json_object **out)
+{
+	STACK_OF(X509) *chain = NULL;
+	struct json_tokener *tok = NULL;
+	struct json_object *o = NULL;
+	EVP_PKEY *pk;
+	char cn[64];
+	int rc;
+
+	*out = NULL;
+	if ((chain = pem_chain(chainpem, strlen(chainpem))) == NULL) {
+		rc = hsm_err(HSM_EPROTO, "%s: no issuer chain", what);
+		goto out;
+	}
+	if ((rc = verify_chain(chain, root, root_crl, NULL, at, what)) != 0)
+		goto out;
+	if (X509_NAME_get_text_by_NID(X509_get_subject_name(
+	    sk_X509_value(chain, 0)), NID_commonName, cn, sizeof(cn)) <= 0 ||
+	    strcmp(cn, "Intel SGX TCB Signing") != 0) {
+		rc = hsm_err(HSM_EPERM, "%s: signer is not Intel SGX TCB "
+		    "Signing", what);
+		goto out;
+	}
+	if ((pk = X509_get0_pubkey(sk_X509_value(chain, 0))) == NULL) {
+		rc = hsm_err(HSM_EPROTO, "%s: signer key", what);
+		goto out;
+	}
+	if ((rc = ecdsa_verify_raw(pk, (const uint8_t *)txt, len, sig)) != 0) {
+		rc = hsm_err(HSM_EPERM, "%s: signature does not verify", what);
+		goto out;
+	}
+	if (len > INT32_MAX || (tok = json_tokener_new()) == NULL ||
+	    (o = json_tokener_parse_ex(tok, txt, (int)len)) == NULL ||
+	    !json_object_is_type(o, json_type_object)) {
+		rc = hsm_err(HSM_EPROTO, "%s: not a JSON object", what);
+		goto out;
+	}
+	*out = o;
+	o = NULL;
+	rc = 0;
+ out:
+	json_object_put(o);
+	if (tok != NULL)
+		json_tokener_free(tok);
+	sk_X509_pop_free(chain, X509_free);
+	return rc;
+}
+
+static X509_CRL *
+crl_from_der(const uint8_t *der, size_t len)
+{
+	const unsigned char *p = der;
+
+	if (der == NULL || len == 0 || len > INT32_MAX)
+		return NULL;
+	return d2i_X509_CRL(NULL, &p, (long)len);
+}
+
+int
+sgx_verify_quote(const uint8_t *quote, size_t len,
+    const struct sgx_collateral *c, const struct sgx_verify_opts *opts,
+    struct sgx_verify_result *res)
+{
+	struct sgx_verify_result r;
+	struct sgx_quote q;
+	struct pck_tcb pt;
+	STACK_OF(X509) *pck = NULL;
+	X509 *root = NULL;
+	X509_CRL *rcrl = NULL, *pcrl = NULL;
+	EVP_PKEY *attkey = NULL, *pckkey;
+	BIO *b = NULL;
+	EVP_MD_CTX *md = NULL;
+	struct json_object *ti = NULL, *qi = NULL, *lvl, *levels, *l, *tmp;
+	uint8_t hash[32];
+	unsigned int hl = 0, v, misc, miscmask, svn;
+	uint8_t attr[16], amask[16];
+	const char *rootpem, *s;
+	size_t n;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	memset(&r, 0, sizeof(r));
+	memset(&pt, 0, sizeof(pt));
+	if (c == NULL || opts == NULL || opts->at <= 0 ||
+	    c->tcb_info == NULL || c->qe_identity == NULL ||
+	    c->tcb_info_chain == NULL || c->qe_identity_chain == NULL) {
+		res->failed_step = SGX_STEP_COLLATERAL;
+		return hsm_err(HSM_EINVAL, "sgx verify: missing collateral "
+		    "or verification time");
+	}
+
+	/* parse */
+	r.failed_step = SGX_STEP_PARSE;
+	if ((rc = sgx_quote_parse(quote, len, &q)) != 0)
+		goto out;
+	if (q.tee_type != SGX_TEE_SGX) {
+		rc = hsm_err(HSM_EUNSUPPORTED, "sgx verify: TDX quotes are "
+		    "not supported");
+		goto out;
+	}
+	if (q.cert_type == SGX_CERT_PCK_CHAIN)
+		pck = pem_chain(q.cert_data, q.cert_len);
+	else if (q.cert_type >= 1 && q.cert_type <= 3 &&
+	    c->pck_chain != NULL)
+		pck = pem_chain(c->pck_chain, strlen(c->pck_chain));
+	else {
+		rc = hsm_err(HSM_EUNSUPPORTED, "sgx verify: certification "
+		    "data type %u and no PCK chain in the collateral",
+		    q.cert_type);
+		goto out;
+	}
+	if (pck == NULL || sk_X509_num(pck) < 2) {
+		rc = hsm_err(HSM_EPROTO, "sgx quote: certification data is "
+		    "not a PEM PCK chain");
+		goto out;
+	}
+
+	/* collateral: decode and check freshness */
+	r.failed_step = SGX_STEP_COLLATERAL;
+	rootpem = opts->insecure_test_root_pem != NULL ?
+	    opts->insecure_test_root_pem : intel_sgx_root_pem;
+	if ((b = BIO_new_mem_buf(rootpem, -1)) == NULL ||
+	    (root = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
+		rc = hsm_err_ossl(HSM_ECONFIG, "sgx verify: trust root");
+		goto out;
+	}
+	if ((rcrl = crl_from_der(c->root_crl, c->root_crl_len)) == NULL ||
+	    (pcrl = crl_from_der(c->pck_crl, c->pck_crl_len)) == NULL) {
+		rc = hsm_err(HSM_EPROTO, "collateral: root or PCK CRL is not "
+		    "DER");
+		goto out;
+	}
+	{
+		struct json_tokener *tok;
+
+		if ((tok = json_tokener_new()) == NULL) {
+			rc = hsm_err(HSM_ENOMEM, "sgx verify: out of memory");
+			goto out;
+		}
+		if (c->tcb_info_len <= INT32_MAX)
+			ti = json_tokener_parse_ex(tok, c->tcb_info,
+			    (int)c->tcb_info_len);
+		json_tokener_reset(tok);
+		if (c->qe_identity_len <= INT32_MAX)
+			qi = json_tokener_parse_ex(tok, c->qe_identity,
+			    (int)c->qe_identity_len);
+		json_tokener_free(tok);
+	}
+	if (ti == NULL || qi == NULL) {
+		rc = hsm_err(HSM_EPROTO, "collateral: tcb_info or qe_identity "
+		    "is not JSON");
+		goto out;
+	}
+	if ((rc = check_dates(ti, "tcb_info", opts->at,
+	    &r.collateral_expiry)) != 0 ||
+	    (rc = check_dates(qi, "qe_identity", opts->at,
+	    &r.collateral_expiry)) != 0 ||
+	    (rc = check_crl_dates(rcrl, "root CA CRL", opts->at,
+	    &r.collateral_expiry)) != 0 ||
+	    (rc = check_crl_dates(pcrl, "PCK CRL", opts->at,
+	    &r.collateral_expiry)) != 0)
+		goto out;
+	json_object_put(ti);
+	json_object_put(qi);
+	ti = qi = NULL;
+
+	/* pck_chain */
+	r.failed_step = SGX_STEP_PCK_CHAIN;
+	if ((rc = verify_chain(pck, root, rcrl, pcrl, opts->at,
+	    "pck_chain")) != 0)
+		goto out;
+	{
+		char cn[64];
+
+		if (X509_NAME_get_text_by_NID(X509_get_subject_name(
+		    sk_X509_value(pck, 0)), NID_commonName, cn,
+		    sizeof(cn)) <= 0 ||
+		    strcmp(cn, "Intel SGX PCK Certificate") != 0) {
+			rc = hsm_err(HSM_EPERM, "pck_chain: leaf is not an "
+			    "Intel SGX PCK Certificate");
+			goto out;
+		}
+	}
+	if ((rc = pck_tcb_parse(sk_X509_value(pck, 0), &pt)) != 0)
+		goto out;
+
+	/* qe_report_sig */
+	r.failed_step = SGX_STEP_QE_REPORT_SIG;
+	if ((pckkey = X509_get0_pubkey(sk_X509_value(pck, 0))) == NULL ||
+	    ecdsa_verify_raw(pckkey, q.qe_report_raw, SGX_REPORT_BODY_LEN,
+	    q.qe_report_sig) != 0) {
+		rc = hsm_err(HSM_EPERM, "qe_report_sig: QE report signature "
+		    "does not verify with the PCK key");
+		goto out;
+	}
+
+	/* qe_report_data */
+	r.failed_step = SGX_STEP_QE_REPORT_DATA;
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(md, q.att_key, SGX_ECDSA_KEY_LEN) != 1 ||
+	    (q.qe_auth_len > 0 &&
+	    EVP_DigestUpdate(md, q.qe_auth, q.qe_auth_len) != 1) ||
+	    EVP_DigestFinal_ex(md, hash, &hl) != 1 || hl != 32) {
+		rc = hsm_err_ossl(HSM_ECRYPTO, "qe_report_data: SHA-256");
+		goto out;
+	}
+	{
+		static const uint8_t zero[32];
+
+		if (CRYPTO_memcmp(q.qe_report.report_data, hash, 32) != 0 ||
+		    CRYPTO_memcmp(q.qe_report.report_data + 32, zero,
+		    32) != 0) {
+			rc = hsm_err(HSM_EPERM, "qe_report_data: QE report "
+			    "does not bind the attestation key");
+			goto out;
+		}
+	}
+
+	/* quote_sig */
+	r.failed_step = SGX_STEP_QUOTE_SIG;
+	if ((attkey = p256_from_raw(q.att_key)) == NULL) {
+		rc = hsm_err(HSM_EPERM, "quote_sig: attestation key is not a "
+		    "P-256 point");
+		goto out;
+	}
+	if (ecdsa_verify_raw(attkey, q.signed_data, q.signed_len,
+	    q.sig) != 0) {
+		rc = hsm_err(HSM_EPERM, "quote_sig: enclave report signature "
+		    "does not verify with the attestation key");
+		goto out;
+	}
+
+	/* tcb_info */
+	r.failed_step = SGX_STEP_TCB_INFO;
+	if ((rc = signed_json(c->tcb_info, c->tcb_info_len, c->tcb_info_sig,
+	    c->tcb_info_chain, root, rcrl, opts->at, "tcb_info", &ti)) != 0)
+		goto out;
+	if (jint(ti, "version", &v) != 0 || (v != 2 && v != 3)) {
+		rc = hsm_err(HSM_EUNSUPPORTED, "tcb_info: version not 2 or 3");
+		goto out;
+	}
+	/* v3 names the TEE; v2 is SGX only and has no id */
+	tmp = jget(ti, "id", json_type_string);
+	if ((v == 3 && tmp == NULL) || (tmp != NULL &&
+	    strcmp(json_object_get_string(tmp), "SGX") != 0)) {
+		rc = hsm_err(HSM_EPROTO, "tcb_info: id is not SGX");
+		goto out;
+	}
+	if (jget(ti, "tcbType", json_type_int) != NULL &&
+	    (jint(ti, "tcbType", &v) != 0 || v != 0)) {
+		rc = hsm_err(HSM_EUNSUPPORTED, "tcb_info: tcbType not 0");
+		goto out;
+	}
+	if (hexfield_eq(ti, "fmspc", pt.fmspc, 6) != 0 ||
+	    hexfield_eq(ti, "pceId", pt.pceid, 2) != 0) {
+		rc = hsm_err(HSM_EPERM, "tcb_info: FMSPC or PCEID does not "
+		    "match the PCK certificate");
+		goto out;
+	}
+
+	/* qe_identity */
+	r.failed_step = SGX_STEP_QE_IDENTITY;
+	if ((rc = signed_json(c->qe_identity, c->qe_identity_len,
+	    c->qe_identity_sig, c->qe_identity_chain, root, rcrl, opts->at,
+	    "qe_identity", &qi)) != 0)
+		goto out;
+	if ((tmp = jget(qi, "id", json_type_string)) == NULL ||
+	    strcmp(json_object_get_string(tmp), "QE") != 0) {
+		rc = hsm_err(HSM_EPROTO, "qe_identity: id is not QE");
+		goto out;
+	}
+	{
+		uint8_t mb[4], mm[4];
+
+		tmp = jget(qi, "miscselect", json_type_string);
+		l = jget(qi, "miscselectMask", json_type_string);
+		if (tmp == NULL || l == NULL ||
+		    strlen(json_object_get_string(tmp)) != 8 ||
+		    strlen(json_object_get_string(l)) != 8 ||
+		    unhex(json_object_get_string(tmp), 8, mb) != 0 ||
+		    unhex(json_object_get_string(l), 8, mm) != 0) {
+			rc = hsm_err(HSM_EPROTO, "qe_identity: miscselect");
+			goto out;
+		}
+		/*
+		 * The hex text is the field's bytes in report order (as
+		 * Intel's QVL reads it), i.e. a little-endian u32.
+		 */
+		misc = (unsigned)mb[3] << 24 | (unsigned)mb[2] << 16 |
+		    (unsigned)mb[1] << 8 | mb[0];
+		miscmask = (unsigned)mm[3] << 24 | (unsigned)mm[2] << 16 |
+		    (unsigned)mm[1] << 8 | mm[0];
+	}
+	tmp = jget(qi, "attributes", json_type_string);
+	l = jget(qi, "attributesMask", json_type_string);
+	if (tmp == NULL || l == NULL ||
+	    strlen(json_object_get_string(tmp)) != 32 ||
+	    strlen(json_object_get_string(l)) != 32 ||
+	    unhex(json_object_get_string(tmp), 32, attr) != 0 ||
+	    unhex(json_object_get_string(l), 32, amask) != 0 ||
+	    jint(qi, "isvprodid", &v) != 0) {
+		rc = hsm_err(HSM_EPROTO, "qe_identity: attributes or "
+		    "isvprodid malformed");
+		goto out;
+	}
+	if ((q.qe_report.miscselect & miscmask) != (misc & miscmask)) {
+		rc = hsm_err(HSM_EPERM, "qe_identity: QE miscselect mismatch");
+		goto out;
+	}
+	for (size_t i = 0; i < 16; i++) {
+		if ((q.qe_report.attributes[i] & amask[i]) !=
+		    (attr[i] & amask[i])) {
+			rc = hsm_err(HSM_EPERM, "qe_identity: QE attributes "
+			    "mismatch");
+			goto out;
+		}
+	}
+	if (hexfield_eq(qi, "mrsigner", q.qe_report.mrsigner, 32) != 0 ||
+	    q.qe_report.isv_prod_id != v) {
+		rc = hsm_err(HSM_EPERM, "qe_identity: QE MRSIGNER or ISVPRODID "
+		    "mismatch");
+		goto out;
+	}
+	if ((levels = jget(qi, "tcbLevels", json_type_array)) == NULL) {
+		rc = hsm_err(HSM_EPROTO, "qe_identity: no tcbLevels");
+		goto out;
+	}
+	/* Below every level: revoked, as in Intel's QVL. */
+	r.qe_status = SGX_TCB_REVOKED;
+	lvl = NULL;
+	n = json_object_array_length(levels);
+	for (size_t i = 0; i < n; i++) {
+		l = json_object_array_get_idx(levels, i);
+		if ((tmp = jget(l, "tcb", json_type_object)) == NULL ||
+		    jint(tmp, "isvsvn", &svn) != 0) {
+			rc = hsm_err(HSM_EPROTO, "qe_identity: tcbLevels[%zu] "
+			    "malformed", i);
+			goto out;
+		}
+		if (q.qe_report.isv_svn >= svn) {
+			lvl = l;
+			r.qe_status = level_status(l);
+			break;
+		}
+	}
+	if (r.qe_status == SGX_TCB_UNKNOWN) {
+		rc = hsm_err(HSM_EPROTO, "qe_identity: unknown tcbStatus");
+		goto out;
+	}
+
+	/* tcb_level */
+	r.failed_step = SGX_STEP_TCB_LEVEL;
+	if ((rc = platform_level(ti, &pt, &l)) != 0)
+		goto out;
+	if ((r.platform_status = level_status(l)) == SGX_TCB_UNKNOWN) {
+		s = "?";
+		if ((tmp = jget(l, "tcbStatus", json_type_string)) != NULL)
+			s = json_object_get_string(tmp);
+		rc = hsm_err(HSM_EPROTO, "tcb_level: unknown tcbStatus "
+		    "'%.40s'", s);
+		goto out;
+	}
+	add_advisories(l, &r);
+	if (lvl != NULL)
+		add_advisories(lvl, &r);
+	/* Converge platform and QE status as Intel's QVL does. */
+	r.tcb_status = r.platform_status;
+	if (r.qe_status == SGX_TCB_REVOKED)
+		r.tcb_status = SGX_TCB_REVOKED;
+	else if (r.qe_status == SGX_TCB_OUT_OF_DATE) {
+		if (r.platform_status == SGX_TCB_UP_TO_DATE ||
+		    r.platform_status == SGX_TCB_SW_HARDENING_NEEDED)
+			r.tcb_status = SGX_TCB_OUT_OF_DATE;
+		else if (r.platform_status == SGX_TCB_CONFIGURATION_NEEDED ||
+		    r.platform_status ==
+		    SGX_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED)
+			r.tcb_status = SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED;
+	}
+
+	r.enclave = q.enclave;
+	memcpy(r.fmspc, pt.fmspc, sizeof(r.fmspc));
+	memcpy(r.pceid, pt.pceid, sizeof(r.pceid));
+	r.pcesvn = (uint16_t)pt.pcesvn;
+	r.failed_step = SGX_STEP_NONE;
+	*res = r;
+	rc = 0;
+ out:
+	if (rc != 0)
+		res->failed_step = r.failed_step;
+	json_object_put(ti);
+	json_object_put(qi);
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(attkey);
+	BIO_free(b);
+	X509_free(root);
+	X509_CRL_free(rcrl);
+	X509_CRL_free(pcrl);
+	sk_X509_pop_free(pck, X509_free);
+	ERR_clear_error();
+	return rc;
+}

@@ -1,0 +1,158 @@
+/*
+ * sgxverify.h - verification of SGX DCAP quotes against Intel's PKI and
+ * offline collateral (TCB Info, QE Identity, CRLs).
+ *
+ * Steps, in order; the first that fails is named in the result and in the
+ * hsm_err() detail:
+ *   parse        quote structure (sgxquote.h); PCK chain PEM present
+ *   collateral   collateral decodes; TCB Info / QE Identity / CRLs are
+ *                current at the verification time (else "expired")
+ *   pck_chain    PCK leaf -> intermediate -> pinned root, with the root
+ *                CA CRL and the PCK (intermediate) CRL, at opts->at
+ *   qe_report_sig   QE report signed by the PCK leaf key
+ *   qe_report_data  QE report data == SHA-256(att key || QE auth) || 0^32
+ *   quote_sig    header + enclave report signed by the attestation key
+ *   tcb_info     TCB Info signature (exact JSON bytes) by the TCB signing
+ *                chain to the pinned root; FMSPC/PCEID match the PCK cert
+ *   qe_identity  QE Identity signature and the QE report matching it
+ *   tcb_level    PCK TCB (16 SVNs + PCESVN) matched against tcbLevels
+ *
+ * The trust anchor is Intel's production SGX Root CA, built in. A caller
+ * can replace it only through opts->insecure_test_root_pem, for tests.
+ * Only SGX quotes (v3, v4 with an SGX body) are verified; TDX is parsed
+ * by sgxquote.c but refused here (HSM_EUNSUPPORTED).
+ */
+#ifndef HSM_SGXVERIFY_H
+#define HSM_SGXVERIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "sgxquote.h"
+
+enum sgx_step {
+	SGX_STEP_NONE = 0,
+	SGX_STEP_PARSE,
+	SGX_STEP_COLLATERAL,
+	SGX_STEP_PCK_CHAIN,
+	SGX_STEP_QE_REPORT_SIG,
+	SGX_STEP_QE_REPORT_DATA,
+	SGX_STEP_QUOTE_SIG,
+	SGX_STEP_TCB_INFO,
+	SGX_STEP_QE_IDENTITY,
+	SGX_STEP_TCB_LEVEL
+};
+
+enum sgx_tcb_status {
+	SGX_TCB_UNKNOWN = 0,
+	SGX_TCB_UP_TO_DATE,
+	SGX_TCB_SW_HARDENING_NEEDED,
+	SGX_TCB_CONFIGURATION_NEEDED,
+	SGX_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED,
+	SGX_TCB_OUT_OF_DATE,
+	SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED,
+	SGX_TCB_REVOKED
+};
+
+/* Static names ("pck_chain", "UpToDate", ...); never NULL. */
+const char *sgx_step_name(enum sgx_step s);
+const char *sgx_tcb_status_name(enum sgx_tcb_status s);
+
+/*
+ * Offline collateral, owned (malloc'd) by the struct; free it with
+ * sgx_collateral_free(). tcb_info and qe_identity are the EXACT signed
+ * JSON texts of the "tcbInfo" / "enclaveIdentity" objects; the chains
+ * are NUL-terminated PEM; the CRLs are DER.
+ */
+struct sgx_collateral {
+	char		*tcb_info;
+	size_t		 tcb_info_len;
+	uint8_t		 tcb_info_sig[64];	/* r || s */
+	char		*tcb_info_chain;
+	char		*qe_identity;
+	size_t		 qe_identity_len;
+	uint8_t		 qe_identity_sig[64];
+	char		*qe_identity_chain;
+	uint8_t		*root_crl;
+	size_t		 root_crl_len;
+	uint8_t		*pck_crl;
+	size_t		 pck_crl_len;
+	/*
+	 * Optional PEM PCK chain (leaf first, then intermediate CA), used
+	 * only when the quote carries no PCK chain itself (certification
+	 * data types 1-3: the verifier fetched the PCK certificate by PPID).
+	 */
+	char		*pck_chain;
+};
+
+/*
+ * Decode collateral in the JSON form used by dcap-qvl / PCCS clients:
+ * an object with string members tcb_info, tcb_info_signature (hex),
+ * tcb_info_issuer_chain, qe_identity, qe_identity_signature,
+ * qe_identity_issuer_chain, root_ca_crl (hex DER), pck_crl (hex DER).
+ * *c is cleared on entry. 0, HSM_EPROTO (detail names the member) or
+ * HSM_ENOMEM.
+ */
+int sgx_collateral_from_json(const char *json, size_t len,
+    struct sgx_collateral *c);
+void sgx_collateral_free(struct sgx_collateral *c);
+
+/*
+ * Build collateral from the files Intel's PCS / QVL use: tcbinfo is
+ * {"tcbInfo":{...},"signature":"hex"}, qeid is
+ * {"enclaveIdentity":{...},"signature":"hex"} (the signed bytes are the
+ * exact text of the inner object, taken verbatim from the input),
+ * tcb_chain the TCB signing chain PEM (also used for the QE identity),
+ * root_crl / pck_crl DER, and pck_chain an optional PEM PCK chain (see
+ * above; NULL if the quotes carry their own). *c is cleared on entry.
+ * 0, HSM_EPROTO (detail names the member) or HSM_ENOMEM.
+ */
+int sgx_collateral_from_intel(const char *tcbinfo, size_t tcbinfo_len,
+    const char *qeid, size_t qeid_len, const char *tcb_chain,
+    const uint8_t *root_crl, size_t root_crl_len,
+    const uint8_t *pck_crl, size_t pck_crl_len, const char *pck_chain,
+    struct sgx_collateral *c);
+
+struct sgx_verify_opts {
+	time_t		 at;	/* verification time (required, > 0) */
+	/*
+	 * NULL: trust only Intel's production SGX Root CA (built in).
+	 * Otherwise a PEM certificate used INSTEAD of it. Never set this
+	 * outside tests: anyone can mint a root with Intel's name.
+	 */
+	const char	*insecure_test_root_pem;
+};
+
+#define SGX_ADVISORIES_MAX	512
+
+struct sgx_verify_result {
+	enum sgx_step		failed_step;	/* also set on failure */
+	enum sgx_tcb_status	tcb_status;	/* platform converged with QE */
+	enum sgx_tcb_status	platform_status;
+	enum sgx_tcb_status	qe_status;
+	char			advisories[SGX_ADVISORIES_MAX]; /* "A,B" */
+	struct sgx_report_body	enclave;
+	uint8_t			fmspc[6];
+	uint8_t			pceid[2];
+	uint16_t		pcesvn;
+	time_t			collateral_expiry; /* earliest nextUpdate */
+};
+
+/*
+ * Verify quote against collateral c at opts->at. *res is cleared on
+ * entry. On success (0) every step passed and res holds the TCB status,
+ * advisories and enclave identity: whether a status other than UpToDate
+ * is acceptable is the caller's policy. On failure returns a negative
+ * HSM_E* (HSM_EPROTO malformed, HSM_EPERM signature/chain/match refused,
+ * HSM_EPOLICY collateral expired or not yet valid, HSM_EUNSUPPORTED) and
+ * sets only res->failed_step.
+ */
+int sgx_verify_quote(const uint8_t *quote, size_t len,
+    const struct sgx_collateral *c, const struct sgx_verify_opts *opts,
+    struct sgx_verify_result *res);
+
+/* Parse "YYYY-MM-DDTHH:MM:SSZ" (UTC) into *t. 0 or HSM_EINVAL. */
+int sgx_parse_time(const char *s, time_t *t);
+
+#endif

@@ -1,0 +1,72 @@
+/* fuzz_sgxquote.c - the SGX DCAP quote parser: any bytes, never a crash, and every view it returns lies inside the input. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "sgxquote.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* [p, p+n) inside [buf, buf+len)? A NULL p is allowed only with n == 0. */
+static int
+inside(const uint8_t *buf, size_t len, const uint8_t *p, size_t n)
+{
+	if (p == NULL)
+		return n == 0;
+	return p >= buf && (size_t)(p - buf) <= len &&
+	    n <= len - (size_t)(p - buf);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct sgx_quote q;
+	uint8_t *b;
+	volatile uint8_t sink = 0;
+
+	/* An exact-size heap copy, so ASan sees any read past the end. */
+	if ((b = malloc(size ? size : 1)) == NULL)
+		return 0;
+	if (size > 0)
+		memcpy(b, data, size);
+	if (sgx_quote_parse(b, size, &q) == 0) {
+		if (q.version != 3 && q.version != 4)
+			abort();
+		if (q.att_key_type != SGX_ATT_KEY_ECDSA_P256)
+			abort();
+		if (q.signed_data != b || !inside(b, size, q.signed_data,
+		    q.signed_len))
+			abort();
+		if (!inside(b, size, q.sig, SGX_ECDSA_SIG_LEN) ||
+		    !inside(b, size, q.att_key, SGX_ECDSA_KEY_LEN) ||
+		    !inside(b, size, q.qe_report_raw, SGX_REPORT_BODY_LEN) ||
+		    !inside(b, size, q.qe_report_sig, SGX_ECDSA_SIG_LEN) ||
+		    !inside(b, size, q.qe_auth, q.qe_auth_len) ||
+		    !inside(b, size, q.cert_data, q.cert_len))
+			abort();
+		if (q.sig == NULL || q.att_key == NULL ||
+		    q.qe_report_raw == NULL || q.qe_report_sig == NULL)
+			abort();
+		if (q.tee_type == SGX_TEE_TDX && !inside(b, size, q.td_body,
+		    SGX_TDX10_BODY_LEN))
+			abort();
+		/* Only zero padding may follow the last structure. */
+		if (q.padding_len > size)
+			abort();
+		for (size_t i = size - q.padding_len; i < size; i++)
+			if (b[i] != 0)
+				abort();
+		/* Touch every byte the views claim. */
+		for (size_t i = 0; i < q.cert_len; i++)
+			sink ^= q.cert_data[i];
+		for (size_t i = 0; i < q.qe_auth_len; i++)
+			sink ^= q.qe_auth[i];
+	} else if (hsm_err_detail()[0] == '\0')
+		abort();	/* every refusal names its reason */
+	(void)sink;
+	free(b);
+	hsm_err_clear();
+	return 0;
+}
