@@ -665,7 +665,6 @@ static const char *const ca_known[] = {
 	"token.module", "token.uri", "token.pin_file", "token.pin_env",
 	"key.type", "key.label",
 	"state_dir", "listen", "svid_ttl", "max_ttl", "ca_ttl", "database", "audit_log",
-	/* Issue 3 (token, serve, revoke) adds its keys here. */
 	NULL
 };
 
