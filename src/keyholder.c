@@ -492,14 +492,10 @@ describe_key(const char *module, const char *uri, const struct p11_pin_source *p
 		fprintf(stderr, "hsmesh keyholder: --describe wants a %d-hex-digit key id\n", 2 * HSM_KEYID_LEN);
 		return 2;
 	}
-	for (int i = 0; i < HSM_KEYID_LEN; i++) {
-		unsigned int b;
-
-		if (sscanf(hex + 2 * i, "%2x", &b) != 1) {
-			fprintf(stderr, "hsmesh keyholder: --describe: not a hex key id\n");
-			return 2;
-		}
-		id[i] = (uint8_t)b;
+	/* sscanf("%2x") would take " 1" or "+1": decode strictly. */
+	if (hsm_unhex(hex, 2 * HSM_KEYID_LEN, id) != 0) {
+		fprintf(stderr, "hsmesh keyholder: --describe: not a hex key id\n");
+		return 2;
 	}
 	if ((st = p11_token_open(module, uri, pin, 1, &tok)) != 0 ||
 	    (st = p11_key_info(tok, id, &ki)) != 0) {

@@ -10,46 +10,19 @@
 #include "agentproto.h"
 #include "err.h"
 #include "spiffe.h"
-
-static uint16_t
-get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t
-get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
+#include "util.h"
 
 static uint64_t
 get64(const uint8_t *p)
 {
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-
-static void
-put16(uint8_t *p, uint16_t v)
-{
-	p[0] = v >> 8;
-	p[1] = v & 0xff;
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = (v >> 16) & 0xff;
-	p[2] = (v >> 8) & 0xff;
-	p[3] = v & 0xff;
+	return (uint64_t)hsm_get32(p) << 32 | hsm_get32(p + 4);
 }
 
 static void
 put64(uint8_t *p, uint64_t v)
 {
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
+	hsm_put32(p, (uint32_t)(v >> 32));
+	hsm_put32(p + 4, (uint32_t)v);
 }
 
 int
@@ -60,7 +33,7 @@ ag_frame_parse(const uint8_t *buf, size_t len, struct ag_frame *f)
 	memset(f, 0, sizeof(*f));
 	if (len < 4)
 		return 0;
-	flen = get32(buf);
+	flen = hsm_get32(buf);
 	if (flen < AG_HDR_LEN - 4 || flen > AG_MAX_FRAME - 4)
 		return HSM_EPROTO;
 	/* Check what has arrived of the header early: garbage closes at once. */
@@ -71,7 +44,7 @@ ag_frame_parse(const uint8_t *buf, size_t len, struct ag_frame *f)
 	if (len < (size_t)flen + 4)
 		return 0;
 	f->type = buf[5];
-	f->id = get32(buf + 8);
+	f->id = hsm_get32(buf + 8);
 	f->body = buf + AG_HDR_LEN;
 	f->bodylen = (size_t)flen + 4 - AG_HDR_LEN;
 	return (int)flen + 4;
@@ -123,7 +96,7 @@ ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 	case AG_T_SIGN:
 		if (f->bodylen < 2)
 			return HSM_EPROTO;
-		idlen = get16(f->body);
+		idlen = hsm_get16(f->body);
 		if (idlen > SPIFFE_ID_MAX || f->bodylen < 2 + idlen + 2)
 			return HSM_EPROTO;
 		if (get_id(f->body + 2, idlen, 1, r->spiffe_id) != 0)
@@ -149,7 +122,7 @@ decode_svid(const uint8_t *p, size_t n, struct ag_svid *s)
 
 	if (n < 2)
 		return HSM_EPROTO;
-	idlen = get16(p);
+	idlen = hsm_get16(p);
 	if (idlen == 0 || idlen > SPIFFE_ID_MAX || n < 2 + idlen + 8 + 4)
 		return HSM_EPROTO;
 	if (get_id(p + 2, idlen, 0, s->spiffe_id) != 0)
@@ -157,14 +130,14 @@ decode_svid(const uint8_t *p, size_t n, struct ag_svid *s)
 	off = 2 + idlen;
 	s->not_after = get64(p + off);
 	off += 8;
-	clen = get32(p + off);
+	clen = hsm_get32(p + off);
 	off += 4;
 	if (clen == 0 || clen > AG_MAX_PEM || n - off < clen + 4)
 		return HSM_EPROTO;
 	s->chain = p + off;
 	s->chainlen = clen;
 	off += clen;
-	blen = get32(p + off);
+	blen = hsm_get32(p + off);
 	off += 4;
 	if (blen > AG_MAX_PEM || n - off != blen)
 		return HSM_EPROTO;
@@ -194,7 +167,7 @@ ag_reply_decode(const struct ag_frame *f, struct ag_reply *r)
 		return HSM_EPROTO;
 	if (f->bodylen < 4)
 		return HSM_EPROTO;
-	st = get32(f->body);
+	st = hsm_get32(f->body);
 	if (st != 0) {
 		/* A negated HSM_E* code; keep unknown ones inside the range. */
 		if (st > (uint32_t)-HSM_ERR_MIN)
@@ -239,10 +212,10 @@ frame_new(uint8_t type, uint32_t id, size_t bodylen, uint8_t **out, size_t *len,
 		return HSM_EINVAL;
 	if ((p = calloc(1, total)) == NULL)
 		return HSM_ENOMEM;
-	put32(p, (uint32_t)(total - 4));
+	hsm_put32(p, (uint32_t)(total - 4));
 	p[4] = AG_VERSION;
 	p[5] = type;
-	put32(p + 8, id);
+	hsm_put32(p + 8, id);
 	*body = p + AG_HDR_LEN;
 	*out = p;
 	*len = total;
@@ -292,7 +265,7 @@ ag_encode_sign(uint32_t id, const char *spiffe_id, uint8_t alg, const uint8_t *d
 		return HSM_EINVAL;
 	if ((r = frame_new(AG_T_SIGN, id, 2 + n + 2 + dlen, out, len, &b)) != 0)
 		return r;
-	put16(b, (uint16_t)n);
+	hsm_put16(b, (uint16_t)n);
 	if (n > 0)
 		memcpy(b + 2, spiffe_id, n);
 	b[2 + n] = alg;
@@ -322,15 +295,15 @@ ag_encode_svid(uint8_t type, uint32_t id, const struct ag_svid *s, uint8_t **out
 		return r;
 	/* b[0..3]: status 0, already zero. */
 	off = 4;
-	put16(b + off, (uint16_t)n);
+	hsm_put16(b + off, (uint16_t)n);
 	memcpy(b + off + 2, s->spiffe_id, n);
 	off += 2 + n;
 	put64(b + off, s->not_after);
 	off += 8;
-	put32(b + off, (uint32_t)s->chainlen);
+	hsm_put32(b + off, (uint32_t)s->chainlen);
 	memcpy(b + off + 4, s->chain, s->chainlen);
 	off += 4 + s->chainlen;
-	put32(b + off, (uint32_t)s->bundlelen);
+	hsm_put32(b + off, (uint32_t)s->bundlelen);
 	if (s->bundlelen > 0)
 		memcpy(b + off + 4, s->bundle, s->bundlelen);
 	return 0;
@@ -372,7 +345,7 @@ ag_encode_error(uint8_t type, uint32_t id, int status, const char *text, uint8_t
 		n = AG_MAX_ERRTEXT;
 	if ((r = frame_new(type, id, 4 + n, out, len, &b)) != 0)
 		return r;
-	put32(b, (uint32_t)-status);
+	hsm_put32(b, (uint32_t)-status);
 	if (n > 0)
 		memcpy(b + 4, text, n);
 	return 0;

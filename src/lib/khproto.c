@@ -7,21 +7,7 @@
 
 #include "err.h"
 #include "khproto.h"
-
-static uint32_t
-get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
+#include "util.h"
 
 int
 kh_frame_parse(const uint8_t *buf, size_t len, struct kh_frame *f)
@@ -31,7 +17,7 @@ kh_frame_parse(const uint8_t *buf, size_t len, struct kh_frame *f)
 	memset(f, 0, sizeof(*f));
 	if (len < 4)
 		return 0;
-	flen = get32(buf);
+	flen = hsm_get32(buf);
 	if (flen < KH_HDR_LEN - 4 || flen > KH_MAX_FRAME - 4)
 		return HSM_EPROTO;
 	if (len >= 8 && (buf[4] != KH_VERSION || buf[6] != 0 || buf[7] != 0))
@@ -39,8 +25,8 @@ kh_frame_parse(const uint8_t *buf, size_t len, struct kh_frame *f)
 	if (len < (size_t)flen + 4)
 		return 0;
 	f->type = buf[5];
-	f->id = get32(buf + 8);
-	f->arg = get32(buf + 12);
+	f->id = hsm_get32(buf + 8);
+	f->arg = hsm_get32(buf + 12);
 	f->body = buf + KH_HDR_LEN;
 	f->bodylen = flen + 4 - KH_HDR_LEN;
 	return (int)flen + 4;
@@ -131,12 +117,12 @@ kh_frame_encode(uint8_t *out, size_t cap, uint8_t type, uint32_t id, uint32_t ar
 	if (bodylen > KH_MAX_FRAME || body2len > KH_MAX_FRAME ||
 	    total > KH_MAX_FRAME || total > cap)
 		return HSM_EINVAL;
-	put32(out, (uint32_t)(total - 4));
+	hsm_put32(out, (uint32_t)(total - 4));
 	out[4] = KH_VERSION;
 	out[5] = type;
 	out[6] = out[7] = 0;
-	put32(out + 8, id);
-	put32(out + 12, arg);
+	hsm_put32(out + 8, id);
+	hsm_put32(out + 12, arg);
 	if (bodylen > 0)
 		memcpy(out + KH_HDR_LEN, body, bodylen);
 	if (body2len > 0)

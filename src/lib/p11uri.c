@@ -13,20 +13,9 @@
 
 #include "err.h"
 #include "p11uri.h"
+#include "util.h"
 
 #define SCHEME "pkcs11:"
-
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /*
  * Percent-decode the len bytes at v into out (at most cap bytes). Text
@@ -49,8 +38,8 @@ pct_decode(const char *name, const char *v, size_t len, bool binary,
 			if (len - i < 3)
 				return hsm_err(HSM_EINVAL,
 				    "pkcs11 URI attribute '%s': truncated %% escape", name);
-			if ((hi = hexval((unsigned char)v[i + 1])) < 0 ||
-			    (lo = hexval((unsigned char)v[i + 2])) < 0)
+			if ((hi = hsm_hexval((unsigned char)v[i + 1])) < 0 ||
+			    (lo = hsm_hexval((unsigned char)v[i + 2])) < 0)
 				return hsm_err(HSM_EINVAL,
 				    "pkcs11 URI attribute '%s': bad %% escape", name);
 			c = (unsigned char)(hi << 4 | lo);

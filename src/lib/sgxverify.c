@@ -25,6 +25,7 @@
 #include "err.h"
 #include "sgxquote.h"
 #include "sgxverify.h"
+#include "util.h"
 
 /*
  * Intel SGX Root CA (production), valid 2018-05-21 to 2049-12-31.
@@ -148,35 +149,6 @@ sgx_parse_time(const char *s, time_t *t)
 	return 0;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decode hex s of slen chars into out (slen/2 bytes). */
-static int
-unhex(const char *s, size_t slen, uint8_t *out)
-{
-	int hi, lo;
-
-	if (slen % 2 != 0)
-		return -1;
-	for (size_t i = 0; i < slen / 2; i++) {
-		if ((hi = hexval(s[2 * i])) < 0 ||
-		    (lo = hexval(s[2 * i + 1])) < 0)
-			return -1;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
-}
-
 /* ---- collateral ---- */
 
 static int
@@ -224,7 +196,7 @@ hex_member(struct json_object *o, const char *key, uint8_t *fixed,
 	if ((rc = json_str(o, key, &s, &n)) != 0)
 		return rc;
 	if (fixed != NULL) {
-		if (n != 2 * fixedlen || unhex(s, n, fixed) != 0)
+		if (n != 2 * fixedlen || hsm_unhex(s, n, fixed) != 0)
 			return hsm_err(HSM_EPROTO, "collateral: member '%s' "
 			    "is not %zu bytes of hex", key, fixedlen);
 		return 0;
@@ -236,7 +208,7 @@ hex_member(struct json_object *o, const char *key, uint8_t *fixed,
 		    "hex", key);
 	if ((b = malloc(n / 2)) == NULL)
 		return hsm_err(HSM_ENOMEM, "collateral: out of memory");
-	if (unhex(s, n, b) != 0) {
+	if (hsm_unhex(s, n, b) != 0) {
 		free(b);
 		return hsm_err(HSM_EPROTO, "collateral: member '%s' is not "
 		    "hex", key);
@@ -890,7 +862,7 @@ hexfield_eq(struct json_object *o, const char *key, const uint8_t *want,
 	if (n > sizeof(buf) || (v = jget(o, key, json_type_string)) == NULL)
 		return -1;
 	s = json_object_get_string(v);
-	if (strlen(s) != 2 * n || unhex(s, 2 * n, buf) != 0)
+	if (strlen(s) != 2 * n || hsm_unhex(s, 2 * n, buf) != 0)
 		return -1;
 	return CRYPTO_memcmp(buf, want, n) == 0 ? 0 : 1;
 }
@@ -1290,8 +1262,8 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 		if (tmp == NULL || l == NULL ||
 		    strlen(json_object_get_string(tmp)) != 8 ||
 		    strlen(json_object_get_string(l)) != 8 ||
-		    unhex(json_object_get_string(tmp), 8, mb) != 0 ||
-		    unhex(json_object_get_string(l), 8, mm) != 0) {
+		    hsm_unhex(json_object_get_string(tmp), 8, mb) != 0 ||
+		    hsm_unhex(json_object_get_string(l), 8, mm) != 0) {
 			rc = hsm_err(HSM_EPROTO, "qe_identity: miscselect");
 			goto out;
 		}
@@ -1309,8 +1281,8 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 	if (tmp == NULL || l == NULL ||
 	    strlen(json_object_get_string(tmp)) != 32 ||
 	    strlen(json_object_get_string(l)) != 32 ||
-	    unhex(json_object_get_string(tmp), 32, attr) != 0 ||
-	    unhex(json_object_get_string(l), 32, amask) != 0 ||
+	    hsm_unhex(json_object_get_string(tmp), 32, attr) != 0 ||
+	    hsm_unhex(json_object_get_string(l), 32, amask) != 0 ||
 	    jint(qi, "isvprodid", &v) != 0) {
 		rc = hsm_err(HSM_EPROTO, "qe_identity: attributes or "
 		    "isvprodid malformed");

@@ -66,6 +66,34 @@ hsm_hex(const uint8_t *buf, size_t len, char *out)
 	return out;
 }
 
+int
+hsm_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int
+hsm_unhex(const char *s, size_t slen, uint8_t *out)
+{
+	int hi, lo;
+
+	if (slen % 2 != 0)
+		return hsm_err(HSM_EINVAL, "odd number of hex digits");
+	for (size_t i = 0; i < slen / 2; i++) {
+		if ((hi = hsm_hexval((unsigned char)s[2 * i])) < 0 ||
+		    (lo = hsm_hexval((unsigned char)s[2 * i + 1])) < 0)
+			return hsm_err(HSM_EINVAL, "not a hex digit");
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
 /*
  * Secret memory: page-aligned so it can be excluded from core dumps
  * (MADV_DONTDUMP works on whole pages) and locked against swap. Both are

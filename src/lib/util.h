@@ -15,6 +15,44 @@ int hsm_parse_duration(const char *s, int64_t *seconds);
 /* Lower-case hex of len bytes into out (2*len+1 bytes). Returns out. */
 char *hsm_hex(const uint8_t *buf, size_t len, char *out);
 
+/* The value of one hex digit (either case), or -1. */
+int hsm_hexval(int c);
+
+/*
+ * Decode exactly slen hex digits (slen even) into out (slen/2 bytes).
+ * No sign, space or prefix is accepted. 0 or HSM_EINVAL.
+ */
+int hsm_unhex(const char *s, size_t slen, uint8_t *out);
+
+/* Big-endian integers of the wire formats (keyholder, agent API). */
+static inline uint16_t
+hsm_get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t
+hsm_get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void
+hsm_put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static inline void
+hsm_put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
 /*
  * Read a secret (PIN, token) from a file (first line, trailing CR/LF
  * stripped) into a malloc'd buffer that is mlock'ed where possible. The

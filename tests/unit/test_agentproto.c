@@ -15,17 +15,9 @@
 
 #include "agentproto.h"
 #include "err.h"
+#include "util.h"
 
 #define ID "spiffe://example.org/ns/web"
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
 
 static void
 parse_one(const uint8_t *buf, size_t len, struct ag_frame *f)
@@ -133,7 +125,7 @@ svid_roundtrip(void **state)
 		uint8_t *t = malloc(len - cut);
 
 		memcpy(t, b, len - cut);
-		put32(t, (uint32_t)(len - cut - 4));
+		hsm_put32(t, (uint32_t)(len - cut - 4));
 		parse_one(t, len - cut, &f);
 		assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
 		free(t);
@@ -196,11 +188,11 @@ bad_headers(void **state)
 	struct ag_frame f;
 
 	assert_int_equal(ag_frame_parse(b, 3, &f), 0);		/* incomplete length */
-	put32(b, 7);						/* shorter than a header */
+	hsm_put32(b, 7);						/* shorter than a header */
 	assert_int_equal(ag_frame_parse(b, 12, &f), HSM_EPROTO);
-	put32(b, AG_MAX_FRAME - 3);				/* too long */
+	hsm_put32(b, AG_MAX_FRAME - 3);				/* too long */
 	assert_int_equal(ag_frame_parse(b, 12, &f), HSM_EPROTO);
-	put32(b, 8);
+	hsm_put32(b, 8);
 	b[4] = 2;						/* version */
 	assert_int_equal(ag_frame_parse(b, 5, &f), HSM_EPROTO);
 	b[4] = AG_VERSION;
@@ -220,11 +212,11 @@ decode_body(uint8_t type, const void *body, size_t n)
 	struct ag_frame f;
 	struct ag_request r;
 
-	put32(buf, (uint32_t)(AG_HDR_LEN - 4 + n));
+	hsm_put32(buf, (uint32_t)(AG_HDR_LEN - 4 + n));
 	buf[4] = AG_VERSION;
 	buf[5] = type;
 	buf[6] = buf[7] = 0;
-	put32(buf + 8, 1);
+	hsm_put32(buf + 8, 1);
 	memcpy(buf + AG_HDR_LEN, body, n);
 	assert_int_equal(ag_frame_parse(buf, AG_HDR_LEN + n, &f), (int)(AG_HDR_LEN + n));
 	return ag_request_decode(&f, &r);
@@ -273,13 +265,13 @@ bad_replies(void **state)
 	struct ag_reply r;
 
 	memset(buf, 0, sizeof(buf));
-	put32(buf, AG_HDR_LEN - 4 + 4);
+	hsm_put32(buf, AG_HDR_LEN - 4 + 4);
 	buf[4] = AG_VERSION;
 	buf[5] = AG_T_GET_SVID | AG_T_REPLY;
-	put32(buf + AG_HDR_LEN, 1000);			/* status outside HSM_E* */
+	hsm_put32(buf + AG_HDR_LEN, 1000);			/* status outside HSM_E* */
 	parse_one(buf, AG_HDR_LEN + 4, &f);
 	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
-	put32(buf + AG_HDR_LEN, 0);			/* ok but no SVID */
+	hsm_put32(buf + AG_HDR_LEN, 0);			/* ok but no SVID */
 	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
 	buf[5] = AG_T_SIGN | AG_T_REPLY;		/* ok but no signature */
 	parse_one(buf, AG_HDR_LEN + 4, &f);
@@ -290,7 +282,7 @@ bad_replies(void **state)
 	buf[5] = 0x80 | 9;
 	parse_one(buf, AG_HDR_LEN + 4, &f);
 	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
-	put32(buf, AG_HDR_LEN - 4 + 2);			/* shorter than a status */
+	hsm_put32(buf, AG_HDR_LEN - 4 + 2);			/* shorter than a status */
 	buf[5] = AG_T_SIGN | AG_T_REPLY;
 	parse_one(buf, AG_HDR_LEN + 2, &f);
 	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
