@@ -213,6 +213,7 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 	OSSL_CMP_PKISI *si = NULL;
 	char auth[128], serial[80], spkiid[65], oldspki[65];
 	const char *id, *parent = NULL, *what;
+	int64_t consumed_at = 0;
 
 	*certOut = NULL;
 	*chainOut = NULL;
@@ -253,7 +254,8 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "enrollment needs a join token (MAC)");
 			goto out;
 		}
-		if ((st = ledger_token_consume(s->cfg->ledger, t->ref, (int64_t)time(NULL))) != 0) {
+		consumed_at = (int64_t)time(NULL);
+		if ((st = ledger_token_consume(s->cfg->ledger, t->ref, consumed_at)) != 0) {
 			const char *why = st == HSM_ENOENT ? "unknown join token" : hsm_err_msg(st);
 
 			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badRequest, why);
@@ -273,6 +275,9 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 		char why[300];
 
 		snprintf(why, sizeof(why), "issuance failed: %s", hsm_err_msg(st));
+		/* A failure of ours must not cost the workload its one-time token. */
+		if (consumed_at != 0)
+			(void)ledger_token_unconsume(s->cfg->ledger, t->ref, consumed_at);
 		si = reject(t, OSSL_CMP_PKIFAILUREINFO_systemFailure, why);
 		audit_event(s->cfg->audit, "error", "op", what, "peer", t->peer, "id", id, "reason", why, NULL);
 		goto out;

@@ -66,6 +66,7 @@ enum stmt_id {
 	S_TOKEN_ADD,
 	S_TOKEN_GET,
 	S_TOKEN_USE,
+	S_TOKEN_UNUSE,
 	S_CERT_ADD,
 	S_CERT_GET,
 	S_CERT_REVOKE,
@@ -88,6 +89,8 @@ static const char *const stmt_sql[S_COUNT] = {
 	    "FROM tokens WHERE ref = ?1",
 	[S_TOKEN_USE] = "UPDATE tokens SET used_at = ?2 "
 	    "WHERE ref = ?1 AND used_at IS NULL AND expires > ?2",
+	/* Give back a token whose consumption (at ?2) led to no certificate. */
+	[S_TOKEN_UNUSE] = "UPDATE tokens SET used_at = NULL WHERE ref = ?1 AND used_at = ?2",
 	[S_CERT_ADD] = "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
 	    "auth, parent_serial, recorded, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	[S_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
@@ -546,6 +549,28 @@ ledger_token_consume(struct ledger *lg, const char *ref, int64_t now)
 	}
 	release(s);
  out:
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at)
+{
+	sqlite3_stmt *s;
+	int r;
+
+	if (ref == NULL || strnlen(ref, LEDGER_REF_MAX + 1) > LEDGER_REF_MAX)
+		return hsm_err(HSM_ENOENT, "join token unknown");
+	if ((r = lock(lg)) != 0)
+		return r;
+	s = lg->stmt[S_TOKEN_UNUSE];
+	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 2, used_at) != SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_DONE)
+		r = db_fail(lg, "give back token");
+	else if (sqlite3_changes(lg->db) != 1)
+		r = hsm_err(HSM_ENOENT, "join token not consumed at that time");
+	release(s);
 	unlock(lg);
 	return r;
 }

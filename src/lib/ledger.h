@@ -99,6 +99,14 @@ int ledger_token_lookup(struct ledger *lg, const char *ref, struct ledger_token 
 int ledger_token_consume(struct ledger *lg, const char *ref, int64_t now);
 
 /*
+ * Undo ledger_token_consume(lg, ref, used_at) when no certificate came of
+ * it (the token or keyholder failed): the token is usable again, until it
+ * expires. Only a consumption at exactly used_at is undone. 0; HSM_ENOENT;
+ * HSM_EIO.
+ */
+int ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at);
+
+/*
  * Record an issued certificate (see struct ledger_cert). The serial and
  * spki_id are hex (either case, stored lower-case). 0; HSM_EEXIST if the
  * serial is already recorded; HSM_EINVAL; HSM_EIO.

@@ -123,6 +123,10 @@ bad "https URL" "ca.url.*http://.*line" 's|url: http://|url: https://|'
 bad "bad uid" "uid.*number.*line" "s|uid: 12346|uid: nobody|"
 bad "bad retry duration" "retry.min.*line" 's|min: 1s|min: 1x|'
 bad "missing ca.root file" "root" "s|root: .*|root: $T/nonexistent.pem|"
+printf '9999\n' >"$T/bad.pin"
+bad "wrong PIN: the agent's keyholder cannot log in" "PIN" "s|pin_file: .*|pin_file: $T/bad.pin|"
+bad "absent token" "no token matches" 's|token=agent|token=absent|'
+
 refuse "missing agent.yaml" "nonexistent" "$HSMESH" agent -c "$T/nonexistent.yaml"
 
 # ---- CA down, then a certificate for another key ------------------------------------

@@ -167,4 +167,32 @@ check "no join-token secret in the audit log" sh -c '! grep -q "$1" "$2"' x "$(s
 
 kill -TERM "$SRV"
 check "SIGTERM stops the server cleanly" wait_exit "$SRV" 10
+
+# --- failure paths of the CA itself ---
+echo 9999 >"$T/bad.pin"
+sed "s|pin_file: .*|pin_file: $T/bad.pin|" "$Y" >"$T/badpin.yaml"
+refuse "ca serve with a wrong PIN fails in one line" "PIN" "$HSMESH" ca serve -c "$T/badpin.yaml"
+
+start_srv() {
+	rm -f "$T/port"
+	"$HSMESH" ca serve -c "$Y" --port-file "$T/port" 2>>"$T/serve.log" &
+	SRV=$!
+	track "$SRV"
+	for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.05; done
+	URL="127.0.0.1:$(cat "$T/port")"
+}
+start_srv
+KH=$(wait_child "$SRV" 5)
+kill -9 "$KH"
+TOKK=$("$HSMESH" ca token -c "$Y" --id spiffe://example.org/after-crash)
+refused_with "with its keyholder killed, ir is refused with a reason the client prints" "issuance failed.*keyholder" \
+    ocmp -cmd ir -ref "$(ref "$TOKK")" -secret "pass:$(sec "$TOKK")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/x.pem"
+check "... and the server keeps answering" test "$(code "http://$URL/other")" = 404
+kill -TERM "$SRV"; wait_exit "$SRV" 10
+start_srv
+check "the token refused by the crash still enrolls once the CA is back" quiet ocmp -cmd ir \
+    -ref "$(ref "$TOKK")" -secret "pass:$(sec "$TOKK")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/after.pem"
+check "... for its own ID" test "$(uri_sans "$T/after.pem")" = spiffe://example.org/after-crash
+kill -TERM "$SRV"
+check "SIGTERM stops the restarted server cleanly" wait_exit "$SRV" 10
 done_testing

@@ -84,6 +84,28 @@ make_cert(struct ledger_cert *c, const char *serial, const char *id, int64_t nb,
 	c->der_len = sizeof(der);
 }
 
+/* A consumption that led to no certificate can be given back, once. */
+static void
+token_unconsume(void **state)
+{
+	struct ledger *lg = open_ledger();
+	uint8_t h[LEDGER_HASH_LEN];
+	int64_t now = 1000000;
+
+	hash_of("s", h);
+	assert_int_equal(ledger_token_add(lg, "ref-u", h, "spiffe://example.org/u", now + 60), 0);
+	assert_int_equal(ledger_token_consume(lg, "ref-u", now), 0);
+	/* Only the consumption at that exact time is undone. */
+	assert_int_equal(ledger_token_unconsume(lg, "ref-u", now + 1), HSM_ENOENT);
+	assert_int_equal(ledger_token_unconsume(lg, "ref-u", now), 0);
+	assert_int_equal(ledger_token_unconsume(lg, "ref-u", now), HSM_ENOENT);
+	assert_int_equal(ledger_token_unconsume(lg, "no-such", now), HSM_ENOENT);
+	/* Usable again, and single-use again. */
+	assert_int_equal(ledger_token_consume(lg, "ref-u", now + 2), 0);
+	assert_int_equal(ledger_token_consume(lg, "ref-u", now + 3), HSM_EPOLICY);
+	ledger_close(lg);
+}
+
 static void
 open_errors(void **state)
 {
@@ -522,6 +544,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(token_single_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(token_expired, setup, teardown),
 		cmocka_unit_test_setup_teardown(token_unknown, setup, teardown),
+		cmocka_unit_test_setup_teardown(token_unconsume, setup, teardown),
 		cmocka_unit_test_setup_teardown(cert_add_get_revoke, setup, teardown),
 		cmocka_unit_test_setup_teardown(revoke_id_and_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(schema_version, setup, teardown),
