@@ -272,17 +272,27 @@ asn1_time_to_time(const ASN1_TIME *a, time_t *out)
 	return 0;
 }
 
-/* Serials are logged upper-case, as openssl x509 -serial prints them. */
+/*
+ * Serials are logged as openssl x509 -serial prints them: upper case, an
+ * even number of digits ("0A1B2C", where the ledger has "a1b2c").
+ */
 static void
 cert_serial(X509 *x, char *out, size_t len)
 {
-	if (cert_serial_hex(X509_get0_serialNumber(x), out, len) != 0) {
+	size_t n, i;
+
+	if (len < 2 || cert_serial_hex(X509_get0_serialNumber(x), out + 1, len - 1) != 0) {
 		snprintf(out, len, "?");
 		return;
 	}
-	for (char *p = out; *p != '\0'; p++)
-		if (*p >= 'a' && *p <= 'f')
-			*p = (char)(*p - 'a' + 'A');
+	n = strlen(out + 1);
+	if (n % 2 == 1)
+		out[0] = '0';
+	else
+		memmove(out, out + 1, n + 1);
+	for (i = 0; out[i] != '\0'; i++)
+		if (out[i] >= 'a' && out[i] <= 'f')
+			out[i] = (char)(out[i] - 'a' + 'A');
 }
 
 /* DER SubjectPublicKeyInfo of a certificate, malloc'd. */

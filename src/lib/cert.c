@@ -251,9 +251,15 @@ cert_serial_hex(const ASN1_INTEGER *serial, char *out, size_t cap)
 	if (h == NULL || strlen(h) >= cap || h[0] == '-') {
 		r = hsm_err(HSM_EINVAL, "unreadable serial number");
 	} else {
-		for (size_t i = 0; h[i] != '\0'; i++)
-			out[i] = (char)((h[i] >= 'A' && h[i] <= 'F') ? h[i] - 'A' + 'a' : h[i]);
-		out[strlen(h)] = '\0';
+		/* BN_bn2hex keeps a leading zero nibble ("0A..."); drop it. */
+		const char *d = h;
+		size_t i;
+
+		while (d[0] == '0' && d[1] != '\0')
+			d++;
+		for (i = 0; d[i] != '\0'; i++)
+			out[i] = (char)((d[i] >= 'A' && d[i] <= 'F') ? d[i] - 'A' + 'a' : d[i]);
+		out[i] = '\0';
 	}
 	OPENSSL_free(h);
 	BN_free(bn);

@@ -204,6 +204,21 @@ norm_hex(const char *in, size_t minlen, size_t maxlen, char *out, size_t size)
 	return 0;
 }
 
+/*
+ * A serial number in its one stored spelling: lower-case hex without
+ * leading zeros, so "0A1b" (as openssl x509 -serial prints it) and "a1b"
+ * name the same certificate.
+ */
+static int
+norm_serial(const char *in, char *out, size_t size)
+{
+	if (in == NULL)
+		return -1;
+	while (in[0] == '0' && in[1] != '\0')
+		in++;
+	return norm_hex(in, 1, LEDGER_SERIAL_MAX, out, size);
+}
+
 static int
 check_id(const char *id)
 {
@@ -586,12 +601,11 @@ ledger_cert_add(struct ledger *lg, const struct ledger_cert *c)
 
 	if (c == NULL)
 		return hsm_err(HSM_EINVAL, "ledger: no certificate");
-	if (norm_hex(c->serial, 1, LEDGER_SERIAL_MAX, serial, sizeof(serial)) != 0)
+	if (norm_serial(c->serial, serial, sizeof(serial)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: certificate serial must be 1..%d hex digits",
 		    LEDGER_SERIAL_MAX);
 	has_parent = c->parent_serial[0] != '\0';
-	if (has_parent && norm_hex(c->parent_serial, 1, LEDGER_SERIAL_MAX, parent,
-	    sizeof(parent)) != 0)
+	if (has_parent && norm_serial(c->parent_serial, parent, sizeof(parent)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: parent serial must be 1..%d hex digits",
 		    LEDGER_SERIAL_MAX);
 	if (norm_hex(c->spki_id, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN, spki, sizeof(spki)) != 0)
@@ -683,7 +697,7 @@ ledger_cert_get(struct ledger *lg, const char *serial, struct ledger_cert *out)
 	int r, rc;
 
 	memset(out, 0, sizeof(*out));
-	if (norm_hex(serial, 1, LEDGER_SERIAL_MAX, hex, sizeof(hex)) != 0)
+	if (norm_serial(serial, hex, sizeof(hex)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: certificate serial must be 1..%d hex digits",
 		    LEDGER_SERIAL_MAX);
 	if ((c = calloc(1, sizeof(*c))) == NULL)
@@ -726,7 +740,7 @@ ledger_cert_revoke(struct ledger *lg, const char *serial, int reason, int64_t no
 	sqlite3_stmt *s;
 	int r, rc;
 
-	if (norm_hex(serial, 1, LEDGER_SERIAL_MAX, hex, sizeof(hex)) != 0)
+	if (norm_serial(serial, hex, sizeof(hex)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: certificate serial must be 1..%d hex digits",
 		    LEDGER_SERIAL_MAX);
 	if ((r = check_reason(reason)) != 0)

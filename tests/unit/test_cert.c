@@ -486,6 +486,23 @@ parse_cert_and_ids(void **state)
 	OPENSSL_free(spki);
 	X509_free(got);
 	assert_int_equal(cert_parse((const uint8_t *)"x", 1, &got), HSM_EINVAL);
+	{
+		/* One spelling of a serial: the ledger's, whatever its top nibble. */
+		ASN1_INTEGER *ai = ASN1_INTEGER_new();
+		char hex[8];
+
+		assert_non_null(ai);
+		assert_int_equal(ASN1_INTEGER_set(ai, 0x0a1b2c), 1);
+		assert_int_equal(cert_serial_hex(ai, hex, sizeof(hex)), 0);
+		assert_string_equal(hex, "a1b2c");
+		assert_int_equal(ASN1_INTEGER_set(ai, 0), 1);
+		assert_int_equal(cert_serial_hex(ai, hex, sizeof(hex)), 0);
+		assert_string_equal(hex, "0");
+		assert_int_equal(ASN1_INTEGER_set(ai, 0x1234567890LL), 1);
+		assert_int_equal(cert_serial_hex(ai, hex, sizeof(hex)), HSM_EINVAL);
+		assert_string_equal(hex, "");
+		ASN1_INTEGER_free(ai);
+	}
 	free(pem);
 	X509_free(root);
 }

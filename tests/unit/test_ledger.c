@@ -224,14 +224,21 @@ cert_add_get_revoke(void **state)
 
 	make_cert(&c, "0A1B2C", ID, 100, 4000000000LL, "token:tok1", NULL);
 	assert_int_equal(ledger_cert_add(lg, &c), 0);
-	/* Serials compare case-insensitively (stored lower-case). */
+	/*
+	 * Serials compare case-insensitively and without leading zeros
+	 * (stored lower-case, stripped): openssl x509 -serial prints "0A1B2C".
+	 */
 	make_cert(&c, "0a1b2c", ID, 100, 4000000000LL, "token:tok1", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EEXIST);
+	make_cert(&c, "A1B2C", ID, 100, 4000000000LL, "token:tok1", NULL);
 	assert_int_equal(ledger_cert_add(lg, &c), HSM_EEXIST);
 	assert_int_equal(ledger_cert_count(lg, &n), 0);
 	assert_int_equal(n, 1);
 
+	assert_int_equal(ledger_cert_get(lg, "000a1b2c", &g), 0);
+	ledger_cert_clear(&g);
 	assert_int_equal(ledger_cert_get(lg, "0a1b2c", &g), 0);
-	assert_string_equal(g.serial, "0a1b2c");
+	assert_string_equal(g.serial, "a1b2c");
 	assert_string_equal(g.spiffe_id, ID);
 	assert_int_equal(strlen(g.spki_id), LEDGER_SPKI_ID_LEN);
 	assert_int_equal(g.not_before, 100);
@@ -255,7 +262,7 @@ cert_add_get_revoke(void **state)
 
 	assert_int_equal(ledger_cert_revoke(lg, "0A1B2C", 1, 200), 0);
 	/* A second revocation succeeds and keeps the first. */
-	assert_int_equal(ledger_cert_revoke(lg, "0a1b2c", 4, 300), 0);
+	assert_int_equal(ledger_cert_revoke(lg, "a1b2c", 4, 300), 0);
 	assert_int_equal(ledger_cert_get(lg, "0A1B2C", &g), 0);
 	assert_int_equal(g.revoked, 1);
 	assert_int_equal(g.revoked_at, 200);
@@ -327,12 +334,13 @@ revoke_id_and_chain(void **state)
 	memset(&ch, 0, sizeof(ch));
 	assert_int_equal(ledger_cert_list_id(lg, ID, collect, &ch), 0);
 	assert_int_equal(ch.n, 3);
-	assert_string_equal(ch.serials[0], "0a");
-	assert_string_equal(ch.serials[1], "0b");
-	assert_string_equal(ch.serials[2], "0c");
+	/* Stored in the one spelling: lower case, no leading zeros. */
+	assert_string_equal(ch.serials[0], "a");
+	assert_string_equal(ch.serials[1], "b");
+	assert_string_equal(ch.serials[2], "c");
 	assert_string_equal(ch.parents[0], "");
-	assert_string_equal(ch.parents[1], "0a");
-	assert_string_equal(ch.parents[2], "0b");
+	assert_string_equal(ch.parents[1], "a");
+	assert_string_equal(ch.parents[2], "b");
 	memset(&ch, 0, sizeof(ch));
 	ch.stop_at = 2;
 	assert_int_equal(ledger_cert_list_id(lg, ID, collect, &ch), 42);
