@@ -169,8 +169,10 @@ struct job {
 	uint8_t keyid[HSM_KEYID_LEN];
 };
 
+/* A key replaced by a rotation: it still signs when named, until destroy_ms. */
 struct retired {
 	struct retired *next;
+	const struct wl *w;
 	uint8_t id[HSM_KEYID_LEN];
 	uint64_t destroy_ms;
 };
@@ -1403,7 +1405,7 @@ schedule_retry(struct agent *ag, struct wl *w)
 static void push_update(struct agent *ag, struct wl *w);
 
 static void
-retire_key(struct agent *ag, const uint8_t id[HSM_KEYID_LEN])
+retire_key(struct agent *ag, const struct wl *w, const uint8_t id[HSM_KEYID_LEN])
 {
 	struct retired *rk = calloc(1, sizeof(*rk));
 
@@ -1411,6 +1413,7 @@ retire_key(struct agent *ag, const uint8_t id[HSM_KEYID_LEN])
 		start_destroy(ag, id);
 		return;
 	}
+	rk->w = w;
 	memcpy(rk->id, id, HSM_KEYID_LEN);
 	rk->destroy_ms = hsm_now_ms() + GRACE_MS;
 	rk->next = ag->retired;
@@ -1446,7 +1449,7 @@ enroll_done(struct agent *ag, struct job *j)
 			log_info("%s: rotated certificate serial %s -> %s (key %s -> %s), valid until %s",
 			    w->c->id, oldser, w->serial, keyid_hex(oldid, oldhex),
 			    keyid_hex(w->key.id, hex), t);
-			retire_key(ag, oldid);
+			retire_key(ag, w, oldid);
 		} else {
 			log_info("%s: enrolled certificate serial %s (key %s), valid until %s",
 			    w->c->id, w->serial, keyid_hex(w->key.id, hex), t);
@@ -1653,18 +1656,45 @@ resolve(struct agent *ag, uid_t uid, const char *id, struct wl **out)
 	return 0;
 }
 
+/*
+ * The key a SIGN may name for w: its current key, or one a rotation
+ * retired less than GRACE_MS ago (a proxy still presenting the old
+ * certificate). NULL for any other.
+ */
+static const uint8_t *
+wl_signing_key(const struct agent *ag, const struct wl *w, const uint8_t id[HSM_KEYID_LEN])
+{
+	uint64_t now = hsm_now_ms();
+
+	if (memcmp(w->key.id, id, HSM_KEYID_LEN) == 0)
+		return w->key.id;
+	for (const struct retired *rk = ag->retired; rk != NULL; rk = rk->next)
+		if (rk->w == w && rk->destroy_ms > now && memcmp(rk->id, id, HSM_KEYID_LEN) == 0)
+			return rk->id;
+	return NULL;
+}
+
 static int
 handle_sign(struct agent *ag, struct conn *c, const struct ag_request *rq, struct wl *w)
 {
 	struct pending_sign *ps;
+	const uint8_t *key = w->key.id;
+	char hex[2 * HSM_KEYID_LEN + 1];
 	int r;
 
 	if (c->signs >= MAX_SIGN_INFLIGHT)
 		return send_error(ag, c, AG_T_SIGN | AG_T_REPLY, rq->id, HSM_EBUSY,
 		    "too many signatures in flight");
+	if (rq->has_keyid && (key = wl_signing_key(ag, w, rq->keyid)) == NULL) {
+		r = hsm_err(HSM_ENOENT, "key %.16s is not a current or retired key of %s",
+		    keyid_hex(rq->keyid, hex), w->c->id);
+		log_warn("local client uid %lu pid %ld: %s", (unsigned long)c->uid, (long)c->pid,
+		    hsm_err_msg(r));
+		return send_error(ag, c, AG_T_SIGN | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
+	}
 	if ((ps = calloc(1, sizeof(*ps))) == NULL)
 		return HSM_ENOMEM;
-	if ((r = kh_sign_start(ag->kh, w->key.id, rq->alg, rq->digest, rq->dlen,
+	if ((r = kh_sign_start(ag->kh, key, rq->alg, rq->digest, rq->dlen,
 	    SIGN_TIMEOUT_MS, ag->sign_efd, &ps->req)) != 0) {
 		free(ps);
 		return send_error(ag, c, AG_T_SIGN | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
@@ -2148,7 +2178,7 @@ agent_usage(FILE *f)
 	fprintf(f,
 	    "usage: hsmesh agent -c agent.yaml [-d]\n"
 	    "       hsmesh agent client --socket PATH get [SPIFFE_ID] [--bundle FILE]\n"
-	    "       hsmesh agent client --socket PATH sign [SPIFFE_ID] < DATA > SIG.der\n"
+	    "       hsmesh agent client --socket PATH sign [SPIFFE_ID] [--key HEX] < DATA > SIG.der\n"
 	    "       hsmesh agent client --socket PATH watch [SPIFFE_ID] [--count N]\n"
 	    "\n"
 	    "The node agent: keeps an X.509-SVID per workload (keys in the token, enrolment\n"
@@ -2159,8 +2189,10 @@ agent_usage(FILE *f)
 	    "\n"
 	    "'agent client' is a debugging client of the local API: 'get' prints the\n"
 	    "certificate chain (PEM), 'sign' signs the SHA-256 of stdin with the\n"
-	    "workload's current key (DER signature on stdout), 'watch' prints one line\n"
-	    "per certificate received (the current one, then each rotation).\n");
+	    "workload's current key, or with the key --key names (64 hex digits: the\n"
+	    "SHA-256 of its SubjectPublicKeyInfo; current or just retired), DER\n"
+	    "signature on stdout; 'watch' prints one line per certificate received\n"
+	    "(the current one, then each rotation).\n");
 }
 
 /* ---- hsmesh agent client ---- */
@@ -2269,11 +2301,14 @@ client_main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "bundle", required_argument, NULL, 'b' },
 		{ "count", required_argument, NULL, 'n' },
+		{ "key", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *sock = NULL, *bundle = NULL, *cmd, *id = "";
 	uint8_t *buf = NULL, *req = NULL, *data = NULL, md[SHA256_DIGEST_LENGTH];
+	uint8_t keyid[HSM_KEYID_LEN];
+	int has_key = 0;
 	size_t have = 0, used, reqlen, dlen = 0, cap = 0;
 	unsigned long count = 0, seen = 0;
 	struct ag_reply r;
@@ -2282,7 +2317,7 @@ client_main(int argc, char **argv)
 	int ch, fd = -1, st, ret = 1;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "s:b:n:h", lopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "s:b:n:k:h", lopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':
 			sock = optarg;
@@ -2297,6 +2332,15 @@ client_main(int argc, char **argv)
 				fprintf(stderr, "hsmesh agent client: bad --count\n");
 				return 2;
 			}
+			break;
+		case 'k':
+			if (strlen(optarg) != 2 * HSM_KEYID_LEN ||
+			    hsm_unhex(optarg, strlen(optarg), keyid) != 0) {
+				fprintf(stderr, "hsmesh agent client: --key wants %d hex digits\n",
+				    2 * HSM_KEYID_LEN);
+				return 2;
+			}
+			has_key = 1;
 			break;
 		case 'h':
 			agent_usage(stdout);
@@ -2313,6 +2357,10 @@ client_main(int argc, char **argv)
 	cmd = argv[optind];
 	if (argc - optind == 2)
 		id = argv[optind + 1];
+	if (has_key && strcmp(cmd, "sign") != 0) {
+		fprintf(stderr, "hsmesh agent client: --key goes with 'sign' only\n");
+		return 2;
+	}
 	if ((buf = malloc(AG_MAX_FRAME)) == NULL) {
 		st = HSM_ENOMEM;
 		goto out;
@@ -2351,7 +2399,8 @@ client_main(int argc, char **argv)
 			dlen += (size_t)n;
 		}
 		SHA256(data, dlen, md);
-		st = ag_encode_sign(1, id, HSM_SIG_ECDSA, md, sizeof(md), &req, &reqlen);
+		st = ag_encode_sign(1, id, has_key ? keyid : NULL, HSM_SIG_ECDSA, md, sizeof(md), &req,
+		    &reqlen);
 	} else {
 		fprintf(stderr, "hsmesh agent client: unknown command '%s'\n", cmd);
 		ret = 2;

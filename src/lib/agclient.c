@@ -4,8 +4,10 @@
  * Built like khclient.c: one reader thread per client reads replies and
  * enforces deadlines, so a request always ends even when the agent hangs
  * or dies. Requests and the client are reference counted: a request may
- * outlive the client (an OpenSSL async job still holding it). Frames are
- * made and checked by agentproto.c only.
+ * outlive the client (an OpenSSL async job still holding it). The one
+ * subscription a client may have lives in the client itself and ends at
+ * the latest when the reader does. Frames are made and checked by
+ * agentproto.c only.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +46,24 @@ struct agc_req {
 	pthread_cond_t cv;
 };
 
+/* The client's subscription; cb == NULL when there is none. */
+struct agc_sub {
+	agc_update_fn cb;
+	void *arg;
+	uint32_t id;			/* the SUBSCRIBE's; its UPDATEs carry it too */
+	uint64_t deadline;		/* monotonic ms for the reply; 0 once answered */
+};
+
+/* A callback decided under c->mu, made by the reader after dropping it. */
+struct sub_call {
+	agc_update_fn cb;		/* NULL: nothing to call */
+	void *arg;
+	int status;			/* 0: svid below; else the final status */
+	const char *why;		/* its detail */
+	struct agc_svid svid;
+	char *pem;			/* svid's chain and bundle, NUL-terminated */
+};
+
 struct agc_client {
 	int fd;
 	int wake[2];			/* wakes the reader: new deadline or shutdown */
@@ -54,6 +74,7 @@ struct agc_client {
 	int closed;
 	uint32_t next_id;
 	struct agc_req *pending;
+	struct agc_sub sub;
 };
 
 static void
@@ -160,19 +181,106 @@ fail_all_locked(struct agc_client *c, int status, const char *why)
 	}
 }
 
+/* A request id, never 0; c->mu held. */
+static uint32_t
+next_id_locked(struct agc_client *c)
+{
+	uint32_t id = c->next_id++;
+
+	if (c->next_id == 0)
+		c->next_id = 1;
+	return id;
+}
+
+/* End the subscription, if any, with status: its final call goes to *call. c->mu held. */
+static void
+sub_end_locked(struct agc_client *c, int status, const char *why, struct sub_call *call)
+{
+	if (c->sub.cb == NULL)
+		return;
+	call->cb = c->sub.cb;
+	call->arg = c->sub.arg;
+	call->status = status;
+	call->why = why;
+	memset(&c->sub, 0, sizeof(c->sub));
+}
+
 /*
- * One validated frame from the agent. UPDATEs (pushes after a SUBSCRIBE)
- * are where a subscription callback will be called; until subscriptions
- * exist there are none to deliver and they are dropped.
+ * A frame for the subscription (its reply or an UPDATE); c->mu held. A
+ * "not enrolled yet" (HSM_EAGAIN) reply ends nothing: the agent keeps the
+ * subscription and its first UPDATE follows the enrollment.
  */
+static void
+sub_frame_locked(struct agc_client *c, const struct ag_reply *rep, struct sub_call *call)
+{
+	const struct ag_svid *s = &rep->svid;
+
+	if (rep->type != AG_T_UPDATE && rep->type != (AG_T_SUBSCRIBE | AG_T_REPLY)) {
+		sub_end_locked(c, HSM_EPROTO, "agent answered with another reply type", call);
+		return;
+	}
+	if (rep->status == HSM_EAGAIN && rep->type != AG_T_UPDATE) {
+		c->sub.deadline = 0;
+		return;
+	}
+	if (rep->status != 0) {
+		sub_end_locked(c, rep->status, rep->errtext, call);
+		return;
+	}
+	c->sub.deadline = 0;
+	if ((call->pem = malloc(s->chainlen + 1 + s->bundlelen + 1)) == NULL) {
+		sub_end_locked(c, HSM_ENOMEM, "out of memory for an SVID from the agent", call);
+		return;
+	}
+	memcpy(call->pem, s->chain, s->chainlen);
+	call->pem[s->chainlen] = '\0';
+	if (s->bundlelen > 0)
+		memcpy(call->pem + s->chainlen + 1, s->bundle, s->bundlelen);
+	call->pem[s->chainlen + 1 + s->bundlelen] = '\0';
+	call->svid.spiffe_id = s->spiffe_id;
+	call->svid.chain_pem = call->pem;
+	call->svid.bundle_pem = call->pem + s->chainlen + 1;
+	call->svid.not_after = s->not_after;
+	call->cb = c->sub.cb;
+	call->arg = c->sub.arg;
+}
+
+/* Make a decided callback; reader thread, c->mu not held. */
+static void
+sub_call_run(struct sub_call *call)
+{
+	if (call->cb != NULL) {
+		if (call->status == 0) {
+			call->cb(call->arg, 0, &call->svid);
+		} else {
+			/* The callback may read the detail with hsm_err_msg(status). */
+			(void)hsm_err(call->status, "%s", call->why[0] != '\0' ? call->why :
+			    hsm_strerror(call->status));
+			call->cb(call->arg, call->status, NULL);
+		}
+	}
+	free(call->pem);
+	memset(call, 0, sizeof(*call));
+}
+
+/* One validated frame from the agent. UPDATEs for no subscription are dropped. */
 static void
 handle_reply(struct agc_client *c, const struct ag_reply *rep)
 {
+	struct sub_call call = { 0 };
 	struct agc_req *r;
 
-	if (rep->type == AG_T_UPDATE)
-		return;
 	pthread_mutex_lock(&c->mu);
+	if (c->sub.cb != NULL && rep->id == c->sub.id) {
+		sub_frame_locked(c, rep, &call);
+		pthread_mutex_unlock(&c->mu);
+		sub_call_run(&call);
+		return;
+	}
+	if (rep->type == AG_T_UPDATE) {
+		pthread_mutex_unlock(&c->mu);
+		return;
+	}
 	for (r = c->pending; r != NULL; r = r->next)
 		if (r->id == rep->id)
 			break;
@@ -188,13 +296,23 @@ handle_reply(struct agc_client *c, const struct ag_reply *rep)
 	pthread_mutex_unlock(&c->mu);
 }
 
-/* Fail requests past their deadline; returns ms to the next deadline or -1. */
+/*
+ * Fail requests past their deadline, and end a subscription whose reply is
+ * late (its final call goes to *call); returns ms to the next deadline or -1.
+ */
 static int
-expire_locked(struct agc_client *c, uint64_t now)
+expire_locked(struct agc_client *c, uint64_t now, struct sub_call *call)
 {
 	struct agc_req *r, *next;
 	uint64_t soonest = 0;
 
+	if (c->sub.cb != NULL && c->sub.deadline != 0) {
+		if (c->sub.deadline <= now)
+			sub_end_locked(c, HSM_ETIMEDOUT,
+			    "agent did not answer the subscription before the deadline", call);
+		else
+			soonest = c->sub.deadline;
+	}
 	for (r = c->pending; r != NULL; r = next) {
 		next = r->next;
 		if (r->deadline <= now) {
@@ -214,6 +332,7 @@ static void *
 reader_main(void *arg)
 {
 	struct agc_client *c = arg;
+	struct sub_call call = { 0 };
 	uint8_t *buf;
 	size_t have = 0;
 	const char *why = "the agent closed the connection";
@@ -237,8 +356,12 @@ reader_main(void *arg)
 		ssize_t got;
 
 		pthread_mutex_lock(&c->mu);
-		timeout = expire_locked(c, hsm_now_ms());
+		timeout = expire_locked(c, hsm_now_ms(), &call);
 		pthread_mutex_unlock(&c->mu);
+		if (call.cb != NULL) {
+			sub_call_run(&call);
+			continue;	/* time passed in the callback: look again */
+		}
 		n = poll(pfd, 2, timeout);
 		if (n < 0 && errno != EINTR) {
 			why = "poll on the agent socket failed";
@@ -247,8 +370,10 @@ reader_main(void *arg)
 		if (pfd[1].revents != 0) {
 			char drain[64];
 
-			if (read(c->wake[0], drain, sizeof(drain)) == 0)
-				break;		/* write end closed: shutdown */
+			if (read(c->wake[0], drain, sizeof(drain)) == 0) {
+				why = "the agent client was closed";
+				break;		/* write end closed: agc_free */
+			}
 		}
 		if ((pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0)
 			continue;
@@ -281,7 +406,9 @@ out:
 	pthread_mutex_lock(&c->mu);
 	c->closed = 1;
 	fail_all_locked(c, HSM_ECLOSED, why);
+	sub_end_locked(c, HSM_ECLOSED, why, &call);
 	pthread_mutex_unlock(&c->mu);
+	sub_call_run(&call);
 	return NULL;
 }
 
@@ -357,18 +484,40 @@ agc_connect(const char *path, struct agc_client **out)
 }
 
 /*
- * Queue a request, encode its frame with the id it was given and send it.
- * sign selects SIGN (alg, dgst, dlen) over GET_SVID. On success *out holds
- * the owner's reference.
+ * Write a whole frame (the caller's) and make the reader look at the
+ * deadlines again. 0 or HSM_ECLOSED.
  */
 static int
-req_send(struct agc_client *c, uint8_t type, const char *spiffe_id, int alg,
-    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, int notify_fd, struct agc_req **out)
+send_frame(struct agc_client *c, const uint8_t *frame, size_t len)
+{
+	uint64_t one = 1;
+	int st;
+
+	pthread_mutex_lock(&c->wmu);
+	st = hsm_send_all(c->fd, frame, len);
+	pthread_mutex_unlock(&c->wmu);
+	if (st != 0)
+		return hsm_err(HSM_ECLOSED, "cannot write to the agent: %s", strerror(errno));
+	/* The reader may be sleeping on a later deadline. */
+	if (write(c->wake[1], &one, 1) < 0) {
+		/* A full pipe already guarantees a wake-up. */
+	}
+	return 0;
+}
+
+/*
+ * Queue a request, encode its frame with the id it was given and send it:
+ * SIGN (keyid, alg, dgst, dlen) or GET_SVID. On success *out holds the
+ * owner's reference. Runs inside OpenSSL async jobs: keep the stack small.
+ */
+static int
+req_send(struct agc_client *c, uint8_t type, const char *spiffe_id, const uint8_t *keyid,
+    int alg, const uint8_t *dgst, size_t dlen, unsigned timeout_ms, int notify_fd,
+    struct agc_req **out)
 {
 	struct agc_req *r;
 	uint8_t *frame = NULL;
-	size_t len = 0, off = 0;
-	uint64_t one = 1;
+	size_t len = 0;
 	int st, free_c;
 
 	*out = NULL;
@@ -394,42 +543,23 @@ req_send(struct agc_client *c, uint8_t type, const char *spiffe_id, int alg,
 		free(r);
 		return hsm_err(HSM_ECLOSED, "the agent is gone");
 	}
-	r->id = c->next_id++;
-	if (c->next_id == 0)
-		c->next_id = 1;
+	r->id = next_id_locked(c);
 	c->refs++;
 	r->next = c->pending;
 	c->pending = r;
 	pthread_mutex_unlock(&c->mu);
 
 	if (type == AG_T_SIGN)
-		st = ag_encode_sign(r->id, spiffe_id, (uint8_t)alg, dgst, dlen, &frame, &len);
+		st = ag_encode_sign(r->id, spiffe_id, keyid, (uint8_t)alg, dgst, dlen, &frame, &len);
 	else
 		st = ag_encode_get(type, r->id, spiffe_id, &frame, &len);
 	if (st != 0) {
 		st = hsm_err(st, "cannot encode the request (SPIFFE ID, algorithm or digest length)");
 		goto fail;
 	}
-	pthread_mutex_lock(&c->wmu);
-	while (off < len) {
-		ssize_t w = send(c->fd, frame + off, len - off, MSG_NOSIGNAL);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
-	pthread_mutex_unlock(&c->wmu);
-	if (off != len) {
-		st = hsm_err(HSM_ECLOSED, "cannot write to the agent: %s", strerror(errno));
+	if ((st = send_frame(c, frame, len)) != 0)
 		goto fail;
-	}
 	free(frame);
-	/* The reader may be sleeping on a later deadline: make it look again. */
-	if (write(c->wake[1], &one, 1) < 0) {
-		/* A full pipe already guarantees a wake-up. */
-	}
 	*out = r;
 	return 0;
 fail:
@@ -503,7 +633,7 @@ agc_get_svid(struct agc_client *c, const char *spiffe_id, unsigned timeout_ms,
 	*chain_pem = NULL;
 	*bundle_pem = NULL;
 	*not_after = 0;
-	if ((st = req_send(c, AG_T_GET_SVID, spiffe_id, 0, NULL, 0, timeout_ms, -1, &r)) != 0)
+	if ((st = req_send(c, AG_T_GET_SVID, spiffe_id, NULL, 0, NULL, 0, timeout_ms, -1, &r)) != 0)
 		return st;
 	if ((st = req_wait(r)) == 0) {
 		/* The reader is done with r: its fields are ours to take. */
@@ -517,10 +647,11 @@ agc_get_svid(struct agc_client *c, const char *spiffe_id, unsigned timeout_ms,
 }
 
 int
-agc_sign_start(struct agc_client *c, const char *spiffe_id, int alg, const uint8_t *dgst,
-    size_t dlen, unsigned timeout_ms, int notify_fd, struct agc_req **out)
+agc_sign_start(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg,
+    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, int notify_fd, struct agc_req **out)
 {
-	return req_send(c, AG_T_SIGN, spiffe_id, alg, dgst, dlen, timeout_ms, notify_fd, out);
+	return req_send(c, AG_T_SIGN, spiffe_id, keyid, alg, dgst, dlen, timeout_ms, notify_fd,
+	    out);
 }
 
 int
@@ -541,17 +672,59 @@ agc_req_result(struct agc_req *r, uint8_t *sig, size_t *siglen)
 }
 
 int
-agc_sign(struct agc_client *c, const char *spiffe_id, int alg, const uint8_t *dgst,
-    size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen)
+agc_sign(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg,
+    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen)
 {
 	struct agc_req *r;
 	int st;
 
 	*siglen = 0;
-	if ((st = req_send(c, AG_T_SIGN, spiffe_id, alg, dgst, dlen, timeout_ms, -1, &r)) != 0)
+	if ((st = req_send(c, AG_T_SIGN, spiffe_id, keyid, alg, dgst, dlen, timeout_ms, -1,
+	    &r)) != 0)
 		return st;
 	if ((st = req_wait(r)) == 0)
 		st = agc_req_result(r, sig, siglen);
 	agc_req_free(r);
+	return st;
+}
+
+int
+agc_subscribe(struct agc_client *c, const char *spiffe_id, agc_update_fn cb, void *arg)
+{
+	uint8_t *frame = NULL;
+	size_t len = 0;
+	uint32_t id;
+	int st;
+
+	if (cb == NULL)
+		return hsm_err(HSM_EINVAL, "agc_subscribe: no callback");
+	pthread_mutex_lock(&c->mu);
+	if (c->closed || c->sub.cb != NULL) {
+		st = c->closed ? hsm_err(HSM_ECLOSED, "the agent is gone") :
+		    hsm_err(HSM_EBUSY, "this agent client already has a subscription");
+		pthread_mutex_unlock(&c->mu);
+		return st;
+	}
+	id = next_id_locked(c);
+	/* Encoded first: a request that cannot be sent registers nothing. */
+	if ((st = ag_encode_get(AG_T_SUBSCRIBE, id, spiffe_id, &frame, &len)) == 0)
+		c->sub = (struct agc_sub){ cb, arg, id, hsm_now_ms() + AGC_DEFAULT_TIMEOUT_MS };
+	pthread_mutex_unlock(&c->mu);
+	if (st != 0)
+		return hsm_err(st, "cannot encode the subscription (bad SPIFFE ID?)");
+	st = send_frame(c, frame, len);
+	free(frame);
+	if (st == 0)
+		return 0;
+	/*
+	 * Not sent. Unless the reader has ended the subscription meanwhile
+	 * (the agent went away; the final call is then made), it never began.
+	 */
+	pthread_mutex_lock(&c->mu);
+	if (c->sub.cb != NULL && c->sub.id == id)
+		memset(&c->sub, 0, sizeof(c->sub));
+	else
+		st = 0;
+	pthread_mutex_unlock(&c->mu);
 	return st;
 }

@@ -12,16 +12,17 @@
  * flight. A request may outlive its client (it then only reads its own
  * result).
  *
- * Subscriptions are not offered yet: the reader drops UPDATE frames. They
- * are meant to come as agc_subscribe(c, id, callback, arg), the reader
- * calling the callback (on its own thread) for the SUBSCRIBE reply and
- * every UPDATE carrying that request's id.
+ * A client may also hold one subscription (agc_subscribe): the reader
+ * thread calls its callback with the current SVID and again with every
+ * one the agent pushes after a rotation, until the subscription ends.
  */
 #ifndef HSM_AGCLIENT_H
 #define HSM_AGCLIENT_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "keytypes.h"
 
 struct agc_client;
 struct agc_req;
@@ -44,8 +45,11 @@ int agc_connect(const char *path, struct agc_client **out);
 int agc_client_new(int fd, struct agc_client **out);
 
 /*
- * Close the socket, fail pending requests with HSM_ECLOSED and join the
- * reader thread. Requests not yet freed stay readable. Accepts NULL.
+ * Close the socket, fail pending requests with HSM_ECLOSED, end the
+ * subscription (its callback gets HSM_ECLOSED, on the reader thread,
+ * before this returns) and join the reader thread. Requests not yet freed
+ * stay readable. Accepts NULL. Must not be called from the subscription's
+ * callback, nor while holding a lock that callback takes.
  */
 void agc_free(struct agc_client *c);
 
@@ -61,21 +65,67 @@ int agc_get_svid(struct agc_client *c, const char *spiffe_id, unsigned timeout_m
     char **chain_pem, char **bundle_pem, uint64_t *not_after);
 
 /*
- * Blocking SIGN of a digest (the caller hashes) with the ID's current key.
- * alg is an enum hsm_sigalg; sig must hold HSM_MAX_SIG bytes. 0 or an
- * error as for agc_get_svid (plus the keyholder's, passed on by the agent).
+ * Blocking SIGN of a digest (the caller hashes). keyid names the key: the
+ * SHA-256 of the SubjectPublicKeyInfo of the certificate the signature is
+ * for (HSM_KEYID_LEN bytes). The agent signs with it while it is the ID's
+ * current key or a key retired by a rotation less than its grace period
+ * ago (30 s), and answers HSM_ENOENT for any other. keyid NULL: whatever
+ * key is current. alg is an enum hsm_sigalg; sig must hold HSM_MAX_SIG
+ * bytes. 0 or an error as for agc_get_svid (plus HSM_ENOENT and the
+ * keyholder's errors, passed on by the agent).
  */
-int agc_sign(struct agc_client *c, const char *spiffe_id, int alg, const uint8_t *dgst,
-    size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen);
+int agc_sign(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg,
+    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen);
 
 /*
  * Non-blocking SIGN: send the request and return at once. When it ends
  * (reply, deadline or close) the reader thread writes an 8-byte 1 to
  * notify_fd (eventfd semantics; a pipe works too; -1 for none). *out owns
- * the request until agc_req_free().
+ * the request until agc_req_free(). Uses little stack: callable inside an
+ * OpenSSL async job.
  */
-int agc_sign_start(struct agc_client *c, const char *spiffe_id, int alg, const uint8_t *dgst,
-    size_t dlen, unsigned timeout_ms, int notify_fd, struct agc_req **out);
+int agc_sign_start(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg,
+    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, int notify_fd, struct agc_req **out);
+
+/* An SVID delivered to a subscriber. */
+struct agc_svid {
+	const char *spiffe_id;
+	const char *chain_pem;		/* leaf first, NUL-terminated */
+	const char *bundle_pem;		/* trusted CAs, may be "" */
+	uint64_t not_after;		/* Unix seconds */
+};
+
+/*
+ * A subscription's callback, called on the client's reader thread, one
+ * call at a time: cb(arg, 0, svid) for the SUBSCRIBE reply and for every
+ * UPDATE (each rotation); cb(arg, status, NULL) once when the subscription
+ * ends with an error, after which cb is never called again. svid and its
+ * strings are valid only during the call. For a final call
+ * hsm_err_msg(status) reads the detail (e.g. the agent's text).
+ *
+ * The callback must not call agc_free() on its own client (the reader
+ * cannot join itself), nor wait for a blocking request of that client
+ * (agc_get_svid, agc_sign: the reader would answer it); agc_sign_start is
+ * fine. It should return soon: replies wait while it runs.
+ */
+typedef void (*agc_update_fn)(void *arg, int status, const struct agc_svid *svid);
+
+/*
+ * Send SUBSCRIBE for spiffe_id (NULL or "" = the caller's only ID) and
+ * return; what follows comes to cb. Final statuses: the agent's error reply
+ * (HSM_EPERM, HSM_EINVAL several IDs, ...), HSM_ETIMEDOUT when the agent
+ * does not answer within AGC_DEFAULT_TIMEOUT_MS, HSM_EPROTO, HSM_ENOMEM, or
+ * HSM_ECLOSED when the connection ends (agent gone, agc_free). The agent
+ * answers "not enrolled yet" / "certificate expired" (HSM_EAGAIN) but keeps
+ * the subscription: that reply is not passed on, and the first call is the
+ * UPDATE sent when the ID gets its certificate.
+ *
+ * One subscription per client: HSM_EBUSY while one is active (after its
+ * final call another may be made; UPDATEs of the old one are then dropped).
+ * 0, or an error when the request could not be sent (HSM_EINVAL bad ID,
+ * HSM_ECLOSED, HSM_ENOMEM): then cb is never called.
+ */
+int agc_subscribe(struct agc_client *c, const char *spiffe_id, agc_update_fn cb, void *arg);
 
 /* Non-zero once the request has ended. */
 int agc_req_done(struct agc_req *r);

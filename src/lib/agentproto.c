@@ -50,12 +50,28 @@ ag_frame_parse(const uint8_t *buf, size_t len, struct ag_frame *f)
 	return (int)flen + 4;
 }
 
+/*
+ * Whether s (NUL-terminated) is a well-formed SPIFFE ID: 0, HSM_EINVAL or
+ * HSM_ENOMEM. The parsed form (2.3 KB) is put on the heap: the SIGN
+ * encoder runs inside OpenSSL async jobs, whose stack is 32 KB.
+ */
+static int
+id_check(const char *s)
+{
+	struct spiffe_id *sid;
+	int r;
+
+	if ((sid = malloc(sizeof(*sid))) == NULL)
+		return HSM_ENOMEM;
+	r = spiffe_id_parse(s, sid);
+	free(sid);
+	return r;
+}
+
 /* Copy n bytes of a SPIFFE ID from the wire and validate it. Empty is allowed when allow_empty. */
 static int
 get_id(const uint8_t *p, size_t n, int allow_empty, char out[SPIFFE_ID_MAX + 1])
 {
-	struct spiffe_id sid;
-
 	out[0] = '\0';
 	if (n == 0)
 		return allow_empty ? 0 : HSM_EPROTO;
@@ -63,7 +79,7 @@ get_id(const uint8_t *p, size_t n, int allow_empty, char out[SPIFFE_ID_MAX + 1])
 		return HSM_EPROTO;
 	memcpy(out, p, n);
 	out[n] = '\0';
-	if (spiffe_id_parse(out, &sid) != 0) {
+	if (id_check(out) != 0) {
 		out[0] = '\0';
 		return HSM_EPROTO;
 	}
@@ -83,7 +99,7 @@ digest_ok(uint8_t alg, size_t dlen)
 int
 ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 {
-	size_t idlen, off;
+	size_t idlen, off, rest;
 
 	memset(r, 0, sizeof(*r));
 	r->type = f->type;
@@ -104,11 +120,19 @@ ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 		off = 2 + idlen;
 		r->alg = f->body[off];
 		r->dlen = f->body[off + 1];
-		if (f->bodylen != off + 2 + r->dlen || !digest_ok(r->alg, r->dlen)) {
+		off += 2;
+		/* Then the digest, then nothing or exactly a key id. */
+		if (f->bodylen < off + r->dlen || !digest_ok(r->alg, r->dlen) ||
+		    ((rest = f->bodylen - off - r->dlen) != 0 && rest != HSM_KEYID_LEN)) {
 			memset(r, 0, sizeof(*r));
 			return HSM_EPROTO;
 		}
-		memcpy(r->digest, f->body + off + 2, r->dlen);
+		memcpy(r->digest, f->body + off, r->dlen);
+		off += r->dlen;
+		if (rest == HSM_KEYID_LEN) {
+			memcpy(r->keyid, f->body + off, HSM_KEYID_LEN);
+			r->has_keyid = 1;
+		}
 		return 0;
 	default:
 		return HSM_EPROTO;
@@ -225,12 +249,10 @@ frame_new(uint8_t type, uint32_t id, size_t bodylen, uint8_t **out, size_t *len,
 static int
 id_len_ok(const char *spiffe_id, size_t *n, int allow_empty)
 {
-	struct spiffe_id sid;
-
 	*n = spiffe_id != NULL ? strlen(spiffe_id) : 0;
 	if (*n == 0)
 		return allow_empty;
-	return *n <= SPIFFE_ID_MAX && spiffe_id_parse(spiffe_id, &sid) == 0;
+	return *n <= SPIFFE_ID_MAX && id_check(spiffe_id) == 0;
 }
 
 int
@@ -252,25 +274,29 @@ ag_encode_get(uint8_t type, uint32_t id, const char *spiffe_id, uint8_t **out, s
 }
 
 int
-ag_encode_sign(uint32_t id, const char *spiffe_id, uint8_t alg, const uint8_t *dgst,
-    size_t dlen, uint8_t **out, size_t *len)
+ag_encode_sign(uint32_t id, const char *spiffe_id, const uint8_t *keyid, uint8_t alg,
+    const uint8_t *dgst, size_t dlen, uint8_t **out, size_t *len)
 {
 	uint8_t *b;
-	size_t n;
+	size_t n, off;
 	int r;
 
 	*out = NULL;
 	*len = 0;
 	if (!id_len_ok(spiffe_id, &n, 1) || !digest_ok(alg, dlen) || dgst == NULL)
 		return HSM_EINVAL;
-	if ((r = frame_new(AG_T_SIGN, id, 2 + n + 2 + dlen, out, len, &b)) != 0)
+	if ((r = frame_new(AG_T_SIGN, id, 2 + n + 2 + dlen + (keyid != NULL ? HSM_KEYID_LEN : 0),
+	    out, len, &b)) != 0)
 		return r;
 	hsm_put16(b, (uint16_t)n);
 	if (n > 0)
 		memcpy(b + 2, spiffe_id, n);
-	b[2 + n] = alg;
-	b[2 + n + 1] = (uint8_t)dlen;
-	memcpy(b + 2 + n + 2, dgst, dlen);
+	off = 2 + n;
+	b[off] = alg;
+	b[off + 1] = (uint8_t)dlen;
+	memcpy(b + off + 2, dgst, dlen);
+	if (keyid != NULL)
+		memcpy(b + off + 2 + dlen, keyid, HSM_KEYID_LEN);
 	return 0;
 }
 

@@ -16,7 +16,12 @@
  *   GET_SVID, SUBSCRIBE  SPIFFE ID (0..SPIFFE_ID_MAX bytes, no NUL); empty =
  *                        the only ID the caller's uid may use
  *   SIGN                 u16 idlen, SPIFFE ID[idlen] (may be empty, as above),
- *                        u8 alg (enum hsm_sigalg), u8 dlen, digest[dlen]
+ *                        u8 alg (enum hsm_sigalg), u8 dlen, digest[dlen],
+ *                        optionally key id[HSM_KEYID_LEN]: the SHA-256 of the
+ *                        SubjectPublicKeyInfo of the certificate the
+ *                        signature is for (the body ends exactly after the
+ *                        digest or after the key id; without one the agent
+ *                        signs with the ID's current key)
  * Reply and UPDATE bodies start with u32 status, a negated HSM_E* code
  * (0 = ok). When status is not 0 the rest is an error text (0..255 bytes,
  * not NUL-terminated). When it is 0:
@@ -69,6 +74,8 @@ struct ag_request {
 	uint8_t alg;				/* SIGN */
 	uint8_t digest[64];			/* SIGN */
 	size_t dlen;
+	int has_keyid;				/* SIGN: keyid names the key */
+	uint8_t keyid[HSM_KEYID_LEN];
 };
 
 /* An SVID as carried by replies and UPDATEs. Pointers into the frame buffer when decoded. */
@@ -101,9 +108,10 @@ struct ag_reply {
 int ag_frame_parse(const uint8_t *buf, size_t len, struct ag_frame *f);
 
 /*
- * Validate a request frame: known request type, exact body length, a
- * well-formed SPIFFE ID when one is given, known algorithm, digest length
- * allowed for the algorithm. 0 or HSM_EPROTO. *r is cleared on entry.
+ * Validate a request frame: known request type, exact body length (for
+ * SIGN: with or without the key id, nothing else), a well-formed SPIFFE ID
+ * when one is given, known algorithm, digest length allowed for the
+ * algorithm. 0 or HSM_EPROTO. *r is cleared on entry.
  */
 int ag_request_decode(const struct ag_frame *f, struct ag_request *r);
 
@@ -117,12 +125,14 @@ int ag_reply_decode(const struct ag_frame *f, struct ag_reply *r);
  * Encoders. Each builds one whole frame in a malloc'd buffer (*out, *len;
  * caller frees). 0, HSM_EINVAL (a field out of range: the frame would not
  * decode) or HSM_ENOMEM. spiffe_id may be NULL or "" where empty is allowed.
+ * They use little stack (the SIGN encoder runs inside OpenSSL async jobs,
+ * whose stack is 32 KB).
  */
 /* GET_SVID or SUBSCRIBE request. */
 int ag_encode_get(uint8_t type, uint32_t id, const char *spiffe_id, uint8_t **out, size_t *len);
-/* SIGN request. */
-int ag_encode_sign(uint32_t id, const char *spiffe_id, uint8_t alg, const uint8_t *dgst,
-    size_t dlen, uint8_t **out, size_t *len);
+/* SIGN request; keyid (HSM_KEYID_LEN bytes) names the key, NULL = the current one. */
+int ag_encode_sign(uint32_t id, const char *spiffe_id, const uint8_t *keyid, uint8_t alg,
+    const uint8_t *dgst, size_t dlen, uint8_t **out, size_t *len);
 /* Successful GET_SVID/SUBSCRIBE reply (type = req | AG_T_REPLY) or AG_T_UPDATE. */
 int ag_encode_svid(uint8_t type, uint32_t id, const struct ag_svid *s, uint8_t **out, size_t *len);
 /* Successful SIGN reply. */

@@ -332,7 +332,7 @@ req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *
 	uint8_t frame[KH_MAX_FRAME];
 	struct kh_req *r;
 	int n, free_c = 0;
-	size_t off;
+	int sent;
 	uint64_t one = 1;
 
 	*out = NULL;
@@ -368,17 +368,9 @@ req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *
 	if (n < 0)
 		goto fail;
 	pthread_mutex_lock(&c->wmu);
-	for (off = 0; off < (size_t)n;) {
-		ssize_t w = send(c->fd, frame + off, (size_t)n - off, MSG_NOSIGNAL);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
+	sent = hsm_send_all(c->fd, frame, (size_t)n);
 	pthread_mutex_unlock(&c->wmu);
-	if (off != (size_t)n)
+	if (sent != 0)
 		goto fail;
 	/* The reader may be sleeping on a later deadline: make it look again. */
 	if (write(c->wake[1], &one, 1) < 0) {

@@ -31,6 +31,7 @@
 #include <openssl/provider.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include "agclient.h"
@@ -47,7 +48,9 @@ struct keyref;
 
 /*
  * How a key signs: through a keyholder (by key id) or through the node
- * agent (by SPIFFE ID, with whatever key is current). sign blocks; the
+ * agent (by SPIFFE ID and key id: the agent signs with that key while it
+ * is the ID's current one or in its grace period after a rotation). sign
+ * blocks; the
  * others are the non-blocking form used inside async jobs: sign_start
  * sends and makes the backend write an 8-byte 1 to notify_fd when the
  * request ends (reply, deadline or close), done/result/release read and
@@ -69,8 +72,8 @@ struct keyref {
 	uint32_t magic;
 	const struct signer *signer;	/* &kh_signer or &agent_signer */
 	void *backend;			/* struct kh_client * or struct agc_client * */
-	uint8_t keyid[HSM_KEYID_LEN];	/* keyholder */
-	char spiffe_id[SPIFFE_ID_MAX + 1];	/* agent */
+	uint8_t keyid[HSM_KEYID_LEN];	/* both: SHA-256 of the key's SPKI */
+	char spiffe_id[SPIFFE_ID_MAX + 1];	/* agent; validated when the key is made */
 	unsigned timeout_ms;
 };
 #define KEYREF_MAGIC 0x68736d32u
@@ -133,7 +136,8 @@ static int
 ag_b_sign(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, uint8_t *sig,
     size_t *siglen)
 {
-	return agc_sign(ref->backend, ref->spiffe_id, alg, dg, dlen, ref->timeout_ms, sig, siglen);
+	return agc_sign(ref->backend, ref->spiffe_id, ref->keyid, alg, dg, dlen, ref->timeout_ms,
+	    sig, siglen);
 }
 
 static int
@@ -142,7 +146,8 @@ ag_b_start(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, in
 	struct agc_req *r = NULL;
 	int st;
 
-	st = agc_sign_start(ref->backend, ref->spiffe_id, alg, dg, dlen, ref->timeout_ms, fd, &r);
+	st = agc_sign_start(ref->backend, ref->spiffe_id, ref->keyid, alg, dg, dlen, ref->timeout_ms,
+	    fd, &r);
 	*req = r;
 	return st;
 }
@@ -928,6 +933,9 @@ hsm_pkey_new_agent(struct agc_client *agc, const char *spiffe_id, const uint8_t 
 	ref.backend = agc;
 	if (n > 0)
 		memcpy(ref.spiffe_id, spiffe_id, n);
+	/* Every SIGN names this key: the agent's key id for it. */
+	if (spki == NULL || spkilen == 0 || SHA256(spki, spkilen, ref.keyid) == NULL)
+		return hsm_err(HSM_EINVAL, "no SubjectPublicKeyInfo for the agent key");
 	ref.timeout_ms = timeout_ms;
 	return pkey_new(&ref, spki, spkilen, out);
 }

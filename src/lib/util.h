@@ -74,4 +74,10 @@ int hsm_write_file_atomic(const char *path, const void *buf, size_t len, unsigne
 /* Monotonic clock in milliseconds. */
 uint64_t hsm_now_ms(void);
 
+/*
+ * send(2) all len bytes to a stream socket, retrying on EINTR, never raising
+ * SIGPIPE. 0, or -1 with errno set (a peer that closed reads as EPIPE).
+ */
+int hsm_send_all(int fd, const void *buf, size_t len);
+
 #endif

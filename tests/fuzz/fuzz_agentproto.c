@@ -29,9 +29,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		if (ag_request_decode(&f, &r) == 0) {
 			(void)strlen(r.spiffe_id);
-			/* What decodes must re-encode to the same bytes. */
-			if (r.type == AG_T_SIGN &&
-			    ag_encode_sign(r.id, r.spiffe_id, r.alg, r.digest, r.dlen, &out, &len) == 0) {
+			/*
+			 * What decodes must re-encode to the same bytes, with
+			 * the optional key id exactly when one was sent.
+			 */
+			if (r.type == AG_T_SIGN) {
+				if (ag_encode_sign(r.id, r.spiffe_id, r.has_keyid ? r.keyid : NULL,
+				    r.alg, r.digest, r.dlen, &out, &len) != 0)
+					abort();
 				if (len != (size_t)n || memcmp(out, data + off, len) != 0)
 					abort();
 				free(out);

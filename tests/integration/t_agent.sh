@@ -9,7 +9,8 @@
 # the state files, the local API (get, watch, sign) for the allowed uid
 # and refusals for others, a malformed frame, clean SIGTERM, reuse on
 # restart without a CA. With the real CA (`hsmesh ca serve`, `ca token`)
-# a 30 s SVID rotates twice (kur) within 70 s; skipped while it is missing.
+# a 30 s SVID rotates twice (kur) within 70 s, and the old key signs when
+# named during its 30 s grace period only; skipped while it is missing.
 . "$(dirname "$0")/lib.sh"
 
 ID=spiffe://example.org/web
@@ -189,6 +190,14 @@ head -c 10000 /dev/urandom >"$T/data"
 openssl x509 -in "$C" -pubkey -noout >"$T/certpub.pem"
 check "sign: the signature verifies with the certificate's key" \
     sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/certpub.pem" "$T/sig.der" "$T/data"
+"$HSMESH" agent client --socket "$S" sign "$ID" --key "$KID" <"$T/data" >"$T/sig2.der" 2>"$T/sign.err"
+check "sign --key (the current key): the signature verifies with the certificate's key" \
+    sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/certpub.pem" "$T/sig2.der" "$T/data"
+refuse "sign --key naming a key that is not the ID's" "key 0123456789abcdef is not a current or retired key of $ID" \
+    sh -c '"$1" agent client --socket "$2" sign "$3" --key 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef </dev/null' \
+    x "$HSMESH" "$S" "$ID"
+refuse "sign --key wants 64 hex digits" "64 hex digits" \
+    "$HSMESH" agent client --socket "$S" sign "$ID" --key "${KID%?}"
 refuse "root may name another uid's ID ($ID2: no join token, so not enrolled yet)" "not enrolled" \
     "$HSMESH" agent client --socket "$S" get "$ID2"
 if [ "$ME" = 0 ]; then
@@ -257,8 +266,20 @@ if "$HSMESH" ca --help 2>&1 | grep -q 'serve' && "$HSMESH" ca --help 2>&1 | grep
 	sleep 0.5
 	"$HSMESH" agent client --socket "$S" watch "$ID" --count 3 >"$T/watch.out" 2>&1 &
 	W=$!; track $W
-	check "real CA: two rotations within 70 s" wait_log "$ID: rotated .*$" 70 &&
-	    wait_exit "$W" 70
+	C2=$T/state2/example.org+web/cert.pem
+	cp "$C2" "$T/old.pem"
+	openssl x509 -in "$T/old.pem" -pubkey -noout >"$T/oldpub.pem"
+	OLDKID=$(openssl pkey -pubin -in "$T/oldpub.pem" -outform DER | sha256sum | cut -c1-64)
+	check "real CA: a first rotation" wait_log "$ID: rotated .*key $OLDKID -> " 40
+	# The grace period: the old key still signs when named, for the old certificate.
+	"$HSMESH" agent client --socket "$S" sign "$ID" --key "$OLDKID" <"$T/data" >"$T/oldsig.der" 2>"$T/sign.err"
+	check "real CA: within the grace period the old key signs when named (verifies with the old certificate)" \
+	    sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/oldpub.pem" "$T/oldsig.der" "$T/data"
+	"$HSMESH" agent client --socket "$S" sign "$ID" <"$T/data" >"$T/newsig.der" 2>"$T/sign.err"
+	openssl x509 -in "$C2" -pubkey -noout >"$T/newpub.pem"
+	check "real CA: without --key the new key signs (verifies with the new certificate)" \
+	    sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/newpub.pem" "$T/newsig.der" "$T/data"
+	check "real CA: two rotations within 70 s" wait_exit "$W" 70
 	check "real CA: watch saw the SVID and 2 pushed updates" test "$(grep -c '^update ' "$T/watch.out")" -eq 2
 	check "real CA: each rotation has a new key" \
 	    test "$(awk '{print $6}' "$T/watch.out" | sort -u | wc -l)" -eq 3
@@ -267,7 +288,11 @@ if "$HSMESH" ca --help 2>&1 | grep -q 'serve' && "$HSMESH" ca --help 2>&1 | grep
 	check "real CA: cert.pem replaced by the last rotation" \
 	    test "$(openssl x509 -in "$T/state2/example.org+web/cert.pem" -noout -serial | cut -d= -f2)" = \
 	    "$(tail -n 1 "$T/watch.out" | awk '{print $4}')"
-	check "real CA: old keys destroyed after the grace period" wait_log "destroyed retired key" 40
+	check "real CA: old keys destroyed after the grace period" wait_log "destroyed retired key $OLDKID" 40
+	refuse "real CA: after the grace period the old key is refused" \
+	    "key $(echo "$OLDKID" | cut -c1-16) is not a current or retired key of $ID" \
+	    sh -c '"$1" agent client --socket "$2" sign "$3" --key "$4" <"$5" >/dev/null' x \
+	    "$HSMESH" "$S" "$ID" "$OLDKID" "$T/data"
 	# The ledger links each renewal to the certificate it replaced.
 	chain=$(sqlite3 "$T/ca/ledger.db" "select count(*) from certs c join certs p on c.parent_serial = p.serial
 	    where c.spiffe_id = '$ID' and p.spiffe_id = '$ID' and c.auth = 'kur:' || p.serial" 2>/dev/null)

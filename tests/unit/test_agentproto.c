@@ -1,7 +1,8 @@
 /*
  * test_agentproto.c - the agent's local API frames: round trips of every
  * message, and refusal of every malformed field (lengths, version,
- * reserved bits, SPIFFE IDs, algorithms, digest lengths, statuses).
+ * reserved bits, SPIFFE IDs, algorithms, digest lengths, key ids,
+ * statuses).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -59,14 +60,18 @@ get_roundtrip(void **state)
 static void
 sign_roundtrip(void **state)
 {
-	uint8_t dg[64], *b;
-	size_t len;
+	uint8_t dg[64], kid[HSM_KEYID_LEN], *b, *b2;
+	size_t len, len2;
 	struct ag_frame f;
 	struct ag_request r;
 
 	for (int i = 0; i < 64; i++)
 		dg[i] = (uint8_t)i;
-	assert_int_equal(ag_encode_sign(9, ID, HSM_SIG_ECDSA, dg, 32, &b, &len), 0);
+	for (int i = 0; i < HSM_KEYID_LEN; i++)
+		kid[i] = (uint8_t)(0xa0 + i);
+	/* Without a key id: the frame of old clients, the current key. */
+	assert_int_equal(ag_encode_sign(9, ID, NULL, HSM_SIG_ECDSA, dg, 32, &b, &len), 0);
+	assert_int_equal(len, AG_HDR_LEN + 2 + strlen(ID) + 2 + 32);
 	parse_one(b, len, &f);
 	assert_int_equal(ag_request_decode(&f, &r), 0);
 	assert_int_equal(r.type, AG_T_SIGN);
@@ -75,19 +80,46 @@ sign_roundtrip(void **state)
 	assert_int_equal(r.alg, HSM_SIG_ECDSA);
 	assert_int_equal(r.dlen, 32);
 	assert_memory_equal(r.digest, dg, 32);
-	free(b);
+	assert_false(r.has_keyid);
 
-	assert_int_equal(ag_encode_sign(1, "", HSM_SIG_RSA_PSS_SHA384, dg, 48, &b, &len), 0);
+	/* With one: the same frame and the key id after the digest. */
+	assert_int_equal(ag_encode_sign(9, ID, kid, HSM_SIG_ECDSA, dg, 32, &b2, &len2), 0);
+	assert_int_equal(len2, len + HSM_KEYID_LEN);
+	assert_int_equal(hsm_get32(b2), hsm_get32(b) + HSM_KEYID_LEN);
+	assert_memory_equal(b2 + 4, b + 4, len - 4);
+	assert_memory_equal(b2 + len, kid, HSM_KEYID_LEN);
+	parse_one(b2, len2, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_string_equal(r.spiffe_id, ID);
+	assert_int_equal(r.dlen, 32);
+	assert_memory_equal(r.digest, dg, 32);
+	assert_true(r.has_keyid);
+	assert_memory_equal(r.keyid, kid, HSM_KEYID_LEN);
+	free(b);
+	free(b2);
+
+	assert_int_equal(ag_encode_sign(1, "", NULL, HSM_SIG_RSA_PSS_SHA384, dg, 48, &b, &len), 0);
 	parse_one(b, len, &f);
 	assert_int_equal(ag_request_decode(&f, &r), 0);
 	assert_string_equal(r.spiffe_id, "");
 	free(b);
+	assert_int_equal(ag_encode_sign(1, "", kid, HSM_SIG_RSA_PKCS1_SHA512, dg, 64, &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_true(r.has_keyid);
+	assert_int_equal(r.dlen, 64);
+	assert_memory_equal(r.keyid, kid, HSM_KEYID_LEN);
+	free(b);
 
-	/* Digest lengths the algorithm does not take; unknown algorithms. */
-	assert_int_equal(ag_encode_sign(1, ID, HSM_SIG_RSA_PKCS1_SHA256, dg, 48, &b, &len), HSM_EINVAL);
-	assert_int_equal(ag_encode_sign(1, ID, HSM_SIG_ECDSA, dg, 19, &b, &len), HSM_EINVAL);
-	assert_int_equal(ag_encode_sign(1, ID, HSM_SIG_ECDSA, dg, 65, &b, &len), HSM_EINVAL);
-	assert_int_equal(ag_encode_sign(1, ID, 99, dg, 32, &b, &len), HSM_EINVAL);
+	/* Digest lengths the algorithm does not take; unknown algorithms; bad IDs. */
+	assert_int_equal(ag_encode_sign(1, ID, NULL, HSM_SIG_RSA_PKCS1_SHA256, dg, 48, &b, &len),
+	    HSM_EINVAL);
+	assert_int_equal(ag_encode_sign(1, ID, kid, HSM_SIG_ECDSA, dg, 19, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_sign(1, ID, NULL, HSM_SIG_ECDSA, dg, 65, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_sign(1, ID, kid, 99, dg, 32, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_sign(1, "spiffe://example.org/a/../b", kid, HSM_SIG_ECDSA, dg, 32,
+	    &b, &len), HSM_EINVAL);
+	assert_null(b);
 }
 
 static void
@@ -225,8 +257,13 @@ decode_body(uint8_t type, const void *body, size_t n)
 static void
 bad_requests(void **state)
 {
-	uint8_t sign[2 + 24 + 2 + 32];
+	uint8_t sign[2 + 24 + 2 + 32 + HSM_KEYID_LEN + 1];
 	static const char id[] = "spiffe://example.org/web";
+	const size_t plain = 2 + 24 + 2 + 32;		/* without a key id */
+	struct ag_frame f;
+	struct ag_request r;
+	uint8_t *b;
+	size_t len;
 
 	assert_int_equal(decode_body(AG_T_UPDATE, "", 0), HSM_EPROTO);	/* not a request */
 	assert_int_equal(decode_body(0x81, "", 0), HSM_EPROTO);
@@ -241,20 +278,51 @@ bad_requests(void **state)
 	sign[26] = HSM_SIG_ECDSA;
 	sign[27] = 32;
 	memset(sign + 28, 7, 32);
-	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), 0);
-	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign) - 1), HSM_EPROTO);
+	memset(sign + plain, 0xee, HSM_KEYID_LEN + 1);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain), 0);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain - 1), HSM_EPROTO);
 	assert_int_equal(decode_body(AG_T_SIGN, sign, 27), HSM_EPROTO);
 	assert_int_equal(decode_body(AG_T_SIGN, sign, 1), HSM_EPROTO);
+	/* After the digest: nothing or exactly a key id; a cut or longer one is refused. */
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain + HSM_KEYID_LEN), 0);
+	for (size_t n = 1; n <= HSM_KEYID_LEN + 1; n++)
+		if (n != HSM_KEYID_LEN)
+			assert_int_equal(decode_body(AG_T_SIGN, sign, plain + n), HSM_EPROTO);
 	sign[1] = 200;					/* ID length beyond the body */
-	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain + HSM_KEYID_LEN), HSM_EPROTO);
 	sign[1] = 24;
 	sign[27] = 33;					/* digest length beyond the body */
-	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain), HSM_EPROTO);
+	sign[27] = 48;					/* leaves 16 bytes of key id */
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain + HSM_KEYID_LEN), HSM_EPROTO);
+	sign[27] = 64;					/* the whole key id read as digest */
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain + HSM_KEYID_LEN), 0);
 	sign[27] = 32;
 	sign[26] = HSM_SIG_RSA_PKCS1_SHA384;		/* wants 48 bytes */
-	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain + HSM_KEYID_LEN), HSM_EPROTO);
 	sign[26] = 0;
-	assert_int_equal(decode_body(AG_T_SIGN, sign, sizeof(sign)), HSM_EPROTO);
+	assert_int_equal(decode_body(AG_T_SIGN, sign, plain + HSM_KEYID_LEN), HSM_EPROTO);
+	sign[26] = HSM_SIG_ECDSA;
+
+	/* Every truncation of a SIGN with a key id is refused, never over-read. */
+	assert_int_equal(ag_encode_sign(3, id, sign + plain, HSM_SIG_ECDSA, sign + 28, 32, &b,
+	    &len), 0);
+	for (size_t cut = 1; cut < len - AG_HDR_LEN; cut++) {
+		uint8_t *t = malloc(len - cut);
+
+		assert_non_null(t);
+		memcpy(t, b, len - cut);
+		hsm_put32(t, (uint32_t)(len - cut - 4));
+		parse_one(t, len - cut, &f);
+		/* Cutting exactly the key id leaves the old, valid frame. */
+		assert_int_equal(ag_request_decode(&f, &r), cut == HSM_KEYID_LEN ? 0 : HSM_EPROTO);
+		if (cut == HSM_KEYID_LEN)
+			assert_false(r.has_keyid);
+		free(t);
+	}
+	free(b);
 }
 
 static void

@@ -1,11 +1,14 @@
 /*
  * test_tls_async.c - the sidecar's signing path, end to end: a real CA
- * (`hsmesh ca serve`) and a real node agent (`hsmesh agent`) on throwaway
- * SoftHSM2 tokens, the agent's local API through agclient, and TLS 1.3
- * mutual handshakes over an in-memory BIO pair whose server key signs
- * through the agent inside OpenSSL async jobs (SSL_MODE_ASYNC). Failure
- * paths: an agent that stops answering (deadline) and an agent killed
- * mid-handshake (HSM_ECLOSED): the handshake fails, it never hangs.
+ * (`hsmesh ca serve`, 10 s SVIDs, so the agent rotates every ~5 s) and a
+ * real node agent (`hsmesh agent`) on throwaway SoftHSM2 tokens, the
+ * agent's local API through agclient (requests, a subscription made before
+ * the agent enrolled, signatures naming the current, a retired or an
+ * unknown key), and TLS 1.3 mutual handshakes over an in-memory BIO pair
+ * whose server key signs through the agent inside OpenSSL async jobs
+ * (SSL_MODE_ASYNC). Failure paths: an agent that stops answering
+ * (deadline) and an agent killed mid-handshake (HSM_ECLOSED): the
+ * handshake fails, it never hangs, and the subscription ends once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,7 +18,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +38,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -49,6 +55,29 @@
 static char dir[64], exe[PATH_MAX], sock[128], rootpem[128];
 static pid_t ca_pid = -1, agent_pid = -1;
 static struct agc_client *agc;
+
+/*
+ * What a subscription's callback saw. It runs on the reader thread, where
+ * cmocka cannot fail a test: it records, the test checks.
+ */
+struct subrec {
+	pthread_mutex_t mu;
+	int nsvid;			/* cb(arg, 0, svid) calls */
+	int nfinal;			/* cb(arg, status, NULL) calls */
+	int final;			/* the last final status */
+	int odd;			/* a call after the final one, or bad arguments */
+	char why[256];			/* hsm_err_msg(final) in the callback */
+	char *chain, *bundle;		/* the last SVID */
+	char id[128];
+	uint64_t not_after;
+	unsigned slow_ms;		/* sleep in the callback (after recording) */
+	atomic_int in_cb;
+};
+
+/* A subscription made before the agent had enrolled; lives until the agent dies. */
+static struct agc_client *early;
+static struct subrec early_rec = { .mu = PTHREAD_MUTEX_INITIALIZER };
+static int early_held;		/* the agent answered "not enrolled yet" to a GET_SVID after it */
 
 /* Run exe with args, stdout to out (or /dev/null), stderr to err; returns the pid. */
 static pid_t
@@ -126,13 +155,67 @@ dump(const char *name)
 	fclose(f);
 }
 
+static void
+on_sub(void *arg, int status, const struct agc_svid *sv)
+{
+	struct subrec *r = arg;
+
+	pthread_mutex_lock(&r->mu);
+	if (r->nfinal > 0 || (status == 0) != (sv != NULL))
+		r->odd++;
+	if (status == 0 && sv != NULL) {
+		free(r->chain);
+		free(r->bundle);
+		r->chain = strdup(sv->chain_pem);
+		r->bundle = strdup(sv->bundle_pem);
+		snprintf(r->id, sizeof(r->id), "%s", sv->spiffe_id);
+		r->not_after = sv->not_after;
+		r->nsvid++;
+	} else if (status != 0) {
+		r->final = status;
+		snprintf(r->why, sizeof(r->why), "%s", hsm_err_msg(status));
+		r->nfinal++;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (status == 0 && r->slow_ms > 0) {
+		atomic_store(&r->in_cb, 1);
+		usleep(r->slow_ms * 1000);
+		atomic_store(&r->in_cb, 0);
+	}
+}
+
+/* Wait up to ms for the subscription to have seen nsvid SVIDs (or nfinal endings). */
+static int
+sub_wait(struct subrec *r, int nsvid, int nfinal, unsigned ms)
+{
+	uint64_t end = hsm_now_ms() + ms;
+	int ok;
+
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		ok = r->nsvid >= nsvid && r->nfinal >= nfinal;
+		pthread_mutex_unlock(&r->mu);
+		if (ok || hsm_now_ms() > end)
+			return ok;
+		usleep(10000);
+	}
+}
+
+static void
+subrec_clear(struct subrec *r)
+{
+	free(r->chain);
+	free(r->bundle);
+	r->chain = r->bundle = NULL;
+}
+
 static int teardown(void **state);
 
 static int
 setup_all(void)
 {
 	char path[160], port[32] = "", yaml[2048], cmd[256], caport[160], caerr[160];
-	char cayaml[160], agyaml[160], agerr[160], join[160];
+	char cayaml[160], agyaml[160], agerr[160], join[160], join_new[160];
 	const char *b = getenv("HSMESH_EXE");
 	char *chain = NULL, *bundle = NULL;
 	uint64_t na;
@@ -171,7 +254,7 @@ setup_all(void)
 	    "token:\n  module: /usr/lib/softhsm/libsofthsm2.so\n  uri: \"pkcs11:token=ca\"\n"
 	    "  pin_file: %s/pin\n"
 	    "key:\n  type: ec-p256\n"
-	    "state_dir: %s/ca\nlisten: 127.0.0.1:0\nsvid_ttl: 1h\nmax_ttl: 24h\n"
+	    "state_dir: %s/ca\nlisten: 127.0.0.1:0\nsvid_ttl: 10s\nmax_ttl: 24h\n"
 	    "database: %s/ca/ledger.db\n", dir, dir, dir);
 	if (write_text(cayaml, yaml) != 0)
 		return -1;
@@ -198,8 +281,10 @@ setup_all(void)
 		dump("ca.log");
 		return -1;
 	}
+	/* The join token goes in place only once a subscription waits for it. */
 	snprintf(join, sizeof(join), "%s/join.tok", dir);
-	if (run_wait(join, caerr, (const char *[]){ "hsmesh", "ca", "token", "-c", cayaml,
+	snprintf(join_new, sizeof(join_new), "%s/join.new", dir);
+	if (run_wait(join_new, caerr, (const char *[]){ "hsmesh", "ca", "token", "-c", cayaml,
 	    "--id", ID, NULL }) != 0) {
 		dump("ca.log");
 		return -1;
@@ -221,15 +306,30 @@ setup_all(void)
 		return -1;
 	agent_pid = run(NULL, agerr, (const char *[]){ "hsmesh", "agent", "-c", agyaml, NULL });
 
-	/* Enrolled when GET_SVID stops answering HSM_EAGAIN (not enrolled yet). */
+	/*
+	 * Subscribe as soon as the agent listens: it cannot enroll without the
+	 * join token, so it answers "not enrolled yet" and keeps the
+	 * subscription. Then the token goes in place, and the agent has
+	 * enrolled when GET_SVID stops answering HSM_EAGAIN.
+	 */
 	for (int i = 0; i < 300 && st != 0; i++) {
 		if (agc == NULL && agc_connect(sock, &agc) != 0) {
 			usleep(100000);
 			continue;
 		}
+		if (early == NULL && ((st = agc_connect(sock, &early)) != 0 ||
+		    (st = agc_subscribe(early, ID, on_sub, &early_rec)) != 0)) {
+			fprintf(stderr, "# early subscription: %s\n", hsm_err_msg(st));
+			return -1;
+		}
 		if ((st = agc_get_svid(agc, ID, 2000, &chain, &bundle, &na)) == HSM_ECLOSED) {
 			agc_free(agc);
 			agc = NULL;
+		}
+		if (st == HSM_EAGAIN && access(join, F_OK) != 0) {
+			early_held = 1;
+			if (rename(join_new, join) != 0)
+				return -1;
 		}
 		if (st != 0)
 			usleep(100000);
@@ -262,6 +362,9 @@ teardown(void **state)
 
 	agc_free(agc);
 	agc = NULL;
+	agc_free(early);
+	early = NULL;
+	subrec_clear(&early_rec);
 	stop(&agent_pid);
 	stop(&ca_pid);
 	/* The agent's keyholder exits when the agent does; give it a moment. */
@@ -343,28 +446,64 @@ verify_digest(EVP_PKEY *pub, const uint8_t *dg, size_t dlen, const uint8_t *sig,
 	return ok;
 }
 
+/* The agent's key id of a certificate: SHA-256 of its SubjectPublicKeyInfo. */
+static void
+leaf_keyid(X509 *leaf, uint8_t kid[HSM_KEYID_LEN])
+{
+	uint8_t *spki = NULL;
+	int n = i2d_PUBKEY(X509_get0_pubkey(leaf), &spki);
+
+	assert_true(n > 0);
+	SHA256(spki, (size_t)n, kid);
+	OPENSSL_free(spki);
+}
+
+/* The first certificate of a PEM chain, or NULL. */
+static X509 *
+pem_leaf(const char *pem)
+{
+	BIO *b = BIO_new_mem_buf(pem, -1);
+	X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+
+	BIO_free(b);
+	return x;
+}
+
 static void
 sign_verifies(void **state)
 {
 	X509 *leaf;
 	STACK_OF(X509) *rest;
-	uint8_t dg[32], sig[HSM_MAX_SIG];
+	uint8_t dg[32], sig[HSM_MAX_SIG], kid[HSM_KEYID_LEN];
 	size_t siglen;
 	struct agc_req *req;
 	struct pollfd pfd;
 	uint64_t v;
-	int efd;
+	int efd, st;
 
 	get_chain(agc, &leaf, &rest);
+	leaf_keyid(leaf, kid);
+	/* The current key, unnamed: a rotation (every ~5 s here) may fall in between. */
 	RAND_bytes(dg, sizeof(dg));
-	assert_int_equal(agc_sign(agc, ID, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
+	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
+	if (!verify_digest(X509_get0_pubkey(leaf), dg, sizeof(dg), sig, siglen)) {
+		X509_free(leaf);
+		sk_X509_pop_free(rest, X509_free);
+		get_chain(agc, &leaf, &rest);
+		assert_true(verify_digest(X509_get0_pubkey(leaf), dg, sizeof(dg), sig, siglen));
+		leaf_keyid(leaf, kid);
+	}
+	/* Named: the certificate's own key, whatever happens meanwhile. */
+	RAND_bytes(dg, sizeof(dg));
+	assert_int_equal(agc_sign(agc, ID, kid, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
 	assert_true(verify_digest(X509_get0_pubkey(leaf), dg, sizeof(dg), sig, siglen));
 
 	/* The non-blocking form signals its eventfd when the reply is in. */
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	assert_true(efd >= 0);
 	RAND_bytes(dg, sizeof(dg));
-	assert_int_equal(agc_sign_start(agc, ID, HSM_SIG_ECDSA, dg, sizeof(dg), 0, efd, &req), 0);
+	assert_int_equal(agc_sign_start(agc, ID, kid, HSM_SIG_ECDSA, dg, sizeof(dg), 0, efd, &req),
+	    0);
 	pfd = (struct pollfd){ .fd = efd, .events = POLLIN };
 	assert_int_equal(poll(&pfd, 1, 10000), 1);
 	assert_int_equal(read(efd, &v, sizeof(v)), sizeof(v));
@@ -374,11 +513,112 @@ sign_verifies(void **state)
 	agc_req_free(req);
 	close(efd);
 
+	/* A key that is not the ID's: refused, and the reason says which. */
+	kid[0] ^= 0xff;
+	st = agc_sign(agc, ID, kid, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen);
+	assert_int_equal(st, HSM_ENOENT);
+	print_message("# unknown key: %s\n", hsm_err_msg(st));
+	assert_non_null(strstr(hsm_err_msg(st), "is not a current or retired key of " ID));
+	assert_int_equal(siglen, 0);
+
 	/* Refusals come back as the agent's codes. */
-	assert_int_equal(agc_sign(agc, "spiffe://example.org/other", HSM_SIG_ECDSA, dg, 32, 0, sig,
-	    &siglen), HSM_EPERM);
-	assert_int_equal(agc_sign(agc, ID, HSM_SIG_ECDSA, dg, 7, 0, sig, &siglen), HSM_EINVAL);
+	assert_int_equal(agc_sign(agc, "spiffe://example.org/other", NULL, HSM_SIG_ECDSA, dg, 32, 0,
+	    sig, &siglen), HSM_EPERM);
+	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, dg, 7, 0, sig, &siglen), HSM_EINVAL);
 	X509_free(leaf);
+	sk_X509_pop_free(rest, X509_free);
+}
+
+/* The subscription made in setup, before the agent had a certificate. */
+static void
+subscribe_before_enrollment(void **state)
+{
+	char *uri = NULL;
+	uint8_t *root = NULL;
+	size_t rootlen;
+	X509 *leaf;
+
+	/* The agent said "not enrolled yet" (not passed on); the SVID came as an UPDATE. */
+	assert_true(early_held);
+	assert_true(sub_wait(&early_rec, 1, 0, 10000));
+	assert_int_equal(hsm_read_file(rootpem, 1 << 20, &root, &rootlen), 0);
+	pthread_mutex_lock(&early_rec.mu);
+	assert_int_equal(early_rec.nfinal, 0);
+	assert_int_equal(early_rec.odd, 0);
+	assert_string_equal(early_rec.id, ID);
+	assert_true(early_rec.not_after > (uint64_t)time(NULL));
+	assert_int_equal(strlen(early_rec.bundle), rootlen);
+	assert_memory_equal(early_rec.bundle, root, rootlen);
+	leaf = pem_leaf(early_rec.chain);
+	pthread_mutex_unlock(&early_rec.mu);
+	assert_non_null(leaf);
+	assert_int_equal(cert_uri_san(leaf, &uri), 0);
+	assert_string_equal(uri, ID);
+	free(uri);
+	free(root);
+	X509_free(leaf);
+}
+
+/*
+ * A rotation: the subscription delivers the new chain, and the old key
+ * still signs when named (the agent keeps it for a 30 s grace period), so
+ * a proxy still presenting the old certificate completes its handshakes.
+ */
+static void
+rotation_old_key_signs(void **state)
+{
+	X509 *old, *cur = NULL;
+	STACK_OF(X509) *rest;
+	uint8_t dg[32], sig[HSM_MAX_SIG], kold[HSM_KEYID_LEN], knew[HSM_KEYID_LEN];
+	uint8_t *spki = NULL;
+	size_t siglen;
+	EVP_PKEY *key = NULL;
+	uint64_t t0 = hsm_now_ms();
+	int n0, n;
+
+	pthread_mutex_lock(&early_rec.mu);
+	n0 = early_rec.nsvid;
+	pthread_mutex_unlock(&early_rec.mu);
+	get_chain(agc, &old, &rest);
+	leaf_keyid(old, kold);
+	/* Wait for an UPDATE carrying another certificate than old (10 s SVIDs). */
+	while (cur == NULL && hsm_now_ms() - t0 < 20000) {
+		if (!sub_wait(&early_rec, n0 + 1, 0, 20000))
+			break;
+		pthread_mutex_lock(&early_rec.mu);
+		n0 = early_rec.nsvid;
+		cur = pem_leaf(early_rec.chain);
+		pthread_mutex_unlock(&early_rec.mu);
+		assert_non_null(cur);
+		if (X509_cmp(cur, old) == 0) {
+			X509_free(cur);
+			cur = NULL;
+		}
+	}
+	if (cur == NULL)
+		fail_msg("no rotation pushed within 20 s");
+	print_message("# rotation pushed after %llu ms\n", (unsigned long long)(hsm_now_ms() - t0));
+	leaf_keyid(cur, knew);
+	assert_memory_not_equal(kold, knew, HSM_KEYID_LEN);
+
+	/* The new key and the old one each sign for their own certificate. */
+	RAND_bytes(dg, sizeof(dg));
+	assert_int_equal(agc_sign(agc, ID, knew, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
+	assert_true(verify_digest(X509_get0_pubkey(cur), dg, sizeof(dg), sig, siglen));
+	RAND_bytes(dg, sizeof(dg));
+	assert_int_equal(agc_sign(agc, ID, kold, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
+	assert_true(verify_digest(X509_get0_pubkey(old), dg, sizeof(dg), sig, siglen));
+	assert_false(verify_digest(X509_get0_pubkey(cur), dg, sizeof(dg), sig, siglen));
+
+	/* So does a provider key made from the old certificate. */
+	n = i2d_PUBKEY(X509_get0_pubkey(old), &spki);
+	assert_true(n > 0);
+	assert_int_equal(hsm_pkey_new_agent(agc, ID, spki, (size_t)n, 0, &key), 0);
+	assert_int_equal(hsm_pkey_selftest(key), 0);
+	EVP_PKEY_free(key);
+	OPENSSL_free(spki);
+	X509_free(old);
+	X509_free(cur);
 	sk_X509_pop_free(rest, X509_free);
 }
 
@@ -433,7 +673,7 @@ fake_agent(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv2), 0);
 	assert_int_equal(agc_client_new(sv2[0], &c), 0);
 
-	assert_int_equal(agc_sign_start(c, ID, HSM_SIG_ECDSA, dg, 32, 0, -1, &req), 0);
+	assert_int_equal(agc_sign_start(c, ID, NULL, HSM_SIG_ECDSA, dg, 32, 0, -1, &req), 0);
 	id = fake_read(sv2[1], AG_T_SIGN);
 	memset(&sv, 0, sizeof(sv));
 	snprintf(sv.spiffe_id, sizeof(sv.spiffe_id), "%s", ID);
@@ -454,23 +694,143 @@ fake_agent(void **state)
 
 	/* Silence: the deadline ends the request, not the reply. */
 	t0 = hsm_now_ms();
-	assert_int_equal(agc_sign(c, ID, HSM_SIG_ECDSA, dg, 32, 200, sig, &siglen), HSM_ETIMEDOUT);
+	assert_int_equal(agc_sign(c, ID, NULL, HSM_SIG_ECDSA, dg, 32, 200, sig, &siglen), HSM_ETIMEDOUT);
 	assert_true(hsm_now_ms() - t0 < 1500);
 	(void)fake_read(sv2[1], AG_T_SIGN);
 
 	/* Garbage: every pending request ends with HSM_ECLOSED, later ones too. */
-	assert_int_equal(agc_sign_start(c, ID, HSM_SIG_ECDSA, dg, 32, 20000, -1, &req), 0);
+	assert_int_equal(agc_sign_start(c, ID, NULL, HSM_SIG_ECDSA, dg, 32, 20000, -1, &req), 0);
 	(void)fake_read(sv2[1], AG_T_SIGN);
 	assert_int_equal(write(sv2[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
 	for (int i = 0; i < 5000 && !agc_req_done(req); i++)
 		usleep(1000);
 	assert_int_equal(agc_req_result(req, sig, &siglen), HSM_ECLOSED);
-	assert_int_equal(agc_sign(c, ID, HSM_SIG_ECDSA, dg, 32, 0, sig, &siglen), HSM_ECLOSED);
+	assert_int_equal(agc_sign(c, ID, NULL, HSM_SIG_ECDSA, dg, 32, 0, sig, &siglen), HSM_ECLOSED);
 	/* A request may outlive its client. */
 	agc_free(c);
 	assert_int_equal(agc_req_result(req, sig, &siglen), HSM_ECLOSED);
 	agc_req_free(req);
 	close(sv2[1]);
+}
+
+/* An SVID frame (UPDATE or SUBSCRIBE reply) from a fake agent. */
+static void
+fake_svid(int fd, uint8_t type, uint32_t id, const char *chain, const char *bundle)
+{
+	struct ag_svid sv;
+	uint8_t *fr;
+	size_t len;
+
+	memset(&sv, 0, sizeof(sv));
+	snprintf(sv.spiffe_id, sizeof(sv.spiffe_id), "%s", ID);
+	sv.not_after = 4102444800ULL;
+	sv.chain = (const uint8_t *)chain;
+	sv.chainlen = strlen(chain);
+	sv.bundle = (const uint8_t *)bundle;
+	sv.bundlelen = strlen(bundle);
+	assert_int_equal(ag_encode_svid(type, id, &sv, &fr, &len), 0);
+	fake_write(fd, fr, len);
+}
+
+/*
+ * Subscriptions against a fake agent: "not enrolled yet" is not passed on
+ * (the agent keeps the subscription), UPDATEs with the SUBSCRIBE's id are,
+ * others are dropped; one subscription per client; an error reply is
+ * final; agc_free while the callback runs waits for it, then the callback
+ * gets HSM_ECLOSED once.
+ */
+static void
+fake_agent_subscription(void **state)
+{
+	struct subrec rec = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct subrec rec2 = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct agc_client *c;
+	uint8_t *fr;
+	size_t len;
+	uint32_t id;
+	uint64_t t0;
+	int sv2[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv2), 0);
+	assert_int_equal(agc_client_new(sv2[0], &c), 0);
+	assert_int_equal(agc_subscribe(c, ID, NULL, &rec), HSM_EINVAL);
+	assert_int_equal(agc_subscribe(c, "spiffe://Bad/x", on_sub, &rec), HSM_EINVAL);
+	assert_int_equal(agc_subscribe(c, ID, on_sub, &rec), 0);
+	assert_int_equal(agc_subscribe(c, ID, on_sub, &rec2), HSM_EBUSY);
+	id = fake_read(sv2[1], AG_T_SUBSCRIBE);
+	assert_int_equal(ag_encode_error(AG_T_SUBSCRIBE | AG_T_REPLY, id, HSM_EAGAIN,
+	    "not enrolled yet", &fr, &len), 0);
+	fake_write(sv2[1], fr, len);
+	fake_svid(sv2[1], AG_T_UPDATE, id + 5, "other", "");	/* not ours: dropped */
+	fake_svid(sv2[1], AG_T_UPDATE, id, "first", "");
+	assert_true(sub_wait(&rec, 1, 0, 2000));
+	fake_svid(sv2[1], AG_T_UPDATE, id, "second", "bundle");
+	assert_true(sub_wait(&rec, 2, 0, 2000));
+	pthread_mutex_lock(&rec.mu);
+	assert_int_equal(rec.nsvid, 2);
+	assert_int_equal(rec.nfinal, 0);
+	assert_string_equal(rec.chain, "second");
+	assert_string_equal(rec.bundle, "bundle");
+	assert_string_equal(rec.id, ID);
+	assert_true(rec.not_after == 4102444800ULL);
+	pthread_mutex_unlock(&rec.mu);
+
+	/* agc_free from another thread while the callback runs: no deadlock. */
+	rec.slow_ms = 300;
+	fake_svid(sv2[1], AG_T_UPDATE, id, "third", "");
+	for (int i = 0; i < 2000 && !atomic_load(&rec.in_cb); i++)
+		usleep(1000);
+	assert_true(atomic_load(&rec.in_cb));
+	t0 = hsm_now_ms();
+	agc_free(c);
+	assert_true(hsm_now_ms() - t0 >= 100);	/* it waited for the callback */
+	pthread_mutex_lock(&rec.mu);
+	assert_int_equal(rec.nsvid, 3);
+	assert_int_equal(rec.nfinal, 1);
+	assert_int_equal(rec.final, HSM_ECLOSED);
+	assert_int_equal(rec.odd, 0);
+	assert_non_null(strstr(rec.why, "closed"));
+	pthread_mutex_unlock(&rec.mu);
+	close(sv2[1]);
+	subrec_clear(&rec);
+
+	/* An error reply ends it (the agent's text as detail); a new one may follow. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv2), 0);
+	assert_int_equal(agc_client_new(sv2[0], &c), 0);
+	assert_int_equal(agc_subscribe(c, NULL, on_sub, &rec2), 0);
+	id = fake_read(sv2[1], AG_T_SUBSCRIBE);
+	assert_int_equal(ag_encode_error(AG_T_SUBSCRIBE | AG_T_REPLY, id, HSM_EPERM,
+	    "uid 7 has no workload identity", &fr, &len), 0);
+	fake_write(sv2[1], fr, len);
+	assert_true(sub_wait(&rec2, 0, 1, 2000));
+	fake_svid(sv2[1], AG_T_UPDATE, id, "late", "");	/* after the end: dropped */
+	memset(&rec, 0, sizeof(rec));
+	pthread_mutex_init(&rec.mu, NULL);
+	assert_int_equal(agc_subscribe(c, ID, on_sub, &rec), 0);
+	id = fake_read(sv2[1], AG_T_SUBSCRIBE);
+	fake_svid(sv2[1], AG_T_SUBSCRIBE | AG_T_REPLY, id, "now", "");
+	assert_true(sub_wait(&rec, 1, 0, 2000));
+	/* The agent goes away: HSM_ECLOSED, once. */
+	close(sv2[1]);
+	assert_true(sub_wait(&rec, 1, 1, 2000));
+	agc_free(c);
+	pthread_mutex_lock(&rec2.mu);
+	assert_int_equal(rec2.nsvid, 0);
+	assert_int_equal(rec2.nfinal, 1);
+	assert_int_equal(rec2.final, HSM_EPERM);
+	assert_string_equal(rec2.why, "uid 7 has no workload identity");
+	assert_int_equal(rec2.odd, 0);
+	pthread_mutex_unlock(&rec2.mu);
+	pthread_mutex_lock(&rec.mu);
+	assert_int_equal(rec.nsvid, 1);
+	assert_string_equal(rec.chain, "now");
+	assert_int_equal(rec.nfinal, 1);
+	assert_int_equal(rec.final, HSM_ECLOSED);
+	assert_int_equal(rec.odd, 0);
+	pthread_mutex_unlock(&rec.mu);
+	subrec_clear(&rec);
+	subrec_clear(&rec2);
+	pthread_mutex_destroy(&rec.mu);
 }
 
 /* An SSL_CTX whose key signs through the agent; verifies its peer against root.pem. */
@@ -698,6 +1058,9 @@ tls_agent_killed(void **state)
 	struct hs h;
 	uint64_t t0;
 
+	pthread_mutex_lock(&early_rec.mu);
+	assert_int_equal(early_rec.nfinal, 0);
+	pthread_mutex_unlock(&early_rec.mu);
 	hs_new(&h, 20000);
 	kill(agent_pid, SIGSTOP);	/* so the first signature is still pending when it dies */
 	h.on_async = kill_agent;
@@ -709,6 +1072,17 @@ tls_agent_killed(void **state)
 	print_message("# server failed: %s\n", h.why);
 	assert_non_null(strstr(h.why, "closed the connection"));
 	hs_free(&h);
+
+	/* The subscription ends with HSM_ECLOSED, once, and stays ended. */
+	assert_true(sub_wait(&early_rec, 0, 1, 5000));
+	agc_free(early);
+	early = NULL;
+	pthread_mutex_lock(&early_rec.mu);
+	assert_int_equal(early_rec.nfinal, 1);
+	assert_int_equal(early_rec.final, HSM_ECLOSED);
+	assert_int_equal(early_rec.odd, 0);
+	print_message("# subscription ended after %d SVIDs: %s\n", early_rec.nsvid, early_rec.why);
+	pthread_mutex_unlock(&early_rec.mu);
 }
 
 int
@@ -716,8 +1090,11 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(get_svid_has_id),
+		cmocka_unit_test(subscribe_before_enrollment),
 		cmocka_unit_test(sign_verifies),
+		cmocka_unit_test(rotation_old_key_signs),
 		cmocka_unit_test(fake_agent),
+		cmocka_unit_test(fake_agent_subscription),
 		cmocka_unit_test(tls_async_handshake),
 		cmocka_unit_test(tls_agent_stopped_deadline),
 		cmocka_unit_test(tls_agent_killed),
