@@ -10,7 +10,7 @@ BUILD   ?= build
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
 	libcmocka-dev libp11-kit-dev softhsm2 opensc clang libclang-rt-14-dev \
-	procps gdb sqlite3 curl libjson-c-dev
+	procps gdb sqlite3 curl libjson-c-dev libseccomp-dev wrk
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
 	  -Wstrict-prototypes -Wmissing-prototypes -Wvla
@@ -18,7 +18,7 @@ CPPFLAGS_ALL = -D_GNU_SOURCE -Isrc/lib -I/usr/include/p11-kit-1 $(CPPFLAGS)
 CFLAGS_ALL   = -std=c17 -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
 	       -fno-strict-aliasing $(WARN) $(CFLAGS)
 SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-LDLIBS_ALL = -lssl -lcrypto -lyaml -lsqlite3 -ljson-c -lpthread -ldl $(LDLIBS)
+LDLIBS_ALL = -lssl -lcrypto -lyaml -lsqlite3 -ljson-c -lseccomp -lpthread -ldl -lm $(LDLIBS)
 
 LIB_SRC  = $(sort $(wildcard src/lib/*.c))
 MAIN_SRC = $(sort $(wildcard src/*.c))

@@ -23,9 +23,7 @@
  * library check exactly that certificate's signature and nothing else, so
  * the path, expiry and revocation are checked here.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -55,6 +53,7 @@
 #include "keytypes.h"
 #include "ledger.h"
 #include "log.h"
+#include "netaddr.h"
 #include "util.h"
 
 #define CMP_PATH "/.well-known/cmp"
@@ -806,7 +805,7 @@ worker_main(void *arg)
 	while (!s->stop) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		char host[64], port[16], peer[96];
+		char peer[96];
 		struct timeval tv = { IO_TIMEOUT_S, 0 };
 		int one = 1, fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
 
@@ -821,53 +820,35 @@ worker_main(void *arg)
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
-		    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-			snprintf(host, sizeof(host), "?");
-		snprintf(peer, sizeof(peer), "%s:%s", host, port);
-		serve_conn(s, fd, peer);
+		serve_conn(s, fd, net_addr_str(&ss, sl, peer, sizeof(peer)));
 		close(fd);
 	}
 	return NULL;
 }
 
+/* Listen on spec ("host:port"); bound receives the address actually bound (port 0 resolved). */
 static int
 listen_tcp(const char *spec, int *out, char *bound, size_t boundcap)
 {
-	char host[256];
-	const char *colon = strrchr(spec, ':');
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
-	struct addrinfo *res = NULL;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	char h[64], p[16];
-	int fd = -1, one = 1, rc;
-	size_t hl;
+	char why[400];
+	int fd, st;
 
 	*out = -1;
-	if (colon == NULL || colon == spec || (hl = (size_t)(colon - spec)) >= sizeof(host))
-		return hsm_err(HSM_ECONFIG, "listen '%s' is not host:port", spec);
-	memcpy(host, spec, hl);
-	host[hl] = '\0';
-	if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-		memmove(host, host + 1, hl - 2);
-		host[hl - 2] = '\0';
+	if ((st = net_parse_addr(spec, 1, &ss, &sl)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(st));
+		return hsm_err(HSM_ECONFIG, "listen %s", why);
 	}
-	if ((rc = getaddrinfo(host, colon + 1, &hints, &res)) != 0)
-		return hsm_err(HSM_ECONFIG, "listen '%s': %s", spec, gai_strerror(rc));
-	if ((fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 256) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
-		rc = hsm_err(HSM_EIO, "cannot listen on %s: %s", spec, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(res);
-		return rc;
+	if ((st = net_listen(&ss, sl, 0, 0, 256, &fd)) != 0)
+		return st;
+	sl = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+		st = hsm_err(HSM_EIO, "cannot listen on %s: %s", spec, strerror(errno));
+		close(fd);
+		return st;
 	}
-	freeaddrinfo(res);
-	getnameinfo((struct sockaddr *)&ss, sl, h, sizeof(h), p, sizeof(p), NI_NUMERICHOST | NI_NUMERICSERV);
-	snprintf(bound, boundcap, strchr(h, ':') != NULL ? "[%s]:%s" : "%s:%s", h, p);
+	net_addr_str(&ss, sl, bound, boundcap);
 	*out = fd;
 	return 0;
 }

@@ -418,6 +418,18 @@ cfg_err(const struct cfg_doc *d, const char *key, const char *fmt, ...)
 	return hsm_err(HSM_ECONFIG, "%s: %s", d->name, msg);
 }
 
+int
+cfg_node_err(const struct cfg_doc *d, const struct cfg_node *n, const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return hsm_err(HSM_ECONFIG, "%s: %s at line %u", d->name, msg, n->line);
+}
+
 static int
 is_known(const char *full, const char *const *known, int *section)
 {
@@ -467,11 +479,28 @@ type_name(enum cfg_type t)
 	return t == CFG_MAP ? "a mapping" : t == CFG_SEQ ? "a list" : "a string";
 }
 
+int
+cfg_node_value(const struct cfg_doc *d, const struct cfg_node *n, const char *name,
+    const char **out)
+{
+	*out = NULL;
+	if (n->type != CFG_SCALAR)
+		return cfg_node_err(d, n, "'%s' must be a single value, not %s", name,
+		    type_name(n->type));
+	if (n->is_null)
+		return cfg_node_err(d, n, "'%s' has no value", name);
+	if (n->value[0] == '\0')
+		return cfg_node_err(d, n, "'%s' must not be empty", name);
+	*out = n->value;
+	return 0;
+}
+
 /* The scalar at key, or NULL when absent; wrong type, null and "" are errors. */
 static int
 get_scalar(const struct cfg_doc *d, const char *key, const struct cfg_node **out)
 {
 	const struct cfg_node *n;
+	const char *v;
 	int r;
 
 	*out = NULL;
@@ -479,13 +508,8 @@ get_scalar(const struct cfg_doc *d, const char *key, const struct cfg_node **out
 		return r;
 	if (n == NULL)
 		return 0;
-	if (n->type != CFG_SCALAR)
-		return cfg_err(d, key, "'%s' must be a single value, not %s", key,
-		    type_name(n->type));
-	if (n->is_null)
-		return cfg_err(d, key, "'%s' has no value", key);
-	if (n->value[0] == '\0')
-		return cfg_err(d, key, "'%s' must not be empty", key);
+	if ((r = cfg_node_value(d, n, key, &v)) != 0)
+		return r;
 	*out = n;
 	return 0;
 }
@@ -589,6 +613,122 @@ cfg_get_duration(const struct cfg_doc *d, const char *key, const char *def, int6
 		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
 		return cfg_err(d, key, "'%s': %s", key, why);
 	}
+	return 0;
+}
+
+int
+cfg_get_uint(const struct cfg_doc *d, const char *key, unsigned long long def,
+    unsigned long long min, unsigned long long max, unsigned long long *out)
+{
+	const struct cfg_node *n;
+	unsigned long long v = 0, dig;
+	const char *p;
+	int r;
+
+	*out = def;
+	if ((r = get_scalar(d, key, &n)) != 0 || n == NULL)
+		return r;
+	/* Digits only (strtoull would take a sign and spaces, and wrap "-1" around); stop above max. */
+	for (p = n->value; *p >= '0' && *p <= '9'; p++) {
+		dig = (unsigned long long)(*p - '0');
+		if (v > max / 10 || dig > max - v * 10)
+			break;
+		v = v * 10 + dig;
+	}
+	if (*p != '\0' || v < min)
+		return cfg_err(d, key, "'%s' must be a whole number from %llu to %llu, not '%.40s'",
+		    key, min, max, n->value);
+	*out = v;
+	return 0;
+}
+
+int
+cfg_get_bool(const struct cfg_doc *d, const char *key, int def, int *out)
+{
+	const struct cfg_node *n;
+	int r;
+
+	*out = def;
+	if ((r = get_scalar(d, key, &n)) != 0 || n == NULL)
+		return r;
+	if (strcasecmp(n->value, "true") == 0 || strcasecmp(n->value, "yes") == 0)
+		*out = 1;
+	else if (strcasecmp(n->value, "false") == 0 || strcasecmp(n->value, "no") == 0)
+		*out = 0;
+	else
+		return cfg_err(d, key, "'%s' must be true or false, not '%.40s'", key, n->value);
+	return 0;
+}
+
+/* ---- entries of lists ---- */
+
+const struct cfg_node *
+cfg_node_child(const struct cfg_node *m, const char *key)
+{
+	return map_get(m, key, strlen(key));
+}
+
+/* "label.key", or key alone at the top level. */
+static void
+node_name(const char *label, const char *key, char *buf, size_t cap)
+{
+	if (label != NULL)
+		snprintf(buf, cap, "%s.%s", label, key);
+	else
+		snprintf(buf, cap, "%s", key);
+}
+
+int
+cfg_node_check_known(const struct cfg_doc *d, const struct cfg_node *m, const char *label,
+    const char *const *known)
+{
+	const struct cfg_node *c;
+	const char *const *k;
+
+	if (m->type != CFG_MAP)
+		return cfg_node_err(d, m, "'%s' must be a mapping of keys, not %s", label,
+		    type_name(m->type));
+	for (c = m->child; c != NULL; c = c->next) {
+		for (k = known; *k != NULL && strcmp(*k, c->key) != 0; k++)
+			;
+		if (*k == NULL)
+			return cfg_node_err(d, c, "unknown key '%s.%.100s'", label, c->key);
+	}
+	return 0;
+}
+
+int
+cfg_node_str(const struct cfg_doc *d, const struct cfg_node *m, const char *label,
+    const char *key, int required, const char **out)
+{
+	const struct cfg_node *n = cfg_node_child(m, key);
+	char name[256];
+
+	*out = NULL;
+	node_name(label, key, name, sizeof(name));
+	if (n == NULL) {
+		if (required)
+			return cfg_node_err(d, m, "missing required key '%s'", name);
+		return 0;
+	}
+	return cfg_node_value(d, n, name, out);
+}
+
+int
+cfg_node_list(const struct cfg_doc *d, const struct cfg_node *m, const char *label,
+    const char *key, const struct cfg_node **out)
+{
+	const struct cfg_node *n = cfg_node_child(m, key);
+	char name[256];
+
+	*out = NULL;
+	if (n == NULL || (n->type == CFG_SCALAR && n->is_null))
+		return 0;
+	if (n->type != CFG_SEQ) {
+		node_name(label, key, name, sizeof(name));
+		return cfg_node_err(d, n, "'%s' must be a list, not %s", name, type_name(n->type));
+	}
+	*out = n;
 	return 0;
 }
 

@@ -98,6 +98,55 @@ int cfg_require(const struct cfg_doc *d, const char *key);
 /* Join dir and a path unless it is absolute. Caller frees *out. 0 or HSM_ENOMEM. */
 int cfg_resolve_path(const char *dir, const char *path, char **out);
 
+/*
+ * A whole number from min to max (decimal digits only); absent -> def.
+ * Out of range: "NAME: 'workers' must be a whole number from 1 to 64, not '0' at line N".
+ */
+int cfg_get_uint(const struct cfg_doc *d, const char *key, unsigned long long def,
+    unsigned long long min, unsigned long long max, unsigned long long *out);
+/* A boolean: true/false or yes/no, any case; absent -> def. */
+int cfg_get_bool(const struct cfg_doc *d, const char *key, int def, int *out);
+
+/*
+ * Entries of lists ("inbound: [{name: web, ...}, ...]"), which dotted keys
+ * cannot address. These take the node itself and a label naming it in
+ * messages, e.g. "inbound[1]", so errors read like the getters':
+ *
+ *   proxy.yaml: unknown key 'inbound[1].lisen' at line 14
+ */
+/* Record "NAME: MSG at line N" with n's line. Returns HSM_ECONFIG. */
+int cfg_node_err(const struct cfg_doc *d, const struct cfg_node *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The entry named key of mapping m, or NULL (also when m is not a mapping). */
+const struct cfg_node *cfg_node_child(const struct cfg_node *m, const char *key);
+/*
+ * m (named label) must be a mapping whose keys are all in known
+ * (NULL-terminated plain names). 0 or HSM_ECONFIG.
+ */
+int cfg_node_check_known(const struct cfg_doc *d, const struct cfg_node *m, const char *label,
+    const char *const *known);
+/*
+ * n (named name in messages) must be a scalar with a value: *out its text.
+ * A list, a mapping, null or "" is an error as for cfg_get_str.
+ */
+int cfg_node_value(const struct cfg_doc *d, const struct cfg_node *n, const char *name,
+    const char **out);
+/*
+ * The text of scalar key in mapping m (*out points into the tree): NULL when
+ * absent, which is "missing required key 'label.key'" at m's line when
+ * required; a list, a mapping, null or "" is an error as for cfg_get_str.
+ * label NULL names the key alone (m is the top level).
+ */
+int cfg_node_str(const struct cfg_doc *d, const struct cfg_node *m, const char *label,
+    const char *key, int required, const char **out);
+/*
+ * The list at key in mapping m: *out the CFG_SEQ node (possibly without
+ * entries), or NULL when absent or written as nothing. Anything but a list
+ * is an error. label as for cfg_node_str.
+ */
+int cfg_node_list(const struct cfg_doc *d, const struct cfg_node *m, const char *label,
+    const char *key, const struct cfg_node **out);
+
 /* ---- typed configurations ---- */
 
 /* A "token:" section: which PKCS#11 token a keyholder opens and how it finds the PIN. */

@@ -44,11 +44,14 @@ hsm_strerror(int code)
 int
 hsm_err(int code, const char *fmt, ...)
 {
+	char buf[sizeof(detail)];
 	va_list ap;
 
+	/* Through a copy: an argument may be the current detail (hsm_err_msg). */
 	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	memcpy(detail, buf, sizeof(detail));
 	return code;
 }
 

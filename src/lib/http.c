@@ -334,6 +334,13 @@ int
 http_response(uint8_t *out, size_t cap, int status, const char *content_type,
     const uint8_t *body, size_t len, size_t *outlen)
 {
+	return http_response_allow(out, cap, status, content_type, body, len, "POST", outlen);
+}
+
+int
+http_response_allow(uint8_t *out, size_t cap, int status, const char *content_type,
+    const uint8_t *body, size_t len, const char *allow, size_t *outlen)
+{
 	char head[HTTP_RESPONSE_OVERHEAD];
 	const char *reason;
 	size_t i, ctlen = 0;
@@ -352,10 +359,11 @@ http_response(uint8_t *out, size_t cap, int status, const char *content_type,
 	}
 	if (body == NULL && len > 0)
 		return hsm_err(HSM_EINVAL, "http: missing body");
-	n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %zu\r\n%s"
+	n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %zu\r\n%s%s%s"
 	    "Connection: close\r\nCache-Control: no-cache\r\n\r\n", status, reason,
 	    content_type ? "Content-Type: " : "", content_type ? content_type : "",
-	    content_type ? "\r\n" : "", len, status == 405 ? "Allow: POST\r\n" : "");
+	    content_type ? "\r\n" : "", len, status == 405 ? "Allow: " : "",
+	    status == 405 ? allow : "", status == 405 ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof(head))
 		return hsm_err(HSM_EINVAL, "http: response head too long");
 	if (out == NULL || cap < (size_t)n || len > cap - (size_t)n)

@@ -90,6 +90,10 @@ const char *http_reason(int status);
 int http_response(uint8_t *out, size_t cap, int status, const char *content_type,
     const uint8_t *body, size_t len, size_t *outlen);
 
+/* The same with the methods a 405 names in Allow (a fixed string such as "GET, HEAD"). */
+int http_response_allow(uint8_t *out, size_t cap, int status, const char *content_type,
+    const uint8_t *body, size_t len, const char *allow, size_t *outlen);
+
 /*
  * Write len bytes to fd (a socket, pipe or file; blocking or not),
  * waiting with poll() when it would block, for at most timeout_ms in all

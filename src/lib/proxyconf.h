@@ -1,0 +1,122 @@
+/*
+ * proxyconf.h - proxy.yaml, the sidecar proxy's configuration, and the
+ * SPIFFE ID patterns its authorisation lists use.
+ *
+ *   agent:
+ *     socket: /run/hsmesh/agent.sock   # required; relative to the file's directory
+ *     id: spiffe://example.org/ns/web  # which of the agent's IDs to serve; absent:
+ *                                      #   the only one the agent gives this caller
+ *     timeout: 2s                      # per private-key operation, 100ms..60s
+ *   workers: 2                         # event-loop threads, 1..64; default: online CPUs
+ *   tls:
+ *     min_version: "1.3"               # "1.3" (default) or "1.2"
+ *     tickets: true                    # session tickets (resumption); true/false, yes/no
+ *   limits:
+ *     max_connections: 4096            # accepted connections in total, 1..1000000
+ *     buffer_size: 16384               # bytes per direction per connection, 1024..1048576
+ *   timeouts:                          # defaults as shown
+ *     handshake: 5s                    # TLS handshake (and, outbound, the connect before it)
+ *     idle: 300s                       # no byte either way
+ *     connect: 5s                      # TCP connect to the target
+ *     drain: 10s                       # grace after SIGTERM
+ *   inbound:                           # mTLS in, plaintext to the local app
+ *     - name: web                      # [A-Za-z0-9_.-]{1,64}, unique over inbound+outbound
+ *       listen: 127.0.0.1:8443         # HOST:PORT (port 0: any free port)
+ *       forward_to: 127.0.0.1:8080     # the local application
+ *       allow:                         # non-empty: peer IDs or patterns (below)
+ *         - spiffe://example.org/ns/client
+ *   outbound:                          # plaintext in from the local app, mTLS out
+ *     - name: to-db
+ *       listen: 127.0.0.1:15001
+ *       connect: 127.0.0.1:9443        # the peer's sidecar
+ *       expect_id: spiffe://example.org/ns/db   # an ID or pattern
+ *       server_name: db.example.org    # optional SNI
+ *   metrics:
+ *     listen: 127.0.0.1:9100           # optional Prometheus endpoint
+ *   access_log: /var/log/hsmesh/access.log  # optional; "-" is stderr
+ *
+ * Durations take s, m, h, d (hsm_parse_duration) and, here only, ms
+ * ("250ms"). At least one listener is required; no two listeners (nor the
+ * metrics endpoint) may share a listen address. Unknown keys are refused
+ * everywhere, inside list entries too. Errors are HSM_ECONFIG with one
+ * line naming the file, the key and its line:
+ *
+ *   proxy.yaml: 'inbound[1].allow[0]' invalid SPIFFE ID '...': ... at line 12
+ *
+ * (list indexes count from 0). See docs/PROXY.md.
+ */
+#ifndef HSM_PROXYCONF_H
+#define HSM_PROXYCONF_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct proxy_listener {
+	char *name;
+	int inbound;				/* 1 inbound (mTLS server), 0 outbound */
+	char *listen;				/* as written */
+	struct sockaddr_storage listen_addr;
+	socklen_t listen_len;
+	char *target;				/* forward_to (inbound) or connect (outbound), as written */
+	struct sockaddr_storage target_addr;
+	socklen_t target_len;
+	char **allow;				/* inbound: allow list; outbound: the one expect_id */
+	size_t nallow;
+	char *server_name;			/* outbound SNI or NULL */
+};
+
+struct proxy_config {
+	char *path;				/* the file, as given */
+	char *agent_socket;
+	char *agent_id;				/* "" when absent */
+	unsigned key_timeout_ms;
+	unsigned workers;
+	int tls_min_version;			/* 0x0304 (TLS1_3_VERSION) or 0x0303 (TLS1_2_VERSION) */
+	int tickets;
+	unsigned max_connections;
+	size_t buffer_size;
+	unsigned handshake_timeout_ms, idle_timeout_ms, connect_timeout_ms, drain_timeout_ms;
+	struct proxy_listener *lst;		/* inbound first, then outbound, file order */
+	size_t nlst;
+	char *metrics_listen;			/* NULL when absent */
+	struct sockaddr_storage metrics_addr;
+	socklen_t metrics_len;
+	char *access_log;			/* NULL, "-" or a path */
+};
+
+/*
+ * Load and validate proxy.yaml at path (host names in addresses are
+ * resolved now). Caller frees *out with proxy_config_free(). 0, or
+ * HSM_ECONFIG (HSM_ENOMEM) with a one-line detail naming file and line.
+ */
+int proxy_config_load(const char *path, struct proxy_config **out);
+
+/* Free a configuration. Accepts NULL. */
+void proxy_config_free(struct proxy_config *c);
+
+/*
+ * Patterns. A star can only be the whole last segment, so in the comments
+ * below P-star stands for a SPIFFE ID P followed by a slash and a star:
+ * "spiffe://example.org/" + "*" is the whole trust domain, and
+ * "spiffe://example.org/ns/" + "*" everything below /ns.
+ */
+/*
+ * Check a pattern's syntax: a full SPIFFE ID (spiffe_id_parse), or P-star
+ * where P is a valid SPIFFE ID. No other wildcard. 0 or HSM_EINVAL with a
+ * one-line detail.
+ */
+int spiffe_pattern_check(const char *pattern);
+
+/*
+ * 1 when id matches pattern: equal, or for P-star, id starts with P and a
+ * slash and has at least one more character (so "spiffe://example.org/ns/"
+ * + "*" matches neither "spiffe://example.org/ns" nor
+ * "spiffe://example.org/nsx/a"). 0 otherwise. A pure string comparison:
+ * id is a verified peer's ID.
+ */
+int spiffe_pattern_match(const char *pattern, const char *id);
+
+/* 1 when id matches any of l->allow, else 0. */
+int proxy_listener_allows(const struct proxy_listener *l, const char *id);
+
+#endif
