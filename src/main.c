@@ -18,8 +18,10 @@ usage(FILE *f)
 	    "  ca init   -c ca.yaml                       generate the CA key in the token, write root.pem\n"
 	    "  ca issue  -c ca.yaml --csr F --id ID [--ttl D]  issue an X.509-SVID (PEM on stdout)\n"
 	    "  agent     -c agent.yaml                    node agent: enroll/rotate workload SVIDs, local API\n"
+	    "  proxy     -c proxy.yaml                    sidecar: mTLS in and out of a workload, keys in the token\n"
 	    "  keyholder ...                              the process that owns the token (see --help)\n"
 	    "  inspect   FILE                             print a certificate or CSR readably\n"
+	    "  app       serve|get ...                    the small HTTP app behind the sidecars\n"
 	    "  demo                                       run the demonstration on a throwaway token\n"
 	    "\n"
 	    "Run 'hsmesh COMMAND --help' for a command's options.\n");
@@ -37,6 +39,8 @@ main(int argc, char **argv)
 		{ "inspect", inspect_main },
 		{ "demo", demo_main },
 		{ "agent", agent_main },
+		{ "app", app_main },
+		{ "proxy", proxy_main },
 	};
 
 	if (argc < 2) {

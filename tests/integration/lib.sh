@@ -21,7 +21,7 @@ trap _cleanup EXIT INT TERM
 ok()     { _n=$((_n + 1)); echo "ok $_n - $*"; }
 not_ok() { _n=$((_n + 1)); _fails=$((_fails + 1)); echo "not ok $_n - $*"; }
 # check DESC COMMAND... : ok when the command succeeds
-check()  { d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; fi; }
+check()  { d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; return 1; fi; }
 # refuse DESC PATTERN COMMAND... : ok when the command fails with a one-line
 # stderr that matches PATTERN (grep -E, case-insensitive)
 refuse() {
