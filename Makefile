@@ -2,10 +2,14 @@
 #   make        install missing Debian packages (when root) and build build/hsmesh
 #   make check  the whole test suite (also under ASan+UBSan); ends "N passed, N failed"
 #   make demo   the main job on this machine
+#   make bench  hsmesh against HAProxy and stunnel (QUICK=1: a 2-minute smoke run)
 
 CC      ?= gcc
 FUZZCC  ?= clang
 BUILD   ?= build
+
+# Debian packages the benchmarks add (only `make bench` installs them).
+BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
@@ -104,6 +108,18 @@ fuzz: $(FUZZ_BIN)
 
 demo: all
 	$(BUILD)/hsmesh demo
+
+bench: all
+	@missing=""; for p in $(BENCH_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null || \
+	      { echo "apt-get install failed for:$$missing" >&2; exit 1; }; \
+	  else echo "missing Debian packages (run make bench as root, or install):$$missing" >&2; exit 1; fi; \
+	fi
+	QUICK=$(QUICK) bash bench/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -44,7 +44,7 @@
 
 #define APP_MAX_CONNS	1024
 #define APP_MAX_BODY	(1024 * 1024)		/* POST /echo */
-#define APP_MAX_BYTES	(64 * 1024 * 1024)	/* GET /bytes?n= */
+#define APP_MAX_BYTES	(1024 * 1024 * 1024)	/* GET /bytes?n= (bulk benchmarks) */
 #define APP_MAX_SLOW_MS	60000			/* GET /slow?ms= */
 #define APP_IDLE_MS	60000
 #define APP_LINGER_MS	2000	/* after the last response, to let the client read it */
@@ -565,7 +565,7 @@ serve_usage(FILE *f)
 	    "  GET  /              200 'hello from NAME'\n"
 	    "  GET  /whoami        200 'NAME'\n"
 	    "  POST /echo          200 with the request body (at most 1 MiB)\n"
-	    "  GET  /bytes?n=N     200 with N bytes of 'x' (N at most 64 MiB), streamed\n"
+	    "  GET  /bytes?n=N     200 with N bytes of 'x' (N at most 1 GiB), streamed\n"
 	    "  GET  /slow?ms=N     200 'slow' after N ms (at most 60000), other connections go on\n"
 	    "Any other path is 404, another method 405, a malformed request 400 (then close).\n"
 	    "  --listen HOST:PORT  address to listen on (port 0 picks a free one)\n"
