@@ -121,10 +121,9 @@ EOF
 	for _ in $(seq 100); do grep -q "ready:" "$T/pa.log" 2>/dev/null && grep -q "ready:" "$T/pb.log" && break; sleep 0.1; done
 }
 
-start_haproxy() {
-	pa=$(free_port); pb=$(free_port)
-	reuse=$([ "$1" = 1 ] && echo "" || echo "no-ssl-reuse")
-	cat >"$T/hb.cfg" <<EOF
+# the global and defaults sections of both HAProxy processes (L4, like the sidecars)
+ha_head() {
+	cat <<EOF
 global
   nbthread 2
   maxconn 8000
@@ -133,27 +132,28 @@ defaults
   timeout connect 5s
   timeout client 300s
   timeout server 300s
+EOF
+}
+
+start_haproxy() {
+	pa=$(free_port); pb=$(free_port)
+	reuse=$([ "$1" = 1 ] && echo "" || echo "no-ssl-reuse")
+	{ ha_head; cat <<EOF
 frontend in
   bind 127.0.0.1:$pb ssl crt $T/fb.combined ca-file $ROOT verify required ssl-min-ver TLSv1.3
   default_backend app
 backend app
   server app 127.0.0.1:$APP
 EOF
-	cat >"$T/ha.cfg" <<EOF
-global
-  nbthread 2
-  maxconn 8000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
+	} >"$T/hb.cfg"
+	{ ha_head; cat <<EOF
 frontend out
   bind 127.0.0.1:$pa
   default_backend peer
 backend peer
   server b 127.0.0.1:$pb ssl crt $T/fa.combined ca-file $ROOT verify required ssl-min-ver TLSv1.3 $reuse
 EOF
+	} >"$T/ha.cfg"
 	haproxy -f "$T/hb.cfg" -db 2>>"$T/hb.log" & p1=$!
 	haproxy -f "$T/ha.cfg" -db 2>>"$T/ha.log" & p2=$!
 	PIDS="$p1 $p2"; track $p1 $p2; ENTRY=$pa
