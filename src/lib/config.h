@@ -155,6 +155,9 @@ struct cfg_token {
 	char *uri;		/* pkcs11: URI naming the token */
 	char *pin_file;		/* exactly one of pin_file / pin_env */
 	char *pin_env;
+	/* TEST SETTING <section>.test_sign_delay_ms: the keyholder adds this
+	 * many ms to every signature (a slow-token model for benchmarks). */
+	unsigned sign_delay_ms;
 };
 
 /* Read section (e.g. "token") of d into *t (cleared first). 0 or HSM_ECONFIG. */
