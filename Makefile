@@ -86,6 +86,11 @@ $(BUILD)/asan/tests/%: tests/unit/%.c $(BUILD)/asan/libhsmesh.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -O1 $(SANFLAGS) -o $@ $< $(BUILD)/asan/libhsmesh.a -lcmocka $(LDLIBS_ALL)
 
+# Test tools (fixture generators, never shipped): tests/tools/*.c
+$(BUILD)/tests/tools/%: tests/tools/%.c $(BUILD)/libhsmesh.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libhsmesh.a $(LDLIBS_ALL)
+
 # libFuzzer targets: clang, ASan+UBSan; the library is compiled once with
 # coverage instrumentation and linked into every target.
 FUZZ_LIB_OBJ = $(LIB_SRC:src/lib/%.c=$(BUILD)/fuzzobj/%.o)
@@ -100,7 +105,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ) $(HDRS)
 	$(FUZZCC) $(CPPFLAGS_ALL) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS_ALL)
 
-check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN)
+check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN) $(BUILD)/tests/tools/sgx_testpki
 
 check: check-build
 	@tests/run.sh $(BUILD)
