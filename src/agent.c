@@ -9,7 +9,10 @@
  *     the token, the certificate is unexpired, carries exactly the
  *     workload's SPIFFE ID and chains to the configured root;
  *   - otherwise asks its keyholder for a new key and enrolls with CMPv2
- *     (ir, protected by the one-time join token REF:SECRET as a PBM MAC);
+ *     (ir, protected by the one-time join token REF:SECRET as a PBM MAC,
+ *     and/or carrying an SGX quote from the evidence producer over the new
+ *     key and a CA nonce, evidence.h; with evidence and no token the ir is
+ *     unprotected and the CA names the identity from the measurements);
  *   - at renew_at x lifetime (+ up to 10 % jitter) generates a NEW key and
  *     renews with kur signed by the current certificate and key; the old
  *     key is destroyed after a grace period. A CA that is down or refuses
@@ -66,10 +69,12 @@
 #include <openssl/x509v3.h>
 
 #include "agentproto.h"
+#include "attest.h"
 #include "cert.h"
 #include "cmds.h"
 #include "config.h"
 #include "err.h"
+#include "evidence.h"
 #include "khclient.h"
 #include "keytypes.h"
 #include "log.h"
@@ -111,6 +116,7 @@ struct agent_conf {
 	int64_t retry_min, retry_max;	/* seconds */
 	struct wl_conf *wl;
 	size_t nwl;
+	struct evidence_conf evidence;	/* attestation:, kind EVIDENCE_NONE when absent */
 };
 
 /* ---- runtime ---- */
@@ -488,6 +494,7 @@ conf_free(struct agent_conf *c)
 		return;
 	free(c->path);
 	cfg_token_clear(&c->token);
+	evidence_conf_clear(&c->evidence);
 	free(c->ca_url);
 	free(c->ca_host);
 	free(c->ca_path);
@@ -660,7 +667,8 @@ conf_from_doc(const struct cfg_doc *d, struct agent_conf **out)
 	static const char *const known[] = {
 		"token.module", "token.uri", "token.pin_file", "token.pin_env",
 		"token.test_sign_delay_ms", "ca.url", "ca.root", "state_dir", "socket", "key.type", "renew_at",
-		"retry.min", "retry.max", "workloads", NULL
+		"retry.min", "retry.max", "workloads", "attestation.producer", "attestation.path",
+		"attestation.command", "attestation.timeout", NULL
 	};
 	struct agent_conf *c;
 	char *kt = NULL;
@@ -681,7 +689,8 @@ conf_from_doc(const struct cfg_doc *d, struct agent_conf **out)
 	    (r = parse_fraction(d, "renew_at", 0.5, &c->renew_at)) != 0 ||
 	    (r = cfg_get_duration(d, "retry.min", "1s", &c->retry_min)) != 0 ||
 	    (r = cfg_get_duration(d, "retry.max", "60s", &c->retry_max)) != 0 ||
-	    (r = parse_url(d, c)) != 0 || (r = parse_workloads(d, c)) != 0)
+	    (r = parse_url(d, c)) != 0 || (r = parse_workloads(d, c)) != 0 ||
+	    (r = evidence_conf_load(d, "attestation", &c->evidence)) != 0)
 		goto out;
 	if (hsm_keytype_parse(kt, &c->key_type) != 0) {
 		r = cfg_err(d, "key.type", "'key.type' must be ec-p256, ec-p384 or rsa-3072, "
@@ -1035,6 +1044,27 @@ set_join_token(OSSL_CMP_CTX *ctx, const char *path)
  * signed through the keyholder. The template asks for exactly the
  * workload's URI SAN; kur also names the certificate it replaces (oldCertID, RFC 4210 D.6).
  */
+/*
+ * The subject we ask for and send as CMP sender: O=<trust domain>,
+ * CN=<path>, cut to the X.520 upper bound of 64.
+ */
+static X509_NAME *
+workload_name(const char *id)
+{
+	X509_NAME *name;
+	struct spiffe_id sid;
+
+	if ((name = X509_NAME_new()) == NULL || spiffe_id_parse(id, &sid) != 0 ||
+	    X509_NAME_add_entry_by_NID(name, NID_organizationName, MBSTRING_UTF8,
+	    (const unsigned char *)sid.trust_domain, (int)strnlen(sid.trust_domain, 64), -1, 0) != 1 ||
+	    X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
+	    (const unsigned char *)sid.path + 1, (int)strnlen(sid.path + 1, 64), -1, 0) != 1) {
+		X509_NAME_free(name);
+		return NULL;
+	}
+	return name;
+}
+
 static int
 build_crm(struct job *j, OSSL_CRMF_MSG **out)
 {
@@ -1049,7 +1079,6 @@ build_crm(struct job *j, OSSL_CRMF_MSG **out)
 	const EVP_MD *md = j->ag->conf->key_type == HSM_KEY_EC_P384 ? EVP_sha384() : EVP_sha256();
 	const X509_NAME *subject = NULL, *issuer = NULL;
 	X509_NAME *name = NULL;
-	struct spiffe_id sid;
 	const char *id = j->w->c->id;
 	int r = HSM_ECRYPTO;
 
@@ -1059,15 +1088,10 @@ build_crm(struct job *j, OSSL_CRMF_MSG **out)
 		goto fail;
 	/*
 	 * A signature POPO needs a subject (RFC 4211 4.1: else POPOSigningKeyInput,
-	 * which OpenSSL does not verify): O=<trust domain>, CN=<path>, cut to the
-	 * X.520 upper bound of 64. The SPIFFE ID itself is the URI SAN; the CA
-	 * may well rewrite the subject.
+	 * which OpenSSL does not verify). The SPIFFE ID itself is the URI SAN;
+	 * the CA may well rewrite the subject.
 	 */
-	if ((name = X509_NAME_new()) == NULL || spiffe_id_parse(id, &sid) != 0 ||
-	    X509_NAME_add_entry_by_NID(name, NID_organizationName, MBSTRING_UTF8,
-	    (const unsigned char *)sid.trust_domain, (int)strnlen(sid.trust_domain, 64), -1, 0) != 1 ||
-	    X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
-	    (const unsigned char *)sid.path + 1, (int)strnlen(sid.path + 1, 64), -1, 0) != 1)
+	if ((name = workload_name(id)) == NULL)
 		goto fail;
 	subject = name;
 	if (j->kur) {
@@ -1116,13 +1140,157 @@ build_crm(struct job *j, OSSL_CRMF_MSG **out)
 	return r;
 }
 
+/* A CMP client context for our CA, its answers checked against the root. */
+static int
+cmp_ctx_new(struct agent *ag, OSSL_CMP_CTX **out)
+{
+	const struct agent_conf *c = ag->conf;
+	OSSL_CMP_CTX *ctx;
+	X509_STORE *store = NULL;
+
+	*out = NULL;
+	if ((ctx = OSSL_CMP_CTX_new(NULL, NULL)) == NULL || (store = X509_STORE_new()) == NULL)
+		goto fail;
+	if (X509_STORE_add_cert(store, ag->root) != 1 ||
+	    OSSL_CMP_CTX_set_log_cb(ctx, cmp_log_cb) != 1 ||
+	    OSSL_CMP_CTX_set_log_verbosity(ctx, ag->debug ? OSSL_CMP_LOG_DEBUG : OSSL_CMP_LOG_ERR) != 1 ||
+	    OSSL_CMP_CTX_set1_server(ctx, c->ca_host) != 1 ||
+	    OSSL_CMP_CTX_set_serverPort(ctx, c->ca_port) != 1 ||
+	    OSSL_CMP_CTX_set1_serverPath(ctx, c->ca_path) != 1 ||
+	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, CMP_MSG_TIMEOUT) != 1 ||
+	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, CMP_TOTAL_TIMEOUT) != 1 ||
+	    OSSL_CMP_CTX_set0_trustedStore(ctx, store) != 1)
+		goto fail;
+	*out = ctx;
+	return 0;
+ fail:
+	X509_STORE_free(store);
+	OSSL_CMP_CTX_free(ctx);
+	return hsm_err_ossl(HSM_ECRYPTO, "CMP set-up");
+}
+
+/* An ITAV of type oid (dotted) with an OCTET STRING value, or none (NULL). */
+static OSSL_CMP_ITAV *
+itav_octets(const char *oid, const uint8_t *v, size_t len)
+{
+	ASN1_OBJECT *o = OBJ_txt2obj(oid, 1);
+	ASN1_OCTET_STRING *os = NULL;
+	ASN1_TYPE *t = NULL;
+	OSSL_CMP_ITAV *itav = NULL;
+
+	if (o == NULL)
+		return NULL;
+	if (v != NULL) {
+		if ((os = ASN1_OCTET_STRING_new()) == NULL || !ASN1_OCTET_STRING_set(os, v, (int)len) ||
+		    (t = ASN1_TYPE_new()) == NULL)
+			goto out;
+		ASN1_TYPE_set(t, V_ASN1_OCTET_STRING, os);
+		os = NULL;
+	}
+	if ((itav = OSSL_CMP_ITAV_create(o, t)) != NULL)
+		o = NULL, t = NULL;
+ out:
+	ASN1_OBJECT_free(o);
+	ASN1_TYPE_free(t);
+	ASN1_OCTET_STRING_free(os);
+	return itav;
+}
+
+/* Ask the CA for an attestation nonce (an unprotected genm, attest.h). */
+static int
+get_nonce(struct job *j, uint8_t nonce[ATTEST_NONCE_LEN])
+{
+	OSSL_CMP_CTX *ctx = NULL;
+	OSSL_CMP_ITAV *itav;
+	STACK_OF(OSSL_CMP_ITAV) *got = NULL;
+	ASN1_OBJECT *want = NULL;
+	X509_NAME *name = NULL;
+	const ASN1_TYPE *v;
+	int r;
+
+	if ((r = cmp_ctx_new(j->ag, &ctx)) != 0)
+		return r;
+	r = HSM_ECRYPTO;
+	if ((itav = itav_octets(HSM_OID_ATTEST_NONCE, NULL, 0)) == NULL ||
+	    OSSL_CMP_CTX_push0_genm_ITAV(ctx, itav) != 1) {
+		OSSL_CMP_ITAV_free(itav);
+		r = hsm_err_ossl(HSM_ECRYPTO, "CMP set-up");
+		goto out;
+	}
+	/* An unprotected message names its sender: the workload's subject. */
+	if ((name = workload_name(j->w->c->id)) == NULL ||
+	    OSSL_CMP_CTX_set1_subjectName(ctx, name) != 1 ||
+	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_SEND, 1) != 1 ||
+	    OSSL_CMP_CTX_set1_recipient(ctx, X509_get_subject_name(j->ag->root)) != 1 ||
+	    (want = OBJ_txt2obj(HSM_OID_ATTEST_NONCE, 1)) == NULL) {
+		r = hsm_err_ossl(HSM_ECRYPTO, "CMP set-up");
+		goto out;
+	}
+	if ((got = OSSL_CMP_exec_GENM_ses(ctx)) == NULL) {
+		char reason[300];
+
+		ossl_reason(reason, sizeof(reason));
+		j->unreachable = 1;
+		r = hsm_err(HSM_EIO, "asking the CA for an attestation nonce: %s", reason);
+		goto out;
+	}
+	r = hsm_err(HSM_EPROTO, "the CA sent no attestation nonce (is attestation configured "
+	    "in its ca.yaml?)");
+	for (int i = 0; i < sk_OSSL_CMP_ITAV_num(got); i++) {
+		itav = sk_OSSL_CMP_ITAV_value(got, i);
+		v = OSSL_CMP_ITAV_get0_value(itav);
+		if (OBJ_cmp(OSSL_CMP_ITAV_get0_type(itav), want) == 0 && v != NULL &&
+		    v->type == V_ASN1_OCTET_STRING &&
+		    ASN1_STRING_length(v->value.octet_string) == ATTEST_NONCE_LEN) {
+			memcpy(nonce, ASN1_STRING_get0_data(v->value.octet_string), ATTEST_NONCE_LEN);
+			r = 0;
+			break;
+		}
+	}
+ out:
+	sk_OSSL_CMP_ITAV_pop_free(got, OSSL_CMP_ITAV_free);
+	ASN1_OBJECT_free(want);
+	X509_NAME_free(name);
+	OSSL_CMP_CTX_free(ctx);
+	return r;
+}
+
+/*
+ * Attestation: a fresh nonce from the CA, a quote over SHA-256(new key's
+ * SPKI) || nonce from the evidence producer, carried in the request's
+ * generalInfo.
+ */
+static int
+attach_evidence(struct job *j, OSSL_CMP_CTX *ctx)
+{
+	uint8_t rd[64], *quote = NULL;
+	size_t qlen = 0;
+	OSSL_CMP_ITAV *itav;
+	int r;
+
+	if ((r = get_nonce(j, rd + 32)) != 0)
+		return r;
+	SHA256(j->key.spki, j->key.spkilen, rd);
+	if ((r = evidence_quote(&j->ag->conf->evidence, rd, &quote, &qlen)) != 0)
+		return r;
+	log_info("%s: %zu-byte quote from the %s evidence producer for key SHA-256 %02x%02x%02x%02x…",
+	    j->w->c->id, qlen, evidence_kind_name(j->ag->conf->evidence.kind), rd[0], rd[1], rd[2],
+	    rd[3]);
+	itav = itav_octets(HSM_OID_SGX_QUOTE, quote, qlen);
+	free(quote);
+	if (itav == NULL || OSSL_CMP_CTX_push0_geninfo_ITAV(ctx, itav) != 1) {
+		OSSL_CMP_ITAV_free(itav);
+		return hsm_err_ossl(HSM_ECRYPTO, "CMP set-up");
+	}
+	return 0;
+}
+
 static void
 job_enroll(struct job *j)
 {
 	struct agent *ag = j->ag;
 	const struct agent_conf *c = ag->conf;
 	OSSL_CMP_CTX *ctx = NULL;
-	X509_STORE *store = NULL;
 	OSSL_CRMF_MSG *crm = NULL;
 	X509 *got;
 	char reason[300], hex[2 * HSM_KEYID_LEN + 1];
@@ -1150,23 +1318,12 @@ job_enroll(struct job *j)
 		return;
 	}
 
-	r = HSM_ENOMEM;
-	if ((ctx = OSSL_CMP_CTX_new(NULL, NULL)) == NULL || (store = X509_STORE_new()) == NULL)
+	if ((r = cmp_ctx_new(ag, &ctx)) != 0)
 		goto fail;
-	if (X509_STORE_add_cert(store, ag->root) != 1 ||
-	    OSSL_CMP_CTX_set_log_cb(ctx, cmp_log_cb) != 1 ||
-	    OSSL_CMP_CTX_set_log_verbosity(ctx, ag->debug ? OSSL_CMP_LOG_DEBUG : OSSL_CMP_LOG_ERR) != 1 ||
-	    OSSL_CMP_CTX_set1_server(ctx, c->ca_host) != 1 ||
-	    OSSL_CMP_CTX_set_serverPort(ctx, c->ca_port) != 1 ||
-	    OSSL_CMP_CTX_set1_serverPath(ctx, c->ca_path) != 1 ||
-	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT, CMP_MSG_TIMEOUT) != 1 ||
-	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, CMP_TOTAL_TIMEOUT) != 1 ||
-	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, 1) != 1 ||
+	if (OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, 1) != 1 ||
 	    OSSL_CMP_CTX_set_certConf_cb(ctx, certconf_cb) != 1 ||
-	    OSSL_CMP_CTX_set_certConf_cb_arg(ctx, j) != 1 ||
-	    OSSL_CMP_CTX_set0_trustedStore(ctx, store) != 1)
+	    OSSL_CMP_CTX_set_certConf_cb_arg(ctx, j) != 1)
 		goto ossl_fail;
-	store = NULL;
 	if (EVP_PKEY_up_ref(j->key.pkey) != 1)
 		goto ossl_fail;
 	if (OSSL_CMP_CTX_set0_newPkey(ctx, 1, j->key.pkey) != 1) {
@@ -1178,13 +1335,27 @@ job_enroll(struct job *j)
 		    OSSL_CMP_CTX_set1_pkey(ctx, j->oldkey) != 1)
 			goto ossl_fail;
 	} else {
-		if ((r = set_join_token(ctx, j->w->c->join_token_file)) != 0) {
+		/* With attestation evidence a join token is optional. */
+		if (c->evidence.kind != EVIDENCE_NONE && j->w->c->join_token_file == NULL) {
+			X509_NAME *name = workload_name(j->w->c->id);
+			int ok = name != NULL && OSSL_CMP_CTX_set1_subjectName(ctx, name) == 1 &&
+			    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_SEND, 1) == 1;
+
+			X509_NAME_free(name);
+			if (!ok)
+				goto ossl_fail;
+		} else if ((r = set_join_token(ctx, j->w->c->join_token_file)) != 0) {
 			j->st = r;
 			snprintf(j->why, sizeof(j->why), "%s", hsm_err_msg(r));
 			goto out;
 		}
 		if (OSSL_CMP_CTX_set1_recipient(ctx, X509_get_subject_name(ag->root)) != 1)
 			goto ossl_fail;
+	}
+	if (c->evidence.kind != EVIDENCE_NONE && (r = attach_evidence(j, ctx)) != 0) {
+		j->st = r;
+		snprintf(j->why, sizeof(j->why), "%s", hsm_err_msg(r));
+		goto out;
 	}
 	if ((r = build_crm(j, &crm)) != 0) {
 		j->st = r;
@@ -1234,7 +1405,6 @@ job_enroll(struct job *j)
 	snprintf(j->why, sizeof(j->why), "%s", hsm_err_msg(r));
  out:
 	OSSL_CRMF_MSG_free(crm);
-	X509_STORE_free(store);
 	OSSL_CMP_CTX_free(ctx);
 }
 
@@ -1326,6 +1496,12 @@ start_enroll(struct agent *ag, struct wl *w)
 		X509_up_ref(w->cert);
 		j->oldkey = w->key.pkey;
 		EVP_PKEY_up_ref(w->key.pkey);
+	} else if (w->have && !w->expired_logged && ag->conf->evidence.kind != EVIDENCE_NONE &&
+	    w->c->join_token_file == NULL) {
+		fmt_time(w->na, t);
+		log_err("%s: certificate serial %s EXPIRED at %s and could not be renewed: "
+		    "enrolling again with attestation evidence", w->c->id, w->serial, t);
+		w->expired_logged = 1;
 	} else if (w->have && !w->expired_logged) {
 		fmt_time(w->na, t);
 		log_err("%s: certificate serial %s EXPIRED at %s and could not be renewed: "
@@ -1474,6 +1650,12 @@ enroll_done(struct agent *ag, struct job *j)
 		log_warn("%s: %s (%s): keeping certificate serial %s valid until %s; retrying in %llds",
 		    w->c->id, j->unreachable ? "CA unreachable" : "renewal failed", j->why,
 		    w->serial, t, (long long)((d + 500) / 1000));
+	} else if (w->have && ag->conf->evidence.kind != EVIDENCE_NONE &&
+	    w->c->join_token_file == NULL) {
+		fmt_time(w->na, t);
+		log_err("%s: certificate serial %s EXPIRED at %s and enrollment with attestation "
+		    "evidence failed (%s%s); retrying in %llds", w->c->id, w->serial, t,
+		    j->unreachable ? "CA unreachable: " : "", j->why, (long long)((d + 500) / 1000));
 	} else if (w->have) {
 		fmt_time(w->na, t);
 		log_err("%s: certificate serial %s EXPIRED at %s and enrollment failed (%s%s): a new "

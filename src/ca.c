@@ -836,6 +836,7 @@ cmd_serve(const char *cfgpath, const char *port_file)
 	sc.svid_ttl = cfg->svid_ttl;
 	sc.issue = serve_issue;
 	sc.issue_arg = &sa;
+	sc.attest = cfg->attest;
 	sc.max_body = MAX_CMP_BODY;
 	sc.threads = 8;
 	r = cmp_serve(&sc);

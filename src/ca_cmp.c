@@ -11,6 +11,15 @@
  *                expired, not revoked, its ID not revoked.
  *   genm         either of the above; answered with the CA certificates.
  *
+ * Attestation (attest.h, when ca.yaml has "attestation:"): an ir, cr,
+ * p10cr or kur may carry an SGX quote in the header's generalInfo; it must
+ * verify, satisfy the policy and bind the request's key and a fresh nonce,
+ * or the request is refused before its join token is consumed. An
+ * UNPROTECTED ir/cr/p10cr is then accepted when its quote passes: the
+ * policy's SPIFFE ID template, fed by the measured values, names the
+ * identity. An unprotected genm asking for HSM_OID_ATTEST_NONCE gets a
+ * nonce; nothing else unprotected is answered but with an error.
+ *
  * What OpenSSL 3.0 leaves to us (DESIGN.md): there is no getter for the
  * header's protectionAlg, senderKID or extraCerts (cmpder.c walks the
  * DER); one OSSL_CMP_SRV_CTX carries one transaction, so contexts live in
@@ -44,6 +53,7 @@
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
+#include "attest.h"
 #include "audit.h"
 #include "ca_cmp.h"
 #include "cert.h"
@@ -89,6 +99,8 @@ struct txn {
 	char signer_serial[80];
 	char signer_id[2049];
 	const char *peer;
+	const uint8_t *quote;			/* generalInfo SGX quote, or NULL */
+	size_t quotelen;
 	char lasterr[256];			/* captured from the library's log */
 };
 
@@ -98,6 +110,7 @@ struct server {
 	pthread_mutex_t mu;
 	struct txn *txns;
 	int ntxns;
+	uint8_t nonce_key[32];			/* attestation nonces (attest.h) */
 	volatile sig_atomic_t stop;
 };
 
@@ -159,28 +172,36 @@ cmp_log_cb(const char *func, const char *file, int line, OSSL_CMP_severity level
 
 /* ---- callbacks ---- */
 
+/*
+ * The request's public key, and its SubjectPublicKeyInfo DER as the
+ * request carries it (the bytes an attestation quote must name).
+ */
 static EVP_PKEY *
-request_pubkey(const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr)
+request_pubkey(const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, uint8_t spki[HSM_MAX_SPKI],
+    size_t *spkilen)
 {
-	unsigned char *der = NULL, spki[HSM_MAX_SPKI];
+	unsigned char *der = NULL, *q;
 	const unsigned char *p = spki;
-	size_t spkilen;
 	int n;
 	EVP_PKEY *pk = NULL;
 
+	*spkilen = 0;
 	if (p10cr != NULL) {
 		EVP_PKEY *k = X509_REQ_get0_pubkey((X509_REQ *)p10cr);
 
-		if (k != NULL && EVP_PKEY_up_ref(k))
-			return k;
-		return NULL;
+		q = spki;
+		if (k == NULL || (n = i2d_PUBKEY(k, NULL)) <= 0 || n > HSM_MAX_SPKI ||
+		    i2d_PUBKEY(k, &q) != n || !EVP_PKEY_up_ref(k))
+			return NULL;
+		*spkilen = (size_t)n;
+		return k;
 	}
 	if (crm == NULL)
 		return NULL;
 	if ((n = i2d_OSSL_CRMF_CERTTEMPLATE(OSSL_CRMF_MSG_get0_tmpl(crm), &der)) <= 0)
 		return NULL;
-	if (cmp_der_template_spki(der, (size_t)n, spki, sizeof(spki), &spkilen) == 0)
-		pk = d2i_PUBKEY(NULL, &p, (long)spkilen);
+	if (cmp_der_template_spki(der, (size_t)n, spki, HSM_MAX_SPKI, spkilen) == 0)
+		pk = d2i_PUBKEY(NULL, &p, (long)*spkilen);
 	OPENSSL_free(der);
 	return pk;
 }
@@ -199,6 +220,31 @@ key_acceptable(EVP_PKEY *pk)
 	return EVP_PKEY_is_a(pk, "RSA") && EVP_PKEY_get_bits(pk) >= 2048;
 }
 
+/* One audit line per attestation decision, with what was measured. */
+static void
+audit_attest(struct server *s, struct txn *t, const char *what, const struct attest_result *ar,
+    const char *event)
+{
+	const struct sgx_report_body *b = &ar->v.enclave;
+	char mre[65], mrs[65], prod[8], svn[8], dbg[8];
+
+	if (!ar->verified) {
+		audit_event(s->cfg->audit, event, "op", what, "peer", t->peer, "evidence", "sgx",
+		    "reason", ar->why, NULL);
+		return;
+	}
+	snprintf(prod, sizeof(prod), "%u", b->isv_prod_id);
+	snprintf(svn, sizeof(svn), "%u", b->isv_svn);
+	snprintf(dbg, sizeof(dbg), "%s", (b->attributes[0] & SGX_ATTR_DEBUG) ? "true" : "false");
+	audit_event(s->cfg->audit, event, "op", what, "peer", t->peer, "evidence", "sgx",
+	    "mrenclave", hsm_hex(b->mrenclave, 32, mre), "mrsigner", hsm_hex(b->mrsigner, 32, mrs),
+	    "isv_prod_id", prod, "isv_svn", svn, "debug", dbg,
+	    "tcb_status", sgx_tcb_status_name(ar->v.tcb_status),
+	    "advisories", ar->v.advisories[0] ? ar->v.advisories : NULL,
+	    "id", ar->spiffe_id[0] ? ar->spiffe_id : NULL, "reason", ar->why[0] ? ar->why : NULL,
+	    NULL);
+}
+
 static OSSL_CMP_PKISI *
 cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
     const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, X509 **certOut,
@@ -213,19 +259,50 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 	char auth[128], serial[80], spkiid[65], oldspki[65];
 	const char *id, *parent = NULL, *what;
 	int64_t consumed_at = 0;
+	uint8_t spki[HSM_MAX_SPKI];
+	size_t spkilen;
+	struct attest_result *ar = NULL;
+	int attested = 0;
 
 	*certOut = NULL;
 	*chainOut = NULL;
 	*caPubs = NULL;
 	what = type == BODY_KUR ? "kur" : type == BODY_P10CR ? "p10cr" :
 	    type == BODY_CR ? "cr" : "ir";
-	if ((pub = request_pubkey(crm, p10cr)) == NULL)
+	if ((pub = request_pubkey(crm, p10cr, spki, &spkilen)) == NULL)
 		return reject(t, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "request carries no public key");
 	if (!key_acceptable(pub)) {
 		si = reject(t, OSSL_CMP_PKIFAILUREINFO_badAlg, "key type not accepted (EC P-256/P-384, RSA >= 2048)");
 		goto out;
 	}
 	spki_id_hex(pub, spkiid);
+
+	/* Evidence first: a refusal must not cost a join token. */
+	if (s->cfg->attest != NULL &&
+	    (t->quote != NULL || t->auth == AUTH_NONE || s->cfg->attest->require)) {
+		if (t->quote == NULL) {
+			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, t->auth == AUTH_NONE ?
+			    "enrollment needs a join token (MAC) or attestation evidence" :
+			    "attestation evidence required");
+			audit_event(s->cfg->audit, "refused", "op", what, "peer", t->peer, "reason",
+			    "no attestation evidence", NULL);
+			goto out;
+		}
+		if ((ar = malloc(sizeof(*ar))) == NULL) {
+			si = reject(t, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
+			goto out;
+		}
+		if (attest_check(s->cfg->attest, t->quote, t->quotelen, spki, spkilen, s->nonce_key,
+		    time(NULL), ar) != 0) {
+			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badPOP, ar->why);
+			audit_attest(s, t, what, ar, "refused");
+			goto out;
+		}
+		attested = 1;
+		audit_attest(s, t, what, ar, "attested");
+	} else if (t->quote != NULL) {
+		log_info("%s: attestation evidence ignored (no attestation policy)", t->peer);
+	}
 
 	if (type == BODY_KUR) {
 		if (t->auth != AUTH_CERT) {
@@ -248,6 +325,11 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 		id = t->signer_id;
 		parent = t->signer_serial;
 		snprintf(auth, sizeof(auth), "kur:%s", t->signer_serial);
+	} else if (t->auth == AUTH_NONE && attested) {
+		char mre[65];
+
+		id = ar->spiffe_id;
+		snprintf(auth, sizeof(auth), "sgx:%.16s", hsm_hex(ar->v.enclave.mrenclave, 32, mre));
 	} else {
 		if (t->auth != AUTH_TOKEN) {
 			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "enrollment needs a join token (MAC)");
@@ -264,6 +346,13 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 		}
 		id = t->token_id;
 		snprintf(auth, sizeof(auth), "token:%s", t->ref);
+	}
+	if (attested && t->auth != AUTH_NONE) {
+		char mre[65];
+		size_t l = strlen(auth);
+
+		snprintf(auth + l, sizeof(auth) - l, ",sgx:%.16s",
+		    hsm_hex(ar->v.enclave.mrenclave, 32, mre));
 	}
 	if (ledger_id_revoked(s->cfg->ledger, id)) {
 		si = reject(t, OSSL_CMP_PKIFAILUREINFO_certRevoked, "identity revoked");
@@ -293,6 +382,7 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 	cert = NULL;
 	si = OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 out:
+	free(ar);
 	X509_free(cert);
 	EVP_PKEY_free(pub);
 	return si;
@@ -332,7 +422,63 @@ cb_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
 	return si;
 }
 
-/* genm: answer id-it-caCerts (RFC 9483 4.3.1) with our CA certificate. */
+/* Does the genm ask for an attestation nonce (ITAV HSM_OID_ATTEST_NONCE)? */
+static int
+wants_nonce(const STACK_OF(OSSL_CMP_ITAV) *in)
+{
+	ASN1_OBJECT *want = OBJ_txt2obj(HSM_OID_ATTEST_NONCE, 1);
+	int found = 0;
+
+	for (int i = 0; want != NULL && i < sk_OSSL_CMP_ITAV_num(in); i++)
+		if (OBJ_cmp(OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i)), want) == 0)
+			found = 1;
+	ASN1_OBJECT_free(want);
+	return found;
+}
+
+/* genp with one ITAV HSM_OID_ATTEST_NONCE, OCTET STRING (32 bytes). */
+static int
+answer_nonce(struct txn *t, STACK_OF(OSSL_CMP_ITAV) **out)
+{
+	uint8_t nonce[ATTEST_NONCE_LEN];
+	ASN1_OCTET_STRING *os = NULL;
+	ASN1_TYPE *val = NULL;
+	ASN1_OBJECT *oid = NULL;
+	OSSL_CMP_ITAV *itav = NULL;
+	int ok = 0;
+
+	attest_nonce_make(t->s->nonce_key, time(NULL), nonce);
+	if ((os = ASN1_OCTET_STRING_new()) == NULL || !ASN1_OCTET_STRING_set(os, nonce, sizeof(nonce)) ||
+	    (val = ASN1_TYPE_new()) == NULL)
+		goto done;
+	ASN1_TYPE_set(val, V_ASN1_OCTET_STRING, os);
+	os = NULL;
+	if ((oid = OBJ_txt2obj(HSM_OID_ATTEST_NONCE, 1)) == NULL ||
+	    (itav = OSSL_CMP_ITAV_create(oid, val)) == NULL)
+		goto done;
+	oid = NULL;
+	val = NULL;
+	if ((*out = sk_OSSL_CMP_ITAV_new_null()) == NULL || !sk_OSSL_CMP_ITAV_push(*out, itav))
+		goto done;
+	itav = NULL;
+	ok = 1;
+	log_info("attestation nonce for %s", t->peer);
+done:
+	if (!ok) {
+		sk_OSSL_CMP_ITAV_free(*out);
+		*out = NULL;
+	}
+	OSSL_CMP_ITAV_free(itav);
+	ASN1_OBJECT_free(oid);
+	ASN1_TYPE_free(val);
+	ASN1_OCTET_STRING_free(os);
+	return ok;
+}
+
+/*
+ * genm: an attestation nonce (see above) when asked for one; otherwise
+ * id-it-caCerts (RFC 9483 4.3.1) with our CA certificate.
+ */
 static int
 cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
     STACK_OF(OSSL_CMP_ITAV) **out)
@@ -346,6 +492,8 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 	int n, total, ok = 0;
 
 	*out = NULL;
+	if (t->s->cfg->attest != NULL && wants_nonce(in))
+		return answer_nonce(t, out);
 	if (t->auth == AUTH_NONE)
 		return 0;
 	/* SEQUENCE OF Certificate holding our one CA certificate. */
@@ -423,7 +571,7 @@ srv_new(struct server *s, struct txn *t)
 	    !OSSL_CMP_CTX_set1_cert(ctx, s->cfg->cacert) || !OSSL_CMP_CTX_set1_pkey(ctx, s->cfg->cakey) ||
 	    !OSSL_CMP_CTX_set_log_cb(ctx, cmp_log_cb) ||
 	    !OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(srv, 1) ||
-	    !OSSL_CMP_SRV_CTX_set_accept_unprotected(srv, 0) ||
+	    !OSSL_CMP_SRV_CTX_set_accept_unprotected(srv, s->cfg->attest != NULL) ||
 	    !OSSL_CMP_SRV_CTX_set_send_unprotected_errors(srv, 0)) {
 		OSSL_CMP_SRV_CTX_free(srv);
 		return NULL;
@@ -573,7 +721,8 @@ prepare_auth(struct server *s, struct txn *t, const OSSL_CMP_MSG *req, const str
 		t->auth = AUTH_TOKEN;
 		return 0;
 	}
-	if (di->first_extra_cert != NULL) {
+	/* An unprotected message proves nothing, whatever certificate it carries. */
+	if (di->first_extra_cert != NULL && di->has_protection_alg) {
 		const unsigned char *p = di->first_extra_cert;
 		X509 *x = d2i_X509(NULL, &p, (long)di->first_extra_cert_len);
 		struct ledger_cert lc;
@@ -628,7 +777,8 @@ handle_cmp(struct server *s, const uint8_t *body, size_t len, const char *peer,
 	*resplen = 0;
 	*status = 200;
 	*errtext = NULL;
-	if (cmp_der_parse(body, len, &di) != 0 || (bio = BIO_new_mem_buf(body, (int)len)) == NULL ||
+	if (cmp_der_parse_geninfo(body, len, s->cfg->attest != NULL ? HSM_OID_SGX_QUOTE : NULL, &di) != 0 ||
+	    (bio = BIO_new_mem_buf(body, (int)len)) == NULL ||
 	    (req = d2i_OSSL_CMP_MSG_bio(bio, NULL)) == NULL) {
 		*status = 400;
 		*errtext = "malformed CMP message (not a DER PKIMessage)\n";
@@ -642,6 +792,8 @@ handle_cmp(struct server *s, const uint8_t *body, size_t len, const char *peer,
 		goto out;
 	}
 	t->peer = peer;
+	t->quote = di.geninfo_value;
+	t->quotelen = di.geninfo_value_len;
 	t->lasterr[0] = '\0';
 	cur_txn = t;
 	badmac = prepare_auth(s, t, req, &di);
@@ -864,6 +1016,7 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 
 	memset(&s, 0, sizeof(s));
 	s.cfg = cfg;
+	attest_nonce_key(cfg->token_key, s.nonce_key);
 	if ((st = listen_tcp(cfg->listen, &s.lfd, bound, sizeof(bound))) != 0)
 		return st;
 	if (cfg->port_file != NULL) {
@@ -887,6 +1040,11 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 		}
 	}
 	log_info("serving CMP at http://%s%s with %d handlers", bound, CMP_PATH, nth);
+	if (cfg->attest != NULL)
+		log_info("attestation: SGX quotes checked against %s%s; %s", cfg->attest->collateral,
+		    cfg->attest->test_root_pem != NULL ? " under an INSECURE test root" : "",
+		    cfg->attest->require ? "required for every certificate request" :
+		    "optional with a join token or a current certificate");
 	audit_event(cfg->audit, "start", "listen", bound, NULL);
 	while (sigwait(&sigs, &sig) != 0)
 		;

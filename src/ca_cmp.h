@@ -15,6 +15,7 @@
 
 struct ledger;
 struct audit;
+struct attest_policy;
 
 /*
  * Issue an X.509-SVID for pub with this SPIFFE ID and lifetime (seconds),
@@ -36,6 +37,7 @@ struct cmp_server_cfg {
 	int64_t svid_ttl;
 	cmp_issue_fn issue;
 	void *issue_arg;
+	const struct attest_policy *attest;	/* SGX attestation policy, or NULL */
 	size_t max_body;		/* largest CMP message accepted */
 	int threads;			/* connection handlers */
 };

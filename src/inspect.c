@@ -13,6 +13,7 @@
 
 #include "cert.h"
 #include "cmds.h"
+#include "attest.h"
 #include "err.h"
 #include "sgxverify.h"
 #include "util.h"
@@ -87,22 +88,6 @@ hexline(const char *name, const uint8_t *p, size_t n)
 	printf("%-18s %s\n", name, hsm_hex(p, n > 64 ? 64 : n, hex));
 }
 
-/* Read DIR/NAME; an absent optional file leaves *buf NULL. */
-static int
-read_in(const char *dir, const char *name, int optional, uint8_t **buf, size_t *len)
-{
-	char path[4096];
-	int r;
-
-	*buf = NULL;
-	*len = 0;
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	r = hsm_read_file(path, COLLATERAL_MAX, buf, len);
-	if (r == HSM_ENOENT && optional)
-		return 0;
-	return r;
-}
-
 /* NUL-terminated copy for the PEM/JSON parsers. */
 static char *
 text(const uint8_t *b, size_t n)
@@ -114,54 +99,6 @@ text(const uint8_t *b, size_t n)
 		s[n] = '\0';
 	}
 	return s;
-}
-
-static int
-load_collateral(const char *path, struct sgx_collateral *c)
-{
-	uint8_t *f[7] = { NULL };
-	size_t n[7] = { 0 };
-	char *t[5] = { NULL }, *pck = NULL;
-	int r;
-
-	memset(c, 0, sizeof(*c));
-	/* A file is JSON collateral; a directory holds Intel's files. */
-	if ((r = hsm_read_file(path, COLLATERAL_MAX, &f[0], &n[0])) == 0) {
-		r = sgx_collateral_from_json((const char *)f[0], n[0], c);
-		goto out;
-	}
-	if ((r = read_in(path, "tcbInfo.json", 0, &f[0], &n[0])) != 0 ||
-	    (r = read_in(path, "qeIdentity.json", 0, &f[1], &n[1])) != 0 ||
-	    (r = read_in(path, "tcbSignChain.pem", 0, &f[2], &n[2])) != 0 ||
-	    (r = read_in(path, "rootCaCrl.der", 0, &f[3], &n[3])) != 0 ||
-	    (r = read_in(path, "intermediateCaCrl.der", 0, &f[4], &n[4])) != 0 ||
-	    (r = read_in(path, "pckCert.pem", 1, &f[5], &n[5])) != 0 ||
-	    (r = read_in(path, "pckSignChain.pem", 1, &f[6], &n[6])) != 0)
-		goto out;
-	for (int i = 0; i < 3; i++)
-		if ((t[i] = text(f[i], n[i])) == NULL) {
-			r = HSM_ENOMEM;
-			goto out;
-		}
-	if (f[5] != NULL && f[6] != NULL) {
-		/* The PCK chain for quotes that do not carry it: leaf, then its CA. */
-		if ((pck = malloc(n[5] + n[6] + 2)) == NULL) {
-			r = HSM_ENOMEM;
-			goto out;
-		}
-		memcpy(pck, f[5], n[5]);
-		pck[n[5]] = '\n';
-		memcpy(pck + n[5] + 1, f[6], n[6]);
-		pck[n[5] + n[6] + 1] = '\0';
-	}
-	r = sgx_collateral_from_intel(t[0], n[0], t[1], n[1], t[2], f[3], n[3], f[4], n[4], pck, c);
- out:
-	for (int i = 0; i < 7; i++)
-		free(f[i]);
-	for (int i = 0; i < 5; i++)
-		free(t[i]);
-	free(pck);
-	return r;
 }
 
 static void
@@ -221,7 +158,7 @@ inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll
 		}
 		o.insecure_test_root_pem = rootpem;
 	}
-	if ((r = load_collateral(coll, &c)) != 0) {
+	if ((r = attest_collateral_load(coll, &c)) != 0) {
 		fprintf(stderr, "hsmesh inspect: collateral %s: %s\n", coll, hsm_err_msg(r));
 		goto out;
 	}

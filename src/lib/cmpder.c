@@ -43,8 +43,56 @@ tlv_read(const uint8_t *p, const uint8_t *end, struct tlv *t)
 	return 0;
 }
 
+/* The dotted text of the OID element t. 0 or HSM_EPROTO. */
 static int
-parse_header(const struct tlv *hdr, struct cmp_der_info *out)
+oid_text(const struct tlv *t, char *buf, size_t cap)
+{
+	const unsigned char *q = t->hdr;
+	ASN1_OBJECT *obj;
+	int n;
+
+	if (t->tag != V_ASN1_OBJECT || t->cls != V_ASN1_UNIVERSAL ||
+	    (obj = d2i_ASN1_OBJECT(NULL, &q, (long)t->total)) == NULL)
+		return HSM_EPROTO;
+	n = OBJ_obj2txt(buf, (int)cap, obj, 1);
+	ASN1_OBJECT_free(obj);
+	return n <= 0 || (size_t)n >= cap ? HSM_EPROTO : 0;
+}
+
+/* generalInfo [8]: SEQUENCE SIZE (1..MAX) OF InfoTypeAndValue. */
+static int
+parse_geninfo(const struct tlv *gi, const char *want, struct cmp_der_info *out)
+{
+	const uint8_t *p, *end;
+	struct tlv seq, itav, type, val;
+	char oid[128];
+
+	if (tlv_read(gi->val, gi->val + gi->len, &seq) != 0 || seq.tag != V_ASN1_SEQUENCE ||
+	    !seq.constructed)
+		return HSM_EPROTO;
+	p = seq.val;
+	end = seq.val + seq.len;
+	while (p < end) {
+		if (tlv_read(p, end, &itav) != 0 || itav.tag != V_ASN1_SEQUENCE || !itav.constructed ||
+		    tlv_read(itav.val, itav.val + itav.len, &type) != 0)
+			return HSM_EPROTO;
+		/* An OID too long for us is not ours: skip it. */
+		if (oid_text(&type, oid, sizeof(oid)) == 0 && strcmp(oid, want) == 0 &&
+		    out->geninfo_value == NULL) {
+			if (tlv_read(type.val + type.len, itav.val + itav.len, &val) != 0 ||
+			    val.tag != V_ASN1_OCTET_STRING || val.constructed ||
+			    val.val + val.len != itav.val + itav.len)
+				return HSM_EPROTO;
+			out->geninfo_value = val.val;
+			out->geninfo_value_len = val.len;
+		}
+		p += itav.total;
+	}
+	return 0;
+}
+
+static int
+parse_header(const struct tlv *hdr, const char *want, struct cmp_der_info *out)
 {
 	const uint8_t *p = hdr->val, *end = hdr->val + hdr->len;
 	struct tlv t;
@@ -60,20 +108,11 @@ parse_header(const struct tlv *hdr, struct cmp_der_info *out)
 			return HSM_EPROTO;
 		if (t.tag == 1) {
 			struct tlv alg, oid;
-			ASN1_OBJECT *obj;
-			const unsigned char *q;
 
 			if (tlv_read(t.val, t.val + t.len, &alg) != 0 || alg.tag != V_ASN1_SEQUENCE ||
-			    tlv_read(alg.val, alg.val + alg.len, &oid) != 0 || oid.tag != V_ASN1_OBJECT)
+			    tlv_read(alg.val, alg.val + alg.len, &oid) != 0 ||
+			    oid_text(&oid, out->protection_alg, sizeof(out->protection_alg)) != 0)
 				return HSM_EPROTO;
-			q = oid.hdr;
-			if ((obj = d2i_ASN1_OBJECT(NULL, &q, (long)oid.total)) == NULL)
-				return HSM_EPROTO;
-			if (OBJ_obj2txt(out->protection_alg, sizeof(out->protection_alg), obj, 1) <= 0) {
-				ASN1_OBJECT_free(obj);
-				return HSM_EPROTO;
-			}
-			ASN1_OBJECT_free(obj);
 			out->has_protection_alg = 1;
 		} else if (t.tag == 2) {
 			struct tlv kid;
@@ -82,6 +121,9 @@ parse_header(const struct tlv *hdr, struct cmp_der_info *out)
 				return HSM_EPROTO;
 			out->sender_kid = kid.val;
 			out->sender_kid_len = kid.len;
+		} else if (t.tag == 8 && want != NULL) {
+			if (parse_geninfo(&t, want, out) != 0)
+				return HSM_EPROTO;
 		}
 		p += t.total;
 	}
@@ -90,6 +132,12 @@ parse_header(const struct tlv *hdr, struct cmp_der_info *out)
 
 int
 cmp_der_parse(const uint8_t *der, size_t len, struct cmp_der_info *out)
+{
+	return cmp_der_parse_geninfo(der, len, NULL, out);
+}
+
+int
+cmp_der_parse_geninfo(const uint8_t *der, size_t len, const char *oid, struct cmp_der_info *out)
 {
 	const uint8_t *p, *end;
 	struct tlv msg, hdr, t;
@@ -102,7 +150,7 @@ cmp_der_parse(const uint8_t *der, size_t len, struct cmp_der_info *out)
 	end = msg.val + msg.len;
 	if (tlv_read(p, end, &hdr) != 0 || hdr.tag != V_ASN1_SEQUENCE || !hdr.constructed)
 		return HSM_EPROTO;
-	if ((st = parse_header(&hdr, out)) != 0)
+	if ((st = parse_header(&hdr, oid, out)) != 0)
 		return st;
 	p += hdr.total;
 	/* body: a context-specific choice */

@@ -18,6 +18,13 @@ struct cmp_der_info {
 	size_t sender_kid_len;
 	const uint8_t *first_extra_cert;	/* DER of extraCerts[0], or NULL */
 	size_t first_extra_cert_len;
+	/*
+	 * Header [8] generalInfo: the OCTET STRING value of the first
+	 * InfoTypeAndValue whose infoType is the OID the caller named in
+	 * cmp_der_parse_geninfo(), or NULL.
+	 */
+	const uint8_t *geninfo_value;
+	size_t geninfo_value_len;
 };
 
 /* The PasswordBasedMac OID (RFC 4211 / RFC 4210 5.1.3.1). */
@@ -28,6 +35,15 @@ struct cmp_der_info {
  * HSM_EPROTO when the structure is not a PKIMessage. Pointers point into der.
  */
 int cmp_der_parse(const uint8_t *der, size_t len, struct cmp_der_info *out);
+
+/*
+ * cmp_der_parse, also looking in the header's generalInfo for an
+ * InfoTypeAndValue of type oid (dotted) whose value is an OCTET STRING:
+ * out->geninfo_value points at its contents. A generalInfo that is not a
+ * SEQUENCE OF InfoTypeAndValue is HSM_EPROTO; an entry of our type whose
+ * value is not an OCTET STRING too.
+ */
+int cmp_der_parse_geninfo(const uint8_t *der, size_t len, const char *oid, struct cmp_der_info *out);
 
 /*
  * From the DER of a CRMF CertTemplate, the publicKey [6] (IMPLICIT

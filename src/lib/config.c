@@ -8,6 +8,7 @@
 
 #include <yaml.h>
 
+#include "attest.h"
 #include "config.h"
 #include "err.h"
 #include "keytypes.h"
@@ -809,6 +810,10 @@ static const char *const ca_known[] = {
 	"token.module", "token.uri", "token.pin_file", "token.pin_env",
 	"key.type", "key.label",
 	"state_dir", "listen", "svid_ttl", "max_ttl", "ca_ttl", "database", "audit_log",
+	"attestation.collateral", "attestation.insecure_test_root", "attestation.mrsigner",
+	"attestation.mrenclave", "attestation.isv_prod_id", "attestation.min_isv_svn",
+	"attestation.tcb_status", "attestation.allow_debug", "attestation.require",
+	"attestation.nonce_ttl", "attestation.spiffe_id",
 	NULL
 };
 
@@ -827,6 +832,7 @@ ca_config_free(struct ca_config *c)
 	free(c->max_ttl_text);
 	free(c->database);
 	free(c->audit_log);
+	attest_policy_free(c->attest);
 	free(c);
 }
 
@@ -931,6 +937,8 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 		goto out;
 	if ((c->database == NULL && (r = cfg_resolve_path(c->state_dir, "ledger.db", &c->database)) != 0) ||
 	    (c->audit_log == NULL && (r = cfg_resolve_path(c->state_dir, "audit.log", &c->audit_log)) != 0))
+		goto out;
+	if ((r = attest_policy_load(d, "attestation", c->trust_domain, &c->attest)) != 0)
 		goto out;
 
 	*out = c;

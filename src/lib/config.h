@@ -165,6 +165,8 @@ int cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_toke
 /* Free what cfg_token_load allocated and clear *t. Accepts NULL. */
 void cfg_token_clear(struct cfg_token *t);
 
+struct attest_policy;
+
 /* ca.yaml. */
 struct ca_config {
 	char *path;		/* the file, as given */
@@ -181,6 +183,7 @@ struct ca_config {
 	char *max_ttl_text;
 	char *database;			/* default <state_dir>/ledger.db */
 	char *audit_log;		/* default <state_dir>/audit.log */
+	struct attest_policy *attest;	/* attestation:, or NULL (attest.h) */
 };
 
 /*

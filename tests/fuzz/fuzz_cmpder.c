@@ -2,6 +2,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "attest.h"
 #include "cmpder.h"
 #include "keytypes.h"
 
@@ -20,6 +21,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    info.first_extra_cert + info.first_extra_cert_len > data + size)
 			__builtin_trap();
 	}
+	if (cmp_der_parse_geninfo(data, size, HSM_OID_SGX_QUOTE, &info) == 0 &&
+	    info.geninfo_value != NULL &&
+	    (info.geninfo_value < data || info.geninfo_value + info.geninfo_value_len > data + size))
+		__builtin_trap();
 	(void)cmp_der_template_spki(data, size, spki, sizeof(spki), &n);
 	return 0;
 }

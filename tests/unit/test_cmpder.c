@@ -15,8 +15,11 @@
 #include <openssl/bio.h>
 #include <openssl/cmp.h>
 #include <openssl/crmf.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "attest.h"
 #include "cmpder.h"
 #include "err.h"
 #include "keytypes.h"
@@ -193,6 +196,75 @@ broken_messages(void **state)
 	free(buf);
 }
 
+/* OpenSSL's client builds the request; the transfer callback keeps its DER. */
+static uint8_t *captured;
+static int captured_len;
+
+static OSSL_CMP_MSG *
+capture_cb(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+	unsigned char *der = NULL;
+
+	OPENSSL_free(captured);
+	captured_len = i2d_OSSL_CMP_MSG(req, &der);
+	captured = der;
+	return NULL;	/* "no answer": the client gives up */
+}
+
+static void
+geninfo_quote(void **state)
+{
+	OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
+	EVP_PKEY *k = EVP_EC_gen("P-256");
+	X509_NAME *n = X509_NAME_new();
+	ASN1_OBJECT *o = OBJ_txt2obj(HSM_OID_SGX_QUOTE, 1);
+	ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+	ASN1_TYPE *t = ASN1_TYPE_new();
+	uint8_t quote[1500];
+	struct cmp_der_info di;
+
+	for (size_t i = 0; i < sizeof(quote); i++)
+		quote[i] = (uint8_t)(i * 7);
+	assert_non_null(ctx);
+	assert_non_null(k);
+	assert_int_equal(ASN1_OCTET_STRING_set(os, quote, sizeof(quote)), 1);
+	ASN1_TYPE_set(t, V_ASN1_OCTET_STRING, os);
+	assert_int_equal(OSSL_CMP_CTX_push0_geninfo_ITAV(ctx, OSSL_CMP_ITAV_create(o, t)), 1);
+	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"x", -1, -1, 0);
+	assert_int_equal(OSSL_CMP_CTX_set1_subjectName(ctx, n), 1);
+	assert_int_equal(OSSL_CMP_CTX_set1_recipient(ctx, n), 1);
+	assert_int_equal(OSSL_CMP_CTX_set0_newPkey(ctx, 1, k), 1);
+	assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_SEND, 1), 1);
+	/* implicitConfirm is a second generalInfo entry, before ours */
+	assert_int_equal(OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_IMPLICIT_CONFIRM, 1), 1);
+	assert_int_equal(OSSL_CMP_CTX_set_transfer_cb(ctx, capture_cb), 1);
+	assert_null(OSSL_CMP_exec_certreq(ctx, OSSL_CMP_IR, NULL));
+	ERR_clear_error();
+	assert_non_null(captured);
+
+	assert_int_equal(cmp_der_parse_geninfo(captured, (size_t)captured_len, HSM_OID_SGX_QUOTE,
+	    &di), 0);
+	assert_non_null(di.geninfo_value);
+	assert_int_equal(di.geninfo_value_len, sizeof(quote));
+	assert_memory_equal(di.geninfo_value, quote, sizeof(quote));
+	assert_false(di.has_protection_alg);
+	/* another OID: nothing; no OID asked: nothing */
+	assert_int_equal(cmp_der_parse_geninfo(captured, (size_t)captured_len, HSM_OID_ATTEST_NONCE,
+	    &di), 0);
+	assert_null(di.geninfo_value);
+	assert_int_equal(cmp_der_parse(captured, (size_t)captured_len, &di), 0);
+	assert_null(di.geninfo_value);
+	/* every truncation is refused or parsed within bounds, never read beyond */
+	for (int cut = 1; cut < captured_len; cut += 37)
+		if (cmp_der_parse_geninfo(captured, (size_t)cut, HSM_OID_SGX_QUOTE, &di) == 0 &&
+		    di.geninfo_value != NULL)
+			assert_true(di.geninfo_value + di.geninfo_value_len <= captured + cut);
+	OPENSSL_free(captured);
+	captured = NULL;
+	X509_NAME_free(n);
+	OSSL_CMP_CTX_free(ctx);
+}
+
 int
 main(void)
 {
@@ -200,6 +272,7 @@ main(void)
 		cmocka_unit_test(mac_protected_ir),
 		cmocka_unit_test(signed_kur_has_extra_cert),
 		cmocka_unit_test(broken_messages),
+		cmocka_unit_test(geninfo_quote),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
