@@ -436,64 +436,66 @@ wants_nonce(const STACK_OF(OSSL_CMP_ITAV) *in)
 	return found;
 }
 
-/* genp with one ITAV HSM_OID_ATTEST_NONCE, OCTET STRING (32 bytes). */
+/*
+ * A genp body of one ITAV: type oid (dotted), value an ASN1_TYPE of type
+ * vtype whose contents are data (for V_ASN1_SEQUENCE: the whole DER).
+ */
 static int
-answer_nonce(struct txn *t, STACK_OF(OSSL_CMP_ITAV) **out)
+genp_one(const char *oid, int vtype, const unsigned char *data, int len,
+    STACK_OF(OSSL_CMP_ITAV) **out)
 {
-	uint8_t nonce[ATTEST_NONCE_LEN];
-	ASN1_OCTET_STRING *os = NULL;
+	ASN1_STRING *str = NULL;
 	ASN1_TYPE *val = NULL;
-	ASN1_OBJECT *oid = NULL;
+	ASN1_OBJECT *o = NULL;
 	OSSL_CMP_ITAV *itav = NULL;
 	int ok = 0;
 
-	attest_nonce_make(t->s->nonce_key, time(NULL), nonce);
-	if ((os = ASN1_OCTET_STRING_new()) == NULL || !ASN1_OCTET_STRING_set(os, nonce, sizeof(nonce)) ||
+	*out = NULL;
+	if ((str = ASN1_STRING_new()) == NULL || !ASN1_STRING_set(str, data, len) ||
 	    (val = ASN1_TYPE_new()) == NULL)
 		goto done;
-	ASN1_TYPE_set(val, V_ASN1_OCTET_STRING, os);
-	os = NULL;
-	if ((oid = OBJ_txt2obj(HSM_OID_ATTEST_NONCE, 1)) == NULL ||
-	    (itav = OSSL_CMP_ITAV_create(oid, val)) == NULL)
+	ASN1_TYPE_set(val, vtype, str);
+	str = NULL;
+	if ((o = OBJ_txt2obj(oid, 1)) == NULL || (itav = OSSL_CMP_ITAV_create(o, val)) == NULL)
 		goto done;
-	oid = NULL;
+	o = NULL;
 	val = NULL;
 	if ((*out = sk_OSSL_CMP_ITAV_new_null()) == NULL || !sk_OSSL_CMP_ITAV_push(*out, itav))
 		goto done;
 	itav = NULL;
 	ok = 1;
-	log_info("attestation nonce for %s", t->peer);
 done:
 	if (!ok) {
 		sk_OSSL_CMP_ITAV_free(*out);
 		*out = NULL;
 	}
 	OSSL_CMP_ITAV_free(itav);
-	ASN1_OBJECT_free(oid);
+	ASN1_OBJECT_free(o);
 	ASN1_TYPE_free(val);
-	ASN1_OCTET_STRING_free(os);
+	ASN1_STRING_free(str);
 	return ok;
 }
 
 /*
- * genm: an attestation nonce (see above) when asked for one; otherwise
- * id-it-caCerts (RFC 9483 4.3.1) with our CA certificate.
+ * genm: an attestation nonce (HSM_OID_ATTEST_NONCE, OCTET STRING of 32
+ * bytes, attest.h) when asked for one; otherwise id-it-caCerts (RFC 9483
+ * 4.3.1) with our CA certificate.
  */
 static int
 cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
     STACK_OF(OSSL_CMP_ITAV) **out)
 {
 	struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
-	ASN1_STRING *seq = NULL;
-	ASN1_TYPE *val = NULL;
-	OSSL_CMP_ITAV *itav = NULL;
-	ASN1_OBJECT *oid = NULL;
 	unsigned char *der = NULL, *buf = NULL, *p;
+	uint8_t nonce[ATTEST_NONCE_LEN];
 	int n, total, ok = 0;
 
 	*out = NULL;
-	if (t->s->cfg->attest != NULL && wants_nonce(in))
-		return answer_nonce(t, out);
+	if (t->s->cfg->attest != NULL && wants_nonce(in)) {
+		attest_nonce_make(t->s->nonce_key, time(NULL), nonce);
+		log_info("attestation nonce for %s", t->peer);
+		return genp_one(HSM_OID_ATTEST_NONCE, V_ASN1_OCTET_STRING, nonce, sizeof(nonce), out);
+	}
 	if (t->auth == AUTH_NONE)
 		return 0;
 	/* SEQUENCE OF Certificate holding our one CA certificate. */
@@ -505,29 +507,8 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 	p = buf;
 	ASN1_put_object(&p, 1, n, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
 	memcpy(p, der, (size_t)n);
-	if ((seq = ASN1_STRING_new()) == NULL || !ASN1_STRING_set(seq, buf, total) ||
-	    (val = ASN1_TYPE_new()) == NULL)
-		goto done;
-	ASN1_TYPE_set(val, V_ASN1_SEQUENCE, seq);
-	seq = NULL;
-	if ((oid = OBJ_txt2obj("1.3.6.1.5.5.7.4.17", 1)) == NULL ||
-	    (itav = OSSL_CMP_ITAV_create(oid, val)) == NULL)
-		goto done;
-	oid = NULL;
-	val = NULL;
-	if ((*out = sk_OSSL_CMP_ITAV_new_null()) == NULL || !sk_OSSL_CMP_ITAV_push(*out, itav))
-		goto done;
-	itav = NULL;
-	ok = 1;
+	ok = genp_one("1.3.6.1.5.5.7.4.17", V_ASN1_SEQUENCE, buf, total, out);
 done:
-	if (!ok) {
-		sk_OSSL_CMP_ITAV_free(*out);
-		*out = NULL;
-	}
-	ASN1_OBJECT_free(oid);
-	OSSL_CMP_ITAV_free(itav);
-	ASN1_TYPE_free(val);
-	ASN1_STRING_free(seq);
 	OPENSSL_free(der);
 	OPENSSL_free(buf);
 	return ok;

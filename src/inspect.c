@@ -88,19 +88,6 @@ hexline(const char *name, const uint8_t *p, size_t n)
 	printf("%-18s %s\n", name, hsm_hex(p, n > 64 ? 64 : n, hex));
 }
 
-/* NUL-terminated copy for the PEM/JSON parsers. */
-static char *
-text(const uint8_t *b, size_t n)
-{
-	char *s = malloc(n + 1);
-
-	if (s != NULL) {
-		memcpy(s, b, n);
-		s[n] = '\0';
-	}
-	return s;
-}
-
 static void
 print_body(const struct sgx_report_body *b)
 {
@@ -150,12 +137,11 @@ inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll
 		return 2;
 	}
 	if (test_root_file != NULL) {
-		if ((r = hsm_read_file(test_root_file, COLLATERAL_MAX, &root, &rootlen)) != 0 ||
-		    (rootpem = text(root, rootlen)) == NULL) {
-			fprintf(stderr, "hsmesh inspect: %s\n", hsm_err_msg(r != 0 ? r : HSM_ENOMEM));
-			free(root);
+		if ((r = hsm_read_file(test_root_file, COLLATERAL_MAX, &root, &rootlen)) != 0) {
+			fprintf(stderr, "hsmesh inspect: %s\n", hsm_err_msg(r));
 			return 1;
 		}
+		rootpem = (char *)root;		/* NUL-terminated by hsm_read_file */
 		o.insecure_test_root_pem = rootpem;
 	}
 	if ((r = attest_collateral_load(coll, &c)) != 0) {
@@ -182,7 +168,6 @@ inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll
  out:
 	sgx_collateral_free(&c);
 	free(root);
-	free(rootpem);
 	return r == 0 ? 0 : 1;
 }
 

@@ -41,25 +41,12 @@ read_in(const char *dir, const char *name, int optional, uint8_t **buf, size_t *
 	return r;
 }
 
-/* NUL-terminated copy for the PEM/JSON parsers. */
-static char *
-text(const uint8_t *b, size_t n)
-{
-	char *s = malloc(n + 1);
-
-	if (s != NULL) {
-		memcpy(s, b, n);
-		s[n] = '\0';
-	}
-	return s;
-}
-
 int
 attest_collateral_load(const char *path, struct sgx_collateral *c)
 {
 	uint8_t *f[7] = { NULL };
 	size_t n[7] = { 0 };
-	char *t[3] = { NULL }, *pck = NULL;
+	char *pck = NULL;
 	int r;
 
 	memset(c, 0, sizeof(*c));
@@ -76,11 +63,6 @@ attest_collateral_load(const char *path, struct sgx_collateral *c)
 	    (r = read_in(path, "pckCert.pem", 1, &f[5], &n[5])) != 0 ||
 	    (r = read_in(path, "pckSignChain.pem", 1, &f[6], &n[6])) != 0)
 		goto out;
-	for (int i = 0; i < 3; i++)
-		if ((t[i] = text(f[i], n[i])) == NULL) {
-			r = HSM_ENOMEM;
-			goto out;
-		}
 	if (f[5] != NULL && f[6] != NULL) {
 		/* The PCK chain for quotes that do not carry it: leaf, then its CA. */
 		if ((pck = malloc(n[5] + n[6] + 2)) == NULL) {
@@ -92,12 +74,12 @@ attest_collateral_load(const char *path, struct sgx_collateral *c)
 		memcpy(pck + n[5] + 1, f[6], n[6]);
 		pck[n[5] + n[6] + 1] = '\0';
 	}
-	r = sgx_collateral_from_intel(t[0], n[0], t[1], n[1], t[2], f[3], n[3], f[4], n[4], pck, c);
+	/* hsm_read_file NUL-terminates: the texts can be passed as they are. */
+	r = sgx_collateral_from_intel((const char *)f[0], n[0], (const char *)f[1], n[1],
+	    (const char *)f[2], f[3], n[3], f[4], n[4], pck, c);
  out:
 	for (int i = 0; i < 7; i++)
 		free(f[i]);
-	for (int i = 0; i < 3; i++)
-		free(t[i]);
 	free(pck);
 	return r;
 }
@@ -454,12 +436,13 @@ attest_policy_load(const struct cfg_doc *d, const char *section, const char *tru
 		goto out;
 	}
 	if (root != NULL) {
-		if ((r = hsm_read_file(root, 1024 * 1024, &buf, &len)) != 0 ||
-		    (p->test_root_pem = text(buf, len)) == NULL) {
-			snprintf(why, sizeof(why), "%s", hsm_err_msg(r != 0 ? r : HSM_ENOMEM));
+		if ((r = hsm_read_file(root, 1024 * 1024, &buf, &len)) != 0) {
+			snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
 			r = cfg_err(d, K("insecure_test_root"), "'%s': %s", key, why);
 			goto out;
 		}
+		p->test_root_pem = (char *)buf;	/* NUL-terminated by hsm_read_file */
+		buf = NULL;
 	}
 	if ((r = attest_collateral_load(p->collateral, &c)) != 0) {
 		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));

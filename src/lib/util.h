@@ -65,7 +65,10 @@ int hsm_secret_read_env(const char *name, char **out, size_t *len);
 /* Wipe and free a secret. Accepts NULL. */
 void hsm_secret_free(char *s, size_t len);
 
-/* Read a whole file (at most max bytes) into a malloc'd buffer. */
+/*
+ * Read a whole file (at most max bytes) into a malloc'd buffer, with a NUL
+ * after the last byte (not counted in *len) so text parsers can take it.
+ */
 int hsm_read_file(const char *path, size_t max, uint8_t **out, size_t *len);
 
 /* Write a file atomically (temp + fsync + rename) with mode. */
