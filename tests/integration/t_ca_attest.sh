@@ -7,7 +7,8 @@
 # test root (the CA trusts it through `insecure_test_root`). Covered: an
 # agent enrolls by evidence alone (unprotected ir) and its certificate names
 # the measured identity; renewal (kur) carries a fresh quote; a quote for
-# another key (file producer) is refused; a quote under another root, a
+# another key (file producer, and the Gramine interface played by a
+# directory) is refused; a quote under another root, a
 # debug enclave, an OutOfDate TCB, a not-allowed MRSIGNER are refused with
 # the reason; a request without evidence is refused; `require: true` refuses
 # a join-token request without a quote and keeps the token; a join token
@@ -51,6 +52,15 @@ ca_yaml() {
 	  for l in "$@"; do echo "  $l"; done
 	} >"$T/$_cy.yaml"
 }
+# wait_in FILE PATTERN SECS: FILE matches PATTERN (grep -E) within SECS
+wait_in() {
+	_i=0
+	while [ "$_i" -lt $(($3 * 10)) ]; do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1; _i=$((_i + 1))
+	done
+	return 1
+}
 CA=""
 # ca_start YAML: (re)start the CA with that config; CAPORT is its port
 ca_start() {
@@ -64,7 +74,7 @@ ca_start() {
 ca_yaml attest "$T/pki"
 ca_start "$T/attest.yaml"
 check "ca serve starts with an attestation policy" test -n "$CAPORT"
-check "the CA log warns about the insecure test root" grep -q "INSECURE test root" "$T/ca.log"
+check "the CA log warns about the insecure test root" wait_in "$T/ca.log" "INSECURE test root" 5
 
 # ---- bad policies are refused at start, one line ----
 ca_yaml bad1 "$T/pki"
@@ -104,15 +114,6 @@ workloads:
 EOF
 	[ -n "$5" ] && echo "    join_token_file: $5" >>"$1"
 	return 0
-}
-# wait_in FILE PATTERN SECS: FILE matches PATTERN (grep -E) within SECS
-wait_in() {
-	_i=0
-	while [ "$_i" -lt $(($3 * 10)) ]; do
-		grep -qE "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1; _i=$((_i + 1))
-	done
-	return 1
 }
 AG=""
 agent_run() { # YAML LOG
@@ -156,6 +157,16 @@ printf '%0128d\n' 0 | "$TOOL" quote "$T/pki" >"$T/stale.quote"
 agent_refused fixed "  producer: file
   path: $T/stale.quote" "report data does not match" \
     "a quote for another key (file producer) is refused: report data does not match"
+# Gramine's interface, played by a plain directory: the agent writes the report
+# data to user_report_data and reads quote (here the stale one again).
+mkdir "$T/devatt"; cp "$T/stale.quote" "$T/devatt/quote"; : >"$T/devatt/user_report_data"
+agent_refused gram "  producer: gramine
+  path: $T/devatt" "report data does not match" \
+    "gramine producer: writes user_report_data, reads quote (refused: a stale quote)"
+check "gramine producer: user_report_data is SHA-256(new key SPKI) || a 32-byte nonce" \
+    sh -c '[ "$(wc -c <"$1/user_report_data")" -eq 64 ] &&
+    grep -q "generated ec-p256 key $(od -An -tx1 -N32 "$1/user_report_data" | tr -d " \n")" "$2"' \
+    x "$T/devatt" "$T/gram.log"
 check "audit: that refusal is recorded with the measured values" \
     sh -c 'grep "\"event\":\"refused\"" "$1" | grep "report data does not match" | grep -q "\"mrenclave\":\"$2\""' \
     x "$T/ca/audit.log" "$MRE"
