@@ -783,7 +783,7 @@ struct serve_arg {
 /* Issue for the CMP server: the same builder as ca issue. */
 static int
 serve_issue(void *arg, EVP_PKEY *pub, const char *id, int64_t ttl, const char *auth,
-    const char *parent, const char *op, const char *peer, X509 **out)
+    const char *parent, const char *op, const char *peer, X509_EXTENSION *extra, X509 **out)
 {
 	struct serve_arg *a = arg;
 	X509 *x = NULL;
@@ -791,7 +791,7 @@ serve_issue(void *arg, EVP_PKEY *pub, const char *id, int64_t ttl, const char *a
 
 	*out = NULL;
 	if ((r = cert_key_check(pub)) != 0 ||
-	    (r = cert_issue_svid(a->sg->root, a->sg->key, pub, id, ttl, &x)) != 0 ||
+	    (r = cert_issue_svid_ext(a->sg->root, a->sg->key, pub, id, ttl, extra, &x)) != 0 ||
 	    (r = record_issue(a->lg, a->au, x, id, auth, parent, op, peer)) != 0) {
 		X509_free(x);
 		return r;

@@ -262,6 +262,7 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 	uint8_t spki[HSM_MAX_SPKI];
 	size_t spkilen;
 	struct attest_result *ar = NULL;
+	X509_EXTENSION *ext = NULL;
 	int attested = 0;
 
 	*certOut = NULL;
@@ -296,6 +297,12 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 		    time(NULL), ar) != 0) {
 			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badPOP, ar->why);
 			audit_attest(s, t, what, ar, "refused");
+			goto out;
+		}
+		/* The certificate records what was measured. */
+		if (attest_identity_ext(&ar->v, &ext) != 0) {
+			si = reject(t, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+			    "cannot encode the SGX identity");
 			goto out;
 		}
 		attested = 1;
@@ -359,7 +366,7 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 		goto out;
 	}
 	if ((st = s->cfg->issue(s->cfg->issue_arg, pub, id, s->cfg->svid_ttl, auth, parent, what,
-	    t->peer, &cert)) != 0) {
+	    t->peer, ext, &cert)) != 0) {
 		char why[300];
 
 		snprintf(why, sizeof(why), "issuance failed: %s", hsm_err_msg(st));
@@ -382,6 +389,7 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 	cert = NULL;
 	si = OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 out:
+	X509_EXTENSION_free(ext);
 	free(ar);
 	X509_free(cert);
 	EVP_PKEY_free(pub);

@@ -19,12 +19,14 @@ struct attest_policy;
 
 /*
  * Issue an X.509-SVID for pub with this SPIFFE ID and lifetime (seconds),
- * and record it (ledger, audit) with how the request authenticated
+ * with one more extension when extra is not NULL (the attested SGX
+ * identity), and record it (ledger, audit) with how the request authenticated
  * (auth: "token:REF" or "kur:SERIAL"), the certificate it renews (parent,
  * may be NULL), the CMP operation and the peer address.
  */
 typedef int (*cmp_issue_fn)(void *arg, EVP_PKEY *pub, const char *spiffe_id, int64_t ttl,
-    const char *auth, const char *parent, const char *op, const char *peer, X509 **out);
+    const char *auth, const char *parent, const char *op, const char *peer,
+    X509_EXTENSION *extra, X509 **out);
 
 struct cmp_server_cfg {
 	const char *listen;		/* host:port; port 0 picks one (logged) */

@@ -26,6 +26,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <openssl/x509.h>
+
 #include "sgxverify.h"
 
 struct cfg_doc;
@@ -34,6 +36,7 @@ struct cfg_doc;
 #define HSM_OID_ARC		"2.25.87529635398249573420365783529533619489"
 #define HSM_OID_ATTEST_NONCE	HSM_OID_ARC ".1"	/* genm request / genp answer */
 #define HSM_OID_SGX_QUOTE	HSM_OID_ARC ".2"	/* generalInfo of ir/cr/kur */
+#define HSM_OID_SGX_IDENTITY	HSM_OID_ARC ".3"	/* certificate extension */
 
 #define ATTEST_NONCE_LEN	32
 #define ATTEST_QUOTE_MAX	(64 * 1024)
@@ -102,6 +105,24 @@ int attest_nonce_check(const uint8_t key[32], const uint8_t nonce[ATTEST_NONCE_L
  */
 int attest_expand_id(const char *tmpl, const char *trust_domain, const struct sgx_report_body *b,
     char *out, size_t cap);
+
+/*
+ * The measured identity of an attested key, recorded in its certificate
+ * as a non-critical extension HSM_OID_SGX_IDENTITY:
+ *
+ *   SgxIdentity ::= SEQUENCE {
+ *       mrenclave   OCTET STRING (32), mrsigner OCTET STRING (32),
+ *       isvProdId   INTEGER, isvSvn INTEGER,
+ *       attributes  OCTET STRING (16), tcbStatus UTF8String }
+ *
+ * 0 or HSM_ECRYPTO.
+ */
+int attest_identity_ext(const struct sgx_verify_result *v, X509_EXTENSION **out);
+/*
+ * One line describing x's SgxIdentity extension into buf: 1 when present,
+ * 0 when absent, HSM_EPROTO when malformed.
+ */
+int attest_identity_describe(X509 *x, char *buf, size_t cap);
 
 /*
  * Load collateral from a file (JSON, dcap-qvl form) or a directory

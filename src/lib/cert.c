@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "attest.h"
 #include "cert.h"
 #include "err.h"
 #include "spiffe.h"
@@ -341,6 +342,13 @@ int
 cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
     int64_t ttl, X509 **out)
 {
+	return cert_issue_svid_ext(ca, ca_key, pub, spiffe_id, ttl, NULL, out);
+}
+
+int
+cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
+    int64_t ttl, X509_EXTENSION *extra, X509 **out)
+{
 	struct spiffe_id sid;
 	EVP_PKEY *ca_pub;
 	X509 *x = NULL;
@@ -391,8 +399,13 @@ cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id
 	    (r = add_ext_conf(x, NID_ext_key_usage, "serverAuth,clientAuth")) != 0 ||
 	    (r = add_key_ids(x, ca)) != 0 ||
 	    /* Non-critical: the subject (O=SPIFFE) is not empty. */
-	    (r = add_uri_san(x, spiffe_id, 0)) != 0 ||
-	    (r = sign_and_check(x, ca_key, ca_pub)) != 0)
+	    (r = add_uri_san(x, spiffe_id, 0)) != 0)
+		goto out;
+	if (extra != NULL && !X509_add_ext(x, extra, -1)) {
+		r = hsm_err_ossl(HSM_ECRYPTO, "cannot add an extension");
+		goto out;
+	}
+	if ((r = sign_and_check(x, ca_key, ca_pub)) != 0)
 		goto out;
 	*out = x;
 	x = NULL;
@@ -860,8 +873,8 @@ print_cert(BIO *b, X509 *x)
 	const X509_ALGOR *alg = NULL;
 	BASIC_CONSTRAINTS *bc;
 	GENERAL_NAMES *gens;
-	char hexbuf[128];
-	int crit = -1;
+	char hexbuf[128], hexbuf2[300];
+	int crit = -1, sgx;
 
 	field(b, "type");
 	BIO_printf(b, "X.509 certificate\n");
@@ -890,6 +903,10 @@ print_cert(BIO *b, X509 *x)
 		BASIC_CONSTRAINTS_free(bc);
 	}
 	print_key_usage(b, x);
+	if ((sgx = attest_identity_describe(x, hexbuf2, sizeof(hexbuf2))) != 0) {
+		field(b, "sgx identity");
+		BIO_printf(b, "%s\n", sgx > 0 ? hexbuf2 : "(malformed)");
+	}
 	X509_get0_signature(NULL, &alg, x);
 	print_sigalg(b, alg);
 	/* Self-signed: say whether the signature holds, as for a CSR. */

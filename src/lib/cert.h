@@ -53,6 +53,10 @@ int cert_make_root(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, int64_t ttl,
 int cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
     int64_t ttl, X509 **out);
 
+/* The same with one more extension (may be NULL), e.g. attest_identity_ext(). */
+int cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
+    int64_t ttl, X509_EXTENSION *extra, X509 **out);
+
 /*
  * The key types accepted in an SVID: EC P-256, EC P-384, RSA 2048..8192.
  * 0 or HSM_EPOLICY "key type EC secp256k1 is not accepted (...)".

@@ -129,6 +129,9 @@ check "evidence alone: the agent enrolls" wait_in "$T/a1.log" "$AID: enrolled ce
 C1=$T/s1/example.org+sgx+$MRS+3/cert.pem
 check "the certificate names the measured identity ($AID)" \
     sh -c '[ "$(openssl x509 -in "$1" -noout -ext subjectAltName | grep -o "URI:[^, ]*")" = "URI:$2" ]' x "$C1" "$AID"
+check "the certificate records the measurements (hsmesh inspect: sgx identity)" \
+    sh -c '"$1" inspect "$2" | grep -E "^sgx identity: +MRENCLAVE $3, MRSIGNER $4, ISV product 3, SVN 2, production enclave, TCB UpToDate$"' \
+    x "$HSMESH" "$C1" "$MRE" "$MRS"
 check "the agent asked for a nonce and made a quote" \
     grep -qE "byte quote from the command evidence producer" "$T/a1.log"
 check "audit: attested, with MRENCLAVE, MRSIGNER, product, SVN and TCB status" \
@@ -230,6 +233,10 @@ agent_run "$T/tk.yaml" "$T/tk.log"
 check "join token plus evidence: enrolls the token's ID" \
     wait_in "$T/tk.log" "spiffe://example.org/db: enrolled certificate serial" 20
 agent_stop
+check "join token plus evidence: the certificate records the measurements too" \
+    sh -c '"$1" inspect "$2" | grep -q "^sgx identity: .*MRENCLAVE $3"' x "$HSMESH" "$T/tk/example.org+db/cert.pem" "$MRE"
+check "a join token alone: no sgx identity in the certificate" \
+    sh -c '! "$1" inspect "$2" | grep -q "sgx identity"' x "$HSMESH" "$T/w.pem"
 check "ledger: auth records the token and the evidence" \
     sh -c '[ "$(sqlite3 "$1" "select count(*) from certs where spiffe_id = '"'"'spiffe://example.org/db'"'"' and auth like '"'"'token:%,sgx:%'"'"'")" -eq 1 ]' \
     x "$T/ca/ledger.db"
