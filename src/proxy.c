@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -76,6 +77,8 @@
 #define ACCEPT_BURST	64
 #define SWEEP_MS	100
 #define LOG_BURST	20	/* failure lines per worker per second before suppression */
+#define BUF_POOL	16	/* free relay buffers a worker keeps for reuse */
+#define JOBS_KEEP	16	/* async jobs a worker's pool may keep after a burst */
 
 /* ---- identity and policy generations ---- */
 
@@ -110,7 +113,7 @@ struct evsrc {
 };
 
 struct buf {
-	uint8_t *data;
+	uint8_t *data;			/* lent by the worker's pool while bytes are in flight */
 	size_t off, len, cap;
 };
 
@@ -135,6 +138,7 @@ struct conn {
 	struct buf tp, pt;		/* TLS->plain, plain->TLS */
 	int t_eof, p_eof, t_shut, p_shut;
 	int authorised, resumed;
+	int paused;			/* an async job of the SSL is paused (counted in w->njobs) */
 	uint64_t t_accept, t_hs, t_last, deadline, t_async;
 	uint64_t n_tp, n_pt;		/* bytes moved each way */
 	char peer_addr[64];
@@ -154,6 +158,10 @@ struct worker {
 	struct conn *dead;
 	unsigned n;
 	SSL_SESSION **sess;		/* per listener: outbound session to resume */
+	uint8_t *pool[BUF_POOL];	/* free relay buffers of pool_cap bytes */
+	unsigned npool;
+	size_t pool_cap;
+	unsigned njobs, jobs_peak;	/* async jobs paused now; most since the pool was dropped */
 	int listening;
 	uint64_t log_sec;
 	unsigned log_n, log_dropped;
@@ -383,8 +391,9 @@ ctx_new(const struct proxy_config *cfg, int server, X509 *leaf, STACK_OF(X509) *
 	SSL_CTX_set_cert_store(ctx, store);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
 	SSL_CTX_set_verify_depth(ctx, 4);
+	/* RELEASE_BUFFERS: an idle connection keeps no 17 KB record buffers */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ASYNC | SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	if (server) {
 		if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1)
 			goto fail;
@@ -565,12 +574,42 @@ log_failure(struct conn *c, uint64_t now)
 
 /* ---- connections ---- */
 
+/*
+ * Relay buffers are lent to a connection only while it has bytes in
+ * flight: the pump takes one per direction from the worker's pool and
+ * gives it back when it stops with the buffer empty. An idle connection
+ * (or one waiting for a reply) holds none, so a few buffers serve all of
+ * a worker's connections. 0, or -1 when memory is short.
+ */
 static int
-buf_init(struct buf *b, size_t cap)
+buf_take(struct worker *w, struct buf *b)
 {
+	if (b->data != NULL)
+		return 0;
 	b->off = b->len = 0;
-	b->cap = cap;
-	return (b->data = malloc(cap)) != NULL ? 0 : -1;
+	if (w->npool > 0 && w->pool_cap == b->cap) {
+		b->data = w->pool[--w->npool];
+		return 0;
+	}
+	if (w->npool > 0)	/* a reload changed buffer_size: let the old size go */
+		free(w->pool[--w->npool]);
+	return (b->data = malloc(b->cap)) != NULL ? 0 : -1;
+}
+
+/* Give an empty buffer back to the pool (drop: even one with bytes left). */
+static void
+buf_give(struct worker *w, struct buf *b, int drop)
+{
+	if (b->data == NULL || (b->len > 0 && !drop))
+		return;
+	if (w->npool == 0)
+		w->pool_cap = b->cap;
+	if (w->npool < BUF_POOL && w->pool_cap == b->cap)
+		w->pool[w->npool++] = b->data;
+	else
+		free(b->data);
+	b->data = NULL;
+	b->off = b->len = 0;
 }
 
 static size_t
@@ -643,8 +682,8 @@ conn_free_now(struct conn *c)
 		close(c->tfd);
 	if (c->pfd >= 0)
 		close(c->pfd);
-	free(c->tp.data);
-	free(c->pt.data);
+	buf_give(w, &c->tp, 1);
+	buf_give(w, &c->pt, 1);
 	free(c->peer_id);
 	c->prev->next = c->next;
 	c->next->prev = c->prev;
@@ -798,6 +837,13 @@ handshake_step(struct conn *c)
 
 	ERR_clear_error();
 	r = SSL_do_handshake(c->ssl);
+	if (c->paused != SSL_waiting_for_async(c->ssl)) {
+		c->paused = !c->paused;
+		if (c->paused && ++c->w->njobs > c->w->jobs_peak)
+			c->w->jobs_peak = c->w->njobs;
+		else if (!c->paused)
+			c->w->njobs--;
+	}
 	if (c->state == C_DYING) {
 		if (!SSL_waiting_for_async(c->ssl))
 			conn_free_now(c);
@@ -919,13 +965,7 @@ static void relay_pump(struct conn *c);
 static void
 relay_start(struct conn *c)
 {
-	size_t cap = c->pol->cfg->buffer_size;
-
-	if (buf_init(&c->tp, cap) != 0 || buf_init(&c->pt, cap) != 0) {
-		conn_fail_reason(c, "internal", "out of memory");
-		conn_close(c);
-		return;
-	}
+	c->tp.cap = c->pt.cap = c->pol->cfg->buffer_size;
 	c->state = C_RELAY;
 	c->rd_want = EPOLLIN;
 	c->t_last = hsm_now_ms();
@@ -942,6 +982,10 @@ relay_pump(struct conn *c)
 	ssize_t n;
 	size_t sp;
 
+	if (buf_take(c->w, &c->tp) != 0 || buf_take(c->w, &c->pt) != 0) {
+		conn_fail_reason(c, "internal", "out of memory");
+		goto abort;
+	}
 	do {
 		progress = 0;
 		/* TLS -> plain */
@@ -1054,6 +1098,14 @@ relay_pump(struct conn *c)
 		return;
 	}
 	c->deadline = c->t_last + c->pol->cfg->idle_timeout_ms;
+	buf_give(c->w, &c->tp, 0);
+	buf_give(c->w, &c->pt, 0);
+	/*
+	 * Waiting: let OpenSSL's record buffers go too. Never while it holds
+	 * bytes (before 3.0.14 SSL_free_buffers freed a buffer still in use).
+	 */
+	if (!SSL_has_pending(c->ssl))
+		SSL_free_buffers(c->ssl);
 	conn_update(c);
 	return;
  abort:
@@ -1229,6 +1281,17 @@ sweep(struct worker *w, uint64_t now)
 			break;
 		}
 		conn_close(c);
+	}
+	/*
+	 * OpenSSL keeps every async job it made (a 32 KB stack each) in the
+	 * thread's pool: after a burst of concurrent key operations, drop the
+	 * pool once none is paused (the next handshake makes a new one) and
+	 * give what the burst's handshakes freed back to the system.
+	 */
+	if (w->njobs == 0 && w->jobs_peak > JOBS_KEEP) {
+		ASYNC_cleanup_thread();
+		malloc_trim(0);
+		w->jobs_peak = 0;
 	}
 }
 
@@ -1784,6 +1847,8 @@ worker_fini(struct worker *w)
 	if (w->sess != NULL)
 		for (size_t i = 0; i < w->px->cfg->nlst; i++)
 			SSL_SESSION_free(w->sess[i]);
+	while (w->npool > 0)
+		free(w->pool[--w->npool]);
 	if (w->ep > 0)
 		close(w->ep);
 	if (w->wake > 0)
