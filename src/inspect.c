@@ -33,10 +33,11 @@ usage(FILE *f)
 	    "serial, SPIFFE IDs, key type and key id (SHA-256 of the public key), validity,\n"
 	    "CA flag, key usages and whether a self-signature verifies.\n"
 	    "\n"
-	    "An SGX DCAP quote (ECDSA P-256, version 3 or 4) is parsed and, with\n"
-	    "--collateral, verified offline: PCK chain to Intel's SGX Root CA (built in),\n"
-	    "CRLs, QE report and quote signatures, attestation-key binding, TCB Info and QE\n"
-	    "Identity, TCB status. Exit status 1 names the failing step.\n"
+	    "An SGX DCAP quote (ECDSA P-256, version 3, 4 or 5; SGX enclave or TDX TD) is\n"
+	    "parsed and, with --collateral, verified offline: PCK chain to Intel's SGX Root\n"
+	    "CA (built in), CRLs, QE report and quote signatures, attestation-key binding,\n"
+	    "TCB Info and QE Identity (TDX: also the TDX module), TCB status. Exit status 1\n"
+	    "names the failing step.\n"
 	    "  --collateral FILE   JSON collateral (tcb_info, qe_identity, ... as dcap-qvl writes it)\n"
 	    "  --collateral DIR    Intel's files: tcbInfo.json, qeIdentity.json, tcbSignChain.pem,\n"
 	    "                      rootCaCrl.der, intermediateCaCrl.der [, pckCert.pem + pckSignChain.pem]\n"
@@ -103,6 +104,36 @@ print_body(const struct sgx_report_body *b)
 	hexline("report data", b->report_data, sizeof(b->report_data));
 }
 
+/* A TD report body (TDX): the TD's measurements and the TDX module's. */
+static void
+print_td(const struct sgx_td_report *t, int td15)
+{
+	char hex[2 * 16 + 1];
+	static const char *rtmr[4] = { "rtmr0", "rtmr1", "rtmr2", "rtmr3" };
+
+	hexline("mrtd", t->mrtd, sizeof(t->mrtd));
+	for (size_t i = 0; i < 4; i++)
+		hexline(rtmr[i], t->rtmr[i], sizeof(t->rtmr[i]));
+	hsm_hex(t->td_attributes, sizeof(t->td_attributes), hex);
+	printf("%-18s %s%s\n", "td attributes", hex,
+	    (t->td_attributes[0] & SGX_TD_ATTR_DEBUG) ? " (DEBUG TD)" : "");
+	hexline("xfam", t->xfam, sizeof(t->xfam));
+	hexline("mrconfigid", t->mrconfigid, sizeof(t->mrconfigid));
+	hexline("mrowner", t->mrowner, sizeof(t->mrowner));
+	hexline("mrownerconfig", t->mrownerconfig, sizeof(t->mrownerconfig));
+	hexline("mrseam", t->mrseam, sizeof(t->mrseam));
+	hexline("mrsignerseam", t->mrsignerseam, sizeof(t->mrsignerseam));
+	hexline("seam attributes", t->seam_attributes,
+	    sizeof(t->seam_attributes));
+	hexline("tee tcb svn", t->tee_tcb_svn, sizeof(t->tee_tcb_svn));
+	if (td15) {
+		hexline("tee tcb svn2", t->tee_tcb_svn2,
+		    sizeof(t->tee_tcb_svn2));
+		hexline("mrservicetd", t->mrservicetd, sizeof(t->mrservicetd));
+	}
+	hexline("report data", t->report_data, sizeof(t->report_data));
+}
+
 static int
 inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll,
     const char *at_text, const char *test_root_file)
@@ -126,6 +157,8 @@ inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll
 	printf("%-18s qe svn %u, pce svn %u\n", "header", q.qe_svn, q.pce_svn);
 	if (q.tee_type == 0)
 		print_body(&q.enclave);
+	else
+		print_td(&q.td, q.body_type == SGX_BODY_TD15);
 	if (coll == NULL) {
 		printf("%-18s not verified (no --collateral)\n", "verdict");
 		return 0;
@@ -160,6 +193,13 @@ inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll
 	printf("%-18s verified\n", "verdict");
 	printf("%-18s %s (platform %s, QE %s)\n", "tcb status", sgx_tcb_status_name(res.tcb_status),
 	    sgx_tcb_status_name(res.platform_status), sgx_tcb_status_name(res.qe_status));
+	if (res.tee_type == SGX_TEE_TDX) {
+		printf("%-18s SGX level %s", "tdx tcb", sgx_tcb_status_name(res.sgx_level_status));
+		if (res.tdx_module_id[0] != '\0')
+			printf(", module %s %s", res.tdx_module_id,
+			    sgx_tcb_status_name(res.tdx_module_status));
+		printf("\n");
+	}
 	printf("%-18s %s\n", "advisories", res.advisories[0] ? res.advisories : "none");
 	hexline("fmspc", res.fmspc, sizeof(res.fmspc));
 	printf("%-18s %u\n", "pce svn", res.pcesvn);

@@ -1,4 +1,4 @@
-/* sgxquote.c - bounds-checked parser for SGX DCAP quotes v3/v4. */
+/* sgxquote.c - bounds-checked parser for SGX DCAP quotes v3/v4/v5. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -78,6 +78,30 @@ parse_body(const uint8_t *p, struct sgx_report_body *b)
 	memcpy(b->report_data, p + 320, 64);
 }
 
+/* p holds SGX_TDX10_BODY_LEN, or SGX_TDX15_BODY_LEN when td15. */
+static void
+parse_td(const uint8_t *p, int td15, struct sgx_td_report *t)
+{
+	memset(t, 0, sizeof(*t));
+	memcpy(t->tee_tcb_svn, p, 16);
+	memcpy(t->mrseam, p + 16, 48);
+	memcpy(t->mrsignerseam, p + 64, 48);
+	memcpy(t->seam_attributes, p + 112, 8);
+	memcpy(t->td_attributes, p + 120, 8);
+	memcpy(t->xfam, p + 128, 8);
+	memcpy(t->mrtd, p + 136, 48);
+	memcpy(t->mrconfigid, p + 184, 48);
+	memcpy(t->mrowner, p + 232, 48);
+	memcpy(t->mrownerconfig, p + 280, 48);
+	for (size_t i = 0; i < 4; i++)
+		memcpy(t->rtmr[i], p + 328 + 48 * i, 48);
+	memcpy(t->report_data, p + 520, 64);
+	if (td15) {
+		memcpy(t->tee_tcb_svn2, p + 584, 16);
+		memcpy(t->mrservicetd, p + 600, 48);
+	}
+}
+
 /* Certification data: type (u16), size (u32), data; must fill r exactly. */
 static int
 parse_cert(struct rd *r, uint16_t *type, const uint8_t **data, size_t *dlen,
@@ -107,9 +131,9 @@ sgx_quote_parse(const uint8_t *buf, size_t len, struct sgx_quote *q)
 	struct sgx_quote t;
 	struct rd r, sr, cr;
 	const uint8_t *p;
-	uint32_t siglen;
+	uint32_t siglen, bsize;
 	uint16_t authlen, outer;
-	size_t bodylen;
+	size_t bodylen, hdrlen;
 	int rc;
 
 	memset(q, 0, sizeof(*q));
@@ -132,7 +156,7 @@ sgx_quote_parse(const uint8_t *buf, size_t len, struct sgx_quote *q)
 	if ((rc = rd_take(&r, 20, &p, "header user data")) != 0)
 		return rc;
 	memcpy(t.user_data, p, 20);
-	if (t.version != 3 && t.version != 4)
+	if (t.version != 3 && t.version != 4 && t.version != 5)
 		return hsm_err(HSM_EUNSUPPORTED, "sgx quote: version %u not "
 		    "supported", t.version);
 	if (t.att_key_type != SGX_ATT_KEY_ECDSA_P256)
@@ -141,23 +165,54 @@ sgx_quote_parse(const uint8_t *buf, size_t len, struct sgx_quote *q)
 	if (t.version == 3 && t.tee_type != 0)
 		return hsm_err(HSM_EPROTO, "sgx quote: v3 reserved header "
 		    "field is not zero");
-	if (t.tee_type == SGX_TEE_SGX)
-		bodylen = SGX_REPORT_BODY_LEN;
-	else if (t.tee_type == SGX_TEE_TDX)
-		bodylen = SGX_TDX10_BODY_LEN;
-	else
+	if (t.tee_type != SGX_TEE_SGX && t.tee_type != SGX_TEE_TDX)
 		return hsm_err(HSM_EUNSUPPORTED, "sgx quote: tee type 0x%x "
 		    "not supported", t.tee_type);
+	hdrlen = SGX_QUOTE_HEADER_LEN;
+	if (t.version == 5) {
+		/* Body descriptor: type and size, which must agree. */
+		if ((rc = rd_u16(&r, &t.body_type, "body type")) != 0 ||
+		    (rc = rd_u32(&r, &bsize, "body size")) != 0)
+			return rc;
+		hdrlen += SGX_BODY_DESC_LEN;
+		if (t.body_type == SGX_BODY_SGX)
+			bodylen = SGX_REPORT_BODY_LEN;
+		else if (t.body_type == SGX_BODY_TD10)
+			bodylen = SGX_TDX10_BODY_LEN;
+		else if (t.body_type == SGX_BODY_TD15)
+			bodylen = SGX_TDX15_BODY_LEN;
+		else
+			return hsm_err(HSM_EUNSUPPORTED, "sgx quote: body type "
+			    "%u not supported", t.body_type);
+		if (bsize != bodylen)
+			return hsm_err(HSM_EPROTO, "sgx quote: body size %u, "
+			    "expected %zu for body type %u", bsize, bodylen,
+			    t.body_type);
+		if ((t.tee_type == SGX_TEE_SGX) !=
+		    (t.body_type == SGX_BODY_SGX))
+			return hsm_err(HSM_EPROTO, "sgx quote: body type %u "
+			    "does not match tee type 0x%x", t.body_type,
+			    t.tee_type);
+	} else if (t.tee_type == SGX_TEE_SGX) {
+		t.body_type = SGX_BODY_SGX;
+		bodylen = SGX_REPORT_BODY_LEN;
+	} else {
+		t.body_type = SGX_BODY_TD10;
+		bodylen = SGX_TDX10_BODY_LEN;
+	}
 
 	/* Report body. */
 	if ((rc = rd_take(&r, bodylen, &p, "report body")) != 0)
 		return rc;
 	if (t.tee_type == SGX_TEE_SGX)
 		parse_body(p, &t.enclave);
-	else
+	else {
 		t.td_body = p;
+		t.td_body_len = bodylen;
+		parse_td(p, t.body_type == SGX_BODY_TD15, &t.td);
+	}
 	t.signed_data = buf;
-	t.signed_len = SGX_QUOTE_HEADER_LEN + bodylen;
+	t.signed_len = hdrlen + bodylen;
 
 	/* Signature data: length, then exactly that many bytes. */
 	if ((rc = rd_u32(&r, &siglen, "signature data length")) != 0)
@@ -180,8 +235,8 @@ sgx_quote_parse(const uint8_t *buf, size_t len, struct sgx_quote *q)
 	    "attestation key")) != 0)
 		return rc;
 
-	if (t.version == 4) {
-		/* v4: QE report etc. live inside certification data type 6. */
+	if (t.version >= 4) {
+		/* v4/v5: QE report etc. live in certification data type 6. */
 		if ((rc = parse_cert(&sr, &outer, &p, &cr.left,
 		    "outer certification data")) != 0)
 			return rc;

@@ -7,12 +7,13 @@
  * buffer must outlive the struct sgx_quote. Nothing is verified here:
  * see sgxverify.h for signatures, certificates and collateral.
  *
- * Supported: quote version 3 (SGX) and version 4 (SGX or TDX 1.0 body);
- * version 5 (TDX 1.5 body descriptor) is refused as unsupported.
+ * Supported: quote version 3 (SGX), version 4 (SGX, or TDX with a TD
+ * 1.0 report body) and version 5 (a body descriptor after the header:
+ * type 1 SGX enclave report, 2 TD report 1.0, 3 TD report 1.5).
  * Attestation key type 2 (ECDSA-256 with P-256), and any certification
  * data type (type 5, the PEM PCK chain, is what sgxverify.h uses). In
- * version 4 the QE report is carried in certification data of type 6
- * ("QE report certification data"), which is unwrapped here.
+ * versions 4 and 5 the QE report is carried in certification data of
+ * type 6 ("QE report certification data"), which is unwrapped here.
  */
 #ifndef HSM_SGXQUOTE_H
 #define HSM_SGXQUOTE_H
@@ -22,7 +23,9 @@
 
 #define SGX_QUOTE_HEADER_LEN	48
 #define SGX_REPORT_BODY_LEN	384
-#define SGX_TDX10_BODY_LEN	584
+#define SGX_TDX10_BODY_LEN	584	/* TD report body, TDX 1.0 */
+#define SGX_TDX15_BODY_LEN	648	/* TDX 1.5: + TEE_TCB_SVN2, MRSERVICETD */
+#define SGX_BODY_DESC_LEN	6	/* v5: body type (u16) + size (u32) */
 #define SGX_ECDSA_SIG_LEN	64	/* r || s, big-endian, 32 bytes each */
 #define SGX_ECDSA_KEY_LEN	64	/* x || y, big-endian, 32 bytes each */
 #define SGX_QUOTE_MAX		(1U << 20)	/* refuse anything larger */
@@ -33,6 +36,11 @@
 #define SGX_CERT_PPID_CLEAR	1
 #define SGX_CERT_PCK_CHAIN	5	/* PEM: PCK leaf, intermediate CA, root */
 #define SGX_CERT_QE_REPORT	6	/* v4: QE report + sig + auth + inner cert */
+
+/* Body types (the v5 body descriptor; implied by the TEE type in v3/v4) */
+#define SGX_BODY_SGX		1	/* SGX enclave report, 384 bytes */
+#define SGX_BODY_TD10		2	/* TD report body 1.0, 584 bytes */
+#define SGX_BODY_TD15		3	/* TD report body 1.5, 648 bytes */
 
 /* An SGX report body (enclave or QE report); 384 bytes on the wire. */
 struct sgx_report_body {
@@ -52,9 +60,32 @@ struct sgx_report_body {
 
 #define SGX_ATTR_DEBUG	0x02	/* bit 1 of attributes[0] */
 
+/*
+ * A TD report body (TDX 1.0: 584 bytes on the wire; TDX 1.5: 648, the
+ * last two fields added). Byte arrays in wire order.
+ */
+struct sgx_td_report {
+	uint8_t		tee_tcb_svn[16]; /* [0] module SVN, [1] module major */
+	uint8_t		mrseam[48];
+	uint8_t		mrsignerseam[48];	/* zero for Intel's module */
+	uint8_t		seam_attributes[8];
+	uint8_t		td_attributes[8];	/* TUD.DEBUG = bit 0 of [0] */
+	uint8_t		xfam[8];
+	uint8_t		mrtd[48];
+	uint8_t		mrconfigid[48];
+	uint8_t		mrowner[48];
+	uint8_t		mrownerconfig[48];
+	uint8_t		rtmr[4][48];
+	uint8_t		report_data[64];
+	uint8_t		tee_tcb_svn2[16];	/* TDX 1.5 only, else zero */
+	uint8_t		mrservicetd[48];	/* TDX 1.5 only, else zero */
+};
+
+#define SGX_TD_ATTR_DEBUG	0x01	/* bit 0 of td_attributes[0] */
+
 struct sgx_quote {
 	/* header */
-	uint16_t	version;	/* 3 or 4 */
+	uint16_t	version;	/* 3, 4 or 5 */
 	uint16_t	att_key_type;	/* SGX_ATT_KEY_ECDSA_P256 */
 	uint32_t	tee_type;	/* SGX_TEE_SGX or (v4) SGX_TEE_TDX */
 	uint16_t	qe_svn;
@@ -62,12 +93,17 @@ struct sgx_quote {
 	uint8_t		qe_vendor_id[16];
 	uint8_t		user_data[20];
 
+	/* SGX_BODY_*: from the v5 body descriptor, else from tee_type */
+	uint16_t	body_type;
+
 	/* ISV enclave report; only for tee_type SGX (zero for TDX) */
 	struct sgx_report_body	enclave;
-	/* TDX: the raw 584-byte TD report body (NULL for SGX) */
-	const uint8_t	*td_body;
+	/* TDX: the TD report body, raw (td_body_len bytes) and parsed */
+	const uint8_t	*td_body;	/* NULL for SGX */
+	size_t		 td_body_len;	/* SGX_TDX10_BODY_LEN or _TDX15_ */
+	struct sgx_td_report	td;	/* zero for SGX */
 
-	/* header + body: the bytes signed by the attestation key */
+	/* header [+ body descriptor] + body: signed by the attestation key */
 	const uint8_t	*signed_data;
 	size_t		 signed_len;
 

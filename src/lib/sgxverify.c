@@ -66,6 +66,7 @@ sgx_step_name(enum sgx_step s)
 	case SGX_STEP_TCB_INFO:		return "tcb_info";
 	case SGX_STEP_QE_IDENTITY:	return "qe_identity";
 	case SGX_STEP_TCB_LEVEL:	return "tcb_level";
+	case SGX_STEP_TDX_MODULE:	return "tdx_module";
 	}
 	return "unknown";
 }
@@ -83,6 +84,9 @@ static const struct {
 	{ SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED,
 	    "OutOfDateConfigurationNeeded" },
 	{ SGX_TCB_REVOKED, "Revoked" },
+	{ SGX_TCB_TD_RELAUNCH_ADVISED, "TDRelaunchAdvised" },
+	{ SGX_TCB_TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED,
+	    "TDRelaunchAdvisedConfigurationNeeded" },
 };
 
 const char *
@@ -94,11 +98,13 @@ sgx_tcb_status_name(enum sgx_tcb_status s)
 	return "Unknown";
 }
 
+/* A status a TCB Info / identity level may carry (not a computed one). */
 static enum sgx_tcb_status
 tcb_status_parse(const char *s)
 {
 	for (size_t i = 0; i < sizeof(tcb_names) / sizeof(tcb_names[0]); i++)
-		if (strcmp(tcb_names[i].name, s) == 0)
+		if (strcmp(tcb_names[i].name, s) == 0 &&
+		    tcb_names[i].st <= SGX_TCB_REVOKED)
 			return tcb_names[i].st;
 	return SGX_TCB_UNKNOWN;
 }
@@ -917,55 +923,139 @@ jint(struct json_object *o, const char *key, unsigned *v)
 	return 0;
 }
 
-/* The first tcbLevel the PCK TCB is at or above (TCB Info v2 and v3). */
+/* *ok = whether the PCK TCB reaches level l (index i) of TCB Info v2/v3. */
 static int
-platform_level(struct json_object *ti, const struct pck_tcb *pt,
-    struct json_object **lvl)
+sgx_level_reached(struct json_object *l, size_t i, const struct pck_tcb *pt,
+    int *ok)
 {
-	struct json_object *levels, *l, *tcb, *comps, *c;
+	struct json_object *tcb, *comps, *c;
 	unsigned svn, pcesvn;
 	char key[32];
-	size_t n;
-	int ok;
 
-	*lvl = NULL;
+	*ok = 0;
+	if ((tcb = jget(l, "tcb", json_type_object)) == NULL ||
+	    jint(tcb, "pcesvn", &pcesvn) != 0)
+		return hsm_err(HSM_EPROTO, "tcb_info: tcbLevels[%zu] "
+		    "malformed", i);
+	comps = jget(tcb, "sgxtcbcomponents", json_type_array);
+	if (comps != NULL && json_object_array_length(comps) != 16)
+		return hsm_err(HSM_EPROTO, "tcb_info: tcbLevels[%zu] "
+		    "needs 16 sgxtcbcomponents", i);
+	*ok = pt->pcesvn >= pcesvn;
+	for (unsigned k = 0; k < 16; k++) {
+		if (comps != NULL) {
+			c = json_object_array_get_idx(comps, k);
+			if (jint(c, "svn", &svn) != 0)
+				return hsm_err(HSM_EPROTO, "tcb_info: "
+				    "tcbLevels[%zu] component %u", i, k);
+		} else {
+			snprintf(key, sizeof(key), "sgxtcbcomp%02usvn", k + 1);
+			if (jint(tcb, key, &svn) != 0)
+				return hsm_err(HSM_EPROTO, "tcb_info: "
+				    "tcbLevels[%zu] %s", i, key);
+		}
+		if (pt->comp[k] < svn)
+			*ok = 0;
+	}
+	return 0;
+}
+
+/*
+ * *ok = whether TEE_TCB_SVN reaches the tdxtcbcomponents of level l.
+ * When TEE_TCB_SVN[1] (the TDX module's major version) is not zero, the
+ * first two bytes are the module's and are judged by its identity
+ * instead (as Intel's QVL does).
+ */
+static int
+tdx_level_reached(struct json_object *l, size_t i, const uint8_t *teesvn,
+    int *ok)
+{
+	struct json_object *tcb, *comps;
+	unsigned svn;
+
+	*ok = 0;
+	if ((tcb = jget(l, "tcb", json_type_object)) == NULL ||
+	    (comps = jget(tcb, "tdxtcbcomponents", json_type_array)) == NULL ||
+	    json_object_array_length(comps) != 16)
+		return hsm_err(HSM_EPROTO, "tcb_info: tcbLevels[%zu] needs 16 "
+		    "tdxtcbcomponents", i);
+	*ok = 1;
+	for (unsigned k = teesvn[1] > 0 ? 2 : 0; k < 16; k++) {
+		if (jint(json_object_array_get_idx(comps, k), "svn", &svn) != 0)
+			return hsm_err(HSM_EPROTO, "tcb_info: tcbLevels[%zu] "
+			    "tdx component %u", i, k);
+		if (teesvn[k] < svn)
+			*ok = 0;
+	}
+	return 0;
+}
+
+/*
+ * TCB level matching (TCB Info v2 and v3). SGX (teesvn NULL): *sgxl is
+ * the first level the PCK TCB is at or above. TDX: *sgxl is that level
+ * too, and *tdxl the first level from it on whose SGX components and
+ * TDX components (TEE_TCB_SVN) are both reached.
+ */
+static int
+match_levels(struct json_object *ti, const struct pck_tcb *pt,
+    const uint8_t *teesvn, struct json_object **sgxl,
+    struct json_object **tdxl)
+{
+	struct json_object *levels, *l;
+	size_t n;
+	int ok, rc;
+
+	*sgxl = *tdxl = NULL;
 	if ((levels = jget(ti, "tcbLevels", json_type_array)) == NULL)
 		return hsm_err(HSM_EPROTO, "tcb_info: no tcbLevels");
 	n = json_object_array_length(levels);
 	for (size_t i = 0; i < n; i++) {
 		l = json_object_array_get_idx(levels, i);
-		if ((tcb = jget(l, "tcb", json_type_object)) == NULL ||
-		    jint(tcb, "pcesvn", &pcesvn) != 0)
-			return hsm_err(HSM_EPROTO, "tcb_info: tcbLevels[%zu] "
-			    "malformed", i);
-		comps = jget(tcb, "sgxtcbcomponents", json_type_array);
-		if (comps != NULL && json_object_array_length(comps) != 16)
-			return hsm_err(HSM_EPROTO, "tcb_info: tcbLevels[%zu] "
-			    "needs 16 sgxtcbcomponents", i);
-		ok = 1;
-		for (unsigned k = 0; k < 16; k++) {
-			if (comps != NULL) {
-				c = json_object_array_get_idx(comps, k);
-				if (jint(c, "svn", &svn) != 0)
-					return hsm_err(HSM_EPROTO, "tcb_info: "
-					    "tcbLevels[%zu] component %u", i, k);
-			} else {
-				snprintf(key, sizeof(key), "sgxtcbcomp%02usvn",
-				    k + 1);
-				if (jint(tcb, key, &svn) != 0)
-					return hsm_err(HSM_EPROTO, "tcb_info: "
-					    "tcbLevels[%zu] %s", i, key);
-			}
-			if (pt->comp[k] < svn)
-				ok = 0;
-		}
-		if (ok && pt->pcesvn >= pcesvn) {
-			*lvl = l;
+		if ((rc = sgx_level_reached(l, i, pt, &ok)) != 0)
+			return rc;
+		if (!ok)
+			continue;
+		if (*sgxl == NULL)
+			*sgxl = l;
+		if (teesvn == NULL)
+			return 0;
+		if ((rc = tdx_level_reached(l, i, teesvn, &ok)) != 0)
+			return rc;
+		if (ok) {
+			*tdxl = l;
 			return 0;
 		}
 	}
-	return hsm_err(HSM_EPERM, "tcb_level: platform TCB below every "
-	    "tcbLevel (TCB not supported)");
+	if (*sgxl == NULL)
+		return hsm_err(HSM_EPERM, "tcb_level: platform TCB below every "
+		    "tcbLevel (TCB not supported)");
+	return hsm_err(HSM_EPERM, "tcb_level: TDX TCB (TEE_TCB_SVN) below "
+	    "every tcbLevel the platform reaches (TCB not supported)");
+}
+
+/*
+ * Converge status st with another component's (the QE's, the TDX
+ * module's) as Intel's QVL does: that one OutOfDate makes an UpToDate or
+ * SWHardeningNeeded st OutOfDate and a ConfigurationNeeded one
+ * OutOfDateConfigurationNeeded; Revoked makes anything Revoked.
+ */
+static enum sgx_tcb_status
+converge(enum sgx_tcb_status st, enum sgx_tcb_status other)
+{
+	if (other == SGX_TCB_REVOKED)
+		return SGX_TCB_REVOKED;
+	if (other != SGX_TCB_OUT_OF_DATE)
+		return st;
+	switch (st) {
+	case SGX_TCB_UP_TO_DATE:
+	case SGX_TCB_SW_HARDENING_NEEDED:
+		return SGX_TCB_OUT_OF_DATE;
+	case SGX_TCB_CONFIGURATION_NEEDED:
+	case SGX_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED:
+		return SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED;
+	default:
+		return st;
+	}
 }
 
 static enum sgx_tcb_status
@@ -976,6 +1066,312 @@ level_status(struct json_object *l)
 	if ((s = jget(l, "tcbStatus", json_type_string)) == NULL)
 		return SGX_TCB_UNKNOWN;
 	return tcb_status_parse(json_object_get_string(s));
+}
+
+/* ---- TDX module (TCB Info v3 "tdxModule" / "tdxModuleIdentities") ---- */
+
+/* tdxModuleIdentities entry whose id is "TDX_%02X" of major (any case). */
+static struct json_object *
+tdx_module_identity(struct json_object *ti, unsigned major)
+{
+	struct json_object *ids, *e, *id;
+	char want[8];
+	size_t n;
+
+	if ((ids = jget(ti, "tdxModuleIdentities", json_type_array)) == NULL)
+		return NULL;
+	snprintf(want, sizeof(want), "TDX_%02X", major & 0xffU);
+	n = json_object_array_length(ids);
+	for (size_t i = 0; i < n; i++) {
+		e = json_object_array_get_idx(ids, i);
+		if ((id = jget(e, "id", json_type_string)) != NULL &&
+		    strcasecmp(json_object_get_string(id), want) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+/*
+ * The module the TD report names must be the one the TCB Info describes:
+ * MRSIGNERSEAM equal to mrsigner, SEAMATTRIBUTES equal to attributes
+ * under attributesMask. The description is tdxModule, or the identity
+ * TDX_<TEE_TCB_SVN[1]> when that byte (the module's major version) is
+ * not zero; *ident is that identity, else NULL.
+ */
+static int
+tdx_module_check(struct json_object *ti, const struct sgx_td_report *td,
+    struct json_object **ident, char *idname, size_t idlen)
+{
+	struct json_object *m, *a, *am;
+	uint8_t attr[8], mask[8];
+
+	*ident = NULL;
+	idname[0] = '\0';
+	if ((m = jget(ti, "tdxModule", json_type_object)) == NULL)
+		return hsm_err(HSM_EPROTO, "tdx_module: TCB Info has no "
+		    "tdxModule");
+	if (td->tee_tcb_svn[1] > 0) {
+		snprintf(idname, idlen, "TDX_%02X", td->tee_tcb_svn[1]);
+		if ((m = tdx_module_identity(ti, td->tee_tcb_svn[1])) == NULL)
+			return hsm_err(HSM_EPERM, "tdx_module: TCB Info has no "
+			    "tdxModuleIdentities entry %s for the TD's module "
+			    "(TEE_TCB_SVN[1] = %u)", idname,
+			    td->tee_tcb_svn[1]);
+		*ident = m;
+	}
+	a = jget(m, "attributes", json_type_string);
+	am = jget(m, "attributesMask", json_type_string);
+	if (a == NULL || am == NULL ||
+	    strlen(json_object_get_string(a)) != 16 ||
+	    strlen(json_object_get_string(am)) != 16 ||
+	    hsm_unhex(json_object_get_string(a), 16, attr) != 0 ||
+	    hsm_unhex(json_object_get_string(am), 16, mask) != 0)
+		return hsm_err(HSM_EPROTO, "tdx_module: %s attributes "
+		    "malformed", idname[0] ? idname : "tdxModule");
+	switch (hexfield_eq(m, "mrsigner", td->mrsignerseam, 48)) {
+	case 0:
+		break;
+	case 1:
+		return hsm_err(HSM_EPERM, "tdx_module: MRSIGNERSEAM does not "
+		    "match the TCB Info's %s mrsigner",
+		    idname[0] ? idname : "tdxModule");
+	default:
+		return hsm_err(HSM_EPROTO, "tdx_module: %s mrsigner "
+		    "malformed", idname[0] ? idname : "tdxModule");
+	}
+	for (size_t i = 0; i < 8; i++)
+		if ((td->seam_attributes[i] & mask[i]) != (attr[i] & mask[i]))
+			return hsm_err(HSM_EPERM, "tdx_module: SEAMATTRIBUTES "
+			    "do not match the TCB Info's %s attributes",
+			    idname[0] ? idname : "tdxModule");
+	return 0;
+}
+
+/* First level of a module identity whose isvsvn the module SVN reaches. */
+static int
+tdx_module_level(struct json_object *ident, unsigned svn,
+    struct json_object **lvl)
+{
+	struct json_object *levels, *l, *tcb;
+	unsigned v;
+	size_t n;
+
+	*lvl = NULL;
+	if ((levels = jget(ident, "tcbLevels", json_type_array)) == NULL)
+		return hsm_err(HSM_EPROTO, "tcb_level: TDX module identity has "
+		    "no tcbLevels");
+	n = json_object_array_length(levels);
+	for (size_t i = 0; i < n; i++) {
+		l = json_object_array_get_idx(levels, i);
+		if ((tcb = jget(l, "tcb", json_type_object)) == NULL ||
+		    jint(tcb, "isvsvn", &v) != 0)
+			return hsm_err(HSM_EPROTO, "tcb_level: TDX module "
+			    "tcbLevels[%zu] malformed", i);
+		if (svn >= v) {
+			*lvl = l;
+			return 0;
+		}
+	}
+	return hsm_err(HSM_EPERM, "tcb_level: TDX module SVN %u below every "
+	    "level of its identity (TCB not supported)", svn);
+}
+
+static int
+config_needed(enum sgx_tcb_status st)
+{
+	return st == SGX_TCB_CONFIGURATION_NEEDED ||
+	    st == SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED ||
+	    st == SGX_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED ||
+	    st == SGX_TCB_TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED;
+}
+
+/* svn of tdxtcbcomponents[k] of level l, or -1. */
+static long
+tdx_comp(struct json_object *l, unsigned k)
+{
+	struct json_object *tcb, *comps;
+	unsigned v;
+
+	if ((tcb = jget(l, "tcb", json_type_object)) == NULL ||
+	    (comps = jget(tcb, "tdxtcbcomponents", json_type_array)) == NULL ||
+	    json_object_array_length(comps) != 16 ||
+	    jint(json_object_array_get_idx(comps, k), "svn", &v) != 0)
+		return -1;
+	return (long)v;
+}
+
+/*
+ * TD report 1.5: a TD whose platform was updated since it launched (its
+ * TEE_TCB_SVN2, the current module, reaches the newest level while
+ * TEE_TCB_SVN, the one it was launched on, is OutOfDate) is told to
+ * relaunch rather than judged out of date: Intel's QVL check, where sgx
+ * is the SGX level's status, tdx the TDX level converged with the module,
+ * module the module's own status (UNKNOWN if no identity applied).
+ */
+static int
+td_relaunch(struct json_object *ti, const struct sgx_td_report *td,
+    enum sgx_tcb_status sgx, enum sgx_tcb_status module,
+    enum sgx_tcb_status qe, enum sgx_tcb_status *tdx)
+{
+	struct json_object *levels, *latest, *ident, *ml, *tcb;
+	const uint8_t *s2 = td->tee_tcb_svn2;
+	unsigned need0;
+	long c;
+
+	if (qe == SGX_TCB_OUT_OF_DATE || qe == SGX_TCB_REVOKED)
+		return 0;
+	if (sgx != SGX_TCB_UP_TO_DATE && sgx != SGX_TCB_SW_HARDENING_NEEDED &&
+	    sgx != SGX_TCB_CONFIGURATION_NEEDED &&
+	    sgx != SGX_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED)
+		return 0;
+	if (*tdx != SGX_TCB_OUT_OF_DATE &&
+	    *tdx != SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED)
+		return 0;
+	if (module != SGX_TCB_OUT_OF_DATE)
+		return 0;
+	if ((levels = jget(ti, "tcbLevels", json_type_array)) == NULL ||
+	    json_object_array_length(levels) == 0)
+		return hsm_err(HSM_EPERM, "tcb_level: no TDX TCB level (TCB "
+		    "not supported)");
+	latest = json_object_array_get_idx(levels, 0);
+	if (s2[1] == 0) {
+		if ((c = tdx_comp(latest, 0)) < 0)
+			return hsm_err(HSM_EPROTO, "tcb_level: tcbLevels[0] "
+			    "tdx components");
+		need0 = (unsigned)c;
+	} else {
+		if ((ident = tdx_module_identity(ti, s2[1])) == NULL)
+			return hsm_err(HSM_EPERM, "tcb_level: TCB Info has no "
+			    "identity TDX_%02X for TEE_TCB_SVN2", s2[1]);
+		if ((levels = jget(ident, "tcbLevels",
+		    json_type_array)) == NULL ||
+		    json_object_array_length(levels) == 0)
+			return hsm_err(HSM_EPERM, "tcb_level: TDX module "
+			    "identity without levels (TCB not supported)");
+		ml = json_object_array_get_idx(levels, 0);
+		if ((tcb = jget(ml, "tcb", json_type_object)) == NULL ||
+		    jint(tcb, "isvsvn", &need0) != 0)
+			return hsm_err(HSM_EPROTO, "tcb_level: TDX module "
+			    "tcbLevels[0] malformed");
+	}
+	if ((c = tdx_comp(latest, 2)) < 0)
+		return hsm_err(HSM_EPROTO, "tcb_level: tcbLevels[0] tdx "
+		    "components");
+	if (s2[0] >= need0 && s2[2] >= (unsigned long)c)
+		*tdx = config_needed(sgx) || config_needed(*tdx) ?
+		    SGX_TCB_TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED :
+		    SGX_TCB_TD_RELAUNCH_ADVISED;
+	return 0;
+}
+
+/*
+ * The tcb_level step: the platform's status from TCB Info ti (already
+ * verified), for PCK TCB pt and quote q, converged with r->qe_status as
+ * Intel's QVL does; ident is the TDX module identity tdx_module_check()
+ * chose (NULL: none applies). Sets r's statuses; adds the advisories of
+ * the TCB level and the module level.
+ */
+static int
+tcb_eval(struct json_object *ti, const struct pck_tcb *pt,
+    const struct sgx_quote *q, struct json_object *ident,
+    struct sgx_verify_result *r)
+{
+	struct json_object *l, *tl, *ml, *tmp;
+	int rc, tdx = q->tee_type == SGX_TEE_TDX;
+
+	if ((rc = match_levels(ti, pt, tdx ? q->td.tee_tcb_svn : NULL, &l,
+	    &tl)) != 0)
+		return rc;
+	if (tdx) {
+		if ((r->sgx_level_status = level_status(l)) ==
+		    SGX_TCB_UNKNOWN)
+			goto unknown;
+		l = tl;
+	}
+	if ((r->platform_status = level_status(l)) == SGX_TCB_UNKNOWN)
+		goto unknown;
+	add_advisories(l, r);
+	if (ident != NULL) {
+		/* the TDX module: its SVN against its identity's levels */
+		if ((rc = tdx_module_level(ident, q->td.tee_tcb_svn[0],
+		    &ml)) != 0)
+			return rc;
+		r->tdx_module_status = level_status(ml);
+		if (r->tdx_module_status != SGX_TCB_UP_TO_DATE &&
+		    r->tdx_module_status != SGX_TCB_OUT_OF_DATE &&
+		    r->tdx_module_status != SGX_TCB_REVOKED)
+			return hsm_err(HSM_EPROTO, "tcb_level: TDX module "
+			    "level status not UpToDate, OutOfDate or Revoked");
+		add_advisories(ml, r);
+		r->platform_status = converge(r->platform_status,
+		    r->tdx_module_status);
+	}
+	if (tdx && q->body_type == SGX_BODY_TD15 &&
+	    r->platform_status != SGX_TCB_REVOKED &&
+	    (rc = td_relaunch(ti, &q->td, r->sgx_level_status,
+	    r->tdx_module_status, r->qe_status, &r->platform_status)) != 0)
+		return rc;
+	/* Converge platform and QE status as Intel's QVL does. */
+	r->tcb_status = converge(r->platform_status, r->qe_status);
+	return 0;
+ unknown:
+	tmp = jget(l, "tcbStatus", json_type_string);
+	return hsm_err(HSM_EPROTO, "tcb_level: unknown tcbStatus '%.40s'",
+	    tmp != NULL ? json_object_get_string(tmp) : "?");
+}
+
+/* ---- test hook (sgxverify.h) ---- */
+
+int
+sgx_tcb_evaluate_unverified(const char *tcb_info, size_t len,
+    const uint16_t comp[16], uint16_t pcesvn, const struct sgx_quote *q,
+    enum sgx_tcb_status qe_status, struct sgx_verify_result *res)
+{
+	struct sgx_verify_result r;
+	struct json_tokener *tok;
+	struct json_object *ti = NULL, *ident = NULL;
+	struct pck_tcb pt;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	memset(&r, 0, sizeof(r));
+	memset(&pt, 0, sizeof(pt));
+	r.failed_step = SGX_STEP_TCB_INFO;
+	if (tcb_info == NULL || len > SGX_COLL_MAX || q == NULL ||
+	    (tok = json_tokener_new()) == NULL) {
+		res->failed_step = r.failed_step;
+		return hsm_err(HSM_EINVAL, "tcb evaluate: bad arguments");
+	}
+	ti = json_tokener_parse_ex(tok, tcb_info, (int)len);
+	json_tokener_free(tok);
+	if (ti == NULL || !json_object_is_type(ti, json_type_object)) {
+		rc = hsm_err(HSM_EPROTO, "tcb_info: not a JSON object");
+		goto out;
+	}
+	for (size_t i = 0; i < 16; i++)
+		pt.comp[i] = comp[i];
+	pt.pcesvn = pcesvn;
+	r.qe_status = qe_status;
+	if (q->tee_type == SGX_TEE_TDX) {
+		r.failed_step = SGX_STEP_TDX_MODULE;
+		if ((rc = tdx_module_check(ti, &q->td, &ident,
+		    r.tdx_module_id, sizeof(r.tdx_module_id))) != 0)
+			goto out;
+	}
+	r.failed_step = SGX_STEP_TCB_LEVEL;
+	if ((rc = tcb_eval(ti, &pt, q, ident, &r)) != 0)
+		goto out;
+	r.tee_type = q->tee_type;
+	r.quote_version = q->version;
+	r.td = q->td;
+	r.enclave = q->enclave;
+	r.failed_step = SGX_STEP_NONE;
+	*res = r;
+ out:
+	if (rc != 0)
+		res->failed_step = r.failed_step;
+	json_object_put(ti);
+	return rc;
 }
 
 /* Verify a signed JSON object and parse it. */
@@ -1055,12 +1451,13 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 	BIO *b = NULL;
 	EVP_MD_CTX *md = NULL;
 	struct json_object *ti = NULL, *qi = NULL, *lvl, *levels, *l, *tmp;
+	struct json_object *ident = NULL;
 	uint8_t hash[32];
 	unsigned int hl = 0, v, misc, miscmask, svn;
 	uint8_t attr[16], amask[16];
-	const char *rootpem, *s;
+	const char *rootpem;
 	size_t n;
-	int rc;
+	int rc, tdx;
 
 	memset(res, 0, sizeof(*res));
 	memset(&r, 0, sizeof(r));
@@ -1077,11 +1474,7 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 	r.failed_step = SGX_STEP_PARSE;
 	if ((rc = sgx_quote_parse(quote, len, &q)) != 0)
 		goto out;
-	if (q.tee_type != SGX_TEE_SGX) {
-		rc = hsm_err(HSM_EUNSUPPORTED, "sgx verify: TDX quotes are "
-		    "not supported");
-		goto out;
-	}
+	tdx = q.tee_type == SGX_TEE_TDX;
 	if (q.cert_type == SGX_CERT_PCK_CHAIN)
 		pck = pem_chain(q.cert_data, q.cert_len);
 	else if (q.cert_type >= 1 && q.cert_type <= 3 &&
@@ -1210,8 +1603,9 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 	}
 	if (ecdsa_verify_raw(attkey, q.signed_data, q.signed_len,
 	    q.sig) != 0) {
-		rc = hsm_err(HSM_EPERM, "quote_sig: enclave report signature "
-		    "does not verify with the attestation key");
+		rc = hsm_err(HSM_EPERM, "quote_sig: %s signature does not "
+		    "verify with the attestation key", tdx ? "TD report" :
+		    "enclave report");
 		goto out;
 	}
 
@@ -1226,8 +1620,14 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 	}
 	/* v3 names the TEE; v2 is SGX only and has no id */
 	tmp = jget(ti, "id", json_type_string);
-	if ((v == 3 && tmp == NULL) || (tmp != NULL &&
-	    strcmp(json_object_get_string(tmp), "SGX") != 0)) {
+	if (tdx && (v != 3 || tmp == NULL ||
+	    strcmp(json_object_get_string(tmp), "TDX") != 0)) {
+		rc = hsm_err(HSM_EPERM, "tcb_info: not a TDX TCB Info (id "
+		    "TDX, version 3) for a TDX quote");
+		goto out;
+	}
+	if (!tdx && ((v == 3 && tmp == NULL) || (tmp != NULL &&
+	    strcmp(json_object_get_string(tmp), "SGX") != 0))) {
 		rc = hsm_err(HSM_EPROTO, "tcb_info: id is not SGX");
 		goto out;
 	}
@@ -1243,15 +1643,26 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 		goto out;
 	}
 
+	/* tdx_module */
+	if (tdx) {
+		r.failed_step = SGX_STEP_TDX_MODULE;
+		if ((rc = tdx_module_check(ti, &q.td, &ident, r.tdx_module_id,
+		    sizeof(r.tdx_module_id))) != 0)
+			goto out;
+	}
+
 	/* qe_identity */
 	r.failed_step = SGX_STEP_QE_IDENTITY;
 	if ((rc = signed_json(c->qe_identity, c->qe_identity_len,
 	    c->qe_identity_sig, c->qe_identity_chain, root, rcrl, opts->at,
 	    "qe_identity", &qi)) != 0)
 		goto out;
+	/* TDX quotes come from the TD QE, described by an identity v2 */
 	if ((tmp = jget(qi, "id", json_type_string)) == NULL ||
-	    strcmp(json_object_get_string(tmp), "QE") != 0) {
-		rc = hsm_err(HSM_EPROTO, "qe_identity: id is not QE");
+	    strcmp(json_object_get_string(tmp), tdx ? "TD_QE" : "QE") != 0 ||
+	    (tdx && (jint(qi, "version", &v) != 0 || v != 2))) {
+		rc = hsm_err(tdx ? HSM_EPERM : HSM_EPROTO, "qe_identity: id "
+		    "is not %s", tdx ? "TD_QE (version 2)" : "QE");
 		goto out;
 	}
 	{
@@ -1335,34 +1746,15 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 
 	/* tcb_level */
 	r.failed_step = SGX_STEP_TCB_LEVEL;
-	if ((rc = platform_level(ti, &pt, &l)) != 0)
+	if ((rc = tcb_eval(ti, &pt, &q, ident, &r)) != 0)
 		goto out;
-	if ((r.platform_status = level_status(l)) == SGX_TCB_UNKNOWN) {
-		s = "?";
-		if ((tmp = jget(l, "tcbStatus", json_type_string)) != NULL)
-			s = json_object_get_string(tmp);
-		rc = hsm_err(HSM_EPROTO, "tcb_level: unknown tcbStatus "
-		    "'%.40s'", s);
-		goto out;
-	}
-	add_advisories(l, &r);
 	if (lvl != NULL)
 		add_advisories(lvl, &r);
-	/* Converge platform and QE status as Intel's QVL does. */
-	r.tcb_status = r.platform_status;
-	if (r.qe_status == SGX_TCB_REVOKED)
-		r.tcb_status = SGX_TCB_REVOKED;
-	else if (r.qe_status == SGX_TCB_OUT_OF_DATE) {
-		if (r.platform_status == SGX_TCB_UP_TO_DATE ||
-		    r.platform_status == SGX_TCB_SW_HARDENING_NEEDED)
-			r.tcb_status = SGX_TCB_OUT_OF_DATE;
-		else if (r.platform_status == SGX_TCB_CONFIGURATION_NEEDED ||
-		    r.platform_status ==
-		    SGX_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED)
-			r.tcb_status = SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED;
-	}
 
-	r.enclave = q.enclave;
+	r.enclave = q.enclave;	/* zero for TDX */
+	r.td = q.td;		/* zero for SGX */
+	r.tee_type = q.tee_type;
+	r.quote_version = q.version;
 	memcpy(r.fmspc, pt.fmspc, sizeof(r.fmspc));
 	memcpy(r.pceid, pt.pceid, sizeof(r.pceid));
 	r.pcesvn = (uint16_t)pt.pcesvn;

@@ -13,14 +13,25 @@
  *   qe_report_data  QE report data == SHA-256(att key || QE auth) || 0^32
  *   quote_sig    header + enclave report signed by the attestation key
  *   tcb_info     TCB Info signature (exact JSON bytes) by the TCB signing
- *                chain to the pinned root; FMSPC/PCEID match the PCK cert
- *   qe_identity  QE Identity signature and the QE report matching it
- *   tcb_level    PCK TCB (16 SVNs + PCESVN) matched against tcbLevels
+ *                chain to the pinned root; its id names the quote's TEE
+ *                (SGX, or TDX with TCB Info v3); FMSPC/PCEID match the
+ *                PCK cert
+ *   tdx_module   TDX only: MRSIGNERSEAM and SEAMATTRIBUTES match the TCB
+ *                Info's tdxModule or, when TEE_TCB_SVN[1] (the module's
+ *                major version) > 0, its tdxModuleIdentities["TDX_%02X"]
+ *   qe_identity  QE Identity ("QE", or "TD_QE" v2 for TDX) signature and
+ *                the QE report matching it
+ *   tcb_level    PCK TCB (16 SVNs + PCESVN) matched against tcbLevels;
+ *                TDX: also TEE_TCB_SVN against the levels' TDX components
+ *                and the TDX module's SVN against its identity's levels
  *
  * The trust anchor is Intel's production SGX Root CA, built in. A caller
  * can replace it only through opts->insecure_test_root_pem, for tests.
- * Only SGX quotes (v3, v4 with an SGX body) are verified; TDX is parsed
- * by sgxquote.c but refused here (HSM_EUNSUPPORTED).
+ * SGX quotes (v3; v4/v5 with an SGX body) and TDX quotes (v4 with a TD
+ * 1.0 body, v5 with a TD 1.0 or 1.5 body) are verified the way Intel's
+ * QVL does; the TCB status is computed like QVL's (TDX: the TDX TCB level
+ * converged with the TDX module's status, for TD 1.5 the "TD relaunch
+ * advised" check, then the QE's status).
  */
 #ifndef HSM_SGXVERIFY_H
 #define HSM_SGXVERIFY_H
@@ -41,7 +52,8 @@ enum sgx_step {
 	SGX_STEP_QUOTE_SIG,
 	SGX_STEP_TCB_INFO,
 	SGX_STEP_QE_IDENTITY,
-	SGX_STEP_TCB_LEVEL
+	SGX_STEP_TCB_LEVEL,
+	SGX_STEP_TDX_MODULE
 };
 
 enum sgx_tcb_status {
@@ -52,7 +64,10 @@ enum sgx_tcb_status {
 	SGX_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED,
 	SGX_TCB_OUT_OF_DATE,
 	SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED,
-	SGX_TCB_REVOKED
+	SGX_TCB_REVOKED,
+	/* TDX 1.5 only, computed (never a TCB Info level's status) */
+	SGX_TCB_TD_RELAUNCH_ADVISED,
+	SGX_TCB_TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED
 };
 
 /* Static names ("pck_chain", "UpToDate", ...); never NULL. */
@@ -129,21 +144,40 @@ struct sgx_verify_opts {
 struct sgx_verify_result {
 	enum sgx_step		failed_step;	/* also set on failure */
 	enum sgx_tcb_status	tcb_status;	/* platform converged with QE */
+	/* SGX: the platform's TCB level; TDX: the TDX TCB level converged
+	 * with the TDX module (and the TD relaunch check), before the QE */
 	enum sgx_tcb_status	platform_status;
 	enum sgx_tcb_status	qe_status;
+	/* SGX: the enclave's; TDX: the TDX TCB level's, the TDX module
+	 * level's and the QE's */
 	char			advisories[SGX_ADVISORIES_MAX]; /* "A,B" */
+	/* SGX only: the ISV enclave; ALL ZERO for a TDX quote */
 	struct sgx_report_body	enclave;
 	uint8_t			fmspc[6];
 	uint8_t			pceid[2];
 	uint16_t		pcesvn;
 	time_t			collateral_expiry; /* earliest nextUpdate */
+
+	/* What was verified: SGX_TEE_SGX or SGX_TEE_TDX, quote version */
+	uint32_t		tee_type;
+	uint16_t		quote_version;
+	/* TDX only (zero for SGX): the TD report body */
+	struct sgx_td_report	td;
+	/* TDX only: the status of the first TCB level the SGX components
+	 * reach; the TDX module identity ("TDX_01") and its level's status
+	 * (empty / SGX_TCB_UNKNOWN when TEE_TCB_SVN[1] is 0) */
+	enum sgx_tcb_status	sgx_level_status;
+	char			tdx_module_id[8];
+	enum sgx_tcb_status	tdx_module_status;
 };
 
 /*
  * Verify quote against collateral c at opts->at. *res is cleared on
  * entry. On success (0) every step passed and res holds the TCB status,
- * advisories and enclave identity: whether a status other than UpToDate
- * is acceptable is the caller's policy. On failure returns a negative
+ * advisories and the enclave identity (SGX: res->enclave) or the TD's
+ * measurements (TDX: res->td, res->enclave all zero): whether a status
+ * other than UpToDate, or a TDX quote at all, is acceptable is the
+ * caller's policy; check res->tee_type. On failure returns a negative
  * HSM_E* (HSM_EPROTO malformed, HSM_EPERM signature/chain/match refused,
  * HSM_EPOLICY collateral expired or not yet valid, HSM_EUNSUPPORTED) and
  * sets only res->failed_step.
@@ -151,6 +185,20 @@ struct sgx_verify_result {
 int sgx_verify_quote(const uint8_t *quote, size_t len,
     const struct sgx_collateral *c, const struct sgx_verify_opts *opts,
     struct sgx_verify_result *res);
+
+/*
+ * FOR TESTS ONLY: the TCB status computation of sgx_verify_quote() (the
+ * steps tdx_module and tcb_level) run on a TCB Info JSON text that is NOT
+ * verified, for a platform whose PCK TCB is comp[16] / pcesvn, a parsed
+ * quote q (whose TD report fields a test may change) and a QE status
+ * already known. Fills res->tcb_status, platform_status,
+ * sgx_level_status, tdx_module_id / _status and advisories (platform and
+ * module levels only); on failure only res->failed_step. It proves
+ * nothing about a quote: never use it to accept one.
+ */
+int sgx_tcb_evaluate_unverified(const char *tcb_info, size_t len,
+    const uint16_t comp[16], uint16_t pcesvn, const struct sgx_quote *q,
+    enum sgx_tcb_status qe_status, struct sgx_verify_result *res);
 
 /* Parse "YYYY-MM-DDTHH:MM:SSZ" (UTC) into *t. 0 or HSM_EINVAL. */
 int sgx_parse_time(const char *s, time_t *t);

@@ -32,7 +32,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size > 0)
 		memcpy(b, data, size);
 	if (sgx_quote_parse(b, size, &q) == 0) {
-		if (q.version != 3 && q.version != 4)
+		if (q.version != 3 && q.version != 4 && q.version != 5)
 			abort();
 		if (q.att_key_type != SGX_ATT_KEY_ECDSA_P256)
 			abort();
@@ -49,8 +49,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (q.sig == NULL || q.att_key == NULL ||
 		    q.qe_report_raw == NULL || q.qe_report_sig == NULL)
 			abort();
-		if (q.tee_type == SGX_TEE_TDX && !inside(b, size, q.td_body,
-		    SGX_TDX10_BODY_LEN))
+		/* The body matches the TEE: an SGX report or a TD report. */
+		if (q.tee_type == SGX_TEE_TDX) {
+			if (!inside(b, size, q.td_body, q.td_body_len) ||
+			    q.td_body == NULL ||
+			    (q.body_type == SGX_BODY_TD10 ?
+			    q.td_body_len != SGX_TDX10_BODY_LEN :
+			    q.body_type != SGX_BODY_TD15 ||
+			    q.td_body_len != SGX_TDX15_BODY_LEN))
+				abort();
+			if (memcmp(q.td.report_data, q.td_body + 520, 64) != 0)
+				abort();
+		} else if (q.tee_type != SGX_TEE_SGX ||
+		    q.body_type != SGX_BODY_SGX || q.td_body != NULL)
+			abort();
+		/* What is signed: header [+ descriptor] + body. */
+		if (q.signed_len != SGX_QUOTE_HEADER_LEN +
+		    (q.version == 5 ? SGX_BODY_DESC_LEN : 0) +
+		    (q.tee_type == SGX_TEE_TDX ? q.td_body_len :
+		    SGX_REPORT_BODY_LEN))
 			abort();
 		/* Only zero padding may follow the last structure. */
 		if (q.padding_len > size)

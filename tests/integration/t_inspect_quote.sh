@@ -33,4 +33,35 @@ refuse "Intel's synthetic sample is refused against the built-in production root
     --at 2025-01-01T00:00:00Z >"$T/intel.txt" 2>&1
 check "... and verifies UpToDate with its test root passed explicitly as insecure" \
     sh -c 'grep -q "^tcb status *UpToDate" "$1" && grep -q "INSECURE test root" "$1"' x "$T/intel.txt"
+# TDX: quote v4 with a TD 1.0 body (UpToDate), v5 with a TD 1.5 body.
+TAT=2025-07-01T00:00:00Z
+"$HSMESH" inspect "$P/tdx_quote" --collateral "$P/tdx_quote_collateral.json" --at $TAT >"$T/tdx.txt" 2>&1
+check "the real TDX quote verifies UpToDate, no advisories, at its collateral's date" sh -c \
+    'grep -q "^verdict *verified" "$1" && grep -q "^tcb status *UpToDate (platform UpToDate, QE UpToDate)" "$1" &&
+     grep -q "^advisories *none" "$1" && grep -q "^tdx tcb *SGX level UpToDate, module TDX_01 UpToDate" "$1"' x "$T/tdx.txt"
+check "... and prints MRTD, RTMR0-3, MRSEAM, MRSIGNERSEAM, MRCONFIGID, MROWNER(CONFIG), TD attributes, XFAM, report data" sh -c \
+    'for f in mrtd rtmr0 rtmr1 rtmr2 rtmr3 mrseam mrsignerseam mrconfigid mrowner mrownerconfig; do
+         grep -q "^$f  *[0-9a-f]\{96\}$" "$1" || exit 1; done
+     grep -q "^mrtd *91eb2b44d141d4ec" "$1" && grep -q "^td attributes *0000001000000000$" "$1" &&
+     grep -q "^xfam *e702060000000000$" "$1" && grep -q "^report data *9a9d48e7f6799642[0-9a-f]\{112\}$" "$1"' x "$T/tdx.txt"
+refuse "at today's date the TDX quote is refused: collateral expired" "step collateral.*expired" \
+    "$HSMESH" inspect "$P/tdx_quote" --collateral "$P/tdx_quote_collateral.json"
+refuse "the v5 'outdated' TDX quote: its PCK TCB is below every TCB level (TCB not supported)" "step tcb_level.*not supported" \
+    "$HSMESH" inspect "$P/tdx_quote_outdated" --collateral "$P/tdx_quote_outdated_collateral.json" --at 2026-03-01T00:00:00Z
+refuse "... and at today's date: collateral expired" "step collateral.*expired" \
+    "$HSMESH" inspect "$P/tdx_quote_outdated" --collateral "$P/tdx_quote_outdated_collateral.json"
+# Tampered TD report: report data (48 + 520), the TD attributes' DEBUG bit (48 + 120).
+for off in 568 168; do
+	cp "$P/tdx_quote" "$T/tdx$off.q"
+	b=$(od -An -tu1 -j $off -N1 "$T/tdx$off.q" | tr -d ' ')
+	printf "\\$(printf %o $((b ^ 1)))" | dd of="$T/tdx$off.q" bs=1 seek=$off conv=notrunc 2>/dev/null
+done
+refuse "a flipped TD report data byte is refused at the quote signature" "step quote_sig" \
+    "$HSMESH" inspect "$T/tdx568.q" --collateral "$P/tdx_quote_collateral.json" --at $TAT
+"$HSMESH" inspect "$T/tdx168.q" --collateral "$P/tdx_quote_collateral.json" --at $TAT >"$T/dbg.txt" 2>&1
+check "a TD with the DEBUG bit set afterwards is shown as DEBUG and refused at the quote signature" sh -c \
+    'grep -q "^td attributes *0100001000000000 (DEBUG TD)" "$1" && grep -q "^verdict *REFUSED at step quote_sig" "$1"' x "$T/dbg.txt"
+refuse "Intel's synthetic TDX sample is refused: its type-5 certification data is DER, not PEM" "step parse.*PEM" \
+    "$HSMESH" inspect "$I/tdx/quote.dat" --collateral "$I/tdx" --insecure-test-root "$I/tdx/trustedRootCaCert.pem" \
+    --at 2025-01-01T00:00:00Z
 done_testing
