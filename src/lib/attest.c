@@ -281,6 +281,12 @@ attest_check(const struct attest_policy *p, const uint8_t *quote, size_t len,
 		return st;
 	}
 	r->verified = 1;
+	/* A TD's report is no enclave's: the policy speaks of SGX enclaves only. */
+	if (r->v.tee_type != SGX_TEE_SGX) {
+		snprintf(r->why, sizeof(r->why), "a TDX quote is not accepted: the CA certifies "
+		    "keys held by SGX enclaves");
+		return HSM_EPOLICY;
+	}
 	return attest_evaluate(p, &r->v, spki, spkilen, nonce_key, now, r);
 }
 

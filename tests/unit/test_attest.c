@@ -270,7 +270,7 @@ evaluate(void **state)
 static void
 real_quote_unbound(void **state)
 {
-	struct ca_config *c = NULL;
+	struct ca_config *c = NULL, *c2 = NULL;
 	struct attest_result r;
 	uint8_t *q = NULL, spki[91];
 	size_t qlen;
@@ -288,11 +288,42 @@ real_quote_unbound(void **state)
 	    at + 400 * 86400, &r), 0);
 	assert_false(r.verified);
 	assert_non_null(strstr(r.why, "quote refused at step collateral"));
+	free(q);
+	/* a genuine TDX quote verifies but names no enclave: refused as such */
+	{
+		char tq[1024];
+
+		shared_path(tq, sizeof(tq), PHALA "tdx_quote");
+		assert_int_equal(hsm_read_file(tq, 1 << 20, &q, &qlen), 0);
+	}
+	ca_config_free(c);
+	{
+		char tc[1024], text[2048];
+
+		shared_path(tc, sizeof(tc), PHALA "tdx_quote_collateral.json");
+		snprintf(text, sizeof(text), "trust_domain: example.org\n"
+		    "token:\n  module: /m.so\n  uri: \"pkcs11:token=ca\"\n  pin_file: /p\n"
+		    "state_dir: /var/lib/ca\nattestation:\n  collateral: %s\n" MRS, tc);
+		assert_int_equal(ca_config_parse("ca.yaml", "/", (const uint8_t *)text, strlen(text),
+		    &c), 0);
+	}
+	/* inside its collateral's window, as t_inspect_quote.sh verifies it */
+	assert_int_equal(sgx_parse_time("2025-07-01T00:00:00Z", &at), 0);
+	assert_int_equal(attest_check(c->attest, q, qlen, spki, sizeof(spki), key, at, &r),
+	    HSM_EPOLICY);
+	assert_true(r.verified);
+	assert_string_equal(r.why, "a TDX quote is not accepted: the CA certifies keys held by SGX "
+	    "enclaves");
+	free(q);
+	assert_int_equal(parse(MRS, &c2), 0);
+	assert_int_equal(hsm_read_file(quote_path, 1 << 20, &q, &qlen), 0);
+	assert_int_equal(sgx_parse_time("2025-07-19T10:01:17Z", &at), 0);
 	/* a truncated quote */
-	assert_int_not_equal(attest_check(c->attest, q, 100, spki, sizeof(spki), key, at, &r), 0);
+	assert_int_not_equal(attest_check(c2->attest, q, 100, spki, sizeof(spki), key, at, &r), 0);
 	assert_non_null(strstr(r.why, "quote refused at step parse"));
 	free(q);
 	ca_config_free(c);
+	ca_config_free(c2);
 }
 
 static void
