@@ -15,7 +15,7 @@ BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
 	libcmocka-dev libp11-kit-dev softhsm2 opensc clang libclang-rt-14-dev \
 	procps gdb sqlite3 curl libjson-c-dev libseccomp-dev wrk \
-	swtpm swtpm-tools tpm2-abrmd libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus
+	swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
 	  -Wstrict-prototypes -Wmissing-prototypes -Wvla
