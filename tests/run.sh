@@ -48,6 +48,23 @@ done
 for t in "$ROOT"/tests/integration/t_*.sh; do
 	grep -q '^# ASAN=yes' "$t" 2>/dev/null && run "integration-asan/$(basename "$t" .sh)" sh "$t" "$B/asan/hsmesh"
 done
+# The token-layer and CA suites run again on a software TPM 2.0
+# (tests/integration/tpm.sh): unit tests whose source says "TPM=yes" and
+# integration suites marked "# TPM=yes", with HSMESH_TOKEN_BACKEND=tpm.
+TPMSH="$ROOT/tests/integration/tpm.sh"
+if sh -c '. "$1"; tpm_available' x "$TPMSH"; then
+	export HSMESH_EXE="$B/hsmesh"
+	for t in "$B"/tests/test_*; do
+		grep -q 'TPM=yes' "$ROOT/tests/unit/$(basename "$t").c" 2>/dev/null &&
+		    run "unit-tpm/$(basename "$t")" sh -c '. "$1"; shift; tpm_run "$@"' x "$TPMSH" "$t"
+	done
+	for t in "$ROOT"/tests/integration/t_*.sh; do
+		grep -q '^# TPM=yes' "$t" 2>/dev/null &&
+		    run "integration-tpm/$(basename "$t" .sh)" env HSMESH_TOKEN_BACKEND=tpm sh "$t" "$B/hsmesh"
+	done
+else
+	run "tpm" echo "ok - # SKIP TPM pass: swtpm, tpm2-abrmd, tpm2-pkcs11 or the tabrmd TCTI not installed"
+fi
 for t in "$B"/fuzz/fuzz_*; do
 	[ -x "$t" ] && run "fuzz-smoke/$(basename "$t")" sh "$ROOT/tests/fuzz/smoke.sh" "$t"
 done

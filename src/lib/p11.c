@@ -57,6 +57,7 @@ struct p11_module {
 	int refs;			/* open tokens using it */
 	bool initialized;		/* C_Initialize done in init_pid */
 	bool ours;			/* we initialised it, so we finalise it */
+	bool tpm2;			/* tpm2-pkcs11: RSA PKCS#1 v1.5 is a raw RSA decrypt */
 	pid_t init_pid;
 };
 
@@ -246,6 +247,7 @@ static int
 module_init_locked(struct p11_module *m)
 {
 	CK_C_INITIALIZE_ARGS args;
+	CK_INFO info;
 	CK_RV rv;
 
 	memset(&args, 0, sizeof(args));
@@ -266,6 +268,8 @@ module_init_locked(struct p11_module *m)
 		m->ours = true;
 	m->initialized = true;
 	m->init_pid = getpid();
+	m->tpm2 = m->f->C_GetInfo(&info) == CKR_OK &&
+	    memcmp(info.manufacturerID, "tpm2-software", 13) == 0;
 	return 0;
 }
 
@@ -1284,7 +1288,7 @@ static int
 op_generate(struct call *c, void *v)
 {
 	struct gen_arg *g = v;
-	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE, rawrsa;
 	CK_ULONG bits = 3072;
 	uint8_t exp[3] = { 0x01, 0x00, 0x01 };
 	uint8_t params[16];
@@ -1319,9 +1323,12 @@ op_generate(struct call *c, void *v)
 	}
 
 #define A(t, n, typ, p, l) do { t[n].type = (typ); t[n].pValue = (p); t[n].ulValueLen = (l); n++; } while (0)
+	/*
+	 * No CKA_VERIFY or CKA_ENCRYPT: a TPM key has one flag for sign and
+	 * encrypt and one for decrypt and verify, so tpm2-pkcs11 derives
+	 * them from the private half and refuses a template that differs.
+	 */
 	A(pubt, npub, CKA_TOKEN, &yes, sizeof(yes));
-	A(pubt, npub, CKA_VERIFY, &yes, sizeof(yes));
-	A(pubt, npub, CKA_ENCRYPT, &no, sizeof(no));
 	A(pubt, npub, CKA_WRAP, &no, sizeof(no));
 	if (llen > 0)
 		A(pubt, npub, CKA_LABEL, label, llen);
@@ -1337,7 +1344,12 @@ op_generate(struct call *c, void *v)
 	A(privt, npriv, CKA_SENSITIVE, &yes, sizeof(yes));
 	A(privt, npriv, CKA_EXTRACTABLE, &no, sizeof(no));
 	A(privt, npriv, CKA_SIGN, &yes, sizeof(yes));
-	A(privt, npriv, CKA_DECRYPT, &no, sizeof(no));
+	/*
+	 * tpm2-pkcs11 pads CKM_RSA_PKCS itself and signs with the TPM's raw
+	 * RSA operation, which the TPM grants only to keys that may decrypt.
+	 */
+	rawrsa = c->tok->mod->tpm2 && g->kt == HSM_KEY_RSA_3072 ? CK_TRUE : CK_FALSE;
+	A(privt, npriv, CKA_DECRYPT, &rawrsa, sizeof(rawrsa));
 	A(privt, npriv, CKA_UNWRAP, &no, sizeof(no));
 	A(privt, npriv, CKA_DERIVE, &no, sizeof(no));
 	if (llen > 0)

@@ -3,9 +3,18 @@
 # Gives each script a throwaway directory ($T) with its own SoftHSM2 token
 # (SOFTHSM2_CONF points into $T), TAP reporting, and cleanup of every
 # process the script started (register pids with `track PID`).
+#
+# With HSMESH_TOKEN_BACKEND=tpm the tokens are on a software TPM 2.0 behind
+# tpm2-pkcs11 instead (tests/integration/tpm.sh, started in $T on the first
+# new_token); $SOFTHSM_MODULE then names that module (the variable is the
+# module of the test tokens, whatever the backend).
 HSMESH=${1:-${HSMESH:-build/hsmesh}}
 case $HSMESH in /*) ;; *) HSMESH=$(pwd)/$HSMESH ;; esac
 SOFTHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so
+if [ "${HSMESH_TOKEN_BACKEND:-}" = tpm ]; then
+	. "$(dirname "$0")/tpm.sh"
+	SOFTHSM_MODULE=$TPM_MODULE
+fi
 T=$(mktemp -d /tmp/hsmesh-test.XXXXXX)
 _n=0; _fails=0; _pids=""
 
@@ -33,8 +42,13 @@ refuse() {
 }
 done_testing() { echo "1..$_n"; [ "$_fails" -eq 0 ]; }
 
-# new_token LABEL [PIN] [SO_PIN]: a fresh SoftHSM2 token in $T/tokens
+# new_token LABEL [PIN] [SO_PIN]: a fresh SoftHSM2 token in $T/tokens (or TPM token)
 new_token() {
+	if [ "${HSMESH_TOKEN_BACKEND:-}" = tpm ]; then
+		[ -d "$T/tpm" ] || tpm_start "$T/tpm" || return 1
+		tpm_new_token "$@"
+		return
+	fi
 	mkdir -p "$T/tokens"
 	printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$T" >"$T/softhsm2.conf"
 	export SOFTHSM2_CONF="$T/softhsm2.conf"

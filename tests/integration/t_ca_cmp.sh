@@ -1,5 +1,6 @@
 #!/bin/sh
 # ASAN=yes
+# TPM=yes
 # t_ca_cmp.sh - `hsmesh ca serve`, the CMPv2 issuer, against the unmodified
 # `openssl cmp` client; `ca token` and `ca revoke`; the ledger and audit log.
 . "$(dirname "$0")/lib.sh"

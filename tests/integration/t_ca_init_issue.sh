@@ -1,4 +1,5 @@
 # ASAN=yes
+# TPM=yes
 # t_ca_init_issue.sh HSMESH - issue 2 happy paths: `hsmesh ca init` makes a
 # non-extractable CA key in a fresh SoftHSM2 token and a root certificate,
 # `hsmesh ca issue` turns CSRs (P-256, P-384, RSA) into X.509-SVIDs that

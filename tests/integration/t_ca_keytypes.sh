@@ -1,4 +1,5 @@
 # ASAN=yes
+# TPM=yes
 # t_ca_keytypes.sh HSMESH - a CA whose key is ECDSA P-384 or RSA-3072 (each
 # on its own token and state_dir): the key is born non-extractable in the
 # token, the root certificate carries it, and the SVIDs it signs for P-256,

@@ -1,8 +1,9 @@
 /*
  * test_keyholder.c - the keyholder process, its client and the OpenSSL
- * provider, against a throwaway SoftHSM2 token and the real hsmesh binary
- * ($HSMESH_EXE): concurrency, async jobs, deadlines, a killed keyholder,
- * malformed peers, refused uids, wrong PIN.
+ * provider, against a throwaway SoftHSM2 (or TPM 2.0: token_backend.h) token
+ * and the real hsmesh binary ($HSMESH_EXE): concurrency, async jobs,
+ * deadlines, a killed keyholder, malformed peers, refused uids, wrong PIN.
+ * TPM=yes: tests/run.sh runs it a second time on a software TPM 2.0.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,13 +37,14 @@
 #include "provider.h"
 #include "util.h"
 
+#include "token_backend.h"
+
 static char dir[64], pinfile[128], badpin[128], exe[PATH_MAX];
 static struct kh_spawn_opts opts;
 
 static int
 setup(void **state)
 {
-	char conf[128], cmd[512];
 	const char *b = getenv("HSMESH_EXE");
 	FILE *f;
 
@@ -53,17 +55,7 @@ setup(void **state)
 		return -1;
 	}
 	snprintf(dir, sizeof(dir), "/tmp/hsmesh-kh.XXXXXX");
-	if (mkdtemp(dir) == NULL)
-		return -1;
-	snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
-	if ((f = fopen(conf, "w")) == NULL)
-		return -1;
-	fprintf(f, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", dir);
-	fclose(f);
-	setenv("SOFTHSM2_CONF", conf, 1);
-	snprintf(cmd, sizeof(cmd), "softhsm2-util --init-token --free --label khtest --pin 1234 "
-	    "--so-pin 5678 >/dev/null");
-	if (system(cmd) != 0)
+	if (mkdtemp(dir) == NULL || tb_setup(dir) != 0 || tb_new_token("khtest") != 0)
 		return -1;
 	snprintf(pinfile, sizeof(pinfile), "%s/pin", dir);
 	snprintf(badpin, sizeof(badpin), "%s/badpin", dir);
@@ -75,7 +67,7 @@ setup(void **state)
 		return -1;
 	fputs("9999\n", f);
 	fclose(f);
-	opts.module = "/usr/lib/softhsm/libsofthsm2.so";
+	opts.module = tb_module();
 	opts.token_uri = "pkcs11:token=khtest";
 	opts.pin_file = pinfile;
 	opts.exe = exe;
@@ -524,7 +516,7 @@ absent_token_and_module(void **state)
 	opts.token_uri = "pkcs11:token=khtest";
 	opts.module = "/nonexistent/libnothing.so";
 	assert_int_equal(kh_spawn(&opts, &c, &pid), HSM_EMODULE);
-	opts.module = "/usr/lib/softhsm/libsofthsm2.so";
+	opts.module = tb_module();
 }
 
 int
