@@ -10,6 +10,10 @@
 
 #include <cmocka.h>
 
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "err.h"
 #include "sgxquote.h"
 #include "sgxverify.h"
@@ -1055,7 +1059,84 @@ verify_tdx_collateral(void **state)
 	tdx_free(&t);
 }
 
-/* Intel's synthetic TDX sample (DCAP 1.19 generator, test root). */
+/*
+ * Intel's TDX sample with its certification data re-encoded the way the
+ * format wants it: the DER certificates (root first) as a PEM chain, leaf
+ * first. Neither signature covers the certification data, so the quote
+ * stays genuine. *out is malloc'd.
+ */
+static void
+intel_tdx_pem(const uint8_t *b, size_t len, uint8_t **out, size_t *outlen)
+{
+	struct sgx_quote q;
+	X509 *x[8];
+	const unsigned char *p;
+	BIO *bio;
+	char *pem;
+	long pl;
+	size_t n = 0, sd, outer, o = 0;
+	uint8_t *nb;
+
+	assert_int_equal(sgx_quote_parse(b, len, &q), 0);
+	p = q.cert_data;
+	while (p < q.cert_data + q.cert_len) {
+		assert_true(n < 8);
+		x[n] = d2i_X509(NULL, &p, (long)(q.cert_data + q.cert_len - p));
+		assert_non_null(x[n]);
+		n++;
+	}
+	assert_int_equal(n, 3);
+	if ((bio = BIO_new(BIO_s_mem())) == NULL)
+		fail();
+	while (n > 0) {
+		assert_int_equal(PEM_write_bio_X509(bio, x[n - 1]), 1);
+		X509_free(x[--n]);
+	}
+	pl = BIO_get_mem_data(bio, &pem);
+	outer = SGX_REPORT_BODY_LEN + 64 + 2 + q.qe_auth_len + 6 + (size_t)pl;
+	sd = 64 + 64 + 6 + outer;
+	if ((nb = malloc(q.signed_len + 4 + sd)) == NULL)
+		fail();
+	memcpy(nb, b, q.signed_len);
+	o = q.signed_len;
+	set_le32(nb + o, (uint32_t)sd);
+	memcpy(nb + o + 4, q.sig, 64);
+	memcpy(nb + o + 68, q.att_key, 64);
+	o += 132;
+	nb[o] = SGX_CERT_QE_REPORT;
+	nb[o + 1] = 0;
+	set_le32(nb + o + 2, (uint32_t)outer);
+	o += 6;
+	memcpy(nb + o, q.qe_report_raw, SGX_REPORT_BODY_LEN);
+	memcpy(nb + o + 384, q.qe_report_sig, 64);
+	nb[o + 448] = (uint8_t)q.qe_auth_len;
+	nb[o + 449] = (uint8_t)(q.qe_auth_len >> 8);
+	o += 450;
+	if (q.qe_auth_len > 0)
+		memcpy(nb + o, q.qe_auth, q.qe_auth_len);
+	o += q.qe_auth_len;
+	nb[o] = SGX_CERT_PCK_CHAIN;
+	nb[o + 1] = 0;
+	set_le32(nb + o + 2, (uint32_t)pl);
+	memcpy(nb + o + 6, pem, (size_t)pl);
+	o += 6 + (size_t)pl;
+	assert_int_equal(o, q.signed_len + 4 + sd);
+	BIO_free(bio);
+	*out = nb;
+	*outlen = o;
+}
+
+/*
+ * Intel's synthetic TDX sample (DCAP 1.19 generator, its test root). It
+ * predates what Intel's QVL now checks and cannot verify: its type-5
+ * certification data holds DER (the format says PEM), its TCB signing
+ * chain lists the root first, its TCB Info has no tdxModuleIdentities
+ * though TEE_TCB_SVN[1] is 0xC1, its TCB levels carry 16-bit SVNs no
+ * PCK certificate reaches, and its QE's MRSIGNER is not its TD_QE
+ * identity's. What it does prove: re-encoded as PEM, its PCK chain, QE
+ * report signature, attestation-key binding and TD quote signature all
+ * verify here, with Intel's own generator on the other side.
+ */
 static void
 verify_intel_tdx_sample(void **state)
 {
@@ -1063,9 +1144,9 @@ verify_intel_tdx_sample(void **state)
 	struct sgx_verify_opts o;
 	struct sgx_verify_result r;
 	struct sgx_quote q;
-	uint8_t *b;
-	size_t len;
-	char *root;
+	uint8_t *b, *pq;
+	size_t len, pl;
+	char *root, *swap, *second;
 
 	intel_collateral(INTEL "tdx", &c);
 	assert_true(strncmp(c.qe_identity, "{\"id\":\"TD_QE\"", 13) == 0);
@@ -1076,13 +1157,31 @@ verify_intel_tdx_sample(void **state)
 	memset(&o, 0, sizeof(o));
 	o.insecure_test_root_pem = root;
 	assert_int_equal(sgx_parse_time("2025-01-01T00:00:00Z", &o.at), 0);
-	/*
-	 * Its certification data of type 5 holds DER certificates, where
-	 * the format (and Intel's QVL) wants PEM: refused at parse.
-	 */
+	/* as it is: DER in type-5 certification data, refused at parse */
 	assert_int_equal(sgx_verify_quote(b, len, &c, &o, &r), HSM_EPROTO);
 	assert_int_equal(r.failed_step, SGX_STEP_PARSE);
 	assert_non_null(strstr(hsm_err_detail(), "PEM"));
+
+	/* PEM: every quote signature verifies; the TCB signing chain is
+	 * root first, so its first certificate is not the signer */
+	intel_tdx_pem(b, len, &pq, &pl);
+	assert_int_equal(sgx_verify_quote(pq, pl, &c, &o, &r), HSM_EPERM);
+	assert_int_equal(r.failed_step, SGX_STEP_TCB_INFO);
+	assert_non_null(strstr(hsm_err_detail(), "TCB Signing"));
+	/* ... signer first: its TCB Info has no identity for module 0xC1 */
+	second = strstr(c.tcb_info_chain + 1, "-----BEGIN");
+	assert_non_null(second);
+	if ((swap = malloc(strlen(c.tcb_info_chain) + 1)) == NULL)
+		fail();
+	strcpy(swap, second);
+	strncat(swap, c.tcb_info_chain, (size_t)(second - c.tcb_info_chain));
+	free(c.tcb_info_chain);
+	c.tcb_info_chain = swap;
+	assert_int_equal(sgx_verify_quote(pq, pl, &c, &o, &r), HSM_EPERM);
+	assert_int_equal(r.failed_step, SGX_STEP_TDX_MODULE);
+	assert_non_null(strstr(hsm_err_detail(), "TDX_C1"));
+
+	free(pq);
 	free(root);
 	free(b);
 	sgx_collateral_free(&c);
@@ -1107,6 +1206,32 @@ eval(const struct sgx_collateral *c, const uint16_t comp[16],
 {
 	return sgx_tcb_evaluate_unverified(c->tcb_info, c->tcb_info_len,
 	    comp, pcesvn, q, qe, r);
+}
+
+/*
+ * c's TCB Info text (unsigned from here on) with the top TCB level's
+ * status and the first TDX_01 module level's status replaced.
+ */
+static char *
+restatus(const struct sgx_collateral *c, const char *top, const char *mod)
+{
+	static const char lv[] = "\"tcbLevels\":[{\"tcb\":{\"sgxtcbcomponents\"";
+	static const char st[] = "\"tcbStatus\":\"";
+	const char *t = c->tcb_info, *p = NULL, *m = NULL, *e;
+	char *out;
+	size_t n = c->tcb_info_len + 64;
+
+	if ((out = malloc(n)) == NULL ||
+	    (m = strstr(t, "\"TDX_01\"")) == NULL ||
+	    (m = strstr(m, st)) == NULL || (p = strstr(t, lv)) == NULL ||
+	    (p = strstr(p, st)) == NULL || m > p)
+		fail();
+	m += strlen(st);
+	p += strlen(st);
+	e = strchr(p, '"');
+	snprintf(out, n, "%.*s%s%.*s%s%s", (int)(m - t), t, mod,
+	    (int)(p - strchr(m, '"')), strchr(m, '"'), top, e);
+	return out;
 }
 
 static void
@@ -1235,6 +1360,45 @@ tdx_tcb_levels(void **state)
 	    &r), 0);
 	assert_int_equal(r.tcb_status, SGX_TCB_OUT_OF_DATE);
 	q2.td.tee_tcb_svn2[0] = 0x0d;
+	/* the same with a top level ConfigurationNeeded: the configuration
+	 * variant; with SWHardeningNeeded, the plain one */
+	{
+		char *ti;
+
+		ti = restatus(&o.coll, "ConfigurationNeeded", "OutOfDate");
+		assert_non_null(strstr(ti, "\"tcbStatus\":\"ConfigurationNeeded"
+		    "\"},{\"tcb\""));
+		assert_int_equal(sgx_tcb_evaluate_unverified(ti, strlen(ti),
+		    comp, 13, &q2, SGX_TCB_UP_TO_DATE, &r), 0);
+		assert_string_equal(sgx_tcb_status_name(r.tcb_status),
+		    "TDRelaunchAdvisedConfigurationNeeded");
+		/* a QE out of date: OutOfDateConfigurationNeeded */
+		assert_int_equal(sgx_tcb_evaluate_unverified(ti, strlen(ti),
+		    comp, 13, &q2, SGX_TCB_OUT_OF_DATE, &r), 0);
+		assert_int_equal(r.tcb_status,
+		    SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED);
+		free(ti);
+		ti = restatus(&o.coll, "SWHardeningNeeded", "OutOfDate");
+		assert_int_equal(sgx_tcb_evaluate_unverified(ti, strlen(ti),
+		    comp, 13, &q2, SGX_TCB_UP_TO_DATE, &r), 0);
+		assert_int_equal(r.tcb_status, SGX_TCB_TD_RELAUNCH_ADVISED);
+		free(ti);
+		/* a revoked module (SVN 7: the first TDX_01 level) revokes */
+		ti = restatus(&o.coll, "UpToDate", "Revoked");
+		q2.td.tee_tcb_svn[0] = 7;
+		assert_int_equal(sgx_tcb_evaluate_unverified(ti, strlen(ti),
+		    comp, 13, &q2, SGX_TCB_UP_TO_DATE, &r), 0);
+		assert_int_equal(r.tdx_module_status, SGX_TCB_REVOKED);
+		assert_int_equal(r.tcb_status, SGX_TCB_REVOKED);
+		q2.td.tee_tcb_svn[0] = 5;
+		free(ti);
+		/* a level may not claim a computed status */
+		ti = restatus(&o.coll, "TDRelaunchAdvised", "OutOfDate");
+		assert_int_equal(sgx_tcb_evaluate_unverified(ti, strlen(ti),
+		    comp, 13, &q2, SGX_TCB_UP_TO_DATE, &r), HSM_EPROTO);
+		assert_non_null(strstr(hsm_err_detail(), "unknown tcbStatus"));
+		free(ti);
+	}
 	/* module SVN below every module level */
 	q2.td.tee_tcb_svn[0] = 1;
 	assert_int_equal(eval(&o.coll, comp, 13, &q2, SGX_TCB_UP_TO_DATE,
