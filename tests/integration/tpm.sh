@@ -72,10 +72,16 @@ tpm_new_token() {
 	    --path="$TPM2_PKCS11_STORE" >/dev/null
 }
 
+# _tpm_gone PID: not running (absent, or a zombie waiting for us)
+_tpm_gone() {
+	_st=$(sed 's/.*) //' /proc/"$1"/stat 2>/dev/null | cut -d' ' -f1)
+	[ -z "$_st" ] || [ "$_st" = Z ] || [ "$_st" = X ]
+}
+
 tpm_stop() {
 	for _p in $_tpm_pids; do kill "$_p" 2>/dev/null; done
 	for _p in $_tpm_pids; do
-		_tpm_wait 2 sh -c "! kill -0 $_p" || kill -9 "$_p" 2>/dev/null
+		_tpm_wait 2 _tpm_gone "$_p" || kill -9 "$_p" 2>/dev/null
 		wait "$_p" 2>/dev/null
 	done
 	_tpm_pids=""
