@@ -79,6 +79,7 @@
 #define LOG_BURST	20	/* failure lines per worker per second before suppression */
 #define BUF_POOL	16	/* free relay buffers a worker keeps for reuse */
 #define JOBS_KEEP	16	/* async jobs a worker's pool may keep after a burst */
+#define SESS_KEEP	4	/* outbound sessions kept per listener for resumption */
 
 /* ---- identity and policy generations ---- */
 
@@ -157,7 +158,6 @@ struct worker {
 	struct conn head;		/* circular list of live connections */
 	struct conn *dead;
 	unsigned n;
-	SSL_SESSION **sess;		/* per listener: outbound session to resume */
 	uint8_t *pool[BUF_POOL];	/* free relay buffers of pool_cap bytes */
 	unsigned npool;
 	size_t pool_cap;
@@ -165,6 +165,22 @@ struct worker {
 	int listening;
 	uint64_t log_sec;
 	unsigned log_n, log_dropped;
+};
+
+/*
+ * An outbound listener's sessions to resume, shared by the workers: the
+ * newest SESS_KEEP, handed out in turn, so a burst of new connections on
+ * any worker resumes as soon as one session exists. The store keeps
+ * private copies and gives each connection its own: libssl marks the
+ * session object of an SSL not resumable on some paths (an SSL ended or
+ * cleared without close_notify), and with one object shared by many
+ * SSLs that had turned about a fifth of the resumptions under load into
+ * full handshakes.
+ */
+struct sessions {
+	pthread_mutex_t mu;
+	SSL_SESSION *s[SESS_KEEP];
+	unsigned put, get;
 };
 
 /* Per-listener metric series, registered at start. */
@@ -184,6 +200,7 @@ struct proxy {
 	struct metrics *m;
 	struct lmetrics *lm;
 	struct metric *keyop_time, *rotations, *not_after, *agent_up;
+	struct sessions *sess;		/* per listener (outbound ones used) */
 	struct worker *w;
 	unsigned nw;
 	atomic_uint nconns;
@@ -351,14 +368,51 @@ static int
 new_session_cb(SSL *ssl, SSL_SESSION *s)
 {
 	struct conn *c = SSL_get_ex_data(ssl, conn_idx);
-	SSL_SESSION **slot;
+	struct sessions *ss;
 
 	if (c == NULL || c->inbound || c->reason != NULL)
 		return 0;
-	slot = &c->w->sess[c->li];
-	SSL_SESSION_free(*slot);
-	*slot = s;
-	return 1;	/* we keep the reference */
+	ss = &c->w->px->sess[c->li];
+	if ((s = SSL_SESSION_dup(s)) == NULL)
+		return 0;
+	pthread_mutex_lock(&ss->mu);
+	SSL_SESSION_free(ss->s[ss->put]);
+	ss->s[ss->put] = s;
+	ss->put = (ss->put + 1) % SESS_KEEP;
+	pthread_mutex_unlock(&ss->mu);
+	return 0;	/* the SSL's reference stays its own */
+}
+
+/* Offer a copy of the next stored session, if any, to an outbound SSL. */
+static void
+sess_offer(struct sessions *ss, SSL *ssl)
+{
+	SSL_SESSION *s = NULL;
+
+	pthread_mutex_lock(&ss->mu);
+	for (unsigned i = 0; i < SESS_KEEP && s == NULL; i++) {
+		SSL_SESSION *cand = ss->s[ss->get++ % SESS_KEEP];
+
+		if (cand != NULL && SSL_SESSION_is_resumable(cand))
+			s = SSL_SESSION_dup(cand);
+	}
+	pthread_mutex_unlock(&ss->mu);
+	if (s != NULL) {
+		SSL_set_session(ssl, s);	/* takes its own reference */
+		SSL_SESSION_free(s);
+	}
+}
+
+/* Forget a listener's sessions (a peer failed authorisation). */
+static void
+sess_clear(struct sessions *ss)
+{
+	pthread_mutex_lock(&ss->mu);
+	for (unsigned i = 0; i < SESS_KEEP; i++) {
+		SSL_SESSION_free(ss->s[i]);
+		ss->s[i] = NULL;
+	}
+	pthread_mutex_unlock(&ss->mu);
 }
 
 static SSL_CTX *
@@ -807,10 +861,8 @@ handshake_done(struct conn *c)
 		check_peer_id(c, peer);
 	}
 	if (c->reason != NULL) {
-		if (!c->inbound) {
-			SSL_SESSION_free(c->w->sess[c->li]);
-			c->w->sess[c->li] = NULL;
-		}
+		if (!c->inbound)
+			sess_clear(&px->sess[c->li]);
 		conn_close(c);
 		return;
 	}
@@ -892,8 +944,7 @@ tls_start(struct conn *c)
 		SSL_set_connect_state(c->ssl);
 		if (l->server_name != NULL)
 			SSL_set_tlsext_host_name(c->ssl, l->server_name);
-		if (c->w->sess[c->li] != NULL)
-			SSL_set_session(c->ssl, c->w->sess[c->li]);
+		sess_offer(&c->w->px->sess[c->li], c->ssl);
 	}
 	c->state = C_HANDSHAKE;
 	c->deadline = hsm_now_ms() + c->pol->cfg->handshake_timeout_ms;
@@ -1808,8 +1859,7 @@ worker_init(struct proxy *px, struct worker *w, unsigned idx)
 	w->head.next = w->head.prev = &w->head;
 	w->listening = 1;
 	if ((w->lfd = malloc(n * sizeof(*w->lfd))) == NULL ||
-	    (w->lsrc = calloc(n, sizeof(*w->lsrc))) == NULL ||
-	    (w->sess = calloc(n, sizeof(*w->sess))) == NULL)
+	    (w->lsrc = calloc(n, sizeof(*w->lsrc))) == NULL)
 		return HSM_ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		w->lfd[i] = -1;
@@ -1844,9 +1894,6 @@ worker_fini(struct worker *w)
 		for (size_t i = 0; i < w->px->cfg->nlst; i++)
 			if (w->lfd[i] >= 0)
 				close(w->lfd[i]);
-	if (w->sess != NULL)
-		for (size_t i = 0; i < w->px->cfg->nlst; i++)
-			SSL_SESSION_free(w->sess[i]);
 	while (w->npool > 0)
 		free(w->pool[--w->npool]);
 	if (w->ep > 0)
@@ -1855,7 +1902,6 @@ worker_fini(struct worker *w)
 		close(w->wake);
 	free(w->lfd);
 	free(w->lsrc);
-	free(w->sess);
 }
 
 static void
@@ -2032,6 +2078,12 @@ proxy_main(int argc, char **argv)
 	if ((st = metrics_new(&px.m)) != 0 || (st = register_metrics(&px)) != 0 ||
 	    (st = audit_swap(&px, px.cfg->access_log)) != 0)
 		goto fail;
+	if ((px.sess = calloc(px.cfg->nlst, sizeof(*px.sess))) == NULL) {
+		st = HSM_ENOMEM;
+		goto fail;
+	}
+	for (i = 0; i < px.cfg->nlst; i++)
+		pthread_mutex_init(&px.sess[i].mu, NULL);
 	if ((px.w = calloc(px.nw, sizeof(*px.w))) == NULL) {
 		st = HSM_ENOMEM;
 		goto fail;
@@ -2121,6 +2173,10 @@ proxy_main(int argc, char **argv)
 	audit_close(px.alog);
 	metrics_free(px.m);
 	free(px.lm);
+	if (px.sess != NULL)
+		for (i = 0; i < px.cfg->nlst; i++)
+			sess_clear(&px.sess[i]);
+	free(px.sess);
 	free(px.mb_chain);
 	free(px.mb_bundle);
 	if (px.mfd >= 0)
