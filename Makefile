@@ -9,7 +9,7 @@ FUZZCC  ?= clang
 BUILD   ?= build
 
 # Debian packages the benchmarks add (only `make bench` installs them).
-BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk
+BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
@@ -115,7 +115,16 @@ fuzz: $(FUZZ_BIN)
 demo: all
 	$(BUILD)/hsmesh demo
 
-bench: all
+# bench/*.c: measuring programs linked with the library (bench/keypath.c), and
+# LD_PRELOAD shims (bench/vgshim.c: the daemons under valgrind)
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libhsmesh.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libhsmesh.a $(LDLIBS_ALL)
+$(BUILD)/bench/%.so: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -shared -fPIC -o $@ $< -ldl
+
+bench: all $(BUILD)/bench/keypath $(BUILD)/bench/vgshim.so
 	@missing=""; for p in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
