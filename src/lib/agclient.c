@@ -1,49 +1,31 @@
 /*
  * agclient.c - client side of the agent's local API (see agclient.h).
  *
- * Built like khclient.c: one reader thread per client reads replies and
- * enforces deadlines, so a request always ends even when the agent hangs
- * or dies. Requests and the client are reference counted: a request may
- * outlive the client (an OpenSSL async job still holding it). The one
- * subscription a client may have lives in the client itself and ends at
- * the latest when the reader does. Frames are made and checked by
- * agentproto.c only.
+ * On the request/reply core of rpc.h, like khclient.c: its reader thread
+ * ends every request, by reply, deadline or the agent's death; a request
+ * may outlive the client (an OpenSSL async job still holding it). The one
+ * subscription a client may have lives in the client itself, under the
+ * core's lock, and ends at the latest when the reader does (agc_tick,
+ * agc_closed). Frames are made and checked by agentproto.c only.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "agclient.h"
 #include "agentproto.h"
 #include "err.h"
 #include "keytypes.h"
+#include "rpc.h"
 #include "util.h"
 
 struct agc_req {
-	struct agc_client *c;
-	struct agc_req *next;		/* pending list, under c->mu */
-	uint32_t id;
-	uint8_t type;			/* AG_T_GET_SVID or AG_T_SIGN */
-	uint64_t deadline;		/* monotonic ms */
-	int refs;			/* owner + pending list, under c->mu */
-	atomic_int done;
-	int status;
-	char errtext[AG_MAX_ERRTEXT + 1];
+	struct rpc_req rpc;		/* first: the core's view */
 	uint8_t sig[HSM_MAX_SIG];	/* SIGN */
 	size_t siglen;
 	char *chain, *bundle;		/* GET_SVID, NUL-terminated */
 	uint64_t not_after;
-	int notify_fd;
-	pthread_cond_t cv;
 };
 
 /* The client's subscription; cb == NULL when there is none. */
@@ -54,7 +36,7 @@ struct agc_sub {
 	uint64_t deadline;		/* monotonic ms for the reply; 0 once answered */
 };
 
-/* A callback decided under c->mu, made by the reader after dropping it. */
+/* A callback decided under the lock, made by the reader after dropping it. */
 struct sub_call {
 	agc_update_fn cb;		/* NULL: nothing to call */
 	void *arg;
@@ -65,83 +47,42 @@ struct sub_call {
 };
 
 struct agc_client {
-	int fd;
-	int wake[2];			/* wakes the reader: new deadline or shutdown */
-	pthread_t reader;
-	pthread_mutex_t mu;		/* everything below and every agc_req field */
-	pthread_mutex_t wmu;		/* serialises writes to fd */
-	int refs;			/* creator + one per live request */
-	int closed;
-	uint32_t next_id;
-	struct agc_req *pending;
+	struct rpc_conn rpc;		/* first: the core's view; its lock guards sub */
 	struct agc_sub sub;
 };
 
 static void
-client_destroy(struct agc_client *c)
+agc_req_release(struct rpc_req *rr)
 {
-	pthread_mutex_destroy(&c->mu);
-	pthread_mutex_destroy(&c->wmu);
-	free(c);
-}
+	struct agc_req *r = (struct agc_req *)rr;
 
-/* Drop one reference of r; c->mu held. Returns 1 if c must be destroyed. */
-static int
-req_unref_locked(struct agc_req *r)
-{
-	struct agc_client *c = r->c;
-
-	if (--r->refs > 0)
-		return 0;
 	free(r->chain);
 	free(r->bundle);
-	pthread_cond_destroy(&r->cv);
 	free(r);
-	return --c->refs == 0;
 }
 
-/* Wake whoever waits for r; c->mu held. */
 static void
-req_wake_locked(struct agc_req *r)
+agc_conn_free(struct rpc_conn *rc)
 {
-	uint64_t one = 1;
-	ssize_t w;
-
-	atomic_store(&r->done, 1);
-	pthread_cond_broadcast(&r->cv);
-	if (r->notify_fd >= 0) {
-		do
-			w = write(r->notify_fd, &one, sizeof(one));
-		while (w < 0 && errno == EINTR);
-	}
+	free((struct agc_client *)rc);
 }
 
-/* End r with a local status and text; c->mu held. */
-static void
-req_fail_locked(struct agc_req *r, int status, const char *why)
-{
-	r->status = status;
-	snprintf(r->errtext, sizeof(r->errtext), "%s", why);
-	req_wake_locked(r);
-}
-
-/* End r with the agent's reply; c->mu held. The reply was validated by ag_reply_decode. */
+/* End r with the agent's reply; lock held. The reply was validated by ag_reply_decode. */
 static void
 req_finish_locked(struct agc_req *r, const struct ag_reply *rep)
 {
-	r->status = rep->status;
-	if (rep->status != 0) {
-		memcpy(r->errtext, rep->errtext, sizeof(r->errtext));
-	} else if (r->type == AG_T_SIGN) {
+	int status = rep->status;
+
+	if (status == 0 && r->rpc.type == AG_T_SIGN) {
 		memcpy(r->sig, rep->sig, rep->siglen);
 		r->siglen = rep->siglen;
-	} else {
+	} else if (status == 0) {
 		r->not_after = rep->svid.not_after;
 		if ((r->chain = malloc(rep->svid.chainlen + 1)) == NULL ||
 		    (r->bundle = malloc(rep->svid.bundlelen + 1)) == NULL) {
 			free(r->chain);
 			r->chain = NULL;
-			r->status = HSM_ENOMEM;
+			status = HSM_ENOMEM;
 		} else {
 			memcpy(r->chain, rep->svid.chain, rep->svid.chainlen);
 			r->chain[rep->svid.chainlen] = '\0';
@@ -150,49 +91,12 @@ req_finish_locked(struct agc_req *r, const struct ag_reply *rep)
 			r->bundle[rep->svid.bundlelen] = '\0';
 		}
 	}
-	req_wake_locked(r);
+	rpc_req_end_locked(&r->rpc, status, rep->errtext, status != 0 ? strlen(rep->errtext) : 0);
 }
 
-/* Unlink r from the pending list; c->mu held. */
-static void
-unlink_locked(struct agc_client *c, struct agc_req *r)
-{
-	struct agc_req **pp;
+#define WRONG_TYPE "agent answered with another reply type"
 
-	for (pp = &c->pending; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == r) {
-			*pp = r->next;
-			r->next = NULL;
-			return;
-		}
-	}
-}
-
-static void
-fail_all_locked(struct agc_client *c, int status, const char *why)
-{
-	struct agc_req *r;
-
-	while ((r = c->pending) != NULL) {
-		c->pending = r->next;
-		r->next = NULL;
-		req_fail_locked(r, status, why);
-		(void)req_unref_locked(r);	/* the owner still holds one */
-	}
-}
-
-/* A request id, never 0; c->mu held. */
-static uint32_t
-next_id_locked(struct agc_client *c)
-{
-	uint32_t id = c->next_id++;
-
-	if (c->next_id == 0)
-		c->next_id = 1;
-	return id;
-}
-
-/* End the subscription, if any, with status: its final call goes to *call. c->mu held. */
+/* End the subscription, if any, with status: its final call goes to *call. the lock held. */
 static void
 sub_end_locked(struct agc_client *c, int status, const char *why, struct sub_call *call)
 {
@@ -206,7 +110,7 @@ sub_end_locked(struct agc_client *c, int status, const char *why, struct sub_cal
 }
 
 /*
- * A frame for the subscription (its reply or an UPDATE); c->mu held. A
+ * A frame for the subscription (its reply or an UPDATE); the lock held. A
  * "not enrolled yet" (HSM_EAGAIN) reply ends nothing: the agent keeps the
  * subscription and its first UPDATE follows the enrollment.
  */
@@ -216,7 +120,7 @@ sub_frame_locked(struct agc_client *c, const struct ag_reply *rep, struct sub_ca
 	const struct ag_svid *s = &rep->svid;
 
 	if (rep->type != AG_T_UPDATE && rep->type != (AG_T_SUBSCRIBE | AG_T_REPLY)) {
-		sub_end_locked(c, HSM_EPROTO, "agent answered with another reply type", call);
+		sub_end_locked(c, HSM_EPROTO, WRONG_TYPE, call);
 		return;
 	}
 	if (rep->status == HSM_EAGAIN && rep->type != AG_T_UPDATE) {
@@ -245,7 +149,7 @@ sub_frame_locked(struct agc_client *c, const struct ag_reply *rep, struct sub_ca
 	call->arg = c->sub.arg;
 }
 
-/* Make a decided callback; reader thread, c->mu not held. */
+/* Make a decided callback; reader thread, the lock not held. */
 static void
 sub_call_run(struct sub_call *call)
 {
@@ -270,239 +174,115 @@ handle_reply(struct agc_client *c, const struct ag_reply *rep)
 	struct sub_call call = { 0 };
 	struct agc_req *r;
 
-	pthread_mutex_lock(&c->mu);
+	rpc_lock(&c->rpc);
 	if (c->sub.cb != NULL && rep->id == c->sub.id) {
 		sub_frame_locked(c, rep, &call);
-		pthread_mutex_unlock(&c->mu);
+		rpc_unlock(&c->rpc);
 		sub_call_run(&call);
 		return;
 	}
 	if (rep->type == AG_T_UPDATE) {
-		pthread_mutex_unlock(&c->mu);
+		rpc_unlock(&c->rpc);
 		return;
 	}
-	for (r = c->pending; r != NULL; r = r->next)
-		if (r->id == rep->id)
-			break;
 	/* A reply for a request that already timed out is dropped. */
-	if (r != NULL) {
-		unlink_locked(c, r);
-		if (rep->type == (r->type | AG_T_REPLY))
+	if ((r = (struct agc_req *)rpc_req_find_locked(&c->rpc, rep->id)) != NULL) {
+		if (rep->type == (r->rpc.type | AG_T_REPLY))
 			req_finish_locked(r, rep);
 		else
-			req_fail_locked(r, HSM_EPROTO, "agent answered with another reply type");
-		(void)req_unref_locked(r);
+			rpc_req_end_locked(&r->rpc, HSM_EPROTO, WRONG_TYPE, sizeof(WRONG_TYPE) - 1);
 	}
-	pthread_mutex_unlock(&c->mu);
+	rpc_unlock(&c->rpc);
 }
 
-/*
- * Fail requests past their deadline, and end a subscription whose reply is
- * late (its final call goes to *call); returns ms to the next deadline or -1.
- */
 static int
-expire_locked(struct agc_client *c, uint64_t now, struct sub_call *call)
+agc_on_frame(struct rpc_conn *rc, const uint8_t *buf, size_t len)
 {
-	struct agc_req *r, *next;
-	uint64_t soonest = 0;
+	struct ag_frame f;
+	struct ag_reply rep;
+	int flen = ag_frame_parse(buf, len, &f);
 
+	if (flen <= 0)
+		return flen;
+	if (ag_reply_decode(&f, &rep) != 0)
+		return -1;
+	handle_reply((struct agc_client *)rc, &rep);
+	return flen;
+}
+
+/* The subscription's reply deadline; ms to it, or -1. Reader thread. */
+static int
+agc_tick(struct rpc_conn *rc, uint64_t now)
+{
+	struct agc_client *c = (struct agc_client *)rc;
+	struct sub_call call = { 0 };
+	int ms = -1;
+
+	rpc_lock(rc);
 	if (c->sub.cb != NULL && c->sub.deadline != 0) {
 		if (c->sub.deadline <= now)
 			sub_end_locked(c, HSM_ETIMEDOUT,
-			    "agent did not answer the subscription before the deadline", call);
+			    "agent did not answer the subscription before the deadline", &call);
 		else
-			soonest = c->sub.deadline;
+			ms = (int)(c->sub.deadline - now);
 	}
-	for (r = c->pending; r != NULL; r = next) {
-		next = r->next;
-		if (r->deadline <= now) {
-			unlink_locked(c, r);
-			req_fail_locked(r, HSM_ETIMEDOUT, "agent did not answer before the deadline");
-			(void)req_unref_locked(r);
-		} else if (soonest == 0 || r->deadline < soonest) {
-			soonest = r->deadline;
-		}
+	rpc_unlock(rc);
+	if (call.cb != NULL) {
+		sub_call_run(&call);
+		ms = 0;		/* time passed in the callback: look again */
 	}
-	if (soonest == 0)
-		return -1;
-	return (int)(soonest - now);
+	return ms;
 }
 
-static void *
-reader_main(void *arg)
+/* The connection ended: so does the subscription. Reader thread. */
+static void
+agc_closed(struct rpc_conn *rc, const char *why)
 {
-	struct agc_client *c = arg;
+	struct agc_client *c = (struct agc_client *)rc;
 	struct sub_call call = { 0 };
-	uint8_t *buf;
-	size_t have = 0;
-	const char *why = "the agent closed the connection";
-	sigset_t all;
 
-	/* Signals belong to the application's threads. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-
-	/* A whole frame always fits: ag_frame_parse refuses longer ones. */
-	if ((buf = malloc(AG_MAX_FRAME)) == NULL) {
-		why = "out of memory for the agent reader";
-		goto out;
-	}
-	for (;;) {
-		struct pollfd pfd[2] = {
-			{ .fd = c->fd, .events = POLLIN },
-			{ .fd = c->wake[0], .events = POLLIN },
-		};
-		int timeout, n;
-		ssize_t got;
-
-		pthread_mutex_lock(&c->mu);
-		timeout = expire_locked(c, hsm_now_ms(), &call);
-		pthread_mutex_unlock(&c->mu);
-		if (call.cb != NULL) {
-			sub_call_run(&call);
-			continue;	/* time passed in the callback: look again */
-		}
-		n = poll(pfd, 2, timeout);
-		if (n < 0 && errno != EINTR) {
-			why = "poll on the agent socket failed";
-			break;
-		}
-		if (pfd[1].revents != 0) {
-			char drain[64];
-
-			if (read(c->wake[0], drain, sizeof(drain)) == 0) {
-				why = "the agent client was closed";
-				break;		/* write end closed: agc_free */
-			}
-		}
-		if ((pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0)
-			continue;
-		got = read(c->fd, buf + have, AG_MAX_FRAME - have);
-		if (got < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (got <= 0)
-			break;
-		have += (size_t)got;
-		for (;;) {
-			struct ag_frame f;
-			struct ag_reply rep;
-			int flen = ag_frame_parse(buf, have, &f);
-
-			if (flen == 0)
-				break;
-			if (flen < 0 || ag_reply_decode(&f, &rep) != 0) {
-				why = "the agent sent a malformed frame";
-				goto out;
-			}
-			handle_reply(c, &rep);
-			memmove(buf, buf + flen, have - (size_t)flen);
-			have -= (size_t)flen;
-		}
-	}
-out:
-	free(buf);
-	/* Make the agent see the close at once, whatever made us stop. */
-	shutdown(c->fd, SHUT_RDWR);
-	pthread_mutex_lock(&c->mu);
-	c->closed = 1;
-	fail_all_locked(c, HSM_ECLOSED, why);
+	rpc_lock(rc);
 	sub_end_locked(c, HSM_ECLOSED, why, &call);
-	pthread_mutex_unlock(&c->mu);
+	rpc_unlock(rc);
 	sub_call_run(&call);
-	return NULL;
 }
+
+static const struct rpc_ops agc_ops = {
+	.peer = "the agent",
+	/* A whole frame always fits: ag_frame_parse refuses longer ones. */
+	.bufsize = AG_MAX_FRAME,
+	.frame = agc_on_frame,
+	.tick = agc_tick,
+	.closed = agc_closed,
+	.req_free = agc_req_release,
+	.conn_free = agc_conn_free,
+};
 
 int
 agc_client_new(int fd, struct agc_client **out)
 {
-	struct agc_client *c;
+	struct rpc_conn *rc;
+	int st = rpc_conn_new(sizeof(struct agc_client), fd, &agc_ops, &rc);
 
-	*out = NULL;
-	if ((c = calloc(1, sizeof(*c))) == NULL)
-		return HSM_ENOMEM;
-	c->fd = fd;
-	c->refs = 1;
-	c->next_id = 1;
-	if (pipe2(c->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-		free(c);
-		return hsm_err(HSM_EIO, "pipe: %s", strerror(errno));
-	}
-	pthread_mutex_init(&c->mu, NULL);
-	pthread_mutex_init(&c->wmu, NULL);
-	if (pthread_create(&c->reader, NULL, reader_main, c) != 0) {
-		close(c->wake[0]);
-		close(c->wake[1]);
-		client_destroy(c);
-		return hsm_err(HSM_EIO, "cannot start the agent reader thread");
-	}
-	*out = c;
-	return 0;
+	*out = (struct agc_client *)rc;
+	return st;
 }
 
 void
 agc_free(struct agc_client *c)
 {
-	int free_c;
-
-	if (c == NULL)
-		return;
-	shutdown(c->fd, SHUT_RDWR);
-	close(c->wake[1]);
-	pthread_join(c->reader, NULL);
-	close(c->wake[0]);
-	close(c->fd);
-	pthread_mutex_lock(&c->mu);
-	free_c = --c->refs == 0;
-	pthread_mutex_unlock(&c->mu);
-	if (free_c)
-		client_destroy(c);
+	if (c != NULL)
+		rpc_conn_close(&c->rpc);
 }
 
 int
 agc_connect(const char *path, struct agc_client **out)
 {
-	struct sockaddr_un sun;
-	int fd, r;
+	struct rpc_conn *rc;
+	int st = rpc_conn_connect(path, sizeof(struct agc_client), &agc_ops, &rc);
 
-	*out = NULL;
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path))
-		return hsm_err(HSM_EINVAL, "socket path too long: %s", path);
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		return hsm_err(HSM_EIO, "socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-		r = hsm_err(errno == ENOENT || errno == ECONNREFUSED ? HSM_ECLOSED : HSM_EIO,
-		    "cannot connect to the agent at %s: %s", path, strerror(errno));
-		close(fd);
-		return r;
-	}
-	if ((r = agc_client_new(fd, out)) != 0)
-		close(fd);
-	return r;
-}
-
-/*
- * Write a whole frame (the caller's) and make the reader look at the
- * deadlines again. 0 or HSM_ECLOSED.
- */
-static int
-send_frame(struct agc_client *c, const uint8_t *frame, size_t len)
-{
-	uint64_t one = 1;
-	int st;
-
-	pthread_mutex_lock(&c->wmu);
-	st = hsm_send_all(c->fd, frame, len);
-	pthread_mutex_unlock(&c->wmu);
-	if (st != 0)
-		return hsm_err(HSM_ECLOSED, "cannot write to the agent: %s", strerror(errno));
-	/* The reader may be sleeping on a later deadline. */
-	if (write(c->wake[1], &one, 1) < 0) {
-		/* A full pipe already guarantees a wake-up. */
-	}
-	return 0;
+	*out = (struct agc_client *)rc;
+	return st;
 }
 
 /*
@@ -518,7 +298,7 @@ req_send(struct agc_client *c, uint8_t type, const char *spiffe_id, const uint8_
 	struct agc_req *r;
 	uint8_t *frame = NULL;
 	size_t len = 0;
-	int st, free_c;
+	int st;
 
 	*out = NULL;
 	if (type == AG_T_SIGN && (alg < 1 || alg > 255))
@@ -529,98 +309,38 @@ req_send(struct agc_client *c, uint8_t type, const char *spiffe_id, const uint8_
 		timeout_ms = AGC_MAX_TIMEOUT_MS;
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return HSM_ENOMEM;
-	pthread_cond_init(&r->cv, NULL);
-	r->c = c;
-	r->type = type;
-	r->notify_fd = notify_fd;
-	r->refs = 2;			/* owner + pending list */
-	r->deadline = hsm_now_ms() + timeout_ms;
-
-	pthread_mutex_lock(&c->mu);
-	if (c->closed) {
-		pthread_mutex_unlock(&c->mu);
-		pthread_cond_destroy(&r->cv);
+	if ((st = rpc_req_queue(&c->rpc, &r->rpc, type, timeout_ms, notify_fd)) != 0) {
 		free(r);
-		return hsm_err(HSM_ECLOSED, "the agent is gone");
+		return st;
 	}
-	r->id = next_id_locked(c);
-	c->refs++;
-	r->next = c->pending;
-	c->pending = r;
-	pthread_mutex_unlock(&c->mu);
-
 	if (type == AG_T_SIGN)
-		st = ag_encode_sign(r->id, spiffe_id, keyid, (uint8_t)alg, dgst, dlen, &frame, &len);
+		st = ag_encode_sign(r->rpc.id, spiffe_id, keyid, (uint8_t)alg, dgst, dlen, &frame,
+		    &len);
 	else
-		st = ag_encode_get(type, r->id, spiffe_id, &frame, &len);
+		st = ag_encode_get(type, r->rpc.id, spiffe_id, &frame, &len);
 	if (st != 0) {
-		st = hsm_err(st, "cannot encode the request (SPIFFE ID, algorithm or digest length)");
-		goto fail;
+		rpc_req_cancel(&r->rpc);
+		return hsm_err(st, "cannot encode the request (SPIFFE ID, algorithm or digest length)");
 	}
-	if ((st = send_frame(c, frame, len)) != 0)
-		goto fail;
+	st = rpc_req_send(&r->rpc, frame, len);
 	free(frame);
+	if (st != 0)
+		return st;
 	*out = r;
 	return 0;
-fail:
-	free(frame);
-	pthread_mutex_lock(&c->mu);
-	if (!atomic_load(&r->done)) {
-		unlink_locked(c, r);
-		atomic_store(&r->done, 1);
-		r->refs--;	/* the list's reference; the owner's is dropped below */
-	}
-	free_c = req_unref_locked(r);
-	pthread_mutex_unlock(&c->mu);
-	if (free_c)
-		client_destroy(c);
-	return st;
 }
 
 int
 agc_req_done(struct agc_req *r)
 {
-	return atomic_load(&r->done);
+	return rpc_req_done(&r->rpc);
 }
 
 void
 agc_req_free(struct agc_req *r)
 {
-	struct agc_client *c;
-	int free_c;
-
-	if (r == NULL)
-		return;
-	c = r->c;
-	pthread_mutex_lock(&c->mu);
-	free_c = req_unref_locked(r);
-	pthread_mutex_unlock(&c->mu);
-	if (free_c)
-		client_destroy(c);
-}
-
-/* The status of an ended request, with its detail recorded for this thread. */
-static int
-req_status(const struct agc_req *r)
-{
-	if (r->status == 0)
-		return 0;
-	return hsm_err(r->status, "%s", r->errtext[0] != '\0' ? r->errtext : hsm_strerror(r->status));
-}
-
-/* Wait for r to end; returns its status with the detail set. */
-static int
-req_wait(struct agc_req *r)
-{
-	struct agc_client *c = r->c;
-	int st;
-
-	pthread_mutex_lock(&c->mu);
-	while (!atomic_load(&r->done))
-		pthread_cond_wait(&r->cv, &c->mu);
-	st = req_status(r);
-	pthread_mutex_unlock(&c->mu);
-	return st;
+	if (r != NULL)
+		rpc_req_free(&r->rpc);
 }
 
 int
@@ -635,7 +355,7 @@ agc_get_svid(struct agc_client *c, const char *spiffe_id, unsigned timeout_ms,
 	*not_after = 0;
 	if ((st = req_send(c, AG_T_GET_SVID, spiffe_id, NULL, 0, NULL, 0, timeout_ms, -1, &r)) != 0)
 		return st;
-	if ((st = req_wait(r)) == 0) {
+	if ((st = rpc_req_wait(&r->rpc)) == 0) {
 		/* The reader is done with r: its fields are ours to take. */
 		*chain_pem = r->chain;
 		*bundle_pem = r->bundle;
@@ -660,11 +380,11 @@ agc_req_result(struct agc_req *r, uint8_t *sig, size_t *siglen)
 	int st;
 
 	*siglen = 0;
-	if (!atomic_load(&r->done))
+	if (!rpc_req_done(&r->rpc))
 		return HSM_EAGAIN;
-	if ((st = req_status(r)) != 0)
+	if ((st = rpc_req_status(&r->rpc)) != 0)
 		return st;
-	if (r->type != AG_T_SIGN || r->siglen == 0)
+	if (r->rpc.type != AG_T_SIGN || r->siglen == 0)
 		return hsm_err(HSM_EINVAL, "not a finished signature request");
 	memcpy(sig, r->sig, r->siglen);
 	*siglen = r->siglen;
@@ -682,7 +402,7 @@ agc_sign(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int 
 	if ((st = req_send(c, AG_T_SIGN, spiffe_id, keyid, alg, dgst, dlen, timeout_ms, -1,
 	    &r)) != 0)
 		return st;
-	if ((st = req_wait(r)) == 0)
+	if ((st = rpc_req_wait(&r->rpc)) == 0)
 		st = agc_req_result(r, sig, siglen);
 	agc_req_free(r);
 	return st;
@@ -698,21 +418,21 @@ agc_subscribe(struct agc_client *c, const char *spiffe_id, agc_update_fn cb, voi
 
 	if (cb == NULL)
 		return hsm_err(HSM_EINVAL, "agc_subscribe: no callback");
-	pthread_mutex_lock(&c->mu);
-	if (c->closed || c->sub.cb != NULL) {
-		st = c->closed ? hsm_err(HSM_ECLOSED, "the agent is gone") :
+	rpc_lock(&c->rpc);
+	if (c->rpc.closed || c->sub.cb != NULL) {
+		st = c->rpc.closed ? hsm_err(HSM_ECLOSED, "the agent is gone") :
 		    hsm_err(HSM_EBUSY, "this agent client already has a subscription");
-		pthread_mutex_unlock(&c->mu);
+		rpc_unlock(&c->rpc);
 		return st;
 	}
-	id = next_id_locked(c);
+	id = rpc_next_id_locked(&c->rpc);
 	/* Encoded first: a request that cannot be sent registers nothing. */
 	if ((st = ag_encode_get(AG_T_SUBSCRIBE, id, spiffe_id, &frame, &len)) == 0)
 		c->sub = (struct agc_sub){ cb, arg, id, hsm_now_ms() + AGC_DEFAULT_TIMEOUT_MS };
-	pthread_mutex_unlock(&c->mu);
+	rpc_unlock(&c->rpc);
 	if (st != 0)
 		return hsm_err(st, "cannot encode the subscription (bad SPIFFE ID?)");
-	st = send_frame(c, frame, len);
+	st = rpc_send(&c->rpc, frame, len);
 	free(frame);
 	if (st == 0)
 		return 0;
@@ -720,11 +440,11 @@ agc_subscribe(struct agc_client *c, const char *spiffe_id, agc_update_fn cb, voi
 	 * Not sent. Unless the reader has ended the subscription meanwhile
 	 * (the agent went away; the final call is then made), it never began.
 	 */
-	pthread_mutex_lock(&c->mu);
+	rpc_lock(&c->rpc);
 	if (c->sub.cb != NULL && c->sub.id == id)
 		memset(&c->sub, 0, sizeof(c->sub));
 	else
 		st = 0;
-	pthread_mutex_unlock(&c->mu);
+	rpc_unlock(&c->rpc);
 	return st;
 }

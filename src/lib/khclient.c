@@ -1,327 +1,115 @@
 /*
- * khclient.c - client side of the keyholder protocol (see khclient.h).
- *
- * One reader thread per client reads replies and enforces deadlines, so a
- * request always ends even when the keyholder hangs or dies. Requests and
- * the client are reference counted: a request may outlive the client (an
- * OpenSSL async job still holding it), and then only reads its own result.
+ * khclient.c - client side of the keyholder protocol (see khclient.h),
+ * on the request/reply core of rpc.h: its reader thread ends every
+ * request, by reply, deadline or the keyholder's death; a request may
+ * outlive the client (an OpenSSL async job still holding it).
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "err.h"
 #include "khclient.h"
 #include "khproto.h"
+#include "rpc.h"
 #include "util.h"
 
 struct kh_req {
-	struct kh_client *c;
-	struct kh_req *next;		/* pending list, under c->mu */
-	uint32_t id;
-	uint8_t type;
-	uint64_t deadline;		/* monotonic ms */
-	int refs;			/* owner + pending list, under c->mu */
-	atomic_int done;
-	int status;
-	uint8_t *reply;
+	struct rpc_req rpc;		/* first: the core's view */
+	uint8_t *reply;			/* a successful reply's body */
 	size_t replylen;
-	char errtext[KH_MAX_ERRTEXT + 1];
-	int notify_fd;
-	pthread_cond_t cv;
 };
 
 struct kh_client {
-	int fd;
-	int wake[2];			/* wakes the reader: new deadline or shutdown */
-	pthread_t reader;
-	pthread_mutex_t mu;		/* everything below and every kh_req field */
-	pthread_mutex_t wmu;		/* serialises writes to fd */
-	int refs;			/* creator + one per live request */
-	int closed;
-	uint32_t next_id;
-	struct kh_req *pending;
+	struct rpc_conn rpc;		/* first: the core's view */
 };
 
 static void
-client_unref_locked(struct kh_client *c, int *free_it)
+kh_req_release(struct rpc_req *rr)
 {
-	*free_it = (--c->refs == 0);
-}
+	struct kh_req *r = (struct kh_req *)rr;
 
-static void
-client_destroy(struct kh_client *c)
-{
-	pthread_mutex_destroy(&c->mu);
-	pthread_mutex_destroy(&c->wmu);
-	free(c);
-}
-
-/* Drop one reference of r; called with c->mu held. Returns 1 if c must be destroyed. */
-static int
-req_unref_locked(struct kh_req *r)
-{
-	struct kh_client *c = r->c;
-	int free_c = 0;
-
-	if (--r->refs > 0)
-		return 0;
 	free(r->reply);
-	pthread_cond_destroy(&r->cv);
 	free(r);
-	client_unref_locked(c, &free_c);
-	return free_c;
-}
-
-/* End r with status; c->mu held. The list reference is dropped by the caller. */
-static void
-req_finish_locked(struct kh_req *r, int status, const uint8_t *body, size_t len)
-{
-	uint64_t one = 1;
-	ssize_t w;
-
-	r->status = status;
-	if (status == 0 && len > 0) {
-		if ((r->reply = malloc(len)) == NULL) {
-			r->status = HSM_ENOMEM;
-		} else {
-			memcpy(r->reply, body, len);
-			r->replylen = len;
-		}
-	} else if (status != 0 && len > 0) {
-		size_t n = len > KH_MAX_ERRTEXT ? KH_MAX_ERRTEXT : len;
-
-		/* Error texts come from the keyholder: keep printable bytes only. */
-		for (size_t i = 0; i < n; i++)
-			r->errtext[i] = (body[i] >= 0x20 && body[i] < 0x7f) ? (char)body[i] : '?';
-		r->errtext[n] = '\0';
-	}
-	atomic_store(&r->done, 1);
-	pthread_cond_broadcast(&r->cv);
-	if (r->notify_fd >= 0) {
-		do
-			w = write(r->notify_fd, &one, sizeof(one));
-		while (w < 0 && errno == EINTR);
-	}
-}
-
-/* Unlink r from the pending list; c->mu held. */
-static void
-unlink_locked(struct kh_client *c, struct kh_req *r)
-{
-	struct kh_req **pp;
-
-	for (pp = &c->pending; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == r) {
-			*pp = r->next;
-			r->next = NULL;
-			return;
-		}
-	}
 }
 
 static void
-fail_all_locked(struct kh_client *c, int status, const char *why)
+kh_conn_free(struct rpc_conn *rc)
 {
-	struct kh_req *r;
-
-	while ((r = c->pending) != NULL) {
-		c->pending = r->next;
-		r->next = NULL;
-		req_finish_locked(r, status, (const uint8_t *)why, strlen(why));
-		(void)req_unref_locked(r);	/* owner still holds one */
-	}
+	free((struct kh_client *)rc);
 }
 
-static void
-handle_reply(struct kh_client *c, const struct kh_frame *f)
-{
-	struct kh_req *r;
-	int status;
-
-	pthread_mutex_lock(&c->mu);
-	for (r = c->pending; r != NULL; r = r->next)
-		if (r->id == f->id)
-			break;
-	/* A reply for a request that already timed out is dropped. */
-	if (r != NULL && f->type == (r->type | KH_T_REPLY)) {
-		status = -(int)f->arg;
-		if (f->arg > (uint32_t)-HSM_ERR_MIN)
-			status = HSM_EPROTO;
-		unlink_locked(c, r);
-		req_finish_locked(r, status, f->body, f->bodylen);
-		(void)req_unref_locked(r);
-	}
-	pthread_mutex_unlock(&c->mu);
-}
-
+/* One frame from the keyholder: match it to its request. */
 static int
-expire_locked(struct kh_client *c, uint64_t now)
+kh_on_frame(struct rpc_conn *rc, const uint8_t *buf, size_t len)
 {
-	struct kh_req *r, *next;
-	uint64_t soonest = 0;
-	static const char why[] = "keyholder did not answer before the deadline";
+	struct kh_frame f;
+	struct kh_req *r;
+	int flen, status;
 
-	for (r = c->pending; r != NULL; r = next) {
-		next = r->next;
-		if (r->deadline <= now) {
-			unlink_locked(c, r);
-			req_finish_locked(r, HSM_ETIMEDOUT, (const uint8_t *)why, sizeof(why) - 1);
-			(void)req_unref_locked(r);
-		} else if (soonest == 0 || r->deadline < soonest) {
-			soonest = r->deadline;
-		}
-	}
-	if (soonest == 0)
-		return -1;
-	return (int)(soonest - now);
-}
-
-static void *
-reader_main(void *arg)
-{
-	struct kh_client *c = arg;
-	uint8_t buf[2 * KH_MAX_FRAME];
-	size_t have = 0;
-	const char *why = "keyholder closed the connection";
-	sigset_t all;
-
-	/* Signals belong to the application's threads. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-
-	for (;;) {
-		struct pollfd pfd[2] = {
-			{ .fd = c->fd, .events = POLLIN },
-			{ .fd = c->wake[0], .events = POLLIN },
-		};
-		int timeout, n;
-		ssize_t got;
-
-		pthread_mutex_lock(&c->mu);
-		timeout = expire_locked(c, hsm_now_ms());
-		pthread_mutex_unlock(&c->mu);
-		n = poll(pfd, 2, timeout);
-		if (n < 0 && errno != EINTR) {
-			why = "poll on keyholder socket failed";
-			break;
-		}
-		if (pfd[1].revents != 0) {
-			char drain[64];
-
-			if (read(c->wake[0], drain, sizeof(drain)) == 0)
-				break;		/* write end closed: shutdown */
-		}
-		if ((pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0)
-			continue;
-		got = read(c->fd, buf + have, sizeof(buf) - have);
-		if (got < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (got <= 0)
-			break;
-		have += (size_t)got;
-		for (;;) {
-			struct kh_frame f;
-			int flen = kh_frame_parse(buf, have, &f);
-
-			if (flen == 0)
-				break;
-			if (flen < 0) {
-				why = "keyholder sent a malformed frame";
-				goto out;
+	if ((flen = kh_frame_parse(buf, len, &f)) <= 0)
+		return flen;
+	rpc_lock(rc);
+	r = (struct kh_req *)rpc_req_find_locked(rc, f.id);
+	/* A reply for a request that already timed out is dropped. */
+	if (r != NULL && f.type == (r->rpc.type | KH_T_REPLY)) {
+		status = -(int)f.arg;
+		if (f.arg > (uint32_t)-HSM_ERR_MIN)
+			status = HSM_EPROTO;
+		if (status == 0 && f.bodylen > 0) {
+			if ((r->reply = malloc(f.bodylen)) == NULL) {
+				status = HSM_ENOMEM;
+			} else {
+				memcpy(r->reply, f.body, f.bodylen);
+				r->replylen = f.bodylen;
 			}
-			handle_reply(c, &f);
-			memmove(buf, buf + flen, have - (size_t)flen);
-			have -= (size_t)flen;
 		}
+		rpc_req_end_locked(&r->rpc, status, (const char *)f.body,
+		    status != 0 ? f.bodylen : 0);
 	}
-out:
-	pthread_mutex_lock(&c->mu);
-	c->closed = 1;
-	fail_all_locked(c, HSM_ECLOSED, why);
-	pthread_mutex_unlock(&c->mu);
-	return NULL;
+	rpc_unlock(rc);
+	return flen;
 }
+
+static const struct rpc_ops kh_ops = {
+	.peer = "keyholder",
+	.bufsize = 2 * KH_MAX_FRAME,
+	.frame = kh_on_frame,
+	.req_free = kh_req_release,
+	.conn_free = kh_conn_free,
+};
 
 int
 kh_client_new(int fd, struct kh_client **out)
 {
-	struct kh_client *c;
+	struct rpc_conn *rc;
+	int st = rpc_conn_new(sizeof(struct kh_client), fd, &kh_ops, &rc);
 
-	*out = NULL;
-	if ((c = calloc(1, sizeof(*c))) == NULL)
-		return HSM_ENOMEM;
-	c->fd = fd;
-	c->refs = 1;
-	c->next_id = 1;
-	if (pipe2(c->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-		free(c);
-		return hsm_err(HSM_EIO, "pipe: %s", strerror(errno));
-	}
-	pthread_mutex_init(&c->mu, NULL);
-	pthread_mutex_init(&c->wmu, NULL);
-	if (pthread_create(&c->reader, NULL, reader_main, c) != 0) {
-		close(c->wake[0]);
-		close(c->wake[1]);
-		client_destroy(c);
-		return hsm_err(HSM_EIO, "cannot start keyholder reader thread");
-	}
-	*out = c;
-	return 0;
+	*out = (struct kh_client *)rc;
+	return st;
 }
 
 void
 kh_client_free(struct kh_client *c)
 {
-	int free_c;
-
-	if (c == NULL)
-		return;
-	shutdown(c->fd, SHUT_RDWR);
-	close(c->wake[1]);
-	pthread_join(c->reader, NULL);
-	close(c->wake[0]);
-	close(c->fd);
-	pthread_mutex_lock(&c->mu);
-	client_unref_locked(c, &free_c);
-	pthread_mutex_unlock(&c->mu);
-	if (free_c)
-		client_destroy(c);
+	if (c != NULL)
+		rpc_conn_close(&c->rpc);
 }
 
 int
 kh_connect(const char *path, struct kh_client **out)
 {
-	struct sockaddr_un sun;
-	int fd, r;
+	struct rpc_conn *rc;
+	int st = rpc_conn_connect(path, sizeof(struct kh_client), &kh_ops, &rc);
 
-	*out = NULL;
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path))
-		return hsm_err(HSM_EINVAL, "socket path too long: %s", path);
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		return hsm_err(HSM_EIO, "socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-		r = hsm_err(errno == ENOENT || errno == ECONNREFUSED ? HSM_ECLOSED : HSM_EIO,
-		    "cannot connect to keyholder at %s: %s", path, strerror(errno));
-		close(fd);
-		return r;
-	}
-	if ((r = kh_client_new(fd, out)) != 0)
-		close(fd);
-	return r;
+	*out = (struct kh_client *)rc;
+	return st;
 }
 
 /* Queue a request and send its frame. On success *out holds the owner's reference. */
@@ -331,9 +119,7 @@ req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *
 {
 	uint8_t frame[KH_MAX_FRAME];
 	struct kh_req *r;
-	int n, free_c = 0;
-	int sent;
-	uint64_t one = 1;
+	int n, st;
 
 	*out = NULL;
 	if (timeout_ms == 0)
@@ -342,95 +128,32 @@ req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *
 		timeout_ms = KH_MAX_DEADLINE_MS;
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return HSM_ENOMEM;
-	pthread_cond_init(&r->cv, NULL);
-	r->c = c;
-	r->type = type;
-	r->notify_fd = notify_fd;
-	r->refs = 2;			/* owner + pending list */
-	r->deadline = hsm_now_ms() + timeout_ms;
-
-	pthread_mutex_lock(&c->mu);
-	if (c->closed) {
-		pthread_mutex_unlock(&c->mu);
-		pthread_cond_destroy(&r->cv);
+	if ((st = rpc_req_queue(&c->rpc, &r->rpc, type, timeout_ms, notify_fd)) != 0) {
 		free(r);
-		return hsm_err(HSM_ECLOSED, "keyholder is gone");
+		return st;
 	}
-	r->id = c->next_id++;
-	if (c->next_id == 0)
-		c->next_id = 1;
-	c->refs++;
-	r->next = c->pending;
-	c->pending = r;
-	pthread_mutex_unlock(&c->mu);
-
-	n = kh_frame_encode(frame, sizeof(frame), type, r->id, timeout_ms, b1, l1, b2, l2);
-	if (n < 0)
-		goto fail;
-	pthread_mutex_lock(&c->wmu);
-	sent = hsm_send_all(c->fd, frame, (size_t)n);
-	pthread_mutex_unlock(&c->wmu);
-	if (sent != 0)
-		goto fail;
-	/* The reader may be sleeping on a later deadline: make it look again. */
-	if (write(c->wake[1], &one, 1) < 0) {
-		/* A full pipe already guarantees a wake-up. */
+	n = kh_frame_encode(frame, sizeof(frame), type, r->rpc.id, timeout_ms, b1, l1, b2, l2);
+	if (n < 0) {
+		rpc_req_cancel(&r->rpc);
+		return hsm_err(HSM_EINVAL, "keyholder request too large");
 	}
+	if ((st = rpc_req_send(&r->rpc, frame, (size_t)n)) != 0)
+		return st;
 	*out = r;
 	return 0;
-fail:
-	pthread_mutex_lock(&c->mu);
-	if (!atomic_load(&r->done)) {
-		unlink_locked(c, r);
-		r->status = HSM_ECLOSED;
-		atomic_store(&r->done, 1);
-		r->refs--;	/* the list's reference; the owner's is dropped below */
-	}
-	free_c = req_unref_locked(r);
-	pthread_mutex_unlock(&c->mu);
-	if (free_c)
-		client_destroy(c);
-	return n < 0 ? hsm_err(HSM_EINVAL, "keyholder request too large")
-	    : hsm_err(HSM_ECLOSED, "cannot write to keyholder: %s", strerror(errno));
 }
 
 int
 kh_req_done(struct kh_req *r)
 {
-	return atomic_load(&r->done);
+	return rpc_req_done(&r->rpc);
 }
 
 void
 kh_req_free(struct kh_req *r)
 {
-	struct kh_client *c;
-	int free_c;
-
-	if (r == NULL)
-		return;
-	c = r->c;
-	pthread_mutex_lock(&c->mu);
-	free_c = req_unref_locked(r);
-	pthread_mutex_unlock(&c->mu);
-	if (free_c)
-		client_destroy(c);
-}
-
-/* Wait for r to end; returns its status with the detail set. */
-static int
-req_wait(struct kh_req *r)
-{
-	struct kh_client *c = r->c;
-	int st;
-
-	pthread_mutex_lock(&c->mu);
-	while (!atomic_load(&r->done))
-		pthread_cond_wait(&r->cv, &c->mu);
-	st = r->status;
-	if (st != 0)
-		hsm_err(st, "%s", r->errtext[0] != '\0' ? r->errtext : hsm_strerror(st));
-	pthread_mutex_unlock(&c->mu);
-	return st;
+	if (r != NULL)
+		rpc_req_free(&r->rpc);
 }
 
 /* Send, wait, and hand back the reply body (owned by the caller). */
@@ -445,7 +168,8 @@ call(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *b1, 
 	*bodylen = 0;
 	if ((st = req_send(c, type, timeout_ms, b1, l1, b2, l2, -1, &r)) != 0)
 		return st;
-	if ((st = req_wait(r)) == 0) {
+	if ((st = rpc_req_wait(&r->rpc)) == 0) {
+		/* The reader is done with r: its reply is ours to take. */
 		*body = r->reply;
 		*bodylen = r->replylen;
 		r->reply = NULL;
@@ -621,11 +345,10 @@ kh_req_result(struct kh_req *r, uint8_t *sig, size_t *siglen)
 	int st;
 
 	*siglen = 0;
-	if (!atomic_load(&r->done))
+	if (!rpc_req_done(&r->rpc))
 		return HSM_EAGAIN;
-	st = r->status;
-	if (st != 0)
-		return hsm_err(st, "%s", r->errtext[0] != '\0' ? r->errtext : hsm_strerror(st));
+	if ((st = rpc_req_status(&r->rpc)) != 0)
+		return st;
 	if (r->replylen == 0 || r->replylen > HSM_MAX_SIG)
 		return hsm_err(HSM_EPROTO, "keyholder sent a malformed signature");
 	memcpy(sig, r->reply, r->replylen);
