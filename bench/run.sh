@@ -428,11 +428,12 @@ part_callgrind() {
 }
 
 # ---- a slow token (item 7): full handshakes/s at 64 clients ------------------------------
-# slow_run DELAY: 64 wrk clients, each request a new connection through the
-# hsmesh pair whose inbound sidecar issues no tickets: every connection is a
-# full handshake with one signature on each side, both through the agent.
+# slow_run DELAY KH_WORKERS: 64 wrk clients, each request a new connection
+# through the hsmesh pair whose inbound sidecar issues no tickets: every
+# connection is a full handshake with one signature on each side, both
+# through the agent (whose keyholder has KH_WORKERS workers).
 slow_run() {
-	rps=""; cpu=""; errs=0
+	rps=""; cpu=""; errs=0; khw=$2
 	set -- "$1" $PIDS
 	for _ in $(seq $REPS); do
 		a0=$(PIDS=$2 cpu_ticks); b0=$(PIDS=$3 cpu_ticks)
@@ -453,17 +454,22 @@ slow_run() {
 	fails=$(for p in $MA $MB; do curl -s "http://127.0.0.1:$p/metrics"; done | awk '
 	    /^hsmesh_proxy_handshake_failures_total/ && match($0, /reason="[a-z_]*"/) { f[substr($0, RSTART + 8, RLENGTH - 9)] += $NF }
 	    END { for (r in f) if (f[r] > 0) printf "%s%s=%d", (n++ ? " " : ""), r, f[r] }')
-	say "slow token $1 ms: $rps full handshakes/s, $cpu ms CPU per handshake (busier sidecar); inbound: $full full, $resumed resumed; wrk errors $errs; failed handshakes: ${fails:-none}"
-	record "{\"test\":\"slow_token\",\"delay_ms\":$1,\"clients\":64,\"hps\":$rps,\"cpu_ms_per_hs\":$cpu,\"full\":$full,\"resumed\":$resumed,\"errors\":$errs,\"failures\":\"${fails:-none}\"}"
+	say "slow token $1 ms, $khw keyholder workers: $rps full handshakes/s, $cpu ms CPU per handshake (busier sidecar); inbound: $full full, $resumed resumed; wrk errors $errs; failed handshakes: ${fails:-none}"
+	record "{\"test\":\"slow_token\",\"delay_ms\":$1,\"kh_workers\":$khw,\"clients\":64,\"hps\":$rps,\"cpu_ms_per_hs\":$cpu,\"full\":$full,\"resumed\":$resumed,\"errors\":$errs,\"failures\":\"${fails:-none}\"}"
 }
 
 part_slowtoken() {
 	say "=== slow token (keyholder test_sign_delay_ms 0, 5, 20)"
-	for d in 0 5 20; do
+	# as configured (the agent's keyholder: 2 workers), then, not with QUICK=1,
+	# what 16 workers change (bench/vgshim.c adds --workers 16 to the keyholder)
+	runs="0:2 5:2 20:2"; [ "$QUICK" = 1 ] || runs="$runs 5:16 20:16"
+	for run in $runs; do
+		d=${run%:*} w=${run#*:}
 		stop_agent
-		start_agent $d || continue
+		if [ "$w" = 2 ]; then start_agent "$d" || continue
+		else start_agent "$d" env LD_PRELOAD="$B/bench/vgshim.so" HSMESH_KH_WORKERS="$w" || continue; fi
 		start_hsmesh 0
-		slow_run $d
+		slow_run "$d" "$w"
 		stop_pair
 	done
 	stop_agent; start_agent 0
@@ -627,14 +633,16 @@ report_slowtoken() {
 	echo "connection is a full TLS 1.3 handshake with one signature on each side, both through the node's agent"
 	echo "(the inbound metrics confirm: resumed = 0). Median of $REPS run(s) of ${DUR} s."
 	echo
-	echo "| added delay | full handshakes/s | × 0 ms | blocking bound | × bound | keyholder cap | CPU ms per handshake | resumed | wrk errors | failed handshakes (both sidecars) |"
-	echo "|---|---|---|---|---|---|---|---|---|---|"
-	r0=$(jv slow_token hps '"delay_ms":0,'); c0=$(jv slow_token cpu_ms_per_hs '"delay_ms":0,')
-	for d in 0 5 20; do
-		v=$(jv slow_token hps "\"delay_ms\":$d,"); [ -n "$v" ] || continue
-		bound=$(calc "printf \"%.0f\", 2 / (($d + ${c0:-0}) / 1000)")
-		cap=$([ "$d" = 0 ] && echo "-" || calc "printf \"%.0f\", 2 / (2 * ($d + 0.1) / 1000)")
-		echo "| $d ms | $v | $(ratio "$v" "$r0") | $bound | $(ratio "$v" "$bound") | $cap | $(jv slow_token cpu_ms_per_hs "\"delay_ms\":$d,") | $(jv slow_token resumed "\"delay_ms\":$d,") | $(jv slow_token errors "\"delay_ms\":$d,") | $(jv slow_token failures "\"delay_ms\":$d," | sed 's/^$/-/') |"
+	echo "| added delay | keyholder workers | full handshakes/s | × 0 ms | blocking bound | × bound | keyholder cap | CPU ms per handshake | resumed | wrk errors | failed handshakes (both sidecars) |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|"
+	r0=$(jv slow_token hps '"delay_ms":0,' '"kh_workers":2,'); c0=$(jv slow_token cpu_ms_per_hs '"delay_ms":0,' '"kh_workers":2,')
+	for run in "0 2" "5 2" "20 2" "5 16" "20 16"; do
+		set -- $run
+		k="\"delay_ms\":$1,"; w="\"kh_workers\":$2,"
+		v=$(jv slow_token hps "$k" "$w"); [ -n "$v" ] || continue
+		bound=$(calc "printf \"%.0f\", 2 / (($1 + ${c0:-0}) / 1000)")
+		cap=$([ "$1" = 0 ] && echo "-" || calc "printf \"%.0f\", $2 / (2 * ($1 + 0.1) / 1000)")
+		echo "| $1 ms | $2$([ "$2" != 2 ] && echo " (what if)") | $v | $(ratio "$v" "$r0") | $bound | $(ratio "$v" "$bound") | $cap | $(jv slow_token cpu_ms_per_hs "$k" "$w") | $(jv slow_token resumed "$k" "$w") | $(jv slow_token errors "$k" "$w") | $(jv slow_token failures "$k" "$w" | sed 's/^$/-/') |"
 	done
 	echo
 	echo "**The blocking bound.** A proxy that blocks a worker thread during the signature serves one"
@@ -654,7 +662,9 @@ report_slowtoken() {
 	echo "128 signatures wait (64 clients, 2 each), so at 20 ms a signature can wait longer than the proxy's"
 	echo "\`agent.timeout\` (2 s) and its handshake fails: \`key_operation\` at the sidecar whose signature"
 	echo "timed out, \`tls_error\` at its peer (one failed connection counts once on each side; wrk sees it"
-	echo "as an error). The keyholder alone, 64 requests in flight (keypath):"
+	echo "as an error). The rows marked \"what if\" start the agent's keyholder with 16 workers instead"
+	echo "(bench/vgshim.c appends \`--workers 16\` to its command line): cap = 16 / (2 × (delay + 0.1 ms))."
+	echo "The keyholder alone, 64 requests in flight (keypath):"
 	echo
 	echo "| added delay | keyholder workers | sig/s | workers / delay | p50 ms |"
 	echo "|---|---|---|---|---|"
@@ -754,8 +764,9 @@ R=$OUT/RESULTS.md
 	echo "| RSS ≤ 5 MiB idle (one proxy, half the pair) | ${idle} KiB | $(met "$idle" 5120 le) |"
 	echo "| ≤ 40 KiB per open connection (one proxy) | ${per} KiB | $(met "$per" 40 le) |"
 	ir=$(ratio "$(jv handshake_instructions ir_per_handshake '"server":"hsmesh_proxy"')" "$(jv handshake_instructions ir_per_handshake '"server":"s_server"')")
-	sl5=$(ratio "$(jv slow_token hps '"delay_ms":5,')" "$(jv slow_token hps '"delay_ms":0,')")
-	sl20=$(ratio "$(jv slow_token hps '"delay_ms":20,')" "$(jv slow_token hps '"delay_ms":0,')")
+	sl0=$(jv slow_token hps '"delay_ms":0,' '"kh_workers":2,')
+	sl5=$(ratio "$(jv slow_token hps '"delay_ms":5,' '"kh_workers":2,')" "$sl0")
+	sl20=$(ratio "$(jv slow_token hps '"delay_ms":20,' '"kh_workers":2,')" "$sl0")
 	echo "| instructions per inbound full handshake ≤ 1.1× s_server (proxy process) | ${ir}× | $(met "$ir" 1.1 le) |"
 	echo "| slow token: full handshakes/s at 64 clients ≥ 0.8× the 0 ms rate, 5 ms / 20 ms | ${sl5}× / ${sl20}× | $(met "$sl5" 0.8 ge) / $(met "$sl20" 0.8 ge) |"
 	echo
