@@ -12,9 +12,6 @@
  *    HSMESH_VG_NO_SECCOMP=1, libseccomp's seccomp_attr_set() and
  *    seccomp_load() succeed without loading the filter. The filter runs in the kernel: it costs no
  *    user-space instruction that callgrind would count.
- * 3. HSMESH_KH_WORKERS=N appends "--workers N" to the keyholder's command
- *    line (agent.yaml has no setting for it): the slow-token "what if the
- *    token signed with more sessions" rows (not a valgrind matter).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -41,25 +38,10 @@ int
 execv(const char *path, char *const argv[])
 {
 	int (*real)(const char *, char *const[]) = (int (*)(const char *, char *const[]))dlsym(RTLD_NEXT, "execv");
-	const char *exe = getenv("HSMESH_EXE"), *workers = getenv("HSMESH_KH_WORKERS");
-	char *args[64];
-	int n = 0;
+	const char *exe = getenv("HSMESH_EXE");
 
-	if (strcmp(path, "/proc/self/exe") != 0)
-		return real(path, argv);
-	if (exe != NULL && *exe != '\0')
+	if (strcmp(path, "/proc/self/exe") == 0 && exe != NULL && *exe != '\0')
 		path = exe;
-	if (workers != NULL && *workers != '\0' && argv[0] != NULL && argv[1] != NULL &&
-	    strcmp(argv[1], "keyholder") == 0) {
-		while (argv[n] != NULL && n < 60) {
-			args[n] = argv[n];
-			n++;
-		}
-		args[n++] = (char *)"--workers";
-		args[n++] = (char *)workers;
-		args[n] = NULL;
-		return real(path, args);
-	}
 	return real(path, argv);
 }
 

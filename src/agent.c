@@ -666,7 +666,7 @@ conf_from_doc(const struct cfg_doc *d, struct agent_conf **out)
 {
 	static const char *const known[] = {
 		"token.module", "token.uri", "token.pin_file", "token.pin_env",
-		"token.test_sign_delay_ms", "ca.url", "ca.root", "state_dir", "socket", "key.type", "renew_at",
+		"token.test_sign_delay_ms", "token.workers", "ca.url", "ca.root", "state_dir", "socket", "key.type", "renew_at",
 		"retry.min", "retry.max", "workloads", "attestation.producer", "attestation.path",
 		"attestation.command", "attestation.timeout", NULL
 	};
@@ -2701,6 +2701,7 @@ agent_main(int argc, char **argv)
 	ko.pin_file = ag.conf->token.pin_file;
 	ko.pin_env = ag.conf->token.pin_env;
 	ko.sign_delay_ms = ag.conf->token.sign_delay_ms;
+	ko.workers = (int)ag.conf->token.workers;
 	if ((r = kh_spawn(&ko, &ag.kh, &ag.khpid)) != 0)
 		goto fail;
 	log_info("keyholder started (pid %ld) for %s", (long)ag.khpid, ag.conf->token.uri);

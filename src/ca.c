@@ -238,6 +238,7 @@ kh_start(const struct ca_config *cfg, struct ca_kh *k)
 	o.token_uri = cfg->token.uri;
 	o.pin_file = cfg->token.pin_file;
 	o.pin_env = cfg->token.pin_env;
+	o.workers = (int)cfg->token.workers;
 	if ((r = kh_spawn(&o, &k->kh, &k->pid)) != 0)
 		return r;
 	if ((r = hsm_provider_init()) != 0) {

@@ -47,7 +47,7 @@
 #define MAX_INFLIGHT 128		/* per peer; more is answered "busy" */
 #define MAX_OUTBUF (1024 * 1024)	/* a peer that does not read is dropped */
 #define MAX_UIDS 16
-#define MAX_WORKERS 16
+#define MAX_WORKERS 64
 
 struct conn {
 	int fd;
@@ -475,7 +475,7 @@ usage(FILE *f)
 	    "peers whose uid is allowed (default: the keyholder's own uid).\n"
 	    "  --socket PATH       listen on a Unix socket (mode 0660)\n"
 	    "  --fd N              serve the one connected socket N, exit when it closes\n"
-	    "  --workers N         token sessions used in parallel (default 2)\n"
+	    "  --workers N         token sessions used in parallel (default 2, at most 64)\n"
 	    "  --sign-delay-ms MS  TEST SETTING: add MS to every signature (slow-token model)\n"
 	    "  --describe KEYID    print the token's security attributes of one key (hex id) and exit\n");
 }

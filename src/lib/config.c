@@ -750,9 +750,9 @@ cfg_token_clear(struct cfg_token *t)
 int
 cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t)
 {
-	char k_module[64], k_uri[64], k_file[64], k_env[64], k_delay[64], why[400];
+	char k_module[64], k_uri[64], k_file[64], k_env[64], k_delay[64], k_workers[64], why[400];
 	struct p11_uri u;
-	unsigned long long delay;
+	unsigned long long delay, workers;
 	const char *e;
 	int r;
 
@@ -762,6 +762,7 @@ cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t
 	snprintf(k_file, sizeof(k_file), "%s.pin_file", section);
 	snprintf(k_env, sizeof(k_env), "%s.pin_env", section);
 	snprintf(k_delay, sizeof(k_delay), "%s.test_sign_delay_ms", section);
+	snprintf(k_workers, sizeof(k_workers), "%s.workers", section);
 
 	if ((r = cfg_require(d, section)) != 0 || (r = cfg_require(d, k_module)) != 0 ||
 	    (r = cfg_require(d, k_uri)) != 0)
@@ -770,9 +771,11 @@ cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t
 	    (r = cfg_get_str(d, k_uri, NULL, &t->uri)) != 0 ||
 	    (r = cfg_get_path(d, k_file, NULL, &t->pin_file)) != 0 ||
 	    (r = cfg_get_str(d, k_env, NULL, &t->pin_env)) != 0 ||
-	    (r = cfg_get_uint(d, k_delay, 0, 0, 10000, &delay)) != 0)
+	    (r = cfg_get_uint(d, k_delay, 0, 0, 10000, &delay)) != 0 ||
+	    (r = cfg_get_uint(d, k_workers, 0, 1, 64, &workers)) != 0)
 		goto fail;
 	t->sign_delay_ms = (unsigned)delay;
+	t->workers = (unsigned)workers;
 	/* Parse the URI now: a typo should fail here, not inside the keyholder. */
 	if (strncmp(t->uri, "pkcs11:", 7) != 0) {
 		r = cfg_err(d, k_uri, "'%s' must be a pkcs11: URI", k_uri);
@@ -807,7 +810,7 @@ cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t
 
 static const char *const ca_known[] = {
 	"trust_domain",
-	"token.module", "token.uri", "token.pin_file", "token.pin_env",
+	"token.module", "token.uri", "token.pin_file", "token.pin_env", "token.workers",
 	"key.type", "key.label",
 	"state_dir", "listen", "svid_ttl", "max_ttl", "ca_ttl", "database", "audit_log",
 	"attestation.collateral", "attestation.insecure_test_root", "attestation.mrsigner",

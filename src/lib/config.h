@@ -158,6 +158,8 @@ struct cfg_token {
 	/* TEST SETTING <section>.test_sign_delay_ms: the keyholder adds this
 	 * many ms to every signature (a slow-token model for benchmarks). */
 	unsigned sign_delay_ms;
+	/* <section>.workers: token sessions the keyholder signs on in parallel (0 = its default) */
+	unsigned workers;
 };
 
 /* Read section (e.g. "token") of d into *t (cleared first). 0 or HSM_ECONFIG. */

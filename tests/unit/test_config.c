@@ -78,6 +78,7 @@ good_full(void **state)
 	    "  module: lib/softhsm2.so\n"
 	    "  uri: 'pkcs11:token=ca;manufacturer=SoftHSM%20project'\n"
 	    "  pin_env: CA_PIN\n"
+	    "  workers: 8\n"
 	    "key:\n"
 	    "  type: rsa-3072\n"
 	    "  label: my-ca\n"
@@ -94,6 +95,7 @@ good_full(void **state)
 	assert_string_equal(c->key_label, "my-ca");
 	assert_string_equal(c->token.pin_env, "CA_PIN");
 	assert_null(c->token.pin_file);
+	assert_int_equal(c->token.workers, 8);
 	/* Relative paths are next to the file. */
 	assert_string_equal(c->token.module, "/etc/hsmesh/lib/softhsm2.so");
 	assert_string_equal(c->state_dir, "/etc/hsmesh/state");
@@ -136,6 +138,8 @@ missing_keys(void **state)
 	refuse("trust_domain: example.org\n" TOKEN,
 	    "ca.yaml: missing required key 'state_dir'");
 	refuse("", "ca.yaml: missing required key 'trust_domain'");
+	refuse("trust_domain: example.org\n" TOKEN "  workers: 65\nstate_dir: /s\n",
+	    "ca.yaml: 'token.workers' must be a whole number from 1 to 64, not '65' at line 6");
 }
 
 static void
