@@ -18,7 +18,7 @@ B=$(cd "${1:?usage: bench/tpm.sh BUILD_DIR OUT_JSON}" && pwd)
 OUT=${2:?usage: bench/tpm.sh BUILD_DIR OUT_JSON}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HSMESH=$B/hsmesh
-SIGN_SECS=5 ENROLL_SECS=6 ENROLL_CLIENTS=4 ENROLL_MAX=600
+SIGN_SECS=5 ENROLL_SECS=6 ENROLL_CLIENTS=4 ENROLL_MAX=1000
 
 . "$ROOT/tests/integration/tpm.sh"
 if ! tpm_available; then
