@@ -79,6 +79,7 @@
 #define LOG_BURST	20	/* failure lines per worker per second before suppression */
 #define BUF_POOL	16	/* free relay buffers a worker keeps for reuse */
 #define JOBS_KEEP	16	/* async jobs a worker's pool may keep after a burst */
+#define RELEASE_TRIM	64	/* SSL buffer sets released in one sweep that call for a malloc_trim */
 #define SESS_KEEP	4	/* outbound sessions kept per listener for resumption */
 
 /* ---- identity and policy generations ---- */
@@ -140,6 +141,8 @@ struct conn {
 	int t_eof, p_eof, t_shut, p_shut;
 	int authorised, resumed;
 	int paused;			/* an async job of the SSL is paused (counted in w->njobs) */
+	int ssl_bufs;			/* the SSL may hold record buffers (relay) */
+	int p_dry;			/* the last read of the plaintext side found it dry */
 	uint64_t t_accept, t_hs, t_last, deadline, t_async;
 	uint64_t n_tp, n_pt;		/* bytes moved each way */
 	char peer_addr[64];
@@ -162,6 +165,7 @@ struct worker {
 	unsigned npool;
 	size_t pool_cap;
 	unsigned njobs, jobs_peak;	/* async jobs paused now; most since the pool was dropped */
+	uint64_t now;			/* hsm_now_ms() after the last epoll_wait */
 	int listening;
 	uint64_t log_sec;
 	unsigned log_n, log_dropped;
@@ -183,10 +187,22 @@ struct sessions {
 	unsigned put, get;
 };
 
-/* Per-listener metric series, registered at start. */
+/* Handshake failure reasons (docs/PROXY.md), each counted per listener. */
+static const char *const fail_reasons[] = { "no_client_cert", "untrusted", "cert_expired",
+    "cert_not_yet_valid", "cert_invalid", "bad_spiffe_id", "not_allowed", "unexpected_id",
+    "handshake_timeout", "key_operation", "no_identity", "peer_closed", "tls_error",
+    "internal", "shutdown" };
+#define NFAIL (sizeof(fail_reasons) / sizeof(fail_reasons[0]))
+
+/*
+ * Per-listener metric series, registered at start; a failure reason's
+ * series on its first failure (so /metrics lists only reasons seen), then
+ * kept here, so a storm of failures does not take the registry's lock.
+ */
 struct lmetrics {
 	struct metric *conns, *active, *hs_full, *hs_resumed, *rx, *tx, *hs_time,
 	    *limit, *upstream_fail;
+	_Atomic(struct metric *) fail[NFAIL];
 };
 
 struct proxy {
@@ -445,9 +461,10 @@ ctx_new(const struct proxy_config *cfg, int server, X509 *leaf, STACK_OF(X509) *
 	SSL_CTX_set_cert_store(ctx, store);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
 	SSL_CTX_set_verify_depth(ctx, 4);
-	/* RELEASE_BUFFERS: an idle connection keeps no 17 KB record buffers */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ASYNC | SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* A record in one read(2), not a header and then a body. */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	if (server) {
 		if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1)
 			goto fail;
@@ -751,6 +768,25 @@ conn_free_now(struct conn *c)
 	w->dead = c;		/* freed after this batch of events */
 }
 
+/* The failure counter of a listener and reason (NULL if it cannot be made). */
+static struct metric *
+fail_counter(struct proxy *px, unsigned li, const char *reason)
+{
+	struct metric *m = NULL;
+	size_t i;
+
+	for (i = 0; i < NFAIL && strcmp(fail_reasons[i], reason) != 0; i++)
+		;
+	if (i < NFAIL && (m = atomic_load(&px->lm[li].fail[i])) != NULL)
+		return m;
+	metrics_get(px->m, METRIC_COUNTER, "hsmesh_proxy_handshake_failures_total",
+	    "TLS handshakes that failed or were refused, by reason",
+	    (const char *const[]){ "listener", px->cfg->lst[li].name, "reason", reason, NULL }, &m);
+	if (i < NFAIL && m != NULL)
+		atomic_store(&px->lm[li].fail[i], m);
+	return m;
+}
+
 /*
  * End a connection. While an async job of its SSL is paused (a key
  * operation in flight) the SSL must not be freed and its socket must stay
@@ -761,15 +797,8 @@ conn_close(struct conn *c)
 {
 	if (c->state == C_DYING)
 		return;
-	if (c->reason != NULL && c->state == C_HANDSHAKE) {
-		struct metric *m = NULL;
-
-		metrics_get(c->w->px->m, METRIC_COUNTER, "hsmesh_proxy_handshake_failures_total",
-		    "TLS handshakes that failed or were refused, by reason",
-		    (const char *const[]){ "listener", c->w->px->cfg->lst[c->li].name, "reason",
-		    c->reason, NULL }, &m);
-		metric_inc(m);
-	}
+	if (c->reason != NULL && c->state == C_HANDSHAKE)
+		metric_inc(fail_counter(c->w->px, c->li, c->reason));
 	if (c->ssl != NULL && SSL_waiting_for_async(c->ssl)) {
 		c->state = C_DYING;
 		ep_del(c->w, c->tfd, &c->tadded);
@@ -1011,7 +1040,7 @@ connect_done(struct conn *c)
 		tls_start(c);
 }
 
-static void relay_pump(struct conn *c);
+static void relay_pump(struct conn *c, enum ev_kind why);
 
 static void
 relay_start(struct conn *c)
@@ -1021,27 +1050,48 @@ relay_start(struct conn *c)
 	c->rd_want = EPOLLIN;
 	c->t_last = hsm_now_ms();
 	c->deadline = c->t_last + c->pol->cfg->idle_timeout_ms;
-	relay_pump(c);
+	relay_pump(c, 0);
 }
 
-/* Move bytes both ways until nothing moves; then half-close and watch. */
+/*
+ * Move bytes both ways until nothing moves; then half-close and watch.
+ * A side is read again in the same pump only when its last read filled
+ * the space offered (or OpenSSL holds more), and the plaintext side is
+ * written again only when its last write took everything: a short read or
+ * write means the socket is dry or full, and level-triggered epoll calls
+ * us back when it is not. That saves a read(2) that fails with EAGAIN per
+ * direction and request. Likewise an event on one socket (why) does not
+ * retry a read of the other that last found it dry: its own event comes
+ * if it has bytes. (A partial SSL_write is one record written, not a full
+ * socket: it is retried.)
+ */
 static void
-relay_pump(struct conn *c)
+relay_pump(struct conn *c, enum ev_kind why)
 {
-	struct lmetrics *lm = &c->w->px->lm[c->li];
-	int progress, r, e;
+	struct worker *w = c->w;
+	struct lmetrics *lm = &w->px->lm[c->li];
+	int progress, moved = 0, r, e;
+	int t_dry = why == EV_PLAIN && c->rd_want == EPOLLIN && !SSL_has_pending(c->ssl);
+	int p_dry = why == EV_TLS && c->p_dry, t_full = 0, p_full = 0;
 	ssize_t n;
 	size_t sp;
 
-	if (buf_take(c->w, &c->tp) != 0 || buf_take(c->w, &c->pt) != 0) {
+	if (buf_take(w, &c->tp) != 0 || buf_take(w, &c->pt) != 0) {
 		conn_fail_reason(c, "internal", "out of memory");
 		goto abort;
 	}
+	c->ssl_bufs = 1;
+	/*
+	 * SSL_get_error reads a stale error on the queue as the failure of
+	 * the call: start clean. Calls that succeed or want I/O add nothing,
+	 * and a failure ends the pump, so once per pump is enough.
+	 */
+	if (ERR_peek_error() != 0)
+		ERR_clear_error();
 	do {
 		progress = 0;
 		/* TLS -> plain */
-		if (!c->t_eof && (sp = buf_space(&c->tp)) > 0) {
-			ERR_clear_error();
+		if (!c->t_eof && !t_dry && (sp = buf_space(&c->tp)) > 0) {
 			r = SSL_read(c->ssl, c->tp.data + c->tp.off + c->tp.len, (int)(sp > INT32_MAX ? INT32_MAX : sp));
 			if (r > 0) {
 				c->tp.len += (size_t)r;
@@ -1049,10 +1099,15 @@ relay_pump(struct conn *c)
 				metric_add(c->inbound ? lm->rx : lm->tx, (uint64_t)r);
 				c->rd_want = 0;
 				progress = 1;
+				if ((size_t)r < sp && !SSL_has_pending(c->ssl)) {
+					t_dry = 1;
+					c->rd_want = EPOLLIN;
+				}
 			} else {
 				switch ((e = SSL_get_error(c->ssl, r))) {
 				case SSL_ERROR_WANT_READ:
 					c->rd_want = EPOLLIN;
+					t_dry = 1;
 					break;
 				case SSL_ERROR_WANT_WRITE:
 					c->rd_want = EPOLLOUT;
@@ -1069,9 +1124,10 @@ relay_pump(struct conn *c)
 				}
 			}
 		}
-		if (c->tp.len > 0) {
+		if (c->tp.len > 0 && !p_full) {
 			n = write(c->pfd, c->tp.data + c->tp.off, c->tp.len);
 			if (n > 0) {
+				p_full = (size_t)n < c->tp.len;
 				c->tp.off += (size_t)n;
 				c->tp.len -= (size_t)n;
 				progress = 1;
@@ -1079,6 +1135,8 @@ relay_pump(struct conn *c)
 				conn_fail_reason(c, "reset", "write to %s: %s",
 				    c->inbound ? "the app" : "the client", strerror(errno));
 				goto abort;
+			} else {
+				p_full = errno != EINTR;
 			}
 		}
 		if (c->t_eof && c->tp.len == 0 && !c->p_shut) {
@@ -1086,13 +1144,15 @@ relay_pump(struct conn *c)
 			c->p_shut = 1;
 		}
 		/* plain -> TLS */
-		if (!c->p_eof && (sp = buf_space(&c->pt)) > 0) {
+		if (!c->p_eof && !p_dry && (sp = buf_space(&c->pt)) > 0) {
 			n = read(c->pfd, c->pt.data + c->pt.off + c->pt.len, sp);
 			if (n > 0) {
 				c->pt.len += (size_t)n;
 				c->n_pt += (uint64_t)n;
 				metric_add(c->inbound ? lm->tx : lm->rx, (uint64_t)n);
 				progress = 1;
+				p_dry = (size_t)n < sp;
+				c->p_dry = p_dry;
 			} else if (n == 0) {
 				c->p_eof = 1;
 				progress = 1;
@@ -1100,10 +1160,11 @@ relay_pump(struct conn *c)
 				conn_fail_reason(c, "reset", "read from %s: %s",
 				    c->inbound ? "the app" : "the client", strerror(errno));
 				goto abort;
+			} else {
+				c->p_dry = p_dry = errno != EINTR;
 			}
 		}
-		if (c->pt.len > 0) {
-			ERR_clear_error();
+		if (c->pt.len > 0 && !t_full) {
 			r = SSL_write(c->ssl, c->pt.data + c->pt.off, (int)(c->pt.len > INT32_MAX ? INT32_MAX : c->pt.len));
 			if (r > 0) {
 				c->pt.off += (size_t)r;
@@ -1114,9 +1175,11 @@ relay_pump(struct conn *c)
 				switch ((e = SSL_get_error(c->ssl, r))) {
 				case SSL_ERROR_WANT_READ:
 					c->wr_want = EPOLLIN;
+					t_full = 1;
 					break;
 				case SSL_ERROR_WANT_WRITE:
 					c->wr_want = EPOLLOUT;
+					t_full = 1;
 					break;
 				default:
 					classify_tls_error(c, e);
@@ -1126,7 +1189,6 @@ relay_pump(struct conn *c)
 			}
 		}
 		if (c->p_eof && c->pt.len == 0 && !c->t_shut) {
-			ERR_clear_error();
 			r = SSL_shutdown(c->ssl);
 			if (r >= 0) {
 				c->t_shut = 1;
@@ -1141,22 +1203,17 @@ relay_pump(struct conn *c)
 				c->t_shut = 1;	/* the peer is gone: nothing more to say */
 			}
 		}
-		if (progress)
-			c->t_last = hsm_now_ms();
+		moved |= progress;
 	} while (progress);
+	if (moved)
+		c->t_last = w->now;
 	if (c->t_eof && c->p_eof && c->t_shut && c->p_shut && c->tp.len == 0 && c->pt.len == 0) {
 		conn_close(c);
 		return;
 	}
 	c->deadline = c->t_last + c->pol->cfg->idle_timeout_ms;
-	buf_give(c->w, &c->tp, 0);
-	buf_give(c->w, &c->pt, 0);
-	/*
-	 * Waiting: let OpenSSL's record buffers go too. Never while it holds
-	 * bytes (before 3.0.14 SSL_free_buffers freed a buffer still in use).
-	 */
-	if (!SSL_has_pending(c->ssl))
-		SSL_free_buffers(c->ssl);
+	buf_give(w, &c->tp, 0);
+	buf_give(w, &c->pt, 0);
 	conn_update(c);
 	return;
  abort:
@@ -1225,7 +1282,7 @@ conn_event(struct conn *c, enum ev_kind kind)
 		handshake_step(c);
 		break;
 	case C_RELAY:
-		relay_pump(c);
+		relay_pump(c, kind);
 		break;
 	default:
 		break;
@@ -1310,9 +1367,21 @@ static void
 sweep(struct worker *w, uint64_t now)
 {
 	struct conn *c, *next;
+	unsigned released = 0;
 
 	for (c = w->head.next; c != &w->head; c = next) {
 		next = c->next;
+		/*
+		 * A relay quiet since the last sweep lets OpenSSL's two ~17 KB
+		 * record buffers go (kept while busy: no malloc per record).
+		 * Never while they hold bytes (before 3.0.14 SSL_free_buffers
+		 * freed a buffer still in use).
+		 */
+		if (c->ssl_bufs && c->state == C_RELAY && c->t_last + SWEEP_MS <= now &&
+		    !SSL_has_pending(c->ssl)) {
+			released += SSL_free_buffers(c->ssl);
+			c->ssl_bufs = 0;
+		}
 		if (c->state == C_DYING || now < c->deadline)
 			continue;
 		switch (c->state) {
@@ -1336,14 +1405,17 @@ sweep(struct worker *w, uint64_t now)
 	/*
 	 * OpenSSL keeps every async job it made (a 32 KB stack each) in the
 	 * thread's pool: after a burst of concurrent key operations, drop the
-	 * pool once none is paused (the next handshake makes a new one) and
-	 * give what the burst's handshakes freed back to the system.
+	 * pool once none is paused (the next handshake makes a new one).
+	 * After that, or when many connections went quiet at once, give
+	 * what the burst freed back to the system.
 	 */
 	if (w->njobs == 0 && w->jobs_peak > JOBS_KEEP) {
 		ASYNC_cleanup_thread();
-		malloc_trim(0);
 		w->jobs_peak = 0;
+		released = RELEASE_TRIM;
 	}
+	if (released >= RELEASE_TRIM)
+		malloc_trim(0);
 }
 
 static void
@@ -1391,7 +1463,7 @@ worker_main(void *arg)
 				break;
 		}
 		n = epoll_wait(w->ep, evs, MAX_EVENTS, SWEEP_MS);
-		now = hsm_now_ms();
+		w->now = now = hsm_now_ms();
 		for (i = 0; i < n; i++) {
 			struct evsrc *s = evs[i].data.ptr;
 
