@@ -28,6 +28,7 @@ LDLIBS_ALL = -lssl -lcrypto -lyaml -lsqlite3 -ljson-c -lseccomp -lpthread -ldl -
 LIB_SRC  = $(sort $(wildcard src/lib/*.c))
 MAIN_SRC = $(sort $(wildcard src/*.c))
 HDRS     = $(wildcard src/lib/*.h) $(wildcard src/*.h)
+TEST_HDRS = $(wildcard tests/unit/*.h)
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 FUZZ_SRC = $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
@@ -78,11 +79,11 @@ $(BUILD)/hsmesh: $(MAIN_OBJ) $(BUILD)/libhsmesh.a
 $(BUILD)/asan/hsmesh: $(ASAN_MAIN_OBJ) $(BUILD)/asan/libhsmesh.a
 	$(CC) $(CFLAGS_ALL) $(SANFLAGS) -o $@ $(ASAN_MAIN_OBJ) $(BUILD)/asan/libhsmesh.a $(LDLIBS_ALL)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhsmesh.a $(HDRS)
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libhsmesh.a $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libhsmesh.a -lcmocka $(LDLIBS_ALL)
 
-$(BUILD)/asan/tests/%: tests/unit/%.c $(BUILD)/asan/libhsmesh.a $(HDRS)
+$(BUILD)/asan/tests/%: tests/unit/%.c $(BUILD)/asan/libhsmesh.a $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -O1 $(SANFLAGS) -o $@ $< $(BUILD)/asan/libhsmesh.a -lcmocka $(LDLIBS_ALL)
 
