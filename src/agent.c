@@ -85,7 +85,7 @@
 #define MAX_CONNS 256
 #define MAX_REQ 8192			/* largest request frame a client may send */
 #define MAX_OUTBUF (8 * 1024 * 1024)	/* a client that does not read is dropped */
-#define MAX_SIGN_INFLIGHT 64		/* per client; more is answered "busy" */
+#define MAX_SIGN_INFLIGHT 1024	/* per client (a proxy): a burst of handshakes queues; more is "busy" */
 #define MAX_CERT_FILE (256 * 1024)
 #define GRACE_MS 30000			/* an old key outlives its rotation by this */
 #define SIGN_TIMEOUT_MS 5000

@@ -44,7 +44,7 @@
 #include "util.h"
 
 #define MAX_CONNS 256
-#define MAX_INFLIGHT 128		/* per peer; more is answered "busy" */
+#define MAX_INFLIGHT 2048		/* per peer (an agent serves many proxies); more is "busy" */
 #define MAX_OUTBUF (1024 * 1024)	/* a peer that does not read is dropped */
 #define MAX_UIDS 16
 #define MAX_WORKERS 64
