@@ -493,7 +493,7 @@ main(int argc, char **argv)
 		return bench_p11(argv[2], argv[3], argv[4], num(argv[5], 1, MAX_THREADS), num(argv[6], 1, 600));
 	if (strcmp(m, "keyholder") == 0 && argc >= 8 && argc <= 10)
 		return bench_keyholder(argv + 2, num(argv[6], 1, MAX_INFLIGHT), num(argv[7], 1, 600),
-		    argc > 8 ? (unsigned)num(argv[8], 0, 10000) : 0, argc > 9 ? num(argv[9], 1, 16) : 0);
+		    argc > 8 ? (unsigned)num(argv[8], 0, 10000) : 0, argc > 9 ? num(argv[9], 1, 64) : 0);
 	if (strcmp(m, "agent") == 0 && argc == 6)
 		return bench_agent(argv[2], argv[3], num(argv[4], 1, MAX_INFLIGHT), num(argv[5], 1, 600));
 	fprintf(stderr,
