@@ -15,26 +15,11 @@
 #include "err.h"
 #include "util.h"
 
+#include "shared_path.h"
+
 #define PHALA "testdata/sgx/phala-dcap-qvl/"
 
 static char coll_path[1024], quote_path[1024];
-
-/* $HSMESH_SHARED, else $HSMESH_ROOT/../shared, else ../shared. */
-static void
-shared_path(char *buf, size_t len, const char *rel)
-{
-	const char *d = getenv("HSMESH_SHARED"), *root;
-	int n;
-
-	if (d != NULL && *d != '\0')
-		n = snprintf(buf, len, "%s/%s", d, rel);
-	else if ((root = getenv("HSMESH_ROOT")) != NULL && *root != '\0')
-		n = snprintf(buf, len, "%s/../shared/%s", root, rel);
-	else
-		n = snprintf(buf, len, "../shared/%s", rel);
-	if (n < 0 || (size_t)n >= len)
-		fail_msg("path too long");
-}
 
 static const uint8_t key[32] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
 

@@ -19,25 +19,10 @@
 #include "sgxverify.h"
 #include "util.h"
 
+#include "shared_path.h"
+
 #define PHALA	"testdata/sgx/phala-dcap-qvl/"
 #define INTEL	"testdata/sgx/intel-qvl-sample/"
-
-/* $HSMESH_SHARED, else $HSMESH_ROOT/../shared, else ../shared. */
-static void
-shared_path(char *buf, size_t len, const char *rel)
-{
-	const char *d = getenv("HSMESH_SHARED"), *root;
-	int n;
-
-	if (d != NULL && *d != '\0')
-		n = snprintf(buf, len, "%s/%s", d, rel);
-	else if ((root = getenv("HSMESH_ROOT")) != NULL && *root != '\0')
-		n = snprintf(buf, len, "%s/../shared/%s", root, rel);
-	else
-		n = snprintf(buf, len, "../shared/%s", rel);
-	if (n < 0 || (size_t)n >= len)
-		fail_msg("path too long");
-}
 
 static void
 load(const char *rel, uint8_t **buf, size_t *len)
