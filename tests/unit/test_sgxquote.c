@@ -1156,10 +1156,16 @@ verify_intel_tdx_sample(void **state)
 	/* ... signer first: its TCB Info has no identity for module 0xC1 */
 	second = strstr(c.tcb_info_chain + 1, "-----BEGIN");
 	assert_non_null(second);
-	if ((swap = malloc(strlen(c.tcb_info_chain) + 1)) == NULL)
-		fail();
-	strcpy(swap, second);
-	strncat(swap, c.tcb_info_chain, (size_t)(second - c.tcb_info_chain));
+	{
+		size_t total = strlen(c.tcb_info_chain), head = (size_t)(second - c.tcb_info_chain);
+
+		/* the second certificate, then the first */
+		if ((swap = malloc(total + 1)) == NULL)
+			fail();
+		memcpy(swap, second, total - head);
+		memcpy(swap + total - head, c.tcb_info_chain, head);
+		swap[total] = '\0';
+	}
 	free(c.tcb_info_chain);
 	c.tcb_info_chain = swap;
 	assert_int_equal(sgx_verify_quote(pq, pl, &c, &o, &r), HSM_EPERM);
