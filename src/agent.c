@@ -72,6 +72,7 @@
 #include "attest.h"
 #include "cert.h"
 #include "cmds.h"
+#include "cmpder.h"
 #include "config.h"
 #include "err.h"
 #include "evidence.h"
@@ -1169,33 +1170,6 @@ cmp_ctx_new(struct agent *ag, OSSL_CMP_CTX **out)
 	return hsm_err_ossl(HSM_ECRYPTO, "CMP set-up");
 }
 
-/* An ITAV of type oid (dotted) with an OCTET STRING value, or none (NULL). */
-static OSSL_CMP_ITAV *
-itav_octets(const char *oid, const uint8_t *v, size_t len)
-{
-	ASN1_OBJECT *o = OBJ_txt2obj(oid, 1);
-	ASN1_OCTET_STRING *os = NULL;
-	ASN1_TYPE *t = NULL;
-	OSSL_CMP_ITAV *itav = NULL;
-
-	if (o == NULL)
-		return NULL;
-	if (v != NULL) {
-		if ((os = ASN1_OCTET_STRING_new()) == NULL || !ASN1_OCTET_STRING_set(os, v, (int)len) ||
-		    (t = ASN1_TYPE_new()) == NULL)
-			goto out;
-		ASN1_TYPE_set(t, V_ASN1_OCTET_STRING, os);
-		os = NULL;
-	}
-	if ((itav = OSSL_CMP_ITAV_create(o, t)) != NULL)
-		o = NULL, t = NULL;
- out:
-	ASN1_OBJECT_free(o);
-	ASN1_TYPE_free(t);
-	ASN1_OCTET_STRING_free(os);
-	return itav;
-}
-
 /* Ask the CA for an attestation nonce (an unprotected genm, attest.h). */
 static int
 get_nonce(struct job *j, uint8_t nonce[ATTEST_NONCE_LEN])
@@ -1203,7 +1177,6 @@ get_nonce(struct job *j, uint8_t nonce[ATTEST_NONCE_LEN])
 	OSSL_CMP_CTX *ctx = NULL;
 	OSSL_CMP_ITAV *itav;
 	STACK_OF(OSSL_CMP_ITAV) *got = NULL;
-	ASN1_OBJECT *want = NULL;
 	X509_NAME *name = NULL;
 	const ASN1_TYPE *v;
 	int r;
@@ -1211,7 +1184,7 @@ get_nonce(struct job *j, uint8_t nonce[ATTEST_NONCE_LEN])
 	if ((r = cmp_ctx_new(j->ag, &ctx)) != 0)
 		return r;
 	r = HSM_ECRYPTO;
-	if ((itav = itav_octets(HSM_OID_ATTEST_NONCE, NULL, 0)) == NULL ||
+	if ((itav = cmp_itav_new(HSM_OID_ATTEST_NONCE, V_ASN1_OCTET_STRING, NULL, 0)) == NULL ||
 	    OSSL_CMP_CTX_push0_genm_ITAV(ctx, itav) != 1) {
 		OSSL_CMP_ITAV_free(itav);
 		r = hsm_err_ossl(HSM_ECRYPTO, "CMP set-up");
@@ -1221,8 +1194,7 @@ get_nonce(struct job *j, uint8_t nonce[ATTEST_NONCE_LEN])
 	if ((name = workload_name(j->w->c->id)) == NULL ||
 	    OSSL_CMP_CTX_set1_subjectName(ctx, name) != 1 ||
 	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_SEND, 1) != 1 ||
-	    OSSL_CMP_CTX_set1_recipient(ctx, X509_get_subject_name(j->ag->root)) != 1 ||
-	    (want = OBJ_txt2obj(HSM_OID_ATTEST_NONCE, 1)) == NULL) {
+	    OSSL_CMP_CTX_set1_recipient(ctx, X509_get_subject_name(j->ag->root)) != 1) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "CMP set-up");
 		goto out;
 	}
@@ -1234,22 +1206,18 @@ get_nonce(struct job *j, uint8_t nonce[ATTEST_NONCE_LEN])
 		r = hsm_err(HSM_EIO, "asking the CA for an attestation nonce: %s", reason);
 		goto out;
 	}
-	r = hsm_err(HSM_EPROTO, "the CA sent no attestation nonce (is attestation configured "
-	    "in its ca.yaml?)");
-	for (int i = 0; i < sk_OSSL_CMP_ITAV_num(got); i++) {
-		itav = sk_OSSL_CMP_ITAV_value(got, i);
-		v = OSSL_CMP_ITAV_get0_value(itav);
-		if (OBJ_cmp(OSSL_CMP_ITAV_get0_type(itav), want) == 0 && v != NULL &&
-		    v->type == V_ASN1_OCTET_STRING &&
-		    ASN1_STRING_length(v->value.octet_string) == ATTEST_NONCE_LEN) {
-			memcpy(nonce, ASN1_STRING_get0_data(v->value.octet_string), ATTEST_NONCE_LEN);
-			r = 0;
-			break;
-		}
+	itav = cmp_itav_find(got, HSM_OID_ATTEST_NONCE);
+	v = itav != NULL ? OSSL_CMP_ITAV_get0_value(itav) : NULL;
+	if (v != NULL && v->type == V_ASN1_OCTET_STRING &&
+	    ASN1_STRING_length(v->value.octet_string) == ATTEST_NONCE_LEN) {
+		memcpy(nonce, ASN1_STRING_get0_data(v->value.octet_string), ATTEST_NONCE_LEN);
+		r = 0;
+	} else {
+		r = hsm_err(HSM_EPROTO, "the CA sent no attestation nonce (is attestation "
+		    "configured in its ca.yaml?)");
 	}
  out:
 	sk_OSSL_CMP_ITAV_pop_free(got, OSSL_CMP_ITAV_free);
-	ASN1_OBJECT_free(want);
 	X509_NAME_free(name);
 	OSSL_CMP_CTX_free(ctx);
 	return r;
@@ -1276,7 +1244,7 @@ attach_evidence(struct job *j, OSSL_CMP_CTX *ctx)
 	log_info("%s: %zu-byte quote from the %s evidence producer for key SHA-256 %02x%02x%02x%02x…",
 	    j->w->c->id, qlen, evidence_kind_name(j->ag->conf->evidence.kind), rd[0], rd[1], rd[2],
 	    rd[3]);
-	itav = itav_octets(HSM_OID_SGX_QUOTE, quote, qlen);
+	itav = cmp_itav_new(HSM_OID_SGX_QUOTE, V_ASN1_OCTET_STRING, quote, qlen);
 	free(quote);
 	if (itav == NULL || OSSL_CMP_CTX_push0_geninfo_ITAV(ctx, itav) != 1) {
 		OSSL_CMP_ITAV_free(itav);

@@ -430,58 +430,21 @@ cb_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
 	return si;
 }
 
-/* Does the genm ask for an attestation nonce (ITAV HSM_OID_ATTEST_NONCE)? */
+/* A genp body of one ITAV (cmp_itav_new). */
 static int
-wants_nonce(const STACK_OF(OSSL_CMP_ITAV) *in)
-{
-	ASN1_OBJECT *want = OBJ_txt2obj(HSM_OID_ATTEST_NONCE, 1);
-	int found = 0;
-
-	for (int i = 0; want != NULL && i < sk_OSSL_CMP_ITAV_num(in); i++)
-		if (OBJ_cmp(OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(in, i)), want) == 0)
-			found = 1;
-	ASN1_OBJECT_free(want);
-	return found;
-}
-
-/*
- * A genp body of one ITAV: type oid (dotted), value an ASN1_TYPE of type
- * vtype whose contents are data (for V_ASN1_SEQUENCE: the whole DER).
- */
-static int
-genp_one(const char *oid, int vtype, const unsigned char *data, int len,
+genp_one(const char *oid, int vtype, const uint8_t *data, size_t len,
     STACK_OF(OSSL_CMP_ITAV) **out)
 {
-	ASN1_STRING *str = NULL;
-	ASN1_TYPE *val = NULL;
-	ASN1_OBJECT *o = NULL;
-	OSSL_CMP_ITAV *itav = NULL;
-	int ok = 0;
+	OSSL_CMP_ITAV *itav = cmp_itav_new(oid, vtype, data, len);
 
-	*out = NULL;
-	if ((str = ASN1_STRING_new()) == NULL || !ASN1_STRING_set(str, data, len) ||
-	    (val = ASN1_TYPE_new()) == NULL)
-		goto done;
-	ASN1_TYPE_set(val, vtype, str);
-	str = NULL;
-	if ((o = OBJ_txt2obj(oid, 1)) == NULL || (itav = OSSL_CMP_ITAV_create(o, val)) == NULL)
-		goto done;
-	o = NULL;
-	val = NULL;
-	if ((*out = sk_OSSL_CMP_ITAV_new_null()) == NULL || !sk_OSSL_CMP_ITAV_push(*out, itav))
-		goto done;
-	itav = NULL;
-	ok = 1;
-done:
-	if (!ok) {
+	if (itav == NULL || (*out = sk_OSSL_CMP_ITAV_new_null()) == NULL ||
+	    !sk_OSSL_CMP_ITAV_push(*out, itav)) {
 		sk_OSSL_CMP_ITAV_free(*out);
 		*out = NULL;
+		OSSL_CMP_ITAV_free(itav);
+		return 0;
 	}
-	OSSL_CMP_ITAV_free(itav);
-	ASN1_OBJECT_free(o);
-	ASN1_TYPE_free(val);
-	ASN1_STRING_free(str);
-	return ok;
+	return 1;
 }
 
 /*
@@ -499,7 +462,7 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 	int n, total, ok = 0;
 
 	*out = NULL;
-	if (t->s->cfg->attest != NULL && wants_nonce(in)) {
+	if (t->s->cfg->attest != NULL && cmp_itav_find(in, HSM_OID_ATTEST_NONCE) != NULL) {
 		attest_nonce_make(t->s->nonce_key, time(NULL), nonce);
 		log_info("attestation nonce for %s", t->peer);
 		return genp_one(HSM_OID_ATTEST_NONCE, V_ASN1_OCTET_STRING, nonce, sizeof(nonce), out);
@@ -515,7 +478,7 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 	p = buf;
 	ASN1_put_object(&p, 1, n, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
 	memcpy(p, der, (size_t)n);
-	ok = genp_one("1.3.6.1.5.5.7.4.17", V_ASN1_SEQUENCE, buf, total, out);
+	ok = genp_one("1.3.6.1.5.5.7.4.17", V_ASN1_SEQUENCE, buf, (size_t)total, out);
 done:
 	OPENSSL_free(der);
 	OPENSSL_free(buf);

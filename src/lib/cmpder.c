@@ -3,6 +3,7 @@
  * element is read with ASN1_get_object() limited to the bytes that remain
  * of its parent, so no length from the peer is trusted.
  */
+#include <limits.h>
 #include <string.h>
 
 #include <openssl/asn1.h>
@@ -208,4 +209,45 @@ cmp_der_template_spki(const uint8_t *der, size_t len, uint8_t *spki, size_t cap,
 		p += t.total;
 	}
 	return HSM_ENOENT;
+}
+
+/* ---- InfoTypeAndValue ---- */
+
+OSSL_CMP_ITAV *
+cmp_itav_new(const char *oid, int vtype, const uint8_t *data, size_t len)
+{
+	ASN1_OBJECT *o = OBJ_txt2obj(oid, 1);
+	ASN1_STRING *str = NULL;
+	ASN1_TYPE *t = NULL;
+	OSSL_CMP_ITAV *itav = NULL;
+
+	if (o == NULL || len > INT_MAX)
+		goto out;
+	if (data != NULL) {
+		if ((str = ASN1_STRING_type_new(vtype)) == NULL ||
+		    !ASN1_STRING_set(str, data, (int)len) || (t = ASN1_TYPE_new()) == NULL)
+			goto out;
+		ASN1_TYPE_set(t, vtype, str);
+		str = NULL;
+	}
+	if ((itav = OSSL_CMP_ITAV_create(o, t)) != NULL)
+		o = NULL, t = NULL;
+ out:
+	ASN1_OBJECT_free(o);
+	ASN1_TYPE_free(t);
+	ASN1_STRING_free(str);
+	return itav;
+}
+
+OSSL_CMP_ITAV *
+cmp_itav_find(const STACK_OF(OSSL_CMP_ITAV) *sk, const char *oid)
+{
+	ASN1_OBJECT *want = OBJ_txt2obj(oid, 1);
+	OSSL_CMP_ITAV *found = NULL;
+
+	for (int i = 0; want != NULL && found == NULL && i < sk_OSSL_CMP_ITAV_num(sk); i++)
+		if (OBJ_cmp(OSSL_CMP_ITAV_get0_type(sk_OSSL_CMP_ITAV_value(sk, i)), want) == 0)
+			found = sk_OSSL_CMP_ITAV_value(sk, i);
+	ASN1_OBJECT_free(want);
+	return found;
 }

@@ -3,13 +3,16 @@
  * OpenSSL 3.0 has no getter for: the header's protectionAlg and senderKID,
  * the first of the extraCerts, and a certificate template's public key.
  * Pure functions over untrusted bytes, bounded by the buffer: fuzzed by
- * tests/fuzz/fuzz_cmpder.c.
+ * tests/fuzz/fuzz_cmpder.c. Also the InfoTypeAndValue helpers the CA and
+ * the agent share (our genm/genp and generalInfo entries).
  */
 #ifndef HSM_CMPDER_H
 #define HSM_CMPDER_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <openssl/cmp.h>
 
 struct cmp_der_info {
 	int has_protection_alg;
@@ -51,5 +54,14 @@ int cmp_der_parse_geninfo(const uint8_t *der, size_t len, const char *oid, struc
  * most cap bytes to spki. 0, HSM_ENOENT (no publicKey) or HSM_EPROTO.
  */
 int cmp_der_template_spki(const uint8_t *der, size_t len, uint8_t *spki, size_t cap, size_t *spkilen);
+
+/*
+ * An InfoTypeAndValue of type oid (dotted) whose value is an ASN1_TYPE of
+ * vtype holding data (V_ASN1_OCTET_STRING: the octets; V_ASN1_SEQUENCE:
+ * the whole DER), or without a value when data is NULL. NULL on failure.
+ */
+OSSL_CMP_ITAV *cmp_itav_new(const char *oid, int vtype, const uint8_t *data, size_t len);
+/* The first entry of sk whose type is oid (dotted), or NULL. */
+OSSL_CMP_ITAV *cmp_itav_find(const STACK_OF(OSSL_CMP_ITAV) *sk, const char *oid);
 
 #endif

@@ -217,9 +217,8 @@ geninfo_quote(void **state)
 	OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(NULL, NULL);
 	EVP_PKEY *k = EVP_EC_gen("P-256");
 	X509_NAME *n = X509_NAME_new();
-	ASN1_OBJECT *o = OBJ_txt2obj(HSM_OID_SGX_QUOTE, 1);
-	ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
-	ASN1_TYPE *t = ASN1_TYPE_new();
+	STACK_OF(OSSL_CMP_ITAV) *sk = sk_OSSL_CMP_ITAV_new_null();
+	OSSL_CMP_ITAV *itav, *bare;
 	uint8_t quote[1500];
 	struct cmp_der_info di;
 
@@ -227,9 +226,17 @@ geninfo_quote(void **state)
 		quote[i] = (uint8_t)(i * 7);
 	assert_non_null(ctx);
 	assert_non_null(k);
-	assert_int_equal(ASN1_OCTET_STRING_set(os, quote, sizeof(quote)), 1);
-	ASN1_TYPE_set(t, V_ASN1_OCTET_STRING, os);
-	assert_int_equal(OSSL_CMP_CTX_push0_geninfo_ITAV(ctx, OSSL_CMP_ITAV_create(o, t)), 1);
+	/* the shared ITAV helpers: a valueless one and one with octets, found by type */
+	assert_non_null(bare = cmp_itav_new(HSM_OID_ATTEST_NONCE, V_ASN1_OCTET_STRING, NULL, 0));
+	assert_null(OSSL_CMP_ITAV_get0_value(bare));
+	assert_non_null(itav = cmp_itav_new(HSM_OID_SGX_QUOTE, V_ASN1_OCTET_STRING, quote,
+	    sizeof(quote)));
+	assert_true(sk_OSSL_CMP_ITAV_push(sk, bare) > 0);
+	assert_null(cmp_itav_find(sk, HSM_OID_SGX_QUOTE));
+	assert_ptr_equal(cmp_itav_find(sk, HSM_OID_ATTEST_NONCE), bare);
+	sk_OSSL_CMP_ITAV_pop_free(sk, OSSL_CMP_ITAV_free);
+	assert_null(cmp_itav_new("not an oid", V_ASN1_OCTET_STRING, quote, 1));
+	assert_int_equal(OSSL_CMP_CTX_push0_geninfo_ITAV(ctx, itav), 1);
 	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"x", -1, -1, 0);
 	assert_int_equal(OSSL_CMP_CTX_set1_subjectName(ctx, n), 1);
 	assert_int_equal(OSSL_CMP_CTX_set1_recipient(ctx, n), 1);
