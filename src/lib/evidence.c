@@ -226,9 +226,9 @@ quote_command(const struct evidence_conf *e, const uint8_t rd[64], uint8_t **quo
 			    e->timeout_ms / 1000);
 			goto out;
 		}
-		if (poll(&p, 1, (int)(deadline - now)) < 0) {
-			if (errno == EINTR)
-				continue;
+		if ((got = poll(&p, 1, (int)(deadline - now))) <= 0) {
+			if (got == 0 || errno == EINTR)
+				continue;	/* the deadline is checked above */
 			r = hsm_err(HSM_EIO, "evidence: poll: %s", strerror(errno));
 			goto out;
 		}

@@ -10,7 +10,8 @@
 # another key (file producer, and the Gramine interface played by a
 # directory) is refused; a quote under another root, a
 # debug enclave, an OutOfDate TCB, a not-allowed MRSIGNER are refused with
-# the reason; a request without evidence is refused; `require: true` refuses
+# the reason; a producer that fails or hangs, and a CA that is down, fail
+# the attempt with the reason; a request without evidence is refused; `require: true` refuses
 # a join-token request without a quote and keeps the token; a join token
 # plus a quote enrolls the token's ID; every decision is in the audit log.
 . "$(dirname "$0")/lib.sh"
@@ -195,6 +196,23 @@ agent_yaml "$T/cf.yaml" cf "$AID" "  producer: command
 agent_run "$T/cf.yaml" "$T/cf.log"
 check "a failing evidence producer: enrollment fails with its reason and is retried" \
     wait_in "$T/cf.log" "enrollment failed \(evidence: /bin/false exited with status 1\)" 20
+agent_stop
+
+agent_yaml "$T/hang.yaml" hang "$AID" "  producer: command
+  command: [sleep, '30']
+  timeout: 1s"
+agent_run "$T/hang.yaml" "$T/hang.log"
+check "a producer that hangs is stopped after its timeout and the attempt retried" \
+    wait_in "$T/hang.log" "enrollment failed \(evidence: sleep gave no quote within 1s\)" 20
+check "...and the agent still serves its socket" test -S "$T/hang.sock"
+agent_stop
+# The CA down: the nonce cannot be fetched; the agent says so and keeps trying.
+kill -TERM "$CA"; wait "$CA" 2>/dev/null; CA=""
+agent_yaml "$T/down.yaml" down "$AID" "  producer: command
+  command: [$TOOL, quote, $T/pki]"
+agent_run "$T/down.yaml" "$T/down.log"
+check "the CA down: enrollment fails asking for the nonce, retried with backoff" \
+    wait_in "$T/down.log" "CA unreachable: asking the CA for an attestation nonce" 20
 agent_stop
 
 # ---- requests without evidence (the real openssl cmp client) ----
