@@ -247,8 +247,24 @@ quote_command(const struct evidence_conf *e, const uint8_t rd[64], uint8_t **quo
 			goto out;
 		}
 	}
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	/* Its stdout is closed; it must also exit before the deadline. */
+	for (;;) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR) {
+			r = hsm_err(HSM_EIO, "evidence: waitpid: %s", strerror(errno));
+			pid = -1;
+			goto out;
+		}
+		if (hsm_now_ms() >= deadline) {
+			r = hsm_err(HSM_ETIMEDOUT, "evidence: %s did not exit within %us", e->argv[0],
+			    e->timeout_ms / 1000);
+			goto out;
+		}
+		usleep(10000);
+	}
 	pid = -1;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		r = hsm_err(HSM_EIO, "evidence: %s %s %d", e->argv[0],

@@ -206,6 +206,13 @@ check "a producer that hangs is stopped after its timeout and the attempt retrie
     wait_in "$T/hang.log" "enrollment failed \(evidence: sleep gave no quote within 1s\)" 20
 check "...and the agent still serves its socket" test -S "$T/hang.sock"
 agent_stop
+agent_yaml "$T/linger.yaml" linger "$AID" "  producer: command
+  command: [sh, -c, \"printf x; exec >&-; sleep 30\"]
+  timeout: 1s"
+agent_run "$T/linger.yaml" "$T/linger.log"
+check "a producer that closes its output but does not exit is stopped too" \
+    wait_in "$T/linger.log" "enrollment failed \(evidence: sh did not exit within 1s\)" 20
+agent_stop
 # The CA down: the nonce cannot be fetched; the agent says so and keeps trying.
 kill -TERM "$CA"; wait "$CA" 2>/dev/null; CA=""
 agent_yaml "$T/down.yaml" down "$AID" "  producer: command
