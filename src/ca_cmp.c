@@ -278,7 +278,28 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 	}
 	spki_id_hex(pub, spkiid);
 
-	/* Evidence first: a refusal must not cost a join token. */
+	/* The signer of a kur, before any evidence is weighed. */
+	if (type == BODY_KUR) {
+		if (t->auth != AUTH_CERT) {
+			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "kur must be signed by a current certificate");
+			goto out;
+		}
+		if (t->signer_state != SIGNER_OK) {
+			si = reject(t, OSSL_CMP_PKIFAILUREINFO_certRevoked,
+			    t->signer_state == SIGNER_EXPIRED ? "certificate expired" :
+			    t->signer_state == SIGNER_REVOKED ? "certificate revoked" : "identity revoked");
+			audit_event(s->cfg->audit, "refused", "op", what, "peer", t->peer, "id", t->signer_id,
+			    "old_serial", t->signer_serial, "reason", "signer not current", NULL);
+			goto out;
+		}
+		spki_id_hex(X509_get0_pubkey(t->signer), oldspki);
+		if (strcmp(oldspki, spkiid) == 0) {
+			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "kur must carry a new key");
+			goto out;
+		}
+	}
+
+	/* Evidence next: a refusal must not cost a join token. */
 	if (s->cfg->attest != NULL &&
 	    (t->quote != NULL || t->auth == AUTH_NONE || s->cfg->attest->require)) {
 		if (t->quote == NULL) {
@@ -312,23 +333,6 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 	}
 
 	if (type == BODY_KUR) {
-		if (t->auth != AUTH_CERT) {
-			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "kur must be signed by a current certificate");
-			goto out;
-		}
-		if (t->signer_state != SIGNER_OK) {
-			si = reject(t, OSSL_CMP_PKIFAILUREINFO_certRevoked,
-			    t->signer_state == SIGNER_EXPIRED ? "certificate expired" :
-			    t->signer_state == SIGNER_REVOKED ? "certificate revoked" : "identity revoked");
-			audit_event(s->cfg->audit, "refused", "op", what, "peer", t->peer, "id", t->signer_id,
-			    "old_serial", t->signer_serial, "reason", "signer not current", NULL);
-			goto out;
-		}
-		spki_id_hex(X509_get0_pubkey(t->signer), oldspki);
-		if (strcmp(oldspki, spkiid) == 0) {
-			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, "kur must carry a new key");
-			goto out;
-		}
 		id = t->signer_id;
 		parent = t->signer_serial;
 		snprintf(auth, sizeof(auth), "kur:%s", t->signer_serial);
