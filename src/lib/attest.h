@@ -80,7 +80,9 @@ struct attest_result {
  * Verify quote against p's collateral at now and evaluate the policy and
  * the binding to spki (the request's SubjectPublicKeyInfo DER) and to a
  * nonce made with nonce_key. 0 (accepted) or HSM_EPOLICY / HSM_EPERM /
- * HSM_EPROTO with r->why saying why.
+ * HSM_EPROTO with r->why saying why. The collateral is read again at
+ * every check (enrollments are rare next to its cost), so a refreshed
+ * file (Intel publishes new TCB Info monthly) counts without a restart.
  */
 int attest_check(const struct attest_policy *p, const uint8_t *quote, size_t len,
     const uint8_t *spki, size_t spkilen, const uint8_t nonce_key[32], time_t now,
