@@ -323,7 +323,9 @@ conn_flush(struct app *a, struct conn *c)
 
 	while (c->out_off < c->out_len || c->stream > 0) {
 		if (c->out_off < c->out_len)
-			w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+			/* The head and a streamed body leave in one segment (MSG_MORE). */
+			w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+			    MSG_NOSIGNAL | (c->stream > 0 ? MSG_MORE : 0));
 		else
 			w = send(c->fd, xs, c->stream < sizeof(xs) ? (size_t)c->stream : sizeof(xs),
 			    MSG_NOSIGNAL);
