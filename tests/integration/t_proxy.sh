@@ -203,6 +203,8 @@ check "openssl s_client with an allowed ID: TLS 1.3, b's SPIFFE certificate" sh 
 	    -verify_return_error -ign_eof 2>/dev/null >"$5/sc.out"
 	grep -q "Protocol  *: TLSv1.3" "$5/sc.out" && grep -q "hello from b" "$5/sc.out" &&
 	    grep -q "Verify return code: 0 (ok)" "$5/sc.out"' x "$BPORT" "$T/fa.pem" "$T/fa.key" "$ROOT" "$T"
+check "b sends its leaf only: no root, no chain built from the trust store per handshake" \
+    test "$(grep -c '^ *[0-9][0-9]* s:' "$T/sc.out")" = 1
 check "TLS 1.2 is refused by default" sh -c '! timeout 10 openssl s_client -connect 127.0.0.1:$1 -tls1_2 -cert "$2" -key "$3" </dev/null >/dev/null 2>&1' x "$BPORT" "$T/fa.pem" "$T/fa.key"
 
 curl -s --max-time 5 "http://127.0.0.1:$BMET/metrics" >"$T/b.metrics"
@@ -301,6 +303,18 @@ check "a new connection after the rotations gets b's new certificate" sh -c '
 	    openssl x509 -noout -serial | cut -d= -f2 >"$4/newserial"
 	s=$(tr A-F a-f <"$4/newserial" | sed "s/^0*//")
 	grep "rotated:" "$5" | tail -n 1 | grep -q "serial $s "' x "$BPORT" "$T/fa.pem" "$T/fa.key" "$T" "$T/b.log"
+# Both proxies run 2 workers, each with its own TLS contexts: a session
+# one of a's workers stored must resume on the other, with a ticket that
+# either of b's workers issued (one ticket key per certificate generation,
+# shared by the workers). Sequential connections spread over the workers;
+# a rotation during the loop costs a few full handshakes, a ticket key per
+# worker would cost about half.
+resumed_b() { curl -s --max-time 5 "http://127.0.0.1:$BMET/metrics" >"$T/b.metrics"; v=$(metric "$T/b.metrics" 'hsmesh_proxy_handshakes_total{listener="web",resumed="true"}'); echo "${v%.*}"; }
+r0=$(resumed_b)
+for _ in $(seq 40); do curl -s --max-time 10 -o /dev/null "http://127.0.0.1:$APORT/"; done
+r1=$(resumed_b)
+check "after the rotations, 40 new connections a -> b resume across workers ($((r1 - r0)) resumed at b)" \
+    test $((r1 - r0)) -ge 28 || diag "$T/a.log" "$T/b.log"
 
 # ---- the agent killed and restarted ---------------------------------------------------
 kill -9 "$AGENT"
