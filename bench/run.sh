@@ -420,7 +420,8 @@ handshakes() {
 cg_s_server() {
 	p=$(free_port)
 	$VG --callgrind-out-file="$CG/s_server.$1" openssl s_server -accept "127.0.0.1:$p" -www -quiet \
-	    -cert "$T/fb.pem" -key "$T/fb.key" -CAfile "$ROOT" -Verify 1 -verify_return_error \
+	    -cert "$T/fb.pem" -key "$T/fb.key" -verifyCAfile "$ROOT" -no-CAfile -no-CApath -no-CAstore \
+	    -Verify 1 -verify_return_error \
 	    -tls1_3 -num_tickets 1 -naccept "$1" >"$CG/s_server.$1.log" 2>&1 &
 	sp=$!; track $sp
 	for _ in $(seq 300); do listening "$p" && break; sleep 0.1; done
@@ -660,7 +661,10 @@ report_callgrind() {
 	echo "Ir per handshake = (Ir(N2) − Ir(N1)) / (N2 − N1), so start-up and shutdown cancel. Each handshake is"
 	echo "a new \`openssl s_client\` process (TLS 1.3, client certificate, no session to resume) that closes"
 	echo "right after the handshake. \`openssl s_server\` has the key in memory and sends one ticket"
-	echo "(\`-num_tickets 1\`), like the sidecar. The hsmesh inbound sidecar also authorises the SPIFFE ID,"
+	echo "(\`-num_tickets 1\`), like the sidecar, and sends its leaf alone, like the sidecar and HAProxy: the root"
+	echo "verifies clients (\`-verifyCAfile\`) but is not in the store OpenSSL builds the sent chain from (with"
+	echo "\`-CAfile\` s_server would rebuild the chain at every handshake and send the root too)."
+	echo "The hsmesh inbound sidecar also authorises the SPIFFE ID,"
 	echo "connects to the app and writes the access log; its private-key operation happens in the agent and"
 	echo "its keyholder (SoftHSM2), counted on their own line with the same method (agent run under callgrind"
 	echo "with \`--trace-children=yes\`). Under valgrind, which lacks seccomp(2), bench/vgshim.c makes the"
