@@ -24,6 +24,8 @@ struct kh_req {
 	struct rpc_req rpc;		/* first: the core's view */
 	uint8_t *reply;			/* a successful reply's body */
 	size_t replylen;
+	kh_sign_cb cb;			/* kh_sign_call */
+	void *arg;
 };
 
 struct kh_client {
@@ -112,10 +114,28 @@ kh_connect(const char *path, struct kh_client **out)
 	return st;
 }
 
-/* Queue a request and send its frame. On success *out holds the owner's reference. */
+/* A kh_sign_call request ended: hand its result to the caller's callback (reader thread). */
+static void
+kh_sign_done(struct rpc_req *rr)
+{
+	struct kh_req *r = (struct kh_req *)rr;
+	int st = rpc_req_status(rr);
+
+	if (st == 0 && (r->replylen == 0 || r->replylen > HSM_MAX_SIG))
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed signature");
+	if (st != 0)
+		r->cb(r->arg, st, NULL, 0);
+	else
+		r->cb(r->arg, 0, r->reply, r->replylen);
+}
+
+/*
+ * Queue a request and send its frame. On success *out holds the owner's
+ * reference; with cb, there is no owner (out is NULL) and cb gets the end.
+ */
 static int
 req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *b1, size_t l1,
-    const uint8_t *b2, size_t l2, int notify_fd, struct kh_req **out)
+    const uint8_t *b2, size_t l2, int notify_fd, kh_sign_cb cb, void *arg, struct kh_req **out)
 {
 	uint8_t frame[KH_MAX_FRAME];
 	struct kh_req *r;
@@ -128,6 +148,11 @@ req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *
 		timeout_ms = KH_MAX_DEADLINE_MS;
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return HSM_ENOMEM;
+	if (cb != NULL) {
+		r->cb = cb;
+		r->arg = arg;
+		r->rpc.done_cb = kh_sign_done;
+	}
 	if ((st = rpc_req_queue(&c->rpc, &r->rpc, type, timeout_ms, notify_fd)) != 0) {
 		free(r);
 		return st;
@@ -137,6 +162,8 @@ req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *
 		rpc_req_cancel(&r->rpc);
 		return hsm_err(HSM_EINVAL, "keyholder request too large");
 	}
+	if (cb != NULL)
+		return rpc_req_send_cb(&r->rpc, frame, (size_t)n);
 	if ((st = rpc_req_send(&r->rpc, frame, (size_t)n)) != 0)
 		return st;
 	*out = r;
@@ -166,7 +193,7 @@ call(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *b1, 
 
 	*body = NULL;
 	*bodylen = 0;
-	if ((st = req_send(c, type, timeout_ms, b1, l1, b2, l2, -1, &r)) != 0)
+	if ((st = req_send(c, type, timeout_ms, b1, l1, b2, l2, -1, NULL, NULL, &r)) != 0)
 		return st;
 	if ((st = rpc_req_wait(&r->rpc)) == 0) {
 		/* The reader is done with r: its reply is ours to take. */
@@ -336,7 +363,21 @@ kh_sign_start(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
 	*out = NULL;
 	if ((st = sign_body(keyid, alg, dgst, dlen, body, &len)) != 0)
 		return st;
-	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, notify_fd, out);
+	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, notify_fd, NULL, NULL, out);
+}
+
+int
+kh_sign_call(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
+    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, kh_sign_cb cb, void *arg)
+{
+	uint8_t body[HSM_KEYID_LEN + 2 + 64];
+	struct kh_req *unused;
+	size_t len = 0;
+	int st;
+
+	if ((st = sign_body(keyid, alg, dgst, dlen, body, &len)) != 0)
+		return st;
+	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, -1, cb, arg, &unused);
 }
 
 int

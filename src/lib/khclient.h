@@ -75,6 +75,20 @@ int kh_sign(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
  */
 int kh_sign_start(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
     const uint8_t *dgst, size_t dlen, unsigned timeout_ms, int notify_fd, struct kh_req **out);
+/*
+ * Signing with a completion callback, for a caller that is itself an
+ * event loop and need not be woken: cb(arg, status, sig, siglen) is
+ * called exactly once when the request ends (reply, deadline, or the
+ * keyholder gone / kh_client_free), on the client's reader thread with no
+ * lock held, sig valid only during the call (NULL on failure, whose detail
+ * hsm_err_msg(status) reads). It should be quick: replies wait meanwhile.
+ * It must not call kh_client_free on this client. 0, or an error
+ * (HSM_EINVAL, HSM_ENOMEM, HSM_ECLOSED) and cb is never called.
+ */
+typedef void (*kh_sign_cb)(void *arg, int status, const uint8_t *sig, size_t siglen);
+int kh_sign_call(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
+    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, kh_sign_cb cb, void *arg);
+
 /* Non-zero once the request has ended. */
 int kh_req_done(struct kh_req *r);
 /* After kh_req_done: status (0 or HSM_E*), signature copied to sig (HSM_MAX_SIG). */

@@ -70,6 +70,16 @@ end_locked(struct rpc_req *r, int status, const char *text, size_t textlen, int 
 		r->errtext[n] = '\0';
 	}
 	atomic_store(&r->done, 1);
+	if (r->done_cb != NULL) {
+		/* The reader calls it after dropping the lock; the list's reference goes then. */
+		if (notify) {
+			r->cnext = r->c->completed;
+			r->c->completed = r;
+			return;
+		}
+		(void)req_unref_locked(r);
+		return;
+	}
 	pthread_cond_broadcast(&r->cv);
 	if (notify && r->notify_fd >= 0) {
 		do
@@ -124,6 +134,30 @@ expire_locked(struct rpc_conn *c, uint64_t now)
 	return soonest == 0 ? -1 : (int)(soonest - now);
 }
 
+/* Reader thread, lock not held: call the done_cb of requests that ended, oldest first. */
+static void
+run_completed(struct rpc_conn *c)
+{
+	struct rpc_req *list = NULL, *r;
+
+	pthread_mutex_lock(&c->mu);
+	while ((r = c->completed) != NULL) {
+		c->completed = r->cnext;
+		r->cnext = list;
+		list = r;
+	}
+	pthread_mutex_unlock(&c->mu);
+	while ((r = list) != NULL) {
+		list = r->cnext;
+		r->cnext = NULL;
+		r->done_cb(r);
+		pthread_mutex_lock(&c->mu);
+		/* Never the last of c: the creator's reference lasts until the reader is joined. */
+		(void)req_unref_locked(r);
+		pthread_mutex_unlock(&c->mu);
+	}
+}
+
 static void *
 reader_main(void *arg)
 {
@@ -149,14 +183,18 @@ reader_main(void *arg)
 		};
 		int timeout, own = -1, n;
 		ssize_t got;
+		uint64_t now;
 
 		if (ops->tick != NULL)
 			own = ops->tick(c, hsm_now_ms());
 		pthread_mutex_lock(&c->mu);
-		timeout = expire_locked(c, hsm_now_ms());
-		pthread_mutex_unlock(&c->mu);
+		now = hsm_now_ms();
+		timeout = expire_locked(c, now);
 		if (own >= 0 && (timeout < 0 || own < timeout))
 			timeout = own;
+		c->wait_until = timeout < 0 ? UINT64_MAX : now + (uint64_t)timeout;
+		pthread_mutex_unlock(&c->mu);
+		run_completed(c);
 		n = poll(pfd, 2, timeout);
 		if (n < 0 && errno != EINTR) {
 			snprintf(why, sizeof(why), "poll on the socket to %s failed", ops->peer);
@@ -199,6 +237,7 @@ out:
 	c->closed = 1;
 	fail_all_locked(c, HSM_ECLOSED, why);
 	pthread_mutex_unlock(&c->mu);
+	run_completed(c);
 	if (ops->closed != NULL)
 		ops->closed(c, why);
 	return NULL;
@@ -240,6 +279,7 @@ rpc_conn_new(size_t size, int fd, const struct rpc_ops *ops, struct rpc_conn **o
 	c->fd = fd;
 	c->refs = 1;
 	c->next_id = 1;
+	c->wait_until = UINT64_MAX;
 	if (pipe2(c->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
 		free(c);
 		return hsm_err(HSM_EIO, "pipe: %s", strerror(errno));
@@ -328,6 +368,10 @@ rpc_req_queue(struct rpc_conn *c, struct rpc_req *r, uint8_t type, unsigned time
 		return hsm_err(HSM_ECLOSED, "%s is gone", c->ops->peer);
 	}
 	r->id = rpc_next_id_locked(c);
+	/* Only a request due before the reader's wait ends needs to wake it. */
+	r->wake = r->deadline < c->wait_until;
+	if (r->wake)
+		c->wait_until = r->deadline;
 	c->refs++;
 	r->next = c->pending;
 	c->pending = r;
@@ -335,10 +379,11 @@ rpc_req_queue(struct rpc_conn *c, struct rpc_req *r, uint8_t type, unsigned time
 	return 0;
 }
 
-int
-rpc_send(struct rpc_conn *c, const uint8_t *frame, size_t len)
+/* Write a frame; wake: make the reader look at its deadlines again. */
+static int
+send_frame(struct rpc_conn *c, const uint8_t *frame, size_t len, int wake)
 {
-	uint64_t one = 1;
+	uint8_t one = 1;
 	int st, e;
 
 	pthread_mutex_lock(&c->wmu);
@@ -347,11 +392,17 @@ rpc_send(struct rpc_conn *c, const uint8_t *frame, size_t len)
 	pthread_mutex_unlock(&c->wmu);
 	if (st != 0)
 		return hsm_err(HSM_ECLOSED, "cannot write to %s: %s", c->ops->peer, strerror(e));
-	/* The reader may be sleeping on a later deadline: make it look again. */
-	if (write(c->wake[1], &one, 1) < 0) {
+	if (wake && write(c->wake[1], &one, 1) < 0) {
 		/* A full pipe already guarantees a wake-up. */
 	}
 	return 0;
+}
+
+int
+rpc_send(struct rpc_conn *c, const uint8_t *frame, size_t len)
+{
+	/* Not a request: the client's own deadline (tick) may have changed. */
+	return send_frame(c, frame, len, 1);
 }
 
 void
@@ -375,8 +426,35 @@ rpc_req_send(struct rpc_req *r, const uint8_t *frame, size_t len)
 {
 	int st;
 
-	if ((st = rpc_send(r->c, frame, len)) != 0)
+	/*
+	 * The wake-up was decided when r was queued: a request due after the
+	 * reader's current wait (the usual case, equal timeouts) costs the
+	 * reader no context switch.
+	 */
+	if ((st = send_frame(r->c, frame, len, r->wake)) != 0)
 		rpc_req_cancel(r);
+	return st;
+}
+
+int
+rpc_req_send_cb(struct rpc_req *r, const uint8_t *frame, size_t len)
+{
+	struct rpc_conn *c = r->c;
+	int st, free_c;
+
+	st = send_frame(c, frame, len, r->wake);
+	pthread_mutex_lock(&c->mu);
+	if (st != 0) {
+		/* Ended meanwhile (the reader saw the close): its callback tells. */
+		if (atomic_load(&r->done))
+			st = 0;
+		else
+			end_locked(r, HSM_ECLOSED, NULL, 0, 0);
+	}
+	free_c = req_unref_locked(r);	/* the owner's */
+	pthread_mutex_unlock(&c->mu);
+	if (free_c)
+		conn_destroy(c);
 	return st;
 }
 

@@ -35,6 +35,16 @@ struct rpc_req {
 	int		 status;
 	char		 errtext[RPC_MAX_ERRTEXT + 1];
 	int		 notify_fd;
+	int		 wake;		/* its deadline is sooner than the reader's wait */
+	/*
+	 * Optional, set by the client before rpc_req_queue: called once when
+	 * r ends by reply, deadline or close, on the reader thread, lock not
+	 * held, instead of the cond/notify_fd wake-ups (the reader itself
+	 * is awake, so completing costs no thread another wake-up). Not
+	 * called for a request withdrawn by rpc_req_cancel (never sent).
+	 */
+	void		(*done_cb)(struct rpc_req *r);
+	struct rpc_req	*cnext;		/* completed list, under the lock */
 	pthread_cond_t	 cv;
 };
 
@@ -71,6 +81,13 @@ struct rpc_conn {
 	int		 closed;
 	uint32_t	 next_id;
 	struct rpc_req	*pending;
+	struct rpc_req	*completed;	/* ended with a done_cb still to call (reader) */
+	/*
+	 * When the reader's wait ends at the latest (monotonic ms; UINT64_MAX:
+	 * none). A request due later needs no wake-up: the reader looks at
+	 * the pending list again before every wait.
+	 */
+	uint64_t	 wait_until;
 };
 
 /*
@@ -107,6 +124,12 @@ int rpc_req_queue(struct rpc_conn *c, struct rpc_req *r, uint8_t type, unsigned 
  * reference dropped (r is gone); returns the status with the detail set.
  */
 int rpc_req_send(struct rpc_req *r, const uint8_t *frame, size_t len);
+/*
+ * Send the frame of r, queued with a done_cb, and drop the caller's
+ * reference in every case. 0: the callback will be called (once, maybe
+ * already now with the failure); else the status, and it never is.
+ */
+int rpc_req_send_cb(struct rpc_req *r, const uint8_t *frame, size_t len);
 /* Withdraw a queued request that could not be sent (r is gone). */
 void rpc_req_cancel(struct rpc_req *r);
 /* Send a frame that is no request (a subscription's); 0 or HSM_ECLOSED. */

@@ -411,6 +411,161 @@ killed_keyholder(void **state)
 	free(spki);
 }
 
+/* kh_sign_call results, collected from the reader thread. */
+struct calls {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	EVP_PKEY *pub;
+	uint8_t dg[64][32];
+	int n, ok, closed, other;
+	int seen[64];			/* callbacks per request: must be exactly 1 */
+};
+
+struct call_arg {
+	struct calls *k;
+	int i;
+};
+
+static void
+call_done(void *arg, int st, const uint8_t *sig, size_t siglen)
+{
+	struct call_arg *a = arg;
+	struct calls *k = a->k;
+
+	pthread_mutex_lock(&k->mu);
+	k->seen[a->i]++;
+	if (st == 0 && sig != NULL && verify_digest(k->pub, k->dg[a->i], 32, sig, siglen))
+		k->ok++;
+	else if (st == HSM_ECLOSED && sig == NULL)
+		k->closed++;
+	else
+		k->other++;
+	k->n++;
+	pthread_cond_broadcast(&k->cv);
+	pthread_mutex_unlock(&k->mu);
+}
+
+static void
+calls_wait(struct calls *k, int n)
+{
+	pthread_mutex_lock(&k->mu);
+	while (k->n < n)
+		pthread_cond_wait(&k->cv, &k->mu);
+	pthread_mutex_unlock(&k->mu);
+}
+
+/*
+ * 64 kh_sign_call in flight to a slow token with 32 workers: every
+ * callback comes exactly once with a signature that verifies.
+ */
+static void
+sign_call_many_in_flight(void **state)
+{
+	struct kh_client *c;
+	pid_t pid;
+	uint8_t id[HSM_KEYID_LEN], *spki;
+	size_t len;
+	struct calls k = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	struct call_arg a[64];
+
+	opts.sign_delay_ms = 20;
+	opts.workers = 32;
+	spawn(&c, &pid);
+	opts.sign_delay_ms = 0;
+	opts.workers = 0;
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "calls", 0, id, &spki, &len), 0);
+	k.pub = pub_of(spki, len);
+	for (int i = 0; i < 64; i++) {
+		RAND_bytes(k.dg[i], 32);
+		a[i] = (struct call_arg){ &k, i };
+		assert_int_equal(kh_sign_call(c, id, HSM_SIG_ECDSA, k.dg[i], 32, 20000, call_done, &a[i]), 0);
+	}
+	calls_wait(&k, 64);
+	assert_int_equal(k.ok, 64);
+	kh_destroy(c, id, 0);
+	reap(c, pid);
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(k.seen[i], 1);
+	EVP_PKEY_free(k.pub);
+	free(spki);
+}
+
+/*
+ * The keyholder dies with kh_sign_call requests in flight: each callback
+ * comes once, with HSM_ECLOSED; a later call fails at once (no callback)
+ * or calls back with HSM_ECLOSED; freeing the client calls nothing more.
+ */
+static void
+sign_call_keyholder_killed(void **state)
+{
+	struct kh_client *c;
+	pid_t pid;
+	uint8_t id[HSM_KEYID_LEN], *spki;
+	size_t len;
+	struct calls k = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	struct call_arg a[5];
+	int st, want = 4;
+
+	opts.sign_delay_ms = 3000;
+	spawn(&c, &pid);
+	opts.sign_delay_ms = 0;
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "callkill", 0, id, &spki, &len), 0);
+	k.pub = pub_of(spki, len);
+	for (int i = 0; i < 4; i++) {
+		a[i] = (struct call_arg){ &k, i };
+		assert_int_equal(kh_sign_call(c, id, HSM_SIG_ECDSA, k.dg[i], 32, 20000, call_done, &a[i]), 0);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	calls_wait(&k, 4);
+	a[4] = (struct call_arg){ &k, 4 };
+	st = kh_sign_call(c, id, HSM_SIG_ECDSA, k.dg[4], 32, 20000, call_done, &a[4]);
+	if (st == 0)
+		want = 5;
+	else
+		assert_int_equal(st, HSM_ECLOSED);
+	calls_wait(&k, want);
+	kh_client_free(c);
+	assert_int_equal(k.closed, want);
+	assert_int_equal(k.n, want);
+	assert_int_equal(k.ok + k.other, 0);
+	for (int i = 0; i < want; i++)
+		assert_int_equal(k.seen[i], 1);
+	EVP_PKEY_free(k.pub);
+	free(spki);
+}
+
+/* Requests still in flight when the client is freed are called back (HSM_ECLOSED) before it returns. */
+static void
+sign_call_client_freed(void **state)
+{
+	struct kh_client *c;
+	pid_t pid;
+	uint8_t id[HSM_KEYID_LEN], *spki;
+	size_t len;
+	struct calls k = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	struct call_arg a[3];
+	int status;
+
+	opts.sign_delay_ms = 2000;
+	spawn(&c, &pid);
+	opts.sign_delay_ms = 0;
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "callfree", 0, id, &spki, &len), 0);
+	k.pub = pub_of(spki, len);
+	for (int i = 0; i < 3; i++) {
+		a[i] = (struct call_arg){ &k, i };
+		assert_int_equal(kh_sign_call(c, id, HSM_SIG_ECDSA, k.dg[i], 32, 20000, call_done, &a[i]), 0);
+	}
+	kh_client_free(c);
+	assert_int_equal(k.n, 3);
+	assert_int_equal(k.closed, 3);
+	/* The keyholder exits when its parent's socket closes, requests in flight or not. */
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	EVP_PKEY_free(k.pub);
+	free(spki);
+}
+
 static pid_t
 start_listener(const char *sock, const char *extra)
 {
@@ -532,6 +687,9 @@ main(void)
 		cmocka_unit_test(async_job_pauses),
 		cmocka_unit_test(deadline_ends_request),
 		cmocka_unit_test(killed_keyholder),
+		cmocka_unit_test(sign_call_many_in_flight),
+		cmocka_unit_test(sign_call_keyholder_killed),
+		cmocka_unit_test(sign_call_client_freed),
 		cmocka_unit_test(malformed_peer_closed),
 		cmocka_unit_test(uid_not_allowed),
 		cmocka_unit_test(wrong_pin_reported),
