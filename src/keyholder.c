@@ -8,19 +8,23 @@
  * generate, public key, sign, destroy, find, ping. Keys are named by the
  * SHA-256 of their SubjectPublicKeyInfo and never leave the token.
  *
- * Threads: the main thread runs an epoll loop that reads and validates
- * frames and writes replies; a pool of workers, each using its own token
- * session, performs the token operations, so many requests are in flight
- * and a slow operation does not stop the loop. Each request carries a
- * deadline; a request still queued when its deadline passes is answered
- * with HSM_ETIMEDOUT without touching the token. A malformed frame closes
- * that peer only.
+ * Threads (see struct kh below): token.workers threads at most perform
+ * token operations at once, each with its own token session; an idle
+ * thread reads and validates a peer's frames, performs the first request
+ * itself and writes the reply, so a request costs one wake-up. One thread
+ * more than the performers keeps reading while all of them are busy, so
+ * many requests are in flight and a slow operation stops nobody. The main
+ * thread runs signals, the listener and the flushing of replies a peer did
+ * not take at once. Each request carries a deadline; a request still
+ * queued when its deadline passes is answered with HSM_ETIMEDOUT without
+ * touching the token. A malformed frame closes that peer only.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,16 +52,31 @@
 #define MAX_OUTBUF (1024 * 1024)	/* a peer that does not read is dropped */
 #define MAX_UIDS 16
 #define MAX_WORKERS 64
+#define READ_BATCH 8			/* reads per turn on one peer before others get a turn */
 
+/*
+ * A peer. Its read side belongs to the one thread that took its readiness
+ * from the workers' epoll (EPOLLONESHOT) until that thread re-arms it;
+ * rmu makes that ownership visible to the memory model as well. Its write
+ * side (replies come from any thread) is under wmu. It lives while
+ * referenced: the read side (until conn_close), each job, an EPOLLOUT
+ * watch of the main loop, and a thread working on it.
+ */
 struct conn {
+	struct conn *next, *prev;	/* kh.conns, under kh.mu */
 	int fd;
 	uid_t uid;
 	pid_t pid;
-	int refs;			/* the loop + queued/running jobs; main thread only */
-	int dead;
-	int inflight;
+	atomic_int refs;
+	atomic_int inflight;
+	pthread_mutex_t rmu;
 	uint8_t in[2 * KH_MAX_FRAME];
 	size_t inlen;
+	pthread_mutex_t wmu;
+	int dead;			/* no more writes */
+	int closed;			/* the read side ended (conn_close) */
+	int out_watch;			/* the main loop watches EPOLLOUT (holds a reference) */
+	int in_mep;			/* fd registered with the main loop's epoll */
 	uint8_t *out;
 	size_t outlen, outcap;
 };
@@ -71,12 +90,23 @@ struct job {
 	int replylen;
 };
 
-struct queue {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct job *head, *tail;
-};
-
+/*
+ * Threads: token.workers performers at most run token operations at once
+ * (one token session each); there is one thread more than that, all alike.
+ * An idle thread waits in the workers' epoll (wep) for a peer's request and
+ * performs it itself, replying directly: one wake-up per request, no
+ * hand-off between threads. Requests read beyond the first go to the queue;
+ * an idle thread is woken for them through qefd while fewer than
+ * token.workers perform, and a performer takes the next one when it
+ * finishes. The extra thread means some thread always reads the sockets,
+ * even with every performer stuck on a slow token: peers are never
+ * blocked on a full socket, queued requests past their deadline are
+ * answered without the token, and more than MAX_INFLIGHT is "busy".
+ *
+ * The main thread runs its own epoll (mep): signals, the listener, closes
+ * (ctlefd) and the EPOLLOUT watch of peers that do not take their replies
+ * at once.
+ */
 static struct {
 	struct p11_token *tok;
 	int startup_err;			/* token could not be opened: answer every request with it */
@@ -84,43 +114,208 @@ static struct {
 	unsigned sign_delay_ms;
 	uid_t allow[MAX_UIDS];
 	int nallow;
-	struct queue todo, done;
-	int done_efd;
-	int stopping;
-	int epfd;
+	int nworkers;				/* performers at most (token sessions) */
+	int wep, mep;
+	int qefd, stopefd, ctlefd;
+	atomic_int stopping;
+	pthread_mutex_t mu;			/* everything below */
+	struct job *head, *tail;
+	int performing;
+	int qsignalled;				/* qefd written, its event not yet taken */
 	int nconns;
+	struct conn *conns;
 } kh;
 
 static void
-q_push(struct queue *q, struct job *j)
+efd_write(int fd)
 {
-	pthread_mutex_lock(&q->mu);
-	j->next = NULL;
-	if (q->tail != NULL)
-		q->tail->next = j;
-	else
-		q->head = j;
-	q->tail = j;
-	pthread_cond_signal(&q->cv);
-	pthread_mutex_unlock(&q->mu);
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) < 0) {
+		/* eventfd only fails on overflow, which still reads as ready */
+	}
 }
 
-/* Pop one job; blocks when wait is set until a job arrives or stopping. */
-static struct job *
-q_pop(struct queue *q, int wait)
+static void
+efd_drain(int fd)
 {
-	struct job *j;
+	uint64_t v;
 
-	pthread_mutex_lock(&q->mu);
-	while (wait && q->head == NULL && !kh.stopping)
-		pthread_cond_wait(&q->cv, &q->mu);
-	if ((j = q->head) != NULL) {
-		q->head = j->next;
-		if (q->head == NULL)
-			q->tail = NULL;
+	if (read(fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nothing new */
 	}
-	pthread_mutex_unlock(&q->mu);
-	return j;
+}
+
+static void
+conn_ref(struct conn *c)
+{
+	atomic_fetch_add(&c->refs, 1);
+}
+
+static void
+conn_unref(struct conn *c)
+{
+	if (atomic_fetch_sub(&c->refs, 1) != 1)
+		return;
+	pthread_mutex_lock(&kh.mu);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		kh.conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	pthread_mutex_unlock(&kh.mu);
+	/* Closing the last descriptor also takes it out of both epolls. */
+	close(c->fd);
+	pthread_mutex_destroy(&c->rmu);
+	pthread_mutex_destroy(&c->wmu);
+	free(c->out);
+	free(c);
+}
+
+/* Make the peer go: its reader sees the end of the stream and closes it. wmu held. */
+static void
+conn_kill_locked(struct conn *c, const char *why)
+{
+	if (c->dead)
+		return;
+	if (why != NULL)
+		log_warn("closing peer pid %d uid %u: %s", (int)c->pid, (unsigned)c->uid, why);
+	c->dead = 1;
+	shutdown(c->fd, SHUT_RDWR);
+}
+
+/*
+ * The read side ends (its owner only): no more requests are read, replies
+ * still owed are dropped, and the reference of the read side goes.
+ */
+static void
+conn_close(struct conn *c, const char *why)
+{
+	epoll_ctl(kh.wep, EPOLL_CTL_DEL, c->fd, NULL);
+	pthread_mutex_lock(&c->wmu);
+	conn_kill_locked(c, why);
+	c->closed = 1;
+	pthread_mutex_unlock(&c->wmu);
+	pthread_mutex_lock(&kh.mu);
+	kh.nconns--;
+	pthread_mutex_unlock(&kh.mu);
+	efd_write(kh.ctlefd);
+	conn_unref(c);
+}
+
+/* Write what is buffered; wmu held. */
+static void
+conn_flush_locked(struct conn *c)
+{
+	size_t off = 0;
+
+	while (off < c->outlen && !c->dead) {
+		ssize_t w = send(c->fd, c->out + off, c->outlen - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN)
+			break;
+		if (w <= 0)
+			conn_kill_locked(c, NULL);
+		else
+			off += (size_t)w;
+	}
+	if (c->dead) {
+		c->outlen = 0;
+		return;
+	}
+	if (off > 0)
+		memmove(c->out, c->out + off, c->outlen - off);
+	c->outlen -= off;
+}
+
+/* Ask the main loop to finish writing when the peer reads again; wmu held. */
+static void
+conn_watch_locked(struct conn *c)
+{
+	struct epoll_event ev = { .events = EPOLLOUT | EPOLLONESHOT, .data.ptr = c };
+
+	if (c->out_watch || c->dead)
+		return;
+	conn_ref(c);
+	if (epoll_ctl(kh.mep, c->in_mep ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+		conn_kill_locked(c, "cannot watch the socket");
+		atomic_fetch_sub(&c->refs, 1);	/* never the last: the caller holds one */
+		return;
+	}
+	c->in_mep = 1;
+	c->out_watch = 1;
+}
+
+/* Send a reply frame from any thread; whatever the socket does not take now is kept. */
+static void
+conn_send(struct conn *c, const uint8_t *frame, int len)
+{
+	size_t off = 0;
+
+	if (len <= 0)
+		return;
+	pthread_mutex_lock(&c->wmu);
+	if (c->dead)
+		goto out;
+	while (c->outlen == 0 && off < (size_t)len) {
+		ssize_t w = send(c->fd, frame + off, (size_t)len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN)
+			break;
+		if (w <= 0) {
+			conn_kill_locked(c, NULL);
+			goto out;
+		}
+		off += (size_t)w;
+	}
+	if (off == (size_t)len)
+		goto out;
+	if (c->outlen + ((size_t)len - off) > MAX_OUTBUF) {
+		conn_kill_locked(c, "peer does not read its replies");
+		goto out;
+	}
+	if (c->outlen + ((size_t)len - off) > c->outcap) {
+		size_t ncap = c->outcap ? c->outcap * 2 : 8192;
+		uint8_t *n;
+
+		while (ncap < c->outlen + ((size_t)len - off))
+			ncap *= 2;
+		if ((n = realloc(c->out, ncap)) == NULL) {
+			conn_kill_locked(c, "out of memory");
+			goto out;
+		}
+		c->out = n;
+		c->outcap = ncap;
+	}
+	memcpy(c->out + c->outlen, frame + off, (size_t)len - off);
+	c->outlen += (size_t)len - off;
+	conn_watch_locked(c);
+out:
+	pthread_mutex_unlock(&c->wmu);
+}
+
+/* Main loop: c's socket takes writes again (or failed). */
+static void
+conn_writable(struct conn *c)
+{
+	int keep;
+
+	pthread_mutex_lock(&c->wmu);
+	c->out_watch = 0;
+	conn_flush_locked(c);
+	keep = c->outlen > 0 && !c->dead;
+	pthread_mutex_unlock(&c->wmu);
+	if (keep) {
+		pthread_mutex_lock(&c->wmu);
+		conn_watch_locked(c);
+		pthread_mutex_unlock(&c->wmu);
+	}
+	conn_unref(c);			/* the watch's */
 }
 
 /* Build the reply frame for request r with status st and body. */
@@ -200,99 +395,75 @@ perform(struct job *j)
 	free(spki);
 }
 
-static void *
-worker_main(void *arg)
+/* Wake one idle thread for the queue; kh.mu held. */
+static void
+queue_signal_locked(void)
+{
+	if (kh.head != NULL && kh.performing < kh.nworkers && !kh.qsignalled) {
+		kh.qsignalled = 1;
+		efd_write(kh.qefd);
+	}
+}
+
+/* A queued job for the caller to perform, or NULL; kh.mu held. */
+static struct job *
+queue_take_locked(void)
+{
+	struct job *j = kh.head;
+
+	if (j == NULL || kh.performing >= kh.nworkers || atomic_load(&kh.stopping))
+		return NULL;
+	if ((kh.head = j->next) == NULL)
+		kh.tail = NULL;
+	j->next = NULL;
+	kh.performing++;
+	return j;
+}
+
+/* This thread was woken for the queue. */
+static struct job *
+queue_woken(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = &kh.qefd };
+	struct job *j;
+
+	pthread_mutex_lock(&kh.mu);
+	efd_drain(kh.qefd);
+	kh.qsignalled = 0;
+	epoll_ctl(kh.wep, EPOLL_CTL_MOD, kh.qefd, &ev);
+	j = queue_take_locked();
+	queue_signal_locked();		/* more for more idle threads: pass it on */
+	pthread_mutex_unlock(&kh.mu);
+	return j;
+}
+
+/* Perform j, reply, and release it. */
+static void
+job_run(struct job *j)
+{
+	struct conn *c = j->conn;
+
+	perform(j);
+	conn_send(c, j->reply, j->replylen);
+	atomic_fetch_sub(&c->inflight, 1);
+	conn_unref(c);
+	free(j);
+}
+
+/* A performer finished: the next queued job for it, or NULL. */
+static struct job *
+job_next(void)
 {
 	struct job *j;
-	uint64_t one = 1;
-	sigset_t all;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	while ((j = q_pop(&kh.todo, 1)) != NULL) {
-		perform(j);
-		q_push(&kh.done, j);
-		if (write(kh.done_efd, &one, sizeof(one)) < 0) {
-			/* eventfd only fails on overflow, which still wakes the loop */
-		}
-	}
-	return NULL;
+	pthread_mutex_lock(&kh.mu);
+	kh.performing--;
+	j = queue_take_locked();
+	pthread_mutex_unlock(&kh.mu);
+	return j;
 }
 
-static void
-conn_unref(struct conn *c)
-{
-	if (--c->refs > 0)
-		return;
-	free(c->out);
-	free(c);
-}
-
-static void
-conn_close(struct conn *c, const char *why)
-{
-	if (c->dead)
-		return;
-	if (why != NULL)
-		log_warn("closing peer pid %d uid %u: %s", (int)c->pid, (unsigned)c->uid, why);
-	epoll_ctl(kh.epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	close(c->fd);
-	c->dead = 1;
-	kh.nconns--;
-	conn_unref(c);
-}
-
-static void
-conn_flush(struct conn *c)
-{
-	struct epoll_event ev = { .data.ptr = c };
-
-	while (c->outlen > 0) {
-		ssize_t w = send(c->fd, c->out, c->outlen, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == EAGAIN)
-			break;
-		if (w <= 0) {
-			conn_close(c, NULL);
-			return;
-		}
-		memmove(c->out, c->out + w, c->outlen - (size_t)w);
-		c->outlen -= (size_t)w;
-	}
-	ev.events = EPOLLIN | (c->outlen > 0 ? EPOLLOUT : 0);
-	epoll_ctl(kh.epfd, EPOLL_CTL_MOD, c->fd, &ev);
-}
-
-static void
-conn_send(struct conn *c, const uint8_t *frame, int len)
-{
-	if (c->dead || len <= 0)
-		return;
-	if (c->outlen + (size_t)len > MAX_OUTBUF) {
-		conn_close(c, "peer does not read its replies");
-		return;
-	}
-	if (c->outlen + (size_t)len > c->outcap) {
-		size_t ncap = c->outcap ? c->outcap * 2 : 8192;
-		uint8_t *n;
-
-		while (ncap < c->outlen + (size_t)len)
-			ncap *= 2;
-		if ((n = realloc(c->out, ncap)) == NULL) {
-			conn_close(c, "out of memory");
-			return;
-		}
-		c->out = n;
-		c->outcap = ncap;
-	}
-	memcpy(c->out + c->outlen, frame, (size_t)len);
-	c->outlen += (size_t)len;
-	conn_flush(c);
-}
-
-/* Answer r at once from the loop (ping, refusals). */
+/* Answer r at once (ping, refusals). */
 static void
 reply_now(struct conn *c, const struct kh_request *r, int st)
 {
@@ -301,75 +472,142 @@ reply_now(struct conn *c, const struct kh_request *r, int st)
 	conn_send(c, frame, make_reply(frame, sizeof(frame), r, st, NULL, 0, NULL, 0));
 }
 
-static void
-dispatch(struct conn *c, const struct kh_frame *f)
+/* One frame: answered at once, or a job appended to *list. 0, or -1 when c must close. */
+static int
+dispatch(struct conn *c, const struct kh_frame *f, struct job ***tailp)
 {
 	struct kh_request r;
 	struct job *j;
 
-	if (kh_request_decode(f, &r) != 0) {
-		conn_close(c, "malformed request");
-		return;
-	}
+	if (kh_request_decode(f, &r) != 0)
+		return -1;
 	hsm_err_clear();
 	if (kh.startup_err != 0) {
 		reply_now(c, &r, hsm_err(kh.startup_err, "%s", kh.startup_msg));
-		return;
+		return 0;
 	}
 	if (r.type == KH_T_PING) {
 		reply_now(c, &r, 0);
-		return;
+		return 0;
 	}
-	if (c->inflight >= MAX_INFLIGHT) {
+	if (atomic_load(&c->inflight) >= MAX_INFLIGHT) {
 		reply_now(c, &r, hsm_err(HSM_EBUSY, "too many requests in flight"));
-		return;
+		return 0;
 	}
 	if ((j = calloc(1, sizeof(*j))) == NULL) {
 		reply_now(c, &r, HSM_ENOMEM);
-		return;
+		return 0;
 	}
 	j->conn = c;
 	j->req = r;
 	j->deadline = hsm_now_ms() + r.deadline_ms;
-	c->refs++;
-	c->inflight++;
-	q_push(&kh.todo, j);
+	conn_ref(c);
+	atomic_fetch_add(&c->inflight, 1);
+	**tailp = j;
+	*tailp = &j->next;
+	return 0;
 }
 
-static void
-conn_read(struct conn *c)
+/*
+ * This thread took c's readiness: read what is there, give the peer its
+ * turn back, keep the first job for itself when a performer slot is free
+ * and queue the rest. Returns the job to perform, or NULL.
+ */
+static struct job *
+conn_readable(struct conn *c)
 {
-	for (;;) {
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = c };
+	struct job *list = NULL, **tail = &list, *mine = NULL;
+	const char *why = NULL;
+	int end = 0;
+
+	conn_ref(c);
+	pthread_mutex_lock(&c->rmu);
+	for (int turn = 0; turn < READ_BATCH && !end; turn++) {
 		ssize_t got = recv(c->fd, c->in + c->inlen, sizeof(c->in) - c->inlen, MSG_DONTWAIT);
 		size_t off = 0;
 
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0 && errno == EAGAIN)
-			return;
+			break;
 		if (got <= 0) {
-			conn_close(c, NULL);
-			return;
+			end = 1;
+			break;
 		}
 		c->inlen += (size_t)got;
-		while (!c->dead) {
+		for (;;) {
 			struct kh_frame f;
 			int n = kh_frame_parse(c->in + off, c->inlen - off, &f);
 
 			if (n == 0)
 				break;
-			if (n < 0) {
-				conn_close(c, "malformed frame");
-				return;
+			if (n < 0 || dispatch(c, &f, &tail) != 0) {
+				why = n < 0 ? "malformed frame" : "malformed request";
+				end = 1;
+				break;
 			}
-			dispatch(c, &f);
 			off += (size_t)n;
 		}
-		if (c->dead)
-			return;
 		memmove(c->in, c->in + off, c->inlen - off);
 		c->inlen -= off;
 	}
+	pthread_mutex_unlock(&c->rmu);
+	if (end)
+		conn_close(c, why);
+	else if (epoll_ctl(kh.wep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+		conn_close(c, "cannot watch the socket");
+	/* Jobs read before a malformed frame are still answered (if the peer is there). */
+	if (list != NULL) {
+		pthread_mutex_lock(&kh.mu);
+		if (kh.performing < kh.nworkers && !atomic_load(&kh.stopping)) {
+			mine = list;
+			list = list->next;
+			mine->next = NULL;
+			kh.performing++;
+		}
+		if (list != NULL) {
+			if (kh.tail != NULL)
+				kh.tail->next = list;
+			else
+				kh.head = list;
+			for (kh.tail = list; kh.tail->next != NULL; kh.tail = kh.tail->next)
+				;
+		}
+		queue_signal_locked();
+		pthread_mutex_unlock(&kh.mu);
+	}
+	conn_unref(c);
+	return mine;
+}
+
+static void *
+worker_main(void *arg)
+{
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	while (!atomic_load(&kh.stopping)) {
+		struct epoll_event ev;
+		struct job *j;
+		int n = epoll_wait(kh.wep, &ev, 1, -1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			log_err("epoll_wait: %s", strerror(errno));
+			break;
+		}
+		if (n == 0 || ev.data.ptr == &kh.stopefd)
+			continue;
+		j = ev.data.ptr == &kh.qefd ? queue_woken() : conn_readable(ev.data.ptr);
+		while (j != NULL) {
+			job_run(j);
+			j = job_next();
+		}
+	}
+	return NULL;
 }
 
 static int
@@ -386,8 +624,9 @@ conn_add(int fd)
 {
 	struct ucred cred;
 	socklen_t cl = sizeof(cred);
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT };
 	struct conn *c;
+	int full;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cl != sizeof(cred)) {
 		log_warn("refusing peer: no credentials");
@@ -399,7 +638,10 @@ conn_add(int fd)
 		close(fd);
 		return;
 	}
-	if (kh.nconns >= MAX_CONNS || (c = calloc(1, sizeof(*c))) == NULL) {
+	pthread_mutex_lock(&kh.mu);
+	full = kh.nconns >= MAX_CONNS;
+	pthread_mutex_unlock(&kh.mu);
+	if (full || (c = calloc(1, sizeof(*c))) == NULL) {
 		log_warn("refusing peer pid %d: too many peers", (int)cred.pid);
 		close(fd);
 		return;
@@ -408,33 +650,61 @@ conn_add(int fd)
 	c->fd = fd;
 	c->uid = cred.uid;
 	c->pid = cred.pid;
-	c->refs = 1;
+	atomic_init(&c->refs, 1);	/* the read side's */
+	atomic_init(&c->inflight, 0);
+	pthread_mutex_init(&c->rmu, NULL);
+	pthread_mutex_init(&c->wmu, NULL);
+	pthread_mutex_lock(&kh.mu);
+	kh.nconns++;
+	if ((c->next = kh.conns) != NULL)
+		kh.conns->prev = c;
+	kh.conns = c;
+	pthread_mutex_unlock(&kh.mu);
 	ev.data.ptr = c;
-	if (epoll_ctl(kh.epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-		close(fd);
-		free(c);
+	/* From here on the workers own the read side. */
+	if (epoll_ctl(kh.wep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		pthread_mutex_lock(&kh.mu);
+		kh.nconns--;
+		pthread_mutex_unlock(&kh.mu);
+		conn_unref(c);
 		return;
 	}
-	kh.nconns++;
 	log_debug("peer pid %d uid %u connected", (int)cred.pid, (unsigned)cred.uid);
 }
 
+/* After the workers stopped: drop queued jobs and every peer. */
 static void
-drain_done(void)
+release_all(void)
 {
 	struct job *j;
-	uint64_t v;
+	struct conn *c;
 
-	if (read(kh.done_efd, &v, sizeof(v)) < 0) {
-		/* EAGAIN: nothing new */
-	}
-	while ((j = q_pop(&kh.done, 0)) != NULL) {
-		struct conn *c = j->conn;
-
-		c->inflight--;
-		conn_send(c, j->reply, j->replylen);
-		conn_unref(c);
+	while ((j = kh.head) != NULL) {
+		kh.head = j->next;
+		conn_unref(j->conn);
 		free(j);
+	}
+	kh.tail = NULL;
+	/* Each close takes the read side's reference; what remains is held by a watch. */
+	for (;;) {
+		pthread_mutex_lock(&kh.mu);
+		for (c = kh.conns; c != NULL; c = c->next) {
+			pthread_mutex_lock(&c->wmu);
+			if (!c->closed || c->out_watch)
+				break;
+			pthread_mutex_unlock(&c->wmu);
+		}
+		pthread_mutex_unlock(&kh.mu);
+		if (c == NULL)
+			break;
+		if (c->closed) {
+			c->out_watch = 0;
+			pthread_mutex_unlock(&c->wmu);
+			conn_unref(c);
+		} else {
+			pthread_mutex_unlock(&c->wmu);
+			conn_close(c, NULL);
+		}
 	}
 }
 
@@ -677,9 +947,9 @@ keyholder_main(int argc, char **argv)
 	};
 	const char *module = NULL, *uri = NULL, *sock = NULL, *describe = NULL;
 	struct p11_pin_source pin = { NULL, NULL };
-	pthread_t workers[MAX_WORKERS];
+	pthread_t workers[MAX_WORKERS + 1];
 	unsigned long v;
-	int ch, fd = -1, nworkers = 2, level = HSM_LOG_INFO, lfd = -1, sfd = -1, st, rc = 1;
+	int ch, fd = -1, nworkers = 2, nthreads = 0, level = HSM_LOG_INFO, lfd = -1, sfd = -1, st, rc = 1;
 	sigset_t sigs;
 	struct epoll_event ev;
 	struct rlimit nocore = { 0, 0 };
@@ -732,10 +1002,7 @@ keyholder_main(int argc, char **argv)
 	if (kh.nallow == 0)
 		kh.allow[kh.nallow++] = getuid();
 
-	pthread_mutex_init(&kh.todo.mu, NULL);
-	pthread_cond_init(&kh.todo.cv, NULL);
-	pthread_mutex_init(&kh.done.mu, NULL);
-	pthread_cond_init(&kh.done.cv, NULL);
+	pthread_mutex_init(&kh.mu, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	if ((st = p11_token_open(module, uri, &pin, nworkers, &kh.tok)) != 0) {
@@ -747,9 +1014,13 @@ keyholder_main(int argc, char **argv)
 			return 1;
 		nworkers = 0;
 	}
+	kh.nworkers = nworkers;
 
-	if ((kh.epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
-	    (kh.done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+	kh.qefd = kh.stopefd = kh.ctlefd = -1;
+	if ((kh.mep = epoll_create1(EPOLL_CLOEXEC)) < 0 || (kh.wep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+	    (kh.qefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
+	    (kh.stopefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
+	    (kh.ctlefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
 		log_err("epoll/eventfd: %s", strerror(errno));
 		goto out;
 	}
@@ -760,16 +1031,25 @@ keyholder_main(int argc, char **argv)
 	sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 	ev.events = EPOLLIN;
 	ev.data.ptr = &sfd;
-	epoll_ctl(kh.epfd, EPOLL_CTL_ADD, sfd, &ev);
-	ev.data.ptr = &kh.done_efd;
-	epoll_ctl(kh.epfd, EPOLL_CTL_ADD, kh.done_efd, &ev);
+	epoll_ctl(kh.mep, EPOLL_CTL_ADD, sfd, &ev);
+	ev.data.ptr = &kh.ctlefd;
+	epoll_ctl(kh.mep, EPOLL_CTL_ADD, kh.ctlefd, &ev);
+	/* Level-triggered: every waiting thread sees it, one after the other. */
+	ev.data.ptr = &kh.stopefd;
+	epoll_ctl(kh.wep, EPOLL_CTL_ADD, kh.stopefd, &ev);
+	/* One thread per signal of the queue. */
+	ev.events = EPOLLIN | EPOLLONESHOT;
+	ev.data.ptr = &kh.qefd;
+	epoll_ctl(kh.wep, EPOLL_CTL_ADD, kh.qefd, &ev);
 
-	for (int i = 0; i < nworkers; i++) {
+	/* One thread more than performers: some thread always reads (see struct kh). */
+	for (int i = 0; i < nworkers + 1; i++) {
 		if (pthread_create(&workers[i], NULL, worker_main, NULL) != 0) {
 			log_err("cannot start worker thread");
-			nworkers = i;
+			nthreads = i;
 			goto out;
 		}
+		nthreads = i + 1;
 	}
 
 	if (sock != NULL) {
@@ -777,20 +1057,28 @@ keyholder_main(int argc, char **argv)
 			log_err("%s", hsm_err_msg(st));
 			goto out;
 		}
+		ev.events = EPOLLIN;
 		ev.data.ptr = &lfd;
-		epoll_ctl(kh.epfd, EPOLL_CTL_ADD, lfd, &ev);
+		epoll_ctl(kh.mep, EPOLL_CTL_ADD, lfd, &ev);
 		log_info("serving token '%s' on %s", p11_token_label(kh.tok), sock);
 	} else {
 		fcntl(fd, F_SETFD, FD_CLOEXEC);
 		conn_add(fd);
-		if (kh.nconns == 0)
-			goto out;
 	}
 
 	for (;;) {
 		struct epoll_event evs[64];
-		int n = epoll_wait(kh.epfd, evs, 64, -1);
+		int n, left;
 
+		/* A keyholder started for one parent lives as long as that parent's socket. */
+		pthread_mutex_lock(&kh.mu);
+		left = kh.nconns;
+		pthread_mutex_unlock(&kh.mu);
+		if (sock == NULL && left == 0) {
+			rc = 0;
+			break;
+		}
+		n = epoll_wait(kh.mep, evs, 64, -1);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -802,40 +1090,26 @@ keyholder_main(int argc, char **argv)
 				log_info("terminating on signal");
 				rc = 0;
 				goto out;
-			} else if (p == &kh.done_efd) {
-				drain_done();
+			} else if (p == &kh.ctlefd) {
+				efd_drain(kh.ctlefd);
 			} else if (p == &lfd) {
 				int cfd;
 
 				while ((cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
 					conn_add(cfd);
 			} else {
-				struct conn *c = p;
-
-				c->refs++;	/* survive a close inside the handlers */
-				if (evs[i].events & EPOLLOUT)
-					conn_flush(c);
-				if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-					conn_read(c);
-				conn_unref(c);
+				conn_writable(p);
 			}
-		}
-		/* A keyholder started for one parent lives as long as that parent's socket. */
-		if (sock == NULL && kh.nconns == 0) {
-			rc = 0;
-			break;
 		}
 	}
 out:
-	pthread_mutex_lock(&kh.todo.mu);
-	kh.stopping = 1;
-	pthread_cond_broadcast(&kh.todo.cv);
-	pthread_mutex_unlock(&kh.todo.mu);
-	for (int i = 0; i < nworkers; i++)
+	atomic_store(&kh.stopping, 1);
+	if (kh.stopefd >= 0)
+		efd_write(kh.stopefd);
+	for (int i = 0; i < nthreads; i++)
 		pthread_join(workers[i], NULL);
-	/* Finished jobs still hold their peers: release both. */
-	if (kh.done_efd > 0)
-		drain_done();
+	/* Queued jobs and peers hold each other: release both. */
+	release_all();
 	p11_token_close(kh.tok);
 	if (lfd >= 0) {
 		close(lfd);
