@@ -28,8 +28,10 @@
  * Threads: the main thread runs an epoll loop (local API, signals, timers).
  * A CA exchange or a key generation/destruction runs on a job thread that
  * reports through an eventfd; signatures for local clients go to the
- * keyholder with kh_sign_start() and complete through another eventfd, so
- * neither the token nor the CA ever blocks the loop.
+ * keyholder with kh_sign_call(): the keyholder client's reader thread
+ * writes each reply to its local client itself (sign_done), so neither the
+ * token nor the CA ever blocks the loop, and a signature wakes the loop
+ * once (its request), not twice.
  *
  * Also here: `hsmesh agent client ...`, a small debugging client of the
  * local API used by the tests.
@@ -184,18 +186,33 @@ struct retired {
 	uint64_t destroy_ms;
 };
 
+/*
+ * A signature in flight: its reply goes from the keyholder client's reader
+ * thread straight to the client's socket (sign_done), without waking the
+ * main loop. It holds a reference to its conn.
+ */
 struct pending_sign {
-	struct pending_sign *next;
-	struct kh_req *req;
-	struct conn *conn;		/* NULL once the client went away */
+	struct agent *ag;
+	struct conn *conn;
 	uint32_t id;
 };
 
+/*
+ * A local client. The main thread owns it (list, input, subscriptions);
+ * the output side is shared with the keyholder client's reader thread,
+ * which writes signature replies: out, outlen, outcap, want_out, signs and
+ * closed are under mu, and fd is written to only under mu while !closed.
+ * The struct lives while referenced (the main loop's, one per signature in
+ * flight).
+ */
 struct conn {
 	struct conn *next;
 	int fd;
 	uid_t uid;
 	pid_t pid;
+	atomic_int refs;
+	pthread_mutex_t mu;
+	int closed;
 	uint8_t in[2 * MAX_REQ];
 	size_t inlen;
 	uint8_t *out;
@@ -215,12 +232,11 @@ struct agent {
 	size_t root_pemlen;
 	struct wl *wl;
 	size_t nwl;
-	int ep, lfd, sfd, sign_efd, job_efd;
+	int ep, lfd, sfd, job_efd;
 	struct conn *conns;
 	int nconns;
 	struct job *jobs;
 	struct retired *retired;
-	struct pending_sign *signs;
 	int quit;
 	int debug;
 };
@@ -1661,13 +1677,26 @@ reap_jobs(struct agent *ag)
 
 static void conn_close(struct agent *ag, struct conn *c);
 
+static void
+conn_unref(struct conn *c)
+{
+	if (atomic_fetch_sub(&c->refs, 1) != 1)
+		return;
+	pthread_mutex_destroy(&c->mu);
+	free(c->out);
+	free(c);
+}
+
+/* Write what is buffered; c->mu held. */
 static int
-conn_flush(struct agent *ag, struct conn *c)
+conn_flush_locked(struct agent *ag, struct conn *c)
 {
 	struct epoll_event ev = { .data.ptr = c };
 	size_t off = 0;
 	ssize_t n;
 
+	if (c->closed)
+		return HSM_ECLOSED;
 	while (off < c->outlen) {
 		n = send(c->fd, c->out + off, c->outlen - off, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
@@ -1689,13 +1718,26 @@ conn_flush(struct agent *ag, struct conn *c)
 	return 0;
 }
 
-/* Queue a frame (owned by the caller) for c; 0 or an error after which c must be closed. */
 static int
-conn_send(struct agent *ag, struct conn *c, const uint8_t *frame, size_t len)
+conn_flush(struct agent *ag, struct conn *c)
+{
+	int r;
+
+	pthread_mutex_lock(&c->mu);
+	r = conn_flush_locked(ag, c);
+	pthread_mutex_unlock(&c->mu);
+	return r;
+}
+
+/* Queue a frame (owned by the caller) for c; c->mu held. 0 or an error after which c must go. */
+static int
+conn_send_locked(struct agent *ag, struct conn *c, const uint8_t *frame, size_t len)
 {
 	uint8_t *p;
 	size_t cap;
 
+	if (c->closed)
+		return HSM_ECLOSED;
 	if (c->outlen + len > MAX_OUTBUF)
 		return hsm_err(HSM_EBUSY, "client pid %ld does not read its replies", (long)c->pid);
 	if (c->outlen + len > c->outcap) {
@@ -1709,7 +1751,19 @@ conn_send(struct agent *ag, struct conn *c, const uint8_t *frame, size_t len)
 	}
 	memcpy(c->out + c->outlen, frame, len);
 	c->outlen += len;
-	return conn_flush(ag, c);
+	return conn_flush_locked(ag, c);
+}
+
+/* Queue a frame (owned by the caller) for c; 0 or an error after which c must be closed. */
+static int
+conn_send(struct agent *ag, struct conn *c, const uint8_t *frame, size_t len)
+{
+	int r;
+
+	pthread_mutex_lock(&c->mu);
+	r = conn_send_locked(ag, c, frame, len);
+	pthread_mutex_unlock(&c->mu);
+	return r;
 }
 
 static int
@@ -1824,15 +1878,46 @@ wl_signing_key(const struct agent *ag, const struct wl *w, const uint8_t id[HSM_
 	return NULL;
 }
 
+/*
+ * A signature ended: reply to its client at once, from the keyholder
+ * client's reader thread (kh_sign_call), under the client's lock. A client
+ * gone meanwhile (closed) gets nothing; a reply it cannot take makes it go
+ * (the main loop then sees the shut socket and closes it).
+ */
+static void
+sign_done(void *arg, int st, const uint8_t *sig, size_t siglen)
+{
+	struct pending_sign *ps = arg;
+	struct conn *c = ps->conn;
+	uint8_t *f = NULL;
+	size_t len = 0;
+
+	if (st == 0)
+		st = ag_encode_sig(ps->id, sig, siglen, &f, &len);
+	else
+		st = ag_encode_error(AG_T_SIGN | AG_T_REPLY, ps->id, st, hsm_strerror(st), &f, &len);
+	pthread_mutex_lock(&c->mu);
+	c->signs--;
+	if (!c->closed && (st != 0 || conn_send_locked(ps->ag, c, f, len) != 0))
+		shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&c->mu);
+	free(f);
+	conn_unref(c);
+	free(ps);
+}
+
 static int
 handle_sign(struct agent *ag, struct conn *c, const struct ag_request *rq, struct wl *w)
 {
 	struct pending_sign *ps;
 	const uint8_t *key = w->key.id;
 	char hex[2 * HSM_KEYID_LEN + 1];
-	int r;
+	int r, busy;
 
-	if (c->signs >= MAX_SIGN_INFLIGHT)
+	pthread_mutex_lock(&c->mu);
+	busy = c->signs >= MAX_SIGN_INFLIGHT;
+	pthread_mutex_unlock(&c->mu);
+	if (busy)
 		return send_error(ag, c, AG_T_SIGN | AG_T_REPLY, rq->id, HSM_EBUSY,
 		    "too many signatures in flight");
 	if (rq->has_keyid && (key = wl_signing_key(ag, w, rq->keyid)) == NULL) {
@@ -1844,16 +1929,23 @@ handle_sign(struct agent *ag, struct conn *c, const struct ag_request *rq, struc
 	}
 	if ((ps = calloc(1, sizeof(*ps))) == NULL)
 		return HSM_ENOMEM;
-	if ((r = kh_sign_start(ag->kh, key, rq->alg, rq->digest, rq->dlen,
-	    SIGN_TIMEOUT_MS, ag->sign_efd, &ps->req)) != 0) {
+	ps->ag = ag;
+	ps->conn = c;
+	ps->id = rq->id;
+	atomic_fetch_add(&c->refs, 1);
+	pthread_mutex_lock(&c->mu);
+	c->signs++;
+	pthread_mutex_unlock(&c->mu);
+	/* From here sign_done may run on the reader thread at any time. */
+	if ((r = kh_sign_call(ag->kh, key, rq->alg, rq->digest, rq->dlen, SIGN_TIMEOUT_MS,
+	    sign_done, ps)) != 0) {
+		pthread_mutex_lock(&c->mu);
+		c->signs--;
+		pthread_mutex_unlock(&c->mu);
+		atomic_fetch_sub(&c->refs, 1);	/* never the last: the loop holds one */
 		free(ps);
 		return send_error(ag, c, AG_T_SIGN | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
 	}
-	ps->conn = c;
-	ps->id = rq->id;
-	ps->next = ag->signs;
-	ag->signs = ps;
-	c->signs++;
 	return 0;
 }
 
@@ -1942,21 +2034,24 @@ conn_close(struct agent *ag, struct conn *c)
 {
 	struct conn **pp;
 
-	for (struct pending_sign *ps = ag->signs; ps != NULL; ps = ps->next)
-		if (ps->conn == c)
-			ps->conn = NULL;
 	for (pp = &ag->conns; *pp != NULL; pp = &(*pp)->next) {
 		if (*pp == c) {
 			*pp = c->next;
 			break;
 		}
 	}
+	/* Signatures still in flight see closed and drop their replies. */
+	pthread_mutex_lock(&c->mu);
+	c->closed = 1;
 	epoll_ctl(ag->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
-	free(c->out);
+	c->fd = -1;
+	pthread_mutex_unlock(&c->mu);
 	free(c->sub);
 	free(c->subid);
-	free(c);
+	c->sub = NULL;
+	c->subid = NULL;
+	conn_unref(c);
 	ag->nconns--;
 }
 
@@ -2003,12 +2098,15 @@ accept_conn(struct agent *ag)
 	c->fd = fd;
 	c->uid = cred.uid;
 	c->pid = cred.pid;
+	atomic_init(&c->refs, 1);	/* the main loop's */
+	pthread_mutex_init(&c->mu, NULL);
 	ev.events = EPOLLIN;
 	ev.data.ptr = c;
 	if (epoll_ctl(ag->ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
 		close(fd);
 		free(c->sub);
 		free(c->subid);
+		pthread_mutex_destroy(&c->mu);
 		free(c);
 		return;
 	}
@@ -2016,46 +2114,6 @@ accept_conn(struct agent *ag)
 	ag->conns = c;
 	ag->nconns++;
 	log_debug("local client uid %lu pid %ld connected", (unsigned long)c->uid, (long)c->pid);
-}
-
-/* Signatures that ended: reply to their clients. */
-static void
-signs_done(struct agent *ag)
-{
-	struct pending_sign **pp = &ag->signs, *ps;
-	uint8_t sig[HSM_MAX_SIG], *f;
-	size_t siglen = 0, len;
-	uint64_t v;
-	int st;
-
-	if (read(ag->sign_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		log_warn("sign eventfd: %s", strerror(errno));
-	while ((ps = *pp) != NULL) {
-		if (!kh_req_done(ps->req)) {
-			pp = &ps->next;
-			continue;
-		}
-		*pp = ps->next;
-		st = kh_req_result(ps->req, sig, &siglen);
-		kh_req_free(ps->req);
-		if (ps->conn != NULL) {
-			struct conn *c = ps->conn;
-
-			c->signs--;
-			if (st == 0)
-				st = ag_encode_sig(ps->id, sig, siglen, &f, &len);
-			else
-				st = ag_encode_error(AG_T_SIGN | AG_T_REPLY, ps->id, st,
-				    hsm_strerror(st), &f, &len);
-			if (st == 0) {
-				st = conn_send(ag, c, f, len);
-				free(f);
-			}
-			if (st != 0)
-				conn_close(ag, c);
-		}
-		free(ps);
-	}
 }
 
 static int
@@ -2121,7 +2179,7 @@ epoll_add(int ep, int fd, void *tag)
 }
 
 /* Tags for the fixed fds (conns are tagged with their struct conn). */
-static char tag_listen, tag_signal, tag_sign, tag_job;
+static char tag_listen, tag_signal, tag_job;
 
 static int
 next_timeout(struct agent *ag)
@@ -2209,8 +2267,6 @@ loop(struct agent *ag)
 				accept_conn(ag);
 			} else if (tag == &tag_signal) {
 				handle_signals(ag);
-			} else if (tag == &tag_sign) {
-				signs_done(ag);
 			} else if (tag == &tag_job) {
 				uint64_t v;
 
@@ -2252,12 +2308,6 @@ shutdown_agent(struct agent *ag)
 		close(ag->lfd);
 		unlink(ag->conf->socket);
 	}
-	for (struct pending_sign *ps = ag->signs, *next; ps != NULL; ps = next) {
-		next = ps->next;
-		kh_req_free(ps->req);
-		free(ps);
-	}
-	ag->signs = NULL;
 	/*
 	 * A CA exchange cannot be cancelled. Give running jobs a moment; past
 	 * that, stop the keyholder and leave at once without freeing what
@@ -2316,8 +2366,6 @@ shutdown_agent(struct agent *ag)
 		close(ag->ep);
 	if (ag->sfd != -1)
 		close(ag->sfd);
-	if (ag->sign_efd != -1)
-		close(ag->sign_efd);
 	if (ag->job_efd != -1)
 		close(ag->job_efd);
 }
@@ -2613,7 +2661,7 @@ agent_main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct agent ag = { .ep = -1, .lfd = -1, .sfd = -1, .sign_efd = -1, .job_efd = -1 };
+	struct agent ag = { .ep = -1, .lfd = -1, .sfd = -1, .job_efd = -1 };
 	struct kh_spawn_opts ko = { 0 };
 	const char *path = NULL;
 	sigset_t sigs;
@@ -2681,7 +2729,6 @@ agent_main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if ((ag.sfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC)) == -1 ||
-	    (ag.sign_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
 	    (ag.job_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
 	    (ag.ep = epoll_create1(EPOLL_CLOEXEC)) == -1) {
 		r = hsm_err(HSM_EIO, "event set-up: %s", strerror(errno));
@@ -2689,7 +2736,6 @@ agent_main(int argc, char **argv)
 	}
 	if ((r = listen_socket(&ag)) != 0 || (r = epoll_add(ag.ep, ag.lfd, &tag_listen)) != 0 ||
 	    (r = epoll_add(ag.ep, ag.sfd, &tag_signal)) != 0 ||
-	    (r = epoll_add(ag.ep, ag.sign_efd, &tag_sign)) != 0 ||
 	    (r = epoll_add(ag.ep, ag.job_efd, &tag_job)) != 0)
 		goto fail;
 

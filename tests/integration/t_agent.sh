@@ -243,6 +243,30 @@ check "restart serves the same certificate" \
     sh -c 'sleep 0.3; "$1" agent client --socket "$2" get "$4" | cmp -s - "$3"' x "$HSMESH" "$S" "$C" "$ID"
 kill -TERM "$AGENT"; wait_exit "$AGENT" 10
 
+# ---- clients that go while their signatures are in flight (a 1 s token) ------------------
+# The keyholder client's reader thread writes each reply to its client
+# itself: a client gone meanwhile must cost nothing but the dropped reply.
+sed 's|^  pin_file: .*|&\n  test_sign_delay_ms: 1000|' "$Y" >"$T/slow.yaml"
+mv "$T/agent.log" "$T/agent2.log"
+"$HSMESH" agent -c "$T/slow.yaml" 2>"$T/agent.log" &
+AGENT=$!; track $AGENT
+wait_log "$ID: reusing certificate serial $SERIAL valid until" 10 >/dev/null
+sleep 0.3
+for i in 1 2 3 4; do
+	"$HSMESH" agent client --socket "$S" sign "$ID" <"$T/data" >/dev/null 2>&1 &
+	eval "gone$i=\$!"
+done
+sleep 0.3
+kill -KILL "$gone1" "$gone2" "$gone3" "$gone4" 2>/dev/null
+wait "$gone1" "$gone2" "$gone3" "$gone4" 2>/dev/null
+# A client that stays while others go gets its signature.
+"$HSMESH" agent client --socket "$S" sign "$ID" <"$T/data" >"$T/sig3.der" 2>"$T/sign.err"
+check "clients gone with signatures in flight: the agent still runs" alive "$AGENT"
+check "clients gone with signatures in flight: the next client's signature verifies" \
+    sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/certpub.pem" "$T/sig3.der" "$T/data"
+kill -TERM "$AGENT"; wait_exit "$AGENT" 10; rc=$?
+check "clients gone with signatures in flight: SIGTERM still exits 0 (got $rc)" test "$rc" -eq 0
+
 # ---- rotation with the real CA -----------------------------------------------------------
 if "$HSMESH" ca --help 2>&1 | grep -q 'serve' && "$HSMESH" ca --help 2>&1 | grep -q 'token'; then
 	new_token rotca
