@@ -22,22 +22,12 @@
  *     socket per listener; a connection lives on one worker for its life;
  *   - agclient's reader thread (replies and pushes from the agent).
  *
- * An identity ("ident") is one certificate generation: per worker, the
- * server and client SSL_CTX built from one chain, with a key that signs
- * through one agent connection. A connection holds a reference to the
- * ident it started with; a rotation swaps the current ident for new
- * handshakes and leaves established connections alone. Policy (allow
- * lists, targets, timeouts) is reloaded the same way.
- *
- * Each worker has an OpenSSL library context of its own (provider.h,
- * hsm_libctx_new) and its own copy of everything a handshake touches in
- * it: SSL_CTX pair, trust store, certificates, provider key. OpenSSL 3.0
- * takes read locks and counts references on shared method stores, keys
- * and stores at every step of a handshake; shared by the workers, those
- * cache lines bounced between cores (about 4 % more CPU per full
- * handshake with two workers; about 390 KiB more memory per worker this
- * way). Only the outbound session store is shared (below), and the
- * session ticket keys are the same in every worker's server context.
+ * An identity ("ident") is one certificate generation: the server and
+ * client SSL_CTX built from one chain, with a key that signs through one
+ * agent connection. A connection holds a reference to the ident it
+ * started with; a rotation swaps the current ident for new handshakes and
+ * leaves established connections alone. Policy (allow lists, targets,
+ * timeouts) is reloaded the same way.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -65,7 +55,6 @@
 #include <openssl/async.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -92,7 +81,6 @@
 #define JOBS_KEEP	16	/* async jobs a worker's pool may keep after a burst */
 #define RELEASE_TRIM	64	/* SSL buffer sets released in one sweep that call for a malloc_trim */
 #define SESS_KEEP	4	/* outbound sessions kept per listener for resumption */
-#define TICKET_KEYS	80	/* OpenSSL 3.0's ticket key set: name 16, HMAC 32, AES 32 */
 
 /* ---- identity and policy generations ---- */
 
@@ -103,15 +91,10 @@ struct link {				/* one connection to the agent */
 	struct proxy *px;
 };
 
-struct tlsctx {				/* one worker's contexts, in its library context */
-	SSL_CTX *srv, *cli;
-};
-
 struct ident {
 	atomic_int refs;
 	struct link *link;
-	unsigned nw;
-	struct tlsctx *tls;		/* [nw]: worker i uses tls[i] */
+	SSL_CTX *srv, *cli;
 	char *id;
 	char serial[80];
 	int64_t not_after;
@@ -171,7 +154,6 @@ struct conn {
 struct worker {
 	struct proxy *px;
 	unsigned idx;
-	struct hsm_libctx *lc;		/* this worker's OpenSSL library context */
 	pthread_t th;
 	int ep, wake;
 	int *lfd;
@@ -197,10 +179,7 @@ struct worker {
  * session object of an SSL not resumable on some paths (an SSL ended or
  * cleared without close_notify), and with one object shared by many
  * SSLs that had turned about a fifth of the resumptions under load into
- * full handshakes. A session made in one worker's library context resumes
- * in another's: resumption does no crypto with the session's peer
- * certificate (its X509 is only shared, reference-counted), and the ticket
- * keys are the identity's, not a worker's.
+ * full handshakes.
  */
 struct sessions {
 	pthread_mutex_t mu;
@@ -271,11 +250,8 @@ ident_put(struct ident *id)
 {
 	if (id == NULL || atomic_fetch_sub(&id->refs, 1) != 1)
 		return;
-	for (unsigned i = 0; id->tls != NULL && i < id->nw; i++) {
-		SSL_CTX_free(id->tls[i].srv);
-		SSL_CTX_free(id->tls[i].cli);
-	}
-	free(id->tls);
+	SSL_CTX_free(id->srv);
+	SSL_CTX_free(id->cli);
 	free(id->id);
 	link_put(id->link);
 	free(id);
@@ -455,17 +431,12 @@ sess_clear(struct sessions *ss)
 	pthread_mutex_unlock(&ss->mu);
 }
 
-/*
- * A TLS context in lib. tick: the identity's session ticket keys, the
- * same for every worker's server context, so a ticket one worker issued
- * resumes on any.
- */
 static SSL_CTX *
-ctx_new(OSSL_LIB_CTX *lib, const struct proxy_config *cfg, int server, X509 *leaf,
-    STACK_OF(X509) *chain, EVP_PKEY *key, X509_STORE *store, unsigned char tick[TICKET_KEYS])
+ctx_new(const struct proxy_config *cfg, int server, X509 *leaf, STACK_OF(X509) *chain,
+    EVP_PKEY *key, X509_STORE *store)
 {
 	static const unsigned char sid_ctx[] = "hsmesh-proxy";
-	SSL_CTX *ctx = SSL_CTX_new_ex(lib, NULL, server ? TLS_server_method() : TLS_client_method());
+	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
 	uint64_t opts = SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
 	    SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE;
 	int i;
@@ -502,8 +473,7 @@ ctx_new(OSSL_LIB_CTX *lib, const struct proxy_config *cfg, int server, X509 *lea
 	/* A record in one read(2), not a header and then a body. */
 	SSL_CTX_set_read_ahead(ctx, 1);
 	if (server) {
-		if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1 ||
-		    SSL_CTX_set_tlsext_ticket_keys(ctx, tick, TICKET_KEYS) != 1)
+		if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1)
 			goto fail;
 		SSL_CTX_set_num_tickets(ctx, cfg->tickets ? 1 : 0);
 		SSL_CTX_set_timeout(ctx, 300);
@@ -518,49 +488,35 @@ ctx_new(OSSL_LIB_CTX *lib, const struct proxy_config *cfg, int server, X509 *lea
 	return NULL;
 }
 
-/* The next PEM certificate of b, parsed in lib (its key too); NULL at the end. */
-static X509 *
-pem_x509(OSSL_LIB_CTX *lib, BIO *b)
-{
-	X509 *x = X509_new_ex(lib, NULL);
-
-	if (x != NULL && PEM_read_bio_X509(b, &x, NULL, NULL) == NULL) {
-		X509_free(x);	/* NULL already if the parse freed it */
-		x = NULL;
-	}
-	return x;
-}
-
 /*
- * One worker's share of an identity, all in the worker's library context
- * lib: the chain (leaf first) and bundle parsed there, the agent-backed key
- * for the leaf (proved with a test signature when selftest is set: every
- * worker's key names the same token key, so one proof serves all) and both
- * SSL_CTX, the server one with ticket keys tick. If info is set, the
- * leaf's ID, serial and notAfter go there.
+ * Build an identity from the agent's chain (leaf first) and bundle: parse,
+ * make the agent-backed key for the leaf, prove it with a test signature,
+ * and make both SSL_CTX. Runs on the main thread.
  */
 static int
-tls_build(struct proxy *px, struct link *ln, OSSL_LIB_CTX *lib, const char *chain_pem,
-    const char *bundle_pem, unsigned char tick[TICKET_KEYS], int selftest, struct ident *info,
-    struct tlsctx *out)
+ident_build(struct proxy *px, struct link *ln, const char *chain_pem, const char *bundle_pem,
+    struct ident **out)
 {
 	STACK_OF(X509) *rest = sk_X509_new_null();
 	X509_STORE *store = X509_STORE_new();
+	struct ident *id = calloc(1, sizeof(*id));
 	X509 *leaf = NULL, *x;
 	EVP_PKEY *key = NULL;
 	uint8_t *spki = NULL;
 	BIO *b = NULL;
 	int n, st = HSM_ECRYPTO, nb = 0;
 
-	if (rest == NULL || store == NULL) {
+	*out = NULL;
+	if (rest == NULL || store == NULL || id == NULL) {
 		st = HSM_ENOMEM;
 		goto out;
 	}
-	if ((b = BIO_new_mem_buf(chain_pem, -1)) == NULL || (leaf = pem_x509(lib, b)) == NULL) {
+	if ((b = BIO_new_mem_buf(chain_pem, -1)) == NULL ||
+	    (leaf = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
 		st = hsm_err(HSM_EPROTO, "the agent's certificate chain is not PEM");
 		goto out;
 	}
-	while ((x = pem_x509(lib, b)) != NULL)
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
 		if (!sk_X509_push(rest, x)) {
 			X509_free(x);
 			st = HSM_ENOMEM;
@@ -572,7 +528,7 @@ tls_build(struct proxy *px, struct link *ln, OSSL_LIB_CTX *lib, const char *chai
 		st = HSM_ENOMEM;
 		goto out;
 	}
-	while ((x = pem_x509(lib, b)) != NULL) {
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
 		X509_STORE_add_cert(store, x);
 		X509_free(x);
 		nb++;
@@ -583,30 +539,39 @@ tls_build(struct proxy *px, struct link *ln, OSSL_LIB_CTX *lib, const char *chai
 		goto out;
 	}
 	X509_STORE_set_flags(store, X509_V_FLAG_X509_STRICT);
-	if (info != NULL) {
-		if ((st = cert_uri_san(leaf, &info->id)) != 0 ||
-		    (st = cert_time_unix(X509_get0_notAfter(leaf), &info->not_after)) != 0)
-			goto out;
-		cert_serial_hex(X509_get0_serialNumber(leaf), info->serial, sizeof(info->serial));
-	}
+	if ((st = cert_uri_san(leaf, &id->id)) != 0 ||
+	    (st = cert_time_unix(X509_get0_notAfter(leaf), &id->not_after)) != 0)
+		goto out;
+	cert_serial_hex(X509_get0_serialNumber(leaf), id->serial, sizeof(id->serial));
 	if ((n = i2d_PUBKEY(X509_get0_pubkey(leaf), &spki)) <= 0) {
 		st = hsm_err_ossl(HSM_ECRYPTO, "certificate public key");
 		goto out;
 	}
-	if ((st = hsm_pkey_new_agent_ex(ln->agc, px->cfg->agent_id, spki, (size_t)n,
-	    px->cfg->key_timeout_ms, lib, &key)) != 0)
+	if ((st = hsm_pkey_new_agent(ln->agc, px->cfg->agent_id, spki, (size_t)n,
+	    px->cfg->key_timeout_ms, &key)) != 0)
 		goto out;
-	if (selftest && (st = hsm_pkey_selftest(key)) != 0) {
+	if ((st = hsm_pkey_selftest(key)) != 0) {
 		st = hsm_err(st, "test signature through the agent: %s", hsm_err_msg(st));
 		goto out;
 	}
-	if ((out->srv = ctx_new(lib, px->cfg, 1, leaf, rest, key, store, tick)) == NULL ||
-	    (out->cli = ctx_new(lib, px->cfg, 0, leaf, rest, key, store, tick)) == NULL) {
+	if ((id->srv = ctx_new(px->cfg, 1, leaf, rest, key, store)) == NULL ||
+	    (id->cli = ctx_new(px->cfg, 0, leaf, rest, key, store)) == NULL) {
 		st = hsm_err_ossl(HSM_ECRYPTO, "TLS context for the new certificate");
 		goto out;
 	}
+	atomic_init(&id->refs, 1);
+	atomic_fetch_add(&ln->refs, 1);
+	id->link = ln;
+	*out = id;
+	id = NULL;
 	st = 0;
  out:
+	if (id != NULL) {
+		SSL_CTX_free(id->srv);
+		SSL_CTX_free(id->cli);
+		free(id->id);
+		free(id);
+	}
 	OPENSSL_free(spki);
 	EVP_PKEY_free(key);
 	X509_free(leaf);
@@ -614,45 +579,6 @@ tls_build(struct proxy *px, struct link *ln, OSSL_LIB_CTX *lib, const char *chai
 	X509_STORE_free(store);
 	BIO_free(b);
 	return st;
-}
-
-/*
- * Build an identity from the agent's chain (leaf first) and bundle: for
- * each worker, in its library context, parse, make the agent-backed key
- * for the leaf and both SSL_CTX; the first worker's key is proved with a
- * test signature before anything else is made. One set of session ticket
- * keys per identity: a new certificate generation invalidates old tickets.
- * Runs on the main thread.
- */
-static int
-ident_build(struct proxy *px, struct link *ln, const char *chain_pem, const char *bundle_pem,
-    struct ident **out)
-{
-	struct ident *id = calloc(1, sizeof(*id));
-	unsigned char tick[TICKET_KEYS];
-	int st = 0;
-
-	*out = NULL;
-	if (id == NULL || (id->tls = calloc(px->nw, sizeof(*id->tls))) == NULL) {
-		free(id);
-		return HSM_ENOMEM;
-	}
-	id->nw = px->nw;
-	if (RAND_priv_bytes(tick, sizeof(tick)) != 1)
-		st = hsm_err_ossl(HSM_ECRYPTO, "session ticket keys");
-	for (unsigned i = 0; i < px->nw && st == 0; i++)
-		st = tls_build(px, ln, hsm_libctx_get0(px->w[i].lc), chain_pem, bundle_pem, tick,
-		    i == 0, i == 0 ? id : NULL, &id->tls[i]);
-	OPENSSL_cleanse(tick, sizeof(tick));
-	atomic_init(&id->refs, 1);
-	if (st != 0) {
-		ident_put(id);	/* id->link is still NULL */
-		return st;
-	}
-	atomic_fetch_add(&ln->refs, 1);
-	id->link = ln;
-	*out = id;
-	return 0;
 }
 
 /* ---- access log and failure lines ---- */
@@ -1041,9 +967,8 @@ static void
 tls_start(struct conn *c)
 {
 	const struct proxy_listener *l = &c->pol->cfg->lst[c->li];
-	struct tlsctx *tc = &c->ident->tls[c->w->idx];
 
-	if ((c->ssl = SSL_new(c->inbound ? tc->srv : tc->cli)) == NULL ||
+	if ((c->ssl = SSL_new(c->inbound ? c->ident->srv : c->ident->cli)) == NULL ||
 	    SSL_set_fd(c->ssl, c->tfd) != 1 || SSL_set_ex_data(c->ssl, conn_idx, c) != 1) {
 		conn_fail_reason(c, "internal", "SSL_new failed");
 		conn_close(c);
@@ -2007,7 +1932,6 @@ worker_init(struct proxy *px, struct worker *w, unsigned idx)
 {
 	struct epoll_event ev;
 	size_t n = px->cfg->nlst;
-	int st;
 
 	w->px = px;
 	w->idx = idx;
@@ -2018,8 +1942,6 @@ worker_init(struct proxy *px, struct worker *w, unsigned idx)
 		return HSM_ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		w->lfd[i] = -1;
-	if ((st = hsm_libctx_new(&w->lc)) != 0)
-		return st;
 	if ((w->ep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
 	    (w->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
 		return hsm_err(HSM_EIO, "epoll/eventfd: %s", strerror(errno));
@@ -2227,8 +2149,8 @@ proxy_main(int argc, char **argv)
 	}
 	atomic_init(&pol->refs, 1);
 	px.pol = pol;
-	/* The workers' library contexts load the provider (worker_init); the default one needs none. */
-	if ((conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL)) < 0) {
+	if ((st = hsm_provider_init()) != 0 ||
+	    (conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL)) < 0) {
 		st = hsm_err(HSM_ECRYPTO, "OpenSSL initialisation failed");
 		goto fail;
 	}
@@ -2321,6 +2243,7 @@ proxy_main(int argc, char **argv)
 	if (px.w != NULL)
 		for (i = 0; i < px.nw; i++)
 			worker_fini(&px.w[i]);
+	free(px.w);
 	for (i = 0; i < MCONN_MAX; i++)
 		if (mconns[i].fd >= 0)
 			close(mconns[i].fd);
@@ -2333,19 +2256,6 @@ proxy_main(int argc, char **argv)
 		for (i = 0; i < px.cfg->nlst; i++)
 			sess_clear(&px.sess[i]);
 	free(px.sess);
-	/*
-	 * Last, once nothing made in them is left: a worker whose connections
-	 * still wait for a key operation keeps objects of its library
-	 * context, and exit() reclaims both.
-	 */
-	if (px.w != NULL) {
-		for (i = 0; i < px.nw; i++)
-			if (px.w[i].n > 0)
-				break;
-		for (unsigned k = 0; i == px.nw && k < px.nw; k++)
-			hsm_libctx_free(px.w[k].lc);
-	}
-	free(px.w);
 	free(px.mb_chain);
 	free(px.mb_bundle);
 	if (px.mfd >= 0)

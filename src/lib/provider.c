@@ -78,19 +78,8 @@ struct keyref {
 };
 #define KEYREF_MAGIC 0x68736d32u
 
-/*
- * The provider's context: the library context it is loaded in. Its own
- * fetches (digests, the public half of keys) stay in that context, so a
- * library context per thread (the proxy's workers) shares no lock or
- * method store with another.
- */
-struct provctx {
-	OSSL_LIB_CTX *lib;
-};
-
 struct key {
-	OSSL_LIB_CTX *lib;		/* the provider's library context */
-	EVP_PKEY *pub;			/* default-provider public key, in lib */
+	EVP_PKEY *pub;			/* default-provider public key */
 	int is_ec;
 	int has_ref;
 	struct keyref ref;
@@ -99,7 +88,6 @@ struct key {
 };
 
 struct sigctx {
-	OSSL_LIB_CTX *lib;		/* the provider's library context */
 	struct key *key;
 	char mdname[32];
 	EVP_MD_CTX *mdctx;		/* update/final path only */
@@ -177,11 +165,7 @@ static const struct signer agent_signer = {
 static void *
 km_new(void *provctx)
 {
-	struct key *k = OPENSSL_zalloc(sizeof(*k));
-
-	if (k != NULL)
-		k->lib = ((struct provctx *)provctx)->lib;
-	return k;
+	return OPENSSL_zalloc(sizeof(struct key));
 }
 
 static void
@@ -233,7 +217,7 @@ key_set_pub(struct key *k, EVP_PKEY *pub)
 
 /* Build a default-provider public key from the params OpenSSL passes on import. */
 static EVP_PKEY *
-pub_from_params(OSSL_LIB_CTX *lib, const char *type, const OSSL_PARAM params[])
+pub_from_params(const char *type, const OSSL_PARAM params[])
 {
 	EVP_PKEY_CTX *pc;
 	EVP_PKEY *pk = NULL;
@@ -257,7 +241,7 @@ pub_from_params(OSSL_LIB_CTX *lib, const char *type, const OSSL_PARAM params[])
 		sub[n++] = *p;
 	}
 	sub[n] = OSSL_PARAM_construct_end();
-	if ((pc = EVP_PKEY_CTX_new_from_name(lib, type, "provider=default")) == NULL)
+	if ((pc = EVP_PKEY_CTX_new_from_name(NULL, type, "provider=default")) == NULL)
 		return NULL;
 	if (EVP_PKEY_fromdata_init(pc) <= 0 ||
 	    EVP_PKEY_fromdata(pc, &pk, EVP_PKEY_PUBLIC_KEY, sub) <= 0)
@@ -276,11 +260,10 @@ km_import_common(struct key *k, const char *type, int selection, const OSSL_PARA
 		const unsigned char *der = p->data;
 
 		if (p->data_type != OSSL_PARAM_OCTET_STRING ||
-		    (pub = d2i_PUBKEY_ex(NULL, &der, (long)p->data_size, k->lib,
-		    "provider=default")) == NULL)
+		    (pub = d2i_PUBKEY_ex(NULL, &der, (long)p->data_size, NULL, "provider=default")) == NULL)
 			return 0;
 	} else if ((selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) != 0) {
-		if ((pub = pub_from_params(k->lib, type, params)) == NULL)
+		if ((pub = pub_from_params(type, params)) == NULL)
 			return 0;
 	}
 	if (pub != NULL) {
@@ -439,10 +422,8 @@ sig_newctx(void *provctx, const char *propq)
 {
 	struct sigctx *s = OPENSSL_zalloc(sizeof(*s));
 
-	if (s != NULL) {
-		s->lib = ((struct provctx *)provctx)->lib;
+	if (s != NULL)
 		s->saltlen = -1;
-	}
 	return s;
 }
 
@@ -476,9 +457,9 @@ sig_dupctx(void *ctx)
 
 /* The hash a signature uses, by the name libssl or X509 passes. */
 static int
-md_size_of(OSSL_LIB_CTX *lib, const char *name)
+md_size_of(const char *name)
 {
-	EVP_MD *md = EVP_MD_fetch(lib, name, "provider=default");
+	EVP_MD *md = EVP_MD_fetch(NULL, name, "provider=default");
 	int n;
 
 	if (md == NULL)
@@ -491,7 +472,7 @@ md_size_of(OSSL_LIB_CTX *lib, const char *name)
 static int
 set_md(struct sigctx *s, const char *name)
 {
-	int n = md_size_of(s->lib, name);
+	int n = md_size_of(name);
 
 	if (n != 32 && n != 48 && n != 64)
 		return 0;
@@ -626,7 +607,7 @@ sig_digest_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize,
 		*siglen = (size_t)EVP_PKEY_get_size(s->key->pub);
 		return 1;
 	}
-	if ((md = EVP_MD_fetch(s->lib, s->mdname, "provider=default")) == NULL)
+	if ((md = EVP_MD_fetch(NULL, s->mdname, "provider=default")) == NULL)
 		return 0;
 	ok = EVP_Digest(tbs, tbslen, dg, &dlen, md, NULL);
 	EVP_MD_free(md);
@@ -641,7 +622,7 @@ sig_digest_sign_update(void *ctx, const unsigned char *data, size_t len)
 	struct sigctx *s = ctx;
 
 	if (s->mdctx == NULL) {
-		EVP_MD *md = EVP_MD_fetch(s->lib, s->mdname, "provider=default");
+		EVP_MD *md = EVP_MD_fetch(NULL, s->mdname, "provider=default");
 		int ok;
 
 		if (md == NULL || (s->mdctx = EVP_MD_CTX_new()) == NULL) {
@@ -795,8 +776,7 @@ sig_set_ctx_params(void *ctx, const OSSL_PARAM params[])
 		const char *name = NULL;
 
 		/* The token's MGF1 hash is the signature hash. */
-		if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) ||
-		    md_size_of(s->lib, name) != md_size_of(s->lib, s->mdname))
+		if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || md_size_of(name) != md_size_of(s->mdname))
 			return 0;
 	}
 	return 1;
@@ -856,58 +836,18 @@ prov_query(void *provctx, int op, int *no_cache)
 	}
 }
 
-static void
-prov_teardown(void *provctx)
-{
-	OPENSSL_free(provctx);
-}
-
 static const OSSL_DISPATCH prov_fns[] = {
 	{ OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))prov_query },
-	{ OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))prov_teardown },
 	{ 0, NULL }
 };
 
-/*
- * The core hands us the library context we are loaded in (a builtin
- * provider shares libcrypto with the core, so the OPENSSL_CORE_CTX is that
- * OSSL_LIB_CTX): every fetch of ours is made there.
- */
 static int
 prov_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, const OSSL_DISPATCH **out,
     void **provctx)
 {
-	OSSL_FUNC_core_get_libctx_fn *get_libctx = NULL;
-	struct provctx *pc;
-
-	for (; in != NULL && in->function_id != 0; in++)
-		if (in->function_id == OSSL_FUNC_CORE_GET_LIBCTX)
-			get_libctx = OSSL_FUNC_core_get_libctx(in);
-	if (get_libctx == NULL || (pc = OPENSSL_zalloc(sizeof(*pc))) == NULL)
-		return 0;
-	pc->lib = (OSSL_LIB_CTX *)get_libctx(handle);
 	*out = prov_fns;
-	*provctx = pc;
+	*provctx = (void *)handle;
 	return 1;
-}
-
-/*
- * Load "default" and then ours into lib (NULL: the default library
- * context) and prefer "default" for everything but our keys.
- */
-static int
-load_providers(OSSL_LIB_CTX *lib, OSSL_PROVIDER **dflt, OSSL_PROVIDER **ours)
-{
-	/* Load default first: ours must not swallow peer keys or key-exchange groups. */
-	if (*dflt == NULL && (*dflt = OSSL_PROVIDER_load(lib, "default")) == NULL)
-		return hsm_err_ossl(HSM_ECRYPTO, "cannot load OpenSSL's default provider");
-	if (!OSSL_PROVIDER_add_builtin(lib, PROV_NAME, prov_init) ||
-	    (*ours = OSSL_PROVIDER_load(lib, PROV_NAME)) == NULL)
-		return hsm_err_ossl(HSM_ECRYPTO, "cannot load the hsmesh provider");
-	/* A preference, not a requirement: the mandatory form would hide our signatures. */
-	if (!EVP_set_default_properties(lib, "?provider=default"))
-		return hsm_err_ossl(HSM_ECRYPTO, "cannot set default properties");
-	return 0;
 }
 
 int
@@ -918,56 +858,21 @@ hsm_provider_init(void)
 
 	if (ours != NULL)
 		return 0;
-	return load_providers(NULL, &dflt, &ours);
-}
-
-struct hsm_libctx {
-	OSSL_LIB_CTX *lib;
-	OSSL_PROVIDER *dflt, *ours;
-};
-
-int
-hsm_libctx_new(struct hsm_libctx **out)
-{
-	struct hsm_libctx *lc;
-	int st;
-
-	*out = NULL;
-	if ((lc = OPENSSL_zalloc(sizeof(*lc))) == NULL)
-		return HSM_ENOMEM;
-	if ((lc->lib = OSSL_LIB_CTX_new()) == NULL) {
-		OPENSSL_free(lc);
-		return hsm_err_ossl(HSM_ENOMEM, "cannot make an OpenSSL library context");
-	}
-	if ((st = load_providers(lc->lib, &lc->dflt, &lc->ours)) != 0) {
-		hsm_libctx_free(lc);
-		return st;
-	}
-	*out = lc;
+	/* Load default first: ours must not swallow peer keys or key-exchange groups. */
+	if (dflt == NULL && (dflt = OSSL_PROVIDER_load(NULL, "default")) == NULL)
+		return hsm_err_ossl(HSM_ECRYPTO, "cannot load OpenSSL's default provider");
+	if (!OSSL_PROVIDER_add_builtin(NULL, PROV_NAME, prov_init) ||
+	    (ours = OSSL_PROVIDER_load(NULL, PROV_NAME)) == NULL)
+		return hsm_err_ossl(HSM_ECRYPTO, "cannot load the hsmesh provider");
+	/* A preference, not a requirement: the mandatory form would hide our signatures. */
+	if (!EVP_set_default_properties(NULL, "?provider=default"))
+		return hsm_err_ossl(HSM_ECRYPTO, "cannot set default properties");
 	return 0;
-}
-
-OSSL_LIB_CTX *
-hsm_libctx_get0(const struct hsm_libctx *lc)
-{
-	return lc != NULL ? lc->lib : NULL;
-}
-
-void
-hsm_libctx_free(struct hsm_libctx *lc)
-{
-	if (lc == NULL)
-		return;
-	OSSL_PROVIDER_unload(lc->ours);
-	OSSL_PROVIDER_unload(lc->dflt);
-	OSSL_LIB_CTX_free(lc->lib);
-	OPENSSL_free(lc);
 }
 
 /* Make a provider key for ref (filled but for magic) whose public half is spki. */
 static int
-pkey_new(OSSL_LIB_CTX *lib, struct keyref *ref, const uint8_t *spki, size_t spkilen,
-    EVP_PKEY **out)
+pkey_new(struct keyref *ref, const uint8_t *spki, size_t spkilen, EVP_PKEY **out)
 {
 	const unsigned char *p = spki;
 	EVP_PKEY *pub;
@@ -977,7 +882,7 @@ pkey_new(OSSL_LIB_CTX *lib, struct keyref *ref, const uint8_t *spki, size_t spki
 	int st = 0;
 
 	*out = NULL;
-	if ((pub = d2i_PUBKEY_ex(NULL, &p, (long)spkilen, lib, NULL)) == NULL)
+	if ((pub = d2i_PUBKEY(NULL, &p, (long)spkilen)) == NULL)
 		return hsm_err_ossl(HSM_ECRYPTO, "cannot parse the key's SubjectPublicKeyInfo");
 	type = EVP_PKEY_is_a(pub, "EC") ? "EC" : EVP_PKEY_is_a(pub, "RSA") ? "RSA" : NULL;
 	EVP_PKEY_free(pub);
@@ -988,7 +893,7 @@ pkey_new(OSSL_LIB_CTX *lib, struct keyref *ref, const uint8_t *spki, size_t spki
 	params[0] = OSSL_PARAM_construct_octet_string(PARAM_SPKI, (void *)spki, spkilen);
 	params[1] = OSSL_PARAM_construct_octet_string(PARAM_KEYREF, ref, sizeof(*ref));
 	params[2] = OSSL_PARAM_construct_end();
-	if ((pc = EVP_PKEY_CTX_new_from_name(lib, type, "provider=" PROV_NAME)) == NULL ||
+	if ((pc = EVP_PKEY_CTX_new_from_name(NULL, type, "provider=" PROV_NAME)) == NULL ||
 	    EVP_PKEY_fromdata_init(pc) <= 0 || EVP_PKEY_fromdata(pc, out, EVP_PKEY_KEYPAIR, params) <= 0)
 		st = hsm_err_ossl(HSM_ECRYPTO, "cannot make a token-backed key (is hsm_provider_init done?)");
 	EVP_PKEY_CTX_free(pc);
@@ -1006,19 +911,12 @@ hsm_pkey_new(struct kh_client *kh, const uint8_t keyid[HSM_KEYID_LEN],
 	ref.backend = kh;
 	memcpy(ref.keyid, keyid, HSM_KEYID_LEN);
 	ref.timeout_ms = timeout_ms;
-	return pkey_new(NULL, &ref, spki, spkilen, out);
+	return pkey_new(&ref, spki, spkilen, out);
 }
 
 int
 hsm_pkey_new_agent(struct agc_client *agc, const char *spiffe_id, const uint8_t *spki,
     size_t spkilen, unsigned timeout_ms, EVP_PKEY **out)
-{
-	return hsm_pkey_new_agent_ex(agc, spiffe_id, spki, spkilen, timeout_ms, NULL, out);
-}
-
-int
-hsm_pkey_new_agent_ex(struct agc_client *agc, const char *spiffe_id, const uint8_t *spki,
-    size_t spkilen, unsigned timeout_ms, OSSL_LIB_CTX *lib, EVP_PKEY **out)
 {
 	struct keyref ref;
 	struct spiffe_id sid;
@@ -1039,7 +937,7 @@ hsm_pkey_new_agent_ex(struct agc_client *agc, const char *spiffe_id, const uint8
 	if (spki == NULL || spkilen == 0 || SHA256(spki, spkilen, ref.keyid) == NULL)
 		return hsm_err(HSM_EINVAL, "no SubjectPublicKeyInfo for the agent key");
 	ref.timeout_ms = timeout_ms;
-	return pkey_new(lib, &ref, spki, spkilen, out);
+	return pkey_new(&ref, spki, spkilen, out);
 }
 
 int
@@ -1048,30 +946,24 @@ hsm_pkey_selftest(EVP_PKEY *pkey)
 	unsigned char msg[32], sig[HSM_MAX_SIG], spki[HSM_MAX_SPKI];
 	const unsigned char *p = spki;
 	size_t siglen = sizeof(sig), spkilen = 0;
-	const OSSL_PROVIDER *prov = EVP_PKEY_get0_provider(pkey);
-	const struct provctx *pc;
 	EVP_MD_CTX *mc = NULL;
 	EVP_PKEY *pub = NULL;
 	int st = HSM_ECRYPTO;
 
-	/* Sign and verify in the key's own library context, never across. */
-	if (prov == NULL || strcmp(OSSL_PROVIDER_get0_name(prov), PROV_NAME) != 0 ||
-	    (pc = OSSL_PROVIDER_get0_provider_ctx(prov)) == NULL)
-		return hsm_err(HSM_EINVAL, "not a keyholder key");
-	if (RAND_bytes_ex(pc->lib, msg, sizeof(msg), 0) != 1)
+	if (RAND_bytes(msg, sizeof(msg)) != 1)
 		return hsm_err_ossl(HSM_ECRYPTO, "RAND_bytes");
 	if (!EVP_PKEY_get_octet_string_param(pkey, PARAM_SPKI, spki, sizeof(spki), &spkilen) ||
-	    (pub = d2i_PUBKEY_ex(NULL, &p, (long)spkilen, pc->lib, NULL)) == NULL)
+	    (pub = d2i_PUBKEY(NULL, &p, (long)spkilen)) == NULL)
 		return hsm_err(HSM_EINVAL, "not a keyholder key");
 	if ((mc = EVP_MD_CTX_new()) == NULL ||
-	    EVP_DigestSignInit_ex(mc, NULL, "SHA256", pc->lib, NULL, pkey, NULL) != 1 ||
+	    EVP_DigestSignInit(mc, NULL, EVP_sha256(), NULL, pkey) != 1 ||
 	    EVP_DigestSign(mc, sig, &siglen, msg, sizeof(msg)) != 1) {
 		st = hsm_err_ossl(HSM_ECRYPTO, "test signature through the keyholder failed");
 		goto out;
 	}
 	EVP_MD_CTX_free(mc);
 	if ((mc = EVP_MD_CTX_new()) == NULL ||
-	    EVP_DigestVerifyInit_ex(mc, NULL, "SHA256", pc->lib, NULL, pub, NULL) != 1 ||
+	    EVP_DigestVerifyInit(mc, NULL, EVP_sha256(), NULL, pub) != 1 ||
 	    EVP_DigestVerify(mc, sig, siglen, msg, sizeof(msg)) != 1) {
 		st = hsm_err_ossl(HSM_ECRYPTO, "test signature from the token does not verify");
 		goto out;

@@ -32,20 +32,6 @@ struct agc_client;
 int hsm_provider_init(void);
 
 /*
- * A library context of its own with "default" and this provider loaded as
- * hsm_provider_init does for the default one: for a thread (the proxy's
- * workers) whose TLS contexts, certificates and keys should share no lock,
- * method cache or reference count with other threads'. Everything made in
- * it (SSL_CTX_new_ex, X509_new_ex, hsm_pkey_new_agent_ex) must be freed
- * before it. Costs memory (its own method caches and DRBGs). 0,
- * HSM_ENOMEM or HSM_ECRYPTO; free *out with hsm_libctx_free (NULL is fine).
- */
-struct hsm_libctx;
-int hsm_libctx_new(struct hsm_libctx **out);
-OSSL_LIB_CTX *hsm_libctx_get0(const struct hsm_libctx *lc);
-void hsm_libctx_free(struct hsm_libctx *lc);
-
-/*
  * Make an EVP_PKEY for the keyholder key keyid whose public half is spki
  * (DER SubjectPublicKeyInfo, EC P-256/P-384 or RSA). The key borrows kh:
  * kh must outlive every copy of the key. timeout_ms bounds each signature
@@ -70,17 +56,8 @@ int hsm_pkey_new_agent(struct agc_client *agc, const char *spiffe_id, const uint
     size_t spkilen, unsigned timeout_ms, EVP_PKEY **out);
 
 /*
- * hsm_pkey_new_agent in library context lib (NULL: the default one; else
- * one from hsm_libctx_new): the key, its public half and every fetch of
- * its signatures stay in lib. Use it only with objects of the same lib.
- */
-int hsm_pkey_new_agent_ex(struct agc_client *agc, const char *spiffe_id, const uint8_t *spki,
-    size_t spkilen, unsigned timeout_ms, OSSL_LIB_CTX *lib, EVP_PKEY **out);
-
-/*
  * Prove the key at start-up: sign a random digest through its backend
- * and verify it with the public key, both in the key's library context.
- * 0, or the signing/verification error.
+ * and verify it with the public key. 0, or the signing/verification error.
  */
 int hsm_pkey_selftest(EVP_PKEY *pkey);
 

@@ -37,7 +37,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/provider.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
@@ -834,32 +833,11 @@ fake_agent_subscription(void **state)
 	pthread_mutex_destroy(&rec.mu);
 }
 
-/* x parsed again in lib (its public key too). */
-static X509 *
-x509_in(OSSL_LIB_CTX *lib, X509 *x)
-{
-	unsigned char *der = NULL;
-	const unsigned char *p;
-	X509 *y = X509_new_ex(lib, NULL);
-	int n = i2d_X509(x, &der);
-
-	assert_non_null(y);
-	assert_true(n > 0);
-	p = der;
-	assert_non_null(d2i_X509(&y, &p, n));
-	OPENSSL_free(der);
-	X509_free(x);
-	return y;
-}
-
-/*
- * An SSL_CTX in library context lib (NULL: the default) whose key signs
- * through the agent; verifies its peer against root.pem.
- */
+/* An SSL_CTX whose key signs through the agent; verifies its peer against root.pem. */
 static SSL_CTX *
-make_ctx_ex(OSSL_LIB_CTX *lib, int server, unsigned timeout_ms)
+make_ctx(int server, unsigned timeout_ms)
 {
-	SSL_CTX *ctx = SSL_CTX_new_ex(lib, NULL, server ? TLS_server_method() : TLS_client_method());
+	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
 	X509 *leaf;
 	STACK_OF(X509) *rest;
 	EVP_PKEY *key = NULL;
@@ -868,14 +846,9 @@ make_ctx_ex(OSSL_LIB_CTX *lib, int server, unsigned timeout_ms)
 
 	assert_non_null(ctx);
 	get_chain(agc, &leaf, &rest);
-	if (lib != NULL) {
-		leaf = x509_in(lib, leaf);
-		for (int i = 0; i < sk_X509_num(rest); i++)
-			sk_X509_set(rest, i, x509_in(lib, sk_X509_value(rest, i)));
-	}
 	n = i2d_PUBKEY(X509_get0_pubkey(leaf), &spki);
 	assert_true(n > 0);
-	assert_int_equal(hsm_pkey_new_agent_ex(agc, ID, spki, (size_t)n, timeout_ms, lib, &key), 0);
+	assert_int_equal(hsm_pkey_new_agent(agc, ID, spki, (size_t)n, timeout_ms, &key), 0);
 	OPENSSL_free(spki);
 	assert_int_equal(SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION), 1);
 	assert_int_equal(SSL_CTX_use_certificate(ctx, leaf), 1);
@@ -891,12 +864,6 @@ make_ctx_ex(OSSL_LIB_CTX *lib, int server, unsigned timeout_ms)
 	X509_free(leaf);
 	sk_X509_free(rest);
 	return ctx;
-}
-
-static SSL_CTX *
-make_ctx(int server, unsigned timeout_ms)
-{
-	return make_ctx_ex(NULL, server, timeout_ms);
 }
 
 struct hs {
@@ -1047,69 +1014,6 @@ tls_async_handshake(void **state)
 	}
 }
 
-/*
- * The proxy's workers each have a library context of their own: keys made
- * there are the provider's in that context (not the default one's), prove
- * themselves there, and sign asynchronously in handshakes between two
- * such contexts.
- */
-static void
-tls_own_libctx(void **state)
-{
-	struct hsm_libctx *la = NULL, *lb = NULL;
-	OSSL_LIB_CTX *a, *b;
-	EVP_PKEY *k0 = NULL, *ka = NULL;
-	X509 *leaf;
-	STACK_OF(X509) *rest;
-	uint8_t *spki = NULL;
-	struct hs h;
-	BIO *x, *y;
-	int n;
-
-	assert_int_equal(hsm_libctx_new(&la), 0);
-	assert_int_equal(hsm_libctx_new(&lb), 0);
-	a = hsm_libctx_get0(la);
-	b = hsm_libctx_get0(lb);
-	assert_true(a != NULL && b != NULL && a != b);
-	assert_int_equal(OSSL_PROVIDER_available(a, "default"), 1);
-	assert_int_equal(OSSL_PROVIDER_available(a, "hsmesh"), 1);
-
-	get_chain(agc, &leaf, &rest);
-	n = i2d_PUBKEY(X509_get0_pubkey(leaf), &spki);
-	assert_true(n > 0);
-	assert_int_equal(hsm_pkey_new_agent(agc, ID, spki, (size_t)n, 0, &k0), 0);
-	assert_int_equal(hsm_pkey_new_agent_ex(agc, ID, spki, (size_t)n, 0, a, &ka), 0);
-	assert_non_null(EVP_PKEY_get0_provider(ka));
-	assert_string_equal(OSSL_PROVIDER_get0_name(EVP_PKEY_get0_provider(ka)), "hsmesh");
-	assert_ptr_not_equal(EVP_PKEY_get0_provider(ka), EVP_PKEY_get0_provider(k0));
-	assert_int_equal(hsm_pkey_selftest(ka), 0);
-	EVP_PKEY_free(k0);
-	EVP_PKEY_free(ka);
-	OPENSSL_free(spki);
-	X509_free(leaf);
-	sk_X509_pop_free(rest, X509_free);
-
-	/* Server in a, client in b, the server's signature paused at least once. */
-	memset(&h, 0, sizeof(h));
-	h.sctx = make_ctx_ex(a, 1, 0);
-	h.cctx = make_ctx_ex(b, 0, 0);
-	assert_non_null(h.srv = SSL_new(h.sctx));
-	assert_non_null(h.cli = SSL_new(h.cctx));
-	assert_int_equal(BIO_new_bio_pair(&x, 0, &y, 0), 1);
-	SSL_set_bio(h.srv, x, x);
-	SSL_set_bio(h.cli, y, y);
-	SSL_set_accept_state(h.srv);
-	SSL_set_connect_state(h.cli);
-	kill(agent_pid, SIGSTOP);
-	h.on_async = resume_agent;
-	assert_int_equal(hs_run(&h, 15000), 1);
-	assert_true(h.asyncs >= 1);
-	check_done(&h);
-	hs_free(&h);
-	hsm_libctx_free(la);
-	hsm_libctx_free(lb);
-}
-
 static int
 kill_agent(int n)
 {
@@ -1192,7 +1096,6 @@ main(void)
 		cmocka_unit_test(fake_agent),
 		cmocka_unit_test(fake_agent_subscription),
 		cmocka_unit_test(tls_async_handshake),
-		cmocka_unit_test(tls_own_libctx),
 		cmocka_unit_test(tls_agent_stopped_deadline),
 		cmocka_unit_test(tls_agent_killed),
 	};
