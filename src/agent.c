@@ -200,8 +200,9 @@ struct pending_sign {
 /*
  * A local client. The main thread owns it (list, input, subscriptions);
  * the output side is shared with the keyholder client's reader thread,
- * which writes signature replies: out, outlen, outcap, want_out, signs and
- * closed are under mu, and fd is written to only under mu while !closed.
+ * which writes signature replies: out, outlen, outcap, want_out and closed
+ * are under mu, and fd is written to only under mu while !closed; signs
+ * (in flight) is atomic.
  * The struct lives while referenced (the main loop's, one per signature in
  * flight).
  */
@@ -218,7 +219,7 @@ struct conn {
 	uint8_t *out;
 	size_t outlen, outcap;
 	int want_out;
-	int signs;
+	atomic_int signs;
 	uint8_t *sub;			/* per workload: subscribed */
 	uint32_t *subid;		/* per workload: the SUBSCRIBE's id */
 };
@@ -1896,8 +1897,8 @@ sign_done(void *arg, int st, const uint8_t *sig, size_t siglen)
 		st = ag_encode_sig(ps->id, sig, siglen, &f, &len);
 	else
 		st = ag_encode_error(AG_T_SIGN | AG_T_REPLY, ps->id, st, hsm_strerror(st), &f, &len);
+	atomic_fetch_sub(&c->signs, 1);
 	pthread_mutex_lock(&c->mu);
-	c->signs--;
 	if (!c->closed && (st != 0 || conn_send_locked(ps->ag, c, f, len) != 0))
 		shutdown(c->fd, SHUT_RDWR);
 	pthread_mutex_unlock(&c->mu);
@@ -1912,14 +1913,8 @@ handle_sign(struct agent *ag, struct conn *c, const struct ag_request *rq, struc
 	struct pending_sign *ps;
 	const uint8_t *key = w->key.id;
 	char hex[2 * HSM_KEYID_LEN + 1];
-	int r, busy;
+	int r;
 
-	pthread_mutex_lock(&c->mu);
-	busy = c->signs >= MAX_SIGN_INFLIGHT;
-	pthread_mutex_unlock(&c->mu);
-	if (busy)
-		return send_error(ag, c, AG_T_SIGN | AG_T_REPLY, rq->id, HSM_EBUSY,
-		    "too many signatures in flight");
 	if (rq->has_keyid && (key = wl_signing_key(ag, w, rq->keyid)) == NULL) {
 		r = hsm_err(HSM_ENOENT, "key %.16s is not a current or retired key of %s",
 		    keyid_hex(rq->keyid, hex), w->c->id);
@@ -1927,21 +1922,24 @@ handle_sign(struct agent *ag, struct conn *c, const struct ag_request *rq, struc
 		    hsm_err_msg(r));
 		return send_error(ag, c, AG_T_SIGN | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
 	}
-	if ((ps = calloc(1, sizeof(*ps))) == NULL)
+	/* A slot in flight, given back by sign_done (reader thread) or below. */
+	if (atomic_fetch_add(&c->signs, 1) >= MAX_SIGN_INFLIGHT) {
+		atomic_fetch_sub(&c->signs, 1);
+		return send_error(ag, c, AG_T_SIGN | AG_T_REPLY, rq->id, HSM_EBUSY,
+		    "too many signatures in flight");
+	}
+	if ((ps = calloc(1, sizeof(*ps))) == NULL) {
+		atomic_fetch_sub(&c->signs, 1);
 		return HSM_ENOMEM;
+	}
 	ps->ag = ag;
 	ps->conn = c;
 	ps->id = rq->id;
 	atomic_fetch_add(&c->refs, 1);
-	pthread_mutex_lock(&c->mu);
-	c->signs++;
-	pthread_mutex_unlock(&c->mu);
 	/* From here sign_done may run on the reader thread at any time. */
 	if ((r = kh_sign_call(ag->kh, key, rq->alg, rq->digest, rq->dlen, SIGN_TIMEOUT_MS,
 	    sign_done, ps)) != 0) {
-		pthread_mutex_lock(&c->mu);
-		c->signs--;
-		pthread_mutex_unlock(&c->mu);
+		atomic_fetch_sub(&c->signs, 1);
 		atomic_fetch_sub(&c->refs, 1);	/* never the last: the loop holds one */
 		free(ps);
 		return send_error(ag, c, AG_T_SIGN | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
@@ -2099,6 +2097,7 @@ accept_conn(struct agent *ag)
 	c->uid = cred.uid;
 	c->pid = cred.pid;
 	atomic_init(&c->refs, 1);	/* the main loop's */
+	atomic_init(&c->signs, 0);
 	pthread_mutex_init(&c->mu, NULL);
 	ev.events = EPOLLIN;
 	ev.data.ptr = c;
