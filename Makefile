@@ -31,6 +31,7 @@ HDRS     = $(wildcard src/lib/*.h) $(wildcard src/*.h)
 TEST_HDRS = $(wildcard tests/unit/*.h)
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 FUZZ_SRC = $(sort $(wildcard tests/fuzz/fuzz_*.c))
+TOOL_SRC = $(sort $(wildcard tests/tools/*.c))
 
 LIB_OBJ      = $(LIB_SRC:src/lib/%.c=$(BUILD)/obj/lib/%.o)
 MAIN_OBJ     = $(MAIN_SRC:src/%.c=$(BUILD)/obj/%.o)
@@ -39,6 +40,7 @@ ASAN_MAIN_OBJ= $(MAIN_SRC:src/%.c=$(BUILD)/asan/obj/%.o)
 UNIT_BIN     = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 ASAN_UNIT_BIN= $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 FUZZ_BIN     = $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+TOOL_BIN     = $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 
 .PHONY: all deps check check-build demo bench fuzz clean format-check
 
@@ -87,7 +89,7 @@ $(BUILD)/asan/tests/%: tests/unit/%.c $(BUILD)/asan/libhsmesh.a $(HDRS) $(TEST_H
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -O1 $(SANFLAGS) -o $@ $< $(BUILD)/asan/libhsmesh.a -lcmocka $(LDLIBS_ALL)
 
-# Test tools (fixture generators, never shipped): tests/tools/*.c
+# Test tools (fixture generators and test clients, never shipped): tests/tools/*.c
 $(BUILD)/tests/tools/%: tests/tools/%.c $(BUILD)/libhsmesh.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libhsmesh.a $(LDLIBS_ALL)
@@ -106,7 +108,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ) $(HDRS)
 	$(FUZZCC) $(CPPFLAGS_ALL) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS_ALL)
 
-check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN) $(BUILD)/tests/tools/sgx_testpki
+check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN)
 
 check: check-build
 	@tests/run.sh $(BUILD)

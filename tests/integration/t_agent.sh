@@ -267,6 +267,35 @@ check "clients gone with signatures in flight: the next client's signature verif
 kill -TERM "$AGENT"; wait_exit "$AGENT" 10; rc=$?
 check "clients gone with signatures in flight: SIGTERM still exits 0 (got $rc)" test "$rc" -eq 0
 
+# ---- more signatures in flight than one client may have (1024) ---------------------------
+# tests/tools/agent_flood sends 1100 SIGN requests at once on one connection.
+# With a 150 ms token all of them arrive before the first signature ends: the
+# agent takes 1024 and answers the other 76 "busy" at once; the keyholder's
+# 64 sessions sign the 1024 in 16 rounds (2.4 s, within the agent's 5 s).
+FLOOD=""
+for d in "${HSMESH_BUILD:-}" "$(dirname "$HSMESH")" "$(dirname "$HSMESH")/.."; do
+	[ -n "$d" ] && [ -x "$d/tests/tools/agent_flood" ] && { FLOOD=$d/tests/tools/agent_flood; break; }
+done
+if [ -x "$FLOOD" ]; then
+	sed 's|^  pin_file: .*|&\n  test_sign_delay_ms: 150\n  workers: 64|' "$Y" >"$T/flood.yaml"
+	mv "$T/agent.log" "$T/agent3.log"
+	"$HSMESH" agent -c "$T/flood.yaml" 2>"$T/agent.log" &
+	AGENT=$!; track $AGENT
+	wait_log "$ID: reusing certificate serial $SERIAL valid until" 10 >/dev/null
+	sleep 0.3
+	FL=$("$FLOOD" "$S" "$ID" 1100 "$T/certpub.pem" 2>"$T/flood.err")
+	check "1100 signatures at once: 1024 signed and verified, 76 refused as busy (got '$FL' $(head -c 200 "$T/flood.err"))" \
+	    test "$FL" = "ok=1024 busy=76 other=0"
+	# The slots were the flooding client's: the next client signs at once.
+	"$HSMESH" agent client --socket "$S" sign "$ID" <"$T/data" >"$T/sig4.der" 2>"$T/sign.err"
+	check "after the flood: the next client's signature verifies" \
+	    sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/certpub.pem" "$T/sig4.der" "$T/data"
+	kill -TERM "$AGENT"; wait_exit "$AGENT" 10; rc=$?
+	check "after the flood: SIGTERM exits 0 (got $rc)" test "$rc" -eq 0
+else
+	not_ok "tests/tools/agent_flood is not built next to $HSMESH (make check-build)"
+fi
+
 # ---- rotation with the real CA -----------------------------------------------------------
 if "$HSMESH" ca --help 2>&1 | grep -q 'serve' && "$HSMESH" ca --help 2>&1 | grep -q 'token'; then
 	new_token rotca
