@@ -243,15 +243,32 @@ check "restart serves the same certificate" \
     sh -c 'sleep 0.3; "$1" agent client --socket "$2" get "$4" | cmp -s - "$3"' x "$HSMESH" "$S" "$C" "$ID"
 kill -TERM "$AGENT"; wait_exit "$AGENT" 10
 
+# slow_agent NAME DELAY_MS [WORKERS]: restart the agent from agent.yaml with the
+# keyholder's test_sign_delay_ms (and token.workers), once it serves its certificate
+slow_agent() {
+	extra="\n  test_sign_delay_ms: $2"
+	[ -n "${3:-}" ] && extra="$extra\n  workers: $3"
+	sed "s|^  pin_file: .*|&$extra|" "$Y" >"$T/$1.yaml"
+	mv "$T/agent.log" "$T/agent-before-$1.log"
+	"$HSMESH" agent -c "$T/$1.yaml" 2>"$T/agent.log" &
+	AGENT=$!; track $AGENT
+	wait_log "$ID: reusing certificate serial $SERIAL valid until" 10 >/dev/null
+	sleep 0.3
+}
+# still_serves WHAT: the agent runs, the next client's signature verifies, SIGTERM exits 0
+still_serves() {
+	"$HSMESH" agent client --socket "$S" sign "$ID" <"$T/data" >"$T/next.der" 2>"$T/sign.err"
+	check "$1: the agent still runs" alive "$AGENT"
+	check "$1: the next client's signature verifies" \
+	    sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/certpub.pem" "$T/next.der" "$T/data"
+	kill -TERM "$AGENT"; wait_exit "$AGENT" 10; rc=$?
+	check "$1: SIGTERM still exits 0 (got $rc)" test "$rc" -eq 0
+}
+
 # ---- clients that go while their signatures are in flight (a 1 s token) ------------------
 # The keyholder client's reader thread writes each reply to its client
 # itself: a client gone meanwhile must cost nothing but the dropped reply.
-sed 's|^  pin_file: .*|&\n  test_sign_delay_ms: 1000|' "$Y" >"$T/slow.yaml"
-mv "$T/agent.log" "$T/agent2.log"
-"$HSMESH" agent -c "$T/slow.yaml" 2>"$T/agent.log" &
-AGENT=$!; track $AGENT
-wait_log "$ID: reusing certificate serial $SERIAL valid until" 10 >/dev/null
-sleep 0.3
+slow_agent slow 1000
 for i in 1 2 3 4; do
 	"$HSMESH" agent client --socket "$S" sign "$ID" <"$T/data" >/dev/null 2>&1 &
 	eval "gone$i=\$!"
@@ -259,13 +276,7 @@ done
 sleep 0.3
 kill -KILL "$gone1" "$gone2" "$gone3" "$gone4" 2>/dev/null
 wait "$gone1" "$gone2" "$gone3" "$gone4" 2>/dev/null
-# A client that stays while others go gets its signature.
-"$HSMESH" agent client --socket "$S" sign "$ID" <"$T/data" >"$T/sig3.der" 2>"$T/sign.err"
-check "clients gone with signatures in flight: the agent still runs" alive "$AGENT"
-check "clients gone with signatures in flight: the next client's signature verifies" \
-    sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/certpub.pem" "$T/sig3.der" "$T/data"
-kill -TERM "$AGENT"; wait_exit "$AGENT" 10; rc=$?
-check "clients gone with signatures in flight: SIGTERM still exits 0 (got $rc)" test "$rc" -eq 0
+still_serves "clients gone with signatures in flight"
 
 # ---- more signatures in flight than one client may have (1024) ---------------------------
 # tests/tools/agent_flood sends 1100 SIGN requests at once on one connection.
@@ -277,21 +288,12 @@ for d in "${HSMESH_BUILD:-}" "$(dirname "$HSMESH")" "$(dirname "$HSMESH")/.."; d
 	[ -n "$d" ] && [ -x "$d/tests/tools/agent_flood" ] && { FLOOD=$d/tests/tools/agent_flood; break; }
 done
 if [ -x "$FLOOD" ]; then
-	sed 's|^  pin_file: .*|&\n  test_sign_delay_ms: 150\n  workers: 64|' "$Y" >"$T/flood.yaml"
-	mv "$T/agent.log" "$T/agent3.log"
-	"$HSMESH" agent -c "$T/flood.yaml" 2>"$T/agent.log" &
-	AGENT=$!; track $AGENT
-	wait_log "$ID: reusing certificate serial $SERIAL valid until" 10 >/dev/null
-	sleep 0.3
+	slow_agent flood 150 64
 	FL=$("$FLOOD" "$S" "$ID" 1100 "$T/certpub.pem" 2>"$T/flood.err")
 	check "1100 signatures at once: 1024 signed and verified, 76 refused as busy (got '$FL' $(head -c 200 "$T/flood.err"))" \
 	    test "$FL" = "ok=1024 busy=76 other=0"
-	# The slots were the flooding client's: the next client signs at once.
-	"$HSMESH" agent client --socket "$S" sign "$ID" <"$T/data" >"$T/sig4.der" 2>"$T/sign.err"
-	check "after the flood: the next client's signature verifies" \
-	    sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/certpub.pem" "$T/sig4.der" "$T/data"
-	kill -TERM "$AGENT"; wait_exit "$AGENT" 10; rc=$?
-	check "after the flood: SIGTERM exits 0 (got $rc)" test "$rc" -eq 0
+	# The slots were the flooding client's.
+	still_serves "after the flood"
 else
 	not_ok "tests/tools/agent_flood is not built next to $HSMESH (make check-build)"
 fi
