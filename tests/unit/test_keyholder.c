@@ -415,15 +415,17 @@ killed_keyholder(void **state)
 struct calls {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
+	struct kh_client *c;
+	pid_t pid;
+	uint8_t id[HSM_KEYID_LEN], *spki;
 	EVP_PKEY *pub;
 	uint8_t dg[64][32];
 	int n, ok, closed, other;
 	int seen[64];			/* callbacks per request: must be exactly 1 */
-};
-
-struct call_arg {
-	struct calls *k;
-	int i;
+	struct call_arg {
+		struct calls *k;
+		int i;
+	} a[64];
 };
 
 static void
@@ -447,6 +449,46 @@ call_done(void *arg, int st, const uint8_t *sig, size_t siglen)
 	pthread_mutex_unlock(&k->mu);
 }
 
+/*
+ * A keyholder whose token takes delay_ms per signature (workers sessions;
+ * 0: the default) and a fresh P-256 key labelled label, in k.
+ */
+static void
+calls_setup(struct calls *k, unsigned delay_ms, int workers, const char *label)
+{
+	size_t len;
+
+	pthread_mutex_init(&k->mu, NULL);
+	pthread_cond_init(&k->cv, NULL);
+	opts.sign_delay_ms = delay_ms;
+	opts.workers = workers;
+	spawn(&k->c, &k->pid);
+	opts.sign_delay_ms = 0;
+	opts.workers = 0;
+	assert_int_equal(kh_generate(k->c, HSM_KEY_EC_P256, label, 0, k->id, &k->spki, &len), 0);
+	k->pub = pub_of(k->spki, len);
+}
+
+/* kh_sign_call of request i (digest k->dg[i]); its status */
+static int
+calls_send(struct calls *k, int i)
+{
+	k->a[i] = (struct call_arg){ k, i };
+	return kh_sign_call(k->c, k->id, HSM_SIG_ECDSA, k->dg[i], 32, 20000, call_done, &k->a[i]);
+}
+
+/* Every request below n was called back exactly once. */
+static void
+calls_end(struct calls *k, int n)
+{
+	for (int i = 0; i < n; i++)
+		assert_int_equal(k->seen[i], 1);
+	EVP_PKEY_free(k->pub);
+	free(k->spki);
+	pthread_mutex_destroy(&k->mu);
+	pthread_cond_destroy(&k->cv);
+}
+
 static void
 calls_wait(struct calls *k, int n)
 {
@@ -464,38 +506,23 @@ calls_wait(struct calls *k, int n)
 static void
 sign_call_many_in_flight(void **state)
 {
-	struct kh_client *c;
-	pid_t pid;
-	uint8_t id[HSM_KEYID_LEN], *spki;
-	size_t len;
-	struct calls k = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
-	struct call_arg a[64];
+	struct calls k = { 0 };
 
 	/*
 	 * On the TPM (tb_tpm) 4 workers: the TPM performs one command at a
 	 * time, so more sessions add nothing (docs/TPM.md), and 32 of them
 	 * once gave one failed signature in 64 in a loaded CI run.
 	 */
-	opts.sign_delay_ms = 20;
-	opts.workers = tb_tpm() ? 4 : 32;
-	spawn(&c, &pid);
-	opts.sign_delay_ms = 0;
-	opts.workers = 0;
-	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "calls", 0, id, &spki, &len), 0);
-	k.pub = pub_of(spki, len);
+	calls_setup(&k, 20, tb_tpm() ? 4 : 32, "calls");
 	for (int i = 0; i < 64; i++) {
 		RAND_bytes(k.dg[i], 32);
-		a[i] = (struct call_arg){ &k, i };
-		assert_int_equal(kh_sign_call(c, id, HSM_SIG_ECDSA, k.dg[i], 32, 20000, call_done, &a[i]), 0);
+		assert_int_equal(calls_send(&k, i), 0);
 	}
 	calls_wait(&k, 64);
 	assert_int_equal(k.ok, 64);
-	kh_destroy(c, id, 0);
-	reap(c, pid);
-	for (int i = 0; i < 64; i++)
-		assert_int_equal(k.seen[i], 1);
-	EVP_PKEY_free(k.pub);
-	free(spki);
+	kh_destroy(k.c, k.id, 0);
+	reap(k.c, k.pid);
+	calls_end(&k, 64);
 }
 
 /*
@@ -506,72 +533,45 @@ sign_call_many_in_flight(void **state)
 static void
 sign_call_keyholder_killed(void **state)
 {
-	struct kh_client *c;
-	pid_t pid;
-	uint8_t id[HSM_KEYID_LEN], *spki;
-	size_t len;
-	struct calls k = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
-	struct call_arg a[5];
+	struct calls k = { 0 };
 	int st, want = 4;
 
-	opts.sign_delay_ms = 3000;
-	spawn(&c, &pid);
-	opts.sign_delay_ms = 0;
-	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "callkill", 0, id, &spki, &len), 0);
-	k.pub = pub_of(spki, len);
-	for (int i = 0; i < 4; i++) {
-		a[i] = (struct call_arg){ &k, i };
-		assert_int_equal(kh_sign_call(c, id, HSM_SIG_ECDSA, k.dg[i], 32, 20000, call_done, &a[i]), 0);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	calls_setup(&k, 3000, 0, "callkill");
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(calls_send(&k, i), 0);
+	kill(k.pid, SIGKILL);
+	waitpid(k.pid, NULL, 0);
 	calls_wait(&k, 4);
-	a[4] = (struct call_arg){ &k, 4 };
-	st = kh_sign_call(c, id, HSM_SIG_ECDSA, k.dg[4], 32, 20000, call_done, &a[4]);
+	st = calls_send(&k, 4);
 	if (st == 0)
 		want = 5;
 	else
 		assert_int_equal(st, HSM_ECLOSED);
 	calls_wait(&k, want);
-	kh_client_free(c);
+	kh_client_free(k.c);
 	assert_int_equal(k.closed, want);
 	assert_int_equal(k.n, want);
 	assert_int_equal(k.ok + k.other, 0);
-	for (int i = 0; i < want; i++)
-		assert_int_equal(k.seen[i], 1);
-	EVP_PKEY_free(k.pub);
-	free(spki);
+	calls_end(&k, want);
 }
 
 /* Requests still in flight when the client is freed are called back (HSM_ECLOSED) before it returns. */
 static void
 sign_call_client_freed(void **state)
 {
-	struct kh_client *c;
-	pid_t pid;
-	uint8_t id[HSM_KEYID_LEN], *spki;
-	size_t len;
-	struct calls k = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
-	struct call_arg a[3];
+	struct calls k = { 0 };
 	int status;
 
-	opts.sign_delay_ms = 2000;
-	spawn(&c, &pid);
-	opts.sign_delay_ms = 0;
-	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "callfree", 0, id, &spki, &len), 0);
-	k.pub = pub_of(spki, len);
-	for (int i = 0; i < 3; i++) {
-		a[i] = (struct call_arg){ &k, i };
-		assert_int_equal(kh_sign_call(c, id, HSM_SIG_ECDSA, k.dg[i], 32, 20000, call_done, &a[i]), 0);
-	}
-	kh_client_free(c);
+	calls_setup(&k, 2000, 0, "callfree");
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(calls_send(&k, i), 0);
+	kh_client_free(k.c);
 	assert_int_equal(k.n, 3);
 	assert_int_equal(k.closed, 3);
 	/* The keyholder exits when its parent's socket closes, requests in flight or not. */
-	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(waitpid(k.pid, &status, 0), k.pid);
 	assert_true(WIFEXITED(status));
-	EVP_PKEY_free(k.pub);
-	free(spki);
+	calls_end(&k, 3);
 }
 
 static pid_t
