@@ -141,8 +141,8 @@ struct conn {
 	int t_eof, p_eof, t_shut, p_shut;
 	int authorised, resumed;
 	int paused;			/* an async job of the SSL is paused (counted in w->njobs) */
-	int p_dry;			/* the last read of the plaintext side found it dry */
 	int ssl_bufs;			/* the SSL may hold record buffers (relay) */
+	int p_dry;			/* the last read of the plaintext side found it dry */
 	uint64_t t_accept, t_hs, t_last, deadline, t_async;
 	uint64_t n_tp, n_pt;		/* bytes moved each way */
 	char peer_addr[64];

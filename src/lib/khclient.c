@@ -131,7 +131,7 @@ kh_sign_done(struct rpc_req *rr)
 
 /*
  * Queue a request and send its frame. On success *out holds the owner's
- * reference; with cb, there is no owner (out is NULL) and cb gets the end.
+ * reference; with cb there is no owner (out may be NULL) and cb gets the end.
  */
 static int
 req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *b1, size_t l1,
@@ -141,7 +141,8 @@ req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *
 	struct kh_req *r;
 	int n, st;
 
-	*out = NULL;
+	if (out != NULL)
+		*out = NULL;
 	if (timeout_ms == 0)
 		timeout_ms = KH_DEFAULT_TIMEOUT_MS;
 	if (timeout_ms > KH_MAX_DEADLINE_MS)
@@ -371,13 +372,12 @@ kh_sign_call(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
     const uint8_t *dgst, size_t dlen, unsigned timeout_ms, kh_sign_cb cb, void *arg)
 {
 	uint8_t body[HSM_KEYID_LEN + 2 + 64];
-	struct kh_req *unused;
 	size_t len = 0;
 	int st;
 
 	if ((st = sign_body(keyid, alg, dgst, dlen, body, &len)) != 0)
 		return st;
-	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, -1, cb, arg, &unused);
+	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, -1, cb, arg, NULL);
 }
 
 int
