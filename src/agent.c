@@ -1896,12 +1896,13 @@ sign_done(void *arg, int st, const uint8_t *sig, size_t siglen)
 	if (st == 0)
 		st = ag_encode_sig(ps->id, sig, siglen, &f, &len);
 	else
-		st = ag_encode_error(AG_T_SIGN | AG_T_REPLY, ps->id, st, hsm_strerror(st), &f, &len);
-	atomic_fetch_sub(&c->signs, 1);
+		st = ag_encode_error(AG_T_SIGN | AG_T_REPLY, ps->id, st, hsm_err_msg(st), &f, &len);
 	pthread_mutex_lock(&c->mu);
 	if (!c->closed && (st != 0 || conn_send_locked(ps->ag, c, f, len) != 0))
 		shutdown(c->fd, SHUT_RDWR);
 	pthread_mutex_unlock(&c->mu);
+	/* Only now: shutdown_agent waits for signs to reach 0 to know the reply is out. */
+	atomic_fetch_sub(&c->signs, 1);
 	free(f);
 	conn_unref(c);
 	free(ps);
@@ -2295,11 +2296,33 @@ loop(struct agent *ag)
 	return 0;
 }
 
+/*
+ * The keyholder died: its client's reader fails every signature in flight
+ * (sign_done), and each client must read that error, not a bare close.
+ * Wait (at most a second) for those replies before the clients go.
+ */
+static void
+await_failed_signs(struct agent *ag)
+{
+	for (uint64_t until = hsm_now_ms() + 1000; hsm_now_ms() < until; usleep(5000)) {
+		int busy = 0;
+
+		for (struct conn *c = ag->conns; c != NULL && !busy; c = c->next)
+			busy = atomic_load(&c->signs) != 0;
+		if (!busy)
+			return;
+	}
+	log_warn("closing local clients with signatures still in flight");
+}
+
 static void
 shutdown_agent(struct agent *ag)
 {
 	struct job *j;
 	int status;
+
+	if (ag->quit == 2)
+		await_failed_signs(ag);
 
 	while (ag->conns != NULL)
 		conn_close(ag, ag->conns);

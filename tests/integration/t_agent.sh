@@ -294,6 +294,26 @@ if [ -x "$FLOOD" ]; then
 	    test "$FL" = "ok=1024 busy=76 other=0"
 	# The slots were the flooding client's.
 	still_serves "after the flood"
+
+	# ---- the keyholder dies with signatures in flight ------------------------------------
+	# Every request in flight must end with an error naming the keyholder (none
+	# left waiting for its 5 s deadline), and the agent, which cannot sign any
+	# more, stops with status 1 and says why.
+	slow_agent khdead 1000 4
+	KH=$(children "$AGENT" | head -n 1)
+	"$FLOOD" "$S" "$ID" 8 "$T/certpub.pem" >"$T/khdead.out" 2>"$T/khdead.err" &
+	FP=$!
+	sleep 0.4
+	kill -KILL "$KH"
+	wait_exit "$FP" 4; frc=$?
+	check "keyholder killed with 8 signatures in flight: every one ends in an error (got '$(cat "$T/khdead.out")' rc $frc)" \
+	    sh -c '[ "$1" -eq 0 ] && [ "$(cat "$2")" = "ok=0 busy=0 other=8" ]' x "$frc" "$T/khdead.out"
+	check "keyholder killed: the client's error names the keyholder ($(head -c 200 "$T/khdead.err"))" \
+	    grep -qi "keyholder" "$T/khdead.err"
+	wait_exit "$AGENT" 10; rc=$?
+	check "keyholder killed: the agent stops with status 1 (got $rc)" test "$rc" -eq 1
+	check "keyholder killed: the agent logs why" wait_log "keyholder exited \\(signal 9\\): stopping" 2
+	check "keyholder killed: socket removed" test ! -e "$S"
 else
 	not_ok "tests/tools/agent_flood is not built next to $HSMESH (make check-build)"
 fi
