@@ -403,7 +403,8 @@ conn_run(struct app *a, struct conn *c)
 
 	for (;;) {
 		if (c->slow) {
-			conn_want(a, c, 0);
+			/* Only whether the client goes meanwhile (a FIN, as nginx reads it). */
+			conn_want(a, c, EPOLLRDHUP);
 			return;
 		}
 		if ((r = conn_flush(a, c)) <= 0) {
@@ -543,8 +544,12 @@ serve_loop(struct app *a)
 			} else {
 				struct conn *c = ev[i].data.ptr;
 
-				/* Gone while waiting for /slow: nothing to wait for. */
-				if (c->slow && (ev[i].events & (EPOLLERR | EPOLLHUP)))
+				/*
+				 * Gone while waiting for /slow: nothing to wait for, and
+				 * its slot (of APP_MAX_CONNS) is free at once, not at the
+				 * deadline. A client that only half-closed is taken as gone.
+				 */
+				if (c->slow && (ev[i].events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
 					conn_free(a, c);
 				else
 					conn_run(a, c);
@@ -568,7 +573,8 @@ serve_usage(FILE *f)
 	    "  GET  /whoami        200 'NAME'\n"
 	    "  POST /echo          200 with the request body (at most 1 MiB)\n"
 	    "  GET  /bytes?n=N     200 with N bytes of 'x' (N at most 1 GiB), streamed\n"
-	    "  GET  /slow?ms=N     200 'slow' after N ms (at most 60000), other connections go on\n"
+	    "  GET  /slow?ms=N     200 'slow' after N ms (at most 60000), other connections go on;\n"
+	    "                      a client that closes (or half-closes) meanwhile gets nothing\n"
 	    "Any other path is 404, another method 405, a malformed request 400 (then close).\n"
 	    "  --listen HOST:PORT  address to listen on (port 0 picks a free one)\n"
 	    "  --name NAME         the name in the answers (letters, digits, '.', '_', '-')\n"

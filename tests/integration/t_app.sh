@@ -91,6 +91,21 @@ if [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge 1200 ]; then
 	check "1200 parallel /slow: $(cat "$T"/par.* | grep -c '^200$') answered (want 1024), $(cat "$T"/par.* | grep -c '^000$') closed" \
 	    test "$(cat "$T"/par.* | grep -c '^200$')" -eq 1024
 	check "... and the server answers again" test "$(curl -s "$U/")" = "hello from b"
+	# Clients that go while waiting on /slow free their slots at once, not at
+	# the deadline: 1200 wait on a 30 s /slow, go, and the next client is served.
+	PAR=""
+	for k in 1 2 3 4; do
+		curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max 300 -o /dev/null \
+		    "$U/slow?ms=30000&i=[1-300]" 2>/dev/null &
+		PAR="$PAR $!"; track $!
+	done
+	sleep 2
+	check "1024 clients waiting on a 30 s /slow: one more is closed at once" test "$(code "$U/")" = 000
+	kill $PAR 2>/dev/null
+	for p in $PAR; do wait_exit "$p" 5; done
+	sleep 0.5
+	check "... those clients gone, the next one is served at once (not after 30 s)" \
+	    test "$(curl -s --max-time 2 "$U/")" = "hello from b"
 else
 	ok "# SKIP 1024-connection limit: hard descriptor limit $(ulimit -Hn)"
 fi
