@@ -70,7 +70,7 @@ fi
 for tool in wrk haproxy stunnel curl gnuplot valgrind; do
 	command -v $tool >/dev/null 2>&1 || { echo "bench: $tool is missing (run make bench as root)" >&2; exit 1; }
 done
-for f in keypath vgshim.so; do
+for f in keypath sslfloor vgshim.so; do
 	[ -f "$B/bench/$f" ] || { echo "bench: $B/bench/$f is missing (make bench builds it)" >&2; exit 1; }
 done
 
@@ -372,6 +372,14 @@ memory_floor() {
 	kill $sp 2>/dev/null; wait $sp 2>/dev/null
 	say "memory floor: openssl s_server idle after one handshake: $frss KiB ($fpriv KiB private)"
 	record "{\"contender\":\"s_server\",\"test\":\"memory_floor\",\"idle_kib\":$frss,\"idle_private_kib\":$fpriv}"
+	# bench/sslfloor: a process that only creates an SSL_CTX, then waits to be killed
+	"$B/bench/sslfloor" >"$T/sslfloor.out" &
+	sp=$!; track $sp
+	for _ in $(seq 100); do grep -q ready "$T/sslfloor.out" 2>/dev/null && break; sleep 0.05; done
+	frss=$(PIDS=$sp rss_kib); fpriv=$(PIDS=$sp priv_kib)
+	kill $sp 2>/dev/null; wait $sp 2>/dev/null
+	say "memory floor: a process holding one SSL_CTX (bench/sslfloor): $frss KiB ($fpriv KiB private)"
+	record "{\"contender\":\"sslfloor\",\"test\":\"memory_floor\",\"idle_kib\":$frss,\"idle_private_kib\":$fpriv}"
 }
 
 # ---- the key path (item 5): ECDSA P-256 signatures/s at each step --------------------
@@ -816,6 +824,8 @@ R=$OUT/RESULTS.md
 	echo
 	echo "The floor, measured in the same run: \`openssl s_server\` (the same libssl and libcrypto, its key in memory),"
 	echo "idle after one mutual TLS 1.3 handshake, has $(get s_server memory_floor idle_kib) KiB VmRSS, of which $(get s_server memory_floor idle_private_kib) KiB private."
+	echo "A process that only initialises libssl and creates one SSL_CTX ([sslfloor.c](../sslfloor.c): no key,"
+	echo "no socket) has $(get sslfloor memory_floor idle_kib) KiB VmRSS, of which $(get sslfloor memory_floor idle_private_kib) KiB private."
 	echo
 	report_keypath
 	report_callgrind
@@ -883,7 +893,8 @@ R=$OUT/RESULTS.md
 	if [ "$(met "$idle" 5120 le)" != met ]; then
 	echo "- *Idle RSS.* VmRSS counts the shared library pages the proxy touched (libcrypto ≈ 4 MiB,"
 	echo "  libssl, libc); its private memory idle is the \"private\" figure above. \`openssl s_server\`,"
-	echo "  OpenSSL's own minimal TLS server, idles at $(get s_server memory_floor idle_kib) KiB VmRSS on this machine (above): 5 MiB is below what"
+	echo "  OpenSSL's own minimal TLS server, idles at $(get s_server memory_floor idle_kib) KiB VmRSS on this machine (above), and a process"
+	echo "  that does nothing but create one SSL_CTX at $(get sslfloor memory_floor idle_kib) KiB: 5 MiB is below what"
 	echo "  any process that loads OpenSSL 3.0's libssl here reaches. Linking libcrypto statically does not"
 	echo "  change that (a static program that only creates an SSL_CTX measured 5.2 MiB) and would cut the"
 	echo "  proxy off from Debian's OpenSSL security updates; lowering VmRSS itself would mean unmapping"
