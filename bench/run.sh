@@ -12,7 +12,7 @@
 # client (wrk; curl for bulk). Each measurement is repeated REPS times and
 # the median reported; all pairs run at once and the repetitions interleave
 # the contenders (see the main loop). Results: bench/results/RESULTS.md, results.json,
-# keepalive.png, and the README's benchmark section.
+# keepalive.png, slowtoken.png, and the README's benchmark section.
 #
 # Parts (issue 5), each a function below:
 #   direct hsmesh haproxy stunnel   keep-alive requests/s with p50/p99 at 100
@@ -726,7 +726,10 @@ report_slowtoken() {
 		bound=$(calc "printf \"%.0f\", 2 / (($1 + ${c0:-0}) / 1000)")
 		cap=$([ "$1" = 0 ] && echo "-" || calc "printf \"%.0f\", $2 / (2 * ($1 + 0.1) / 1000)")
 		echo "| $1 ms | $2$([ "$2" = 2 ] && echo " (default)") | $v | $(ratio "$v" "$r0") | $bound | $(ratio "$v" "$bound") | $cap | $(jv slow_token cpu_ms_per_hs "$k" "$w") | $(jv slow_token resumed "$k" "$w") | $(jv slow_token errors "$k" "$w") | $(jv slow_token failures "$k" "$w" | sed 's/^$/-/') |"
+		echo "$1 $2 $v $bound" >>"$T/slow.dat"
 	done
+	echo
+	echo "![Full handshakes/s against the added delay, beside the blocking bound](slowtoken.png)"
 	echo
 	echo "**The blocking bound.** A proxy that blocks a worker thread during the signature serves one"
 	echo "handshake per worker at a time; each takes the added delay plus the CPU of the handshake, so it"
@@ -798,6 +801,8 @@ R=$OUT/RESULTS.md
 			echo "| $c | $n | $(get $c keepalive rps "\"conns\":$n,") | $(ratio "$(get $c keepalive rps "\"conns\":$n,")" "$(get haproxy keepalive rps "\"conns\":$n,")") | $(get $c keepalive p50_ms "\"conns\":$n,") | $(get $c keepalive p99_ms "\"conns\":$n,") | $(get $c keepalive req_per_proxy_cpu_s "\"conns\":$n,") |"
 		done
 	done
+	echo
+	echo "![Keep-alive requests/s per contender](keepalive.png)"
 	echo
 	echo "## New mutual-TLS connections/s (32 clients, a new connection per request)"
 	echo
@@ -923,6 +928,24 @@ set key top right
 plot "< awk '\$2 == 100' $T/ka.dat" using 3:xtic(1) title "100 connections", \
      "< awk '\$2 == 1000' $T/ka.dat" using 3 title "1000 connections"
 EOF
+
+# plot: full handshakes/s under a slow token (report_slowtoken wrote slow.dat:
+# delay, keyholder workers, handshakes/s, blocking bound)
+if [ -s "$T/slow.dat" ]; then
+	gnuplot <<EOF 2>/dev/null
+set terminal png size 800,450
+set output "$OUT/slowtoken.png"
+set title "Full mTLS handshakes/s at 64 clients, signatures in a token with added delay"
+set xlabel "delay added per signature (ms)"
+set ylabel "full handshakes/s"
+set xrange [-1:21]
+set yrange [0:*]
+set key top right
+plot "< awk '\$2 == $SLOW_WORKERS' $T/slow.dat" using 1:3 with linespoints lw 2 title "hsmesh, $SLOW_WORKERS keyholder workers", \
+     "< awk '\$2 == 2' $T/slow.dat" using 1:3 with linespoints lw 2 title "hsmesh, 2 keyholder workers (default)", \
+     "< awk '\$2 == $SLOW_WORKERS' $T/slow.dat" using 1:4 with linespoints dt 2 lw 2 title "bound of a blocking proxy (2 workers)"
+EOF
+fi
 
 # README: between "## Benchmarks" and the next heading, the keep-alive table
 # and the targets of issue 5
