@@ -123,15 +123,19 @@ demo: all
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libhsmesh.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libhsmesh.a $(LDLIBS_ALL)
-# the memory floor of OpenSSL alone: linked with libssl and libcrypto only
+# the memory floor of OpenSSL alone: linked with libssl and libcrypto only,
+# shared (as hsmesh) and static (Debian's libssl.a and libcrypto.a, libc shared)
 $(BUILD)/bench/sslfloor: bench/sslfloor.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< -lssl -lcrypto
+$(BUILD)/bench/sslfloor-static: bench/sslfloor.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< -Wl,-Bstatic -lssl -lcrypto -Wl,-Bdynamic -lpthread -ldl
 $(BUILD)/bench/%.so: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -shared -fPIC -o $@ $< -ldl
 
-bench: all $(BUILD)/bench/keypath $(BUILD)/bench/sslfloor $(BUILD)/bench/vgshim.so
+bench: all $(BUILD)/bench/keypath $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so
 	@missing=""; for p in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \

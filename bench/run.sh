@@ -70,7 +70,7 @@ fi
 for tool in wrk haproxy stunnel curl gnuplot valgrind; do
 	command -v $tool >/dev/null 2>&1 || { echo "bench: $tool is missing (run make bench as root)" >&2; exit 1; }
 done
-for f in keypath sslfloor vgshim.so; do
+for f in keypath sslfloor sslfloor-static vgshim.so; do
 	[ -f "$B/bench/$f" ] || { echo "bench: $B/bench/$f is missing (make bench builds it)" >&2; exit 1; }
 done
 
@@ -372,14 +372,17 @@ memory_floor() {
 	kill $sp 2>/dev/null; wait $sp 2>/dev/null
 	say "memory floor: openssl s_server idle after one handshake: $frss KiB ($fpriv KiB private)"
 	record "{\"contender\":\"s_server\",\"test\":\"memory_floor\",\"idle_kib\":$frss,\"idle_private_kib\":$fpriv}"
-	# bench/sslfloor: a process that only creates an SSL_CTX, then waits to be killed
-	"$B/bench/sslfloor" >"$T/sslfloor.out" &
-	sp=$!; track $sp
-	for _ in $(seq 100); do grep -q ready "$T/sslfloor.out" 2>/dev/null && break; sleep 0.05; done
-	frss=$(PIDS=$sp rss_kib); fpriv=$(PIDS=$sp priv_kib)
-	kill $sp 2>/dev/null; wait $sp 2>/dev/null
-	say "memory floor: a process holding one SSL_CTX (bench/sslfloor): $frss KiB ($fpriv KiB private)"
-	record "{\"contender\":\"sslfloor\",\"test\":\"memory_floor\",\"idle_kib\":$frss,\"idle_private_kib\":$fpriv}"
+	# bench/sslfloor: a process that only creates an SSL_CTX, then waits to be
+	# killed; sslfloor-static: the same with OpenSSL linked statically
+	for f in sslfloor sslfloor-static; do
+		"$B/bench/$f" >"$T/$f.out" &
+		sp=$!; track $sp
+		for _ in $(seq 100); do grep -q ready "$T/$f.out" 2>/dev/null && break; sleep 0.05; done
+		frss=$(PIDS=$sp rss_kib); fpriv=$(PIDS=$sp priv_kib)
+		kill $sp 2>/dev/null; wait $sp 2>/dev/null
+		say "memory floor: a process holding one SSL_CTX (bench/$f): $frss KiB ($fpriv KiB private)"
+		record "{\"contender\":\"${f%-static}$([ $f = sslfloor ] || echo _static)\",\"test\":\"memory_floor\",\"idle_kib\":$frss,\"idle_private_kib\":$fpriv}"
+	done
 }
 
 # ---- the key path (item 5): ECDSA P-256 signatures/s at each step --------------------
@@ -830,7 +833,8 @@ R=$OUT/RESULTS.md
 	echo "The floor, measured in the same run: \`openssl s_server\` (the same libssl and libcrypto, its key in memory),"
 	echo "idle after one mutual TLS 1.3 handshake, has $(get s_server memory_floor idle_kib) KiB VmRSS, of which $(get s_server memory_floor idle_private_kib) KiB private."
 	echo "A process that only initialises libssl and creates one SSL_CTX ([sslfloor.c](../sslfloor.c): no key,"
-	echo "no socket) has $(get sslfloor memory_floor idle_kib) KiB VmRSS, of which $(get sslfloor memory_floor idle_private_kib) KiB private."
+	echo "no socket) has $(get sslfloor memory_floor idle_kib) KiB VmRSS, of which $(get sslfloor memory_floor idle_private_kib) KiB private; linked with Debian's"
+	echo "libssl.a and libcrypto.a (libc shared), $(get sslfloor_static memory_floor idle_kib) KiB ($(get sslfloor_static memory_floor idle_private_kib) KiB private)."
 	echo
 	report_keypath
 	report_callgrind
@@ -903,10 +907,12 @@ R=$OUT/RESULTS.md
 	echo "  libssl, libc); its private memory idle is the \"private\" figure above. \`openssl s_server\`,"
 	echo "  OpenSSL's own minimal TLS server, idles at $(get s_server memory_floor idle_kib) KiB VmRSS on this machine (above), and a process"
 	echo "  that does nothing but create one SSL_CTX at $(get sslfloor memory_floor idle_kib) KiB: 5 MiB is below what"
-	echo "  any process that loads OpenSSL 3.0's libssl here reaches. Linking libcrypto statically does not"
-	echo "  change that (a static program that only creates an SSL_CTX measured 5.2 MiB) and would cut the"
-	echo "  proxy off from Debian's OpenSSL security updates; lowering VmRSS itself would mean unmapping"
-	echo "  library pages, not using less memory."
+	echo "  any process that loads OpenSSL 3.0's libssl here reaches. Linked statically, the same program"
+	echo "  has $(get sslfloor_static memory_floor idle_kib) KiB, which leaves the proxy's own code, libyaml, libseccomp and private memory"
+	echo "  (above) no room under 5 MiB, and would cut the proxy off from Debian's OpenSSL security updates."
+	echo "  (Linking libc statically too is no way out: the same binary's keyholder dlopens PKCS#11 modules,"
+	echo "  which a static glibc program can do only with the very glibc it was built against.) Lowering"
+	echo "  VmRSS itself would mean unmapping library pages, not using less memory."
 	fi
 	echo
 	echo "Per-connection memory is measured with 1000 connections each waiting on \`/slow?ms=5000\`"
