@@ -125,12 +125,11 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libhsmesh.a $(HDRS)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libhsmesh.a $(LDLIBS_ALL)
 # the memory floor of OpenSSL alone: linked with libssl and libcrypto only,
 # shared (as hsmesh) and static (Debian's libssl.a and libcrypto.a, libc shared)
-$(BUILD)/bench/sslfloor: bench/sslfloor.c
+$(BUILD)/bench/sslfloor: SSLFLOOR_LIBS = -lssl -lcrypto
+$(BUILD)/bench/sslfloor-static: SSLFLOOR_LIBS = -Wl,-Bstatic -lssl -lcrypto -Wl,-Bdynamic -lpthread -ldl
+$(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static: bench/sslfloor.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $< -lssl -lcrypto
-$(BUILD)/bench/sslfloor-static: bench/sslfloor.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $< -Wl,-Bstatic -lssl -lcrypto -Wl,-Bdynamic -lpthread -ldl
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(SSLFLOOR_LIBS)
 $(BUILD)/bench/%.so: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -shared -fPIC -o $@ $< -ldl

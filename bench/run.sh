@@ -381,7 +381,7 @@ memory_floor() {
 		frss=$(PIDS=$sp rss_kib); fpriv=$(PIDS=$sp priv_kib)
 		kill $sp 2>/dev/null; wait $sp 2>/dev/null
 		say "memory floor: a process holding one SSL_CTX (bench/$f): $frss KiB ($fpriv KiB private)"
-		record "{\"contender\":\"${f%-static}$([ $f = sslfloor ] || echo _static)\",\"test\":\"memory_floor\",\"idle_kib\":$frss,\"idle_private_kib\":$fpriv}"
+		record "{\"contender\":\"${f//-/_}\",\"test\":\"memory_floor\",\"idle_kib\":$frss,\"idle_private_kib\":$fpriv}"
 	done
 }
 

@@ -155,6 +155,15 @@ all_sans() {
 	openssl x509 -in "$1" -noout -ext subjectAltName 2>/dev/null | sed 1d | tr ',' '\n' | sed 's/^ *//; /^$/d'
 }
 
+# test_tool NAME: the path of tests/tools/NAME in the build directory (make
+# check-build; the ASan hsmesh lives in BUILD/asan), or nothing
+test_tool() {
+	for _d in "${HSMESH_BUILD:-}" "$(dirname "$HSMESH")" "$(dirname "$HSMESH")/.."; do
+		[ -n "$_d" ] && [ -x "$_d/tests/tools/$1" ] && { echo "$_d/tests/tools/$1"; return 0; }
+	done
+	return 1
+}
+
 # children PID: the pids of PID's direct children
 children() {
 	pgrep -P "$1" 2>/dev/null || cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | sed '/^$/d'

@@ -283,10 +283,7 @@ still_serves "clients gone with signatures in flight"
 # With a 150 ms token all of them arrive before the first signature ends: the
 # agent takes 1024 and answers the other 76 "busy" at once; the keyholder's
 # 64 sessions sign the 1024 in 16 rounds (2.4 s, within the agent's 5 s).
-FLOOD=""
-for d in "${HSMESH_BUILD:-}" "$(dirname "$HSMESH")" "$(dirname "$HSMESH")/.."; do
-	[ -n "$d" ] && [ -x "$d/tests/tools/agent_flood" ] && { FLOOD=$d/tests/tools/agent_flood; break; }
-done
+FLOOD=$(test_tool agent_flood)
 if [ -x "$FLOOD" ]; then
 	slow_agent flood 150 64
 	FL=$("$FLOOD" "$S" "$ID" 1100 "$T/certpub.pem" 2>"$T/flood.err")

@@ -78,13 +78,18 @@ check "... which answers 'slow' after 2 s ($(cat "$T/slow.time") s)" \
 
 # 1200 concurrent connections held by /slow: 1024 are served, the rest
 # accepted and closed; then the server answers again.
-if [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge 1200 ]; then
+# slow_clients MS: 1200 clients (4 curls of 300) each GET /slow?ms=MS at once;
+# each curl's status codes in $T/par.K, their pids in PAR
+slow_clients() {
 	PAR=""
 	for k in 1 2 3 4; do
 		curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max 300 -o /dev/null \
-		    -w '%{http_code}\n' "$U/slow?ms=4000&i=[1-300]" >"$T/par.$k" &
+		    -w '%{http_code}\n' "$U/slow?ms=$1&i=[1-300]" >"$T/par.$k" 2>/dev/null &
 		PAR="$PAR $!"; track $!
 	done
+}
+if [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge 1200 ]; then
+	slow_clients 4000
 	sleep 2
 	check "with 1024 connections open, one more is closed at once" test "$(code "$U/")" = 000
 	for p in $PAR; do wait_exit "$p" 20; done
@@ -93,12 +98,7 @@ if [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge 1200 ]; then
 	check "... and the server answers again" test "$(curl -s "$U/")" = "hello from b"
 	# Clients that go while waiting on /slow free their slots at once, not at
 	# the deadline: 1200 wait on a 30 s /slow, go, and the next client is served.
-	PAR=""
-	for k in 1 2 3 4; do
-		curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max 300 -o /dev/null \
-		    "$U/slow?ms=30000&i=[1-300]" 2>/dev/null &
-		PAR="$PAR $!"; track $!
-	done
+	slow_clients 30000
 	sleep 2
 	check "1024 clients waiting on a 30 s /slow: one more is closed at once" test "$(code "$U/")" = 000
 	kill $PAR 2>/dev/null

@@ -16,11 +16,8 @@
 # plus a quote enrolls the token's ID; every decision is in the audit log.
 . "$(dirname "$0")/lib.sh"
 
-# The test quoting enclave: in the build directory (the ASan hsmesh lives in BUILD/asan).
-TOOL=""
-for d in "${HSMESH_BUILD:-}" "$(dirname "$HSMESH")" "$(dirname "$HSMESH")/.."; do
-	[ -n "$d" ] && [ -x "$d/tests/tools/sgx_testpki" ] && { TOOL=$d/tests/tools/sgx_testpki; break; }
-done
+# The test quoting enclave, in the build directory.
+TOOL=$(test_tool sgx_testpki)
 if [ ! -x "$TOOL" ]; then
 	not_ok "tests/tools/sgx_testpki is not built next to $HSMESH (make check-build)"
 	done_testing; exit

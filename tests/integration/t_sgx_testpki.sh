@@ -4,13 +4,13 @@
 # the tool's collateral when its root is passed as the insecure test root, and
 # that are refused without it, across DIRs, when tampered or when expired.
 . "$(dirname "$0")/lib.sh"
-TP=$(dirname "$HSMESH")/tests/tools/sgx_testpki
+TP=$(test_tool sgx_testpki)
 DEF_MRENCLAVE=61fc715ee73a5a125564abc636c160cd77b261cd827f067f3bae277b8683608f
 DEF_MRSIGNER=9e835483061018e266530c7191c702014a3a0a071708b41f5cb7d5afea654011
 RD=00112233445566778899aabbccddeeff0123456789abcdeffedcba9876543210a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf
 
 if [ ! -x "$TP" ]; then
-	not_ok "sgx_testpki not built at $TP"
+	not_ok "tests/tools/sgx_testpki is not built next to $HSMESH (make check-build)"
 	done_testing
 	exit 1
 fi
