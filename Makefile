@@ -25,9 +25,11 @@ CFLAGS_ALL   = -std=c17 -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
 SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 LDLIBS_ALL = -lssl -lcrypto -lyaml -lsqlite3 -ljson-c -lseccomp -lpthread -ldl -lm $(LDLIBS)
 
+# src/lib: the library (unit-tested, fuzzed); src/*.c and the rooms of the
+# bigger processes (src/<process>/*.c, e.g. src/proxy/) make the binary.
 LIB_SRC  = $(sort $(wildcard src/lib/*.c))
-MAIN_SRC = $(sort $(wildcard src/*.c))
-HDRS     = $(wildcard src/lib/*.h) $(wildcard src/*.h)
+MAIN_SRC = $(sort $(wildcard src/*.c) $(filter-out src/lib/%,$(wildcard src/*/*.c)))
+HDRS     = $(wildcard src/lib/*.h) $(wildcard src/*.h) $(filter-out src/lib/%,$(wildcard src/*/*.h))
 TEST_HDRS = $(wildcard tests/unit/*.h)
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 FUZZ_SRC = $(sort $(wildcard tests/fuzz/fuzz_*.c))

@@ -143,7 +143,7 @@ struct wl {
 	struct key key;
 	char *chain_pem, *bundle_pem;
 	size_t chain_len, bundle_len;
-	time_t nb, na;
+	int64_t nb, na;
 	char serial[96];
 	/* A key generated for an attempt that failed, reused by the next one. */
 	struct key pending;
@@ -277,27 +277,6 @@ rand_below(uint64_t n)
 	return r % n;
 }
 
-static void
-fmt_time(time_t t, char out[32])
-{
-	struct tm tm;
-
-	if (gmtime_r(&t, &tm) == NULL || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(out, 32, "@%lld", (long long)t);
-}
-
-static int
-asn1_time_to_time(const ASN1_TIME *a, time_t *out)
-{
-	struct tm tm;
-
-	*out = 0;
-	if (a == NULL || ASN1_TIME_to_tm(a, &tm) != 1)
-		return HSM_ECRYPTO;
-	*out = timegm(&tm);
-	return 0;
-}
-
 /*
  * Serials are logged as openssl x509 -serial prints them: upper case, an
  * even number of digits ("0A1B2C", where the ledger has "a1b2c").
@@ -340,42 +319,6 @@ cert_spki(X509 *x, uint8_t **out, size_t *len)
 	*len = (size_t)n;
 	OPENSSL_free(der);
 	return 0;
-}
-
-/* PEM of x followed by the certificates of sk (may be NULL), malloc'd and NUL-terminated. */
-static int
-pem_of(X509 *x, STACK_OF(X509) *sk, char **out, size_t *len)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *p;
-	long n;
-	int r = HSM_ECRYPTO;
-
-	*out = NULL;
-	*len = 0;
-	if (b == NULL)
-		return HSM_ENOMEM;
-	if (x != NULL && PEM_write_bio_X509(b, x) != 1)
-		goto out;
-	for (int i = 0; sk != NULL && i < sk_X509_num(sk); i++)
-		if (PEM_write_bio_X509(b, sk_X509_value(sk, i)) != 1)
-			goto out;
-	n = BIO_get_mem_data(b, &p);
-	if (n <= 0) {
-		r = hsm_err(HSM_ECRYPTO, "empty PEM");
-		goto out;
-	}
-	if ((*out = malloc((size_t)n + 1)) == NULL) {
-		r = HSM_ENOMEM;
-		goto out;
-	}
-	memcpy(*out, p, (size_t)n);
-	(*out)[n] = '\0';
-	*len = (size_t)n;
-	r = 0;
- out:
-	BIO_free(b);
-	return r;
 }
 
 /* Read every certificate of a PEM file: the first into *leaf, the rest into *rest. */
@@ -775,28 +718,6 @@ sanitise(const char *id, char *out, size_t len)
 }
 
 static int
-mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[PATH_MAX];
-	size_t n = strlen(path);
-
-	if (n == 0 || n >= sizeof(tmp))
-		return hsm_err(HSM_EINVAL, "bad directory '%s'", path);
-	memcpy(tmp, path, n + 1);
-	for (char *p = tmp + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, mode) == -1 && errno != EEXIST)
-			return hsm_err(HSM_EIO, "mkdir %s: %s", tmp, strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(tmp, mode) == -1 && errno != EEXIST)
-		return hsm_err(HSM_EIO, "mkdir %s: %s", tmp, strerror(errno));
-	return 0;
-}
-
-static int
 wl_init(struct agent *ag, struct wl *w, size_t idx)
 {
 	const struct wl_conf *c = &ag->conf->wl[idx];
@@ -814,7 +735,7 @@ wl_init(struct agent *ag, struct wl *w, size_t idx)
 	    asprintf(&w->cert_path, "%s/cert.pem", w->dir) == -1 ||
 	    asprintf(&w->bundle_path, "%s/bundle.pem", w->dir) == -1)
 		return HSM_ENOMEM;
-	if ((r = mkdir_p(w->dir, 0755)) != 0)
+	if ((r = hsm_mkdir_p(w->dir, 0755)) != 0)
 		return r;
 	return 0;
 }
@@ -853,13 +774,13 @@ wl_install(struct agent *ag, struct wl *w, X509 *cert, STACK_OF(X509) *chain, st
 {
 	char *pem = NULL, *bundle = NULL;
 	size_t pemlen, bundlelen;
-	time_t nb, na;
+	int64_t nb, na;
 	int r;
 
-	if ((r = asn1_time_to_time(X509_get0_notBefore(cert), &nb)) != 0 ||
-	    (r = asn1_time_to_time(X509_get0_notAfter(cert), &na)) != 0)
+	if ((r = cert_time_unix(X509_get0_notBefore(cert), &nb)) != 0 ||
+	    (r = cert_time_unix(X509_get0_notAfter(cert), &na)) != 0)
 		return hsm_err(r, "certificate has unreadable validity dates");
-	if ((r = pem_of(cert, chain, &pem, &pemlen)) != 0)
+	if ((r = cert_pem_chain(cert, chain, &pem, &pemlen)) != 0)
 		return r;
 	if ((bundle = strdup(ag->root_pem)) == NULL) {
 		free(pem);
@@ -895,7 +816,7 @@ wl_try_reuse(struct agent *ag, struct wl *w)
 	struct key k = { 0 };
 	uint8_t *tok = NULL;
 	size_t toklen;
-	char na[32], hex[2 * HSM_KEYID_LEN + 1];
+	char na[HSM_TIME_STR], hex[2 * HSM_KEYID_LEN + 1];
 	int r;
 
 	if ((r = load_certs(w->cert_path, &leaf, &rest)) != 0)
@@ -922,7 +843,7 @@ wl_try_reuse(struct agent *ag, struct wl *w)
 		goto out;
 	leaf = NULL;
 	chain = NULL;
-	fmt_time(w->na, na);
+	hsm_fmt_time(w->na, na);
 	log_info("%s: reusing certificate serial %s valid until %s (key %s)", w->c->id, w->serial,
 	    na, keyid_hex(w->key.id, hex));
  out:
@@ -1464,7 +1385,7 @@ start_enroll(struct agent *ag, struct wl *w)
 {
 	struct job *j;
 	time_t now = time(NULL);
-	char t[32];
+	char t[HSM_TIME_STR];
 	int r;
 
 	w->next_ms = 0;
@@ -1483,12 +1404,12 @@ start_enroll(struct agent *ag, struct wl *w)
 		EVP_PKEY_up_ref(w->key.pkey);
 	} else if (w->have && !w->expired_logged && ag->conf->evidence.kind != EVIDENCE_NONE &&
 	    w->c->join_token_file == NULL) {
-		fmt_time(w->na, t);
+		hsm_fmt_time(w->na, t);
 		log_err("%s: certificate serial %s EXPIRED at %s and could not be renewed: "
 		    "enrolling again with attestation evidence", w->c->id, w->serial, t);
 		w->expired_logged = 1;
 	} else if (w->have && !w->expired_logged) {
-		fmt_time(w->na, t);
+		hsm_fmt_time(w->na, t);
 		log_err("%s: certificate serial %s EXPIRED at %s and could not be renewed: "
 		    "enrolling again with the join token in %s (a fresh one is needed if it "
 		    "was used: hsmesh ca token --id %s)", w->c->id, w->serial, t,
@@ -1515,7 +1436,7 @@ schedule_renewal(struct agent *ag, struct wl *w)
 {
 	int64_t life_ms = ((int64_t)w->na - (int64_t)w->nb) * 1000, at_ms, delay_ms;
 	int64_t now_ms = (int64_t)time(NULL) * 1000;
-	char t[32];
+	char t[HSM_TIME_STR];
 
 	if (life_ms < 1000)
 		life_ms = 1000;
@@ -1538,7 +1459,7 @@ schedule_renewal(struct agent *ag, struct wl *w)
 	if (delay_ms < 0)
 		delay_ms = 0;
 	w->next_ms = hsm_now_ms() + (uint64_t)delay_ms;
-	fmt_time((time_t)(at_ms / 1000), t);
+	hsm_fmt_time((time_t)(at_ms / 1000), t);
 	log_info("%s: renewal of serial %s scheduled in %llds (%s)", w->c->id, w->serial,
 	    (long long)(delay_ms / 1000), t);
 }
@@ -1605,7 +1526,7 @@ enroll_done(struct agent *ag, struct job *j)
 		if ((r = wl_store(ag, w)) != 0)
 			log_err("%s: %s (the certificate is in use but not saved)", w->c->id,
 			    hsm_err_msg(r));
-		fmt_time(w->na, t);
+		hsm_fmt_time(w->na, t);
 		if (had) {
 			log_info("%s: rotated certificate serial %s -> %s (key %s -> %s), valid until %s",
 			    w->c->id, oldser, w->serial, keyid_hex(oldid, oldhex),
@@ -1631,18 +1552,18 @@ enroll_done(struct agent *ag, struct job *j)
 	}
 	d = schedule_retry(ag, w);
 	if (w->have && time(NULL) < w->na) {
-		fmt_time(w->na, t);
+		hsm_fmt_time(w->na, t);
 		log_warn("%s: %s (%s): keeping certificate serial %s valid until %s; retrying in %llds",
 		    w->c->id, j->unreachable ? "CA unreachable" : "renewal failed", j->why,
 		    w->serial, t, (long long)((d + 500) / 1000));
 	} else if (w->have && ag->conf->evidence.kind != EVIDENCE_NONE &&
 	    w->c->join_token_file == NULL) {
-		fmt_time(w->na, t);
+		hsm_fmt_time(w->na, t);
 		log_err("%s: certificate serial %s EXPIRED at %s and enrollment with attestation "
 		    "evidence failed (%s%s); retrying in %llds", w->c->id, w->serial, t,
 		    j->unreachable ? "CA unreachable: " : "", j->why, (long long)((d + 500) / 1000));
 	} else if (w->have) {
-		fmt_time(w->na, t);
+		hsm_fmt_time(w->na, t);
 		log_err("%s: certificate serial %s EXPIRED at %s and enrollment failed (%s%s): a new "
 		    "join token is needed in %s; retrying in %llds", w->c->id, w->serial, t,
 		    j->unreachable ? "CA unreachable: " : "", j->why,
@@ -2165,7 +2086,7 @@ load_root(struct agent *ag)
 		    ag->conf->path, ag->conf->root);
 	}
 	ag->root = leaf;
-	return pem_of(leaf, NULL, &ag->root_pem, &ag->root_pemlen);
+	return cert_pem_chain(leaf, NULL, &ag->root_pem, &ag->root_pemlen);
 }
 
 static int
@@ -2718,7 +2639,7 @@ agent_main(int argc, char **argv)
 		fprintf(stderr, "hsmesh agent: %s\n", hsm_err_msg(r));
 		return 1;
 	}
-	if ((r = load_root(&ag)) != 0 || (r = mkdir_p(ag.conf->state_dir, 0755)) != 0) {
+	if ((r = load_root(&ag)) != 0 || (r = hsm_mkdir_p(ag.conf->state_dir, 0755)) != 0) {
 		fprintf(stderr, "hsmesh agent: %s\n", hsm_err_msg(r));
 		goto out;
 	}

@@ -250,30 +250,6 @@ kh_start(const struct ca_config *cfg, struct ca_kh *k)
 
 /* ---- files ---- */
 
-/* mkdir -p with mode for each missing component; an existing directory is kept as is. */
-static int
-mkdir_p(const char *path, mode_t mode)
-{
-	char buf[PATH_MAX];
-	struct stat st;
-	size_t i, n = strlen(path);
-
-	if (n == 0 || n >= sizeof(buf))
-		return hsm_err(HSM_EINVAL, "bad directory name '%s'", path);
-	memcpy(buf, path, n + 1);
-	for (i = 1; i <= n; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		buf[i] = '\0';
-		if (mkdir(buf, mode) != 0 && errno != EEXIST)
-			return hsm_err(HSM_EIO, "cannot create %s: %s", buf, strerror(errno));
-		buf[i] = i < n ? '/' : '\0';
-	}
-	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-		return hsm_err(HSM_EIO, "%s is not a directory", path);
-	return 0;
-}
-
 static int
 join(const char *dir, const char *name, char *out, size_t len)
 {
@@ -374,7 +350,7 @@ cmd_init(const char *cfgpath)
 	int r, exists = 0, created = 0;
 
 	if ((r = ca_config_load(cfgpath, &cfg)) != 0 ||
-	    (r = mkdir_p(cfg->state_dir, 0700)) != 0 ||
+	    (r = hsm_mkdir_p(cfg->state_dir, 0700)) != 0 ||
 	    (r = join(cfg->state_dir, ROOT_FILE, root_path, sizeof(root_path))) != 0 ||
 	    (r = root_load(cfg, root_path, &root, &exists)) != 0)
 		goto out;
@@ -694,7 +670,7 @@ cmd_token(const char *cfgpath, const char *id, const char *ttl_text)
 		goto out;
 	}
 	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0 ||
-	    (r = mkdir_p(cfg->state_dir, 0700)) != 0 ||
+	    (r = hsm_mkdir_p(cfg->state_dir, 0700)) != 0 ||
 	    (r = records_open(cfg, &lg, &au)) != 0 ||
 	    (r = token_key_load(cfg, 1, key)) != 0)
 		goto out;

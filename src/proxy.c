@@ -1581,27 +1581,17 @@ on_update(void *arg, int status, const struct agc_svid *sv)
 }
 
 static void
-fmt_time(int64_t t, char *buf, size_t cap)
-{
-	struct tm tm;
-	time_t tt = (time_t)t;
-
-	gmtime_r(&tt, &tm);
-	strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static void
 install_ident(struct proxy *px, const char *chain, const char *bundle)
 {
 	struct ident *id, *old;
-	char until[32];
+	char until[HSM_TIME_STR];
 	int st;
 
 	if ((st = ident_build(px, px->link, chain, bundle, &id)) != 0) {
 		log_err("cannot use the certificate from the agent: %s", hsm_err_msg(st));
 		return;
 	}
-	fmt_time(id->not_after, until, sizeof(until));
+	hsm_fmt_time(id->not_after, until);
 	pthread_mutex_lock(&px->mu);
 	old = px->cur;
 	px->cur = id;

@@ -570,6 +570,12 @@ cert_uri_san(X509 *x, char **out)
 int
 cert_pem(X509 *x, char **out, size_t *len)
 {
+	return cert_pem_chain(x, NULL, out, len);
+}
+
+int
+cert_pem_chain(X509 *x, STACK_OF(X509) *sk, char **out, size_t *len)
+{
 	BIO *b = NULL;
 	char *data, *p;
 	long n;
@@ -577,8 +583,13 @@ cert_pem(X509 *x, char **out, size_t *len)
 
 	*out = NULL;
 	*len = 0;
-	if ((b = BIO_new(BIO_s_mem())) == NULL || !PEM_write_bio_X509(b, x) ||
-	    (n = BIO_get_mem_data(b, &data)) <= 0) {
+	if ((b = BIO_new(BIO_s_mem())) == NULL || (x != NULL && !PEM_write_bio_X509(b, x)))
+		goto fail;
+	for (int i = 0; sk != NULL && i < sk_X509_num(sk); i++)
+		if (!PEM_write_bio_X509(b, sk_X509_value(sk, i)))
+			goto fail;
+	if ((n = BIO_get_mem_data(b, &data)) <= 0) {
+ fail:
 		r = hsm_err_ossl(HSM_ECRYPTO, "PEM encoding failed");
 		goto out;
 	}

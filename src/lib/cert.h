@@ -102,6 +102,13 @@ int cert_uri_san(X509 *x, char **out);
 int cert_pem(X509 *x, char **out, size_t *len);
 
 /*
+ * PEM text of x (may be NULL) followed by every certificate of sk (may be
+ * NULL), malloc'd and NUL-terminated (len excludes the NUL). HSM_ECRYPTO
+ * when nothing at all would be written.
+ */
+int cert_pem_chain(X509 *x, STACK_OF(X509) *sk, char **out, size_t *len);
+
+/*
  * Print every certificate and CSR in buf (PEM, possibly several blocks, or
  * one DER object) readably on f: type, subject, issuer, serial, SPIFFE
  * IDs, key type and key id, validity with a note, CA flag, key usage, EKU.

@@ -7,7 +7,13 @@
 
 #include "err.h"
 
+/*
+ * The detail and the code it was recorded with: a detail answers only for
+ * its own code, so a failure that returns a code without recording one
+ * never borrows an older, unrelated message.
+ */
 static _Thread_local char detail[512];
+static _Thread_local int detail_code;
 
 static const char *const msgs[] = {
 	[0] = "success",
@@ -52,6 +58,7 @@ hsm_err(int code, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	memcpy(detail, buf, sizeof(detail));
+	detail_code = code;
 	return code;
 }
 
@@ -78,10 +85,11 @@ void
 hsm_err_clear(void)
 {
 	detail[0] = '\0';
+	detail_code = 0;
 }
 
 const char *
 hsm_err_msg(int code)
 {
-	return detail[0] != '\0' ? detail : hsm_strerror(code);
+	return detail[0] != '\0' && code == detail_code ? detail : hsm_strerror(code);
 }

@@ -49,15 +49,21 @@ int hsm_err(int code, const char *fmt, ...)
 /* Append OpenSSL's error queue (first error) to a detail; returns code. */
 int hsm_err_ossl(int code, const char *what);
 
-/* The current thread's detail, or "" if none. Valid until the next hsm_err. */
+/*
+ * The current thread's detail, or "" if none, whatever its code (for tests
+ * and for code that has just called the function that recorded it). Valid
+ * until the next hsm_err.
+ */
 const char *hsm_err_detail(void);
 
 /* Clear the current thread's detail. */
 void hsm_err_clear(void);
 
 /*
- * One line describing code: the detail when one was recorded, else
- * hsm_strerror(code). Valid until the next hsm_err on this thread.
+ * One line describing code: the detail when the last one recorded on this
+ * thread was recorded with this very code, else hsm_strerror(code) (so a
+ * code returned without a detail never carries an earlier, unrelated
+ * message). Valid until the next hsm_err on this thread.
  */
 const char *hsm_err_msg(int code);
 

@@ -396,3 +396,37 @@ hsm_send_all(int fd, const void *buf, size_t len)
 	}
 	return 0;
 }
+
+int
+hsm_mkdir_p(const char *path, unsigned mode)
+{
+	char buf[PATH_MAX];
+	struct stat st;
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return hsm_err(HSM_EINVAL, "bad directory name '%s'", path);
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, (mode_t)mode) != 0 && errno != EEXIST)
+			return hsm_err(HSM_EIO, "cannot create %s: %s", buf, strerror(errno));
+		buf[i] = i < n ? '/' : '\0';
+	}
+	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+		return hsm_err(HSM_EIO, "%s is not a directory", path);
+	return 0;
+}
+
+char *
+hsm_fmt_time(int64_t t, char out[HSM_TIME_STR])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(out, HSM_TIME_STR, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, HSM_TIME_STR, "@%lld", (long long)t);
+	return out;
+}

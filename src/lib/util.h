@@ -83,4 +83,15 @@ uint64_t hsm_now_ms(void);
  */
 int hsm_send_all(int fd, const void *buf, size_t len);
 
+/*
+ * mkdir -p: create each missing component of path with mode (an existing
+ * directory is kept as it is). 0, HSM_EINVAL (empty or too long) or HSM_EIO
+ * (a component could not be made, or path is not a directory).
+ */
+int hsm_mkdir_p(const char *path, unsigned mode);
+
+/* Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (UTC) in out; "@N" if out of range. Returns out. */
+#define HSM_TIME_STR 32
+char *hsm_fmt_time(int64_t t, char out[HSM_TIME_STR]);
+
 #endif

@@ -206,6 +206,44 @@ clock_ms(void **state)
 	assert_true(b < a + 5000);
 }
 
+static void
+mkdir_p(void **state)
+{
+	char p[256], f[256];
+	struct stat st;
+
+	snprintf(p, sizeof(p), "%s/a/b/c", dir);
+	assert_int_equal(hsm_mkdir_p(p, 0700), 0);
+	assert_int_equal(stat(p, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0700);
+	/* Existing directories are kept, a trailing slash is fine. */
+	assert_int_equal(chmod(p, 0755), 0);
+	snprintf(p, sizeof(p), "%s/a/b/c/", dir);
+	assert_int_equal(hsm_mkdir_p(p, 0700), 0);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0755);
+	/* A file in the way is an error naming it. */
+	snprintf(f, sizeof(f), "%s/file", dir);
+	assert_int_equal(hsm_write_file_atomic(f, "x", 1, 0600), 0);
+	assert_int_equal(hsm_mkdir_p(f, 0700), HSM_EIO);
+	assert_non_null(strstr(hsm_err_msg(HSM_EIO), "is not a directory"));
+	snprintf(p, sizeof(p), "%s/file/sub", dir);
+	assert_int_equal(hsm_mkdir_p(p, 0700), HSM_EIO);
+	assert_non_null(strstr(hsm_err_msg(HSM_EIO), "cannot create"));
+	assert_int_equal(hsm_mkdir_p("", 0700), HSM_EINVAL);
+}
+
+static void
+fmt_time(void **state)
+{
+	char t[HSM_TIME_STR];
+
+	assert_string_equal(hsm_fmt_time(0, t), "1970-01-01T00:00:00Z");
+	assert_string_equal(hsm_fmt_time(1796601600, t), "2026-12-07T00:00:00Z");
+	assert_string_equal(hsm_fmt_time(INT64_MAX, t), "@9223372036854775807");
+}
+
 int
 main(void)
 {
@@ -216,6 +254,8 @@ main(void)
 		cmocka_unit_test(secrets_env),
 		cmocka_unit_test(files),
 		cmocka_unit_test(clock_ms),
+		cmocka_unit_test_setup_teardown(mkdir_p, setup, teardown),
+		cmocka_unit_test(fmt_time),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
