@@ -23,31 +23,10 @@
 #include <openssl/x509_vfy.h>
 
 #include "err.h"
+#include "sgxchain.h"
 #include "sgxquote.h"
 #include "sgxverify.h"
 #include "util.h"
-
-/*
- * Intel SGX Root CA (production), valid 2018-05-21 to 2049-12-31.
- * SHA-256 of the DER: 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3
- */
-static const char intel_sgx_root_pem[] =
-"-----BEGIN CERTIFICATE-----\n"
-"MIICjzCCAjSgAwIBAgIUImUM1lqdNInzg7SVUr9QGzknBqwwCgYIKoZIzj0EAwIw\n"
-"aDEaMBgGA1UEAwwRSW50ZWwgU0dYIFJvb3QgQ0ExGjAYBgNVBAoMEUludGVsIENv\n"
-"cnBvcmF0aW9uMRQwEgYDVQQHDAtTYW50YSBDbGFyYTELMAkGA1UECAwCQ0ExCzAJ\n"
-"BgNVBAYTAlVTMB4XDTE4MDUyMTEwNDUxMFoXDTQ5MTIzMTIzNTk1OVowaDEaMBgG\n"
-"A1UEAwwRSW50ZWwgU0dYIFJvb3QgQ0ExGjAYBgNVBAoMEUludGVsIENvcnBvcmF0\n"
-"aW9uMRQwEgYDVQQHDAtTYW50YSBDbGFyYTELMAkGA1UECAwCQ0ExCzAJBgNVBAYT\n"
-"AlVTMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEC6nEwMDIYZOj/iPWsCzaEKi7\n"
-"1OiOSLRFhWGjbnBVJfVnkY4u3IjkDYYL0MxO4mqsyYjlBalTVYxFP2sJBK5zlKOB\n"
-"uzCBuDAfBgNVHSMEGDAWgBQiZQzWWp00ifODtJVSv1AbOScGrDBSBgNVHR8ESzBJ\n"
-"MEegRaBDhkFodHRwczovL2NlcnRpZmljYXRlcy50cnVzdGVkc2VydmljZXMuaW50\n"
-"ZWwuY29tL0ludGVsU0dYUm9vdENBLmRlcjAdBgNVHQ4EFgQUImUM1lqdNInzg7SV\n"
-"Ur9QGzknBqwwDgYDVR0PAQH/BAQDAgEGMBIGA1UdEwEB/wQIMAYBAf8CAQEwCgYI\n"
-"KoZIzj0EAwIDSQAwRgIhAOW/5QkR+S9CiSDcNoowLuPRLsWGf/Yi7GSX94BgwTwg\n"
-"AiEA4J0lrHoMs+Xo5o/sX6O9QWxHRAvZUGOdRQ7cvqRXaqI=\n"
-"-----END CERTIFICATE-----\n";
 
 #define SGX_EXT_OID	"1.2.840.113741.1.13.1"
 #define SGX_COLL_MAX	(1U << 20)
@@ -236,6 +215,7 @@ sgx_collateral_free(struct sgx_collateral *c)
 	free(c->root_crl);
 	free(c->pck_crl);
 	free(c->pck_chain);
+	free(c->pck_crl_chain);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -276,7 +256,9 @@ sgx_collateral_from_json(const char *json, size_t len,
 	    (rc = hex_member(o, "root_ca_crl", NULL, 0, &t.root_crl,
 	    &t.root_crl_len)) != 0 ||
 	    (rc = hex_member(o, "pck_crl", NULL, 0, &t.pck_crl,
-	    &t.pck_crl_len)) != 0)
+	    &t.pck_crl_len)) != 0 ||
+	    (rc = dup_member(o, "pck_crl_issuer_chain", &t.pck_crl_chain,
+	    NULL)) != 0)
 		goto out;
 	*c = t;
 	memset(&t, 0, sizeof(t));
@@ -562,76 +544,6 @@ p256_from_raw(const uint8_t *xy)
 	return pk;
 }
 
-/* All certificates of a PEM blob; NULL if none. */
-static STACK_OF(X509) *
-pem_chain(const void *pem, size_t len)
-{
-	STACK_OF(X509) *sk;
-	BIO *b;
-	X509 *x;
-
-	if (len > INT32_MAX || (sk = sk_X509_new_null()) == NULL)
-		return NULL;
-	if ((b = BIO_new_mem_buf(pem, (int)len)) == NULL) {
-		sk_X509_free(sk);
-		return NULL;
-	}
-	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-		if (sk_X509_push(sk, x) <= 0) {
-			X509_free(x);
-			break;
-		}
-	}
-	ERR_clear_error();
-	BIO_free(b);
-	if (sk_X509_num(sk) == 0) {
-		sk_X509_free(sk);
-		return NULL;
-	}
-	return sk;
-}
-
-/*
- * Verify leaf (chain[0]) through the other members of chain to the single
- * trusted root at time at, with CRL checking on every link.
- */
-static int
-verify_chain(STACK_OF(X509) *chain, X509 *root, X509_CRL *root_crl,
-    X509_CRL *pck_crl, time_t at, const char *what)
-{
-	X509_STORE *st = NULL;
-	X509_STORE_CTX *ctx = NULL;
-	X509_VERIFY_PARAM *vp;
-	int rc = HSM_ECRYPTO, err;
-
-	if ((st = X509_STORE_new()) == NULL ||
-	    X509_STORE_add_cert(st, root) != 1 ||
-	    (root_crl != NULL && X509_STORE_add_crl(st, root_crl) != 1) ||
-	    (pck_crl != NULL && X509_STORE_add_crl(st, pck_crl) != 1) ||
-	    (ctx = X509_STORE_CTX_new()) == NULL ||
-	    X509_STORE_CTX_init(ctx, st, sk_X509_value(chain, 0), chain) != 1) {
-		rc = hsm_err_ossl(HSM_ECRYPTO, what);
-		goto out;
-	}
-	vp = X509_STORE_CTX_get0_param(ctx);
-	X509_VERIFY_PARAM_set_time(vp, at);
-	X509_VERIFY_PARAM_set_flags(vp, X509_V_FLAG_CRL_CHECK |
-	    X509_V_FLAG_CRL_CHECK_ALL | X509_V_FLAG_X509_STRICT);
-	if (X509_verify_cert(ctx) != 1) {
-		err = X509_STORE_CTX_get_error(ctx);
-		rc = hsm_err(HSM_EPERM, "%s: certificate %d: %s", what,
-		    X509_STORE_CTX_get_error_depth(ctx),
-		    X509_verify_cert_error_string(err));
-		goto out;
-	}
-	rc = 0;
- out:
-	ERR_clear_error();
-	X509_STORE_CTX_free(ctx);
-	X509_STORE_free(st);
-	return rc;
-}
-
 /* ---- minimal DER reader for the PCK SGX extension ---- */
 
 struct der {
@@ -813,10 +725,9 @@ jtime(struct json_object *o, const char *key, time_t *t)
 	return sgx_parse_time(json_object_get_string(v), t) == 0 ? 0 : -1;
 }
 
-/* issueDate <= at < nextUpdate; earliest nextUpdate kept in *expiry. */
+/* issueDate <= the verification time; nextUpdate noted in x. */
 static int
-check_dates(struct json_object *o, const char *what, time_t at,
-    time_t *expiry)
+json_dates(struct json_object *o, const char *what, struct sgx_expiry *x)
 {
 	time_t issue, next;
 
@@ -824,37 +735,26 @@ check_dates(struct json_object *o, const char *what, time_t at,
 	    jtime(o, "nextUpdate", &next) != 0)
 		return hsm_err(HSM_EPROTO, "%s: issueDate/nextUpdate missing "
 		    "or malformed", what);
-	if (*expiry == 0 || next < *expiry)
-		*expiry = next;
-	if (at < issue)
+	if (x->at < issue)
 		return hsm_err(HSM_EPOLICY, "%s: not yet valid at the "
 		    "verification time", what);
-	if (at >= next)
-		return hsm_err(HSM_EPOLICY, "%s: collateral expired "
-		    "(nextUpdate passed)", what);
-	return 0;
+	return sgx_expiry_note(x, what, "nextUpdate", next);
 }
 
+/* lastUpdate <= the verification time; nextUpdate noted in x. */
 static int
-check_crl_dates(X509_CRL *crl, const char *what, time_t at, time_t *expiry)
+crl_dates(X509_CRL *crl, const char *what, struct sgx_expiry *x)
 {
-	const ASN1_TIME *nu = X509_CRL_get0_nextUpdate(crl);
-	const ASN1_TIME *lu = X509_CRL_get0_lastUpdate(crl);
-	struct tm tm;
-	time_t t;
+	time_t last, next;
 
-	if (nu == NULL || lu == NULL || ASN1_TIME_to_tm(nu, &tm) != 1)
-		return hsm_err(HSM_EPROTO, "%s: no nextUpdate", what);
-	t = timegm(&tm);
-	if (*expiry == 0 || t < *expiry)
-		*expiry = t;
-	if (X509_cmp_time(lu, &at) > 0)
+	if (sgx_asn1_time(X509_CRL_get0_lastUpdate(crl), &last) != 0 ||
+	    sgx_asn1_time(X509_CRL_get0_nextUpdate(crl), &next) != 0)
+		return hsm_err(HSM_EPROTO, "%s: no lastUpdate or nextUpdate",
+		    what);
+	if (x->at < last)
 		return hsm_err(HSM_EPOLICY, "%s: not yet valid at the "
 		    "verification time", what);
-	if (X509_cmp_time(nu, &at) <= 0)
-		return hsm_err(HSM_EPOLICY, "%s: collateral expired "
-		    "(nextUpdate passed)", what);
-	return 0;
+	return sgx_expiry_note(x, what, "nextUpdate", next);
 }
 
 static int
@@ -1374,34 +1274,31 @@ sgx_tcb_evaluate_unverified(const char *tcb_info, size_t len,
 	return rc;
 }
 
-/* Verify a signed JSON object and parse it. */
+/* What the steps share: the trust anchor, the CRLs, the time and grace. */
+struct vctx {
+	struct sgx_cert	 root;
+	X509_CRL	*rcrl, *pcrl;
+	time_t		 at;
+	int64_t		 grace;
+};
+
+/* Verify a signed JSON object by its issuer chain and parse it. */
 static int
 signed_json(const char *txt, size_t len, const uint8_t *sig,
-    const char *chainpem, X509 *root, X509_CRL *root_crl, time_t at,
-    const char *what, struct json_object **out)
+    const struct sgx_chain *chain, enum sgx_chain_kind k,
+    const struct vctx *v, const char *what, struct json_object **out)
 {
-	STACK_OF(X509) *chain = NULL;
 	struct json_tokener *tok = NULL;
 	struct json_object *o = NULL;
 	EVP_PKEY *pk;
-	char cn[64];
 	int rc;
 
 	*out = NULL;
-	if ((chain = pem_chain(chainpem, strlen(chainpem))) == NULL) {
-		rc = hsm_err(HSM_EPROTO, "%s: no issuer chain", what);
+	if ((rc = sgx_chain_check(chain, k, &v->root)) != 0 ||
+	    (rc = sgx_chain_verify_path(chain, k, &v->root, v->rcrl, NULL,
+	    v->at, v->grace)) != 0)
 		goto out;
-	}
-	if ((rc = verify_chain(chain, root, root_crl, NULL, at, what)) != 0)
-		goto out;
-	if (X509_NAME_get_text_by_NID(X509_get_subject_name(
-	    sk_X509_value(chain, 0)), NID_commonName, cn, sizeof(cn)) <= 0 ||
-	    strcmp(cn, "Intel SGX TCB Signing") != 0) {
-		rc = hsm_err(HSM_EPERM, "%s: signer is not Intel SGX TCB "
-		    "Signing", what);
-		goto out;
-	}
-	if ((pk = X509_get0_pubkey(sk_X509_value(chain, 0))) == NULL) {
+	if ((pk = X509_get0_pubkey(sgx_chain_leaf(chain))) == NULL) {
 		rc = hsm_err(HSM_EPROTO, "%s: signer key", what);
 		goto out;
 	}
@@ -1419,10 +1316,10 @@ signed_json(const char *txt, size_t len, const uint8_t *sig,
 	o = NULL;
 	rc = 0;
  out:
+	ERR_clear_error();
 	json_object_put(o);
 	if (tok != NULL)
 		json_tokener_free(tok);
-	sk_X509_pop_free(chain, X509_free);
 	return rc;
 }
 
@@ -1436,6 +1333,105 @@ crl_from_der(const uint8_t *der, size_t len)
 	return d2i_X509_CRL(NULL, &p, (long)len);
 }
 
+/* JSON text of n bytes, or NULL. */
+static struct json_object *
+json_text(const char *t, size_t n)
+{
+	struct json_tokener *tok;
+	struct json_object *o = NULL;
+
+	if (t == NULL || n > INT32_MAX || (tok = json_tokener_new()) == NULL)
+		return NULL;
+	o = json_tokener_parse_ex(tok, t, (int)n);
+	json_tokener_free(tok);
+	return o;
+}
+
+/*
+ * The collateral step: decode it, refuse what is not yet valid, and
+ * weigh what has expired against the grace (sgxchain.h), over the TCB
+ * Info, the QE Identity, both CRLs and every certificate of pck and of
+ * the issuer chains (read here into tcbch, qech and crlch).
+ */
+static int
+collateral_dates(const struct sgx_collateral *c, const struct sgx_chain *pck,
+    struct vctx *v, struct sgx_chain *tcbch, struct sgx_chain *qech,
+    struct sgx_chain *crlch, struct sgx_verify_result *r)
+{
+	struct sgx_expiry x;
+	struct json_object *ti = NULL, *qi = NULL;
+	int rc;
+
+	if ((v->rcrl = crl_from_der(c->root_crl, c->root_crl_len)) == NULL ||
+	    (v->pcrl = crl_from_der(c->pck_crl, c->pck_crl_len)) == NULL) {
+		rc = hsm_err(HSM_EPROTO, "collateral: root or PCK CRL is not "
+		    "DER");
+		goto out;
+	}
+	if ((ti = json_text(c->tcb_info, c->tcb_info_len)) == NULL ||
+	    (qi = json_text(c->qe_identity, c->qe_identity_len)) == NULL) {
+		rc = hsm_err(HSM_EPROTO, "collateral: tcb_info or qe_identity "
+		    "is not JSON");
+		goto out;
+	}
+	if ((rc = sgx_chain_read(c->tcb_info_chain, strlen(c->tcb_info_chain),
+	    SGX_CHAIN_TCB_INFO, tcbch)) != 0 ||
+	    (rc = sgx_chain_read(c->qe_identity_chain,
+	    strlen(c->qe_identity_chain), SGX_CHAIN_QE_IDENTITY, qech)) != 0 ||
+	    (c->pck_crl_chain != NULL && (rc = sgx_chain_read(c->pck_crl_chain,
+	    strlen(c->pck_crl_chain), SGX_CHAIN_PCK_CRL, crlch)) != 0))
+		goto out;
+	sgx_expiry_init(&x, v->at, v->grace);
+	if ((rc = json_dates(ti, "tcb_info", &x)) != 0 ||
+	    (rc = json_dates(qi, "qe_identity", &x)) != 0 ||
+	    (rc = crl_dates(v->rcrl, "root_ca_crl", &x)) != 0 ||
+	    (rc = crl_dates(v->pcrl, "pck_crl", &x)) != 0 ||
+	    (rc = sgx_expiry_note_chain(&x, pck, SGX_CHAIN_PCK_QUOTE)) != 0 ||
+	    (rc = sgx_expiry_note_chain(&x, tcbch, SGX_CHAIN_TCB_INFO)) != 0 ||
+	    (rc = sgx_expiry_note_chain(&x, qech, SGX_CHAIN_QE_IDENTITY)) != 0 ||
+	    (rc = sgx_expiry_note_chain(&x, crlch, SGX_CHAIN_PCK_CRL)) != 0 ||
+	    (rc = sgx_expiry_decide(&x, &r->collateral_expiry,
+	    &r->collateral_expired_by, r->collateral_expired_items,
+	    sizeof(r->collateral_expired_items))) != 0)
+		goto out;
+	r->collateral_expired = r->collateral_expired_items[0] != '\0';
+	rc = 0;
+ out:
+	json_object_put(ti);
+	json_object_put(qi);
+	return rc;
+}
+
+/*
+ * The PCK CRL's issuer chain, when the collateral has one: its shape,
+ * and the PCK CRL issued and signed by its CA.
+ */
+static int
+pck_crl_chain_check(const struct sgx_chain *crlch, const struct vctx *v)
+{
+	const char *name = sgx_chain_name(SGX_CHAIN_PCK_CRL);
+	X509 *ca;
+	EVP_PKEY *k;
+	int rc, ok;
+
+	if (crlch->n == 0)
+		return 0;	/* Intel's directory form: none */
+	if ((rc = sgx_chain_check(crlch, SGX_CHAIN_PCK_CRL, &v->root)) != 0)
+		return rc;
+	ca = sgx_chain_leaf(crlch);
+	if (X509_NAME_cmp(X509_CRL_get_issuer(v->pcrl),
+	    X509_get_subject_name(ca)) != 0)
+		return hsm_err(HSM_EPERM, "%s: the PCK CRL is not issued by "
+		    "the chain's CA", name);
+	k = X509_get0_pubkey(ca);
+	ok = k != NULL && X509_CRL_verify(v->pcrl, k) == 1;
+	ERR_clear_error();
+	if (!ok)
+		return hsm_err(HSM_EPERM, "%s: the PCK CRL's signature does not "
+		    "verify under the chain's CA", name);
+	return 0;
+}
+
 int
 sgx_verify_quote(const uint8_t *quote, size_t len,
     const struct sgx_collateral *c, const struct sgx_verify_opts *opts,
@@ -1444,126 +1440,85 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 	struct sgx_verify_result r;
 	struct sgx_quote q;
 	struct pck_tcb pt;
-	STACK_OF(X509) *pck = NULL;
-	X509 *root = NULL;
-	X509_CRL *rcrl = NULL, *pcrl = NULL;
+	struct vctx vc;
+	struct sgx_chain pck, tcbch, qech, crlch;
+	enum sgx_chain_kind pck_kind = SGX_CHAIN_PCK_QUOTE;
 	EVP_PKEY *attkey = NULL, *pckkey;
-	BIO *b = NULL;
 	EVP_MD_CTX *md = NULL;
 	struct json_object *ti = NULL, *qi = NULL, *lvl, *levels, *l, *tmp;
 	struct json_object *ident = NULL;
 	uint8_t hash[32];
 	unsigned int hl = 0, v, misc, miscmask, svn;
 	uint8_t attr[16], amask[16];
-	const char *rootpem;
 	size_t n;
 	int rc, tdx;
 
 	memset(res, 0, sizeof(*res));
 	memset(&r, 0, sizeof(r));
 	memset(&pt, 0, sizeof(pt));
+	memset(&vc, 0, sizeof(vc));
+	memset(&pck, 0, sizeof(pck));
+	memset(&tcbch, 0, sizeof(tcbch));
+	memset(&qech, 0, sizeof(qech));
+	memset(&crlch, 0, sizeof(crlch));
 	if (c == NULL || opts == NULL || opts->at <= 0 ||
+	    opts->collateral_grace < 0 ||
 	    c->tcb_info == NULL || c->qe_identity == NULL ||
 	    c->tcb_info_chain == NULL || c->qe_identity_chain == NULL) {
 		res->failed_step = SGX_STEP_COLLATERAL;
-		return hsm_err(HSM_EINVAL, "sgx verify: missing collateral "
-		    "or verification time");
+		return hsm_err(HSM_EINVAL, "sgx verify: missing collateral, "
+		    "verification time or a negative collateral_grace");
 	}
+	vc.at = opts->at;
+	vc.grace = opts->collateral_grace;
 
 	/* parse */
 	r.failed_step = SGX_STEP_PARSE;
 	if ((rc = sgx_quote_parse(quote, len, &q)) != 0)
 		goto out;
 	tdx = q.tee_type == SGX_TEE_TDX;
-	if (q.cert_type == SGX_CERT_PCK_CHAIN)
-		pck = pem_chain(q.cert_data, q.cert_len);
-	else if (q.cert_type >= 1 && q.cert_type <= 3 &&
-	    c->pck_chain != NULL)
-		pck = pem_chain(c->pck_chain, strlen(c->pck_chain));
-	else {
+	if (q.cert_type == SGX_CERT_PCK_CHAIN) {
+		pck_kind = SGX_CHAIN_PCK_QUOTE;
+		rc = sgx_chain_read(q.cert_data, q.cert_len, pck_kind, &pck);
+	} else if (q.cert_type >= 1 && q.cert_type <= 3 &&
+	    c->pck_chain != NULL) {
+		pck_kind = SGX_CHAIN_PCK_COLLATERAL;
+		rc = sgx_chain_read(c->pck_chain, strlen(c->pck_chain),
+		    pck_kind, &pck);
+	} else
 		rc = hsm_err(HSM_EUNSUPPORTED, "sgx verify: certification "
 		    "data type %u and no PCK chain in the collateral",
 		    q.cert_type);
+	if (rc != 0)
 		goto out;
-	}
-	if (pck == NULL || sk_X509_num(pck) < 2) {
-		rc = hsm_err(HSM_EPROTO, "sgx quote: certification data is "
-		    "not a PEM PCK chain");
-		goto out;
-	}
 
-	/* collateral: decode and check freshness */
+	/* the trust anchor (a bad test root is a configuration error) */
 	r.failed_step = SGX_STEP_COLLATERAL;
-	rootpem = opts->insecure_test_root_pem != NULL ?
-	    opts->insecure_test_root_pem : intel_sgx_root_pem;
-	if ((b = BIO_new_mem_buf(rootpem, -1)) == NULL ||
-	    (root = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
-		rc = hsm_err_ossl(HSM_ECONFIG, "sgx verify: trust root");
+	if ((rc = sgx_trust_root(opts->insecure_test_root_pem, &vc.root)) != 0)
 		goto out;
-	}
-	if ((rcrl = crl_from_der(c->root_crl, c->root_crl_len)) == NULL ||
-	    (pcrl = crl_from_der(c->pck_crl, c->pck_crl_len)) == NULL) {
-		rc = hsm_err(HSM_EPROTO, "collateral: root or PCK CRL is not "
-		    "DER");
-		goto out;
-	}
-	{
-		struct json_tokener *tok;
 
-		if ((tok = json_tokener_new()) == NULL) {
-			rc = hsm_err(HSM_ENOMEM, "sgx verify: out of memory");
-			goto out;
-		}
-		if (c->tcb_info_len <= INT32_MAX)
-			ti = json_tokener_parse_ex(tok, c->tcb_info,
-			    (int)c->tcb_info_len);
-		json_tokener_reset(tok);
-		if (c->qe_identity_len <= INT32_MAX)
-			qi = json_tokener_parse_ex(tok, c->qe_identity,
-			    (int)c->qe_identity_len);
-		json_tokener_free(tok);
-	}
-	if (ti == NULL || qi == NULL) {
-		rc = hsm_err(HSM_EPROTO, "collateral: tcb_info or qe_identity "
-		    "is not JSON");
-		goto out;
-	}
-	if ((rc = check_dates(ti, "tcb_info", opts->at,
-	    &r.collateral_expiry)) != 0 ||
-	    (rc = check_dates(qi, "qe_identity", opts->at,
-	    &r.collateral_expiry)) != 0 ||
-	    (rc = check_crl_dates(rcrl, "root CA CRL", opts->at,
-	    &r.collateral_expiry)) != 0 ||
-	    (rc = check_crl_dates(pcrl, "PCK CRL", opts->at,
-	    &r.collateral_expiry)) != 0)
-		goto out;
-	json_object_put(ti);
-	json_object_put(qi);
-	ti = qi = NULL;
-
-	/* pck_chain */
+	/* pck_chain: the quote's chain, as QvE takes it, before any date */
 	r.failed_step = SGX_STEP_PCK_CHAIN;
-	if ((rc = verify_chain(pck, root, rcrl, pcrl, opts->at,
-	    "pck_chain")) != 0)
+	if ((rc = sgx_chain_check(&pck, pck_kind, &vc.root)) != 0)
 		goto out;
-	{
-		char cn[64];
 
-		if (X509_NAME_get_text_by_NID(X509_get_subject_name(
-		    sk_X509_value(pck, 0)), NID_commonName, cn,
-		    sizeof(cn)) <= 0 ||
-		    strcmp(cn, "Intel SGX PCK Certificate") != 0) {
-			rc = hsm_err(HSM_EPERM, "pck_chain: leaf is not an "
-			    "Intel SGX PCK Certificate");
-			goto out;
-		}
-	}
-	if ((rc = pck_tcb_parse(sk_X509_value(pck, 0), &pt)) != 0)
+	/* collateral: decode and date it */
+	r.failed_step = SGX_STEP_COLLATERAL;
+	if ((rc = collateral_dates(c, &pck, &vc, &tcbch, &qech, &crlch,
+	    &r)) != 0)
+		goto out;
+
+	/* pck_chain: the CRLs' issuer, then the path with revocation */
+	r.failed_step = SGX_STEP_PCK_CHAIN;
+	if ((rc = pck_crl_chain_check(&crlch, &vc)) != 0 ||
+	    (rc = sgx_chain_verify_path(&pck, pck_kind, &vc.root, vc.rcrl,
+	    vc.pcrl, vc.at, vc.grace)) != 0 ||
+	    (rc = pck_tcb_parse(sgx_chain_leaf(&pck), &pt)) != 0)
 		goto out;
 
 	/* qe_report_sig */
 	r.failed_step = SGX_STEP_QE_REPORT_SIG;
-	if ((pckkey = X509_get0_pubkey(sk_X509_value(pck, 0))) == NULL ||
+	if ((pckkey = X509_get0_pubkey(sgx_chain_leaf(&pck))) == NULL ||
 	    ecdsa_verify_raw(pckkey, q.qe_report_raw, SGX_REPORT_BODY_LEN,
 	    q.qe_report_sig) != 0) {
 		rc = hsm_err(HSM_EPERM, "qe_report_sig: QE report signature "
@@ -1612,7 +1567,7 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 	/* tcb_info */
 	r.failed_step = SGX_STEP_TCB_INFO;
 	if ((rc = signed_json(c->tcb_info, c->tcb_info_len, c->tcb_info_sig,
-	    c->tcb_info_chain, root, rcrl, opts->at, "tcb_info", &ti)) != 0)
+	    &tcbch, SGX_CHAIN_TCB_INFO, &vc, "tcb_info", &ti)) != 0)
 		goto out;
 	if (jint(ti, "version", &v) != 0 || (v != 2 && v != 3)) {
 		rc = hsm_err(HSM_EUNSUPPORTED, "tcb_info: version not 2 or 3");
@@ -1654,7 +1609,7 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 	/* qe_identity */
 	r.failed_step = SGX_STEP_QE_IDENTITY;
 	if ((rc = signed_json(c->qe_identity, c->qe_identity_len,
-	    c->qe_identity_sig, c->qe_identity_chain, root, rcrl, opts->at,
+	    c->qe_identity_sig, &qech, SGX_CHAIN_QE_IDENTITY, &vc,
 	    "qe_identity", &qi)) != 0)
 		goto out;
 	/* TDX quotes come from the TD QE, described by an identity v2 */
@@ -1768,11 +1723,13 @@ sgx_verify_quote(const uint8_t *quote, size_t len,
 	json_object_put(qi);
 	EVP_MD_CTX_free(md);
 	EVP_PKEY_free(attkey);
-	BIO_free(b);
-	X509_free(root);
-	X509_CRL_free(rcrl);
-	X509_CRL_free(pcrl);
-	sk_X509_pop_free(pck, X509_free);
+	sgx_cert_free(&vc.root);
+	X509_CRL_free(vc.rcrl);
+	X509_CRL_free(vc.pcrl);
+	sgx_chain_free(&pck);
+	sgx_chain_free(&tcbch);
+	sgx_chain_free(&qech);
+	sgx_chain_free(&crlch);
 	ERR_clear_error();
 	return rc;
 }

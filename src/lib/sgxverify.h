@@ -5,28 +5,36 @@
  * Steps, in order; the first that fails is named in the result and in the
  * hsm_err() detail:
  *   parse        quote structure (sgxquote.h); PCK chain PEM present
- *   collateral   collateral decodes; TCB Info / QE Identity / CRLs are
- *                current at the verification time (else "expired")
- *   pck_chain    PCK leaf -> intermediate -> pinned root, with the root
- *                CA CRL and the PCK (intermediate) CRL, at opts->at
+ *   pck_chain    the chain's shape (sgxchain.h): exactly PCK leaf,
+ *                intermediate CA, root, in that order, the root self-signed
+ *                and byte for byte the trusted root
+ *   collateral   collateral decodes; TCB Info / QE Identity issueDate and
+ *                the CRLs' lastUpdate passed; nothing expired (TCB Info /
+ *                QE Identity / CRL nextUpdate, any certificate's notAfter)
+ *                for opts->collateral_grace or longer (else "expired")
+ *   pck_chain    the PCK CRL's issuer chain (CA, root; the CRL signed by
+ *                that CA); PCK leaf -> intermediate -> trusted root, with
+ *                the root CA CRL and the PCK (intermediate) CRL, at opts->at
  *   qe_report_sig   QE report signed by the PCK leaf key
  *   qe_report_data  QE report data == SHA-256(att key || QE auth) || 0^32
  *   quote_sig    header + enclave report signed by the attestation key
- *   tcb_info     TCB Info signature (exact JSON bytes) by the TCB signing
- *                chain to the pinned root; its id names the quote's TEE
+ *   tcb_info     TCB Info signature (exact JSON bytes) by its issuer chain
+ *                (exactly signer, root: sgxchain.h) to the trusted root; its
+ *                id names the quote's TEE
  *                (SGX, or TDX with TCB Info v3); FMSPC/PCEID match the
  *                PCK cert
  *   tdx_module   TDX only: MRSIGNERSEAM and SEAMATTRIBUTES match the TCB
  *                Info's tdxModule or, when TEE_TCB_SVN[1] (the module's
  *                major version) > 0, its tdxModuleIdentities["TDX_%02X"]
- *   qe_identity  QE Identity ("QE", or "TD_QE" v2 for TDX) signature and
- *                the QE report matching it
+ *   qe_identity  QE Identity ("QE", or "TD_QE" v2 for TDX) signature by its
+ *                issuer chain (as tcb_info's) and the QE report matching it
  *   tcb_level    PCK TCB (16 SVNs + PCESVN) matched against tcbLevels;
  *                TDX: also TEE_TCB_SVN against the levels' TDX components
  *                and the TDX module's SVN against its identity's levels
  *
  * The trust anchor is Intel's production SGX Root CA, built in. A caller
  * can replace it only through opts->insecure_test_root_pem, for tests.
+ * Certificate chains and collateral dates are checked as sgxchain.h says.
  * SGX quotes (v3; v4/v5 with an SGX body) and TDX quotes (v4 with a TD
  * 1.0 body, v5 with a TD 1.0 or 1.5 body) are verified the way Intel's
  * QVL does; the TCB status is computed like QVL's (TDX: the TDX TCB level
@@ -94,18 +102,25 @@ struct sgx_collateral {
 	uint8_t		*pck_crl;
 	size_t		 pck_crl_len;
 	/*
-	 * Optional PEM PCK chain (leaf first, then intermediate CA), used
+	 * Optional PEM PCK chain (leaf, intermediate CA, root), used
 	 * only when the quote carries no PCK chain itself (certification
 	 * data types 1-3: the verifier fetched the PCK certificate by PPID).
 	 */
 	char		*pck_chain;
+	/*
+	 * The PCK CRL's issuer chain (PEM: CA, root). Required in the JSON
+	 * form; Intel's directory form has none (NULL: not checked, the PCK
+	 * CRL is still verified under the PCK chain's intermediate).
+	 */
+	char		*pck_crl_chain;
 };
 
 /*
  * Decode collateral in the JSON form used by dcap-qvl / PCCS clients:
  * an object with string members tcb_info, tcb_info_signature (hex),
  * tcb_info_issuer_chain, qe_identity, qe_identity_signature,
- * qe_identity_issuer_chain, root_ca_crl (hex DER), pck_crl (hex DER).
+ * qe_identity_issuer_chain, root_ca_crl (hex DER), pck_crl (hex DER),
+ * pck_crl_issuer_chain.
  * *c is cleared on entry. 0, HSM_EPROTO (detail names the member) or
  * HSM_ENOMEM.
  */
@@ -120,7 +135,8 @@ void sgx_collateral_free(struct sgx_collateral *c);
  * exact text of the inner object, taken verbatim from the input),
  * tcb_chain the TCB signing chain PEM (also used for the QE identity),
  * root_crl / pck_crl DER, and pck_chain an optional PEM PCK chain (see
- * above; NULL if the quotes carry their own). *c is cleared on entry.
+ * above; NULL if the quotes carry their own). pck_crl_chain is left
+ * NULL (a caller may set it). *c is cleared on entry.
  * 0, HSM_EPROTO (detail names the member) or HSM_ENOMEM.
  */
 int sgx_collateral_from_intel(const char *tcbinfo, size_t tcbinfo_len,
@@ -137,9 +153,17 @@ struct sgx_verify_opts {
 	 * outside tests: anyone can mint a root with Intel's name.
 	 */
 	const char	*insecure_test_root_pem;
+	/*
+	 * Seconds (>= 0; 0 by default) for which expired collateral is still
+	 * accepted, and reported in the result (Intel's QvE returns a
+	 * collateral-expired flag beside its verdict and leaves the choice to
+	 * the relying party; this is that choice, bounded).
+	 */
+	int64_t		 collateral_grace;
 };
 
 #define SGX_ADVISORIES_MAX	512
+#define SGX_EXPIRED_ITEMS_MAX	192
 
 struct sgx_verify_result {
 	enum sgx_step		failed_step;	/* also set on failure */
@@ -156,7 +180,23 @@ struct sgx_verify_result {
 	uint8_t			fmspc[6];
 	uint8_t			pceid[2];
 	uint16_t		pcesvn;
-	time_t			collateral_expiry; /* earliest nextUpdate */
+	/*
+	 * The earliest expiry of the collateral, as Intel's QvE reckons it:
+	 * TCB Info's and QE Identity's nextUpdate, both CRLs' nextUpdate,
+	 * every certificate's notAfter (the quote's PCK chain, the TCB Info,
+	 * QE Identity and PCK CRL issuer chains).
+	 */
+	time_t			collateral_expiry;
+	/*
+	 * QvE's collateral-expired flag: 1 when opts->at >= collateral_expiry,
+	 * which a verification passes only within opts->collateral_grace:
+	 * "grace used", to be audited. collateral_expired_by is opts->at -
+	 * collateral_expiry (seconds); collateral_expired_items names what
+	 * had expired, comma-separated ("qe_identity,tcb_info,pck_crl").
+	 */
+	int			collateral_expired;
+	int64_t			collateral_expired_by;
+	char			collateral_expired_items[SGX_EXPIRED_ITEMS_MAX];
 
 	/* What was verified: SGX_TEE_SGX or SGX_TEE_TDX, quote version */
 	uint32_t		tee_type;
@@ -177,10 +217,12 @@ struct sgx_verify_result {
  * advisories and the enclave identity (SGX: res->enclave) or the TD's
  * measurements (TDX: res->td, res->enclave all zero): whether a status
  * other than UpToDate, or a TDX quote at all, is acceptable is the
- * caller's policy; check res->tee_type. On failure returns a negative
- * HSM_E* (HSM_EPROTO malformed, HSM_EPERM signature/chain/match refused,
- * HSM_EPOLICY collateral expired or not yet valid, HSM_EUNSUPPORTED) and
- * sets only res->failed_step.
+ * caller's policy; check res->tee_type, and res->collateral_expired (the
+ * grace was used). On failure returns a negative HSM_E* (HSM_EPROTO
+ * malformed, HSM_EPERM signature/chain/match refused, HSM_EPOLICY
+ * collateral expired beyond the grace or not yet valid, HSM_EUNSUPPORTED,
+ * HSM_EINVAL bad arguments, HSM_ECONFIG bad test root) and sets only
+ * res->failed_step.
  */
 int sgx_verify_quote(const uint8_t *quote, size_t len,
     const struct sgx_collateral *c, const struct sgx_verify_opts *opts,
