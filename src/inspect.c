@@ -15,6 +15,7 @@
 #include "cmds.h"
 #include "attest.h"
 #include "err.h"
+#include "sgxchain.h"
 #include "sgxverify.h"
 #include "util.h"
 
@@ -26,7 +27,8 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: hsmesh inspect FILE\n"
-	    "       hsmesh inspect QUOTE [--collateral FILE|DIR] [--at TIME] [--insecure-test-root PEM]\n"
+	    "       hsmesh inspect QUOTE [--collateral FILE|DIR] [--at TIME] [--collateral-grace D]\n"
+	    "                            [--insecure-test-root PEM]\n"
 	    "\n"
 	    "Print the certificates (a PEM bundle or one DER certificate) or the PKCS#10\n"
 	    "certificate request in FILE ('-' for standard input): subject, issuer,\n"
@@ -35,13 +37,17 @@ usage(FILE *f)
 	    "\n"
 	    "An SGX DCAP quote (ECDSA P-256, version 3, 4 or 5; SGX enclave or TDX TD) is\n"
 	    "parsed and, with --collateral, verified offline: PCK chain to Intel's SGX Root\n"
-	    "CA (built in), CRLs, QE report and quote signatures, attestation-key binding,\n"
+	    "CA (built in; every chain exactly leaf, [intermediate,] root, the root byte for\n"
+	    "byte Intel's), CRLs, QE report and quote signatures, attestation-key binding,\n"
 	    "TCB Info and QE Identity (TDX: also the TDX module), TCB status. Exit status 1\n"
 	    "names the failing step.\n"
 	    "  --collateral FILE   JSON collateral (tcb_info, qe_identity, ... as dcap-qvl writes it)\n"
 	    "  --collateral DIR    Intel's files: tcbInfo.json, qeIdentity.json, tcbSignChain.pem,\n"
 	    "                      rootCaCrl.der, intermediateCaCrl.der [, pckCert.pem + pckSignChain.pem]\n"
 	    "  --at TIME           verify as of TIME (YYYY-MM-DDTHH:MM:SSZ); default now\n"
+	    "  --collateral-grace D  accept collateral expired less than D ago (90s, 15m, 12h,\n"
+	    "                      7d; default 0: none): TCB Info / QE Identity / CRL nextUpdate,\n"
+	    "                      certificate notAfter; 'grace used' says what had expired\n"
 	    "  --insecure-test-root PEM  trust this root INSTEAD of Intel's (test data only)\n");
 }
 
@@ -136,7 +142,7 @@ print_td(const struct sgx_td_report *t, int td15)
 
 static int
 inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll,
-    const char *at_text, const char *test_root_file)
+    const char *at_text, const char *grace_text, const char *test_root_file)
 {
 	struct sgx_quote q;
 	struct sgx_collateral c;
@@ -144,7 +150,7 @@ inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll
 	struct sgx_verify_result res;
 	uint8_t *root = NULL;
 	size_t rootlen = 0;
-	char *rootpem = NULL, when[32];
+	char *rootpem = NULL, when[32], span[48];
 	int r;
 
 	memset(&c, 0, sizeof(c));
@@ -167,6 +173,12 @@ inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll
 	o.at = time(NULL);
 	if (at_text != NULL && sgx_parse_time(at_text, &o.at) != 0) {
 		fprintf(stderr, "hsmesh inspect: --at '%s' is not YYYY-MM-DDTHH:MM:SSZ\n", at_text);
+		return 2;
+	}
+	if (grace_text != NULL && strcmp(grace_text, "0") != 0 &&
+	    hsm_parse_duration(grace_text, &o.collateral_grace) != 0) {
+		fprintf(stderr, "hsmesh inspect: --collateral-grace '%s' is not a duration (0, 90s, 15m, 12h, 7d)\n",
+		    grace_text);
 		return 2;
 	}
 	if (test_root_file != NULL) {
@@ -205,6 +217,10 @@ inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll
 	printf("%-18s %u\n", "pce svn", res.pcesvn);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&res.collateral_expiry));
 	printf("%-18s %s\n", "collateral until", when);
+	if (res.collateral_expired)
+		printf("%-18s collateral expired %s before the verification time (%s); accepted within --collateral-grace %s\n",
+		    "grace used", sgx_fmt_span(res.collateral_expired_by, span, sizeof(span)),
+		    res.collateral_expired_items, grace_text);
  out:
 	sgx_collateral_free(&c);
 	free(root);
@@ -217,11 +233,12 @@ inspect_main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "collateral", required_argument, NULL, 'C' },
 		{ "at", required_argument, NULL, 'A' },
+		{ "collateral-grace", required_argument, NULL, 'G' },
 		{ "insecure-test-root", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *file, *coll = NULL, *at = NULL, *test_root = NULL;
+	const char *file, *coll = NULL, *at = NULL, *grace = NULL, *test_root = NULL;
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	int r, ch;
@@ -232,6 +249,7 @@ inspect_main(int argc, char **argv)
 		switch (ch) {
 		case 'C': coll = optarg; break;
 		case 'A': at = optarg; break;
+		case 'G': grace = optarg; break;
 		case 'R': test_root = optarg; break;
 		case 'h':
 			usage(stdout);
@@ -252,6 +270,7 @@ inspect_main(int argc, char **argv)
 		switch (ch) {
 		case 'C': coll = optarg; break;
 		case 'A': at = optarg; break;
+		case 'G': grace = optarg; break;
 		case 'R': test_root = optarg; break;
 		default:
 			fprintf(stderr, "hsmesh inspect: unknown option '%s'\n", argv[optind - 1]);
@@ -272,11 +291,12 @@ inspect_main(int argc, char **argv)
 		return 1;
 	}
 	/* A certificate or request first; else, a quote. */
-	if (coll == NULL && at == NULL && test_root == NULL && cert_inspect(buf, len, stdout) == 0) {
+	if (coll == NULL && at == NULL && grace == NULL && test_root == NULL &&
+	    cert_inspect(buf, len, stdout) == 0) {
 		free(buf);
 		return 0;
 	}
-	r = inspect_quote(file, buf, len, coll, at, test_root);
+	r = inspect_quote(file, buf, len, coll, at, grace, test_root);
 	free(buf);
 	return r;
 }

@@ -14,6 +14,22 @@ check "... advisories INTEL-SA-00289, INTEL-SA-00615" grep -q "INTEL-SA-00289,IN
 check "... and prints MRENCLAVE, MRSIGNER and the report data" sh -c 'grep -q "^mrenclave *[0-9a-f]\{64\}" "$1" && grep -q "^mrsigner" "$1" && grep -q "^report data" "$1"' x "$T/ok.txt"
 refuse "at today's date it is refused: collateral expired" "step collateral.*expired" \
     "$HSMESH" inspect "$P/sgx_quote" --collateral "$P/sgx_quote_collateral.json"
+# Expired collateral: a day past the earliest nextUpdate (2025-07-19T10:01:18Z).
+DAY1=2025-07-20T10:01:18Z
+refuse "a day past nextUpdate it is refused by default, naming the item and how long ago" \
+    "step collateral: qe_identity: collateral expired \\(nextUpdate 2025-07-19T10:01:18Z, 1d 0h 0m 0s before.*collateral_grace 0s" \
+    "$HSMESH" inspect "$P/sgx_quote" --collateral "$P/sgx_quote_collateral.json" --at $DAY1
+refuse "... and with --collateral-grace 1d (a grace covers less than its length)" "collateral_grace 1d 0h 0m 0s" \
+    "$HSMESH" inspect "$P/sgx_quote" --collateral "$P/sgx_quote_collateral.json" --at $DAY1 --collateral-grace 1d
+"$HSMESH" inspect "$P/sgx_quote" --collateral "$P/sgx_quote_collateral.json" --at $DAY1 --collateral-grace 25h >"$T/grace.txt" 2>&1
+check "with --collateral-grace 25h it verifies, and says the grace was used, for what and how long" sh -c \
+    'grep -q "^verdict *verified" "$1" && grep -q "^tcb status *ConfigurationAndSWHardeningNeeded" "$1" &&
+     grep -q "^grace used *collateral expired 1d 0h 0m 0s before the verification time (.*qe_identity.*); accepted within --collateral-grace 25h$" "$1"' x "$T/grace.txt"
+"$HSMESH" inspect "$P/sgx_quote" --collateral "$P/sgx_quote_collateral.json" --at $AT --collateral-grace 25h >"$T/nograce.txt" 2>&1
+check "... inside the window no grace is used" sh -c \
+    'grep -q "^verdict *verified" "$1" && ! grep -q "^grace used" "$1"' x "$T/nograce.txt"
+refuse "a bad --collateral-grace is refused" "collateral-grace" \
+    "$HSMESH" inspect "$P/sgx_quote" --collateral "$P/sgx_quote_collateral.json" --at $DAY1 --collateral-grace soon
 
 # Tampered copies: one byte of the report data (offset 48 + 320), truncation.
 cp "$P/sgx_quote" "$T/flip.q"

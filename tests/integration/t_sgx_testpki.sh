@@ -109,4 +109,12 @@ check "... verified 20 hours later" grep -q "^verdict *verified$" "$T/d.txt"
 refuse "... 3 days later the collateral has expired" "step collateral.*expired" \
     "$HSMESH" inspect "$T/d.q" --collateral "$T/d/collateral.json" --insecure-test-root "$T/d/root.pem" \
     --at "$(iso $((now + 3 * 86400)))"
+# ... and its certificates and CRLs with it: within --collateral-grace it still verifies.
+verify "$T/d.q" "$T/d" "$T/dg.txt" --at "$(iso $((now + 3 * 86400)))" --collateral-grace 3d
+check "... with --collateral-grace 3d it verifies: the certificates and CRLs expired too, grace used" sh -c \
+    'grep -q "^verdict *verified$" "$1" && grep -q "^grace used .*pck_chain leaf.*pck_crl.*accepted within --collateral-grace 3d" "$1"' \
+    x "$T/dg.txt"
+refuse "... with --collateral-grace 1d it is refused" "step collateral.*expired.*collateral_grace 1d" \
+    "$HSMESH" inspect "$T/d.q" --collateral "$T/d/collateral.json" --insecure-test-root "$T/d/root.pem" \
+    --at "$(iso $((now + 3 * 86400)))" --collateral-grace 1d
 done_testing
