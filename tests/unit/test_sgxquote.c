@@ -19,20 +19,7 @@
 #include "sgxverify.h"
 #include "util.h"
 
-#include "shared_path.h"
-
-#define PHALA	"testdata/sgx/phala-dcap-qvl/"
-#define INTEL	"testdata/sgx/intel-qvl-sample/"
-
-static void
-load(const char *rel, uint8_t **buf, size_t *len)
-{
-	char path[1024];
-
-	shared_path(path, sizeof(path), rel);
-	if (hsm_read_file(path, 1U << 20, buf, len) != 0)
-		fail_msg("%s: %s", path, hsm_err_detail());
-}
+#include "sgx_testdata.h"
 
 static void
 unhex_str(const char *h, uint8_t *out, size_t n)
@@ -184,15 +171,6 @@ parse_truncated(void **state)
 	}
 	assert_int_equal(sgx_quote_parse(f->quote, 100, &q), HSM_EPROTO);
 	assert_non_null(strstr(hsm_err_detail(), "report body"));
-}
-
-static void
-set_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
 }
 
 static void
@@ -501,20 +479,6 @@ intel_collateral(const char *dir, struct sgx_collateral *c)
 	free(leaf);
 	free(chain);
 	free(pck);
-}
-
-static char *
-load_str(const char *rel)
-{
-	uint8_t *b;
-	size_t len;
-	char *s;
-
-	load(rel, &b, &len);
-	if ((s = strndup((const char *)b, len)) == NULL)
-		fail();
-	free(b);
-	return s;
 }
 
 static void
