@@ -1,9 +1,9 @@
 #!/bin/sh
 # ASAN=yes
 # t_inspect_quote.sh - `hsmesh inspect QUOTE --collateral ... [--at TIME]` on
-# the real SGX quotes under shared/testdata/sgx and on tampered copies.
+# the real SGX quotes under tests/testdata/sgx and on tampered copies.
 . "$(dirname "$0")/lib.sh"
-S=${HSMESH_SHARED:-${HSMESH_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}/../shared}/testdata/sgx
+S=${HSMESH_SHARED:-${HSMESH_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}/tests}/testdata/sgx
 P=$S/phala-dcap-qvl
 AT=2025-07-19T10:01:17Z
 

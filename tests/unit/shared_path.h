@@ -1,7 +1,9 @@
 /*
- * shared_path.h - where the unit tests find ../shared (read-only test
- * data such as the real SGX quotes): $HSMESH_SHARED, else
- * $HSMESH_ROOT/../shared (tests/run.sh sets it), else ../shared.
+ * shared_path.h - where the unit tests find the read-only test data that
+ * the project ships (tests/testdata/: the real SGX quotes and their
+ * collateral, see tests/testdata/sgx/README.md): rel is relative to
+ * $HSMESH_SHARED when set (another copy), else $HSMESH_ROOT/tests
+ * (tests/run.sh sets HSMESH_ROOT), else ./tests.
  * Include after <cmocka.h>.
  */
 #ifndef HSM_TEST_SHARED_PATH_H
@@ -19,9 +21,9 @@ shared_path(char *buf, size_t len, const char *rel)
 	if (d != NULL && *d != '\0')
 		n = snprintf(buf, len, "%s/%s", d, rel);
 	else if ((root = getenv("HSMESH_ROOT")) != NULL && *root != '\0')
-		n = snprintf(buf, len, "%s/../shared/%s", root, rel);
+		n = snprintf(buf, len, "%s/tests/%s", root, rel);
 	else
-		n = snprintf(buf, len, "../shared/%s", rel);
+		n = snprintf(buf, len, "tests/%s", rel);
 	if (n < 0 || (size_t)n >= len)
 		fail_msg("path too long");
 }
