@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include "cert.h"
 #include "err.h"
 #include "sgxchain.h"
 #include "util.h"
@@ -307,18 +308,6 @@ sgx_chain_leaf(const struct sgx_chain *ch)
 	return ch->n > 0 ? ch->c[0].x : NULL;
 }
 
-int
-sgx_asn1_time(const ASN1_TIME *a, time_t *t)
-{
-	struct tm tm;
-
-	*t = 0;
-	if (a == NULL || ASN1_TIME_to_tm(a, &tm) != 1)
-		return -1;
-	*t = timegm(&tm);
-	return 0;
-}
-
 /* The verification time and grace, for grace_cb. */
 struct grace {
 	time_t	at;
@@ -337,7 +326,7 @@ grace_cb(int ok, X509_STORE_CTX *ctx)
 	const ASN1_TIME *end = NULL;
 	X509_CRL *crl;
 	X509 *x;
-	time_t t;
+	int64_t t;
 
 	if (ok || g == NULL || g->grace <= 0)
 		return ok;
@@ -353,7 +342,7 @@ grace_cb(int ok, X509_STORE_CTX *ctx)
 	default:
 		return 0;
 	}
-	if (sgx_asn1_time(end, &t) != 0 || t > g->at)
+	if (cert_time_unix(end, &t) != 0 || t > g->at)
 		return 0;
 	return (int64_t)g->at - (int64_t)t < g->grace;
 }
@@ -437,7 +426,7 @@ sgx_expiry_note_chain(struct sgx_expiry *x, const struct sgx_chain *ch,
     enum sgx_chain_kind k)
 {
 	char item[48];
-	time_t t;
+	int64_t t;
 	int rc;
 
 	for (size_t i = 0; i < ch->n; i++) {
@@ -449,7 +438,7 @@ sgx_expiry_note_chain(struct sgx_expiry *x, const struct sgx_chain *ch,
 		else
 			snprintf(item, sizeof(item), "%s certificate %zu",
 			    kinds[k].prefix, i + 1);
-		if (sgx_asn1_time(X509_get0_notAfter(ch->c[i].x), &t) != 0)
+		if (cert_time_unix(X509_get0_notAfter(ch->c[i].x), &t) != 0)
 			return hsm_err(HSM_EPROTO, "%s: %s notAfter unreadable",
 			    kinds[k].name, item);
 		if ((rc = sgx_expiry_note(x, item, "notAfter", t)) != 0)

@@ -109,8 +109,6 @@ int sgx_chain_verify_path(const struct sgx_chain *ch, enum sgx_chain_kind k,
     const struct sgx_cert *trusted, X509_CRL *crl1, X509_CRL *crl2,
     time_t at, int64_t grace);
 
-/* Unix time of an ASN1_TIME; 0 or -1. */
-int sgx_asn1_time(const ASN1_TIME *a, time_t *t);
 
 /* ---- collateral dates ---- */
 

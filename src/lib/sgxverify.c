@@ -22,6 +22,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include "cert.h"
 #include "err.h"
 #include "sgxchain.h"
 #include "sgxquote.h"
@@ -745,10 +746,10 @@ json_dates(struct json_object *o, const char *what, struct sgx_expiry *x)
 static int
 crl_dates(X509_CRL *crl, const char *what, struct sgx_expiry *x)
 {
-	time_t last, next;
+	int64_t last, next;
 
-	if (sgx_asn1_time(X509_CRL_get0_lastUpdate(crl), &last) != 0 ||
-	    sgx_asn1_time(X509_CRL_get0_nextUpdate(crl), &next) != 0)
+	if (cert_time_unix(X509_CRL_get0_lastUpdate(crl), &last) != 0 ||
+	    cert_time_unix(X509_CRL_get0_nextUpdate(crl), &next) != 0)
 		return hsm_err(HSM_EPROTO, "%s: no lastUpdate or nextUpdate",
 		    what);
 	if (x->at < last)
