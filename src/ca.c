@@ -45,6 +45,7 @@
 #include "ca_cmp.h"
 #include "cert.h"
 #include "cmds.h"
+#include "caconf.h"
 #include "config.h"
 #include "err.h"
 #include "keytypes.h"

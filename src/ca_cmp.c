@@ -225,24 +225,15 @@ static void
 audit_attest(struct server *s, struct txn *t, const char *what, const struct attest_result *ar,
     const char *event)
 {
-	const struct sgx_report_body *b = &ar->v.enclave;
-	char mre[65], mrs[65], prod[8], svn[8], dbg[8];
+	const char *kv[4 + ATTEST_AUDIT_KV + 1] = { "op", what, "peer", t->peer };
+	struct attest_audit a;
+	size_t n = 4;
 
-	if (!ar->verified) {
-		audit_event(s->cfg->audit, event, "op", what, "peer", t->peer, "evidence", "sgx",
-		    "reason", ar->why, NULL);
-		return;
-	}
-	snprintf(prod, sizeof(prod), "%u", b->isv_prod_id);
-	snprintf(svn, sizeof(svn), "%u", b->isv_svn);
-	snprintf(dbg, sizeof(dbg), "%s", (b->attributes[0] & SGX_ATTR_DEBUG) ? "true" : "false");
-	audit_event(s->cfg->audit, event, "op", what, "peer", t->peer, "evidence", "sgx",
-	    "mrenclave", hsm_hex(b->mrenclave, 32, mre), "mrsigner", hsm_hex(b->mrsigner, 32, mrs),
-	    "isv_prod_id", prod, "isv_svn", svn, "debug", dbg,
-	    "tcb_status", sgx_tcb_status_name(ar->v.tcb_status),
-	    "advisories", ar->v.advisories[0] ? ar->v.advisories : NULL,
-	    "id", ar->spiffe_id[0] ? ar->spiffe_id : NULL, "reason", ar->why[0] ? ar->why : NULL,
-	    NULL);
+	attest_audit_fields(ar, &a);
+	for (size_t i = 0; a.kv[i] != NULL; i++)
+		kv[n++] = a.kv[i];
+	kv[n] = NULL;
+	audit_event_kv(s->cfg->audit, event, kv);
 }
 
 static OSSL_CMP_PKISI *
@@ -314,14 +305,14 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 			si = reject(t, OSSL_CMP_PKIFAILUREINFO_systemFailure, "out of memory");
 			goto out;
 		}
-		if (attest_check(s->cfg->attest, t->quote, t->quotelen, spki, spkilen, s->nonce_key,
-		    time(NULL), ar) != 0) {
+		if (attest_check(s->cfg->attest, EV_SGX, t->quote, t->quotelen, spki, spkilen,
+		    s->nonce_key, time(NULL), ar) != 0) {
 			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badPOP, ar->why);
 			audit_attest(s, t, what, ar, "refused");
 			goto out;
 		}
 		/* The certificate records what was measured. */
-		if (attest_identity_ext(&ar->v, &ext) != 0) {
+		if (attest_identity_ext(ar, &ext) != 0) {
 			si = reject(t, OSSL_CMP_PKIFAILUREINFO_systemFailure,
 			    "cannot encode the SGX identity");
 			goto out;
@@ -337,10 +328,8 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 		parent = t->signer_serial;
 		snprintf(auth, sizeof(auth), "kur:%s", t->signer_serial);
 	} else if (t->auth == AUTH_NONE && attested) {
-		char mre[65];
-
 		id = ar->spiffe_id;
-		snprintf(auth, sizeof(auth), "sgx:%.16s", hsm_hex(ar->v.enclave.mrenclave, 32, mre));
+		attest_auth_tag(ar, auth, sizeof(auth));
 	} else {
 		if (t->auth != AUTH_TOKEN) {
 			si = reject(t, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "enrollment needs a join token (MAC)");
@@ -359,11 +348,11 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 		snprintf(auth, sizeof(auth), "token:%s", t->ref);
 	}
 	if (attested && t->auth != AUTH_NONE) {
-		char mre[65];
+		char tag[64];
 		size_t l = strlen(auth);
 
-		snprintf(auth + l, sizeof(auth) - l, ",sgx:%.16s",
-		    hsm_hex(ar->v.enclave.mrenclave, 32, mre));
+		attest_auth_tag(ar, tag, sizeof(tag));
+		snprintf(auth + l, sizeof(auth) - l, ",%s", tag);
 	}
 	if (ledger_id_revoked(s->cfg->ledger, id)) {
 		si = reject(t, OSSL_CMP_PKIFAILUREINFO_certRevoked, "identity revoked");
@@ -467,7 +456,7 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 
 	*out = NULL;
 	if (t->s->cfg->attest != NULL && cmp_itav_find(in, HSM_OID_ATTEST_NONCE) != NULL) {
-		attest_nonce_make(t->s->nonce_key, time(NULL), nonce);
+		ev_nonce_make(t->s->nonce_key, time(NULL), nonce);
 		log_info("attestation nonce for %s", t->peer);
 		return genp_one(HSM_OID_ATTEST_NONCE, V_ASN1_OCTET_STRING, nonce, sizeof(nonce), out);
 	}
@@ -967,12 +956,12 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 	struct server s;
 	pthread_t th[64];
 	int nth = cfg->threads > 0 && cfg->threads <= 64 ? cfg->threads : 8, st, sig;
-	char bound[96];
+	char bound[96], line[300];
 	sigset_t sigs;
 
 	memset(&s, 0, sizeof(s));
 	s.cfg = cfg;
-	attest_nonce_key(cfg->token_key, s.nonce_key);
+	ev_nonce_key(cfg->token_key, s.nonce_key);
 	if ((st = listen_tcp(cfg->listen, &s.lfd, bound, sizeof(bound))) != 0)
 		return st;
 	if (cfg->port_file != NULL) {
@@ -996,11 +985,8 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 		}
 	}
 	log_info("serving CMP at http://%s%s with %d handlers", bound, CMP_PATH, nth);
-	if (cfg->attest != NULL)
-		log_info("attestation: SGX quotes checked against %s%s; %s", cfg->attest->collateral,
-		    cfg->attest->test_root_pem != NULL ? " under an INSECURE test root" : "",
-		    cfg->attest->require ? "required for every certificate request" :
-		    "optional with a join token or a current certificate");
+	for (size_t i = 0; attest_describe(cfg->attest, i, line, sizeof(line)); i++)
+		log_info("attestation: %s", line);
 	audit_event(cfg->audit, "start", "listen", bound, NULL);
 	while (sigwait(&sigs, &sig) != 0)
 		;
