@@ -277,6 +277,17 @@ ledger_token_lookup(struct ledger *lg, const char *ref, struct ledger_token *out
 	return r;
 }
 
+/* Why a join token cannot be consumed at now, or 0 when it can. */
+static int
+token_refusal(const struct ledger_token *t, int64_t now)
+{
+	if (t->used)
+		return hsm_err(HSM_EPOLICY, "join token already used");
+	if (now >= t->expires)
+		return hsm_err(HSM_EPOLICY, "join token expired");
+	return 0;
+}
+
 /* Consume ref at now; the lock is held (inside a transaction or not). */
 static int
 consume_locked(struct ledger *lg, const char *ref, int64_t now)
@@ -291,7 +302,24 @@ consume_locked(struct ledger *lg, const char *ref, int64_t now)
 	/* Refused: say why. */
 	if ((r = lg->ops->token_get(lg->be, ref, &t)) != 0)
 		return r;
-	return hsm_err(HSM_EPOLICY, t.used ? "join token already used" : "join token expired");
+	return (r = token_refusal(&t, now)) != 0 ? r :
+	    hsm_err(HSM_EIO, "ledger: join token neither consumed nor refused");
+}
+
+int
+ledger_token_check(struct ledger *lg, const char *ref, int64_t now)
+{
+	struct ledger_token t;
+	int r;
+
+	if (!peer_ref(ref))
+		return hsm_err(HSM_ENOENT, "join token unknown");
+	if ((r = lock(lg)) != 0)
+		return r;
+	if ((r = lg->ops->token_get(lg->be, ref, &t)) == 0)
+		r = token_refusal(&t, now);
+	unlock(lg);
+	return r;
 }
 
 int

@@ -111,6 +111,14 @@ int ledger_token_lookup(struct ledger *lg, const char *ref, struct ledger_token 
 int ledger_token_consume(struct ledger *lg, const char *ref, int64_t now);
 
 /*
+ * Whether ref could be consumed at now, without consuming it: the cheap
+ * check a server makes before it spends a signature (ledger_issue decides
+ * again, atomically). 0; HSM_EPOLICY ("join token already used" / "join
+ * token expired"); HSM_ENOENT; HSM_EIO.
+ */
+int ledger_token_check(struct ledger *lg, const char *ref, int64_t now);
+
+/*
  * Undo ledger_token_consume(lg, ref, used_at) when no certificate came of
  * it (the token or keyholder failed): the token is usable again, until it
  * expires. Only a consumption at exactly used_at is undone. 0; HSM_ENOENT;
