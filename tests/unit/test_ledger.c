@@ -203,9 +203,16 @@ token_single_use(void **state)
 	assert_true(t.created >= now - 1 && t.created <= now + 5);
 	assert_int_equal(t.used, 0);
 
+	/* checking is not consuming */
+	assert_int_equal(ledger_token_check(lg, "tok1", now), 0);
+	assert_int_equal(ledger_token_check(lg, "tok1", now), 0);
 	assert_int_equal(ledger_token_consume(lg, "tok1", now), 0);
 	assert_int_equal(ledger_token_consume(lg, "tok1", now + 1), HSM_EPOLICY);
 	assert_string_equal(hsm_err_detail(), "join token already used");
+	assert_int_equal(ledger_token_check(lg, "tok1", now + 1), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token already used");
+	assert_int_equal(ledger_token_check(lg, "nope", now), HSM_ENOENT);
+	assert_int_equal(ledger_token_check(lg, NULL, now), HSM_ENOENT);
 
 	assert_int_equal(ledger_token_lookup(lg, "tok1", &t), 0);
 	assert_int_equal(t.used, 1);
@@ -227,6 +234,9 @@ token_expired(void **state)
 	hash_of("x", h);
 	assert_int_equal(ledger_token_add(lg, "old", h, ID, 1000), 0);
 	/* Valid while now < expires. */
+	assert_int_equal(ledger_token_check(lg, "old", 999), 0);
+	assert_int_equal(ledger_token_check(lg, "old", 1000), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token expired");
 	assert_int_equal(ledger_token_consume(lg, "old", 1000), HSM_EPOLICY);
 	assert_string_equal(hsm_err_detail(), "join token expired");
 	assert_int_equal(ledger_token_consume(lg, "old", 5000), HSM_EPOLICY);
