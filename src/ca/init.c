@@ -2,7 +2,9 @@
  * init.c - `hsmesh ca init`: find the CA key labelled key.label in the
  * token, or generate one of key.type inside it, and write the self-signed
  * root certificate. Idempotent: a root.pem whose key is in the token is
- * kept; one whose key is not is an error, never silently replaced.
+ * kept; one whose key is not is an error, never silently replaced. A key
+ * it did not generate itself is adopted only if the token says it is
+ * sensitive and never was extractable.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 #include "err.h"
 #include "keytypes.h"
 #include "khclient.h"
+#include "khproto.h"
 #include "provider.h"
 #include "spiffe.h"
 #include "util.h"
@@ -52,6 +55,51 @@ pub_keytype(EVP_PKEY *pub)
 	if (strcmp(desc, "RSA-3072") == 0)
 		return HSM_KEY_RSA_3072;
 	return 0;
+}
+
+/*
+ * A key this run did not generate is adopted only if the token says it is
+ * sensitive and not extractable, and always was: a key that was ever
+ * readable may exist outside the token. name says which key (for the
+ * one-line refusal naming the attributes found).
+ */
+static int
+adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name)
+{
+	static const struct {
+		uint8_t bit;
+		const char *attr;
+	} attrs[] = {
+		{ KH_ATTR_EXTRACTABLE, "CKA_EXTRACTABLE" },
+		{ KH_ATTR_SENSITIVE, "CKA_SENSITIVE" },
+		{ KH_ATTR_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE" },
+		{ KH_ATTR_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE" },
+	};
+	char what[128] = "", found[160] = "";
+	uint8_t fl;
+	size_t n = 0;
+	int r;
+
+	if ((r = kh_attrs(k->kh, keyid, 0, &fl)) != 0)
+		return r;
+#define WHAT(s) snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s%s", \
+	    what[0] != '\0' ? " and " : "", s)
+	if (fl & KH_ATTR_EXTRACTABLE)
+		WHAT("is extractable");
+	if (!(fl & KH_ATTR_SENSITIVE))
+		WHAT("is not sensitive");
+	if (!(fl & KH_ATTR_EXTRACTABLE) && !(fl & KH_ATTR_NEVER_EXTRACTABLE))
+		WHAT("was extractable once");
+	if ((fl & KH_ATTR_SENSITIVE) && !(fl & KH_ATTR_ALWAYS_SENSITIVE))
+		WHAT("was not sensitive once");
+#undef WHAT
+	if (what[0] == '\0')
+		return 0;
+	for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]) && n < sizeof(found); i++)
+		n += (size_t)snprintf(found + n, sizeof(found) - n, "%s%s=%s", i ? ", " : "",
+		    attrs[i].attr, (fl & attrs[i].bit) ? "TRUE" : "FALSE");
+	return hsm_err(HSM_EPOLICY, "%s in the token %s (%s): refusing to adopt it", name, what,
+	    found);
 }
 
 /* The key of an existing root.pem, which the token must still hold. */
@@ -98,6 +146,13 @@ ca_cmd_init(const char *cfgpath)
 		r = find_or_make(cfg, &k, keyid, &spki, &spkilen, &created);
 	if (r != 0)
 		goto out;
+	if (!created) {
+		snprintf(desc, sizeof(desc), "key '%s'", cfg->key_label);
+		if (root != NULL)
+			snprintf(desc, sizeof(desc), "the key of %s", CA_ROOT_FILE);
+		if ((r = adopt_check(&k, keyid, desc)) != 0)
+			goto out;
+	}
 
 	p = spki;
 	if ((pub = d2i_PUBKEY(NULL, &p, (long)spkilen)) == NULL) {

@@ -94,7 +94,8 @@ usage_init(FILE *f)
 	    "inside it (never extractable), and write a self-signed root certificate to\n"
 	    "<state_dir>/root.pem (directory created with mode 0700). Running it again\n"
 	    "keeps a root.pem whose key is in the token; a root.pem whose key is not in\n"
-	    "the token is an error, never silently replaced.\n"
+	    "the token is an error, never silently replaced. A key found in the token is\n"
+	    "adopted only if the token says it is sensitive and never was extractable.\n"
 	    "\n"
 	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
 	    "  -h, --help          this text\n");
