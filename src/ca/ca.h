@@ -92,7 +92,10 @@ int ca_root_load(const struct ca_config *cfg, const char *path, X509 **out, int 
 int ca_kh_pubkey(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki,
     size_t *spkilen);
 
-/* Initialise sg and load <state_dir>/root.pem: HSM_ENOENT "run 'hsmesh ca init' first" when absent. */
+/*
+ * Initialise sg and load <state_dir>/root.pem: HSM_ENOENT "run 'hsmesh ca
+ * init' first" when it is absent.
+ */
 int signer_load_root(const struct ca_config *cfg, struct signer *sg);
 /* Start the keyholder and make the signing key for the loaded root. */
 int signer_start(const struct ca_config *cfg, struct signer *sg);

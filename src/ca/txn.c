@@ -181,7 +181,8 @@ cmp_handle(struct server *s, const uint8_t *body, size_t len, const char *peer,
 		goto out;
 	}
 	type = OSSL_CMP_MSG_get_bodytype(req);
-	if ((t = txn_get(s, OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req)), &busy)) == NULL) {
+	t = txn_get(s, OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req)), &busy);
+	if (t == NULL) {
 		a->status = busy ? 409 : 503;
 		a->errtext = busy ? "transaction busy\n" : "server busy or bad transaction ID\n";
 		goto out;

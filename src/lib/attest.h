@@ -116,7 +116,10 @@ int attest_check(const struct attest_policy *p, enum ev_type type, const uint8_t
     const uint8_t *spki, size_t spkilen, const uint8_t nonce_key[32], time_t now,
     struct attest_result *r);
 
-/* The certificate extension of a verified result. Caller frees *out. 0 or HSM_ECRYPTO/HSM_EINVAL. */
+/*
+ * The certificate extension of a verified result. Caller frees *out. 0,
+ * HSM_EINVAL (nothing verified) or HSM_ECRYPTO.
+ */
 int attest_identity_ext(const struct attest_result *r, X509_EXTENSION **out);
 
 /*

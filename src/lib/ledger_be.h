@@ -33,9 +33,10 @@
 
 #include <stdint.h>
 
-#include "ledger.h"
-
+/* The types of ledger.h, which includes nothing of this file. */
 struct ledger_be;
+struct ledger_cert;
+struct ledger_token;
 
 struct ledger_ops {
 	const char *name;	/* "sqlite" */
@@ -52,9 +53,9 @@ struct ledger_ops {
 	void (*rollback)(struct ledger_be *be);
 
 	/* Insert a join token; HSM_EEXIST when ref is taken. */
-	int (*token_insert)(struct ledger_be *be, const char *ref,
-	    const uint8_t hash[LEDGER_HASH_LEN], const char *spiffe_id, int64_t created,
-	    int64_t expires);
+	/* hash: LEDGER_HASH_LEN bytes. */
+	int (*token_insert)(struct ledger_be *be, const char *ref, const uint8_t *hash,
+	    const char *spiffe_id, int64_t created, int64_t expires);
 	/* Fetch a join token; HSM_ENOENT when unknown. */
 	int (*token_get)(struct ledger_be *be, const char *ref, struct ledger_token *out);
 	/* Mark ref used at now if unused and now < expires: 1 if it changed, 0 if not. */
@@ -62,11 +63,17 @@ struct ledger_ops {
 	/* Unmark ref if it was used at exactly used_at: 1 if it changed, 0 if not. */
 	int (*token_unuse)(struct ledger_be *be, const char *ref, int64_t used_at);
 
-	/* Insert c (revocation and superseded_by ignored) recorded at recorded; HSM_EEXIST on a taken serial. */
+	/*
+	 * Insert c (its revocation and superseded_by ignored) as recorded at
+	 * recorded; HSM_EEXIST on a serial already taken.
+	 */
 	int (*cert_insert)(struct ledger_be *be, const struct ledger_cert *c, int64_t recorded);
 	/* Fetch by serial, der malloc'd; HSM_ENOENT when unknown. */
 	int (*cert_get)(struct ledger_be *be, const char *serial, struct ledger_cert *out);
-	/* Record that child renews parent if parent exists and was renewed by nothing: 1 changed, 0 not. */
+	/*
+	 * Record that child renews parent, if parent exists and nothing renewed
+	 * it yet: 1 if it changed, 0 if not.
+	 */
 	int (*cert_supersede)(struct ledger_be *be, const char *parent, const char *child);
 	/* Revoke serial if unrevoked: 1 changed, 0 not (unknown or already revoked). */
 	int (*cert_revoke)(struct ledger_be *be, const char *serial, int reason, int64_t now);
@@ -81,9 +88,12 @@ struct ledger_ops {
 	int (*id_reinstate)(struct ledger_be *be, const char *spiffe_id);
 
 	int (*cert_count)(struct ledger_be *be, uint64_t *n);
-	/* Rows of id oldest first (not_before, then insertion); c valid during cb only. */
-	int (*cert_list_id)(struct ledger_be *be, const char *spiffe_id, ledger_cert_cb cb,
-	    void *arg);
+	/*
+	 * Call cb (a ledger_cert_cb) for the rows of id, oldest first
+	 * (not_before, then insertion); c is valid during the call only.
+	 */
+	int (*cert_list_id)(struct ledger_be *be, const char *spiffe_id,
+	    int (*cb)(const struct ledger_cert *c, void *arg), void *arg);
 };
 
 /* The backends (ledger_sqlite.c). */

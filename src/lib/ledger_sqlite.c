@@ -376,7 +376,7 @@ sq_rollback(struct ledger_be *be)
 /* ---- join tokens ---- */
 
 static int
-sq_token_insert(struct ledger_be *be, const char *ref, const uint8_t hash[LEDGER_HASH_LEN],
+sq_token_insert(struct ledger_be *be, const char *ref, const uint8_t *hash,
     const char *spiffe_id, int64_t created, int64_t expires)
 {
 	sqlite3_stmt *s = be->stmt[S_TOKEN_ADD];
