@@ -403,8 +403,11 @@ cb_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
 	if (other)
 		return refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_notAuthorized,
 		    "certificate belongs to another identity");
-	if (ledger_cert_revoke(s->cfg->ledger, hex, 0, (int64_t)time(NULL)) != 0)
+	if (ledger_cert_revoke(s->cfg->ledger, hex, 0, (int64_t)time(NULL)) != 0) {
+		audit_event(s->cfg->audit, "error", "op", "rr", "peer", t->peer, "id", t->signer_id,
+		    "serial", hex, "reason", "ledger write failed", NULL);
 		return reject(t, OSSL_CMP_PKIFAILUREINFO_systemFailure, "ledger write failed");
+	}
 	audit_event(s->cfg->audit, "revoked", "op", "rr", "peer", t->peer, "id", t->signer_id,
 	    "serial", hex, NULL);
 	log_info("revoked serial %s of %s (rr from %s)", hex, t->signer_id, t->peer);

@@ -602,6 +602,17 @@ race_many_tokens_handles(void **state)
 	assert_int_equal(wins, NTOKENS);
 }
 
+/* The ledger says serial was renewed by want ("" when by nothing). */
+static void
+assert_renewed_by(struct ledger *lg, const char *serial, const char *want)
+{
+	struct ledger_cert g;
+
+	assert_int_equal(ledger_cert_get(lg, serial, &g), 0);
+	assert_string_equal(g.superseded_by, want);
+	ledger_cert_clear(&g);
+}
+
 /* Each certificate is renewed at most once: the chain's newest may renew, nothing else. */
 static void
 renewal_chain_never_forks(void **state)
@@ -612,9 +623,7 @@ renewal_chain_never_forks(void **state)
 
 	make_cert(&c, "0a", ID, 1000, 50000, "token:t", NULL);
 	assert_int_equal(ledger_cert_add(lg, &c), 0);
-	assert_int_equal(ledger_cert_get(lg, "a", &g), 0);
-	assert_string_equal(g.superseded_by, "");
-	ledger_cert_clear(&g);
+	assert_renewed_by(lg, "a", "");
 	make_cert(&c, "0b", ID, 2000, 50000, "kur:a", "0A");
 	assert_int_equal(ledger_cert_add(lg, &c), 0);
 	/* a second renewal of a: refused, with the serial that renewed it */
@@ -622,9 +631,7 @@ renewal_chain_never_forks(void **state)
 	assert_int_equal(ledger_cert_add(lg, &c), HSM_EPOLICY);
 	assert_string_equal(hsm_err_detail(), "certificate already renewed (superseded by serial b)");
 	assert_int_equal(ledger_cert_get(lg, "c", &g), HSM_ENOENT);
-	assert_int_equal(ledger_cert_get(lg, "a", &g), 0);
-	assert_string_equal(g.superseded_by, "b");
-	ledger_cert_clear(&g);
+	assert_renewed_by(lg, "a", "b");
 	/* the newest renews */
 	make_cert(&c, "0c", ID, 3000, 50000, "kur:b", "b");
 	assert_int_equal(ledger_cert_add(lg, &c), 0);
@@ -721,9 +728,7 @@ migrate_v1_with_fork(void **state)
 	assert_int_equal(be->exec(dbpath, "UPDATE schema_version SET version = 1"), 0);
 
 	lg = open_ledger();
-	assert_int_equal(ledger_cert_get(lg, "a", &g), 0);
-	assert_string_equal(g.superseded_by, "b");
-	ledger_cert_clear(&g);
+	assert_renewed_by(lg, "a", "b");
 	assert_int_equal(ledger_cert_get(lg, "c", &g), 0);
 	assert_string_equal(g.parent_serial, "a");
 	assert_string_equal(g.superseded_by, "");
@@ -735,9 +740,7 @@ migrate_v1_with_fork(void **state)
 	ledger_close(lg);
 	/* and reopening a migrated ledger changes nothing */
 	lg = open_ledger();
-	assert_int_equal(ledger_cert_get(lg, "b", &g), 0);
-	assert_string_equal(g.superseded_by, "d");
-	ledger_cert_clear(&g);
+	assert_renewed_by(lg, "b", "d");
 	ledger_close(lg);
 }
 
