@@ -6,7 +6,7 @@
 #ifndef HSM_CMDS_H
 #define HSM_CMDS_H
 
-int ca_main(int argc, char **argv);		/* src/ca.c: init, issue (and later token, serve, revoke) */
+int ca_main(int argc, char **argv);		/* src/ca/: init, issue, token, serve, revoke */
 int keyholder_main(int argc, char **argv);	/* src/keyholder.c */
 int inspect_main(int argc, char **argv);	/* src/inspect.c */
 int demo_main(int argc, char **argv);		/* src/demo.c */

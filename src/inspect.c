@@ -2,7 +2,8 @@
  * inspect.c - `hsmesh inspect FILE`: print certificates and certificate
  * requests (PEM or DER), or an SGX DCAP quote (verified against offline
  * collateral with --collateral), readably. Reads untrusted files:
- * certificates go through cert_inspect(), which escapes what it quotes;
+ * certificates go through cert_inspect_ext(), which escapes what it quotes
+ * (with the evidence identities of attest.h);
  * quotes are printed as hex only.
  */
 #include <getopt.h>
@@ -11,9 +12,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "attest.h"
+#include "attest_sgx.h"
 #include "cert.h"
 #include "cmds.h"
-#include "attest.h"
 #include "err.h"
 #include "sgxchain.h"
 #include "sgxverify.h"
@@ -189,7 +191,7 @@ inspect_quote(const char *file, const uint8_t *buf, size_t len, const char *coll
 		rootpem = (char *)root;		/* NUL-terminated by hsm_read_file */
 		o.insecure_test_root_pem = rootpem;
 	}
-	if ((r = attest_collateral_load(coll, &c)) != 0) {
+	if ((r = attest_sgx_collateral_load(coll, &c)) != 0) {
 		fprintf(stderr, "hsmesh inspect: collateral %s: %s\n", coll, hsm_err_msg(r));
 		goto out;
 	}
@@ -292,7 +294,7 @@ inspect_main(int argc, char **argv)
 	}
 	/* A certificate or request first; else, a quote. */
 	if (coll == NULL && at == NULL && grace == NULL && test_root == NULL &&
-	    cert_inspect(buf, len, stdout) == 0) {
+	    cert_inspect_ext(buf, len, attest_identity_describe, stdout) == 0) {
 		free(buf);
 		return 0;
 	}

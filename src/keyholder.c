@@ -380,6 +380,19 @@ perform(struct job *j)
 		st = p11_destroy(kh.tok, r->keyid);
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
 		break;
+	case KH_T_ATTRS: {
+		struct p11_key_info ki;
+		uint8_t fl = 0;
+
+		if ((st = p11_key_info(kh.tok, r->keyid, &ki)) == 0)
+			fl = (uint8_t)((ki.sensitive ? KH_ATTR_SENSITIVE : 0) |
+			    (ki.always_sensitive ? KH_ATTR_ALWAYS_SENSITIVE : 0) |
+			    (ki.extractable ? KH_ATTR_EXTRACTABLE : 0) |
+			    (ki.never_extractable ? KH_ATTR_NEVER_EXTRACTABLE : 0) |
+			    (ki.token ? KH_ATTR_TOKEN : 0) | (ki.private_ ? KH_ATTR_PRIVATE : 0));
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, &fl, 1, NULL, 0);
+		break;
+	}
 	case KH_T_SIGN:
 		/* Test setting: model a slow token (a TPM takes ~6-10 ms). */
 		if (kh.sign_delay_ms > 0)

@@ -1,136 +1,170 @@
 /*
- * attest.h - the CA's attestation policy: which SGX enclaves may have a
- * key certified, and the binding of a quote to the very key and to a
- * fresh CA nonce (docs/PROTOCOL.md, "Attestation").
+ * attest.h - the CA's attestation policy: which attested keys may be
+ * certified, and the binding of evidence to the very key and to a fresh CA
+ * nonce (docs/PROTOCOL.md, "Attestation").
  *
- * A certificate request may carry an SGX DCAP quote in the CMP header's
- * generalInfo (ITAV HSM_OID_SGX_QUOTE, OCTET STRING). The CA issues only
- * when the quote verifies against the configured collateral
- * (sgxverify.h), the enclave satisfies the policy, and the quote's
- * report data is
+ * A certificate request may carry evidence in the CMP header's generalInfo
+ * (an InfoTypeAndValue whose type names the kind of evidence, evtype.h).
+ * The CA issues only when the evidence verifies, satisfies the policy of
+ * its kind, and binds the request's SubjectPublicKeyInfo and a nonce the
+ * CA handed out no longer than nonce_ttl ago (ev_nonce_make).
  *
- *     SHA-256(the request's SubjectPublicKeyInfo DER) || nonce
- *
- * where nonce is a 32-byte value the CA handed out (genm with ITAV
- * HSM_OID_ATTEST_NONCE) no longer than nonce_ttl ago. Nonces are
- * stateless: be64(issue time) || HMAC-SHA256(key, label || be64(time))[:24],
- * so any CA replica sharing the join-token key accepts them and an
- * unauthenticated genm costs no memory. A nonce may be used more than
- * once within its lifetime: a replayed quote is worthless without the
- * private key it names (the request's proof of possession).
+ * This interface is the same for every kind of evidence: a result is a
+ * tagged union (type + the kind's verified values) and every operation
+ * dispatches to the kind's checker through struct attest_ops. Today one
+ * kind exists, Intel SGX DCAP quotes (attest_sgx.h).
  */
 #ifndef HSM_ATTEST_H
 #define HSM_ATTEST_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include <openssl/x509.h>
 
+#include "evtype.h"
 #include "sgxverify.h"
 
 struct cfg_doc;
+struct attest_sgx_policy;
 
-/* Our OID arc (a UUID arc, X.667): 2.25.87529635398249573420365783529533619489 */
-#define HSM_OID_ARC		"2.25.87529635398249573420365783529533619489"
-#define HSM_OID_ATTEST_NONCE	HSM_OID_ARC ".1"	/* genm request / genp answer */
-#define HSM_OID_SGX_QUOTE	HSM_OID_ARC ".2"	/* generalInfo of ir/cr/kur */
-#define HSM_OID_SGX_IDENTITY	HSM_OID_ARC ".3"	/* certificate extension */
+#define ATTEST_WHY_MAX 256
+#define ATTEST_ID_MAX 2049	/* a SPIFFE ID and its NUL */
 
-#define ATTEST_NONCE_LEN	32
-#define ATTEST_QUOTE_MAX	(64 * 1024)
-
+/* The "attestation:" section of ca.yaml. */
 struct attest_policy {
-	char		*collateral;	/* file (JSON) or directory (Intel's files) */
-	char		*test_root_pem;	/* insecure_test_root contents, or NULL */
-	uint8_t		(*mrsigner)[32];
-	size_t		 n_mrsigner;
-	uint8_t		(*mrenclave)[32];
-	size_t		 n_mrenclave;
-	int		 has_prod_id;
-	uint16_t	 prod_id;
-	uint16_t	 min_isv_svn;
-	unsigned	 tcb_ok;	/* bit (1 << enum sgx_tcb_status) per accepted status */
-	int		 allow_debug;
-	int		 require;	/* every certificate request must carry a quote */
+	int		 require;	/* every certificate request must carry evidence */
 	int64_t		 nonce_ttl;	/* seconds */
-	char		*id_template;	/* SPIFFE ID of attestation-only enrollments */
 	char		*trust_domain;
+	struct attest_sgx_policy *sgx;	/* SGX quotes: what is accepted (attest_sgx.h) */
+};
+
+/* What a check measured and decided (valid fields depend on the step reached). */
+struct attest_result {
+	enum ev_type	 type;		/* the kind of evidence checked */
+	int		 verified;	/* the evidence verified (then u holds its values) */
+	char		 why[ATTEST_WHY_MAX];	/* refusal reason, one line */
+	char		 spiffe_id[ATTEST_ID_MAX];	/* the ID the policy names, if any */
+	union {
+		struct sgx_verify_result sgx;	/* EV_SGX */
+	} u;
+};
+
+/* Audit fields of a result: key, value, ..., NULL, values kept in text. */
+#define ATTEST_AUDIT_KV 32
+struct attest_audit {
+	const char	*kv[ATTEST_AUDIT_KV + 1];
+	char		 text[768];
+};
+
+/*
+ * A kind of evidence behind this interface. Each function receives the
+ * kind's own policy (what policy_load made); none may be NULL.
+ */
+struct attest_ops {
+	enum ev_type type;
+	/* Read the kind's settings of section into *out. 0 or HSM_ECONFIG/HSM_ENOMEM. */
+	int (*policy_load)(const struct cfg_doc *d, const char *section, const char *trust_domain,
+	    void **out);
+	void (*policy_free)(void *kp);
+	/*
+	 * Verify len bytes of evidence at now, then the kind's policy and the
+	 * binding to spki and to a nonce of nonce_key (no older than
+	 * p->nonce_ttl). Fills r (r->type already set). 0 or an HSM_E* code
+	 * with r->why set.
+	 */
+	int (*check)(const void *kp, const struct attest_policy *p, const uint8_t *ev, size_t len,
+	    const uint8_t *spki, size_t spkilen, const uint8_t nonce_key[32], time_t now,
+	    struct attest_result *r);
+	/* The certificate extension recording a verified result's measurements. */
+	int (*identity_ext)(const struct attest_result *r, X509_EXTENSION **out);
+	/* Describe that extension of x: 1 present (buf filled), 0 absent, < 0 malformed. */
+	int (*identity_describe)(X509 *x, char *buf, size_t cap);
+	/* The kind's audit fields of r, appended to a (after "evidence"). */
+	void (*audit_fields)(const struct attest_result *r, struct attest_audit *a);
+	/* The ledger's auth tag of a verified result, e.g. "sgx:<16 hex digits>". */
+	void (*auth_tag)(const struct attest_result *r, char *buf, size_t cap);
+	/* One line for the start-up log: what the policy accepts. */
+	void (*describe)(const void *kp, const struct attest_policy *p, char *buf, size_t cap);
 };
 
 /*
  * Read the "attestation:" section of ca.yaml (section names it) into
- * *out, or *out = NULL when the section is absent. The collateral is
- * loaded once here so a bad path fails at start. 0 or HSM_ECONFIG.
+ * *out, or *out = NULL when the section is absent. Collateral is loaded
+ * once here so a bad path fails at start. 0 or HSM_ECONFIG (HSM_ENOMEM).
  */
 int attest_policy_load(const struct cfg_doc *d, const char *section, const char *trust_domain,
     struct attest_policy **out);
+/* Free a policy. Accepts NULL. */
 void attest_policy_free(struct attest_policy *p);
 
-/* What a check measured and decided (valid fields depend on the step reached). */
-struct attest_result {
-	int			 verified;	/* the quote verified (then the values below hold) */
-	struct sgx_verify_result v;
-	char			 why[256];	/* refusal reason, one line */
-	char			 spiffe_id[2049];	/* id_template expanded */
-};
+/*
+ * The i-th kind of evidence p accepts (i = 0, 1, ...), or NULL past the
+ * last; p may be NULL (accepts none).
+ */
+const struct ev_type_info *attest_accepted(const struct attest_policy *p, size_t i);
 
 /*
- * Verify quote against p's collateral at now and evaluate the policy and
- * the binding to spki (the request's SubjectPublicKeyInfo DER) and to a
- * nonce made with nonce_key. 0 (accepted) or HSM_EPOLICY / HSM_EPERM /
- * HSM_EPROTO with r->why saying why. The collateral is read again at
- * every check (enrollments are rare next to its cost), so a refreshed
- * file (Intel publishes new TCB Info monthly) counts without a restart.
+ * Check len bytes of evidence of kind type against p at now (see struct
+ * attest_ops). r is cleared first and r->type set. 0 (accepted), or
+ * HSM_EPOLICY / HSM_EPERM / HSM_EPROTO with r->why saying why;
+ * HSM_EUNSUPPORTED when p accepts no evidence of that kind.
  */
-int attest_check(const struct attest_policy *p, const uint8_t *quote, size_t len,
+int attest_check(const struct attest_policy *p, enum ev_type type, const uint8_t *ev, size_t len,
     const uint8_t *spki, size_t spkilen, const uint8_t nonce_key[32], time_t now,
     struct attest_result *r);
 
-/* The policy part alone, on a verified result (unit-testable without quotes). */
-int attest_evaluate(const struct attest_policy *p, const struct sgx_verify_result *v,
-    const uint8_t *spki, size_t spkilen, const uint8_t nonce_key[32], time_t now,
-    struct attest_result *r);
-
-/* Derive the nonce key from the CA's join-token key (shared by replicas). */
-void attest_nonce_key(const uint8_t token_key[32], uint8_t out[32]);
-void attest_nonce_make(const uint8_t key[32], time_t now, uint8_t out[ATTEST_NONCE_LEN]);
-/* 0 when nonce was made with key no more than ttl seconds before now; else HSM_EPOLICY. */
-int attest_nonce_check(const uint8_t key[32], const uint8_t nonce[ATTEST_NONCE_LEN], time_t now,
-    int64_t ttl);
+/*
+ * The certificate extension of a verified result. Caller frees *out. 0,
+ * HSM_EINVAL (nothing verified) or HSM_ECRYPTO.
+ */
+int attest_identity_ext(const struct attest_result *r, X509_EXTENSION **out);
 
 /*
- * Expand an ID template: {trust_domain}, {mrenclave}, {mrsigner} (64 hex
- * digits), {isv_prod_id}, {isv_svn} (decimal). 0, or HSM_EINVAL for an
- * unknown {name}, an unclosed brace or an expansion longer than cap.
+ * Fill a with the audit fields of r: "evidence" (the kind's name), the
+ * kind's measurements when verified, then "id" and "reason" when set.
  */
-int attest_expand_id(const char *tmpl, const char *trust_domain, const struct sgx_report_body *b,
-    char *out, size_t cap);
+void attest_audit_fields(const struct attest_result *r, struct attest_audit *a);
+
+/* The auth tag of a verified result into buf ("" for an unknown kind). */
+void attest_auth_tag(const struct attest_result *r, char *buf, size_t cap);
+
+/* One start-up log line per accepted kind: call with i = 0, 1, ... while it returns 1. */
+int attest_describe(const struct attest_policy *p, size_t i, char *buf, size_t cap);
 
 /*
- * The measured identity of an attested key, recorded in its certificate
- * as a non-critical extension HSM_OID_SGX_IDENTITY:
- *
- *   SgxIdentity ::= SEQUENCE {
- *       mrenclave   OCTET STRING (32), mrsigner OCTET STRING (32),
- *       isvProdId   INTEGER, isvSvn INTEGER,
- *       attributes  OCTET STRING (16), tcbStatus UTF8String }
- *
- * 0 or HSM_ECRYPTO.
+ * The i-th evidence identity extension x carries (i = 0, 1, ... over the
+ * known kinds): 1 with *label (e.g. "sgx identity") and buf set, 0 when x
+ * has none of kind i, < 0 malformed (*label set), or HSM_ENOENT past the
+ * last kind. For hsmesh inspect.
  */
-int attest_identity_ext(const struct sgx_verify_result *v, X509_EXTENSION **out);
-/*
- * One line describing x's SgxIdentity extension into buf: 1 when present,
- * 0 when absent, HSM_EPROTO when malformed.
- */
-int attest_identity_describe(X509 *x, char *buf, size_t cap);
+int attest_identity_describe(X509 *x, size_t i, const char **label, char *buf, size_t cap);
 
 /*
- * Load collateral from a file (JSON, dcap-qvl form) or a directory
- * (Intel's tcbInfo.json, qeIdentity.json, tcbSignChain.pem, rootCaCrl.der,
- * intermediateCaCrl.der, optional pckCert.pem + pckSignChain.pem).
+ * Append key=value to a, the value copied into a->text; a value that
+ * does not fit, or a pair past ATTEST_AUDIT_KV, is left out. For the
+ * kinds' audit_fields.
  */
-int attest_collateral_load(const char *path, struct sgx_collateral *c);
+static inline void
+attest_audit_add(struct attest_audit *a, const char *key, const char *value)
+{
+	size_t n = 0, used = 0, len = strlen(value);
+
+	while (n < ATTEST_AUDIT_KV && a->kv[n] != NULL)
+		n += 2;
+	for (size_t i = 1; i < n; i += 2)
+		used += strlen(a->kv[i]) + 1;
+	if (n + 2 > ATTEST_AUDIT_KV || used + len + 1 > sizeof(a->text))
+		return;
+	memcpy(a->text + used, value, len + 1);
+	a->kv[n] = key;
+	a->kv[n + 1] = a->text + used;
+	a->kv[n + 2] = NULL;
+}
+
+/* The kinds behind this interface (attest_sgx.c). */
+extern const struct attest_ops attest_sgx_ops;
 
 #endif

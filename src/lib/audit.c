@@ -94,14 +94,12 @@ put_raw(char *buf, size_t n, size_t cap, const char *s)
 }
 
 void
-audit_event(struct audit *a, const char *event, ...)
+audit_event_kv(struct audit *a, const char *event, const char *const *kv)
 {
 	char line[AUDIT_LINE_MAX], ts[64], sec[32];
 	struct timespec now;
 	struct tm tm;
 	size_t n = 0;
-	const char *k, *v;
-	va_list ap;
 
 	if (a == NULL)
 		return;
@@ -114,18 +112,15 @@ audit_event(struct audit *a, const char *event, ...)
 	n = put_raw(line, n, sizeof(line), "\",\"event\":\"");
 	n = put_json(line, n, sizeof(line), event);
 	n = put_raw(line, n, sizeof(line), "\"");
-	va_start(ap, event);
-	while ((k = va_arg(ap, const char *)) != NULL) {
-		v = va_arg(ap, const char *);
-		if (v == NULL)
+	for (; kv != NULL && kv[0] != NULL; kv += 2) {
+		if (kv[1] == NULL)
 			continue;
 		n = put_raw(line, n, sizeof(line), ",\"");
-		n = put_json(line, n, sizeof(line), k);
+		n = put_json(line, n, sizeof(line), kv[0]);
 		n = put_raw(line, n, sizeof(line), "\":\"");
-		n = put_json(line, n, sizeof(line), v);
+		n = put_json(line, n, sizeof(line), kv[1]);
 		n = put_raw(line, n, sizeof(line), "\"");
 	}
-	va_end(ap);
 	n = put_raw(line, n, sizeof(line), "}\n");
 	if (n >= sizeof(line)) {
 		/* Never a truncated, unparseable line: say that it was too long. */
@@ -138,4 +133,26 @@ audit_event(struct audit *a, const char *event, ...)
 		log_err("audit log write failed: %s", strerror(errno));
 	}
 	pthread_mutex_unlock(&a->mu);
+}
+
+void
+audit_event(struct audit *a, const char *event, ...)
+{
+	const char *kv[2 * AUDIT_MAX_PAIRS + 1];
+	size_t n = 0;
+	const char *k;
+	va_list ap;
+
+	va_start(ap, event);
+	while ((k = va_arg(ap, const char *)) != NULL) {
+		const char *v = va_arg(ap, const char *);
+
+		if (n + 2 < sizeof(kv) / sizeof(kv[0])) {
+			kv[n++] = k;
+			kv[n++] = v;
+		}
+	}
+	va_end(ap);
+	kv[n] = NULL;
+	audit_event_kv(a, event, kv);
 }

@@ -21,4 +21,13 @@ void audit_close(struct audit *a);
  */
 void audit_event(struct audit *a, const char *event, ...) __attribute__((sentinel));
 
+/* audit_event writes at most this many pairs (the rest are dropped). */
+#define AUDIT_MAX_PAIRS 48
+
+/*
+ * The same with the pairs in an array: kv = key, value, key, value, ...,
+ * NULL (a NULL value skips its key), e.g. for fields built at run time.
+ */
+void audit_event_kv(struct audit *a, const char *event, const char *const *kv);
+
 #endif

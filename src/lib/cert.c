@@ -16,7 +16,6 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "attest.h"
 #include "cert.h"
 #include "err.h"
 #include "spiffe.h"
@@ -878,14 +877,15 @@ print_sigalg(BIO *b, const X509_ALGOR *alg)
 }
 
 static void
-print_cert(BIO *b, X509 *x)
+print_cert(BIO *b, X509 *x, cert_ext_line_fn ext)
 {
 	const ASN1_INTEGER *serial = X509_get0_serialNumber(x);
 	const X509_ALGOR *alg = NULL;
 	BASIC_CONSTRAINTS *bc;
 	GENERAL_NAMES *gens;
-	char hexbuf[128], hexbuf2[300];
-	int crit = -1, sgx;
+	char hexbuf[128], line[300];
+	const char *label;
+	int crit = -1, st;
 
 	field(b, "type");
 	BIO_printf(b, "X.509 certificate\n");
@@ -914,9 +914,12 @@ print_cert(BIO *b, X509 *x)
 		BASIC_CONSTRAINTS_free(bc);
 	}
 	print_key_usage(b, x);
-	if ((sgx = attest_identity_describe(x, hexbuf2, sizeof(hexbuf2))) != 0) {
-		field(b, "sgx identity");
-		BIO_printf(b, "%s\n", sgx > 0 ? hexbuf2 : "(malformed)");
+	for (size_t i = 0; ext != NULL && (st = ext(x, i, &label, line, sizeof(line))) != HSM_ENOENT;
+	    i++) {
+		if (st == 0 || label == NULL)
+			continue;
+		field(b, label);
+		BIO_printf(b, "%s\n", st > 0 ? line : "(malformed)");
 	}
 	X509_get0_signature(NULL, &alg, x);
 	print_sigalg(b, alg);
@@ -958,7 +961,7 @@ print_csr(BIO *b, X509_REQ *req)
 
 /* Print one DER object of known kind; 0 or HSM_EINVAL. */
 static int
-inspect_der(BIO *b, const unsigned char *der, long len, int want_csr)
+inspect_der(BIO *b, const unsigned char *der, long len, int want_csr, cert_ext_line_fn ext)
 {
 	const unsigned char *p = der;
 	X509_REQ *req;
@@ -966,7 +969,7 @@ inspect_der(BIO *b, const unsigned char *der, long len, int want_csr)
 
 	if (!want_csr && (x = d2i_X509(NULL, &p, len)) != NULL) {
 		if (p == der + len) {
-			print_cert(b, x);
+			print_cert(b, x, ext);
 			X509_free(x);
 			return 0;
 		}
@@ -987,7 +990,7 @@ inspect_der(BIO *b, const unsigned char *der, long len, int want_csr)
 }
 
 static int
-inspect_pem(BIO *b, const uint8_t *buf, size_t len)
+inspect_pem(BIO *b, const uint8_t *buf, size_t len, cert_ext_line_fn ext)
 {
 	char *name = NULL, *header = NULL;
 	unsigned char *data = NULL;
@@ -1011,10 +1014,10 @@ inspect_pem(BIO *b, const uint8_t *buf, size_t len)
 		if (n > 0)
 			BIO_printf(b, "\n");
 		if (strcmp(name, "CERTIFICATE") == 0)
-			r = inspect_der(b, data, dlen, 0);
+			r = inspect_der(b, data, dlen, 0, ext);
 		else if (strcmp(name, "CERTIFICATE REQUEST") == 0 ||
 		    strcmp(name, "NEW CERTIFICATE REQUEST") == 0)
-			r = inspect_der(b, data, dlen, 1);
+			r = inspect_der(b, data, dlen, 1, ext);
 		else if (strstr(name, "PRIVATE KEY") != NULL)
 			r = hsm_err(HSM_EINVAL, "not a certificate or CSR: a private key "
 			    "(keys belong in a token)");
@@ -1037,6 +1040,12 @@ inspect_pem(BIO *b, const uint8_t *buf, size_t len)
 int
 cert_inspect(const uint8_t *buf, size_t len, FILE *f)
 {
+	return cert_inspect_ext(buf, len, NULL, f);
+}
+
+int
+cert_inspect_ext(const uint8_t *buf, size_t len, cert_ext_line_fn ext, FILE *f)
+{
 	BIO *mem = NULL;
 	char *data;
 	long n;
@@ -1050,7 +1059,7 @@ cert_inspect(const uint8_t *buf, size_t len, FILE *f)
 	if ((mem = BIO_new(BIO_s_mem())) == NULL)
 		return hsm_err_ossl(HSM_ENOMEM, "BIO_new");
 	if (is_pem(buf, len)) {
-		r = inspect_pem(mem, buf, len);
+		r = inspect_pem(mem, buf, len, ext);
 	} else {
 		/* DER: a certificate, else a CSR. */
 		const unsigned char *p = buf;
@@ -1059,7 +1068,7 @@ cert_inspect(const uint8_t *buf, size_t len, FILE *f)
 
 		r = HSM_EINVAL;
 		if ((x = d2i_X509(NULL, &p, (long)len)) != NULL && p == buf + len) {
-			print_cert(mem, x);
+			print_cert(mem, x, ext);
 			r = 0;
 		}
 		X509_free(x);

@@ -53,7 +53,7 @@ int cert_make_root(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, int64_t ttl,
 int cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
     int64_t ttl, X509 **out);
 
-/* The same with one more extension (may be NULL), e.g. attest_identity_ext(). */
+/* The same with one more extension (may be NULL), e.g. attest_identity_ext() of attest.h. */
 int cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
     int64_t ttl, X509_EXTENSION *extra, X509 **out);
 
@@ -116,6 +116,18 @@ int cert_pem_chain(X509 *x, STACK_OF(X509) *sk, char **out, size_t *len);
  * ("not a certificate or CSR: ...").
  */
 int cert_inspect(const uint8_t *buf, size_t len, FILE *f);
+
+/*
+ * Lines for extensions cert_inspect cannot read itself (e.g. what an
+ * attested key's certificate records of its evidence,
+ * attest_identity_describe): for i = 0, 1, ... it returns 1 with *label
+ * and buf set (printed as "label: buf"), 0 to print nothing for i, < 0 to
+ * print "label: (malformed)", and HSM_ENOENT after the last.
+ */
+typedef int (*cert_ext_line_fn)(X509 *x, size_t i, const char **label, char *buf, size_t cap);
+
+/* cert_inspect, with ext's lines after the key usages of each certificate (ext may be NULL). */
+int cert_inspect_ext(const uint8_t *buf, size_t len, cert_ext_line_fn ext, FILE *f);
 
 /*
  * A serial number as lower-case hex without leading zeros (the ledger's

@@ -10,8 +10,8 @@
  *   ca.yaml: unknown key 'foo' at line 3
  *   ca.yaml: 'svid_ttl' bad duration '1x': unit must be s, m, h or d at line 7
  *
- * The typed layer turns one file into one struct (ca.yaml today; agent.yaml
- * and proxy.yaml reuse the tree, the getters and struct cfg_token).
+ * The typed layers (caconf.h for ca.yaml, proxyconf.h, the agent's) turn
+ * one file into one struct with the tree, the getters and struct cfg_token.
  *
  * Every error is HSM_ECONFIG with a one-line hsm_err() detail naming the
  * file and, where the key exists, its line. Secrets are never read here:
@@ -166,37 +166,5 @@ struct cfg_token {
 int cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t);
 /* Free what cfg_token_load allocated and clear *t. Accepts NULL. */
 void cfg_token_clear(struct cfg_token *t);
-
-struct attest_policy;
-
-/* ca.yaml. */
-struct ca_config {
-	char *path;		/* the file, as given */
-	char *trust_domain;
-	struct cfg_token token;
-	enum hsm_keytype key_type;	/* key.type, default ec-p256 */
-	char *key_label;		/* key.label, default "hsmesh-ca" */
-	char *state_dir;
-	char *listen;			/* host:port, default 127.0.0.1:8443 */
-	int64_t svid_ttl;		/* seconds, default 1h */
-	int64_t max_ttl;		/* default 24h */
-	int64_t ca_ttl;			/* default 3650d */
-	char *svid_ttl_text;		/* as written, for messages ("1h") */
-	char *max_ttl_text;
-	char *database;			/* default <state_dir>/ledger.db */
-	char *audit_log;		/* default <state_dir>/audit.log */
-	struct attest_policy *attest;	/* attestation:, or NULL (attest.h) */
-};
-
-/*
- * Load and validate ca.yaml at path. Caller frees *out with
- * ca_config_free(). 0 or HSM_ECONFIG (detail: one line, file and line).
- */
-int ca_config_load(const char *path, struct ca_config **out);
-/* Same from text, for tests: name for messages, dir for relative paths. */
-int ca_config_parse(const char *name, const char *dir, const uint8_t *buf, size_t len,
-    struct ca_config **out);
-/* Free a configuration. Accepts NULL. */
-void ca_config_free(struct ca_config *c);
 
 #endif

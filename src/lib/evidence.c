@@ -12,10 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "attest.h"
 #include "config.h"
 #include "err.h"
 #include "evidence.h"
+#include "evtype.h"
 #include "util.h"
 
 extern char **environ;

@@ -316,6 +316,25 @@ kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned tim
 	return st;
 }
 
+int
+kh_attrs(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
+    uint8_t *flags)
+{
+	uint8_t *b;
+	size_t bl;
+	int st;
+
+	*flags = 0;
+	if ((st = call(c, KH_T_ATTRS, timeout_ms, keyid, HSM_KEYID_LEN, NULL, 0, &b, &bl)) != 0)
+		return st;
+	if (bl != 1 || (b[0] & ~KH_ATTR_ALL) != 0)
+		st = hsm_err(HSM_EPROTO, "keyholder sent malformed key attributes");
+	else
+		*flags = b[0];
+	free(b);
+	return st;
+}
+
 static int
 sign_body(const uint8_t keyid[HSM_KEYID_LEN], int alg, const uint8_t *dgst, size_t dlen,
     uint8_t *body, size_t *len)

@@ -64,6 +64,13 @@ int kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
 int kh_pubkey(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
     uint8_t **spki, size_t *spkilen);
 int kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms);
+/*
+ * The token's security attributes of private key keyid: *flags receives
+ * the KH_ATTR_* bits (khproto.h). HSM_ENOENT when the token holds no such
+ * key; HSM_EPROTO for a reply that is not exactly one byte of known bits.
+ */
+int kh_attrs(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
+    uint8_t *flags);
 /* sig must hold HSM_MAX_SIG bytes. */
 int kh_sign(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
     const uint8_t *dgst, size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen);

@@ -83,6 +83,7 @@ kh_request_decode(const struct kh_frame *f, struct kh_request *r)
 		return get_label(f, 1, r, 0);
 	case KH_T_PUBKEY:
 	case KH_T_DESTROY:
+	case KH_T_ATTRS:
 		if (f->bodylen != HSM_KEYID_LEN)
 			return HSM_EPROTO;
 		memcpy(r->keyid, f->body, HSM_KEYID_LEN);

@@ -19,9 +19,11 @@
  *   DESTROY   keyid[32]
  *   FIND      u8 label_len (1..64), label
  *   PING      empty
+ *   ATTRS     keyid[32]
  * Reply bodies when status is 0:
  *   GENERATE, FIND: keyid[32], spki DER (1..HSM_MAX_SPKI)
  *   PUBKEY: spki DER;  SIGN: signature (1..HSM_MAX_SIG);  DESTROY, PING: empty
+ *   ATTRS: u8 flags (KH_ATTR_*: the private key's security attributes)
  * Reply body when status is not 0: an error text (0..255 bytes, not NUL-terminated).
  *
  * These functions are pure (no I/O) and distrust every byte.
@@ -47,8 +49,22 @@ enum kh_type {
 	KH_T_DESTROY = 4,
 	KH_T_FIND = 5,
 	KH_T_PING = 6,
+	KH_T_ATTRS = 7,
 	KH_T_REPLY = 0x80,
 };
+
+/*
+ * The ATTRS reply byte: the token's security attributes of a private key
+ * (a bit is set when the attribute is CK_TRUE; an attribute the token
+ * does not report reads as false). Bits 6 and 7 are 0.
+ */
+#define KH_ATTR_SENSITIVE		0x01	/* CKA_SENSITIVE */
+#define KH_ATTR_ALWAYS_SENSITIVE	0x02	/* CKA_ALWAYS_SENSITIVE */
+#define KH_ATTR_EXTRACTABLE		0x04	/* CKA_EXTRACTABLE */
+#define KH_ATTR_NEVER_EXTRACTABLE	0x08	/* CKA_NEVER_EXTRACTABLE */
+#define KH_ATTR_TOKEN			0x10	/* CKA_TOKEN */
+#define KH_ATTR_PRIVATE			0x20	/* CKA_PRIVATE */
+#define KH_ATTR_ALL			0x3f
 
 /* A decoded frame header; body points into the caller's buffer. */
 struct kh_frame {
@@ -66,7 +82,7 @@ struct kh_request {
 	uint32_t deadline_ms;
 	uint8_t keytype;			/* GENERATE */
 	char label[HSM_MAX_LABEL + 1];		/* GENERATE, FIND */
-	uint8_t keyid[HSM_KEYID_LEN];		/* PUBKEY, SIGN, DESTROY */
+	uint8_t keyid[HSM_KEYID_LEN];		/* PUBKEY, SIGN, DESTROY, ATTRS */
 	uint8_t alg;				/* SIGN */
 	uint8_t digest[64];			/* SIGN */
 	size_t dlen;

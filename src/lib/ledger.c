@@ -1,124 +1,29 @@
-/* ledger.c - the CA's SQLite ledger (see ledger.h). */
-#include <sys/stat.h>
-
+/*
+ * ledger.c - the CA's ledger (see ledger.h): input validation, the lock,
+ * the reasons given for refusals, and which steps form one transaction.
+ * The store is a backend behind struct ledger_ops (ledger_be.h).
+ */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
-
-#include <sqlite3.h>
 
 #include "err.h"
 #include "ledger.h"
+#include "ledger_be.h"
 #include "log.h"
 #include "spiffe.h"
 
-/* How long a writer waits for another process holding the database. */
-#define LEDGER_BUSY_MS 5000
-
-/*
- * Schema migrations: migrations[i] takes a ledger from version i to i+1.
- * Append only; never edit a released step.
- */
-static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
-	/* 0 -> 1 */
-	"CREATE TABLE tokens ("
-	"  ref TEXT PRIMARY KEY NOT NULL,"
-	"  secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),"
-	"  spiffe_id TEXT NOT NULL,"
-	"  created INTEGER NOT NULL,"
-	"  expires INTEGER NOT NULL,"
-	"  used_at INTEGER"
-	");"
-	"CREATE TABLE certs ("
-	"  serial TEXT PRIMARY KEY NOT NULL,"
-	"  spiffe_id TEXT NOT NULL,"
-	"  spki_id TEXT NOT NULL,"
-	"  not_before INTEGER NOT NULL,"
-	"  not_after INTEGER NOT NULL,"
-	"  auth TEXT NOT NULL,"
-	"  parent_serial TEXT,"
-	"  recorded INTEGER NOT NULL,"
-	"  revoked_at INTEGER,"
-	"  reason INTEGER,"
-	"  der BLOB NOT NULL"
-	");"
-	"CREATE INDEX certs_by_id ON certs (spiffe_id, not_before);"
-	"CREATE INDEX certs_by_parent ON certs (parent_serial);"
-	"CREATE TABLE revoked_ids ("
-	"  spiffe_id TEXT PRIMARY KEY NOT NULL,"
-	"  revoked_at INTEGER NOT NULL,"
-	"  reason INTEGER NOT NULL"
-	");",
-};
-
-#define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
-	"parent_serial, revoked_at, reason, der"
-
-enum stmt_id {
-	S_BEGIN,
-	S_COMMIT,
-	S_ROLLBACK,
-	S_TOKEN_ADD,
-	S_TOKEN_GET,
-	S_TOKEN_USE,
-	S_TOKEN_UNUSE,
-	S_CERT_ADD,
-	S_CERT_GET,
-	S_CERT_REVOKE,
-	S_CERT_REVOKE_ID,
-	S_CERT_COUNT,
-	S_CERT_LIST,
-	S_ID_ADD,
-	S_ID_GET,
-	S_ID_DEL,
-	S_COUNT
-};
-
-static const char *const stmt_sql[S_COUNT] = {
-	[S_BEGIN] = "BEGIN IMMEDIATE",
-	[S_COMMIT] = "COMMIT",
-	[S_ROLLBACK] = "ROLLBACK",
-	[S_TOKEN_ADD] = "INSERT INTO tokens (ref, secret_hash, spiffe_id, created, expires) "
-	    "VALUES (?1, ?2, ?3, ?4, ?5)",
-	[S_TOKEN_GET] = "SELECT secret_hash, spiffe_id, created, expires, used_at "
-	    "FROM tokens WHERE ref = ?1",
-	[S_TOKEN_USE] = "UPDATE tokens SET used_at = ?2 "
-	    "WHERE ref = ?1 AND used_at IS NULL AND expires > ?2",
-	/* Give back a token whose consumption (at ?2) led to no certificate. */
-	[S_TOKEN_UNUSE] = "UPDATE tokens SET used_at = NULL WHERE ref = ?1 AND used_at = ?2",
-	[S_CERT_ADD] = "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
-	    "auth, parent_serial, recorded, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-	[S_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
-	[S_CERT_REVOKE] = "UPDATE certs SET revoked_at = ?3, reason = ?2 "
-	    "WHERE serial = ?1 AND revoked_at IS NULL",
-	[S_CERT_REVOKE_ID] = "UPDATE certs SET revoked_at = ?3, reason = ?2 "
-	    "WHERE spiffe_id = ?1 AND revoked_at IS NULL AND not_after > ?3",
-	[S_CERT_COUNT] = "SELECT count(*) FROM certs",
-	[S_CERT_LIST] = "SELECT " CERT_COLS " FROM certs WHERE spiffe_id = ?1 "
-	    "ORDER BY not_before, rowid",
-	[S_ID_ADD] = "INSERT INTO revoked_ids (spiffe_id, revoked_at, reason) "
-	    "VALUES (?1, ?3, ?2) ON CONFLICT (spiffe_id) DO NOTHING",
-	[S_ID_GET] = "SELECT 1 FROM revoked_ids WHERE spiffe_id = ?1",
-	[S_ID_DEL] = "DELETE FROM revoked_ids WHERE spiffe_id = ?1",
-};
+/* The backends, asked in turn whether a location is theirs. */
+static const struct ledger_ops *const backends[] = { &ledger_sqlite_ops };
 
 struct ledger {
-	pthread_mutex_t mu;	/* guards db, stmt and each statement's state */
-	sqlite3 *db;
-	sqlite3_stmt *stmt[S_COUNT];
+	pthread_mutex_t mu;	/* one call at a time on be */
+	const struct ledger_ops *ops;
+	struct ledger_be *be;
 };
-
-/* Record the connection's last error; call with the lock held. */
-static int
-db_fail(struct ledger *lg, const char *what)
-{
-	return hsm_err(HSM_EIO, "ledger: %s: %s", what, sqlite3_errmsg(lg->db));
-}
 
 /*
  * The mutex is error-checking: a callback that calls back into the
@@ -144,41 +49,7 @@ unlock(struct ledger *lg)
 	pthread_mutex_unlock(&lg->mu);
 }
 
-/* Make a cached statement ready for the next use. */
-static void
-release(sqlite3_stmt *s)
-{
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-}
-
-/* Run a statement that returns no rows; lock held. */
-static int
-exec_stmt(struct ledger *lg, enum stmt_id id, const char *what)
-{
-	sqlite3_stmt *s = lg->stmt[id];
-	int rc = sqlite3_step(s);
-
-	release(s);
-	return rc == SQLITE_DONE ? 0 : db_fail(lg, what);
-}
-
-/* Copy a text column into buf; NULL reads as "". -1 if it does not fit. */
-static int
-col_text(sqlite3_stmt *s, int col, char *buf, size_t size)
-{
-	const unsigned char *t = sqlite3_column_text(s, col);
-	int n = sqlite3_column_bytes(s, col);
-
-	buf[0] = '\0';
-	if (t == NULL)
-		return 0;
-	if (n < 0 || (size_t)n >= size || memchr(t, '\0', (size_t)n) != NULL)
-		return -1;
-	memcpy(buf, t, (size_t)n);
-	buf[n] = '\0';
-	return 0;
-}
+/* ---- validation ---- */
 
 /*
  * Copy hex text in into out (size bytes) in lower case, requiring
@@ -220,6 +91,15 @@ norm_serial(const char *in, char *out, size_t size)
 }
 
 static int
+serial_arg(const char *in, char out[LEDGER_SERIAL_MAX + 1])
+{
+	if (norm_serial(in, out, LEDGER_SERIAL_MAX + 1) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: certificate serial must be 1..%d hex digits",
+		    LEDGER_SERIAL_MAX);
+	return 0;
+}
+
+static int
 check_id(const char *id)
 {
 	struct spiffe_id sid;
@@ -238,191 +118,6 @@ check_reason(int reason)
 	return 0;
 }
 
-/* Schema: create or migrate inside one write transaction. */
-static int
-migrate(struct ledger *lg)
-{
-	sqlite3_stmt *s = NULL;
-	char *msg = NULL;
-	int64_t version;
-	int r;
-
-	if ((r = exec_stmt(lg, S_BEGIN, "begin")) != 0)
-		return r;
-	if (sqlite3_exec(lg->db, "CREATE TABLE IF NOT EXISTS schema_version "
-	    "(version INTEGER NOT NULL)", NULL, NULL, NULL) != SQLITE_OK) {
-		r = db_fail(lg, "create schema_version");
-		goto out;
-	}
-	if (sqlite3_prepare_v2(lg->db, "SELECT coalesce(max(version), 0) FROM schema_version",
-	    -1, &s, NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
-		r = db_fail(lg, "read schema version");
-		goto out;
-	}
-	version = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	s = NULL;
-	if (version < 0 || version > LEDGER_SCHEMA_VERSION) {
-		r = hsm_err(HSM_EIO, "ledger: schema version %lld is newer than this "
-		    "program's (%d)", (long long)version, LEDGER_SCHEMA_VERSION);
-		goto out;
-	}
-	if (version == LEDGER_SCHEMA_VERSION) {
-		r = exec_stmt(lg, S_COMMIT, "commit");
-		goto out;
-	}
-	for (; version < LEDGER_SCHEMA_VERSION; version++) {
-		if (sqlite3_exec(lg->db, migrations[version], NULL, NULL, &msg) != SQLITE_OK) {
-			r = hsm_err(HSM_EIO, "ledger: migrate to schema %lld: %s",
-			    (long long)version + 1, msg ? msg : "unknown error");
-			goto out;
-		}
-	}
-	if (sqlite3_exec(lg->db, "DELETE FROM schema_version", NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(lg->db, "INSERT INTO schema_version (version) VALUES (?1)", -1,
-	    &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, LEDGER_SCHEMA_VERSION) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		r = db_fail(lg, "write schema version");
-		goto out;
-	}
-	r = exec_stmt(lg, S_COMMIT, "commit");
- out:
-	sqlite3_free(msg);
-	sqlite3_finalize(s);
-	if (r != 0 && !sqlite3_get_autocommit(lg->db))
-		(void)sqlite3_exec(lg->db, "ROLLBACK", NULL, NULL, NULL);
-	return r;
-}
-
-/*
- * Create the file ourselves so it is 0600 whatever the umask (SQLite
- * gives its -wal and -shm files the database file's mode), and so a
- * missing directory reads as such rather than "unable to open".
- */
-static int
-precreate(const char *path)
-{
-	int fd, e;
-
-	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) >= 0) {
-		close(fd);
-		return 0;
-	}
-	e = errno;
-	if (e == ENOENT)
-		return hsm_err(HSM_ENOENT, "ledger: %s: directory does not exist", path);
-	return hsm_err(HSM_EIO, "ledger: %s: %s", path, strerror(e));
-}
-
-/* Prepare the cached statements from..to-1. */
-static int
-prepare(struct ledger *lg, int from, int to)
-{
-	int i;
-
-	for (i = from; i < to; i++) {
-		if (sqlite3_prepare_v3(lg->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		    &lg->stmt[i], NULL) != SQLITE_OK)
-			return db_fail(lg, "prepare");
-	}
-	return 0;
-}
-
-int
-ledger_open(const char *path, struct ledger **out)
-{
-	struct ledger *lg = NULL;
-	sqlite3_stmt *s = NULL;
-	pthread_mutexattr_t ma;
-	const unsigned char *mode;
-	int r, i, have_mu = 0;
-
-	*out = NULL;
-	if (path == NULL || *path == '\0')
-		return hsm_err(HSM_EINVAL, "ledger: no database path");
-	if ((r = precreate(path)) != 0)
-		return r;
-	if ((lg = calloc(1, sizeof(*lg))) == NULL)
-		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
-	if (pthread_mutexattr_init(&ma) != 0) {
-		r = hsm_err(HSM_ENOMEM, "ledger: mutex attributes");
-		goto out;
-	}
-	(void)pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ERRORCHECK);
-	have_mu = pthread_mutex_init(&lg->mu, &ma) == 0;
-	pthread_mutexattr_destroy(&ma);
-	if (!have_mu) {
-		r = hsm_err(HSM_ENOMEM, "ledger: mutex");
-		goto out;
-	}
-	/* Our mutex serialises every use of the connection. */
-	if (sqlite3_open_v2(path, &lg->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-	    NULL) != SQLITE_OK) {
-		r = lg->db != NULL ? db_fail(lg, path) :
-		    hsm_err(HSM_ENOMEM, "ledger: %s: out of memory", path);
-		goto out;
-	}
-	sqlite3_extended_result_codes(lg->db, 1);
-	if (sqlite3_busy_timeout(lg->db, LEDGER_BUSY_MS) != SQLITE_OK) {
-		r = db_fail(lg, "busy timeout");
-		goto out;
-	}
-	/* journal_mode answers with the mode in force: insist on WAL. */
-	if (sqlite3_prepare_v2(lg->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_ROW) {
-		r = db_fail(lg, path);
-		goto out;
-	}
-	if ((mode = sqlite3_column_text(s, 0)) == NULL ||
-	    strcmp((const char *)mode, "wal") != 0) {
-		r = hsm_err(HSM_EIO, "ledger: %s: cannot use WAL journal mode (got %s)", path,
-		    mode ? (const char *)mode : "nothing");
-		goto out;
-	}
-	sqlite3_finalize(s);
-	s = NULL;
-	/* A consumed token or an issuance must survive a power cut. */
-	if (sqlite3_exec(lg->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-	    "PRAGMA trusted_schema = OFF", NULL, NULL, NULL) != SQLITE_OK) {
-		r = db_fail(lg, "pragmas");
-		goto out;
-	}
-	/* Transaction control first: the migration needs it, tables not yet. */
-	if ((r = prepare(lg, S_BEGIN, S_ROLLBACK + 1)) != 0 || (r = migrate(lg)) != 0 ||
-	    (r = prepare(lg, S_ROLLBACK + 1, S_COUNT)) != 0)
-		goto out;
-	*out = lg;
-	lg = NULL;
-	r = 0;
- out:
-	sqlite3_finalize(s);
-	if (lg != NULL) {
-		for (i = 0; i < S_COUNT; i++)
-			sqlite3_finalize(lg->stmt[i]);
-		sqlite3_close(lg->db);
-		if (have_mu)
-			pthread_mutex_destroy(&lg->mu);
-		free(lg);
-	}
-	return r;
-}
-
-void
-ledger_close(struct ledger *lg)
-{
-	int i;
-
-	if (lg == NULL)
-		return;
-	for (i = 0; i < S_COUNT; i++)
-		sqlite3_finalize(lg->stmt[i]);
-	if (sqlite3_close(lg->db) != SQLITE_OK)
-		log_err("ledger: close: %s", sqlite3_errmsg(lg->db));
-	pthread_mutex_destroy(&lg->mu);
-	free(lg);
-}
-
 /* A reference a caller may create: printable ASCII without spaces. */
 static int
 valid_ref(const char *ref)
@@ -437,178 +132,32 @@ valid_ref(const char *ref)
 	return 1;
 }
 
-int
-ledger_token_add(struct ledger *lg, const char *ref,
-    const uint8_t secret_hash[LEDGER_HASH_LEN], const char *spiffe_id, int64_t expires)
+/* A reference from anywhere (a peer): any string up to the bound, never echoed. */
+static int
+peer_ref(const char *ref)
 {
-	sqlite3_stmt *s;
-	int r, rc;
-
-	if (!valid_ref(ref))
-		return hsm_err(HSM_EINVAL, "ledger: join token reference must be 1..%d "
-		    "printable characters", LEDGER_REF_MAX);
-	if (secret_hash == NULL)
-		return hsm_err(HSM_EINVAL, "ledger: missing join token hash");
-	if ((r = check_id(spiffe_id)) != 0)
-		return r;
-	if ((r = lock(lg)) != 0)
-		return r;
-	s = lg->stmt[S_TOKEN_ADD];
-	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_blob(s, 2, secret_hash, LEDGER_HASH_LEN, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_text(s, 3, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 4, (int64_t)time(NULL)) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 5, expires) != SQLITE_OK) {
-		r = db_fail(lg, "add token");
-		goto out;
-	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
-		r = hsm_err(HSM_EEXIST, "ledger: join token '%s' already exists", ref);
-	else
-		r = db_fail(lg, "add token");
- out:
-	release(s);
-	unlock(lg);
-	return r;
+	return ref != NULL && strnlen(ref, LEDGER_REF_MAX + 1) <= LEDGER_REF_MAX;
 }
 
-int
-ledger_token_lookup(struct ledger *lg, const char *ref, struct ledger_token *out)
+/* c checked and copied into n in the stored spelling (der borrowed). */
+static int
+cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 {
-	struct ledger_token t;
-	sqlite3_stmt *s;
-	int r, rc;
-
-	memset(out, 0, sizeof(*out));
-	memset(&t, 0, sizeof(t));
-	/* ref may come from a peer: never echo it. */
-	if (ref == NULL || strnlen(ref, LEDGER_REF_MAX + 1) > LEDGER_REF_MAX)
-		return hsm_err(HSM_ENOENT, "join token unknown");
-	if ((r = lock(lg)) != 0)
-		return r;
-	s = lg->stmt[S_TOKEN_GET];
-	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK) {
-		r = db_fail(lg, "look up token");
-		goto out;
-	}
-	if ((rc = sqlite3_step(s)) == SQLITE_DONE) {
-		r = hsm_err(HSM_ENOENT, "join token unknown");
-		goto out;
-	}
-	if (rc != SQLITE_ROW) {
-		r = db_fail(lg, "look up token");
-		goto out;
-	}
-	if (sqlite3_column_bytes(s, 0) != LEDGER_HASH_LEN ||
-	    col_text(s, 1, t.spiffe_id, sizeof(t.spiffe_id)) != 0) {
-		r = hsm_err(HSM_EIO, "ledger: corrupt join token row");
-		goto out;
-	}
-	memcpy(t.hash, sqlite3_column_blob(s, 0), LEDGER_HASH_LEN);
-	t.created = sqlite3_column_int64(s, 2);
-	t.expires = sqlite3_column_int64(s, 3);
-	if (sqlite3_column_type(s, 4) != SQLITE_NULL) {
-		t.used = 1;
-		t.used_at = sqlite3_column_int64(s, 4);
-	}
-	*out = t;
-	r = 0;
- out:
-	release(s);
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_token_consume(struct ledger *lg, const char *ref, int64_t now)
-{
-	sqlite3_stmt *s;
-	int r, rc;
-
-	if (ref == NULL || strnlen(ref, LEDGER_REF_MAX + 1) > LEDGER_REF_MAX)
-		return hsm_err(HSM_ENOENT, "join token unknown");
-	if ((r = lock(lg)) != 0)
-		return r;
-	/*
-	 * The conditional UPDATE is the whole decision: SQLite serialises
-	 * writers (across processes too), so only one caller changes the row.
-	 */
-	s = lg->stmt[S_TOKEN_USE];
-	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, now) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		r = db_fail(lg, "consume token");
-		release(s);
-		goto out;
-	}
-	release(s);
-	if (sqlite3_changes(lg->db) == 1) {
-		r = 0;
-		goto out;
-	}
-	/* Refused: say why. */
-	s = lg->stmt[S_TOKEN_GET];
-	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK) {
-		r = db_fail(lg, "look up token");
-	} else if ((rc = sqlite3_step(s)) == SQLITE_DONE) {
-		r = hsm_err(HSM_ENOENT, "join token unknown");
-	} else if (rc != SQLITE_ROW) {
-		r = db_fail(lg, "look up token");
-	} else if (sqlite3_column_type(s, 4) != SQLITE_NULL) {
-		r = hsm_err(HSM_EPOLICY, "join token already used");
-	} else {
-		r = hsm_err(HSM_EPOLICY, "join token expired");
-	}
-	release(s);
- out:
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at)
-{
-	sqlite3_stmt *s;
+	size_t alen;
 	int r;
 
-	if (ref == NULL || strnlen(ref, LEDGER_REF_MAX + 1) > LEDGER_REF_MAX)
-		return hsm_err(HSM_ENOENT, "join token unknown");
-	if ((r = lock(lg)) != 0)
-		return r;
-	s = lg->stmt[S_TOKEN_UNUSE];
-	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 2, used_at) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE)
-		r = db_fail(lg, "give back token");
-	else if (sqlite3_changes(lg->db) != 1)
-		r = hsm_err(HSM_ENOENT, "join token not consumed at that time");
-	release(s);
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_cert_add(struct ledger *lg, const struct ledger_cert *c)
-{
-	char serial[LEDGER_SERIAL_MAX + 1], parent[LEDGER_SERIAL_MAX + 1];
-	char spki[LEDGER_SPKI_ID_LEN + 1];
-	sqlite3_stmt *s;
-	size_t alen;
-	int r, rc, has_parent;
-
+	memset(n, 0, sizeof(*n));
 	if (c == NULL)
 		return hsm_err(HSM_EINVAL, "ledger: no certificate");
-	if (norm_serial(c->serial, serial, sizeof(serial)) != 0)
+	if (norm_serial(c->serial, n->serial, sizeof(n->serial)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: certificate serial must be 1..%d hex digits",
 		    LEDGER_SERIAL_MAX);
-	has_parent = c->parent_serial[0] != '\0';
-	if (has_parent && norm_serial(c->parent_serial, parent, sizeof(parent)) != 0)
+	if (c->parent_serial[0] != '\0' &&
+	    norm_serial(c->parent_serial, n->parent_serial, sizeof(n->parent_serial)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: parent serial must be 1..%d hex digits",
 		    LEDGER_SERIAL_MAX);
-	if (norm_hex(c->spki_id, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN, spki, sizeof(spki)) != 0)
+	if (norm_hex(c->spki_id, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN, n->spki_id,
+	    sizeof(n->spki_id)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: key id must be %d hex digits",
 		    LEDGER_SPKI_ID_LEN);
 	if (strnlen(c->spiffe_id, sizeof(c->spiffe_id)) == sizeof(c->spiffe_id))
@@ -622,103 +171,265 @@ ledger_cert_add(struct ledger *lg, const struct ledger_cert *c)
 		return hsm_err(HSM_EINVAL, "ledger: certificate expires before it starts");
 	if (c->der == NULL || c->der_len == 0 || c->der_len > INT32_MAX)
 		return hsm_err(HSM_EINVAL, "ledger: missing certificate DER");
-	if ((r = lock(lg)) != 0)
-		return r;
-	s = lg->stmt[S_CERT_ADD];
-	if (sqlite3_bind_text(s, 1, serial, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_text(s, 2, c->spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_text(s, 3, spki, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 4, c->not_before) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 5, c->not_after) != SQLITE_OK ||
-	    sqlite3_bind_text(s, 6, c->auth, (int)alen, SQLITE_STATIC) != SQLITE_OK ||
-	    (has_parent ? sqlite3_bind_text(s, 7, parent, -1, SQLITE_STATIC) :
-	    sqlite3_bind_null(s, 7)) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 8, (int64_t)time(NULL)) != SQLITE_OK ||
-	    sqlite3_bind_blob(s, 9, c->der, (int)c->der_len, SQLITE_STATIC) != SQLITE_OK) {
-		r = db_fail(lg, "add certificate");
+	if (n->parent_serial[0] != '\0' && strcmp(n->parent_serial, n->serial) == 0)
+		return hsm_err(HSM_EINVAL, "ledger: a certificate cannot renew itself");
+	memcpy(n->spiffe_id, c->spiffe_id, sizeof(n->spiffe_id));
+	memcpy(n->auth, c->auth, sizeof(n->auth));
+	n->not_before = c->not_before;
+	n->not_after = c->not_after;
+	n->der = c->der;
+	n->der_len = c->der_len;
+	return 0;
+}
+
+/* ---- open ---- */
+
+int
+ledger_open(const char *location, struct ledger **out)
+{
+	const struct ledger_ops *ops = NULL;
+	struct ledger *lg = NULL;
+	pthread_mutexattr_t ma;
+	int r, have_mu = 0;
+
+	*out = NULL;
+	if (location == NULL || *location == '\0')
+		return hsm_err(HSM_EINVAL, "ledger: no database path");
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]) && ops == NULL; i++)
+		if (backends[i]->claims(location))
+			ops = backends[i];
+	if (ops == NULL)
+		return hsm_err(HSM_EUNSUPPORTED, "ledger: no backend for database '%.80s' "
+		    "(a file path is an SQLite database)", location);
+	if ((lg = calloc(1, sizeof(*lg))) == NULL)
+		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
+	lg->ops = ops;
+	if (pthread_mutexattr_init(&ma) != 0) {
+		r = hsm_err(HSM_ENOMEM, "ledger: mutex attributes");
 		goto out;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
-		r = hsm_err(HSM_EEXIST, "ledger: certificate serial %s already recorded", serial);
-	else
-		r = db_fail(lg, "add certificate");
+	(void)pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ERRORCHECK);
+	have_mu = pthread_mutex_init(&lg->mu, &ma) == 0;
+	pthread_mutexattr_destroy(&ma);
+	if (!have_mu) {
+		r = hsm_err(HSM_ENOMEM, "ledger: mutex");
+		goto out;
+	}
+	if ((r = ops->open(location, &lg->be)) != 0)
+		goto out;
+	*out = lg;
+	lg = NULL;
  out:
-	release(s);
+	if (lg != NULL) {
+		if (have_mu)
+			pthread_mutex_destroy(&lg->mu);
+		free(lg);
+	}
+	return r;
+}
+
+void
+ledger_close(struct ledger *lg)
+{
+	if (lg == NULL)
+		return;
+	lg->ops->close(lg->be);
+	pthread_mutex_destroy(&lg->mu);
+	free(lg);
+}
+
+/* ---- join tokens ---- */
+
+int
+ledger_token_add(struct ledger *lg, const char *ref,
+    const uint8_t secret_hash[LEDGER_HASH_LEN], const char *spiffe_id, int64_t expires)
+{
+	int r;
+
+	if (!valid_ref(ref))
+		return hsm_err(HSM_EINVAL, "ledger: join token reference must be 1..%d "
+		    "printable characters", LEDGER_REF_MAX);
+	if (secret_hash == NULL)
+		return hsm_err(HSM_EINVAL, "ledger: missing join token hash");
+	if ((r = check_id(spiffe_id)) != 0 || (r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->token_insert(lg->be, ref, secret_hash, spiffe_id, (int64_t)time(NULL),
+	    expires);
 	unlock(lg);
 	return r;
 }
 
-/*
- * Fill c from a row of CERT_COLS; with copy_der the DER is malloc'd,
- * else c->der points into the statement (valid until the next step).
- */
-static int
-cert_from_row(sqlite3_stmt *s, struct ledger_cert *c, int copy_der)
+int
+ledger_token_lookup(struct ledger *lg, const char *ref, struct ledger_token *out)
 {
-	const void *der;
-	int n;
+	struct ledger_token t;
+	int r;
 
-	if (col_text(s, 0, c->serial, sizeof(c->serial)) != 0 ||
-	    col_text(s, 1, c->spiffe_id, sizeof(c->spiffe_id)) != 0 ||
-	    col_text(s, 2, c->spki_id, sizeof(c->spki_id)) != 0 ||
-	    col_text(s, 5, c->auth, sizeof(c->auth)) != 0 ||
-	    col_text(s, 6, c->parent_serial, sizeof(c->parent_serial)) != 0)
-		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
-	c->not_before = sqlite3_column_int64(s, 3);
-	c->not_after = sqlite3_column_int64(s, 4);
-	if (sqlite3_column_type(s, 7) != SQLITE_NULL) {
-		c->revoked = 1;
-		c->revoked_at = sqlite3_column_int64(s, 7);
-		c->reason = sqlite3_column_int(s, 8);
-	}
-	der = sqlite3_column_blob(s, 9);
-	if ((n = sqlite3_column_bytes(s, 9)) <= 0 || der == NULL)
-		return hsm_err(HSM_EIO, "ledger: certificate %s has no DER", c->serial);
-	if (!copy_der) {
-		c->der = (uint8_t *)der;	/* read-only for the callback */
-	} else {
-		if ((c->der = malloc((size_t)n)) == NULL)
-			return hsm_err(HSM_ENOMEM, "ledger: out of memory");
-		memcpy(c->der, der, (size_t)n);
-	}
-	c->der_len = (size_t)n;
+	memset(out, 0, sizeof(*out));
+	/* ref may come from a peer: never echo it. */
+	if (!peer_ref(ref))
+		return hsm_err(HSM_ENOENT, "join token unknown");
+	if ((r = lock(lg)) != 0)
+		return r;
+	if ((r = lg->ops->token_get(lg->be, ref, &t)) == 0)
+		*out = t;
+	unlock(lg);
+	return r;
+}
+
+/* Why a join token cannot be consumed at now, or 0 when it can. */
+static int
+token_refusal(const struct ledger_token *t, int64_t now)
+{
+	if (t->used)
+		return hsm_err(HSM_EPOLICY, "join token already used");
+	if (now >= t->expires)
+		return hsm_err(HSM_EPOLICY, "join token expired");
 	return 0;
+}
+
+/* Consume ref at now; the lock is held (inside a transaction or not). */
+static int
+consume_locked(struct ledger *lg, const char *ref, int64_t now)
+{
+	struct ledger_token t;
+	int r;
+
+	if ((r = lg->ops->token_use(lg->be, ref, now)) < 0)
+		return r;
+	if (r == 1)
+		return 0;
+	/* Refused: say why. */
+	if ((r = lg->ops->token_get(lg->be, ref, &t)) != 0)
+		return r;
+	return (r = token_refusal(&t, now)) != 0 ? r :
+	    hsm_err(HSM_EIO, "ledger: join token neither consumed nor refused");
+}
+
+int
+ledger_token_check(struct ledger *lg, const char *ref, int64_t now)
+{
+	struct ledger_token t;
+	int r;
+
+	if (!peer_ref(ref))
+		return hsm_err(HSM_ENOENT, "join token unknown");
+	if ((r = lock(lg)) != 0)
+		return r;
+	if ((r = lg->ops->token_get(lg->be, ref, &t)) == 0)
+		r = token_refusal(&t, now);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_token_consume(struct ledger *lg, const char *ref, int64_t now)
+{
+	int r;
+
+	if (!peer_ref(ref))
+		return hsm_err(HSM_ENOENT, "join token unknown");
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = consume_locked(lg, ref, now);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at)
+{
+	int r;
+
+	if (!peer_ref(ref))
+		return hsm_err(HSM_ENOENT, "join token unknown");
+	if ((r = lock(lg)) != 0)
+		return r;
+	if ((r = lg->ops->token_unuse(lg->be, ref, used_at)) == 0)
+		r = hsm_err(HSM_ENOENT, "join token not consumed at that time");
+	else if (r == 1)
+		r = 0;
+	unlock(lg);
+	return r;
+}
+
+/* ---- certificates ---- */
+
+/* Record n as the renewal of its parent; the lock is held, in a transaction. */
+static int
+supersede_locked(struct ledger *lg, const struct ledger_cert *n)
+{
+	struct ledger_cert p;
+	int r;
+
+	if ((r = lg->ops->cert_supersede(lg->be, n->parent_serial, n->serial)) < 0)
+		return r;
+	if (r == 1)
+		return 0;
+	/* Refused: unknown, or renewed already (a fork, or a replay). */
+	if ((r = lg->ops->cert_get(lg->be, n->parent_serial, &p)) != 0) {
+		if (r == HSM_ENOENT)
+			r = hsm_err(HSM_ENOENT, "ledger: renewal of unknown certificate %s",
+			    n->parent_serial);
+		return r;
+	}
+	r = hsm_err(HSM_EPOLICY, "certificate already renewed (superseded by serial %s)",
+	    p.superseded_by);
+	ledger_cert_clear(&p);
+	return r;
+}
+
+int
+ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
+    int64_t now)
+{
+	struct ledger_cert n;
+	int r;
+
+	if ((r = cert_arg(c, &n)) != 0)
+		return r;
+	if (token_ref != NULL && !peer_ref(token_ref))
+		return hsm_err(HSM_ENOENT, "join token unknown");
+	if ((r = lock(lg)) != 0)
+		return r;
+	if ((r = lg->ops->begin(lg->be)) != 0)
+		goto out;
+	if ((token_ref == NULL || (r = consume_locked(lg, token_ref, now)) == 0) &&
+	    (n.parent_serial[0] == '\0' || (r = supersede_locked(lg, &n)) == 0) &&
+	    (r = lg->ops->cert_insert(lg->be, &n, (int64_t)time(NULL))) == 0)
+		r = lg->ops->commit(lg->be);
+	if (r != 0)
+		lg->ops->rollback(lg->be);
+ out:
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_cert_add(struct ledger *lg, const struct ledger_cert *c)
+{
+	return ledger_issue(lg, c, NULL, 0);
 }
 
 int
 ledger_cert_get(struct ledger *lg, const char *serial, struct ledger_cert *out)
 {
 	char hex[LEDGER_SERIAL_MAX + 1];
-	struct ledger_cert *c = NULL;
-	sqlite3_stmt *s;
-	int r, rc;
+	struct ledger_cert *c;
+	int r;
 
 	memset(out, 0, sizeof(*out));
-	if (norm_serial(serial, hex, sizeof(hex)) != 0)
-		return hsm_err(HSM_EINVAL, "ledger: certificate serial must be 1..%d hex digits",
-		    LEDGER_SERIAL_MAX);
+	if ((r = serial_arg(serial, hex)) != 0)
+		return r;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
-	if ((r = lock(lg)) != 0) {
-		free(c);
-		return r;
+	if ((r = lock(lg)) == 0) {
+		if ((r = lg->ops->cert_get(lg->be, hex, c)) == 0) {
+			*out = *c;
+			c->der = NULL;	/* now owned by *out */
+		}
+		unlock(lg);
 	}
-	s = lg->stmt[S_CERT_GET];
-	if (sqlite3_bind_text(s, 1, hex, -1, SQLITE_STATIC) != SQLITE_OK) {
-		r = db_fail(lg, "get certificate");
-	} else if ((rc = sqlite3_step(s)) == SQLITE_DONE) {
-		r = hsm_err(HSM_ENOENT, "ledger: no certificate with serial %s", hex);
-	} else if (rc != SQLITE_ROW) {
-		r = db_fail(lg, "get certificate");
-	} else if ((r = cert_from_row(s, c, 1)) == 0) {
-		*out = *c;
-		c->der = NULL;	/* now owned by *out */
-	}
-	release(s);
-	unlock(lg);
 	ledger_cert_clear(c);
 	free(c);
 	return r;
@@ -737,42 +448,19 @@ int
 ledger_cert_revoke(struct ledger *lg, const char *serial, int reason, int64_t now)
 {
 	char hex[LEDGER_SERIAL_MAX + 1];
-	sqlite3_stmt *s;
-	int r, rc;
+	struct ledger_cert c;
+	int r;
 
-	if (norm_serial(serial, hex, sizeof(hex)) != 0)
-		return hsm_err(HSM_EINVAL, "ledger: certificate serial must be 1..%d hex digits",
-		    LEDGER_SERIAL_MAX);
-	if ((r = check_reason(reason)) != 0)
+	if ((r = serial_arg(serial, hex)) != 0 || (r = check_reason(reason)) != 0 ||
+	    (r = lock(lg)) != 0)
 		return r;
-	if ((r = lock(lg)) != 0)
-		return r;
-	s = lg->stmt[S_CERT_REVOKE];
-	if (sqlite3_bind_text(s, 1, hex, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_int(s, 2, reason) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 3, now) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		r = db_fail(lg, "revoke certificate");
-		release(s);
-		goto out;
-	}
-	release(s);
-	if (sqlite3_changes(lg->db) == 1) {
+	if ((r = lg->ops->cert_revoke(lg->be, hex, reason, now)) == 1) {
 		r = 0;
-		goto out;
+	} else if (r == 0) {
+		/* Nothing changed: unknown, or already revoked (fine, the first counts). */
+		if ((r = lg->ops->cert_get(lg->be, hex, &c)) == 0)
+			ledger_cert_clear(&c);
 	}
-	/* Nothing changed: unknown, or already revoked (fine). */
-	s = lg->stmt[S_CERT_GET];
-	if (sqlite3_bind_text(s, 1, hex, -1, SQLITE_STATIC) != SQLITE_OK)
-		r = db_fail(lg, "get certificate");
-	else if ((rc = sqlite3_step(s)) == SQLITE_DONE)
-		r = hsm_err(HSM_ENOENT, "ledger: no certificate with serial %s", hex);
-	else if (rc != SQLITE_ROW)
-		r = db_fail(lg, "get certificate");
-	else
-		r = 0;
-	release(s);
- out:
 	unlock(lg);
 	return r;
 }
@@ -781,97 +469,61 @@ int
 ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t now,
     unsigned *count)
 {
-	sqlite3_stmt *s;
 	unsigned n = 0;
 	int r;
 
 	if (count != NULL)
 		*count = 0;
-	if ((r = check_id(spiffe_id)) != 0 || (r = check_reason(reason)) != 0)
+	if ((r = check_id(spiffe_id)) != 0 || (r = check_reason(reason)) != 0 ||
+	    (r = lock(lg)) != 0)
 		return r;
-	if ((r = lock(lg)) != 0)
-		return r;
-	if ((r = exec_stmt(lg, S_BEGIN, "begin")) != 0)
-		goto out;
-	s = lg->stmt[S_CERT_REVOKE_ID];
-	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_int(s, 2, reason) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 3, now) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		r = db_fail(lg, "revoke identity");
-		release(s);
-		goto out;
+	if ((r = lg->ops->begin(lg->be)) == 0) {
+		if ((r = lg->ops->certs_revoke_id(lg->be, spiffe_id, reason, now, &n)) == 0 &&
+		    (r = lg->ops->id_revoke(lg->be, spiffe_id, reason, now)) == 0)
+			r = lg->ops->commit(lg->be);
+		if (r != 0)
+			lg->ops->rollback(lg->be);
 	}
-	release(s);
-	n = (unsigned)sqlite3_changes(lg->db);
-	s = lg->stmt[S_ID_ADD];
-	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_bind_int(s, 2, reason) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 3, now) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		r = db_fail(lg, "revoke identity");
-		release(s);
-		goto out;
-	}
-	release(s);
-	if ((r = exec_stmt(lg, S_COMMIT, "commit")) != 0)
-		goto out;
-	if (count != NULL)
-		*count = n;
- out:
-	if (r != 0 && !sqlite3_get_autocommit(lg->db))
-		(void)exec_stmt(lg, S_ROLLBACK, "rollback");
 	unlock(lg);
+	if (r == 0 && count != NULL)
+		*count = n;
 	return r;
 }
 
 int
 ledger_id_revoked(struct ledger *lg, const char *spiffe_id)
 {
-	sqlite3_stmt *s;
-	int rc, revoked;
+	int r;
 
 	if (spiffe_id == NULL)
 		return 1;
-	if (lock(lg) != 0) {
-		log_err("%s", hsm_err_detail());
+	if ((r = lock(lg)) != 0) {
+		log_err("%s", hsm_err_msg(r));
 		return 1;
 	}
-	s = lg->stmt[S_ID_GET];
-	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK)
-		rc = SQLITE_ERROR;
-	else
-		rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE) {
-		revoked = 0;
-	} else {
-		revoked = 1;
-		if (rc != SQLITE_ROW)
-			log_err("ledger: identity revocation check failed (treated as revoked): %s",
-			    sqlite3_errmsg(lg->db));
-	}
-	release(s);
+	r = lg->ops->id_revoked(lg->be, spiffe_id);
 	unlock(lg);
-	return revoked;
+	if (r < 0) {
+		log_err("ledger: identity revocation check failed (treated as revoked): %s",
+		    hsm_err_msg(r));
+		return 1;
+	}
+	return r;
 }
 
 int
 ledger_id_reinstate(struct ledger *lg, const char *spiffe_id)
 {
-	sqlite3_stmt *s;
 	int r;
 
 	if (spiffe_id == NULL)
 		return hsm_err(HSM_EINVAL, "ledger: missing SPIFFE ID");
 	if ((r = lock(lg)) != 0)
 		return r;
-	s = lg->stmt[S_ID_DEL];
-	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE)
-		r = db_fail(lg, "reinstate identity");
-	else if (sqlite3_changes(lg->db) != 1)
+	if ((r = lg->ops->id_reinstate(lg->be, spiffe_id)) == 0)
 		r = hsm_err(HSM_ENOENT, "ledger: identity is not revoked");
-	release(s);
+	else if (r == 1)
+		r = 0;
 	unlock(lg);
 	return r;
 }
@@ -879,18 +531,12 @@ ledger_id_reinstate(struct ledger *lg, const char *spiffe_id)
 int
 ledger_cert_count(struct ledger *lg, uint64_t *n)
 {
-	sqlite3_stmt *s;
 	int r;
 
 	*n = 0;
 	if ((r = lock(lg)) != 0)
 		return r;
-	s = lg->stmt[S_CERT_COUNT];
-	if (sqlite3_step(s) != SQLITE_ROW)
-		r = db_fail(lg, "count certificates");
-	else
-		*n = (uint64_t)sqlite3_column_int64(s, 0);
-	release(s);
+	r = lg->ops->cert_count(lg->be, n);
 	unlock(lg);
 	return r;
 }
@@ -898,33 +544,13 @@ ledger_cert_count(struct ledger *lg, uint64_t *n)
 int
 ledger_cert_list_id(struct ledger *lg, const char *spiffe_id, ledger_cert_cb cb, void *arg)
 {
-	struct ledger_cert *c;
-	sqlite3_stmt *s;
-	int r, rc;
+	int r;
 
 	if (spiffe_id == NULL || cb == NULL)
 		return hsm_err(HSM_EINVAL, "ledger: list: missing argument");
-	if ((c = malloc(sizeof(*c))) == NULL)
-		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
-	if ((r = lock(lg)) != 0) {
-		free(c);
+	if ((r = lock(lg)) != 0)
 		return r;
-	}
-	s = lg->stmt[S_CERT_LIST];
-	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK) {
-		r = db_fail(lg, "list certificates");
-		goto out;
-	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		memset(c, 0, sizeof(*c));
-		if ((r = cert_from_row(s, c, 0)) != 0 || (r = cb(c, arg)) != 0)
-			goto out;
-	}
-	if (rc != SQLITE_DONE)
-		r = db_fail(lg, "list certificates");
- out:
-	release(s);
+	r = lg->ops->cert_list_id(lg->be, spiffe_id, cb, arg);
 	unlock(lg);
-	free(c);
 	return r;
 }

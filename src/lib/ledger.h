@@ -1,16 +1,25 @@
 /*
  * ledger.h - the CA's ledger: one-time join tokens, every certificate
- * issued, revocations. Stored in SQLite (WAL mode, synchronous=FULL, a
- * busy timeout so a second process such as "hsmesh ca token" can write
- * while "hsmesh ca serve" runs).
+ * issued, renewals, revocations.
+ *
+ * This interface validates every input and decides which steps form one
+ * transaction; the store behind it is a backend (ledger_be.h). Today's
+ * one backend is SQLite (ledger_sqlite.c: a file, WAL mode,
+ * synchronous=FULL, a busy timeout so a second process such as "hsmesh ca
+ * token" can write while "hsmesh ca serve" runs).
  *
  * A struct ledger is one connection guarded by a mutex: any function may
- * be called from any thread. The schema is created or migrated on open
- * (table schema_version); a ledger written by a newer program is refused.
+ * be called from any thread. The schema is created or migrated on open; a
+ * ledger written by a newer program is refused.
  *
- * Every statement is prepared with bound parameters. Database failures
- * return HSM_EIO with the detail "ledger: <what>: <sqlite message>".
- * Join token secrets never reach the ledger: only their SHA-256.
+ * Invariants, kept by the store itself so that they hold between
+ * processes (and, with a shared store, replicas): a join token is consumed
+ * once; a serial is recorded once; a certificate is renewed at most once,
+ * so a renewal chain never forks (only its newest certificate may renew).
+ *
+ * Store failures return HSM_EIO with the detail "ledger: <what>: <the
+ * store's message>". Join token secrets never reach the ledger: only
+ * their SHA-256.
  */
 #ifndef HSM_LEDGER_H
 #define HSM_LEDGER_H
@@ -20,7 +29,7 @@
 
 #include "spiffe.h"
 
-#define LEDGER_SCHEMA_VERSION 1
+#define LEDGER_SCHEMA_VERSION 2
 #define LEDGER_REF_MAX 64	/* join token reference, bytes */
 #define LEDGER_HASH_LEN 32	/* SHA-256 of a join token secret */
 #define LEDGER_SERIAL_MAX 64	/* certificate serial, hex digits */
@@ -41,10 +50,11 @@ struct ledger_token {
 
 /*
  * One certificate. Strings are NUL-terminated within their arrays;
- * parent_serial is "" when the certificate renews nothing. For
- * ledger_cert_add the caller fills every field except the revocation
- * ones, which are ignored; der is only read. ledger_cert_get fills
- * everything and der is malloc'd: release it with ledger_cert_clear().
+ * parent_serial is "" when the certificate renews nothing, superseded_by
+ * "" while no certificate renews it. For ledger_cert_add / ledger_issue
+ * the caller fills every field except the revocation ones and
+ * superseded_by, which are ignored; der is only read. ledger_cert_get
+ * fills everything and der is malloc'd: release it with ledger_cert_clear().
  */
 struct ledger_cert {
 	char serial[LEDGER_SERIAL_MAX + 1];	/* hex, stored lower-case */
@@ -54,6 +64,7 @@ struct ledger_cert {
 	int64_t not_after;
 	char auth[LEDGER_AUTH_MAX + 1];
 	char parent_serial[LEDGER_SERIAL_MAX + 1];
+	char superseded_by[LEDGER_SERIAL_MAX + 1];	/* the renewal of this one, or "" */
 	int revoked;
 	int64_t revoked_at;	/* 0 unless revoked */
 	int reason;		/* CRLReason, meaningful when revoked */
@@ -62,13 +73,14 @@ struct ledger_cert {
 };
 
 /*
- * Open (creating with mode 0600 if needed) the ledger at path and bring
- * its schema up to date. The parent directory must exist: it is not
- * created. A symbolic link as the file itself is refused. 0 with *out
- * set; HSM_EINVAL, HSM_ENOENT (directory missing),
- * HSM_ENOMEM, HSM_EIO (database error, or a newer schema).
+ * Open the ledger at location (ca.yaml's database) and bring its schema up
+ * to date. A file path is an SQLite database, created with mode 0600 if
+ * needed; its directory must exist (it is not created) and a symbolic
+ * link as the file itself is refused. 0 with *out set; HSM_EINVAL,
+ * HSM_ENOENT (directory missing), HSM_EUNSUPPORTED (no backend for that
+ * kind of location), HSM_ENOMEM, HSM_EIO (store error, or a newer schema).
  */
-int ledger_open(const char *path, struct ledger **out);
+int ledger_open(const char *location, struct ledger **out);
 
 /* Close the ledger. Accepts NULL. No call may be in progress. */
 void ledger_close(struct ledger *lg);
@@ -99,6 +111,14 @@ int ledger_token_lookup(struct ledger *lg, const char *ref, struct ledger_token 
 int ledger_token_consume(struct ledger *lg, const char *ref, int64_t now);
 
 /*
+ * Whether ref could be consumed at now, without consuming it: the cheap
+ * check a server makes before it spends a signature (ledger_issue decides
+ * again, atomically). 0; HSM_EPOLICY ("join token already used" / "join
+ * token expired"); HSM_ENOENT; HSM_EIO.
+ */
+int ledger_token_check(struct ledger *lg, const char *ref, int64_t now);
+
+/*
  * Undo ledger_token_consume(lg, ref, used_at) when no certificate came of
  * it (the token or keyholder failed): the token is usable again, until it
  * expires. Only a consumption at exactly used_at is undone. 0; HSM_ENOENT;
@@ -107,10 +127,21 @@ int ledger_token_consume(struct ledger *lg, const char *ref, int64_t now);
 int ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at);
 
 /*
- * Record an issued certificate (see struct ledger_cert). The serial and
- * spki_id are hex (either case, stored lower-case). 0; HSM_EEXIST if the
- * serial is already recorded; HSM_EINVAL; HSM_EIO.
+ * Record an issued certificate, in one transaction with what authorised
+ * it: when token_ref is not NULL, consume that join token at now (as
+ * ledger_token_consume); when c->parent_serial is set, record c as the
+ * renewal of that certificate, which must exist and not have been renewed
+ * before. Either all of it is recorded or nothing. The serials and
+ * spki_id are hex (either case, stored lower-case, serials without leading
+ * zeros). 0; HSM_EEXIST if the serial is already recorded; HSM_EPOLICY
+ * "join token already used" / "join token expired" / "certificate already
+ * renewed (superseded by serial S)"; HSM_ENOENT (unknown token or parent);
+ * HSM_EINVAL; HSM_EIO.
  */
+int ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
+    int64_t now);
+
+/* ledger_issue without a join token. */
 int ledger_cert_add(struct ledger *lg, const struct ledger_cert *c);
 
 /*

@@ -70,7 +70,7 @@ int p11_sign(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN], int alg,
 /* Destroy private and public objects with this id. HSM_ENOENT if absent. */
 int p11_destroy(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN]);
 
-/* Security attributes of the private key (for tests and the demo). */
+/* Security attributes of the private key (the keyholder's ATTRS request, tests, the demo). */
 struct p11_key_info {
 	enum hsm_keytype type;
 	bool sensitive, always_sensitive, extractable, never_extractable, token, private_;

@@ -1,7 +1,8 @@
 /*
  * fuzz_csr.c - what the CA does with a CSR from outside: parse (DER and
  * PEM paths), verify the proof of possession, check the key type, and
- * print it with the inspector. Any bytes: no crash, no leak.
+ * print it with the inspector (with the evidence identities an attested
+ * key's certificate records, attest.h). Any bytes: no crash, no leak.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "attest.h"
 #include "cert.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -37,7 +39,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			(void)cert_key_check(X509_REQ_get0_pubkey(req));
 		X509_REQ_free(req);
 	}
-	(void)cert_inspect(data, size, devnull);
+	(void)cert_inspect_ext(data, size, attest_identity_describe, devnull);
 	ERR_clear_error();
 	return 0;
 }

@@ -20,8 +20,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		if (n <= 0)
 			break;
-		if (kh_request_decode(&f, &r) == 0 && (r.type == KH_T_FIND || r.type == KH_T_GENERATE))
-			(void)strlen(r.label);
+		if (kh_request_decode(&f, &r) == 0) {
+			if (r.type == KH_T_FIND || r.type == KH_T_GENERATE)
+				(void)strlen(r.label);
+			/* a request naming a key: its id was copied whole */
+			if ((r.type == KH_T_ATTRS || r.type == KH_T_PUBKEY || r.type == KH_T_DESTROY) &&
+			    (f.bodylen != HSM_KEYID_LEN || memcmp(r.keyid, f.body, HSM_KEYID_LEN) != 0))
+				__builtin_trap();
+		}
 		off += (size_t)n;
 	}
 	return 0;

@@ -91,11 +91,62 @@ sleep 2.2
 refused_with "kur from an expired certificate is refused" "StatusString: \"certificate expired\"" \
     ocmp -cmd kur -cert "$T/short.pem" -key "$T/short.csr.key" -newkey "$T/k2.pem" -trusted "$ROOT" -certout "$T/x.pem"
 
+# --- a renewal chain never forks: only its newest certificate renews ---
+# serial_of CERT: the ledger's spelling (lower-case hex, no leading zeros)
+serial_of() { openssl x509 -in "$1" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f' | sed 's/^0*//'; }
+newkey "$T/k2b.pem"
+refused_with "a second kur from the same certificate is refused, naming its renewal" \
+    "StatusString: \"certificate already renewed \(superseded by serial $(serial_of "$T/c2.pem")\)\"" \
+    ocmp -cmd kur -cert "$T/c1.pem" -key "$T/k1.pem" -newkey "$T/k2b.pem" -trusted "$ROOT" -certout "$T/fork.pem"
+check "... and no certificate came of it" test ! -s "$T/fork.pem"
+check "audit: that refusal is recorded (op kur, the signer, the reason)" sh -c 'grep "\"event\":\"refused\"" "$1" |
+    grep "\"op\":\"kur\"" | grep "\"signer_serial\":\"$2\"" | grep -q "certificate already renewed"' x "$AUDIT" "$(serial_of "$T/c1.pem")"
+# Several kur from one certificate at once: the ledger lets exactly one through.
+TOKF=$("$HSMESH" ca token -c "$Y" --id spiffe://example.org/fork)
+check "enroll the certificate to renew concurrently" quiet ocmp -cmd ir -ref "$(ref "$TOKF")" -secret "pass:$(sec "$TOKF")" \
+    -newkey "$T/k1.pem" -subject /CN=x -certout "$T/f0.pem"
+KURS=""
+for i in 1 2 3 4; do
+	newkey "$T/kf$i.pem"
+	ocmp -cmd kur -cert "$T/f0.pem" -key "$T/k1.pem" -newkey "$T/kf$i.pem" -trusted "$ROOT" \
+	    -certout "$T/f$i.pem" >"$T/f$i.out" 2>&1 &
+	KURS="$KURS $!"
+done
+for p in $KURS; do wait "$p"; done
+won=0; lost=0
+for i in 1 2 3 4; do
+	if [ -s "$T/f$i.pem" ]; then won=$((won + 1)); fi
+	if grep -q "certificate already renewed" "$T/f$i.out"; then lost=$((lost + 1)); fi
+done
+check "4 concurrent kur from one certificate: exactly one renews ($won), the others are refused as renewed ($lost)" \
+    sh -c '[ "$1" -eq 1 ] && [ "$2" -eq 3 ]' x "$won" "$lost"
+if command -v sqlite3 >/dev/null 2>&1; then
+	kids=$(sqlite3 "$DB" "select count(*) from certs where parent_serial = '$(serial_of "$T/f0.pem")'")
+	check "the ledger holds one renewal of it ($kids)" test "$kids" -eq 1
+else
+	ok "# SKIP sqlite3 not installed: renewals not counted"
+fi
+check "audit: the concurrent refusals are recorded ($(grep -c "certificate already renewed" "$AUDIT") lines)" \
+    test "$(grep "\"event\":\"refused\"" "$AUDIT" | grep -c "certificate already renewed")" -ge 4
+
 # --- rr, then kur refused ---
 check "rr revokes the current certificate" quiet ocmp -cmd rr -cert "$T/c2.pem" -key "$T/k2.pem" -oldcert "$T/c2.pem" -trusted "$ROOT"
 newkey "$T/k3.pem"
 refused_with "kur from the revoked certificate is refused" "revoked" \
     ocmp -cmd kur -cert "$T/c2.pem" -key "$T/k2.pem" -newkey "$T/k3.pem" -trusted "$ROOT" -certout "$T/x.pem"
+# Whoever holds a revoked (or renewed) certificate's key cannot revoke its replacement.
+TOKW=$("$HSMESH" ca token -c "$Y" --id spiffe://example.org/web)
+check "a replacement for the revoked certificate enrolls with a new token" quiet ocmp -cmd ir \
+    -ref "$(ref "$TOKW")" -secret "pass:$(sec "$TOKW")" -newkey "$T/k3.pem" -subject /CN=x -certout "$T/c4.pem"
+refused_with "rr signed by the revoked certificate is refused" "StatusString: \"certificate revoked\"" \
+    ocmp -cmd rr -cert "$T/c2.pem" -key "$T/k2.pem" -oldcert "$T/c4.pem" -trusted "$ROOT"
+refused_with "rr signed by a renewed certificate is refused" "StatusString: \"certificate already renewed" \
+    ocmp -cmd rr -cert "$T/c1.pem" -key "$T/k1.pem" -oldcert "$T/c4.pem" -trusted "$ROOT"
+check "audit: both rr refusals are recorded" sh -c 'n=$(grep "\"event\":\"refused\"" "$1" | grep "\"op\":\"rr\"" |
+    grep -c "certificate revoked\|certificate already renewed"); [ "$n" -ge 2 ]' x "$AUDIT"
+newkey "$T/k4.pem"
+check "... and the replacement still renews" quiet ocmp -cmd kur -cert "$T/c4.pem" -key "$T/k3.pem" -newkey "$T/k4.pem" \
+    -trusted "$ROOT" -certout "$T/c5.pem"
 
 # --- genm ---
 check "genm returns the CA certificates" sh -c 'timeout 30 openssl cmp -server "$1" -path .well-known/cmp -cmd genm \

@@ -1,4 +1,7 @@
-/* test_attest.c - the CA's attestation policy, nonces, ID templates and binding. */
+/*
+ * test_attest.c - the CA's attestation policy (attest.h), its SGX kind
+ * (attest_sgx.h), nonces (evtype.h), ID templates and binding.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,9 +12,12 @@
 
 #include <cmocka.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
 
 #include "attest.h"
-#include "config.h"
+#include "attest_sgx.h"
+#include "caconf.h"
+#include "evtype.h"
 #include "err.h"
 #include "util.h"
 
@@ -29,26 +35,26 @@ nonces(void **state)
 	uint8_t n[ATTEST_NONCE_LEN], other[32];
 	time_t t0 = 1800000000;
 
-	attest_nonce_make(key, t0, n);
-	assert_int_equal(attest_nonce_check(key, n, t0, 300), 0);
-	assert_int_equal(attest_nonce_check(key, n, t0 + 300, 300), 0);
-	assert_int_equal(attest_nonce_check(key, n, t0 + 301, 300), HSM_EPOLICY);
+	ev_nonce_make(key, t0, n);
+	assert_int_equal(ev_nonce_check(key, n, t0, 300), 0);
+	assert_int_equal(ev_nonce_check(key, n, t0 + 300, 300), 0);
+	assert_int_equal(ev_nonce_check(key, n, t0 + 301, 300), HSM_EPOLICY);
 	assert_non_null(strstr(hsm_err_detail(), "expired 1s ago"));
 	/* made "in the future" beyond the allowed skew */
-	assert_int_equal(attest_nonce_check(key, n, t0 - 60, 300), HSM_EPOLICY);
+	assert_int_equal(ev_nonce_check(key, n, t0 - 60, 300), HSM_EPOLICY);
 	assert_non_null(strstr(hsm_err_detail(), "future"));
 	/* another CA's key, a flipped bit, a forged time */
 	memcpy(other, key, 32);
 	other[31] ^= 1;
-	assert_int_equal(attest_nonce_check(other, n, t0, 300), HSM_EPOLICY);
+	assert_int_equal(ev_nonce_check(other, n, t0, 300), HSM_EPOLICY);
 	assert_non_null(strstr(hsm_err_detail(), "not issued by this CA"));
 	n[20] ^= 0x80;
-	assert_int_equal(attest_nonce_check(key, n, t0, 300), HSM_EPOLICY);
+	assert_int_equal(ev_nonce_check(key, n, t0, 300), HSM_EPOLICY);
 	n[20] ^= 0x80;
 	n[7] ^= 1;
-	assert_int_equal(attest_nonce_check(key, n, t0, 300), HSM_EPOLICY);
+	assert_int_equal(ev_nonce_check(key, n, t0, 300), HSM_EPOLICY);
 	/* the derived key depends on the join-token key */
-	attest_nonce_key(key, other);
+	ev_nonce_key(key, other);
 	assert_memory_not_equal(other, key, 32);
 }
 
@@ -63,22 +69,22 @@ templates(void **state)
 	memset(b.mrenclave, 0x01, 32);
 	b.isv_prod_id = 7;
 	b.isv_svn = 65535;
-	assert_int_equal(attest_expand_id("spiffe://{trust_domain}/sgx/{mrsigner}/{isv_prod_id}",
+	assert_int_equal(attest_sgx_expand_id("spiffe://{trust_domain}/sgx/{mrsigner}/{isv_prod_id}",
 	    "example.org", &b, out, sizeof(out)), 0);
 	assert_string_equal(out, "spiffe://example.org/sgx/"
 	    "abababababababababababababababababababababababababababababababab/7");
-	assert_int_equal(attest_expand_id("spiffe://td/{mrenclave}/v{isv_svn}", "x", &b, out,
+	assert_int_equal(attest_sgx_expand_id("spiffe://td/{mrenclave}/v{isv_svn}", "x", &b, out,
 	    sizeof(out)), 0);
 	assert_string_equal(out, "spiffe://td/"
 	    "0101010101010101010101010101010101010101010101010101010101010101/v65535");
-	assert_int_equal(attest_expand_id("spiffe://td/{nope}", "x", &b, out, sizeof(out)),
+	assert_int_equal(attest_sgx_expand_id("spiffe://td/{nope}", "x", &b, out, sizeof(out)),
 	    HSM_EINVAL);
 	assert_non_null(strstr(hsm_err_detail(), "unknown name 'nope'"));
-	assert_int_equal(attest_expand_id("spiffe://td/{mrsigner", "x", &b, out, sizeof(out)),
+	assert_int_equal(attest_sgx_expand_id("spiffe://td/{mrsigner", "x", &b, out, sizeof(out)),
 	    HSM_EINVAL);
-	assert_int_equal(attest_expand_id("spiffe://td/{mrsigner}", "x", &b, out, 40), HSM_EINVAL);
-	assert_int_equal(attest_expand_id("spiffe://td/abc", "x", &b, out, 15), HSM_EINVAL);
-	assert_int_equal(attest_expand_id("spiffe://td/abc", "x", &b, out, 16), 0);
+	assert_int_equal(attest_sgx_expand_id("spiffe://td/{mrsigner}", "x", &b, out, 40), HSM_EINVAL);
+	assert_int_equal(attest_sgx_expand_id("spiffe://td/abc", "x", &b, out, 15), HSM_EINVAL);
+	assert_int_equal(attest_sgx_expand_id("spiffe://td/abc", "x", &b, out, 16), 0);
 }
 
 static int
@@ -112,18 +118,21 @@ static void
 config(void **state)
 {
 	struct ca_config *c = NULL;
-	struct attest_policy *p;
+	const struct attest_sgx_policy *p;
 
 	assert_int_equal(parse(MRS, &c), 0);
-	assert_non_null(p = c->attest);
+	assert_non_null(c->attest);
+	assert_non_null(p = attest_sgx_policy_of(c->attest));
+	assert_ptr_equal(attest_accepted(c->attest, 0), ev_type_get(EV_SGX));
+	assert_null(attest_accepted(c->attest, 1));
 	assert_int_equal(p->n_mrsigner, 1);
 	assert_int_equal(p->mrsigner[0][0], 0xab);
 	assert_int_equal(p->n_mrenclave, 0);
 	assert_int_equal(p->tcb_ok, 1u << SGX_TCB_UP_TO_DATE);
 	assert_false(p->allow_debug);
-	assert_false(p->require);
+	assert_false(c->attest->require);
 	assert_false(p->has_prod_id);
-	assert_int_equal(p->nonce_ttl, 300);
+	assert_int_equal(c->attest->nonce_ttl, 300);
 	assert_null(p->test_root_pem);
 	assert_string_equal(p->id_template, "spiffe://{trust_domain}/sgx/{mrsigner}/{isv_prod_id}");
 	ca_config_free(c);
@@ -131,15 +140,15 @@ config(void **state)
 	assert_int_equal(parse(MRS "  tcb_status: [UpToDate, SWHardeningNeeded, OutOfDate]\n"
 	    "  isv_prod_id: 3\n  min_isv_svn: 2\n  allow_debug: yes\n  require: true\n"
 	    "  nonce_ttl: 1m\n  spiffe_id: \"spiffe://{trust_domain}/e/{mrenclave}\"\n", &c), 0);
-	p = c->attest;
+	p = attest_sgx_policy_of(c->attest);
 	assert_int_equal(p->tcb_ok, (1u << SGX_TCB_UP_TO_DATE) |
 	    (1u << SGX_TCB_SW_HARDENING_NEEDED) | (1u << SGX_TCB_OUT_OF_DATE));
 	assert_true(p->has_prod_id);
 	assert_int_equal(p->prod_id, 3);
 	assert_int_equal(p->min_isv_svn, 2);
 	assert_true(p->allow_debug);
-	assert_true(p->require);
-	assert_int_equal(p->nonce_ttl, 60);
+	assert_true(c->attest->require);
+	assert_int_equal(c->attest->nonce_ttl, 60);
 	ca_config_free(c);
 
 	/* absent: no policy */
@@ -150,6 +159,8 @@ config(void **state)
 		assert_int_equal(ca_config_parse("ca.yaml", "/", (const uint8_t *)t, strlen(t), &c), 0);
 	}
 	assert_null(c->attest);
+	assert_null(attest_sgx_policy_of(c->attest));
+	assert_null(attest_accepted(c->attest, 0));
 	ca_config_free(c);
 
 	refuse("", "needs a list of allowed mrsigner or mrenclave");
@@ -184,7 +195,8 @@ config_bad_collateral(void **state)
 static void
 evaluate(void **state)
 {
-	struct attest_policy p;
+	struct attest_sgx_policy p;
+	struct attest_policy gp;
 	struct sgx_verify_result v;
 	struct attest_result r;
 	uint8_t spki[91], allowed[1][32];
@@ -192,63 +204,65 @@ evaluate(void **state)
 
 	memset(spki, 0x5a, sizeof(spki));
 	memset(&p, 0, sizeof(p));
+	memset(&gp, 0, sizeof(gp));
 	memset(allowed, 0xab, sizeof(allowed));
 	p.mrsigner = allowed;
 	p.n_mrsigner = 1;
 	p.tcb_ok = 1u << SGX_TCB_UP_TO_DATE;
-	p.nonce_ttl = 300;
+	gp.nonce_ttl = 300;
 	p.id_template = (char *)"spiffe://{trust_domain}/sgx/{isv_prod_id}";
-	p.trust_domain = (char *)"example.org";
+	gp.trust_domain = (char *)"example.org";
+	gp.sgx = &p;
 	memset(&v, 0, sizeof(v));
 	v.tcb_status = SGX_TCB_UP_TO_DATE;
 	memset(v.enclave.mrsigner, 0xab, 32);
 	v.enclave.isv_prod_id = 4;
 	v.enclave.isv_svn = 2;
 	SHA256(spki, sizeof(spki), v.enclave.report_data);
-	attest_nonce_make(key, now - 10, v.enclave.report_data + 32);
+	ev_nonce_make(key, now - 10, v.enclave.report_data + 32);
 
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), 0);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), 0);
 	assert_string_equal(r.spiffe_id, "spiffe://example.org/sgx/4");
 
 	/* another key */
 	spki[0] ^= 1;
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), HSM_EPERM);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), HSM_EPERM);
 	assert_non_null(strstr(r.why, "does not match the request's key"));
 	spki[0] ^= 1;
 	/* stale nonce */
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now + 400, &r),
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now + 400, &r),
 	    HSM_EPOLICY);
 	assert_non_null(strstr(r.why, "nonce expired"));
 	/* debug enclave */
 	v.enclave.attributes[0] |= SGX_ATTR_DEBUG;
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
 	assert_non_null(strstr(r.why, "debug enclave"));
 	p.allow_debug = 1;
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), 0);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), 0);
 	/* signer, enclave, product, SVN, TCB */
 	v.enclave.mrsigner[5] = 0;
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
 	assert_string_equal(r.why, "MRSIGNER not allowed");
 	v.enclave.mrsigner[5] = 0xab;
 	p.mrenclave = allowed;
 	p.n_mrenclave = 1;
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
 	assert_string_equal(r.why, "MRENCLAVE not allowed");
 	p.n_mrenclave = 0;
 	p.has_prod_id = 1;
 	p.prod_id = 5;
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
 	assert_string_equal(r.why, "ISV product id 4 is not 5");
 	p.prod_id = 4;
 	p.min_isv_svn = 3;
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
 	assert_string_equal(r.why, "ISV SVN 2 is below min_isv_svn 3");
 	p.min_isv_svn = 2;
 	v.tcb_status = SGX_TCB_OUT_OF_DATE;
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), HSM_EPOLICY);
 	assert_string_equal(r.why, "TCB status OutOfDate not accepted");
 	p.tcb_ok |= 1u << SGX_TCB_OUT_OF_DATE;
-	assert_int_equal(attest_evaluate(&p, &v, spki, sizeof(spki), key, now, &r), 0);
+	assert_int_equal(attest_sgx_evaluate(&p, &gp, &v, spki, sizeof(spki), key, now, &r), 0);
 }
 
 /* A real quote verifies, then fails the binding: its report data names no key of ours. */
@@ -265,11 +279,11 @@ real_quote_unbound(void **state)
 	assert_int_equal(hsm_read_file(quote_path, 1 << 20, &q, &qlen), 0);
 	memset(spki, 1, sizeof(spki));
 	assert_int_equal(sgx_parse_time("2025-07-19T10:01:17Z", &at), 0);
-	assert_int_equal(attest_check(c->attest, q, qlen, spki, sizeof(spki), key, at, &r), HSM_EPERM);
+	assert_int_equal(attest_check(c->attest, EV_SGX, q, qlen, spki, sizeof(spki), key, at, &r), HSM_EPERM);
 	assert_true(r.verified);
 	assert_non_null(strstr(r.why, "report data does not match"));
 	/* today its collateral has expired: refused at verification, not verified */
-	assert_int_not_equal(attest_check(c->attest, q, qlen, spki, sizeof(spki), key,
+	assert_int_not_equal(attest_check(c->attest, EV_SGX, q, qlen, spki, sizeof(spki), key,
 	    at + 400 * 86400, &r), 0);
 	assert_false(r.verified);
 	assert_non_null(strstr(r.why, "quote refused at step collateral"));
@@ -294,7 +308,7 @@ real_quote_unbound(void **state)
 	}
 	/* inside its collateral's window, as t_inspect_quote.sh verifies it */
 	assert_int_equal(sgx_parse_time("2025-07-01T00:00:00Z", &at), 0);
-	assert_int_equal(attest_check(c->attest, q, qlen, spki, sizeof(spki), key, at, &r),
+	assert_int_equal(attest_check(c->attest, EV_SGX, q, qlen, spki, sizeof(spki), key, at, &r),
 	    HSM_EPOLICY);
 	assert_true(r.verified);
 	assert_string_equal(r.why, "a TDX quote is not accepted: the CA certifies keys held by SGX "
@@ -304,55 +318,80 @@ real_quote_unbound(void **state)
 	assert_int_equal(hsm_read_file(quote_path, 1 << 20, &q, &qlen), 0);
 	assert_int_equal(sgx_parse_time("2025-07-19T10:01:17Z", &at), 0);
 	/* a truncated quote */
-	assert_int_not_equal(attest_check(c2->attest, q, 100, spki, sizeof(spki), key, at, &r), 0);
+	assert_int_not_equal(attest_check(c2->attest, EV_SGX, q, 100, spki, sizeof(spki), key, at, &r), 0);
 	assert_non_null(strstr(r.why, "quote refused at step parse"));
 	free(q);
 	ca_config_free(c);
 	ca_config_free(c2);
 }
 
+/* The tagged result: every operation dispatches on its type. */
 static void
-identity_extension(void **state)
+typed_result(void **state)
 {
-	struct sgx_verify_result v;
+	struct attest_result *r = calloc(1, sizeof(*r));
+	struct attest_audit a;
 	X509_EXTENSION *ext = NULL;
 	X509 *x = X509_new();
+	const char *label = NULL;
 	char line[300];
+	static const char *const want[] = { "evidence", "sgx", "mrenclave",
+	    "1111111111111111111111111111111111111111111111111111111111111111", "mrsigner",
+	    "2222222222222222222222222222222222222222222222222222222222222222", "isv_prod_id", "3",
+	    "isv_svn", "9", "debug", "false", "tcb_status", "UpToDate", "id",
+	    "spiffe://example.org/sgx/x", NULL };
+	size_t i;
 
-	memset(&v, 0, sizeof(v));
-	memset(v.enclave.mrenclave, 0x11, 32);
-	memset(v.enclave.mrsigner, 0x22, 32);
-	v.enclave.isv_prod_id = 65535;
-	v.enclave.isv_svn = 9;
-	v.enclave.attributes[0] = SGX_ATTR_DEBUG;
-	v.tcb_status = SGX_TCB_SW_HARDENING_NEEDED;
-	assert_int_equal(attest_identity_describe(x, line, sizeof(line)), 0);
-	assert_int_equal(attest_identity_ext(&v, &ext), 0);
-	assert_false(X509_EXTENSION_get_critical(ext));
+	assert_non_null(r);
+	assert_non_null(x);
+	/* A kind this CA does not accept, or no policy at all. */
+	assert_int_equal(attest_check(NULL, EV_SGX, (const uint8_t *)"q", 1, (const uint8_t *)"k", 1,
+	    key, 0, r), HSM_EUNSUPPORTED);
+	assert_int_equal(r->type, EV_SGX);
+	assert_int_equal(attest_check(NULL, EV_NONE, NULL, 0, NULL, 0, key, 0, r), HSM_EUNSUPPORTED);
+	/* Nothing verified: nothing to record but the refusal. */
+	r->type = EV_SGX;
+	snprintf(r->why, sizeof(r->why), "quote refused at step parse: short");
+	assert_int_equal(attest_identity_ext(r, &ext), HSM_EINVAL);
+	assert_null(ext);
+	attest_audit_fields(r, &a);
+	assert_string_equal(a.kv[0], "evidence");
+	assert_string_equal(a.kv[1], "sgx");
+	assert_string_equal(a.kv[2], "reason");
+	assert_string_equal(a.kv[3], r->why);
+	assert_null(a.kv[4]);
+	attest_auth_tag(r, line, sizeof(line));
+	assert_string_equal(line, "");
+
+	/* Verified: the SGX kind's measurements, in the audit log's order. */
+	r->verified = 1;
+	r->why[0] = '\0';
+	snprintf(r->spiffe_id, sizeof(r->spiffe_id), "spiffe://example.org/sgx/x");
+	memset(r->u.sgx.enclave.mrenclave, 0x11, 32);
+	memset(r->u.sgx.enclave.mrsigner, 0x22, 32);
+	r->u.sgx.enclave.isv_prod_id = 3;
+	r->u.sgx.enclave.isv_svn = 9;
+	r->u.sgx.tcb_status = SGX_TCB_UP_TO_DATE;
+	attest_audit_fields(r, &a);
+	for (i = 0; want[i] != NULL; i++) {
+		assert_non_null(a.kv[i]);
+		assert_string_equal(a.kv[i], want[i]);
+	}
+	assert_null(a.kv[i]);
+	attest_auth_tag(r, line, sizeof(line));
+	assert_string_equal(line, "sgx:1111111111111111");
+
+	/* The certificate extension, and how inspect finds it again. */
+	assert_int_equal(attest_identity_describe(x, 0, &label, line, sizeof(line)), 0);
+	assert_string_equal(label, "sgx identity");
+	assert_int_equal(attest_identity_ext(r, &ext), 0);
 	assert_int_equal(X509_add_ext(x, ext, -1), 1);
-	assert_int_equal(attest_identity_describe(x, line, sizeof(line)), 1);
-	assert_string_equal(line, "MRENCLAVE 1111111111111111111111111111111111111111111111111111111111111111, "
-	    "MRSIGNER 2222222222222222222222222222222222222222222222222222222222222222, "
-	    "ISV product 65535, SVN 9, DEBUG enclave, TCB SWHardeningNeeded");
+	assert_int_equal(attest_identity_describe(x, 0, &label, line, sizeof(line)), 1);
+	assert_non_null(strstr(line, "ISV product 3, SVN 9, production enclave, TCB UpToDate"));
+	assert_int_equal(attest_identity_describe(x, 1, &label, line, sizeof(line)), HSM_ENOENT);
 	X509_EXTENSION_free(ext);
 	X509_free(x);
-
-	/* malformed: the right OID over other bytes */
-	x = X509_new();
-	assert_non_null(x);
-	{
-		ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
-		ASN1_OBJECT *o = OBJ_txt2obj(HSM_OID_SGX_IDENTITY, 1);
-
-		ASN1_OCTET_STRING_set(os, (const unsigned char *)"\x30\x03\x02\x01\x05", 5);
-		ext = X509_EXTENSION_create_by_OBJ(NULL, o, 0, os);
-		assert_int_equal(X509_add_ext(x, ext, -1), 1);
-		assert_int_equal(attest_identity_describe(x, line, sizeof(line)), HSM_EPROTO);
-		X509_EXTENSION_free(ext);
-		ASN1_OCTET_STRING_free(os);
-		ASN1_OBJECT_free(o);
-	}
-	X509_free(x);
+	free(r);
 }
 
 int
@@ -365,7 +404,7 @@ main(void)
 		cmocka_unit_test(config_bad_collateral),
 		cmocka_unit_test(evaluate),
 		cmocka_unit_test(real_quote_unbound),
-		cmocka_unit_test(identity_extension),
+		cmocka_unit_test(typed_result),
 	};
 
 	shared_path(coll_path, sizeof(coll_path), PHALA "sgx_quote_collateral.json");

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "caconf.h"
 #include "config.h"
 #include "err.h"
 #include "keytypes.h"

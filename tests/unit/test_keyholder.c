@@ -129,7 +129,7 @@ generate_find_pubkey_destroy(void **state)
 {
 	struct kh_client *c;
 	pid_t pid;
-	uint8_t id[HSM_KEYID_LEN], id2[HSM_KEYID_LEN], *spki, *spki2, md[32];
+	uint8_t id[HSM_KEYID_LEN], id2[HSM_KEYID_LEN], *spki, *spki2, md[32], fl = 0xff;
 	size_t len, len2;
 
 	spawn(&c, &pid);
@@ -143,8 +143,14 @@ generate_find_pubkey_destroy(void **state)
 	assert_int_equal(len, len2);
 	assert_memory_equal(spki, spki2, len);
 	free(spki2);
+	/* what the token says of a key the keyholder made */
+	assert_int_equal(kh_attrs(c, id, 0, &fl), 0);
+	assert_int_equal(fl, KH_ATTR_SENSITIVE | KH_ATTR_ALWAYS_SENSITIVE |
+	    KH_ATTR_NEVER_EXTRACTABLE | KH_ATTR_TOKEN | KH_ATTR_PRIVATE);
 	assert_int_equal(kh_destroy(c, id, 0), 0);
 	assert_int_equal(kh_pubkey(c, id, 0, &spki2, &len2), HSM_ENOENT);
+	assert_int_equal(kh_attrs(c, id, 0, &fl), HSM_ENOENT);
+	assert_int_equal(fl, 0);
 	assert_int_equal(kh_find(c, "no-such-label", 0, id2, &spki2, &len2), HSM_ENOENT);
 	free(spki);
 	reap(c, pid);

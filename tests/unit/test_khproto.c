@@ -39,6 +39,29 @@ roundtrip_sign(void **state)
 	assert_memory_equal(r.digest, body + 34, 32);
 }
 
+/* ATTRS names a key by its id, like PUBKEY. */
+static void
+attrs_request(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], id[HSM_KEYID_LEN];
+	struct kh_frame f;
+	struct kh_request r;
+	int n;
+
+	memset(id, 0x5c, sizeof(id));
+	n = enc(buf, KH_T_ATTRS, 250, id, sizeof(id));
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+	assert_int_equal(f.type, KH_T_ATTRS);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_int_equal(r.type, KH_T_ATTRS);
+	assert_int_equal(r.deadline_ms, 250);
+	assert_memory_equal(r.keyid, id, sizeof(id));
+	/* the reply's flags fit the byte's six defined bits */
+	assert_int_equal(KH_ATTR_ALL, KH_ATTR_SENSITIVE | KH_ATTR_ALWAYS_SENSITIVE |
+	    KH_ATTR_EXTRACTABLE | KH_ATTR_NEVER_EXTRACTABLE | KH_ATTR_TOKEN | KH_ATTR_PRIVATE);
+	assert_int_equal(KH_ATTR_ALL & 0xc0, 0);
+}
+
 static void
 incomplete_frames_wait(void **state)
 {
@@ -92,6 +115,17 @@ bad_bodies_rejected(void **state)
 	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
 	/* pubkey with a short key id */
 	n = enc(buf, KH_T_PUBKEY, 10, body, 31);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* attrs with a short or a long key id */
+	n = enc(buf, KH_T_ATTRS, 10, body, 31);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	n = enc(buf, KH_T_ATTRS, 10, body, 33);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* the type after ATTRS is unknown */
+	n = enc(buf, KH_T_ATTRS + 1, 10, body, 32);
 	kh_frame_parse(buf, (size_t)n, &f);
 	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
 	/* sign whose dlen disagrees with the frame */
@@ -170,6 +204,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(roundtrip_sign),
+		cmocka_unit_test(attrs_request),
 		cmocka_unit_test(incomplete_frames_wait),
 		cmocka_unit_test(bad_headers_rejected),
 		cmocka_unit_test(bad_bodies_rejected),

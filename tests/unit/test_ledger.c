@@ -1,4 +1,12 @@
-/* test_ledger.c - the CA ledger: join tokens, certificates, revocation, threads. */
+/*
+ * test_ledger.c - the CA ledger: join tokens, certificates, renewals,
+ * revocation, transactions, threads.
+ *
+ * The same suite runs against every backend in backends[] (today SQLite;
+ * a PostgreSQL backend adds a row that starts a server and names its
+ * database). Tests of what only a file-backed store has (file mode,
+ * symbolic links, a missing directory) are skipped for the others.
+ */
 #include <sys/stat.h>
 
 #include <pthread.h>
@@ -22,8 +30,46 @@
 #define NTOKENS 200
 #define ID "spiffe://example.org/ns/web"
 
+/* A store the suite runs against. */
+struct backend {
+	const char *name;
+	int is_file;	/* a file path: mode, links and directories apply */
+	/* The location (ca.yaml's database) of a fresh store for one test in dir. */
+	int (*location)(const char *dir, char *buf, size_t cap);
+	/* Run SQL on the store behind location, beside the ledger (schema tests). */
+	int (*exec)(const char *location, const char *sql);
+};
+
+static int
+sqlite_location(const char *d, char *buf, size_t cap)
+{
+	int n = snprintf(buf, cap, "%s/ledger.db", d);
+
+	return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+static int
+sqlite_exec(const char *location, const char *sql)
+{
+	sqlite3 *db = NULL;
+	int rc;
+
+	if (sqlite3_open(location, &db) != SQLITE_OK) {
+		sqlite3_close(db);
+		return -1;
+	}
+	rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+static const struct backend backends[] = {
+	{ "sqlite", 1, sqlite_location, sqlite_exec },
+};
+
+static const struct backend *be;	/* the backend of the group running */
 static char dir[64];
-static char dbpath[128];
+static char dbpath[128];		/* its store's location */
 
 static int
 setup(void **state)
@@ -31,8 +77,7 @@ setup(void **state)
 	snprintf(dir, sizeof(dir), "/tmp/hsmesh-test-ledger-XXXXXX");
 	if (mkdtemp(dir) == NULL)
 		return -1;
-	snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", dir);
-	return 0;
+	return be->location(dir, dbpath, sizeof(dbpath));
 }
 
 static int
@@ -113,12 +158,19 @@ open_errors(void **state)
 	char p[160];
 	struct stat st;
 
+	assert_int_equal(ledger_open("", &lg), HSM_EINVAL);
+	assert_null(lg);
+	lg = (struct ledger *)1;
+	assert_int_equal(ledger_open("mysql://db.example.org/ca", &lg), HSM_EUNSUPPORTED);
+	assert_null(lg);
+	ledger_close(NULL);
+	if (!be->is_file)
+		skip();
+
 	snprintf(p, sizeof(p), "%s/missing/ledger.db", dir);
 	assert_int_equal(ledger_open(p, &lg), HSM_ENOENT);
 	assert_null(lg);
 	assert_non_null(strstr(hsm_err_detail(), "directory does not exist"));
-	assert_int_equal(ledger_open("", &lg), HSM_EINVAL);
-	ledger_close(NULL);
 
 	lg = open_ledger();
 	assert_int_equal(stat(dbpath, &st), 0);
@@ -151,9 +203,16 @@ token_single_use(void **state)
 	assert_true(t.created >= now - 1 && t.created <= now + 5);
 	assert_int_equal(t.used, 0);
 
+	/* checking is not consuming */
+	assert_int_equal(ledger_token_check(lg, "tok1", now), 0);
+	assert_int_equal(ledger_token_check(lg, "tok1", now), 0);
 	assert_int_equal(ledger_token_consume(lg, "tok1", now), 0);
 	assert_int_equal(ledger_token_consume(lg, "tok1", now + 1), HSM_EPOLICY);
 	assert_string_equal(hsm_err_detail(), "join token already used");
+	assert_int_equal(ledger_token_check(lg, "tok1", now + 1), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token already used");
+	assert_int_equal(ledger_token_check(lg, "nope", now), HSM_ENOENT);
+	assert_int_equal(ledger_token_check(lg, NULL, now), HSM_ENOENT);
 
 	assert_int_equal(ledger_token_lookup(lg, "tok1", &t), 0);
 	assert_int_equal(t.used, 1);
@@ -175,6 +234,9 @@ token_expired(void **state)
 	hash_of("x", h);
 	assert_int_equal(ledger_token_add(lg, "old", h, ID, 1000), 0);
 	/* Valid while now < expires. */
+	assert_int_equal(ledger_token_check(lg, "old", 999), 0);
+	assert_int_equal(ledger_token_check(lg, "old", 1000), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token expired");
 	assert_int_equal(ledger_token_consume(lg, "old", 1000), HSM_EPOLICY);
 	assert_string_equal(hsm_err_detail(), "join token expired");
 	assert_int_equal(ledger_token_consume(lg, "old", 5000), HSM_EPOLICY);
@@ -392,7 +454,6 @@ static void
 schema_version(void **state)
 {
 	struct ledger *lg = open_ledger();
-	sqlite3 *db;
 	uint8_t h[LEDGER_HASH_LEN];
 
 	hash_of("k", h);
@@ -404,10 +465,7 @@ schema_version(void **state)
 	ledger_close(lg);
 
 	/* A ledger from a newer program is refused. */
-	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
-	    NULL), SQLITE_OK);
-	sqlite3_close(db);
+	assert_int_equal(be->exec(dbpath, "UPDATE schema_version SET version = 99"), 0);
 	lg = (struct ledger *)1;
 	assert_int_equal(ledger_open(dbpath, &lg), HSM_EIO);
 	assert_null(lg);
@@ -544,6 +602,230 @@ race_many_tokens_handles(void **state)
 	assert_int_equal(wins, NTOKENS);
 }
 
+/* The ledger says serial was renewed by want ("" when by nothing). */
+static void
+assert_renewed_by(struct ledger *lg, const char *serial, const char *want)
+{
+	struct ledger_cert g;
+
+	assert_int_equal(ledger_cert_get(lg, serial, &g), 0);
+	assert_string_equal(g.superseded_by, want);
+	ledger_cert_clear(&g);
+}
+
+/* Each certificate is renewed at most once: the chain's newest may renew, nothing else. */
+static void
+renewal_chain_never_forks(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c, g;
+	uint64_t n = 0;
+
+	make_cert(&c, "0a", ID, 1000, 50000, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	assert_renewed_by(lg, "a", "");
+	make_cert(&c, "0b", ID, 2000, 50000, "kur:a", "0A");
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	/* a second renewal of a: refused, with the serial that renewed it */
+	make_cert(&c, "0c", ID, 3000, 50000, "kur:a", "a");
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "certificate already renewed (superseded by serial b)");
+	assert_int_equal(ledger_cert_get(lg, "c", &g), HSM_ENOENT);
+	assert_renewed_by(lg, "a", "b");
+	/* the newest renews */
+	make_cert(&c, "0c", ID, 3000, 50000, "kur:b", "b");
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	assert_int_equal(ledger_cert_get(lg, "b", &g), 0);
+	assert_string_equal(g.superseded_by, "c");
+	assert_string_equal(g.parent_serial, "a");
+	ledger_cert_clear(&g);
+	/* a renewal of nothing known, and of itself */
+	make_cert(&c, "0d", ID, 3000, 50000, "kur:ff", "ff");
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_ENOENT);
+	make_cert(&c, "0d", ID, 3000, 50000, "kur:d", "d");
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	assert_int_equal(ledger_cert_count(lg, &n), 0);
+	assert_int_equal(n, 3);
+	ledger_close(lg);
+}
+
+/* ledger_issue: the token, the renewal and the certificate, all or nothing. */
+static void
+issue_is_one_transaction(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_token t;
+	struct ledger_cert c, g;
+	uint8_t h[LEDGER_HASH_LEN];
+	int64_t now = 100000;
+	uint64_t n = 0;
+	char ref[8];
+
+	hash_of("tx", h);
+	for (int i = 1; i <= 6; i++) {
+		snprintf(ref, sizeof(ref), "t%d", i);
+		assert_int_equal(ledger_token_add(lg, ref, h, ID, i == 5 ? now : now + 600), 0);
+	}
+	make_cert(&c, "10", ID, now, now + 3600, "token:t1", NULL);
+	assert_int_equal(ledger_issue(lg, &c, "t1", now), 0);
+	assert_int_equal(ledger_token_lookup(lg, "t1", &t), 0);
+	assert_int_equal(t.used, 1);
+	assert_int_equal(t.used_at, now);
+	/* the certificate cannot be recorded (its serial is taken): the token stays unused */
+	make_cert(&c, "10", ID, now, now + 3600, "token:t2", NULL);
+	assert_int_equal(ledger_issue(lg, &c, "t2", now), HSM_EEXIST);
+	assert_int_equal(ledger_token_lookup(lg, "t2", &t), 0);
+	assert_int_equal(t.used, 0);
+	/* a renewal already made: neither the token nor the certificate */
+	make_cert(&c, "11", ID, now, now + 3600, "kur:10", "10");
+	assert_int_equal(ledger_issue(lg, &c, "t3", now), 0);
+	make_cert(&c, "12", ID, now, now + 3600, "kur:10", "10");
+	assert_int_equal(ledger_issue(lg, &c, "t4", now), HSM_EPOLICY);
+	assert_int_equal(ledger_token_lookup(lg, "t4", &t), 0);
+	assert_int_equal(t.used, 0);
+	/* a renewal of an unknown certificate */
+	make_cert(&c, "12", ID, now, now + 3600, "kur:99", "99");
+	assert_int_equal(ledger_issue(lg, &c, "t4", now), HSM_ENOENT);
+	assert_int_equal(ledger_token_lookup(lg, "t4", &t), 0);
+	assert_int_equal(t.used, 0);
+	/* a used, an expired, an unknown token: no certificate */
+	make_cert(&c, "12", ID, now, now + 3600, "token:t1", NULL);
+	assert_int_equal(ledger_issue(lg, &c, "t1", now + 1), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token already used");
+	assert_int_equal(ledger_issue(lg, &c, "t5", now), HSM_EPOLICY);
+	assert_string_equal(hsm_err_detail(), "join token expired");
+	assert_int_equal(ledger_issue(lg, &c, "nope", now), HSM_ENOENT);
+	assert_int_equal(ledger_cert_get(lg, "12", &g), HSM_ENOENT);
+	assert_int_equal(ledger_cert_count(lg, &n), 0);
+	assert_int_equal(n, 2);
+	/* and the tokens left unused still work, once */
+	assert_int_equal(ledger_issue(lg, &c, "t4", now), 0);
+	assert_int_equal(ledger_issue(lg, &c, "t6", now), HSM_EEXIST);
+	ledger_close(lg);
+}
+
+/*
+ * A ledger of schema 1 that already holds a fork (two renewals of one
+ * certificate, as that program allowed): the first renewal counts.
+ */
+static void
+migrate_v1_with_fork(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c, g;
+
+	make_cert(&c, "a", ID, 1000, 50000, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_cert(&c, "b", ID, 2000, 50000, "kur:a", "a");
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	ledger_close(lg);
+	/* what schema 1 looked like, with the fork a -> c beside a -> b */
+	assert_int_equal(be->exec(dbpath, "INSERT INTO certs (serial, spiffe_id, spki_id, "
+	    "not_before, not_after, auth, parent_serial, recorded, der) SELECT 'c', spiffe_id, "
+	    "spki_id, not_before, not_after, auth, parent_serial, recorded, der FROM certs "
+	    "WHERE serial = 'b'"), 0);
+	assert_int_equal(be->exec(dbpath, "ALTER TABLE certs DROP COLUMN superseded_by"), 0);
+	assert_int_equal(be->exec(dbpath, "UPDATE schema_version SET version = 1"), 0);
+
+	lg = open_ledger();
+	assert_renewed_by(lg, "a", "b");
+	assert_int_equal(ledger_cert_get(lg, "c", &g), 0);
+	assert_string_equal(g.parent_serial, "a");
+	assert_string_equal(g.superseded_by, "");
+	ledger_cert_clear(&g);
+	make_cert(&c, "d", ID, 3000, 50000, "kur:a", "a");
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EPOLICY);
+	make_cert(&c, "d", ID, 3000, 50000, "kur:b", "b");
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	ledger_close(lg);
+	/* and reopening a migrated ledger changes nothing */
+	lg = open_ledger();
+	assert_renewed_by(lg, "b", "d");
+	ledger_close(lg);
+}
+
+/* Many renewals of one certificate at once, as concurrent kur would record them. */
+struct renew_race {
+	struct ledger *shared;
+	pthread_barrier_t bar;
+	int result[NTHREADS];
+};
+
+struct renew_arg {
+	struct renew_race *rr;
+	int idx;
+};
+
+static void *
+renewer(void *p)
+{
+	struct renew_arg *a = p;
+	struct ledger *lg = a->rr->shared;
+	struct ledger_cert c;
+	char serial[16];
+
+	if (lg == NULL && ledger_open(dbpath, &lg) != 0) {
+		a->rr->result[a->idx] = -1000;
+		pthread_barrier_wait(&a->rr->bar);
+		return NULL;
+	}
+	snprintf(serial, sizeof(serial), "%x", 0x500 + a->idx);
+	make_cert(&c, serial, ID, 2000 + a->idx, 90000, "kur:100", "100");
+	pthread_barrier_wait(&a->rr->bar);
+	a->rr->result[a->idx] = ledger_cert_add(lg, &c);
+	if (a->rr->shared == NULL)
+		ledger_close(lg);
+	return NULL;
+}
+
+static void
+run_renewal_race(int shared)
+{
+	pthread_t th[NTHREADS];
+	struct renew_arg args[NTHREADS];
+	struct renew_race rr;
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c;
+	uint64_t n = 0;
+	int wins = 0, i;
+
+	make_cert(&c, "100", ID, 1000, 90000, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	memset(&rr, 0, sizeof(rr));
+	rr.shared = shared ? lg : NULL;
+	assert_int_equal(pthread_barrier_init(&rr.bar, NULL, NTHREADS), 0);
+	for (i = 0; i < NTHREADS; i++) {
+		args[i].rr = &rr;
+		args[i].idx = i;
+		assert_int_equal(pthread_create(&th[i], NULL, renewer, &args[i]), 0);
+	}
+	for (i = 0; i < NTHREADS; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&rr.bar);
+	for (i = 0; i < NTHREADS; i++) {
+		if (rr.result[i] == 0)
+			wins++;
+		else
+			assert_int_equal(rr.result[i], HSM_EPOLICY);
+	}
+	assert_int_equal(wins, 1);
+	assert_int_equal(ledger_cert_count(lg, &n), 0);
+	assert_int_equal(n, 2);
+	ledger_close(lg);
+}
+
+static void
+race_renewal_shared(void **state)
+{
+	run_renewal_race(1);
+}
+
+static void
+race_renewal_handles(void **state)
+{
+	run_renewal_race(0);
+}
+
 int
 main(void)
 {
@@ -555,12 +837,22 @@ main(void)
 		cmocka_unit_test_setup_teardown(token_unconsume, setup, teardown),
 		cmocka_unit_test_setup_teardown(cert_add_get_revoke, setup, teardown),
 		cmocka_unit_test_setup_teardown(revoke_id_and_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(renewal_chain_never_forks, setup, teardown),
+		cmocka_unit_test_setup_teardown(issue_is_one_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(schema_version, setup, teardown),
+		cmocka_unit_test_setup_teardown(migrate_v1_with_fork, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_one_token_shared, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_one_token_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_many_tokens, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_many_tokens_handles, setup, teardown),
+		cmocka_unit_test_setup_teardown(race_renewal_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(race_renewal_handles, setup, teardown),
 	};
+	int failed = 0;
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		be = &backends[i];
+		failed |= cmocka_run_group_tests_name(be->name, tests, NULL, NULL);
+	}
+	return failed;
 }

@@ -1,0 +1,157 @@
+/*
+ * ca.h - the rooms of `hsmesh ca`, the Trusted Certificate Issuer (private
+ * to src/ca/).
+ *
+ * This process holds no key and no PIN and never loads a PKCS#11 module.
+ * For each command it starts a private keyholder (kh_spawn: the child reads
+ * the PIN and opens the token) and talks to it over a socketpair; the CA
+ * key is named by the SHA-256 of its SubjectPublicKeyInfo, which is also
+ * the key id of root.pem, and only ever used through signing requests
+ * (provider.h turns it into an EVP_PKEY for X509_sign).
+ *
+ *   main.c    ca_main: subcommands, options, usage texts
+ *   signer.c  the CA ready to sign: its keyholder, root.pem, the CA key;
+ *             the ledger and the audit log; the one failure line
+ *   init.c    ca init: find or generate the CA key, write root.pem
+ *   issue.c   ca issue, and the issuance every path shares (ca_issue)
+ *   token.c   ca token: join tokens and their secrets
+ *   revoke.c  ca revoke
+ *   serve.c   ca serve: the CMP server (cmp.h) over the signer
+ *   cmp.c txn.c auth.c front.c   the CMP server (cmp.h)
+ *
+ * Every issuance, refusal and revocation is recorded in the ledger
+ * (database) and as one JSON line in the audit log.
+ *
+ * Exit status of every command: 0 success, 1 failure with exactly one
+ * line on stderr ("hsmesh ca issue: <reason>"), 2 usage error.
+ */
+#ifndef HSM_CA_CA_H
+#define HSM_CA_CA_H
+
+#include <sys/types.h>
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "keytypes.h"
+
+struct audit;
+struct ca_config;
+struct kh_client;
+struct ledger;
+
+#define CA_ROOT_FILE "root.pem"
+#define CA_TOKEN_KEY_FILE "token.key"	/* 32 random bytes: derives join-token secrets */
+#define CA_TOKEN_SECRET_LEN 32		/* hex digits of a join-token secret */
+
+/* A private keyholder. */
+struct ca_kh {
+	struct kh_client *kh;
+	pid_t pid;
+};
+
+/* root.pem, and its key in the token behind a private keyholder. */
+struct signer {
+	char root_path[PATH_MAX];
+	X509 *root;
+	struct ca_kh k;
+	EVP_PKEY *key;		/* borrows k.kh: signer_close frees it first */
+};
+
+/* ---- signer.c ---- */
+
+/*
+ * Print "hsmesh ca SUB: <detail of code>" (a detail from another process
+ * flattened to one line) and return 1, the exit status of a failure.
+ */
+int ca_fail(const char *sub, int code);
+
+/* dir/name into out (len bytes). 0 or HSM_EINVAL when it does not fit. */
+int ca_path(const char *dir, const char *name, char *out, size_t len);
+
+/*
+ * Start the keyholder for the token of ca.yaml (kh_spawn) and the
+ * provider; *k cleared first. Its one-line reasons (wrong PIN...) pass
+ * through. Stop it with ca_kh_stop.
+ */
+int ca_kh_start(const struct ca_config *cfg, struct ca_kh *k);
+/* Hang up and reap the keyholder (SIGKILL after 5 s). Accepts a stopped one. */
+void ca_kh_stop(struct ca_kh *k);
+
+/*
+ * Load root.pem at path and check it is this trust domain's root. A
+ * missing file is 0 with *out NULL and *exists 0. Caller frees *out.
+ */
+int ca_root_load(const struct ca_config *cfg, const char *path, X509 **out, int *exists);
+
+/* The keyholder's public key for keyid, checked to be that key: *spki malloc'd DER. */
+int ca_kh_pubkey(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki,
+    size_t *spkilen);
+
+/*
+ * Initialise sg and load <state_dir>/root.pem: HSM_ENOENT "run 'hsmesh ca
+ * init' first" when it is absent.
+ */
+int signer_load_root(const struct ca_config *cfg, struct signer *sg);
+/* Start the keyholder and make the signing key for the loaded root. */
+int signer_start(const struct ca_config *cfg, struct signer *sg);
+/* Free the key, stop the keyholder, free the root. Accepts a closed or zeroed signer. */
+void signer_close(struct signer *sg);
+
+/* The ledger and the audit log of ca.yaml (state_dir must exist: ca init makes it). */
+int ca_records_open(const struct ca_config *cfg, struct ledger **lg, struct audit **au);
+
+/* ---- issue.c ---- */
+
+/* One issuance: what it certifies and what authorised it. */
+struct ca_issue_req {
+	EVP_PKEY *pub;			/* the requester's public key */
+	const char *spiffe_id;
+	int64_t ttl;			/* seconds */
+	const char *auth;		/* "token:REF", "kur:SERIAL", "sgx:...", "offline" */
+	const char *parent;		/* serial it renews, or NULL */
+	const char *token_ref;		/* join token consumed with it, or NULL */
+	int64_t now;			/* when the token is consumed */
+	const char *op;			/* "issue", "ir", "kur", ... */
+	const char *peer;		/* "local" or the client's address */
+	X509_EXTENSION *extra;		/* one more extension (evidence identity), or NULL */
+};
+
+/*
+ * Issue an X.509-SVID with sg and record it: in one ledger transaction
+ * with the join token's consumption and the renewal of its parent
+ * (ledger_issue), then one "issued" audit line. Nothing is recorded (and
+ * the certificate is dropped) when any step fails. *refused (may be NULL)
+ * is set when the ledger refused (token used or expired, parent already
+ * renewed: HSM_EPOLICY / HSM_ENOENT with the reason), so that a caller
+ * tells a refusal from a failure of its own. Caller frees *out.
+ */
+int ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
+    const struct ca_issue_req *rq, X509 **out, int *refused);
+
+/* ---- token.c ---- */
+
+/* The join-token derivation key; created (0600) when create is set and it is absent. */
+int ca_token_key_load(const struct ca_config *cfg, int create, uint8_t key[32]);
+
+/*
+ * Join tokens: REF is 16 hex digits; SECRET = hex(HMAC-SHA256(key, REF))[:32].
+ * The ledger keeps only SHA-256(SECRET); the front derives SECRET again
+ * from REF to check a request's MAC. secret must hold 33 bytes.
+ */
+void ca_token_secret(const uint8_t key[32], const char *ref,
+    char secret[CA_TOKEN_SECRET_LEN + 1]);
+
+/* ---- the commands: each returns the exit status ---- */
+
+int ca_cmd_init(const char *cfgpath);
+int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text);
+int ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text);
+int ca_cmd_revoke(const char *cfgpath, const char *serial, const char *id);
+int ca_cmd_serve(const char *cfgpath, const char *port_file);
+
+#endif

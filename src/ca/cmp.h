@@ -1,0 +1,182 @@
+/*
+ * cmp.h - the CA's CMPv2 issuer (RFC 4210, Lightweight CMP profile RFC
+ * 9483) over HTTP (RFC 6712), built on OpenSSL's OSSL_CMP_SRV_CTX: `hsmesh
+ * ca serve` (private to src/ca/).
+ *
+ * The front process of the CA: it parses HTTP and CMP (peer input) and
+ * never holds the CA key, which signs through the keyholder behind cakey
+ * (an EVP_PKEY of the hsmesh provider). Its rooms:
+ *
+ *   front.c  the HTTP front: listener, connection handlers, reading and
+ *            parsing a request, answering it (cmp_serve)
+ *   txn.c    one CMP message from bytes to answer (cmp_handle), and the
+ *            transactions that outlive a message (certConf)
+ *   auth.c   how a message authenticates: a join token's MAC, or a
+ *            signature by a certificate of ours, and that signer's state
+ *   cmp.c    the OpenSSL server callbacks: certificate requests (signer,
+ *            evidence, identity, issuance), revocation, genm
+ *
+ * Authentication (docs/PROTOCOL.md, "CMP profile"):
+ *   ir/cr/p10cr  password-based MAC with a one-time join token: senderKID
+ *                is the token's REF; the token, not the request, decides
+ *                the SPIFFE ID; the token is consumed with the issuance.
+ *   kur, rr      signed by a current certificate of ours, sent as the first
+ *                extraCert: in the ledger byte for byte, not expired, not
+ *                revoked, its ID not revoked, not renewed already.
+ *   genm         either of the above; answered with the CA certificates.
+ *
+ * Attestation (attest.h, when ca.yaml has "attestation:"): an ir, cr,
+ * p10cr or kur may carry evidence in the header's generalInfo; it must
+ * verify, satisfy the policy and bind the request's key and a fresh nonce,
+ * or the request is refused before its join token is touched. An
+ * UNPROTECTED ir/cr/p10cr is then accepted when its evidence passes: the
+ * policy names the identity. An unprotected genm asking for
+ * HSM_OID_ATTEST_NONCE gets a nonce; nothing else unprotected is answered
+ * but with an error.
+ *
+ * What OpenSSL 3.0's server side leaves to us is in docs/OPENSSL.md.
+ */
+#ifndef HSM_CA_CMP_H
+#define HSM_CA_CMP_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/cmp.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "evtype.h"
+#include "keytypes.h"
+#include "spiffe.h"
+
+struct attest_policy;
+struct audit;
+struct ca_issue_req;
+struct cmp_der_info;
+struct ledger;
+
+/*
+ * Issue and record a certificate (ca_issue's contract, ca.h): *refused set
+ * when the ledger refused it (token used, parent renewed already).
+ */
+typedef int (*cmp_issue_fn)(void *arg, const struct ca_issue_req *rq, X509 **out,
+    int *refused);
+
+struct cmp_server_cfg {
+	const char *listen;		/* host:port; port 0 picks one (logged) */
+	const char *port_file;		/* if set, the bound port is written here */
+	X509 *cacert;			/* signs responses, sent in caPubs / genp */
+	EVP_PKEY *cakey;		/* keyholder-backed */
+	struct ledger *ledger;
+	struct audit *audit;
+	const uint8_t *token_key;	/* 32 bytes: derives join-token secrets */
+	int64_t svid_ttl;
+	cmp_issue_fn issue;
+	void *issue_arg;
+	const struct attest_policy *attest;	/* attestation policy, or NULL */
+	size_t max_body;		/* largest CMP message accepted */
+	int threads;			/* connection handlers */
+};
+
+/* Serve until SIGTERM or SIGINT (front.c). 0, or an error before serving started. */
+int cmp_serve(const struct cmp_server_cfg *cfg);
+
+/* ---- inside the server ---- */
+
+/* PKIBody choice numbers (RFC 4210 5.1.2); OpenSSL 3.0 does not export them all. */
+enum {
+	BODY_IR = 0, BODY_CR = 2, BODY_P10CR = 4, BODY_KUR = 7, BODY_RR = 11, BODY_RP = 12,
+	BODY_PKICONF = 19, BODY_GENP = 22, BODY_ERROR = 23,
+};
+
+/* How the message being processed authenticated. */
+enum cmp_auth { AUTH_NONE, AUTH_TOKEN, AUTH_CERT };
+
+/* The state of an AUTH_CERT signer: only SIGNER_OK may renew or revoke. */
+enum signer_state {
+	SIGNER_OK, SIGNER_EXPIRED, SIGNER_REVOKED, SIGNER_ID_REVOKED, SIGNER_SUPERSEDED,
+};
+
+#define SERIAL_HEX_MAX 80
+
+struct server;
+
+/* One CMP transaction (one OSSL_CMP_SRV_CTX), found again by its transactionID. */
+struct txn {
+	struct txn *next;
+	struct server *s;
+	uint8_t tid[64];
+	size_t tidlen;
+	OSSL_CMP_SRV_CTX *srv;
+	uint64_t expires;
+	int busy;
+	/* State of the message being processed (valid while busy). */
+	enum cmp_auth auth;
+	char ref[HSM_MAX_LABEL + 1];		/* AUTH_TOKEN */
+	char token_id[SPIFFE_ID_MAX + 1];
+	X509 *signer;				/* AUTH_CERT */
+	enum signer_state signer_state;
+	char signer_serial[SERIAL_HEX_MAX];
+	char signer_next[SERIAL_HEX_MAX];	/* SIGNER_SUPERSEDED: its renewal */
+	char signer_id[SPIFFE_ID_MAX + 1];
+	const char *peer;
+	enum ev_type ev_type;			/* evidence in generalInfo, or EV_NONE */
+	const uint8_t *evidence;
+	size_t evidence_len;
+	char lasterr[256];			/* captured from the library's log */
+};
+
+struct server {
+	const struct cmp_server_cfg *cfg;
+	int lfd;
+	pthread_mutex_t mu;
+	struct txn *txns;
+	int ntxns;
+	uint8_t nonce_key[32];			/* attestation nonces (evtype.h) */
+	volatile sig_atomic_t stop;
+};
+
+/* What cmp_handle answers: a DER PKIMessage (status 200), or an HTTP error. */
+struct cmp_answer {
+	uint8_t *body;		/* malloc'd DER, or NULL */
+	size_t len;
+	int status;		/* HTTP status */
+	const char *errtext;	/* when body is NULL */
+};
+
+/*
+ * cmp.c: a server context for t with our callbacks, certificate and key
+ * (NULL on failure); and which transaction the library's log messages of
+ * this thread belong to (NULL: none).
+ */
+OSSL_CMP_SRV_CTX *cmp_srv_new(struct server *s, struct txn *t);
+void cmp_log_to(struct txn *t);
+
+/*
+ * auth.c: decide how req authenticates and prepare t's context so that
+ * the library's own protection check agrees. Returns 1 when a MAC was
+ * wrong (or its REF unknown): the caller must then answer from a context
+ * that never saw the secret. 0 otherwise (t->auth says what was proven).
+ */
+int cmp_auth_prepare(struct server *s, struct txn *t, const OSSL_CMP_MSG *req,
+    const struct cmp_der_info *di);
+/*
+ * auth.c: why t's signer may not act now (expired, revoked, identity
+ * revoked, renewed already: the StatusString), or NULL when it is
+ * current. buf holds a reason that names a serial.
+ */
+const char *cmp_signer_refusal(const struct txn *t, char *buf, size_t cap);
+
+/*
+ * txn.c: process one CMP request body from peer into *a (body malloc'd,
+ * the caller frees it).
+ */
+void cmp_handle(struct server *s, const uint8_t *body, size_t len, const char *peer,
+    struct cmp_answer *a);
+/* txn.c: free every transaction left (at shutdown, no handler running). */
+void txn_free_all(struct server *s);
+
+#endif

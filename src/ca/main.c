@@ -1,0 +1,259 @@
+/*
+ * main.c - `hsmesh ca`: the subcommands, their options and usage texts
+ * (ca.h says which room does what).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ca.h"
+#include "../cmds.h"
+#include "log.h"
+
+static void
+usage_ca(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca SUBCOMMAND -c ca.yaml [OPTIONS]\n"
+	    "\n"
+	    "The certificate authority of a trust domain. Its key is generated inside the\n"
+	    "PKCS#11 token named in ca.yaml and never leaves it; each command starts a\n"
+	    "private keyholder process, the only one that loads the module or reads the PIN.\n"
+	    "\n"
+	    "subcommands:\n"
+	    "  init   -c ca.yaml                              create or reuse the CA key, write root.pem\n"
+	    "  issue  -c ca.yaml --csr FILE --id ID [--ttl D]  issue an X.509-SVID, PEM on stdout\n"
+	    "  token  -c ca.yaml --id ID [--ttl D]             one-time join token REF:SECRET on stdout\n"
+	    "  serve  -c ca.yaml [--port-file F]               CMPv2 issuer at http://<listen>/.well-known/cmp\n"
+	    "  revoke -c ca.yaml (--serial HEX | --id ID)      revoke certificates; renewals of an ID refused\n"
+	    "\n"
+	    "Run 'hsmesh ca SUBCOMMAND --help' for details.\n");
+}
+
+static void
+usage_token(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca token -c ca.yaml --id SPIFFE_ID [--ttl DURATION]\n"
+	    "\n"
+	    "Print a one-time join token REF:SECRET that enrolls exactly SPIFFE_ID over\n"
+	    "CMP (REF is the sender KID, e.g. openssl cmp -ref REF -secret pass:SECRET).\n"
+	    "The token expires after DURATION (default 1h) and works once. The ledger\n"
+	    "keeps only a hash of SECRET; the CA derives it again from REF with the key in\n"
+	    "<state_dir>/token.key (created on first use, mode 0600).\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --id SPIFFE_ID  the identity the token enrolls\n"
+	    "      --ttl DURATION  how long the token is valid (default 1h, at most 30d)\n"
+	    "  -h, --help          this text\n");
+}
+
+static void
+usage_serve(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca serve -c ca.yaml [--port-file FILE]\n"
+	    "\n"
+	    "Serve CMPv2 (RFC 4210, RFC 9483) over HTTP (RFC 6712) at\n"
+	    "http://<listen>/.well-known/cmp until SIGTERM or SIGINT:\n"
+	    "  ir/cr/p10cr  protected by a join token's MAC; the token decides the SPIFFE ID\n"
+	    "  kur          signed by a current certificate that was never renewed: same ID,\n"
+	    "               new key (only the newest certificate of a renewal chain renews)\n"
+	    "  rr           signed by a current certificate of the same ID (not expired,\n"
+	    "               revoked or renewed)\n"
+	    "  genm         the CA certificates\n"
+	    "The CA key stays in the token: this process signs through its keyholder.\n"
+	    "\n"
+	    "  -c, --config FILE     the CA configuration (ca.yaml)\n"
+	    "      --port-file FILE  write the bound TCP port here (for listen: host:0)\n"
+	    "  -h, --help            this text\n");
+}
+
+static void
+usage_revoke(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca revoke -c ca.yaml (--serial HEX | --id SPIFFE_ID)\n"
+	    "\n"
+	    "Revoke one certificate by serial number, or every current certificate of an\n"
+	    "identity; after --id, renewals (kur) and enrollments of that ID are refused.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --serial HEX    the certificate's serial number (hex)\n"
+	    "      --id SPIFFE_ID  the identity\n"
+	    "  -h, --help          this text\n");
+}
+
+static void
+usage_init(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca init -c ca.yaml\n"
+	    "\n"
+	    "Find the CA key labelled key.label in the token, or generate one of key.type\n"
+	    "inside it (never extractable), and write a self-signed root certificate to\n"
+	    "<state_dir>/root.pem (directory created with mode 0700). Running it again\n"
+	    "keeps a root.pem whose key is in the token; a root.pem whose key is not in\n"
+	    "the token is an error, never silently replaced. A key found in the token is\n"
+	    "adopted only if the token says it is sensitive and never was extractable.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "  -h, --help          this text\n");
+}
+
+static void
+usage_issue(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca issue -c ca.yaml --csr FILE --id SPIFFE_ID [--ttl DURATION]\n"
+	    "\n"
+	    "Issue an X.509-SVID for the public key of a PKCS#10 request (PEM or DER;\n"
+	    "its signature must verify) with the given SPIFFE ID, which must belong to\n"
+	    "the trust domain. The CSR's own subject and extensions are ignored. The\n"
+	    "certificate is printed on stdout in PEM.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --csr FILE      the certificate request\n"
+	    "      --id SPIFFE_ID  spiffe://<trust_domain>/<path>\n"
+	    "      --ttl DURATION  validity (90s, 15m, 1h, 2d); default svid_ttl, at most max_ttl\n"
+	    "  -h, --help          this text\n");
+}
+
+/* "hsmesh ca init: WHAT 'ARG'" (ARG may be NULL), then the usage; exit status 2. */
+static int
+usage_error(const char *sub, void (*usage)(FILE *), const char *what, const char *arg)
+{
+	if (arg != NULL)
+		fprintf(stderr, "hsmesh ca %s: %s '%s'\n", sub, what, arg);
+	else
+		fprintf(stderr, "hsmesh ca %s: %s\n", sub, what);
+	usage(stderr);
+	return 2;
+}
+
+/* ---- dispatch ---- */
+
+enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE };
+
+static const struct option long_opts[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "csr", required_argument, NULL, OPT_CSR },
+	{ "id", required_argument, NULL, OPT_ID },
+	{ "ttl", required_argument, NULL, OPT_TTL },
+	{ "serial", required_argument, NULL, OPT_SERIAL },
+	{ "port-file", required_argument, NULL, OPT_PORT_FILE },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 }
+};
+
+/* Which options each subcommand takes. */
+static const struct {
+	const char *name;
+	void (*usage)(FILE *);
+	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file */
+} subs[] = {
+	{ "init", usage_init, "" },
+	{ "issue", usage_issue, "sit" },
+	{ "token", usage_token, "it" },
+	{ "serve", usage_serve, "p" },
+	{ "revoke", usage_revoke, "in" },
+};
+
+int
+ca_main(int argc, char **argv)
+{
+	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL, *serial = NULL;
+	const char *port_file = NULL, *allowed = NULL;
+	void (*usage)(FILE *) = NULL;
+	int ch;
+
+	hsm_log_init("hsmesh ca", HSM_LOG_WARN);
+	if (argc < 2) {
+		usage_ca(stderr);
+		return 2;
+	}
+	sub = argv[1];
+	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+		usage_ca(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		if (strcmp(sub, subs[i].name) == 0) {
+			usage = subs[i].usage;
+			allowed = subs[i].opts;
+		}
+	}
+	if (usage == NULL) {
+		fprintf(stderr, "hsmesh ca: unknown subcommand '%s'\n", sub);
+		usage_ca(stderr);
+		return 2;
+	}
+
+	/* Options of the subcommand: argv[1] plays argv[0] for getopt. */
+	argc--;
+	argv++;
+	optind = 0;	/* glibc: full re-initialisation */
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:c:h", long_opts, NULL)) != -1) {
+		char letter = ch == OPT_CSR ? 's' : ch == OPT_ID ? 'i' : ch == OPT_TTL ? 't' :
+		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : 0;
+
+		if (letter != 0 && strchr(allowed, letter) == NULL)
+			return usage_error(sub, usage, "option not valid for this subcommand:",
+			    argv[optind - 1]);
+		switch (ch) {
+		case 'c':
+			cfgpath = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case OPT_CSR:
+			csr = optarg;
+			break;
+		case OPT_ID:
+			id = optarg;
+			break;
+		case OPT_TTL:
+			ttl = optarg;
+			break;
+		case OPT_SERIAL:
+			serial = optarg;
+			break;
+		case OPT_PORT_FILE:
+			port_file = optarg;
+			break;
+		case ':':
+			return usage_error(sub, usage, "missing value for option", argv[optind - 1]);
+		default:
+			if (optopt != 0) {
+				char o[3] = { '-', (char)optopt, '\0' };
+
+				return usage_error(sub, usage, "unknown option", o);
+			}
+			return usage_error(sub, usage, "unknown option", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error(sub, usage, "unexpected argument", argv[optind]);
+	if (cfgpath == NULL)
+		return usage_error(sub, usage, "-c ca.yaml is required", NULL);
+	if (strcmp(sub, "init") == 0)
+		return ca_cmd_init(cfgpath);
+	if (strcmp(sub, "issue") == 0) {
+		if (csr == NULL || id == NULL)
+			return usage_error(sub, usage, "--csr and --id are required", NULL);
+		return ca_cmd_issue(cfgpath, csr, id, ttl);
+	}
+	if (strcmp(sub, "token") == 0) {
+		if (id == NULL)
+			return usage_error(sub, usage, "--id is required", NULL);
+		return ca_cmd_token(cfgpath, id, ttl);
+	}
+	if (strcmp(sub, "revoke") == 0) {
+		if ((serial == NULL) == (id == NULL))
+			return usage_error(sub, usage, "give exactly one of --serial and --id", NULL);
+		return ca_cmd_revoke(cfgpath, serial, id);
+	}
+	return ca_cmd_serve(cfgpath, port_file);
+}

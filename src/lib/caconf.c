@@ -1,0 +1,190 @@
+/*
+ * caconf.c - ca.yaml: the CA's configuration file (see caconf.h), read
+ * with the generic YAML layer of config.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attest.h"
+#include "caconf.h"
+#include "config.h"
+#include "err.h"
+#include "keytypes.h"
+#include "spiffe.h"
+
+/* ---- ca.yaml ---- */
+
+static const char *const ca_known[] = {
+	"trust_domain",
+	"token.module", "token.uri", "token.pin_file", "token.pin_env", "token.workers",
+	"key.type", "key.label",
+	"state_dir", "listen", "svid_ttl", "max_ttl", "ca_ttl", "database", "audit_log",
+	"attestation.collateral", "attestation.insecure_test_root", "attestation.mrsigner",
+	"attestation.mrenclave", "attestation.isv_prod_id", "attestation.min_isv_svn",
+	"attestation.tcb_status", "attestation.allow_debug", "attestation.require",
+	"attestation.nonce_ttl", "attestation.spiffe_id",
+	NULL
+};
+
+void
+ca_config_free(struct ca_config *c)
+{
+	if (c == NULL)
+		return;
+	free(c->path);
+	free(c->trust_domain);
+	cfg_token_clear(&c->token);
+	free(c->key_label);
+	free(c->state_dir);
+	free(c->listen);
+	free(c->svid_ttl_text);
+	free(c->max_ttl_text);
+	free(c->database);
+	free(c->audit_log);
+	attest_policy_free(c->attest);
+	free(c);
+}
+
+/* host:port or [v6]:port with a decimal port 0..65535. */
+static int
+listen_ok(const char *s)
+{
+	const char *colon = strrchr(s, ':'), *p;
+	long port = 0;
+
+	if (colon == NULL || colon == s || colon[1] == '\0' || strlen(colon + 1) > 5)
+		return 0;
+	if (s[0] == '[' && colon[-1] != ']')
+		return 0;
+	for (p = colon + 1; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return 0;
+		port = port * 10 + (*p - '0');
+	}
+	return port <= 65535;
+}
+
+static int
+label_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > HSM_MAX_LABEL)
+		return 0;
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+			return 0;
+	return 1;
+}
+
+static int
+ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
+{
+	struct ca_config *c = NULL;
+	char *kt = NULL, why[400];
+	int r;
+
+	*out = NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL || (c->path = strdup(d->name)) == NULL) {
+		r = hsm_err(HSM_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((r = cfg_check_known(d, ca_known)) != 0)
+		goto out;
+
+	if ((r = cfg_require(d, "trust_domain")) != 0 ||
+	    (r = cfg_get_str(d, "trust_domain", NULL, &c->trust_domain)) != 0)
+		goto out;
+	if (spiffe_td_check(c->trust_domain) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_detail());
+		r = cfg_err(d, "trust_domain", "%s", why);
+		goto out;
+	}
+
+	if ((r = cfg_token_load(d, "token", &c->token)) != 0)
+		goto out;
+
+	if ((r = cfg_get_str(d, "key.type", "ec-p256", &kt)) != 0)
+		goto out;
+	if (hsm_keytype_parse(kt, &c->key_type) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_detail());
+		r = cfg_err(d, "key.type", "'key.type': %s", why);
+		goto out;
+	}
+	if ((r = cfg_get_str(d, "key.label", "hsmesh-ca", &c->key_label)) != 0)
+		goto out;
+	if (!label_ok(c->key_label)) {
+		r = cfg_err(d, "key.label", "'key.label' must be 1 to %d printable characters",
+		    HSM_MAX_LABEL);
+		goto out;
+	}
+
+	if ((r = cfg_require(d, "state_dir")) != 0 ||
+	    (r = cfg_get_path(d, "state_dir", NULL, &c->state_dir)) != 0)
+		goto out;
+	if ((r = cfg_get_str(d, "listen", "127.0.0.1:8443", &c->listen)) != 0)
+		goto out;
+	if (!listen_ok(c->listen)) {
+		r = cfg_err(d, "listen", "'listen' must be HOST:PORT, not '%.100s'", c->listen);
+		goto out;
+	}
+
+	if ((r = cfg_get_duration(d, "svid_ttl", "1h", &c->svid_ttl)) != 0 ||
+	    (r = cfg_get_duration(d, "max_ttl", "24h", &c->max_ttl)) != 0 ||
+	    (r = cfg_get_duration(d, "ca_ttl", "3650d", &c->ca_ttl)) != 0 ||
+	    (r = cfg_get_str(d, "svid_ttl", "1h", &c->svid_ttl_text)) != 0 ||
+	    (r = cfg_get_str(d, "max_ttl", "24h", &c->max_ttl_text)) != 0)
+		goto out;
+	if (c->svid_ttl > c->max_ttl) {
+		r = cfg_err(d, cfg_find(d, "svid_ttl") != NULL ? "svid_ttl" : "max_ttl",
+		    "svid_ttl %s exceeds max_ttl %s", c->svid_ttl_text, c->max_ttl_text);
+		goto out;
+	}
+
+	if ((r = cfg_get_path(d, "database", NULL, &c->database)) != 0 ||
+	    (r = cfg_get_path(d, "audit_log", NULL, &c->audit_log)) != 0)
+		goto out;
+	if ((c->database == NULL && (r = cfg_resolve_path(c->state_dir, "ledger.db", &c->database)) != 0) ||
+	    (c->audit_log == NULL && (r = cfg_resolve_path(c->state_dir, "audit.log", &c->audit_log)) != 0))
+		goto out;
+	if ((r = attest_policy_load(d, "attestation", c->trust_domain, &c->attest)) != 0)
+		goto out;
+
+	*out = c;
+	c = NULL;
+	r = 0;
+ out:
+	free(kt);
+	ca_config_free(c);
+	return r == 0 || r == HSM_ENOMEM ? r : HSM_ECONFIG;
+}
+
+int
+ca_config_parse(const char *name, const char *dir, const uint8_t *buf, size_t len,
+    struct ca_config **out)
+{
+	struct cfg_doc *d = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = cfg_doc_parse(name, dir, buf, len, &d)) != 0)
+		return r;
+	r = ca_config_from_doc(d, out);
+	cfg_doc_free(d);
+	return r;
+}
+
+int
+ca_config_load(const char *path, struct ca_config **out)
+{
+	struct cfg_doc *d = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = cfg_doc_load(path, &d)) != 0)
+		return r;
+	r = ca_config_from_doc(d, out);
+	cfg_doc_free(d);
+	return r;
+}

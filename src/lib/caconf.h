@@ -1,0 +1,47 @@
+/*
+ * caconf.h - ca.yaml, the configuration of the CA (`hsmesh ca`), read with
+ * the generic YAML layer of config.h; its "attestation:" section is the
+ * attestation policy (attest.h). Every error is HSM_ECONFIG with a one-line
+ * detail naming the file and, where the key exists, its line.
+ */
+#ifndef HSM_CACONF_H
+#define HSM_CACONF_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "keytypes.h"
+
+struct attest_policy;
+
+/* ca.yaml. */
+struct ca_config {
+	char *path;		/* the file, as given */
+	char *trust_domain;
+	struct cfg_token token;
+	enum hsm_keytype key_type;	/* key.type, default ec-p256 */
+	char *key_label;		/* key.label, default "hsmesh-ca" */
+	char *state_dir;
+	char *listen;			/* host:port, default 127.0.0.1:8443 */
+	int64_t svid_ttl;		/* seconds, default 1h */
+	int64_t max_ttl;		/* default 24h */
+	int64_t ca_ttl;			/* default 3650d */
+	char *svid_ttl_text;		/* as written, for messages ("1h") */
+	char *max_ttl_text;
+	char *database;			/* default <state_dir>/ledger.db */
+	char *audit_log;		/* default <state_dir>/audit.log */
+	struct attest_policy *attest;	/* attestation:, or NULL (attest.h) */
+};
+
+/*
+ * Load and validate ca.yaml at path. Caller frees *out with
+ * ca_config_free(). 0 or HSM_ECONFIG (detail: one line, file and line).
+ */
+int ca_config_load(const char *path, struct ca_config **out);
+/* Same from text, for tests: name for messages, dir for relative paths. */
+int ca_config_parse(const char *name, const char *dir, const uint8_t *buf, size_t len,
+    struct ca_config **out);
+/* Free a configuration. Accepts NULL. */
+void ca_config_free(struct ca_config *c);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * ledger_be.h - the storage backends behind ledger.h. Private to ledger.c
+ * and the backend files (ledger_sqlite.c today; a PostgreSQL backend is a
+ * new file and a new row in ledger.c's table).
+ *
+ * ledger.c owns everything a caller can get wrong or race on: input
+ * validation and normalisation (serials lower-case without leading zeros,
+ * hex key ids, SPIFFE IDs, CRLReasons), the reasons a refusal gives, the
+ * lock that serialises the calls on one handle (a backend sees one call at
+ * a time per connection, and a callback that re-enters gets HSM_EBUSY),
+ * and which steps form one transaction. A backend stores and fetches rows
+ * and nothing else: every input has been checked, every string is
+ * NUL-terminated and within its LEDGER_*_MAX.
+ *
+ * Transactions: begin() opens a write transaction that excludes every
+ * other writer, across processes and replicas (SQLite: BEGIN IMMEDIATE;
+ * PostgreSQL: BEGIN, with row locks taken by the conditional UPDATEs), and
+ * every op called until commit() or rollback() runs in it. Outside a
+ * transaction each op is atomic on its own. The conditional ops
+ * (token_use, cert_supersede, ...) must decide in the store itself (one
+ * UPDATE ... WHERE), never by a read followed by a write, so that of two
+ * racing callers, in one process or several, exactly one changes the row.
+ *
+ * Schema: open() creates the schema or migrates it, inside one
+ * transaction, to LEDGER_SCHEMA_VERSION (ledger.h) with the backend's own
+ * ordered migration steps, and refuses a store written by a newer program.
+ *
+ * Every failure of the store is HSM_EIO with the detail "ledger: <what>:
+ * <the store's message>"; a unique-key collision on insert is HSM_EEXIST.
+ */
+#ifndef HSM_LEDGER_BE_H
+#define HSM_LEDGER_BE_H
+
+#include <stdint.h>
+
+/* The types of ledger.h, which includes nothing of this file. */
+struct ledger_be;
+struct ledger_cert;
+struct ledger_token;
+
+struct ledger_ops {
+	const char *name;	/* "sqlite" */
+	/* 1 when location (ca.yaml's database) names this backend's kind of store. */
+	int (*claims)(const char *location);
+	/* Connect to (create if needed) and migrate the store at location. */
+	int (*open)(const char *location, struct ledger_be **out);
+	/* Close. Accepts NULL. No transaction may be open. */
+	void (*close)(struct ledger_be *be);
+
+	int (*begin)(struct ledger_be *be);
+	int (*commit)(struct ledger_be *be);
+	/* Undo an open transaction; a no-op when none is open. */
+	void (*rollback)(struct ledger_be *be);
+
+	/* Insert a join token; HSM_EEXIST when ref is taken. */
+	/* hash: LEDGER_HASH_LEN bytes. */
+	int (*token_insert)(struct ledger_be *be, const char *ref, const uint8_t *hash,
+	    const char *spiffe_id, int64_t created, int64_t expires);
+	/* Fetch a join token; HSM_ENOENT when unknown. */
+	int (*token_get)(struct ledger_be *be, const char *ref, struct ledger_token *out);
+	/* Mark ref used at now if unused and now < expires: 1 if it changed, 0 if not. */
+	int (*token_use)(struct ledger_be *be, const char *ref, int64_t now);
+	/* Unmark ref if it was used at exactly used_at: 1 if it changed, 0 if not. */
+	int (*token_unuse)(struct ledger_be *be, const char *ref, int64_t used_at);
+
+	/*
+	 * Insert c (its revocation and superseded_by ignored) as recorded at
+	 * recorded; HSM_EEXIST on a serial already taken.
+	 */
+	int (*cert_insert)(struct ledger_be *be, const struct ledger_cert *c, int64_t recorded);
+	/* Fetch by serial, der malloc'd; HSM_ENOENT when unknown. */
+	int (*cert_get)(struct ledger_be *be, const char *serial, struct ledger_cert *out);
+	/*
+	 * Record that child renews parent, if parent exists and nothing renewed
+	 * it yet: 1 if it changed, 0 if not.
+	 */
+	int (*cert_supersede)(struct ledger_be *be, const char *parent, const char *child);
+	/* Revoke serial if unrevoked: 1 changed, 0 not (unknown or already revoked). */
+	int (*cert_revoke)(struct ledger_be *be, const char *serial, int reason, int64_t now);
+	/* Revoke every unrevoked certificate of id with not_after > now; *n how many. */
+	int (*certs_revoke_id)(struct ledger_be *be, const char *spiffe_id, int reason, int64_t now,
+	    unsigned *n);
+	/* Record id as revoked (kept as it is when already recorded). */
+	int (*id_revoke)(struct ledger_be *be, const char *spiffe_id, int reason, int64_t now);
+	/* 1 when id is recorded as revoked, 0 when not, < 0 on a store error. */
+	int (*id_revoked)(struct ledger_be *be, const char *spiffe_id);
+	/* Remove id's revocation: 1 changed, 0 not recorded. */
+	int (*id_reinstate)(struct ledger_be *be, const char *spiffe_id);
+
+	int (*cert_count)(struct ledger_be *be, uint64_t *n);
+	/*
+	 * Call cb (a ledger_cert_cb) for the rows of id, oldest first
+	 * (not_before, then insertion); c is valid during the call only.
+	 */
+	int (*cert_list_id)(struct ledger_be *be, const char *spiffe_id,
+	    int (*cb)(const struct ledger_cert *c, void *arg), void *arg);
+};
+
+/* The backends (ledger_sqlite.c). */
+extern const struct ledger_ops ledger_sqlite_ops;
+
+#endif

@@ -1,0 +1,694 @@
+/*
+ * ledger_sqlite.c - the SQLite backend of the ledger (ledger_be.h): one
+ * file, WAL journal, synchronous=FULL (a consumed token or an issuance
+ * survives a power cut), a busy timeout so several processes share it,
+ * every statement prepared once with bound parameters.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "err.h"
+#include "ledger.h"
+#include "ledger_be.h"
+#include "log.h"
+
+/* How long a writer waits for another process holding the database. */
+#define BUSY_MS 5000
+
+/*
+ * Schema migrations: migrations[i] takes a ledger from version i to i+1.
+ * Append only; never edit a released step.
+ */
+static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
+	/* 0 -> 1 */
+	"CREATE TABLE tokens ("
+	"  ref TEXT PRIMARY KEY NOT NULL,"
+	"  secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),"
+	"  spiffe_id TEXT NOT NULL,"
+	"  created INTEGER NOT NULL,"
+	"  expires INTEGER NOT NULL,"
+	"  used_at INTEGER"
+	");"
+	"CREATE TABLE certs ("
+	"  serial TEXT PRIMARY KEY NOT NULL,"
+	"  spiffe_id TEXT NOT NULL,"
+	"  spki_id TEXT NOT NULL,"
+	"  not_before INTEGER NOT NULL,"
+	"  not_after INTEGER NOT NULL,"
+	"  auth TEXT NOT NULL,"
+	"  parent_serial TEXT,"
+	"  recorded INTEGER NOT NULL,"
+	"  revoked_at INTEGER,"
+	"  reason INTEGER,"
+	"  der BLOB NOT NULL"
+	");"
+	"CREATE INDEX certs_by_id ON certs (spiffe_id, not_before);"
+	"CREATE INDEX certs_by_parent ON certs (parent_serial);"
+	"CREATE TABLE revoked_ids ("
+	"  spiffe_id TEXT PRIMARY KEY NOT NULL,"
+	"  revoked_at INTEGER NOT NULL,"
+	"  reason INTEGER NOT NULL"
+	");",
+	/*
+	 * 1 -> 2: a certificate names its renewal (superseded_by), set only
+	 * by a conditional UPDATE in the issuance transaction. A ledger of
+	 * version 1 may hold forks (two renewals of one certificate): the
+	 * first recorded one counts as the renewal, so the forked parent can
+	 * renew no more; each branch's newest certificate still renews.
+	 */
+	"ALTER TABLE certs ADD COLUMN superseded_by TEXT;"
+	"UPDATE certs SET superseded_by = (SELECT c.serial FROM certs AS c"
+	"  WHERE c.parent_serial = certs.serial ORDER BY c.rowid LIMIT 1);",
+};
+
+#define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
+	"parent_serial, revoked_at, reason, der, superseded_by"
+
+enum stmt_id {
+	S_BEGIN,
+	S_COMMIT,
+	S_ROLLBACK,
+	S_TOKEN_ADD,
+	S_TOKEN_GET,
+	S_TOKEN_USE,
+	S_TOKEN_UNUSE,
+	S_CERT_ADD,
+	S_CERT_GET,
+	S_CERT_SUPERSEDE,
+	S_CERT_REVOKE,
+	S_CERT_REVOKE_ID,
+	S_CERT_COUNT,
+	S_CERT_LIST,
+	S_ID_ADD,
+	S_ID_GET,
+	S_ID_DEL,
+	S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+	[S_BEGIN] = "BEGIN IMMEDIATE",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	[S_TOKEN_ADD] = "INSERT INTO tokens (ref, secret_hash, spiffe_id, created, expires) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5)",
+	[S_TOKEN_GET] = "SELECT secret_hash, spiffe_id, created, expires, used_at "
+	    "FROM tokens WHERE ref = ?1",
+	[S_TOKEN_USE] = "UPDATE tokens SET used_at = ?2 "
+	    "WHERE ref = ?1 AND used_at IS NULL AND expires > ?2",
+	[S_TOKEN_UNUSE] = "UPDATE tokens SET used_at = NULL WHERE ref = ?1 AND used_at = ?2",
+	[S_CERT_ADD] = "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
+	    "auth, parent_serial, recorded, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[S_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
+	[S_CERT_SUPERSEDE] = "UPDATE certs SET superseded_by = ?2 "
+	    "WHERE serial = ?1 AND superseded_by IS NULL",
+	[S_CERT_REVOKE] = "UPDATE certs SET revoked_at = ?3, reason = ?2 "
+	    "WHERE serial = ?1 AND revoked_at IS NULL",
+	[S_CERT_REVOKE_ID] = "UPDATE certs SET revoked_at = ?3, reason = ?2 "
+	    "WHERE spiffe_id = ?1 AND revoked_at IS NULL AND not_after > ?3",
+	[S_CERT_COUNT] = "SELECT count(*) FROM certs",
+	[S_CERT_LIST] = "SELECT " CERT_COLS " FROM certs WHERE spiffe_id = ?1 "
+	    "ORDER BY not_before, rowid",
+	[S_ID_ADD] = "INSERT INTO revoked_ids (spiffe_id, revoked_at, reason) "
+	    "VALUES (?1, ?3, ?2) ON CONFLICT (spiffe_id) DO NOTHING",
+	[S_ID_GET] = "SELECT 1 FROM revoked_ids WHERE spiffe_id = ?1",
+	[S_ID_DEL] = "DELETE FROM revoked_ids WHERE spiffe_id = ?1",
+};
+
+struct ledger_be {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[S_COUNT];
+};
+
+/* Record the connection's last error. */
+static int
+db_fail(struct ledger_be *be, const char *what)
+{
+	return hsm_err(HSM_EIO, "ledger: %s: %s", what, sqlite3_errmsg(be->db));
+}
+
+/* Make a cached statement ready for the next use. */
+static void
+release(sqlite3_stmt *s)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
+/* Run a statement that returns no rows. */
+static int
+exec_stmt(struct ledger_be *be, enum stmt_id id, const char *what)
+{
+	sqlite3_stmt *s = be->stmt[id];
+	int rc = sqlite3_step(s);
+
+	release(s);
+	return rc == SQLITE_DONE ? 0 : db_fail(be, what);
+}
+
+/* Step a bound UPDATE/DELETE: the number of rows it changed (0 or 1 here), or HSM_EIO. */
+static int
+changed(struct ledger_be *be, sqlite3_stmt *s, int bound, const char *what)
+{
+	int r;
+
+	if (!bound || sqlite3_step(s) != SQLITE_DONE)
+		r = db_fail(be, what);
+	else
+		r = sqlite3_changes(be->db);
+	release(s);
+	return r;
+}
+
+/* Copy a text column into buf; NULL reads as "". -1 if it does not fit. */
+static int
+col_text(sqlite3_stmt *s, int col, char *buf, size_t size)
+{
+	const unsigned char *t = sqlite3_column_text(s, col);
+	int n = sqlite3_column_bytes(s, col);
+
+	buf[0] = '\0';
+	if (t == NULL)
+		return 0;
+	if (n < 0 || (size_t)n >= size || memchr(t, '\0', (size_t)n) != NULL)
+		return -1;
+	memcpy(buf, t, (size_t)n);
+	buf[n] = '\0';
+	return 0;
+}
+
+/* ---- open, schema ---- */
+
+/* Create or migrate the schema inside one write transaction. */
+static int
+migrate(struct ledger_be *be)
+{
+	sqlite3_stmt *s = NULL;
+	char *msg = NULL;
+	int64_t version;
+	int r;
+
+	if ((r = exec_stmt(be, S_BEGIN, "begin")) != 0)
+		return r;
+	if (sqlite3_exec(be->db, "CREATE TABLE IF NOT EXISTS schema_version "
+	    "(version INTEGER NOT NULL)", NULL, NULL, NULL) != SQLITE_OK) {
+		r = db_fail(be, "create schema_version");
+		goto out;
+	}
+	if (sqlite3_prepare_v2(be->db, "SELECT coalesce(max(version), 0) FROM schema_version",
+	    -1, &s, NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+		r = db_fail(be, "read schema version");
+		goto out;
+	}
+	version = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	s = NULL;
+	if (version < 0 || version > LEDGER_SCHEMA_VERSION) {
+		r = hsm_err(HSM_EIO, "ledger: schema version %lld is newer than this "
+		    "program's (%d)", (long long)version, LEDGER_SCHEMA_VERSION);
+		goto out;
+	}
+	if (version == LEDGER_SCHEMA_VERSION) {
+		r = exec_stmt(be, S_COMMIT, "commit");
+		goto out;
+	}
+	for (; version < LEDGER_SCHEMA_VERSION; version++) {
+		if (sqlite3_exec(be->db, migrations[version], NULL, NULL, &msg) != SQLITE_OK) {
+			r = hsm_err(HSM_EIO, "ledger: migrate to schema %lld: %s",
+			    (long long)version + 1, msg ? msg : "unknown error");
+			goto out;
+		}
+	}
+	if (sqlite3_exec(be->db, "DELETE FROM schema_version", NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(be->db, "INSERT INTO schema_version (version) VALUES (?1)", -1,
+	    &s, NULL) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 1, LEDGER_SCHEMA_VERSION) != SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_DONE) {
+		r = db_fail(be, "write schema version");
+		goto out;
+	}
+	r = exec_stmt(be, S_COMMIT, "commit");
+ out:
+	sqlite3_free(msg);
+	sqlite3_finalize(s);
+	if (r != 0 && !sqlite3_get_autocommit(be->db))
+		(void)sqlite3_exec(be->db, "ROLLBACK", NULL, NULL, NULL);
+	return r;
+}
+
+/*
+ * Create the file ourselves so it is 0600 whatever the umask (SQLite
+ * gives its -wal and -shm files the database file's mode), and so a
+ * missing directory reads as such rather than "unable to open".
+ */
+static int
+precreate(const char *path)
+{
+	int fd, e;
+
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) >= 0) {
+		close(fd);
+		return 0;
+	}
+	e = errno;
+	if (e == ENOENT)
+		return hsm_err(HSM_ENOENT, "ledger: %s: directory does not exist", path);
+	return hsm_err(HSM_EIO, "ledger: %s: %s", path, strerror(e));
+}
+
+/* Prepare the cached statements from..to-1. */
+static int
+prepare(struct ledger_be *be, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		if (sqlite3_prepare_v3(be->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		    &be->stmt[i], NULL) != SQLITE_OK)
+			return db_fail(be, "prepare");
+	}
+	return 0;
+}
+
+static void
+sq_close(struct ledger_be *be)
+{
+	if (be == NULL)
+		return;
+	for (int i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(be->stmt[i]);
+	if (be->db != NULL && sqlite3_close(be->db) != SQLITE_OK)
+		log_err("ledger: close: %s", sqlite3_errmsg(be->db));
+	free(be);
+}
+
+/* Any location that is no URI: a file path. */
+static int
+sq_claims(const char *location)
+{
+	return strstr(location, "://") == NULL;
+}
+
+static int
+sq_open(const char *path, struct ledger_be **out)
+{
+	struct ledger_be *be = NULL;
+	sqlite3_stmt *s = NULL;
+	const unsigned char *mode;
+	int r;
+
+	*out = NULL;
+	if ((r = precreate(path)) != 0)
+		return r;
+	if ((be = calloc(1, sizeof(*be))) == NULL)
+		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
+	/* ledger.c's mutex serialises every use of the connection. */
+	if (sqlite3_open_v2(path, &be->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+	    NULL) != SQLITE_OK) {
+		r = be->db != NULL ? db_fail(be, path) :
+		    hsm_err(HSM_ENOMEM, "ledger: %s: out of memory", path);
+		goto out;
+	}
+	sqlite3_extended_result_codes(be->db, 1);
+	if (sqlite3_busy_timeout(be->db, BUSY_MS) != SQLITE_OK) {
+		r = db_fail(be, "busy timeout");
+		goto out;
+	}
+	/* journal_mode answers with the mode in force: insist on WAL. */
+	if (sqlite3_prepare_v2(be->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_ROW) {
+		r = db_fail(be, path);
+		goto out;
+	}
+	if ((mode = sqlite3_column_text(s, 0)) == NULL ||
+	    strcmp((const char *)mode, "wal") != 0) {
+		r = hsm_err(HSM_EIO, "ledger: %s: cannot use WAL journal mode (got %s)", path,
+		    mode ? (const char *)mode : "nothing");
+		goto out;
+	}
+	sqlite3_finalize(s);
+	s = NULL;
+	/* A consumed token or an issuance must survive a power cut. */
+	if (sqlite3_exec(be->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+	    "PRAGMA trusted_schema = OFF", NULL, NULL, NULL) != SQLITE_OK) {
+		r = db_fail(be, "pragmas");
+		goto out;
+	}
+	/* Transaction control first: the migration needs it, tables not yet. */
+	if ((r = prepare(be, S_BEGIN, S_ROLLBACK + 1)) != 0 || (r = migrate(be)) != 0 ||
+	    (r = prepare(be, S_ROLLBACK + 1, S_COUNT)) != 0)
+		goto out;
+	*out = be;
+	be = NULL;
+	r = 0;
+ out:
+	sqlite3_finalize(s);
+	sq_close(be);
+	return r;
+}
+
+/* ---- transactions ---- */
+
+static int
+sq_begin(struct ledger_be *be)
+{
+	return exec_stmt(be, S_BEGIN, "begin");
+}
+
+static int
+sq_commit(struct ledger_be *be)
+{
+	return exec_stmt(be, S_COMMIT, "commit");
+}
+
+static void
+sq_rollback(struct ledger_be *be)
+{
+	if (!sqlite3_get_autocommit(be->db))
+		(void)exec_stmt(be, S_ROLLBACK, "rollback");
+}
+
+/* ---- join tokens ---- */
+
+static int
+sq_token_insert(struct ledger_be *be, const char *ref, const uint8_t *hash,
+    const char *spiffe_id, int64_t created, int64_t expires)
+{
+	sqlite3_stmt *s = be->stmt[S_TOKEN_ADD];
+	int r, rc;
+
+	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_blob(s, 2, hash, LEDGER_HASH_LEN, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 3, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 4, created) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 5, expires) != SQLITE_OK) {
+		r = db_fail(be, "add token");
+		goto out;
+	}
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		r = 0;
+	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+		r = hsm_err(HSM_EEXIST, "ledger: join token '%s' already exists", ref);
+	else
+		r = db_fail(be, "add token");
+ out:
+	release(s);
+	return r;
+}
+
+static int
+sq_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
+{
+	sqlite3_stmt *s = be->stmt[S_TOKEN_GET];
+	int r, rc;
+
+	memset(t, 0, sizeof(*t));
+	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK) {
+		r = db_fail(be, "look up token");
+		goto out;
+	}
+	if ((rc = sqlite3_step(s)) == SQLITE_DONE) {
+		r = hsm_err(HSM_ENOENT, "join token unknown");
+		goto out;
+	}
+	if (rc != SQLITE_ROW) {
+		r = db_fail(be, "look up token");
+		goto out;
+	}
+	if (sqlite3_column_bytes(s, 0) != LEDGER_HASH_LEN ||
+	    col_text(s, 1, t->spiffe_id, sizeof(t->spiffe_id)) != 0) {
+		r = hsm_err(HSM_EIO, "ledger: corrupt join token row");
+		goto out;
+	}
+	memcpy(t->hash, sqlite3_column_blob(s, 0), LEDGER_HASH_LEN);
+	t->created = sqlite3_column_int64(s, 2);
+	t->expires = sqlite3_column_int64(s, 3);
+	if (sqlite3_column_type(s, 4) != SQLITE_NULL) {
+		t->used = 1;
+		t->used_at = sqlite3_column_int64(s, 4);
+	}
+	r = 0;
+ out:
+	release(s);
+	return r;
+}
+
+static int
+sq_token_use(struct ledger_be *be, const char *ref, int64_t now)
+{
+	sqlite3_stmt *s = be->stmt[S_TOKEN_USE];
+
+	/* The conditional UPDATE is the whole decision: SQLite serialises writers. */
+	return changed(be, s, sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int64(s, 2, now) == SQLITE_OK, "consume token");
+}
+
+static int
+sq_token_unuse(struct ledger_be *be, const char *ref, int64_t used_at)
+{
+	sqlite3_stmt *s = be->stmt[S_TOKEN_UNUSE];
+
+	return changed(be, s, sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int64(s, 2, used_at) == SQLITE_OK, "give back token");
+}
+
+/* ---- certificates ---- */
+
+static int
+sq_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t recorded)
+{
+	sqlite3_stmt *s = be->stmt[S_CERT_ADD];
+	int r, rc;
+
+	if (sqlite3_bind_text(s, 1, c->serial, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 2, c->spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 3, c->spki_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 4, c->not_before) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 5, c->not_after) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 6, c->auth, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    (c->parent_serial[0] != '\0' ?
+	    sqlite3_bind_text(s, 7, c->parent_serial, -1, SQLITE_STATIC) :
+	    sqlite3_bind_null(s, 7)) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 8, recorded) != SQLITE_OK ||
+	    sqlite3_bind_blob(s, 9, c->der, (int)c->der_len, SQLITE_STATIC) != SQLITE_OK) {
+		r = db_fail(be, "add certificate");
+		goto out;
+	}
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		r = 0;
+	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+		r = hsm_err(HSM_EEXIST, "ledger: certificate serial %s already recorded", c->serial);
+	else
+		r = db_fail(be, "add certificate");
+ out:
+	release(s);
+	return r;
+}
+
+/*
+ * Fill c from a row of CERT_COLS; with copy_der the DER is malloc'd,
+ * else c->der points into the statement (valid until the next step).
+ */
+static int
+cert_from_row(sqlite3_stmt *s, struct ledger_cert *c, int copy_der)
+{
+	const void *der;
+	int n;
+
+	if (col_text(s, 0, c->serial, sizeof(c->serial)) != 0 ||
+	    col_text(s, 1, c->spiffe_id, sizeof(c->spiffe_id)) != 0 ||
+	    col_text(s, 2, c->spki_id, sizeof(c->spki_id)) != 0 ||
+	    col_text(s, 5, c->auth, sizeof(c->auth)) != 0 ||
+	    col_text(s, 6, c->parent_serial, sizeof(c->parent_serial)) != 0 ||
+	    col_text(s, 10, c->superseded_by, sizeof(c->superseded_by)) != 0)
+		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
+	c->not_before = sqlite3_column_int64(s, 3);
+	c->not_after = sqlite3_column_int64(s, 4);
+	if (sqlite3_column_type(s, 7) != SQLITE_NULL) {
+		c->revoked = 1;
+		c->revoked_at = sqlite3_column_int64(s, 7);
+		c->reason = sqlite3_column_int(s, 8);
+	}
+	der = sqlite3_column_blob(s, 9);
+	if ((n = sqlite3_column_bytes(s, 9)) <= 0 || der == NULL)
+		return hsm_err(HSM_EIO, "ledger: certificate %s has no DER", c->serial);
+	if (!copy_der) {
+		c->der = (uint8_t *)der;	/* read-only for the callback */
+	} else {
+		if ((c->der = malloc((size_t)n)) == NULL)
+			return hsm_err(HSM_ENOMEM, "ledger: out of memory");
+		memcpy(c->der, der, (size_t)n);
+	}
+	c->der_len = (size_t)n;
+	return 0;
+}
+
+static int
+sq_cert_get(struct ledger_be *be, const char *serial, struct ledger_cert *c)
+{
+	sqlite3_stmt *s = be->stmt[S_CERT_GET];
+	int r, rc;
+
+	memset(c, 0, sizeof(*c));
+	if (sqlite3_bind_text(s, 1, serial, -1, SQLITE_STATIC) != SQLITE_OK)
+		r = db_fail(be, "get certificate");
+	else if ((rc = sqlite3_step(s)) == SQLITE_DONE)
+		r = hsm_err(HSM_ENOENT, "ledger: no certificate with serial %s", serial);
+	else if (rc != SQLITE_ROW)
+		r = db_fail(be, "get certificate");
+	else if ((r = cert_from_row(s, c, 1)) != 0) {
+		free(c->der);
+		memset(c, 0, sizeof(*c));
+	}
+	release(s);
+	return r;
+}
+
+static int
+sq_cert_supersede(struct ledger_be *be, const char *parent, const char *child)
+{
+	sqlite3_stmt *s = be->stmt[S_CERT_SUPERSEDE];
+
+	return changed(be, s, sqlite3_bind_text(s, 1, parent, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_text(s, 2, child, -1, SQLITE_STATIC) == SQLITE_OK, "record renewal");
+}
+
+static int
+sq_cert_revoke(struct ledger_be *be, const char *serial, int reason, int64_t now)
+{
+	sqlite3_stmt *s = be->stmt[S_CERT_REVOKE];
+
+	return changed(be, s, sqlite3_bind_text(s, 1, serial, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(s, 2, reason) == SQLITE_OK &&
+	    sqlite3_bind_int64(s, 3, now) == SQLITE_OK, "revoke certificate");
+}
+
+static int
+sq_certs_revoke_id(struct ledger_be *be, const char *spiffe_id, int reason, int64_t now,
+    unsigned *n)
+{
+	sqlite3_stmt *s = be->stmt[S_CERT_REVOKE_ID];
+	int r;
+
+	*n = 0;
+	r = changed(be, s, sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(s, 2, reason) == SQLITE_OK &&
+	    sqlite3_bind_int64(s, 3, now) == SQLITE_OK, "revoke identity");
+	if (r < 0)
+		return r;
+	*n = (unsigned)r;
+	return 0;
+}
+
+static int
+sq_id_revoke(struct ledger_be *be, const char *spiffe_id, int reason, int64_t now)
+{
+	sqlite3_stmt *s = be->stmt[S_ID_ADD];
+	int r;
+
+	r = changed(be, s, sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(s, 2, reason) == SQLITE_OK &&
+	    sqlite3_bind_int64(s, 3, now) == SQLITE_OK, "revoke identity");
+	return r < 0 ? r : 0;
+}
+
+static int
+sq_id_revoked(struct ledger_be *be, const char *spiffe_id)
+{
+	sqlite3_stmt *s = be->stmt[S_ID_GET];
+	int rc, r;
+
+	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK)
+		rc = SQLITE_ERROR;
+	else
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		r = 0;
+	else if (rc == SQLITE_ROW)
+		r = 1;
+	else
+		r = db_fail(be, "identity revocation check");
+	release(s);
+	return r;
+}
+
+static int
+sq_id_reinstate(struct ledger_be *be, const char *spiffe_id)
+{
+	sqlite3_stmt *s = be->stmt[S_ID_DEL];
+
+	return changed(be, s, sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) == SQLITE_OK,
+	    "reinstate identity");
+}
+
+static int
+sq_cert_count(struct ledger_be *be, uint64_t *n)
+{
+	sqlite3_stmt *s = be->stmt[S_CERT_COUNT];
+	int r = 0;
+
+	*n = 0;
+	if (sqlite3_step(s) != SQLITE_ROW)
+		r = db_fail(be, "count certificates");
+	else
+		*n = (uint64_t)sqlite3_column_int64(s, 0);
+	release(s);
+	return r;
+}
+
+static int
+sq_cert_list_id(struct ledger_be *be, const char *spiffe_id, ledger_cert_cb cb, void *arg)
+{
+	sqlite3_stmt *s = be->stmt[S_CERT_LIST];
+	struct ledger_cert *c;
+	int r = 0, rc;
+
+	if ((c = malloc(sizeof(*c))) == NULL)
+		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
+	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK) {
+		r = db_fail(be, "list certificates");
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		memset(c, 0, sizeof(*c));
+		if ((r = cert_from_row(s, c, 0)) != 0 || (r = cb(c, arg)) != 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		r = db_fail(be, "list certificates");
+ out:
+	release(s);
+	free(c);
+	return r;
+}
+
+const struct ledger_ops ledger_sqlite_ops = {
+	.name = "sqlite",
+	.claims = sq_claims,
+	.open = sq_open,
+	.close = sq_close,
+	.begin = sq_begin,
+	.commit = sq_commit,
+	.rollback = sq_rollback,
+	.token_insert = sq_token_insert,
+	.token_get = sq_token_get,
+	.token_use = sq_token_use,
+	.token_unuse = sq_token_unuse,
+	.cert_insert = sq_cert_insert,
+	.cert_get = sq_cert_get,
+	.cert_supersede = sq_cert_supersede,
+	.cert_revoke = sq_cert_revoke,
+	.certs_revoke_id = sq_certs_revoke_id,
+	.id_revoke = sq_id_revoke,
+	.id_revoked = sq_id_revoked,
+	.id_reinstate = sq_id_reinstate,
+	.cert_count = sq_cert_count,
+	.cert_list_id = sq_cert_list_id,
+};
