@@ -77,36 +77,15 @@ read_cert(const char *path)
 static int
 setup(void **state)
 {
-	char path[160], yaml[1024], port[32];
-	const char *b = getenv("HSMESH_EXE");
+	char path[160], port[32];
 	struct kh_spawn_opts ko = { 0 };
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t sl = sizeof(sin);
 	int fd;
 
-	if (realpath(b != NULL ? b : "build/hsmesh", exe) == NULL) {
-		fprintf(stderr, "HSMESH_EXE: %s\n", strerror(errno));
+	if (tp_setup(exe, dir, sizeof(dir), "/tmp/hsmesh-cmpc.XXXXXX",
+	    (const char *[]){ "ca", "node", NULL }) != 0)
 		return -1;
-	}
-	snprintf(dir, sizeof(dir), "/tmp/hsmesh-cmpc.XXXXXX");
-	if (mkdtemp(dir) == NULL)
-		return -1;
-	snprintf(path, sizeof(path), "%s/softhsm2.conf", dir);
-	snprintf(yaml, sizeof(yaml), "directories.tokendir = %s\nobjectstore.backend = file\n"
-	    "log.level = ERROR\n", dir);
-	if (tp_write_text(path, yaml) != 0 || setenv("SOFTHSM2_CONF", path, 1) != 0)
-		return -1;
-	snprintf(path, sizeof(path), "%s/pin", dir);
-	if (tp_write_text(path, "1234\n") != 0)
-		return -1;
-	for (int i = 0; i < 2; i++) {
-		char cmd[256];
-
-		snprintf(cmd, sizeof(cmd), "softhsm2-util --init-token --free --label %s --pin 1234 "
-		    "--so-pin 5678 >/dev/null", i == 0 ? "ca" : "node");
-		if (system(cmd) != 0)
-			return -1;
-	}
 
 	/* The CA. */
 	if (tp_ca_start(exe, dir, "1h", &ca_pid, port, sizeof(port)) != 0)
@@ -222,6 +201,19 @@ mac(const char *tok)
 	    .secretlen = strlen(colon + 1) };
 }
 
+/* An ir for a new key k, MAC-protected by a fresh join token (kept in tok). */
+static struct cmpc_certreq
+new_ir(struct key *k, char *tok, size_t toklen)
+{
+	struct cmpc_certreq rq;
+
+	new_key(k);
+	join_token(tok, toklen);
+	rq = req_for(CMPC_IR, k);
+	rq.prot = mac(tok);
+	return rq;
+}
+
 static struct cmpc_ca
 ca_at(const struct cmpc_server *srv, size_t n, X509 *root)
 {
@@ -248,10 +240,7 @@ ir_then_kur(void **state)
 	STACK_OF(X509) *chain = NULL;
 	int st;
 
-	new_key(&k1);
-	join_token(tok, sizeof(tok));
-	rq = req_for(rq.type, &k1);
-	rq.prot = mac(tok);
+	rq = new_ir(&k1, tok, sizeof(tok));
 	if ((st = cmpc_certreq(&ca, &rq, &how, &cert, &chain)) != 0)
 		fail_msg("ir: %s", hsm_err_msg(st));
 	assert_int_equal(how, CMPC_OK);
@@ -300,10 +289,7 @@ closed_port_reads_refused_and_the_next_address_is_tried(void **state)
 	char tok[256], want[96];
 	uint8_t nonce[32];
 
-	new_key(&k);
-	join_token(tok, sizeof(tok));
-	rq = req_for(rq.type, &k);
-	rq.prot = mac(tok);
+	rq = new_ir(&k, tok, sizeof(tok));
 	assert_int_equal(cmpc_certreq(&ca, &rq, &how, &cert, &chain), HSM_EIO);
 	assert_int_equal(how, CMPC_UNREACHABLE);
 	snprintf(want, sizeof(want), "connect to 127.0.0.1:%d: Connection refused", closed_srv.port);
@@ -358,11 +344,8 @@ key_that_cannot_sign(void **state)
 	struct key k;
 	char tok[256];
 
-	new_key(&k);
+	rq = new_ir(&k, tok, sizeof(tok));
 	assert_int_equal(kh_destroy(kh, k.id, 0), 0);
-	join_token(tok, sizeof(tok));
-	rq = req_for(rq.type, &k);
-	rq.prot = mac(tok);
 	assert_int_equal(cmpc_certreq(&ca, &rq, &how, &cert, &chain), HSM_ECRYPTO);
 	assert_int_equal(how, CMPC_BADKEY);
 	assert_non_null(strstr(hsm_err_msg(HSM_ECRYPTO),

@@ -147,37 +147,15 @@ static int teardown(void **state);
 static int
 setup_all(void)
 {
-	char path[160], port[32] = "", yaml[2048], cmd[256];
+	char port[32] = "", yaml[2048];
 	char agyaml[160], agerr[160], join[160], join_new[160];
-	const char *b = getenv("HSMESH_EXE");
 	char *chain = NULL, *bundle = NULL;
 	uint64_t na;
 	int st = HSM_EAGAIN;
 
-	if (b == NULL)
-		b = "build/hsmesh";
-	if (realpath(b, exe) == NULL) {
-		fprintf(stderr, "HSMESH_EXE %s: %s\n", b, strerror(errno));
+	if (tp_setup(exe, dir, sizeof(dir), "/tmp/hsmesh-tls.XXXXXX",
+	    (const char *[]){ "ca", "agent", NULL }) != 0)
 		return -1;
-	}
-	snprintf(dir, sizeof(dir), "/tmp/hsmesh-tls.XXXXXX");
-	if (mkdtemp(dir) == NULL)
-		return -1;
-	snprintf(path, sizeof(path), "%s/softhsm2.conf", dir);
-	snprintf(yaml, sizeof(yaml), "directories.tokendir = %s\nobjectstore.backend = file\n"
-	    "log.level = ERROR\n", dir);
-	if (tp_write_text(path, yaml) != 0)
-		return -1;
-	setenv("SOFTHSM2_CONF", path, 1);
-	snprintf(path, sizeof(path), "%s/pin", dir);
-	if (tp_write_text(path, "1234\n") != 0)
-		return -1;
-	for (int i = 0; i < 2; i++) {
-		snprintf(cmd, sizeof(cmd), "softhsm2-util --init-token --free --label %s --pin 1234 "
-		    "--so-pin 5678 >/dev/null", i == 0 ? "ca" : "agent");
-		if (system(cmd) != 0)
-			return -1;
-	}
 
 	/* The CA: key in the "ca" token, listening on a free port. */
 	snprintf(rootpem, sizeof(rootpem), "%s/ca/root.pem", dir);

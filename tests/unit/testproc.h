@@ -7,7 +7,9 @@
 #ifndef HSM_TEST_TESTPROC_H
 #define HSM_TEST_TESTPROC_H
 
+#include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,8 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "token_backend.h"
 
 /*
  * Run exe (NULL: argv[0] found on PATH) with stdout to out (NULL:
@@ -132,6 +136,35 @@ tp_wait_line(const char *path, const char *prefix, char *out, size_t len)
 			usleep(50000);
 	}
 	out[strcspn(out, "\r\n")] = '\0';
+}
+
+/*
+ * A test's binary and directory: exe (PATH_MAX bytes) = the real path of
+ * $HSMESH_EXE (default build/hsmesh); dir = mkdtemp(tmpl) holding a
+ * SoftHSM2 store (token_backend.h), the PIN file dir/pin (1234) and a token
+ * for each label of the NULL-terminated list. 0 or -1.
+ */
+static inline int
+tp_setup(char *exe, char *dir, size_t dirlen, const char *tmpl, const char *const labels[])
+{
+	const char *b = getenv("HSMESH_EXE");
+	char path[PATH_MAX];
+
+	if (realpath(b != NULL ? b : "build/hsmesh", exe) == NULL) {
+		fprintf(stderr, "HSMESH_EXE %s: %s\n", b != NULL ? b : "build/hsmesh",
+		    strerror(errno));
+		return -1;
+	}
+	snprintf(dir, dirlen, "%s", tmpl);
+	if (mkdtemp(dir) == NULL || tb_setup(dir) != 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/pin", dir);
+	if (tp_write_text(path, "1234\n") != 0)
+		return -1;
+	for (size_t i = 0; labels[i] != NULL; i++)
+		if (tb_new_token(labels[i]) != 0)
+			return -1;
+	return 0;
 }
 
 /*
