@@ -17,7 +17,9 @@
  * thread runs signals, the listener and the flushing of replies a peer did
  * not take at once. Each request carries a deadline; a request still
  * queued when its deadline passes is answered with HSM_ETIMEDOUT without
- * touching the token. A malformed frame closes that peer only.
+ * touching the token. A malformed frame closes that peer only. Accepting,
+ * SO_PEERCRED, the frame loop and the output buffers are the frame
+ * server's (frameserver.h), shared with the agent's local API.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,13 +37,12 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cmds.h"
 #include "err.h"
+#include "frameserver.h"
 #include "khproto.h"
 #include "log.h"
 #include "p11.h"
@@ -54,36 +55,9 @@
 #define MAX_WORKERS 64
 #define READ_BATCH 8			/* reads per turn on one peer before others get a turn */
 
-/*
- * A peer. Its read side belongs to the one thread that took its readiness
- * from the workers' epoll (EPOLLONESHOT) until that thread re-arms it;
- * rmu makes that ownership visible to the memory model as well. Its write
- * side (replies come from any thread) is under wmu. It lives while
- * referenced: the read side (until conn_close), each job, an EPOLLOUT
- * watch of the main loop, and a thread working on it.
- */
-struct conn {
-	struct conn *next, *prev;	/* kh.conns, under kh.mu */
-	int fd;
-	uid_t uid;
-	pid_t pid;
-	atomic_int refs;
-	atomic_int inflight;
-	pthread_mutex_t rmu;
-	uint8_t in[2 * KH_MAX_FRAME];
-	size_t inlen;
-	pthread_mutex_t wmu;
-	int dead;			/* no more writes */
-	int closed;			/* the read side ended (conn_close) */
-	int out_watch;			/* the main loop watches EPOLLOUT (holds a reference) */
-	int in_mep;			/* fd registered with the main loop's epoll */
-	uint8_t *out;
-	size_t outlen, outcap;
-};
-
 struct job {
 	struct job *next;
-	struct conn *conn;
+	struct fsrv_conn *conn;		/* a request in flight on it (fsrv_begin) */
 	struct kh_request req;
 	uint64_t deadline;
 	uint8_t reply[KH_MAX_FRAME];
@@ -104,8 +78,8 @@ struct job {
  * answered without the token, and more than MAX_INFLIGHT is "busy".
  *
  * The main thread runs its own epoll (mep): signals, the listener, closes
- * (ctlefd) and the EPOLLOUT watch of peers that do not take their replies
- * at once.
+ * (ctlefd) and the frame server's watch of peers that do not take their
+ * replies at once (fsrv_watch_fd).
  */
 static struct {
 	struct p11_token *tok;
@@ -122,8 +96,7 @@ static struct {
 	struct job *head, *tail;
 	int performing;
 	int qsignalled;				/* qefd written, its event not yet taken */
-	int nconns;
-	struct conn *conns;
+	struct fsrv *srv;			/* peers: their read sides in wep */
 } kh;
 
 static void
@@ -144,178 +117,6 @@ efd_drain(int fd)
 	if (read(fd, &v, sizeof(v)) < 0) {
 		/* EAGAIN: nothing new */
 	}
-}
-
-static void
-conn_ref(struct conn *c)
-{
-	atomic_fetch_add(&c->refs, 1);
-}
-
-static void
-conn_unref(struct conn *c)
-{
-	if (atomic_fetch_sub(&c->refs, 1) != 1)
-		return;
-	pthread_mutex_lock(&kh.mu);
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		kh.conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	pthread_mutex_unlock(&kh.mu);
-	/* Closing the last descriptor also takes it out of both epolls. */
-	close(c->fd);
-	pthread_mutex_destroy(&c->rmu);
-	pthread_mutex_destroy(&c->wmu);
-	free(c->out);
-	free(c);
-}
-
-/* Make the peer go: its reader sees the end of the stream and closes it. wmu held. */
-static void
-conn_kill_locked(struct conn *c, const char *why)
-{
-	if (c->dead)
-		return;
-	if (why != NULL)
-		log_warn("closing peer pid %d uid %u: %s", (int)c->pid, (unsigned)c->uid, why);
-	c->dead = 1;
-	shutdown(c->fd, SHUT_RDWR);
-}
-
-/*
- * The read side ends (its owner only): no more requests are read, replies
- * still owed are dropped, and the reference of the read side goes.
- */
-static void
-conn_close(struct conn *c, const char *why)
-{
-	epoll_ctl(kh.wep, EPOLL_CTL_DEL, c->fd, NULL);
-	pthread_mutex_lock(&c->wmu);
-	conn_kill_locked(c, why);
-	c->closed = 1;
-	pthread_mutex_unlock(&c->wmu);
-	pthread_mutex_lock(&kh.mu);
-	kh.nconns--;
-	pthread_mutex_unlock(&kh.mu);
-	efd_write(kh.ctlefd);
-	conn_unref(c);
-}
-
-/* Write what is buffered; wmu held. */
-static void
-conn_flush_locked(struct conn *c)
-{
-	size_t off = 0;
-
-	while (off < c->outlen && !c->dead) {
-		ssize_t w = send(c->fd, c->out + off, c->outlen - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == EAGAIN)
-			break;
-		if (w <= 0)
-			conn_kill_locked(c, NULL);
-		else
-			off += (size_t)w;
-	}
-	if (c->dead) {
-		c->outlen = 0;
-		return;
-	}
-	if (off > 0)
-		memmove(c->out, c->out + off, c->outlen - off);
-	c->outlen -= off;
-}
-
-/* Ask the main loop to finish writing when the peer reads again; wmu held. */
-static void
-conn_watch_locked(struct conn *c)
-{
-	struct epoll_event ev = { .events = EPOLLOUT | EPOLLONESHOT, .data.ptr = c };
-
-	if (c->out_watch || c->dead)
-		return;
-	conn_ref(c);
-	if (epoll_ctl(kh.mep, c->in_mep ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) != 0) {
-		conn_kill_locked(c, "cannot watch the socket");
-		atomic_fetch_sub(&c->refs, 1);	/* never the last: the caller holds one */
-		return;
-	}
-	c->in_mep = 1;
-	c->out_watch = 1;
-}
-
-/* Send a reply frame from any thread; whatever the socket does not take now is kept. */
-static void
-conn_send(struct conn *c, const uint8_t *frame, int len)
-{
-	size_t off = 0;
-
-	if (len <= 0)
-		return;
-	pthread_mutex_lock(&c->wmu);
-	if (c->dead)
-		goto out;
-	while (c->outlen == 0 && off < (size_t)len) {
-		ssize_t w = send(c->fd, frame + off, (size_t)len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == EAGAIN)
-			break;
-		if (w <= 0) {
-			conn_kill_locked(c, NULL);
-			goto out;
-		}
-		off += (size_t)w;
-	}
-	if (off == (size_t)len)
-		goto out;
-	if (c->outlen + ((size_t)len - off) > MAX_OUTBUF) {
-		conn_kill_locked(c, "peer does not read its replies");
-		goto out;
-	}
-	if (c->outlen + ((size_t)len - off) > c->outcap) {
-		size_t ncap = c->outcap ? c->outcap * 2 : 8192;
-		uint8_t *n;
-
-		while (ncap < c->outlen + ((size_t)len - off))
-			ncap *= 2;
-		if ((n = realloc(c->out, ncap)) == NULL) {
-			conn_kill_locked(c, "out of memory");
-			goto out;
-		}
-		c->out = n;
-		c->outcap = ncap;
-	}
-	memcpy(c->out + c->outlen, frame + off, (size_t)len - off);
-	c->outlen += (size_t)len - off;
-	conn_watch_locked(c);
-out:
-	pthread_mutex_unlock(&c->wmu);
-}
-
-/* Main loop: c's socket takes writes again (or failed). */
-static void
-conn_writable(struct conn *c)
-{
-	int keep;
-
-	pthread_mutex_lock(&c->wmu);
-	c->out_watch = 0;
-	conn_flush_locked(c);
-	keep = c->outlen > 0 && !c->dead;
-	pthread_mutex_unlock(&c->wmu);
-	if (keep) {
-		pthread_mutex_lock(&c->wmu);
-		conn_watch_locked(c);
-		pthread_mutex_unlock(&c->wmu);
-	}
-	conn_unref(c);			/* the watch's */
 }
 
 /* Build the reply frame for request r with status st and body. */
@@ -450,16 +251,28 @@ queue_woken(void)
 	return j;
 }
 
+/* Send a reply to c; a peer dropped for it is logged. */
+static void
+kh_send(struct fsrv_conn *c, const uint8_t *frame, int len)
+{
+	const struct fsrv_peer *p = fsrv_peer(c);
+	int r;
+
+	if (len <= 0)
+		return;
+	r = fsrv_send(c, frame, (size_t)len);
+	if (r != 0 && r != HSM_ECLOSED)
+		log_warn("closing peer pid %d uid %u: %s", (int)p->pid, (unsigned)p->uid,
+		    hsm_err_msg(r));
+}
+
 /* Perform j, reply, and release it. */
 static void
 job_run(struct job *j)
 {
-	struct conn *c = j->conn;
-
 	perform(j);
-	conn_send(c, j->reply, j->replylen);
-	atomic_fetch_sub(&c->inflight, 1);
-	conn_unref(c);
+	kh_send(j->conn, j->reply, j->replylen);
+	fsrv_end(j->conn);
 	free(j);
 }
 
@@ -478,22 +291,40 @@ job_next(void)
 
 /* Answer r at once (ping, refusals). */
 static void
-reply_now(struct conn *c, const struct kh_request *r, int st)
+reply_now(struct fsrv_conn *c, const struct kh_request *r, int st)
 {
 	uint8_t frame[KH_HDR_LEN + KH_MAX_ERRTEXT];
 
-	conn_send(c, frame, make_reply(frame, sizeof(frame), r, st, NULL, 0, NULL, 0));
+	kh_send(c, frame, make_reply(frame, sizeof(frame), r, st, NULL, 0, NULL, 0));
 }
 
-/* One frame: answered at once, or a job appended to *list. 0, or -1 when c must close. */
+/* Frame server: the first bytes of an incomplete frame (garbage closes at once). */
 static int
-dispatch(struct conn *c, const struct kh_frame *f, struct job ***tailp)
+kh_check(const uint8_t *buf, size_t len)
 {
-	struct kh_request r;
-	struct job *j;
+	struct kh_frame f;
 
-	if (kh_request_decode(f, &r) != 0)
+	return kh_frame_parse(buf, len, &f) < 0 ? -1 : 0;
+}
+
+/*
+ * Frame server: one frame, answered at once or appended as a job to the
+ * reading thread's list (turn). 0, or -1 when c must close.
+ */
+static int
+kh_frame(void *ctx, struct fsrv_conn *c, void *turn, const uint8_t *buf, size_t len)
+{
+	const struct fsrv_peer *p = fsrv_peer(c);
+	struct job ***tailp = turn, *j;
+	struct kh_frame f;
+	struct kh_request r;
+	int n = kh_frame_parse(buf, len, &f);
+
+	if (n != (int)len || kh_request_decode(&f, &r) != 0) {
+		log_warn("closing peer pid %d uid %u: %s", (int)p->pid, (unsigned)p->uid,
+		    n != (int)len ? "malformed frame" : "malformed request");
 		return -1;
+	}
 	hsm_err_clear();
 	if (kh.startup_err != 0) {
 		reply_now(c, &r, hsm_err(kh.startup_err, "%s", kh.startup_msg));
@@ -503,73 +334,35 @@ dispatch(struct conn *c, const struct kh_frame *f, struct job ***tailp)
 		reply_now(c, &r, 0);
 		return 0;
 	}
-	if (atomic_load(&c->inflight) >= MAX_INFLIGHT) {
+	if (fsrv_begin(c, MAX_INFLIGHT) != 0) {
 		reply_now(c, &r, hsm_err(HSM_EBUSY, "too many requests in flight"));
 		return 0;
 	}
 	if ((j = calloc(1, sizeof(*j))) == NULL) {
+		fsrv_end(c);
 		reply_now(c, &r, HSM_ENOMEM);
 		return 0;
 	}
 	j->conn = c;
 	j->req = r;
 	j->deadline = hsm_now_ms() + r.deadline_ms;
-	conn_ref(c);
-	atomic_fetch_add(&c->inflight, 1);
 	**tailp = j;
 	*tailp = &j->next;
 	return 0;
 }
 
 /*
- * This thread took c's readiness: read what is there, give the peer its
- * turn back, keep the first job for itself when a performer slot is free
- * and queue the rest. Returns the job to perform, or NULL.
+ * This thread took c's readiness: read what is there (the frame server
+ * gives the peer its turn back), keep the first job for itself when a
+ * performer slot is free and queue the rest. Returns the job to perform,
+ * or NULL.
  */
 static struct job *
-conn_readable(struct conn *c)
+conn_readable(struct fsrv_conn *c)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = c };
 	struct job *list = NULL, **tail = &list, *mine = NULL;
-	const char *why = NULL;
-	int end = 0;
 
-	conn_ref(c);
-	pthread_mutex_lock(&c->rmu);
-	for (int turn = 0; turn < READ_BATCH && !end; turn++) {
-		ssize_t got = recv(c->fd, c->in + c->inlen, sizeof(c->in) - c->inlen, MSG_DONTWAIT);
-		size_t off = 0;
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0 && errno == EAGAIN)
-			break;
-		if (got <= 0) {
-			end = 1;
-			break;
-		}
-		c->inlen += (size_t)got;
-		for (;;) {
-			struct kh_frame f;
-			int n = kh_frame_parse(c->in + off, c->inlen - off, &f);
-
-			if (n == 0)
-				break;
-			if (n < 0 || dispatch(c, &f, &tail) != 0) {
-				why = n < 0 ? "malformed frame" : "malformed request";
-				end = 1;
-				break;
-			}
-			off += (size_t)n;
-		}
-		memmove(c->in, c->in + off, c->inlen - off);
-		c->inlen -= off;
-	}
-	pthread_mutex_unlock(&c->rmu);
-	if (end)
-		conn_close(c, why);
-	else if (epoll_ctl(kh.wep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
-		conn_close(c, "cannot watch the socket");
+	fsrv_readable(c, &tail);
 	/* Jobs read before a malformed frame are still answered (if the peer is there). */
 	if (list != NULL) {
 		pthread_mutex_lock(&kh.mu);
@@ -590,7 +383,6 @@ conn_readable(struct conn *c)
 		queue_signal_locked();
 		pthread_mutex_unlock(&kh.mu);
 	}
-	conn_unref(c);
 	return mine;
 }
 
@@ -632,117 +424,63 @@ uid_allowed(uid_t uid)
 	return 0;
 }
 
-static void
-conn_add(int fd)
+/* Frame server: a peer connected (main thread). */
+static int
+kh_accept(void *ctx, struct fsrv_conn *c, const struct fsrv_peer *p)
 {
-	struct ucred cred;
-	socklen_t cl = sizeof(cred);
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT };
-	struct conn *c;
-	int full;
-
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cl != sizeof(cred)) {
+	if (p == NULL) {
 		log_warn("refusing peer: no credentials");
-		close(fd);
-		return;
+		return HSM_EPERM;
 	}
-	if (!uid_allowed(cred.uid)) {
-		log_warn("refusing peer pid %d: uid %u not allowed", (int)cred.pid, (unsigned)cred.uid);
-		close(fd);
-		return;
+	if (!uid_allowed(p->uid)) {
+		log_warn("refusing peer pid %d: uid %u not allowed", (int)p->pid, (unsigned)p->uid);
+		return HSM_EPERM;
 	}
-	pthread_mutex_lock(&kh.mu);
-	full = kh.nconns >= MAX_CONNS;
-	pthread_mutex_unlock(&kh.mu);
-	if (full || (c = calloc(1, sizeof(*c))) == NULL) {
-		log_warn("refusing peer pid %d: too many peers", (int)cred.pid);
-		close(fd);
-		return;
+	if (fsrv_count(kh.srv) >= MAX_CONNS) {
+		log_warn("refusing peer pid %d: too many peers", (int)p->pid);
+		return HSM_EBUSY;
 	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	c->fd = fd;
-	c->uid = cred.uid;
-	c->pid = cred.pid;
-	atomic_init(&c->refs, 1);	/* the read side's */
-	atomic_init(&c->inflight, 0);
-	pthread_mutex_init(&c->rmu, NULL);
-	pthread_mutex_init(&c->wmu, NULL);
-	pthread_mutex_lock(&kh.mu);
-	kh.nconns++;
-	if ((c->next = kh.conns) != NULL)
-		kh.conns->prev = c;
-	kh.conns = c;
-	pthread_mutex_unlock(&kh.mu);
-	ev.data.ptr = c;
-	/* From here on the workers own the read side. */
-	if (epoll_ctl(kh.wep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-		pthread_mutex_lock(&kh.mu);
-		kh.nconns--;
-		pthread_mutex_unlock(&kh.mu);
-		conn_unref(c);
-		return;
-	}
-	log_debug("peer pid %d uid %u connected", (int)cred.pid, (unsigned)cred.uid);
+	log_debug("peer pid %d uid %u connected", (int)p->pid, (unsigned)p->uid);
+	return 0;
 }
+
+/* Frame server: a peer's read side ended (any thread); the main loop counts peers. */
+static void
+kh_closed(void *ctx, struct fsrv_conn *c, enum fsrv_why why)
+{
+	const struct fsrv_peer *p = fsrv_peer(c);
+
+	if (why == FSRV_MALFORMED || why == FSRV_SYSTEM)
+		log_warn("closing peer pid %d uid %u: %s", (int)p->pid, (unsigned)p->uid,
+		    why == FSRV_MALFORMED ? "malformed frame" : "cannot watch the socket");
+	efd_write(kh.ctlefd);
+}
+
+static const struct fsrv_ops kh_fsrv_ops = {
+	.min_frame = KH_HDR_LEN,
+	.max_frame = KH_MAX_FRAME,
+	.max_out = MAX_OUTBUF,
+	.read_batch = READ_BATCH,
+	.check = kh_check,
+	.accept = kh_accept,
+	.frame = kh_frame,
+	.closed = kh_closed,
+};
 
 /* After the workers stopped: drop queued jobs and every peer. */
 static void
 release_all(void)
 {
 	struct job *j;
-	struct conn *c;
 
 	while ((j = kh.head) != NULL) {
 		kh.head = j->next;
-		conn_unref(j->conn);
+		fsrv_end(j->conn);
 		free(j);
 	}
 	kh.tail = NULL;
-	/* Each close takes the read side's reference; what remains is held by a watch. */
-	for (;;) {
-		pthread_mutex_lock(&kh.mu);
-		for (c = kh.conns; c != NULL; c = c->next) {
-			pthread_mutex_lock(&c->wmu);
-			if (!c->closed || c->out_watch)
-				break;
-			pthread_mutex_unlock(&c->wmu);
-		}
-		pthread_mutex_unlock(&kh.mu);
-		if (c == NULL)
-			break;
-		if (c->closed) {
-			c->out_watch = 0;
-			pthread_mutex_unlock(&c->wmu);
-			conn_unref(c);
-		} else {
-			pthread_mutex_unlock(&c->wmu);
-			conn_close(c, NULL);
-		}
-	}
-}
-
-static int
-listen_unix(const char *path, int *out)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	int fd;
-
-	*out = -1;
-	if (strlen(path) >= sizeof(sun.sun_path))
-		return hsm_err(HSM_EINVAL, "socket path too long: %s", path);
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
-		return hsm_err(HSM_EIO, "socket: %s", strerror(errno));
-	(void)unlink(path);
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || chmod(path, 0660) != 0 ||
-	    listen(fd, 64) != 0) {
-		int e = errno;
-
-		close(fd);
-		return hsm_err(HSM_EIO, "cannot listen on %s: %s", path, strerror(e));
-	}
-	*out = fd;
-	return 0;
+	fsrv_free(kh.srv);
+	kh.srv = NULL;
 }
 
 static void
@@ -962,7 +700,7 @@ keyholder_main(int argc, char **argv)
 	struct p11_pin_source pin = { NULL, NULL };
 	pthread_t workers[MAX_WORKERS + 1];
 	unsigned long v;
-	int ch, fd = -1, nworkers = 2, nthreads = 0, level = HSM_LOG_INFO, lfd = -1, sfd = -1, st, rc = 1;
+	int ch, fd = -1, nworkers = 2, nthreads = 0, level = HSM_LOG_INFO, sfd = -1, st, rc = 1;
 	sigset_t sigs;
 	struct epoll_event ev;
 	struct rlimit nocore = { 0, 0 };
@@ -1055,6 +793,14 @@ keyholder_main(int argc, char **argv)
 	ev.data.ptr = &kh.qefd;
 	epoll_ctl(kh.wep, EPOLL_CTL_ADD, kh.qefd, &ev);
 
+	if ((st = fsrv_new(&kh_fsrv_ops, NULL, kh.wep, &kh.srv)) != 0) {
+		log_err("%s", hsm_err_msg(st));
+		goto out;
+	}
+	ev.events = EPOLLIN;
+	ev.data.ptr = &kh.srv;
+	epoll_ctl(kh.mep, EPOLL_CTL_ADD, fsrv_watch_fd(kh.srv), &ev);
+
 	/* One thread more than performers: some thread always reads (see struct kh). */
 	for (int i = 0; i < nworkers + 1; i++) {
 		if (pthread_create(&workers[i], NULL, worker_main, NULL) != 0) {
@@ -1066,28 +812,24 @@ keyholder_main(int argc, char **argv)
 	}
 
 	if (sock != NULL) {
-		if ((st = listen_unix(sock, &lfd)) != 0) {
+		if ((st = fsrv_listen(kh.srv, sock, 0660)) != 0) {
 			log_err("%s", hsm_err_msg(st));
 			goto out;
 		}
 		ev.events = EPOLLIN;
-		ev.data.ptr = &lfd;
-		epoll_ctl(kh.mep, EPOLL_CTL_ADD, lfd, &ev);
+		ev.data.ptr = &sock;
+		epoll_ctl(kh.mep, EPOLL_CTL_ADD, fsrv_listen_fd(kh.srv), &ev);
 		log_info("serving token '%s' on %s", p11_token_label(kh.tok), sock);
 	} else {
-		fcntl(fd, F_SETFD, FD_CLOEXEC);
-		conn_add(fd);
+		(void)fsrv_adopt(kh.srv, fd);
 	}
 
 	for (;;) {
 		struct epoll_event evs[64];
-		int n, left;
+		int n;
 
 		/* A keyholder started for one parent lives as long as that parent's socket. */
-		pthread_mutex_lock(&kh.mu);
-		left = kh.nconns;
-		pthread_mutex_unlock(&kh.mu);
-		if (sock == NULL && left == 0) {
+		if (sock == NULL && fsrv_count(kh.srv) == 0) {
 			rc = 0;
 			break;
 		}
@@ -1105,13 +847,10 @@ keyholder_main(int argc, char **argv)
 				goto out;
 			} else if (p == &kh.ctlefd) {
 				efd_drain(kh.ctlefd);
-			} else if (p == &lfd) {
-				int cfd;
-
-				while ((cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
-					conn_add(cfd);
-			} else {
-				conn_writable(p);
+			} else if (p == &sock) {
+				fsrv_accept(kh.srv);
+			} else if (p == &kh.srv) {
+				fsrv_flush_ready(kh.srv);
 			}
 		}
 	}
@@ -1121,13 +860,9 @@ out:
 		efd_write(kh.stopefd);
 	for (int i = 0; i < nthreads; i++)
 		pthread_join(workers[i], NULL);
-	/* Queued jobs and peers hold each other: release both. */
+	/* Queued jobs and peers hold each other: release both (and the listener). */
 	release_all();
 	p11_token_close(kh.tok);
-	if (lfd >= 0) {
-		close(lfd);
-		unlink(sock);
-	}
 	return kh.startup_err != 0 ? 1 : rc;
 badarg:
 	fprintf(stderr, "hsmesh keyholder: invalid option value '%s'\n", optarg);

@@ -26,6 +26,7 @@ struct agc_req {
 	size_t siglen;
 	char *chain, *bundle;		/* GET_SVID, NUL-terminated */
 	uint64_t not_after;
+	int refused;			/* ended by the agent's error reply */
 };
 
 /* The client's subscription; cb == NULL when there is none. */
@@ -34,6 +35,7 @@ struct agc_sub {
 	void *arg;
 	uint32_t id;			/* the SUBSCRIBE's; its UPDATEs carry it too */
 	uint64_t deadline;		/* monotonic ms for the reply; 0 once answered */
+	int nowait;			/* AGC_SUB_NOWAIT */
 };
 
 /* A callback decided under the lock, made by the reader after dropping it. */
@@ -49,6 +51,7 @@ struct sub_call {
 struct agc_client {
 	struct rpc_conn rpc;		/* first: the core's view; its lock guards sub */
 	struct agc_sub sub;
+	int sub_refused;		/* the last subscription ended by the agent's error reply */
 };
 
 static void
@@ -73,6 +76,7 @@ req_finish_locked(struct agc_req *r, const struct ag_reply *rep)
 {
 	int status = rep->status;
 
+	r->refused = status != 0;
 	if (status == 0 && r->rpc.type == AG_T_SIGN) {
 		memcpy(r->sig, rep->sig, rep->siglen);
 		r->siglen = rep->siglen;
@@ -96,9 +100,13 @@ req_finish_locked(struct agc_req *r, const struct ag_reply *rep)
 
 #define WRONG_TYPE "agent answered with another reply type"
 
-/* End the subscription, if any, with status: its final call goes to *call. the lock held. */
+/*
+ * End the subscription, if any, with status (refused: the agent's error
+ * reply): its final call goes to *call. The lock held.
+ */
 static void
-sub_end_locked(struct agc_client *c, int status, const char *why, struct sub_call *call)
+sub_end_locked(struct agc_client *c, int status, int refused, const char *why,
+    struct sub_call *call)
 {
 	if (c->sub.cb == NULL)
 		return;
@@ -106,6 +114,7 @@ sub_end_locked(struct agc_client *c, int status, const char *why, struct sub_cal
 	call->arg = c->sub.arg;
 	call->status = status;
 	call->why = why;
+	c->sub_refused = refused;
 	memset(&c->sub, 0, sizeof(c->sub));
 }
 
@@ -120,20 +129,20 @@ sub_frame_locked(struct agc_client *c, const struct ag_reply *rep, struct sub_ca
 	const struct ag_svid *s = &rep->svid;
 
 	if (rep->type != AG_T_UPDATE && rep->type != (AG_T_SUBSCRIBE | AG_T_REPLY)) {
-		sub_end_locked(c, HSM_EPROTO, WRONG_TYPE, call);
+		sub_end_locked(c, HSM_EPROTO, 0, WRONG_TYPE, call);
 		return;
 	}
-	if (rep->status == HSM_EAGAIN && rep->type != AG_T_UPDATE) {
+	if (rep->status == HSM_EAGAIN && rep->type != AG_T_UPDATE && !c->sub.nowait) {
 		c->sub.deadline = 0;
 		return;
 	}
 	if (rep->status != 0) {
-		sub_end_locked(c, rep->status, rep->errtext, call);
+		sub_end_locked(c, rep->status, 1, rep->errtext, call);
 		return;
 	}
 	c->sub.deadline = 0;
 	if ((call->pem = malloc(s->chainlen + 1 + s->bundlelen + 1)) == NULL) {
-		sub_end_locked(c, HSM_ENOMEM, "out of memory for an SVID from the agent", call);
+		sub_end_locked(c, HSM_ENOMEM, 0, "out of memory for an SVID from the agent", call);
 		return;
 	}
 	memcpy(call->pem, s->chain, s->chainlen);
@@ -145,6 +154,7 @@ sub_frame_locked(struct agc_client *c, const struct ag_reply *rep, struct sub_ca
 	call->svid.chain_pem = call->pem;
 	call->svid.bundle_pem = call->pem + s->chainlen + 1;
 	call->svid.not_after = s->not_after;
+	call->svid.update = rep->type == AG_T_UPDATE;
 	call->cb = c->sub.cb;
 	call->arg = c->sub.arg;
 }
@@ -221,7 +231,7 @@ agc_tick(struct rpc_conn *rc, uint64_t now)
 	rpc_lock(rc);
 	if (c->sub.cb != NULL && c->sub.deadline != 0) {
 		if (c->sub.deadline <= now)
-			sub_end_locked(c, HSM_ETIMEDOUT,
+			sub_end_locked(c, HSM_ETIMEDOUT, 0,
 			    "agent did not answer the subscription before the deadline", &call);
 		else
 			ms = (int)(c->sub.deadline - now);
@@ -242,7 +252,7 @@ agc_closed(struct rpc_conn *rc, const char *why)
 	struct sub_call call = { 0 };
 
 	rpc_lock(rc);
-	sub_end_locked(c, HSM_ECLOSED, why, &call);
+	sub_end_locked(c, HSM_ECLOSED, 0, why, &call);
 	rpc_unlock(rc);
 	sub_call_run(&call);
 }
@@ -344,6 +354,47 @@ agc_req_free(struct agc_req *r)
 }
 
 int
+agc_get_start(struct agc_client *c, const char *spiffe_id, unsigned timeout_ms,
+    struct agc_req **out)
+{
+	return req_send(c, AG_T_GET_SVID, spiffe_id, NULL, 0, NULL, 0, timeout_ms, -1, out);
+}
+
+int
+agc_req_wait(struct agc_req *r)
+{
+	return rpc_req_wait(&r->rpc);
+}
+
+int
+agc_req_refused(struct agc_req *r)
+{
+	return rpc_req_done(&r->rpc) && r->refused;
+}
+
+int
+agc_req_svid(struct agc_req *r, char **chain_pem, char **bundle_pem, uint64_t *not_after)
+{
+	int st;
+
+	*chain_pem = NULL;
+	*bundle_pem = NULL;
+	*not_after = 0;
+	if (!rpc_req_done(&r->rpc))
+		return HSM_EAGAIN;
+	if ((st = rpc_req_status(&r->rpc)) != 0)
+		return st;
+	if (r->rpc.type != AG_T_GET_SVID || r->chain == NULL)
+		return hsm_err(HSM_EINVAL, "not a finished GET_SVID request");
+	/* The reader is done with r: its fields are ours to take. */
+	*chain_pem = r->chain;
+	*bundle_pem = r->bundle;
+	*not_after = r->not_after;
+	r->chain = r->bundle = NULL;
+	return 0;
+}
+
+int
 agc_get_svid(struct agc_client *c, const char *spiffe_id, unsigned timeout_ms,
     char **chain_pem, char **bundle_pem, uint64_t *not_after)
 {
@@ -353,15 +404,10 @@ agc_get_svid(struct agc_client *c, const char *spiffe_id, unsigned timeout_ms,
 	*chain_pem = NULL;
 	*bundle_pem = NULL;
 	*not_after = 0;
-	if ((st = req_send(c, AG_T_GET_SVID, spiffe_id, NULL, 0, NULL, 0, timeout_ms, -1, &r)) != 0)
+	if ((st = agc_get_start(c, spiffe_id, timeout_ms, &r)) != 0)
 		return st;
-	if ((st = rpc_req_wait(&r->rpc)) == 0) {
-		/* The reader is done with r: its fields are ours to take. */
-		*chain_pem = r->chain;
-		*bundle_pem = r->bundle;
-		*not_after = r->not_after;
-		r->chain = r->bundle = NULL;
-	}
+	if ((st = agc_req_wait(r)) == 0)
+		st = agc_req_svid(r, chain_pem, bundle_pem, not_after);
 	agc_req_free(r);
 	return st;
 }
@@ -402,7 +448,7 @@ agc_sign(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int 
 	if ((st = req_send(c, AG_T_SIGN, spiffe_id, keyid, alg, dgst, dlen, timeout_ms, -1,
 	    &r)) != 0)
 		return st;
-	if ((st = rpc_req_wait(&r->rpc)) == 0)
+	if ((st = agc_req_wait(r)) == 0)
 		st = agc_req_result(r, sig, siglen);
 	agc_req_free(r);
 	return st;
@@ -410,6 +456,24 @@ agc_sign(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int 
 
 int
 agc_subscribe(struct agc_client *c, const char *spiffe_id, agc_update_fn cb, void *arg)
+{
+	return agc_subscribe_flags(c, spiffe_id, 0, cb, arg);
+}
+
+int
+agc_sub_refused(struct agc_client *c)
+{
+	int r;
+
+	rpc_lock(&c->rpc);
+	r = c->sub_refused;
+	rpc_unlock(&c->rpc);
+	return r;
+}
+
+int
+agc_subscribe_flags(struct agc_client *c, const char *spiffe_id, unsigned flags, agc_update_fn cb,
+    void *arg)
 {
 	uint8_t *frame = NULL;
 	size_t len = 0;
@@ -428,7 +492,9 @@ agc_subscribe(struct agc_client *c, const char *spiffe_id, agc_update_fn cb, voi
 	id = rpc_next_id_locked(&c->rpc);
 	/* Encoded first: a request that cannot be sent registers nothing. */
 	if ((st = ag_encode_get(AG_T_SUBSCRIBE, id, spiffe_id, &frame, &len)) == 0)
-		c->sub = (struct agc_sub){ cb, arg, id, hsm_now_ms() + AGC_DEFAULT_TIMEOUT_MS };
+		c->sub = (struct agc_sub){ cb, arg, id, hsm_now_ms() + AGC_DEFAULT_TIMEOUT_MS,
+		    (flags & AGC_SUB_NOWAIT) != 0 };
+	c->sub_refused = 0;
 	rpc_unlock(&c->rpc);
 	if (st != 0)
 		return hsm_err(st, "cannot encode the subscription (bad SPIFFE ID?)");

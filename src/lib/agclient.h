@@ -65,6 +65,20 @@ int agc_get_svid(struct agc_client *c, const char *spiffe_id, unsigned timeout_m
     char **chain_pem, char **bundle_pem, uint64_t *not_after);
 
 /*
+ * Non-blocking GET_SVID: send the request and return; agc_req_wait then
+ * agc_req_svid take the answer. *out owns the request until agc_req_free().
+ */
+int agc_get_start(struct agc_client *c, const char *spiffe_id, unsigned timeout_ms,
+    struct agc_req **out);
+
+/*
+ * After a GET_SVID ended: the status, and on success the SVID as
+ * agc_get_svid gives it (the strings move to the caller, once).
+ * HSM_EAGAIN while pending.
+ */
+int agc_req_svid(struct agc_req *r, char **chain_pem, char **bundle_pem, uint64_t *not_after);
+
+/*
  * Blocking SIGN of a digest (the caller hashes). keyid names the key: the
  * SHA-256 of the SubjectPublicKeyInfo of the certificate the signature is
  * for (HSM_KEYID_LEN bytes). The agent signs with it while it is the ID's
@@ -93,6 +107,7 @@ struct agc_svid {
 	const char *chain_pem;		/* leaf first, NUL-terminated */
 	const char *bundle_pem;		/* trusted CAs, may be "" */
 	uint64_t not_after;		/* Unix seconds */
+	int update;			/* 0: the SUBSCRIBE's reply; 1: an UPDATE after a rotation */
 };
 
 /*
@@ -127,8 +142,34 @@ typedef void (*agc_update_fn)(void *arg, int status, const struct agc_svid *svid
  */
 int agc_subscribe(struct agc_client *c, const char *spiffe_id, agc_update_fn cb, void *arg);
 
+/*
+ * agc_subscribe with flags. AGC_SUB_NOWAIT: the agent's "not enrolled yet"
+ * / "certificate expired" (HSM_EAGAIN) reply ends the subscription (a
+ * final call) instead of waiting for the first UPDATE.
+ */
+#define AGC_SUB_NOWAIT 1u
+int agc_subscribe_flags(struct agc_client *c, const char *spiffe_id, unsigned flags,
+    agc_update_fn cb, void *arg);
+
+/*
+ * After a subscription's final call: non-zero when its status was the
+ * agent's own error reply (a refusal), 0 when the client ended it (closed,
+ * deadline, malformed answer).
+ */
+int agc_sub_refused(struct agc_client *c);
+
 /* Non-zero once the request has ended. */
 int agc_req_done(struct agc_req *r);
+
+/* Wait until the request ends; its status (detail recorded for this thread). */
+int agc_req_wait(struct agc_req *r);
+
+/*
+ * Non-zero when the request ended with the agent's error reply (a
+ * refusal), 0 while pending, on success, or when it ended here (closed,
+ * deadline, malformed answer).
+ */
+int agc_req_refused(struct agc_req *r);
 
 /*
  * After agc_req_done: the status (0 or HSM_E*, detail set with hsm_err)

@@ -50,6 +50,8 @@
 #include "provider.h"
 #include "util.h"
 
+#include "testproc.h"
+
 #define ID "spiffe://example.org/web"
 
 static char dir[64], exe[PATH_MAX], sock[128], rootpem[128];
@@ -79,80 +81,11 @@ static struct agc_client *early;
 static struct subrec early_rec = { .mu = PTHREAD_MUTEX_INITIALIZER };
 static int early_held;		/* the agent answered "not enrolled yet" to a GET_SVID after it */
 
-/* Run exe with args, stdout to out (or /dev/null), stderr to err; returns the pid. */
-static pid_t
-run(const char *out, const char *err, const char *const argv[])
-{
-	pid_t p = fork();
-
-	if (p == 0) {
-		int o = open(out != NULL ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int e = open(err, O_WRONLY | O_CREAT | O_APPEND, 0600);
-
-		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-			_exit(127);
-		execv(exe, (char *const *)argv);
-		_exit(127);
-	}
-	return p;
-}
-
-static int
-run_wait(const char *out, const char *err, const char *const argv[])
-{
-	int status;
-	pid_t p = run(out, err, argv);
-
-	if (p < 0 || waitpid(p, &status, 0) != p)
-		return -1;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
-}
-
-/* SIGTERM, then SIGKILL after 5 s; always reaped. */
-static void
-stop(pid_t *pid)
-{
-	int status;
-
-	if (*pid <= 0)
-		return;
-	kill(*pid, SIGCONT);
-	kill(*pid, SIGTERM);
-	for (int i = 0; i < 500; i++) {
-		if (waitpid(*pid, &status, WNOHANG) == *pid) {
-			*pid = -1;
-			return;
-		}
-		usleep(10000);
-	}
-	kill(*pid, SIGKILL);
-	waitpid(*pid, &status, 0);
-	*pid = -1;
-}
-
-static int
-write_text(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-
-	if (f == NULL)
-		return -1;
-	fputs(text, f);
-	return fclose(f) == 0 ? 0 : -1;
-}
-
+/* A file of the test directory on stderr (a daemon's log after a failure). */
 static void
 dump(const char *name)
 {
-	char path[160], line[512];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if ((f = fopen(path, "r")) == NULL)
-		return;
-	while (fgets(line, sizeof(line), f) != NULL)
-		fprintf(stderr, "# %s: %s", name, line);
-	fclose(f);
+	tp_dump(dir, name);
 }
 
 static void
@@ -214,81 +147,25 @@ static int teardown(void **state);
 static int
 setup_all(void)
 {
-	char path[160], port[32] = "", yaml[2048], cmd[256], caport[160], caerr[160];
-	char cayaml[160], agyaml[160], agerr[160], join[160], join_new[160];
-	const char *b = getenv("HSMESH_EXE");
+	char port[32] = "", yaml[2048];
+	char agyaml[160], agerr[160], join[160], join_new[160];
 	char *chain = NULL, *bundle = NULL;
 	uint64_t na;
-	FILE *f;
 	int st = HSM_EAGAIN;
 
-	if (b == NULL)
-		b = "build/hsmesh";
-	if (realpath(b, exe) == NULL) {
-		fprintf(stderr, "HSMESH_EXE %s: %s\n", b, strerror(errno));
+	if (tp_setup(exe, dir, sizeof(dir), "/tmp/hsmesh-tls.XXXXXX",
+	    (const char *[]){ "ca", "agent", NULL }) != 0)
 		return -1;
-	}
-	snprintf(dir, sizeof(dir), "/tmp/hsmesh-tls.XXXXXX");
-	if (mkdtemp(dir) == NULL)
-		return -1;
-	snprintf(path, sizeof(path), "%s/softhsm2.conf", dir);
-	snprintf(yaml, sizeof(yaml), "directories.tokendir = %s\nobjectstore.backend = file\n"
-	    "log.level = ERROR\n", dir);
-	if (write_text(path, yaml) != 0)
-		return -1;
-	setenv("SOFTHSM2_CONF", path, 1);
-	snprintf(path, sizeof(path), "%s/pin", dir);
-	if (write_text(path, "1234\n") != 0)
-		return -1;
-	for (int i = 0; i < 2; i++) {
-		snprintf(cmd, sizeof(cmd), "softhsm2-util --init-token --free --label %s --pin 1234 "
-		    "--so-pin 5678 >/dev/null", i == 0 ? "ca" : "agent");
-		if (system(cmd) != 0)
-			return -1;
-	}
 
 	/* The CA: key in the "ca" token, listening on a free port. */
-	snprintf(cayaml, sizeof(cayaml), "%s/ca.yaml", dir);
-	snprintf(yaml, sizeof(yaml),
-	    "trust_domain: example.org\n"
-	    "token:\n  module: /usr/lib/softhsm/libsofthsm2.so\n  uri: \"pkcs11:token=ca\"\n"
-	    "  pin_file: %s/pin\n"
-	    "key:\n  type: ec-p256\n"
-	    "state_dir: %s/ca\nlisten: 127.0.0.1:0\nsvid_ttl: 10s\nmax_ttl: 24h\n"
-	    "database: %s/ca/ledger.db\n", dir, dir, dir);
-	if (write_text(cayaml, yaml) != 0)
-		return -1;
-	snprintf(caerr, sizeof(caerr), "%s/ca.log", dir);
-	snprintf(caport, sizeof(caport), "%s/ca.port", dir);
 	snprintf(rootpem, sizeof(rootpem), "%s/ca/root.pem", dir);
-	if (run_wait(NULL, caerr, (const char *[]){ "hsmesh", "ca", "init", "-c", cayaml, NULL }) != 0) {
-		dump("ca.log");
+	if (tp_ca_start(exe, dir, "10s", &ca_pid, port, sizeof(port)) != 0)
 		return -1;
-	}
-	ca_pid = run(NULL, caerr, (const char *[]){ "hsmesh", "ca", "serve", "-c", cayaml,
-	    "--port-file", caport, NULL });
-	for (int i = 0; i < 200 && port[0] == '\0'; i++) {
-		if ((f = fopen(caport, "r")) != NULL) {
-			if (fgets(port, sizeof(port), f) == NULL)
-				port[0] = '\0';
-			fclose(f);
-		}
-		if (port[0] == '\0')
-			usleep(50000);
-	}
-	port[strcspn(port, "\r\n")] = '\0';
-	if (port[0] == '\0') {
-		dump("ca.log");
-		return -1;
-	}
 	/* The join token goes in place only once a subscription waits for it. */
 	snprintf(join, sizeof(join), "%s/join.tok", dir);
 	snprintf(join_new, sizeof(join_new), "%s/join.new", dir);
-	if (run_wait(join_new, caerr, (const char *[]){ "hsmesh", "ca", "token", "-c", cayaml,
-	    "--id", ID, NULL }) != 0) {
-		dump("ca.log");
+	if (tp_ca_token(exe, dir, ID, join_new) != 0)
 		return -1;
-	}
 
 	/* The agent: keys in the "agent" token; this uid owns ID. */
 	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
@@ -302,9 +179,9 @@ setup_all(void)
 	    "retry:\n  min: 1s\n  max: 2s\n"
 	    "workloads:\n  - id: " ID "\n    uid: %u\n    join_token_file: %s\n",
 	    dir, port, rootpem, dir, sock, (unsigned)getuid(), join);
-	if (write_text(agyaml, yaml) != 0)
+	if (tp_write_text(agyaml, yaml) != 0)
 		return -1;
-	agent_pid = run(NULL, agerr, (const char *[]){ "hsmesh", "agent", "-c", agyaml, NULL });
+	agent_pid = tp_run(exe, NULL, agerr, (const char *[]){ "hsmesh", "agent", "-c", agyaml, NULL });
 
 	/*
 	 * Subscribe as soon as the agent listens: it cannot enroll without the
@@ -365,8 +242,8 @@ teardown(void **state)
 	agc_free(early);
 	early = NULL;
 	subrec_clear(&early_rec);
-	stop(&agent_pid);
-	stop(&ca_pid);
+	tp_stop(&agent_pid);
+	tp_stop(&ca_pid);
 	/* The agent's keyholder exits when the agent does; give it a moment. */
 	usleep(200000);
 	if (dir[0] == '\0' || strstr(dir, "XXXXXX") != NULL)

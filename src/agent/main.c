@@ -1,0 +1,317 @@
+/*
+ * main.c - the node agent's daemon (`hsmesh agent -c agent.yaml`; the
+ * rooms are listed in agent.h): start-up, the keyholder process, the epoll
+ * loop (the local API, signals, finished jobs, timers) and shutdown.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <openssl/x509v3.h>
+
+#include "agent.h"
+#include "cert.h"
+#include "../cmds.h"
+#include "err.h"
+#include "khclient.h"
+#include "log.h"
+#include "provider.h"
+#include "svid.h"
+#include "util.h"
+
+/* Tags of ag->ep for the signalfd and the job eventfd; the API has its own. */
+static char tag_signal, tag_job;
+
+void
+agent_usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh agent -c agent.yaml [-d]\n"
+	    "       hsmesh agent client --socket PATH get [SPIFFE_ID] [--bundle FILE]\n"
+	    "       hsmesh agent client --socket PATH sign [SPIFFE_ID] [--key HEX] < DATA > SIG.der\n"
+	    "       hsmesh agent client --socket PATH watch [SPIFFE_ID] [--count N]\n"
+	    "\n"
+	    "The node agent: keeps an X.509-SVID per workload (keys in the token, enrolment\n"
+	    "and renewal with CMP) and serves them on a local Unix socket.\n"
+	    "\n"
+	    "  -c FILE   agent.yaml (see docs/AGENT.md)\n"
+	    "  -d        debug logging\n"
+	    "\n"
+	    "'agent client' is a debugging client of the local API: 'get' prints the\n"
+	    "certificate chain (PEM), 'sign' signs the SHA-256 of stdin with the\n"
+	    "workload's current key, or with the key --key names (64 hex digits: the\n"
+	    "SHA-256 of its SubjectPublicKeyInfo; current or just retired), DER\n"
+	    "signature on stdout; 'watch' prints one line per certificate received\n"
+	    "(the current one, then each rotation).\n");
+}
+
+/* ca.root: the trust anchor, also the bundle served; the CA as cmpclient sees it. */
+static int
+load_root(struct agent *ag)
+{
+	X509 *leaf = NULL;
+	STACK_OF(X509) *rest = NULL;
+	char why[300];
+	int r;
+
+	if ((r = svid_load_pem_file(ag->conf->root, &leaf, &rest)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		return hsm_err(HSM_ECONFIG, "%s: ca.root: %s", ag->conf->path, why);
+	}
+	svid_certs_free(rest);
+	if (X509_check_ca(leaf) == 0) {
+		X509_free(leaf);
+		return hsm_err(HSM_ECONFIG, "%s: ca.root %s is not a CA certificate",
+		    ag->conf->path, ag->conf->root);
+	}
+	ag->root = leaf;
+	ag->ca = (struct cmpc_ca){ .servers = ag->conf->ca, .nservers = ag->conf->nca,
+	    .root = leaf, .debug = ag->debug };
+	return cert_pem_chain(leaf, NULL, &ag->root_pem, &ag->root_pemlen);
+}
+
+/* The private keyholder (a child on a socketpair): the only process that opens the token. */
+static int
+start_keyholder(struct agent *ag)
+{
+	const struct cfg_token *t = &ag->conf->token;
+	struct kh_spawn_opts ko = {
+		.module = t->module,
+		.token_uri = t->uri,
+		.pin_file = t->pin_file,
+		.pin_env = t->pin_env,
+		.sign_delay_ms = t->sign_delay_ms,
+		.workers = (int)t->workers,
+	};
+	int r;
+
+	if ((r = kh_spawn(&ko, &ag->kh, &ag->khpid)) != 0)
+		return r;
+	log_info("keyholder started (pid %ld) for %s", (long)ag->khpid, t->uri);
+	return 0;
+}
+
+int
+agent_epoll_add(int ep, int fd, void *tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = tag };
+
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == -1)
+		return hsm_err(HSM_EIO, "epoll_ctl: %s", strerror(errno));
+	return 0;
+}
+
+/* SIGTERM/SIGINT: quit; SIGCHLD: the keyholder died, which is fatal. */
+static void
+handle_signals(struct agent *ag)
+{
+	struct signalfd_siginfo si;
+	int status;
+
+	while (read(ag->sfd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGCHLD) {
+			if (ag->khpid > 0 && waitpid(ag->khpid, &status, WNOHANG) == ag->khpid) {
+				ag->khpid = 0;
+				if (ag->quit)
+					continue;
+				log_err("keyholder exited (%s %d): stopping",
+				    WIFSIGNALED(status) ? "signal" : "status",
+				    WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+				ag->quit = 2;
+			}
+			continue;
+		}
+		log_info("signal %d: shutting down", (int)si.ssi_signo);
+		ag->quit = 1;
+	}
+}
+
+static int
+loop(struct agent *ag)
+{
+	struct epoll_event evs[64];
+	int n;
+
+	while (!ag->quit) {
+		n = epoll_wait(ag->ep, evs, 64, enroll_next_timeout(ag));
+		if (n < 0 && errno != EINTR)
+			return hsm_err(HSM_EIO, "epoll_wait: %s", strerror(errno));
+		for (int i = 0; i < n; i++) {
+			void *tag = evs[i].data.ptr;
+
+			if (tag == &tag_signal) {
+				handle_signals(ag);
+			} else if (tag == &tag_job) {
+				uint64_t v;
+
+				if (read(ag->job_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+					log_warn("job eventfd: %s", strerror(errno));
+				enroll_reap(ag);
+			} else {
+				api_event(ag, tag);
+			}
+		}
+		enroll_run_timers(ag);
+	}
+	return 0;
+}
+
+static void
+shutdown_agent(struct agent *ag)
+{
+	int status;
+
+	/*
+	 * The keyholder died: its client's reader fails every signature in
+	 * flight, and each client must read that error, not a bare close.
+	 */
+	if (ag->quit == 2)
+		api_await_failed_signs(ag);
+	api_stop(ag);
+	/*
+	 * A CA exchange cannot be cancelled. Give running jobs a moment; past
+	 * that, stop the keyholder and leave at once without freeing what
+	 * their threads still use.
+	 */
+	if (enroll_finish(ag, 3000) != 0) {
+		log_warn("abandoning a CA exchange in progress");
+		if (ag->khpid > 0) {
+			kill(ag->khpid, SIGTERM);
+			waitpid(ag->khpid, &status, 0);
+		}
+		fflush(stderr);
+		_exit(ag->quit == 2 ? 1 : 0);
+	}
+	/* Retired and pending keys would be orphans in the token: destroy them now. */
+	enroll_drop_keys(ag);
+	for (size_t i = 0; i < ag->nwl; i++)
+		wl_free(&ag->wl[i]);
+	free(ag->wl);
+	ag->wl = NULL;
+	kh_client_free(ag->kh);
+	ag->kh = NULL;
+	if (ag->khpid > 0)
+		waitpid(ag->khpid, &status, 0);
+	X509_free(ag->root);
+	free(ag->root_pem);
+	if (ag->ep != -1)
+		close(ag->ep);
+	if (ag->sfd != -1)
+		close(ag->sfd);
+	if (ag->job_efd != -1)
+		close(ag->job_efd);
+}
+
+/* Everything up to the loop: workloads, keyholder, signals, the socket, reuse or enroll. */
+static int
+start(struct agent *ag)
+{
+	sigset_t sigs;
+	int r;
+
+	if ((ag->wl = calloc(ag->conf->nwl, sizeof(*ag->wl))) == NULL)
+		return HSM_ENOMEM;
+	ag->nwl = ag->conf->nwl;
+	for (size_t i = 0; i < ag->nwl; i++)
+		if ((r = wl_init(ag, &ag->wl[i], i)) != 0)
+			return r;
+	if ((r = hsm_provider_init()) != 0)
+		return r;
+	/* The keyholder first: it must not inherit our blocked signals. */
+	if ((r = start_keyholder(ag)) != 0)
+		return r;
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGCHLD);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	if ((ag->sfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC)) == -1 ||
+	    (ag->job_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
+	    (ag->ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
+		return hsm_err(HSM_EIO, "event set-up: %s", strerror(errno));
+	if ((r = api_start(ag)) != 0 || (r = agent_epoll_add(ag->ep, ag->sfd, &tag_signal)) != 0 ||
+	    (r = agent_epoll_add(ag->ep, ag->job_efd, &tag_job)) != 0)
+		return r;
+	for (size_t i = 0; i < ag->nwl; i++) {
+		struct wl *w = &ag->wl[i];
+
+		if (access(w->cert_path, F_OK) == 0) {
+			if ((r = wl_try_reuse(ag, w)) == 0) {
+				enroll_schedule_renewal(ag, w);
+				continue;
+			}
+			log_warn("%s: not reusing %s: %s", w->c->id, w->cert_path, hsm_err_msg(r));
+		}
+		w->next_ms = hsm_now_ms();	/* enroll at once */
+	}
+	log_info("serving %zu workload identit%s on %s", ag->nwl, ag->nwl == 1 ? "y" : "ies",
+	    ag->conf->socket);
+	return 0;
+}
+
+int
+agent_main(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct agent ag = { .ep = -1, .sfd = -1, .job_efd = -1 };
+	const char *path = NULL;
+	int ch, r, debug = 0, ret = 1;
+
+	if (argc >= 2 && strcmp(argv[1], "client") == 0)
+		return agent_client_main(argc - 1, argv + 1);
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:dh", lopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'd':
+			debug = 1;
+			break;
+		case 'h':
+			agent_usage(stdout);
+			return 0;
+		default:
+			agent_usage(stderr);
+			return 2;
+		}
+	}
+	if (path == NULL || optind != argc) {
+		agent_usage(stderr);
+		return 2;
+	}
+	hsm_log_init("hsmesh agent", debug ? HSM_LOG_DEBUG : HSM_LOG_INFO);
+	ag.debug = debug;
+	if ((r = agent_config_load(path, &ag.conf)) != 0) {
+		fprintf(stderr, "hsmesh agent: %s\n", hsm_err_msg(r));
+		return 1;
+	}
+	if ((r = load_root(&ag)) != 0 || (r = hsm_mkdir_p(ag.conf->state_dir, 0755)) != 0) {
+		fprintf(stderr, "hsmesh agent: %s\n", hsm_err_msg(r));
+		goto out;
+	}
+	if ((r = start(&ag)) != 0 || (r = loop(&ag)) != 0) {
+		log_err("%s", hsm_err_msg(r));
+		goto out;
+	}
+	ret = ag.quit == 2 ? 1 : 0;
+ out:
+	shutdown_agent(&ag);
+	agent_config_free(ag.conf);
+	return ret;
+}

@@ -1,0 +1,306 @@
+/*
+ * agentconf.c - agent.yaml (see agentconf.h).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "agentconf.h"
+#include "err.h"
+#include "spiffe.h"
+
+void
+agent_config_free(struct agent_config *c)
+{
+	if (c == NULL)
+		return;
+	free(c->path);
+	cfg_token_clear(&c->token);
+	evidence_conf_clear(&c->evidence);
+	free(c->ca_url);
+	for (size_t i = 0; i < c->nca; i++)
+		cmpc_server_clear(&c->ca[i]);
+	free(c->ca);
+	free(c->root);
+	free(c->state_dir);
+	free(c->socket);
+	for (size_t i = 0; i < c->nwl; i++) {
+		free(c->wl[i].id);
+		free(c->wl[i].join_token_file);
+	}
+	free(c->wl);
+	free(c);
+}
+
+/* http://HOST[:PORT][/PATH]; HOST may be [v6]. key names it in messages. */
+static int
+parse_url(const struct cfg_doc *d, const char *key, const char *u, struct cmpc_server *srv)
+{
+	const char *h, *e, *p;
+	unsigned long port = 80;
+	char *end;
+
+	if (strncmp(u, "http://", 7) != 0)
+		return cfg_err(d, key, "'%s' must be an http:// URL (got '%.80s')", key, u);
+	h = u + 7;
+	if (*h == '[') {
+		if ((e = strchr(h, ']')) == NULL)
+			return cfg_err(d, key, "'%s': unterminated [ in host", key);
+		h++;
+		p = e + 1;
+	} else {
+		e = h + strcspn(h, ":/");
+		p = e;
+	}
+	if (e == h)
+		return cfg_err(d, key, "'%s' has no host", key);
+	if ((srv->host = strndup(h, (size_t)(e - h))) == NULL)
+		return HSM_ENOMEM;
+	if (*p == ':') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return cfg_err(d, key, "'%s' has a bad port", key);
+		errno = 0;
+		port = strtoul(p, &end, 10);
+		if (errno != 0 || port == 0 || port > 65535 || (*end != '\0' && *end != '/'))
+			return cfg_err(d, key, "'%s' has a bad port", key);
+		p = end;
+	}
+	if (*p != '\0' && *p != '/')
+		return cfg_err(d, key, "'%s' is malformed", key);
+	srv->port = (int)port;
+	if ((srv->path = strdup(*p == '\0' ? "/" : p)) == NULL)
+		return HSM_ENOMEM;
+	return 0;
+}
+
+/* "NAME: MSG A B at line N"; msg may be err.c's buffer, so it is copied first. */
+static int
+wl_err(const struct cfg_doc *d, const struct cfg_node *n, const char *msg, const char *a,
+    const char *b)
+{
+	char m[400];
+
+	snprintf(m, sizeof(m), "%s%s%s", msg, a, b);
+	return hsm_err(HSM_ECONFIG, "%s: %s at line %u", d->name, m, n->line);
+}
+
+static int
+parse_uid(const char *s, uid_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	*out = 0;
+	if (*s < '0' || *s > '9' || strlen(s) > 10)
+		return HSM_EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v >= 4294967295ULL)
+		return HSM_EINVAL;
+	*out = (uid_t)v;
+	return 0;
+}
+
+/* One entry of workloads: into *w. */
+static int
+parse_workload(const struct cfg_doc *d, const struct cfg_node *it, struct agent_workload *w)
+{
+	const struct cfg_node *e;
+	struct spiffe_id sid;
+	int have_uid = 0, r;
+
+	if (it->type != CFG_MAP)
+		return wl_err(d, it, "each workload must be a mapping with id, uid and "
+		    "join_token_file", "", "");
+	for (e = it->child; e != NULL; e = e->next) {
+		if (strcmp(e->key, "id") != 0 && strcmp(e->key, "uid") != 0 &&
+		    strcmp(e->key, "join_token_file") != 0)
+			return wl_err(d, e, "unknown key 'workloads.", e->key, "'");
+		if (e->type != CFG_SCALAR || e->is_null || e->value == NULL || e->value[0] == '\0')
+			return wl_err(d, e, "'workloads.", e->key, "' needs a value");
+		if (strcmp(e->key, "id") == 0) {
+			if ((r = spiffe_id_parse(e->value, &sid)) != 0)
+				return wl_err(d, e, hsm_err_msg(r), "", "");
+			if (sid.path[0] == '\0')
+				return wl_err(d, e, "workload ID '", e->value,
+				    "' has no path (a trust domain is not a workload)");
+			free(w->id);
+			if ((w->id = strdup(e->value)) == NULL)
+				return HSM_ENOMEM;
+		} else if (strcmp(e->key, "uid") == 0) {
+			if (parse_uid(e->value, &w->uid) != 0)
+				return wl_err(d, e, "'workloads.uid' must be a number, not '", e->value,
+				    "'");
+			have_uid = 1;
+		} else {
+			free(w->join_token_file);
+			if ((r = cfg_resolve_path(d->dir, e->value, &w->join_token_file)) != 0)
+				return r;
+		}
+	}
+	if (w->id == NULL)
+		return wl_err(d, it, "workload without 'id'", "", "");
+	if (!have_uid)
+		return wl_err(d, it, "workload ", w->id, " without 'uid'");
+	return 0;
+}
+
+static int
+parse_workloads(const struct cfg_doc *d, struct agent_config *c)
+{
+	const struct cfg_node *seq = cfg_find(d, "workloads"), *it;
+	size_t n = 0;
+	int r;
+
+	if (seq == NULL)
+		return cfg_err(d, NULL, "missing required key 'workloads'");
+	if (seq->type != CFG_SEQ || seq->child == NULL)
+		return cfg_err(d, "workloads", "'workloads' must be a non-empty sequence");
+	for (it = seq->child; it != NULL; it = it->next)
+		n++;
+	if ((c->wl = calloc(n, sizeof(*c->wl))) == NULL)
+		return HSM_ENOMEM;
+	for (it = seq->child; it != NULL; it = it->next) {
+		struct agent_workload *w = &c->wl[c->nwl++];
+
+		if ((r = parse_workload(d, it, w)) != 0)
+			return r;
+		for (size_t i = 0; i + 1 < c->nwl; i++)
+			if (strcmp(c->wl[i].id, w->id) == 0)
+				return wl_err(d, it, "workload ", w->id, " listed twice");
+	}
+	return 0;
+}
+
+static int
+parse_fraction(const struct cfg_doc *d, const char *key, double def, double *out)
+{
+	const struct cfg_node *n = cfg_find(d, key);
+	char *end;
+	double v;
+
+	*out = def;
+	if (n == NULL)
+		return 0;
+	if (n->type != CFG_SCALAR || n->value == NULL || n->value[0] == '\0')
+		return cfg_err(d, key, "'%s' must be a number", key);
+	errno = 0;
+	v = strtod(n->value, &end);
+	if (errno != 0 || *end != '\0' || !isfinite(v) || v <= 0.0 || v >= 1.0)
+		return cfg_err(d, key, "'%s' must be a fraction of the lifetime between 0 and 1, "
+		    "not '%.40s'", key, n->value);
+	*out = v;
+	return 0;
+}
+
+/* The CA's address: ca.url (room for a list of them). */
+static int
+parse_ca(const struct cfg_doc *d, struct agent_config *c)
+{
+	if ((c->ca = calloc(1, sizeof(*c->ca))) == NULL)
+		return HSM_ENOMEM;
+	c->nca = 1;
+	return parse_url(d, "ca.url", c->ca_url, &c->ca[0]);
+}
+
+static int
+config_from_doc(const struct cfg_doc *d, struct agent_config **out)
+{
+	static const char *const known[] = {
+		"token.module", "token.uri", "token.pin_file", "token.pin_env",
+		"token.test_sign_delay_ms", "token.workers", "ca.url", "ca.root", "state_dir",
+		"socket", "key.type", "renew_at", "retry.min", "retry.max", "workloads",
+		"attestation.producer", "attestation.path", "attestation.command",
+		"attestation.timeout", NULL
+	};
+	struct agent_config *c;
+	char *kt = NULL;
+	int r;
+
+	*out = NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return HSM_ENOMEM;
+	if ((r = cfg_check_known(d, known)) != 0 ||
+	    (r = cfg_token_load(d, "token", &c->token)) != 0 ||
+	    (r = cfg_require(d, "ca.url")) != 0 || (r = cfg_require(d, "ca.root")) != 0 ||
+	    (r = cfg_require(d, "state_dir")) != 0 || (r = cfg_require(d, "socket")) != 0 ||
+	    (r = cfg_get_str(d, "ca.url", NULL, &c->ca_url)) != 0 ||
+	    (r = cfg_get_path(d, "ca.root", NULL, &c->root)) != 0 ||
+	    (r = cfg_get_path(d, "state_dir", NULL, &c->state_dir)) != 0 ||
+	    (r = cfg_get_path(d, "socket", NULL, &c->socket)) != 0 ||
+	    (r = cfg_get_str(d, "key.type", "ec-p256", &kt)) != 0 ||
+	    (r = parse_fraction(d, "renew_at", 0.5, &c->renew_at)) != 0 ||
+	    (r = cfg_get_duration(d, "retry.min", "1s", &c->retry_min)) != 0 ||
+	    (r = cfg_get_duration(d, "retry.max", "60s", &c->retry_max)) != 0 ||
+	    (r = parse_ca(d, c)) != 0 || (r = parse_workloads(d, c)) != 0 ||
+	    (r = evidence_conf_load(d, "attestation", &c->evidence)) != 0)
+		goto out;
+	if (hsm_keytype_parse(kt, &c->key_type) != 0) {
+		r = cfg_err(d, "key.type", "'key.type' must be ec-p256, ec-p384 or rsa-3072, "
+		    "not '%.40s'", kt);
+		goto out;
+	}
+	if (c->retry_max < c->retry_min) {
+		r = cfg_err(d, "retry.max", "'retry.max' is shorter than 'retry.min'");
+		goto out;
+	}
+	if (strlen(c->socket) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		r = cfg_err(d, "socket", "'socket' path is too long for a Unix socket");
+		goto out;
+	}
+	*out = c;
+	c = NULL;
+	r = 0;
+ out:
+	free(kt);
+	agent_config_free(c);
+	return r == HSM_ENOMEM ? r : (r != 0 ? HSM_ECONFIG : 0);
+}
+
+/* d into *out with path (a copy) as the file's name. */
+static int
+from_doc(const char *path, const struct cfg_doc *d, struct agent_config **out)
+{
+	int r;
+
+	if ((r = config_from_doc(d, out)) == 0 && ((*out)->path = strdup(path)) == NULL) {
+		agent_config_free(*out);
+		*out = NULL;
+		r = HSM_ENOMEM;
+	}
+	return r;
+}
+
+int
+agent_config_load(const char *path, struct agent_config **out)
+{
+	struct cfg_doc *d = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = cfg_doc_load(path, &d)) != 0)
+		return r;
+	r = from_doc(path, d, out);
+	cfg_doc_free(d);
+	return r;
+}
+
+int
+agent_config_parse(const char *name, const char *dir, const uint8_t *buf, size_t len,
+    struct agent_config **out)
+{
+	struct cfg_doc *d = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = cfg_doc_parse(name, dir, buf, len, &d)) != 0)
+		return r;
+	r = from_doc(name, d, out);
+	cfg_doc_free(d);
+	return r;
+}

@@ -1,0 +1,75 @@
+/*
+ * agentconf.h - agent.yaml, the node agent's configuration (docs/AGENT.md).
+ *
+ *   token:                         # the agent's keyholder (cfg_token_load)
+ *     module: ...  uri: ...  pin_file: ... (or pin_env)  workers: ...
+ *   ca:
+ *     url: http://HOST[:PORT][/PATH]   # required; http only (RFC 6712); HOST may be [v6]
+ *     root: root.pem                   # required: the trust anchor and the bundle served
+ *   state_dir: /var/lib/hsmesh/agent   # required
+ *   socket: /run/hsmesh/agent.sock     # required: the local API
+ *   key:
+ *     type: ec-p256                    # ec-p256 (default) | ec-p384 | rsa-3072
+ *   renew_at: 0.5                      # fraction of the lifetime, 0 < x < 1 (default 0.5)
+ *   retry:
+ *     min: 1s                          # backoff start (default 1s)
+ *     max: 60s                         # backoff cap (default 60s), >= min
+ *   workloads:                         # required, non-empty
+ *     - id: spiffe://example.org/ns/web    # unique; a path is required
+ *       uid: 1000                          # who may use it (root may use every one)
+ *       join_token_file: web.join          # optional: REF:SECRET for an ir
+ *   attestation: ...                   # optional (evidence.h)
+ *
+ * Relative paths resolve against the file's directory. Unknown keys are
+ * refused everywhere, inside workload entries too. Every error is
+ * HSM_ECONFIG with one line naming the file and, where there is one, the
+ * line:
+ *
+ *   agent.yaml: unknown key 'workloads.gid' at line 19
+ *   agent.yaml: 'renew_at' must be a fraction of the lifetime between 0 and 1, not '1.5' at line 12
+ */
+#ifndef HSM_AGENTCONF_H
+#define HSM_AGENTCONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cmpclient.h"
+#include "config.h"
+#include "evidence.h"
+#include "keytypes.h"
+
+/* One workload identity the agent keeps. */
+struct agent_workload {
+	char *id;			/* SPIFFE ID with a path */
+	uid_t uid;			/* the local uid that may use it */
+	char *join_token_file;		/* may be NULL: no ir possible */
+};
+
+struct agent_config {
+	char *path;			/* the file, as given */
+	struct cfg_token token;
+	char *ca_url;			/* as written */
+	struct cmpc_server *ca;		/* the CA's address(es), parsed from ca_url */
+	size_t nca;
+	char *root;			/* ca.root: path of the trust anchor */
+	char *state_dir;
+	char *socket;
+	enum hsm_keytype key_type;
+	double renew_at;
+	int64_t retry_min, retry_max;	/* seconds */
+	struct agent_workload *wl;
+	size_t nwl;
+	struct evidence_conf evidence;	/* attestation:, kind EVIDENCE_NONE when absent */
+};
+
+/* Load and validate agent.yaml at path. Caller frees *out. 0, HSM_ECONFIG or HSM_ENOMEM. */
+int agent_config_load(const char *path, struct agent_config **out);
+/* The same from text, for tests: name for messages, dir for relative paths (path = name). */
+int agent_config_parse(const char *name, const char *dir, const uint8_t *buf, size_t len,
+    struct agent_config **out);
+/* Free a configuration. Accepts NULL. */
+void agent_config_free(struct agent_config *c);
+
+#endif
