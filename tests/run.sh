@@ -56,6 +56,16 @@ export HSMESH_EXE="$B/asan/hsmesh"
 for t in "$B"/asan/tests/test_*; do
 	[ -x "$t" ] && run "unit-asan/$(basename "$t")" "$t"
 done
+# The ledger suite again on PostgreSQL: one throwaway server
+# (tests/integration/pg.sh) for both builds of test_ledger. Installed but
+# not starting is a failure; only missing binaries make it a skip.
+PGSH="$ROOT/tests/integration/pg.sh"
+if sh -c '. "$1"; pg_available' x "$PGSH"; then
+	run "unit-pg/test_ledger" env HSMESH_TEST_LEDGER=postgresql sh -c '. "$1"; shift; pg_run_each "$@"' \
+	    x "$PGSH" "$B/tests/test_ledger" "$B/asan/tests/test_ledger"
+else
+	run "unit-pg" echo "ok - # SKIP PostgreSQL pass: postgresql-15 (initdb, pg_ctl, psql) not installed"
+fi
 for t in "$ROOT"/tests/integration/t_*.sh; do
 	[ -f "$t" ] && run "integration/$(basename "$t" .sh)" sh "$t" "$B/hsmesh"
 done

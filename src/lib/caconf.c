@@ -142,8 +142,16 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 		goto out;
 	}
 
-	if ((r = cfg_get_path(d, "database", NULL, &c->database)) != 0 ||
-	    (r = cfg_get_path(d, "audit_log", NULL, &c->audit_log)) != 0)
+	/* A URI (postgresql://...) is kept as written; a path resolves against the file's directory. */
+	if ((r = cfg_get_str(d, "database", NULL, &c->database)) != 0)
+		goto out;
+	if (c->database != NULL && strstr(c->database, "://") == NULL) {
+		free(c->database);
+		c->database = NULL;
+		if ((r = cfg_get_path(d, "database", NULL, &c->database)) != 0)
+			goto out;
+	}
+	if ((r = cfg_get_path(d, "audit_log", NULL, &c->audit_log)) != 0)
 		goto out;
 	if ((c->database == NULL && (r = cfg_resolve_path(c->state_dir, "ledger.db", &c->database)) != 0) ||
 	    (c->audit_log == NULL && (r = cfg_resolve_path(c->state_dir, "audit.log", &c->audit_log)) != 0))

@@ -28,7 +28,8 @@ struct ca_config {
 	int64_t ca_ttl;			/* default 3650d */
 	char *svid_ttl_text;		/* as written, for messages ("1h") */
 	char *max_ttl_text;
-	char *database;			/* default <state_dir>/ledger.db */
+	char *database;			/* an SQLite file (default <state_dir>/ledger.db), or a
+					   postgresql:// URI, kept as written */
 	char *audit_log;		/* default <state_dir>/audit.log */
 	struct attest_policy *attest;	/* attestation:, or NULL (attest.h) */
 };

@@ -17,7 +17,15 @@
 #include "spiffe.h"
 
 /* The backends, asked in turn whether a location is theirs. */
-static const struct ledger_ops *const backends[] = { &ledger_sqlite_ops };
+static const struct ledger_ops *const backends[] = { &ledger_pg_ops, &ledger_sqlite_ops };
+
+/*
+ * A transaction the store found in conflict with a concurrent one
+ * (HSM_EAGAIN) is run again, at most this many times in all, after a
+ * random pause that doubles from 1 ms up to TXN_PAUSE_MAX_MS.
+ */
+#define TXN_TRIES 12
+#define TXN_PAUSE_MAX_MS 64
 
 struct ledger {
 	pthread_mutex_t mu;	/* one call at a time on be */
@@ -47,6 +55,47 @@ static void
 unlock(struct ledger *lg)
 {
 	pthread_mutex_unlock(&lg->mu);
+}
+
+/* A random pause of up to 2^attempt ms (at most TXN_PAUSE_MAX_MS) before a retry. */
+static void
+txn_pause(int attempt)
+{
+	struct timespec now, ts;
+	long cap = 1L << (attempt < 6 ? attempt : 6);
+
+	if (cap > TXN_PAUSE_MAX_MS)
+		cap = TXN_PAUSE_MAX_MS;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ts.tv_sec = 0;
+	ts.tv_nsec = (now.tv_nsec % (cap * 1000000L)) + 100000L;
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Run body(lg, arg) in one transaction, with the lock held: committed
+ * when body returns 0, rolled back otherwise. A conflict with a
+ * concurrent transaction (HSM_EAGAIN from the store) runs the whole of it
+ * again, at most TXN_TRIES times; then HSM_EIO. what names it in that
+ * detail.
+ */
+static int
+in_txn(struct ledger *lg, const char *what, int (*body)(struct ledger *, void *), void *arg)
+{
+	int r = HSM_EIO;
+
+	for (int attempt = 0; attempt < TXN_TRIES; attempt++) {
+		if (attempt > 0)
+			txn_pause(attempt);
+		if ((r = lg->ops->begin(lg->be)) == 0 && (r = body(lg, arg)) == 0)
+			r = lg->ops->commit(lg->be);
+		if (r != 0)
+			lg->ops->rollback(lg->be);
+		if (r != HSM_EAGAIN)
+			return r;
+	}
+	return hsm_err(HSM_EIO, "ledger: %s: gave up after %d attempts, each in conflict with "
+	    "a concurrent transaction", what, TXN_TRIES);
 }
 
 /* ---- validation ---- */
@@ -182,7 +231,35 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 	return 0;
 }
 
-/* ---- open ---- */
+/* ---- open, schema ---- */
+
+/* Bring the store's schema to LEDGER_SCHEMA_VERSION, in one transaction. */
+static int
+migrate(const struct ledger_ops *ops, struct ledger_be *be)
+{
+	int64_t v = 0;
+	int r;
+
+	if ((r = ops->migrate_begin(be)) != 0)
+		return r;
+	if ((r = ops->schema_version(be, &v)) != 0)
+		goto out;
+	if (v < 0 || v > LEDGER_SCHEMA_VERSION) {
+		r = hsm_err(HSM_EIO, "ledger: schema version %lld is newer than this program's (%d)",
+		    (long long)v, LEDGER_SCHEMA_VERSION);
+		goto out;
+	}
+	for (; v < LEDGER_SCHEMA_VERSION; v++) {
+		if ((r = ops->exec(be, ops->migrations[v])) != 0 ||
+		    (r = ops->version_add(be, v + 1)) != 0)
+			goto out;
+	}
+	r = ops->commit(be);
+ out:
+	if (r != 0)
+		ops->rollback(be);
+	return r;
+}
 
 int
 ledger_open(const char *location, struct ledger **out)
@@ -217,6 +294,10 @@ ledger_open(const char *location, struct ledger **out)
 	}
 	if ((r = ops->open(location, &lg->be)) != 0)
 		goto out;
+	if ((r = migrate(ops, lg->be)) != 0 || (r = ops->ready(lg->be)) != 0) {
+		ops->close(lg->be);
+		goto out;
+	}
 	*out = lg;
 	lg = NULL;
  out:
@@ -366,16 +447,47 @@ supersede_locked(struct ledger *lg, const struct ledger_cert *n)
 		return r;
 	if (r == 1)
 		return 0;
-	/* Refused: unknown, or renewed already (a fork, or a replay). */
+	/* Refused: unknown, revoked, or renewed already (a fork, or a replay). */
 	if ((r = lg->ops->cert_get(lg->be, n->parent_serial, &p)) != 0) {
 		if (r == HSM_ENOENT)
 			r = hsm_err(HSM_ENOENT, "ledger: renewal of unknown certificate %s",
 			    n->parent_serial);
 		return r;
 	}
-	r = hsm_err(HSM_EPOLICY, "certificate already renewed (superseded by serial %s)",
-	    p.superseded_by);
+	if (p.superseded_by[0] != '\0')
+		r = hsm_err(HSM_EPOLICY, "certificate already renewed (superseded by serial %s)",
+		    p.superseded_by);
+	else
+		r = hsm_err(HSM_EPOLICY, "certificate revoked");
 	ledger_cert_clear(&p);
+	return r;
+}
+
+/* What ledger_issue records, for its transaction's body. */
+struct issue_arg {
+	const struct ledger_cert *n;
+	const char *token_ref;
+	int64_t now;
+};
+
+static int
+issue_body(struct ledger *lg, void *v)
+{
+	const struct issue_arg *a = v;
+	int r;
+
+	/*
+	 * The identity is checked inside the transaction, under its lock: a
+	 * revocation that commits first is seen here, one that commits later
+	 * revokes this certificate too.
+	 */
+	if ((r = lg->ops->id_lock(lg->be, a->n->spiffe_id)) != 0)
+		return r;
+	if ((r = lg->ops->id_revoked(lg->be, a->n->spiffe_id)) != 0)
+		return r < 0 ? r : hsm_err(HSM_EPOLICY, "identity revoked");
+	if ((a->token_ref == NULL || (r = consume_locked(lg, a->token_ref, a->now)) == 0) &&
+	    (a->n->parent_serial[0] == '\0' || (r = supersede_locked(lg, a->n)) == 0))
+		r = lg->ops->cert_insert(lg->be, a->n, (int64_t)time(NULL));
 	return r;
 }
 
@@ -384,6 +496,7 @@ ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_r
     int64_t now)
 {
 	struct ledger_cert n;
+	struct issue_arg a = { &n, token_ref, now };
 	int r;
 
 	if ((r = cert_arg(c, &n)) != 0)
@@ -392,15 +505,7 @@ ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_r
 		return hsm_err(HSM_ENOENT, "join token unknown");
 	if ((r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->begin(lg->be)) != 0)
-		goto out;
-	if ((token_ref == NULL || (r = consume_locked(lg, token_ref, now)) == 0) &&
-	    (n.parent_serial[0] == '\0' || (r = supersede_locked(lg, &n)) == 0) &&
-	    (r = lg->ops->cert_insert(lg->be, &n, (int64_t)time(NULL))) == 0)
-		r = lg->ops->commit(lg->be);
-	if (r != 0)
-		lg->ops->rollback(lg->be);
- out:
+	r = in_txn(lg, "issue", issue_body, &a);
 	unlock(lg);
 	return r;
 }
@@ -465,11 +570,30 @@ ledger_cert_revoke(struct ledger *lg, const char *serial, int reason, int64_t no
 	return r;
 }
 
+struct revoke_id_arg {
+	const char *spiffe_id;
+	int reason;
+	int64_t now;
+	unsigned n;
+};
+
+static int
+revoke_id_body(struct ledger *lg, void *v)
+{
+	struct revoke_id_arg *a = v;
+	int r;
+
+	if ((r = lg->ops->id_lock(lg->be, a->spiffe_id)) == 0 &&
+	    (r = lg->ops->certs_revoke_id(lg->be, a->spiffe_id, a->reason, a->now, &a->n)) == 0)
+		r = lg->ops->id_revoke(lg->be, a->spiffe_id, a->reason, a->now);
+	return r;
+}
+
 int
 ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t now,
     unsigned *count)
 {
-	unsigned n = 0;
+	struct revoke_id_arg a = { spiffe_id, reason, now, 0 };
 	int r;
 
 	if (count != NULL)
@@ -477,16 +601,10 @@ ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t n
 	if ((r = check_id(spiffe_id)) != 0 || (r = check_reason(reason)) != 0 ||
 	    (r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->begin(lg->be)) == 0) {
-		if ((r = lg->ops->certs_revoke_id(lg->be, spiffe_id, reason, now, &n)) == 0 &&
-		    (r = lg->ops->id_revoke(lg->be, spiffe_id, reason, now)) == 0)
-			r = lg->ops->commit(lg->be);
-		if (r != 0)
-			lg->ops->rollback(lg->be);
-	}
+	r = in_txn(lg, "revoke identity", revoke_id_body, &a);
 	unlock(lg);
 	if (r == 0 && count != NULL)
-		*count = n;
+		*count = a.n;
 	return r;
 }
 

@@ -3,19 +3,27 @@
  * issued, renewals, revocations.
  *
  * This interface validates every input and decides which steps form one
- * transaction; the store behind it is a backend (ledger_be.h). Today's
- * one backend is SQLite (ledger_sqlite.c: a file, WAL mode,
- * synchronous=FULL, a busy timeout so a second process such as "hsmesh ca
- * token" can write while "hsmesh ca serve" runs).
+ * transaction; the store behind it is a backend (ledger_be.h):
+ *
+ *   SQLite      a file path (ledger_sqlite.c: WAL mode, synchronous=FULL,
+ *               a busy timeout so a second process such as "hsmesh ca
+ *               token" can write while "hsmesh ca serve" runs)
+ *   PostgreSQL  a libpq URI, postgresql://... or postgres://...
+ *               (ledger_pg.c), shared by any number of CA replicas
  *
  * A struct ledger is one connection guarded by a mutex: any function may
- * be called from any thread. The schema is created or migrated on open; a
- * ledger written by a newer program is refused.
+ * be called from any thread. The schema is created or migrated on open, in
+ * numbered steps recorded in a schema_version table; a ledger written by a
+ * newer program is refused. Nothing is cached: every call reads what every
+ * process and replica has committed.
  *
  * Invariants, kept by the store itself so that they hold between
  * processes (and, with a shared store, replicas): a join token is consumed
  * once; a serial is recorded once; a certificate is renewed at most once,
- * so a renewal chain never forks (only its newest certificate may renew).
+ * so a renewal chain never forks (only its newest certificate may renew);
+ * no certificate is recorded for an identity once its revocation has
+ * committed. A transaction in conflict with a concurrent one is run again
+ * (a bounded number of times).
  *
  * Store failures return HSM_EIO with the detail "ledger: <what>: <the
  * store's message>". Join token secrets never reach the ledger: only
@@ -76,9 +84,12 @@ struct ledger_cert {
  * Open the ledger at location (ca.yaml's database) and bring its schema up
  * to date. A file path is an SQLite database, created with mode 0600 if
  * needed; its directory must exist (it is not created) and a symbolic
- * link as the file itself is refused. 0 with *out set; HSM_EINVAL,
- * HSM_ENOENT (directory missing), HSM_EUNSUPPORTED (no backend for that
- * kind of location), HSM_ENOMEM, HSM_EIO (store error, or a newer schema).
+ * link as the file itself is refused. A postgresql:// URI is a PostgreSQL
+ * database, which must exist; a URI with a password in it is refused (use
+ * a passfile). 0 with *out set; HSM_EINVAL, HSM_ENOENT (directory
+ * missing), HSM_EUNSUPPORTED (no backend for that kind of location),
+ * HSM_ENOMEM, HSM_EIO (store error, unreachable server, or a newer
+ * schema).
  */
 int ledger_open(const char *location, struct ledger **out);
 
@@ -130,13 +141,14 @@ int ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at);
  * Record an issued certificate, in one transaction with what authorised
  * it: when token_ref is not NULL, consume that join token at now (as
  * ledger_token_consume); when c->parent_serial is set, record c as the
- * renewal of that certificate, which must exist and not have been renewed
- * before. Either all of it is recorded or nothing. The serials and
- * spki_id are hex (either case, stored lower-case, serials without leading
- * zeros). 0; HSM_EEXIST if the serial is already recorded; HSM_EPOLICY
- * "join token already used" / "join token expired" / "certificate already
- * renewed (superseded by serial S)"; HSM_ENOENT (unknown token or parent);
- * HSM_EINVAL; HSM_EIO.
+ * renewal of that certificate, which must exist, not be revoked and not
+ * have been renewed before; and spiffe_id must not be revoked. Either all
+ * of it is recorded or nothing. The serials and spki_id are hex (either
+ * case, stored lower-case, serials without leading zeros). 0; HSM_EEXIST if the serial is already recorded; HSM_EPOLICY
+ * "identity revoked" / "join token already used" / "join token expired" /
+ * "certificate already renewed (superseded by serial S)" / "certificate
+ * revoked" (the parent); HSM_ENOENT
+ * (unknown token or parent); HSM_EINVAL; HSM_EIO.
  */
 int ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now);

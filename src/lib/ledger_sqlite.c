@@ -24,8 +24,9 @@
 #define BUSY_MS 5000
 
 /*
- * Schema migrations: migrations[i] takes a ledger from version i to i+1.
- * Append only; never edit a released step.
+ * Schema migrations (run by ledger.c): migrations[i] takes a ledger from
+ * version i to i+1. Append only; never edit a released step. ledger_pg.c
+ * has the same steps in PostgreSQL's dialect.
  */
 static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	/* 0 -> 1 */
@@ -108,7 +109,7 @@ static const char *const stmt_sql[S_COUNT] = {
 	    "auth, parent_serial, recorded, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	[S_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
 	[S_CERT_SUPERSEDE] = "UPDATE certs SET superseded_by = ?2 "
-	    "WHERE serial = ?1 AND superseded_by IS NULL",
+	    "WHERE serial = ?1 AND superseded_by IS NULL AND revoked_at IS NULL",
 	[S_CERT_REVOKE] = "UPDATE certs SET revoked_at = ?3, reason = ?2 "
 	    "WHERE serial = ?1 AND revoked_at IS NULL",
 	[S_CERT_REVOKE_ID] = "UPDATE certs SET revoked_at = ?3, reason = ?2 "
@@ -186,60 +187,55 @@ col_text(sqlite3_stmt *s, int col, char *buf, size_t size)
 
 /* ---- open, schema ---- */
 
-/* Create or migrate the schema inside one write transaction. */
+/* The migration transaction: BEGIN IMMEDIATE excludes every other writer. */
 static int
-migrate(struct ledger_be *be)
+sq_migrate_begin(struct ledger_be *be)
+{
+	return exec_stmt(be, S_BEGIN, "begin");
+}
+
+static int
+sq_schema_version(struct ledger_be *be, int64_t *version)
 {
 	sqlite3_stmt *s = NULL;
-	char *msg = NULL;
-	int64_t version;
-	int r;
+	int r = 0;
 
-	if ((r = exec_stmt(be, S_BEGIN, "begin")) != 0)
-		return r;
+	*version = 0;
 	if (sqlite3_exec(be->db, "CREATE TABLE IF NOT EXISTS schema_version "
-	    "(version INTEGER NOT NULL)", NULL, NULL, NULL) != SQLITE_OK) {
-		r = db_fail(be, "create schema_version");
-		goto out;
-	}
+	    "(version INTEGER NOT NULL)", NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(be, "create schema_version");
 	if (sqlite3_prepare_v2(be->db, "SELECT coalesce(max(version), 0) FROM schema_version",
-	    -1, &s, NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+	    -1, &s, NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW)
 		r = db_fail(be, "read schema version");
-		goto out;
-	}
-	version = sqlite3_column_int64(s, 0);
+	else
+		*version = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
-	s = NULL;
-	if (version < 0 || version > LEDGER_SCHEMA_VERSION) {
-		r = hsm_err(HSM_EIO, "ledger: schema version %lld is newer than this "
-		    "program's (%d)", (long long)version, LEDGER_SCHEMA_VERSION);
-		goto out;
-	}
-	if (version == LEDGER_SCHEMA_VERSION) {
-		r = exec_stmt(be, S_COMMIT, "commit");
-		goto out;
-	}
-	for (; version < LEDGER_SCHEMA_VERSION; version++) {
-		if (sqlite3_exec(be->db, migrations[version], NULL, NULL, &msg) != SQLITE_OK) {
-			r = hsm_err(HSM_EIO, "ledger: migrate to schema %lld: %s",
-			    (long long)version + 1, msg ? msg : "unknown error");
-			goto out;
-		}
-	}
-	if (sqlite3_exec(be->db, "DELETE FROM schema_version", NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(be->db, "INSERT INTO schema_version (version) VALUES (?1)", -1,
-	    &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, LEDGER_SCHEMA_VERSION) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		r = db_fail(be, "write schema version");
-		goto out;
-	}
-	r = exec_stmt(be, S_COMMIT, "commit");
- out:
+	return r;
+}
+
+static int
+sq_exec(struct ledger_be *be, const char *sql)
+{
+	char *msg = NULL;
+	int r = 0;
+
+	if (sqlite3_exec(be->db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		r = hsm_err(HSM_EIO, "ledger: migrate: %s", msg ? msg : sqlite3_errmsg(be->db));
 	sqlite3_free(msg);
+	return r;
+}
+
+static int
+sq_version_add(struct ledger_be *be, int64_t version)
+{
+	sqlite3_stmt *s = NULL;
+	int r = 0;
+
+	if (sqlite3_prepare_v2(be->db, "INSERT INTO schema_version (version) VALUES (?1)", -1,
+	    &s, NULL) != SQLITE_OK || sqlite3_bind_int64(s, 1, version) != SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_DONE)
+		r = db_fail(be, "write schema version");
 	sqlite3_finalize(s);
-	if (r != 0 && !sqlite3_get_autocommit(be->db))
-		(void)sqlite3_exec(be->db, "ROLLBACK", NULL, NULL, NULL);
 	return r;
 }
 
@@ -339,9 +335,8 @@ sq_open(const char *path, struct ledger_be **out)
 		r = db_fail(be, "pragmas");
 		goto out;
 	}
-	/* Transaction control first: the migration needs it, tables not yet. */
-	if ((r = prepare(be, S_BEGIN, S_ROLLBACK + 1)) != 0 || (r = migrate(be)) != 0 ||
-	    (r = prepare(be, S_ROLLBACK + 1, S_COUNT)) != 0)
+	/* Transaction control now (the migration needs it), the rest once the tables exist. */
+	if ((r = prepare(be, S_BEGIN, S_ROLLBACK + 1)) != 0)
 		goto out;
 	*out = be;
 	be = NULL;
@@ -352,12 +347,25 @@ sq_open(const char *path, struct ledger_be **out)
 	return r;
 }
 
+static int
+sq_ready(struct ledger_be *be)
+{
+	return prepare(be, S_ROLLBACK + 1, S_COUNT);
+}
+
 /* ---- transactions ---- */
 
 static int
 sq_begin(struct ledger_be *be)
 {
 	return exec_stmt(be, S_BEGIN, "begin");
+}
+
+/* BEGIN IMMEDIATE already excludes every other writer. */
+static int
+sq_id_lock(struct ledger_be *be, const char *spiffe_id)
+{
+	return 0;
 }
 
 static int
@@ -674,7 +682,14 @@ const struct ledger_ops ledger_sqlite_ops = {
 	.claims = sq_claims,
 	.open = sq_open,
 	.close = sq_close,
+	.migrations = migrations,
+	.migrate_begin = sq_migrate_begin,
+	.schema_version = sq_schema_version,
+	.exec = sq_exec,
+	.version_add = sq_version_add,
+	.ready = sq_ready,
 	.begin = sq_begin,
+	.id_lock = sq_id_lock,
 	.commit = sq_commit,
 	.rollback = sq_rollback,
 	.token_insert = sq_token_insert,
