@@ -115,6 +115,7 @@ struct ca_issue_req {
 	const char *auth;		/* "token:REF", "kur:SERIAL", "sgx:...", "offline" */
 	const char *parent;		/* serial it renews, or NULL */
 	const char *token_ref;		/* join token consumed with it, or NULL */
+	const char *txn;		/* hex CMP transactionID that asked, or NULL */
 	int64_t now;			/* when the token is consumed */
 	const char *op;			/* "issue", "ir", "kur", ... */
 	const char *peer;		/* "local" or the client's address */
@@ -125,7 +126,9 @@ struct ca_issue_req {
  * Issue an X.509-SVID with sg and record it: in one ledger transaction
  * with the join token's consumption and the renewal of its parent
  * (ledger_issue), then one "issued" audit line. Nothing is recorded (and
- * the certificate is dropped) when any step fails. *refused (may be NULL)
+ * the certificate is dropped) when any step fails. A random serial that
+ * another certificate already holds (the ledger's unique key, across
+ * replicas) is drawn again, a few times. *refused (may be NULL)
  * is set when the ledger refused (token used or expired, parent already
  * renewed: HSM_EPOLICY / HSM_ENOENT with the reason), so that a caller
  * tells a refusal from a failure of its own. Caller frees *out.

@@ -95,9 +95,15 @@ enum {
 /* How the message being processed authenticated. */
 enum cmp_auth { AUTH_NONE, AUTH_TOKEN, AUTH_CERT };
 
-/* The state of an AUTH_CERT signer: only SIGNER_OK may renew or revoke. */
+/*
+ * The state of an AUTH_CERT signer: only SIGNER_OK may renew or revoke.
+ * SIGNER_UNVERIFIED: the ledger could not be read (a replica whose
+ * database is down): refused as a systemFailure, so the client tries
+ * another replica.
+ */
 enum signer_state {
 	SIGNER_OK, SIGNER_EXPIRED, SIGNER_REVOKED, SIGNER_ID_REVOKED, SIGNER_SUPERSEDED,
+	SIGNER_UNVERIFIED,
 };
 
 #define SERIAL_HEX_MAX 80

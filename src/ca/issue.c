@@ -17,8 +17,11 @@
 #include "cert.h"
 #include "err.h"
 #include "ledger.h"
+#include "log.h"
 #include "spiffe.h"
 #include "util.h"
+
+#define SERIAL_TRIES 3		/* issuances tried when the random serial is taken */
 
 /* The ledger's record of x (der borrowed from *der, which the caller frees). */
 static int
@@ -40,6 +43,7 @@ ledger_record(X509 *x, const struct ca_issue_req *rq, struct ledger_cert *lc,
 	snprintf(lc->auth, sizeof(lc->auth), "%s", rq->auth);
 	snprintf(lc->parent_serial, sizeof(lc->parent_serial), "%s",
 	    rq->parent != NULL ? rq->parent : "");
+	snprintf(lc->txn, sizeof(lc->txn), "%s", rq->txn != NULL ? rq->txn : "");
 	if ((n = i2d_X509(x, der)) <= 0)
 		return hsm_err_ossl(HSM_ECRYPTO, "cannot encode the certificate");
 	lc->der = *der;
@@ -59,16 +63,27 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	*out = NULL;
 	if (refused != NULL)
 		*refused = 0;
-	if ((r = cert_key_check(rq->pub)) != 0 ||
-	    (r = cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl, rq->extra,
-	    &x)) != 0 ||
-	    (r = ledger_record(x, rq, &lc, &der)) != 0)
+	if ((r = cert_key_check(rq->pub)) != 0)
 		goto out;
-	/* The token, the renewal and the certificate: all or nothing. */
-	if ((r = ledger_issue(lg, &lc, rq->token_ref, rq->now)) != 0) {
-		if (refused != NULL)
-			*refused = r == HSM_EPOLICY || r == HSM_ENOENT;
-		goto out;
+	for (int attempt = 0;; attempt++) {
+		if ((r = cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl,
+		    rq->extra, &x)) != 0 ||
+		    (r = ledger_record(x, rq, &lc, &der)) != 0)
+			goto out;
+		/* The token, the renewal and the certificate: all or nothing. */
+		if ((r = ledger_issue(lg, &lc, rq->token_ref, rq->now)) == 0)
+			break;
+		if (r != HSM_EEXIST || attempt + 1 >= SERIAL_TRIES) {
+			if (refused != NULL)
+				*refused = r == HSM_EPOLICY || r == HSM_ENOENT;
+			goto out;
+		}
+		/* 128 random bits taken already: draw (and sign) again. */
+		log_warn("serial %s is taken; issuing again with another", lc.serial);
+		OPENSSL_free(der);
+		der = NULL;
+		X509_free(x);
+		x = NULL;
 	}
 	audit_event(au, "issued", "op", rq->op, "peer", rq->peer, "id", rq->spiffe_id,
 	    "serial", lc.serial, "spki_id", lc.spki_id, "auth", rq->auth,

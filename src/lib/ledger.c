@@ -222,6 +222,9 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 		return hsm_err(HSM_EINVAL, "ledger: missing certificate DER");
 	if (n->parent_serial[0] != '\0' && strcmp(n->parent_serial, n->serial) == 0)
 		return hsm_err(HSM_EINVAL, "ledger: a certificate cannot renew itself");
+	if (c->txn[0] != '\0' && norm_hex(c->txn, 2, LEDGER_TXN_MAX, n->txn, sizeof(n->txn)) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: transaction id must be 2..%d hex digits",
+		    LEDGER_TXN_MAX);
 	memcpy(n->spiffe_id, c->spiffe_id, sizeof(n->spiffe_id));
 	memcpy(n->auth, c->auth, sizeof(n->auth));
 	n->not_before = c->not_before;
@@ -369,14 +372,14 @@ token_refusal(const struct ledger_token *t, int64_t now)
 	return 0;
 }
 
-/* Consume ref at now; the lock is held (inside a transaction or not). */
+/* Consume ref at now, paying for serial (may be NULL); the lock is held. */
 static int
-consume_locked(struct ledger *lg, const char *ref, int64_t now)
+consume_locked(struct ledger *lg, const char *ref, int64_t now, const char *serial)
 {
 	struct ledger_token t;
 	int r;
 
-	if ((r = lg->ops->token_use(lg->be, ref, now)) < 0)
+	if ((r = lg->ops->token_use(lg->be, ref, now, serial)) < 0)
 		return r;
 	if (r == 1)
 		return 0;
@@ -412,7 +415,7 @@ ledger_token_consume(struct ledger *lg, const char *ref, int64_t now)
 		return hsm_err(HSM_ENOENT, "join token unknown");
 	if ((r = lock(lg)) != 0)
 		return r;
-	r = consume_locked(lg, ref, now);
+	r = consume_locked(lg, ref, now, NULL);
 	unlock(lg);
 	return r;
 }
@@ -485,7 +488,8 @@ issue_body(struct ledger *lg, void *v)
 		return r;
 	if ((r = lg->ops->id_revoked(lg->be, a->n->spiffe_id)) != 0)
 		return r < 0 ? r : hsm_err(HSM_EPOLICY, "identity revoked");
-	if ((a->token_ref == NULL || (r = consume_locked(lg, a->token_ref, a->now)) == 0) &&
+	if ((a->token_ref == NULL ||
+	    (r = consume_locked(lg, a->token_ref, a->now, a->n->serial)) == 0) &&
 	    (a->n->parent_serial[0] == '\0' || (r = supersede_locked(lg, a->n)) == 0))
 		r = lg->ops->cert_insert(lg->be, a->n, (int64_t)time(NULL));
 	return r;

@@ -37,13 +37,14 @@
 
 #include "spiffe.h"
 
-#define LEDGER_SCHEMA_VERSION 2
+#define LEDGER_SCHEMA_VERSION 3
 #define LEDGER_REF_MAX 64	/* join token reference, bytes */
 #define LEDGER_HASH_LEN 32	/* SHA-256 of a join token secret */
 #define LEDGER_SERIAL_MAX 64	/* certificate serial, hex digits */
 #define LEDGER_SPKI_ID_LEN 64	/* hex SHA-256 of a SubjectPublicKeyInfo */
 #define LEDGER_AUTH_MAX 255	/* "token:<ref>", "kur:<serial>", "offline", ... */
 #define LEDGER_REASON_MAX 10	/* CRLReason codes 0..10 (RFC 5280 5.3.1) */
+#define LEDGER_TXN_MAX 128	/* a CMP transactionID, hex digits */
 
 struct ledger;
 
@@ -54,6 +55,7 @@ struct ledger_token {
 	int64_t expires;	/* valid while now < expires */
 	int used;		/* 1 once consumed */
 	int64_t used_at;	/* 0 unless used */
+	char serial[LEDGER_SERIAL_MAX + 1];	/* the certificate it paid for, or "" */
 };
 
 /*
@@ -73,6 +75,7 @@ struct ledger_cert {
 	char auth[LEDGER_AUTH_MAX + 1];
 	char parent_serial[LEDGER_SERIAL_MAX + 1];
 	char superseded_by[LEDGER_SERIAL_MAX + 1];	/* the renewal of this one, or "" */
+	char txn[LEDGER_TXN_MAX + 1];	/* hex CMP transactionID that asked for it, or "" */
 	int revoked;
 	int64_t revoked_at;	/* 0 unless revoked */
 	int reason;		/* CRLReason, meaningful when revoked */
@@ -140,15 +143,18 @@ int ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at);
 /*
  * Record an issued certificate, in one transaction with what authorised
  * it: when token_ref is not NULL, consume that join token at now (as
- * ledger_token_consume); when c->parent_serial is set, record c as the
- * renewal of that certificate, which must exist, not be revoked and not
- * have been renewed before; and spiffe_id must not be revoked. Either all
- * of it is recorded or nothing. The serials and spki_id are hex (either
- * case, stored lower-case, serials without leading zeros). 0; HSM_EEXIST if the serial is already recorded; HSM_EPOLICY
- * "identity revoked" / "join token already used" / "join token expired" /
- * "certificate already renewed (superseded by serial S)" / "certificate
- * revoked" (the parent); HSM_ENOENT
- * (unknown token or parent); HSM_EINVAL; HSM_EIO.
+ * ledger_token_consume) and record that it paid for c (the token's
+ * serial, so that a retry of the same request finds c again); when
+ * c->parent_serial is set, record c as the renewal of that certificate,
+ * which must exist, not be revoked and not have been renewed before; and
+ * c->spiffe_id must not be revoked. Either all of it is recorded or
+ * nothing. The serials and spki_id are hex (either case, stored
+ * lower-case, serials without leading zeros); c->txn is "" or hex (stored
+ * lower-case). 0; HSM_EEXIST if the serial is already recorded;
+ * HSM_EPOLICY "identity revoked" / "join token already used" / "join
+ * token expired" / "certificate already renewed (superseded by serial S)"
+ * / "certificate revoked" (the parent); HSM_ENOENT (unknown token or
+ * parent); HSM_EINVAL; HSM_EIO.
  */
 int ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now);

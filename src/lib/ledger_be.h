@@ -105,14 +105,18 @@ struct ledger_ops {
 	    const char *spiffe_id, int64_t created, int64_t expires);
 	/* Fetch a join token; HSM_ENOENT when unknown. */
 	int (*token_get)(struct ledger_be *be, const char *ref, struct ledger_token *out);
-	/* Mark ref used at now if unused and now < expires: 1 if it changed, 0 if not. */
-	int (*token_use)(struct ledger_be *be, const char *ref, int64_t now);
-	/* Unmark ref if it was used at exactly used_at: 1 if it changed, 0 if not. */
+	/*
+	 * Mark ref used at now, paying for certificate serial (NULL: none), if
+	 * unused and now < expires: 1 if it changed, 0 if not.
+	 */
+	int (*token_use)(struct ledger_be *be, const char *ref, int64_t now, const char *serial);
+	/* Unmark ref (and its serial) if it was used at exactly used_at: 1 if it changed, 0 if not. */
 	int (*token_unuse)(struct ledger_be *be, const char *ref, int64_t used_at);
 
 	/*
-	 * Insert c (its revocation and superseded_by ignored) as recorded at
-	 * recorded; HSM_EEXIST on a serial already taken.
+	 * Insert c (its revocation and superseded_by ignored; txn "" is
+	 * stored as none) as recorded at recorded; HSM_EEXIST on a serial
+	 * already taken.
 	 */
 	int (*cert_insert)(struct ledger_be *be, const struct ledger_cert *c, int64_t recorded);
 	/* Fetch by serial, der malloc'd; HSM_ENOENT when unknown. */

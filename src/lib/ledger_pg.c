@@ -55,7 +55,7 @@
 #define OID_INT4 23
 #define OID_TEXT 25
 
-#define MAX_PARAMS 9
+#define MAX_PARAMS 10
 
 /*
  * Schema migrations (run by ledger.c): migrations[i] takes a ledger from
@@ -98,10 +98,14 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	"ALTER TABLE certs ADD COLUMN superseded_by TEXT;"
 	"UPDATE certs SET superseded_by = (SELECT c.serial FROM certs AS c"
 	"  WHERE c.parent_serial = certs.serial ORDER BY c.seq LIMIT 1);",
+	/* 2 -> 3: the certificate a token paid for, the transaction a certificate answered */
+	"ALTER TABLE tokens ADD COLUMN serial TEXT;"
+	"ALTER TABLE certs ADD COLUMN txn TEXT;",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
-	"parent_serial, revoked_at, reason, der, superseded_by"
+	"parent_serial, revoked_at, reason, der, superseded_by, txn"
+#define CERT_NCOLS 12
 
 enum stmt_id {
 	S_TOKEN_ADD,
@@ -130,16 +134,18 @@ static const struct {
 	[S_TOKEN_ADD] = { "INSERT INTO tokens (ref, secret_hash, spiffe_id, created, expires) "
 	    "VALUES ($1, $2, $3, $4, $5)", 5,
 	    { OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8 } },
-	[S_TOKEN_GET] = { "SELECT secret_hash, spiffe_id, created, expires, used_at "
+	[S_TOKEN_GET] = { "SELECT secret_hash, spiffe_id, created, expires, used_at, serial "
 	    "FROM tokens WHERE ref = $1", 1, { OID_TEXT } },
-	[S_TOKEN_USE] = { "UPDATE tokens SET used_at = $2 "
-	    "WHERE ref = $1 AND used_at IS NULL AND expires > $2", 2, { OID_TEXT, OID_INT8 } },
-	[S_TOKEN_UNUSE] = { "UPDATE tokens SET used_at = NULL WHERE ref = $1 AND used_at = $2",
-	    2, { OID_TEXT, OID_INT8 } },
+	[S_TOKEN_USE] = { "UPDATE tokens SET used_at = $2, serial = $3 "
+	    "WHERE ref = $1 AND used_at IS NULL AND expires > $2", 3,
+	    { OID_TEXT, OID_INT8, OID_TEXT } },
+	[S_TOKEN_UNUSE] = { "UPDATE tokens SET used_at = NULL, serial = NULL "
+	    "WHERE ref = $1 AND used_at = $2", 2, { OID_TEXT, OID_INT8 } },
 	[S_CERT_ADD] = { "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
-	    "auth, parent_serial, recorded, der) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", 9,
+	    "auth, parent_serial, recorded, der, txn) "
+	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", 10,
 	    { OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8, OID_INT8, OID_TEXT, OID_TEXT, OID_INT8,
-	    OID_BYTEA } },
+	    OID_BYTEA, OID_TEXT } },
 	[S_CERT_GET] = { "SELECT " CERT_COLS " FROM certs WHERE serial = $1", 1, { OID_TEXT } },
 	[S_CERT_SUPERSEDE] = { "UPDATE certs SET superseded_by = $2 "
 	    "WHERE serial = $1 AND superseded_by IS NULL AND revoked_at IS NULL", 2,
@@ -533,12 +539,13 @@ cert_from_row(const PGresult *r, int row, struct ledger_cert *c, int copy_der)
 {
 	int n;
 
-	if (PQnfields(r) != 11 || col_text(r, row, 0, c->serial, sizeof(c->serial)) != 0 ||
+	if (PQnfields(r) != CERT_NCOLS || col_text(r, row, 0, c->serial, sizeof(c->serial)) != 0 ||
 	    col_text(r, row, 1, c->spiffe_id, sizeof(c->spiffe_id)) != 0 ||
 	    col_text(r, row, 2, c->spki_id, sizeof(c->spki_id)) != 0 ||
 	    col_text(r, row, 5, c->auth, sizeof(c->auth)) != 0 ||
 	    col_text(r, row, 6, c->parent_serial, sizeof(c->parent_serial)) != 0 ||
-	    col_text(r, row, 10, c->superseded_by, sizeof(c->superseded_by)) != 0)
+	    col_text(r, row, 10, c->superseded_by, sizeof(c->superseded_by)) != 0 ||
+	    col_text(r, row, 11, c->txn, sizeof(c->txn)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
 	c->not_before = col_i64(r, row, 3);
 	c->not_after = col_i64(r, row, 4);
@@ -789,8 +796,9 @@ pg_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 		return r;
 	if (PQntuples(res) == 0) {
 		r = hsm_err(HSM_ENOENT, "join token unknown");
-	} else if (PQnfields(res) != 5 || PQgetlength(res, 0, 0) != LEDGER_HASH_LEN ||
-	    col_text(res, 0, 1, t->spiffe_id, sizeof(t->spiffe_id)) != 0) {
+	} else if (PQnfields(res) != 6 || PQgetlength(res, 0, 0) != LEDGER_HASH_LEN ||
+	    col_text(res, 0, 1, t->spiffe_id, sizeof(t->spiffe_id)) != 0 ||
+	    col_text(res, 0, 5, t->serial, sizeof(t->serial)) != 0) {
 		r = hsm_err(HSM_EIO, "ledger: corrupt join token row");
 	} else {
 		memcpy(t->hash, PQgetvalue(res, 0, 0), LEDGER_HASH_LEN);
@@ -806,13 +814,14 @@ pg_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 }
 
 static int
-pg_token_use(struct ledger_be *be, const char *ref, int64_t now)
+pg_token_use(struct ledger_be *be, const char *ref, int64_t now, const char *serial)
 {
 	struct params p = { 0 };
 	int r, n;
 
 	p_text(&p, ref, 0);
 	p_i64(&p, now);
+	p_text(&p, serial, 1);
 	r = run(be, S_TOKEN_USE, &p, "consume token", NULL, &n);
 	return r != 0 ? r : n;
 }
@@ -846,6 +855,7 @@ pg_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t record
 	p_text(&p, c->parent_serial, 1);
 	p_i64(&p, recorded);
 	p_bytes(&p, c->der, c->der_len);
+	p_text(&p, c->txn, 1);
 	r = run(be, S_CERT_ADD, &p, "add certificate", NULL, NULL);
 	if (r == HSM_EEXIST)
 		r = hsm_err(HSM_EEXIST, "ledger: certificate serial %s already recorded", c->serial);

@@ -68,10 +68,17 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	"ALTER TABLE certs ADD COLUMN superseded_by TEXT;"
 	"UPDATE certs SET superseded_by = (SELECT c.serial FROM certs AS c"
 	"  WHERE c.parent_serial = certs.serial ORDER BY c.rowid LIMIT 1);",
+	/*
+	 * 2 -> 3: a join token names the certificate it paid for, a
+	 * certificate the CMP transaction that asked for it: a retry of that
+	 * transaction (a client failing over to another replica) finds it again.
+	 */
+	"ALTER TABLE tokens ADD COLUMN serial TEXT;"
+	"ALTER TABLE certs ADD COLUMN txn TEXT;",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
-	"parent_serial, revoked_at, reason, der, superseded_by"
+	"parent_serial, revoked_at, reason, der, superseded_by, txn"
 
 enum stmt_id {
 	S_BEGIN,
@@ -100,13 +107,15 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_ROLLBACK] = "ROLLBACK",
 	[S_TOKEN_ADD] = "INSERT INTO tokens (ref, secret_hash, spiffe_id, created, expires) "
 	    "VALUES (?1, ?2, ?3, ?4, ?5)",
-	[S_TOKEN_GET] = "SELECT secret_hash, spiffe_id, created, expires, used_at "
+	[S_TOKEN_GET] = "SELECT secret_hash, spiffe_id, created, expires, used_at, serial "
 	    "FROM tokens WHERE ref = ?1",
-	[S_TOKEN_USE] = "UPDATE tokens SET used_at = ?2 "
+	[S_TOKEN_USE] = "UPDATE tokens SET used_at = ?2, serial = ?3 "
 	    "WHERE ref = ?1 AND used_at IS NULL AND expires > ?2",
-	[S_TOKEN_UNUSE] = "UPDATE tokens SET used_at = NULL WHERE ref = ?1 AND used_at = ?2",
+	[S_TOKEN_UNUSE] = "UPDATE tokens SET used_at = NULL, serial = NULL "
+	    "WHERE ref = ?1 AND used_at = ?2",
 	[S_CERT_ADD] = "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
-	    "auth, parent_serial, recorded, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	    "auth, parent_serial, recorded, der, txn) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[S_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
 	[S_CERT_SUPERSEDE] = "UPDATE certs SET superseded_by = ?2 "
 	    "WHERE serial = ?1 AND superseded_by IS NULL AND revoked_at IS NULL",
@@ -441,6 +450,10 @@ sq_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 		t->used = 1;
 		t->used_at = sqlite3_column_int64(s, 4);
 	}
+	if (col_text(s, 5, t->serial, sizeof(t->serial)) != 0) {
+		r = hsm_err(HSM_EIO, "ledger: corrupt join token row");
+		goto out;
+	}
 	r = 0;
  out:
 	release(s);
@@ -448,13 +461,15 @@ sq_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 }
 
 static int
-sq_token_use(struct ledger_be *be, const char *ref, int64_t now)
+sq_token_use(struct ledger_be *be, const char *ref, int64_t now, const char *serial)
 {
 	sqlite3_stmt *s = be->stmt[S_TOKEN_USE];
 
 	/* The conditional UPDATE is the whole decision: SQLite serialises writers. */
 	return changed(be, s, sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_int64(s, 2, now) == SQLITE_OK, "consume token");
+	    sqlite3_bind_int64(s, 2, now) == SQLITE_OK &&
+	    (serial != NULL ? sqlite3_bind_text(s, 3, serial, -1, SQLITE_STATIC) :
+	    sqlite3_bind_null(s, 3)) == SQLITE_OK, "consume token");
 }
 
 static int
@@ -484,7 +499,9 @@ sq_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t record
 	    sqlite3_bind_text(s, 7, c->parent_serial, -1, SQLITE_STATIC) :
 	    sqlite3_bind_null(s, 7)) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 8, recorded) != SQLITE_OK ||
-	    sqlite3_bind_blob(s, 9, c->der, (int)c->der_len, SQLITE_STATIC) != SQLITE_OK) {
+	    sqlite3_bind_blob(s, 9, c->der, (int)c->der_len, SQLITE_STATIC) != SQLITE_OK ||
+	    (c->txn[0] != '\0' ? sqlite3_bind_text(s, 10, c->txn, -1, SQLITE_STATIC) :
+	    sqlite3_bind_null(s, 10)) != SQLITE_OK) {
 		r = db_fail(be, "add certificate");
 		goto out;
 	}
@@ -515,7 +532,8 @@ cert_from_row(sqlite3_stmt *s, struct ledger_cert *c, int copy_der)
 	    col_text(s, 2, c->spki_id, sizeof(c->spki_id)) != 0 ||
 	    col_text(s, 5, c->auth, sizeof(c->auth)) != 0 ||
 	    col_text(s, 6, c->parent_serial, sizeof(c->parent_serial)) != 0 ||
-	    col_text(s, 10, c->superseded_by, sizeof(c->superseded_by)) != 0)
+	    col_text(s, 10, c->superseded_by, sizeof(c->superseded_by)) != 0 ||
+	    col_text(s, 11, c->txn, sizeof(c->txn)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
 	c->not_before = sqlite3_column_int64(s, 3);
 	c->not_after = sqlite3_column_int64(s, 4);

@@ -793,7 +793,9 @@ migrate_v1_with_fork(void **state)
 	    "spki_id, not_before, not_after, auth, parent_serial, recorded, der FROM certs "
 	    "WHERE serial = 'b'"), 0);
 	assert_int_equal(be->exec(dbpath, "ALTER TABLE certs DROP COLUMN superseded_by"), 0);
-	assert_int_equal(be->exec(dbpath, "UPDATE schema_version SET version = 1"), 0);
+	assert_int_equal(be->exec(dbpath, "ALTER TABLE certs DROP COLUMN txn"), 0);
+	assert_int_equal(be->exec(dbpath, "ALTER TABLE tokens DROP COLUMN serial"), 0);
+	assert_int_equal(be->exec(dbpath, "DELETE FROM schema_version WHERE version > 1"), 0);
 
 	lg = open_ledger();
 	assert_renewed_by(lg, "a", "b");
@@ -809,6 +811,84 @@ migrate_v1_with_fork(void **state)
 	/* and reopening a migrated ledger changes nothing */
 	lg = open_ledger();
 	assert_renewed_by(lg, "b", "d");
+	ledger_close(lg);
+}
+
+/*
+ * A join token names the certificate it paid for, a certificate the CMP
+ * transaction that asked for it (so a retry of that transaction on
+ * another replica finds it again); a given-back token names nothing.
+ */
+static void
+token_pays_for_cert(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_token t;
+	struct ledger_cert c, g;
+	uint8_t h[LEDGER_HASH_LEN];
+
+	hash_of("pay", h);
+	assert_int_equal(ledger_token_add(lg, "pay", h, ID, 90000), 0);
+	assert_int_equal(ledger_token_add(lg, "pay2", h, ID, 90000), 0);
+	make_cert(&c, "0Fa", ID, 1000, 90000, "token:pay", NULL);
+	snprintf(c.txn, sizeof(c.txn), "00A1b2C3");
+	assert_int_equal(ledger_issue(lg, &c, "pay", 1000), 0);
+	assert_int_equal(ledger_token_lookup(lg, "pay", &t), 0);
+	assert_string_equal(t.serial, "fa");
+	assert_int_equal(ledger_cert_get(lg, "fa", &g), 0);
+	assert_string_equal(g.txn, "00a1b2c3");
+	ledger_cert_clear(&g);
+	/* no transaction: none recorded */
+	make_cert(&c, "fb", ID, 1000, 90000, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	assert_int_equal(ledger_cert_get(lg, "fb", &g), 0);
+	assert_string_equal(g.txn, "");
+	ledger_cert_clear(&g);
+	/* a transaction id is hex, 2..LEDGER_TXN_MAX digits */
+	make_cert(&c, "fc", ID, 1000, 90000, "offline", NULL);
+	snprintf(c.txn, sizeof(c.txn), "xyz");
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	snprintf(c.txn, sizeof(c.txn), "a");
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	memset(c.txn, 'a', LEDGER_TXN_MAX);
+	c.txn[LEDGER_TXN_MAX] = '\0';
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	/* consumed without a certificate, given back: nothing named */
+	assert_int_equal(ledger_token_consume(lg, "pay2", 1000), 0);
+	assert_int_equal(ledger_token_lookup(lg, "pay2", &t), 0);
+	assert_string_equal(t.serial, "");
+	assert_int_equal(ledger_token_unconsume(lg, "pay2", 1000), 0);
+	make_cert(&c, "fd", ID, 1000, 90000, "token:pay2", NULL);
+	assert_int_equal(ledger_issue(lg, &c, "pay2", 1001), 0);
+	assert_int_equal(ledger_token_lookup(lg, "pay2", &t), 0);
+	assert_string_equal(t.serial, "fd");
+	ledger_close(lg);
+}
+
+/* A ledger of schema 2 gains the columns of 3; its rows name nothing. */
+static void
+migrate_v2(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_token t;
+	struct ledger_cert c, g;
+	uint8_t h[LEDGER_HASH_LEN];
+
+	hash_of("m", h);
+	assert_int_equal(ledger_token_add(lg, "m", h, ID, 90000), 0);
+	make_cert(&c, "e1", ID, 1000, 90000, "token:m", NULL);
+	assert_int_equal(ledger_issue(lg, &c, "m", 1000), 0);
+	ledger_close(lg);
+	assert_int_equal(be->exec(dbpath, "ALTER TABLE certs DROP COLUMN txn"), 0);
+	assert_int_equal(be->exec(dbpath, "ALTER TABLE tokens DROP COLUMN serial"), 0);
+	assert_int_equal(be->exec(dbpath, "DELETE FROM schema_version WHERE version > 2"), 0);
+	lg = open_ledger();
+	assert_int_equal(ledger_token_lookup(lg, "m", &t), 0);
+	assert_int_equal(t.used, 1);
+	assert_string_equal(t.serial, "");
+	assert_int_equal(ledger_cert_get(lg, "e1", &g), 0);
+	assert_string_equal(g.txn, "");
+	ledger_cert_clear(&g);
 	ledger_close(lg);
 }
 
@@ -1278,6 +1358,7 @@ static void
 replicas_migrate_once(void **state)
 {
 	struct ledger *lg;
+	char sql[256];
 	int st[NPROCS];
 
 	in_processes(proc_open, st);
@@ -1286,9 +1367,10 @@ replicas_migrate_once(void **state)
 	lg = open_ledger();
 	ledger_close(lg);
 	/* one row per step, each step once (the CHECK fails otherwise) */
-	assert_int_equal(be->exec(dbpath, "CREATE TABLE steps (n INTEGER CHECK (n = 2));"
+	snprintf(sql, sizeof(sql), "CREATE TABLE steps (n INTEGER CHECK (n = %d));"
 	    "INSERT INTO steps SELECT count(DISTINCT version) FROM schema_version;"
-	    "INSERT INTO steps SELECT count(*) FROM schema_version"), 0);
+	    "INSERT INTO steps SELECT count(*) FROM schema_version", LEDGER_SCHEMA_VERSION);
+	assert_int_equal(be->exec(dbpath, sql), 0);
 	assert_int_not_equal(be->exec(dbpath, "INSERT INTO steps SELECT 1"), 0);
 }
 
@@ -1307,6 +1389,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(issue_is_one_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(schema_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(migrate_v1_with_fork, setup, teardown),
+		cmocka_unit_test_setup_teardown(token_pays_for_cert, setup, teardown),
+		cmocka_unit_test_setup_teardown(migrate_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_one_token_shared, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_one_token_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_many_tokens, setup, teardown),
