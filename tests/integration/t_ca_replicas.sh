@@ -73,7 +73,16 @@ refused_with() { # DESC PATTERN cmd...: the client fails and prints PATTERN
 TOK1=$("$HSMESH" ca token -c "$Y" --id spiffe://example.org/web)
 newkey "$T/k1.pem"
 check "ir at replica a" quiet ocmp "$A" -cmd ir -implicit_confirm -ref "$(ref "$TOK1")" \
-    -secret "pass:$(sec "$TOK1")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/c1.pem"
+    -secret "pass:$(sec "$TOK1")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/c1.pem" \
+    -reqout "$T/ir1.der"
+# The same ir again (its answer lost, say): the certificate it already got, from either replica.
+code=$(curl -s -o "$T/ir1b.rsp" -w '%{http_code}' --data-binary @"$T/ir1.der" \
+    -H 'Content-Type: application/pkixcmp' "http://$B/.well-known/cmp")
+SER1=$(openssl x509 -in "$T/c1.pem" -noout -serial | cut -d= -f2)
+check "a retry of that transaction at replica b gets the same certificate (HTTP $code)" \
+    sh -c 'openssl asn1parse -inform DER -in "$1" | grep -qi "INTEGER *:0*$2\$"' x "$T/ir1b.rsp" "$SER1"
+check "... audited there as delivered again" grep -q '"event":"redelivered","op":"ir".*"serial":"'"$(serial_of "$T/c1.pem")"'"' \
+    "$T/rep/audit-b.log"
 refused_with "the same join token at replica b: already used" "already used" \
     ocmp "$B" -cmd ir -implicit_confirm -ref "$(ref "$TOK1")" -secret "pass:$(sec "$TOK1")" \
     -newkey "$T/k1.pem" -subject /CN=x -certout "$T/x.pem"
