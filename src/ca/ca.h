@@ -17,6 +17,7 @@
  *   token.c   ca token: join tokens and their secrets
  *   revoke.c  ca revoke
  *   serve.c   ca serve: the CMP server (cmp.h) over the signer
+ *   replicate.c  ca replicate: the CA key into another host's token, wrapped
  *   cmp.c txn.c auth.c front.c   the CMP server (cmp.h)
  *
  * Every issuance, refusal and revocation is recorded in the ledger
@@ -156,5 +157,7 @@ int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const
 int ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text);
 int ca_cmd_revoke(const char *cfgpath, const char *serial, const char *id);
 int ca_cmd_serve(const char *cfgpath, const char *port_file);
+/* `hsmesh ca replicate STEP ...` (replicate.c): argv[0] is "replicate". */
+int ca_cmd_replicate(int argc, char **argv);
 
 #endif
