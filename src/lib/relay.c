@@ -62,23 +62,54 @@ buf_space(struct relay_buf *b)
 	return b->cap - b->off - b->len;
 }
 
+/*
+ * One direction, from side in to side out through b: read while there is
+ * room (unless dry), write while bytes wait (unless full), pass an end on
+ * once b is empty. 1 when something moved or ended, 0 when not, -1 when
+ * a side failed (f says why). Inlined twice with constant sides (a
+ * loop over both directions cost a fifth more instructions per pump).
+ */
+static inline __attribute__((always_inline)) int
+relay_dir(struct relay_buf *b, struct side *in, struct side *out, int *dry, int *full,
+    struct fail *f)
+{
+	enum side_st st;
+	int progress = 0;
+	size_t sp, n;
+
+	if (!in->eof && !*dry && (sp = buf_space(b)) > 0) {
+		/* n is 0 unless SIDE_OK; an end is progress too */
+		if ((st = side_read(in, b->data + b->off + b->len, sp, &n, f)) == SIDE_FAILED)
+			return -1;
+		b->len += n;
+		progress = st != SIDE_WAIT;
+		*dry = in->dry;
+	}
+	if (b->len > 0 && !*full) {
+		if (side_write(out, b->data + b->off, b->len, &n, f) == SIDE_FAILED)
+			return -1;
+		b->off += n;
+		b->len -= n;
+		progress |= n > 0;
+		*full = out->full;
+	}
+	if (in->eof && b->len == 0 && !out->shut && side_shutdown(out) == SIDE_OK)
+		progress = 1;
+	return progress;
+}
+
 enum relay_st
 relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool, struct fail *f)
 {
-	int progress, moved = 0, i;
-	int dry[2], full[2] = { 0, 0 };
-	struct relay_buf *b;
-	enum side_st st;
-	size_t sp, n;
+	int p0, p1, moved = 0, dry0, dry1, full0 = 0, full1 = 0;
 
 	if (buf_take(pool, &r->buf[0]) != 0 || buf_take(pool, &r->buf[1]) != 0) {
 		fail_set(f, REASON_INTERNAL, "out of memory");
 		goto fail;
 	}
-	for (i = 0; i < 2; i++) {
-		s[i].bufs = 1;
-		dry[i] = why == !i && s[i].dry && !side_pending(&s[i]);
-	}
+	s[0].bufs = s[1].bufs = 1;
+	dry0 = why == 1 && s[0].dry && !side_pending(&s[0]);
+	dry1 = why == 0 && s[1].dry && !side_pending(&s[1]);
 	/*
 	 * SSL_get_error reads a stale error on the queue as the failure of
 	 * the call: start clean. Calls that succeed or want I/O add nothing,
@@ -87,33 +118,11 @@ relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool, 
 	if (ERR_peek_error() != 0)
 		ERR_clear_error();
 	do {
-		progress = 0;
-		for (i = 0; i < 2; i++) {
-			struct side *in = &s[i], *out = &s[!i];
-
-			b = &r->buf[i];
-			if (!in->eof && !dry[i] && (sp = buf_space(b)) > 0) {
-				/* n is 0 unless SIDE_OK; an end is progress too */
-				if ((st = side_read(in, b->data + b->off + b->len, sp, &n, f)) == SIDE_FAILED)
-					goto fail;
-				b->len += n;
-				progress |= st != SIDE_WAIT;
-				dry[i] = in->dry;
-			}
-			if (b->len > 0 && !full[!i]) {
-				if (side_write(out, b->data + b->off, b->len, &n, f) == SIDE_FAILED)
-					goto fail;
-				b->off += n;
-				b->len -= n;
-				progress |= n > 0;
-				full[!i] = out->full;
-			}
-			if (in->eof && b->len == 0 && !out->shut &&
-			    side_shutdown(out) == SIDE_OK)
-				progress = 1;
-		}
-		moved |= progress;
-	} while (progress);
+		if ((p0 = relay_dir(&r->buf[0], &s[0], &s[1], &dry0, &full1, f)) < 0 ||
+		    (p1 = relay_dir(&r->buf[1], &s[1], &s[0], &dry1, &full0, f)) < 0)
+			goto fail;
+		moved |= p0 | p1;
+	} while (p0 | p1);
 	r->moved = (uint8_t)moved;
 	if (s[0].eof && s[1].eof && s[0].shut && s[1].shut && r->buf[0].len == 0 &&
 	    r->buf[1].len == 0)
@@ -124,21 +133,6 @@ relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool, 
  fail:
 	ERR_clear_error();
 	return RELAY_FAILED;
-}
-
-uint32_t
-relay_events(const struct relay *r, const struct side s[2], int i)
-{
-	const struct relay_buf *in = &r->buf[i], *out = &r->buf[!i];
-	uint32_t ev = 0;
-
-	if (!s[i].eof && in->cap - in->len > 0)
-		ev |= s[i].rd_want;
-	if (out->len > 0)
-		ev |= s[i].wr_want;
-	if (s[!i].eof && !s[i].shut)
-		ev |= s[i].sd_want;
-	return ev;
 }
 
 void

@@ -77,7 +77,20 @@ enum relay_st relay_pump(struct relay *r, struct side s[2], int why, struct rela
  * its buffer has room, its write's while bytes wait for it, its shutdown's
  * while a half-close waits to be sent. 0 = nothing (no interest).
  */
-uint32_t relay_events(const struct relay *r, const struct side s[2], int i);
+static inline uint32_t
+relay_events(const struct relay *r, const struct side s[2], int i)
+{
+	const struct relay_buf *in = &r->buf[i], *out = &r->buf[!i];
+	uint32_t ev = 0;
+
+	if (!s[i].eof && in->cap - in->len > 0)
+		ev |= s[i].rd_want;
+	if (out->len > 0)
+		ev |= s[i].wr_want;
+	if (s[!i].eof && !s[i].shut)
+		ev |= s[i].sd_want;
+	return ev;
+}
 
 /* Give both buffers back to pool, even with bytes in them (the relay ended). */
 void relay_release(struct relay *r, struct relay_pool *pool);

@@ -10,7 +10,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "metrics.h"
 #include "side.h"
 
 void
@@ -100,20 +99,10 @@ tls_status(SSL *ssl, int r, struct fail *f)
 }
 
 enum side_st
-side_read(struct side *s, uint8_t *buf, size_t cap, size_t *n, struct fail *f)
+side_read_slow(struct side *s, int r, struct fail *f)
 {
-	ssize_t got;
-	int r;
-
-	*n = 0;
 	if (s->ssl == NULL) {
-		got = read(s->fd, buf, cap);
-		if (got > 0) {
-			*n = (size_t)got;
-			s->dry = (size_t)got < cap;
-			goto moved;
-		}
-		if (got == 0) {
+		if (r == 0) {
 			s->eof = 1;
 			return SIDE_END;
 		}
@@ -124,17 +113,7 @@ side_read(struct side *s, uint8_t *buf, size_t cap, size_t *n, struct fail *f)
 		fail_set(f, REASON_RESET, "read from %s: %s", s->name, strerror(errno));
 		return SIDE_FAILED;
 	}
-	r = SSL_read(s->ssl, buf, (int)(cap > INT32_MAX ? INT32_MAX : cap));
 	switch (tls_status(s->ssl, r, f)) {
-	case TLS_DONE:
-		*n = (size_t)r;
-		s->rd_want = 0;
-		s->dry = 0;
-		if ((size_t)r < cap && !SSL_has_pending(s->ssl)) {
-			s->dry = 1;
-			s->rd_want = EPOLLIN;
-		}
-		goto moved;
 	case TLS_WANT_READ:
 		s->rd_want = EPOLLIN;
 		s->dry = 1;
@@ -152,41 +131,20 @@ side_read(struct side *s, uint8_t *buf, size_t cap, size_t *n, struct fail *f)
 			f->reason = REASON_RESET;
 		return SIDE_FAILED;
 	}
- moved:
-	s->nread += *n;
-	metric_add(s->count, *n);
-	return SIDE_OK;
 }
 
 enum side_st
-side_write(struct side *s, const uint8_t *buf, size_t len, size_t *n, struct fail *f)
+side_write_slow(struct side *s, int r, struct fail *f)
 {
-	ssize_t put;
-	int r;
-
-	*n = 0;
 	if (s->ssl == NULL) {
-		put = write(s->fd, buf, len);
-		if (put > 0) {
-			*n = (size_t)put;
-			s->full = (size_t)put < len;
-			return SIDE_OK;
-		}
-		if (put < 0 && errno != EAGAIN && errno != EINTR) {
+		if (r < 0 && errno != EAGAIN && errno != EINTR) {
 			fail_set(f, REASON_RESET, "write to %s: %s", s->name, strerror(errno));
 			return SIDE_FAILED;
 		}
-		s->full = put == 0 || errno != EINTR;
+		s->full = r == 0 || errno != EINTR;
 		return SIDE_WAIT;
 	}
-	/* A partial SSL_write is one record written, not a full socket: not full. */
-	r = SSL_write(s->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
 	switch (tls_status(s->ssl, r, f)) {
-	case TLS_DONE:
-		*n = (size_t)r;
-		s->wr_want = 0;
-		s->full = 0;
-		return SIDE_OK;
 	case TLS_WANT_READ:
 		s->wr_want = EPOLLIN;
 		s->full = 1;
@@ -230,12 +188,6 @@ side_shutdown(struct side *s)
 		s->shut = 1;	/* the peer is gone: nothing more to say */
 		return SIDE_END;
 	}
-}
-
-int
-side_pending(const struct side *s)
-{
-	return s->ssl != NULL && SSL_has_pending(s->ssl);
 }
 
 int

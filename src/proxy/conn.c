@@ -130,7 +130,7 @@ ep_del(struct worker *w, int fd, uint8_t *added)
 }
 
 void
-conn_watch(struct conn *c, int side, uint32_t events)
+conn_watch_set(struct conn *c, int side, uint32_t events)
 {
 	/* EPOLLRDHUP is not needed: reads see EOF. Errors arrive as EPOLLERR/HUP. */
 	ep_set(c->w, c->side[side].fd, &c->es[side], events, &c->ev[side], &c->added[side]);
@@ -440,15 +440,9 @@ codec_start(struct conn *c)
 }
 
 void
-conn_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t events)
+conn_setup_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t events)
 {
 	switch (c->state) {
-	case C_RELAY:
-		if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-			c->codec->readable(c, (int)idx);
-		else
-			c->codec->writable(c, (int)idx);
-		break;
 	case C_HANDSHAKE:
 		if (kind == EV_ASYNC && c->t_async != 0) {
 			metric_observe(c->w->px->keyop_time, (double)(hsm_now_ms() - c->t_async) / 1000.0);

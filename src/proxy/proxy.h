@@ -47,6 +47,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include <openssl/ssl.h>
@@ -290,8 +291,24 @@ void install_ident(struct proxy *px, struct link *ln, const char *chain, const c
 void accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage *ss,
     socklen_t sl);
 
-/* An epoll event (EPOLLIN|... in events) on the connection's source kind/idx. */
-void conn_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t events);
+/* An event of a connection that is not relaying (set-up, async key operation, dying). */
+void conn_setup_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t events);
+
+/*
+ * An epoll event (EPOLLIN|... in events) on the connection's source
+ * kind/idx. Inline, so that a relaying connection's event costs the one
+ * indirect call into its codec and nothing more.
+ */
+static inline void
+conn_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t events)
+{
+	if (c->state != C_RELAY)
+		conn_setup_event(c, kind, idx, events);
+	else if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		c->codec->readable(c, (int)idx);
+	else
+		c->codec->writable(c, (int)idx);
+}
 
 /* A deadline or quiet-connection check at now; may close c. */
 void conn_sweep(struct conn *c, uint64_t now);
@@ -302,8 +319,19 @@ void conn_sweep(struct conn *c, uint64_t now);
  */
 void conn_close(struct conn *c);
 
-/* For codecs: wait for events (0: none) on side (ignored while it has no socket). */
-void conn_watch(struct conn *c, int side, uint32_t events);
+/* conn_watch's work when the interest changes. */
+void conn_watch_set(struct conn *c, int side, uint32_t events);
+
+/*
+ * For codecs: wait for events (0: none) on side (ignored while it has no
+ * socket). Inline: most calls change nothing and cost a comparison.
+ */
+static inline void
+conn_watch(struct conn *c, int side, uint32_t events)
+{
+	if (events != (c->added[side] ? c->ev[side] : 0))
+		conn_watch_set(c, side, events);
+}
 
 /* ---- worker.c ---- */
 
