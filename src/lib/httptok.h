@@ -1,0 +1,37 @@
+/*
+ * httptok.h - the character classes and small field-value parsers that
+ * every HTTP/1.1 parser here shares (the CMP server's http.c and the
+ * sidecar's h1.c): RFC 9110 5.6 tokens and lists, RFC 9112 digits.
+ * Pure functions over caller bytes; nothing here allocates.
+ */
+#ifndef HSM_HTTPTOK_H
+#define HSM_HTTPTOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* 1 when c is an RFC 9110 tchar (a character of a token: names, methods). */
+int http_tchar(uint8_t c);
+
+/* c with A-Z folded to a-z. */
+uint8_t http_lower(uint8_t c);
+
+/* 1 when the n bytes at p equal the lower-case string s, ignoring ASCII case. */
+int http_ieq(const uint8_t *p, size_t n, const char *s);
+
+/*
+ * 1*DIGIT (no sign, space or other character) into *out without
+ * overflow. 0, or -1 (*out is then 0).
+ */
+int http_digits(const uint8_t *v, size_t n, uint64_t *out);
+
+/*
+ * The next element of a comma-separated list value (RFC 9110 5.6.1)
+ * from *pos: empty elements are skipped and optional whitespace (SP,
+ * HT) around an element is trimmed. 1 with *tok, *tlen set and *pos
+ * advanced; 0 when no element is left. Start with *pos = 0.
+ */
+int http_list_next(const uint8_t *v, size_t n, size_t *pos, const uint8_t **tok,
+    size_t *tlen);
+
+#endif
