@@ -634,11 +634,17 @@ name_ok(const char *n, size_t len)
 	return 1;
 }
 
+/*
+ * Fields the writer never copies: the framing and Host it writes itself,
+ * and TE, which in HTTP/1.1 concerns one connection (RFC 9110 10.1.4)
+ * and would need a Connection: TE of its own.
+ */
 static int
 owned_by_writer(const char *name)
 {
 	return strcmp(name, "host") == 0 || strcmp(name, "content-length") == 0 ||
-	    strcmp(name, "transfer-encoding") == 0 || strcmp(name, "connection") == 0;
+	    strcmp(name, "transfer-encoding") == 0 || strcmp(name, "connection") == 0 ||
+	    strcmp(name, "te") == 0;
 }
 
 /* The fields of m but the writer's own; request cookies joined into one line. */
@@ -654,8 +660,6 @@ put_fields(struct out *o, const struct hmsg *m, int trailers)
 			return hsm_err(HSM_EPROTO, "http: field '%.40s' cannot be written in "
 			    "HTTP/1.1", f->name);
 		if (owned_by_writer(f->name))
-			continue;
-		if (trailers && strcmp(f->name, "te") == 0)
 			continue;
 		if (m->request && !trailers && strcmp(f->name, "cookie") == 0) {
 			ncookie++;

@@ -144,7 +144,7 @@ enum h1_framing h1_framing_for(const struct hmsg *m, int bodyless, int peer_mino
  * Write m's head for an HTTP/1.1 peer into out (cap bytes): the request
  * line ("METHOD path HTTP/1.1", then Host: authority) or the status line,
  * the fields in order except the ones the writer owns (Host,
- * Content-Length, Transfer-Encoding, Connection), request Cookie fields
+ * Content-Length, Transfer-Encoding, Connection, TE), request Cookie fields
  * joined into one (RFC 9113 8.2.3), then the framing fields fr asks for,
  * "Connection: close" when conn_close, and the empty line. Content-Length
  * is also written for H1_FRAME_NONE when m gives one (a response to HEAD,
