@@ -479,8 +479,10 @@ get_routes(const struct cfg_doc *d, const struct cfg_node *it, const char *label
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	for (e = seq->child; e != NULL; e = e->next) {
 		snprintf(rl, sizeof(rl), "%s.routes[%zu]", label, l->nroutes);
-		if ((r = get_route(d, e, rl, l->nroutes, &l->routes[l->nroutes])) != 0)
+		if ((r = get_route(d, e, rl, l->nroutes, &l->routes[l->nroutes])) != 0) {
+			route_clear(&l->routes[l->nroutes]);	/* not counted yet */
 			return r;
+		}
 		l->nroutes++;
 		for (i = 0; i + 1 < l->nroutes; i++)
 			if (strcmp(l->routes[i].name, l->routes[l->nroutes - 1].name) == 0)
