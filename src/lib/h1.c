@@ -116,18 +116,7 @@ next_line(struct h1_parser *p, const uint8_t *s, size_t n, size_t limit, int big
 	return 1;
 }
 
-/* "HTTP/" DIGIT "." DIGIT: 0 with *minor, -1 malformed, -2 another version. */
-static int
-version(const uint8_t *v, size_t n, int *minor)
-{
-	if (n != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
-	    v[7] < '0' || v[7] > '9')
-		return -1;
-	if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
-		return -2;
-	*minor = v[7] - '0';
-	return 0;
-}
+static int host_ok(const uint8_t *v, size_t n);
 
 /* A request target (RFC 9112 3.2) into msg.path (and msg.authority for absolute-form). */
 static int
@@ -160,6 +149,8 @@ request_target(struct h1_parser *p, const uint8_t *t, size_t n)
 		return bad(p, 400, "request target has no authority");
 	if (memchr(a, '@', (size_t)(q - a)) != NULL)
 		return bad(p, 400, "userinfo in request target");
+	if (!host_ok(a, (size_t)(q - a)))
+		return bad(p, 400, "bad authority in request target");
 	if ((r = hmsg_set(&p->msg, HMSG_AUTHORITY, (const char *)a, (size_t)(q - a))) != 0)
 		return r;
 	p->abs_auth = 1;
@@ -198,7 +189,7 @@ request_line(struct h1_parser *p, const uint8_t *l, size_t n)
 	if (i == m || i >= n || l[i] != ' ')
 		return bad(p, 400, "malformed request line");
 	v = i + 1;
-	if ((r = version(l + v, n - v, &p->minor)) == -1)
+	if ((r = http_version(l + v, n - v, &p->minor)) == -1)
 		return bad(p, 400, "malformed HTTP version");
 	if (r == -2)
 		return bad(p, 505, "only HTTP/1.0 and HTTP/1.1 are supported");
@@ -213,7 +204,7 @@ status_line(struct h1_parser *p, const uint8_t *l, size_t n)
 {
 	int s;
 
-	if (n < 12 || version(l, 8, &p->minor) != 0 || l[8] != ' ')
+	if (n < 12 || http_version(l, 8, &p->minor) != 0 || l[8] != ' ')
 		return bad(p, 502, "malformed status line");
 	if (l[9] < '1' || l[9] > '5' || l[10] < '0' || l[10] > '9' || l[11] < '0' ||
 	    l[11] > '9' || (n > 12 && l[12] != ' '))
@@ -265,23 +256,14 @@ static int
 field_line(struct h1_parser *p, const uint8_t *l, size_t n, struct hmsg *dst, int trailer)
 {
 	const uint8_t *v, *t;
-	size_t i = 0, vn, pos, tn;
+	size_t i, vn, pos, tn;
 	uint64_t len;
+	int r;
 
-	if (l[0] == ' ' || l[0] == '\t')
+	if ((r = http_field_split(l, n, &i, &v, &vn)) == -1)
 		return bad(p, 400, "obsolete line folding");
-	while (i < n && http_tchar(l[i]))
-		i++;
-	if (i == 0 || i >= n || l[i] != ':')
+	if (r != 0)
 		return bad(p, 400, "malformed header field");
-	v = l + i + 1;
-	vn = n - i - 1;
-	while (vn > 0 && (v[0] == ' ' || v[0] == '\t')) {
-		v++;
-		vn--;
-	}
-	while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
-		vn--;
 
 	if (http_ieq(l, i, "content-length") || http_ieq(l, i, "transfer-encoding") ||
 	    http_ieq(l, i, "host")) {

@@ -110,6 +110,14 @@ hmsg_get(const struct hmsg *m, const char *name)
 	return NULL;
 }
 
+const char *
+hmsg_value(const struct hmsg *m, const char *name)
+{
+	const struct hfield *f = hmsg_get(m, name);
+
+	return f != NULL ? f->value : NULL;
+}
+
 /* Names equal ignoring case, with '_' read as '-'. */
 static int
 name_like(const char *a, size_t an, const char *b)
@@ -142,13 +150,15 @@ del_at(struct hmsg *m, size_t i)
 	m->nf--;
 }
 
-size_t
-hmsg_del(struct hmsg *m, const char *name)
+/* Remove the fields for which drop() says 1, keeping the order of the others. */
+static size_t
+del_where(struct hmsg *m, int (*drop)(const struct hmsg *, const struct hfield *, const char *),
+    const char *arg)
 {
 	size_t i = 0, n = 0;
 
 	while (i < m->nf) {
-		if (name_like(m->f[i].name, m->f[i].nlen, name)) {
+		if (drop(m, &m->f[i], arg)) {
 			del_at(m, i);
 			n++;
 		} else {
@@ -156,6 +166,18 @@ hmsg_del(struct hmsg *m, const char *name)
 		}
 	}
 	return n;
+}
+
+static int
+named(const struct hmsg *m, const struct hfield *f, const char *name)
+{
+	return name_like(f->name, f->nlen, name);
+}
+
+size_t
+hmsg_del(struct hmsg *m, const char *name)
+{
+	return del_where(m, named, name);
 }
 
 /* 1 when field f is named by a token of any Connection field of m. */
@@ -191,20 +213,18 @@ is_hop(const struct hmsg *m, const struct hfield *f)
 	return named_by_connection(m, f);
 }
 
+static int
+hop_not_connection(const struct hmsg *m, const struct hfield *f, const char *unused)
+{
+	return strcmp(f->name, "connection") != 0 && is_hop(m, f);
+}
+
 size_t
 hmsg_strip_hop(struct hmsg *m)
 {
-	size_t i = 0, n = 0;
-
 	/* Connection goes last: until then it names the fields that go with it. */
-	while (i < m->nf) {
-		if (strcmp(m->f[i].name, "connection") != 0 && is_hop(m, &m->f[i])) {
-			del_at(m, i);
-			n++;
-		} else {
-			i++;
-		}
-	}
+	size_t n = del_where(m, hop_not_connection, NULL);
+
 	return n + hmsg_del(m, "connection");
 }
 

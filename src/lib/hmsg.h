@@ -62,8 +62,11 @@ enum hmsg_ctl { HMSG_METHOD, HMSG_SCHEME, HMSG_AUTHORITY, HMSG_PATH };
 /* Set (replace) a piece of control data to a copy of the len bytes at v. 0 or HSM_ENOMEM. */
 int hmsg_set(struct hmsg *m, enum hmsg_ctl which, const char *v, size_t len);
 
-/* The value of the first field named name (lower case), or NULL. */
+/* The first field named name (lower case), or NULL. */
 const struct hfield *hmsg_get(const struct hmsg *m, const char *name);
+
+/* Its value, or NULL. */
+const char *hmsg_value(const struct hmsg *m, const char *name);
 
 /*
  * Remove every field whose name equals name ignoring ASCII case and

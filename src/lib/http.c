@@ -50,6 +50,7 @@ parse_request_line(const uint8_t *p, size_t n, struct http_req *rq, struct http_
 {
 	size_t i = 0, m, t, tlen;
 	const uint8_t *tp, *path, *end;
+	int v;
 
 	while (i < n && http_tchar(p[i]))
 		i++;
@@ -70,12 +71,10 @@ parse_request_line(const uint8_t *p, size_t n, struct http_req *rq, struct http_
 		return fail(out, 400, "malformed request line");
 	i++;
 	/* HTTP-version = "HTTP/" DIGIT "." DIGIT, and nothing after it. */
-	if (n - i != 8 || memcmp(p + i, "HTTP/", 5) != 0 || p[i + 5] < '0' || p[i + 5] > '9' ||
-	    p[i + 6] != '.' || p[i + 7] < '0' || p[i + 7] > '9')
+	if ((v = http_version(p + i, n - i, &rq->minor)) == -1)
 		return fail(out, 400, "malformed HTTP version");
-	if (p[i + 5] != '1' || (p[i + 7] != '0' && p[i + 7] != '1'))
+	if (v == -2)
 		return fail(out, 505, "only HTTP/1.0 and HTTP/1.1 are supported");
-	rq->minor = p[i + 7] - '0';
 
 	end = tp + tlen;
 	if (memchr(tp, '#', tlen) != NULL)
@@ -127,23 +126,14 @@ parse_header(const uint8_t *p, size_t n, struct http_req *rq, struct hstate *st,
     struct http_req *out)
 {
 	const uint8_t *v;
-	size_t i = 0, vn;
+	size_t i, vn;
 	uint64_t len;
+	int r;
 
-	if (p[0] == ' ' || p[0] == '\t')
+	if ((r = http_field_split(p, n, &i, &v, &vn)) == -1)
 		return fail(out, 400, "obsolete line folding");
-	while (i < n && http_tchar(p[i]))
-		i++;
-	if (i == 0 || i >= n || p[i] != ':')
+	if (r != 0)
 		return fail(out, 400, "malformed header field");
-	v = p + i + 1;
-	vn = n - i - 1;
-	while (vn > 0 && (v[0] == ' ' || v[0] == '\t')) {
-		v++;
-		vn--;
-	}
-	while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
-		vn--;
 
 	if (http_ieq(p, i, "content-length")) {
 		if (http_digits(v, vn, &len) != 0)

@@ -74,3 +74,40 @@ http_list_next(const uint8_t *v, size_t n, size_t *pos, const uint8_t **tok, siz
 	*pos = n;
 	return 0;
 }
+
+int
+http_field_split(const uint8_t *l, size_t n, size_t *nlen, const uint8_t **v, size_t *vn)
+{
+	size_t i = 0;
+
+	*nlen = *vn = 0;
+	*v = NULL;
+	if (n > 0 && (l[0] == ' ' || l[0] == '\t'))
+		return -1;
+	while (i < n && http_tchar(l[i]))
+		i++;
+	if (i == 0 || i >= n || l[i] != ':')
+		return -2;
+	*nlen = i;
+	*v = l + i + 1;
+	*vn = n - i - 1;
+	while (*vn > 0 && ((*v)[0] == ' ' || (*v)[0] == '\t')) {
+		(*v)++;
+		(*vn)--;
+	}
+	while (*vn > 0 && ((*v)[*vn - 1] == ' ' || (*v)[*vn - 1] == '\t'))
+		(*vn)--;
+	return 0;
+}
+
+int
+http_version(const uint8_t *v, size_t n, int *minor)
+{
+	if (n != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
+	    v[7] < '0' || v[7] > '9')
+		return -1;
+	if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
+		return -2;
+	*minor = v[7] - '0';
+	return 0;
+}

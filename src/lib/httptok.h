@@ -34,4 +34,20 @@ int http_digits(const uint8_t *v, size_t n, uint64_t *out);
 int http_list_next(const uint8_t *v, size_t n, size_t *pos, const uint8_t **tok,
     size_t *tlen);
 
+/*
+ * Split a field line (RFC 9112 5: field-name ":" OWS field-value OWS) of
+ * n bytes at l: the name is l[0..*nlen), the value (*v, *vn) with its
+ * optional whitespace trimmed. 0; -1 when the line starts with
+ * whitespace (obsolete line folding); -2 when the name is not a token
+ * right before a ':'.
+ */
+int http_field_split(const uint8_t *l, size_t n, size_t *nlen, const uint8_t **v, size_t *vn);
+
+/*
+ * The HTTP-version of exactly n bytes at v ("HTTP/" DIGIT "." DIGIT):
+ * 0 with *minor for HTTP/1.0 and HTTP/1.1; -1 malformed; -2 another
+ * version.
+ */
+int http_version(const uint8_t *v, size_t n, int *minor);
+
 #endif

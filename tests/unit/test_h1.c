@@ -136,14 +136,6 @@ parse_all_ways(enum h1_kind kind, const char *method, const char *text, int eof,
 		}
 }
 
-static const char *
-field(const struct hmsg *m, const char *name)
-{
-	const struct hfield *f = hmsg_get(m, name);
-
-	return f != NULL ? f->value : NULL;
-}
-
 static void
 refused_(enum h1_kind kind, const char *text, int status, int line)
 {
@@ -170,7 +162,7 @@ simple_requests(void **state)
 	assert_string_equal(o.head.path, "/a/b?x=1");
 	assert_string_equal(o.head.authority, "svc.example");
 	assert_null(hmsg_get(&o.head, "host"));
-	assert_string_equal(field(&o.head, "accept"), "*/*");
+	assert_string_equal(hmsg_value(&o.head, "accept"), "*/*");
 	assert_int_equal(o.head.nf, 3);
 	assert_string_equal(o.head.f[1].name, "x-multi");
 	assert_string_equal(o.head.f[2].value, "2");
@@ -236,8 +228,8 @@ bodies(void **state)
 	assert_int_equal(o.head.content_length, -1);
 	assert_int_equal(o.nbody, 5 + 26);
 	assert_memory_equal(o.body, "hello-abcdefghijklmnopqrstuvwxy", 31);
-	assert_string_equal(field(&o.trailers, "grpc-status"), "0");
-	assert_string_equal(field(&o.trailers, "x-t"), "1");
+	assert_string_equal(hmsg_value(&o.trailers, "grpc-status"), "0");
+	assert_string_equal(hmsg_value(&o.trailers, "x-t"), "1");
 	/* the second request's head and end came too */
 	assert_int_equal(o.ev[strlen(o.ev) - 1], 'E');
 	assert_int_equal(o.ev[strlen(o.ev) - 2], 'H');

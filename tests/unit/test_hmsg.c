@@ -18,14 +18,6 @@
 #include "h2.h"
 #include "hmsg.h"
 
-static const char *
-field(const struct hmsg *m, const char *name)
-{
-	const struct hfield *f = hmsg_get(m, name);
-
-	return f != NULL ? f->value : NULL;
-}
-
 static void
 add(struct hmsg *m, const char *n, const char *v)
 {
@@ -51,7 +43,7 @@ fields(void **state)
 	/* every spelling goes, '_' for '-' included; a longer name stays */
 	assert_int_equal(hmsg_del(&m, "x-forwarded-client-cert"), 3);
 	assert_int_equal(m.nf, 2);
-	assert_string_equal(field(&m, "x-forwarded-client-certx"), "kept");
+	assert_string_equal(hmsg_value(&m, "x-forwarded-client-certx"), "kept");
 	assert_int_equal(m.size, 2 * 32 + 6 + 1 + 24 + 4);
 	assert_int_equal(hmsg_set(&m, HMSG_PATH, "/a", 2), 0);
 	assert_int_equal(hmsg_set(&m, HMSG_PATH, "/abc", 4), 0);
@@ -87,8 +79,8 @@ hop_by_hop(void **state)
 	add(&m, "Connection", "close");
 	assert_int_equal(hmsg_strip_hop(&m), 9);
 	assert_int_equal(m.nf, 2);
-	assert_string_equal(field(&m, "te"), "trailers");
-	assert_string_equal(field(&m, "accept"), "x");
+	assert_string_equal(hmsg_value(&m, "te"), "trailers");
+	assert_string_equal(hmsg_value(&m, "accept"), "x");
 	hmsg_clear(&m);
 	add(&m, "te", "gzip, trailers");
 	add(&m, "TE", "Trailers");
@@ -188,11 +180,11 @@ h1_to_h2_to_h1(void **state)
 	assert_string_equal(got.got.authority, "smf.example:8080");
 	assert_string_equal(got.got.path, "/nsmf-pdusession/v1/sm-contexts?a=1");
 	assert_int_equal(got.got.content_length, 2);
-	assert_string_equal(field(&got.got, "te"), "trailers");
-	assert_null(field(&got.got, "x-hop"));
-	assert_null(field(&got.got, "keep-alive"));
-	assert_null(field(&got.got, "connection"));
-	assert_null(field(&got.got, "host"));
+	assert_string_equal(hmsg_value(&got.got, "te"), "trailers");
+	assert_null(hmsg_value(&got.got, "x-hop"));
+	assert_null(hmsg_value(&got.got, "keep-alive"));
+	assert_null(hmsg_value(&got.got, "connection"));
+	assert_null(hmsg_value(&got.got, "host"));
 
 	/* and to the other app as HTTP/1.1: Host from :authority, cookies joined */
 	hmsg_strip_hop(&got.got);
