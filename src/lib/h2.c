@@ -187,6 +187,11 @@ on_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name, size
 	uint64_t cl;
 	int r = 0;
 
+	/*
+	 * nghttp2 checked the field (RFC 9113 8.2: lower-case token names,
+	 * no CR, LF or NUL, no connection-specific field) and resets a
+	 * stream whose head breaks those rules before we see it.
+	 */
 	if (st == NULL || fr->hd.type != NGHTTP2_HEADERS)
 		return 0;
 	m = &st->blk;
@@ -396,15 +401,16 @@ to_nv(const struct hmsg *m, char status[4], char clen[24], nghttp2_nv **nv, size
 	if ((v = calloc(m->nf + 6, sizeof(*v))) == NULL)
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	if (m->request) {
-		if (m->method == NULL || m->path == NULL || m->scheme == NULL) {
+		/* nghttp2 (as RFC 9113 8.3.1 asks) takes no request without an authority */
+		if (m->method == NULL || m->path == NULL || m->scheme == NULL ||
+		    m->authority == NULL || m->authority[0] == '\0') {
 			free(v);
-			return hsm_err(HSM_EPROTO, "http2: a request needs a method, scheme and path");
+			return hsm_err(HSM_EPROTO, "http2: a request needs a method, scheme, "
+			    "authority and path");
 		}
 		NV(":method", 7, m->method, strlen(m->method), NGHTTP2_NV_FLAG_NONE);
 		NV(":scheme", 7, m->scheme, strlen(m->scheme), NGHTTP2_NV_FLAG_NONE);
-		if (m->authority != NULL)
-			NV(":authority", 10, m->authority, strlen(m->authority),
-			    NGHTTP2_NV_FLAG_NONE);
+		NV(":authority", 10, m->authority, strlen(m->authority), NGHTTP2_NV_FLAG_NONE);
 		NV(":path", 5, m->path, strlen(m->path), NGHTTP2_NV_FLAG_NONE);
 	} else {
 		if (m->status < 100 || m->status > 599) {

@@ -137,8 +137,10 @@ int h2_want_write(const struct h2 *h);
 /*
  * Client: send request m (control data and fields; hmsg_strip_hop
  * first) on a new stream lent to the caller with user pointer user;
- * end: no body follows. 0 with *st, HSM_EBUSY when no stream can be
- * opened now (h2_can_open), HSM_EPROTO when m cannot be sent.
+ * end: no body follows. m needs a method, scheme, path and a non-empty
+ * authority (an HTTP/1.0 request without Host gets the target's from the
+ * caller). 0 with *st, HSM_EBUSY when no stream can be opened now
+ * (h2_can_open), HSM_EPROTO when m cannot be sent.
  */
 int h2_request(struct h2 *h, const struct hmsg *m, int end, void *user, struct h2_stream **st);
 

@@ -240,14 +240,6 @@ request(struct hmsg *m, const char *method, const char *path)
 	assert_int_equal(hmsg_set(m, HMSG_PATH, path, strlen(path)), 0);
 }
 
-static const char *
-field(const struct hmsg *m, const char *name)
-{
-	const struct hfield *f = hmsg_get(m, name);
-
-	return f != NULL ? f->value : NULL;
-}
-
 static void
 get_and_trailers(void **state)
 {
@@ -280,8 +272,8 @@ get_and_trailers(void **state)
 	assert_string_equal(x->head.scheme, "https");
 	assert_string_equal(x->head.authority, "smf.example");
 	assert_string_equal(x->head.path, "/nnrf-nfm/v1/nf-instances?limit=1");
-	assert_string_equal(field(&x->head, "accept"), "application/json");
-	assert_null(field(&x->head, "connection"));
+	assert_string_equal(hmsg_value(&x->head, "accept"), "application/json");
+	assert_null(hmsg_value(&x->head, "connection"));
 	assert_int_equal(x->head.nf, 3);
 
 	/* a 103, then 200 with a body and trailers */
@@ -306,13 +298,13 @@ get_and_trailers(void **state)
 	x = &c.s[0];
 	assert_ptr_equal(x->st, st);
 	assert_int_equal(x->info.status, 103);
-	assert_string_equal(field(&x->info, "link"), "</a>");
+	assert_string_equal(hmsg_value(&x->info, "link"), "</a>");
 	assert_int_equal(x->head.status, 200);
 	assert_int_equal(x->head.content_length, 11);
 	assert_int_equal(x->nbody, 11);
 	assert_memory_equal(x->body, "hello world", 11);
 	assert_int_equal(x->end, 1);
-	assert_string_equal(field(&x->trailers, "grpc-status"), "0");
+	assert_string_equal(hmsg_value(&x->trailers, "grpc-status"), "0");
 	assert_int_equal(x->closed, 1);
 	assert_int_equal(x->code, 0);
 	assert_int_equal(s.s[0].closed, 1);
@@ -617,6 +609,38 @@ raw_request(const nghttp2_nv *nv, size_t n, uint8_t **out, size_t *len)
 
 #define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, 0 }
 
+/*
+ * The same, but with the header block encoded by nghttp2's HPACK
+ * deflater as given (a session would lower-case the names first): the
+ * preface, an empty SETTINGS, and one HEADERS frame (END_STREAM).
+ */
+static void
+raw_request_as_is(const nghttp2_nv *nv, size_t n, uint8_t **out, size_t *len)
+{
+	static const uint8_t start[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	    "\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+	nghttp2_hd_deflater *d;
+	uint8_t *b;
+	ssize_t k;
+	size_t hlen = sizeof(start) - 1;
+
+	assert_int_equal(nghttp2_hd_deflate_new(&d, 4096), 0);
+	assert_non_null(b = malloc(hlen + 9 + 4096));
+	memcpy(b, start, hlen);
+	k = nghttp2_hd_deflate_hd(d, b + hlen + 9, 4096, nv, n);
+	assert_true(k > 0);
+	/* frame header: length, type HEADERS, END_STREAM|END_HEADERS, stream 1 */
+	b[hlen] = 0;
+	b[hlen + 1] = (uint8_t)(k >> 8);
+	b[hlen + 2] = (uint8_t)k;
+	b[hlen + 3] = 0x1;
+	b[hlen + 4] = 0x5;
+	hsm_put32(b + hlen + 5, 1);
+	nghttp2_hd_deflate_del(d);
+	*out = b;
+	*len = hlen + 9 + (size_t)k;
+}
+
 static void
 raw_peers(void **state)
 {
@@ -624,18 +648,29 @@ raw_peers(void **state)
 	    NV(":authority", "smf.example"), NV(":path", "/"), NV("host", "other.example") };
 	static const nghttp2_nv host_only[] = { NV(":method", "GET"), NV(":scheme", "https"),
 	    NV(":path", "/h"), NV("host", "smf.example:8443") };
+	static const nghttp2_nv plain[] = { NV(":method", "GET"), NV(":scheme", "https"),
+	    NV(":authority", "a"), NV(":path", "/"), NV("x-forwarded-client-cert", "URI=x") };
 	static const nghttp2_nv upper[] = { NV(":method", "GET"), NV(":scheme", "https"),
-	    NV(":path", "/"), NV("X-Forwarded-Client-Cert", "URI=spiffe://forged") };
+	    NV(":authority", "a"), NV(":path", "/"),
+	    NV("X-Forwarded-Client-Cert", "URI=spiffe://forged") };
 	static const nghttp2_nv conn[] = { NV(":method", "GET"), NV(":scheme", "https"),
-	    NV(":path", "/"), NV("connection", "close") };
-	static const nghttp2_nv nopath[] = { NV(":method", "GET"), NV(":scheme", "https") };
+	    NV(":authority", "a"), NV(":path", "/"), NV("connection", "close") };
+	static const nghttp2_nv nopath[] = { NV(":method", "GET"), NV(":scheme", "https"),
+	    NV(":authority", "a") };
+	static const nghttp2_nv noauth[] = { NV(":method", "GET"), NV(":scheme", "https"),
+	    NV(":path", "/") };
+	static const nghttp2_nv crlf[] = { NV(":method", "GET"), NV(":scheme", "https"),
+	    NV(":authority", "a"), NV(":path", "/"), NV("x-a", "1\r\nx-b: 2") };
 	struct { const nghttp2_nv *nv; size_t n; int heads, refuse; } cases[] = {
 		{ host_differs, 5, 1, 400 },
 		{ host_only, 4, 1, 0 },
-		/* invalid in HTTP/2: nghttp2 resets the stream, no head reaches us */
-		{ upper, 4, 0, 0 },
-		{ conn, 4, 0, 0 },
-		{ nopath, 2, 0, 0 },
+		{ plain, 5, 1, 0 },
+		/* malformed in HTTP/2: the stream is reset, no head reaches us */
+		{ upper, 5, 0, 0 },
+		{ conn, 5, 0, 0 },
+		{ nopath, 3, 0, 0 },
+		{ noauth, 3, 0, 0 },
+		{ crlf, 5, 0, 0 },
 	};
 	struct side s;
 	uint8_t *b;
@@ -643,15 +678,21 @@ raw_peers(void **state)
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		side_new(&s, H2_SERVER, NULL);
-		raw_request(cases[i].nv, cases[i].n, &b, &n);
+		if (cases[i].nv == upper)
+			raw_request_as_is(cases[i].nv, cases[i].n, &b, &n);
+		else
+			raw_request(cases[i].nv, cases[i].n, &b, &n);
 		assert_int_equal(h2_feed(s.h, b, n), 0);
 		free(b);
 		if ((int)s.n != cases[i].heads || (s.n > 0 && s.s[0].refuse != cases[i].refuse))
 			fail_msg("case %zu: %zu heads, refuse %d", i, s.n, s.n ? s.s[0].refuse : -1);
 		if (i == 1) {
 			assert_string_equal(s.s[0].head.authority, "smf.example:8443");
-			assert_null(field(&s.s[0].head, "host"));
+			assert_null(hmsg_value(&s.s[0].head, "host"));
 		}
+		if (i == 2)
+			assert_string_equal(hmsg_value(&s.s[0].head, XFCC_NAME), "URI=x");
+
 		side_free(&s);
 	}
 }
@@ -892,7 +933,7 @@ echo_end(void *arg, struct h2_stream *st, struct hmsg *t)
 	assert_int_equal(xfcc_apply(&x->head, "spiffe://example.org/smf", der, sizeof(der),
 	    "spiffe://example.org/amf", &removed), 0);
 	snprintf(body, sizeof(body), "%s %s body=%zu forged=%zu xfcc=%s\n", x->head.method,
-	    x->head.path, x->nbody, removed, field(&x->head, XFCC_NAME));
+	    x->head.path, x->nbody, removed, hmsg_value(&x->head, XFCC_NAME));
 	hmsg_init(&r, 0);
 	r.status = 200;
 	r.content_length = (int64_t)strlen(body);
