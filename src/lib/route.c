@@ -84,9 +84,9 @@ route_path_norm(const char *in, size_t len, char *out, size_t cap, size_t *outle
 			} else if (v == '/' || v == '\\' || v == ';' || v < 0x20 || v == 0x7f) {
 				return refuse("has an encoded '/', '\\', ';' or control character",
 				    in, len);
-			} else if (v == '%' && i + 4 < q && hsm_hexval(in[i + 3]) >= 0 &&
-			    hsm_hexval(in[i + 4]) >= 0) {
-				return refuse("is encoded twice ('%25' and two hex digits)", in, len);
+			} else if (v == '%') {
+				/* "%252e": a server that decodes twice reads '.' */
+				return refuse("has an encoded '%' (double encoding)", in, len);
 			} else {
 				out[o++] = '%';
 				out[o++] = "0123456789ABCDEF"[hi];

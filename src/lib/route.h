@@ -15,9 +15,9 @@
  *     else (space, '\', '"', '<', non-ASCII, controls...) is refused;
  *   - percent-encoding: '%' needs two hex digits; an encoded unreserved
  *     character (A-Z a-z 0-9 - . _ ~) is decoded ("%61" is "a", "%2e"
- *     is "."); an encoded '/', '\', '%' followed by two hex digits
- *     (double encoding), ';' or control character is refused; other
- *     encodings stay encoded, with upper-case hex digits;
+ *     is "."); an encoded '/', '\', '%' (double encoding: "%252e"),
+ *     ';' or control character is refused; other encodings stay
+ *     encoded, with upper-case hex digits;
  *   - after decoding, no segment may be "." or "..", and no segment
  *     but the last may be empty ("//" is refused).
  *
