@@ -700,13 +700,26 @@ get_limits(const struct cfg_doc *d, struct proxy_config *c)
 	return 0;
 }
 
-/* The limits of protocol: http listeners (parsed whatever the protocols). */
+/* Keys that only protocol: http listeners use. */
+static const char *const http_keys[] = {
+	"limits.max_header_bytes", "limits.max_headers", "limits.max_streams",
+	"limits.min_body_rate", "timeouts.request", "timeouts.stream_idle", NULL
+};
+
+/* The limits of protocol: http listeners; refused when no listener would use them. */
 static int
 get_http_limits(const struct cfg_doc *d, struct proxy_config *c)
 {
 	char bs[24];
 	size_t i;
-	int r;
+	int r, http = 0;
+
+	for (i = 0; i < c->nlst; i++)
+		http |= c->lst[i].http;
+	for (i = 0; !http && http_keys[i] != NULL; i++)
+		if (cfg_find(d, http_keys[i]) != NULL)
+			return cfg_err(d, http_keys[i], "'%s' applies to protocol: http listeners, "
+			    "and there is none", http_keys[i]);
 
 	if ((r = get_unsigned(d, "limits.max_header_bytes", 16384, 1024, 65536,
 	    &c->max_header_bytes)) != 0 ||

@@ -620,11 +620,19 @@ bad_routes(void **state)
 	refuse_http(AGENT HTTP_IN "    routes:\n      - name: \"a b\"\n        path: /a\n"
 	    "        allow: [spiffe://a.org/x]\n", "'inbound[0].routes[0].name' must be", NULL);
 	/* limits */
-	refuse(AGENT INBOUND "limits:\n  max_header_bytes: 100\n", "'limits.max_header_bytes'", NULL);
-	refuse(AGENT INBOUND "limits:\n  max_streams: 0\n", "'limits.max_streams'", NULL);
-	refuse(AGENT INBOUND "limits:\n  max_headers: 1001\n", "'limits.max_headers'", NULL);
-	refuse(AGENT INBOUND "timeouts:\n  request: 25h\n", "'timeouts.request' must be from", NULL);
-	refuse(AGENT INBOUND "timeouts:\n  stream_idle: 10ms\n", "'timeouts.stream_idle'", NULL);
+	refuse_http(AGENT HTTP_IN "limits:\n  max_header_bytes: 100\n", "'limits.max_header_bytes'",
+	    NULL);
+	refuse_http(AGENT HTTP_IN "limits:\n  max_streams: 0\n", "'limits.max_streams'", NULL);
+	refuse_http(AGENT HTTP_IN "limits:\n  max_headers: 1001\n", "'limits.max_headers'", NULL);
+	refuse_http(AGENT HTTP_IN "timeouts:\n  request: 25h\n", "'timeouts.request' must be from",
+	    NULL);
+	refuse_http(AGENT HTTP_IN "timeouts:\n  stream_idle: 10ms\n", "'timeouts.stream_idle'",
+	    NULL);
+	/* nothing is silently ignored: HTTP limits without an HTTP listener are refused */
+	refuse(AGENT INBOUND "limits:\n  max_streams: 10\n", "'limits.max_streams' applies to "
+	    "protocol: http listeners, and there is none", "line 9");
+	refuse(AGENT INBOUND "timeouts:\n  stream_idle: 1m\n", "'timeouts.stream_idle' applies",
+	    NULL);
 	refuse_http(AGENT HTTP_IN "limits:\n  buffer_size: 4096\n",
 	    "'limits.max_header_bytes' 16384 is over 'limits.buffer_size' 4096", "line 10");
 }
