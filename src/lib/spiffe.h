@@ -9,6 +9,9 @@
  * [A-Za-z0-9.-_] other than "." and "..". No percent-encoding, query,
  * fragment, userinfo, port or trailing slash; the whole ID is at most 2048
  * bytes. Pure string checks: fuzzed by tests/fuzz/fuzz_spiffe.c.
+ *
+ * Also the patterns of authorisation lists (proxy.yaml's allow,
+ * expect_id and routes' allow): an ID, or an ID and a slash-star.
  */
 #ifndef HSM_SPIFFE_H
 #define HSM_SPIFFE_H
