@@ -41,7 +41,7 @@ static const char *const top_known[] = {
 	NULL
 };
 static const char *const inbound_known[] = {
-	"name", "listen", "forward_to", "allow", "protocol", "routes", NULL
+	"name", "listen", "forward_to", "allow", "protocol", "app_protocol", "routes", NULL
 };
 static const char *const outbound_known[] = {
 	"name", "listen", "connect", "expect_id", "server_name", "protocol", NULL
@@ -514,6 +514,27 @@ get_protocol(const struct cfg_doc *d, const struct cfg_node *it, const char *lab
 	return 0;
 }
 
+/* app_protocol (inbound, protocol: http): http/1.1 (the default) or h2c. */
+static int
+get_app_protocol(const struct cfg_doc *d, const struct cfg_node *it, const char *label,
+    struct proxy_listener *l)
+{
+	const char *v;
+	int r;
+
+	if ((r = cfg_node_str(d, it, label, "app_protocol", 0, &v)) != 0 || v == NULL)
+		return r;
+	if (!l->http)
+		return cfg_node_err(d, cfg_node_child(it, "app_protocol"), "'%s.app_protocol' needs "
+		    "'protocol: http'", label);
+	if (strcmp(v, "h2c") == 0)
+		l->app_h2c = 1;
+	else if (strcmp(v, "http/1.1") != 0)
+		return cfg_node_err(d, cfg_node_child(it, "app_protocol"), "'%s.app_protocol' must "
+		    "be http/1.1 or h2c, not '%.40s'", label, v);
+	return 0;
+}
+
 /* The fields only an outbound entry has. */
 static int
 get_outbound(const struct cfg_doc *d, const struct cfg_node *it, const char *label,
@@ -590,7 +611,8 @@ get_listener(const struct cfg_doc *d, struct proxy_config *c, const struct cfg_n
 		return r;
 	if (!inbound)
 		return get_outbound(d, it, label, l);
-	if ((r = get_patterns(d, it, label, "allow", &l->allow, &l->nallow)) != 0)
+	if ((r = get_patterns(d, it, label, "allow", &l->allow, &l->nallow)) != 0 ||
+	    (r = get_app_protocol(d, it, label, l)) != 0)
 		return r;
 	return get_routes(d, it, label, l);
 }

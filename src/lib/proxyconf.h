@@ -67,6 +67,7 @@ struct proxy_listener {
 	size_t nallow;
 	char *server_name;			/* outbound SNI or NULL */
 	int http;				/* protocol: http (0: tcp) */
+	int app_h2c;				/* inbound http: the app speaks h2c (0: HTTP/1.1) */
 	struct route *routes;			/* inbound http: first match decides (route.h) */
 	size_t nroutes;				/* 0: every request of an allowed peer */
 };

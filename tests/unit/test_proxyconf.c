@@ -505,6 +505,7 @@ http_listeners(void **state)
 	    "  request: 2500ms\n"
 	    "  stream_idle: 2m\n"
 	    HTTP_IN
+	    "    app_protocol: h2c\n"
 	    "    routes:\n"
 	    "      - name: create\n"
 	    "        path: /nsmf-pdusession/v1/sm-contexts\n"
@@ -534,6 +535,7 @@ http_listeners(void **state)
 	assert_int_equal(c->stream_idle_ms, 120000);
 	l = &c->lst[0];
 	assert_int_equal(l->http, 1);
+	assert_int_equal(l->app_h2c, 1);
 	assert_int_equal(l->nroutes, 2);
 	assert_string_equal(l->routes[0].name, "create");
 	assert_string_equal(l->routes[0].path, "/nsmf-pdusession/v1/sm-contexts");
@@ -567,7 +569,9 @@ http_listeners(void **state)
 	proxy_config_free(c);
 
 	/* an HTTP listener without routes forwards every request of an allowed peer */
-	assert_int_equal(load_with(AGENT HTTP_IN, PROXYCONF_HTTP, &c), 0);
+	assert_int_equal(load_with(AGENT HTTP_IN "    app_protocol: http/1.1\n", PROXYCONF_HTTP, &c),
+	    0);
+	assert_int_equal(c->lst[0].app_h2c, 0);
 	assert_int_equal(c->lst[0].nroutes, 0);
 	assert_null(c->lst[0].routes);
 	proxy_config_free(c);
@@ -584,6 +588,10 @@ bad_routes(void **state)
 	    "    connect: 127.0.0.1:9443\n    expect_id: spiffe://example.org/db\n"
 	    "    protocol: http\n    routes: []\n", "unknown key 'outbound[0].routes'", NULL);
 	refuse_http(AGENT HTTP_IN "    routes: []\n", "'inbound[0].routes' is empty", NULL);
+	refuse_http(AGENT INBOUND "    app_protocol: h2c\n", "'inbound[0].app_protocol' needs "
+	    "'protocol: http'", "line 8");
+	refuse_http(AGENT HTTP_IN "    app_protocol: h2\n", "'inbound[0].app_protocol' must be "
+	    "http/1.1 or h2c", NULL);
 	refuse_http(AGENT HTTP_IN "    routes:\n      - allow: [spiffe://a.org/x]\n",
 	    "'inbound[0].routes[0]' needs exactly one of 'path' and 'path_prefix'", "line 10");
 	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n        path_prefix: /a\n"
