@@ -83,33 +83,24 @@ static int
 next_line(struct h1_parser *p, const uint8_t *s, size_t n, size_t limit, int big,
     const char *what, size_t *ls, size_t *le)
 {
-	size_t end = n < limit ? n : limit, i;
 	char why[64];
+	size_t i;
 
-	for (i = p->scan; i < end; i++) {
-		uint8_t c = s[i];
-
-		if (c < 0x20 ? c != '\t' : c == 0x7f)
-			break;
-	}
-	if (i == end) {
-		if (n < limit)
-			return 0;
-		snprintf(why, sizeof(why), "%s over %zu bytes", what, limit);
-		return bad(p, big, why);
-	}
-	if (s[i] == '\n')
-		return bad(p, 400, "bare LF (lines must end in CRLF)");
-	if (s[i] != '\r')
-		return bad(p, 400, "control character in a head");
-	if (i + 2 > limit) {
-		snprintf(why, sizeof(why), "%s over %zu bytes", what, limit);
-		return bad(p, big, why);
-	}
-	if (i + 1 >= n)
+	switch (http_line_end(s, n, p->scan, limit, &i)) {
+	case HTTP_LINE_OK:
+		break;
+	case HTTP_LINE_MORE:
 		return 0;
-	if (s[i + 1] != '\n')
+	case HTTP_LINE_BIG:
+		snprintf(why, sizeof(why), "%s over %zu bytes", what, limit);
+		return bad(p, big, why);
+	case HTTP_LINE_BARE_LF:
+		return bad(p, 400, "bare LF (lines must end in CRLF)");
+	case HTTP_LINE_CTL:
+		return bad(p, 400, "control character in a head");
+	default:
 		return bad(p, 400, "CR not followed by LF");
+	}
 	*ls = p->scan;
 	*le = i;
 	p->scan = i + 2;

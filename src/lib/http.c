@@ -167,7 +167,7 @@ http_parse(const uint8_t *buf, size_t len, size_t max_body, struct http_req *out
 {
 	struct http_req rq;
 	struct hstate st;
-	size_t pos = 0, i, scan, head = 0, need;
+	size_t pos = 0, i, head = 0, need;
 	int nlines = 0, r;
 
 	memset(out, 0, sizeof(*out));
@@ -177,33 +177,24 @@ http_parse(const uint8_t *buf, size_t len, size_t max_body, struct http_req *out
 		return 0;
 	if (max_body > (size_t)INT_MAX - HTTP_MAX_HEAD)
 		max_body = (size_t)INT_MAX - HTTP_MAX_HEAD;
-	scan = len < HTTP_MAX_HEAD ? len : HTTP_MAX_HEAD;
 
 	/* One line at a time, judging each as soon as it is complete. */
 	while (head == 0) {
-		for (i = pos; i < scan; i++) {
-			uint8_t c = buf[i];
-
-			if (c < 0x20 ? c != '\t' : c == 0x7f)
-				break;
-		}
-		if (i == scan) {
-			if (len < HTTP_MAX_HEAD)
-				return 0;
-			return nlines == 0 ? fail(out, 414, "request line too long") :
-			    fail(out, 431, "request header too large");
-		}
-		if (buf[i] == '\n')
-			return fail(out, 400, "bare LF (lines must end in CRLF)");
-		if (buf[i] != '\r')
-			return fail(out, 400, "control character in request head");
-		if (i + 2 > HTTP_MAX_HEAD)
-			return nlines == 0 ? fail(out, 414, "request line too long") :
-			    fail(out, 431, "request header too large");
-		if (i + 1 >= len)
+		switch (http_line_end(buf, len, pos, HTTP_MAX_HEAD, &i)) {
+		case HTTP_LINE_OK:
+			break;
+		case HTTP_LINE_MORE:
 			return 0;
-		if (buf[i + 1] != '\n')
+		case HTTP_LINE_BIG:
+			return nlines == 0 ? fail(out, 414, "request line too long") :
+			    fail(out, 431, "request header too large");
+		case HTTP_LINE_BARE_LF:
+			return fail(out, 400, "bare LF (lines must end in CRLF)");
+		case HTTP_LINE_CTL:
+			return fail(out, 400, "control character in request head");
+		default:
 			return fail(out, 400, "CR not followed by LF");
+		}
 
 		if (nlines == 0) {
 			if ((r = parse_request_line(buf + pos, i - pos, &rq, out)) != 0)

@@ -111,3 +111,31 @@ http_version(const uint8_t *v, size_t n, int *minor)
 	*minor = v[7] - '0';
 	return 0;
 }
+
+enum http_line
+http_line_end(const uint8_t *buf, size_t len, size_t from, size_t limit, size_t *eol)
+{
+	size_t end = len < limit ? len : limit, i;
+
+	*eol = 0;
+	for (i = from; i < end; i++) {
+		uint8_t c = buf[i];
+
+		if (c < 0x20 ? c != '\t' : c == 0x7f)
+			break;
+	}
+	if (i == end)
+		return len < limit ? HTTP_LINE_MORE : HTTP_LINE_BIG;
+	if (buf[i] == '\n')
+		return HTTP_LINE_BARE_LF;
+	if (buf[i] != '\r')
+		return HTTP_LINE_CTL;
+	if (i + 2 > limit)
+		return HTTP_LINE_BIG;
+	if (i + 1 >= len)
+		return HTTP_LINE_MORE;
+	if (buf[i + 1] != '\n')
+		return HTTP_LINE_LONE_CR;
+	*eol = i;
+	return HTTP_LINE_OK;
+}

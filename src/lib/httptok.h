@@ -50,4 +50,23 @@ int http_field_split(const uint8_t *l, size_t n, size_t *nlen, const uint8_t **v
  */
 int http_version(const uint8_t *v, size_t n, int *minor);
 
+/* What http_line_end found. */
+enum http_line {
+	HTTP_LINE_OK = 0,	/* a line: *eol is its CR */
+	HTTP_LINE_MORE,		/* no CRLF yet within the limit: read more */
+	HTTP_LINE_BIG,		/* no CRLF within limit bytes */
+	HTTP_LINE_BARE_LF,	/* an LF without its CR */
+	HTTP_LINE_CTL,		/* a control character other than HT */
+	HTTP_LINE_LONE_CR,	/* a CR not followed by LF */
+};
+
+/*
+ * The end of the line that starts at from in the len bytes at buf, whose
+ * section may take at most limit bytes from buf: lines end in CRLF, and
+ * no control character but HT may come before it. The checks run in
+ * the order of enum http_line, so garbage is judged as soon as it shows.
+ */
+enum http_line http_line_end(const uint8_t *buf, size_t len, size_t from, size_t limit,
+    size_t *eol);
+
 #endif
