@@ -114,7 +114,8 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ) $(HDRS)
 	$(FUZZCC) $(CPPFLAGS_ALL) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS_ALL)
 
-check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN)
+check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) \
+	$(BUILD)/bench/cmpload
 
 check: check-build
 	@tests/run.sh $(BUILD)
@@ -140,7 +141,7 @@ $(BUILD)/bench/%.so: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -shared -fPIC -o $@ $< -ldl
 
-bench: all $(BUILD)/bench/keypath $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so
+bench: all $(BUILD)/bench/keypath $(BUILD)/bench/cmpload $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so
 	@missing=""; for p in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \

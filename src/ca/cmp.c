@@ -161,8 +161,9 @@ request_pubkey(const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, uint8_t spki[HSM
 		return NULL;
 	if ((n = i2d_OSSL_CRMF_CERTTEMPLATE(OSSL_CRMF_MSG_get0_tmpl(crm), &der)) <= 0)
 		return NULL;
-	if (cmp_der_template_spki(der, (size_t)n, spki, HSM_MAX_SPKI, spkilen) == 0)
-		pk = d2i_PUBKEY(NULL, &p, (long)*spkilen);
+	if (cmp_der_template_spki(der, (size_t)n, spki, HSM_MAX_SPKI, spkilen) == 0 &&
+	    cert_pubkey_parse(p, *spkilen, &pk) != 0)
+		pk = NULL;
 	OPENSSL_free(der);
 	return pk;
 }

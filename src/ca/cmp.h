@@ -88,7 +88,8 @@ int cmp_serve(const struct cmp_server_cfg *cfg);
 
 /* PKIBody choice numbers (RFC 4210 5.1.2); OpenSSL 3.0 does not export them all. */
 enum {
-	BODY_IR = 0, BODY_CR = 2, BODY_P10CR = 4, BODY_KUR = 7, BODY_RR = 11, BODY_RP = 12,
+	BODY_IR = 0, BODY_IP = 1, BODY_CR = 2, BODY_CP = 3, BODY_P10CR = 4, BODY_KUR = 7,
+	BODY_KUP = 8, BODY_RR = 11, BODY_RP = 12,
 	BODY_PKICONF = 19, BODY_GENP = 22, BODY_ERROR = 23,
 };
 
