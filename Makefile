@@ -18,8 +18,11 @@ DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
 	swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus \
 	postgresql-15 libpq-dev
 
-# libpq's headers (Debian: /usr/include/postgresql), also before pkg-config can say
+# libpq's headers (Debian: /usr/include/postgresql), also before pkg-config can say.
+# hsmesh loads libpq itself when a ledger is on PostgreSQL (src/lib/ledger_pg.c):
+# only the ledger test, which talks to its server directly too, links it.
 PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
+$(BUILD)/tests/test_ledger $(BUILD)/asan/tests/test_ledger: LDLIBS += -lpq
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
 	  -Wstrict-prototypes -Wmissing-prototypes -Wvla
@@ -27,7 +30,7 @@ CPPFLAGS_ALL = -D_GNU_SOURCE -Isrc/lib -I/usr/include/p11-kit-1 $(PQ_CFLAGS) $(C
 CFLAGS_ALL   = -std=c17 -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
 	       -fno-strict-aliasing $(WARN) $(CFLAGS)
 SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-LDLIBS_ALL = -lssl -lcrypto -lnghttp2 -lyaml -lsqlite3 -lpq -ljson-c -lseccomp -lpthread -ldl -lm $(LDLIBS)
+LDLIBS_ALL = -lssl -lcrypto -lnghttp2 -lyaml -lsqlite3 -ljson-c -lseccomp -lpthread -ldl -lm $(LDLIBS)
 
 # src/lib: the library (unit-tested, fuzzed); src/*.c and the rooms of the
 # bigger processes (src/<process>/*.c, e.g. src/proxy/) make the binary.

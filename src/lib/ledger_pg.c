@@ -25,12 +25,19 @@
  * failed because the connection was lost is HSM_EIO: the caller (the CA)
  * answers systemFailure and the client tries again.
  *
+ * libpq is loaded (dlopen) by the first ledger_open of a postgresql://
+ * URI, not linked: its dependencies (Kerberos, LDAP, GnuTLS...) would
+ * otherwise be mapped into every hsmesh process, the keyholder and the
+ * sidecar included, and an SQLite CA needs none of it.
+ *
  * A URI with a password is refused: a password belongs in a passfile
  * (passfile=PATH in the URI, or PGPASSFILE), like every secret outside
  * ca.yaml. Messages name the server by host, port and database only.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +185,55 @@ struct ledger_be {
 	char last[300];			/* why the server could not be reached */
 };
 
+/* ---- libpq, loaded on first use ---- */
+
+#define PQ_SONAME "libpq.so.5"
+#define PQ_FUNCS(X) \
+	X(PQclear) X(PQcmdTuples) X(PQconnectdbParams) X(PQconninfoFree) \
+	X(PQconninfoParse) X(PQconsumeInput) X(PQerrorMessage) X(PQfinish) \
+	X(PQflush) X(PQfreemem) X(PQgetResult) X(PQgetisnull) \
+	X(PQgetlength) X(PQgetvalue) X(PQisBusy) X(PQnfields) \
+	X(PQntuples) X(PQresultErrorField) X(PQresultStatus) X(PQsendPrepare) \
+	X(PQsendQuery) X(PQsendQueryPrepared) X(PQsetNoticeProcessor) X(PQsocket) \
+	X(PQstatus)
+
+static struct {
+#define X(f) __typeof__(f) *f##_;
+	PQ_FUNCS(X)
+#undef X
+} pqf;
+static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
+static char pq_failed[256];	/* why libpq could not be loaded, or "" */
+
+static void
+pq_load(void)
+{
+	void *dl = dlopen(PQ_SONAME, RTLD_NOW | RTLD_LOCAL);
+
+	if (dl == NULL) {
+		snprintf(pq_failed, sizeof(pq_failed), "%s", dlerror());
+		return;
+	}
+#define X(f) \
+	if ((pqf.f##_ = (__typeof__(f) *)dlsym(dl, #f)) == NULL) { \
+		snprintf(pq_failed, sizeof(pq_failed), "%s has no %s", PQ_SONAME, #f); \
+		return; \
+	}
+	PQ_FUNCS(X)
+#undef X
+}
+
+/* libpq, loaded once; HSM_EUNSUPPORTED when it is not installed. */
+static int
+pq_ready(void)
+{
+	pthread_once(&pq_once, pq_load);
+	if (pq_failed[0] != '\0')
+		return hsm_err(HSM_EUNSUPPORTED, "ledger: PostgreSQL needs libpq (Debian: libpq5): %s",
+		    pq_failed);
+	return 0;
+}
+
 /* Binary parameters of one statement. */
 struct params {
 	int n;
@@ -231,11 +287,11 @@ p_i32(struct params *p, int32_t x)
 static void
 pg_message(struct ledger_be *be, const PGresult *res, char *out, size_t cap)
 {
-	const char *m = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	const char *m = res != NULL ? pqf.PQresultErrorField_(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 	size_t n;
 
 	if (m == NULL || *m == '\0')
-		m = be->conn != NULL ? PQerrorMessage(be->conn) : "no connection";
+		m = be->conn != NULL ? pqf.PQerrorMessage_(be->conn) : "no connection";
 	snprintf(out, cap, "%s", m);
 	for (n = strlen(out); n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '); n--)
 		out[n - 1] = '\0';
@@ -263,11 +319,11 @@ conn_lost(struct ledger_be *be)
 static int
 pg_fail(struct ledger_be *be, const PGresult *res, const char *what)
 {
-	const char *st = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *st = res != NULL ? pqf.PQresultErrorField_(res, PG_DIAG_SQLSTATE) : NULL;
 	char msg[300];
 
 	pg_message(be, res, msg, sizeof(msg));
-	if (be->conn == NULL || PQstatus(be->conn) != CONNECTION_OK || st == NULL ||
+	if (be->conn == NULL || pqf.PQstatus_(be->conn) != CONNECTION_OK || st == NULL ||
 	    strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0) {
 		conn_lost(be);
 		return hsm_err(HSM_EIO, "ledger: %s: PostgreSQL (%s): %s", what, be->where, msg);
@@ -296,15 +352,15 @@ collect(struct ledger_be *be, const char *what, PGresult **out)
 
 	*out = NULL;
 	for (;;) {
-		while ((st = PQflush(be->conn)) != 0 || PQisBusy(be->conn)) {
-			struct pollfd pfd = { PQsocket(be->conn), POLLIN | (st == 1 ? POLLOUT : 0), 0 };
+		while ((st = pqf.PQflush_(be->conn)) != 0 || pqf.PQisBusy_(be->conn)) {
+			struct pollfd pfd = { pqf.PQsocket_(be->conn), POLLIN | (st == 1 ? POLLOUT : 0), 0 };
 			uint64_t now = hsm_now_ms();
 			int n;
 
 			if (st < 0 || pfd.fd < 0)
 				goto lost;
 			if (now >= deadline) {
-				PQclear(keep);
+				pqf.PQclear_(keep);
 				conn_lost(be);
 				return hsm_err(HSM_EIO, "ledger: %s: PostgreSQL (%s) did not answer "
 				    "within %d ms", what, be->where, PG_OP_TIMEOUT_MS);
@@ -313,17 +369,17 @@ collect(struct ledger_be *be, const char *what, PGresult **out)
 			if (n < 0 && errno != EINTR)
 				goto lost;
 			if (n > 0 && (pfd.revents & (POLLIN | POLLERR | POLLHUP)) &&
-			    PQconsumeInput(be->conn) == 0)
+			    pqf.PQconsumeInput_(be->conn) == 0)
 				goto lost;
 		}
-		if ((r = PQgetResult(be->conn)) == NULL)
+		if ((r = pqf.PQgetResult_(be->conn)) == NULL)
 			break;
-		if (keep == NULL || (PQresultStatus(keep) != PGRES_FATAL_ERROR &&
-		    PQresultStatus(r) == PGRES_FATAL_ERROR)) {
-			PQclear(keep);
+		if (keep == NULL || (pqf.PQresultStatus_(keep) != PGRES_FATAL_ERROR &&
+		    pqf.PQresultStatus_(r) == PGRES_FATAL_ERROR)) {
+			pqf.PQclear_(keep);
 			keep = r;
 		} else {
-			PQclear(r);
+			pqf.PQclear_(r);
 		}
 	}
 	if (keep == NULL)
@@ -331,7 +387,7 @@ collect(struct ledger_be *be, const char *what, PGresult **out)
 	*out = keep;
 	return 0;
  lost:
-	PQclear(keep);
+	pqf.PQclear_(keep);
 	return pg_fail(be, NULL, what);
 }
 
@@ -339,18 +395,18 @@ collect(struct ledger_be *be, const char *what, PGresult **out)
 static int
 result(struct ledger_be *be, PGresult *r, const char *what, PGresult **res)
 {
-	ExecStatusType s = PQresultStatus(r);
+	ExecStatusType s = pqf.PQresultStatus_(r);
 	int st;
 
 	if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
 		if (res != NULL)
 			*res = r;
 		else
-			PQclear(r);
+			pqf.PQclear_(r);
 		return 0;
 	}
 	st = pg_fail(be, r, what);
-	PQclear(r);
+	pqf.PQclear_(r);
 	return st;
 }
 
@@ -363,7 +419,7 @@ run_sql(struct ledger_be *be, const char *sql, const char *what, PGresult **res)
 
 	if (res != NULL)
 		*res = NULL;
-	if (PQsendQuery(be->conn, sql) != 1)
+	if (pqf.PQsendQuery_(be->conn, sql) != 1)
 		return pg_fail(be, NULL, what);
 	if ((st = collect(be, what, &r)) != 0)
 		return st;
@@ -386,19 +442,19 @@ pg_connect(struct ledger_be *be)
 	char msg[300];
 
 	if (be->conn != NULL)
-		PQfinish(be->conn);
+		pqf.PQfinish_(be->conn);
 	be->lost = 1;
 	be->in_tx = 0;
 	/* The URI's own settings (dbname expanded last) override the defaults before it. */
-	if ((be->conn = PQconnectdbParams(kw, val, 1)) == NULL)
+	if ((be->conn = pqf.PQconnectdbParams_(kw, val, 1)) == NULL)
 		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
-	if (PQstatus(be->conn) != CONNECTION_OK) {
+	if (pqf.PQstatus_(be->conn) != CONNECTION_OK) {
 		pg_message(be, NULL, msg, sizeof(msg));
 		snprintf(be->last, sizeof(be->last), "%s", msg);
 		return hsm_err(HSM_EIO, "ledger: cannot connect to PostgreSQL (%s): %s", be->where,
 		    msg);
 	}
-	PQsetNoticeProcessor(be->conn, quiet_notice, NULL);
+	pqf.PQsetNoticeProcessor_(be->conn, quiet_notice, NULL);
 	be->lost = 0;
 	return 0;
 }
@@ -413,7 +469,7 @@ prepare_all(struct ledger_be *be)
 
 	for (int i = 0; i < S_COUNT; i++) {
 		snprintf(name, sizeof(name), "s%d", i);
-		if (PQsendPrepare(be->conn, name, stmts[i].sql, stmts[i].n, stmts[i].types) != 1)
+		if (pqf.PQsendPrepare_(be->conn, name, stmts[i].sql, stmts[i].n, stmts[i].types) != 1)
 			return pg_fail(be, NULL, "prepare");
 		if ((st = collect(be, "prepare", &r)) != 0 || (st = result(be, r, "prepare", NULL)) != 0)
 			return st;
@@ -474,7 +530,7 @@ run(struct ledger_be *be, enum stmt_id id, const struct params *p, const char *w
 	for (int attempt = 0; attempt < PG_STMT_TRIES; attempt++) {
 		if ((st = usable(be, what)) != 0)
 			return st;
-		if (PQsendQueryPrepared(be->conn, name, p != NULL ? p->n : 0, p != NULL ? p->v : NULL,
+		if (pqf.PQsendQueryPrepared_(be->conn, name, p != NULL ? p->n : 0, p != NULL ? p->v : NULL,
 		    p != NULL ? p->len : NULL, p != NULL ? p->fmt : NULL, 1) != 1)
 			return pg_fail(be, NULL, what);
 		if ((st = collect(be, what, &r)) != 0)
@@ -487,14 +543,14 @@ run(struct ledger_be *be, enum stmt_id id, const struct params *p, const char *w
 	if (st != 0)
 		return st;
 	if (changed != NULL) {
-		const char *t = PQcmdTuples(r);
+		const char *t = pqf.PQcmdTuples_(r);
 
 		*changed = t != NULL && *t != '\0' ? (int)strtol(t, NULL, 10) : 0;
 	}
 	if (res != NULL)
 		*res = r;
 	else
-		PQclear(r);
+		pqf.PQclear_(r);
 	return 0;
 }
 
@@ -503,8 +559,8 @@ run(struct ledger_be *be, enum stmt_id id, const struct params *p, const char *w
 static int64_t
 col_i64(const PGresult *r, int row, int col)
 {
-	const uint8_t *v = (const uint8_t *)PQgetvalue(r, row, col);
-	int n = PQgetlength(r, row, col);
+	const uint8_t *v = (const uint8_t *)pqf.PQgetvalue_(r, row, col);
+	int n = pqf.PQgetlength_(r, row, col);
 
 	if (n == 8)
 		return (int64_t)((uint64_t)hsm_get32(v) << 32 | hsm_get32(v + 4));
@@ -517,11 +573,11 @@ col_i64(const PGresult *r, int row, int col)
 static int
 col_text(const PGresult *r, int row, int col, char *buf, size_t size)
 {
-	int n = PQgetlength(r, row, col);
-	const char *v = PQgetvalue(r, row, col);
+	int n = pqf.PQgetlength_(r, row, col);
+	const char *v = pqf.PQgetvalue_(r, row, col);
 
 	buf[0] = '\0';
-	if (PQgetisnull(r, row, col))
+	if (pqf.PQgetisnull_(r, row, col))
 		return 0;
 	if (n < 0 || (size_t)n >= size || memchr(v, '\0', (size_t)n) != NULL)
 		return -1;
@@ -539,7 +595,7 @@ cert_from_row(const PGresult *r, int row, struct ledger_cert *c, int copy_der)
 {
 	int n;
 
-	if (PQnfields(r) != CERT_NCOLS || col_text(r, row, 0, c->serial, sizeof(c->serial)) != 0 ||
+	if (pqf.PQnfields_(r) != CERT_NCOLS || col_text(r, row, 0, c->serial, sizeof(c->serial)) != 0 ||
 	    col_text(r, row, 1, c->spiffe_id, sizeof(c->spiffe_id)) != 0 ||
 	    col_text(r, row, 2, c->spki_id, sizeof(c->spki_id)) != 0 ||
 	    col_text(r, row, 5, c->auth, sizeof(c->auth)) != 0 ||
@@ -549,19 +605,19 @@ cert_from_row(const PGresult *r, int row, struct ledger_cert *c, int copy_der)
 		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
 	c->not_before = col_i64(r, row, 3);
 	c->not_after = col_i64(r, row, 4);
-	if (!PQgetisnull(r, row, 7)) {
+	if (!pqf.PQgetisnull_(r, row, 7)) {
 		c->revoked = 1;
 		c->revoked_at = col_i64(r, row, 7);
 		c->reason = (int)col_i64(r, row, 8);
 	}
-	if (PQgetisnull(r, row, 9) || (n = PQgetlength(r, row, 9)) <= 0)
+	if (pqf.PQgetisnull_(r, row, 9) || (n = pqf.PQgetlength_(r, row, 9)) <= 0)
 		return hsm_err(HSM_EIO, "ledger: certificate %s has no DER", c->serial);
 	if (!copy_der) {
-		c->der = (uint8_t *)PQgetvalue(r, row, 9);	/* read-only for the callback */
+		c->der = (uint8_t *)pqf.PQgetvalue_(r, row, 9);	/* read-only for the callback */
 	} else {
 		if ((c->der = malloc((size_t)n)) == NULL)
 			return hsm_err(HSM_ENOMEM, "ledger: out of memory");
-		memcpy(c->der, PQgetvalue(r, row, 9), (size_t)n);
+		memcpy(c->der, pqf.PQgetvalue_(r, row, 9), (size_t)n);
 	}
 	c->der_len = (size_t)n;
 	return 0;
@@ -582,7 +638,7 @@ pg_close(struct ledger_be *be)
 	if (be == NULL)
 		return;
 	if (be->conn != NULL)
-		PQfinish(be->conn);
+		pqf.PQfinish_(be->conn);
 	free(be->location);
 	free(be);
 }
@@ -599,13 +655,13 @@ check_uri(struct ledger_be *be, const char *uri)
 	char *err = NULL;
 	int r = 0;
 
-	if ((opts = PQconninfoParse(uri, &err)) == NULL) {
+	if ((opts = pqf.PQconninfoParse_(uri, &err)) == NULL) {
 		if (err != NULL) {
 			char msg[200];
 
 			snprintf(msg, sizeof(msg), "%s", err);
 			msg[strcspn(msg, "\n")] = '\0';
-			PQfreemem(err);
+			pqf.PQfreemem_(err);
 			return hsm_err(HSM_EINVAL, "ledger: bad PostgreSQL URI: %s", msg);
 		}
 		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
@@ -626,7 +682,7 @@ check_uri(struct ledger_be *be, const char *uri)
 	snprintf(be->where, sizeof(be->where), "host %.80s port %.16s database %.64s",
 	    host != NULL ? host : "(default)", port != NULL ? port : "(default)",
 	    db != NULL ? db : "(default)");
-	PQconninfoFree(opts);
+	pqf.PQconninfoFree_(opts);
 	return r;
 }
 
@@ -637,6 +693,8 @@ pg_open(const char *location, struct ledger_be **out)
 	int r;
 
 	*out = NULL;
+	if ((r = pq_ready()) != 0)
+		return r;
 	if ((be = calloc(1, sizeof(*be))) == NULL)
 		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
 	if ((r = check_uri(be, location)) != 0)
@@ -682,11 +740,11 @@ pg_schema_version(struct ledger_be *be, int64_t *version)
 	    (st = run_sql(be, "SELECT coalesce(max(version), 0) FROM schema_version",
 	    "read schema version", &r)) != 0)
 		return st;
-	if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
+	if (pqf.PQntuples_(r) != 1 || pqf.PQgetisnull_(r, 0, 0))
 		st = hsm_err(HSM_EIO, "ledger: read schema version: no row");
 	else
-		*version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	PQclear(r);
+		*version = strtoll(pqf.PQgetvalue_(r, 0, 0), NULL, 10);
+	pqf.PQclear_(r);
 	return st;
 }
 
@@ -794,22 +852,22 @@ pg_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 	p_text(&p, ref, 0);
 	if ((r = run(be, S_TOKEN_GET, &p, "look up token", &res, NULL)) != 0)
 		return r;
-	if (PQntuples(res) == 0) {
+	if (pqf.PQntuples_(res) == 0) {
 		r = hsm_err(HSM_ENOENT, "join token unknown");
-	} else if (PQnfields(res) != 6 || PQgetlength(res, 0, 0) != LEDGER_HASH_LEN ||
+	} else if (pqf.PQnfields_(res) != 6 || pqf.PQgetlength_(res, 0, 0) != LEDGER_HASH_LEN ||
 	    col_text(res, 0, 1, t->spiffe_id, sizeof(t->spiffe_id)) != 0 ||
 	    col_text(res, 0, 5, t->serial, sizeof(t->serial)) != 0) {
 		r = hsm_err(HSM_EIO, "ledger: corrupt join token row");
 	} else {
-		memcpy(t->hash, PQgetvalue(res, 0, 0), LEDGER_HASH_LEN);
+		memcpy(t->hash, pqf.PQgetvalue_(res, 0, 0), LEDGER_HASH_LEN);
 		t->created = col_i64(res, 0, 2);
 		t->expires = col_i64(res, 0, 3);
-		if (!PQgetisnull(res, 0, 4)) {
+		if (!pqf.PQgetisnull_(res, 0, 4)) {
 			t->used = 1;
 			t->used_at = col_i64(res, 0, 4);
 		}
 	}
-	PQclear(res);
+	pqf.PQclear_(res);
 	return r;
 }
 
@@ -873,13 +931,13 @@ pg_cert_get(struct ledger_be *be, const char *serial, struct ledger_cert *c)
 	p_text(&p, serial, 0);
 	if ((r = run(be, S_CERT_GET, &p, "get certificate", &res, NULL)) != 0)
 		return r;
-	if (PQntuples(res) == 0)
+	if (pqf.PQntuples_(res) == 0)
 		r = hsm_err(HSM_ENOENT, "ledger: no certificate with serial %s", serial);
 	else if ((r = cert_from_row(res, 0, c, 1)) != 0) {
 		free(c->der);
 		memset(c, 0, sizeof(*c));
 	}
-	PQclear(res);
+	pqf.PQclear_(res);
 	return r;
 }
 
@@ -945,8 +1003,8 @@ pg_id_revoked(struct ledger_be *be, const char *spiffe_id)
 	p_text(&p, spiffe_id, 0);
 	if ((r = run(be, S_ID_GET, &p, "identity revocation check", &res, NULL)) != 0)
 		return r;
-	r = PQntuples(res) > 0;
-	PQclear(res);
+	r = pqf.PQntuples_(res) > 0;
+	pqf.PQclear_(res);
 	return r;
 }
 
@@ -970,11 +1028,11 @@ pg_cert_count(struct ledger_be *be, uint64_t *n)
 	*n = 0;
 	if ((r = run(be, S_CERT_COUNT, NULL, "count certificates", &res, NULL)) != 0)
 		return r;
-	if (PQntuples(res) != 1)
+	if (pqf.PQntuples_(res) != 1)
 		r = hsm_err(HSM_EIO, "ledger: count certificates: no row");
 	else
 		*n = (uint64_t)col_i64(res, 0, 0);
-	PQclear(res);
+	pqf.PQclear_(res);
 	return r;
 }
 
@@ -990,13 +1048,13 @@ pg_cert_list_id(struct ledger_be *be, const char *spiffe_id, ledger_cert_cb cb, 
 		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
 	p_text(&p, spiffe_id, 0);
 	if ((r = run(be, S_CERT_LIST, &p, "list certificates", &res, NULL)) == 0) {
-		for (int i = 0; i < PQntuples(res) && r == 0; i++) {
+		for (int i = 0; i < pqf.PQntuples_(res) && r == 0; i++) {
 			memset(c, 0, sizeof(*c));
 			if ((r = cert_from_row(res, i, c, 0)) == 0)
 				r = cb(c, arg);
 		}
 	}
-	PQclear(res);
+	pqf.PQclear_(res);
 	free(c);
 	return r;
 }
