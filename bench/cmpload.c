@@ -33,6 +33,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,6 +300,8 @@ cmd_run(int argc, char **argv)
 			snprintf(g.tok[g.ntok++], sizeof(g.tok[0]), "%s", line);
 	}
 	fclose(f);
+	/* A replica that dies mid-request must not take the client with it (as the agent). */
+	signal(SIGPIPE, SIG_IGN);
 	if ((env = getenv("CMPLOAD_RETRY_S")) != NULL)
 		g.retry_s = strtod(env, NULL);
 	if ((env = getenv("CMPLOAD_SERIALS")) != NULL && (g.serials = fopen(env, "a")) == NULL) {

@@ -38,7 +38,9 @@
  * done here, so a refused connection reads as "connection refused" at
  * once rather than as a connect timeout.
  *
- * Blocking: run it on a thread of its own. Functions return 0 or a
+ * Blocking: run it on a thread of its own, in a process that ignores
+ * SIGPIPE (OpenSSL writes to sockets without MSG_NOSIGNAL: a CA that dies
+ * mid-request would otherwise kill the caller). Functions return 0 or a
  * negative HSM_E* code whose detail (hsm_err_msg) is the one-line reason,
  * and say in *how which kind of failure it was.
  */

@@ -4,7 +4,7 @@
 # temporary directory of its own, listening only on a Unix socket there
 # (listen_addresses is empty: no TCP port to collide with), trust
 # authentication for that socket, fsync off (a test cluster is thrown
-# away). PostgreSQL refuses to run as root, so as root the cluster belongs
+# away; PG_FSYNC=on keeps PostgreSQL's durability, as `make bench` does). PostgreSQL refuses to run as root, so as root the cluster belongs
 # to the `postgres` user (the package creates it) and runs through runuser.
 #
 #   pg_available        true when the server binaries are installed
@@ -66,9 +66,9 @@ pg_start() {
 listen_addresses = ''
 unix_socket_directories = '$PG_DIR'
 port = $PG_PORT
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+fsync = ${PG_FSYNC:-off}
+synchronous_commit = ${PG_FSYNC:-off}
+full_page_writes = ${PG_FSYNC:-off}
 shared_buffers = 16MB
 max_connections = 60
 log_min_messages = warning
