@@ -486,10 +486,18 @@ pin_remember_bad(const uint8_t md[32])
 	pthread_mutex_unlock(&badpin_mu);
 }
 
-/* Log in as user on session s, reading the PIN from its source now. */
+/*
+ * Log in as who (CKU_USER or CKU_SO) on session s, reading the PIN from
+ * pin_file or pin_env now and wiping it after. A PIN the token rejected
+ * is never offered again, and the attempt that would lock the PIN is
+ * never made.
+ */
 static int
-login(struct p11_token *tok, CK_SESSION_HANDLE s)
+login_as(struct p11_token *tok, CK_SESSION_HANDLE s, CK_USER_TYPE who, const char *pin_file,
+    const char *pin_env)
 {
+	int so = who == CKU_SO;
+	const char *whose = so ? "SO PIN" : "user PIN";
 	char *pin = NULL;
 	size_t len = 0;
 	uint8_t md[32];
@@ -497,17 +505,17 @@ login(struct p11_token *tok, CK_SESSION_HANDLE s)
 	CK_RV rv;
 	int r;
 
-	if (tok->pin_file != NULL)
-		r = hsm_secret_read_file(tok->pin_file, &pin, &len);
+	if (pin_file != NULL)
+		r = hsm_secret_read_file(pin_file, &pin, &len);
 	else
-		r = hsm_secret_read_env(tok->pin_env, &pin, &len);
+		r = hsm_secret_read_env(pin_env, &pin, &len);
 	if (r != 0)
 		goto out;
-	if ((r = pin_hash(tok, "user", pin, len, md)) != 0)
+	if ((r = pin_hash(tok, so ? "so" : "user", pin, len, md)) != 0)
 		goto out;
 	if (pin_known_bad(md)) {
-		r = hsm_err(HSM_EPIN, "token '%s': this PIN was already rejected; not trying it again",
-		    tok->label);
+		r = hsm_err(HSM_EPIN, "token '%s': this %s was already rejected; not trying it again",
+		    tok->label, so ? "SO PIN" : "PIN");
 		goto out;
 	}
 	/* Never make the attempt that locks the token. */
@@ -515,32 +523,35 @@ login(struct p11_token *tok, CK_SESSION_HANDLE s)
 		r = ckerr(rv, "C_GetTokenInfo");
 		goto out;
 	}
-	if (ti.flags & CKF_USER_PIN_LOCKED) {
-		r = hsm_err(HSM_EPINLOCKED, "token '%s': user PIN is locked", tok->label);
+	if (ti.flags & (so ? CKF_SO_PIN_LOCKED : CKF_USER_PIN_LOCKED)) {
+		r = hsm_err(HSM_EPINLOCKED, "token '%s': %s is locked", tok->label, whose);
 		goto out;
 	}
-	if (ti.flags & CKF_USER_PIN_FINAL_TRY) {
+	if (ti.flags & (so ? CKF_SO_PIN_FINAL_TRY : CKF_USER_PIN_FINAL_TRY)) {
 		r = hsm_err(HSM_EPINLOCKED,
-		    "token '%s': refusing to try: one more wrong PIN would lock the token",
-		    tok->label);
+		    "token '%s': refusing to try: one more wrong %s would lock the token",
+		    tok->label, so ? "SO PIN" : "PIN");
 		goto out;
 	}
-	if (ti.flags & CKF_USER_PIN_COUNT_LOW)
-		log_warn("token '%s': a wrong user PIN was entered recently", tok->label);
-	rv = tok->f->C_Login(s, CKU_USER, (unsigned char *)pin, (CK_ULONG)len);
+	if (ti.flags & (so ? CKF_SO_PIN_COUNT_LOW : CKF_USER_PIN_COUNT_LOW))
+		log_warn("token '%s': a wrong %s was entered recently", tok->label, whose);
+	rv = tok->f->C_Login(s, who, (unsigned char *)pin, (CK_ULONG)len);
 	if (rv == CKR_PIN_INCORRECT)
 		pin_remember_bad(md);
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
-	if (rv != CKR_OK) {
-		r = ckerr(rv, "C_Login");
-		goto out;
-	}
-	r = 0;
+	r = rv == CKR_OK ? 0 : ckerr(rv, so ? "C_Login(SO)" : "C_Login");
  out:
 	OPENSSL_cleanse(md, sizeof(md));
 	hsm_secret_free(pin, len);
 	return r;
+}
+
+/* Log in as user on session s, reading the PIN from its source now. */
+static int
+login(struct p11_token *tok, CK_SESSION_HANDLE s)
+{
+	return login_as(tok, s, CKU_USER, tok->pin_file, tok->pin_env);
 }
 
 /* Open a session; log in when the token is not logged in (first or lost login). */
@@ -1882,56 +1893,14 @@ cache_clear(struct p11_token *tok)
 	pthread_mutex_unlock(&tok->mu);
 }
 
-/*
- * Log in as the security officer on c (no one logged in), with the PIN
- * read from so now. A PIN the token rejected is never offered again, and
- * the attempt that could lock the SO PIN is never made.
- */
+/* Log in as the security officer on c (no one logged in), with the PIN from so. */
 static int
 so_login(struct call *c, const struct p11_pin_source *so)
 {
-	struct p11_token *tok = c->tok;
-	char *pin = NULL;
-	size_t len = 0;
-	uint8_t md[32];
-	CK_TOKEN_INFO ti;
-	CK_RV rv;
-	int r;
-
 	if (so == NULL || (so->file == NULL) == (so->env == NULL))
 		return hsm_err(HSM_EPERM, "wrapping a key for another token needs the security "
 		    "officer's PIN (a file or an environment variable)");
-	if (so->file != NULL)
-		r = hsm_secret_read_file(so->file, &pin, &len);
-	else
-		r = hsm_secret_read_env(so->env, &pin, &len);
-	if (r != 0)
-		goto out;
-	if ((r = pin_hash(tok, "so", pin, len, md)) != 0)
-		goto out;
-	if (pin_known_bad(md)) {
-		r = hsm_err(HSM_EPIN, "token '%s': this SO PIN was already rejected; not trying it "
-		    "again", tok->label);
-		goto out;
-	}
-	if ((rv = tok->f->C_GetTokenInfo(tok->slot, &ti)) != CKR_OK) {
-		r = ckerr(rv, "C_GetTokenInfo");
-		goto out;
-	}
-	if (ti.flags & (CKF_SO_PIN_LOCKED | CKF_SO_PIN_FINAL_TRY)) {
-		r = hsm_err(HSM_EPINLOCKED, "token '%s': SO PIN %s", tok->label,
-		    (ti.flags & CKF_SO_PIN_LOCKED) ? "is locked" :
-		    "has one try left: refusing to try");
-		goto out;
-	}
-	rv = tok->f->C_Login(c->s, CKU_SO, (unsigned char *)pin, (CK_ULONG)len);
-	if (rv == CKR_PIN_INCORRECT)
-		pin_remember_bad(md);
-	r = rv == CKR_OK ? 0 : ck(c, rv, "C_Login(SO)");
- out:
-	OPENSSL_cleanse(md, sizeof(md));
-	hsm_secret_free(pin, len);
-	return r;
+	return login_as(c->tok, c->s, CKU_SO, so->file, so->env);
 }
 
 /* The modulus and exponent of an RSA SubjectPublicKeyInfo (caller frees both). */
