@@ -25,7 +25,7 @@
 #include "evidence.h"
 #include "khclient.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_kh.h"
 #include "renew.h"
 #include "svid.h"
 #include "util.h"

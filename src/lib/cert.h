@@ -2,7 +2,7 @@
  * cert.h - X.509 for the CA: the self-signed root, X.509-SVIDs, CSR
  * checks, and a human-readable printer (hsmesh inspect).
  *
- * Signing keys are EVP_PKEYs and may be keyholder keys (provider.h): such
+ * Signing keys are EVP_PKEYs and may be keyholder keys (provider_kh.h): such
  * a key can sign but cannot be encoded, so every function that puts a
  * public key into a certificate takes it separately as an ordinary
  * (default provider) public key. Every certificate made here is verified
