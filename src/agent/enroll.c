@@ -20,9 +20,9 @@
 #include <openssl/sha.h>
 
 #include "agent.h"
-#include "attest.h"
 #include "err.h"
 #include "evidence.h"
+#include "evtype.h"
 #include "khclient.h"
 #include "log.h"
 #include "provider_kh.h"
