@@ -43,7 +43,8 @@
 #include "khclient.h"
 #include "khproto.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_core.h"
+#include "provider_kh.h"
 #include "replfile.h"
 #include "util.h"
 
