@@ -253,11 +253,23 @@ entry_from_asn(const HSM_ENTRY *a, size_t i, struct entry *e, char *why, size_t 
 		goto out;
 	}
 	for (int k = 0; k < n; k++) {
+		char canon[SEL_TEXT_MAX + 1];
+
 		if ((sel = cstr(sk_ASN1_UTF8STRING_value(a->selectors, k), SEL_TEXT_MAX)) == NULL) {
 			snprintf(why, cap, "entry %s: unreadable selector", e->id);
+			r = HSM_EPROTO;
 			goto out;
 		}
 		r = sel_set_add(&e->sel, sel);
+		/* One selector, one spelling, once: what decodes encodes to the same bytes. */
+		if (r == 0 && (e->sel.n != (size_t)k + 1 ||
+		    sel_text(&e->sel.v[k], canon, sizeof(canon)) != 0 || strcmp(canon, sel) != 0)) {
+			snprintf(why, cap, "entry %s: selector %d repeated or not in its canonical "
+			    "spelling", e->id, k + 1);
+			r = HSM_EPROTO;
+			free(sel);
+			goto out;
+		}
 		free(sel);
 		if (r != 0) {
 			snprintf(why, cap, "entry %s: %s", e->id, hsm_err_msg(r));

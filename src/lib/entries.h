@@ -15,7 +15,8 @@
  *       id         UTF8String,             -- the entry's ID: 1..32 lower-case hex digits
  *       spiffeId   UTF8String,             -- the workload ID (with a path)
  *       ttl        INTEGER,                -- seconds its certificates live; 0: the CA's svid_ttl
- *       selectors  SEQUENCE OF UTF8String }  -- 1..16 selectors (selector.h), all must match
+ *       selectors  SEQUENCE OF UTF8String }  -- 1..16 selectors (selector.h), all must match,
+ *                                             -- each once, in its canonical spelling
  *
  * DER only: a value that does not re-encode to exactly its own bytes is
  * refused. At most ENTRIES_MAX entries; entry IDs unique.
