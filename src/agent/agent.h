@@ -92,6 +92,7 @@ struct wl {
 	/* Who may use it: a client whose process matches any one set. */
 	struct sel_set *sels;
 	size_t nsels;
+	uint64_t sels_gen;		/* changes whenever sels do (clients' cached decisions) */
 	int root_any;			/* agent.yaml without selectors: uid 0 may use it too */
 	char *dir, *cert_path, *bundle_path;
 	char label[HSM_MAX_LABEL + 1];	/* of its keys in the token */
@@ -240,6 +241,9 @@ int wl_try_reuse(struct agent *ag, struct wl *w);
 int wl_store(const struct wl *w);
 
 /* ---- enroll.c ---- */
+
+/* A uniform random 64-bit value for the schedules' jitter (0 when RAND fails). */
+uint64_t agent_rand64(void);
 
 /* Start an enrollment (ir) or renewal (kur) for w on a job thread. */
 void enroll_start(struct agent *ag, struct wl *w);

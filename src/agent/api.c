@@ -43,12 +43,61 @@ struct sub {
 	uint32_t id;
 };
 
+/* A decision about one identity for one client, valid while its selectors stay (gen). */
+struct allow {
+	uint64_t wid, gen;
+	int ok;
+	const char *why;		/* when not ok: static or the client's proc's */
+};
+
 /* What the agent keeps per client (the frame server's udata); main thread only. */
 struct client {
 	struct sel_proc proc;		/* its process when it connected */
 	struct sub *subs;
 	size_t nsubs, capsubs;
+	/*
+	 * Decided once per identity and selectors: the process is the one that
+	 * connected, so a file replaced at a selector's path later (an upgrade)
+	 * does not take an identity from a client that had it.
+	 */
+	struct allow *allow;
+	size_t nallow, capallow;
 };
+
+/* May cl use w? Decided with its process as it connected, and remembered. */
+static int
+client_allows(struct agent *ag, struct client *cl, struct wl *w, const char **why)
+{
+	struct allow *a = NULL, *v;
+
+	for (size_t i = 0; i < cl->nallow; i++)
+		if (cl->allow[i].wid == w->wid)
+			a = &cl->allow[i];
+	if (a == NULL) {
+		/* Identities come and go: forget the decisions about gone ones now and then. */
+		if (cl->nallow >= 2 * ag->nwl + 16)
+			cl->nallow = 0;
+		if (cl->nallow == cl->capallow) {
+			size_t cap = cl->capallow == 0 ? 8 : 2 * cl->capallow;
+
+			if ((v = realloc(cl->allow, cap * sizeof(*v))) == NULL) {
+				*why = "out of memory";
+				return 0;
+			}
+			cl->allow = v;
+			cl->capallow = cap;
+		}
+		a = &cl->allow[cl->nallow++];
+		a->wid = w->wid;
+		a->gen = 0;
+	}
+	if (a->gen != w->sels_gen) {
+		a->ok = wl_allows(w, &cl->proc, &a->why);
+		a->gen = w->sels_gen;
+	}
+	*why = a->why;
+	return a->ok;
+}
 
 /*
  * A signature in flight: its reply goes from the keyholder client's reader
@@ -225,7 +274,7 @@ resolve(struct agent *ag, struct client *cl, const char *id, struct wl **out)
 
 		if (id[0] != '\0' && strcmp(w->c->id, id) != 0)
 			continue;
-		if (!wl_allows(w, p, &why)) {
+		if (!client_allows(ag, cl, w, &why)) {
 			if (id[0] != '\0')
 				log_warn(PEER_FMT ": %s not selected (%s)", (unsigned long)uid,
 				    (long)p->pid, id, why);
@@ -424,6 +473,7 @@ api_closed(void *ctx, struct fsrv_conn *c, enum fsrv_why why)
 	if (cl != NULL) {
 		sel_proc_clear(&cl->proc);
 		free(cl->subs);
+		free(cl->allow);
 		free(cl);
 	}
 }

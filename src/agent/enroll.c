@@ -40,9 +40,8 @@
 #include "svid.h"
 #include "util.h"
 
-/* A uniform random 64-bit value for the schedules' jitter (0 when RAND fails). */
-static uint64_t
-rand64(void)
+uint64_t
+agent_rand64(void)
 {
 	uint64_t r;
 
@@ -342,7 +341,7 @@ enroll_schedule_renewal(struct agent *ag, struct wl *w)
 	int64_t now_ms = (int64_t)time(NULL) * 1000, at_ms, delay_ms;
 	char t[HSM_TIME_STR];
 
-	at_ms = renew_point_ms(w->nb, w->na, ag->conf->renew_at, now_ms, rand64());
+	at_ms = renew_point_ms(w->nb, w->na, ag->conf->renew_at, now_ms, agent_rand64());
 	delay_ms = renew_delay_ms(at_ms, now_ms);
 	w->next_ms = hsm_now_ms() + (uint64_t)delay_ms;
 	hsm_fmt_time(at_ms / 1000, t);
@@ -358,7 +357,7 @@ schedule_retry(struct agent *ag, struct wl *w)
 
 	w->backoff_ms = renew_backoff_next(w->backoff_ms, ag->conf->retry_min * 1000,
 	    ag->conf->retry_max * 1000);
-	d = renew_backoff_jitter(w->backoff_ms, rand64());
+	d = renew_backoff_jitter(w->backoff_ms, agent_rand64());
 	w->next_ms = hsm_now_ms() + (uint64_t)d;
 	return d;
 }

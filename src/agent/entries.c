@@ -40,16 +40,6 @@
 
 #define CACHE_FILE "entries.der"
 
-static uint64_t
-jitter_rand(void)
-{
-	uint64_t r;
-
-	if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
-		return 0;
-	return r;
-}
-
 /* <state_dir>/node/entries.der (malloc'd), or NULL. */
 static char *
 cache_path(const struct agent *ag)
@@ -339,7 +329,7 @@ entries_done(struct agent *ag, struct job *j)
 	if (j->st != 0) {
 		ag->entries_backoff_ms = renew_backoff_next(ag->entries_backoff_ms,
 		    ag->conf->retry_min * 1000, ag->conf->retry_max * 1000);
-		d = renew_backoff_jitter(ag->entries_backoff_ms, jitter_rand());
+		d = renew_backoff_jitter(ag->entries_backoff_ms, agent_rand64());
 		ag->entries_next_ms = hsm_now_ms() + (uint64_t)d;
 		log_warn("registration entries: %s%s; keeping the %zu identities as they are; asking "
 		    "again in %llds", j->unreachable ? "CA unreachable: " : "", j->why, ag->nwl,

@@ -141,6 +141,9 @@ wl_find(struct agent *ag, const char *id)
 	return NULL;
 }
 
+/* Every change of any identity's selectors gets a new number. */
+static uint64_t sels_generation;
+
 static void
 wl_sels_clear(struct wl *w)
 {
@@ -170,6 +173,7 @@ wl_sels_set(struct wl *w, const struct sel_set *sets, size_t n)
 	wl_sels_clear(w);
 	w->sels = v;
 	w->nsels = n;
+	w->sels_gen = ++sels_generation;
 	return 0;
 }
 
@@ -182,6 +186,7 @@ wl_sels_from_conf(struct wl *w)
 		return r;
 	/* As before selectors: root may use a workload whose entry names none. */
 	w->root_any = !w->c->has_selectors;
+	w->sels_gen = ++sels_generation;
 	return 0;
 }
 

@@ -227,6 +227,46 @@ col_text(sqlite3_stmt *s, int col, char *buf, size_t size)
 	return 0;
 }
 
+/*
+ * Step a bound INSERT: 0, HSM_EEXIST ("ledger: <dup>" when the key is
+ * taken) or HSM_EIO. The statement is released.
+ */
+static int
+insert_step(struct ledger_be *be, sqlite3_stmt *s, const char *what, const char *dup)
+{
+	int rc = sqlite3_step(s), r;
+
+	if (rc == SQLITE_DONE)
+		r = 0;
+	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+		r = hsm_err(HSM_EEXIST, "ledger: %s", dup);
+	else
+		r = db_fail(be, what);
+	release(s);
+	return r;
+}
+
+/* Run a query bound to one text arg: 1 when it returns a row, 0 when not, or HSM_EIO. */
+static int
+row_exists(struct ledger_be *be, enum stmt_id id, const char *arg, const char *what)
+{
+	sqlite3_stmt *s = be->stmt[id];
+	int rc, r;
+
+	if (sqlite3_bind_text(s, 1, arg, -1, SQLITE_STATIC) != SQLITE_OK)
+		rc = SQLITE_ERROR;
+	else
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		r = 0;
+	else if (rc == SQLITE_ROW)
+		r = 1;
+	else
+		r = db_fail(be, what);
+	release(s);
+	return r;
+}
+
 /* ---- open, schema ---- */
 
 /* Create or migrate the schema inside one write transaction. */
@@ -423,7 +463,8 @@ sq_token_insert(struct ledger_be *be, const char *ref, const uint8_t *hash,
     const char *spiffe_id, int64_t created, int64_t expires, int kind)
 {
 	sqlite3_stmt *s = be->stmt[S_TOKEN_ADD];
-	int r, rc;
+	char dup[LEDGER_REF_MAX + 64];
+	int r;
 
 	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_blob(s, 2, hash, LEDGER_HASH_LEN, SQLITE_STATIC) != SQLITE_OK ||
@@ -432,18 +473,11 @@ sq_token_insert(struct ledger_be *be, const char *ref, const uint8_t *hash,
 	    sqlite3_bind_int64(s, 5, expires) != SQLITE_OK ||
 	    sqlite3_bind_int(s, 6, kind) != SQLITE_OK) {
 		r = db_fail(be, "add token");
-		goto out;
+		release(s);
+		return r;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
-		r = hsm_err(HSM_EEXIST, "ledger: join token '%s' already exists", ref);
-	else
-		r = db_fail(be, "add token");
- out:
-	release(s);
-	return r;
+	snprintf(dup, sizeof(dup), "join token '%s' already exists", ref);
+	return insert_step(be, s, "add token", dup);
 }
 
 static int
@@ -509,7 +543,8 @@ static int
 sq_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t recorded)
 {
 	sqlite3_stmt *s = be->stmt[S_CERT_ADD];
-	int r, rc;
+	char dup[LEDGER_SERIAL_MAX + 64];
+	int r;
 
 	if (sqlite3_bind_text(s, 1, c->serial, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_text(s, 2, c->spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
@@ -527,18 +562,11 @@ sq_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t record
 	    sqlite3_bind_text(s, 11, c->node_id, -1, SQLITE_STATIC) :
 	    sqlite3_bind_null(s, 11)) != SQLITE_OK) {
 		r = db_fail(be, "add certificate");
-		goto out;
+		release(s);
+		return r;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
-		r = hsm_err(HSM_EEXIST, "ledger: certificate serial %s already recorded", c->serial);
-	else
-		r = db_fail(be, "add certificate");
- out:
-	release(s);
-	return r;
+	snprintf(dup, sizeof(dup), "certificate serial %s already recorded", c->serial);
+	return insert_step(be, s, "add certificate", dup);
 }
 
 /*
@@ -653,21 +681,7 @@ sq_id_revoke(struct ledger_be *be, const char *spiffe_id, int reason, int64_t no
 static int
 sq_id_revoked(struct ledger_be *be, const char *spiffe_id)
 {
-	sqlite3_stmt *s = be->stmt[S_ID_GET];
-	int rc, r;
-
-	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK)
-		rc = SQLITE_ERROR;
-	else
-		rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_ROW)
-		r = 1;
-	else
-		r = db_fail(be, "identity revocation check");
-	release(s);
-	return r;
+	return row_exists(be, S_ID_GET, spiffe_id, "identity revocation check");
 }
 
 static int
@@ -744,7 +758,8 @@ static int
 sq_entry_insert(struct ledger_be *be, const struct ledger_entry *e)
 {
 	sqlite3_stmt *s = be->stmt[S_ENTRY_ADD];
-	int r, rc;
+	char dup[LEDGER_ENTRY_ID_LEN + 64];
+	int r;
 
 	if (sqlite3_bind_text(s, 1, e->id, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_text(s, 2, e->spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
@@ -755,18 +770,11 @@ sq_entry_insert(struct ledger_be *be, const struct ledger_entry *e)
 	    sqlite3_bind_int(s, 7, e->self_managed != 0) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 8, e->created) != SQLITE_OK) {
 		r = db_fail(be, "add entry");
-		goto out;
+		release(s);
+		return r;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
-		r = hsm_err(HSM_EEXIST, "ledger: entry %s already exists", e->id);
-	else
-		r = db_fail(be, "add entry");
- out:
-	release(s);
-	return r;
+	snprintf(dup, sizeof(dup), "entry %s already exists", e->id);
+	return insert_step(be, s, "add entry", dup);
 }
 
 /* Fill e from a row of ENTRY_COLS. */
@@ -842,21 +850,7 @@ sq_entry_list(struct ledger_be *be, const char *spiffe_id, ledger_entry_cb cb, v
 static int
 sq_entry_names_node(struct ledger_be *be, const char *id)
 {
-	sqlite3_stmt *s = be->stmt[S_ENTRY_NODE];
-	int rc, r;
-
-	if (sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC) != SQLITE_OK)
-		rc = SQLITE_ERROR;
-	else
-		rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_ROW)
-		r = 1;
-	else
-		r = db_fail(be, "entries naming a node");
-	release(s);
-	return r;
+	return row_exists(be, S_ENTRY_NODE, id, "entries naming a node");
 }
 
 const struct ledger_ops ledger_sqlite_ops = {
