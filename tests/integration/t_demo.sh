@@ -4,7 +4,11 @@
 # (no process, no temporary directory).
 . "$(dirname "$0")/lib.sh"
 
-before=$(ls -d /tmp/hsmesh-demo.* 2>/dev/null | wc -l)
+# The demo's own directory (other worktrees may run demos at the same time).
+demo_dir() { sed -n 's/^Working directory (removed on exit): \(.*\)$/\1/p' "$1" | head -n 1; }
+# none_running DIR: no process has DIR in its command line (the pattern, with
+# its dot as [.], does not match the checking shell's own arguments)
+none_running() { [ -n "$1" ] && ! pgrep -f "$(echo "$1" | sed 's/\./[.]/g')" >/dev/null; }
 timeout 180 "$HSMESH" demo >"$T/demo.out" 2>&1
 rc=$?
 check "hsmesh demo exits 0 (rc $rc)" test "$rc" -eq 0
@@ -27,8 +31,9 @@ check "both sidecars rotate while the connection stays open" \
     sh -c 'test "$(grep -c "rotated:" "$1")" -ge 2 && grep -q -- "-> rotated, connection kept" "$1" && grep -q "^   40 of 40 requests" "$1"' x "$T/demo.out"
 check "metrics are shown" grep -q "hsmesh_proxy_handshakes_total{" "$T/demo.out"
 check "an access-log line is shown" grep -q '"decision":"deny"' "$T/demo.out"
-check "its temporary directory is removed" test "$(ls -d /tmp/hsmesh-demo.* 2>/dev/null | wc -l)" -eq "$before"
-check "no daemon left running" sh -c '! pgrep -f "hsmesh-demo\." >/dev/null'
+D1=$(demo_dir "$T/demo.out")
+check "its temporary directory ($D1) is removed" sh -c '[ -n "$1" ] && [ ! -e "$1" ]' x "$D1"
+check "no daemon left running" none_running "$D1"
 
 # Ctrl-C in the middle stops everything and removes the directory.
 "$HSMESH" demo >"$T/int.out" 2>&1 &
@@ -38,6 +43,7 @@ kill -INT "$D"
 wait_exit "$D" 15
 check "Ctrl-C: the demo stops with a non-zero status" test $? -ne 0
 sleep 0.5
-check "Ctrl-C: no daemon left running" sh -c '! pgrep -f "hsmesh-demo\." >/dev/null'
-check "Ctrl-C: the temporary directory is removed" test "$(ls -d /tmp/hsmesh-demo.* 2>/dev/null | wc -l)" -eq "$before"
+D2=$(demo_dir "$T/int.out")
+check "Ctrl-C: no daemon left running" none_running "$D2"
+check "Ctrl-C: the temporary directory ($D2) is removed" sh -c '[ -n "$1" ] && [ ! -e "$1" ]' x "$D2"
 done_testing
