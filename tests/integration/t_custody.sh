@@ -123,6 +123,9 @@ node:
   id: $NODE
   join_token_file: $T/node.join
   refresh: 2s
+workloads:                 # also an entry's ID: the entry wins
+  - id: $ROOTID
+    uid: 12399
 EOF
 S=$T/agent.sock
 "$HSMESH" agent -c "$T/agent.yaml" 2>"$T/agent.log" &
@@ -131,6 +134,7 @@ check "the agent enrolls its node with the node token" wait_log "$NODE: enrolled
 check "the agent learns its 3 entries from the CA" wait_log "registration entries from the CA: 3 for this node" 10
 check "it enrolls $WEB under the node's certificate (no workload token)" wait_log "$WEB: enrolled certificate serial" 15
 check "... and $SIDE (entry by node pattern)" wait_log "$SIDE: enrolled certificate serial" 15
+check "... and $ROOTID (in agent.yaml too)" wait_log "$ROOTID: enrolled certificate serial" 15
 NKID=$(sed -n "s|.*$NODE: generated ec-p256 key \([0-9a-f]*\) .*|\1|p" "$T/agent.log" | head -n 1)
 check "the node certificate is a node's in the ledger" \
     test "$(sqlite3 "$DB" "select kind from certs where spiffe_id = '$NODE'")" = 1
@@ -179,6 +183,14 @@ refuse "nor sign with the node's key (named by its key id) under an identity it 
     "is not a current or retired key of $ROOTID" \
     sh -c 'echo x | "$1" agent client --socket "$2" sign "$3" --key "$4"' x "$HSMESH" "$S" "$ROOTID" "$NKID"
 check "root gets the identity its entry gives uid 0" quiet "$HSMESH" agent client --socket "$S" get "$ROOTID"
+check "$ROOTID, also in agent.yaml's workloads, follows its entry" \
+    wait_log "$ROOTID: also a registration entry for this node: the entry applies" 1
+check "... enrolled under the node's certificate, without a join token" \
+    test "$(sqlite3 "$DB" "select count(*) from certs where spiffe_id = '$ROOTID' and node_id = '$NODE'")" -ge 1
+if [ "$ME" = 0 ]; then
+	refuse "... and agent.yaml's uid (12399) no longer applies to it" "closed the connection" \
+	    setpriv --reuid=12399 --regid=12399 --clear-groups "$H" agent client --socket "$S" get "$ROOTID"
+fi
 
 # ---- the attack: a file-key certificate of a node-managed ID renews itself -----------
 newkey "$T/wl.key"
