@@ -245,6 +245,11 @@ check "... and renews itself (kur by its own certificate)" \
 check "$WEB rotates under the node's certificate (kur naming it)" wait_log "$WEB: rotated certificate serial" 25
 check "the ledger links the renewal, signed by the node" \
     test "$(sqlite3 "$DB" "select count(*) from certs where spiffe_id = '$WEB' and parent_serial is not null and auth like 'node:%,kur:%'")" -ge 1
+if [ "$ME" = 0 ]; then
+	as_wuid "$H" agent client --socket "$S" watch "$WEB" --count 100 >"$T/watch.out" 2>"$T/watch.err" &
+	WATCH=$!; track $WATCH
+	sleep 0.5
+fi
 "$HSMESH" ca entry rm -c "$Y" "$E_WEB" >"$T/rm.out"
 check "ca entry rm says what it removed" grep -q "removed entry $E_WEB ($WEB)" "$T/rm.out"
 check "the agent drops $WEB at its next refresh" wait_log "$WEB: no longer this node's \(registration entry removed\)" 10
@@ -252,6 +257,11 @@ N=$(certs_of "$WEB")
 if [ "$ME" = 0 ]; then
 	refuse "$WEB is no longer served" "may not use" \
 	    as_wuid "$H" agent client --socket "$S" get "$WEB"
+fi
+if [ "$ME" = 0 ]; then
+	wait_exit "$WATCH" 10; rc=$?
+	check "a client subscribed to $WEB is disconnected (watch ended, rc $rc: $(head -c 120 "$T/watch.err"))" \
+	    sh -c '[ "$1" -ne 0 ] && [ "$1" -ne 124 ] && grep -q "^svid " "$2"' x "$rc" "$T/watch.out"
 fi
 check "its state files are gone" test ! -e "$C"
 WLABEL=hsmesh-wl-$(printf '%s' "$WEB" | sha256sum | cut -c1-8)
