@@ -16,6 +16,7 @@
  *   issue.c   ca issue, and the issuance every path shares (ca_issue)
  *   token.c   ca token: join tokens and their secrets
  *   revoke.c  ca revoke
+ *   entry.c   ca entry add|list|show|rm: registration entries
  *   serve.c   ca serve: the CMP server (cmp.h) over the signer
  *   replicate.c  ca replicate: the CA key into another host's token, wrapped
  *   cmp.c txn.c auth.c front.c   the CMP server (cmp.h)
@@ -33,6 +34,7 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include <openssl/evp.h>
@@ -121,6 +123,8 @@ struct ca_issue_req {
 	const char *op;			/* "issue", "ir", "kur", ... */
 	const char *peer;		/* "local" or the client's address */
 	X509_EXTENSION *extra;		/* one more extension (evidence identity), or NULL */
+	int kind;			/* enum ledger_kind: a workload's or a node's */
+	const char *node_id;		/* the node it is issued to (node-protected), or NULL */
 };
 
 /*
@@ -154,7 +158,11 @@ void ca_token_secret(const uint8_t key[32], const char *ref,
 
 int ca_cmd_init(const char *cfgpath);
 int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text);
-int ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text);
+int ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text, int node);
+/* `hsmesh ca entry add|list|show|rm` (argv[0] is "entry"): entry.c. */
+int ca_entry_main(int argc, char **argv);
+/* Its usage text on f. */
+void ca_entry_usage(FILE *f);
 int ca_cmd_revoke(const char *cfgpath, const char *serial, const char *id);
 int ca_cmd_serve(const char *cfgpath, const char *port_file);
 /* `hsmesh ca replicate STEP ...` (replicate.c): argv[0] is "replicate". */

@@ -62,7 +62,7 @@
 #define OID_INT4 23
 #define OID_TEXT 25
 
-#define MAX_PARAMS 10
+#define MAX_PARAMS 12
 
 /*
  * Schema migrations (run by ledger.c): migrations[i] takes a ledger from
@@ -105,14 +105,37 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	"ALTER TABLE certs ADD COLUMN superseded_by TEXT;"
 	"UPDATE certs SET superseded_by = (SELECT c.serial FROM certs AS c"
 	"  WHERE c.parent_serial = certs.serial ORDER BY c.seq LIMIT 1);",
-	/* 2 -> 3: the certificate a token paid for, the transaction a certificate answered */
+	/*
+	 * 2 -> 3: node identities and registration entries (kinds: 0
+	 * workload, 1 node); entries.seq orders entries of one second by
+	 * insertion (SQLite's rowid).
+	 */
+	"ALTER TABLE tokens ADD COLUMN kind INTEGER NOT NULL DEFAULT 0 CHECK (kind IN (0, 1));"
+	"ALTER TABLE certs ADD COLUMN kind INTEGER NOT NULL DEFAULT 0 CHECK (kind IN (0, 1));"
+	"ALTER TABLE certs ADD COLUMN node_id TEXT;"
+	"CREATE TABLE entries ("
+	"  id TEXT PRIMARY KEY NOT NULL,"
+	"  seq BIGINT GENERATED ALWAYS AS IDENTITY,"
+	"  spiffe_id TEXT NOT NULL,"
+	"  node TEXT NOT NULL,"
+	"  node_is_pattern INTEGER NOT NULL,"
+	"  selectors TEXT NOT NULL,"
+	"  ttl BIGINT NOT NULL,"
+	"  self_managed INTEGER NOT NULL,"
+	"  created BIGINT NOT NULL"
+	");"
+	"CREATE INDEX entries_by_id ON entries (spiffe_id);"
+	"CREATE INDEX entries_by_node ON entries (node);",
+	/* 3 -> 4: the certificate a token paid for, the transaction a certificate answered */
 	"ALTER TABLE tokens ADD COLUMN serial TEXT;"
 	"ALTER TABLE certs ADD COLUMN txn TEXT;",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
-	"parent_serial, revoked_at, reason, der, superseded_by, txn"
-#define CERT_NCOLS 12
+	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id, txn"
+#define CERT_NCOLS 14
+#define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created"
+#define ENTRY_NCOLS 8
 
 enum stmt_id {
 	S_TOKEN_ADD,
@@ -130,6 +153,13 @@ enum stmt_id {
 	S_ID_GET,
 	S_ID_DEL,
 	S_ID_LOCK,
+	S_CERT_KINDS,
+	S_ENTRY_ADD,
+	S_ENTRY_GET,
+	S_ENTRY_DEL,
+	S_ENTRY_LIST,
+	S_ENTRY_LIST_ID,
+	S_ENTRY_NODE,
 	S_COUNT
 };
 
@@ -138,10 +168,10 @@ static const struct {
 	int n;
 	Oid types[MAX_PARAMS];
 } stmts[S_COUNT] = {
-	[S_TOKEN_ADD] = { "INSERT INTO tokens (ref, secret_hash, spiffe_id, created, expires) "
-	    "VALUES ($1, $2, $3, $4, $5)", 5,
-	    { OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8 } },
-	[S_TOKEN_GET] = { "SELECT secret_hash, spiffe_id, created, expires, used_at, serial "
+	[S_TOKEN_ADD] = { "INSERT INTO tokens (ref, secret_hash, spiffe_id, created, expires, kind) "
+	    "VALUES ($1, $2, $3, $4, $5, $6)", 6,
+	    { OID_TEXT, OID_BYTEA, OID_TEXT, OID_INT8, OID_INT8, OID_INT4 } },
+	[S_TOKEN_GET] = { "SELECT secret_hash, spiffe_id, created, expires, used_at, serial, kind "
 	    "FROM tokens WHERE ref = $1", 1, { OID_TEXT } },
 	[S_TOKEN_USE] = { "UPDATE tokens SET used_at = $2, serial = $3 "
 	    "WHERE ref = $1 AND used_at IS NULL AND expires > $2", 3,
@@ -149,10 +179,10 @@ static const struct {
 	[S_TOKEN_UNUSE] = { "UPDATE tokens SET used_at = NULL, serial = NULL "
 	    "WHERE ref = $1 AND used_at = $2", 2, { OID_TEXT, OID_INT8 } },
 	[S_CERT_ADD] = { "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
-	    "auth, parent_serial, recorded, der, txn) "
-	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", 10,
+	    "auth, parent_serial, recorded, der, txn, kind, node_id) "
+	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", 12,
 	    { OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8, OID_INT8, OID_TEXT, OID_TEXT, OID_INT8,
-	    OID_BYTEA, OID_TEXT } },
+	    OID_BYTEA, OID_TEXT, OID_INT4, OID_TEXT } },
 	[S_CERT_GET] = { "SELECT " CERT_COLS " FROM certs WHERE serial = $1", 1, { OID_TEXT } },
 	[S_CERT_SUPERSEDE] = { "UPDATE certs SET superseded_by = $2 "
 	    "WHERE serial = $1 AND superseded_by IS NULL AND revoked_at IS NULL", 2,
@@ -171,6 +201,18 @@ static const struct {
 	[S_ID_GET] = { "SELECT 1 FROM revoked_ids WHERE spiffe_id = $1", 1, { OID_TEXT } },
 	[S_ID_DEL] = { "DELETE FROM revoked_ids WHERE spiffe_id = $1", 1, { OID_TEXT } },
 	[S_ID_LOCK] = { "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", 1, { OID_TEXT } },
+	[S_CERT_KINDS] = { "SELECT count(*) FILTER (WHERE kind = 1), count(*) FILTER (WHERE kind = 0) "
+	    "FROM certs WHERE spiffe_id = $1", 1, { OID_TEXT } },
+	[S_ENTRY_ADD] = { "INSERT INTO entries (" ENTRY_COLS ") "
+	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", 8,
+	    { OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT, OID_INT8, OID_INT4, OID_INT8 } },
+	[S_ENTRY_GET] = { "SELECT " ENTRY_COLS " FROM entries WHERE id = $1", 1, { OID_TEXT } },
+	[S_ENTRY_DEL] = { "DELETE FROM entries WHERE id = $1", 1, { OID_TEXT } },
+	[S_ENTRY_LIST] = { "SELECT " ENTRY_COLS " FROM entries ORDER BY created, seq", 0, { 0 } },
+	[S_ENTRY_LIST_ID] = { "SELECT " ENTRY_COLS " FROM entries WHERE spiffe_id = $1 "
+	    "ORDER BY created, seq", 1, { OID_TEXT } },
+	[S_ENTRY_NODE] = { "SELECT 1 FROM entries WHERE node = $1 AND node_is_pattern = 0 "
+	    "AND self_managed = 0 LIMIT 1", 1, { OID_TEXT } },
 };
 
 struct ledger_be {
@@ -601,8 +643,10 @@ cert_from_row(const PGresult *r, int row, struct ledger_cert *c, int copy_der)
 	    col_text(r, row, 5, c->auth, sizeof(c->auth)) != 0 ||
 	    col_text(r, row, 6, c->parent_serial, sizeof(c->parent_serial)) != 0 ||
 	    col_text(r, row, 10, c->superseded_by, sizeof(c->superseded_by)) != 0 ||
-	    col_text(r, row, 11, c->txn, sizeof(c->txn)) != 0)
+	    col_text(r, row, 12, c->node_id, sizeof(c->node_id)) != 0 ||
+	    col_text(r, row, 13, c->txn, sizeof(c->txn)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
+	c->kind = col_i64(r, row, 11) == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
 	c->not_before = col_i64(r, row, 3);
 	c->not_after = col_i64(r, row, 4);
 	if (!pqf.PQgetisnull_(r, row, 7)) {
@@ -825,7 +869,7 @@ pg_rollback(struct ledger_be *be)
 
 static int
 pg_token_insert(struct ledger_be *be, const char *ref, const uint8_t *hash,
-    const char *spiffe_id, int64_t created, int64_t expires)
+    const char *spiffe_id, int64_t created, int64_t expires, int kind)
 {
 	struct params p = { 0 };
 	int r;
@@ -835,6 +879,7 @@ pg_token_insert(struct ledger_be *be, const char *ref, const uint8_t *hash,
 	p_text(&p, spiffe_id, 0);
 	p_i64(&p, created);
 	p_i64(&p, expires);
+	p_i32(&p, kind);
 	r = run(be, S_TOKEN_ADD, &p, "add token", NULL, NULL);
 	if (r == HSM_EEXIST)
 		r = hsm_err(HSM_EEXIST, "ledger: join token '%s' already exists", ref);
@@ -854,7 +899,7 @@ pg_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 		return r;
 	if (pqf.PQntuples_(res) == 0) {
 		r = hsm_err(HSM_ENOENT, "join token unknown");
-	} else if (pqf.PQnfields_(res) != 6 || pqf.PQgetlength_(res, 0, 0) != LEDGER_HASH_LEN ||
+	} else if (pqf.PQnfields_(res) != 7 || pqf.PQgetlength_(res, 0, 0) != LEDGER_HASH_LEN ||
 	    col_text(res, 0, 1, t->spiffe_id, sizeof(t->spiffe_id)) != 0 ||
 	    col_text(res, 0, 5, t->serial, sizeof(t->serial)) != 0) {
 		r = hsm_err(HSM_EIO, "ledger: corrupt join token row");
@@ -866,6 +911,7 @@ pg_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 			t->used = 1;
 			t->used_at = col_i64(res, 0, 4);
 		}
+		t->kind = col_i64(res, 0, 6) == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
 	}
 	pqf.PQclear_(res);
 	return r;
@@ -914,6 +960,8 @@ pg_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t record
 	p_i64(&p, recorded);
 	p_bytes(&p, c->der, c->der_len);
 	p_text(&p, c->txn, 1);
+	p_i32(&p, (int32_t)c->kind);
+	p_text(&p, c->node_id, 1);
 	r = run(be, S_CERT_ADD, &p, "add certificate", NULL, NULL);
 	if (r == HSM_EEXIST)
 		r = hsm_err(HSM_EEXIST, "ledger: certificate serial %s already recorded", c->serial);
@@ -1059,6 +1107,135 @@ pg_cert_list_id(struct ledger_be *be, const char *spiffe_id, ledger_cert_cb cb, 
 	return r;
 }
 
+static int
+pg_cert_kinds(struct ledger_be *be, const char *spiffe_id, unsigned *nodes, unsigned *workloads)
+{
+	struct params p = { 0 };
+	PGresult *res = NULL;
+	int r;
+
+	*nodes = *workloads = 0;
+	p_text(&p, spiffe_id, 0);
+	if ((r = run(be, S_CERT_KINDS, &p, "kinds of an identity", &res, NULL)) != 0)
+		return r;
+	if (pqf.PQntuples_(res) != 1 || pqf.PQnfields_(res) != 2) {
+		r = hsm_err(HSM_EIO, "ledger: kinds of an identity: no row");
+	} else {
+		*nodes = (unsigned)col_i64(res, 0, 0);
+		*workloads = (unsigned)col_i64(res, 0, 1);
+	}
+	pqf.PQclear_(res);
+	return r;
+}
+
+/* ---- registration entries ---- */
+
+static int
+pg_entry_insert(struct ledger_be *be, const struct ledger_entry *e)
+{
+	struct params p = { 0 };
+	int r;
+
+	p_text(&p, e->id, 0);
+	p_text(&p, e->spiffe_id, 0);
+	p_text(&p, e->node, 0);
+	p_i32(&p, e->node_is_pattern != 0);
+	p_text(&p, e->selectors, 0);
+	p_i64(&p, e->ttl);
+	p_i32(&p, e->self_managed != 0);
+	p_i64(&p, e->created);
+	r = run(be, S_ENTRY_ADD, &p, "add entry", NULL, NULL);
+	if (r == HSM_EEXIST)
+		r = hsm_err(HSM_EEXIST, "ledger: entry %s already exists", e->id);
+	return r;
+}
+
+/* Fill e from a row of ENTRY_COLS. */
+static int
+entry_from_row(const PGresult *r, int row, struct ledger_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	if (pqf.PQnfields_(r) != ENTRY_NCOLS || col_text(r, row, 0, e->id, sizeof(e->id)) != 0 ||
+	    col_text(r, row, 1, e->spiffe_id, sizeof(e->spiffe_id)) != 0 ||
+	    col_text(r, row, 2, e->node, sizeof(e->node)) != 0 ||
+	    col_text(r, row, 4, e->selectors, sizeof(e->selectors)) != 0)
+		return hsm_err(HSM_EIO, "ledger: corrupt entry row");
+	e->node_is_pattern = col_i64(r, row, 3) != 0;
+	e->ttl = col_i64(r, row, 5);
+	e->self_managed = col_i64(r, row, 6) != 0;
+	e->created = col_i64(r, row, 7);
+	return 0;
+}
+
+static int
+pg_entry_get(struct ledger_be *be, const char *id, struct ledger_entry *e)
+{
+	struct params p = { 0 };
+	PGresult *res = NULL;
+	int r;
+
+	memset(e, 0, sizeof(*e));
+	p_text(&p, id, 0);
+	if ((r = run(be, S_ENTRY_GET, &p, "get entry", &res, NULL)) != 0)
+		return r;
+	if (pqf.PQntuples_(res) == 0)
+		r = hsm_err(HSM_ENOENT, "no registration entry %s", id);
+	else
+		r = entry_from_row(res, 0, e);
+	pqf.PQclear_(res);
+	return r;
+}
+
+static int
+pg_entry_delete(struct ledger_be *be, const char *id)
+{
+	struct params p = { 0 };
+	int r, n;
+
+	p_text(&p, id, 0);
+	r = run(be, S_ENTRY_DEL, &p, "remove entry", NULL, &n);
+	return r != 0 ? r : n;
+}
+
+static int
+pg_entry_list(struct ledger_be *be, const char *spiffe_id, ledger_entry_cb cb, void *arg)
+{
+	struct params p = { 0 };
+	struct ledger_entry *e;
+	PGresult *res = NULL;
+	int r;
+
+	if ((e = malloc(sizeof(*e))) == NULL)
+		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
+	if (spiffe_id != NULL)
+		p_text(&p, spiffe_id, 0);
+	if ((r = run(be, spiffe_id != NULL ? S_ENTRY_LIST_ID : S_ENTRY_LIST,
+	    spiffe_id != NULL ? &p : NULL, "list entries", &res, NULL)) == 0) {
+		for (int i = 0; i < pqf.PQntuples_(res) && r == 0; i++) {
+			if ((r = entry_from_row(res, i, e)) == 0)
+				r = cb(e, arg);
+		}
+	}
+	pqf.PQclear_(res);
+	free(e);
+	return r;
+}
+
+static int
+pg_entry_names_node(struct ledger_be *be, const char *id)
+{
+	struct params p = { 0 };
+	PGresult *res = NULL;
+	int r;
+
+	p_text(&p, id, 0);
+	if ((r = run(be, S_ENTRY_NODE, &p, "entries naming a node", &res, NULL)) != 0)
+		return r;
+	r = pqf.PQntuples_(res) > 0;
+	pqf.PQclear_(res);
+	return r;
+}
+
 const struct ledger_ops ledger_pg_ops = {
 	.name = "postgresql",
 	.claims = pg_claims,
@@ -1088,4 +1265,10 @@ const struct ledger_ops ledger_pg_ops = {
 	.id_reinstate = pg_id_reinstate,
 	.cert_count = pg_cert_count,
 	.cert_list_id = pg_cert_list_id,
+	.cert_kinds = pg_cert_kinds,
+	.entry_insert = pg_entry_insert,
+	.entry_get = pg_entry_get,
+	.entry_delete = pg_entry_delete,
+	.entry_list = pg_entry_list,
+	.entry_names_node = pg_entry_names_node,
 };

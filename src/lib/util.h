@@ -15,6 +15,13 @@ int hsm_parse_duration(const char *s, int64_t *seconds);
 /* Lower-case hex of len bytes into out (2*len+1 bytes). Returns out. */
 char *hsm_hex(const uint8_t *buf, size_t len, char *out);
 
+/*
+ * Copy untrusted text s into buf (len >= 8 bytes) for an error message or
+ * a log line: control and non-ASCII bytes, quotes and backslashes as
+ * \xNN, long input cut with "...". Returns buf.
+ */
+const char *hsm_quote(const char *s, char *buf, size_t len);
+
 /* The value of one hex digit (either case), or -1. */
 int hsm_hexval(int c);
 
