@@ -13,10 +13,9 @@
 #include "err.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
 #include "provider.h"
 
-#define MAX_CMP_BODY (256 * 1024)
-#define HANDLERS 8
 
 struct serve_arg {
 	struct signer *sg;
@@ -42,6 +41,7 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	struct audit *au = NULL;
 	struct cmp_server_cfg sc;
 	struct serve_arg sa;
+	struct metrics *m = NULL;
 	uint8_t key[32];
 	int r;
 
@@ -53,7 +53,8 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	    (r = ca_records_open(cfg, &lg, &au)) != 0 ||
 	    (r = ca_token_key_load(cfg, 1, key)) != 0 ||
 	    (r = signer_start(cfg, &sg)) != 0 ||
-	    (r = hsm_pkey_selftest(sg.key)) != 0)
+	    (r = hsm_pkey_selftest(sg.key)) != 0 ||
+	    (cfg->metrics_listen != NULL && (r = metrics_new(&m)) != 0))
 		goto out;
 	memset(&sc, 0, sizeof(sc));
 	sa.sg = &sg;
@@ -70,14 +71,23 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	sc.issue = serve_issue;
 	sc.issue_arg = &sa;
 	sc.attest = cfg->attest;
-	sc.max_body = MAX_CMP_BODY;
-	sc.threads = HANDLERS;
+	sc.metrics_listen = cfg->metrics_listen;
+	sc.metrics = m;
+	sc.lim.max_conns = cfg->front.max_connections;
+	sc.lim.max_conns_per_source = cfg->front.max_connections_per_source;
+	sc.lim.workers = cfg->front.workers;
+	sc.lim.request_timeout_ms = (uint64_t)cfg->front.request_timeout * 1000;
+	sc.lim.idle_timeout_ms = (uint64_t)cfg->front.idle_timeout * 1000;
+	sc.lim.write_timeout_ms = (uint64_t)cfg->front.write_timeout * 1000;
+	sc.lim.max_body = (size_t)cfg->front.max_body;
+	sc.lim.max_buffered = (size_t)cfg->front.max_buffered;
 	r = cmp_serve(&sc);
  out:
 	OPENSSL_cleanse(key, sizeof(key));
 	signer_close(&sg);
 	ledger_close(lg);
 	audit_close(au);
+	metrics_free(m);
 	ca_config_free(cfg);
 	return r == 0 ? 0 : ca_fail("serve", r);
 }

@@ -90,6 +90,7 @@ ca_kh_start(const struct ca_config *cfg, struct ca_kh *k)
 	o.pin_file = cfg->token.pin_file;
 	o.pin_env = cfg->token.pin_env;
 	o.workers = (int)cfg->token.workers;
+	o.sign_delay_ms = cfg->token.sign_delay_ms;
 	if ((r = kh_spawn(&o, &k->kh, &k->pid)) != 0)
 		return r;
 	if ((r = hsm_provider_init()) != 0) {
