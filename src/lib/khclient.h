@@ -46,6 +46,20 @@ struct kh_spawn_opts {
  */
 int kh_spawn(const struct kh_spawn_opts *o, struct kh_client **out, pid_t *pid);
 
+/*
+ * Start a new keyholder for c (as kh_spawn does) after its old one died,
+ * and move c onto it (rpc_conn_reset): requests pending on the old one
+ * have ended with HSM_ECLOSED; later ones go to the new one. Everything
+ * that borrows c (keys of hsm_pkey_new) keeps working. Waits for the first
+ * reply like kh_spawn. 0 with *pid set, or the error (the child is then
+ * reaped and c has no keyholder: its requests fail with HSM_ECLOSED). Not
+ * concurrently with kh_client_free. khsup.h supervises with it.
+ */
+int kh_respawn(struct kh_client *c, const struct kh_spawn_opts *o, pid_t *pid);
+
+/* While c has no keyholder, its requests fail "keyholder is gone (why)". */
+void kh_client_set_gone(struct kh_client *c, const char *why);
+
 /* Connect to a keyholder listening on a Unix socket path. */
 int kh_connect(const char *path, struct kh_client **out);
 

@@ -241,16 +241,29 @@ start_srv() {
 }
 start_srv
 KH=$(wait_child "$SRV" 5)
+# waitlog PATTERN SECS: the serve log shows PATTERN within SECS
+waitlog() { _i=0; while [ $_i -lt $(($2 * 10)) ]; do grep -q "$1" "$T/serve.log" && return 0; sleep 0.1; _i=$((_i + 1)); done; return 1; }
+# The keyholder dies, and its restart fails while the PIN file is away: the CA answers meanwhile.
+mv "$T/cmp.pin" "$T/cmp.pin.away"
 kill -9 "$KH"
 TOKK=$("$HSMESH" ca token -c "$Y" --id spiffe://example.org/after-crash)
-refused_with "with its keyholder killed, ir is refused with a reason the client prints" "issuance failed.*keyholder" \
-    ocmp -cmd ir -ref "$(ref "$TOKK")" -secret "pass:$(sec "$TOKK")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/x.pem"
+check "the death and the failed restart are logged" waitlog "CA keyholder restart failed" 10
+check "... naming the dead keyholder and its signal" grep -q "CA keyholder (pid $KH) exited (signal 9): restarting in" "$T/serve.log"
+refused_with "with its keyholder down, ir is refused with a reason the client prints" "systemFailure.*CA keyholder restarting" \
+    ocmp -cmd ir -ref "$(ref "$TOKK")" -secret "pass:$(sec "$TOKK")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/x.pem" \
+    -unprotected_errors
 check "... and the server keeps answering" test "$(code "http://$URL/other")" = 404
-kill -TERM "$SRV"; wait_exit "$SRV" 10
-start_srv
-check "the token refused by the crash still enrolls once the CA is back" quiet ocmp -cmd ir \
+mv "$T/cmp.pin.away" "$T/cmp.pin"
+check "once the PIN file is back, the supervisor restarts the keyholder (backoff)" waitlog "CA keyholder restarted" 40
+check "the token refused meanwhile enrolls, without restarting ca serve" quiet ocmp -cmd ir \
     -ref "$(ref "$TOKK")" -secret "pass:$(sec "$TOKK")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/after.pem"
 check "... for its own ID" test "$(uri_sans "$T/after.pem")" = spiffe://example.org/after-crash
+check "... from the same ca serve process" alive "$SRV"
+KH2=$(wait_child "$SRV" 5)
+check "a new keyholder runs (pid $KH2, was $KH)" sh -c '[ -n "$1" ] && [ "$1" != "$2" ]' x "$KH2" "$KH"
+check "audit: the keyholder's death and restart are recorded" sh -c 'grep -q "\"event\":\"keyholder_died\"" "$1" &&
+    grep -q "\"event\":\"keyholder_restarted\"" "$1"' x "$AUDIT"
 kill -TERM "$SRV"
-check "SIGTERM stops the restarted server cleanly" wait_exit "$SRV" 10
+check "SIGTERM stops the server cleanly" wait_exit "$SRV" 10
+check "... and its keyholder with it" gone "$KH2" 5
 done_testing
