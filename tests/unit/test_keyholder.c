@@ -33,6 +33,7 @@
 
 #include "err.h"
 #include "khclient.h"
+#include "khsup.h"
 #include "khproto.h"
 #include "provider.h"
 #include "util.h"
@@ -417,6 +418,76 @@ killed_keyholder(void **state)
 	free(spki);
 }
 
+/*
+ * A supervised keyholder (khsup.h) killed: requests in flight end with
+ * HSM_ECLOSED, new ones fail "restarting" until it is back, and then the
+ * same client, and a provider key made on it, sign again.
+ */
+static void
+supervised_keyholder_restarts(void **state)
+{
+	struct khsup *sup;
+	struct kh_client *c;
+	uint8_t id[HSM_KEYID_LEN], *spki, dg[32] = { 7 }, sig[HSM_MAX_SIG];
+	size_t len, siglen = 0;
+	struct kh_req *req;
+	EVP_PKEY *pk = NULL, *pub;
+	EVP_MD_CTX *md;
+	uint64_t t0;
+	pid_t pid;
+	int st;
+
+	opts.sign_delay_ms = 2000;
+	assert_int_equal(khsup_start(&opts, "test", NULL, NULL, &sup), 0);
+	opts.sign_delay_ms = 0;
+	c = khsup_client(sup);
+	pid = khsup_pid(sup);
+	assert_true(pid > 0);
+	assert_int_equal(khsup_up(sup), 1);
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "supervised", 0, id, &spki, &len), 0);
+	assert_int_equal(hsm_pkey_new(c, id, spki, len, 0, &pk), 0);
+	pub = pub_of(spki, len);
+	assert_int_equal(kh_sign_start(c, id, HSM_SIG_ECDSA, dg, 32, 20000, -1, &req), 0);
+	kill(pid, SIGKILL);
+	t0 = hsm_now_ms();
+	while (!kh_req_done(req) && hsm_now_ms() - t0 < 10000)
+		usleep(1000);
+	assert_int_equal(kh_req_result(req, sig, &siglen), HSM_ECLOSED);
+	kh_req_free(req);
+	/* While it is down, requests fail at once and say why. */
+	while (khsup_up(sup) && hsm_now_ms() - t0 < 5000)
+		usleep(1000);
+	st = kh_sign(c, id, HSM_SIG_ECDSA, dg, 32, 0, sig, &siglen);
+	if (!khsup_up(sup)) {
+		assert_int_equal(st, HSM_ECLOSED);
+		assert_non_null(strstr(hsm_err_msg(st), "restarting"));
+	}
+	/* Back within the first backoff (0.5 s) and its start-up. */
+	while (!khsup_up(sup) && hsm_now_ms() - t0 < 20000)
+		usleep(10000);
+	assert_int_equal(khsup_up(sup), 1);
+	assert_int_equal(khsup_restarts(sup), 1);
+	assert_true(khsup_pid(sup) > 0 && khsup_pid(sup) != pid);
+	assert_ptr_equal(khsup_client(sup), c);
+	/* The same client signs with the key that lives on in the token (slowly: the options stay). */
+	assert_int_equal(kh_sign(c, id, HSM_SIG_ECDSA, dg, 32, 10000, sig, &siglen), 0);
+	assert_true(verify_digest(pub, dg, 32, sig, siglen));
+	/* So does the provider key made on it before the death. */
+	assert_non_null(md = EVP_MD_CTX_new());
+	len = sizeof(sig);
+	assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk), 1);
+	assert_int_equal(EVP_DigestSign(md, sig, &len, dg, sizeof(dg)), 1);
+	EVP_MD_CTX_free(md);
+	assert_int_equal(kh_destroy(c, id, 0), 0);
+	pid = khsup_pid(sup);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_free(pub);
+	khsup_stop(sup);
+	/* Stopping reaps it. */
+	assert_int_equal(kill(pid, 0), -1);
+	free(spki);
+}
+
 /* kh_sign_call results, collected from the reader thread. */
 struct calls {
 	pthread_mutex_t mu;
@@ -701,6 +772,7 @@ main(void)
 		cmocka_unit_test(async_job_pauses),
 		cmocka_unit_test(deadline_ends_request),
 		cmocka_unit_test(killed_keyholder),
+		cmocka_unit_test(supervised_keyholder_restarts),
 		cmocka_unit_test(sign_call_many_in_flight),
 		cmocka_unit_test(sign_call_keyholder_killed),
 		cmocka_unit_test(sign_call_client_freed),
