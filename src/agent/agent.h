@@ -11,8 +11,9 @@
  * period; and it serves certificates and signatures to local clients
  * (proxies) on a Unix socket.
  *
- * Whom it talks to: its private keyholder (kh_spawn, a socketpair; this
- * process never loads PKCS#11 nor reads a PIN), the CA over HTTP
+ * Whom it talks to: its private keyholder (khsup.h: started on a
+ * socketpair and restarted with backoff if it dies; this process never
+ * loads PKCS#11 nor reads a PIN), the CA over HTTP
  * (cmpclient.h), and local clients on a Unix socket speaking agentproto.h,
  * authorised by SO_PEERCRED uid (frameserver.h).
  *
@@ -120,13 +121,14 @@ struct retired {
 };
 
 struct kh_client;
+struct khsup;
 struct fsrv;
 
 struct agent {
 	struct agent_config *conf;
 	struct cmpc_ca ca;		/* the CA as cmpclient sees it (conf's addresses, root) */
-	struct kh_client *kh;
-	pid_t khpid;
+	struct kh_client *kh;		/* khsup's client: the same across keyholder restarts */
+	struct khsup *khsup;		/* the supervised keyholder (khsup.h) */
 	X509 *root;
 	char *root_pem;
 	size_t root_pemlen;
@@ -136,7 +138,7 @@ struct agent {
 	struct fsrv *api;		/* the local API's server */
 	struct job *jobs;
 	struct retired *retired;
-	int quit;			/* 1: signal; 2: the keyholder died */
+	int quit;			/* 1: a signal asked to stop */
 	int debug;
 };
 

@@ -24,6 +24,7 @@
 #include "err.h"
 #include "evidence.h"
 #include "khclient.h"
+#include "khsup.h"
 #include "log.h"
 #include "provider.h"
 #include "renew.h"
@@ -526,7 +527,7 @@ enroll_signing_key(const struct agent *ag, const struct wl *w, const uint8_t id[
 void
 enroll_drop_keys(struct agent *ag)
 {
-	int alive = ag->kh != NULL && ag->khpid > 0;
+	int alive = ag->khsup != NULL && khsup_up(ag->khsup);
 
 	for (struct retired *rk = ag->retired, *next; rk != NULL; rk = next) {
 		next = rk->next;
