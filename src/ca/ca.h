@@ -135,9 +135,12 @@ struct ca_issue_req {
 
 /*
  * Issue an X.509-SVID with sg and record it: in one ledger transaction
- * with the join token's consumption and the renewal of its parent
- * (ledger_issue), then one "issued" audit line. Nothing is recorded (and
- * the certificate is dropped) when any step fails. *refused (may be NULL)
+ * with the join token's consumption, the renewal of its parent and its
+ * "issued" audit line (written and synced before the commit:
+ * ledger_issue_with). Nothing is recorded, no token consumed, and the
+ * certificate is dropped when any step fails, the audit write included
+ * (fail closed); a commit that fails after the audit line is followed by
+ * a "rolled_back" line for the serial. *refused (may be NULL)
  * is set when the ledger refused (token used or expired, parent already
  * renewed: HSM_EPOLICY / HSM_ENOENT with the reason), so that a caller
  * tells a refusal from a failure of its own. Caller frees *out.

@@ -267,7 +267,7 @@ ca_records_open(const struct ca_config *cfg, struct ledger **lg, struct audit **
 	*au = NULL;
 	if ((r = ledger_open(cfg->database, lg)) != 0)
 		return r;
-	if ((r = audit_open(cfg->audit_log, au)) != 0) {
+	if ((r = audit_open_flags(cfg->audit_log, AUDIT_DURABLE, au)) != 0) {
 		ledger_close(*lg);
 		*lg = NULL;
 	}
