@@ -335,6 +335,35 @@ kh_attrs(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeo
 	return st;
 }
 
+int
+kh_list(struct kh_client *c, const char *prefix, unsigned timeout_ms, kh_list_cb cb, void *arg)
+{
+	uint8_t after[HSM_KEYID_LEN], lb[HSM_MAX_LABEL + 1], *b;
+	struct kh_list_entry e[KH_LIST_MAX];
+	size_t ll, bl, n;
+	int st;
+
+	if (prefix == NULL || *prefix == '\0')
+		return hsm_err(HSM_EINVAL, "empty key label prefix");
+	if ((st = label_body(prefix, lb, &ll)) != 0)
+		return st;
+	memset(after, 0, sizeof(after));
+	for (;;) {
+		if ((st = call(c, KH_T_LIST, timeout_ms, after, sizeof(after), lb, ll, &b, &bl)) != 0)
+			return st;
+		st = kh_list_parse(b, bl, after, prefix, e, &n);
+		free(b);
+		if (st != 0)
+			return hsm_err(HSM_EPROTO, "keyholder sent a malformed key list");
+		if (n == 0)
+			return 0;
+		for (size_t i = 0; i < n; i++)
+			if ((st = cb(arg, e[i].keyid, e[i].label)) != 0)
+				return st;
+		memcpy(after, e[n - 1].keyid, HSM_KEYID_LEN);
+	}
+}
+
 static int
 sign_body(const uint8_t keyid[HSM_KEYID_LEN], int alg, const uint8_t *dgst, size_t dlen,
     uint8_t *body, size_t *len)

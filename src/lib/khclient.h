@@ -85,6 +85,17 @@ int kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned
  */
 int kh_attrs(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
     uint8_t *flags);
+/*
+ * Every private key in the token whose label starts with prefix (1..64
+ * bytes, printable, no space) and whose CKA_ID is a key id: cb(arg,
+ * keyid, label) once each, in increasing key id order (a page of
+ * KH_LIST_MAX per request; timeout_ms bounds each). A non-zero return of
+ * cb stops the walk and is returned. 0, the keyholder's error, or
+ * HSM_EPROTO for a malformed reply.
+ */
+typedef int (*kh_list_cb)(void *arg, const uint8_t keyid[HSM_KEYID_LEN], const char *label);
+int kh_list(struct kh_client *c, const char *prefix, unsigned timeout_ms, kh_list_cb cb,
+    void *arg);
 /* sig must hold HSM_MAX_SIG bytes. */
 int kh_sign(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
     const uint8_t *dgst, size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen);

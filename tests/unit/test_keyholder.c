@@ -488,6 +488,76 @@ supervised_keyholder_restarts(void **state)
 	free(spki);
 }
 
+/* kh_list: every key of a label prefix, page after page, and no other. */
+struct listed {
+	int n;
+	uint8_t last[HSM_KEYID_LEN];
+	int ordered;
+	int foreign;
+};
+
+static int
+listed_cb(void *arg, const uint8_t keyid[HSM_KEYID_LEN], const char *label)
+{
+	struct listed *l = arg;
+
+	if (l->n > 0 && memcmp(keyid, l->last, HSM_KEYID_LEN) <= 0)
+		l->ordered = 0;
+	if (strncmp(label, "hsmesh-wl-", 10) != 0)
+		l->foreign++;
+	memcpy(l->last, keyid, HSM_KEYID_LEN);
+	l->n++;
+	return 0;
+}
+
+static int
+stop_cb(void *arg, const uint8_t keyid[HSM_KEYID_LEN], const char *label)
+{
+	return ++*(int *)arg == 3 ? HSM_EEXIST : 0;
+}
+
+static void
+list_by_prefix(void **state)
+{
+	struct kh_client *c;
+	pid_t pid;
+	uint8_t ids[52][HSM_KEYID_LEN], *spki;
+	size_t len;
+	struct listed l = { 0, { 0 }, 1, 0 };
+	char label[32];
+	int stops = 0;
+
+	spawn(&c, &pid);
+	/* 50 of ours (more than a page), another program's, and one without a label. */
+	for (int i = 0; i < 50; i++) {
+		snprintf(label, sizeof(label), "hsmesh-wl-%08x", i);
+		assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, label, 0, ids[i], &spki, &len), 0);
+		free(spki);
+	}
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "other-app", 0, ids[50], &spki, &len), 0);
+	free(spki);
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, NULL, 0, ids[51], &spki, &len), 0);
+	free(spki);
+	assert_int_equal(kh_list(c, "hsmesh-wl-", 0, listed_cb, &l), 0);
+	assert_int_equal(l.n, 50);
+	assert_true(l.ordered);
+	assert_int_equal(l.foreign, 0);
+	/* A narrower prefix, a prefix nothing has, and a walk stopped by its callback. */
+	memset(&l, 0, sizeof(l));
+	l.ordered = 1;
+	assert_int_equal(kh_list(c, "hsmesh-wl-0000000", 0, listed_cb, &l), 0);
+	assert_int_equal(l.n, 16);	/* 00000000 .. 0000000f */
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(kh_list(c, "nothing-", 0, listed_cb, &l), 0);
+	assert_int_equal(l.n, 0);
+	assert_int_equal(kh_list(c, "hsmesh-", 0, stop_cb, &stops), HSM_EEXIST);
+	assert_int_equal(stops, 3);
+	assert_int_equal(kh_list(c, "", 0, listed_cb, &l), HSM_EINVAL);
+	for (int i = 0; i < 52; i++)
+		assert_int_equal(kh_destroy(c, ids[i], 0), 0);
+	reap(c, pid);
+}
+
 /* kh_sign_call results, collected from the reader thread. */
 struct calls {
 	pthread_mutex_t mu;
@@ -773,6 +843,7 @@ main(void)
 		cmocka_unit_test(deadline_ends_request),
 		cmocka_unit_test(killed_keyholder),
 		cmocka_unit_test(supervised_keyholder_restarts),
+		cmocka_unit_test(list_by_prefix),
 		cmocka_unit_test(sign_call_many_in_flight),
 		cmocka_unit_test(sign_call_keyholder_killed),
 		cmocka_unit_test(sign_call_client_freed),
