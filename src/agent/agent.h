@@ -26,6 +26,7 @@
  *             renewal and retry scheduling, retired keys
  *   api.c     the local API server: authorisation, GET_SVID, SUBSCRIBE
  *             and its UPDATEs, SIGN through the keyholder
+ *   hygiene.c at start, the token's orphaned keys of our label schemes
  *   client.c  `hsmesh agent client ...`, a debugging client of the API
  *
  * Threads: the main thread runs the loop and owns every struct here. A CA
@@ -226,6 +227,15 @@ void api_push_update(struct agent *ag, struct wl *w);
 void api_await_failed_signs(struct agent *ag);
 /* Close every client and the socket. */
 void api_stop(struct agent *ag);
+
+/* ---- hygiene.c ---- */
+
+/*
+ * At start: destroy the keys of the agent's own label schemes
+ * (hsmesh-wl-*, hsmesh-node-*) that no certificate in the state
+ * directory references, one log line each; never any other key.
+ */
+void agent_token_hygiene(struct agent *ag);
 
 /* ---- client.c ---- */
 

@@ -214,6 +214,7 @@ start(struct agent *ag)
 	/* The keyholder first: it must not inherit our blocked signals. */
 	if ((r = start_keyholder(ag)) != 0)
 		return r;
+	agent_token_hygiene(ag);
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
