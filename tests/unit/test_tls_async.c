@@ -47,7 +47,8 @@
 #include "cert.h"
 #include "err.h"
 #include "keytypes.h"
-#include "provider.h"
+#include "provider_agent.h"
+#include "provider_core.h"
 #include "util.h"
 
 #include "testproc.h"

@@ -1,11 +1,11 @@
 /*
- * provider.c - the "hsmesh" OpenSSL 3 provider: keys whose private half is
- * in a token, reached through a keyholder or through the node agent (see
- * provider.h). Both backends share one signing path (backend_sign) and
- * differ only in a small table of functions (struct signer).
+ * provider_core.c - the core of the "hsmesh" OpenSSL 3 provider: keys whose
+ * private half is in a token, signed through a backend (see
+ * provider_core.h; the backends are provider_kh.c and provider_agent.c).
+ * Every backend shares one signing path (backend_sign) and differs only
+ * in a small table of functions (struct hsm_signer).
  *
- * What OpenSSL 3.0 demands of such a provider was found by experiment
- * (DESIGN.md, "Facts about a keyholder-backed OpenSSL 3.0 provider"):
+ * What OpenSSL 3.0 demands of such a provider was found by experiment:
  * keys are made with EVP_PKEY_fromdata on a context fetched with
  * "provider=hsmesh"; the keymgmt accepts public-only imports (certificate/
  * key matching imports the certificate's key into us) and ignores unknown
@@ -13,7 +13,7 @@
  * default provider on a copy that has no private key; the signature
  * offers one-shot digest_sign (plus update/final with dupctx); and
  * digest_sign_init is called for every candidate algorithm, so it never
- * talks to the keyholder. The public half is kept as an ordinary
+ * talks to the backend. The public half is kept as an ordinary
  * default-provider EVP_PKEY to answer parameter queries and comparisons.
  */
 #include <errno.h>
@@ -34,55 +34,20 @@
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 
-#include "agclient.h"
 #include "err.h"
-#include "khclient.h"
-#include "provider.h"
-#include "spiffe.h"
+#include "provider_core.h"
 
 #define PROV_NAME "hsmesh"
-#define PARAM_KEYREF "hsmesh-keyref"	/* octet string: struct keyref */
+#define PARAM_KEYREF "hsmesh-keyref"	/* octet string: struct hsm_keyref */
 #define PARAM_SPKI "hsmesh-spki"	/* octet string: DER SubjectPublicKeyInfo */
 
-struct keyref;
-
-/*
- * How a key signs: through a keyholder (by key id) or through the node
- * agent (by SPIFFE ID and key id: the agent signs with that key while it
- * is the ID's current one or in its grace period after a rotation). sign
- * blocks; the
- * others are the non-blocking form used inside async jobs: sign_start
- * sends and makes the backend write an 8-byte 1 to notify_fd when the
- * request ends (reply, deadline or close), done/result/release read and
- * free it. Every request ends, so a paused job always resumes.
- */
-struct signer {
-	const char *name;		/* for error texts */
-	int (*sign)(const struct keyref *, int alg, const uint8_t *dg, size_t dlen,
-	    uint8_t *sig, size_t *siglen);
-	int (*sign_start)(const struct keyref *, int alg, const uint8_t *dg, size_t dlen,
-	    int notify_fd, void **req);
-	int (*done)(void *req);
-	int (*result)(void *req, uint8_t *sig, size_t *siglen);
-	void (*release)(void *req);
-};
-
-/* Passed by value through EVP_PKEY_fromdata; only ever inside this process. */
-struct keyref {
-	uint32_t magic;
-	const struct signer *signer;	/* &kh_signer or &agent_signer */
-	void *backend;			/* struct kh_client * or struct agc_client * */
-	uint8_t keyid[HSM_KEYID_LEN];	/* both: SHA-256 of the key's SPKI */
-	char spiffe_id[SPIFFE_ID_MAX + 1];	/* agent; validated when the key is made */
-	unsigned timeout_ms;
-};
 #define KEYREF_MAGIC 0x68736d32u
 
 struct key {
 	EVP_PKEY *pub;			/* default-provider public key */
 	int is_ec;
 	int has_ref;
-	struct keyref ref;
+	struct hsm_keyref ref;
 	uint8_t *spki;
 	size_t spkilen;
 };
@@ -103,62 +68,6 @@ async_fd_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *c
 {
 	close(fd);
 }
-
-/* ---- the two backends ---- */
-
-static int
-kh_b_sign(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, uint8_t *sig,
-    size_t *siglen)
-{
-	return kh_sign(ref->backend, ref->keyid, alg, dg, dlen, ref->timeout_ms, sig, siglen);
-}
-
-static int
-kh_b_start(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, int fd, void **req)
-{
-	struct kh_req *r = NULL;
-	int st;
-
-	st = kh_sign_start(ref->backend, ref->keyid, alg, dg, dlen, ref->timeout_ms, fd, &r);
-	*req = r;
-	return st;
-}
-
-static int kh_b_done(void *req) { return kh_req_done(req); }
-static int kh_b_result(void *req, uint8_t *sig, size_t *n) { return kh_req_result(req, sig, n); }
-static void kh_b_release(void *req) { kh_req_free(req); }
-
-static const struct signer kh_signer = {
-	"keyholder", kh_b_sign, kh_b_start, kh_b_done, kh_b_result, kh_b_release
-};
-
-static int
-ag_b_sign(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, uint8_t *sig,
-    size_t *siglen)
-{
-	return agc_sign(ref->backend, ref->spiffe_id, ref->keyid, alg, dg, dlen, ref->timeout_ms,
-	    sig, siglen);
-}
-
-static int
-ag_b_start(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, int fd, void **req)
-{
-	struct agc_req *r = NULL;
-	int st;
-
-	st = agc_sign_start(ref->backend, ref->spiffe_id, ref->keyid, alg, dg, dlen, ref->timeout_ms,
-	    fd, &r);
-	*req = r;
-	return st;
-}
-
-static int ag_b_done(void *req) { return agc_req_done(req); }
-static int ag_b_result(void *req, uint8_t *sig, size_t *n) { return agc_req_result(req, sig, n); }
-static void ag_b_release(void *req) { agc_req_free(req); }
-
-static const struct signer agent_signer = {
-	"agent", ag_b_sign, ag_b_start, ag_b_done, ag_b_result, ag_b_release
-};
 
 /* ---- keys ---- */
 
@@ -275,13 +184,13 @@ km_import_common(struct key *k, const char *type, int selection, const OSSL_PARA
 			return 0;
 	}
 	if ((p = OSSL_PARAM_locate_const(params, PARAM_KEYREF)) != NULL) {
-		struct keyref ref;
+		struct hsm_keyref ref;
 
 		if (p->data_type != OSSL_PARAM_OCTET_STRING || p->data_size != sizeof(ref))
 			return 0;
 		memcpy(&ref, p->data, sizeof(ref));
-		if (ref.magic != KEYREF_MAGIC || ref.backend == NULL ||
-		    (ref.signer != &kh_signer && ref.signer != &agent_signer))
+		if (ref.magic != KEYREF_MAGIC || ref.backend == NULL || ref.signer == NULL ||
+		    ref.signer->magic != HSM_SIGNER_MAGIC)
 			return 0;
 		k->ref = ref;
 		k->has_ref = 1;
@@ -527,7 +436,7 @@ sigalg_of(const struct sigctx *s, int mdlen)
  * wait context's eventfd; this code runs on the job's small stack.
  */
 static int
-backend_sign(const struct keyref *ref, int alg, const unsigned char *dg, size_t dlen,
+backend_sign(const struct hsm_keyref *ref, int alg, const unsigned char *dg, size_t dlen,
     unsigned char *sig, size_t *siglen)
 {
 	ASYNC_JOB *job = ASYNC_get_current_job();
@@ -870,9 +779,8 @@ hsm_provider_init(void)
 	return 0;
 }
 
-/* Make a provider key for ref (filled but for magic) whose public half is spki. */
-static int
-pkey_new(struct keyref *ref, const uint8_t *spki, size_t spkilen, EVP_PKEY **out)
+int
+hsm_pkey_make(struct hsm_keyref *ref, const uint8_t *spki, size_t spkilen, EVP_PKEY **out)
 {
 	const unsigned char *p = spki;
 	EVP_PKEY *pub;
@@ -898,46 +806,6 @@ pkey_new(struct keyref *ref, const uint8_t *spki, size_t spkilen, EVP_PKEY **out
 		st = hsm_err_ossl(HSM_ECRYPTO, "cannot make a token-backed key (is hsm_provider_init done?)");
 	EVP_PKEY_CTX_free(pc);
 	return st;
-}
-
-int
-hsm_pkey_new(struct kh_client *kh, const uint8_t keyid[HSM_KEYID_LEN],
-    const uint8_t *spki, size_t spkilen, unsigned timeout_ms, EVP_PKEY **out)
-{
-	struct keyref ref;
-
-	memset(&ref, 0, sizeof(ref));
-	ref.signer = &kh_signer;
-	ref.backend = kh;
-	memcpy(ref.keyid, keyid, HSM_KEYID_LEN);
-	ref.timeout_ms = timeout_ms;
-	return pkey_new(&ref, spki, spkilen, out);
-}
-
-int
-hsm_pkey_new_agent(struct agc_client *agc, const char *spiffe_id, const uint8_t *spki,
-    size_t spkilen, unsigned timeout_ms, EVP_PKEY **out)
-{
-	struct keyref ref;
-	struct spiffe_id sid;
-	size_t n = spiffe_id != NULL ? strlen(spiffe_id) : 0;
-	int st;
-
-	*out = NULL;
-	if (agc == NULL)
-		return hsm_err(HSM_EINVAL, "no agent client");
-	if (n > 0 && (st = spiffe_id_parse(spiffe_id, &sid)) != 0)
-		return st;
-	memset(&ref, 0, sizeof(ref));
-	ref.signer = &agent_signer;
-	ref.backend = agc;
-	if (n > 0)
-		memcpy(ref.spiffe_id, spiffe_id, n);
-	/* Every SIGN names this key: the agent's key id for it. */
-	if (spki == NULL || spkilen == 0 || SHA256(spki, spkilen, ref.keyid) == NULL)
-		return hsm_err(HSM_EINVAL, "no SubjectPublicKeyInfo for the agent key");
-	ref.timeout_ms = timeout_ms;
-	return pkey_new(&ref, spki, spkilen, out);
 }
 
 int
