@@ -57,7 +57,6 @@
 #define SWEEP_MS 250		/* deadlines are checked this often */
 #define THROTTLE_MS 60000	/* one log line per source and reason per minute */
 #define THROTTLE_KEYS 4096
-#define METRICS_CONNS 16	/* scrapes at once */
 #define FD_RESERVE 64		/* descriptors besides connections: listeners, ledger, ... */
 #define ACCEPT_BATCH 64		/* accepts per wake-up, so a flood cannot starve the rest */
 
@@ -74,7 +73,6 @@ struct conn {
 	struct conn *prev, *next;	/* every connection (loop) */
 	struct conn *qnext;		/* work queue or done list (under the queue lock) */
 	int fd;
-	int metrics;			/* a /metrics connection, not CMP */
 	int in_ep;			/* registered with epoll */
 	enum conn_state state;
 	struct sockaddr_storage ss;
@@ -110,10 +108,10 @@ struct front {
 	struct server *s;
 	const struct cmp_server_cfg *cfg;
 	struct cmp_limits lim;
-	int ep, lfd, mfd, done_efd, sfd, spare_fd;
+	int ep, lfd, done_efd, sfd, spare_fd;
 	struct tag t_lfd, t_mfd, t_done, t_sig;
 	struct conn *conns;
-	unsigned nmetrics;
+	struct metrics_srv *msrv;	/* /metrics (metrics.h), on this loop */
 	size_t buffered;
 	struct admit *adm;
 	struct throttle *connlog;
@@ -152,10 +150,7 @@ conn_close(struct front *f, struct conn *c)
 {
 	ep_del(f, c);
 	close(c->fd);
-	if (c->metrics)
-		f->nmetrics--;
-	else
-		admit_release(f->adm, &c->ss);
+	admit_release(f->adm, &c->ss);
 	f->buffered -= c->cap;
 	if (c->prev != NULL)
 		c->prev->next = c->next;
@@ -434,21 +429,6 @@ conn_read(struct front *f, struct conn *c)
 		}
 		c->have += (size_t)got;
 		c->last_read = hsm_now_ms();
-		if (c->metrics) {
-			uint8_t *resp = NULL;
-			size_t rlen = 0;
-
-			if ((st = metrics_http_answer(f->cfg->metrics, c->buf, c->have, &resp,
-			    &rlen)) == HSM_EAGAIN)
-				continue;
-			if (st != 0) {
-				conn_close(f, c);
-				return;
-			}
-			conn_answer_bytes(f, c, resp, rlen);
-			conn_write(f, c);
-			return;
-		}
 		if ((st = http_parse(c->buf, c->have, f->lim.max_body, &c->hr)) == 0)
 			continue;
 		if (st < 0) {
@@ -485,7 +465,7 @@ accept_and_drop(struct front *f, int lfd)
 }
 
 static void
-on_accept(struct front *f, int lfd, int metrics)
+on_accept(struct front *f, int lfd)
 {
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage ss;
@@ -505,12 +485,7 @@ on_accept(struct front *f, int lfd, int metrics)
 		}
 		net_addr_str(&ss, sl, peer, sizeof(peer));
 		admit_source_str(&ss, src, sizeof(src));
-		if (metrics) {
-			if (f->nmetrics >= METRICS_CONNS) {
-				close(fd);
-				continue;
-			}
-		} else if ((why = admit_take(f->adm, &ss)) != ADMIT_OK) {
+		if ((why = admit_take(f->adm, &ss)) != ADMIT_OK) {
 			enum refusal r = why == ADMIT_SOURCE ? REF_SOURCE : REF_TOTAL;
 
 			send_short(fd, 503, why == ADMIT_SOURCE ?
@@ -521,15 +496,13 @@ on_accept(struct front *f, int lfd, int metrics)
 			continue;
 		}
 		if ((c = calloc(1, sizeof(*c))) == NULL) {
-			if (!metrics)
-				admit_release(f->adm, &ss);
+			admit_release(f->adm, &ss);
 			close(fd);
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->tag.kind = TAG_CONN;
 		c->fd = fd;
-		c->metrics = metrics;
 		c->ss = ss;
 		memcpy(c->peer, peer, sizeof(c->peer));
 		memcpy(c->src, src, sizeof(c->src));
@@ -538,8 +511,6 @@ on_accept(struct front *f, int lfd, int metrics)
 		if ((c->next = f->conns) != NULL)
 			c->next->prev = c;
 		f->conns = c;
-		if (metrics)
-			f->nmetrics++;
 		metric_gauge_add(f->m_conns, 1);
 		ep_set(f, c, EPOLLIN | EPOLLRDHUP);
 	}
@@ -610,14 +581,14 @@ static void
 fd_budget(struct cmp_limits *lim)
 {
 	struct rlimit rl;
-	rlim_t want = (rlim_t)lim->max_conns + METRICS_CONNS + FD_RESERVE;
+	rlim_t want = (rlim_t)lim->max_conns + METRICS_SRV_CONNS + FD_RESERVE;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
 		return;
 	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
 		rl.rlim_cur = rl.rlim_max;
-		if (rl.rlim_max > (rlim_t)(METRICS_CONNS + FD_RESERVE + 1))
-			lim->max_conns = (unsigned)(rl.rlim_max - METRICS_CONNS - FD_RESERVE);
+		if (rl.rlim_max > (rlim_t)(METRICS_SRV_CONNS + FD_RESERVE + 1))
+			lim->max_conns = (unsigned)(rl.rlim_max - METRICS_SRV_CONNS - FD_RESERVE);
 		else
 			lim->max_conns = 1;
 		if (lim->max_conns_per_source > lim->max_conns)
@@ -674,7 +645,7 @@ loop(struct front *f)
 	for (;;) {
 		uint64_t now = hsm_now_ms();
 		int64_t tl = throttle_next_ms(f->connlog, now), tr = throttle_next_ms(f->s->refusals, now);
-		int timeout = f->conns != NULL ? SWEEP_MS : -1, n;
+		int timeout = f->conns != NULL || f->msrv != NULL ? SWEEP_MS : -1, n;
 
 		if (tl >= 0 && (timeout < 0 || tl < timeout))
 			timeout = (int)tl;
@@ -689,10 +660,10 @@ loop(struct front *f)
 
 			switch (t->kind) {
 			case TAG_CMP_LISTEN:
-				on_accept(f, f->lfd, 0);
+				on_accept(f, f->lfd);
 				break;
 			case TAG_METRICS_LISTEN:
-				on_accept(f, f->mfd, 1);
+				metrics_srv_run(f->msrv, hsm_now_ms());
 				break;
 			case TAG_DONE:
 				take_done(f);
@@ -718,6 +689,8 @@ loop(struct front *f)
 		now = hsm_now_ms();
 		if (now >= f->next_sweep) {
 			sweep(f, now);
+			if (f->msrv != NULL)
+				metrics_srv_expire(f->msrv, now);
 			f->next_sweep = now + SWEEP_MS;
 		}
 		throttle_flush(f->connlog, now, 0, conn_summary, NULL);
@@ -732,11 +705,11 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 	struct front f;
 	char bound[96], mbound[96], line[300];
 	sigset_t sigs;
-	int st;
+	int st, mfd = -1;
 
 	memset(&s, 0, sizeof(s));
 	memset(&f, 0, sizeof(f));
-	f.ep = f.lfd = f.mfd = f.done_efd = f.sfd = f.spare_fd = -1;
+	f.ep = f.lfd = f.done_efd = f.sfd = f.spare_fd = -1;
 	s.cfg = cfg;
 	f.s = &s;
 	f.cfg = cfg;
@@ -757,8 +730,13 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 	    (st = metrics_setup(&f)) != 0 ||
 	    (st = listen_tcp(cfg->listen, &f.lfd, bound, sizeof(bound))) != 0 ||
 	    (cfg->metrics_listen != NULL &&
-	    (st = listen_tcp(cfg->metrics_listen, &f.mfd, mbound, sizeof(mbound))) != 0))
+	    (st = listen_tcp(cfg->metrics_listen, &mfd, mbound, sizeof(mbound))) != 0))
 		goto out;
+	if (mfd >= 0) {
+		if ((st = metrics_srv_new(cfg->metrics, mfd, &f.msrv)) != 0)
+			goto out;
+		mfd = -1;	/* the server's now */
+	}
 	if (cfg->port_file != NULL) {
 		const char *port = strrchr(bound, ':') + 1;
 
@@ -780,11 +758,12 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 	{
 		struct epoll_event e1 = { .events = EPOLLIN, .data.ptr = &f.t_lfd };
 		struct epoll_event e2 = { .events = EPOLLIN, .data.ptr = &f.t_mfd };
+		int msfd = f.msrv != NULL ? metrics_srv_fd(f.msrv) : -1;
 		struct epoll_event e3 = { .events = EPOLLIN, .data.ptr = &f.t_done };
 		struct epoll_event e4 = { .events = EPOLLIN, .data.ptr = &f.t_sig };
 
 		if (epoll_ctl(f.ep, EPOLL_CTL_ADD, f.lfd, &e1) != 0 ||
-		    (f.mfd >= 0 && epoll_ctl(f.ep, EPOLL_CTL_ADD, f.mfd, &e2) != 0) ||
+		    (msfd >= 0 && epoll_ctl(f.ep, EPOLL_CTL_ADD, msfd, &e2) != 0) ||
 		    epoll_ctl(f.ep, EPOLL_CTL_ADD, f.done_efd, &e3) != 0 ||
 		    epoll_ctl(f.ep, EPOLL_CTL_ADD, f.sfd, &e4) != 0) {
 			st = hsm_err(HSM_EIO, "epoll_ctl: %s", strerror(errno));
@@ -803,7 +782,7 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 	log_info("serving CMP at http://%s%s with %u workers; at most %u connections, %u per "
 	    "source; requests whole within %llu s", bound, CMP_PATH, f.nth, f.lim.max_conns,
 	    f.lim.max_conns_per_source, (unsigned long long)(f.lim.request_timeout_ms / 1000));
-	if (f.mfd >= 0)
+	if (f.msrv != NULL)
 		log_info("metrics at http://%s/metrics", mbound);
 	for (size_t i = 0; attest_describe(cfg->attest, i, line, sizeof(line)); i++)
 		log_info("attestation: %s", line);
@@ -818,8 +797,9 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 		front_stop(&f);
 	if (f.lfd >= 0)
 		close(f.lfd);
-	if (f.mfd >= 0)
-		close(f.mfd);
+	if (mfd >= 0)
+		close(mfd);
+	metrics_srv_free(f.msrv);
 	if (f.ep >= 0)
 		close(f.ep);
 	if (f.done_efd >= 0)

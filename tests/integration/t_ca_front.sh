@@ -1,4 +1,5 @@
 #!/bin/sh
+# ASAN=yes
 # t_ca_front.sh - the CA front under slow and many clients (docs/CA.md):
 # 500 slow connections held open while `openssl cmp ir` enrolls; the
 # per-source and global connection limits answer 503; the request deadline
@@ -126,6 +127,15 @@ for i in $(seq 0 29); do
 	[ "$(cat "$T/code.$i")" = 409 ] && head -n 1 "$T/hdr.$i" | grep -q "^HTTP/1.1 409 Conflict" && phr=$((phr + 1))
 done
 check "each 409 reads 'HTTP/1.1 409 Conflict' ($phr of $c409)" test "$phr" -eq "$c409"
+# A MAC asking for 32767 PBM iterations is refused before it is computed, unsigned.
+perl -0777 -pe 's/\x02\x02\x01\xf4/\x02\x02\x7f\xff/' "$T/req.der" >"$T/costly.der"
+check "a request with 32767 PBM iterations made for the test" sh -c '! cmp -s "$1" "$2"' x "$T/req.der" "$T/costly.der"
+curl -s --max-time 10 -o "$T/costly.rsp" -H 'Content-Type: application/pkixcmp' \
+    --data-binary @"$T/costly.der" "http://127.0.0.1:$PORT/.well-known/cmp"
+check "... is answered with an unprotected error naming the limit" sh -c 'grep -q "PBM iteration count over 10000" "$1" &&
+    ! openssl asn1parse -inform DER -in "$1" | grep -q "d=1 .*cont \[ 0 \]"' x "$T/costly.rsp"
+n=$(metric 'hsmesh_ca_cmp_refused_total{reason="pbm_cost"}')
+check "... and counted ($n)" test "$n" -eq 1
 kill -TERM "$SRV"; wait_exit "$SRV" 10
 
 # --- small limits: the global limit, the progress rule, the deadline ---

@@ -1,4 +1,5 @@
 #!/bin/sh
+# ASAN=yes
 # t_ca_fulldisk.sh - the CA on a disk that fills up during enrollments
 # (docs/CA.md, "A full disk"): the state directory (ledger and audit log)
 # is a small tmpfs this test mounts (and unmounts); a filler takes its
