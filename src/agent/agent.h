@@ -220,11 +220,6 @@ int api_start(struct agent *ag);
 void api_event(struct agent *ag, void *tag);
 /* After a rotation: an UPDATE to every client subscribed to w. */
 void api_push_update(struct agent *ag, struct wl *w);
-/*
- * The keyholder died: wait (at most a second) until every signature in
- * flight has had its error reply written.
- */
-void api_await_failed_signs(struct agent *ag);
 /* Close every client and the socket. */
 void api_stop(struct agent *ag);
 

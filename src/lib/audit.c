@@ -326,44 +326,46 @@ audit_event_kv(struct audit *a, const char *event, const char *const *kv)
 	return record(a, event, kv, 0);
 }
 
-/* The pairs of a varargs call, into kv (2 * AUDIT_MAX_PAIRS + 1 entries). */
-static void
-pairs(va_list ap, const char **kv)
+/* A record from the key, value, ..., NULL pairs of a varargs call. */
+static int
+record_ap(struct audit *a, const char *event, int urgent, va_list ap)
 {
+	const char *kv[2 * AUDIT_MAX_PAIRS + 1];
 	size_t n = 0;
 	const char *k;
 
 	while ((k = va_arg(ap, const char *)) != NULL) {
 		const char *v = va_arg(ap, const char *);
 
-		if (n + 2 < 2 * AUDIT_MAX_PAIRS + 1) {
+		if (n + 2 < sizeof(kv) / sizeof(kv[0])) {
 			kv[n++] = k;
 			kv[n++] = v;
 		}
 	}
 	kv[n] = NULL;
+	return record(a, event, kv, urgent);
 }
 
 int
 audit_event(struct audit *a, const char *event, ...)
 {
-	const char *kv[2 * AUDIT_MAX_PAIRS + 1];
 	va_list ap;
+	int r;
 
 	va_start(ap, event);
-	pairs(ap, kv);
+	r = record_ap(a, event, 0, ap);
 	va_end(ap);
-	return record(a, event, kv, 0);
+	return r;
 }
 
 int
 audit_event_urgent(struct audit *a, const char *event, ...)
 {
-	const char *kv[2 * AUDIT_MAX_PAIRS + 1];
 	va_list ap;
+	int r;
 
 	va_start(ap, event);
-	pairs(ap, kv);
+	r = record_ap(a, event, 1, ap);
 	va_end(ap);
-	return record(a, event, kv, 1);
+	return r;
 }

@@ -19,10 +19,9 @@ printf '1234\n' >"$T/pin"
 ca_setup hyca ec-p256
 yaml_set "$T/hyca.yaml" listen 127.0.0.1:0
 quiet "$HSMESH" ca init -c "$T/hyca.yaml" || { not_ok "ca init"; done_testing; exit 1; }
-"$HSMESH" ca serve -c "$T/hyca.yaml" --port-file "$T/ca.port" 2>"$T/ca.log" &
-CA=$!; track $CA
-for _ in $(seq 100); do [ -s "$T/ca.port" ] && break; sleep 0.05; done
-CAPORT=$(cat "$T/ca.port")
+serve_ca "$T/hyca.yaml" "$T/ca.log"
+CA=$SRV
+CAPORT=$PORT
 "$HSMESH" ca token -c "$T/hyca.yaml" --id "$ID" >"$T/web.tok"
 "$HSMESH" ca token -c "$T/hyca.yaml" --id "$ID2" >"$T/db.tok"
 
@@ -47,14 +46,7 @@ workloads:
     join_token_file: $3
 EOF
 }
-wait_log() { # PATTERN SECS (grep -E on the agent's log)
-	_i=0
-	while [ "$_i" -lt $(($2 * 10)) ]; do
-		grep -qE "$1" "$T/agent.log" 2>/dev/null && return 0
-		sleep 0.1; _i=$((_i + 1))
-	done
-	return 1
-}
+wait_log() { wait_in "$T/agent.log" "$1" "$2"; }	# PATTERN SECS
 labels() { p11_privkeys 1234 node | cut -d'|' -f1 | sort; }
 ids() { p11_privkeys 1234 node | cut -d'|' -f2 | tr -d ' ' | tr 'A-F' 'a-f'; }
 has_key() { ids | grep -qx "$1"; }

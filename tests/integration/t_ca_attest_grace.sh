@@ -26,22 +26,12 @@ ca_yaml() {
 	  for l in "$@"; do echo "  $l"; done
 	} >"$T/$_cy.yaml"
 }
-wait_in() { # FILE PATTERN SECS (grep -E)
-	_i=0
-	while [ "$_i" -lt $(($3 * 10)) ]; do
-		grep -qE "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1; _i=$((_i + 1))
-	done
-	return 1
-}
 CA=""
-ca_start() { # YAML
+ca_start() { # YAML: (re)start the CA; CAPORT its port
 	[ -n "$CA" ] && { kill -TERM "$CA"; wait "$CA" 2>/dev/null; }
-	rm -f "$T/ca.port"
-	"$HSMESH" ca serve -c "$1" --port-file "$T/ca.port" 2>>"$T/ca.log" &
-	CA=$!; track $CA
-	for _ in $(seq 200); do [ -s "$T/ca.port" ] && break; sleep 0.05; done
-	CAPORT=$(cat "$T/ca.port")
+	serve_ca "$1" "$T/ca.log"
+	CA=$SRV
+	CAPORT=$PORT
 }
 ca_yaml nograce
 ca_yaml zero "collateral_grace: 0"

@@ -20,12 +20,8 @@ quiet "$HSMESH" ca init -c "$Y" || { not_ok "ca init"; done_testing; exit 1; }
 
 # start_srv YAML LOG: ca serve in the background; sets SRV, PORT, MPORT
 start_srv() {
-	rm -f "$T/port"
-	"$HSMESH" ca serve -c "$1" --port-file "$T/port" 2>"$2" &
-	SRV=$!
-	track "$SRV"
-	for _ in $(seq 100); do [ -s "$T/port" ] && grep -q "metrics at" "$2" 2>/dev/null && break; sleep 0.05; done
-	PORT=$(cat "$T/port" 2>/dev/null)
+	serve_ca "$1" "$2"
+	wait_in "$2" "metrics at" 5
 	MPORT=$(sed -n 's|.*metrics at http://127.0.0.1:\([0-9]*\)/metrics.*|\1|p' "$2" | head -n 1)
 }
 # metric NAME_AND_LABELS: its value at the running server, 0 when absent

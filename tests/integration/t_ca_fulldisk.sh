@@ -39,11 +39,7 @@ while [ $i -lt $N ]; do
 	i=$((i + 1))
 done
 check "$N join tokens made on the small disk" test $i -eq $N
-"$HSMESH" ca serve -c "$Y" --port-file "$T/port" 2>"$T/serve.log" &
-SRV=$!
-track "$SRV"
-for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.05; done
-PORT=$(cat "$T/port" 2>/dev/null)
+serve_ca "$Y" "$T/serve.log"
 check "ca serve runs on it (port ${PORT:-none})" test -n "$PORT"
 openssl ecparam -name prime256v1 -genkey -noout -out "$T/k.pem" 2>/dev/null
 
