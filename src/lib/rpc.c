@@ -305,13 +305,18 @@ rpc_conn_reset(struct rpc_conn *c, int fd)
 	char drain[64];
 	int st = 0;
 
-	/* No writer may use the old fd meanwhile. */
-	pthread_mutex_lock(&c->wmu);
+	/*
+	 * End the old reader first, without the write lock: the completion
+	 * callbacks it runs on its way out may write to the connection (and
+	 * fail fast on the shut-down socket).
+	 */
 	if (c->fd >= 0)
 		shutdown(c->fd, SHUT_RDWR);
 	if (c->has_reader)
 		pthread_join(c->reader, NULL);
 	c->has_reader = 0;
+	/* Then no writer may use the old fd while it is swapped. */
+	pthread_mutex_lock(&c->wmu);
 	if (c->fd >= 0)
 		close(c->fd);
 	while (read(c->wake[0], drain, sizeof(drain)) > 0)
