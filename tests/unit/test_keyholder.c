@@ -527,33 +527,42 @@ list_by_prefix(void **state)
 	char label[32];
 	int stops = 0;
 
+	/*
+	 * 50 of ours (more than a page of KH_LIST_MAX), another program's, and
+	 * one without a label. A TPM holds a dozen or so keys at most (its
+	 * object contexts run out): 10 of ours there, one page.
+	 */
+	int nours = tb_tpm() ? 10 : 50;
+
 	spawn(&c, &pid);
-	/* 50 of ours (more than a page), another program's, and one without a label. */
-	for (int i = 0; i < 50; i++) {
+	for (int i = 0; i < nours; i++) {
+		int st;
+
 		snprintf(label, sizeof(label), "hsmesh-wl-%08x", i);
-		assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, label, 0, ids[i], &spki, &len), 0);
+		if ((st = kh_generate(c, HSM_KEY_EC_P256, label, 0, ids[i], &spki, &len)) != 0)
+			fail_msg("key %d: %s", i, hsm_err_msg(st));
 		free(spki);
 	}
-	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "other-app", 0, ids[50], &spki, &len), 0);
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "other-app", 0, ids[nours], &spki, &len), 0);
 	free(spki);
-	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, NULL, 0, ids[51], &spki, &len), 0);
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, NULL, 0, ids[nours + 1], &spki, &len), 0);
 	free(spki);
 	assert_int_equal(kh_list(c, "hsmesh-wl-", 0, listed_cb, &l), 0);
-	assert_int_equal(l.n, 50);
+	assert_int_equal(l.n, nours);
 	assert_true(l.ordered);
 	assert_int_equal(l.foreign, 0);
 	/* A narrower prefix, a prefix nothing has, and a walk stopped by its callback. */
 	memset(&l, 0, sizeof(l));
 	l.ordered = 1;
 	assert_int_equal(kh_list(c, "hsmesh-wl-0000000", 0, listed_cb, &l), 0);
-	assert_int_equal(l.n, 16);	/* 00000000 .. 0000000f */
+	assert_int_equal(l.n, nours < 16 ? nours : 16);	/* 00000000 .. 0000000f */
 	memset(&l, 0, sizeof(l));
 	assert_int_equal(kh_list(c, "nothing-", 0, listed_cb, &l), 0);
 	assert_int_equal(l.n, 0);
 	assert_int_equal(kh_list(c, "hsmesh-", 0, stop_cb, &stops), HSM_EEXIST);
 	assert_int_equal(stops, 3);
 	assert_int_equal(kh_list(c, "", 0, listed_cb, &l), HSM_EINVAL);
-	for (int i = 0; i < 52; i++)
+	for (int i = 0; i < nours + 2; i++)
 		assert_int_equal(kh_destroy(c, ids[i], 0), 0);
 	reap(c, pid);
 }
