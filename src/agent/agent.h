@@ -121,6 +121,7 @@ struct retired {
 
 struct kh_client;
 struct fsrv;
+struct api;
 
 struct agent {
 	struct agent_config *conf;
@@ -134,6 +135,7 @@ struct agent {
 	size_t nwl;
 	int ep, sfd, job_efd;
 	struct fsrv *api;		/* the local API's server */
+	struct api *apis;		/* the local API's own state (api.c) */
 	struct job *jobs;
 	struct retired *retired;
 	int quit;			/* 1: signal; 2: the keyholder died */

@@ -7,16 +7,27 @@
  * splits their frames. A uid without a workload is refused (root may use
  * every identity); a malformed frame closes that client only. GET_SVID
  * and SUBSCRIBE are answered from memory; after each rotation every
- * subscriber gets an UPDATE. A SIGN goes to the keyholder with
- * kh_sign_call(): the keyholder client's reader thread writes the reply
- * to the client itself (sign_done), so the token never blocks the loop
- * and a signature wakes the loop once (its request), not twice. Each
- * client may have MAX_SIGN_INFLIGHT signatures in flight; more is "busy".
+ * subscriber gets an UPDATE. A SIGN_TBS carries the whole data to sign:
+ * the agent signs only TLS handshake signature inputs (tlssig.h), hashes
+ * them itself and has the keyholder sign the digest with kh_sign_call():
+ * the keyholder client's reader thread writes the reply to the client
+ * itself (sign_done), so the token never blocks the loop and a signature
+ * wakes the loop once (its request), not twice. Each client may have
+ * MAX_SIGN_INFLIGHT signatures in flight; more is "busy". Anything else
+ * to sign (an old SIGN of a digest, data of no TLS shape) is refused,
+ * counted and logged, throttled per uid (struct api).
+ *
+ * The frame server enforces the limits of agent.yaml's api: section (open
+ * clients, per uid, idle and incomplete-frame timeouts) and logs its
+ * refusals, throttled.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "agent.h"
 #include "agentproto.h"
@@ -24,12 +35,33 @@
 #include "frameserver.h"
 #include "khclient.h"
 #include "log.h"
+#include "ratelog.h"
+#include "tlssig.h"
 #include "util.h"
 
-#define MAX_CONNS 256
-#define MAX_REQ 8192			/* largest request frame a client may send */
 #define MAX_OUTBUF (8 * 1024 * 1024)	/* a client that does not read is dropped */
 #define MAX_SIGN_INFLIGHT 1024		/* per client (a proxy): a burst of handshakes queues */
+#define FD_RESERVE 64			/* descriptors kept for everything but clients */
+#define LOG_PER_SEC 5			/* refused signatures logged per second */
+#define LOG_SUMMARY_MS 10000
+
+_Static_assert(AG_MAX_TBS == TLSSIG_MAX_TBS, "the frame carries what the check accepts");
+
+/* Why a signature was refused: counted per reason. */
+enum refusal {
+	REFUSED_DIGEST,			/* an old SIGN of a digest */
+	REFUSED_NOT_TLS,		/* data of no TLS handshake signature shape */
+	REFUSED_TLS12_OFF,		/* a TLS 1.2 shape with api.tls12 false */
+	REFUSED_N
+};
+static const char *const refusal_name[REFUSED_N] = { "digest", "not_tls", "tls12_off" };
+
+/* The API's own state (main thread only: requests and the frame server's tick run there). */
+struct api {
+	unsigned long refused[REFUSED_N];	/* signatures refused, by reason */
+	unsigned long signed_n;			/* signatures sent to the keyholder */
+	struct ratelog rlog;			/* refused signatures' log lines, per uid */
+};
 
 /* What the agent keeps per client (the frame server's udata); main thread only. */
 struct client {
@@ -181,7 +213,8 @@ sign_done(void *arg, int st, const uint8_t *sig, size_t siglen)
 	if (st == 0)
 		st = ag_encode_sig(ps->id, sig, siglen, &f, &len);
 	else
-		st = ag_encode_error(AG_T_SIGN | AG_T_REPLY, ps->id, st, hsm_err_msg(st), &f, &len);
+		st = ag_encode_error(AG_T_SIGN_TBS | AG_T_REPLY, ps->id, st, hsm_err_msg(st), &f,
+		    &len);
 	if (st != 0)
 		fsrv_kill(ps->conn);
 	else
@@ -192,6 +225,100 @@ sign_done(void *arg, int st, const uint8_t *sig, size_t siglen)
 	free(ps);
 }
 
+/*
+ * Refuse a signature (st, with its detail recorded): counted, logged
+ * unless this uid's lines are throttled, answered.
+ */
+static int
+refuse_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq,
+    const struct wl *w, enum refusal why, int st)
+{
+	const struct fsrv_peer *p = fsrv_peer(c);
+	struct api *a = ag->apis;
+
+	a->refused[why]++;
+	if (ratelog_hit(&a->rlog, p->uid, hsm_now_ms()))
+		log_warn(PEER_FMT ": refused to sign for %s: %s (%lu refused so far)", PEER_ARGS(p),
+		    w->c->id, hsm_err_msg(st), a->refused[why]);
+	return send_error(c, rq->type | AG_T_REPLY, rq->id, st, hsm_err_msg(st));
+}
+
+/* ratelog_flush's: a uid's refused signatures not logged. */
+static void
+sign_summary(void *arg, uint64_t uid, unsigned long n, uint64_t since)
+{
+	const struct api *a = arg;
+	char who[48];
+
+	if (uid == RATELOG_OTHER)
+		snprintf(who, sizeof(who), "other uids");
+	else
+		snprintf(who, sizeof(who), "uid %lu", (unsigned long)uid);
+	log_warn("%lu more refused signature requests of %s not logged in the last %llu s "
+	    "(refused so far: %s %lu, %s %lu, %s %lu)", n, who,
+	    (unsigned long long)((hsm_now_ms() - since + 999) / 1000),
+	    refusal_name[REFUSED_DIGEST], a->refused[REFUSED_DIGEST],
+	    refusal_name[REFUSED_NOT_TLS], a->refused[REFUSED_NOT_TLS],
+	    refusal_name[REFUSED_TLS12_OFF], a->refused[REFUSED_TLS12_OFF]);
+}
+
+/* Frame server: its timer (main thread). */
+static void
+api_tick(void *ctx, uint64_t now)
+{
+	struct agent *ag = ctx;
+
+	if (ag->apis != NULL)
+		ratelog_flush(&ag->apis->rlog, now, sign_summary, ag->apis);
+}
+
+static const EVP_MD *
+md_of(int hash)
+{
+	switch (hash) {
+	case AG_HASH_SHA256: return EVP_sha256();
+	case AG_HASH_SHA384: return EVP_sha384();
+	case AG_HASH_SHA512: return EVP_sha512();
+	default: return NULL;
+	}
+}
+
+/*
+ * A SIGN_TBS: a TLS handshake signature input (else refused), hashed here
+ * into dg (64 bytes). 0, or the refusal already answered (*done set).
+ */
+static int
+sign_input(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq,
+    const struct wl *w, uint8_t *dg, size_t *dlen, int *done)
+{
+	unsigned flags = ag->conf->api.tls12 ? TLSSIG_ALLOW_TLS12 : 0;
+	const char *why = NULL;
+	unsigned n = 0;
+	int st;
+
+	*done = 0;
+	if (rq->type == AG_T_SIGN) {
+		*done = 1;
+		st = hsm_err(HSM_EUNSUPPORTED, "digest signing is no longer offered: the agent "
+		    "signs whole TLS handshake inputs (SIGN_TBS) only; upgrade this client");
+		return refuse_sign(ag, c, rq, w, REFUSED_DIGEST, st);
+	}
+	if (tlssig_classify(rq->tbs, rq->tbslen, flags, &why) == TLSSIG_NONE) {
+		*done = 1;
+		st = hsm_err(HSM_EPOLICY, "not a TLS handshake signature input: %s; refusing to "
+		    "sign", why);
+		/* The same shape with TLS 1.2 allowed: it was the setting. */
+		return refuse_sign(ag, c, rq, w, flags == 0 && tlssig_classify(rq->tbs,
+		    rq->tbslen, TLSSIG_ALLOW_TLS12, NULL) != TLSSIG_NONE ? REFUSED_TLS12_OFF :
+		    REFUSED_NOT_TLS, st);
+	}
+	if (md_of(rq->hash) == NULL ||
+	    EVP_Digest(rq->tbs, rq->tbslen, dg, &n, md_of(rq->hash), NULL) != 1)
+		return hsm_err(HSM_ECRYPTO, "cannot hash the data to sign");
+	*dlen = n;
+	return 0;
+}
+
 static int
 handle_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq, struct wl *w)
 {
@@ -199,17 +326,21 @@ handle_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq, 
 	struct pending_sign *ps;
 	const uint8_t *key = w->key.id;
 	char hex[AGENT_KEYID_HEX];
-	int r;
+	uint8_t dg[EVP_MAX_MD_SIZE];
+	size_t dlen = 0;
+	int r, done;
 
 	if (rq->has_keyid && (key = enroll_signing_key(ag, w, rq->keyid)) == NULL) {
 		r = hsm_err(HSM_ENOENT, "key %.16s is not a current or retired key of %s",
 		    agent_keyid_hex(rq->keyid, hex), w->c->id);
 		log_warn(PEER_FMT ": %s", PEER_ARGS(p), hsm_err_msg(r));
-		return send_error(c, AG_T_SIGN | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
+		return send_error(c, rq->type | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
 	}
+	if ((r = sign_input(ag, c, rq, w, dg, &dlen, &done)) != 0 || done)
+		return r;
 	/* A slot in flight (and a reference), given back by sign_done (reader thread) or below. */
 	if (fsrv_begin(c, MAX_SIGN_INFLIGHT) != 0)
-		return send_error(c, AG_T_SIGN | AG_T_REPLY, rq->id, HSM_EBUSY,
+		return send_error(c, AG_T_SIGN_TBS | AG_T_REPLY, rq->id, HSM_EBUSY,
 		    "too many signatures in flight");
 	if ((ps = calloc(1, sizeof(*ps))) == NULL) {
 		fsrv_end(c);
@@ -218,11 +349,12 @@ handle_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq, 
 	ps->conn = c;
 	ps->id = rq->id;
 	/* From here sign_done may run on the reader thread at any time. */
-	if ((r = kh_sign_call(ag->kh, key, rq->alg, rq->digest, rq->dlen, AGENT_SIGN_TIMEOUT_MS,
+	ag->apis->signed_n++;
+	if ((r = kh_sign_call(ag->kh, key, rq->alg, dg, dlen, AGENT_SIGN_TIMEOUT_MS,
 	    sign_done, ps)) != 0) {
 		fsrv_end(c);		/* never the last reference: the read side holds one */
 		free(ps);
-		return send_error(c, AG_T_SIGN | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
+		return send_error(c, AG_T_SIGN_TBS | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
 	}
 	return 0;
 }
@@ -244,6 +376,7 @@ handle_request(struct agent *ag, struct fsrv_conn *c, const struct ag_request *r
 	if (rq->type == AG_T_SUBSCRIBE) {
 		cl->sub[w->idx] = 1;
 		cl->subid[w->idx] = rq->id;
+		fsrv_keep(c, 1);	/* a subscriber waits for UPDATEs: never idle */
 	}
 	if (!wl_valid(w))
 		return send_error(c, rtype, rq->id, HSM_EAGAIN, w->have ?
@@ -255,6 +388,7 @@ handle_request(struct agent *ag, struct fsrv_conn *c, const struct ag_request *r
 		    rq->type == AG_T_GET_SVID ? "GET_SVID" : "SUBSCRIBE", w->c->id);
 		return send_svid(c, rtype, rq->id, w);
 	case AG_T_SIGN:
+	case AG_T_SIGN_TBS:
 		return handle_sign(ag, c, rq, w);
 	default:
 		return HSM_EPROTO;
@@ -298,19 +432,12 @@ api_accept(void *ctx, struct fsrv_conn *c, const struct fsrv_peer *p)
 	struct client *cl;
 	int allowed = 0;
 
-	if (p == NULL)
-		return HSM_EPERM;
 	for (size_t i = 0; i < ag->nwl; i++)
 		if (ag->wl[i].c->uid == p->uid)
 			allowed = 1;
-	if (p->uid != 0 && !allowed) {
-		log_warn("refused " PEER_FMT ": no workload for this uid", PEER_ARGS(p));
-		return HSM_EPERM;
-	}
-	if (fsrv_count(ag->api) >= MAX_CONNS) {
-		log_warn("refused " PEER_FMT ": too many clients", PEER_ARGS(p));
-		return HSM_EBUSY;
-	}
+	/* The frame server logs the refusal (throttled), with this reason. */
+	if (p->uid != 0 && !allowed)
+		return hsm_err(HSM_EPERM, "no workload for this uid");
 	if ((cl = calloc(1, sizeof(*cl))) == NULL || (cl->sub = calloc(ag->nwl, 1)) == NULL ||
 	    (cl->subid = calloc(ag->nwl, sizeof(*cl->subid))) == NULL) {
 		if (cl != NULL)
@@ -323,7 +450,7 @@ api_accept(void *ctx, struct fsrv_conn *c, const struct fsrv_peer *p)
 	return 0;
 }
 
-/* Frame server: a client's read side ended. */
+/* Frame server: a client's read side ended (timeouts: the frame server logs them). */
 static void
 api_closed(void *ctx, struct fsrv_conn *c, enum fsrv_why why)
 {
@@ -341,25 +468,66 @@ api_closed(void *ctx, struct fsrv_conn *c, enum fsrv_why why)
 
 static const struct fsrv_ops api_ops = {
 	.min_frame = AG_HDR_LEN,
-	.max_frame = MAX_REQ,
+	.max_frame = AG_MAX_REQUEST,
 	.max_out = MAX_OUTBUF,
 	.read_batch = 1,
+	.what = "local client",
 	.check = api_check,
 	.accept = api_accept,
 	.frame = api_frame,
 	.closed = api_closed,
+	.tick = api_tick,
 };
+
+/*
+ * Room for max_conns clients in the descriptor limit: raise the soft limit
+ * as far as needed (and allowed); what the hard limit does not allow is
+ * cut from max_conns, and said.
+ */
+static unsigned
+fit_fd_limit(unsigned max_conns)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)max_conns + FD_RESERVE;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+		return max_conns;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+	(void)setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
+		unsigned fit = rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE) :
+		    FD_RESERVE;
+
+		log_warn("api.max_connections %u: the descriptor limit is %llu; serving at most %u "
+		    "clients", max_conns, (unsigned long long)rl.rlim_cur, fit);
+		return fit;
+	}
+	return max_conns;
+}
 
 int
 api_start(struct agent *ag)
 {
+	const struct agent_api_conf *ac = &ag->conf->api;
+	struct fsrv_ops ops = api_ops;
 	int r;
 
-	if ((r = fsrv_new(&api_ops, ag, ag->ep, &ag->api)) != 0 ||
+	if ((ag->apis = calloc(1, sizeof(*ag->apis))) == NULL)
+		return HSM_ENOMEM;
+	ratelog_init(&ag->apis->rlog, LOG_PER_SEC, LOG_SUMMARY_MS);
+	ops.max_conns = (int)fit_fd_limit(ac->max_conns);
+	ops.max_conns_uid = (int)ac->max_conns_uid;
+	ops.idle_ms = ac->idle_ms;
+	ops.frame_ms = ac->frame_ms;
+	if ((r = fsrv_new(&ops, ag, ag->ep, &ag->api)) != 0 ||
 	    (r = fsrv_listen(ag->api, ag->conf->socket, 0666)) != 0 ||
 	    (r = agent_epoll_add(ag->ep, fsrv_listen_fd(ag->api), &tag_listen)) != 0 ||
 	    (r = agent_epoll_add(ag->ep, fsrv_watch_fd(ag->api), &tag_watch)) != 0)
 		return r;
+	log_info("local API on %s: at most %d clients, %d per uid (root not counted); idle "
+	    "timeout %us, incomplete frames %us; signs TLS 1.3%s handshake inputs only",
+	    ag->conf->socket, ops.max_conns, ops.max_conns_uid, ac->idle_ms / 1000,
+	    ac->frame_ms / 1000, ac->tls12 ? " and 1.2" : "");
 	return 0;
 }
 
@@ -390,4 +558,6 @@ api_stop(struct agent *ag)
 {
 	fsrv_free(ag->api);
 	ag->api = NULL;
+	free(ag->apis);
+	ag->apis = NULL;
 }

@@ -19,6 +19,12 @@
  *       uid: 1000                          # who may use it (root may use every one)
  *       join_token_file: web.join          # optional: REF:SECRET for an ir
  *   attestation: ...                   # optional (evidence.h)
+ *   api:                               # optional: the local API's limits
+ *     max_connections: 1024            # open clients (1..65536)
+ *     max_connections_per_uid: 64      # of one uid, root not counted (1..65536)
+ *     idle_timeout: 60s                # no subscription, nothing in flight
+ *     frame_timeout: 5s                # an incomplete request frame
+ *     tls12: true                      # sign TLS 1.2 handshake inputs too
  *
  * Relative paths resolve against the file's directory. Unknown keys are
  * refused everywhere, inside workload entries too. Every error is
@@ -47,6 +53,15 @@ struct agent_workload {
 	char *join_token_file;		/* may be NULL: no ir possible */
 };
 
+/* The local API's limits (api:). */
+struct agent_api_conf {
+	unsigned max_conns;		/* open clients */
+	unsigned max_conns_uid;		/* open clients of one uid (root is not counted) */
+	unsigned idle_ms;		/* a client without subscription or request in flight */
+	unsigned frame_ms;		/* an incomplete request frame */
+	int tls12;			/* sign the TLS 1.2 shapes (tlssig.h) too */
+};
+
 struct agent_config {
 	char *path;			/* the file, as given */
 	struct cfg_token token;
@@ -62,6 +77,7 @@ struct agent_config {
 	struct agent_workload *wl;
 	size_t nwl;
 	struct evidence_conf evidence;	/* attestation:, kind EVIDENCE_NONE when absent */
+	struct agent_api_conf api;
 };
 
 /* Load and validate agent.yaml at path. Caller frees *out. 0, HSM_ECONFIG or HSM_ENOMEM. */

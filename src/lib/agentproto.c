@@ -12,6 +12,8 @@
 #include "spiffe.h"
 #include "util.h"
 
+_Static_assert(AG_MAX_REQUEST <= AG_MAX_FRAME, "the longest request is a frame");
+
 static uint64_t
 get64(const uint8_t *p)
 {
@@ -96,6 +98,62 @@ digest_ok(uint8_t alg, size_t dlen)
 	return want == 0 || dlen == (size_t)want;
 }
 
+size_t
+ag_hash_len(int hash)
+{
+	switch (hash) {
+	case AG_HASH_SHA256: return 32;
+	case AG_HASH_SHA384: return 48;
+	case AG_HASH_SHA512: return 64;
+	default: return 0;
+	}
+}
+
+/* A known hash for alg: any for ECDSA, the algorithm's own for RSA. */
+static int
+hash_ok(uint8_t alg, uint8_t hash)
+{
+	int want = hsm_sigalg_digest_len(alg);
+	size_t n = ag_hash_len(hash);
+
+	return want >= 0 && n != 0 && (want == 0 || (size_t)want == n);
+}
+
+/*
+ * SIGN_TBS body: u16 idlen, ID, u8 alg, u8 hash, u8 keyidlen, key id,
+ * u32 tbslen, tbs; every length checked against what is left.
+ */
+static int
+decode_sign_tbs(const uint8_t *b, size_t n, struct ag_request *r)
+{
+	size_t idlen, off, klen, tlen;
+
+	if (n < 2 || (idlen = hsm_get16(b)) > SPIFFE_ID_MAX || n - 2 < idlen + 3)
+		return HSM_EPROTO;
+	if (get_id(b + 2, idlen, 1, r->spiffe_id) != 0)
+		return HSM_EPROTO;
+	off = 2 + idlen;
+	r->alg = b[off];
+	r->hash = b[off + 1];
+	klen = b[off + 2];
+	off += 3;
+	if (!hash_ok(r->alg, r->hash) || (klen != 0 && klen != HSM_KEYID_LEN) ||
+	    n - off < klen + 4)
+		return HSM_EPROTO;
+	if (klen != 0) {
+		memcpy(r->keyid, b + off, HSM_KEYID_LEN);
+		r->has_keyid = 1;
+		off += klen;
+	}
+	tlen = hsm_get32(b + off);
+	off += 4;
+	if (tlen > AG_MAX_TBS || n - off != tlen)
+		return HSM_EPROTO;
+	r->tbs = tlen > 0 ? b + off : NULL;
+	r->tbslen = tlen;
+	return 0;
+}
+
 int
 ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 {
@@ -132,6 +190,12 @@ ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 		if (rest == HSM_KEYID_LEN) {
 			memcpy(r->keyid, f->body + off, HSM_KEYID_LEN);
 			r->has_keyid = 1;
+		}
+		return 0;
+	case AG_T_SIGN_TBS:
+		if (decode_sign_tbs(f->body, f->bodylen, r) != 0) {
+			memset(r, 0, sizeof(*r));
+			return HSM_EPROTO;
 		}
 		return 0;
 	default:
@@ -187,7 +251,8 @@ ag_reply_decode(const struct ag_frame *f, struct ag_reply *r)
 		req = f->type & (uint8_t)~AG_T_REPLY;
 	else
 		return HSM_EPROTO;
-	if (req != AG_T_GET_SVID && req != AG_T_SUBSCRIBE && req != AG_T_SIGN)
+	if (req != AG_T_GET_SVID && req != AG_T_SUBSCRIBE && req != AG_T_SIGN &&
+	    req != AG_T_SIGN_TBS)
 		return HSM_EPROTO;
 	if (f->bodylen < 4)
 		return HSM_EPROTO;
@@ -208,7 +273,7 @@ ag_reply_decode(const struct ag_frame *f, struct ag_reply *r)
 		r->errtext[n] = '\0';
 		return 0;
 	}
-	if (req == AG_T_SIGN) {
+	if (req == AG_T_SIGN || req == AG_T_SIGN_TBS) {
 		n = f->bodylen - 4;
 		if (n == 0 || n > HSM_MAX_SIG)
 			return HSM_EPROTO;
@@ -301,6 +366,38 @@ ag_encode_sign(uint32_t id, const char *spiffe_id, const uint8_t *keyid, uint8_t
 }
 
 int
+ag_encode_sign_tbs(uint32_t id, const char *spiffe_id, const uint8_t *keyid, uint8_t alg,
+    uint8_t hash, const uint8_t *tbs, size_t tbslen, uint8_t **out, size_t *len)
+{
+	size_t n, off, klen = keyid != NULL ? HSM_KEYID_LEN : 0;
+	uint8_t *b;
+	int r;
+
+	*out = NULL;
+	*len = 0;
+	if (!id_len_ok(spiffe_id, &n, 1) || !hash_ok(alg, hash) || tbslen > AG_MAX_TBS ||
+	    (tbs == NULL && tbslen > 0))
+		return HSM_EINVAL;
+	if ((r = frame_new(AG_T_SIGN_TBS, id, 2 + n + 3 + klen + 4 + tbslen, out, len, &b)) != 0)
+		return r;
+	hsm_put16(b, (uint16_t)n);
+	if (n > 0)
+		memcpy(b + 2, spiffe_id, n);
+	off = 2 + n;
+	b[off] = alg;
+	b[off + 1] = hash;
+	b[off + 2] = (uint8_t)klen;
+	off += 3;
+	if (klen > 0)
+		memcpy(b + off, keyid, klen);
+	off += klen;
+	hsm_put32(b + off, (uint32_t)tbslen);
+	if (tbslen > 0)
+		memcpy(b + off + 4, tbs, tbslen);
+	return 0;
+}
+
+int
 ag_encode_svid(uint8_t type, uint32_t id, const struct ag_svid *s, uint8_t **out, size_t *len)
 {
 	uint8_t *b;
@@ -345,7 +442,7 @@ ag_encode_sig(uint32_t id, const uint8_t *sig, size_t siglen, uint8_t **out, siz
 	*len = 0;
 	if (sig == NULL || siglen == 0 || siglen > HSM_MAX_SIG)
 		return HSM_EINVAL;
-	if ((r = frame_new(AG_T_SIGN | AG_T_REPLY, id, 4 + siglen, out, len, &b)) != 0)
+	if ((r = frame_new(AG_T_SIGN_TBS | AG_T_REPLY, id, 4 + siglen, out, len, &b)) != 0)
 		return r;
 	memcpy(b + 4, sig, siglen);
 	return 0;
@@ -365,7 +462,7 @@ ag_encode_error(uint8_t type, uint32_t id, int status, const char *text, uint8_t
 		return HSM_EINVAL;
 	if (type != AG_T_UPDATE && ((type & AG_T_REPLY) == 0 ||
 	    ((type & ~AG_T_REPLY) != AG_T_GET_SVID && (type & ~AG_T_REPLY) != AG_T_SUBSCRIBE &&
-	    (type & ~AG_T_REPLY) != AG_T_SIGN)))
+	    (type & ~AG_T_REPLY) != AG_T_SIGN && (type & ~AG_T_REPLY) != AG_T_SIGN_TBS)))
 		return HSM_EINVAL;
 	if (n > AG_MAX_ERRTEXT)
 		n = AG_MAX_ERRTEXT;

@@ -2,7 +2,10 @@
  * provider.c - the "hsmesh" OpenSSL 3 provider: keys whose private half is
  * in a token, reached through a keyholder or through the node agent (see
  * provider.h). Both backends share one signing path (backend_sign) and
- * differ only in a small table of functions (struct signer).
+ * differ only in a small table of functions (struct signer) and in what
+ * they are given: the keyholder a digest made here, the agent the whole
+ * data (it signs TLS handshake signature inputs only, and hashes them
+ * itself: docs/PROTOCOL.md, "What the agent signs").
  *
  * What OpenSSL 3.0 demands of such a provider was found by experiment
  * (DESIGN.md, "Facts about a keyholder-backed OpenSSL 3.0 provider"):
@@ -35,10 +38,12 @@
 #include <openssl/x509.h>
 
 #include "agclient.h"
+#include "agentproto.h"
 #include "err.h"
 #include "khclient.h"
 #include "provider.h"
 #include "spiffe.h"
+#include "tlssig.h"
 
 #define PROV_NAME "hsmesh"
 #define PARAM_KEYREF "hsmesh-keyref"	/* octet string: struct keyref */
@@ -50,18 +55,20 @@ struct keyref;
  * How a key signs: through a keyholder (by key id) or through the node
  * agent (by SPIFFE ID and key id: the agent signs with that key while it
  * is the ID's current one or in its grace period after a rotation). sign
- * blocks; the
- * others are the non-blocking form used inside async jobs: sign_start
- * sends and makes the backend write an 8-byte 1 to notify_fd when the
- * request ends (reply, deadline or close), done/result/release read and
- * free it. Every request ends, so a paused job always resumes.
+ * blocks; the others are the non-blocking form used inside async jobs:
+ * sign_start sends and makes the backend write an 8-byte 1 to notify_fd
+ * when the request ends (reply, deadline or close), done/result/release
+ * read and free it. Every request ends, so a paused job always resumes.
+ * A backend with whole set is given the data to sign and the hash (enum
+ * ag_hash) to make of it; the others a digest (hash is then 0).
  */
 struct signer {
 	const char *name;		/* for error texts */
-	int (*sign)(const struct keyref *, int alg, const uint8_t *dg, size_t dlen,
+	int whole;			/* given the whole data, not a digest */
+	int (*sign)(const struct keyref *, int alg, int hash, const uint8_t *data, size_t len,
 	    uint8_t *sig, size_t *siglen);
-	int (*sign_start)(const struct keyref *, int alg, const uint8_t *dg, size_t dlen,
-	    int notify_fd, void **req);
+	int (*sign_start)(const struct keyref *, int alg, int hash, const uint8_t *data,
+	    size_t len, int notify_fd, void **req);
 	int (*done)(void *req);
 	int (*result)(void *req, uint8_t *sig, size_t *siglen);
 	void (*release)(void *req);
@@ -90,7 +97,10 @@ struct key {
 struct sigctx {
 	struct key *key;
 	char mdname[32];
-	EVP_MD_CTX *mdctx;		/* update/final path only */
+	int mdlen;			/* its digest's length */
+	EVP_MD_CTX *mdctx;		/* update/final path only, for a digest */
+	uint8_t *data;			/* update/final path only, for a whole-data backend */
+	size_t datalen;
 	int pss;
 	int saltlen;			/* -1 = digest length */
 };
@@ -107,14 +117,15 @@ async_fd_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *c
 /* ---- the two backends ---- */
 
 static int
-kh_b_sign(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, uint8_t *sig,
-    size_t *siglen)
+kh_b_sign(const struct keyref *ref, int alg, int hash, const uint8_t *dg, size_t dlen,
+    uint8_t *sig, size_t *siglen)
 {
 	return kh_sign(ref->backend, ref->keyid, alg, dg, dlen, ref->timeout_ms, sig, siglen);
 }
 
 static int
-kh_b_start(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, int fd, void **req)
+kh_b_start(const struct keyref *ref, int alg, int hash, const uint8_t *dg, size_t dlen, int fd,
+    void **req)
 {
 	struct kh_req *r = NULL;
 	int st;
@@ -129,25 +140,26 @@ static int kh_b_result(void *req, uint8_t *sig, size_t *n) { return kh_req_resul
 static void kh_b_release(void *req) { kh_req_free(req); }
 
 static const struct signer kh_signer = {
-	"keyholder", kh_b_sign, kh_b_start, kh_b_done, kh_b_result, kh_b_release
+	"keyholder", 0, kh_b_sign, kh_b_start, kh_b_done, kh_b_result, kh_b_release
 };
 
 static int
-ag_b_sign(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, uint8_t *sig,
-    size_t *siglen)
+ag_b_sign(const struct keyref *ref, int alg, int hash, const uint8_t *tbs, size_t len,
+    uint8_t *sig, size_t *siglen)
 {
-	return agc_sign(ref->backend, ref->spiffe_id, ref->keyid, alg, dg, dlen, ref->timeout_ms,
-	    sig, siglen);
+	return agc_sign(ref->backend, ref->spiffe_id, ref->keyid, alg, hash, tbs, len,
+	    ref->timeout_ms, sig, siglen);
 }
 
 static int
-ag_b_start(const struct keyref *ref, int alg, const uint8_t *dg, size_t dlen, int fd, void **req)
+ag_b_start(const struct keyref *ref, int alg, int hash, const uint8_t *tbs, size_t len, int fd,
+    void **req)
 {
 	struct agc_req *r = NULL;
 	int st;
 
-	st = agc_sign_start(ref->backend, ref->spiffe_id, ref->keyid, alg, dg, dlen, ref->timeout_ms,
-	    fd, &r);
+	st = agc_sign_start(ref->backend, ref->spiffe_id, ref->keyid, alg, hash, tbs, len,
+	    ref->timeout_ms, fd, &r);
 	*req = r;
 	return st;
 }
@@ -157,7 +169,7 @@ static int ag_b_result(void *req, uint8_t *sig, size_t *n) { return agc_req_resu
 static void ag_b_release(void *req) { agc_req_free(req); }
 
 static const struct signer agent_signer = {
-	"agent", ag_b_sign, ag_b_start, ag_b_done, ag_b_result, ag_b_release
+	"agent", 1, ag_b_sign, ag_b_start, ag_b_done, ag_b_result, ag_b_release
 };
 
 /* ---- keys ---- */
@@ -435,6 +447,7 @@ sig_freectx(void *ctx)
 	if (s == NULL)
 		return;
 	EVP_MD_CTX_free(s->mdctx);
+	OPENSSL_free(s->data);
 	OPENSSL_free(s);
 }
 
@@ -446,6 +459,11 @@ sig_dupctx(void *ctx)
 	if ((d = OPENSSL_memdup(s, sizeof(*s))) == NULL)
 		return NULL;
 	d->mdctx = NULL;
+	d->data = NULL;
+	if (s->datalen > 0 && (d->data = OPENSSL_memdup(s->data, s->datalen)) == NULL) {
+		sig_freectx(d);
+		return NULL;
+	}
 	if (s->mdctx != NULL) {
 		if ((d->mdctx = EVP_MD_CTX_new()) == NULL || !EVP_MD_CTX_copy_ex(d->mdctx, s->mdctx)) {
 			sig_freectx(d);
@@ -479,6 +497,7 @@ set_md(struct sigctx *s, const char *name)
 	if (strlen(name) >= sizeof(s->mdname))
 		return 0;
 	memcpy(s->mdname, name, strlen(name) + 1);
+	s->mdlen = n;
 	return 1;
 }
 
@@ -499,6 +518,9 @@ sig_digest_sign_init(void *ctx, const char *mdname, void *kd, const OSSL_PARAM p
 		return 0;
 	EVP_MD_CTX_free(s->mdctx);
 	s->mdctx = NULL;
+	OPENSSL_free(s->data);
+	s->data = NULL;
+	s->datalen = 0;
 	return sig_set_ctx_params(s, params);
 }
 
@@ -527,7 +549,7 @@ sigalg_of(const struct sigctx *s, int mdlen)
  * wait context's eventfd; this code runs on the job's small stack.
  */
 static int
-backend_sign(const struct keyref *ref, int alg, const unsigned char *dg, size_t dlen,
+backend_sign(const struct keyref *ref, int alg, int hash, const unsigned char *dg, size_t dlen,
     unsigned char *sig, size_t *siglen)
 {
 	ASYNC_JOB *job = ASYNC_get_current_job();
@@ -539,7 +561,7 @@ backend_sign(const struct keyref *ref, int alg, const unsigned char *dg, size_t 
 	int st;
 
 	if (job == NULL || (wctx = ASYNC_get_wait_ctx(job)) == NULL)
-		return ref->signer->sign(ref, alg, dg, dlen, sig, siglen);
+		return ref->signer->sign(ref, alg, hash, dg, dlen, sig, siglen);
 
 	if (!ASYNC_WAIT_CTX_get_fd(wctx, &async_key, &fd, &custom)) {
 		if ((fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
@@ -554,7 +576,7 @@ backend_sign(const struct keyref *ref, int alg, const unsigned char *dg, size_t 
 			return HSM_ENOMEM;
 		}
 	}
-	if ((st = ref->signer->sign_start(ref, alg, dg, dlen, fd, &req)) != 0)
+	if ((st = ref->signer->sign_start(ref, alg, hash, dg, dlen, fd, &req)) != 0)
 		return st;
 	while (!ref->signer->done(req))
 		ASYNC_pause_job();
@@ -567,20 +589,39 @@ backend_sign(const struct keyref *ref, int alg, const unsigned char *dg, size_t 
 	return st;
 }
 
+/* The enum ag_hash of a digest length, 0 for none. */
 static int
-sign_digest(struct sigctx *s, unsigned char *sig, size_t *siglen, size_t sigsize,
-    const unsigned char *dg, size_t dlen)
+hash_of_len(int mdlen)
+{
+	switch (mdlen) {
+	case 32: return AG_HASH_SHA256;
+	case 48: return AG_HASH_SHA384;
+	case 64: return AG_HASH_SHA512;
+	default: return 0;
+	}
+}
+
+/*
+ * Sign through the key's backend: data is a digest of dlen bytes, or for a
+ * whole-data backend the data itself (its hash is the context's, of
+ * mdlen bytes).
+ */
+static int
+sign_data(struct sigctx *s, unsigned char *sig, size_t *siglen, size_t sigsize,
+    const unsigned char *data, size_t dlen, int mdlen)
 {
 	unsigned char buf[HSM_MAX_SIG];
+	const struct signer *sg = s->key->ref.signer;
 	size_t n = 0;
 	int alg, st;
 
-	if ((alg = sigalg_of(s, (int)dlen)) < 0) {
+	if ((alg = sigalg_of(s, mdlen)) < 0) {
 		ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED, "hsmesh: unsupported signature parameters");
 		return 0;
 	}
-	if ((st = backend_sign(&s->key->ref, alg, dg, dlen, buf, &n)) != 0) {
-		ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "%s: %s", s->key->ref.signer->name,
+	if ((st = backend_sign(&s->key->ref, alg, sg->whole ? hash_of_len(mdlen) : 0, data, dlen,
+	    buf, &n)) != 0) {
+		ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "%s: %s", sg->name,
 		    hsm_err_msg(st));
 		return 0;
 	}
@@ -607,13 +648,16 @@ sig_digest_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize,
 		*siglen = (size_t)EVP_PKEY_get_size(s->key->pub);
 		return 1;
 	}
+	/* The agent is given the data itself: it signs TLS handshake inputs only. */
+	if (s->key->ref.signer->whole)
+		return sign_data(s, sig, siglen, sigsize, tbs, tbslen, s->mdlen);
 	if ((md = EVP_MD_fetch(NULL, s->mdname, "provider=default")) == NULL)
 		return 0;
 	ok = EVP_Digest(tbs, tbslen, dg, &dlen, md, NULL);
 	EVP_MD_free(md);
 	if (!ok)
 		return 0;
-	return sign_digest(s, sig, siglen, sigsize, dg, dlen);
+	return sign_data(s, sig, siglen, sigsize, dg, dlen, (int)dlen);
 }
 
 static int
@@ -621,6 +665,24 @@ sig_digest_sign_update(void *ctx, const unsigned char *data, size_t len)
 {
 	struct sigctx *s = ctx;
 
+	if (s->key->ref.signer->whole) {
+		uint8_t *n;
+
+		/* Kept whole for the agent, up to what it may be given. */
+		if (len > AG_MAX_TBS - s->datalen) {
+			ERR_raise_data(ERR_LIB_PROV, ERR_R_PASSED_INVALID_ARGUMENT,
+			    "hsmesh: more than %d bytes to sign through the agent", AG_MAX_TBS);
+			return 0;
+		}
+		if (len == 0)
+			return 1;
+		if ((n = OPENSSL_realloc(s->data, s->datalen + len)) == NULL)
+			return 0;
+		memcpy(n + s->datalen, data, len);
+		s->data = n;
+		s->datalen += len;
+		return 1;
+	}
 	if (s->mdctx == NULL) {
 		EVP_MD *md = EVP_MD_fetch(NULL, s->mdname, "provider=default");
 		int ok;
@@ -648,11 +710,13 @@ sig_digest_sign_final(void *ctx, unsigned char *sig, size_t *siglen, size_t sigs
 		*siglen = (size_t)EVP_PKEY_get_size(s->key->pub);
 		return 1;
 	}
+	if (s->key->ref.signer->whole)
+		return sign_data(s, sig, siglen, sigsize, s->data, s->datalen, s->mdlen);
 	if (s->mdctx == NULL && !sig_digest_sign_update(ctx, NULL, 0))
 		return 0;
 	if (!EVP_DigestFinal_ex(s->mdctx, dg, &dlen))
 		return 0;
-	return sign_digest(s, sig, siglen, sigsize, dg, dlen);
+	return sign_data(s, sig, siglen, sigsize, dg, dlen, (int)dlen);
 }
 
 /* DER AlgorithmIdentifier of the signature, which X509_sign asks for. */
@@ -943,15 +1007,17 @@ hsm_pkey_new_agent(struct agc_client *agc, const char *spiffe_id, const uint8_t 
 int
 hsm_pkey_selftest(EVP_PKEY *pkey)
 {
-	unsigned char msg[32], sig[HSM_MAX_SIG], spki[HSM_MAX_SPKI];
+	unsigned char th[32], msg[TLSSIG_TLS13_LEN(32)], sig[HSM_MAX_SIG], spki[HSM_MAX_SPKI];
 	const unsigned char *p = spki;
 	size_t siglen = sizeof(sig), spkilen = 0;
 	EVP_MD_CTX *mc = NULL;
 	EVP_PKEY *pub = NULL;
 	int st = HSM_ECRYPTO;
 
-	if (RAND_bytes(msg, sizeof(msg)) != 1)
+	/* A TLS 1.3 server CertificateVerify input: what an agent key may sign. */
+	if (RAND_bytes(th, sizeof(th)) != 1)
 		return hsm_err_ossl(HSM_ECRYPTO, "RAND_bytes");
+	(void)tlssig_tls13_input(1, th, sizeof(th), msg);
 	if (!EVP_PKEY_get_octet_string_param(pkey, PARAM_SPKI, spki, sizeof(spki), &spkilen) ||
 	    (pub = d2i_PUBKEY(NULL, &p, (long)spkilen)) == NULL)
 		return hsm_err(HSM_EINVAL, "not a keyholder key");

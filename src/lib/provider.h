@@ -3,8 +3,12 @@
  * keyholder (hsm_pkey_new: the agent, the CA) or through the node agent's
  * local API (hsm_pkey_new_agent: proxies, which never see a keyholder). An
  * EVP_PKEY made here works with X509_sign, X509_REQ_sign, EVP_DigestSign
- * and libssl: the digest is computed here and only the digest leaves the
- * process. When called inside an OpenSSL async job
+ * and libssl. For a keyholder key the digest is computed here and only the
+ * digest leaves the process; an agent key sends the whole data to the
+ * agent, which signs TLS handshake signature inputs only (tlssig.h) and
+ * refuses anything else (HSM_EPOLICY), so an agent key signs in TLS and
+ * nowhere else (not a certificate, a CSR or a CMP message). When called
+ * inside an OpenSSL async job
  * (ASYNC_get_current_job() != NULL) the signature request is sent with
  * kh_sign_start() / agc_sign_start() and the job pauses on a
  * per-wait-context eventfd until it ends (reply, deadline or the peer
@@ -56,8 +60,10 @@ int hsm_pkey_new_agent(struct agc_client *agc, const char *spiffe_id, const uint
     size_t spkilen, unsigned timeout_ms, EVP_PKEY **out);
 
 /*
- * Prove the key at start-up: sign a random digest through its backend
- * and verify it with the public key. 0, or the signing/verification error.
+ * Prove the key at start-up: sign a TLS 1.3 server CertificateVerify input
+ * with a random transcript hash (what an agent key may sign) through its
+ * backend and verify it with the public key. 0, or the signing or
+ * verification error.
  */
 int hsm_pkey_selftest(EVP_PKEY *pkey);
 

@@ -259,6 +259,7 @@ tlssig_classify(const uint8_t *tbs, size_t len, unsigned flags, const char **why
 	else if (why13 != NULL)
 		*why = why13;
 	else
-		*why = "matches no TLS handshake signature input";
+		*why = "neither 64 spaces (TLS 1.3), a ClientHello (TLS 1.2) nor ECDHE "
+		    "parameters at byte 64 (TLS 1.2)";
 	return TLSSIG_NONE;
 }

@@ -423,7 +423,7 @@ tls13_near_misses(void **state)
 	for (size_t i = 0; i < 64; i++) {
 		memcpy(buf, b, len);
 		buf[i] = 0x21;
-		refused_with(buf, len, i == 0 ? "matches no" : "padding is not 64 spaces");
+		refused_with(buf, len, i == 0 ? "neither 64 spaces" : "padding is not 64 spaces");
 	}
 	for (size_t i = 64; i < 97; i++) {
 		memcpy(buf, b, len);
@@ -480,7 +480,7 @@ tls12_near_misses(void **state)
 	assert_int_equal(classify_copy(kx->tbs, kx->len, NULL), TLSSIG_TLS12_SERVER_KX);
 	memcpy(buf, kx->tbs, kx->len);
 	buf[64] = 1;					/* explicit_prime, not named_curve */
-	refused_with(buf, kx->len, "matches no");
+	refused_with(buf, kx->len, "neither 64 spaces");
 	memcpy(buf, kx->tbs, kx->len);
 	buf[66] = 26;					/* brainpoolP256r1: not offered */
 	refused_with(buf, kx->len, "not an ECDHE group");
@@ -498,7 +498,7 @@ tls12_near_misses(void **state)
 	buf[kx->len] = 0;
 	refused_with(buf, kx->len + 1, "length is not its group's");
 	refused_with(kx->tbs, kx->len - 1, "length is not its group's");
-	refused_with(kx->tbs, 64, "matches no");
+	refused_with(kx->tbs, 64, "neither 64 spaces");
 	/* Whatever the randoms are, it is the shape, unless it opens a DER SEQUENCE spanning it. */
 	memcpy(buf, kx->tbs, kx->len);
 	memset(buf, 0x20, 64);
