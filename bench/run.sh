@@ -705,7 +705,7 @@ report_callgrind() {
 		head -n 14 "$OUT/callgrind-compare.txt"
 		echo '```'
 		echo
-		echo "hsmesh's own code (src/proxy.c, src/lib) takes $(jv handshake_instructions own_code_ir_per_handshake '"server":"hsmesh_proxy"') instructions per handshake (self cost) of the proxy's ${h:-?}."
+		echo "hsmesh's own code (src/proxy/, src/lib) takes $(jv handshake_instructions own_code_ir_per_handshake '"server":"hsmesh_proxy"') instructions per handshake (self cost) of the proxy's ${h:-?}."
 		echo
 	fi
 }

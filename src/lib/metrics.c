@@ -1,6 +1,8 @@
 /*
- * metrics.c - Prometheus registry: lock-free updates, locked registration.
+ * metrics.c - Prometheus registry: lock-free updates, locked registration;
+ * and the small HTTP server every daemon's /metrics endpoint runs on.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -8,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "http.h"
@@ -578,4 +583,152 @@ metrics_http_answer(struct metrics *m, const uint8_t *buf, size_t len, uint8_t *
 	if (head)	/* HEAD: the same head, no body */
 		*resplen -= blen;
 	return 0;
+}
+
+/* ---- the /metrics server ---- */
+
+struct mconn {
+	int fd;				/* -1: a free slot */
+	size_t len;
+	uint64_t deadline;
+	uint8_t buf[HTTP_MAX_HEAD];
+};
+
+struct metrics_srv {
+	struct metrics *m;
+	int lfd, ep;
+	struct mconn c[METRICS_SRV_CONNS];
+};
+
+int
+metrics_srv_new(struct metrics *m, int lfd, struct metrics_srv **out)
+{
+	struct metrics_srv *s;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+
+	*out = NULL;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return HSM_ENOMEM;
+	s->m = m;
+	s->lfd = -1;
+	for (size_t i = 0; i < METRICS_SRV_CONNS; i++)
+		s->c[i].fd = -1;
+	if ((s->ep = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+		free(s);
+		return hsm_err(HSM_EIO, "metrics server: epoll: %s", strerror(errno));
+	}
+	if (lfd >= 0 && epoll_ctl(s->ep, EPOLL_CTL_ADD, lfd, &ev) != 0) {
+		close(s->ep);
+		free(s);
+		return hsm_err(HSM_EIO, "metrics server: epoll_ctl: %s", strerror(errno));
+	}
+	s->lfd = lfd;
+	*out = s;
+	return 0;
+}
+
+int
+metrics_srv_fd(const struct metrics_srv *s)
+{
+	return s->ep;
+}
+
+static void
+mconn_close(struct metrics_srv *s, struct mconn *mc)
+{
+	epoll_ctl(s->ep, EPOLL_CTL_DEL, mc->fd, NULL);
+	close(mc->fd);
+	mc->fd = -1;
+}
+
+int
+metrics_srv_adopt(struct metrics_srv *s, int fd, uint64_t now)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	size_t i;
+
+	for (i = 0; i < METRICS_SRV_CONNS && s->c[i].fd >= 0; i++)
+		;
+	if (i == METRICS_SRV_CONNS) {
+		close(fd);
+		return hsm_err(HSM_EBUSY, "metrics server: %d clients already", METRICS_SRV_CONNS);
+	}
+	ev.data.ptr = &s->c[i];
+	if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		close(fd);
+		return hsm_err(HSM_EIO, "metrics server: epoll_ctl: %s", strerror(errno));
+	}
+	s->c[i].fd = fd;
+	s->c[i].len = 0;
+	s->c[i].deadline = now + METRICS_SRV_TIMEOUT_MS;
+	return 0;
+}
+
+/* Read what the client sent; answer and close once the request is complete or too big. */
+static void
+mconn_read(struct metrics_srv *s, struct mconn *mc)
+{
+	uint8_t *resp = NULL;
+	size_t rlen = 0;
+	ssize_t n;
+	int st;
+
+	n = read(mc->fd, mc->buf + mc->len, sizeof(mc->buf) - mc->len);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		mconn_close(s, mc);
+		return;
+	}
+	mc->len += (size_t)n;
+	st = metrics_http_answer(s->m, mc->buf, mc->len, &resp, &rlen);
+	if (st == HSM_EAGAIN && mc->len < sizeof(mc->buf))
+		return;
+	if (st == 0)
+		http_write_all(mc->fd, resp, rlen, METRICS_SRV_WRITE_MS);
+	free(resp);
+	mconn_close(s, mc);
+}
+
+void
+metrics_srv_run(struct metrics_srv *s, uint64_t now)
+{
+	struct epoll_event evs[METRICS_SRV_CONNS + 1];
+	int n, fd;
+
+	n = epoll_wait(s->ep, evs, METRICS_SRV_CONNS + 1, 0);
+	for (int i = 0; i < n; i++) {
+		struct mconn *mc = evs[i].data.ptr;
+
+		if (mc != NULL) {
+			if (mc->fd >= 0)
+				mconn_read(s, mc);
+			continue;
+		}
+		while ((fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
+			metrics_srv_adopt(s, fd, now);
+	}
+	metrics_srv_expire(s, now);
+}
+
+void
+metrics_srv_expire(struct metrics_srv *s, uint64_t now)
+{
+	for (size_t i = 0; i < METRICS_SRV_CONNS; i++)
+		if (s->c[i].fd >= 0 && now >= s->c[i].deadline)
+			mconn_close(s, &s->c[i]);
+}
+
+void
+metrics_srv_free(struct metrics_srv *s)
+{
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < METRICS_SRV_CONNS; i++)
+		if (s->c[i].fd >= 0)
+			close(s->c[i].fd);
+	if (s->lfd >= 0)
+		close(s->lfd);
+	close(s->ep);
+	free(s);
 }

@@ -81,4 +81,52 @@ int metrics_render(struct metrics *m, char **out, size_t *len);
 int metrics_http_answer(struct metrics *m, const uint8_t *buf, size_t len,
     uint8_t **resp, size_t *resplen);
 
+/*
+ * The /metrics endpoint of a daemon: a small HTTP/1.x server answering
+ * with metrics_http_answer, one request per connection (Connection:
+ * close), driven from the daemon's own event loop. It holds at most
+ * METRICS_SRV_CONNS clients; one more is closed at once. A client has
+ * METRICS_SRV_TIMEOUT_MS to send a request of at most HTTP_MAX_HEAD
+ * bytes; the answer is written with a METRICS_SRV_WRITE_MS bound.
+ */
+#define METRICS_SRV_CONNS 16
+#define METRICS_SRV_TIMEOUT_MS 2000
+#define METRICS_SRV_WRITE_MS 1000
+
+struct metrics_srv;
+
+/*
+ * A server for m (which must outlive it) on the non-blocking listening
+ * socket lfd, or -1 for one that only serves metrics_srv_adopt'ed
+ * connections. On success the server owns lfd (metrics_srv_free closes
+ * it); on failure the caller keeps it. 0, HSM_ENOMEM or HSM_EIO. Free
+ * with metrics_srv_free.
+ */
+int metrics_srv_new(struct metrics *m, int lfd, struct metrics_srv **out);
+
+/*
+ * A file descriptor that polls readable when the server has work: watch
+ * it for EPOLLIN/POLLIN in the daemon's loop and call metrics_srv_run.
+ */
+int metrics_srv_fd(const struct metrics_srv *s);
+
+/*
+ * Accept, read and answer whatever is ready, without blocking (but for
+ * writing an answer), then close clients past their deadline. now is
+ * hsm_now_ms().
+ */
+void metrics_srv_run(struct metrics_srv *s, uint64_t now);
+
+/* Close clients past their deadline; call at least every few hundred ms. */
+void metrics_srv_expire(struct metrics_srv *s, uint64_t now);
+
+/*
+ * Serve the connected, non-blocking socket fd (taken over: closed by the
+ * server in every case). 0, or HSM_EBUSY (all slots taken) or HSM_EIO.
+ */
+int metrics_srv_adopt(struct metrics_srv *s, int fd, uint64_t now);
+
+/* Close every client and the listening socket, and free s. Accepts NULL. */
+void metrics_srv_free(struct metrics_srv *s);
+
 #endif

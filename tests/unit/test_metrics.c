@@ -1,4 +1,9 @@
-/* test_metrics.c - the Prometheus registry: rendering, conflicts, atomics, /metrics. */
+/*
+ * test_metrics.c - the Prometheus registry: rendering, conflicts, atomics,
+ * the /metrics answers, and the /metrics server over real loopback sockets
+ * (requests in pieces, the client limit, deadlines, oversized requests,
+ * clients that go away, adopted sockets).
+ */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -9,11 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 
 #include "err.h"
 #include "http.h"
 #include "metrics.h"
+#include "netaddr.h"
+#include "util.h"
 
 #define L(...) ((const char *const[]){ __VA_ARGS__, NULL })
 
@@ -546,6 +557,232 @@ http_incomplete(void **state)
 	metrics_free(m);
 }
 
+/* ---- the server ---- */
+
+struct srvfx {
+	struct metrics *m;
+	struct metrics_srv *srv;
+	struct sockaddr_storage addr;
+	socklen_t alen;
+};
+
+static void
+srv_up(struct srvfx *x)
+{
+	struct metric *s;
+	int lfd;
+
+	assert_int_equal(metrics_new(&x->m), 0);
+	assert_int_equal(metrics_get(x->m, METRIC_COUNTER, "hits_total", "Hits.", NULL, &s), 0);
+	metric_add(s, 7);
+	assert_int_equal(net_parse_addr("127.0.0.1:0", 1, &x->addr, &x->alen), 0);
+	assert_int_equal(net_listen(&x->addr, x->alen, 0, 1, 64, &lfd), 0);
+	x->alen = sizeof(x->addr);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&x->addr, &x->alen), 0);
+	assert_int_equal(metrics_srv_new(x->m, lfd, &x->srv), 0);
+}
+
+static void
+srv_down(struct srvfx *x)
+{
+	metrics_srv_free(x->srv);
+	metrics_free(x->m);
+}
+
+/* Let the server work while its fd says so, for up to ms. */
+static void
+srv_serve(struct srvfx *x, int ms)
+{
+	struct pollfd p = { .fd = metrics_srv_fd(x->srv), .events = POLLIN };
+
+	while (poll(&p, 1, ms) == 1) {
+		metrics_srv_run(x->srv, hsm_now_ms());
+		ms = 20;
+	}
+}
+
+static int
+srv_client(struct srvfx *x)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&x->addr, x->alen), 0);
+	return fd;
+}
+
+/* Read fd to EOF (at most cap - 1 bytes, NUL-terminated), serving meanwhile. */
+static size_t
+srv_reply(struct srvfx *x, int fd, char *buf, size_t cap)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	size_t len = 0;
+	ssize_t n;
+
+	for (int i = 0; i < 200; i++) {
+		srv_serve(x, 10);
+		if (poll(&p, 1, 10) != 1)
+			continue;
+		if ((n = read(fd, buf + len, cap - 1 - len)) <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return len;
+}
+
+/* What metrics_http_answer says to req, as a string. */
+static char *
+srv_expected(struct metrics *m, const char *req)
+{
+	uint8_t *resp = NULL;
+	size_t rlen = 0;
+	char *s;
+
+	assert_int_equal(metrics_http_answer(m, (const uint8_t *)req, strlen(req), &resp, &rlen), 0);
+	assert_non_null(s = malloc(rlen + 1));
+	memcpy(s, resp, rlen);
+	s[rlen] = '\0';
+	free(resp);
+	return s;
+}
+
+static void
+srv_request(void **state)
+{
+	static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct srvfx x;
+	char buf[4096], *want;
+	int fd;
+
+	srv_up(&x);
+	want = srv_expected(x.m, req);
+	assert_non_null(strstr(want, "hits_total 7\n"));
+	/* a request in three pieces, the server running between them */
+	fd = srv_client(&x);
+	assert_int_equal(write(fd, req, 5), 5);
+	srv_serve(&x, 100);
+	assert_int_equal(write(fd, req + 5, 20), 20);
+	srv_serve(&x, 100);
+	assert_int_equal(write(fd, req + 25, sizeof(req) - 26), (ssize_t)sizeof(req) - 26);
+	srv_reply(&x, fd, buf, sizeof(buf));
+	assert_string_equal(buf, want);
+	close(fd);
+	free(want);
+	/* /healthz, and another client after the first */
+	want = srv_expected(x.m, "GET /healthz HTTP/1.0\r\n\r\n");
+	fd = srv_client(&x);
+	assert_int_equal(write(fd, "GET /healthz HTTP/1.0\r\n\r\n", 26), 26);
+	srv_reply(&x, fd, buf, sizeof(buf));
+	assert_string_equal(buf, want);
+	close(fd);
+	free(want);
+	srv_down(&x);
+}
+
+/*
+ * METRICS_SRV_CONNS silent clients hold every slot: one more is closed at
+ * once; the deadline frees them all; then a client is served again.
+ */
+static void
+srv_limits(void **state)
+{
+	static const char req[] = "GET /healthz HTTP/1.0\r\n\r\n";
+	struct srvfx x;
+	int fds[METRICS_SRV_CONNS], fd;
+	char buf[512];
+
+	srv_up(&x);
+	for (int i = 0; i < METRICS_SRV_CONNS; i++) {
+		fds[i] = srv_client(&x);
+		srv_serve(&x, 100);
+	}
+	fd = srv_client(&x);
+	assert_int_equal(srv_reply(&x, fd, buf, sizeof(buf)), 0);	/* closed: EOF, no answer */
+	close(fd);
+	/* still inside their time: kept */
+	metrics_srv_expire(x.srv, hsm_now_ms() + METRICS_SRV_TIMEOUT_MS / 2);
+	assert_int_equal(write(fds[0], req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+	assert_true(srv_reply(&x, fds[0], buf, sizeof(buf)) > 0);
+	assert_non_null(strstr(buf, "200 OK"));
+	/* past it: every silent client is closed (EOF, no answer) */
+	metrics_srv_expire(x.srv, hsm_now_ms() + METRICS_SRV_TIMEOUT_MS + 1);
+	for (int i = 1; i < METRICS_SRV_CONNS; i++) {
+		assert_int_equal(srv_reply(&x, fds[i], buf, sizeof(buf)), 0);
+		close(fds[i]);
+	}
+	close(fds[0]);
+	fd = srv_client(&x);
+	assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+	assert_true(srv_reply(&x, fd, buf, sizeof(buf)) > 0);
+	assert_non_null(strstr(buf, "200 OK"));
+	close(fd);
+	srv_down(&x);
+}
+
+/* A head that never ends is refused once it fills the buffer; a client gone frees its slot. */
+static void
+srv_oversize_and_gone(void **state)
+{
+	static char big[HTTP_MAX_HEAD + 100];
+	struct srvfx x;
+	char buf[1024];
+	size_t n;
+	int fd;
+
+	srv_up(&x);
+	n = (size_t)snprintf(big, sizeof(big), "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+	memset(big + n, 'a', sizeof(big) - n);
+	fd = srv_client(&x);
+	assert_int_equal(write(fd, big, sizeof(big)), (ssize_t)sizeof(big));
+	srv_reply(&x, fd, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 431 "));
+	close(fd);
+	/* clients that send half a request and go: their slots come back */
+	for (int i = 0; i < 2 * METRICS_SRV_CONNS; i++) {
+		fd = srv_client(&x);
+		assert_int_equal(write(fd, "GET /met", 8), 8);
+		srv_serve(&x, 100);
+		close(fd);
+		srv_serve(&x, 100);
+	}
+	fd = srv_client(&x);
+	assert_int_equal(write(fd, "GET /healthz HTTP/1.0\r\n\r\n", 26), 26);
+	assert_true(srv_reply(&x, fd, buf, sizeof(buf)) > 0);
+	assert_non_null(strstr(buf, "200 OK"));
+	close(fd);
+	srv_down(&x);
+}
+
+/* A server without a listener serves the sockets it is given. */
+static void
+srv_adopt(void **state)
+{
+	struct metrics *m = NULL;
+	struct metrics_srv *srv = NULL;
+	struct pollfd p;
+	char buf[512];
+	int sv[2];
+	ssize_t n;
+
+	assert_int_equal(metrics_new(&m), 0);
+	assert_int_equal(metrics_srv_new(m, -1, &srv), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	assert_int_equal(metrics_srv_adopt(srv, sv[0], hsm_now_ms()), 0);
+	assert_int_equal(write(sv[1], "GET /healthz HTTP/1.0\r\n\r\n", 26), 26);
+	p = (struct pollfd){ .fd = metrics_srv_fd(srv), .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 1000), 1);
+	metrics_srv_run(srv, hsm_now_ms());
+	n = read(sv[1], buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "\r\n\r\nok\n"));
+	assert_int_equal(read(sv[1], buf, sizeof(buf)), 0);	/* and closed */
+	close(sv[1]);
+	metrics_srv_free(srv);
+	metrics_free(m);
+}
+
 int
 main(void)
 {
@@ -561,6 +798,10 @@ main(void)
 		cmocka_unit_test(http_metrics),
 		cmocka_unit_test(http_errors),
 		cmocka_unit_test(http_incomplete),
+		cmocka_unit_test(srv_request),
+		cmocka_unit_test(srv_limits),
+		cmocka_unit_test(srv_oversize_and_gone),
+		cmocka_unit_test(srv_adopt),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -50,7 +50,8 @@
 #include "cert.h"
 #include "err.h"
 #include "keytypes.h"
-#include "provider.h"
+#include "provider_agent.h"
+#include "provider_core.h"
 #include "tlssig.h"
 #include "util.h"
 

@@ -1,14 +1,14 @@
 /*
- * provider.c - the "hsmesh" OpenSSL 3 provider: keys whose private half is
- * in a token, reached through a keyholder or through the node agent (see
- * provider.h). Both backends share one signing path (backend_sign) and
- * differ only in a small table of functions (struct signer) and in what
- * they are given: the keyholder a digest made here, the agent the whole
- * data (it signs TLS handshake signature inputs only, and hashes them
- * itself: docs/PROTOCOL.md, "What the agent signs").
+ * provider_core.c - the core of the "hsmesh" OpenSSL 3 provider: keys whose
+ * private half is in a token, signed through a backend (see
+ * provider_core.h; the backends are provider_kh.c and provider_agent.c).
+ * Every backend shares one signing path (backend_sign) and differs only
+ * in a small table of functions (struct hsm_signer) and in what it is
+ * given: a digest made here (the keyholder), or the whole data (the agent:
+ * it signs TLS handshake signature inputs only and hashes them itself;
+ * docs/PROTOCOL.md, "What the agent signs").
  *
- * What OpenSSL 3.0 demands of such a provider was found by experiment
- * (DESIGN.md, "Facts about a keyholder-backed OpenSSL 3.0 provider"):
+ * What OpenSSL 3.0 demands of such a provider was found by experiment:
  * keys are made with EVP_PKEY_fromdata on a context fetched with
  * "provider=hsmesh"; the keymgmt accepts public-only imports (certificate/
  * key matching imports the certificate's key into us) and ignores unknown
@@ -16,7 +16,7 @@
  * default provider on a copy that has no private key; the signature
  * offers one-shot digest_sign (plus update/final with dupctx); and
  * digest_sign_init is called for every candidate algorithm, so it never
- * talks to the keyholder. The public half is kept as an ordinary
+ * talks to the backend. The public half is kept as an ordinary
  * default-provider EVP_PKEY to answer parameter queries and comparisons.
  */
 #include <errno.h>
@@ -37,59 +37,21 @@
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 
-#include "agclient.h"
-#include "agentproto.h"
 #include "err.h"
-#include "khclient.h"
-#include "provider.h"
-#include "spiffe.h"
+#include "provider_core.h"
 #include "tlssig.h"
 
 #define PROV_NAME "hsmesh"
-#define PARAM_KEYREF "hsmesh-keyref"	/* octet string: struct keyref */
+#define PARAM_KEYREF "hsmesh-keyref"	/* octet string: struct hsm_keyref */
 #define PARAM_SPKI "hsmesh-spki"	/* octet string: DER SubjectPublicKeyInfo */
 
-struct keyref;
-
-/*
- * How a key signs: through a keyholder (by key id) or through the node
- * agent (by SPIFFE ID and key id: the agent signs with that key while it
- * is the ID's current one or in its grace period after a rotation). sign
- * blocks; the others are the non-blocking form used inside async jobs:
- * sign_start sends and makes the backend write an 8-byte 1 to notify_fd
- * when the request ends (reply, deadline or close), done/result/release
- * read and free it. Every request ends, so a paused job always resumes.
- * A backend with whole set is given the data to sign and the hash (enum
- * ag_hash) to make of it; the others a digest (hash is then 0).
- */
-struct signer {
-	const char *name;		/* for error texts */
-	int whole;			/* given the whole data, not a digest */
-	int (*sign)(const struct keyref *, int alg, int hash, const uint8_t *data, size_t len,
-	    uint8_t *sig, size_t *siglen);
-	int (*sign_start)(const struct keyref *, int alg, int hash, const uint8_t *data,
-	    size_t len, int notify_fd, void **req);
-	int (*done)(void *req);
-	int (*result)(void *req, uint8_t *sig, size_t *siglen);
-	void (*release)(void *req);
-};
-
-/* Passed by value through EVP_PKEY_fromdata; only ever inside this process. */
-struct keyref {
-	uint32_t magic;
-	const struct signer *signer;	/* &kh_signer or &agent_signer */
-	void *backend;			/* struct kh_client * or struct agc_client * */
-	uint8_t keyid[HSM_KEYID_LEN];	/* both: SHA-256 of the key's SPKI */
-	char spiffe_id[SPIFFE_ID_MAX + 1];	/* agent; validated when the key is made */
-	unsigned timeout_ms;
-};
 #define KEYREF_MAGIC 0x68736d32u
 
 struct key {
 	EVP_PKEY *pub;			/* default-provider public key */
 	int is_ec;
 	int has_ref;
-	struct keyref ref;
+	struct hsm_keyref ref;
 	uint8_t *spki;
 	size_t spkilen;
 };
@@ -113,64 +75,6 @@ async_fd_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *c
 {
 	close(fd);
 }
-
-/* ---- the two backends ---- */
-
-static int
-kh_b_sign(const struct keyref *ref, int alg, int hash, const uint8_t *dg, size_t dlen,
-    uint8_t *sig, size_t *siglen)
-{
-	return kh_sign(ref->backend, ref->keyid, alg, dg, dlen, ref->timeout_ms, sig, siglen);
-}
-
-static int
-kh_b_start(const struct keyref *ref, int alg, int hash, const uint8_t *dg, size_t dlen, int fd,
-    void **req)
-{
-	struct kh_req *r = NULL;
-	int st;
-
-	st = kh_sign_start(ref->backend, ref->keyid, alg, dg, dlen, ref->timeout_ms, fd, &r);
-	*req = r;
-	return st;
-}
-
-static int kh_b_done(void *req) { return kh_req_done(req); }
-static int kh_b_result(void *req, uint8_t *sig, size_t *n) { return kh_req_result(req, sig, n); }
-static void kh_b_release(void *req) { kh_req_free(req); }
-
-static const struct signer kh_signer = {
-	"keyholder", 0, kh_b_sign, kh_b_start, kh_b_done, kh_b_result, kh_b_release
-};
-
-static int
-ag_b_sign(const struct keyref *ref, int alg, int hash, const uint8_t *tbs, size_t len,
-    uint8_t *sig, size_t *siglen)
-{
-	return agc_sign(ref->backend, ref->spiffe_id, ref->keyid, alg, hash, tbs, len,
-	    ref->timeout_ms, sig, siglen);
-}
-
-static int
-ag_b_start(const struct keyref *ref, int alg, int hash, const uint8_t *tbs, size_t len, int fd,
-    void **req)
-{
-	struct agc_req *r = NULL;
-	int st;
-
-	st = agc_sign_start(ref->backend, ref->spiffe_id, ref->keyid, alg, hash, tbs, len,
-	    ref->timeout_ms, fd, &r);
-	*req = r;
-	return st;
-}
-
-static int ag_b_done(void *req) { return agc_req_done(req); }
-static int ag_b_result(void *req, uint8_t *sig, size_t *n) { return agc_req_result(req, sig, n); }
-static void ag_b_release(void *req) { agc_req_free(req); }
-
-static const struct signer agent_signer = {
-	"agent", 1, ag_b_sign, ag_b_start, ag_b_done, ag_b_result, ag_b_release
-};
 
 /* ---- keys ---- */
 
@@ -287,13 +191,13 @@ km_import_common(struct key *k, const char *type, int selection, const OSSL_PARA
 			return 0;
 	}
 	if ((p = OSSL_PARAM_locate_const(params, PARAM_KEYREF)) != NULL) {
-		struct keyref ref;
+		struct hsm_keyref ref;
 
 		if (p->data_type != OSSL_PARAM_OCTET_STRING || p->data_size != sizeof(ref))
 			return 0;
 		memcpy(&ref, p->data, sizeof(ref));
-		if (ref.magic != KEYREF_MAGIC || ref.backend == NULL ||
-		    (ref.signer != &kh_signer && ref.signer != &agent_signer))
+		if (ref.magic != KEYREF_MAGIC || ref.backend == NULL || ref.signer == NULL ||
+		    ref.signer->magic != HSM_SIGNER_MAGIC)
 			return 0;
 		k->ref = ref;
 		k->has_ref = 1;
@@ -544,13 +448,15 @@ sigalg_of(const struct sigctx *s, int mdlen)
 }
 
 /*
- * Sign a digest through the key's backend. Inside an async job the request
- * is sent without waiting and the job pauses until the backend signals the
- * wait context's eventfd; this code runs on the job's small stack.
+ * Sign through the key's backend (dg: a digest, or the whole data with the
+ * length of the hash to make of it, mdlen; see struct hsm_signer). Inside
+ * an async job the request is sent without waiting and the job pauses
+ * until the backend signals the wait context's eventfd; this code runs on
+ * the job's small stack.
  */
 static int
-backend_sign(const struct keyref *ref, int alg, int hash, const unsigned char *dg, size_t dlen,
-    unsigned char *sig, size_t *siglen)
+backend_sign(const struct hsm_keyref *ref, int alg, int mdlen, const unsigned char *dg,
+    size_t dlen, unsigned char *sig, size_t *siglen)
 {
 	ASYNC_JOB *job = ASYNC_get_current_job();
 	ASYNC_WAIT_CTX *wctx;
@@ -561,7 +467,7 @@ backend_sign(const struct keyref *ref, int alg, int hash, const unsigned char *d
 	int st;
 
 	if (job == NULL || (wctx = ASYNC_get_wait_ctx(job)) == NULL)
-		return ref->signer->sign(ref, alg, hash, dg, dlen, sig, siglen);
+		return ref->signer->sign(ref, alg, mdlen, dg, dlen, sig, siglen);
 
 	if (!ASYNC_WAIT_CTX_get_fd(wctx, &async_key, &fd, &custom)) {
 		if ((fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
@@ -576,7 +482,7 @@ backend_sign(const struct keyref *ref, int alg, int hash, const unsigned char *d
 			return HSM_ENOMEM;
 		}
 	}
-	if ((st = ref->signer->sign_start(ref, alg, hash, dg, dlen, fd, &req)) != 0)
+	if ((st = ref->signer->sign_start(ref, alg, mdlen, dg, dlen, fd, &req)) != 0)
 		return st;
 	while (!ref->signer->done(req))
 		ASYNC_pause_job();
@@ -589,29 +495,17 @@ backend_sign(const struct keyref *ref, int alg, int hash, const unsigned char *d
 	return st;
 }
 
-/* The enum ag_hash of a digest length, 0 for none. */
-static int
-hash_of_len(int mdlen)
-{
-	switch (mdlen) {
-	case 32: return AG_HASH_SHA256;
-	case 48: return AG_HASH_SHA384;
-	case 64: return AG_HASH_SHA512;
-	default: return 0;
-	}
-}
-
 /*
  * Sign through the key's backend: data is a digest of dlen bytes, or for a
- * whole-data backend the data itself (its hash is the context's, of
- * mdlen bytes).
+ * whole-data backend the data itself (its hash is the context's, of mdlen
+ * bytes).
  */
 static int
 sign_data(struct sigctx *s, unsigned char *sig, size_t *siglen, size_t sigsize,
     const unsigned char *data, size_t dlen, int mdlen)
 {
+	const struct hsm_signer *sg = s->key->ref.signer;
 	unsigned char buf[HSM_MAX_SIG];
-	const struct signer *sg = s->key->ref.signer;
 	size_t n = 0;
 	int alg, st;
 
@@ -619,8 +513,8 @@ sign_data(struct sigctx *s, unsigned char *sig, size_t *siglen, size_t sigsize,
 		ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED, "hsmesh: unsupported signature parameters");
 		return 0;
 	}
-	if ((st = backend_sign(&s->key->ref, alg, sg->whole ? hash_of_len(mdlen) : 0, data, dlen,
-	    buf, &n)) != 0) {
+	if ((st = backend_sign(&s->key->ref, alg, sg->whole ? mdlen : 0, data, dlen, buf,
+	    &n)) != 0) {
 		ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "%s: %s", sg->name,
 		    hsm_err_msg(st));
 		return 0;
@@ -648,7 +542,7 @@ sig_digest_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize,
 		*siglen = (size_t)EVP_PKEY_get_size(s->key->pub);
 		return 1;
 	}
-	/* The agent is given the data itself: it signs TLS handshake inputs only. */
+	/* A whole-data backend (the agent) is given the data itself. */
 	if (s->key->ref.signer->whole)
 		return sign_data(s, sig, siglen, sigsize, tbs, tbslen, s->mdlen);
 	if ((md = EVP_MD_fetch(NULL, s->mdname, "provider=default")) == NULL)
@@ -668,10 +562,11 @@ sig_digest_sign_update(void *ctx, const unsigned char *data, size_t len)
 	if (s->key->ref.signer->whole) {
 		uint8_t *n;
 
-		/* Kept whole for the agent, up to what it may be given. */
-		if (len > AG_MAX_TBS - s->datalen) {
+		/* Kept whole for the backend, up to what it may be given. */
+		if (len > HSM_SIGNER_MAX_DATA - s->datalen) {
 			ERR_raise_data(ERR_LIB_PROV, ERR_R_PASSED_INVALID_ARGUMENT,
-			    "hsmesh: more than %d bytes to sign through the agent", AG_MAX_TBS);
+			    "hsmesh: more than %d bytes to sign through the %s",
+			    HSM_SIGNER_MAX_DATA, s->key->ref.signer->name);
 			return 0;
 		}
 		if (len == 0)
@@ -934,9 +829,8 @@ hsm_provider_init(void)
 	return 0;
 }
 
-/* Make a provider key for ref (filled but for magic) whose public half is spki. */
-static int
-pkey_new(struct keyref *ref, const uint8_t *spki, size_t spkilen, EVP_PKEY **out)
+int
+hsm_pkey_make(struct hsm_keyref *ref, const uint8_t *spki, size_t spkilen, EVP_PKEY **out)
 {
 	const unsigned char *p = spki;
 	EVP_PKEY *pub;
@@ -962,46 +856,6 @@ pkey_new(struct keyref *ref, const uint8_t *spki, size_t spkilen, EVP_PKEY **out
 		st = hsm_err_ossl(HSM_ECRYPTO, "cannot make a token-backed key (is hsm_provider_init done?)");
 	EVP_PKEY_CTX_free(pc);
 	return st;
-}
-
-int
-hsm_pkey_new(struct kh_client *kh, const uint8_t keyid[HSM_KEYID_LEN],
-    const uint8_t *spki, size_t spkilen, unsigned timeout_ms, EVP_PKEY **out)
-{
-	struct keyref ref;
-
-	memset(&ref, 0, sizeof(ref));
-	ref.signer = &kh_signer;
-	ref.backend = kh;
-	memcpy(ref.keyid, keyid, HSM_KEYID_LEN);
-	ref.timeout_ms = timeout_ms;
-	return pkey_new(&ref, spki, spkilen, out);
-}
-
-int
-hsm_pkey_new_agent(struct agc_client *agc, const char *spiffe_id, const uint8_t *spki,
-    size_t spkilen, unsigned timeout_ms, EVP_PKEY **out)
-{
-	struct keyref ref;
-	struct spiffe_id sid;
-	size_t n = spiffe_id != NULL ? strlen(spiffe_id) : 0;
-	int st;
-
-	*out = NULL;
-	if (agc == NULL)
-		return hsm_err(HSM_EINVAL, "no agent client");
-	if (n > 0 && (st = spiffe_id_parse(spiffe_id, &sid)) != 0)
-		return st;
-	memset(&ref, 0, sizeof(ref));
-	ref.signer = &agent_signer;
-	ref.backend = agc;
-	if (n > 0)
-		memcpy(ref.spiffe_id, spiffe_id, n);
-	/* Every SIGN names this key: the agent's key id for it. */
-	if (spki == NULL || spkilen == 0 || SHA256(spki, spkilen, ref.keyid) == NULL)
-		return hsm_err(HSM_EINVAL, "no SubjectPublicKeyInfo for the agent key");
-	ref.timeout_ms = timeout_ms;
-	return pkey_new(&ref, spki, spkilen, out);
 }
 
 int

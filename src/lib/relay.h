@@ -1,0 +1,101 @@
+/*
+ * relay.h - the byte relay between the two sides of a connection
+ * (side.h), independent of what the sides are (TLS or plain) and of the
+ * event loop: buffers, pump decisions, half-close, backpressure and the
+ * epoll interest each side needs next.
+ *
+ * Each direction has one buffer of at most cap bytes: bytes read from a
+ * side wait there until the other side takes them, and a side whose bytes
+ * the other has not taken is not read (backpressure: nothing is buffered
+ * beyond 2 * cap per connection). Buffers are lent from a pool only while
+ * bytes are in flight, so an idle connection holds none. An end of one
+ * side's stream is passed on as a half-close of the other once its bytes
+ * are delivered; the relay is done when both directions have ended. A
+ * reset or error on either side fails the relay: the caller closes both
+ * sides without close_notify, so the other end never takes a cut stream
+ * for a complete one.
+ *
+ * Lifecycle: relay_init, then relay_pump after each event on either side
+ * (and once at start), registering relay_events(r, s, i) for each side
+ * while it returns RELAY_OPEN; relay_release when the connection ends.
+ */
+#ifndef HSM_RELAY_H
+#define HSM_RELAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reason.h"
+#include "side.h"
+
+#define RELAY_POOL_KEEP 16	/* free buffers a pool keeps for reuse */
+
+/* Free relay buffers of one size, for one thread (no lock). */
+struct relay_pool {
+	uint8_t *buf[RELAY_POOL_KEEP];
+	unsigned n;
+	size_t cap;		/* size of the buffers kept */
+};
+
+struct relay_buf {
+	uint8_t *data;		/* lent by the pool while bytes are in flight */
+	size_t off, len, cap;
+};
+
+struct relay {
+	struct relay_buf buf[2];	/* buf[i]: read from side i, for side !i */
+	uint8_t moved;			/* the last pump moved bytes */
+};
+
+enum relay_st {
+	RELAY_OPEN,	/* wait for the events relay_events names */
+	RELAY_DONE,	/* both directions ended and every byte was delivered */
+	RELAY_FAILED,	/* a side was reset or broke: f says why; close both */
+};
+
+/* Start a relay whose buffers hold cap > 0 bytes each (none taken yet). */
+void relay_init(struct relay *r, size_t cap);
+
+/*
+ * Move bytes both ways until nothing moves, then pass on half-closes.
+ * why is the side (0 or 1) whose event called us, or -1 (start, or any).
+ * A side is read again in the same pump only when its last read filled
+ * the space offered (or TLS holds more), and a plain side is written
+ * again only when its last write took everything: a short read or write
+ * means dry or full, and level-triggered epoll reports when that changes.
+ * Likewise an event on one side does not retry a read of the other that
+ * last found it dry. Buffers come from pool and go back when empty.
+ * Starts by clearing a stale OpenSSL error queue. RELAY_OPEN,
+ * RELAY_DONE, or RELAY_FAILED with f set (REASON_INTERNAL when no
+ * buffer could be had).
+ */
+enum relay_st relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool,
+    struct fail *f);
+
+/*
+ * The epoll events side i waits for now: its read's when it may read and
+ * its buffer has room, its write's while bytes wait for it, its shutdown's
+ * while a half-close waits to be sent. 0 = nothing (no interest).
+ */
+static inline uint32_t
+relay_events(const struct relay *r, const struct side s[2], int i)
+{
+	const struct relay_buf *in = &r->buf[i], *out = &r->buf[!i];
+	uint32_t ev = 0;
+
+	if (!s[i].eof && in->cap - in->len > 0)
+		ev |= s[i].rd_want;
+	if (out->len > 0)
+		ev |= s[i].wr_want;
+	if (s[!i].eof && !s[i].shut)
+		ev |= s[i].sd_want;
+	return ev;
+}
+
+/* Give both buffers back to pool, even with bytes in them (the relay ended). */
+void relay_release(struct relay *r, struct relay_pool *pool);
+
+/* Free the pool's buffers. */
+void relay_pool_drain(struct relay_pool *pool);
+
+#endif

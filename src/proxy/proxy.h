@@ -1,0 +1,345 @@
+/*
+ * proxy.h - the sidecar's rooms (`hsmesh proxy -c proxy.yaml`): the types
+ * every room shares and the functions one room offers the others.
+ *
+ * One proxy per workload. Inbound listeners terminate mutual TLS from other
+ * sidecars, authorise the peer's SPIFFE ID against the listener's allow
+ * list and forward plaintext to the local app; outbound listeners take
+ * plaintext from the local app and open mutual TLS to a peer sidecar whose
+ * ID must match expect_id.
+ *
+ * The proxy holds certificates, never keys. Its certificate chain and
+ * trust bundle come from the node agent (a SUBSCRIBE on the agent's local
+ * API, pushed again at every rotation); the private-key operation of a
+ * handshake is a request to the agent made from inside an OpenSSL async
+ * job (SSL_MODE_ASYNC, provider_agent.h), so a slow token delays that
+ * handshake only. It loads no PKCS#11 module, reads no PIN, reaches
+ * neither p11.h nor the keyholder client, and installs a seccomp filter
+ * once started.
+ *
+ * Rooms:
+ *   ident.c   identity and policy generations, TLS contexts, peer checks,
+ *             outbound session store;
+ *   conn.c    the connection state machine (accept, connect, handshake,
+ *             codec, close), access log and failure lines;
+ *   tcp.c     `protocol: tcp`, the byte relay codec (lib/relay.c);
+ *   worker.c  worker threads: epoll loop, accept, deadlines, memory trims;
+ *   main.c    start-up, metrics registration, the agent link, reload,
+ *             signals and drain.
+ *
+ * Threads:
+ *   - main: signals (SIGTERM/SIGINT drain, SIGHUP reload), identity updates
+ *     from the agent, the metrics endpoint, agent reconnection;
+ *   - N workers, each with its own epoll loop and its own SO_REUSEPORT
+ *     socket per listener; a connection lives on one worker for its life;
+ *   - agclient's reader thread (replies and pushes from the agent).
+ *
+ * An identity ("ident") is one certificate generation: the server and
+ * client SSL_CTX built from one chain, with a key that signs through one
+ * agent connection. A connection holds a reference to the ident it
+ * started with; a rotation swaps the current ident for new handshakes and
+ * leaves established connections alone. Policy (allow lists, targets,
+ * timeouts) is reloaded the same way.
+ */
+#ifndef HSM_PROXY_H
+#define HSM_PROXY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+#include "reason.h"
+#include "relay.h"
+#include "side.h"
+
+struct agc_client;
+struct audit;
+struct metric;
+struct metrics;
+struct metrics_srv;
+struct proxy_config;
+
+#define SWEEP_MS	100	/* deadlines and quiet-connection checks, per worker */
+#define SESS_KEEP	4	/* outbound sessions kept per listener for resumption */
+
+/* ---- identity and policy generations (ident.c) ---- */
+
+struct link {				/* one connection to the agent */
+	struct agc_client *agc;
+	atomic_int refs;
+	atomic_int ended;		/* the subscription's final status, 0 while alive */
+	struct proxy *px;
+};
+
+struct ident {
+	atomic_int refs;
+	struct link *link;
+	SSL_CTX *srv, *cli;
+	char *id;
+	char serial[80];
+	int64_t not_after;
+};
+
+struct policy {
+	atomic_int refs;
+	struct proxy_config *cfg;
+};
+
+/*
+ * An outbound listener's sessions to resume, shared by the workers: the
+ * newest SESS_KEEP, handed out in turn, so a burst of new connections on
+ * any worker resumes as soon as one session exists. The store keeps
+ * private copies and gives each connection its own: libssl marks the
+ * session object of an SSL not resumable on some paths (an SSL ended or
+ * cleared without close_notify), and with one object shared by many
+ * SSLs that had turned about a fifth of the resumptions under load into
+ * full handshakes.
+ */
+struct sessions {
+	pthread_mutex_t mu;
+	SSL_SESSION *s[SESS_KEEP];
+	unsigned put, get;
+};
+
+/* ---- connections (conn.c) ---- */
+
+/* What an epoll event points at. */
+enum ev_kind { EV_LISTEN = 1, EV_WAKE, EV_SIDE, EV_ASYNC };
+
+struct evsrc {
+	enum ev_kind kind;
+	void *ptr;			/* struct conn, or struct worker for EV_LISTEN/EV_WAKE */
+	unsigned idx;			/* EV_LISTEN: listener index; EV_SIDE: DOWN or UP */
+};
+
+/*
+ * The two sides of a connection: DOWN was accepted (the peer sidecar of an
+ * inbound listener, the app of an outbound one), UP is the one the proxy
+ * opens (the app, the peer sidecar). The TLS side is DOWN inbound and UP
+ * outbound. Bytes read from DOWN are "received", from UP "sent".
+ */
+enum { DOWN = 0, UP = 1 };
+
+enum conn_state { C_CONNECT = 1, C_HANDSHAKE, C_RELAY, C_DYING, C_FREED };
+
+struct conn;
+
+/*
+ * A connection's protocol once its sides are set up and the peer is
+ * authorised: the seam between the state machine (conn.c) and what moves
+ * the bytes. `protocol: tcp` (tcp.c, the byte relay) is the first codec;
+ * an HTTP codec plugs in here without touching the state machine. A codec
+ * reads, writes and half-closes c->side[DOWN/UP] through side.h (TLS and
+ * plain alike), keeps its state in c->codec_state (or c->rl), registers
+ * the events it waits for with conn_watch, keeps c->t_last and c->deadline
+ * (activity and its next timeout), and ends the connection with conn_close
+ * after fail_set(&c->fail, ...) when it failed. A side may be absent
+ * (fd < 0): a codec serving DOWN from a shared upstream session would own
+ * that session's events itself.
+ *
+ * The state machine makes exactly one indirect call per event: readable
+ * when the event reports input, an end or an error on the side, else
+ * writable. A codec moves what it can in either (level-triggered epoll
+ * reports again whatever it still waits for).
+ */
+struct codec {
+	const char *name;
+	void (*start)(struct conn *c);			/* both sides ready, peer authorised */
+	void (*readable)(struct conn *c, int side);	/* input, end or error on side */
+	void (*writable)(struct conn *c, int side);	/* side can take output */
+	void (*timeout)(struct conn *c);		/* c->deadline passed */
+	void (*close)(struct conn *c);			/* the connection ends: free its state */
+};
+
+extern const struct codec codec_tcp;
+
+struct conn {
+	struct evsrc es[2], ea;		/* epoll sources: the sides, the async fd */
+	struct worker *w;
+	struct conn *prev, *next;	/* the worker's list */
+	struct conn *dead_next;
+	struct ident *ident;
+	struct policy *pol;
+	const struct codec *codec;
+	void *codec_state;		/* a codec's own state (tcp: none, it uses rl) */
+	struct side side[2];		/* DOWN, UP */
+	struct relay rl;		/* the byte relay's buffers (codec_tcp) */
+	unsigned li;
+	uint8_t inbound;
+	uint8_t tls;			/* the TLS side: DOWN inbound, UP outbound */
+	uint8_t codec_on;		/* codec->start ran: codec->close is due */
+	uint8_t authorised, resumed;
+	uint8_t paused;			/* an async job of the SSL is paused (counted in w->njobs) */
+	uint8_t added[2];		/* the side's fd is in epoll */
+	enum conn_state state;
+	int afd;			/* async wait fd */
+	uint32_t ev[2];			/* epoll interest registered per side */
+	uint32_t hs_want;		/* EPOLLIN/EPOLLOUT wanted by the handshake */
+	uint64_t t_accept, t_hs, t_last, deadline, t_async;
+	char peer_addr[64];
+	char *peer_id;
+	struct fail fail;		/* why it failed; REASON_NONE while fine */
+};
+
+/* The connection's SSL (NULL before the handshake starts). */
+static inline SSL *
+conn_ssl(const struct conn *c)
+{
+	return c->side[c->tls].ssl;
+}
+
+/* ---- workers (worker.c) ---- */
+
+struct worker {
+	struct proxy *px;
+	unsigned idx;
+	pthread_t th;
+	int ep, wake;
+	int *lfd;
+	struct evsrc *lsrc, wsrc;
+	struct conn head;		/* circular list of live connections */
+	struct conn *dead;
+	unsigned n;
+	struct relay_pool pool;		/* free relay buffers */
+	unsigned njobs, jobs_peak;	/* async jobs paused now; most since the pool was dropped */
+	unsigned churn, churn_seen;	/* connections opened, closed or made quiet since the last trim; at the last sweep */
+	uint64_t now;			/* hsm_now_ms() after the last epoll_wait */
+	int listening;
+	uint64_t log_sec;
+	unsigned log_n, log_dropped;
+};
+
+/* ---- the process (main.c) ---- */
+
+/*
+ * Per-listener metric series, registered at start; a failure reason's
+ * series on its first failure (so /metrics lists only reasons seen), then
+ * kept here, so a storm of failures does not take the registry's lock.
+ */
+struct lmetrics {
+	struct metric *conns, *active, *hs_full, *hs_resumed, *rx, *tx, *hs_time,
+	    *limit, *upstream_fail;
+	_Atomic(struct metric *) fail[REASON_COUNT];
+};
+
+struct proxy {
+	const char *cfgpath;
+	struct proxy_config *cfg;	/* start-up configuration (listeners, workers) */
+	pthread_mutex_t mu;		/* cur, pol */
+	struct ident *cur;
+	struct policy *pol;
+	pthread_rwlock_t alog_lock;
+	struct audit *alog;
+	struct metrics *m;
+	struct lmetrics *lm;
+	struct metric *keyop_time, *rotations, *not_after, *agent_up;
+	struct sessions *sess;		/* per listener (outbound ones used) */
+	struct worker *w;
+	unsigned nw;
+	atomic_uint nconns;
+	atomic_int draining, stopping;
+	/* identity updates from the agent's reader thread */
+	pthread_mutex_t mbox_mu;
+	int mbox_evfd;
+	char *mb_chain, *mb_bundle;	/* the latest SVID pushed ... */
+	struct link *mb_link;		/* ... on this link */
+	/* main thread only */
+	struct link *link;		/* current agent connection, NULL while down */
+	uint64_t retry_at;
+	int agent_warned;
+	int ep, sfd;
+	struct metrics_srv *msrv;	/* the /metrics endpoint, NULL without one */
+	uint64_t drain_end;
+};
+
+/* ---- ident.c ---- */
+
+/* Drop a reference; the last one frees. Each accepts NULL. */
+void link_put(struct link *l);
+void ident_put(struct ident *id);
+void policy_put(struct policy *p);
+
+/* The current identity (may be NULL) and policy, each with a reference. */
+void proxy_get(struct proxy *px, struct ident **id, struct policy **pol);
+
+/*
+ * The peer's SPIFFE ID against the connection's listener policy: one URI
+ * SAN, a valid SPIFFE ID, matched by the allow list (inbound) or
+ * expect_id (outbound). 0 with c->peer_id set, or -1 with c->fail set.
+ */
+int check_peer_id(struct conn *c, X509 *leaf);
+
+/* Offer a copy of the next stored session, if any, to an outbound SSL. */
+void sess_offer(struct sessions *ss, SSL *ssl);
+/* Forget a listener's sessions (a peer failed authorisation). */
+void sess_clear(struct sessions *ss);
+
+/*
+ * Build an identity from the agent's chain (leaf first) and bundle, with
+ * a key signing through ln, proved by a test signature, and make the new
+ * current identity (logging ready / rotated / agent back). Main thread.
+ */
+void install_ident(struct proxy *px, struct link *ln, const char *chain, const char *bundle);
+
+/* ---- conn.c ---- */
+
+/* Take the accepted socket fd of listener li on w. */
+void accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage *ss,
+    socklen_t sl);
+
+/* An event of a connection that is not relaying (set-up, async key operation, dying). */
+void conn_setup_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t events);
+
+/*
+ * An epoll event (EPOLLIN|... in events) on the connection's source
+ * kind/idx. Inline, so that a relaying connection's event costs the one
+ * indirect call into its codec and nothing more.
+ */
+static inline void
+conn_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t events)
+{
+	if (c->state != C_RELAY)
+		conn_setup_event(c, kind, idx, events);
+	else if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		c->codec->readable(c, (int)idx);
+	else
+		c->codec->writable(c, (int)idx);
+}
+
+/* A deadline or quiet-connection check at now; may close c. */
+void conn_sweep(struct conn *c, uint64_t now);
+
+/*
+ * End a connection (after fail_set when it failed). While an async job of
+ * its SSL is paused the SSL and its sockets stay until the job ends.
+ */
+void conn_close(struct conn *c);
+
+/* conn_watch's work when the interest changes. */
+void conn_watch_set(struct conn *c, int side, uint32_t events);
+
+/*
+ * For codecs: wait for events (0: none) on side (ignored while it has no
+ * socket). Inline: most calls change nothing and cost a comparison.
+ */
+static inline void
+conn_watch(struct conn *c, int side, uint32_t events)
+{
+	if (events != (c->added[side] ? c->ev[side] : 0))
+		conn_watch_set(c, side, events);
+}
+
+/* ---- worker.c ---- */
+
+int worker_init(struct proxy *px, struct worker *w, unsigned idx);
+int worker_listen(struct worker *w);
+void worker_fini(struct worker *w);
+void *worker_main(void *arg);
+/* Wake every worker's epoll_wait (drain, stop). */
+void wake_workers(struct proxy *px);
+
+#endif
