@@ -19,7 +19,8 @@
  *
  * The frame server enforces the limits of agent.yaml's api: section (open
  * clients, per uid, idle and incomplete-frame timeouts) and logs its
- * refusals, throttled.
+ * refusals, throttled. With metrics.listen, the counts are also served on
+ * /metrics (lib/metrics.h), from the same loop.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@
 #include "frameserver.h"
 #include "khclient.h"
 #include "log.h"
+#include "metrics.h"
+#include "netaddr.h"
 #include "ratelog.h"
 #include "tlssig.h"
 #include "util.h"
@@ -59,8 +62,13 @@ static const char *const refusal_name[REFUSED_N] = { "digest", "not_tls", "tls12
 /* The API's own state (main thread only: requests and the frame server's tick run there). */
 struct api {
 	unsigned long refused[REFUSED_N];	/* signatures refused, by reason */
-	unsigned long signed_n;			/* signatures sent to the keyholder */
 	struct ratelog rlog;			/* refused signatures' log lines, per uid */
+	/* /metrics (metrics.listen): the series, NULL without */
+	struct metrics *m;
+	struct metrics_srv *msrv;
+	struct metric *m_refused[REFUSED_N], *m_signed, *m_clients;
+	struct metric *m_conn_limit, *m_conn_denied, *m_closed_stalled, *m_closed_idle;
+	struct fsrv_stats seen;			/* the frame server's counts already added */
 };
 
 /* What the agent keeps per client (the frame server's udata); main thread only. */
@@ -237,6 +245,7 @@ refuse_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq,
 	struct api *a = ag->apis;
 
 	a->refused[why]++;
+	metric_inc(a->m_refused[why]);
 	if (ratelog_hit(&a->rlog, p->uid, hsm_now_ms()))
 		log_warn(PEER_FMT ": refused to sign for %s: %s (%lu refused so far)", PEER_ARGS(p),
 		    w->c->id, hsm_err_msg(st), a->refused[why]);
@@ -262,14 +271,35 @@ sign_summary(void *arg, uint64_t uid, unsigned long n, uint64_t since)
 	    refusal_name[REFUSED_TLS12_OFF], a->refused[REFUSED_TLS12_OFF]);
 }
 
+/* The frame server's counts into the metrics (what grew since the last look). */
+static void
+stats_to_metrics(struct agent *ag)
+{
+	struct api *a = ag->apis;
+	struct fsrv_stats st;
+
+	fsrv_stats(ag->api, &st);
+	metric_add(a->m_conn_limit, st.refused_limit - a->seen.refused_limit);
+	metric_add(a->m_conn_denied, st.refused_owner - a->seen.refused_owner);
+	metric_add(a->m_closed_stalled, st.closed_stalled - a->seen.closed_stalled);
+	metric_add(a->m_closed_idle, st.closed_idle - a->seen.closed_idle);
+	metric_gauge_set(a->m_clients, fsrv_count(ag->api));
+	a->seen = st;
+}
+
 /* Frame server: its timer (main thread). */
 static void
 api_tick(void *ctx, uint64_t now)
 {
 	struct agent *ag = ctx;
 
-	if (ag->apis != NULL)
-		ratelog_flush(&ag->apis->rlog, now, sign_summary, ag->apis);
+	if (ag->apis == NULL)
+		return;
+	ratelog_flush(&ag->apis->rlog, now, sign_summary, ag->apis);
+	if (ag->apis->msrv != NULL && ag->api != NULL) {
+		stats_to_metrics(ag);
+		metrics_srv_expire(ag->apis->msrv, now);
+	}
 }
 
 static const EVP_MD *
@@ -349,7 +379,7 @@ handle_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq, 
 	ps->conn = c;
 	ps->id = rq->id;
 	/* From here sign_done may run on the reader thread at any time. */
-	ag->apis->signed_n++;
+	metric_inc(ag->apis->m_signed);
 	if ((r = kh_sign_call(ag->kh, key, rq->alg, dg, dlen, AGENT_SIGN_TIMEOUT_MS,
 	    sign_done, ps)) != 0) {
 		fsrv_end(c);		/* never the last reference: the read side holds one */
@@ -505,6 +535,53 @@ fit_fd_limit(unsigned max_conns)
 	return max_conns;
 }
 
+/* metrics.listen: the series and the /metrics server, its socket in ag->ep (tagged msrv). */
+static int
+metrics_start(struct agent *ag)
+{
+	const struct agent_api_conf *ac = &ag->conf->api;
+	struct api *a = ag->apis;
+	char addr[96];
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd, r;
+
+	if (ac->metrics_listen == NULL)
+		return 0;
+	if ((r = metrics_new(&a->m)) != 0)
+		return r;
+	for (int i = 0; i < REFUSED_N; i++)
+		metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_sign_refused_total",
+		    "Signature requests refused: not a TLS handshake signature input (not_tls), "
+		    "the old digest SIGN (digest), a TLS 1.2 input with api.tls12 false (tls12_off)",
+		    (const char *const[]){ "reason", refusal_name[i], NULL }, &a->m_refused[i]);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_signatures_total",
+	    "Signatures asked of the keyholder for local clients", NULL, &a->m_signed);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_local_clients",
+	    "Local API clients connected", NULL, &a->m_clients);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_refused_total",
+	    "Local API connections refused: beyond api.max_connections(_per_uid) (limit), "
+	    "a uid without a workload (not_allowed)", (const char *const[]){ "reason", "limit", NULL },
+	    &a->m_conn_limit);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_refused_total", NULL,
+	    (const char *const[]){ "reason", "not_allowed", NULL }, &a->m_conn_denied);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_closed_total",
+	    "Local API connections closed on a timeout: api.frame_timeout (incomplete_frame), "
+	    "api.idle_timeout (idle)", (const char *const[]){ "reason", "incomplete_frame", NULL },
+	    &a->m_closed_stalled);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_closed_total", NULL,
+	    (const char *const[]){ "reason", "idle", NULL }, &a->m_closed_idle);
+	if ((r = net_listen(&ac->metrics_addr, ac->metrics_len, 0, 1, 16, &fd)) != 0)
+		return r;
+	if ((r = metrics_srv_new(a->m, fd, &a->msrv)) != 0) {
+		close(fd);
+		return r;
+	}
+	getsockname(fd, (struct sockaddr *)&ss, &sl);
+	log_info("metrics on http://%s/metrics", net_addr_str(&ss, sl, addr, sizeof(addr)));
+	return agent_epoll_add(ag->ep, metrics_srv_fd(a->msrv), a->msrv);
+}
+
 int
 api_start(struct agent *ag)
 {
@@ -515,6 +592,8 @@ api_start(struct agent *ag)
 	if ((ag->apis = calloc(1, sizeof(*ag->apis))) == NULL)
 		return HSM_ENOMEM;
 	ratelog_init(&ag->apis->rlog, LOG_PER_SEC, LOG_SUMMARY_MS);
+	if ((r = metrics_start(ag)) != 0)
+		return r;
 	ops.max_conns = (int)fit_fd_limit(ac->max_conns);
 	ops.max_conns_uid = (int)ac->max_conns_uid;
 	ops.idle_ms = ac->idle_ms;
@@ -538,6 +617,10 @@ api_event(struct agent *ag, void *tag)
 		fsrv_accept(ag->api);
 	else if (tag == &tag_watch)
 		fsrv_flush_ready(ag->api);
+	else if (ag->apis != NULL && ag->apis->msrv != NULL && tag == ag->apis->msrv) {
+		stats_to_metrics(ag);	/* fresh counts for whoever asks */
+		metrics_srv_run(ag->apis->msrv, hsm_now_ms());
+	}
 	else
 		fsrv_readable(tag, NULL);
 }
@@ -558,6 +641,10 @@ api_stop(struct agent *ag)
 {
 	fsrv_free(ag->api);
 	ag->api = NULL;
+	if (ag->apis != NULL) {
+		metrics_srv_free(ag->apis->msrv);
+		metrics_free(ag->apis->m);
+	}
 	free(ag->apis);
 	ag->apis = NULL;
 }

@@ -11,6 +11,7 @@
 
 #include "agentconf.h"
 #include "err.h"
+#include "netaddr.h"
 #include "spiffe.h"
 
 void
@@ -28,6 +29,7 @@ agent_config_free(struct agent_config *c)
 	free(c->root);
 	free(c->state_dir);
 	free(c->socket);
+	free(c->api.metrics_listen);
 	for (size_t i = 0; i < c->nwl; i++) {
 		free(c->wl[i].id);
 		free(c->wl[i].join_token_file);
@@ -224,10 +226,18 @@ parse_api(const struct cfg_doc *d, struct agent_api_conf *a)
 	    (r = cfg_get_uint(d, "api.max_connections_per_uid", 64, 1, 65536, &nu)) != 0 ||
 	    (r = api_duration(d, "api.idle_timeout", "60s", &a->idle_ms)) != 0 ||
 	    (r = api_duration(d, "api.frame_timeout", "5s", &a->frame_ms)) != 0 ||
-	    (r = cfg_get_bool(d, "api.tls12", 1, &a->tls12)) != 0)
+	    (r = cfg_get_bool(d, "api.tls12", 1, &a->tls12)) != 0 ||
+	    (r = cfg_get_str(d, "metrics.listen", NULL, &a->metrics_listen)) != 0)
 		return r;
 	a->max_conns = (unsigned)n;
 	a->max_conns_uid = (unsigned)nu;
+	if (a->metrics_listen != NULL &&
+	    (r = net_parse_addr(a->metrics_listen, 1, &a->metrics_addr, &a->metrics_len)) != 0) {
+		char why[400];
+
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		return cfg_err(d, "metrics.listen", "'metrics.listen': %s", why);
+	}
 	return 0;
 }
 
@@ -250,7 +260,7 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 		"socket", "key.type", "renew_at", "retry.min", "retry.max", "workloads",
 		"attestation.producer", "attestation.path", "attestation.command",
 		"attestation.timeout", "api.max_connections", "api.max_connections_per_uid",
-		"api.idle_timeout", "api.frame_timeout", "api.tls12", NULL
+		"api.idle_timeout", "api.frame_timeout", "api.tls12", "metrics.listen", NULL
 	};
 	struct agent_config *c;
 	char *kt = NULL;

@@ -25,6 +25,8 @@
  *     idle_timeout: 60s                # no subscription, nothing in flight
  *     frame_timeout: 5s                # an incomplete request frame
  *     tls12: true                      # sign TLS 1.2 handshake inputs too
+ *   metrics:
+ *     listen: 127.0.0.1:9102           # optional: Prometheus /metrics (port 0: any)
  *
  * Relative paths resolve against the file's directory. Unknown keys are
  * refused everywhere, inside workload entries too. Every error is
@@ -39,6 +41,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "cmpclient.h"
@@ -60,6 +63,9 @@ struct agent_api_conf {
 	unsigned idle_ms;		/* a client without subscription or request in flight */
 	unsigned frame_ms;		/* an incomplete request frame */
 	int tls12;			/* sign the TLS 1.2 shapes (tlssig.h) too */
+	char *metrics_listen;		/* metrics.listen as written, or NULL: no /metrics */
+	struct sockaddr_storage metrics_addr;
+	socklen_t metrics_len;
 };
 
 struct agent_config {

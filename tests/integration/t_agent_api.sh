@@ -79,6 +79,8 @@ workloads:
 api:
   max_connections_per_uid: 8
   frame_timeout: 2s
+metrics:
+  listen: 127.0.0.1:0
 EOF
 S=$T/agent.sock
 "$HSMESH" agent -c "$T/agent.yaml" 2>"$T/agent.log" &
@@ -87,6 +89,8 @@ enrolled() { wait_log "$DB: enrolled certificate" 20 && wait_log "$WEB: enrolled
 check "the agent enrolls both workloads" enrolled || diag "$T/agent.log" "$T/ca.log"
 check "the agent says its limits" \
     wait_log "local API on $S: at most 1024 clients, 8 per uid \(root not counted\); idle timeout 60s, incomplete frames 2s" 2
+MPORT=$(sed -n 's|.*metrics on http://127.0.0.1:\([0-9]*\)/metrics.*|\1|p' "$T/agent.log" | head -n 1)
+metric() { curl -s --max-time 5 "http://127.0.0.1:$MPORT/metrics" | sed -n "s/^$1 //p"; }
 
 # ---- the signing oracle (issue 14) -------------------------------------------------------
 as "$ATTACKER" "$ATTACK" "$S" "$WEB" >"$T/attack.out" 2>"$T/attack.err"; rc=$?
@@ -106,6 +110,9 @@ check "the agent logs each refusal with uid, ID, reason and a count" \
     wait_log "local client uid $ATTACKER pid [0-9]+: refused to sign for $WEB: not a TLS handshake signature input: .*; refusing to sign \([0-9]+ refused so far\)" 2
 check "the agent logs the old SIGN's refusal" \
     wait_log "local client uid $ATTACKER pid [0-9]+: refused to sign for $WEB: digest signing is no longer offered.*\(1 refused so far\)" 1
+check "/metrics counts the refusals by reason (not_tls $(metric 'hsmesh_agent_sign_refused_total{reason="not_tls"}'), digest $(metric 'hsmesh_agent_sign_refused_total{reason="digest"}'))" \
+    sh -c '[ "$1" -ge 3 ] && [ "$2" -eq 1 ]' x "$(metric 'hsmesh_agent_sign_refused_total{reason="not_tls"}')" \
+    "$(metric 'hsmesh_agent_sign_refused_total{reason="digest"}')"
 # The victim's identity is out of the attacker's reach, whatever it sends.
 as "$ATTACKER" "$ATTACK" "$S" "$DB" >"$T/attack2.out" 2>&1
 check "attack on another uid's ID: refused before anything ($(head -c 120 "$T/attack2.out"))" \
@@ -145,6 +152,9 @@ n=$(grep -c "refused local client uid $ATTACKER pid" "$T/agent.log")
 check "193 refused connections: $n lines in the log (at most 5 a second)" test "$n" -ge 1 -a "$n" -le 15
 check "the rest are counted in a summary line within 15 s" \
     wait_log "[0-9]+ more refused local client connections of uid $ATTACKER not logged in the last [0-9]+ s" 15
+check "/metrics counts the refused connections ($(metric 'hsmesh_agent_local_refused_total{reason="limit"}')) and the half frames closed ($(metric 'hsmesh_agent_local_closed_total{reason="incomplete_frame"}'))" \
+    sh -c '[ "$1" -ge 193 ] && [ "$2" -eq 4 ]' x "$(metric 'hsmesh_agent_local_refused_total{reason="limit"}')" \
+    "$(metric 'hsmesh_agent_local_closed_total{reason="incomplete_frame"}')"
 check "the agent still runs" kill -0 "$AGENT"
 as "$VICTIM" "$HSMESH" agent client --socket "$S" get "$DB" >/dev/null 2>&1
 check "after the hog: uid $ATTACKER is served again" \

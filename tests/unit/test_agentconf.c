@@ -138,7 +138,13 @@ api_section(void **state)
 	assert_int_equal(c->api.idle_ms, 120000);
 	assert_int_equal(c->api.frame_ms, 1000);
 	assert_false(c->api.tls12);
+	assert_null(c->api.metrics_listen);
 	agent_config_free(c);
+	assert_int_equal(parse(BASE "metrics:\n  listen: 127.0.0.1:0\n", &c), 0);
+	assert_string_equal(c->api.metrics_listen, "127.0.0.1:0");
+	assert_int_equal(c->api.metrics_addr.ss_family, AF_INET);
+	agent_config_free(c);
+	refuse_has(BASE "metrics:\n  listen: nowhere\n", "'metrics.listen'");
 	refuse(BASE "api:\n  max_connections: 0\n",
 	    "agent.yaml: 'api.max_connections' must be a whole number from 1 to 65536, not '0' at "
 	    "line 15");
