@@ -553,7 +553,8 @@ metrics_start(struct agent *ag)
 	for (int i = 0; i < REFUSED_N; i++)
 		metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_sign_refused_total",
 		    "Signature requests refused: not a TLS handshake signature input (not_tls), "
-		    "the old digest SIGN (digest), a TLS 1.2 input with api.tls12 false (tls12_off)",
+		    "the old digest SIGN (digest), a TLS 1.2 input with api.tls12 false "
+		    "(tls12_off)",
 		    (const char *const[]){ "reason", refusal_name[i], NULL }, &a->m_refused[i]);
 	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_signatures_total",
 	    "Signatures asked of the keyholder for local clients", NULL, &a->m_signed);

@@ -120,13 +120,34 @@ hash_ok(uint8_t alg, uint8_t hash)
 }
 
 /*
+ * The last field of a body b[0..n): at off, a u32 length and exactly that
+ * many bytes (at most max) to the end. *out points into b (NULL when
+ * empty). 0 or HSM_EPROTO.
+ */
+static int
+get_tail(const uint8_t *b, size_t n, size_t off, size_t max, const uint8_t **out, size_t *len)
+{
+	size_t l;
+
+	if (off > n || n - off < 4)
+		return HSM_EPROTO;
+	l = hsm_get32(b + off);
+	off += 4;
+	if (l > max || n - off != l)
+		return HSM_EPROTO;
+	*out = l > 0 ? b + off : NULL;
+	*len = l;
+	return 0;
+}
+
+/*
  * SIGN_TBS body: u16 idlen, ID, u8 alg, u8 hash, u8 keyidlen, key id,
  * u32 tbslen, tbs; every length checked against what is left.
  */
 static int
 decode_sign_tbs(const uint8_t *b, size_t n, struct ag_request *r)
 {
-	size_t idlen, off, klen, tlen;
+	size_t idlen, off, klen;
 
 	if (n < 2 || (idlen = hsm_get16(b)) > SPIFFE_ID_MAX || n - 2 < idlen + 3)
 		return HSM_EPROTO;
@@ -145,13 +166,7 @@ decode_sign_tbs(const uint8_t *b, size_t n, struct ag_request *r)
 		r->has_keyid = 1;
 		off += klen;
 	}
-	tlen = hsm_get32(b + off);
-	off += 4;
-	if (tlen > AG_MAX_TBS || n - off != tlen)
-		return HSM_EPROTO;
-	r->tbs = tlen > 0 ? b + off : NULL;
-	r->tbslen = tlen;
-	return 0;
+	return get_tail(b, n, off, AG_MAX_TBS, &r->tbs, &r->tbslen);
 }
 
 int
@@ -206,7 +221,7 @@ ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 static int
 decode_svid(const uint8_t *p, size_t n, struct ag_svid *s)
 {
-	size_t idlen, off, clen, blen;
+	size_t idlen, off, clen;
 
 	if (n < 2)
 		return HSM_EPROTO;
@@ -224,14 +239,7 @@ decode_svid(const uint8_t *p, size_t n, struct ag_svid *s)
 		return HSM_EPROTO;
 	s->chain = p + off;
 	s->chainlen = clen;
-	off += clen;
-	blen = hsm_get32(p + off);
-	off += 4;
-	if (blen > AG_MAX_PEM || n - off != blen)
-		return HSM_EPROTO;
-	s->bundle = blen > 0 ? p + off : NULL;
-	s->bundlelen = blen;
-	return 0;
+	return get_tail(p, n, off + clen, AG_MAX_PEM, &s->bundle, &s->bundlelen);
 }
 
 int

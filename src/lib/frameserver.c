@@ -48,7 +48,7 @@ struct fsrv_conn {
 	atomic_int inflight;
 	atomic_int dead;		/* no more output; set under wmu */
 	atomic_int keep;		/* fsrv_keep: no idle timeout */
-	atomic_int timed_out;		/* 0, FSRV_STALLED or FSRV_IDLE: why the timer killed it */
+	atomic_int timed_out;		/* 0, FSRV_STALLED or FSRV_IDLE: why the timer shut it */
 	int closed;			/* the read side ended; under s->mu */
 	void *udata;
 	/* read side */
@@ -337,6 +337,19 @@ conn_new(struct fsrv *s, int fd)
 		close(fd);
 		return HSM_EPERM;
 	}
+	/* The limits first: a flood of connects beyond them costs no allocation. */
+	pthread_mutex_lock(&s->mu);
+	if (!(r = within_limits_locked(s, cred.uid, why, sizeof(why)))) {
+		struct fsrv_peer p = { cred.uid, cred.gid, cred.pid };
+
+		s->stats.refused_limit++;
+		note_locked(s, &p, LOG_REFUSED, why);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (!r) {
+		close(fd);
+		return HSM_EBUSY;
+	}
 	if ((c = calloc(1, sizeof(*c))) == NULL ||
 	    (c->in = malloc(c->incap = IN_MIN < 2 * s->ops.max_frame ? IN_MIN :
 	    2 * s->ops.max_frame)) == NULL) {
@@ -361,18 +374,6 @@ conn_new(struct fsrv *s, int fd)
 	atomic_init(&c->t_partial, 0);
 	atomic_init(&c->t_active, c->t_accepted);
 
-	pthread_mutex_lock(&s->mu);
-	r = within_limits_locked(s, c->peer.uid, why, sizeof(why));
-	if (!r) {
-		s->stats.refused_limit++;
-		note_locked(s, &c->peer, LOG_REFUSED, why);
-	}
-	pthread_mutex_unlock(&s->mu);
-	if (!r) {
-		conn_free_raw(c);
-		close(fd);
-		return HSM_EBUSY;
-	}
 	hsm_err_clear();
 	if ((r = s->ops.accept(s->ctx, c, &c->peer)) != 0) {
 		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));

@@ -163,9 +163,10 @@ int fsrv_listen_fd(const struct fsrv *s);
 void fsrv_accept(struct fsrv *s);
 /*
  * Serve the connected stream socket fd (made non-blocking and
- * close-on-exec): the accept callback decides as for a listener's peer.
- * 0 when accepted; else the socket is closed and HSM_EPERM (refused),
- * HSM_ENOMEM or HSM_EIO is returned.
+ * close-on-exec): the limits and the accept callback decide as for a
+ * listener's peer. 0 when accepted; else the socket is closed and
+ * HSM_EBUSY (beyond a limit), HSM_EPERM (refused by the callback or no
+ * credentials), HSM_ENOMEM or HSM_EIO is returned.
  */
 int fsrv_adopt(struct fsrv *s, int fd);
 

@@ -138,11 +138,13 @@ tls12_server_kx(const uint8_t *b, size_t len, const char **why)
 	int unc;
 
 	if (len < RANDOMS + 4 || b[RANDOMS] != 3) {
-		*why = "TLS 1.2 ServerKeyExchange: no named-curve ECDHE parameters after the randoms";
+		*why = "TLS 1.2 ServerKeyExchange: no named-curve ECDHE parameters after the "
+		    "randoms";
 		return TLSSIG_NONE;
 	}
 	if ((plen = group_point_len((unsigned)b[RANDOMS + 1] << 8 | b[RANDOMS + 2], &unc)) == 0) {
-		*why = "TLS 1.2 ServerKeyExchange: not an ECDHE group (x25519, x448, P-256, P-384, P-521)";
+		*why = "TLS 1.2 ServerKeyExchange: not an ECDHE group (x25519, x448, P-256, "
+		    "P-384, P-521)";
 		return TLSSIG_NONE;
 	}
 	if (b[RANDOMS + 3] != plen || len != RANDOMS + 4 + plen) {
@@ -230,7 +232,8 @@ tlssig_classify(const uint8_t *tbs, size_t len, unsigned flags, const char **why
 	}
 	/* First, for every shape: never a DER structure that spans the data. */
 	if (tlssig_is_der_whole(tbs, len)) {
-		*why = "a DER SEQUENCE or SET spanning the data, like a CMP message, a certificate or a CSR";
+		*why = "a DER SEQUENCE or SET spanning the data, like a CMP message, a certificate "
+		    "or a CSR";
 		return TLSSIG_NONE;
 	}
 	/*

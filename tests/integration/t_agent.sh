@@ -71,15 +71,6 @@ mock_stop() {
 	[ -n "$MOCK" ] || return 0
 	kill "$MOCK" 2>/dev/null; wait "$MOCK" 2>/dev/null; MOCK=""
 }
-# wait_log PATTERN SECS: the agent log matches PATTERN (grep -E) within SECS
-wait_log() {
-	_i=0
-	while [ "$_i" -lt $(($2 * 10)) ]; do
-		grep -qE "$1" "$T/agent.log" 2>/dev/null && return 0
-		sleep 0.1; _i=$((_i + 1))
-	done
-	return 1
-}
 
 write_agent_yaml() {
 	cat >"$1" <<EOF

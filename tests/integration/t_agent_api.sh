@@ -29,15 +29,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 as() { _u=$1; shift; setpriv --reuid="$_u" --regid="$_u" --clear-groups "$@"; }
 diag() { for f in "$@"; do echo "# --- $f"; tail -n 20 "$f" 2>/dev/null | sed 's/^/#   /'; done; }
-# wait_log PATTERN SECS: the agent log matches PATTERN (grep -E) within SECS
-wait_log() {
-	_i=0
-	while [ "$_i" -lt $(($2 * 10)) ]; do
-		grep -qE "$1" "$T/agent.log" 2>/dev/null && return 0
-		sleep 0.1; _i=$((_i + 1))
-	done
-	return 1
-}
 ATTACK=$(test_tool sign_attack)
 HOG=$(test_tool agent_hog)
 if [ ! -x "$ATTACK" ] || [ ! -x "$HOG" ]; then

@@ -413,7 +413,7 @@ tls13_near_misses(void **state)
 {
 	static const struct hs_opts o = { TLS1_3_VERSION, "P-256", "TLS_AES_128_GCM_SHA256", NULL, 0 };
 	struct signed_input si[2];
-	uint8_t *b, buf[TLSSIG_TLS13_LEN(48) + 2];
+	uint8_t *b, buf[TLSSIG_TLS13_LEN(64) + 2];
 	size_t len;
 
 	check_handshake(&o, si, 2);
