@@ -14,7 +14,7 @@ BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
 	libcmocka-dev libp11-kit-dev softhsm2 opensc clang libclang-rt-14-dev \
-	procps gdb sqlite3 curl libjson-c-dev libseccomp-dev wrk \
+	procps gdb sqlite3 curl libjson-c-dev libseccomp-dev wrk libnghttp2-dev nghttp2-client \
 	swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
@@ -23,7 +23,7 @@ CPPFLAGS_ALL = -D_GNU_SOURCE -Isrc/lib -I/usr/include/p11-kit-1 $(CPPFLAGS)
 CFLAGS_ALL   = -std=c17 -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
 	       -fno-strict-aliasing $(WARN) $(CFLAGS)
 SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-LDLIBS_ALL = -lssl -lcrypto -lyaml -lsqlite3 -ljson-c -lseccomp -lpthread -ldl -lm $(LDLIBS)
+LDLIBS_ALL = -lssl -lcrypto -lnghttp2 -lyaml -lsqlite3 -ljson-c -lseccomp -lpthread -ldl -lm $(LDLIBS)
 
 # src/lib: the library (unit-tested, fuzzed); src/*.c and the rooms of the
 # bigger processes (src/<process>/*.c, e.g. src/proxy/) make the binary.

@@ -20,12 +20,12 @@
 #include <openssl/sha.h>
 
 #include "agent.h"
-#include "attest.h"
 #include "err.h"
 #include "evidence.h"
+#include "evtype.h"
 #include "khclient.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_kh.h"
 #include "renew.h"
 #include "svid.h"
 #include "util.h"

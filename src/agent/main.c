@@ -23,7 +23,7 @@
 #include "err.h"
 #include "khclient.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_core.h"
 #include "svid.h"
 #include "util.h"
 

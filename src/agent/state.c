@@ -15,7 +15,7 @@
 #include "err.h"
 #include "khclient.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_kh.h"
 #include "svid.h"
 #include "util.h"
 

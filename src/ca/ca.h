@@ -7,7 +7,7 @@
  * the PIN and opens the token) and talks to it over a socketpair; the CA
  * key is named by the SHA-256 of its SubjectPublicKeyInfo, which is also
  * the key id of root.pem, and only ever used through signing requests
- * (provider.h turns it into an EVP_PKEY for X509_sign).
+ * (provider_kh.h turns it into an EVP_PKEY for X509_sign).
  *
  *   main.c    ca_main: subcommands, options, usage texts
  *   signer.c  the CA ready to sign: its keyholder, root.pem, the CA key;

@@ -13,7 +13,7 @@
 #include "err.h"
 #include "ledger.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_core.h"
 
 #define MAX_CMP_BODY (256 * 1024)
 #define HANDLERS 8

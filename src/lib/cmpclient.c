@@ -21,10 +21,10 @@
 #include <openssl/http.h>
 #include <openssl/x509v3.h>
 
-#include "attest.h"
 #include "cmpclient.h"
 #include "cmpder.h"
 #include "err.h"
+#include "evtype.h"
 #include "log.h"
 #include "spiffe.h"
 #include "svid.h"

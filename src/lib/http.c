@@ -10,6 +10,7 @@
 
 #include "err.h"
 #include "http.h"
+#include "httptok.h"
 #include "util.h"
 
 /* Parser state that is not part of the result. */
@@ -25,35 +26,6 @@ fail(struct http_req *out, int status, const char *why)
 {
 	out->status = status;
 	return hsm_err(HSM_EPROTO, "http: %d %s: %s", status, http_reason(status), why);
-}
-
-/* RFC 9110 5.6.2 tchar. */
-static int
-is_tchar(uint8_t c)
-{
-	if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-		return 1;
-	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static int
-lower(uint8_t c)
-{
-	return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
-}
-
-/* Case-insensitive comparison of n bytes at p with the lower-case s. */
-static int
-ieq(const uint8_t *p, size_t n, const char *s)
-{
-	size_t i;
-
-	if (strlen(s) != n)
-		return 0;
-	for (i = 0; i < n; i++)
-		if (lower(p[i]) != (uint8_t)s[i])
-			return 0;
-	return 1;
 }
 
 /* Copy n bytes to a NUL-terminated buffer of size bytes. -1 if too long. */
@@ -78,8 +50,9 @@ parse_request_line(const uint8_t *p, size_t n, struct http_req *rq, struct http_
 {
 	size_t i = 0, m, t, tlen;
 	const uint8_t *tp, *path, *end;
+	int v;
 
-	while (i < n && is_tchar(p[i]))
+	while (i < n && http_tchar(p[i]))
 		i++;
 	if (i == 0 || i >= n || p[i] != ' ')
 		return fail(out, 400, "malformed request line");
@@ -98,12 +71,10 @@ parse_request_line(const uint8_t *p, size_t n, struct http_req *rq, struct http_
 		return fail(out, 400, "malformed request line");
 	i++;
 	/* HTTP-version = "HTTP/" DIGIT "." DIGIT, and nothing after it. */
-	if (n - i != 8 || memcmp(p + i, "HTTP/", 5) != 0 || p[i + 5] < '0' || p[i + 5] > '9' ||
-	    p[i + 6] != '.' || p[i + 7] < '0' || p[i + 7] > '9')
+	if ((v = http_version(p + i, n - i, &rq->minor)) == -1)
 		return fail(out, 400, "malformed HTTP version");
-	if (p[i + 5] != '1' || (p[i + 7] != '0' && p[i + 7] != '1'))
+	if (v == -2)
 		return fail(out, 505, "only HTTP/1.0 and HTTP/1.1 are supported");
-	rq->minor = p[i + 7] - '0';
 
 	end = tp + tlen;
 	if (memchr(tp, '#', tlen) != NULL)
@@ -111,9 +82,9 @@ parse_request_line(const uint8_t *p, size_t n, struct http_req *rq, struct http_
 	if (tp[0] == '/') {
 		path = tp;
 	} else {
-		if (tlen > 7 && ieq(tp, 7, "http://"))
+		if (tlen > 7 && http_ieq(tp, 7, "http://"))
 			t = 7;
-		else if (tlen > 8 && ieq(tp, 8, "https://"))
+		else if (tlen > 8 && http_ieq(tp, 8, "https://"))
 			t = 8;
 		else
 			return fail(out, 400, "request target is not a path or an http URI");
@@ -134,45 +105,17 @@ parse_request_line(const uint8_t *p, size_t n, struct http_req *rq, struct http_
 	return 0;
 }
 
-/* 1*DIGIT without overflow. */
-static int
-parse_length(const uint8_t *v, size_t n, uint64_t *len)
-{
-	uint64_t x = 0;
-	size_t i;
-
-	*len = 0;
-	if (n == 0)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if (v[i] < '0' || v[i] > '9')
-			return -1;
-		if (x > (UINT64_MAX - (v[i] - '0')) / 10)
-			return -1;
-		x = x * 10 + (v[i] - '0');
-	}
-	*len = x;
-	return 0;
-}
-
 /* Scan a Connection value's comma-separated tokens. */
 static void
 parse_connection(const uint8_t *v, size_t n, struct http_req *rq, struct hstate *st)
 {
-	size_t i = 0, s, e;
+	const uint8_t *t;
+	size_t pos = 0, tn;
 
-	while (i < n) {
-		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-			i++;
-		s = i;
-		while (i < n && v[i] != ',')
-			i++;
-		e = i;
-		while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-			e--;
-		if (ieq(v + s, e - s, "close"))
+	while (http_list_next(v, n, &pos, &t, &tn)) {
+		if (http_ieq(t, tn, "close"))
 			rq->conn_close = 1;
-		else if (ieq(v + s, e - s, "keep-alive"))
+		else if (http_ieq(t, tn, "keep-alive"))
 			st->keep_alive = 1;
 	}
 }
@@ -183,46 +126,37 @@ parse_header(const uint8_t *p, size_t n, struct http_req *rq, struct hstate *st,
     struct http_req *out)
 {
 	const uint8_t *v;
-	size_t i = 0, vn;
+	size_t i, vn;
 	uint64_t len;
+	int r;
 
-	if (p[0] == ' ' || p[0] == '\t')
+	if ((r = http_field_split(p, n, &i, &v, &vn)) == -1)
 		return fail(out, 400, "obsolete line folding");
-	while (i < n && is_tchar(p[i]))
-		i++;
-	if (i == 0 || i >= n || p[i] != ':')
+	if (r != 0)
 		return fail(out, 400, "malformed header field");
-	v = p + i + 1;
-	vn = n - i - 1;
-	while (vn > 0 && (v[0] == ' ' || v[0] == '\t')) {
-		v++;
-		vn--;
-	}
-	while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
-		vn--;
 
-	if (ieq(p, i, "content-length")) {
-		if (parse_length(v, vn, &len) != 0)
+	if (http_ieq(p, i, "content-length")) {
+		if (http_digits(v, vn, &len) != 0)
 			return fail(out, 400, "bad Content-Length");
 		if (rq->has_length && len != st->length)
 			return fail(out, 400, "conflicting Content-Length");
 		rq->has_length = 1;
 		st->length = len;
-	} else if (ieq(p, i, "transfer-encoding")) {
+	} else if (http_ieq(p, i, "transfer-encoding")) {
 		return fail(out, 501, "Transfer-Encoding is not supported, use Content-Length");
-	} else if (ieq(p, i, "content-type")) {
+	} else if (http_ieq(p, i, "content-type")) {
 		if (st->seen_ctype++)
 			return fail(out, 400, "repeated Content-Type");
 		if (copy_str(rq->content_type, sizeof(rq->content_type), v, vn) != 0)
 			return fail(out, 400, "Content-Type too long");
-	} else if (ieq(p, i, "host")) {
+	} else if (http_ieq(p, i, "host")) {
 		if (st->seen_host++)
 			return fail(out, 400, "repeated Host");
 		if (copy_str(rq->host, sizeof(rq->host), v, vn) != 0)
 			return fail(out, 400, "Host too long");
 		if (memchr(rq->host, ' ', vn) != NULL || memchr(rq->host, '\t', vn) != NULL)
 			return fail(out, 400, "bad Host");
-	} else if (ieq(p, i, "connection")) {
+	} else if (http_ieq(p, i, "connection")) {
 		parse_connection(v, vn, rq, st);
 	}
 	return 0;
@@ -233,7 +167,7 @@ http_parse(const uint8_t *buf, size_t len, size_t max_body, struct http_req *out
 {
 	struct http_req rq;
 	struct hstate st;
-	size_t pos = 0, i, scan, head = 0, need;
+	size_t pos = 0, i, head = 0, need;
 	int nlines = 0, r;
 
 	memset(out, 0, sizeof(*out));
@@ -243,33 +177,24 @@ http_parse(const uint8_t *buf, size_t len, size_t max_body, struct http_req *out
 		return 0;
 	if (max_body > (size_t)INT_MAX - HTTP_MAX_HEAD)
 		max_body = (size_t)INT_MAX - HTTP_MAX_HEAD;
-	scan = len < HTTP_MAX_HEAD ? len : HTTP_MAX_HEAD;
 
 	/* One line at a time, judging each as soon as it is complete. */
 	while (head == 0) {
-		for (i = pos; i < scan; i++) {
-			uint8_t c = buf[i];
-
-			if (c < 0x20 ? c != '\t' : c == 0x7f)
-				break;
-		}
-		if (i == scan) {
-			if (len < HTTP_MAX_HEAD)
-				return 0;
-			return nlines == 0 ? fail(out, 414, "request line too long") :
-			    fail(out, 431, "request header too large");
-		}
-		if (buf[i] == '\n')
-			return fail(out, 400, "bare LF (lines must end in CRLF)");
-		if (buf[i] != '\r')
-			return fail(out, 400, "control character in request head");
-		if (i + 2 > HTTP_MAX_HEAD)
-			return nlines == 0 ? fail(out, 414, "request line too long") :
-			    fail(out, 431, "request header too large");
-		if (i + 1 >= len)
+		switch (http_line_end(buf, len, pos, HTTP_MAX_HEAD, &i)) {
+		case HTTP_LINE_OK:
+			break;
+		case HTTP_LINE_MORE:
 			return 0;
-		if (buf[i + 1] != '\n')
+		case HTTP_LINE_BIG:
+			return nlines == 0 ? fail(out, 414, "request line too long") :
+			    fail(out, 431, "request header too large");
+		case HTTP_LINE_BARE_LF:
+			return fail(out, 400, "bare LF (lines must end in CRLF)");
+		case HTTP_LINE_CTL:
+			return fail(out, 400, "control character in request head");
+		default:
 			return fail(out, 400, "CR not followed by LF");
+		}
 
 		if (nlines == 0) {
 			if ((r = parse_request_line(buf + pos, i - pos, &rq, out)) != 0)

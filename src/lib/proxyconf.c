@@ -14,66 +14,43 @@
 #include "config.h"
 #include "err.h"
 #include "netaddr.h"
+#include "httptok.h"
 #include "proxyconf.h"
+#include "route.h"
 #include "spiffe.h"
+#include "util.h"
 
 #define NAME_MAX_LEN 64
 #define WORKERS_MAX 64
 #define SERVER_NAME_MAX 253
+#define METHOD_MAX 32
+#define REQUEST_TIMEOUT_MAX (24 * 3600 * 1000)
 
 static const char *const top_known[] = {
 	"agent.socket", "agent.id", "agent.timeout",
 	"workers",
 	"tls.min_version", "tls.tickets",
 	"limits.max_connections", "limits.buffer_size",
+	"limits.max_header_bytes", "limits.max_headers", "limits.max_streams",
+	"limits.min_body_rate",
 	"timeouts.handshake", "timeouts.idle", "timeouts.connect", "timeouts.drain",
+	"timeouts.request", "timeouts.stream_idle",
 	"inbound", "outbound",
 	"metrics.listen",
 	"access_log",
 	NULL
 };
 static const char *const inbound_known[] = {
-	"name", "listen", "forward_to", "allow", NULL
+	"name", "listen", "forward_to", "allow", "protocol", "app_protocol", "routes", NULL
 };
 static const char *const outbound_known[] = {
-	"name", "listen", "connect", "expect_id", "server_name", NULL
+	"name", "listen", "connect", "expect_id", "server_name", "protocol", NULL
+};
+static const char *const route_known[] = {
+	"name", "path", "path_prefix", "methods", "allow", "timeout", NULL
 };
 
-/* ---- SPIFFE ID patterns ---- */
-
-int
-spiffe_pattern_check(const char *pattern)
-{
-	struct spiffe_id sid;
-	char prefix[SPIFFE_ID_MAX + 1];
-	const char *star;
-	size_t n;
-
-	if (pattern == NULL)
-		pattern = "";
-	n = strlen(pattern);
-	if ((star = strchr(pattern, '*')) == NULL)
-		return spiffe_id_parse(pattern, &sid);
-	/* One star, as the whole last segment after an ID (P-star in proxyconf.h). */
-	if (star != pattern + n - 1 || n < 2 || star[-1] != '/')
-		return hsm_err(HSM_EINVAL, "invalid SPIFFE ID pattern '%.200s': '*' is allowed only "
-		    "as the whole last segment ('spiffe://td/path/*')", pattern);
-	if (n - 2 > SPIFFE_ID_MAX)
-		return hsm_err(HSM_EINVAL, "invalid SPIFFE ID pattern '%.200s': too long", pattern);
-	memcpy(prefix, pattern, n - 2);
-	prefix[n - 2] = '\0';
-	return spiffe_id_parse(prefix, &sid);
-}
-
-int
-spiffe_pattern_match(const char *pattern, const char *id)
-{
-	size_t n = strlen(pattern);
-
-	if (n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '/')
-		return strncmp(id, pattern, n - 1) == 0 && id[n - 1] != '\0';
-	return strcmp(pattern, id) == 0;
-}
+/* ---- policy ---- */
 
 int
 proxy_listener_allows(const struct proxy_listener *l, const char *id)
@@ -100,6 +77,9 @@ listener_clear(struct proxy_listener *l)
 		free(l->allow[i]);
 	free(l->allow);
 	free(l->server_name);
+	for (i = 0; i < l->nroutes; i++)
+		route_clear(&l->routes[i]);
+	free(l->routes);
 	memset(l, 0, sizeof(*l));
 }
 
@@ -142,47 +122,71 @@ ms_str(unsigned ms, char *buf, size_t cap)
 	return buf;
 }
 
+/* An error about n (or, when the value is a default, about key without a line). */
+static int
+val_err(const struct cfg_doc *d, const struct cfg_node *n, const char *msg)
+{
+	if (n != NULL)
+		return cfg_node_err(d, n, "%s", msg);
+	return cfg_err(d, NULL, "%s", msg);
+}
+
 /*
- * A duration in milliseconds from min to max: "250ms", or what
- * cfg_get_duration reads (s, m, h, d). Absent -> def.
+ * The duration v (of key, written at node n or a default) in
+ * milliseconds from min to max: "250ms", or what hsm_parse_duration reads
+ * (s, m, h, d).
  */
+static int
+ms_value(const struct cfg_doc *d, const struct cfg_node *n, const char *key, const char *v,
+    unsigned min, unsigned max, unsigned *out)
+{
+	unsigned long long ms = 0;
+	char lo[32], hi[32], why[256], msg[400];
+	const char *p;
+	int64_t s;
+	size_t len = strlen(v);
+	int r;
+
+	*out = 0;
+	if (len > 2 && strcmp(v + len - 2, "ms") == 0) {
+		for (p = v; *p >= '0' && *p <= '9'; p++)
+			if (ms <= max)	/* stop growing; the range check below says why */
+				ms = ms * 10 + (unsigned)(*p - '0');
+		if (p != v + len - 2) {
+			snprintf(msg, sizeof(msg), "'%s' bad duration '%.40s': expected a number and "
+			    "ms, s, m, h or d", key, v);
+			return val_err(d, n, msg);
+		}
+	} else {
+		if ((r = hsm_parse_duration(v, &s)) != 0) {
+			snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+			snprintf(msg, sizeof(msg), "'%s': %s", key, why);
+			return val_err(d, n, msg);
+		}
+		ms = (uint64_t)s > max / 1000 ? (unsigned long long)max + 1 :
+		    (unsigned long long)s * 1000;
+	}
+	if (ms < min || ms > max) {
+		snprintf(msg, sizeof(msg), "'%s' must be from %s to %s, not '%.40s'", key,
+		    ms_str(min, lo, sizeof(lo)), ms_str(max, hi, sizeof(hi)), v);
+		return val_err(d, n, msg);
+	}
+	*out = (unsigned)ms;
+	return 0;
+}
+
+/* A duration in milliseconds from min to max at the dotted key; absent -> def. */
 static int
 get_ms(const struct cfg_doc *d, const char *key, const char *def, unsigned min, unsigned max,
     unsigned *out)
 {
-	unsigned long long ms = 0;
-	char *v = NULL, lo[32], hi[32];
-	const char *p;
-	int64_t s;
-	size_t n;
+	char *v = NULL;
 	int r;
 
 	*out = 0;
 	if ((r = cfg_get_str(d, key, def, &v)) != 0)
 		return r;
-	n = strlen(v);
-	if (n > 2 && strcmp(v + n - 2, "ms") == 0) {
-		for (p = v; *p >= '0' && *p <= '9'; p++)
-			if (ms <= max)	/* stop growing; the range check below says why */
-				ms = ms * 10 + (unsigned)(*p - '0');
-		if (p != v + n - 2) {
-			r = cfg_err(d, key, "'%s' bad duration '%.40s': expected a number and ms, s, "
-			    "m, h or d", key, v);
-			goto out;
-		}
-	} else {
-		if ((r = cfg_get_duration(d, key, def, &s)) != 0)
-			goto out;
-		ms = (uint64_t)s > max / 1000 ? (unsigned long long)max + 1 :
-		    (unsigned long long)s * 1000;
-	}
-	if (ms < min || ms > max) {
-		r = cfg_err(d, key, "'%s' must be from %s to %s, not '%.40s'", key,
-		    ms_str(min, lo, sizeof(lo)), ms_str(max, hi, sizeof(hi)), v);
-		goto out;
-	}
-	*out = (unsigned)ms;
- out:
+	r = ms_value(d, cfg_find(d, key), key, v, min, max, out);
 	free(v);
 	return r;
 }
@@ -310,33 +314,224 @@ addr_clash(const struct sockaddr_storage *a, socklen_t alen, const struct sockad
 
 /* ---- listeners ---- */
 
-/* The allow list of an inbound entry it (labelled label). */
+/* The required, non-empty list of SPIFFE ID patterns at key of entry it (labelled label). */
 static int
-get_allow(const struct cfg_doc *d, const struct cfg_node *it, const char *label,
-    struct proxy_listener *l)
+get_patterns(const struct cfg_doc *d, const struct cfg_node *it, const char *label,
+    const char *key, char ***out, size_t *nout)
 {
 	const struct cfg_node *seq, *a, *at;
-	char name[96];
+	char name[160];
 	size_t n = 0;
 	int r;
 
-	if ((at = cfg_node_child(it, "allow")) == NULL)
-		return cfg_node_err(d, it, "missing required key '%s.allow'", label);
-	if ((r = cfg_node_list(d, it, label, "allow", &seq)) != 0)
+	if ((at = cfg_node_child(it, key)) == NULL)
+		return cfg_node_err(d, it, "missing required key '%s.%s'", label, key);
+	if ((r = cfg_node_list(d, it, label, key, &seq)) != 0)
 		return r;
 	if (seq == NULL || seq->child == NULL)
-		return cfg_node_err(d, at, "'%s.allow' must list at least one SPIFFE ID or pattern",
-		    label);
+		return cfg_node_err(d, at, "'%s.%s' must list at least one SPIFFE ID or pattern",
+		    label, key);
 	for (a = seq->child; a != NULL; a = a->next)
 		n++;
-	if ((l->allow = calloc(n, sizeof(*l->allow))) == NULL)
+	if ((*out = calloc(n, sizeof(**out))) == NULL)
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	for (a = seq->child; a != NULL; a = a->next) {
-		snprintf(name, sizeof(name), "%s.allow[%zu]", label, l->nallow);
-		if ((r = get_pattern(d, a, name, &l->allow[l->nallow])) != 0)
+		snprintf(name, sizeof(name), "%s.%s[%zu]", label, key, *nout);
+		if ((r = get_pattern(d, a, name, &(*out)[*nout])) != 0)
 			return r;
-		l->nallow++;
+		(*nout)++;
 	}
+	return 0;
+}
+
+/* ---- routes (inbound, protocol: http) ---- */
+
+/* methods: a non-empty list of tokens. */
+static int
+get_methods(const struct cfg_doc *d, const struct cfg_node *it, const char *label,
+    struct route *rt)
+{
+	const struct cfg_node *seq, *a;
+	const char *v;
+	char name[160];
+	size_t n = 0, i;
+	int r;
+
+	if ((r = cfg_node_list(d, it, label, "methods", &seq)) != 0 || cfg_node_child(it,
+	    "methods") == NULL)
+		return r;
+	if (seq == NULL || seq->child == NULL)
+		return cfg_node_err(d, cfg_node_child(it, "methods"), "'%s.methods' must list at "
+		    "least one method (leave it out for any)", label);
+	for (a = seq->child; a != NULL; a = a->next)
+		n++;
+	if ((rt->methods = calloc(n, sizeof(*rt->methods))) == NULL)
+		return hsm_err(HSM_ENOMEM, "out of memory");
+	for (a = seq->child; a != NULL; a = a->next) {
+		snprintf(name, sizeof(name), "%s.methods[%zu]", label, rt->nmethods);
+		if ((r = cfg_node_value(d, a, name, &v)) != 0)
+			return r;
+		for (i = 0; v[i] != '\0' && http_tchar((uint8_t)v[i]); i++)
+			;
+		if (v[i] != '\0' || i > METHOD_MAX)
+			return cfg_node_err(d, a, "'%s' must be an HTTP method (a token of at most "
+			    "%d characters, such as GET), not '%.40s'", name, METHOD_MAX, v);
+		if ((r = dup_str(v, &rt->methods[rt->nmethods])) != 0)
+			return r;
+		rt->nmethods++;
+	}
+	return 0;
+}
+
+/* path or path_prefix: exactly one, already in normal form (route.h). */
+static int
+get_route_path(const struct cfg_doc *d, const struct cfg_node *it, const char *label,
+    struct route *rt)
+{
+	const struct cfg_node *pn = cfg_node_child(it, "path"), *xn = cfg_node_child(it,
+	    "path_prefix"), *n;
+	const char *key = pn != NULL ? "path" : "path_prefix", *v;
+	char name[160], why[300], *norm = NULL;
+	size_t len, olen, plen;
+	int r;
+
+	if ((pn == NULL) == (xn == NULL))
+		return cfg_node_err(d, it, "'%s' needs exactly one of 'path' and 'path_prefix'",
+		    label);
+	n = pn != NULL ? pn : xn;
+	snprintf(name, sizeof(name), "%s.%s", label, key);
+	if ((r = cfg_node_value(d, n, name, &v)) != 0)
+		return r;
+	len = strlen(v);
+	if ((norm = malloc(len + 1)) == NULL)
+		return hsm_err(HSM_ENOMEM, "out of memory");
+	if ((r = route_path_norm(v, len, norm, len + 1, &olen, &plen)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		r = cfg_node_err(d, n, "'%s' %s", name, strstr(why, "path '") != NULL ?
+		    strstr(why, "path '") : why);
+	} else if (plen != olen) {
+		r = cfg_node_err(d, n, "'%s' '%.80s' has a query: routes match paths only", name, v);
+	} else if (olen != len || memcmp(norm, v, len) != 0) {
+		r = cfg_node_err(d, n, "'%s' '%.80s' is not in normal form: write '%.80s'", name, v,
+		    norm);
+	}
+	if (r != 0) {
+		free(norm);
+		return r;
+	}
+	rt->path = norm;
+	rt->plen = olen;
+	rt->prefix = pn == NULL;
+	return 0;
+}
+
+/* Entry it (labelled label) of a routes list, the idx-th. */
+static int
+get_route(const struct cfg_doc *d, const struct cfg_node *it, const char *label, size_t idx,
+    struct route *rt)
+{
+	const char *name, *to;
+	char key[160], def[32];
+	int r;
+
+	if ((r = cfg_node_check_known(d, it, label, route_known)) != 0 ||
+	    (r = cfg_node_str(d, it, label, "name", 0, &name)) != 0 ||
+	    (r = cfg_node_str(d, it, label, "timeout", 0, &to)) != 0)
+		return r;
+	if (name != NULL && !name_ok(name))
+		return cfg_node_err(d, cfg_node_child(it, "name"), "'%s.name' must be 1 to %d of "
+		    "A-Z a-z 0-9 _ . -, not '%.80s'", label, NAME_MAX_LEN, name);
+	snprintf(def, sizeof(def), "route%zu", idx);
+	if ((r = dup_str(name != NULL ? name : def, &rt->name)) != 0 ||
+	    (r = get_route_path(d, it, label, rt)) != 0 ||
+	    (r = get_methods(d, it, label, rt)) != 0 ||
+	    (r = get_patterns(d, it, label, "allow", &rt->allow, &rt->nallow)) != 0)
+		return r;
+	if (to != NULL) {
+		snprintf(key, sizeof(key), "%s.timeout", label);
+		if ((r = ms_value(d, cfg_node_child(it, "timeout"), key, to, 100,
+		    REQUEST_TIMEOUT_MAX, &rt->timeout_ms)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+static int
+get_routes(const struct cfg_doc *d, const struct cfg_node *it, const char *label,
+    struct proxy_listener *l)
+{
+	const struct cfg_node *seq, *e;
+	char rl[128];
+	size_t n = 0, i;
+	int r;
+
+	if ((r = cfg_node_list(d, it, label, "routes", &seq)) != 0 || seq == NULL)
+		return r;
+	if (!l->http)
+		return cfg_node_err(d, cfg_node_child(it, "routes"), "'%s.routes' needs 'protocol: "
+		    "http'", label);
+	for (e = seq->child; e != NULL; e = e->next)
+		n++;
+	if (n == 0)
+		return cfg_node_err(d, cfg_node_child(it, "routes"), "'%s.routes' is empty: list "
+		    "routes, or leave it out to forward every request of an allowed peer", label);
+	if ((l->routes = calloc(n, sizeof(*l->routes))) == NULL)
+		return hsm_err(HSM_ENOMEM, "out of memory");
+	for (e = seq->child; e != NULL; e = e->next) {
+		snprintf(rl, sizeof(rl), "%s.routes[%zu]", label, l->nroutes);
+		if ((r = get_route(d, e, rl, l->nroutes, &l->routes[l->nroutes])) != 0) {
+			route_clear(&l->routes[l->nroutes]);	/* not counted yet */
+			return r;
+		}
+		l->nroutes++;
+		for (i = 0; i + 1 < l->nroutes; i++)
+			if (strcmp(l->routes[i].name, l->routes[l->nroutes - 1].name) == 0)
+				return cfg_node_err(d, e, "'%s.name': duplicate route name '%s'", rl,
+				    l->routes[i].name);
+	}
+	return 0;
+}
+
+/* protocol: tcp (the default) or http. */
+static int
+get_protocol(const struct cfg_doc *d, const struct cfg_node *it, const char *label,
+    unsigned flags, struct proxy_listener *l)
+{
+	const char *v;
+	int r;
+
+	if ((r = cfg_node_str(d, it, label, "protocol", 0, &v)) != 0 || v == NULL)
+		return r;
+	if (strcmp(v, "tcp") == 0)
+		return 0;
+	if (strcmp(v, "http") != 0)
+		return cfg_node_err(d, cfg_node_child(it, "protocol"), "'%s.protocol' must be tcp "
+		    "or http, not '%.40s'", label, v);
+	if (!(flags & PROXYCONF_HTTP))
+		return cfg_node_err(d, cfg_node_child(it, "protocol"), "'%s.protocol' http is not "
+		    "served by this sidecar yet: only tcp", label);
+	l->http = 1;
+	return 0;
+}
+
+/* app_protocol (inbound, protocol: http): http/1.1 (the default) or h2c. */
+static int
+get_app_protocol(const struct cfg_doc *d, const struct cfg_node *it, const char *label,
+    struct proxy_listener *l)
+{
+	const char *v;
+	int r;
+
+	if ((r = cfg_node_str(d, it, label, "app_protocol", 0, &v)) != 0 || v == NULL)
+		return r;
+	if (!l->http)
+		return cfg_node_err(d, cfg_node_child(it, "app_protocol"), "'%s.app_protocol' needs "
+		    "'protocol: http'", label);
+	if (strcmp(v, "h2c") == 0)
+		l->app_h2c = 1;
+	else if (strcmp(v, "http/1.1") != 0)
+		return cfg_node_err(d, cfg_node_child(it, "app_protocol"), "'%s.app_protocol' must "
+		    "be http/1.1 or h2c, not '%.40s'", label, v);
 	return 0;
 }
 
@@ -369,7 +564,7 @@ get_outbound(const struct cfg_doc *d, const struct cfg_node *it, const char *lab
 /* Entry it of the inbound or outbound list into c->lst[c->nlst]. */
 static int
 get_listener(const struct cfg_doc *d, struct proxy_config *c, const struct cfg_node *it,
-    const char *label, int inbound)
+    const char *label, int inbound, unsigned flags)
 {
 	struct proxy_listener *l = &c->lst[c->nlst++];
 	const char *tkey = inbound ? "forward_to" : "connect", *name, *listen, *target;
@@ -412,11 +607,18 @@ get_listener(const struct cfg_doc *d, struct proxy_config *c, const struct cfg_n
 	    &l->target_len)) != 0 || (r = dup_str(target, &l->target)) != 0)
 		return r;
 
-	return inbound ? get_allow(d, it, label, l) : get_outbound(d, it, label, l);
+	if ((r = get_protocol(d, it, label, flags, l)) != 0)
+		return r;
+	if (!inbound)
+		return get_outbound(d, it, label, l);
+	if ((r = get_patterns(d, it, label, "allow", &l->allow, &l->nallow)) != 0 ||
+	    (r = get_app_protocol(d, it, label, l)) != 0)
+		return r;
+	return get_routes(d, it, label, l);
 }
 
 static int
-get_listeners(const struct cfg_doc *d, struct proxy_config *c)
+get_listeners(const struct cfg_doc *d, struct proxy_config *c, unsigned flags)
 {
 	const struct cfg_node *seq[2], *it;
 	const char *sect[2] = { "inbound", "outbound" };
@@ -439,7 +641,7 @@ get_listeners(const struct cfg_doc *d, struct proxy_config *c)
 		i = 0;
 		for (it = seq[k] != NULL ? seq[k]->child : NULL; it != NULL; it = it->next) {
 			snprintf(label, sizeof(label), "%s[%zu]", sect[k], i++);
-			if ((r = get_listener(d, c, it, label, k == 0)) != 0)
+			if ((r = get_listener(d, c, it, label, k == 0, flags)) != 0)
 				return r;
 		}
 	}
@@ -520,6 +722,50 @@ get_limits(const struct cfg_doc *d, struct proxy_config *c)
 	return 0;
 }
 
+/* Keys that only protocol: http listeners use. */
+static const char *const http_keys[] = {
+	"limits.max_header_bytes", "limits.max_headers", "limits.max_streams",
+	"limits.min_body_rate", "timeouts.request", "timeouts.stream_idle", NULL
+};
+
+/* The limits of protocol: http listeners; refused when no listener would use them. */
+static int
+get_http_limits(const struct cfg_doc *d, struct proxy_config *c)
+{
+	char bs[24];
+	size_t i;
+	int r, http = 0;
+
+	for (i = 0; i < c->nlst; i++)
+		http |= c->lst[i].http;
+	for (i = 0; !http && http_keys[i] != NULL; i++)
+		if (cfg_find(d, http_keys[i]) != NULL)
+			return cfg_err(d, http_keys[i], "'%s' applies to protocol: http listeners, "
+			    "and there is none", http_keys[i]);
+
+	if ((r = get_unsigned(d, "limits.max_header_bytes", 16384, 1024, 65536,
+	    &c->max_header_bytes)) != 0 ||
+	    (r = get_unsigned(d, "limits.max_headers", 100, 1, 1000, &c->max_headers)) != 0 ||
+	    (r = get_unsigned(d, "limits.max_streams", 100, 1, 1000, &c->max_streams)) != 0 ||
+	    (r = get_unsigned(d, "limits.min_body_rate", 0, 0, 1u << 30,
+	    &c->min_body_rate)) != 0 ||
+	    (r = get_ms(d, "timeouts.request", "30s", 100, REQUEST_TIMEOUT_MAX,
+	    &c->request_timeout_ms)) != 0 ||
+	    (r = get_ms(d, "timeouts.stream_idle", "300s", 1000, 7 * 86400 * 1000,
+	    &c->stream_idle_ms)) != 0)
+		return r;
+	/* an HTTP/1.1 head is read whole into one buffer */
+	for (i = 0; i < c->nlst; i++)
+		if (c->lst[i].http && c->max_header_bytes > c->buffer_size) {
+			snprintf(bs, sizeof(bs), "%zu", c->buffer_size);
+			return cfg_err(d, cfg_find(d, "limits.max_header_bytes") != NULL ?
+			    "limits.max_header_bytes" : "limits.buffer_size", "'limits.max_header_bytes' "
+			    "%u is over 'limits.buffer_size' %s: an HTTP head must fit in a buffer",
+			    c->max_header_bytes, bs);
+		}
+	return 0;
+}
+
 static int
 get_outputs(const struct cfg_doc *d, struct proxy_config *c)
 {
@@ -552,6 +798,12 @@ get_outputs(const struct cfg_doc *d, struct proxy_config *c)
 int
 proxy_config_load(const char *path, struct proxy_config **out)
 {
+	return proxy_config_load_with(path, 0, out);
+}
+
+int
+proxy_config_load_with(const char *path, unsigned flags, struct proxy_config **out)
+{
 	struct proxy_config *c = NULL;
 	struct cfg_doc *d = NULL;
 	int r;
@@ -565,7 +817,8 @@ proxy_config_load(const char *path, struct proxy_config **out)
 	}
 	if ((r = cfg_check_known(d, top_known)) != 0 || (r = get_agent(d, c)) != 0 ||
 	    (r = get_tls(d, c)) != 0 || (r = get_limits(d, c)) != 0 ||
-	    (r = get_listeners(d, c)) != 0 || (r = get_outputs(d, c)) != 0)
+	    (r = get_listeners(d, c, flags)) != 0 || (r = get_http_limits(d, c)) != 0 ||
+	    (r = get_outputs(d, c)) != 0)
 		goto out;
 	*out = c;
 	c = NULL;

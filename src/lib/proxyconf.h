@@ -51,6 +51,9 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "route.h"
+#include "spiffe.h"	/* the patterns of allow and expect_id */
+
 struct proxy_listener {
 	char *name;
 	int inbound;				/* 1 inbound (mTLS server), 0 outbound */
@@ -63,6 +66,10 @@ struct proxy_listener {
 	char **allow;				/* inbound: allow list; outbound: the one expect_id */
 	size_t nallow;
 	char *server_name;			/* outbound SNI or NULL */
+	int http;				/* protocol: http (0: tcp) */
+	int app_h2c;				/* inbound http: the app speaks h2c (0: HTTP/1.1) */
+	struct route *routes;			/* inbound http: first match decides (route.h) */
+	size_t nroutes;				/* 0: every request of an allowed peer */
 };
 
 struct proxy_config {
@@ -76,6 +83,11 @@ struct proxy_config {
 	unsigned max_connections;
 	size_t buffer_size;
 	unsigned handshake_timeout_ms, idle_timeout_ms, connect_timeout_ms, drain_timeout_ms;
+	/* protocol: http */
+	unsigned max_header_bytes, max_headers, max_streams;
+	unsigned min_body_rate;			/* bytes/s a request body must keep up; 0: off */
+	unsigned request_timeout_ms;		/* routes without their own timeout */
+	unsigned stream_idle_ms;
 	struct proxy_listener *lst;		/* inbound first, then outbound, file order */
 	size_t nlst;
 	char *metrics_listen;			/* NULL when absent */
@@ -88,33 +100,19 @@ struct proxy_config {
  * Load and validate proxy.yaml at path (host names in addresses are
  * resolved now). Caller frees *out with proxy_config_free(). 0, or
  * HSM_ECONFIG (HSM_ENOMEM) with a one-line detail naming file and line.
+ * A listener with "protocol: http" is refused: the sidecar does not
+ * serve it yet (proxy_config_load_with PROXYCONF_HTTP parses it).
  */
 int proxy_config_load(const char *path, struct proxy_config **out);
 
+/* flags of proxy_config_load_with */
+#define PROXYCONF_HTTP 0x1	/* the caller serves protocol: http listeners */
+
+/* proxy_config_load with flags (PROXYCONF_*). */
+int proxy_config_load_with(const char *path, unsigned flags, struct proxy_config **out);
+
 /* Free a configuration. Accepts NULL. */
 void proxy_config_free(struct proxy_config *c);
-
-/*
- * Patterns. A star can only be the whole last segment, so in the comments
- * below P-star stands for a SPIFFE ID P followed by a slash and a star:
- * "spiffe://example.org/" + "*" is the whole trust domain, and
- * "spiffe://example.org/ns/" + "*" everything below /ns.
- */
-/*
- * Check a pattern's syntax: a full SPIFFE ID (spiffe_id_parse), or P-star
- * where P is a valid SPIFFE ID. No other wildcard. 0 or HSM_EINVAL with a
- * one-line detail.
- */
-int spiffe_pattern_check(const char *pattern);
-
-/*
- * 1 when id matches pattern: equal, or for P-star, id starts with P and a
- * slash and has at least one more character (so "spiffe://example.org/ns/"
- * + "*" matches neither "spiffe://example.org/ns" nor
- * "spiffe://example.org/nsx/a"). 0 otherwise. A pure string comparison:
- * id is a verified peer's ID.
- */
-int spiffe_pattern_match(const char *pattern, const char *id);
 
 /* 1 when id matches any of l->allow, else 0. */
 int proxy_listener_allows(const struct proxy_listener *l, const char *id);

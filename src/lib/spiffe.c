@@ -217,3 +217,39 @@ spiffe_id_check_domain(const char *id, const char *td)
 		    quote(id, q, sizeof(q)));
 	return 0;
 }
+
+/* ---- patterns (spiffe.h) ---- */
+
+int
+spiffe_pattern_check(const char *pattern)
+{
+	struct spiffe_id sid;
+	char prefix[SPIFFE_ID_MAX + 1];
+	const char *star;
+	size_t n;
+
+	if (pattern == NULL)
+		pattern = "";
+	n = strlen(pattern);
+	if ((star = strchr(pattern, '*')) == NULL)
+		return spiffe_id_parse(pattern, &sid);
+	/* One star, as the whole last segment after an ID (P-star in proxyconf.h). */
+	if (star != pattern + n - 1 || n < 2 || star[-1] != '/')
+		return hsm_err(HSM_EINVAL, "invalid SPIFFE ID pattern '%.200s': '*' is allowed only "
+		    "as the whole last segment ('spiffe://td/path/*')", pattern);
+	if (n - 2 > SPIFFE_ID_MAX)
+		return hsm_err(HSM_EINVAL, "invalid SPIFFE ID pattern '%.200s': too long", pattern);
+	memcpy(prefix, pattern, n - 2);
+	prefix[n - 2] = '\0';
+	return spiffe_id_parse(prefix, &sid);
+}
+
+int
+spiffe_pattern_match(const char *pattern, const char *id)
+{
+	size_t n = strlen(pattern);
+
+	if (n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '/')
+		return strncmp(id, pattern, n - 1) == 0 && id[n - 1] != '\0';
+	return strcmp(pattern, id) == 0;
+}

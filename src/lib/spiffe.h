@@ -9,6 +9,9 @@
  * [A-Za-z0-9.-_] other than "." and "..". No percent-encoding, query,
  * fragment, userinfo, port or trailing slash; the whole ID is at most 2048
  * bytes. Pure string checks: fuzzed by tests/fuzz/fuzz_spiffe.c.
+ *
+ * Also the patterns of authorisation lists (proxy.yaml's allow,
+ * expect_id and routes' allow): an ID, or an ID and a slash-star.
  */
 #ifndef HSM_SPIFFE_H
 #define HSM_SPIFFE_H
@@ -45,5 +48,27 @@ int spiffe_td_check(const char *td);
  * domain 'example.org'"). 0 when acceptable.
  */
 int spiffe_id_check_domain(const char *id, const char *td);
+
+/*
+ * Patterns. A star can only be the whole last segment, so in the comments
+ * below P-star stands for a SPIFFE ID P followed by a slash and a star:
+ * "spiffe://example.org/" + "*" is the whole trust domain, and
+ * "spiffe://example.org/ns/" + "*" everything below /ns.
+ */
+/*
+ * Check a pattern's syntax: a full SPIFFE ID (spiffe_id_parse), or P-star
+ * where P is a valid SPIFFE ID. No other wildcard. 0 or HSM_EINVAL with a
+ * one-line detail.
+ */
+int spiffe_pattern_check(const char *pattern);
+
+/*
+ * 1 when id matches pattern: equal, or for P-star, id starts with P and a
+ * slash and has at least one more character (so "spiffe://example.org/ns/"
+ * + "*" matches neither "spiffe://example.org/ns" nor
+ * "spiffe://example.org/nsx/a"). 0 otherwise. A pure string comparison:
+ * id is a verified peer's ID.
+ */
+int spiffe_pattern_match(const char *pattern, const char *id);
 
 #endif

@@ -37,6 +37,19 @@ hsm_get32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* Little-endian integers of Intel's formats (SGX quotes and reports). */
+static inline uint16_t
+hsm_getle16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static inline uint32_t
+hsm_getle32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 static inline void
 hsm_put16(uint8_t *p, uint16_t v)
 {

@@ -40,7 +40,8 @@
 #include "agclient.h"
 #include "agentproto.h"
 #include "err.h"
-#include "provider.h"
+#include "provider_agent.h"
+#include "provider_core.h"
 #include "tlssig.h"
 
 #include "../unit/cmpkur.h"

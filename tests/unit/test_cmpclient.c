@@ -36,7 +36,8 @@
 #include "cmpclient.h"
 #include "err.h"
 #include "khclient.h"
-#include "provider.h"
+#include "provider_core.h"
+#include "provider_kh.h"
 #include "svid.h"
 #include "util.h"
 

@@ -48,9 +48,9 @@ teardown(void **state)
 	return rmdir(dir);
 }
 
-/* Write text as proxy.yaml in the test directory and load it. */
+/* Write text as proxy.yaml in the test directory and load it with flags. */
 static int
-load(const char *text, struct proxy_config **c)
+load_with(const char *text, unsigned flags, struct proxy_config **c)
 {
 	FILE *f;
 
@@ -59,7 +59,13 @@ load(const char *text, struct proxy_config **c)
 	fputs(text, f);
 	if (fclose(f) != 0)
 		return -100;
-	return proxy_config_load(file, c);
+	return flags == 0 ? proxy_config_load(file, c) : proxy_config_load_with(file, flags, c);
+}
+
+static int
+load(const char *text, struct proxy_config **c)
+{
+	return load_with(text, 0, c);
 }
 
 /*
@@ -67,14 +73,14 @@ load(const char *text, struct proxy_config **c)
  * and containing each of word1 and word2 (NULL: not checked).
  */
 static void
-refuse_(const char *text, const char *word1, const char *word2, int line)
+refuse_(const char *text, unsigned flags, const char *word1, const char *word2, int line)
 {
 	struct proxy_config *c = (struct proxy_config *)1;
 	const char *msg;
 	int r;
 
 	hsm_err_clear();
-	if ((r = load(text, &c)) != HSM_ECONFIG)
+	if ((r = load_with(text, flags, &c)) != HSM_ECONFIG)
 		fail_msg("line %d: loaded with %d, want HSM_ECONFIG", line, r);
 	assert_null(c);
 	msg = hsm_err_msg(r);
@@ -83,7 +89,9 @@ refuse_(const char *text, const char *word1, const char *word2, int line)
 		fail_msg("line %d: message '%s', want the file, '%s' and '%s'", line, msg, word1,
 		    word2 != NULL ? word2 : "");
 }
-#define refuse(text, w1, w2) refuse_(text, w1, w2, __LINE__)
+#define refuse(text, w1, w2) refuse_(text, 0, w1, w2, __LINE__)
+/* the same for a caller that serves protocol: http */
+#define refuse_http(text, w1, w2) refuse_(text, PROXYCONF_HTTP, w1, w2, __LINE__)
 
 /* Address length of a family (AF_UNSPEC: either). */
 static void
@@ -472,6 +480,171 @@ patterns(void **state)
 			    cases[i].match);
 }
 
+
+/* An inbound HTTP listener: the smallest valid one, to which tests add routes. */
+#define HTTP_IN \
+	"inbound:\n" \
+	"  - name: smf\n" \
+	"    listen: 127.0.0.1:8443\n" \
+	"    forward_to: 127.0.0.1:8080\n" \
+	"    protocol: http\n" \
+	"    allow: [spiffe://example.org/*]\n"
+
+static void
+http_listeners(void **state)
+{
+	struct proxy_config *c = NULL;
+	const struct proxy_listener *l;
+	const char *y = AGENT
+	    "limits:\n"
+	    "  max_header_bytes: 8192\n"
+	    "  max_headers: 50\n"
+	    "  max_streams: 250\n"
+	    "  min_body_rate: 4096\n"
+	    "timeouts:\n"
+	    "  request: 2500ms\n"
+	    "  stream_idle: 2m\n"
+	    HTTP_IN
+	    "    app_protocol: h2c\n"
+	    "    routes:\n"
+	    "      - name: create\n"
+	    "        path: /nsmf-pdusession/v1/sm-contexts\n"
+	    "        methods: [POST]\n"
+	    "        allow: [spiffe://example.org/amf]\n"
+	    "        timeout: 10s\n"
+	    "      - path_prefix: /nnrf-nfm/v1/\n"
+	    "        methods: [GET, HEAD]\n"
+	    "        allow:\n"
+	    "          - spiffe://example.org/*\n"
+	    "          - spiffe://other.org/nrf\n"
+	    "outbound:\n"
+	    "  - name: to-nrf\n"
+	    "    listen: 127.0.0.1:15001\n"
+	    "    connect: 127.0.0.1:9443\n"
+	    "    expect_id: spiffe://example.org/nrf\n"
+	    "    protocol: http\n";
+
+	/* a sidecar that does not serve HTTP yet refuses it, naming the key and line */
+	refuse(y, "'inbound[0].protocol' http is not served", "line 15");
+	assert_int_equal(load_with(y, PROXYCONF_HTTP, &c), 0);
+	assert_int_equal(c->max_header_bytes, 8192);
+	assert_int_equal(c->max_headers, 50);
+	assert_int_equal(c->max_streams, 250);
+	assert_int_equal(c->min_body_rate, 4096);
+	assert_int_equal(c->request_timeout_ms, 2500);
+	assert_int_equal(c->stream_idle_ms, 120000);
+	l = &c->lst[0];
+	assert_int_equal(l->http, 1);
+	assert_int_equal(l->app_h2c, 1);
+	assert_int_equal(l->nroutes, 2);
+	assert_string_equal(l->routes[0].name, "create");
+	assert_string_equal(l->routes[0].path, "/nsmf-pdusession/v1/sm-contexts");
+	assert_int_equal(l->routes[0].prefix, 0);
+	assert_int_equal(l->routes[0].nmethods, 1);
+	assert_string_equal(l->routes[0].methods[0], "POST");
+	assert_int_equal(l->routes[0].timeout_ms, 10000);
+	assert_true(route_allows(&l->routes[0], "spiffe://example.org/amf"));
+	assert_false(route_allows(&l->routes[0], "spiffe://example.org/nrf"));
+	assert_string_equal(l->routes[1].name, "route1");
+	assert_string_equal(l->routes[1].path, "/nnrf-nfm/v1/");
+	assert_int_equal(l->routes[1].prefix, 1);
+	assert_int_equal(l->routes[1].nmethods, 2);
+	assert_int_equal(l->routes[1].nallow, 2);
+	assert_int_equal(l->routes[1].timeout_ms, 0);
+	assert_ptr_equal(route_find(l->routes, l->nroutes, "GET", "/nnrf-nfm/v1/nf-instances",
+	    strlen("/nnrf-nfm/v1/nf-instances")), &l->routes[1]);
+	assert_int_equal(c->lst[1].http, 1);
+	assert_int_equal(c->lst[1].nroutes, 0);
+	proxy_config_free(c);
+
+	/* defaults; tcp is the default protocol and may be written */
+	assert_int_equal(load(AGENT INBOUND "    protocol: tcp\n", &c), 0);
+	assert_int_equal(c->lst[0].http, 0);
+	assert_int_equal(c->max_header_bytes, 16384);
+	assert_int_equal(c->max_headers, 100);
+	assert_int_equal(c->max_streams, 100);
+	assert_int_equal(c->min_body_rate, 0);
+	assert_int_equal(c->request_timeout_ms, 30000);
+	assert_int_equal(c->stream_idle_ms, 300000);
+	proxy_config_free(c);
+
+	/* an HTTP listener without routes forwards every request of an allowed peer */
+	assert_int_equal(load_with(AGENT HTTP_IN "    app_protocol: http/1.1\n", PROXYCONF_HTTP, &c),
+	    0);
+	assert_int_equal(c->lst[0].app_h2c, 0);
+	assert_int_equal(c->lst[0].nroutes, 0);
+	assert_null(c->lst[0].routes);
+	proxy_config_free(c);
+}
+
+static void
+bad_routes(void **state)
+{
+	refuse(AGENT INBOUND "    protocol: quic\n", "'inbound[0].protocol' must be tcp or http",
+	    "line 8");
+	refuse_http(AGENT INBOUND "    routes:\n      - path: /\n        allow: [spiffe://a.org/x]\n",
+	    "'inbound[0].routes' needs 'protocol: http'", "line 8");
+	refuse_http(AGENT "outbound:\n  - name: o\n    listen: 127.0.0.1:15001\n"
+	    "    connect: 127.0.0.1:9443\n    expect_id: spiffe://example.org/db\n"
+	    "    protocol: http\n    routes: []\n", "unknown key 'outbound[0].routes'", NULL);
+	refuse_http(AGENT HTTP_IN "    routes: []\n", "'inbound[0].routes' is empty", NULL);
+	refuse_http(AGENT INBOUND "    app_protocol: h2c\n", "'inbound[0].app_protocol' needs "
+	    "'protocol: http'", "line 8");
+	refuse_http(AGENT HTTP_IN "    app_protocol: h2\n", "'inbound[0].app_protocol' must be "
+	    "http/1.1 or h2c", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - allow: [spiffe://a.org/x]\n",
+	    "'inbound[0].routes[0]' needs exactly one of 'path' and 'path_prefix'", "line 10");
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n        path_prefix: /a\n"
+	    "        allow: [spiffe://a.org/x]\n", "exactly one", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n",
+	    "missing required key 'inbound[0].routes[0].allow'", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n        allow: []\n",
+	    "'inbound[0].routes[0].allow' must list at least one", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n        allow: [spiffe://a.org/*/x]\n",
+	    "'inbound[0].routes[0].allow[0]' invalid SPIFFE ID pattern", "line 11");
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n        allow: [spiffe://a.org/x]\n"
+	    "        hosts: [a]\n", "unknown key 'inbound[0].routes[0].hosts'", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: a\n        allow: [spiffe://a.org/x]\n",
+	    "'inbound[0].routes[0].path'", "does not start with '/'");
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path_prefix: /a/../b\n"
+	    "        allow: [spiffe://a.org/x]\n", "'inbound[0].routes[0].path_prefix'", "'..'");
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /%61\n        allow: [spiffe://a.org/x]\n",
+	    "not in normal form", "write '/a'");
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a?b=1\n        allow: [spiffe://a.org/x]\n",
+	    "has a query", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n        methods: []\n"
+	    "        allow: [spiffe://a.org/x]\n", "'inbound[0].routes[0].methods' must list", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n        methods: [\"GE T\"]\n"
+	    "        allow: [spiffe://a.org/x]\n", "'inbound[0].routes[0].methods[0]' must be an HTTP "
+	    "method", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n        timeout: 50ms\n"
+	    "        allow: [spiffe://a.org/x]\n", "'inbound[0].routes[0].timeout' must be from 100ms "
+	    "to 86400s", "line 11");
+	refuse_http(AGENT HTTP_IN "    routes:\n      - path: /a\n        timeout: soon\n"
+	    "        allow: [spiffe://a.org/x]\n", "'inbound[0].routes[0].timeout'", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - name: r\n        path: /a\n"
+	    "        allow: [spiffe://a.org/x]\n      - name: r\n        path: /b\n"
+	    "        allow: [spiffe://a.org/x]\n", "duplicate route name 'r'", NULL);
+	refuse_http(AGENT HTTP_IN "    routes:\n      - name: \"a b\"\n        path: /a\n"
+	    "        allow: [spiffe://a.org/x]\n", "'inbound[0].routes[0].name' must be", NULL);
+	/* limits */
+	refuse_http(AGENT HTTP_IN "limits:\n  max_header_bytes: 100\n", "'limits.max_header_bytes'",
+	    NULL);
+	refuse_http(AGENT HTTP_IN "limits:\n  max_streams: 0\n", "'limits.max_streams'", NULL);
+	refuse_http(AGENT HTTP_IN "limits:\n  max_headers: 1001\n", "'limits.max_headers'", NULL);
+	refuse_http(AGENT HTTP_IN "timeouts:\n  request: 25h\n", "'timeouts.request' must be from",
+	    NULL);
+	refuse_http(AGENT HTTP_IN "timeouts:\n  stream_idle: 10ms\n", "'timeouts.stream_idle'",
+	    NULL);
+	/* nothing is silently ignored: HTTP limits without an HTTP listener are refused */
+	refuse(AGENT INBOUND "limits:\n  max_streams: 10\n", "'limits.max_streams' applies to "
+	    "protocol: http listeners, and there is none", "line 9");
+	refuse(AGENT INBOUND "timeouts:\n  stream_idle: 1m\n", "'timeouts.stream_idle' applies",
+	    NULL);
+	refuse_http(AGENT HTTP_IN "limits:\n  buffer_size: 4096\n",
+	    "'limits.max_header_bytes' 16384 is over 'limits.buffer_size' 4096", "line 10");
+}
+
 int
 main(void)
 {
@@ -486,6 +659,8 @@ main(void)
 		cmocka_unit_test(duplicates),
 		cmocka_unit_test(bad_allow),
 		cmocka_unit_test(patterns),
+		cmocka_unit_test(http_listeners),
+		cmocka_unit_test(bad_routes),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
