@@ -37,6 +37,18 @@ struct ca_config {
 	/* `hsmesh ca replicate` (docs/REPLICAS.md): */
 	struct attest_policy *repl_attest;	/* replication.attestation: what a target must prove */
 	struct evidence_conf repl_evidence;	/* replication.evidence: how this token proves it */
+	char *metrics_listen;		/* metrics.listen (host:port), or NULL */
+	/* front: the limits of `ca serve`'s HTTP front (docs/CA.md) */
+	struct ca_front {
+		unsigned max_connections;		/* default 4096 */
+		unsigned max_connections_per_source;	/* default 64 */
+		unsigned workers;			/* default 2 x CPUs (2..32) */
+		int64_t request_timeout;		/* seconds, default 10 */
+		int64_t idle_timeout;			/* seconds, default 5 */
+		int64_t write_timeout;			/* seconds, default 10 */
+		uint64_t max_body;			/* bytes, default 262144 */
+		uint64_t max_buffered;			/* bytes, default 67108864 */
+	} front;
 };
 
 /*

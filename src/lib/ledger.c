@@ -541,20 +541,29 @@ count_entry(const struct ledger_entry *e, void *arg)
 	return 0;
 }
 
-/* What ledger_issue records, for its transaction's body. */
+/* What ledger_issue_with records, for its transaction's body. */
 struct issue_arg {
 	const struct ledger_cert *n;
 	const char *token_ref;
 	int64_t now;
+	int (*before_commit)(void *arg);
+	void *arg;
+	int hook_ran;		/* before_commit succeeded in some attempt */
 };
 
 static int
 issue_body(struct ledger *lg, void *v)
 {
-	const struct issue_arg *a = v;
+	struct issue_arg *a = v;
 	unsigned entries = 0;
 	int r;
 
+	/*
+	 * The hook's record (the audit line) is made once: when the commit
+	 * after it failed in conflict, the issuance is not run again.
+	 */
+	if (a->hook_ran)
+		return hsm_err(HSM_EIO, "ledger: issue: the commit failed after its record was made");
 	/*
 	 * The identity is checked inside the transaction, under its lock: a
 	 * revocation that commits first is seen here, one that commits later
@@ -576,19 +585,23 @@ issue_body(struct ledger *lg, void *v)
 	if ((a->token_ref == NULL ||
 	    ((r = token_kind_locked(lg, a->token_ref, a->n->kind)) == 0 &&
 	    (r = consume_locked(lg, a->token_ref, a->now, a->n->serial)) == 0)) &&
-	    (a->n->parent_serial[0] == '\0' || (r = supersede_locked(lg, a->n)) == 0))
-		r = lg->ops->cert_insert(lg->be, a->n, (int64_t)time(NULL));
+	    (a->n->parent_serial[0] == '\0' || (r = supersede_locked(lg, a->n)) == 0) &&
+	    (r = lg->ops->cert_insert(lg->be, a->n, (int64_t)time(NULL))) == 0 &&
+	    a->before_commit != NULL && (r = a->before_commit(a->arg)) == 0)
+		a->hook_ran = 1;
 	return r;
 }
 
 int
-ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
-    int64_t now)
+ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
+    int64_t now, int (*before_commit)(void *arg), void *arg, int *hook_ran)
 {
 	struct ledger_cert n;
-	struct issue_arg a = { &n, token_ref, now };
+	struct issue_arg a = { &n, token_ref, now, before_commit, arg, 0 };
 	int r;
 
+	if (hook_ran != NULL)
+		*hook_ran = 0;
 	if ((r = cert_arg(c, &n)) != 0)
 		return r;
 	if (token_ref != NULL && !peer_ref(token_ref))
@@ -596,8 +609,17 @@ ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_r
 	if ((r = lock(lg)) != 0)
 		return r;
 	r = in_txn(lg, "issue", issue_body, &a);
+	if (hook_ran != NULL)
+		*hook_ran = a.hook_ran;
 	unlock(lg);
 	return r;
+}
+
+int
+ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
+    int64_t now)
+{
+	return ledger_issue_with(lg, c, token_ref, now, NULL, NULL, NULL);
 }
 
 int
