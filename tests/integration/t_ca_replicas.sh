@@ -12,14 +12,16 @@
 # crashed on; an agent with several CA URLs fails over past a closed port,
 # an HTTP error and a replica whose database is gone (systemFailure), and
 # backs off when every address fails; a replica whose database comes back
-# serves again by itself.
+# serves again by itself; a replica whose audit log cannot be written
+# issues nothing and leaves the join token for another one.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
 if ! pg_available; then
 	ok "# SKIP postgresql-15 (initdb, pg_ctl, psql) not installed"
 	done_testing; exit 0
 fi
-trap '_cleanup; pg_stop' EXIT INT TERM
+MNT=""
+trap '[ -z "$MNT" ] || umount -l "$MNT" 2>/dev/null; _cleanup; pg_stop' EXIT INT TERM
 check "a throwaway PostgreSQL server starts" pg_start || { done_testing; exit 1; }
 pg_createdb ca
 DBURI=$(pg_uri ca)
@@ -195,6 +197,32 @@ sleep 1.1
 check "the database back, replica c serves again by itself (the token it could not spend)" \
     quiet ocmp "$C" -cmd ir -implicit_confirm -ref "$(ref "$TOK5")" -secret "pass:$(sec "$TOK5")" \
     -newkey "$T/k5.pem" -subject /CN=x -certout "$T/c5.pem"
+
+# A replica whose audit log cannot be written (its disk full): it issues
+# nothing, and the join token stays unspent for another replica.
+if [ "$(id -u)" = 0 ] && mkdir -p "$T/full" && mount -t tmpfs -o size=256k,mode=0700 hsmesh-replicas "$T/full"; then
+	MNT=$T/full
+	sed -e "s|^audit_log:.*||" "$Y" >"$T/d.yaml"
+	echo "audit_log: $MNT/audit-d.log" >>"$T/d.yaml"
+	# Full before it starts: no page of the tmpfs is left for a line.
+	dd if=/dev/zero of="$MNT/filler" bs=4096 count=1000 2>/dev/null
+	"$HSMESH" ca serve -c "$T/d.yaml" --port-file "$T/d.port" 2>"$T/d.log" &
+	PID_d=$!; track $PID_d
+	wait_port d
+	TOK6=$("$HSMESH" ca token -c "$Y" --id spiffe://example.org/fulldisk)
+	refused_with "replica d, its audit log on a full disk, issues nothing (systemFailure)" "systemFailure" \
+	    ocmp "127.0.0.1:$(cat "$T/d.port")" -cmd ir -implicit_confirm -ref "$(ref "$TOK6")" \
+	    -secret "pass:$(sec "$TOK6")" -newkey "$T/k5.pem" -subject /CN=x -certout "$T/x.pem"
+	check "... no certificate recorded for it, its join token unspent" test \
+	    "$(psql_ca "select count(*) from certs where spiffe_id = 'spiffe://example.org/fulldisk'")/$(psql_ca "select count(*) from tokens where ref = '$(ref "$TOK6")' and used_at is null")" = 0/1
+	check "... which replica b then spends" quiet ocmp "$B" -cmd ir -implicit_confirm -ref "$(ref "$TOK6")" \
+	    -secret "pass:$(sec "$TOK6")" -newkey "$T/k5.pem" -subject /CN=x -certout "$T/c6.pem"
+	kill -TERM "$PID_d"
+	check "replica d stops cleanly on SIGTERM" wait_exit "$PID_d" 10
+	umount "$MNT" && MNT=""
+else
+	ok "# SKIP not root or no tmpfs: the full-disk replica"
+fi
 
 # Every address down: one failure per attempt, and the attempts back off.
 agent w3 "http://127.0.0.1:$CLOSED/.well-known/cmp" "http://127.0.0.1:$((CLOSED + 1))/.well-known/cmp"

@@ -1132,6 +1132,49 @@ reconnects(void **state)
 	ledger_close(lg);
 }
 
+/* Its hook ends our session to the server (the ledger lost at commit). */
+static int
+hook_kill(void *arg)
+{
+	int *calls = arg;
+
+	(*calls)++;
+	return be->exec(dbpath, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+	    "WHERE application_name = 'hsmesh-ca' AND pid <> pg_backend_pid()");
+}
+
+/*
+ * The commit fails after the hook made its record (the audit line): the
+ * call fails with *hook_ran set (the caller then says the issuance was
+ * rolled back), it is not run again, and nothing of it was recorded.
+ */
+static void
+issue_commit_lost_after_hook(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_token t;
+	struct ledger_cert c, g;
+	uint8_t hh[LEDGER_HASH_LEN];
+	int64_t now = 100000;
+	int calls = 0, ran = -1, r;
+
+	hash_of("hk", hh);
+	assert_int_equal(ledger_token_add(lg, "h1", hh, ID, now + 600), 0);
+	make_cert(&c, "20", ID, now, now + 3600, "token:h1", NULL);
+	r = ledger_issue_with(lg, &c, "h1", now, hook_kill, &calls, &ran);
+	assert_int_not_equal(r, 0);
+	assert_int_equal(calls, 1);
+	assert_int_equal(ran, 1);
+	/* Reconnected: the token unspent, no certificate; the issuance can be made again. */
+	assert_int_equal(ledger_token_lookup(lg, "h1", &t), 0);
+	assert_int_equal(t.used, 0);
+	assert_int_equal(ledger_cert_get(lg, "20", &g), HSM_ENOENT);
+	assert_int_equal(ledger_issue(lg, &c, "h1", now), 0);
+	assert_int_equal(ledger_token_lookup(lg, "h1", &t), 0);
+	assert_int_equal(t.used, 1);
+	ledger_close(lg);
+}
+
 /* ---- several processes on one store, as CA replicas ---- */
 
 #define NPROCS 3
@@ -1792,6 +1835,7 @@ main(void)
 		T(open_errors_file, 'f'),
 		T(server_errors, 's'),
 		T(reconnects, 's'),
+		T(issue_commit_lost_after_hook, 's'),
 		T(token_single_use, 0),
 		T(token_expired, 0),
 		T(token_unknown, 0),
