@@ -249,6 +249,25 @@ label_body(const char *label, uint8_t *lb, size_t *len)
 	return 0;
 }
 
+/* A request of type whose body is a non-empty label, answered with a key id and its SPKI. */
+static int
+label_key(struct kh_client *c, uint8_t type, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	uint8_t lb[HSM_MAX_LABEL + 1], *b;
+	size_t ll, bl;
+	int st;
+
+	*spki = NULL;
+	*spkilen = 0;
+	if (label == NULL || *label == '\0')
+		return hsm_err(HSM_EINVAL, "empty key label");
+	if ((st = label_body(label, lb, &ll)) != 0 ||
+	    (st = call(c, type, timeout_ms, lb, ll, NULL, 0, &b, &bl)) != 0)
+		return st;
+	return keyid_spki(b, bl, keyid, spki, spkilen);
+}
+
 int
 kh_generate_flags(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned flags,
     unsigned timeout_ms, uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
@@ -281,18 +300,7 @@ int
 kh_unwrapping_key(struct kh_client *c, const char *label, unsigned timeout_ms,
     uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
 {
-	uint8_t lb[HSM_MAX_LABEL + 1], *b;
-	size_t ll, bl;
-	int st;
-
-	*spki = NULL;
-	*spkilen = 0;
-	if (label == NULL || *label == '\0')
-		return hsm_err(HSM_EINVAL, "empty key label");
-	if ((st = label_body(label, lb, &ll)) != 0 ||
-	    (st = call(c, KH_T_UNWRAPPING_KEY, timeout_ms, lb, ll, NULL, 0, &b, &bl)) != 0)
-		return st;
-	return keyid_spki(b, bl, keyid, spki, spkilen);
+	return label_key(c, KH_T_UNWRAPPING_KEY, label, timeout_ms, keyid, spki, spkilen);
 }
 
 int
@@ -369,19 +377,7 @@ int
 kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
     uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
 {
-	uint8_t lb[HSM_MAX_LABEL + 1], *b;
-	size_t ll, bl;
-	int st;
-
-	*spki = NULL;
-	*spkilen = 0;
-	if (label == NULL || *label == '\0')
-		return hsm_err(HSM_EINVAL, "empty key label");
-	if ((st = label_body(label, lb, &ll)) != 0)
-		return st;
-	if ((st = call(c, KH_T_FIND, timeout_ms, lb, ll, NULL, 0, &b, &bl)) != 0)
-		return st;
-	return keyid_spki(b, bl, keyid, spki, spkilen);
+	return label_key(c, KH_T_FIND, label, timeout_ms, keyid, spki, spkilen);
 }
 
 int

@@ -20,6 +20,11 @@
 #   pg_run CMD...       all of it around one command
 #   pg_run_each CMD...  one server for several commands (no arguments each),
 #                       all run; fails when any of them (or the server) failed
+#   pg_ca NAME          (an integration script, lib.sh sourced first) a server,
+#                       its database "ca" (DBURI) and a CA NAME (ca_setup)
+#                       whose ledger is there, listening on port 0,
+#                       initialised: Y its ca.yaml, ROOT its root.pem
+#   psql_ca SQL         run SQL in that database, unaligned tuples only
 #
 # Every command is bounded in time (pg_ctl -w -t); the caller's trap must
 # call pg_stop (pg_run does).
@@ -113,4 +118,21 @@ pg_run_each() {
 	_pg_rc=0
 	for _pg_c in "$@"; do "$_pg_c" || _pg_rc=1; done
 	return $_pg_rc
+}
+
+pg_ca() {
+	check "a throwaway PostgreSQL server starts" pg_start || return 1
+	pg_createdb ca || return 1
+	DBURI=$(pg_uri ca)
+	ca_setup "$1" ec-p256
+	Y=$T/$1.yaml
+	ROOT=$T/$1/root.pem
+	yaml_set "$Y" listen 127.0.0.1:0
+	sed -i '/^database:/d' "$Y"
+	echo "database: \"$DBURI\"" >>"$Y"
+	quiet "$HSMESH" ca init -c "$Y" || { not_ok "ca init on PostgreSQL"; return 1; }
+}
+
+psql_ca() {
+	psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$DBURI" -c "$1"
 }

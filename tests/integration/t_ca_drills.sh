@@ -30,19 +30,8 @@ if [ -z "$LOAD" ]; then
 	done_testing; exit 1
 fi
 trap '_cleanup; pg_stop' EXIT INT TERM
-check "a throwaway PostgreSQL server starts" pg_start || { done_testing; exit 1; }
-pg_createdb ca
-DBURI=$(pg_uri ca)
-psql_ca() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$DBURI" -c "$1"; }
-
-ca_setup drill ec-p256
-Y=$T/drill.yaml
-yaml_set "$Y" listen 127.0.0.1:0
-sed -i '/^database:/d' "$Y"
-echo "database: \"$DBURI\"" >>"$Y"
-quiet "$HSMESH" ca init -c "$Y" || { not_ok "ca init"; done_testing; exit 1; }
+pg_ca drill || { done_testing; exit 1; }
 quiet "$HSMESH" ca token -c "$Y" --id spiffe://example.org/warm
-ROOT=$T/drill/root.pem
 
 # replica NAME: a `ca serve` with its own audit log and port; PID_NAME, URL_NAME
 replica() {

@@ -22,18 +22,7 @@ if ! pg_available; then
 fi
 MNT=""
 trap '[ -z "$MNT" ] || umount -l "$MNT" 2>/dev/null; _cleanup; pg_stop' EXIT INT TERM
-check "a throwaway PostgreSQL server starts" pg_start || { done_testing; exit 1; }
-pg_createdb ca
-DBURI=$(pg_uri ca)
-psql_ca() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$DBURI" -c "$1"; }
-
-ca_setup rep ec-p256
-Y=$T/rep.yaml
-yaml_set "$Y" listen 127.0.0.1:0
-sed -i '/^database:/d' "$Y"
-echo "database: \"$DBURI\"" >>"$Y"
-quiet "$HSMESH" ca init -c "$Y" || { not_ok "ca init on PostgreSQL"; done_testing; exit 1; }
-ROOT=$T/rep/root.pem
+pg_ca rep || { done_testing; exit 1; }
 
 # replica NAME [DATABASE_URI]: NAME.yaml (its own audit log) and a running `ca serve`
 replica() {
