@@ -828,7 +828,7 @@ report_enroll() {
 	echo
 	el() { grep -F "\"test\":\"enroll\",\"backend\":\"$1\",\"replicas\":$2,\"clients\":$3," "$JSON" | head -n 1; }
 	cpu=$(jv enroll ca_cpu_ms "$(el sqlite 1 16)"); cpu4=$(jv enroll ca_cpu_ms "$(el sqlite 1 4)")
-	cpumax=$(awk -v a="${cpu:-0}" -v b="${cpu4:-0}" 'BEGIN { printf "%.2f", a > b ? a : b }')
+	cpumax=$(awk -v a="${cpu:-0}" -v b="${cpu4:-0}" 'BEGIN { printf "%.2f", (a > b ? a : b) }')
 	scale=$(ratio "$(jv enroll per_s "$(el postgresql 2 16)")" "$(jv enroll per_s "$(el postgresql 1 16)")")
 	scale4=$(ratio "$(jv enroll per_s "$(el postgresql 2 4)")" "$(jv enroll per_s "$(el postgresql 1 4)")")
 	rss=$(jv enroll vmrss_kib "$(grep -F '"rss":"idle","backend":"sqlite"' "$JSON" | head -n 1)")
