@@ -180,12 +180,21 @@ admit_total(const struct admit *a)
 }
 
 char *
-admit_source_str(const struct sockaddr_storage *ss, char *buf, size_t cap)
+admit_src_str(const struct admit_src *src, char *buf, size_t cap)
 {
-	struct src k;
-
-	if (key_of(ss, &k) != 0 || inet_ntop(k.v6 ? AF_INET6 : AF_INET, k.addr, buf,
-	    (socklen_t)cap) == NULL)
+	if (inet_ntop(src->v6 ? AF_INET6 : AF_INET, src->addr, buf, (socklen_t)cap) == NULL)
 		snprintf(buf, cap, "?");
 	return buf;
+}
+
+char *
+admit_source_str(const struct sockaddr_storage *ss, char *buf, size_t cap)
+{
+	struct admit_src k;
+
+	if (admit_src_of(ss, &k) != 0) {
+		snprintf(buf, cap, "?");
+		return buf;
+	}
+	return admit_src_str(&k, buf, cap);
 }

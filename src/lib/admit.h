@@ -49,6 +49,9 @@ struct admit_src {
 /* The source of ss in *src: 0, or -1 for another family (then *src is all 0). */
 int admit_src_of(const struct sockaddr_storage *ss, struct admit_src *src);
 
+/* src as text ("192.0.2.7", "2001:db8::1") in buf; returns buf. */
+char *admit_src_str(const struct admit_src *src, char *buf, size_t cap);
+
 /* The source of ss as text ("192.0.2.7", "2001:db8::1"; "?" otherwise) in buf; returns buf. */
 char *admit_source_str(const struct sockaddr_storage *ss, char *buf, size_t cap);
 

@@ -191,9 +191,10 @@ conn_free_now(struct conn *c)
 	 * connection ended (idle, reset, shutdown) only to the access log,
 	 * except that the app or peer could not be reached.
 	 */
-	if (c->fail.reason != REASON_NONE &&
+	if (c->fail.reason != REASON_NONE && !reason_is_admission(c->fail.reason) &&
 	    (!c->authorised || reason_is_unreachable(c->fail.reason)))
 		log_failure(c, now);
+	admission_release(c);
 	if (c->codec_on)
 		c->codec->close(c);
 	if (c->afd >= 0)
@@ -308,6 +309,9 @@ handshake_step(struct conn *c)
 		else if (!c->paused)
 			c->w->njobs--;
 	}
+	/* the signature is done (or was never started): the slot goes back */
+	if (c->keyop && !c->paused)
+		admission_release(c);
 	if (c->state == C_DYING) {
 		if (!SSL_waiting_for_async(ssl))
 			conn_free_now(c);
@@ -538,6 +542,7 @@ accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage 
 	c->afd = -1;
 	c->t_accept = hsm_now_ms();
 	net_addr_str(ss, sl, c->peer_addr, sizeof(c->peer_addr));
+	(void)admit_src_of(ss, &c->src);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	proxy_get(px, &c->ident, &c->pol);
 	c->next = &w->head;
