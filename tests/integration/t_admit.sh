@@ -26,44 +26,13 @@ port() { awk -v n="$1" '$1 == n { print $2 }' "$2" 2>/dev/null; }
 metric() { curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k { v = $2 } END { print v + 0 }'; }
 
 # ---- CA, agent (b), app ------------------------------------------------------------------
-new_token ca
-printf '1234\n' >"$T/ca.pin"
-write_ca_yaml "$T/ca.yaml" ca "$T/ca.pin"
-"$HSMESH" ca init -c "$T/ca.yaml" >/dev/null 2>"$T/ca-init.err"
-"$HSMESH" ca serve -c "$T/ca.yaml" --port-file "$T/ca.port" 2>"$T/ca.log" &
-track $!
-for _ in $(seq 200); do [ -s "$T/ca.port" ] && break; sleep 0.05; done
-new_token node
-printf '1234\n' >"$T/node.pin"
-"$HSMESH" ca token -c "$T/ca.yaml" --id "$IDB" >"$T/b.join"
-cat >"$T/agent.yaml" <<EOF
-token:
-  module: $SOFTHSM_MODULE
-  uri: "pkcs11:token=node"
-  pin_file: $T/node.pin
-ca:
-  url: http://127.0.0.1:$(cat "$T/ca.port")/.well-known/cmp
-  root: $T/ca/root.pem
-state_dir: $T/state
-socket: $T/agent.sock
-workloads:
-  - id: $IDB
-    uid: $(id -u)
-    join_token_file: $T/b.join
-metrics:
-  listen: 127.0.0.1:0
-EOF
-"$HSMESH" agent -c "$T/agent.yaml" 2>"$T/agent.log" &
-AGENT=$!; track $AGENT
-check "the agent enrolls b" wait_log "$IDB: enrolled" 30 || diag "$T/agent.log" "$T/ca.log"
-AMET=$(sed -n 's|.*metrics on http://127.0.0.1:\([0-9]*\)/metrics.*|\1|p' "$T/agent.log" | head -n 1)
+check "the agent enrolls b" mesh_up "$IDB" || diag "$T/agent.log" "$T/ca.log"
+AMET=$AGENT_METRICS
 "$HSMESH" app serve --listen 127.0.0.1:0 --name b --port-file "$T/app.port" 2>"$T/app.log" &
 track $!
 for _ in $(seq 100); do [ -s "$T/app.port" ] && break; sleep 0.05; done
 # a client certificate b allows (a file key: the client's signature is not the agent's)
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/fa.key" \
-    -subj /CN=a -out "$T/fa.csr" 2>/dev/null
-"$HSMESH" ca issue -c "$T/ca.yaml" --csr "$T/fa.csr" --id "$IDA" --ttl 1h >"$T/fa.pem" 2>"$T/issue.err"
+file_svid fa "$IDA"
 
 proxy_yaml() { # FILE ADMISSION-LINES...
 	_f=$1; shift
