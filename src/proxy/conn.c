@@ -36,7 +36,6 @@
 
 static void conn_update(struct conn *c);
 static void tls_start(struct conn *c);
-static void tls_wait(struct conn *c);
 static void connect_start(struct conn *c);
 static void codec_start(struct conn *c);
 
@@ -379,7 +378,8 @@ tls_start(struct conn *c)
  * state for a server handshake (the SSL, a 16 KB handshake buffer, the
  * write buffer) cost ~42 KiB per connection that has sent nothing yet,
  * twice what a handshaken quiet connection costs. tls_start runs when the
- * socket turns readable (or at the handshake deadline, as a timeout).
+ * socket turns readable; one silent until the handshake deadline is closed
+ * then (handshake_timeout), as before.
  */
 static void
 tls_wait(struct conn *c)
