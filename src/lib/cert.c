@@ -25,8 +25,8 @@
 /* ---- building ---- */
 
 /* SHA-384 goes with P-384 (same strength); SHA-256 with P-256 and RSA. */
-static const EVP_MD *
-sig_md(EVP_PKEY *pub)
+const EVP_MD *
+cert_sig_md(EVP_PKEY *pub)
 {
 	if (EVP_PKEY_is_a(pub, "EC") && EVP_PKEY_get_bits(pub) == 384)
 		return EVP_sha384();
@@ -208,7 +208,7 @@ sign_failed(void)
 static int
 sign_and_check(X509 *x, EVP_PKEY *signer, EVP_PKEY *issuer_pub)
 {
-	if (X509_sign(x, signer, sig_md(issuer_pub)) <= 0)
+	if (X509_sign(x, signer, cert_sig_md(issuer_pub)) <= 0)
 		return sign_failed();
 	if (X509_verify(x, issuer_pub) != 1)
 		return hsm_err_ossl(HSM_ECRYPTO,

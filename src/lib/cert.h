@@ -53,6 +53,12 @@ int cert_make_root(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, int64_t ttl,
 int cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
     int64_t ttl, X509 **out);
 
+/*
+ * The digest a signature by a key whose public half is pub uses here:
+ * SHA-384 for P-384, SHA-256 for P-256 and RSA (certificates and CRLs).
+ */
+const EVP_MD *cert_sig_md(EVP_PKEY *pub);
+
 /* The same with one more extension (may be NULL), e.g. attest_identity_ext() of attest.h. */
 int cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
     int64_t ttl, X509_EXTENSION *extra, X509 **out);

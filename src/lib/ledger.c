@@ -549,13 +549,22 @@ ledger_cert_revoke(struct ledger *lg, const char *serial, int reason, int64_t no
 	if ((r = serial_arg(serial, hex)) != 0 || (r = check_reason(reason)) != 0 ||
 	    (r = lock(lg)) != 0)
 		return r;
+	if ((r = lg->ops->begin(lg->be)) != 0)
+		goto out;
 	if ((r = lg->ops->cert_revoke(lg->be, hex, reason, now)) == 1) {
-		r = 0;
+		/* The sequence moves with the revocation, in its transaction. */
+		if ((r = lg->ops->revocation_bump(lg->be)) == 0)
+			r = lg->ops->commit(lg->be);
 	} else if (r == 0) {
 		/* Nothing changed: unknown, or already revoked (fine, the first counts). */
 		if ((r = lg->ops->cert_get(lg->be, hex, &c)) == 0)
 			ledger_cert_clear(&c);
+		if (r == 0)
+			r = lg->ops->commit(lg->be);
 	}
+	if (r != 0)
+		lg->ops->rollback(lg->be);
+ out:
 	unlock(lg);
 	return r;
 }
@@ -574,7 +583,8 @@ ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t n
 		return r;
 	if ((r = lg->ops->begin(lg->be)) == 0) {
 		if ((r = lg->ops->certs_revoke_id(lg->be, spiffe_id, reason, now, &n)) == 0 &&
-		    (r = lg->ops->id_revoke(lg->be, spiffe_id, reason, now)) == 0)
+		    (r = lg->ops->id_revoke(lg->be, spiffe_id, reason, now)) == 0 &&
+		    (n == 0 || (r = lg->ops->revocation_bump(lg->be)) == 0))
 			r = lg->ops->commit(lg->be);
 		if (r != 0)
 			lg->ops->rollback(lg->be);
@@ -619,6 +629,33 @@ ledger_id_reinstate(struct ledger *lg, const char *spiffe_id)
 		r = hsm_err(HSM_ENOENT, "ledger: identity is not revoked");
 	else if (r == 1)
 		r = 0;
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_revocation_seq(struct ledger *lg, uint64_t *seq)
+{
+	int r;
+
+	*seq = 0;
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->revocation_seq(lg->be, seq);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_revoked_list(struct ledger *lg, int64_t now, ledger_revoked_cb cb, void *arg)
+{
+	int r;
+
+	if (cb == NULL)
+		return hsm_err(HSM_EINVAL, "ledger: list: missing argument");
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->revoked_list(lg->be, now, cb, arg);
 	unlock(lg);
 	return r;
 }
