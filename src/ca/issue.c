@@ -15,6 +15,7 @@
 #include "ca.h"
 #include "caconf.h"
 #include "cert.h"
+#include "crl.h"
 #include "err.h"
 #include "ledger.h"
 #include "log.h"
@@ -76,14 +77,30 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	struct ledger_cert lc;
 	struct issue_audit ia;
 	unsigned char *der = NULL;
+	STACK_OF(X509_EXTENSION) *exts = NULL;	/* borrows rq->extra */
+	X509_EXTENSION *cdp = NULL;
 	X509 *x = NULL;
 	int r, hook_ran = 0;
 
 	*out = NULL;
 	if (refused != NULL)
 		*refused = 0;
+	if ((exts = sk_X509_EXTENSION_new_null()) == NULL) {
+		r = HSM_ENOMEM;
+		goto out;
+	}
+	if (rq->extra != NULL && !sk_X509_EXTENSION_push(exts, rq->extra)) {
+		r = HSM_ENOMEM;
+		goto out;
+	}
+	/* Every certificate names the CRL (crl.h): relying parties find it there. */
+	if (sg->crl_url[0] != '\0' && ((r = crl_cdp_ext(sg->crl_url, &cdp)) != 0 ||
+	    !sk_X509_EXTENSION_push(exts, cdp))) {
+		r = r != 0 ? r : HSM_ENOMEM;
+		goto out;
+	}
 	if ((r = cert_key_check(rq->pub)) != 0 ||
-	    (r = cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl, rq->extra,
+	    (r = cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl, exts,
 	    &x)) != 0 ||
 	    (r = ledger_record(x, rq, &lc, &der)) != 0)
 		goto out;
@@ -115,6 +132,8 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	*out = x;
 	x = NULL;
  out:
+	sk_X509_EXTENSION_free(exts);
+	X509_EXTENSION_free(cdp);
 	OPENSSL_free(der);
 	X509_free(x);
 	return r;
@@ -156,6 +175,7 @@ ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const cha
 	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0 ||
 	    (r = signer_load_root(cfg, &sg)) != 0)
 		goto out;
+	ca_crl_url_offline(cfg, sg.crl_url, sizeof(sg.crl_url));
 	if ((r = ca_records_open(cfg, &lg, &au)) != 0)
 		goto out;
 	if (ledger_id_revoked(lg, id)) {

@@ -9,6 +9,7 @@
 
 #include "attest.h"
 #include "caconf.h"
+#include "crl.h"
 #include "config.h"
 #include "err.h"
 #include "keytypes.h"
@@ -31,6 +32,7 @@ static const char *const ca_known[] = {
 	"front.max_connections", "front.max_connections_per_source", "front.workers",
 	"front.request_timeout", "front.idle_timeout", "front.write_timeout", "front.max_body",
 	"front.max_buffered",
+	"crl.url", "crl.next_update",
 	NULL
 };
 
@@ -50,6 +52,7 @@ ca_config_free(struct ca_config *c)
 	free(c->database);
 	free(c->audit_log);
 	free(c->metrics_listen);
+	free(c->crl.url);
 	attest_policy_free(c->attest);
 	free(c);
 }
@@ -71,6 +74,24 @@ listen_ok(const char *s)
 		port = port * 10 + (*p - '0');
 	}
 	return port <= 65535;
+}
+
+/* crl: the URL every certificate names and how long a CRL is valid. */
+static int
+crl_load(const struct cfg_doc *d, struct ca_config *c)
+{
+	const char *path;
+	int r;
+
+	if ((r = cfg_get_str(d, "crl.url", NULL, &c->crl.url)) != 0 ||
+	    (r = cfg_get_duration(d, "crl.next_update", "1h", &c->crl.next_update)) != 0)
+		return r;
+	if (c->crl.url != NULL && crl_url_path(c->crl.url, &path) != 0)
+		return cfg_err(d, "crl.url", "'crl.url' must be http://HOST[:PORT]/PATH of printable "
+		    "characters");
+	if (c->crl.next_update < 60 || c->crl.next_update > 7 * 86400)
+		return cfg_err(d, "crl.next_update", "'crl.next_update' must be 60s to 7d");
+	return 0;
 }
 
 static int
@@ -204,7 +225,8 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 	    (c->audit_log == NULL && (r = cfg_resolve_path(c->state_dir, "audit.log", &c->audit_log)) != 0))
 		goto out;
 	if ((r = attest_policy_load(d, "attestation", c->trust_domain, &c->attest)) != 0 ||
-	    (r = front_load(d, c)) != 0)
+	    (r = front_load(d, c)) != 0 ||
+	    (r = crl_load(d, c)) != 0)
 		goto out;
 
 	*out = c;

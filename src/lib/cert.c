@@ -336,7 +336,7 @@ cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id
 
 int
 cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
-    int64_t ttl, X509_EXTENSION *extra, X509 **out)
+    int64_t ttl, const STACK_OF(X509_EXTENSION) *extra, X509 **out)
 {
 	struct spiffe_id sid;
 	EVP_PKEY *ca_pub;
@@ -390,10 +390,11 @@ cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiff
 	    /* Non-critical: the subject (O=SPIFFE) is not empty. */
 	    (r = add_uri_san(x, spiffe_id, 0)) != 0)
 		goto out;
-	if (extra != NULL && !X509_add_ext(x, extra, -1)) {
-		r = hsm_err_ossl(HSM_ECRYPTO, "cannot add an extension");
-		goto out;
-	}
+	for (int i = 0; i < sk_X509_EXTENSION_num(extra); i++)
+		if (!X509_add_ext(x, sk_X509_EXTENSION_value(extra, i), -1)) {
+			r = hsm_err_ossl(HSM_ECRYPTO, "cannot add an extension");
+			goto out;
+		}
 	if ((r = sign_and_check(x, ca_key, ca_pub)) != 0)
 		goto out;
 	*out = x;

@@ -59,9 +59,13 @@ int cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiff
  */
 const EVP_MD *cert_sig_md(EVP_PKEY *pub);
 
-/* The same with one more extension (may be NULL), e.g. attest_identity_ext() of attest.h. */
+/*
+ * The same with more extensions (extra may be NULL), added in order after
+ * the SVID's own: attest_identity_ext() of attest.h, the CA's
+ * cRLDistributionPoints (crl_cdp_ext() of crl.h), ...
+ */
 int cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
-    int64_t ttl, X509_EXTENSION *extra, X509 **out);
+    int64_t ttl, const STACK_OF(X509_EXTENSION) *extra, X509 **out);
 
 /*
  * The key types accepted in an SVID: EC P-256, EC P-384, RSA 2048..8192.
