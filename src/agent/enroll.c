@@ -196,6 +196,8 @@ job_main(void *arg)
 		job_enroll(j);
 	} else if (j->kind == JOB_ENTRIES) {
 		entries_job_run(j);
+	} else if (j->kind == JOB_CRL) {
+		crl_job_run(j);
 	} else if ((r = kh_destroy(j->ag->kh, j->keyid, 0)) != 0 && r != HSM_ENOENT) {
 		log_warn("destroying retired key %s: %s", agent_keyid_hex(j->keyid, hex),
 		    hsm_err_msg(r));
@@ -219,6 +221,7 @@ job_free(struct job *j)
 	EVP_PKEY_free(j->nodekey);
 	entries_free(j->entries);
 	free(j->entries_der);
+	free(j->crl_der);
 	agent_key_clear(&j->key);
 	X509_free(j->cert);
 	svid_certs_free(j->chain);
@@ -314,13 +317,13 @@ enroll_start(struct agent *ag, struct wl *w)
 		j->nodekey = ag->node->key.pkey;
 		EVP_PKEY_up_ref(j->nodekey);
 	}
-	if (w->have && time(NULL) < w->na) {
+	if (w->have && !w->revoked && time(NULL) < w->na) {
 		j->kur = 1;
 		j->oldcert = w->cert;
 		X509_up_ref(w->cert);
 		j->oldkey = w->key.pkey;
 		EVP_PKEY_up_ref(w->key.pkey);
-	} else if (w->have && !w->expired_logged) {
+	} else if (w->have && !w->revoked && !w->expired_logged) {
 		log_expired(ag, w);
 	}
 	j->key = w->pending;
@@ -513,6 +516,8 @@ enroll_reap(struct agent *ag)
 			enroll_done(ag, j);
 		else if (j->kind == JOB_ENTRIES)
 			entries_done(ag, j);
+		else if (j->kind == JOB_CRL)
+			crl_done(ag, j);
 		job_free(j);
 	}
 }
@@ -541,6 +546,8 @@ enroll_finish(struct agent *ag, unsigned ms)
 			enroll_done(ag, j);
 		else if (j->kind == JOB_ENTRIES)
 			ag->entries_job = NULL;
+		else if (j->kind == JOB_CRL)
+			ag->crl_job = NULL;
 		job_free(j);
 	}
 	return 0;
@@ -561,6 +568,9 @@ enroll_next_timeout(const struct agent *ag)
 	if (ag->entries_job == NULL && ag->entries_next_ms != 0 &&
 	    (soonest == 0 || ag->entries_next_ms < soonest))
 		soonest = ag->entries_next_ms;
+	if (ag->crl_job == NULL && ag->crl_next_ms != 0 &&
+	    (soonest == 0 || ag->crl_next_ms < soonest))
+		soonest = ag->crl_next_ms;
 	for (const struct retired *rk = ag->retired; rk != NULL; rk = rk->next)
 		if (soonest == 0 || rk->destroy_ms < soonest)
 			soonest = rk->destroy_ms;
@@ -587,6 +597,7 @@ enroll_run_timers(struct agent *ag)
 			enroll_start(ag, w);
 	}
 	entries_maybe_fetch(ag);
+	crl_maybe_fetch(ag);
 	while ((rk = *pp) != NULL) {
 		if (rk->destroy_ms > now) {
 			pp = &rk->next;
