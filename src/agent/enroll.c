@@ -389,7 +389,7 @@ enroll_installed(struct agent *ag, struct job *j)
 	struct wl *w = j->w;
 	char oldser[96], oldhex[AGENT_KEYID_HEX], hex[AGENT_KEYID_HEX], t[HSM_TIME_STR];
 	uint8_t oldid[HSM_KEYID_LEN];
-	int had = w->have, r;
+	int had = w->have, revoked = w->revoked, r;
 
 	snprintf(oldser, sizeof(oldser), "%s", w->serial);
 	memcpy(oldid, w->key.id, HSM_KEYID_LEN);
@@ -401,7 +401,13 @@ enroll_installed(struct agent *ag, struct job *j)
 		log_err("%s: %s (the certificate is in use but not saved)", w->c->id,
 		    hsm_err_msg(r));
 	hsm_fmt_time(w->na, t);
-	if (had) {
+	if (had && revoked) {
+		/* A revoked certificate's key signs nothing more: no grace. */
+		log_info("%s: re-enrolled after revocation: certificate serial %s -> %s (key %s -> "
+		    "%s; the old key destroyed now, no grace), valid until %s", w->c->id, oldser, w->serial,
+		    agent_keyid_hex(oldid, oldhex), agent_keyid_hex(w->key.id, hex), t);
+		enroll_destroy_key(ag, oldid);
+	} else if (had) {
 		log_info("%s: rotated certificate serial %s -> %s (key %s -> %s), valid until %s",
 		    w->c->id, oldser, w->serial, agent_keyid_hex(oldid, oldhex),
 		    agent_keyid_hex(w->key.id, hex), t);

@@ -160,7 +160,7 @@ crl_check(const uint8_t *der, size_t len, X509 *ca, int64_t now, X509_CRL **out,
 	ASN1_INTEGER *num = NULL;
 	X509_CRL *crl = NULL;
 	EVP_PKEY *pub;
-	int st = HSM_EPROTO, crit = -1;
+	int st = HSM_EPROTO, crit = -1, n;
 
 	*out = NULL;
 	memset(info, 0, sizeof(*info));
@@ -208,7 +208,8 @@ crl_check(const uint8_t *der, size_t len, X509 *ca, int64_t now, X509_CRL **out,
 		    (long long)(info->this_update - now));
 		goto out;
 	}
-	info->count = (size_t)sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl));
+	n = sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl));	/* -1: no entries at all */
+	info->count = n > 0 ? (size_t)n : 0;
 	*out = crl;
 	crl = NULL;
 	st = now >= info->next_update ? hsm_err(HSM_EAGAIN, "CRL expired %lld s ago (nextUpdate)",
