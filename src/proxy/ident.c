@@ -144,8 +144,12 @@ verify_cb(int ok, X509_STORE_CTX *xs)
 
 	if (c == NULL)
 		return 0;
-	if (!ok && (crl = revoke_verify_error(c, err, X509_STORE_CTX_get_current_cert(xs))) >= 0)
+	if (!ok && (crl = revoke_verify_error(c, err, X509_STORE_CTX_get_current_cert(xs))) >= 0) {
+		/* Accepted by policy: the verify result libssl keeps must not say otherwise. */
+		if (crl == 1)
+			X509_STORE_CTX_set_error(xs, X509_V_OK);
 		return crl;
+	}
 	if (!ok) {
 		fail_set(&c->fail, verify_reason(err), "peer certificate (depth %d): %s",
 		    X509_STORE_CTX_get_error_depth(xs), X509_verify_cert_error_string(err));

@@ -208,4 +208,32 @@ check "proxy a rotates to it" wait_in_log "$T/a.log" "rotated: new handshakes us
 check "a -> b works again with the new certificate" sh -c '
 	for i in $(seq 50); do test "$(curl -s --max-time 5 "http://127.0.0.1:$1/")" = "hello from b" && exit 0; sleep 0.2; done; exit 1' x "$APORT"
 
+# ---- revocation.stale: a sidecar whose agent has no CRL ----------------------------------
+# A second agent (its own token) whose CRL URL answers nothing, serving a self-managed c.
+new_token node2
+IDC=spiffe://example.org/c
+"$HSMESH" ca token -c "$Y" --id "$IDC" >"$T/c.join"
+sed -e "s|token=node\"|token=node2\"|; s|$T/state|$T/state2|; s|$T/agent.sock|$T/agent2.sock|" \
+    -e '/^node:/,/^  refresh:/d; s|^  refresh: 30s|  url: http://127.0.0.1:1/crl|' "$T/agent.yaml" >"$T/agent2.yaml"
+printf 'workloads:\n  - id: %s\n    uid: %s\n    join_token_file: %s\n' "$IDC" "$ME" "$T/c.join" >>"$T/agent2.yaml"
+"$HSMESH" agent -c "$T/agent2.yaml" 2>"$T/agent2.log" &
+A2=$!; track $A2
+sed -e "s|$T/agent.sock|$T/agent2.sock|; s|id: $IDB|id: $IDC|; s|^access_log:.*|revocation:\n  stale: refuse|" \
+    -e '/^metrics:/,/^  listen:/d' "$T/b.yaml" >"$T/c.yaml"
+"$HSMESH" proxy -c "$T/c.yaml" --ports-file "$T/c.ports" 2>"$T/c.log" &
+PC=$!; track $PC
+check "proxy c (revocation.stale: refuse, its agent holds no CRL): ready" wait_in_log "$T/c.log" "ready: serving $IDC" 30 ||
+    diag "$T/agent2.log" "$T/c.log"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/fa2.key" -subj /CN=a \
+    -out "$T/fa2.csr" 2>/dev/null
+"$HSMESH" ca issue -c "$Y" --csr "$T/fa2.csr" --id "$IDA" --ttl 1h >"$T/fa2.pem" 2>>"$T/issue.err"
+to_c() { echo | timeout 5 openssl s_client -connect "127.0.0.1:$(port web "$T/c.ports")" -cert "$T/fa2.pem" \
+    -key "$T/fa2.key" -CAfile "$ROOT" -quiet 2>&1; }
+check "... refuses an allowed, unrevoked peer: no CRL to check it against" sh -c '! echo "$1" | grep -q "^HTTP/1.1"' x "$(to_c)"
+check "... with reason crl_unavailable" wait_in_log "$T/c.log" "refused: crl_unavailable: no current CRL" 5
+sed -i 's|  stale: refuse|  stale: keep|' "$T/c.yaml"
+kill -HUP "$PC"
+wait_in_log "$T/c.log" "reload" 5
+check "after SIGHUP with revocation.stale: keep, the same peer is accepted" sh -c 'echo "$1" | grep -q "^HTTP/1.1 400"' x "$(to_c)"  || diag "$T/c.log" "$T/c.yaml"
+
 done_testing
