@@ -576,6 +576,31 @@ agc_sub_refused(struct agc_client *c)
 	return r;
 }
 
+/*
+ * Send a subscription's frame (freed here), registered with id as the
+ * SVID subscription (crl 0) or the CRL one (crl 1). Not sent: unless the
+ * reader has ended the subscription meanwhile (the agent went away; the
+ * final call is then made), it never began.
+ */
+static int
+sub_send(struct agc_client *c, uint8_t *frame, size_t len, uint32_t id, int crl)
+{
+	int st = rpc_send(&c->rpc, frame, len);
+
+	free(frame);
+	if (st == 0)
+		return 0;
+	rpc_lock(&c->rpc);
+	if (crl && c->crl.cb != NULL && c->crl.id == id)
+		memset(&c->crl, 0, sizeof(c->crl));
+	else if (!crl && c->sub.cb != NULL && c->sub.id == id)
+		memset(&c->sub, 0, sizeof(c->sub));
+	else
+		st = 0;
+	rpc_unlock(&c->rpc);
+	return st;
+}
+
 int
 agc_subscribe_flags(struct agc_client *c, const char *spiffe_id, unsigned flags, agc_update_fn cb,
     void *arg)
@@ -603,21 +628,7 @@ agc_subscribe_flags(struct agc_client *c, const char *spiffe_id, unsigned flags,
 	rpc_unlock(&c->rpc);
 	if (st != 0)
 		return hsm_err(st, "cannot encode the subscription (bad SPIFFE ID?)");
-	st = rpc_send(&c->rpc, frame, len);
-	free(frame);
-	if (st == 0)
-		return 0;
-	/*
-	 * Not sent. Unless the reader has ended the subscription meanwhile
-	 * (the agent went away; the final call is then made), it never began.
-	 */
-	rpc_lock(&c->rpc);
-	if (c->sub.cb != NULL && c->sub.id == id)
-		memset(&c->sub, 0, sizeof(c->sub));
-	else
-		st = 0;
-	rpc_unlock(&c->rpc);
-	return st;
+	return sub_send(c, frame, len, id, 0);
 }
 
 int
@@ -643,15 +654,5 @@ agc_subscribe_crl(struct agc_client *c, agc_crl_fn cb, void *arg)
 	rpc_unlock(&c->rpc);
 	if (st != 0)
 		return st;
-	st = rpc_send(&c->rpc, frame, len);
-	free(frame);
-	if (st == 0)
-		return 0;
-	rpc_lock(&c->rpc);
-	if (c->crl.cb != NULL && c->crl.id == id)
-		memset(&c->crl, 0, sizeof(c->crl));
-	else
-		st = 0;
-	rpc_unlock(&c->rpc);
-	return st;
+	return sub_send(c, frame, len, id, 1);
 }
