@@ -60,7 +60,7 @@ int crl_build(X509 *ca, EVP_PKEY *ca_key, const struct crl_revoked *v, size_t n,
 
 /*
  * Check a CRL received from the network against the CA certificate ca:
- * DER of at most CRL_MAX_DER bytes that re-encodes to the same bytes, v2,
+ * one DER CRL of at most CRL_MAX_DER bytes (nothing after it), v2,
  * issuer = ca's subject, signed by ca's key, a crlNumber of at most 64
  * bits, a nextUpdate after its thisUpdate, thisUpdate no later than now +
  * CRL_SKEW, no critical extension but those RFC 5280 defines for a full
