@@ -704,10 +704,19 @@ issue_is_one_transaction(void **state)
 	ledger_close(lg);
 }
 
-/* Take what schema 3 added away from the store at path (it then reads as schema 2). */
+/* Take what schema 4 added away from the store at path (it then reads as schema 3). */
+static void
+drop_v4(const char *path)
+{
+	assert_int_equal(be->exec(path, "DROP INDEX certs_revoked"), 0);
+	assert_int_equal(be->exec(path, "DROP TABLE revocation_seq"), 0);
+}
+
+/* Back to schema 2: what schema 3 (node identities) added, and later ones, gone. */
 static void
 drop_v3(const char *path)
 {
+	drop_v4(path);
 	assert_int_equal(be->exec(path, "ALTER TABLE tokens DROP COLUMN kind"), 0);
 	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN kind"), 0);
 	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN node_id"), 0);
@@ -1104,6 +1113,91 @@ kinds_never_mix(void **state)
 	ledger_close(lg);
 }
 
+/* The CRL's view: revocations that changed a row move the sequence, in their transaction. */
+struct revoked {
+	char serials[8][LEDGER_SERIAL_MAX + 1];
+	int64_t at[8];
+	int reasons[8];
+	int n;
+};
+
+static int
+revoked_cb(const char *serial, int64_t at, int reason, void *arg)
+{
+	struct revoked *v = arg;
+
+	if (v->n == 8)
+		return 42;
+	snprintf(v->serials[v->n], sizeof(v->serials[v->n]), "%s", serial);
+	v->at[v->n] = at;
+	v->reasons[v->n++] = reason;
+	return 0;
+}
+
+static void
+revocation_sequence(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c;
+	struct revoked v;
+	uint64_t seq = 99;
+	unsigned count;
+
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 0);
+	make_cert(&c, "0a", ID, 1000, 5000, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_cert(&c, "0b", ID, 1000, 30000, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_cert(&c, "0c", "spiffe://example.org/other", 1000, 30000, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+
+	assert_int_equal(ledger_cert_revoke(lg, "0b", 1, 2000), 0);
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 1);
+	/* Again, unknown, refused: the sequence stays. */
+	assert_int_equal(ledger_cert_revoke(lg, "0b", 4, 2100), 0);
+	assert_int_equal(ledger_cert_revoke(lg, "ff", 1, 2100), HSM_ENOENT);
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 1);
+	/* By ID: one more when it revoked something, not when nothing was left. */
+	assert_int_equal(ledger_cert_revoke(lg, "0a", 0, 2200), 0);
+	assert_int_equal(ledger_revoke_id(lg, "spiffe://example.org/other", 5, 2300, &count), 0);
+	assert_int_equal(count, 1);
+	assert_int_equal(ledger_revoke_id(lg, "spiffe://example.org/other", 5, 2400, &count), 0);
+	assert_int_equal(count, 0);
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 3);
+	ledger_close(lg);
+
+	/* Kept across a reopen; the list holds what has not expired, in order of revocation. */
+	lg = open_ledger();
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 3);
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(ledger_revoked_list(lg, 4000, revoked_cb, &v), 0);
+	assert_int_equal(v.n, 3);
+	assert_string_equal(v.serials[0], "b");
+	assert_int_equal(v.at[0], 2000);
+	assert_int_equal(v.reasons[0], 1);
+	assert_string_equal(v.serials[1], "a");
+	assert_string_equal(v.serials[2], "c");
+	assert_int_equal(v.reasons[2], 5);
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(ledger_revoked_list(lg, 5000, revoked_cb, &v), 0);
+	assert_int_equal(v.n, 2);		/* 0a expired at 5000 */
+	assert_int_equal(ledger_revoked_list(lg, 5000, NULL, &v), HSM_EINVAL);
+	ledger_close(lg);
+
+	/* A ledger of schema 3 starts its sequence at the revocations it holds. */
+	drop_v4(dbpath);
+	assert_int_equal(be->exec(dbpath, "UPDATE schema_version SET version = 3"), 0);
+	lg = open_ledger();
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 3);
+	ledger_close(lg);
+}
+
 /* A ledger of schema 2 (before node identities): every row a workload's, entries empty. */
 static void
 migrate_v2(void **state)
@@ -1153,6 +1247,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(schema_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(migrate_v1_with_fork, setup, teardown),
 		cmocka_unit_test_setup_teardown(migrate_v2, setup, teardown),
+		cmocka_unit_test_setup_teardown(revocation_sequence, setup, teardown),
 		cmocka_unit_test_setup_teardown(entries_add_get_list_rm, setup, teardown),
 		cmocka_unit_test_setup_teardown(entries_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(kinds_never_mix, setup, teardown),
