@@ -154,9 +154,12 @@ int ca_crl_url(const struct ca_config *cfg, unsigned bound_port, char *out, size
 /*
  * For a command that issues without serving (ca issue): crl.url, else the
  * URL derived from listen, else the one `ca serve` last published in
- * <state_dir>/crl.url (listen with port 0); "" with a warning when none.
+ * <state_dir>/crl.url (listen with port 0); "" when none, and why in
+ * why[whycap] (the caller warns once it has issued: a refusal stays one
+ * line).
  */
-void ca_crl_url_offline(const struct ca_config *cfg, char *out, size_t cap);
+void ca_crl_url_offline(const struct ca_config *cfg, char *out, size_t cap, char *why,
+    size_t whycap);
 /* Record the published URL in <state_dir>/crl.url (for ca issue). */
 int ca_crl_url_save(const struct ca_config *cfg, const char *url);
 

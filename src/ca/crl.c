@@ -200,15 +200,18 @@ ca_crl_url_save(const struct ca_config *cfg, const char *url)
 }
 
 void
-ca_crl_url_offline(const struct ca_config *cfg, char *out, size_t cap)
+ca_crl_url_offline(const struct ca_config *cfg, char *out, size_t cap, char *why,
+    size_t whycap)
 {
-	char path[PATH_MAX], why[300];
+	char path[PATH_MAX];
 	uint8_t *buf = NULL;
 	size_t len = 0;
+	int r;
 
-	if (ca_crl_url(cfg, 0, out, cap) == 0)
+	why[0] = '\0';
+	if ((r = ca_crl_url(cfg, 0, out, cap)) == 0)
 		return;
-	snprintf(why, sizeof(why), "%s", hsm_err_msg(HSM_EINVAL));
+	snprintf(why, whycap, "%s", hsm_err_msg(r));
 	out[0] = '\0';
 	if (ca_path(cfg->state_dir, CRL_URL_FILE, path, sizeof(path)) == 0 &&
 	    hsm_read_file(path, cap - 1, &buf, &len) == 0 && len > 0 &&
@@ -221,9 +224,8 @@ ca_crl_url_offline(const struct ca_config *cfg, char *out, size_t cap)
 		if (crl_url_path(out, &p) == 0)
 			return;
 		out[0] = '\0';
-		log_warn("the certificate names no CRL: %s holds no URL", path);
+		snprintf(why, whycap, "%s holds no URL", path);
 		return;
 	}
 	free(buf);
-	log_warn("the certificate names no CRL: %s", why);
 }

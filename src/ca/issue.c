@@ -142,7 +142,7 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 int
 ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text)
 {
-	char *pem = NULL, why[512];
+	char *pem = NULL, why[512], nocrl[300];
 	uint8_t *csrbuf = NULL;
 	size_t csrlen = 0, pemlen = 0;
 	struct ca_config *cfg = NULL;
@@ -175,7 +175,7 @@ ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const cha
 	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0 ||
 	    (r = signer_load_root(cfg, &sg)) != 0)
 		goto out;
-	ca_crl_url_offline(cfg, sg.crl_url, sizeof(sg.crl_url));
+	ca_crl_url_offline(cfg, sg.crl_url, sizeof(sg.crl_url), nocrl, sizeof(nocrl));
 	if ((r = ca_records_open(cfg, &lg, &au)) != 0)
 		goto out;
 	if (ledger_id_revoked(lg, id)) {
@@ -206,6 +206,8 @@ ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const cha
 		goto out;
 	if (fwrite(pem, 1, pemlen, stdout) != pemlen || fflush(stdout) != 0)
 		r = hsm_err(HSM_EIO, "write error on stdout");
+	else if (sg.crl_url[0] == '\0')
+		log_warn("the certificate names no CRL: %s", nocrl);
  out:
 	signer_close(&sg);
 	X509_free(svid);
