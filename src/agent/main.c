@@ -55,7 +55,10 @@ agent_usage(FILE *f)
 	    "workload's current key, or with the key --key names (64 hex digits: the\n"
 	    "SHA-256 of its SubjectPublicKeyInfo; current or just retired), DER\n"
 	    "signature on stdout; 'watch' prints one line per certificate received\n"
-	    "(the current one, then each rotation).\n");
+	    "(the current one, then each rotation).\n"
+	    "\n"
+	    "Signals: SIGTERM/SIGINT stop the agent; SIGHUP fetches the CA's CRL now\n"
+	    "(docs/LIFECYCLE.md, \"Revocation\").\n");
 }
 
 /* The trust domain a root names in its spiffe://TD URI SAN into td ("" when none). */

@@ -207,6 +207,12 @@ check "... a new certificate ($SA2), not listed" test "$SA2" != "$SA"
 check "proxy a rotates to it" wait_in_log "$T/a.log" "rotated: new handshakes use certificate serial" 10
 check "a -> b works again with the new certificate" sh -c '
 	for i in $(seq 50); do test "$(curl -s --max-time 5 "http://127.0.0.1:$1/")" = "hello from b" && exit 0; sleep 0.2; done; exit 1' x "$APORT"
+NPUSH=$(grep -c "pushed the new CRL" "$AL")
+kill -HUP "$AGENT"
+check "SIGHUP makes the agent fetch the CRL now" wait_in_log "$AL" "fetching the CRL now \(SIGHUP\)" 5
+sleep 1
+check "... and it stays up; the same CRL is not pushed again" \
+    sh -c 'kill -0 "$1" && test "$(grep -c "pushed the new CRL" "$2")" -eq "$3"' x "$AGENT" "$AL" "$NPUSH"
 
 # ---- revocation.stale: a sidecar whose agent has no CRL ----------------------------------
 # A second agent (its own token) whose CRL URL answers nothing, serving a self-managed c.
