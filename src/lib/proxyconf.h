@@ -11,6 +11,11 @@
  *   tls:
  *     min_version: "1.3"               # "1.3" (default) or "1.2"
  *     tickets: true                    # session tickets (resumption); true/false, yes/no
+ *   revocation:                        # the CA's CRL, from the agent (docs/PROXY.md)
+ *     stale: keep                      # no current CRL (none yet, or past its nextUpdate):
+ *                                      #   keep (the last CRL still applies; none: no check)
+ *                                      #   or refuse (every peer refused until one arrives)
+ *     close_established: true          # a new CRL closes the listed peers' connections
  *   limits:
  *     max_connections: 4096            # accepted connections in total, 1..1000000
  *     buffer_size: 16384               # bytes per direction per connection, 1024..1048576
@@ -96,6 +101,8 @@ struct proxy_config {
 	unsigned workers;
 	int tls_min_version;			/* 0x0304 (TLS1_3_VERSION) or 0x0303 (TLS1_2_VERSION) */
 	int tickets;
+	int crl_refuse_stale;			/* revocation.stale: refuse (0: keep) */
+	int crl_close;				/* revocation.close_established */
 	unsigned max_connections;
 	size_t buffer_size;
 	unsigned handshake_timeout_ms, idle_timeout_ms, connect_timeout_ms, drain_timeout_ms;

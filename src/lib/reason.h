@@ -21,6 +21,8 @@ enum reason {
 	REASON_BAD_SPIFFE_ID,
 	REASON_NOT_ALLOWED,
 	REASON_UNEXPECTED_ID,
+	REASON_CERT_REVOKED,		/* the CRL lists the peer's certificate */
+	REASON_CRL_UNAVAILABLE,		/* no current CRL and revocation.stale: refuse */
 	/* failed set-ups (decision "error") */
 	REASON_HANDSHAKE_TIMEOUT,
 	REASON_KEY_OPERATION,

@@ -272,6 +272,9 @@ handshake_done(struct conn *c)
 	} else if (c->resumed || c->peer_id == NULL) {
 		check_peer_id(c, peer);
 	}
+	/* The newest CRL: a resumed session, or one that arrived during the handshake. */
+	if (c->fail.reason == REASON_NONE && peer != NULL)
+		revoke_check_peer(c, peer);
 	if (c->fail.reason != REASON_NONE) {
 		if (!c->inbound)
 			sess_clear(&px->sess[c->li]);

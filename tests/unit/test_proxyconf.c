@@ -264,6 +264,8 @@ defaults(void **state)
 	assert_int_equal(c->nlst, 1);
 	assert_null(c->metrics_listen);
 	assert_null(c->access_log);
+	assert_int_equal(c->crl_refuse_stale, 0);	/* revocation.stale: keep */
+	assert_int_equal(c->crl_close, 1);		/* revocation.close_established: true */
 	proxy_config_free(c);
 
 	/* Outbound alone is enough; an empty inbound list is no listener; "-" is stderr. */
@@ -276,6 +278,23 @@ defaults(void **state)
 	assert_string_equal(c->access_log, "-");
 	assert_int_equal(c->tickets, 1);
 	proxy_config_free(c);
+}
+
+static void
+revocation(void **state)
+{
+	struct proxy_config *c = NULL;
+
+	assert_int_equal(load(AGENT INBOUND "revocation:\n  stale: refuse\n"
+	    "  close_established: no\n", &c), 0);
+	assert_int_equal(c->crl_refuse_stale, 1);
+	assert_int_equal(c->crl_close, 0);
+	proxy_config_free(c);
+	refuse(AGENT INBOUND "revocation:\n  stale: ignore\n",
+	    "'revocation.stale' must be \"keep\" or \"refuse\", not 'ignore'", "line 9");
+	refuse(AGENT INBOUND "revocation:\n  close_established: sometimes\n",
+	    "revocation.close_established", NULL);
+	refuse(AGENT INBOUND "revocation:\n  check: off\n", "unknown key 'revocation.check'", NULL);
 }
 
 static void
@@ -690,6 +709,7 @@ main(void)
 		cmocka_unit_test(patterns),
 		cmocka_unit_test(http_listeners),
 		cmocka_unit_test(bad_routes),
+		cmocka_unit_test(revocation),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
