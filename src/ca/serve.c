@@ -18,6 +18,7 @@
 
 
 struct serve_arg {
+	const struct ca_config *cfg;
 	struct signer *sg;
 	struct ledger *lg;
 	struct audit *au;
@@ -50,7 +51,7 @@ serve_issue(void *arg, const struct ca_issue_req *rq, X509 **out, int *refused)
 {
 	struct serve_arg *a = arg;
 
-	return ca_issue(a->sg, a->lg, a->au, rq, out, refused);
+	return ca_issue(a->cfg, a->sg, a->lg, a->au, rq, out, refused);
 }
 
 int
@@ -76,6 +77,7 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	    (cfg->metrics_listen != NULL && (r = metrics_new(&m)) != 0))
 		goto out;
 	memset(&sa, 0, sizeof(sa));
+	sa.cfg = cfg;
 	sa.sg = &sg;
 	sa.lg = lg;
 	sa.au = au;

@@ -31,6 +31,10 @@ struct ca_config {
 	char *database;			/* default <state_dir>/ledger.db */
 	char *audit_log;		/* default <state_dir>/audit.log */
 	struct attest_policy *attest;	/* attestation:, or NULL (attest.h) */
+	/* the certificate profile (nfprofile.h, docs/CA.md) */
+	int profile;			/* enum cert_profile_kind: profile, default spiffe */
+	char *plmn_mcc, *plmn_mnc;	/* plmn.mcc, plmn.mnc: the home network, or NULL */
+	char *plmn_country;		/* plmn.country: subject C of 3gpp-nf certificates, or NULL */
 	char *metrics_listen;		/* metrics.listen (host:port), or NULL */
 	/* front: the limits of `ca serve`'s HTTP front (docs/CA.md) */
 	struct ca_front {
