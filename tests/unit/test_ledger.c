@@ -1021,6 +1021,62 @@ entries_refused(void **state)
 	ledger_close(lg);
 }
 
+/* An entry's certificate profile (nfprofile.h): stored, checked, the same for every entry of an ID. */
+static void
+entries_profile(void **state)
+{
+	static const struct {
+		const char *profile, *types, *fqdn, *why;
+	} bad[] = {
+		{ "", "AMF", "", "go with profile 3gpp-nf only" },
+		{ "spiffe", "", "amf1.example.org", "go with profile 3gpp-nf only" },
+		{ "3gpp-nf", "", "amf1.example.org", "needs NF types and an FQDN" },
+		{ "3gpp-nf", "AMF", "", "needs NF types and an FQDN" },
+		{ "3gpp-nf", "amf", "amf1.example.org", "NF type 'amf'" },
+		{ "3gpp-nf", "AMF,AMF", "amf1.example.org", "twice" },
+		{ "3gpp-nf", "AMF", "amf1", "not fully qualified" },
+		{ "5g", "", "", "unknown certificate profile" },
+	};
+	struct ledger *lg = open_ledger();
+	struct ledger_entry e, g;
+
+	make_entry(&e, ID, NULL, 0, NULL);
+	snprintf(e.profile, sizeof(e.profile), "3gpp-nf");
+	snprintf(e.nf_types, sizeof(e.nf_types), "AMF,SMF");
+	snprintf(e.fqdn, sizeof(e.fqdn), "amf1.5gc.mnc001.mcc001.3gppnetwork.org");
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	assert_int_equal(ledger_entry_get(lg, e.id, &g), 0);
+	assert_string_equal(g.profile, "3gpp-nf");
+	assert_string_equal(g.nf_types, "AMF,SMF");
+	assert_string_equal(g.fqdn, "amf1.5gc.mnc001.mcc001.3gppnetwork.org");
+	/* A second entry of the ID: the same profile, or refused naming the first. */
+	memset(e.id, 0, sizeof(e.id));
+	snprintf(e.nf_types, sizeof(e.nf_types), "AMF");
+	assert_int_equal(ledger_entry_add(lg, &e), HSM_EPOLICY);
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), "another certificate profile"));
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), g.id));
+	snprintf(e.nf_types, sizeof(e.nf_types), "AMF,SMF");
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	/* An entry without a profile takes the CA's default ("" stored). */
+	make_entry(&e, WL2, NULL, 0, NULL);
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	assert_int_equal(ledger_entry_get(lg, e.id, &g), 0);
+	assert_string_equal(g.profile, "");
+	assert_string_equal(g.nf_types, "");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		make_entry(&e, "spiffe://example.org/ns/nf", NULL, 0, NULL);
+		snprintf(e.profile, sizeof(e.profile), "%s", bad[i].profile);
+		snprintf(e.nf_types, sizeof(e.nf_types), "%s", bad[i].types);
+		snprintf(e.fqdn, sizeof(e.fqdn), "%s", bad[i].fqdn);
+		if (ledger_entry_add(lg, &e) != HSM_EINVAL)
+			fail_msg("profile entry %zu was not refused as invalid", i);
+		if (strstr(hsm_err_msg(HSM_EINVAL), bad[i].why) == NULL)
+			fail_msg("profile entry %zu: '%s' does not say '%s'", i,
+			    hsm_err_msg(HSM_EINVAL), bad[i].why);
+	}
+	ledger_close(lg);
+}
+
 /* An ID is a node's or a workload's, never both; one ID is managed one way. */
 static void
 kinds_never_mix(void **state)
@@ -1155,6 +1211,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(migrate_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(entries_add_get_list_rm, setup, teardown),
 		cmocka_unit_test_setup_teardown(entries_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(entries_profile, setup, teardown),
 		cmocka_unit_test_setup_teardown(kinds_never_mix, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_one_token_shared, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_one_token_handles, setup, teardown),
