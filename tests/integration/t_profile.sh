@@ -1,3 +1,4 @@
+# ASAN=yes
 # t_profile.sh HSMESH - the 3GPP NF certificate profile (TS 33.310 6.1.3c)
 # and the sidecars' TLS for it (TS 33.210 6.2, TS 33.501 13.1.0).
 #
