@@ -61,7 +61,8 @@ check "x509: nfTypes (1.3.6.1.5.5.7.1.34) is SEQUENCE { IA5String NRF, IA5String
 	grep -q "SEQUENCE" "$2.nft" && grep -q "IA5STRING *:NRF$" "$2.nft" && grep -q "IA5STRING *:NSSF$" "$2.nft" &&
 	[ "$(grep -c IA5STRING "$2.nft")" -eq 2 ]' x "$T/nrf.pem" "$T/nrf"
 check "x509: verifies as client and server against the root" sh -c \
-    'openssl verify -x509_strict -CAfile "$2" -purpose sslclient "$1" && openssl verify -x509_strict -CAfile "$2" -purpose sslserver "$1"' x "$T/nrf.pem" "$ROOT" >"$T/verify.out"
+    'openssl verify -x509_strict -CAfile "$2" -purpose sslclient "$1" >/dev/null &&
+     openssl verify -x509_strict -CAfile "$2" -purpose sslserver "$1" >/dev/null' x "$T/nrf.pem" "$ROOT"
 check "x509: P-384 key, signed ecdsa-with-SHA384" sh -c \
     'grep -q "ASN1 OID: secp384r1" "$1" && grep -q "Signature Algorithm: ecdsa-with-SHA384" "$1"' x "$X"
 I=$T/nrf.insp
