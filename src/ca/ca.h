@@ -17,6 +17,7 @@
  *   token.c   ca token: join tokens and their secrets
  *   revoke.c  ca revoke
  *   entry.c   ca entry add|list|show|rm: registration entries
+ *   profile.c the certificate profile of an issuance (3GPP NF profile)
  *   serve.c   ca serve: the CMP server (cmp.h) over the signer
  *   replicate.c  ca replicate: the CA key into another host's token, wrapped
  *   cmp.c txn.c auth.c front.c   the CMP server (cmp.h)
@@ -41,12 +42,13 @@
 #include <openssl/x509.h>
 
 #include "keytypes.h"
+#include "ledger.h"
+#include "nfprofile.h"
 
 struct audit;
 struct ca_config;
 struct kh_client;
 struct khsup;
-struct ledger;
 
 #define CA_ROOT_FILE "root.pem"
 #define CA_TOKEN_KEY_FILE "token.key"	/* 32 random bytes: derives join-token secrets */
@@ -181,10 +183,13 @@ struct ca_issue_req {
 	X509_EXTENSION *extra;		/* one more extension (evidence identity), or NULL */
 	int kind;			/* enum ledger_kind: a workload's or a node's */
 	const char *node_id;		/* the node it is issued to (node-protected), or NULL */
+	const char *nf_types;		/* ca issue --nf-type ("AMF,SMF"), or NULL */
+	const char *fqdn;		/* ca issue --fqdn, or NULL */
 };
 
 /*
- * Issue an X.509-SVID with sg and record it: in one ledger transaction
+ * Issue an X.509-SVID with sg and record it, of the profile the ID gets
+ * (ca_profile_for: a refusal there sets *refused): in one ledger transaction
  * with the join token's consumption, the renewal of its parent and its
  * "issued" audit line (written and synced before the commit:
  * ledger_issue_with). Nothing is recorded, no token consumed, and the
@@ -197,8 +202,40 @@ struct ca_issue_req {
  * renewed: HSM_EPOLICY / HSM_ENOENT with the reason), so that a caller
  * tells a refusal from a failure of its own. Caller frees *out.
  */
-int ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
-    const struct ca_issue_req *rq, X509 **out, int *refused);
+int ca_issue(const struct ca_config *cfg, struct signer *sg, struct ledger *lg,
+    struct audit *au, const struct ca_issue_req *rq, X509 **out, int *refused);
+
+/* ---- profile.c ---- */
+
+/* The certificate profile of one issuance (ca_profile_for). */
+struct ca_profile {
+	enum cert_profile_kind kind;		/* PROFILE_SPIFFE or PROFILE_3GPP_NF */
+	char nf_types[LEDGER_NF_TYPES_MAX + 1];	/* 3gpp-nf: "AMF,SMF" */
+	char fqdn[LEDGER_FQDN_MAX + 1];		/* 3gpp-nf: the NF's FQDN */
+	char source[80];			/* where the profile came from, for messages */
+};
+
+/*
+ * The profile a certificate of spiffe_id (kind: enum ledger_kind) gets: a
+ * node's is PROFILE_SPIFFE; a workload's is its registration entries'
+ * (all agree), else ca.yaml's default. nf_types and fqdn (may be NULL:
+ * ca issue's --nf-type, --fqdn) ask for the NF profile of an ID without
+ * entries. The NF profile needs NF types and an FQDN. 0; HSM_EPOLICY (the
+ * refusal: options for a node or an ID with entries, NF fields missing);
+ * HSM_EIO, HSM_ENOMEM.
+ */
+int ca_profile_for(const struct ca_config *cfg, struct ledger *lg, const char *spiffe_id,
+    int kind, const char *nf_types, const char *fqdn, struct ca_profile *out);
+
+/* The NF parameters of p: ca.yaml's home network, p's NF types and FQDN. */
+void ca_nf_params(const struct ca_config *cfg, const struct ca_profile *p,
+    struct nf_params *np);
+
+/*
+ * Append one NF type to the comma-separated list (cap bytes), checked:
+ * valid, not listed yet, at most NF_TYPES_MAX. 0 or HSM_EINVAL.
+ */
+int ca_nf_type_add(char *list, size_t cap, const char *type);
 
 /* ---- token.c ---- */
 
@@ -216,7 +253,9 @@ void ca_token_secret(const uint8_t key[32], const char *ref,
 /* ---- the commands: each returns the exit status ---- */
 
 int ca_cmd_init(const char *cfgpath);
-int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text);
+/* ca issue; nf_types ("AMF,SMF") and fqdn may be NULL (ca_profile_for). */
+int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text,
+    const char *nf_types, const char *fqdn);
 int ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text, int node);
 /* `hsmesh ca entry add|list|show|rm` (argv[0] is "entry"): entry.c. */
 int ca_entry_main(int argc, char **argv);

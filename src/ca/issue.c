@@ -59,6 +59,7 @@ struct issue_audit {
 	struct audit *au;
 	const struct ca_issue_req *rq;
 	const struct ledger_cert *lc;
+	const struct ca_profile *prof;
 };
 
 static int
@@ -66,24 +67,58 @@ audit_issued(void *arg)
 {
 	const struct issue_audit *ia = arg;
 	const struct ca_issue_req *rq = ia->rq;
+	int nf = ia->prof->kind == PROFILE_3GPP_NF;
 
 	return audit_event(ia->au, "issued", "op", rq->op, "peer", rq->peer, "id", rq->spiffe_id,
 	    "serial", ia->lc->serial, "spki_id", ia->lc->spki_id, "auth", rq->auth,
 	    "parent_serial", rq->parent, "kind", rq->kind == LEDGER_NODE ? "node" : NULL,
-	    "node", rq->node_id, NULL);
+	    "node", rq->node_id, "profile", nf ? NF_PROFILE_NAME : NULL,
+	    "nf_types", nf ? ia->prof->nf_types : NULL, "fqdn", nf ? ia->prof->fqdn : NULL, NULL);
+}
+
+/*
+ * The certificate of rq's profile. A refusal of the profile (what the ID
+ * gets, NF fields missing or not fitting ca.yaml, a TTL over its cap)
+ * sets *refused.
+ */
+static int
+make_cert(const struct ca_config *cfg, struct signer *sg, struct ledger *lg,
+    const struct ca_issue_req *rq, STACK_OF(X509_EXTENSION) *exts, struct ca_profile *prof,
+    X509 **x, int *refused)
+{
+	struct nf_params np;
+	char why[400];
+	int r;
+
+	if ((r = ca_profile_for(cfg, lg, rq->spiffe_id, rq->kind, rq->nf_types, rq->fqdn,
+	    prof)) != 0) {
+		*refused = r == HSM_EPOLICY;
+		return r;
+	}
+	if (prof->kind != PROFILE_3GPP_NF)
+		return cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl,
+		    exts, x);
+	ca_nf_params(cfg, prof, &np);
+	if ((r = nf_params_check(&np)) != 0 || (r = nf_ttl_check(rq->ttl)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		*refused = 1;
+		return hsm_err(r, "profile %s (from %s): %s", NF_PROFILE_NAME, prof->source, why);
+	}
+	return nf_issue(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl, &np, exts, x);
 }
 
 int
-ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
+ca_issue(const struct ca_config *cfg, struct signer *sg, struct ledger *lg, struct audit *au,
     const struct ca_issue_req *rq, X509 **out, int *refused)
 {
 	struct ledger_cert lc;
 	struct issue_audit ia;
+	struct ca_profile prof;
 	unsigned char *der = NULL;
 	STACK_OF(X509_EXTENSION) *exts = NULL;	/* borrows rq->extra */
 	X509_EXTENSION *cdp = NULL;
 	X509 *x = NULL;
-	int r, hook_ran = 0;
+	int r, hook_ran = 0, prof_refused = 0;
 
 	*out = NULL;
 	if (refused != NULL)
@@ -107,10 +142,15 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	ia.au = au;
 	ia.rq = rq;
 	ia.lc = &lc;
+	ia.prof = &prof;
 	for (int attempt = 0;; attempt++) {
-		if ((r = cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl,
-		    exts, &x)) != 0 ||
-		    (r = ledger_record(x, rq, &lc, &der)) != 0)
+		prof_refused = 0;
+		if ((r = make_cert(cfg, sg, lg, rq, exts, &prof, &x, &prof_refused)) != 0) {
+			if (refused != NULL)
+				*refused = prof_refused;
+			goto out;
+		}
+		if ((r = ledger_record(x, rq, &lc, &der)) != 0)
 			goto out;
 		/*
 		 * The token, the renewal, the certificate and its audit line: all
@@ -154,7 +194,8 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 }
 
 int
-ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text)
+ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text,
+    const char *nf_types, const char *fqdn)
 {
 	char *pem = NULL, why[512], nocrl[300];
 	uint8_t *csrbuf = NULL;
@@ -215,7 +256,9 @@ ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const cha
 	rq.auth = "offline";
 	rq.op = "issue";
 	rq.peer = "local";
-	if ((r = ca_issue(&sg, lg, au, &rq, &svid, NULL)) != 0 ||
+	rq.nf_types = nf_types;
+	rq.fqdn = fqdn;
+	if ((r = ca_issue(cfg, &sg, lg, au, &rq, &svid, NULL)) != 0 ||
 	    (r = cert_pem(svid, &pem, &pemlen)) != 0)
 		goto out;
 	if (fwrite(pem, 1, pemlen, stdout) != pemlen || fflush(stdout) != 0)

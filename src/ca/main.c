@@ -118,6 +118,7 @@ usage_issue(FILE *f)
 {
 	fprintf(f,
 	    "usage: hsmesh ca issue -c ca.yaml --csr FILE --id SPIFFE_ID [--ttl DURATION]\n"
+	    "                       [--nf-type TYPE ... --fqdn NAME]\n"
 	    "\n"
 	    "Issue an X.509-SVID for the public key of a PKCS#10 request (PEM or DER;\n"
 	    "its signature must verify) with the given SPIFFE ID, which must belong to\n"
@@ -128,7 +129,13 @@ usage_issue(FILE *f)
 	    "      --csr FILE      the certificate request\n"
 	    "      --id SPIFFE_ID  spiffe://<trust_domain>/<path>\n"
 	    "      --ttl DURATION  validity (90s, 15m, 1h, 2d); default svid_ttl, at most max_ttl\n"
-	    "  -h, --help          this text\n");
+	    "      --nf-type TYPE  an NF type (AMF, SMF, ...; repeat for more): a certificate of\n"
+	    "                      the 3GPP NF profile (3gpp-nf) for an ID without entries\n"
+	    "      --fqdn NAME     the NF's FQDN, inside the home network domain (3gpp-nf)\n"
+	    "  -h, --help          this text\n"
+	    "\n"
+	    "The certificate's profile is the ID's registration entries' (ca entry add\n"
+	    "--profile), else ca.yaml's profile; --nf-type and --fqdn ask for 3gpp-nf.\n");
 }
 
 static void
@@ -151,7 +158,7 @@ usage_error(const char *sub, void (*usage)(FILE *), const char *what, const char
 
 /* ---- dispatch ---- */
 
-enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE };
+enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE, OPT_NF_TYPE, OPT_FQDN };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, 'c' },
@@ -161,6 +168,8 @@ static const struct option long_opts[] = {
 	{ "serial", required_argument, NULL, OPT_SERIAL },
 	{ "port-file", required_argument, NULL, OPT_PORT_FILE },
 	{ "node", no_argument, NULL, OPT_NODE },
+	{ "nf-type", required_argument, NULL, OPT_NF_TYPE },
+	{ "fqdn", required_argument, NULL, OPT_FQDN },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -169,10 +178,11 @@ static const struct option long_opts[] = {
 static const struct {
 	const char *name;
 	void (*usage)(FILE *);
-	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file, N node */
+	/* letters: s csr, i id, t ttl, n serial, p port-file, N node, T nf-type, F fqdn */
+	const char *opts;
 } subs[] = {
 	{ "init", usage_init, "" },
-	{ "issue", usage_issue, "sit" },
+	{ "issue", usage_issue, "sitTF" },
 	{ "token", usage_token, "itN" },
 	{ "serve", usage_serve, "p" },
 	{ "revoke", usage_revoke, "in" },
@@ -183,9 +193,10 @@ int
 ca_main(int argc, char **argv)
 {
 	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL, *serial = NULL;
-	const char *port_file = NULL, *allowed = NULL;
+	const char *port_file = NULL, *allowed = NULL, *fqdn = NULL;
+	char nf_types[LEDGER_NF_TYPES_MAX + 1] = "";
 	void (*usage)(FILE *) = NULL;
-	int ch, node = 0;
+	int ch, node = 0, r;
 
 	hsm_log_init("hsmesh ca", HSM_LOG_WARN);
 	if (argc < 2) {
@@ -221,7 +232,8 @@ ca_main(int argc, char **argv)
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:c:h", long_opts, NULL)) != -1) {
 		char letter = ch == OPT_CSR ? 's' : ch == OPT_ID ? 'i' : ch == OPT_TTL ? 't' :
-		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : ch == OPT_NODE ? 'N' : 0;
+		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : ch == OPT_NODE ? 'N' :
+		    ch == OPT_NF_TYPE ? 'T' : ch == OPT_FQDN ? 'F' : 0;
 
 		if (letter != 0 && strchr(allowed, letter) == NULL)
 			return usage_error(sub, usage, "option not valid for this subcommand:",
@@ -251,6 +263,13 @@ ca_main(int argc, char **argv)
 		case OPT_NODE:
 			node = 1;
 			break;
+		case OPT_NF_TYPE:
+			if ((r = ca_nf_type_add(nf_types, sizeof(nf_types), optarg)) != 0)
+				return ca_fail("issue: --nf-type", r);
+			break;
+		case OPT_FQDN:
+			fqdn = optarg;
+			break;
 		case ':':
 			return usage_error(sub, usage, "missing value for option", argv[optind - 1]);
 		default:
@@ -271,7 +290,10 @@ ca_main(int argc, char **argv)
 	if (strcmp(sub, "issue") == 0) {
 		if (csr == NULL || id == NULL)
 			return usage_error(sub, usage, "--csr and --id are required", NULL);
-		return ca_cmd_issue(cfgpath, csr, id, ttl);
+		if ((nf_types[0] != '\0') != (fqdn != NULL))
+			return usage_error(sub, usage, "--nf-type and --fqdn go together", NULL);
+		return ca_cmd_issue(cfgpath, csr, id, ttl, nf_types[0] != '\0' ? nf_types : NULL,
+		    fqdn);
 	}
 	if (strcmp(sub, "token") == 0) {
 		if (id == NULL)

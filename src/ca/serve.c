@@ -82,7 +82,7 @@ serve_issue(void *arg, const struct ca_issue_req *rq, X509 **out, int *refused)
 {
 	struct serve_arg *a = arg;
 
-	return ca_issue(a->sg, a->lg, a->au, rq, out, refused);
+	return ca_issue(a->cfg, a->sg, a->lg, a->au, rq, out, refused);
 }
 
 int

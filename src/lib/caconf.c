@@ -14,6 +14,7 @@
 #include "err.h"
 #include "evidence.h"
 #include "keytypes.h"
+#include "nfprofile.h"
 #include "spiffe.h"
 
 /* ---- ca.yaml ---- */
@@ -30,6 +31,7 @@ static const char *const ca_known[] = {
 	"attestation.nonce_ttl", "attestation.spiffe_id", "attestation.collateral_grace",
 	"attestation.identity",
 	"metrics.listen",
+	"profile", "plmn.mcc", "plmn.mnc", "plmn.country",
 	"front.max_connections", "front.max_connections_per_source", "front.workers",
 	"front.request_timeout", "front.idle_timeout", "front.write_timeout", "front.max_body",
 	"front.max_buffered",
@@ -61,6 +63,9 @@ ca_config_free(struct ca_config *c)
 	free(c->audit_log);
 	free(c->metrics_listen);
 	free(c->crl.url);
+	free(c->plmn_mcc);
+	free(c->plmn_mnc);
+	free(c->plmn_country);
 	attest_policy_free(c->attest);
 	attest_policy_free(c->repl_attest);
 	evidence_conf_clear(&c->repl_evidence);
@@ -164,6 +169,55 @@ front_load(const struct cfg_doc *d, struct ca_config *c)
 	return 0;
 }
 
+/*
+ * profile and plmn: the default certificate profile and what the 3GPP NF
+ * profile takes from the CA (nfprofile.h). plmn: is all or nothing;
+ * profile 3gpp-nf needs it, and an svid_ttl within the profile's 3 years.
+ */
+static int
+profile_load(const struct cfg_doc *d, struct ca_config *c)
+{
+	enum cert_profile_kind k;
+	char *v = NULL, why[300];
+	int r;
+
+	if ((r = cfg_get_str(d, "profile", "spiffe", &v)) != 0)
+		return r;
+	r = nf_profile_parse(v, 0, &k);
+	free(v);
+	if (r != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_detail());
+		return cfg_err(d, "profile", "'profile': %s", why);
+	}
+	c->profile = (int)k;
+	if ((r = cfg_get_str(d, "plmn.mcc", NULL, &c->plmn_mcc)) != 0 ||
+	    (r = cfg_get_str(d, "plmn.mnc", NULL, &c->plmn_mnc)) != 0 ||
+	    (r = cfg_get_str(d, "plmn.country", NULL, &c->plmn_country)) != 0)
+		return r;
+	if (c->plmn_mcc != NULL || c->plmn_mnc != NULL || c->plmn_country != NULL) {
+		if ((r = cfg_require(d, "plmn.mcc")) != 0 || (r = cfg_require(d, "plmn.mnc")) != 0 ||
+		    (r = cfg_require(d, "plmn.country")) != 0)
+			return r;
+		if (nf_plmn_check(c->plmn_mcc, c->plmn_mnc) != 0) {
+			snprintf(why, sizeof(why), "%s", hsm_err_detail());
+			return cfg_err(d, strstr(why, "MCC") == why ? "plmn.mcc" : "plmn.mnc",
+			    "'plmn': %s", why);
+		}
+		if (nf_country_check(c->plmn_country) != 0) {
+			snprintf(why, sizeof(why), "%s", hsm_err_detail());
+			return cfg_err(d, "plmn.country", "'plmn.country': %s", why);
+		}
+	}
+	if (c->profile == PROFILE_3GPP_NF && c->plmn_mcc == NULL)
+		return cfg_err(d, "profile", "profile %s needs the home network: plmn.mcc, "
+		    "plmn.mnc and plmn.country", NF_PROFILE_NAME);
+	if (c->profile == PROFILE_3GPP_NF && nf_ttl_check(c->svid_ttl) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_detail());
+		return cfg_err(d, "svid_ttl", "'svid_ttl' %s: %s", c->svid_ttl_text, why);
+	}
+	return 0;
+}
+
 static int
 ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 {
@@ -247,7 +301,7 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 	    (r = attest_policy_load(d, "replication.attestation", c->trust_domain,
 	    &c->repl_attest)) != 0 ||
 	    (r = evidence_conf_load(d, "replication.evidence", &c->repl_evidence)) != 0 ||
-	    (r = front_load(d, c)) != 0 ||
+	    (r = front_load(d, c)) != 0 || (r = profile_load(d, c)) != 0 ||
 	    (r = crl_load(d, c)) != 0)
 		goto out;
 

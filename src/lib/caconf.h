@@ -34,6 +34,10 @@ struct ca_config {
 					   postgresql:// URI, kept as written */
 	char *audit_log;		/* default <state_dir>/audit.log */
 	struct attest_policy *attest;	/* attestation:, or NULL (attest.h) */
+	/* the certificate profile (nfprofile.h, docs/CA.md) */
+	int profile;			/* enum cert_profile_kind: profile, default spiffe */
+	char *plmn_mcc, *plmn_mnc;	/* plmn.mcc, plmn.mnc: the home network, or NULL */
+	char *plmn_country;		/* plmn.country: subject C of 3gpp-nf certificates, or NULL */
 	/* `hsmesh ca replicate` (docs/REPLICAS.md): */
 	struct attest_policy *repl_attest;	/* replication.attestation: what a target must prove */
 	struct evidence_conf repl_evidence;	/* replication.evidence: how this token proves it */

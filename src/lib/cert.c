@@ -131,28 +131,40 @@ add_key_ids(X509 *x, X509 *issuer)
 	return r;
 }
 
-/* A subjectAltName with exactly one URI, built as ASN.1 (never through config syntax). */
+/*
+ * A subjectAltName of a dNSName (dns, may be NULL) and then one URI, built
+ * as ASN.1 (never through config syntax).
+ */
 static int
-add_uri_san(X509 *x, const char *uri, int critical)
+add_sans(X509 *x, const char *dns, const char *uri, int critical)
 {
+	const char *v[2] = { dns, uri };
+	const int type[2] = { GEN_DNS, GEN_URI };
 	GENERAL_NAMES *gens = NULL;
 	GENERAL_NAME *gn = NULL;
 	ASN1_IA5STRING *ia5 = NULL;
 	int r = HSM_ECRYPTO;
 
-	if ((gens = sk_GENERAL_NAME_new_null()) == NULL || (gn = GENERAL_NAME_new()) == NULL ||
-	    (ia5 = ASN1_IA5STRING_new()) == NULL ||
-	    !ASN1_STRING_set(ia5, uri, (int)strlen(uri))) {
+	if ((gens = sk_GENERAL_NAME_new_null()) == NULL) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "out of memory");
 		goto out;
 	}
-	GENERAL_NAME_set0_value(gn, GEN_URI, ia5);
-	ia5 = NULL;
-	if (!sk_GENERAL_NAME_push(gens, gn)) {
-		r = hsm_err_ossl(HSM_ECRYPTO, "out of memory");
-		goto out;
+	for (int i = 0; i < 2; i++) {
+		if (v[i] == NULL)
+			continue;
+		if ((gn = GENERAL_NAME_new()) == NULL || (ia5 = ASN1_IA5STRING_new()) == NULL ||
+		    !ASN1_STRING_set(ia5, v[i], (int)strlen(v[i]))) {
+			r = hsm_err_ossl(HSM_ECRYPTO, "out of memory");
+			goto out;
+		}
+		GENERAL_NAME_set0_value(gn, type[i], ia5);
+		ia5 = NULL;
+		if (!sk_GENERAL_NAME_push(gens, gn)) {
+			r = hsm_err_ossl(HSM_ECRYPTO, "out of memory");
+			goto out;
+		}
+		gn = NULL;
 	}
-	gn = NULL;
 	if (!X509_add1_ext_i2d(x, NID_subject_alt_name, gens, critical, X509V3_ADD_DEFAULT)) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "cannot add the subject alternative name");
 		goto out;
@@ -163,6 +175,13 @@ add_uri_san(X509 *x, const char *uri, int critical)
 	GENERAL_NAME_free(gn);
 	GENERAL_NAMES_free(gens);
 	return r;
+}
+
+/* A subjectAltName with exactly one URI. */
+static int
+add_uri_san(X509 *x, const char *uri, int critical)
+{
+	return add_sans(x, NULL, uri, critical);
 }
 
 static int
@@ -394,19 +413,36 @@ int
 cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
     int64_t ttl, const STACK_OF(X509_EXTENSION) *extra, X509 **out)
 {
+	struct cert_profile p;
+
+	memset(&p, 0, sizeof(p));
+	p.exts = extra;
+	return cert_issue_svid_profile(ca, ca_key, pub, spiffe_id, ttl, &p, out);
+}
+
+int
+cert_issue_svid_profile(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
+    int64_t ttl, const struct cert_profile *p, X509 **out)
+{
+	static const struct cert_profile none;
 	struct spiffe_id sid;
 	EVP_PKEY *ca_pub;
 	X509 *x = NULL;
 	X509_NAME *name;
-	time_t now = time(NULL), na;
+	time_t now = time(NULL), nb, na;
 	int64_t ca_na;
 	int r;
 
 	*out = NULL;
+	if (p == NULL)
+		p = &none;
 	if ((r = spiffe_id_parse(spiffe_id, &sid)) != 0)
 		return r;
 	if (ttl <= 0 || ttl > CERT_MAX_TTL)
 		return hsm_err(HSM_EINVAL, "TTL of %lld seconds is out of range", (long long)ttl);
+	if (p->max_validity < 0 || p->max_validity > CERT_MAX_TTL)
+		return hsm_err(HSM_EINVAL, "validity cap of %lld seconds is out of range",
+		    (long long)p->max_validity);
 	if ((r = cert_key_check(pub)) != 0)
 		return r;
 	if ((ca_pub = X509_get0_pubkey(ca)) == NULL)
@@ -415,42 +451,48 @@ cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiff
 		return hsm_err(HSM_EINVAL, "the CA certificate has an unreadable notAfter");
 	if (ca_na <= now)
 		return hsm_err(HSM_EPOLICY, "the CA certificate has expired");
+	/*
+	 * Backdate for clock skew, but by at most a tenth of the lifetime: a
+	 * 30 s SVID backdated a minute would look two-thirds spent to an
+	 * agent that renews at half its lifetime.
+	 */
+	nb = now - (ttl / 10 < CERT_BACKDATE ? (time_t)(ttl / 10) : CERT_BACKDATE);
 	/* An SVID never outlives its issuer: relying parties would reject the tail anyway. */
 	na = now + (time_t)ttl;
 	if (na > ca_na)
 		na = (time_t)ca_na;
+	/* A profile's cap counts from notBefore; both ends are inclusive (RFC 5280 4.1.2.5). */
+	if (p->max_validity > 0 && na - nb >= (time_t)p->max_validity)
+		na = nb + (time_t)p->max_validity - 1;
 
 	if ((x = X509_new()) == NULL || !X509_set_version(x, X509_VERSION_3)) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "X509_new");
 		goto out;
 	}
 	name = X509_get_subject_name(x);
-	if ((r = set_random_serial(x)) != 0 || (r = name_add(name, "O", "SPIFFE")) != 0)
+	if ((r = set_random_serial(x)) != 0 ||
+	    (p->country != NULL && (r = name_add(name, "C", p->country)) != 0) ||
+	    (r = name_add(name, "O", p->org != NULL ? p->org : "SPIFFE")) != 0)
 		goto out;
 	if (!X509_set_issuer_name(x, X509_get_subject_name(ca)) || !X509_set_pubkey(x, pub)) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "cannot set the issuer or the key");
 		goto out;
 	}
-	/*
-	 * Backdate for clock skew, but by at most a tenth of the lifetime: a
-	 * 30 s SVID backdated a minute would look two-thirds spent to an
-	 * agent that renews at half its lifetime.
-	 */
-	if ((r = set_validity(x, now - (ttl / 10 < CERT_BACKDATE ? (time_t)(ttl / 10) : CERT_BACKDATE),
-	    na)) != 0 ||
+	if ((r = set_validity(x, nb, na)) != 0 ||
 	    (r = add_ext_conf(x, NID_basic_constraints, "critical,CA:FALSE")) != 0 ||
-	    (r = add_ext_conf(x, NID_key_usage, EVP_PKEY_is_a(pub, "RSA") ?
+	    (r = add_ext_conf(x, NID_key_usage, EVP_PKEY_is_a(pub, "RSA") && !p->sign_only ?
 	    "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature")) != 0 ||
 	    (r = add_ext_conf(x, NID_ext_key_usage, "serverAuth,clientAuth")) != 0 ||
 	    (r = add_key_ids(x, ca)) != 0 ||
-	    /* Non-critical: the subject (O=SPIFFE) is not empty. */
-	    (r = add_uri_san(x, spiffe_id, 0)) != 0)
+	    /* Non-critical by default: the subject (O=SPIFFE) is not empty. */
+	    (r = add_sans(x, p->dns_name, spiffe_id, p->san_critical)) != 0)
 		goto out;
-	for (int i = 0; i < sk_X509_EXTENSION_num(extra); i++)
-		if (!X509_add_ext(x, sk_X509_EXTENSION_value(extra, i), -1)) {
+	for (int i = 0; i < sk_X509_EXTENSION_num(p->exts); i++) {
+		if (!X509_add_ext(x, sk_X509_EXTENSION_value(p->exts, i), -1)) {
 			r = hsm_err_ossl(HSM_ECRYPTO, "cannot add an extension");
 			goto out;
 		}
+	}
 	if ((r = sign_and_check(x, ca_key, ca_pub)) != 0)
 		goto out;
 	*out = x;

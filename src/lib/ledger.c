@@ -17,6 +17,7 @@
 #include "ledger.h"
 #include "ledger_be.h"
 #include "log.h"
+#include "nfprofile.h"
 #include "proxyconf.h"
 #include "selector.h"
 #include "spiffe.h"
@@ -899,6 +900,29 @@ check_selectors(const char *text)
 	return 0;
 }
 
+/* The certificate profile of e: a known one, with its NF fields exactly when it is 3gpp-nf. */
+static int
+check_profile(const struct ledger_entry *e)
+{
+	enum cert_profile_kind k;
+	int r;
+
+	if ((r = nf_profile_parse(e->profile, 1, &k)) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: %s", hsm_err_detail());
+	if (k != PROFILE_3GPP_NF) {
+		if (e->nf_types[0] != '\0' || e->fqdn[0] != '\0')
+			return hsm_err(HSM_EINVAL, "ledger: NF types and an FQDN go with profile %s "
+			    "only", NF_PROFILE_NAME);
+		return 0;
+	}
+	if (e->nf_types[0] == '\0' || e->fqdn[0] == '\0')
+		return hsm_err(HSM_EINVAL, "ledger: profile %s needs NF types and an FQDN",
+		    NF_PROFILE_NAME);
+	if (nf_types_parse(e->nf_types, NULL) != 0 || nf_fqdn_check(e->fqdn, NULL) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: %s", hsm_err_detail());
+	return 0;
+}
+
 /* e's fields, each within its bounds and consistent with the others. */
 static int
 entry_arg(const struct ledger_entry *e)
@@ -907,9 +931,12 @@ entry_arg(const struct ledger_entry *e)
 
 	if (strnlen(e->spiffe_id, sizeof(e->spiffe_id)) == sizeof(e->spiffe_id) ||
 	    strnlen(e->node, sizeof(e->node)) == sizeof(e->node) ||
-	    strnlen(e->selectors, sizeof(e->selectors)) == sizeof(e->selectors))
+	    strnlen(e->selectors, sizeof(e->selectors)) == sizeof(e->selectors) ||
+	    strnlen(e->profile, sizeof(e->profile)) == sizeof(e->profile) ||
+	    strnlen(e->nf_types, sizeof(e->nf_types)) == sizeof(e->nf_types) ||
+	    strnlen(e->fqdn, sizeof(e->fqdn)) == sizeof(e->fqdn))
 		return hsm_err(HSM_EINVAL, "ledger: an entry field is too long");
-	if ((r = check_path_id(e->spiffe_id, "workload ID")) != 0)
+	if ((r = check_path_id(e->spiffe_id, "workload ID")) != 0 || (r = check_profile(e)) != 0)
 		return r;
 	if (e->ttl < 0 || e->ttl > CERT_MAX_TTL)
 		return hsm_err(HSM_EINVAL, "ledger: entry TTL out of range");
@@ -938,15 +965,18 @@ struct mode_check {
 	char other[LEDGER_ENTRY_ID_LEN + 1];
 };
 
+/* 1 (and m->other set) when x disagrees with m->e on who manages the ID; 2 on its profile. */
 static int
 mode_conflict(const struct ledger_entry *x, void *arg)
 {
 	struct mode_check *m = arg;
+	const struct ledger_entry *e = m->e;
 
-	if (x->self_managed == m->e->self_managed)
+	if (x->self_managed == e->self_managed && strcmp(x->profile, e->profile) == 0 &&
+	    strcmp(x->nf_types, e->nf_types) == 0 && strcmp(x->fqdn, e->fqdn) == 0)
 		return 0;
 	memcpy(m->other, x->id, sizeof(m->other));
-	return 1;
+	return x->self_managed != e->self_managed ? 1 : 2;
 }
 
 /*
@@ -994,6 +1024,9 @@ entry_add_body(struct ledger *lg, void *v)
 	if (r == 0 && (r = lg->ops->entry_list(lg->be, e->spiffe_id, mode_conflict, &m)) == 1)
 		r = hsm_err(HSM_EPOLICY, "%s is %s by entry %s", e->spiffe_id,
 		    e->self_managed ? "node-managed" : "self-managed", m.other);
+	else if (r == 2)
+		r = hsm_err(HSM_EPOLICY, "entry %s of %s has another certificate profile (profile, "
+		    "NF types, FQDN): all entries of one ID agree on it", m.other, e->spiffe_id);
 	if (r == 0)
 		r = lg->ops->entry_insert(lg->be, e);
 	return r;

@@ -38,7 +38,7 @@
 
 #include "spiffe.h"
 
-#define LEDGER_SCHEMA_VERSION 5
+#define LEDGER_SCHEMA_VERSION 6
 #define LEDGER_REF_MAX 64	/* join token reference, bytes */
 #define LEDGER_HASH_LEN 32	/* SHA-256 of a join token secret */
 #define LEDGER_SERIAL_MAX 64	/* certificate serial, hex digits */
@@ -48,6 +48,9 @@
 #define LEDGER_TXN_MAX 128	/* a CMP transactionID, hex digits */
 #define LEDGER_ENTRY_ID_LEN 16	/* hex digits of a registration entry's ID */
 #define LEDGER_SELECTORS_MAX 4096	/* an entry's selectors, one a line */
+#define LEDGER_PROFILE_MAX 15		/* an entry's certificate profile name */
+#define LEDGER_NF_TYPES_MAX 1055	/* "AMF,SMF": nfprofile.h's NF_TYPES_TEXT_MAX - 1 */
+#define LEDGER_FQDN_MAX 253		/* a DNS name */
 
 /*
  * What a join token enrolls and what a certificate is: a workload's
@@ -105,6 +108,13 @@ struct ledger_cert {
  * A self-managed entry (a CMP client manages the identity itself: join
  * token ir, kur by its own certificate) names no node and no selectors.
  * selectors: one selector a line (selector.h), "" for none.
+ *
+ * The certificate profile of the identity's certificates (nfprofile.h):
+ * profile "" (the CA's default: ca.yaml's profile), "spiffe" or
+ * "3gpp-nf"; nf_types ("AMF" or "AMF,SMF") and fqdn are set exactly
+ * when the profile is "3gpp-nf" (the home network, and so whether the
+ * FQDN lies in it, is the CA's to check). All entries of one ID agree on
+ * these three.
  */
 struct ledger_entry {
 	char id[LEDGER_ENTRY_ID_LEN + 1];	/* lower-case hex */
@@ -115,6 +125,9 @@ struct ledger_entry {
 	int64_t ttl;		/* seconds its certificates live; 0: svid_ttl */
 	int self_managed;
 	int64_t created;	/* set by ledger_entry_add */
+	char profile[LEDGER_PROFILE_MAX + 1];
+	char nf_types[LEDGER_NF_TYPES_MAX + 1];
+	char fqdn[LEDGER_FQDN_MAX + 1];
 };
 
 /*
@@ -304,9 +317,11 @@ int ledger_id_kinds(struct ledger *lg, const char *spiffe_id, unsigned *nodes,
  * what would contradict itself: HSM_EPOLICY when spiffe_id is a node's
  * identity (it has node certificates, or an entry names it as a node),
  * when the node named is a workload's identity, or when another entry of
- * the same ID disagrees on self-managed. HSM_EINVAL (a field malformed:
- * IDs, pattern, selectors, ttl, self-managed with a node or selectors, a
- * node-managed entry without a node or without selectors); HSM_EEXIST
+ * the same ID disagrees on self-managed or on the certificate profile
+ * (profile, nf_types, fqdn). HSM_EINVAL (a field malformed: IDs,
+ * pattern, selectors, ttl, self-managed with a node or selectors, a
+ * node-managed entry without a node or without selectors, a profile
+ * unknown or its NF fields missing, malformed or given without it); HSM_EEXIST
  * (id taken); HSM_EIO. Trust-domain and max_ttl checks are the caller's.
  */
 int ledger_entry_add(struct ledger *lg, struct ledger_entry *e);

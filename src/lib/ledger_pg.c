@@ -142,13 +142,22 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	"INSERT INTO revocation_seq (one, seq) "
 	"  SELECT 1, count(*) FROM certs WHERE revoked_at IS NOT NULL;"
 	"CREATE INDEX certs_revoked ON certs (revoked_at) WHERE revoked_at IS NOT NULL;",
+	/*
+	 * 5 -> 6: an entry names the certificate profile of its identity
+	 * ("": the CA's default) and, for the 3GPP NF profile, the NF types
+	 * (comma-separated) and the NF's FQDN (as in SQLite).
+	 */
+	"ALTER TABLE entries ADD COLUMN profile TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE entries ADD COLUMN nf_types TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE entries ADD COLUMN fqdn TEXT NOT NULL DEFAULT '';",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
 	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id, txn"
 #define CERT_NCOLS 14
-#define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created"
-#define ENTRY_NCOLS 8
+#define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created, " \
+	"profile, nf_types, fqdn"
+#define ENTRY_NCOLS 11
 
 enum stmt_id {
 	S_TOKEN_ADD,
@@ -220,8 +229,9 @@ static const struct {
 	[S_CERT_KINDS] = { "SELECT count(*) FILTER (WHERE kind = 1), count(*) FILTER (WHERE kind = 0) "
 	    "FROM certs WHERE spiffe_id = $1", 1, { OID_TEXT } },
 	[S_ENTRY_ADD] = { "INSERT INTO entries (" ENTRY_COLS ") "
-	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", 8,
-	    { OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT, OID_INT8, OID_INT4, OID_INT8 } },
+	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", 11,
+	    { OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT, OID_INT8, OID_INT4, OID_INT8,
+	    OID_TEXT, OID_TEXT, OID_TEXT } },
 	[S_ENTRY_GET] = { "SELECT " ENTRY_COLS " FROM entries WHERE id = $1", 1, { OID_TEXT } },
 	[S_ENTRY_DEL] = { "DELETE FROM entries WHERE id = $1", 1, { OID_TEXT } },
 	[S_ENTRY_LIST] = { "SELECT " ENTRY_COLS " FROM entries ORDER BY created, seq", 0, { 0 } },
@@ -1165,6 +1175,9 @@ pg_entry_insert(struct ledger_be *be, const struct ledger_entry *e)
 	p_i64(&p, e->ttl);
 	p_i32(&p, e->self_managed != 0);
 	p_i64(&p, e->created);
+	p_text(&p, e->profile, 0);
+	p_text(&p, e->nf_types, 0);
+	p_text(&p, e->fqdn, 0);
 	r = run(be, S_ENTRY_ADD, &p, "add entry", NULL, NULL);
 	if (r == HSM_EEXIST)
 		r = hsm_err(HSM_EEXIST, "ledger: entry %s already exists", e->id);
@@ -1179,7 +1192,10 @@ entry_from_row(const PGresult *r, int row, struct ledger_entry *e)
 	if (pqf.PQnfields_(r) != ENTRY_NCOLS || col_text(r, row, 0, e->id, sizeof(e->id)) != 0 ||
 	    col_text(r, row, 1, e->spiffe_id, sizeof(e->spiffe_id)) != 0 ||
 	    col_text(r, row, 2, e->node, sizeof(e->node)) != 0 ||
-	    col_text(r, row, 4, e->selectors, sizeof(e->selectors)) != 0)
+	    col_text(r, row, 4, e->selectors, sizeof(e->selectors)) != 0 ||
+	    col_text(r, row, 8, e->profile, sizeof(e->profile)) != 0 ||
+	    col_text(r, row, 9, e->nf_types, sizeof(e->nf_types)) != 0 ||
+	    col_text(r, row, 10, e->fqdn, sizeof(e->fqdn)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt entry row");
 	e->node_is_pattern = col_i64(r, row, 3) != 0;
 	e->ttl = col_i64(r, row, 5);

@@ -112,11 +112,21 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	"INSERT INTO revocation_seq (one, seq) "
 	"  SELECT 1, count(*) FROM certs WHERE revoked_at IS NOT NULL;"
 	"CREATE INDEX certs_revoked ON certs (revoked_at) WHERE revoked_at IS NOT NULL;",
+	/*
+	 * 5 -> 6: an entry names the certificate profile of its identity
+	 * ("": the CA's default) and, for the 3GPP NF profile, the NF types
+	 * (comma-separated) and the NF's FQDN. Every earlier entry takes the
+	 * CA's default.
+	 */
+	"ALTER TABLE entries ADD COLUMN profile TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE entries ADD COLUMN nf_types TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE entries ADD COLUMN fqdn TEXT NOT NULL DEFAULT '';",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
 	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id, txn"
-#define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created"
+#define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created, " \
+	"profile, nf_types, fqdn"
 
 enum stmt_id {
 	S_BEGIN,
@@ -181,7 +191,7 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_CERT_KINDS] = "SELECT coalesce(sum(kind = 1), 0), coalesce(sum(kind = 0), 0) "
 	    "FROM certs WHERE spiffe_id = ?1",
 	[S_ENTRY_ADD] = "INSERT INTO entries (" ENTRY_COLS ") "
-	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[S_ENTRY_GET] = "SELECT " ENTRY_COLS " FROM entries WHERE id = ?1",
 	[S_ENTRY_DEL] = "DELETE FROM entries WHERE id = ?1",
 	[S_ENTRY_LIST] = "SELECT " ENTRY_COLS " FROM entries ORDER BY created, rowid",
@@ -829,7 +839,10 @@ sq_entry_insert(struct ledger_be *be, const struct ledger_entry *e)
 	    sqlite3_bind_text(s, 5, e->selectors, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 6, e->ttl) != SQLITE_OK ||
 	    sqlite3_bind_int(s, 7, e->self_managed != 0) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 8, e->created) != SQLITE_OK) {
+	    sqlite3_bind_int64(s, 8, e->created) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 9, e->profile, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 10, e->nf_types, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 11, e->fqdn, -1, SQLITE_STATIC) != SQLITE_OK) {
 		r = db_fail(be, "add entry");
 		release(s);
 		return r;
@@ -846,7 +859,10 @@ entry_from_row(sqlite3_stmt *s, struct ledger_entry *e)
 	if (col_text(s, 0, e->id, sizeof(e->id)) != 0 ||
 	    col_text(s, 1, e->spiffe_id, sizeof(e->spiffe_id)) != 0 ||
 	    col_text(s, 2, e->node, sizeof(e->node)) != 0 ||
-	    col_text(s, 4, e->selectors, sizeof(e->selectors)) != 0)
+	    col_text(s, 4, e->selectors, sizeof(e->selectors)) != 0 ||
+	    col_text(s, 8, e->profile, sizeof(e->profile)) != 0 ||
+	    col_text(s, 9, e->nf_types, sizeof(e->nf_types)) != 0 ||
+	    col_text(s, 10, e->fqdn, sizeof(e->fqdn)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt entry row");
 	e->node_is_pattern = sqlite3_column_int(s, 3) != 0;
 	e->ttl = sqlite3_column_int64(s, 5);

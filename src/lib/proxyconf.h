@@ -9,7 +9,8 @@
  *     timeout: 2s                      # per private-key operation, 100ms..60s
  *   workers: 2                         # event-loop threads, 1..64; default: online CPUs
  *   tls:
- *     min_version: "1.3"               # "1.3" (default) or "1.2"
+ *     profile: default                 # or 3gpp-nf: TLS 1.2 and 1.3, SNI required
+ *     min_version: "1.3"               # "1.3" (default; 3gpp-nf: "1.2") or "1.2"
  *     tickets: true                    # session tickets (resumption); true/false, yes/no
  *   revocation:                        # the CA's CRL, from the agent (docs/PROXY.md)
  *     stale: keep                      # no current CRL (none yet, or past its nextUpdate):
@@ -35,7 +36,7 @@
  *       listen: 127.0.0.1:15001
  *       connect: 127.0.0.1:9443        # the peer's sidecar
  *       expect_id: spiffe://example.org/ns/db   # an ID or pattern
- *       server_name: db.example.org    # optional SNI
+ *       server_name: db.example.org    # optional SNI (required by tls.profile 3gpp-nf)
  *   admission:                         # inbound full handshakes (each costs a signature)
  *     handshake_rate: 100              # per source a second, 0..1000000 (0: no per-source limit)
  *     handshake_burst: 1000            # per source at once, 1..1000000
@@ -100,6 +101,7 @@ struct proxy_config {
 	unsigned key_timeout_ms;
 	unsigned workers;
 	int tls_min_version;			/* 0x0304 (TLS1_3_VERSION) or 0x0303 (TLS1_2_VERSION) */
+	int tls_3gpp;				/* tls.profile 3gpp-nf: 1.2 and 1.3, SNI on every outbound */
 	int tickets;
 	int crl_refuse_stale;			/* revocation.stale: refuse (0: keep) */
 	int crl_close;				/* revocation.close_established */

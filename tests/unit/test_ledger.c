@@ -777,10 +777,20 @@ issue_is_one_transaction(void **state)
 	ledger_close(lg);
 }
 
-/* Take what schema 5 added away from the store at path (it then reads as schema 4). */
+/* Take what schema 6 added away from the store at path (it then reads as schema 5). */
+static void
+drop_v6(const char *path)
+{
+	assert_int_equal(be->exec(path, "ALTER TABLE entries DROP COLUMN profile"), 0);
+	assert_int_equal(be->exec(path, "ALTER TABLE entries DROP COLUMN nf_types"), 0);
+	assert_int_equal(be->exec(path, "ALTER TABLE entries DROP COLUMN fqdn"), 0);
+}
+
+/* Take what schema 5 and later added away from the store at path (it then reads as schema 4). */
 static void
 drop_v5(const char *path)
 {
+	drop_v6(path);
 	assert_int_equal(be->exec(path, "DROP INDEX certs_revoked"), 0);
 	assert_int_equal(be->exec(path, "DROP TABLE revocation_seq"), 0);
 }
@@ -994,6 +1004,29 @@ migrate_v3(void **state)
 	assert_int_equal(ledger_cert_get(lg, "e1", &g), 0);
 	assert_string_equal(g.txn, "");
 	ledger_cert_clear(&g);
+	ledger_close(lg);
+}
+
+/* Schema 5 -> 6: an entry of before names no profile (the CA's default). */
+static void
+migrate_v5(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_entry e, g;
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.spiffe_id, sizeof(e.spiffe_id), "%s", ID);
+	e.self_managed = 1;
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	ledger_close(lg);
+	drop_v6(dbpath);
+	set_version(dbpath, 5);
+	lg = open_ledger();
+	assert_int_equal(ledger_entry_get(lg, e.id, &g), 0);
+	assert_string_equal(g.spiffe_id, ID);
+	assert_string_equal(g.profile, "");
+	assert_string_equal(g.nf_types, "");
+	assert_string_equal(g.fqdn, "");
 	ledger_close(lg);
 }
 
@@ -1715,6 +1748,62 @@ entries_refused(void **state)
 	ledger_close(lg);
 }
 
+/* An entry's certificate profile (nfprofile.h): stored, checked, the same for every entry of an ID. */
+static void
+entries_profile(void **state)
+{
+	static const struct {
+		const char *profile, *types, *fqdn, *why;
+	} bad[] = {
+		{ "", "AMF", "", "go with profile 3gpp-nf only" },
+		{ "spiffe", "", "amf1.example.org", "go with profile 3gpp-nf only" },
+		{ "3gpp-nf", "", "amf1.example.org", "needs NF types and an FQDN" },
+		{ "3gpp-nf", "AMF", "", "needs NF types and an FQDN" },
+		{ "3gpp-nf", "amf", "amf1.example.org", "NF type 'amf'" },
+		{ "3gpp-nf", "AMF,AMF", "amf1.example.org", "twice" },
+		{ "3gpp-nf", "AMF", "amf1", "not fully qualified" },
+		{ "5g", "", "", "unknown certificate profile" },
+	};
+	struct ledger *lg = open_ledger();
+	struct ledger_entry e, g;
+
+	make_entry(&e, ID, NULL, 0, NULL);
+	snprintf(e.profile, sizeof(e.profile), "3gpp-nf");
+	snprintf(e.nf_types, sizeof(e.nf_types), "AMF,SMF");
+	snprintf(e.fqdn, sizeof(e.fqdn), "amf1.5gc.mnc001.mcc001.3gppnetwork.org");
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	assert_int_equal(ledger_entry_get(lg, e.id, &g), 0);
+	assert_string_equal(g.profile, "3gpp-nf");
+	assert_string_equal(g.nf_types, "AMF,SMF");
+	assert_string_equal(g.fqdn, "amf1.5gc.mnc001.mcc001.3gppnetwork.org");
+	/* A second entry of the ID: the same profile, or refused naming the first. */
+	memset(e.id, 0, sizeof(e.id));
+	snprintf(e.nf_types, sizeof(e.nf_types), "AMF");
+	assert_int_equal(ledger_entry_add(lg, &e), HSM_EPOLICY);
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), "another certificate profile"));
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), g.id));
+	snprintf(e.nf_types, sizeof(e.nf_types), "AMF,SMF");
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	/* An entry without a profile takes the CA's default ("" stored). */
+	make_entry(&e, WL2, NULL, 0, NULL);
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	assert_int_equal(ledger_entry_get(lg, e.id, &g), 0);
+	assert_string_equal(g.profile, "");
+	assert_string_equal(g.nf_types, "");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		make_entry(&e, "spiffe://example.org/ns/nf", NULL, 0, NULL);
+		snprintf(e.profile, sizeof(e.profile), "%s", bad[i].profile);
+		snprintf(e.nf_types, sizeof(e.nf_types), "%s", bad[i].types);
+		snprintf(e.fqdn, sizeof(e.fqdn), "%s", bad[i].fqdn);
+		if (ledger_entry_add(lg, &e) != HSM_EINVAL)
+			fail_msg("profile entry %zu was not refused as invalid", i);
+		if (strstr(hsm_err_msg(HSM_EINVAL), bad[i].why) == NULL)
+			fail_msg("profile entry %zu: '%s' does not say '%s'", i,
+			    hsm_err_msg(HSM_EINVAL), bad[i].why);
+	}
+	ledger_close(lg);
+}
+
 /* An ID is a node's or a workload's, never both; one ID is managed one way. */
 static void
 kinds_never_mix(void **state)
@@ -1945,8 +2034,10 @@ main(void)
 		T(migrate_v2, 0),
 		T(migrate_v3, 0),
 		T(revocation_sequence, 0),
+		T(migrate_v5, 0),
 		T(entries_add_get_list_rm, 0),
 		T(entries_refused, 0),
+		T(entries_profile, 0),
 		T(kinds_never_mix, 0),
 		T(race_one_token_shared, 0),
 		T(race_one_token_handles, 0),

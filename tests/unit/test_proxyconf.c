@@ -236,6 +236,33 @@ full_file(void **state)
 	proxy_config_free(NULL);
 }
 
+/* tls.profile 3gpp-nf: TLS 1.2 and 1.3 both, SNI on every outbound listener. */
+static void
+tls_profile(void **state)
+{
+	struct proxy_config *c = NULL;
+#define OUT_SNI "outbound:\n  - name: to-amf\n    listen: 127.0.0.1:0\n" \
+	"    connect: 127.0.0.1:9443\n    expect_id: spiffe://example.org/amf\n"
+
+	assert_int_equal(load(AGENT INBOUND "tls:\n  profile: 3gpp-nf\n" OUT_SNI
+	    "    server_name: amf1.5gc.mnc001.mcc001.3gppnetwork.org\n", &c), 0);
+	assert_int_equal(c->tls_3gpp, 1);
+	assert_int_equal(c->tls_min_version, 0x0303);
+	assert_string_equal(c->lst[1].server_name, "amf1.5gc.mnc001.mcc001.3gppnetwork.org");
+	proxy_config_free(c);
+	c = NULL;
+	assert_int_equal(load(AGENT INBOUND "tls:\n  profile: default\n", &c), 0);
+	assert_int_equal(c->tls_3gpp, 0);
+	assert_int_equal(c->tls_min_version, 0x0304);
+	proxy_config_free(c);
+	refuse(AGENT INBOUND "tls:\n  profile: 3gpp-nf\n" OUT_SNI, "'tls.profile' 3gpp-nf",
+	    "'to-amf' needs server_name");
+	refuse(AGENT INBOUND "tls:\n  profile: 3gpp-nf\n  min_version: \"1.3\"\n",
+	    "'tls.min_version' \"1.3\" contradicts", "TS 33.210");
+	refuse(AGENT INBOUND "tls:\n  profile: 3gpp\n", "'tls.profile' must be", "'3gpp'");
+#undef OUT_SNI
+}
+
 static void
 defaults(void **state)
 {
@@ -699,6 +726,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(full_file),
 		cmocka_unit_test(defaults),
+		cmocka_unit_test(tls_profile),
 		cmocka_unit_test(unknown_keys),
 		cmocka_unit_test(missing_keys),
 		cmocka_unit_test(no_listeners),
