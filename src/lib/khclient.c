@@ -218,6 +218,22 @@ kh_ping(struct kh_client *c, unsigned timeout_ms)
 	return st;
 }
 
+int
+kh_pool(struct kh_client *c, unsigned timeout_ms, struct kh_pool *out)
+{
+	uint8_t *b;
+	size_t bl;
+	int st;
+
+	memset(out, 0, sizeof(*out));
+	if ((st = call(c, KH_T_POOL, timeout_ms, NULL, 0, NULL, 0, &b, &bl)) != 0)
+		return st;
+	if (kh_pool_parse(b, bl, out) != 0)
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed pool reply");
+	free(b);
+	return st;
+}
+
 /* Split a keyid + SPKI reply. */
 static int
 keyid_spki(uint8_t *b, size_t bl, uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
@@ -449,8 +465,8 @@ kh_req_result(struct kh_req *r, uint8_t *sig, size_t *siglen)
 static int
 spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 {
-	char delay[16], workers[16];
-	const char *argv[24];
+	char delay[16], workers[32], shrink[16];
+	const char *argv[28];
 	int sv[2], n = 0;
 	pid_t p;
 
@@ -459,7 +475,12 @@ spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 	if (o->module == NULL || o->token_uri == NULL || (o->pin_file == NULL) == (o->pin_env == NULL))
 		return hsm_err(HSM_EINVAL, "keyholder needs a module, a token URI and one PIN source");
 	snprintf(delay, sizeof(delay), "%u", o->sign_delay_ms);
-	snprintf(workers, sizeof(workers), "%d", o->workers);
+	if (o->workers > 0)
+		snprintf(workers, sizeof(workers), "%d", o->workers);
+	else
+		snprintf(workers, sizeof(workers), "%d-%d", o->workers_min > 0 ? o->workers_min : 2,
+		    o->workers_max > 0 ? o->workers_max : 64);
+	snprintf(shrink, sizeof(shrink), "%u", o->shrink_ms);
 	argv[n++] = "hsmesh";
 	argv[n++] = "keyholder";
 	argv[n++] = "--fd";
@@ -475,9 +496,13 @@ spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 		argv[n++] = "--sign-delay-ms";
 		argv[n++] = delay;
 	}
-	if (o->workers > 0) {
+	if (o->workers > 0 || o->workers_min > 0 || o->workers_max > 0) {
 		argv[n++] = "--workers";
 		argv[n++] = workers;
+	}
+	if (o->shrink_ms > 0) {
+		argv[n++] = "--shrink-after-ms";
+		argv[n++] = shrink;
 	}
 	argv[n] = NULL;
 

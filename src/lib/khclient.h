@@ -32,7 +32,9 @@ struct kh_spawn_opts {
 	const char *pin_file;		/* one of pin_file / pin_env */
 	const char *pin_env;
 	unsigned sign_delay_ms;		/* test setting: added per signature (0 = none) */
-	int workers;			/* signing threads (0 = default) */
+	int workers;			/* token sessions, fixed (0: sized to the token) */
+	int workers_min, workers_max;	/* bounds of the sizing (0: the keyholder's 2 and 64) */
+	unsigned shrink_ms;		/* quiet period before the sizing shrinks (0: 30 s) */
 	const char *exe;		/* hsmesh binary to run (NULL = /proc/self/exe) */
 };
 
@@ -78,6 +80,13 @@ int kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
 int kh_pubkey(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
     uint8_t **spki, size_t *spkilen);
 int kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms);
+/*
+ * The keyholder's token session pool: how many sessions it signs on now,
+ * its bounds, how many are open and what it measured (khproto.h's POOL).
+ * 0, the keyholder's error, or HSM_EPROTO for a malformed reply.
+ */
+struct kh_pool;
+int kh_pool(struct kh_client *c, unsigned timeout_ms, struct kh_pool *out);
 /*
  * The token's security attributes of private key keyid: *flags receives
  * the KH_ATTR_* bits (khproto.h). HSM_ENOENT when the token holds no such

@@ -21,12 +21,17 @@
  *   PING      empty
  *   ATTRS     keyid[32]
  *   LIST      after[32], u8 prefix_len (1..64), prefix
+ *   POOL      empty
  * Reply bodies when status is 0:
  *   GENERATE, FIND: keyid[32], spki DER (1..HSM_MAX_SPKI)
  *   PUBKEY: spki DER;  SIGN: signature (1..HSM_MAX_SIG);  DESTROY, PING: empty
  *   ATTRS: u8 flags (KH_ATTR_*: the private key's security attributes)
  *   LIST: entries { keyid[32], u8 label_len (1..64), label }, key ids
  *         increasing and above after; at most KH_LIST_MAX; none: no more
+ *   POOL: u16 sessions (performers now), u16 min, u16 max, u16 open (token
+ *         sessions open now), u16 cap (a serial token's useful concurrency,
+ *         0: none), u16 zero, u32 latency_us (mean signature time on the
+ *         token in the last measured interval), u32 base_us (least seen)
  * Reply body when status is not 0: an error text (0..255 bytes, not NUL-terminated).
  *
  * These functions are pure (no I/O) and distrust every byte.
@@ -54,6 +59,7 @@ enum kh_type {
 	KH_T_PING = 6,
 	KH_T_ATTRS = 7,
 	KH_T_LIST = 8,
+	KH_T_POOL = 20,		/* the token session pool's size (wt-autosize) */
 	KH_T_REPLY = 0x80,
 };
 
@@ -131,6 +137,17 @@ int kh_list_parse(const uint8_t *body, size_t len, const uint8_t after[HSM_KEYID
     const char *prefix, struct kh_list_entry *out, size_t *n);
 /* The body of a LIST reply for n entries into out (cap bytes): its length, or HSM_EINVAL. */
 int kh_list_encode(const struct kh_list_entry *e, size_t n, uint8_t *out, size_t cap);
+
+/* A POOL reply (see the top of this file). */
+#define KH_POOL_LEN 20
+struct kh_pool {
+	uint16_t sessions, min, max, open, cap;
+	uint32_t latency_us, base_us;
+};
+/* Encode p into out. */
+void kh_pool_encode(const struct kh_pool *p, uint8_t out[KH_POOL_LEN]);
+/* Decode a POOL reply body: exactly KH_POOL_LEN bytes, reserved zero, min <= max. 0 or HSM_EPROTO. */
+int kh_pool_parse(const uint8_t *body, size_t len, struct kh_pool *p);
 
 /*
  * Encode a frame into out (capacity cap). Returns the total length or
