@@ -541,6 +541,8 @@ conn_readable(struct fsrv_conn *c)
 	/* Jobs read before a malformed frame are still answered (if the peer is there). */
 	if (list != NULL) {
 		pthread_mutex_lock(&kh.mu);
+		if (kh.autosize && kh.performing == 0 && kh.nqueued == 0 && kh.st_n == 0)
+			khsize_restart(&kh.size, hsm_now_ms());
 		if (kh.performing < kh.nworkers && !atomic_load(&kh.stopping)) {
 			mine = list;
 			list = list->next;

@@ -124,9 +124,9 @@ khsize_tick(struct khsize *s, const struct khsize_sample *m, uint64_t now_ms)
 	if (target > hi)
 		target = hi;
 	if (target > (uint64_t)s->cur) {
-		/* At most double per tick: a serial token shows itself after one step. */
-		if (target > 2 * (uint64_t)s->cur)
-			target = 2 * (uint64_t)s->cur;
+		/* At most quadruple per tick: a serial token shows itself after one step. */
+		if (target > 4 * (uint64_t)s->cur)
+			target = 4 * (uint64_t)s->cur;
 		s->cur = (int)target;
 		s->quiet_since = 0;
 		s->why = KHSIZE_GROW;
@@ -146,6 +146,13 @@ khsize_tick(struct khsize *s, const struct khsize_sample *m, uint64_t now_ms)
 		s->quiet_since = 0;
 	}
 	return s->cur;
+}
+
+void
+khsize_restart(struct khsize *s, uint64_t now_ms)
+{
+	if (now_ms > s->last)
+		s->last = now_ms;
 }
 
 const char *

@@ -30,9 +30,9 @@
  *           itself became slower: not a queue in it), and in any case
  *           after reprobe_ms, so a token that changed (or a load that
  *           misled) is measured again;
- *   ramp    a grow at most doubles the size per tick, so a serial token
- *           is caught one step above its useful concurrency (a TPM must
- *           not get 64 sessions even briefly).
+ *   ramp    a grow at most quadruples the size per tick (2, 8, 32, 64 in
+ *           0.3 s), so a serial token is caught one step above its useful
+ *           concurrency (a TPM must not get 64 sessions even briefly).
  */
 #ifndef HSM_KHSIZE_H
 #define HSM_KHSIZE_H
@@ -40,7 +40,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define KHSIZE_TICK_MS		200u	/* the keyholder's measuring interval */
+#define KHSIZE_TICK_MS		100u	/* the keyholder's measuring interval */
 #define KHSIZE_SHRINK_MS	30000u	/* default quiet period before shrinking */
 #define KHSIZE_REPROBE_MS	120000u	/* a serial verdict is re-examined after this */
 
@@ -91,6 +91,13 @@ void khsize_init(struct khsize *s, const struct khsize_conf *conf, uint64_t now_
  * nothing and returns s->cur.
  */
 int khsize_tick(struct khsize *s, const struct khsize_sample *m, uint64_t now_ms);
+
+/*
+ * The keyholder was idle (nothing queued, performing or completed since
+ * the last tick) and work arrives at now_ms: the next interval starts now,
+ * so the idle time does not dilute the first measurement of a burst.
+ */
+void khsize_restart(struct khsize *s, uint64_t now_ms);
 
 /* "grow", "shrink", "serial", "reprobe" or "same". */
 const char *khsize_why_name(enum khsize_why why);
