@@ -59,6 +59,7 @@
 #define MAX_UIDS 16
 #define MAX_WORKERS 64
 #define DEFAULT_MIN_WORKERS 2
+#define TPM_MAX_WORKERS 4		/* a TPM's default bound: it serialises anyway (docs/TPM.md) */
 #define READ_BATCH 8			/* reads per turn on one peer before others get a turn */
 
 struct job {
@@ -671,10 +672,10 @@ usage(FILE *f)
 	    "  --socket PATH       listen on a Unix socket (mode 0660)\n"
 	    "  --fd N              serve the one connected socket N, exit when it closes\n"
 	    "  --workers N         token sessions used in parallel, fixed (1..64)\n"
-	    "  --workers MIN-MAX   sized to the token between MIN and MAX (default 2-64): grown at\n"
-	    "                      once from the measured signature latency and demand, shrunk\n"
-	    "                      after a quiet period; a serial token (TPM) is kept at its\n"
-	    "                      useful concurrency\n"
+	    "  --workers MIN-MAX   sized to the token between MIN and MAX (default 2-64; 2-4 on\n"
+	    "                      tpm2-pkcs11): grown at once from the measured signature\n"
+	    "                      latency and demand, shrunk after a quiet period; a serial\n"
+	    "                      token (TPM) is kept at its useful concurrency\n"
 	    "  --shrink-after-ms MS  the quiet period before shrinking (default 30000)\n"
 	    "  --sign-delay-ms MS  TEST SETTING: add MS to every signature (slow-token model)\n"
 	    "  --describe KEYID    print the token's security attributes of one key (hex id) and exit\n");
@@ -935,6 +936,7 @@ keyholder_main(int argc, char **argv)
 	const char *module = NULL, *uri = NULL, *sock = NULL, *describe = NULL;
 	struct p11_pin_source pin = { NULL, NULL };
 	struct khsize_conf sc = { DEFAULT_MIN_WORKERS, MAX_WORKERS, 0, 0 };
+	bool bounds_given = false;
 	unsigned long v;
 	int ch, fd = -1, nthreads, level = HSM_LOG_INFO, sfd = -1, st, rc = 1;
 	sigset_t sigs;
@@ -964,6 +966,7 @@ keyholder_main(int argc, char **argv)
 			break;
 		case 'w':
 			if (parse_workers(optarg, &sc) != 0) goto badarg;
+			bounds_given = true;
 			break;
 		case 'S':
 			if (parse_uint(optarg, 3600000, &v) != 0 || v == 0) goto badarg;
@@ -1001,8 +1004,15 @@ keyholder_main(int argc, char **argv)
 	kh.maxworkers = sc.max;
 	kh.autosize = sc.min < sc.max;
 	khsize_init(&kh.size, &sc, hsm_now_ms());
-	if ((st = p11_token_open(module, uri, &pin, sc.max, &kh.tok)) == 0)
+	if ((st = p11_token_open(module, uri, &pin, sc.max, &kh.tok)) == 0) {
+		/* A TPM without bounds given: at most a few sessions even while probing. */
+		if (!bounds_given && p11_token_is_tpm(kh.tok)) {
+			sc.max = TPM_MAX_WORKERS;
+			kh.maxworkers = sc.max;
+			khsize_init(&kh.size, &sc, hsm_now_ms());
+		}
 		st = p11_token_set_sessions(kh.tok, sc.min);
+	}
 	if (st != 0) {
 		kh.startup_err = st;
 		snprintf(kh.startup_msg, sizeof(kh.startup_msg), "%s", hsm_err_msg(st));

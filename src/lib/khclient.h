@@ -88,6 +88,13 @@ int kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned
 struct kh_pool;
 int kh_pool(struct kh_client *c, unsigned timeout_ms, struct kh_pool *out);
 /*
+ * The same without waiting: cb(arg, status, pool) is called exactly once
+ * from the client's reader thread (pool NULL unless status is 0). 0, or an
+ * error and cb is never called.
+ */
+typedef void (*kh_pool_cb)(void *arg, int status, const struct kh_pool *p);
+int kh_pool_call(struct kh_client *c, unsigned timeout_ms, kh_pool_cb cb, void *arg);
+/*
  * The token's security attributes of private key keyid: *flags receives
  * the KH_ATTR_* bits (khproto.h). HSM_ENOENT when the token holds no such
  * key; HSM_EPROTO for a reply that is not exactly one byte of known bits.

@@ -685,6 +685,12 @@ p11_token_set_sessions(struct p11_token *tok, int n)
 	return 0;
 }
 
+bool
+p11_token_is_tpm(const struct p11_token *tok)
+{
+	return tok->mod->tpm2;
+}
+
 int
 p11_token_sessions(struct p11_token *tok, int *max)
 {

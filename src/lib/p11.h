@@ -47,6 +47,9 @@ int p11_token_open(const char *module_path, const char *token_uri,
  */
 int p11_token_set_sessions(struct p11_token *tok, int n);
 
+/* The module is tpm2-pkcs11 (a TPM: one command at a time, few sessions). */
+bool p11_token_is_tpm(const struct p11_token *tok);
+
 /* Sessions open now (idle and in use); *max (may be NULL) the current limit. */
 int p11_token_sessions(struct p11_token *tok, int *max);
 

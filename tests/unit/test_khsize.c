@@ -51,16 +51,38 @@ run(struct khsize *s, uint64_t now, uint64_t until, int units, uint64_t lat_us, 
 	return now;
 }
 
+/* As run for n ticks; returns the largest size seen after a tick. */
+static int
+peak(struct khsize *s, uint64_t *now, int n, int units, uint64_t lat_us, int clients)
+{
+	int max = 0;
+
+	for (int i = 0; i < n; i++) {
+		*now = run(s, *now, *now + T, units, lat_us, clients);
+		if (s->cur > max)
+			max = s->cur;
+	}
+	return max;
+}
+
+/* A sizer between min and max with the default periods; returns the clock. */
+static uint64_t
+start(struct khsize *s, int min, int max)
+{
+	struct khsize_conf c = { min, max, 0, 0 };
+
+	khsize_init(s, &c, 1000);
+	return 1000;
+}
+
 static void
 grows_to_little_with_headroom(void **state)
 {
-	struct khsize_conf c = { 2, 64, 0, 0 };
 	struct khsize s;
 	struct khsize_sample m;
-	uint64_t now = 1000;
+	uint64_t now = start(&s, 2, 64);
 	int prev, r, ticks = 0;
 
-	khsize_init(&s, &c, now);
 	assert_int_equal(s.cur, 2);
 	/* 40 clients on a 5 ms token: 40 + 10 sessions, at most 4x per tick. */
 	while (s.cur < 50 && ticks < 10) {
@@ -161,16 +183,10 @@ serial_token_kept_at_useful_concurrency(void **state)
 	struct khsize_conf c = { 2, 64, 0, 30000 };
 	struct khsize s;
 	uint64_t now = 1000, capped;
-	int maxseen = 0;
 
 	khsize_init(&s, &c, now);
 	/* A TPM: 3 ms per signature, one at a time, 64 clients waiting. */
-	for (int i = 0; i < 50; i++) {
-		now = run(&s, now, now + T, 1, 3000, 64);
-		if (s.cur > maxseen)
-			maxseen = s.cur;
-	}
-	assert_int_equal(maxseen, 8);		/* one step above, caught there */
+	assert_int_equal(peak(&s, &now, 50, 1, 3000, 64), 8);		/* one step above, caught there */
 	assert_int_equal(s.cur, 2);
 	assert_int_equal(s.cap, 2);
 	capped = s.cap_until;
@@ -180,13 +196,7 @@ serial_token_kept_at_useful_concurrency(void **state)
 	now = run(&s, now, capped, 1, 3000, 64);
 	assert_int_equal(s.cap, 0);
 	assert_int_equal(s.cur, 8);
-	maxseen = 0;
-	for (int i = 0; i < 20; i++) {
-		now = run(&s, now, now + T, 1, 3000, 64);
-		if (s.cur > maxseen)
-			maxseen = s.cur;
-	}
-	assert_int_equal(maxseen, 2);
+	assert_int_equal(peak(&s, &now, 20, 1, 3000, 64), 2);
 	assert_int_equal(s.cur, 2);
 	assert_int_equal(s.cap, 2);
 }
@@ -194,11 +204,9 @@ serial_token_kept_at_useful_concurrency(void **state)
 static void
 partly_parallel_token(void **state)
 {
-	struct khsize_conf c = { 2, 64, 0, 0 };
 	struct khsize s;
-	uint64_t now = 1000;
+	uint64_t now = start(&s, 2, 64);
 
-	khsize_init(&s, &c, now);
 	/* 4 parallel units of 2 ms: 2 -> 8, where the latency doubles: 4. */
 	now = run(&s, now, now + 30 * T, 4, 2000, 64);
 	assert_int_equal(s.cap, 4);
@@ -208,11 +216,9 @@ partly_parallel_token(void **state)
 static void
 parallel_token_with_jitter_is_not_serial(void **state)
 {
-	struct khsize_conf c = { 2, 64, 0, 0 };
 	struct khsize s;
-	uint64_t now = 1000;
+	uint64_t now = start(&s, 2, 64);
 
-	khsize_init(&s, &c, now);
 	/* 20 ms, one interval in three at 1.8x: never a cap. */
 	for (int i = 0; i < 60; i++) {
 		struct khsize_sample m = model(&s, 0, i % 3 == 2 ? 36000 : 20000, 64);
@@ -227,11 +233,9 @@ parallel_token_with_jitter_is_not_serial(void **state)
 static void
 slower_token_is_not_mistaken_for_serial(void **state)
 {
-	struct khsize_conf c = { 2, 64, 0, 0 };
 	struct khsize s;
-	uint64_t now = 1000;
+	uint64_t now = start(&s, 2, 64);
 
-	khsize_init(&s, &c, now);
 	now = run(&s, now, now + 10 * T, 0, 5000, 40);
 	assert_int_equal(s.cur, 50);
 	/* The same token becomes 4x slower under full load: it looks serial for a moment... */
