@@ -180,8 +180,11 @@ sleep_ms(unsigned ms)
 		;
 }
 
-/* Runs on a worker thread: the token operation of one request. */
-static void
+/*
+ * Runs on a worker thread: the token operation of one request. Returns 1
+ * for a signature the token made (what the sizing measures), else 0.
+ */
+static int
 perform(struct job *j)
 {
 	const struct kh_request *r = &j->req;
@@ -193,7 +196,7 @@ perform(struct job *j)
 	if (hsm_now_ms() >= j->deadline) {
 		st = hsm_err(HSM_ETIMEDOUT, "deadline passed before the token was free");
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
-		return;
+		return 0;
 	}
 	switch (r->type) {
 	case KH_T_GENERATE:
@@ -254,13 +257,15 @@ perform(struct job *j)
 			sleep_ms(kh.sign_delay_ms);
 		st = p11_sign(kh.tok, r->keyid, r->alg, r->digest, r->dlen, sig, &siglen);
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, sig, siglen, NULL, 0);
-		break;
+		free(spki);
+		return st == 0;
 	default:
 		st = hsm_err(HSM_EPROTO, "unknown request");
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
 		break;
 	}
 	free(spki);
+	return 0;
 }
 
 /* Wake one idle thread for the queue; kh.mu held. */
@@ -398,11 +403,12 @@ static void
 job_run(struct job *j, struct job_times *t)
 {
 	uint64_t t0 = now_us(), t1;
+	int signed_ = perform(j);
 
-	perform(j);
 	t1 = now_us();
 	t->n = 0;
-	if (j->req.type == KH_T_SIGN) {
+	if (signed_) {
+		/* Refusals and timeouts never reached the token: they would fake a fast one. */
 		t->n = 1;
 		t->service_us = t1 - t0;
 		t->sojourn_us = t1 - j->arrived_us;
@@ -857,32 +863,6 @@ parse_uint(const char *s, unsigned long max, unsigned long *out)
 	return 0;
 }
 
-/* --workers N (fixed: min = max = N) or MIN-MAX (sized between). */
-static int
-parse_workers(const char *s, struct khsize_conf *c)
-{
-	const char *dash = strchr(s, '-');
-	unsigned long lo, hi;
-	char buf[16];
-
-	if (dash == NULL) {
-		if (parse_uint(s, MAX_WORKERS, &lo) != 0 || lo == 0)
-			return HSM_EINVAL;
-		c->min = c->max = (int)lo;
-		return 0;
-	}
-	if ((size_t)(dash - s) >= sizeof(buf))
-		return HSM_EINVAL;
-	memcpy(buf, s, (size_t)(dash - s));
-	buf[dash - s] = '\0';
-	if (parse_uint(buf, MAX_WORKERS, &lo) != 0 || parse_uint(dash + 1, MAX_WORKERS, &hi) != 0 ||
-	    lo == 0 || hi < lo)
-		return HSM_EINVAL;
-	c->min = (int)lo;
-	c->max = (int)hi;
-	return 0;
-}
-
 /* The main loop's wait: a tick while the sizing is above min (to shrink when quiet). */
 static int
 main_timeout(void)
@@ -965,7 +945,7 @@ keyholder_main(int argc, char **argv)
 			kh.allow[kh.nallow++] = (uid_t)v;
 			break;
 		case 'w':
-			if (parse_workers(optarg, &sc) != 0) goto badarg;
+			if (khsize_parse(optarg, MAX_WORKERS, &sc) != 0) goto badarg;
 			bounds_given = true;
 			break;
 		case 'S':

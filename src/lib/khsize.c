@@ -6,6 +6,47 @@
 
 #include <string.h>
 
+#include "err.h"
+
+/* 1..limit in decimal digits, the whole of s[0..len). */
+static int
+parse_count(const char *s, size_t len, int limit, int *out)
+{
+	long v = 0;
+
+	if (len == 0 || len > 4)
+		return HSM_EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return HSM_EINVAL;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v < 1 || v > limit)
+		return HSM_EINVAL;
+	*out = (int)v;
+	return 0;
+}
+
+int
+khsize_parse(const char *s, int limit, struct khsize_conf *c)
+{
+	const char *dash = strchr(s, '-');
+	int lo, hi;
+
+	if (dash == NULL) {
+		if (parse_count(s, strlen(s), limit, &lo) != 0)
+			return HSM_EINVAL;
+		c->min = c->max = lo;
+		return 0;
+	}
+	if (parse_count(s, (size_t)(dash - s), limit, &lo) != 0 ||
+	    parse_count(dash + 1, strlen(dash + 1), limit, &hi) != 0 || hi < lo)
+		return HSM_EINVAL;
+	c->min = lo;
+	c->max = hi;
+	return 0;
+}
+
 void
 khsize_init(struct khsize *s, const struct khsize_conf *conf, uint64_t now_ms)
 {

@@ -85,6 +85,13 @@ struct khsize {
 void khsize_init(struct khsize *s, const struct khsize_conf *conf, uint64_t now_ms);
 
 /*
+ * "N" (a fixed size: min = max = N) or "MIN-MAX" (sized between), each
+ * 1..limit in decimal digits, MIN <= MAX, into c->min and c->max (nothing
+ * else changes). 0 or HSM_EINVAL.
+ */
+int khsize_parse(const char *s, int limit, struct khsize_conf *c);
+
+/*
  * One tick at now_ms with what completed since the last one (m). Returns
  * the number of sessions to use from now on (s->cur); s->why says whether
  * and why it changed. A tick at or before the last one only records

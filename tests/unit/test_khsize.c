@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "err.h"
 #include "khsize.h"
 
 #define T KHSIZE_TICK_MS
@@ -254,6 +255,29 @@ slower_token_is_not_mistaken_for_serial(void **state)
 }
 
 static void
+parse_bounds(void **state)
+{
+	struct khsize_conf c = { 0, 0, 7, 9 };
+
+	assert_int_equal(khsize_parse("8", 64, &c), 0);
+	assert_int_equal(c.min, 8);
+	assert_int_equal(c.max, 8);
+	assert_int_equal(c.shrink_ms, 7);
+	assert_int_equal(khsize_parse("1-64", 64, &c), 0);
+	assert_int_equal(c.min, 1);
+	assert_int_equal(c.max, 64);
+	assert_int_equal(khsize_parse("4-4", 64, &c), 0);
+	assert_int_equal(c.min, 4);
+	assert_int_equal(c.max, 4);
+	static const char *const bad[] = { "", "0", "65", "-", "2-", "-8", "8-2", "2-65", "+2", " 2",
+	    "2 ", "2-8-9", "0x10", "00002", "2--8" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (khsize_parse(bad[i], 64, &c) != HSM_EINVAL)
+			fail_msg("'%s' accepted", bad[i]);
+	assert_int_equal(c.min, 4);
+}
+
+static void
 clock_not_moving(void **state)
 {
 	struct khsize_conf c = { 2, 64, 0, 0 };
@@ -279,6 +303,7 @@ main(void)
 		cmocka_unit_test(partly_parallel_token),
 		cmocka_unit_test(parallel_token_with_jitter_is_not_serial),
 		cmocka_unit_test(slower_token_is_not_mistaken_for_serial),
+		cmocka_unit_test(parse_bounds),
 		cmocka_unit_test(clock_not_moving),
 	};
 
