@@ -724,11 +724,13 @@ report_keypath() {
 	echo "\`$(basename "$B")/bench/keypath\` (bench/keypath.c), each line $([ "$QUICK" = 1 ] && echo 1 || echo 3) s, SHA-256 digests of 32 bytes,"
 	echo "the first signature of each line verified. p11: C_Sign through src/lib/p11.h in the benchmark"
 	echo "process (one session per thread); keyholder: a keyholder of its own (kh_spawn, its default"
-	echo "2 workers), kh_sign with 1 in flight, kh_sign_start with more; agent: the running node agent"
-	echo "(agc_sign / agc_sign_start, as the proxy signs), whose keyholder also has 2 workers."
+	echo "settings: token sessions sized to the token, 2..64), kh_sign with 1 in flight, kh_sign_start with"
+	echo "more; agent: the running node agent (agc_sign / agc_sign_start, as the proxy signs), whose keyholder"
+	echo "is sized the same way."
 	echo
 	echo "× the layer below: against the next layer down at the same concurrency (p11 with 2 threads for 16"
-	echo "and 64 in flight: the keyholders have 2 workers, one token session each)."
+	echo "and 64 in flight: SoftHSM2 signs on the CPU, so the sizing keeps such a keyholder at a few"
+	echo "sessions, its latency growing with more)."
 	echo
 	echo "| path | threads | in flight | sig/s | × in memory, 1 thread | × the layer below | p50 µs | p99 µs |"
 	echo "|---|---|---|---|---|---|---|---|"

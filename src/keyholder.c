@@ -367,8 +367,8 @@ size_tick_locked(uint64_t now_ms)
 	kh.st_n = kh.st_service_us = kh.st_sojourn_us = 0;
 	cur = khsize_tick(&kh.size, &m, now_ms);
 	if (kh.size.why == KHSIZE_SERIAL || kh.size.why == KHSIZE_REPROBE || cur != old)
-		log_info("token sessions %d -> %d (%s: %.1f ms per signature, %.1f busy, %.1f in the keyholder%s)",
-		    old, cur, khsize_why_name(kh.size.why), (double)kh.size.w_us / 1000,
+		log_info("token sessions %d -> %d (%s: %.1f ms per signature, %.1f busy, "
+		    "%.1f in the keyholder%s)", old, cur, khsize_why_name(kh.size.why), (double)kh.size.w_us / 1000,
 		    (double)kh.size.busy_milli / 1000, (double)kh.size.demand_milli / 1000,
 		    kh.size.cap != 0 ? ", the token serializes" : "");
 	if (cur == old)
