@@ -38,6 +38,8 @@ static const char *const top_known[] = {
 	"inbound", "outbound",
 	"metrics.listen",
 	"access_log",
+	"admission.handshake_rate", "admission.handshake_burst", "admission.ipv4_prefix",
+	"admission.ipv6_prefix", "admission.sources", "admission.max_key_operations",
 	NULL
 };
 static const char *const inbound_known[] = {
@@ -722,6 +724,26 @@ get_limits(const struct cfg_doc *d, struct proxy_config *c)
 	return 0;
 }
 
+/* Inbound full handshakes: per-source rate and the key operations in flight. */
+static int
+get_admission(const struct cfg_doc *d, struct proxy_config *c)
+{
+	struct proxy_admission *a = &c->adm;
+	int r;
+
+	if ((r = get_unsigned(d, "admission.handshake_rate", 100, 0, 1000000,
+	    &a->handshake_rate)) != 0 ||
+	    (r = get_unsigned(d, "admission.handshake_burst", 1000, 1, 1000000,
+	    &a->handshake_burst)) != 0 ||
+	    (r = get_unsigned(d, "admission.ipv4_prefix", 32, 1, 32, &a->ipv4_prefix)) != 0 ||
+	    (r = get_unsigned(d, "admission.ipv6_prefix", 64, 1, 128, &a->ipv6_prefix)) != 0 ||
+	    (r = get_unsigned(d, "admission.sources", 16384, 64, 4194304, &a->sources)) != 0 ||
+	    (r = get_unsigned(d, "admission.max_key_operations", 1024, 1, 1000000,
+	    &a->max_key_ops)) != 0)
+		return r;
+	return 0;
+}
+
 /* Keys that only protocol: http listeners use. */
 static const char *const http_keys[] = {
 	"limits.max_header_bytes", "limits.max_headers", "limits.max_streams",
@@ -817,6 +839,7 @@ proxy_config_load_with(const char *path, unsigned flags, struct proxy_config **o
 	}
 	if ((r = cfg_check_known(d, top_known)) != 0 || (r = get_agent(d, c)) != 0 ||
 	    (r = get_tls(d, c)) != 0 || (r = get_limits(d, c)) != 0 ||
+	    (r = get_admission(d, c)) != 0 ||
 	    (r = get_listeners(d, c, flags)) != 0 || (r = get_http_limits(d, c)) != 0 ||
 	    (r = get_outputs(d, c)) != 0)
 		goto out;

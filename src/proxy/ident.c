@@ -249,6 +249,8 @@ ctx_new(const struct proxy_config *cfg, int server, X509 *leaf, STACK_OF(X509) *
 			goto fail;
 		SSL_CTX_set_num_tickets(ctx, cfg->tickets ? 1 : 0);
 		SSL_CTX_set_timeout(ctx, 300);
+		/* full handshakes only, before the signature: admission.c */
+		SSL_CTX_set_cert_cb(ctx, admission_cert_cb, NULL);
 	} else {
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
 		    SSL_SESS_CACHE_NO_INTERNAL_STORE);

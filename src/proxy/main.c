@@ -185,10 +185,11 @@ reload(struct proxy *px)
 	    strcmp(nc->agent_id, px->cfg->agent_id) != 0 || nc->workers != px->cfg->workers ||
 	    nc->tls_min_version != px->cfg->tls_min_version || nc->tickets != px->cfg->tickets ||
 	    nc->max_connections != px->cfg->max_connections ||
+	    memcmp(&nc->adm, &px->cfg->adm, sizeof(nc->adm)) != 0 ||
 	    (nc->metrics_listen == NULL) != (px->cfg->metrics_listen == NULL) ||
 	    (nc->metrics_listen != NULL && strcmp(nc->metrics_listen, px->cfg->metrics_listen) != 0))
-		log_warn("reload: changes to agent, workers, tls, limits.max_connections or metrics "
-		    "take effect at the next restart");
+		log_warn("reload: changes to agent, workers, tls, limits.max_connections, admission "
+		    "or metrics take effect at the next restart");
 	if ((st = audit_swap(px, nc->access_log)) != 0)
 		log_err("reload: access log: %s (access logging stopped)", hsm_err_msg(st));
 	if ((p = calloc(1, sizeof(*p))) == NULL) {
@@ -264,6 +265,9 @@ static const struct pseries {
 	    "notAfter of the certificate new handshakes use (Unix time)" },
 	{ offsetof(struct proxy, agent_up), METRIC_GAUGE, "hsmesh_proxy_agent_connected",
 	    "1 while the proxy is connected to the node agent" },
+	{ offsetof(struct proxy, keyops_now), METRIC_GAUGE,
+	    "hsmesh_proxy_key_operations_in_flight",
+	    "Inbound full handshakes admitted whose signature is not done yet" },
 };
 
 static int
@@ -425,6 +429,7 @@ main_loop(struct proxy *px)
 		}
 		if (px->msrv != NULL)
 			metrics_srv_expire(px->msrv, now);
+		admission_flush(px, now, 0);
 		if (px->link == NULL && now >= px->retry_at && !atomic_load(&px->draining))
 			link_connect(px, now);
 		if (atomic_load(&px->draining) &&
@@ -521,7 +526,7 @@ proxy_main(int argc, char **argv)
 		goto fail;
 	}
 	if ((st = metrics_new(&px.m)) != 0 || (st = register_metrics(&px)) != 0 ||
-	    (st = audit_swap(&px, px.cfg->access_log)) != 0)
+	    (st = audit_swap(&px, px.cfg->access_log)) != 0 || (st = admission_init(&px)) != 0)
 		goto fail;
 	if ((px.sess = calloc(px.cfg->nlst, sizeof(*px.sess))) == NULL) {
 		st = HSM_ENOMEM;
@@ -617,6 +622,7 @@ proxy_main(int argc, char **argv)
 			worker_fini(&px.w[i]);
 	free(px.w);
 	metrics_srv_free(px.msrv);
+	admission_fini(&px);
 	ident_put(px.cur);
 	policy_put(px.pol);
 	audit_close(px.alog);

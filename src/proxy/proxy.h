@@ -22,6 +22,8 @@
  *             outbound session store;
  *   conn.c    the connection state machine (accept, connect, handshake,
  *             codec, close), access log and failure lines;
+ *   admission.c  which inbound full handshakes may cost a signature (the
+ *             source's rate, the key operations in flight);
  *   tcp.c     `protocol: tcp`, the byte relay codec (lib/relay.c);
  *   worker.c  worker threads: epoll loop, accept, deadlines, memory trims;
  *   main.c    start-up, metrics registration, the agent link, reload,
@@ -52,12 +54,15 @@
 
 #include <openssl/ssl.h>
 
+#include "admit.h"
 #include "reason.h"
 #include "relay.h"
 #include "side.h"
 
 struct agc_client;
 struct audit;
+struct hsrate;
+struct throttle;
 struct metric;
 struct metrics;
 struct metrics_srv;
@@ -174,6 +179,8 @@ struct conn {
 	uint8_t codec_on;		/* codec->start ran: codec->close is due */
 	uint8_t authorised, resumed;
 	uint8_t paused;			/* an async job of the SSL is paused (counted in w->njobs) */
+	uint8_t keyop;			/* holds a key-operation slot (admission.c) */
+	uint8_t charged;		/* its full handshake was counted against its source */
 	uint8_t added[2];		/* the side's fd is in epoll */
 	enum conn_state state;
 	int afd;			/* async wait fd */
@@ -181,6 +188,7 @@ struct conn {
 	uint32_t hs_want;		/* EPOLLIN/EPOLLOUT wanted by the handshake */
 	uint64_t t_accept, t_hs, t_last, deadline, t_async;
 	char peer_addr[64];
+	struct admit_src src;		/* the peer's address, for admission */
 	char *peer_id;
 	struct fail fail;		/* why it failed; REASON_NONE while fine */
 };
@@ -236,7 +244,10 @@ struct proxy {
 	struct audit *alog;
 	struct metrics *m;
 	struct lmetrics *lm;
-	struct metric *keyop_time, *rotations, *not_after, *agent_up;
+	struct metric *keyop_time, *rotations, *not_after, *agent_up, *keyops_now;
+	struct hsrate *hsrate;		/* full handshakes per source; NULL: no per-source limit */
+	struct throttle *admlog;	/* admission refusals logged per source and reason */
+	atomic_uint keyops;		/* inbound full handshakes admitted, signature not done */
 	struct sessions *sess;		/* per listener (outbound ones used) */
 	struct worker *w;
 	unsigned nw;
@@ -332,6 +343,25 @@ conn_watch(struct conn *c, int side, uint32_t events)
 	if (events != (c->added[side] ? c->ev[side] : 0))
 		conn_watch_set(c, side, events);
 }
+
+/* ---- admission.c ---- */
+
+/* The per-source table and the refusal log of px->cfg->adm. 0, HSM_EINVAL or HSM_ENOMEM. */
+int admission_init(struct proxy *px);
+/* Summaries of the refusals still counted, then free. */
+void admission_fini(struct proxy *px);
+/* Summary lines of refusals whose interval ended by now (all: every one). */
+void admission_flush(struct proxy *px, uint64_t now, int all);
+
+/*
+ * The server SSL_CTX's certificate callback (SSL_CTX_set_cert_cb): run for
+ * full handshakes only, before anything is signed. 1 admits (the
+ * connection holds a key-operation slot), 0 refuses with c->fail set.
+ */
+int admission_cert_cb(SSL *ssl, void *arg);
+
+/* The connection's key operation is done or it ends: give its slot back. */
+void admission_release(struct conn *c);
 
 /* ---- worker.c ---- */
 

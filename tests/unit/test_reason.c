@@ -19,6 +19,7 @@ static const char *const want[REASON_COUNT] = {
 	NULL, "no_client_cert", "untrusted", "cert_expired", "cert_not_yet_valid",
 	"cert_invalid", "bad_spiffe_id", "not_allowed", "unexpected_id", "handshake_timeout",
 	"key_operation", "no_identity", "peer_closed", "tls_error", "internal", "shutdown",
+	"rate_limited", "key_ops_busy",
 	"connect_failed", "connect_timeout", "reset", "idle_timeout",
 };
 
@@ -74,6 +75,20 @@ unreachable(void **state)
 }
 
 static void
+admission(void **state)
+{
+	int n = 0;
+
+	assert_int_equal(reason_is_admission(REASON_RATE_LIMITED), 1);
+	assert_int_equal(reason_is_admission(REASON_KEY_OPS_BUSY), 1);
+	assert_int_equal(reason_is_denial(REASON_RATE_LIMITED), 0);
+	for (int r = 0; r < REASON_COUNT; r++)
+		n += reason_is_admission((enum reason)r);
+	assert_int_equal(n, 2);
+	assert_int_equal(reason_is_admission(REASON_COUNT), 0);
+}
+
+static void
 first_wins(void **state)
 {
 	struct fail f = { REASON_NONE, "" };
@@ -101,6 +116,7 @@ main(void)
 		cmocka_unit_test(labels),
 		cmocka_unit_test(denials),
 		cmocka_unit_test(unreachable),
+		cmocka_unit_test(admission),
 		cmocka_unit_test(first_wins),
 	};
 
