@@ -28,6 +28,7 @@
  * refusals, throttled. With metrics.listen, the counts are also served on
  * /metrics (lib/metrics.h), from the same loop.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@
 #include "err.h"
 #include "frameserver.h"
 #include "khclient.h"
+#include "khproto.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -74,6 +76,7 @@ struct api {
 	struct metrics_srv *msrv;
 	struct metric *m_refused[REFUSED_N], *m_signed, *m_clients;
 	struct metric *m_conn_limit, *m_conn_denied, *m_closed_stalled, *m_closed_idle;
+	struct metric *m_kh_sessions, *m_kh_open, *m_kh_max, *m_kh_cap, *m_kh_latency;
 	struct fsrv_stats seen;			/* the frame server's counts already added */
 };
 
@@ -447,6 +450,50 @@ sign_summary(void *arg, uint64_t uid, unsigned long n, uint64_t since)
 	    refusal_name[REFUSED_TLS12_OFF], a->refused[REFUSED_TLS12_OFF]);
 }
 
+/*
+ * The keyholder's token session pool, from its last POOL reply: written by
+ * kh_pool_call's callback on the client's reader thread, read by the tick.
+ * Process-wide (one agent per process), so a reply that comes after the
+ * agent's structures are gone writes nothing that was freed.
+ */
+static struct {
+	atomic_int busy;			/* a POOL request in flight */
+	atomic_int valid, sessions, open, max, cap;
+	atomic_uint latency_us;
+} khpool;
+
+static void
+khpool_done(void *arg, int st, const struct kh_pool *p)
+{
+	if (st == 0) {
+		atomic_store(&khpool.sessions, p->sessions);
+		atomic_store(&khpool.open, p->open);
+		atomic_store(&khpool.max, p->max);
+		atomic_store(&khpool.cap, p->cap);
+		atomic_store(&khpool.latency_us, p->latency_us);
+		atomic_store(&khpool.valid, 1);
+	}
+	atomic_store(&khpool.busy, 0);
+}
+
+/* The last POOL reply into the gauges, and the next request (one at a time). */
+static void
+khpool_to_metrics(struct agent *ag)
+{
+	struct api *a = ag->apis;
+
+	if (atomic_load(&khpool.valid)) {
+		metric_gauge_set(a->m_kh_sessions, atomic_load(&khpool.sessions));
+		metric_gauge_set(a->m_kh_open, atomic_load(&khpool.open));
+		metric_gauge_set(a->m_kh_max, atomic_load(&khpool.max));
+		metric_gauge_set(a->m_kh_cap, atomic_load(&khpool.cap));
+		metric_gauge_set(a->m_kh_latency, atomic_load(&khpool.latency_us) / 1e6);
+	}
+	if (ag->kh != NULL && !atomic_exchange(&khpool.busy, 1) &&
+	    kh_pool_call(ag->kh, 1000, khpool_done, NULL) != 0)
+		atomic_store(&khpool.busy, 0);
+}
+
 /* The frame server's counts into the metrics (what grew since the last look). */
 static void
 stats_to_metrics(struct agent *ag)
@@ -461,6 +508,7 @@ stats_to_metrics(struct agent *ag)
 	metric_add(a->m_closed_idle, st.closed_idle - a->seen.closed_idle);
 	metric_gauge_set(a->m_clients, fsrv_count(ag->api));
 	a->seen = st;
+	khpool_to_metrics(ag);
 }
 
 /* Frame server: its timer (main thread). */
@@ -775,6 +823,19 @@ metrics_start(struct agent *ag)
 	    &a->m_closed_stalled);
 	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_closed_total", NULL,
 	    (const char *const[]){ "reason", "idle", NULL }, &a->m_closed_idle);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_sessions",
+	    "Token sessions the keyholder signs on now (sized to the token within "
+	    "token.workers_min..max, or token.workers)", NULL, &a->m_kh_sessions);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_sessions_open",
+	    "Token sessions open", NULL, &a->m_kh_open);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_sessions_max",
+	    "The most token sessions the keyholder may use", NULL, &a->m_kh_max);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_sessions_cap",
+	    "A serial token's useful concurrency found by the keyholder (0: none)", NULL,
+	    &a->m_kh_cap);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_signature_seconds",
+	    "Mean time of a signature on the token in the keyholder's last measured interval",
+	    NULL, &a->m_kh_latency);
 	if ((r = net_listen(&ac->metrics_addr, ac->metrics_len, 0, 1, 16, &fd)) != 0)
 		return r;
 	if ((r = metrics_srv_new(a->m, fd, &a->msrv)) != 0) {

@@ -194,6 +194,8 @@ start_keyholder(struct agent *ag)
 		.pin_env = t->pin_env,
 		.sign_delay_ms = t->sign_delay_ms,
 		.workers = (int)t->workers,
+		.workers_min = (int)t->workers_min,
+		.workers_max = (int)t->workers_max,
 	};
 	int r;
 

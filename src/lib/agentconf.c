@@ -382,7 +382,8 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 {
 	static const char *const known[] = {
 		"token.module", "token.uri", "token.pin_file", "token.pin_env",
-		"token.test_sign_delay_ms", "token.workers", "ca.url", "ca.root", "state_dir",
+		"token.test_sign_delay_ms", "token.workers", "token.workers_min", "token.workers_max",
+		"ca.url", "ca.root", "state_dir",
 		"socket", "key.type", "renew_at", "retry.min", "retry.max", "workloads",
 		"attestation.producer", "attestation.path", "attestation.command",
 		"attestation.timeout", "node.id", "node.join_token_file", "node.refresh",

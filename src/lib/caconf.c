@@ -22,6 +22,7 @@
 static const char *const ca_known[] = {
 	"trust_domain",
 	"token.module", "token.uri", "token.pin_file", "token.pin_env", "token.workers",
+	"token.workers_min", "token.workers_max",
 	"token.test_sign_delay_ms",
 	"key.type", "key.label", "key.replicable",
 	"state_dir", "listen", "svid_ttl", "max_ttl", "ca_ttl", "database", "audit_log",

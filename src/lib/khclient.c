@@ -27,6 +27,15 @@ struct kh_req {
 	uint8_t *reply;			/* a successful reply's body */
 	size_t replylen;
 	kh_sign_cb cb;			/* kh_sign_call */
+	kh_pool_cb pcb;			/* kh_pool_call */
+	void *arg;
+};
+
+/* How an owner-less request ends (kh_sign_call, kh_pool_call): done calls sign or pool. */
+struct req_cb {
+	void (*done)(struct rpc_req *);
+	kh_sign_cb sign;
+	kh_pool_cb pool;
 	void *arg;
 };
 
@@ -131,13 +140,26 @@ kh_sign_done(struct rpc_req *rr)
 		r->cb(r->arg, 0, r->reply, r->replylen);
 }
 
+/* A kh_pool_call request ended: its parsed reply to the caller's callback (reader thread). */
+static void
+kh_pool_done(struct rpc_req *rr)
+{
+	struct kh_req *r = (struct kh_req *)rr;
+	struct kh_pool p;
+	int st = rpc_req_status(rr);
+
+	if (st == 0 && kh_pool_parse(r->reply, r->replylen, &p) != 0)
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed pool reply");
+	r->pcb(r->arg, st, st == 0 ? &p : NULL);
+}
+
 /*
  * Queue a request and send its frame. On success *out holds the owner's
- * reference; with cb there is no owner (out may be NULL) and cb gets the end.
+ * reference; with cb there is no owner (out may be NULL) and cb->done gets the end.
  */
 static int
 req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *b1, size_t l1,
-    const uint8_t *b2, size_t l2, int notify_fd, kh_sign_cb cb, void *arg, struct kh_req **out)
+    const uint8_t *b2, size_t l2, int notify_fd, const struct req_cb *cb, struct kh_req **out)
 {
 	uint8_t frame[KH_MAX_FRAME];
 	struct kh_req *r;
@@ -152,9 +174,10 @@ req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return HSM_ENOMEM;
 	if (cb != NULL) {
-		r->cb = cb;
-		r->arg = arg;
-		r->rpc.done_cb = kh_sign_done;
+		r->cb = cb->sign;
+		r->pcb = cb->pool;
+		r->arg = cb->arg;
+		r->rpc.done_cb = cb->done;
 	}
 	if ((st = rpc_req_queue(&c->rpc, &r->rpc, type, timeout_ms, notify_fd)) != 0) {
 		free(r);
@@ -196,7 +219,7 @@ call(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *b1, 
 
 	*body = NULL;
 	*bodylen = 0;
-	if ((st = req_send(c, type, timeout_ms, b1, l1, b2, l2, -1, NULL, NULL, &r)) != 0)
+	if ((st = req_send(c, type, timeout_ms, b1, l1, b2, l2, -1, NULL, &r)) != 0)
 		return st;
 	if ((st = rpc_req_wait(&r->rpc)) == 0) {
 		/* The reader is done with r: its reply is ours to take. */
@@ -216,6 +239,22 @@ kh_ping(struct kh_client *c, unsigned timeout_ms)
 	int st;
 
 	st = call(c, KH_T_PING, timeout_ms, NULL, 0, NULL, 0, &b, &bl);
+	free(b);
+	return st;
+}
+
+int
+kh_pool(struct kh_client *c, unsigned timeout_ms, struct kh_pool *out)
+{
+	uint8_t *b;
+	size_t bl;
+	int st;
+
+	memset(out, 0, sizeof(*out));
+	if ((st = call(c, KH_T_POOL, timeout_ms, NULL, 0, NULL, 0, &b, &bl)) != 0)
+		return st;
+	if (kh_pool_parse(b, bl, out) != 0)
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed pool reply");
 	free(b);
 	return st;
 }
@@ -509,7 +548,7 @@ kh_sign_start(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
 	*out = NULL;
 	if ((st = sign_body(keyid, alg, dgst, dlen, body, &len)) != 0)
 		return st;
-	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, notify_fd, NULL, NULL, out);
+	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, notify_fd, NULL, out);
 }
 
 int
@@ -522,7 +561,15 @@ kh_sign_call(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
 
 	if ((st = sign_body(keyid, alg, dgst, dlen, body, &len)) != 0)
 		return st;
-	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, -1, cb, arg, NULL);
+	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, -1,
+	    &(struct req_cb){ kh_sign_done, cb, NULL, arg }, NULL);
+}
+
+int
+kh_pool_call(struct kh_client *c, unsigned timeout_ms, kh_pool_cb cb, void *arg)
+{
+	return req_send(c, KH_T_POOL, timeout_ms, NULL, 0, NULL, 0, -1,
+	    &(struct req_cb){ kh_pool_done, NULL, cb, arg }, NULL);
 }
 
 int
@@ -546,8 +593,8 @@ kh_req_result(struct kh_req *r, uint8_t *sig, size_t *siglen)
 static int
 spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 {
-	char delay[16], workers[16];
-	const char *argv[24];
+	char delay[16], workers[32], shrink[16];
+	const char *argv[28];
 	int sv[2], n = 0;
 	pid_t p;
 
@@ -556,7 +603,12 @@ spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 	if (o->module == NULL || o->token_uri == NULL || (o->pin_file == NULL) == (o->pin_env == NULL))
 		return hsm_err(HSM_EINVAL, "keyholder needs a module, a token URI and one PIN source");
 	snprintf(delay, sizeof(delay), "%u", o->sign_delay_ms);
-	snprintf(workers, sizeof(workers), "%d", o->workers);
+	if (o->workers > 0)
+		snprintf(workers, sizeof(workers), "%d", o->workers);
+	else
+		snprintf(workers, sizeof(workers), "%d-%d", o->workers_min > 0 ? o->workers_min : 2,
+		    o->workers_max > 0 ? o->workers_max : 64);
+	snprintf(shrink, sizeof(shrink), "%u", o->shrink_ms);
 	argv[n++] = "hsmesh";
 	argv[n++] = "keyholder";
 	argv[n++] = "--fd";
@@ -576,9 +628,13 @@ spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 		argv[n++] = "--sign-delay-ms";
 		argv[n++] = delay;
 	}
-	if (o->workers > 0) {
+	if (o->workers > 0 || o->workers_min > 0 || o->workers_max > 0) {
 		argv[n++] = "--workers";
 		argv[n++] = workers;
+	}
+	if (o->shrink_ms > 0) {
+		argv[n++] = "--shrink-after-ms";
+		argv[n++] = shrink;
 	}
 	argv[n] = NULL;
 

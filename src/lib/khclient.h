@@ -34,7 +34,9 @@ struct kh_spawn_opts {
 	const char *so_pin_file;	/* at most one: the security officer's PIN, */
 	const char *so_pin_env;		/* for kh_wrap only (read by the child) */
 	unsigned sign_delay_ms;		/* test setting: added per signature (0 = none) */
-	int workers;			/* signing threads (0 = default) */
+	int workers;			/* token sessions, fixed (0: sized to the token) */
+	int workers_min, workers_max;	/* bounds of the sizing (0: the keyholder's 2 and 64) */
+	unsigned shrink_ms;		/* quiet period before the sizing shrinks (0: 30 s) */
 	const char *exe;		/* hsmesh binary to run (NULL = /proc/self/exe) */
 };
 
@@ -80,6 +82,20 @@ int kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
 int kh_pubkey(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
     uint8_t **spki, size_t *spkilen);
 int kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms);
+/*
+ * The keyholder's token session pool: how many sessions it signs on now,
+ * its bounds, how many are open and what it measured (khproto.h's POOL).
+ * 0, the keyholder's error, or HSM_EPROTO for a malformed reply.
+ */
+struct kh_pool;
+int kh_pool(struct kh_client *c, unsigned timeout_ms, struct kh_pool *out);
+/*
+ * The same without waiting: cb(arg, status, pool) is called exactly once
+ * from the client's reader thread (pool NULL unless status is 0). 0, or an
+ * error and cb is never called.
+ */
+typedef void (*kh_pool_cb)(void *arg, int status, const struct kh_pool *p);
+int kh_pool_call(struct kh_client *c, unsigned timeout_ms, kh_pool_cb cb, void *arg);
 /*
  * The token's security attributes of private key keyid: *flags receives
  * the KH_ATTR_* bits (khproto.h). HSM_ENOENT when the token holds no such

@@ -170,6 +170,7 @@ kh_request_decode(const struct kh_frame *f, struct kh_request *r)
 		memcpy(r->digest, f->body + HSM_KEYID_LEN + 2, r->dlen);
 		return 0;
 	case KH_T_PING:
+	case KH_T_POOL:
 		return f->bodylen == 0 ? 0 : HSM_EPROTO;
 	case KH_T_LIST:
 		if (f->bodylen < HSM_KEYID_LEN + 1)
@@ -266,4 +267,43 @@ kh_frame_encode3(uint8_t *out, size_t cap, uint8_t type, uint32_t id, const uint
 		memcpy(out + n, b3, l3);
 	hsm_put32(out, (uint32_t)((size_t)n + l3 - 4));
 	return n + (int)l3;
+}
+
+void
+kh_pool_encode(const struct kh_pool *p, uint8_t out[KH_POOL_LEN])
+{
+	const uint16_t h[6] = { p->sessions, p->min, p->max, p->open, p->cap, 0 };
+
+	for (int i = 0; i < 6; i++) {
+		out[2 * i] = (uint8_t)(h[i] >> 8);
+		out[2 * i + 1] = (uint8_t)h[i];
+	}
+	for (int i = 0; i < 4; i++) {
+		out[12 + i] = (uint8_t)(p->latency_us >> (24 - 8 * i));
+		out[16 + i] = (uint8_t)(p->base_us >> (24 - 8 * i));
+	}
+}
+
+int
+kh_pool_parse(const uint8_t *body, size_t len, struct kh_pool *p)
+{
+	uint16_t h[6];
+
+	memset(p, 0, sizeof(*p));
+	if (len != KH_POOL_LEN)
+		return HSM_EPROTO;
+	for (int i = 0; i < 6; i++)
+		h[i] = (uint16_t)(body[2 * i] << 8 | body[2 * i + 1]);
+	if (h[5] != 0 || h[1] > h[2])
+		return HSM_EPROTO;
+	p->sessions = h[0];
+	p->min = h[1];
+	p->max = h[2];
+	p->open = h[3];
+	p->cap = h[4];
+	for (int i = 0; i < 4; i++) {
+		p->latency_us = p->latency_us << 8 | body[12 + i];
+		p->base_us = p->base_us << 8 | body[16 + i];
+	}
+	return 0;
 }

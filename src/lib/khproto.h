@@ -27,6 +27,7 @@
  *             (1..HSM_MAX_SPKI), spki[spkilen] (the wrapped key's public half),
  *             u8 label_len (0..64), label, wrapped key (16..HSM_WRAPPED_MAX: the rest)
  *   LIST      after[32], u8 prefix_len (1..64), prefix
+ *   POOL      empty
  * Reply bodies when status is 0:
  *   GENERATE, FIND, UNWRAPPING_KEY: keyid[32], spki DER (1..HSM_MAX_SPKI)
  *   PUBKEY: spki DER;  SIGN: signature (1..HSM_MAX_SIG);  DESTROY, PING: empty
@@ -35,6 +36,10 @@
  *   UNWRAP: keyid[32] of the key unwrapped
  *   LIST: entries { keyid[32], u8 label_len (1..64), label }, key ids
  *         increasing and above after; at most KH_LIST_MAX; none: no more
+ *   POOL: u16 sessions (performers now), u16 min, u16 max, u16 open (token
+ *         sessions open now), u16 cap (a serial token's useful concurrency,
+ *         0: none), u16 zero, u32 latency_us (mean signature time on the
+ *         token in the last measured interval), u32 base_us (least seen)
  * Reply body when status is not 0: an error text (0..255 bytes, not NUL-terminated).
  *
  * These functions are pure (no I/O) and distrust every byte.
@@ -66,6 +71,7 @@ enum kh_type {
 	KH_T_UNWRAPPING_KEY = 10,
 	KH_T_WRAP = 11,
 	KH_T_UNWRAP = 12,
+	KH_T_POOL = 20,		/* the token session pool's size */
 	KH_T_REPLY = 0x80,
 };
 
@@ -148,6 +154,17 @@ int kh_list_parse(const uint8_t *body, size_t len, const uint8_t after[HSM_KEYID
     const char *prefix, struct kh_list_entry *out, size_t *n);
 /* The body of a LIST reply for n entries into out (cap bytes): its length, or HSM_EINVAL. */
 int kh_list_encode(const struct kh_list_entry *e, size_t n, uint8_t *out, size_t cap);
+
+/* A POOL reply (see the top of this file). */
+#define KH_POOL_LEN 20
+struct kh_pool {
+	uint16_t sessions, min, max, open, cap;
+	uint32_t latency_us, base_us;
+};
+/* Encode p into out. */
+void kh_pool_encode(const struct kh_pool *p, uint8_t out[KH_POOL_LEN]);
+/* Decode a POOL reply body: exactly KH_POOL_LEN bytes, reserved zero, min <= max. 0 or HSM_EPROTO. */
+int kh_pool_parse(const uint8_t *body, size_t len, struct kh_pool *p);
 
 /*
  * Encode a frame into out (capacity cap). Returns the total length or

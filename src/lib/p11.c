@@ -84,8 +84,8 @@ struct p11_token {
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	CK_SESSION_HANDLE *idle;
-	int nidle, nopen, max;
+	CK_SESSION_HANDLE *idle;	/* nslots entries */
+	int nidle, nopen, max, nslots;	/* max: sessions to use now (p11_token_set_sessions) */
 	unsigned gen;			/* bumped on fork reset: stale sessions are forgotten */
 	struct keyent cache[KEYCACHE];
 	unsigned cache_next;
@@ -641,7 +641,8 @@ sess_put(struct call *c, unsigned gen)
 	pthread_mutex_lock(&tok->mu);
 	if (gen != tok->gen) {
 		/* Opened before a fork reset: belongs to a dead incarnation. */
-	} else if (c->dead) {
+	} else if (c->dead || tok->nopen > tok->max) {
+		/* Lost, or above a size lowered while it was in use. */
 		tok->nopen--;
 		closeit = true;
 	} else
@@ -674,6 +675,49 @@ with_session(struct p11_token *tok, int (*fn)(struct call *, void *), void *arg)
 		log_debug("token '%s': session lost, retrying on a new one", tok->label);
 	}
 	return r;
+}
+
+int
+p11_token_set_sessions(struct p11_token *tok, int n)
+{
+	CK_SESSION_HANDLE closing[MAX_SESSIONS];
+	int nc = 0;
+
+	if (n < 1 || n > tok->nslots)
+		return hsm_err(HSM_EINVAL, "number of sessions must be 1..%d", tok->nslots);
+	pthread_mutex_lock(&tok->mu);
+	tok->max = n;
+	/* Idle ones above n close now; those in use close when they come back (sess_put). */
+	while (tok->nopen > n && tok->nidle > 0) {
+		closing[nc++] = tok->idle[--tok->nidle];
+		tok->nopen--;
+	}
+	pthread_cond_broadcast(&tok->cv);
+	pthread_mutex_unlock(&tok->mu);
+	/* Never after a fork: those sessions are the parent's. */
+	if (__atomic_load_n(&tok->pid, __ATOMIC_ACQUIRE) == getpid())
+		for (int i = 0; i < nc; i++)
+			(void)tok->f->C_CloseSession(closing[i]);
+	return 0;
+}
+
+bool
+p11_token_is_tpm(const struct p11_token *tok)
+{
+	return tok->mod->tpm2;
+}
+
+int
+p11_token_sessions(struct p11_token *tok, int *max)
+{
+	int n;
+
+	pthread_mutex_lock(&tok->mu);
+	n = tok->nopen;
+	if (max != NULL)
+		*max = tok->max;
+	pthread_mutex_unlock(&tok->mu);
+	return n;
 }
 
 /* ---- key cache ---- */
@@ -1111,7 +1155,7 @@ p11_token_open(const char *module_path, const char *token_uri,
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	pthread_mutex_init(&tok->mu, NULL);
 	pthread_cond_init(&tok->cv, NULL);
-	tok->max = nsessions;
+	tok->max = tok->nslots = nsessions;
 	if ((r = p11_uri_parse(token_uri, &tok->u)) != 0)
 		goto fail;
 	if ((tok->uri = strdup(token_uri)) == NULL ||

@@ -38,6 +38,21 @@ struct p11_pin_source {
 int p11_token_open(const char *module_path, const char *token_uri,
     const struct p11_pin_source *pin, int nsessions, struct p11_token **out);
 
+/*
+ * Use at most n sessions from now on (1..the nsessions given to
+ * p11_token_open): idle sessions above n are closed at once, busy ones
+ * when their operation ends; more open lazily again when n grows. The
+ * token stays logged in (one session at least stays open once open).
+ * 0 or HSM_EINVAL.
+ */
+int p11_token_set_sessions(struct p11_token *tok, int n);
+
+/* The module is tpm2-pkcs11 (a TPM: one command at a time, few sessions). */
+bool p11_token_is_tpm(const struct p11_token *tok);
+
+/* Sessions open now (idle and in use); *max (may be NULL) the current limit. */
+int p11_token_sessions(struct p11_token *tok, int *max);
+
 /* Log out, close sessions, C_Finalize, unload. Accepts NULL. */
 void p11_token_close(struct p11_token *tok);
 

@@ -156,6 +156,22 @@ api_section(void **state)
 	refuse(BASE "api:\n  max_clients: 3\n", "agent.yaml: unknown key 'api.max_clients' at line 15");
 }
 
+/* token.workers_min / workers_max: the bounds of a size that follows the token. */
+static void
+token_workers_bounds(void **state)
+{
+	struct agent_config *c = NULL;
+
+	assert_int_equal(parse(with(BASE, "  pin_file: node.pin\n",
+	    "  pin_file: node.pin\n  workers_min: 1\n  workers_max: 4\n"), &c), 0);
+	assert_int_equal(c->token.workers, 0);
+	assert_int_equal(c->token.workers_min, 1);
+	assert_int_equal(c->token.workers_max, 4);
+	agent_config_free(c);
+	refuse_has(with(BASE, "  pin_file: node.pin\n", "  pin_file: node.pin\n  workers: 2\n  workers_min: 1\n"),
+	    "'token.workers' fixes the token sessions");
+}
+
 static void
 every_key(void **state)
 {
@@ -471,6 +487,7 @@ main(void)
 		cmocka_unit_test(defaults),
 		cmocka_unit_test(api_section),
 		cmocka_unit_test(every_key),
+		cmocka_unit_test(token_workers_bounds),
 		cmocka_unit_test(ca_urls),
 		cmocka_unit_test(ca_url_list),
 		cmocka_unit_test(refusals),

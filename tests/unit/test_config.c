@@ -168,6 +168,34 @@ missing_keys(void **state)
 }
 
 static void
+token_workers_bounds(void **state)
+{
+	struct ca_config *c = NULL;
+
+	/* Sized to the token: the bounds, or the keyholder's default (0 = 2 and 64). */
+	assert_int_equal(parse("trust_domain: example.org\n" TOKEN "  workers_min: 3\n  workers_max: 12\n"
+	    "state_dir: /s\n", &c), 0);
+	assert_int_equal(c->token.workers, 0);
+	assert_int_equal(c->token.workers_min, 3);
+	assert_int_equal(c->token.workers_max, 12);
+	ca_config_free(c);
+	c = NULL;
+	assert_int_equal(parse("trust_domain: example.org\n" TOKEN "state_dir: /s\n", &c), 0);
+	assert_int_equal(c->token.workers_min, 0);
+	assert_int_equal(c->token.workers_max, 0);
+	ca_config_free(c);
+	refuse("trust_domain: example.org\n" TOKEN "  workers: 4\n  workers_max: 8\nstate_dir: /s\n",
+	    "ca.yaml: 'token.workers' fixes the token sessions: give it or 'token.workers_min'/"
+	    "'token.workers_max', not both at line 7");
+	refuse("trust_domain: example.org\n" TOKEN "  workers_min: 9\n  workers_max: 8\nstate_dir: /s\n",
+	    "ca.yaml: 'token.workers_min' above 'token.workers_max' at line 6");
+	refuse("trust_domain: example.org\n" TOKEN "  workers_max: 1\nstate_dir: /s\n",
+	    "ca.yaml: 'token.workers_min' above 'token.workers_max' at line 6");
+	refuse("trust_domain: example.org\n" TOKEN "  workers_max: 0\nstate_dir: /s\n",
+	    "ca.yaml: 'token.workers_max' must be a whole number from 1 to 64, not '0' at line 6");
+}
+
+static void
 bad_values(void **state)
 {
 	refuse("trust_domain: example.org\n" TOKEN "state_dir: /s\nsvid_ttl: 1x\n",
@@ -348,6 +376,7 @@ main(void)
 		cmocka_unit_test(database_uri_or_path),
 		cmocka_unit_test(unknown_keys),
 		cmocka_unit_test(missing_keys),
+		cmocka_unit_test(token_workers_bounds),
 		cmocka_unit_test(bad_values),
 		cmocka_unit_test(pin_sources),
 		cmocka_unit_test(wrong_types),

@@ -64,6 +64,41 @@ attrs_request(void **state)
 	assert_int_equal(KH_ATTR_ALL & 0x80, 0);
 }
 
+/* POOL: an empty request; its reply's fields round-trip, and a bad reply is refused. */
+static void
+pool_request_and_reply(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], body[KH_POOL_LEN], one = 0;
+	struct kh_frame f;
+	struct kh_request r;
+	struct kh_pool p = { 5, 2, 64, 4, 0, 20123, 19876 }, q;
+	int n = enc(buf, KH_T_POOL, 100, NULL, 0);
+
+	assert_int_equal(KH_T_POOL, 20);
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_int_equal(r.type, KH_T_POOL);
+	n = enc(buf, KH_T_POOL, 100, &one, 1);
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+
+	kh_pool_encode(&p, body);
+	assert_int_equal(kh_pool_parse(body, sizeof(body), &q), 0);
+	assert_int_equal(q.sessions, 5);
+	assert_int_equal(q.min, 2);
+	assert_int_equal(q.max, 64);
+	assert_int_equal(q.open, 4);
+	assert_int_equal(q.cap, 0);
+	assert_int_equal(q.latency_us, 20123);
+	assert_int_equal(q.base_us, 19876);
+	assert_int_equal(kh_pool_parse(body, sizeof(body) - 1, &q), HSM_EPROTO);
+	body[11] = 1;				/* reserved */
+	assert_int_equal(kh_pool_parse(body, sizeof(body), &q), HSM_EPROTO);
+	p.min = 65;				/* min above max */
+	kh_pool_encode(&p, body);
+	assert_int_equal(kh_pool_parse(body, sizeof(body), &q), HSM_EPROTO);
+}
+
 static void
 incomplete_frames_wait(void **state)
 {
@@ -415,6 +450,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(roundtrip_sign),
 		cmocka_unit_test(attrs_request),
+		cmocka_unit_test(pool_request_and_reply),
 		cmocka_unit_test(incomplete_frames_wait),
 		cmocka_unit_test(bad_headers_rejected),
 		cmocka_unit_test(bad_bodies_rejected),
