@@ -52,6 +52,7 @@ struct h2 {
 	size_t npend;
 	int room_due;
 	int broken;
+	int ping_out;		/* a PING of ours waits for its ACK */
 };
 
 void
@@ -346,6 +347,10 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *ud)
 			st->incb--;
 			maybe_free(h, st);
 		}
+		break;
+	case NGHTTP2_PING:
+		if (fr->hd.flags & NGHTTP2_FLAG_ACK)
+			h->ping_out = 0;
 		break;
 	case NGHTTP2_GOAWAY:
 		if (h->ops.goaway != NULL)
@@ -900,6 +905,34 @@ int32_t
 h2_stream_id(const struct h2_stream *st)
 {
 	return st->id;
+}
+
+int
+h2_stream_sent(struct h2 *h, const struct h2_stream *st)
+{
+	if (!st->out_eof || st->out.len > 0)
+		return 0;
+	return st->closed || st->id <= 0 ||
+	    nghttp2_session_get_stream_local_close(h->s, st->id) == 1;
+}
+
+int
+h2_ping(struct h2 *h)
+{
+	static const uint8_t opaque[8] = { 'h', 's', 'm', 'e', 's', 'h', 0, 1 };
+	int r;
+
+	if ((r = nghttp2_submit_ping(h->s, NGHTTP2_FLAG_NONE, opaque)) != 0)
+		return hsm_err(r == NGHTTP2_ERR_NOMEM ? HSM_ENOMEM : HSM_EPROTO, "http2: PING: %s",
+		    nghttp2_strerror(r));
+	h->ping_out = 1;
+	return 0;
+}
+
+int
+h2_ping_pending(const struct h2 *h)
+{
+	return h->ping_out;
 }
 
 size_t

@@ -67,6 +67,16 @@ xfcc_value(const char *own_id, const uint8_t *der, size_t der_len, const char *p
 }
 
 int
+xfcc_set(struct hmsg *m, const char *value, size_t *removed)
+{
+	size_t k = hmsg_del(m, XFCC_NAME);
+
+	if (removed != NULL)
+		*removed = k;
+	return hmsg_add(m, XFCC_NAME, strlen(XFCC_NAME), value, strlen(value));
+}
+
+int
 xfcc_apply(struct hmsg *m, const char *own_id, const uint8_t *der, size_t der_len,
     const char *peer_id, size_t *removed)
 {
@@ -75,12 +85,13 @@ xfcc_apply(struct hmsg *m, const char *own_id, const uint8_t *der, size_t der_le
 	int r;
 
 	/* a forged header goes even when ours cannot be made */
-	k = hmsg_del(m, XFCC_NAME);
-	if (removed != NULL)
-		*removed = k;
-	if ((r = xfcc_value(own_id, der, der_len, peer_id, &v)) != 0)
+	if ((r = xfcc_value(own_id, der, der_len, peer_id, &v)) != 0) {
+		k = hmsg_del(m, XFCC_NAME);
+		if (removed != NULL)
+			*removed = k;
 		return r;
-	r = hmsg_add(m, XFCC_NAME, strlen(XFCC_NAME), v, strlen(v));
+	}
+	r = xfcc_set(m, v, removed);
 	free(v);
 	return r;
 }

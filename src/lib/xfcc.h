@@ -32,6 +32,13 @@ int xfcc_value(const char *own_id, const uint8_t *der, size_t der_len, const cha
 
 /*
  * Remove every x-forwarded-client-cert field of m (hmsg_del), then
+ * append value (made once per connection by xfcc_value). *removed (may
+ * be NULL): how many the client had sent. 0 or HSM_ENOMEM.
+ */
+int xfcc_set(struct hmsg *m, const char *value, size_t *removed);
+
+/*
+ * Remove every x-forwarded-client-cert field of m (hmsg_del), then
  * append ours (xfcc_value). *removed (may be NULL): how many the client
  * had sent. 0 or as xfcc_value (the client's fields are gone even then).
  */

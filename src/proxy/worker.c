@@ -108,8 +108,11 @@ worker_main(void *arg)
 	int n, i;
 
 	for (;;) {
-		if (atomic_load(&px->draining))
+		if (atomic_load(&px->draining)) {
+			if (w->listening && w->http != NULL)
+				http_drain(w);
 			stop_listening(w);
+		}
 		if (atomic_load(&px->stopping)) {
 			struct conn *nx;
 
@@ -120,6 +123,8 @@ worker_main(void *arg)
 					conn_close(c);
 				}
 			}
+			if (w->http != NULL)
+				http_flush(w);
 			/* Left: connections waiting for a key operation, which ends by its deadline. */
 			if (stop_end == 0)
 				stop_end = hsm_now_ms() + px->cfg->key_timeout_ms + 1000;
@@ -145,12 +150,17 @@ worker_main(void *arg)
 				break;
 			}
 		}
+		/* what this batch's events gave HTTP connections leaves together */
+		if (w->http != NULL)
+			http_flush(w);
 		while ((c = w->dead) != NULL) {
 			w->dead = c->dead_next;
 			free(c);
 		}
 		if (now >= next_sweep) {
 			sweep(w, now);
+			if (w->http != NULL)
+				http_flush(w);
 			next_sweep = now + SWEEP_MS;
 			while ((c = w->dead) != NULL) {
 				w->dead = c->dead_next;
@@ -201,6 +211,9 @@ worker_init(struct proxy *px, struct worker *w, unsigned idx)
 	ev = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &w->wsrc };
 	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->wake, &ev) != 0)
 		return hsm_err(HSM_EIO, "epoll_ctl: %s", strerror(errno));
+	for (size_t i = 0; i < n; i++)
+		if (px->cfg->lst[i].http)
+			return http_worker_init(w);
 	return 0;
 }
 
@@ -225,6 +238,7 @@ worker_fini(struct worker *w)
 		for (size_t i = 0; i < w->px->cfg->nlst; i++)
 			if (w->lfd[i] >= 0)
 				close(w->lfd[i]);
+	http_worker_fini(w);
 	relay_pool_drain(&w->pool);
 	if (w->ep > 0)
 		close(w->ep);

@@ -19,7 +19,7 @@ static const char *const want[REASON_COUNT] = {
 	NULL, "no_client_cert", "untrusted", "cert_expired", "cert_not_yet_valid",
 	"cert_invalid", "bad_spiffe_id", "not_allowed", "unexpected_id", "handshake_timeout",
 	"key_operation", "no_identity", "peer_closed", "tls_error", "internal", "shutdown",
-	"connect_failed", "connect_timeout", "reset", "idle_timeout",
+	"connect_failed", "connect_timeout", "reset", "idle_timeout", "http_error",
 };
 
 static void
