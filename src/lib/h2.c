@@ -806,7 +806,8 @@ h2_write(struct h2 *h, struct h2_stream *st, const uint8_t *buf, size_t len, siz
 		h->out_total += k;
 		resume(h, st);
 	}
-	if (k < len)
+	/* a queue left full asks for the room callback too: the caller may write only what fits */
+	if (k < len || st->out.len == h->lim.send_buffer)
 		st->blocked = 1;
 	*taken = k;
 	return 0;

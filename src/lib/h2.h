@@ -153,8 +153,9 @@ int h2_response(struct h2 *h, struct h2_stream *st, const struct hmsg *m, int en
 
 /*
  * Queue body bytes on st: *taken of len (less when the queue is full:
- * the room callback says when to write again). 0, HSM_ECLOSED (st is
- * closed or its body ended).
+ * the room callback says when to write again; so it does when this
+ * write filled the queue). 0, HSM_ECLOSED (st is closed or its body
+ * ended).
  */
 int h2_write(struct h2 *h, struct h2_stream *st, const uint8_t *buf, size_t len, size_t *taken);
 

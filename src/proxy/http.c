@@ -89,7 +89,7 @@ hw_refresh(struct hworker *hw)
 void
 hc_dirty(struct hconn *hc)
 {
-	if (hc->dirty)
+	if (hc->dirty || hc->freeing)
 		return;
 	hc->dirty = 1;
 	hc->dnext = hc->hw->dirty;
@@ -526,12 +526,24 @@ hc_after(struct hconn *hc)
 		if (hc->dead)
 			return;
 	}
-	if (!s->eof) {
-		if (hc->shut)
+	if (!s->eof && (hc->shut || (hc->kind == HK_H2 ? h2_want_read(hc->h2) :
+	    hc->in.data == NULL || hc->in.off + hc->in.len < hc->in.cap || hc->in.off > 0))) {
+		/*
+		 * rd_want 0: TLS holds more than the last read took (or a
+		 * whole record read ahead): no socket event announces it, so
+		 * it is read again at the next flush, after the other
+		 * connections had their turn.
+		 */
+		if (s->ssl != NULL && (s->rd_want == 0 || SSL_has_pending(s->ssl))) {
+			ev |= EPOLLIN;
+			if (!hc->rdq) {
+				hc->rdq = 1;
+				hc->rnext = hc->hw->rdq;
+				hc->hw->rdq = hc;
+			}
+		} else {
 			ev |= s->rd_want;
-		else if (hc->kind == HK_H2 ? h2_want_read(hc->h2) :
-		    hc->in.data == NULL || hc->in.off + hc->in.len < hc->in.cap || hc->in.off > 0)
-			ev |= s->rd_want;
+		}
 	}
 	if (hc->out.len > 0)
 		ev |= s->wr_want;
@@ -631,7 +643,17 @@ http_close(struct conn *c)
 	if (hc == NULL)
 		return;
 	hc->c = c;
+	hc->freeing = 1;	/* what it tells its exchanges may not put it back on the flush list */
 	undirty(hc);
+	if (hc->rdq) {
+		struct hconn **pp;
+
+		for (pp = &hc->hw->rdq; *pp != NULL; pp = &(*pp)->rnext)
+			if (*pp == hc) {
+				*pp = hc->rnext;
+				break;
+			}
+	}
 	hx_conn_lost(hc);
 	if (hc->pool != NULL)
 		pool_gone(hc);
@@ -645,13 +667,28 @@ http_close(struct conn *c)
 	c->codec_state = NULL;
 }
 
+int
+http_busy(const struct worker *w)
+{
+	return w->http->rdq != NULL;
+}
+
 void
 http_flush(struct worker *w)
 {
 	struct hworker *hw = w->http;
-	struct hconn *hc;
+	struct hconn *hc, *rq;
 	struct pool *p;
 
+	/* what TLS held back from the last round's reads, once each */
+	rq = hw->rdq;
+	hw->rdq = NULL;
+	while ((hc = rq) != NULL) {
+		rq = hc->rnext;
+		hc->rdq = 0;
+		if (!hc->dead)
+			hc_read(hc);
+	}
 	for (;;) {
 		if ((p = hw->service) != NULL) {
 			hw->service = p->snext;

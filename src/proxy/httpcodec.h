@@ -70,6 +70,8 @@ struct hconn {
 	uint8_t started;	/* the codec started: the protocol is known */
 	uint8_t dirty;		/* on the worker's flush list */
 	uint8_t dead;		/* close it at the next flush */
+	uint8_t freeing;	/* its connection's close runs: never on the flush list again */
+	uint8_t rdq;		/* on the worker's read-again list */
 	uint8_t closing;	/* no new exchange; ends once idle (GOAWAY, Connection: close) */
 	uint8_t shut;		/* our stream to it ended: reading on until EOF or linger_end */
 	uint8_t reused;		/* an upstream connection that carried an exchange before */
@@ -83,6 +85,7 @@ struct hconn {
 	struct hx *xs;		/* every exchange using it */
 	unsigned nx;
 	struct hconn *dnext;	/* the worker's flush list */
+	struct hconn *rnext;	/* the worker's read-again list */
 	const char *proto;	/* "HTTP/1.1" or "HTTP/2", for the access log */
 	char *xfcc;		/* inbound client-facing: the x-forwarded-client-cert value */
 	uint64_t linger_end;
@@ -151,6 +154,7 @@ struct pool {
 struct hworker {
 	struct worker *w;
 	struct hconn *dirty;		/* connections to write (hc->dnext) */
+	struct hconn *rdq;		/* TLS sides holding bytes no epoll event will announce (hc->rnext) */
 	struct pool *service;		/* pools with requests to place or failures to tell */
 	struct pool *pools;		/* one per listener (HTTP ones used) */
 	unsigned gen;			/* px->gen when ident and pol were taken */

@@ -376,6 +376,8 @@ int http_worker_init(struct worker *w);
 void http_worker_fini(struct worker *w);
 /* Write every connection the last events touched (after each batch and sweep). */
 void http_flush(struct worker *w);
+/* 1 when connections must be read again without waiting for epoll (the worker polls, not sleeps). */
+int http_busy(const struct worker *w);
 /* The proxy drains: GOAWAY and Connection: close to clients, pools close when idle. */
 void http_drain(struct worker *w);
 

@@ -131,7 +131,7 @@ worker_main(void *arg)
 			if (w->n == 0 || hsm_now_ms() > stop_end)
 				break;
 		}
-		n = epoll_wait(w->ep, evs, MAX_EVENTS, SWEEP_MS);
+		n = epoll_wait(w->ep, evs, MAX_EVENTS, w->http != NULL && http_busy(w) ? 0 : SWEEP_MS);
 		w->now = now = hsm_now_ms();
 		for (i = 0; i < n; i++) {
 			struct evsrc *s = evs[i].data.ptr;
