@@ -642,7 +642,6 @@ hx_request(struct hconn *hc, struct h2_stream *st, struct hmsg *m, int end, int 
 	x->hm = x->pol->hm != NULL ? x->pol->hm[c->li] : NULL;
 	x->route = l->nroutes;
 	x->timeout_ms = x->pol->cfg->request_timeout_ms;
-	note_deadline(x);
 	if (refuse != 0) {
 		hx_answer(x, refuse, refuse == 431 ? "header_limit" : "bad_request");
 		return;
@@ -658,6 +657,7 @@ hx_request(struct hconn *hc, struct h2_stream *st, struct hmsg *m, int end, int 
 		return;
 	}
 	x->bodyless = end != 0;	/* its end event (hx_end) follows the head */
+	note_deadline(x);	/* with the route's timeout */
 	pool_submit(x);
 }
 
