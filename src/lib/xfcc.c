@@ -141,14 +141,14 @@ xfcc_uri(const char *v, char *out, size_t cap)
 					out[n++] = *v;
 			}
 		}
+		if (*v != ';' && *v != ',' && *v != '\0')
+			return hsm_err(HSM_EPROTO, "xfcc: text after a quoted value");
 		if (want) {
 			out[n] = '\0';
 			return 0;
 		}
 		if (*v == ';')
 			v++;
-		else if (*v != ',' && *v != '\0')
-			return hsm_err(HSM_EPROTO, "xfcc: text after a quoted value");
 	}
 	return hsm_err(HSM_ENOENT, "xfcc: no URI");
 }

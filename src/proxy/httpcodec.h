@@ -128,7 +128,7 @@ struct hx {
 	unsigned timeout_ms;		/* the route's request timeout */
 	struct hworker *hw;
 	uint64_t t0, t_last, t_wait;	/* start, last byte either way, end of the wait for a connection */
-	uint64_t t_bstart, t_body;	/* request body: sent from, last rate check */
+	uint64_t t_bstart, t_body;	/* request body: its first byte (0: none yet), last rate check */
 	uint64_t blk_since, blk_ms;	/* ... and the time it waited on the destination */
 	uint64_t bytes[2];		/* body bytes: received from the client, sent to it */
 };

@@ -35,6 +35,7 @@
 #define DROP_ROOM	65536	/* request body taken at a time when it goes nowhere */
 
 static void hx_check(struct hx *x);
+static void note_deadline(struct hx *x);
 
 static uint64_t
 now_of(const struct hx *x)
@@ -323,6 +324,11 @@ dest_body(struct hx *x, int dir, const uint8_t *p, size_t n)
 
 	x->bytes[dir] += n;
 	x->t_last = now_of(x);
+	/* the body rate is measured from its first byte (not while a client waits for 100) */
+	if (dir == REQ && x->t_bstart == 0 && n > 0) {
+		x->t_bstart = x->t_body = x->t_last;
+		note_deadline(x);
+	}
 	if ((dir == REQ && x->req_drop) || d == NULL || n == 0)
 		return;
 	x->moved[dir] = 1;
@@ -585,7 +591,7 @@ deadline(const struct hx *x)
 		dl = t;
 	if (x->queued != NULL && x->t_wait < dl)
 		dl = x->t_wait;
-	if (cfg->min_body_rate > 0 && !x->in_end[REQ] && x->head_out[REQ] &&
+	if (cfg->min_body_rate > 0 && !x->in_end[REQ] && x->t_bstart != 0 &&
 	    (t = x->t_body + 1000) < dl)
 		dl = t;
 	return dl;
@@ -678,7 +684,6 @@ hx_dispatch(struct hx *x, struct hconn *up)
 	up->nx++;
 	if (up->kind == HK_H1)
 		up->cur = x;
-	x->t_bstart = x->t_body = now_of(x);
 	x->blk_ms = x->blk_since = 0;
 	if (s->kind == HK_H2 && x->dst != NULL)
 		h2_peek(s->h2, x->dst, &p, &n);
@@ -905,7 +910,7 @@ expire(struct hx *x, uint64_t now)
 		timed_out(x, x->in_end[REQ] ? 504 : 408, "stream_idle");
 		return;
 	}
-	if (cfg->min_body_rate > 0 && !x->in_end[REQ] && x->head_out[REQ] && now >= x->t_body + 1000) {
+	if (cfg->min_body_rate > 0 && !x->in_end[REQ] && x->t_bstart != 0 && now >= x->t_body + 1000) {
 		/* the time the body could have come, not the time it waited on the upstream */
 		el = now - x->t_bstart - x->blk_ms - (x->blk_since != 0 ? now - x->blk_since : 0);
 		if (el >= 1000 && x->bytes[REQ] * 1000 < (uint64_t)cfg->min_body_rate * el) {

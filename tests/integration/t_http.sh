@@ -84,7 +84,7 @@ DEAD=$(cat "$T/dead.port")
 cat >"$T/b.yaml" <<EOF
 agent: { socket: $T/agent.sock, id: $IDB }
 workers: 2
-limits: { max_header_bytes: 8192 }
+limits: { max_header_bytes: 8192, min_body_rate: 2000 }
 inbound:
   - name: web
     listen: 127.0.0.1:0
@@ -237,6 +237,12 @@ out=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H "X-Big: $big" "http
 check "a head over max_header_bytes: 431 ($out)" test "$out" = 431
 out=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' --http2-prior-knowledge -H "X-Big: $big" "http://127.0.0.1:$A/public/x")
 check "... over h2c too: 431 ($out)" test "$out" = 431
+head -c 3000 /dev/zero >"$T/slowbody"
+out=$(curl -s --max-time 20 -o /dev/null -w '%{http_code} %{time_total}' -H 'Expect:' --limit-rate 300 \
+    -X POST --data-binary @"$T/slowbody" "http://127.0.0.1:$A/public/upload")
+check "a request body slower than min_body_rate (2000 B/s; this one 300 B/s): 408 ($out s)" \
+    sh -c 'echo "$1" | grep -q "^408 "' x "$out"
+check "... logged with reason min_body_rate" wait_log "$T/b-access.log" '"path":"/public/upload".*"status":"408".*"reason":"min_body_rate"'
 out=$(get "http://127.0.0.1:$ADEAD/x")
 check "an application that is not there: 502 ($(echo "$out" | last))" sh -c 'echo "$1" | tail -n 1 | grep -q "^502"' x "$out"
 check "... the inbound sidecar logs connect_failed" wait_log "$T/b-access.log" '"listener":"nobody".*"status":"502".*"reason":"connect_failed"'
