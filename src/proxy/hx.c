@@ -30,6 +30,7 @@
 #include "httplog.h"
 #include "proxyconf.h"
 #include "route.h"
+#include "scache.h"
 #include "xfcc.h"
 
 #define DROP_ROOM	65536	/* request body taken at a time when it goes nowhere */
@@ -119,9 +120,9 @@ hx_free(struct hx *x)
 	hmsg_clear(&x->trl[REQ]);
 	hmsg_clear(&x->trl[RSP]);
 	policy_put(x->pol);
-	free(x->path);
+	sc_free(x->path);
 	free(x->peer);
-	free(x);
+	sc_free(x);
 }
 
 static void
@@ -548,21 +549,21 @@ judge(struct hx *x, const struct proxy_listener *l, const char *peer_id)
 		return -1;
 	}
 	len = strlen(x->req.path);
-	if ((norm = malloc(len + 1)) == NULL) {
+	if ((norm = sc_malloc(len + 1)) == NULL) {
 		hx_answer(x, 500, "internal");
 		return -1;
 	}
 	if (route_path_norm(x->req.path, len, norm, len + 1, &olen, &plen) != 0) {
-		free(norm);
+		sc_free(norm);
 		hx_answer(x, 400, "bad_path");
 		return -1;
 	}
 	if (hmsg_set(&x->req, HMSG_PATH, norm, olen) != 0) {
-		free(norm);
+		sc_free(norm);
 		hx_answer(x, 500, "internal");
 		return -1;
 	}
-	free(x->path);
+	sc_free(x->path);
 	x->path = norm;
 	if (l->nroutes == 0)
 		return 0;
@@ -613,8 +614,9 @@ hx_request(struct hconn *hc, struct h2_stream *st, struct hmsg *m, int end, int 
 	struct hworker *hw = hc->hw;
 	const struct proxy_listener *l;
 	struct hx *x;
+	size_t n;
 
-	if ((x = calloc(1, sizeof(*x))) == NULL) {
+	if ((x = sc_calloc(1, sizeof(*x))) == NULL) {
 		if (st != NULL)
 			h2_stream_done(hc->h2, st);	/* reset: nothing was sent on it */
 		else
@@ -639,8 +641,10 @@ hx_request(struct hconn *hc, struct h2_stream *st, struct hmsg *m, int end, int 
 	hmsg_init(&x->trl[REQ], 0);
 	hmsg_init(&x->trl[RSP], 0);
 	hmsg_move(&x->req, m);
-	snprintf(x->method, sizeof(x->method), "%s", x->req.method != NULL ? x->req.method : "");
-	x->path = x->req.path != NULL ? strdup(x->req.path) : NULL;
+	if (x->req.method != NULL && (n = strlen(x->req.method)) < sizeof(x->method))
+		memcpy(x->method, x->req.method, n + 1);
+	if (x->req.path != NULL && (x->path = sc_malloc((n = strlen(x->req.path)) + 1)) != NULL)
+		memcpy(x->path, x->req.path, n + 1);
 	hw_refresh(hw);
 	x->pol = hw->pol;
 	atomic_fetch_add(&x->pol->refs, 1);
