@@ -653,7 +653,7 @@ hx_request(struct hconn *hc, struct h2_stream *st, struct hmsg *m, int end, int 
 	x->route = l->nroutes;
 	x->timeout_ms = x->pol->cfg->request_timeout_ms;
 	if (refuse != 0) {
-		hx_answer(x, refuse, refuse == 431 ? "header_limit" : "bad_request");
+		hx_answer(x, refuse, refuse == 431 || refuse == 414 ? "header_limit" : "bad_request");
 		return;
 	}
 	if (c->inbound && judge(x, l, c->peer_id) != 0)
