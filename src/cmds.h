@@ -11,7 +11,7 @@ int keyholder_main(int argc, char **argv);	/* src/keyholder.c */
 int inspect_main(int argc, char **argv);	/* src/inspect.c */
 int demo_main(int argc, char **argv);		/* src/demo.c */
 int agent_main(int argc, char **argv);		/* src/agent/main.c: the node agent (and "agent client") */
-int app_main(int argc, char **argv);		/* src/app.c: the demo's HTTP app (serve, get) */
+int app_main(int argc, char **argv);		/* src/app/: the demo's HTTP app (serve, get) */
 int proxy_main(int argc, char **argv);		/* src/proxy/main.c: the sidecar */
 
 #endif

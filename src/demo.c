@@ -3,8 +3,9 @@
  *
  * The demo is an orchestrator: it runs the real commands as child
  * processes, exactly as an operator would: two throwaway SoftHSM2 tokens
- * (the CA's and the node's), `hsmesh ca init` and `ca serve`, join tokens,
- * `hsmesh agent`, the built-in app (`hsmesh app serve`) behind an inbound
+ * (the CA's and the node's), `hsmesh ca init` and `ca serve`, registration
+ * entries and one node join token, `hsmesh agent` (its node identity, then
+ * the workloads its entries name), the built-in app (`hsmesh app serve`) behind an inbound
  * sidecar and two outbound sidecars (`hsmesh proxy`), one for an identity
  * the backend allows and one for an identity it does not. It never loads
  * the PKCS#11 module itself. Everything it starts is stopped, and
@@ -43,6 +44,7 @@
 #define ID_FRONT "spiffe://" DEMO_TD "/ns/shop/sa/frontend"
 #define ID_BACK "spiffe://" DEMO_TD "/ns/shop/sa/backend"
 #define ID_INTRUDER "spiffe://" DEMO_TD "/ns/guest/sa/intruder"
+#define ID_NODE "spiffe://" DEMO_TD "/node/demo-node"
 #define MAX_DAEMONS 8
 
 static char tmpdir[64];
@@ -423,9 +425,9 @@ demo(const char *self)
 	    ca_log[128], ca_port[128], agent_yaml[128], agent_log[128], agent_sock[128],
 	    app_log[128], app_port[128], b_yaml[128], b_log[128], b_ports[128], a_yaml[128],
 	    a_log[128], a_ports[128], x_yaml[128], x_log[128], x_ports[128], out[128], cert[160],
-	    join[3][160], buf[1 << 16], url[128], hex[2 * HSM_KEYID_LEN + 1], cnt[16];
+	    node_join[128], copy[160], sel_uid[32], sel_path[4200], buf[1 << 16], url[128],
+	    hex[2 * HSM_KEYID_LEN + 1], cnt[16];
 	static const char *const ids[3] = { ID_FRONT, ID_BACK, ID_INTRUDER };
-	static const char *const names[3] = { "frontend", "backend", "intruder" };
 	int capt, appp, bport, aport, xport, bmet, rc = 1, i, na, nb;
 
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/hsmesh-demo.XXXXXX");
@@ -434,6 +436,7 @@ demo(const char *self)
 	P(ca_yaml); P(ca_pin); P(node_pin); P(err); P(shconf); P(ca_log); P(ca_port);
 	P(agent_yaml); P(agent_log); P(agent_sock); P(app_log); P(app_port); P(b_yaml); P(b_log);
 	P(b_ports); P(a_yaml); P(a_log); P(a_ports); P(x_yaml); P(x_log); P(x_ports); P(out);
+	P(node_join);
 	snprintf(root, sizeof(root), "%s/ca/root.pem", tmpdir);
 
 	printf("hsmesh demo: a service mesh on this machine whose private keys are generated\n"
@@ -498,17 +501,38 @@ demo(const char *self)
 	}
 	printf("   CMP issuer on http://127.0.0.1:%d/.well-known/cmp\n", capt);
 
-	step(3, "the node agent enrolls three workloads with one-time join tokens");
+	step(3, "registration entries: which node may hold which identity, for which processes");
+	/* The sidecars are this very binary, run by this uid: that is what the entries select. */
+	snprintf(sel_uid, sizeof(sel_uid), "uid:%u", (unsigned)getuid());
+	snprintf(sel_path, sizeof(sel_path), "path:%s", self);
 	for (i = 0; i < 3; i++) {
-		snprintf(join[i], sizeof(join[i]), "%s/%s.join", tmpdir, names[i]);
-		printf("   $ hsmesh ca token -c ca.yaml --id %s > %s.join\n", ids[i], names[i]);
-		if (run((char *const[]){ (char *)self, "ca", "token", "-c", ca_yaml, "--id",
-		    (char *)ids[i], NULL }, join[i], err) != 0) {
+		printf("   $ hsmesh ca entry add -c ca.yaml --node %s --id %s --selector %s "
+		    "--selector %s\n", ID_NODE, ids[i], sel_uid, sel_path);
+		if (run((char *const[]){ (char *)self, "ca", "entry", "add", "-c", ca_yaml, "--node",
+		    ID_NODE, "--id", (char *)ids[i], "--selector", sel_uid, "--selector", sel_path,
+		    NULL }, "/dev/null", err) != 0) {
 			show_file(err, "   ");
-			fail("ca token failed");
+			fail("ca entry add failed");
 			goto out;
 		}
 	}
+	printf("   $ hsmesh ca entry list -c ca.yaml\n");
+	if (run((char *const[]){ (char *)self, "ca", "entry", "list", "-c", ca_yaml, NULL }, out,
+	    err) != 0) {
+		fail("ca entry list failed");
+		goto out;
+	}
+	show_file(out, "   | ");
+	printf("   one join token for the NODE (none per workload):\n"
+	    "   $ hsmesh ca token -c ca.yaml --node --id %s > node.join\n", ID_NODE);
+	if (run((char *const[]){ (char *)self, "ca", "token", "-c", ca_yaml, "--node", "--id",
+	    ID_NODE, NULL }, node_join, err) != 0) {
+		show_file(err, "   ");
+		fail("ca token --node failed");
+		goto out;
+	}
+
+	step(4, "the node agent: its node identity first, then the workloads its entries name");
 	snprintf(buf, sizeof(buf),
 	    "token:\n"
 	    "  module: %s\n"
@@ -519,16 +543,21 @@ demo(const char *self)
 	    "  root: %s\n"
 	    "state_dir: %s/agent\n"
 	    "socket: %s\n"
-	    "workloads:\n", DEMO_MODULE, node_pin, capt, root, tmpdir, agent_sock);
-	for (i = 0; i < 3; i++)
-		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
-		    "  - id: %s\n    uid: %u\n    join_token_file: %s\n", ids[i], (unsigned)getuid(),
-		    join[i]);
+	    "node:\n"
+	    "  id: %s\n"
+	    "  join_token_file: %s\n", DEMO_MODULE, node_pin, capt, root, tmpdir, agent_sock,
+	    ID_NODE, node_join);
 	if (write_text(agent_yaml, buf, 0644) != 0)
 		goto out;
+	show_file(agent_yaml, "   | ");
 	printf("   $ hsmesh agent -c agent.yaml &\n");
 	if (spawn((char *const[]){ (char *)self, "agent", "-c", agent_yaml, NULL }, agent_log) != 0)
 		goto out;
+	if (wait_for(agent_log, ID_NODE ": enrolled", 1, 20) != 0) {
+		show_file(agent_log, "   ");
+		fail("the agent did not enroll its node");
+		goto out;
+	}
 	for (i = 0; i < 3; i++) {
 		char needle[192];
 
@@ -539,7 +568,9 @@ demo(const char *self)
 			goto out;
 		}
 	}
-	show_lines(agent_log, "enrolled certificate", 3);
+	printf("   the node enrolled with its token; each workload's ir is signed by the node's key\n"
+	    "   (in the token), and each new key proves possession itself:\n");
+	show_lines(agent_log, ": enrolled certificate", 4);
 	snprintf(cert, sizeof(cert), "%s/agent/%s+ns+shop+sa+frontend/cert.pem", tmpdir, DEMO_TD);
 	printf("   chain check of frontend's SVID (X.509 strict, client and server): %s\n",
 	    verify_chain(root, cert) ? "OK" : "FAILED");
@@ -552,8 +583,27 @@ demo(const char *self)
 		fail("cannot describe the workload key");
 		goto out;
 	}
+	/* The selectors at work: the same uid, another executable. */
+	snprintf(copy, sizeof(copy), "%s/not-the-sidecar", tmpdir);
+	printf("   the agent serves an identity only to the processes its entry selects; a copy of\n"
+	    "   the binary at another path, run by the same uid, is refused:\n"
+	    "   $ cp hsmesh not-the-sidecar; ./not-the-sidecar agent client get %s\n", ID_FRONT);
+	if (run((char *const[]){ "cp", (char *)self, copy, NULL }, "/dev/null", err) != 0 ||
+	    (i = run((char *const[]){ copy, "agent", "client", "--socket", agent_sock, "get",
+	    ID_FRONT, NULL }, out, err)) == 0) {
+		fail("a process the selectors do not select got an identity");
+		goto out;
+	}
+	show_file(err, "     ");
+	printf("   the agent says why:\n");
+	if (wait_for(agent_log, "refused local client", 1, 5) == 0)
+		show_lines(agent_log, "refused local client", 1);
+	/*
+	 * TLS-only signing (issue 14, point 5) shows its refusal of a non-TLS
+	 * signing request here: one more step by the TLS-only signing work.
+	 */
 
-	step(4, "the backend app and three sidecars (hsmesh proxy)");
+	step(5, "the backend app and three sidecars (hsmesh proxy)");
 	if (spawn((char *const[]){ (char *)self, "app", "serve", "--listen", "127.0.0.1:0",
 	    "--name", "backend", "--port-file", app_port, NULL }, app_log) != 0)
 		goto out;
@@ -622,7 +672,7 @@ demo(const char *self)
 	show_lines(x_log, "ready:", 1);
 	printf("   the sidecars hold certificates only: no key, no PKCS#11 module, no PIN\n");
 
-	step(5, "frontend -> backend: an authorised call over mutual TLS");
+	step(6, "frontend -> backend: an authorised call over mutual TLS");
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", aport);
 	printf("   $ hsmesh app get %s      (frontend's sidecar)\n", url);
 	i = run((char *const[]){ (char *)self, "app", "get", url, NULL }, out, err);
@@ -633,7 +683,7 @@ demo(const char *self)
 	if (i != 0)
 		goto out;
 
-	step(6, "intruder -> backend: an identity the backend does not allow");
+	step(7, "intruder -> backend: an identity the backend does not allow");
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", xport);
 	printf("   $ hsmesh app get %s      (intruder's sidecar)\n", url);
 	i = run((char *const[]){ (char *)self, "app", "get", url, "--timeout", "5000", NULL }, out, err);
@@ -646,7 +696,7 @@ demo(const char *self)
 	if (i == 0)
 		goto out;
 
-	step(7, "certificate rotation while one connection stays open");
+	step(8, "certificate rotation while one connection stays open");
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", aport);
 	na = count_in_file(a_log, "rotated:");
 	nb = count_in_file(b_log, "rotated:");
@@ -692,7 +742,7 @@ demo(const char *self)
 			goto out;
 	}
 
-	step(8, "the backend sidecar's metrics (Prometheus, http://127.0.0.1:PORT/metrics)");
+	step(9, "the backend sidecar's metrics (Prometheus, http://127.0.0.1:PORT/metrics)");
 	if (http_get(bmet, "/metrics", buf, sizeof(buf)) != 0) {
 		fail("no answer from the metrics endpoint");
 		goto out;
@@ -705,9 +755,10 @@ demo(const char *self)
 	snprintf(cert, sizeof(cert), "%s/backend-access.log", tmpdir);
 	show_lines(cert, "\"decision\":\"deny\"", 1);
 
-	step(9, "done");
-	printf("   Every private key (the CA's, and each workload's at every rotation) was generated\n"
-	    "   inside a token and used only through signing requests; the sidecars never held one.\n");
+	step(10, "done");
+	printf("   Every private key (the CA's, the node's, and each workload's at every rotation) was\n"
+	    "   generated inside a token and used only through signing requests; the sidecars never\n"
+	    "   held one, and no workload needed a join token of its own.\n");
 	rc = interrupted ? 1 : 0;
  out:
 	if (rc != 0 && interrupted)

@@ -15,6 +15,7 @@
 #include "attest.h"
 #include "attest_sgx.h"
 #include "cert.h"
+#include "certinspect.h"
 #include "cmds.h"
 #include "err.h"
 #include "sgxchain.h"

@@ -2,14 +2,22 @@
  * agent.h - the node agent's rooms (`hsmesh agent -c agent.yaml`), private
  * to src/agent/. docs/AGENT.md tells the whole story; in short:
  *
- * One agent per node. For every workload identity in agent.yaml it keeps
- * an X.509-SVID whose key lives in the node's token: it reuses the
+ * One agent per node. For every workload identity in agent.yaml, and for
+ * every one the CA's registration entries give its node, it keeps an
+ * X.509-SVID whose key lives in the node's token: it reuses the
  * certificate in its state directory when it is still good, else asks its
- * keyholder for a new key and enrolls with CMPv2 (ir with a join token
- * and/or attestation evidence); at renew_at x lifetime it renews with a
- * NEW key (kur signed by the current one), keeping the old key for a grace
- * period; and it serves certificates and signatures to local clients
- * (proxies) on a Unix socket.
+ * keyholder for a new key and enrolls with CMPv2; at renew_at x lifetime
+ * it renews with a NEW key, keeping the old key for a grace period; and it
+ * serves certificates and signatures to local clients (proxies) on a Unix
+ * socket, each identity only to processes its selectors select.
+ *
+ * With a node: section the agent first keeps a node identity of its own
+ * (enrolled with a node join token or evidence, renewed by its own kur),
+ * whose key is never reachable through the local API: it is not among
+ * ag->wl. That certificate protects the agent's genm for its entries and
+ * the ir/kur of every entry's identity (node-protected enrollment). A
+ * workload only in agent.yaml is enrolled as before (join token ir, kur
+ * signed by its own certificate).
  *
  * Whom it talks to: its private keyholder (kh_spawn, a socketpair; this
  * process never loads PKCS#11 nor reads a PIN), the CA over HTTP
@@ -20,11 +28,15 @@
  *   main.c    the daemon: start-up, the epoll loop, signals, the keyholder
  *             process, timers, shutdown
  *   state.c   per-workload state: the current SVID in memory and on disk
- *             (reuse at start, atomic writes of cert.pem and bundle.pem)
+ *             (reuse at start, atomic writes of cert.pem and bundle.pem);
+ *             the list of identities, who may use each (selectors)
  *   enroll.c  jobs: enrollment and renewal (CMP), key destruction,
  *             renewal and retry scheduling, retired keys
- *   api.c     the local API server: authorisation, GET_SVID, SUBSCRIBE
- *             and its UPDATEs, SIGN through the keyholder
+ *   entries.c the node's registration entries: asked of the CA, cached,
+ *             and turned into identities to keep (or to drop)
+ *   api.c     the local API server: authorisation (selectors, checked
+ *             against the client's process as it was when it connected),
+ *             GET_SVID, SUBSCRIBE and its UPDATEs, SIGN through the keyholder
  *   client.c  `hsmesh agent client ...`, a debugging client of the API
  *
  * Threads: the main thread runs the loop and owns every struct here. A CA
@@ -48,6 +60,7 @@
 #include "agentconf.h"
 #include "cmpclient.h"
 #include "keytypes.h"
+#include "selector.h"
 #include "spiffe.h"
 
 #define AGENT_GRACE_MS 30000		/* an old key outlives its rotation by this */
@@ -64,10 +77,23 @@ struct agent_key {
 	EVP_PKEY *pkey;			/* keyholder-backed (borrows the kh client) */
 };
 
-/* One workload identity. */
+/* One identity: a workload's, or the node's own (ag->node). */
 struct wl {
-	const struct agent_workload *c;
-	size_t idx;
+	const struct agent_workload *c;	/* its id and join token: agent.yaml's, or own */
+	struct agent_workload own;	/* what c points at for an entry's or the node's */
+	uint64_t wid;			/* never reused: subscriptions name it */
+	int is_node;			/* the node identity: never served */
+	int from_conf;			/* listed in agent.yaml's workloads: */
+	int node_managed;		/* an entry gives it to this node: node-protected */
+	int removed;			/* its entry went while a job ran: freed after the job */
+	struct wl *zombie_next;		/* ag->zombies, while removed */
+	int waiting_logged;		/* "waiting for the node identity" said */
+	int mark;			/* entries.c: named by the list being applied */
+	/* Who may use it: a client whose process matches any one set. */
+	struct sel_set *sels;
+	size_t nsels;
+	uint64_t sels_gen;		/* changes whenever sels do (clients' cached decisions) */
+	int root_any;			/* agent.yaml without selectors: uid 0 may use it too */
 	char *dir, *cert_path, *bundle_path;
 	char label[HSM_MAX_LABEL + 1];	/* of its keys in the token */
 	/* The current SVID; have == 0 before the first enrollment. */
@@ -86,7 +112,7 @@ struct wl {
 	struct job *job;		/* the running enrollment, if any */
 };
 
-enum job_kind { JOB_ENROLL = 1, JOB_DESTROY = 2 };
+enum job_kind { JOB_ENROLL = 1, JOB_DESTROY = 2, JOB_ENTRIES = 3 };
 
 /* Work for a job thread. */
 struct job {
@@ -100,6 +126,8 @@ struct job {
 	int kur;
 	X509 *oldcert;
 	EVP_PKEY *oldkey;
+	X509 *nodecert;			/* node-protected: the node's certificate and key */
+	EVP_PKEY *nodekey;
 	struct agent_key key;		/* in: pending key (maybe unset); out: the new key */
 	int st;
 	int unreachable;		/* no valid answer from the CA */
@@ -109,6 +137,10 @@ struct job {
 	STACK_OF(X509) *chain;		/* intermediates between cert and root */
 	/* JOB_DESTROY */
 	uint8_t keyid[HSM_KEYID_LEN];
+	/* JOB_ENTRIES */
+	struct entry_list *entries;
+	uint8_t *entries_der;
+	size_t entries_len;
 };
 
 /* A key replaced by a rotation: it still signs when named, until destroy_ms. */
@@ -121,6 +153,7 @@ struct retired {
 
 struct kh_client;
 struct fsrv;
+struct entry_list;
 
 struct agent {
 	struct agent_config *conf;
@@ -130,8 +163,19 @@ struct agent {
 	X509 *root;
 	char *root_pem;
 	size_t root_pemlen;
-	struct wl *wl;
-	size_t nwl;
+	char td[SPIFFE_TD_MAX + 1];	/* the root's trust domain ("" when it names none) */
+	struct wl **wl;			/* the identities served (never the node's) */
+	size_t nwl, capwl;
+	uint64_t next_wid;
+	struct wl *node;		/* the node identity, or NULL without node: */
+	struct wl *zombies;		/* removed while a job ran (linked by ->zombie_next) */
+	/* registration entries */
+	uint64_t entries_next_ms;	/* next genm for them (monotonic), 0: none planned */
+	int64_t entries_backoff_ms;
+	struct job *entries_job;
+	int64_t entries_refresh;	/* seconds, as last decided */
+	int entries_known;		/* a list was applied (from the CA or the cache) */
+	uint8_t entries_hash[32];	/* SHA-256 of the last list applied (its DER) */
 	int ep, sfd, job_efd;
 	struct fsrv *api;		/* the local API's server */
 	struct job *jobs;
@@ -154,12 +198,30 @@ void agent_key_clear(struct agent_key *k);
 /* Lower-case hex of a key id into out. Returns out. */
 char *agent_keyid_hex(const uint8_t id[HSM_KEYID_LEN], char out[AGENT_KEYID_HEX]);
 /*
- * Set up w for workload idx of the configuration: its state directory
- * (created), file paths and token label. 0 or an error with detail.
+ * A new identity: c (agent.yaml's workload, copied when own is set: an
+ * entry's or the node's), its state directory (created), file paths and
+ * token label ("hsmesh-node-" or "hsmesh-wl-" and 8 hex digits of
+ * SHA-256(ID)). Not yet in ag->wl. *out NULL on entry; 0 or an error.
  */
-int wl_init(struct agent *ag, struct wl *w, size_t idx);
-/* Free w's contents. Accepts NULL. */
+int wl_new(struct agent *ag, const struct agent_workload *c, int own, int is_node,
+    struct wl **out);
+/* Free w and what it holds. Accepts NULL. */
 void wl_free(struct wl *w);
+/* Append w to the identities served (ag->wl). 0 or HSM_ENOMEM. */
+int wl_add(struct agent *ag, struct wl *w);
+/* Take w out of ag->wl (it is then no longer served). */
+void wl_unlist(struct agent *ag, struct wl *w);
+/* The identity served under id, or NULL. */
+struct wl *wl_find(struct agent *ag, const char *id);
+/* Who may use w: agent.yaml's uid and selectors (root too when it has no selectors). */
+int wl_sels_from_conf(struct wl *w);
+/* Replace who may use w by the selector sets of entries (one set per entry). */
+int wl_sels_set(struct wl *w, const struct sel_set *sets, size_t n);
+/*
+ * May the process p use w? 1 yes; 0 no, with *why (may be NULL) the
+ * first reason of the last set tried.
+ */
+int wl_allows(const struct wl *w, struct sel_proc *p, const char **why);
 /* w has a certificate that has not expired. */
 int wl_valid(const struct wl *w);
 /*
@@ -180,8 +242,21 @@ int wl_store(const struct wl *w);
 
 /* ---- enroll.c ---- */
 
+/* A uniform random 64-bit value for the schedules' jitter (0 when RAND fails). */
+uint64_t agent_rand64(void);
+
 /* Start an enrollment (ir) or renewal (kur) for w on a job thread. */
 void enroll_start(struct agent *ag, struct wl *w);
+/* Run j on a new job thread (linked into ag->jobs). 0 or an error with detail. */
+int enroll_job_start(struct agent *ag, struct job *j);
+/*
+ * w's identity is no longer this node's (its entry went): take it out of
+ * service at once, destroy its keys and state files; freed now, or when
+ * its running job ends.
+ */
+void enroll_drop(struct agent *ag, struct wl *w);
+/* The node identity was renewed or enrolled: workloads waiting for it may go. */
+void enroll_node_ready(struct agent *ag);
 /* Destroy a key in the token on a job thread (logged). */
 void enroll_destroy_key(struct agent *ag, const uint8_t id[HSM_KEYID_LEN]);
 /* Schedule w's renewal (renew.h) and log when. */
@@ -206,6 +281,19 @@ const uint8_t *enroll_signing_key(const struct agent *ag, const struct wl *w,
 /* Shutdown: destroy retired and unused pending keys (when the keyholder lives). */
 void enroll_drop_keys(struct agent *ag);
 
+/* ---- entries.c ---- */
+
+/* Start-up: the entries cached in state_dir, if any, applied. */
+void entries_load_cache(struct agent *ag);
+/* Start a genm for the node's entries when one is due (from enroll_run_timers). */
+void entries_maybe_fetch(struct agent *ag);
+/* Main thread: a finished entries job (applied, cached, next one scheduled). */
+void entries_done(struct agent *ag, struct job *j);
+/* The job thread of JOB_ENTRIES. */
+void entries_job_run(struct job *j);
+/* Ask again soon (a renewal was refused: the entries may have changed). */
+void entries_refresh_soon(struct agent *ag);
+
 /* ---- api.c ---- */
 
 /*
@@ -217,6 +305,8 @@ int api_start(struct agent *ag);
 void api_event(struct agent *ag, void *tag);
 /* After a rotation: an UPDATE to every client subscribed to w. */
 void api_push_update(struct agent *ag, struct wl *w);
+/* w is no longer served: its subscribers are disconnected (they read the end). */
+void api_workload_gone(struct agent *ag, struct wl *w);
 /*
  * The keyholder died: wait (at most a second) until every signature in
  * flight has had its error reply written.

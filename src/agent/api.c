@@ -4,8 +4,14 @@
  *
  * Local clients (proxies) connect to a Unix socket; the frame server
  * (frameserver.h) accepts them with their SO_PEERCRED credentials and
- * splits their frames. A uid without a workload is refused (root may use
- * every identity); a malformed frame closes that client only. GET_SVID
+ * splits their frames. When a client connects its process is inspected
+ * once (selector.h: uid, gid, executable, cgroup, through its pidfd, so
+ * a PID reused meanwhile cannot stand in for it); a client whose process
+ * no identity's selectors select is refused at once. Each request is
+ * authorised against that snapshot and the identities' current selectors
+ * (an identity without selectors in agent.yaml: its uid, and root). The
+ * node's own identity is not among the identities served: no client can
+ * name it. A malformed frame closes that client only. GET_SVID
  * and SUBSCRIBE are answered from memory; after each rotation every
  * subscriber gets an UPDATE. A SIGN goes to the keyholder with
  * kh_sign_call(): the keyholder client's reader thread writes the reply
@@ -31,11 +37,67 @@
 #define MAX_OUTBUF (8 * 1024 * 1024)	/* a client that does not read is dropped */
 #define MAX_SIGN_INFLIGHT 1024		/* per client (a proxy): a burst of handshakes queues */
 
+/* A subscription: the identity (its wid) and the SUBSCRIBE's id. */
+struct sub {
+	uint64_t wid;
+	uint32_t id;
+};
+
+/* A decision about one identity for one client, valid while its selectors stay (gen). */
+struct allow {
+	uint64_t wid, gen;
+	int ok;
+	const char *why;		/* when not ok: static or the client's proc's */
+};
+
 /* What the agent keeps per client (the frame server's udata); main thread only. */
 struct client {
-	uint8_t *sub;			/* per workload: subscribed */
-	uint32_t *subid;		/* per workload: the SUBSCRIBE's id */
+	struct sel_proc proc;		/* its process when it connected */
+	struct sub *subs;
+	size_t nsubs, capsubs;
+	/*
+	 * Decided once per identity and selectors: the process is the one that
+	 * connected, so a file replaced at a selector's path later (an upgrade)
+	 * does not take an identity from a client that had it.
+	 */
+	struct allow *allow;
+	size_t nallow, capallow;
 };
+
+/* May cl use w? Decided with its process as it connected, and remembered. */
+static int
+client_allows(struct agent *ag, struct client *cl, struct wl *w, const char **why)
+{
+	struct allow *a = NULL, *v;
+
+	for (size_t i = 0; i < cl->nallow; i++)
+		if (cl->allow[i].wid == w->wid)
+			a = &cl->allow[i];
+	if (a == NULL) {
+		/* Identities come and go: forget the decisions about gone ones now and then. */
+		if (cl->nallow >= 2 * ag->nwl + 16)
+			cl->nallow = 0;
+		if (cl->nallow == cl->capallow) {
+			size_t cap = cl->capallow == 0 ? 8 : 2 * cl->capallow;
+
+			if ((v = realloc(cl->allow, cap * sizeof(*v))) == NULL) {
+				*why = "out of memory";
+				return 0;
+			}
+			cl->allow = v;
+			cl->capallow = cap;
+		}
+		a = &cl->allow[cl->nallow++];
+		a->wid = w->wid;
+		a->gen = 0;
+	}
+	if (a->gen != w->sels_gen) {
+		a->ok = wl_allows(w, &cl->proc, &a->why);
+		a->gen = w->sels_gen;
+	}
+	*why = a->why;
+	return a->ok;
+}
 
 /*
  * A signature in flight: its reply goes from the keyholder client's reader
@@ -101,6 +163,38 @@ send_svid(struct fsrv_conn *c, uint8_t type, uint32_t id, const struct wl *w)
 	return r;
 }
 
+/* The subscription of cl to w, or NULL. */
+static struct sub *
+sub_find(const struct client *cl, const struct wl *w)
+{
+	for (size_t i = 0; i < cl->nsubs; i++)
+		if (cl->subs[i].wid == w->wid)
+			return &cl->subs[i];
+	return NULL;
+}
+
+/* Subscribe cl to w with id (replacing the id of an earlier SUBSCRIBE). 0 or HSM_ENOMEM. */
+static int
+sub_add(struct client *cl, const struct wl *w, uint32_t id)
+{
+	struct sub *s = sub_find(cl, w), *v;
+
+	if (s == NULL) {
+		if (cl->nsubs == cl->capsubs) {
+			size_t cap = cl->capsubs == 0 ? 4 : 2 * cl->capsubs;
+
+			if ((v = realloc(cl->subs, cap * sizeof(*v))) == NULL)
+				return HSM_ENOMEM;
+			cl->subs = v;
+			cl->capsubs = cap;
+		}
+		s = &cl->subs[cl->nsubs++];
+		s->wid = w->wid;
+	}
+	s->id = id;
+	return 0;
+}
+
 struct push {
 	const struct wl *w;
 	int n;
@@ -111,14 +205,39 @@ push_one(void *arg, struct fsrv_conn *c)
 {
 	struct push *p = arg;
 	const struct client *cl = fsrv_udata(c);
+	const struct sub *s = cl != NULL ? sub_find(cl, p->w) : NULL;
 
-	if (!cl->sub[p->w->idx])
+	if (s == NULL)
 		return;
 	/* A client that cannot take it goes (its socket is shut; the loop then closes it). */
-	if (send_svid(c, AG_T_UPDATE, cl->subid[p->w->idx], p->w) != 0)
+	if (send_svid(c, AG_T_UPDATE, s->id, p->w) != 0)
 		fsrv_kill(c);
 	else
 		p->n++;
+}
+
+static void
+gone_one(void *arg, struct fsrv_conn *c)
+{
+	struct push *p = arg;
+	const struct client *cl = fsrv_udata(c);
+
+	if (cl != NULL && sub_find(cl, p->w) != NULL) {
+		fsrv_kill(c);
+		p->n++;
+	}
+}
+
+void
+api_workload_gone(struct agent *ag, struct wl *w)
+{
+	struct push p = { w, 0 };
+
+	if (ag->api == NULL)
+		return;
+	fsrv_foreach(ag->api, gone_one, &p);
+	if (p.n > 0)
+		log_info("%s: disconnected %d subscriber%s", w->c->id, p.n, p.n == 1 ? "" : "s");
 }
 
 void
@@ -135,23 +254,32 @@ api_push_update(struct agent *ag, struct wl *w)
 }
 
 /*
- * Which workload a request from uid names. An empty ID means the only one
- * uid may use. Another uid's ID reads like an unknown one.
+ * Which workload a request from the client cl names. An empty ID means
+ * the only one its process may use. An ID it may not use reads like an
+ * unknown one (and so does the node's, which is not among them); why the
+ * selectors refused is logged, never told to the client.
  */
 static int
-resolve(struct agent *ag, uid_t uid, const char *id, struct wl **out)
+resolve(struct agent *ag, struct client *cl, const char *id, struct wl **out)
 {
+	struct sel_proc *p = &cl->proc;
 	struct wl *found = NULL;
+	const char *why = NULL;
+	uid_t uid = p->uid;
 	int n = 0;
 
 	*out = NULL;
 	for (size_t i = 0; i < ag->nwl; i++) {
-		struct wl *w = &ag->wl[i];
+		struct wl *w = ag->wl[i];
 
-		if (uid != 0 && w->c->uid != uid)
-			continue;
 		if (id[0] != '\0' && strcmp(w->c->id, id) != 0)
 			continue;
+		if (!client_allows(ag, cl, w, &why)) {
+			if (id[0] != '\0')
+				log_warn(PEER_FMT ": %s not selected (%s)", (unsigned long)uid,
+				    (long)p->pid, id, why);
+			continue;
+		}
 		found = w;
 		n++;
 	}
@@ -237,14 +365,12 @@ handle_request(struct agent *ag, struct fsrv_conn *c, const struct ag_request *r
 	struct wl *w;
 	int r;
 
-	if ((r = resolve(ag, p->uid, rq->spiffe_id, &w)) != 0) {
+	if ((r = resolve(ag, cl, rq->spiffe_id, &w)) != 0) {
 		log_warn(PEER_FMT ": %s", PEER_ARGS(p), hsm_err_msg(r));
 		return send_error(c, rtype, rq->id, r, hsm_err_msg(r));
 	}
-	if (rq->type == AG_T_SUBSCRIBE) {
-		cl->sub[w->idx] = 1;
-		cl->subid[w->idx] = rq->id;
-	}
+	if (rq->type == AG_T_SUBSCRIBE && (r = sub_add(cl, w, rq->id)) != 0)
+		return r;
 	if (!wl_valid(w))
 		return send_error(c, rtype, rq->id, HSM_EAGAIN, w->have ?
 		    "certificate expired; renewal in progress" : "not enrolled yet");
@@ -296,30 +422,42 @@ api_accept(void *ctx, struct fsrv_conn *c, const struct fsrv_peer *p)
 {
 	struct agent *ag = ctx;
 	struct client *cl;
-	int allowed = 0;
+	const char *why = NULL;
+	static int weak_logged;
+	int allowed = 0, weak = 0, r;
 
 	if (p == NULL)
 		return HSM_EPERM;
-	for (size_t i = 0; i < ag->nwl; i++)
-		if (ag->wl[i].c->uid == p->uid)
-			allowed = 1;
-	if (p->uid != 0 && !allowed) {
-		log_warn("refused " PEER_FMT ": no workload for this uid", PEER_ARGS(p));
-		return HSM_EPERM;
-	}
 	if (fsrv_count(ag->api) >= MAX_CONNS) {
 		log_warn("refused " PEER_FMT ": too many clients", PEER_ARGS(p));
 		return HSM_EBUSY;
 	}
-	if ((cl = calloc(1, sizeof(*cl))) == NULL || (cl->sub = calloc(ag->nwl, 1)) == NULL ||
-	    (cl->subid = calloc(ag->nwl, sizeof(*cl->subid))) == NULL) {
-		if (cl != NULL)
-			free(cl->sub);
-		free(cl);
+	if ((cl = calloc(1, sizeof(*cl))) == NULL)
 		return HSM_ENOMEM;
+	/* The process, once, tied to the socket through its pidfd (selector.h). */
+	if ((r = sel_proc_from_socket(fsrv_conn_fd(c), &cl->proc, &weak)) != 0) {
+		log_warn("refused " PEER_FMT ": %s", PEER_ARGS(p), hsm_err_msg(r));
+		free(cl);
+		return HSM_EPERM;
+	}
+	if (weak && !weak_logged) {
+		weak_logged = 1;
+		log_warn("this kernel has no SO_PEERPIDFD: a local client's process is found by its "
+		    "PID at accept (a PID reused between connect and accept goes unnoticed)");
+	}
+	for (size_t i = 0; i < ag->nwl && !allowed; i++)
+		allowed = wl_allows(ag->wl[i], &cl->proc, &why);
+	if (!allowed) {
+		log_warn("refused " PEER_FMT ": no workload identity for this process%s%s%s", PEER_ARGS(p),
+		    ag->nwl > 0 && why != NULL ? " (selectors: " : "",
+		    ag->nwl > 0 && why != NULL ? why : "", ag->nwl > 0 && why != NULL ? ")" : "");
+		sel_proc_clear(&cl->proc);
+		free(cl);
+		return HSM_EPERM;
 	}
 	fsrv_set_udata(c, cl);
-	log_debug(PEER_FMT " connected", PEER_ARGS(p));
+	log_debug(PEER_FMT " connected (%s)", PEER_ARGS(p), cl->proc.have_exe ? cl->proc.exe :
+	    "executable unknown");
 	return 0;
 }
 
@@ -333,8 +471,9 @@ api_closed(void *ctx, struct fsrv_conn *c, enum fsrv_why why)
 		log_warn(PEER_FMT " sent a malformed frame: closed", PEER_ARGS(fsrv_peer(c)));
 	fsrv_set_udata(c, NULL);
 	if (cl != NULL) {
-		free(cl->sub);
-		free(cl->subid);
+		sel_proc_clear(&cl->proc);
+		free(cl->subs);
+		free(cl->allow);
 		free(cl);
 	}
 }

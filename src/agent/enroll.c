@@ -4,6 +4,15 @@
  * schedule of renewals and retries (renew.h), and the keys a rotation
  * retired, which keep signing for their grace period.
  *
+ * How each request is protected (docs/AGENT.md, "Node identity"):
+ *   the node's own identity   ir: node join token (MAC) and/or evidence;
+ *                             kur: signed by its own certificate
+ *   an entry's identity       ir and kur: signed by the node's certificate
+ *   (node-managed)            (kur names the workload's certificate in
+ *                             oldCertID); the new key proves possession
+ *   agent.yaml only           ir: join token and/or evidence; kur: signed
+ *                             by the workload's own certificate
+ *
  * A job thread owns its struct job until it sets done and writes the job
  * eventfd; the main thread then joins it and applies the result
  * (enroll_reap): the workload's state changes only on the main thread.
@@ -20,19 +29,19 @@
 #include <openssl/sha.h>
 
 #include "agent.h"
-#include "attest.h"
+#include "entries.h"
 #include "err.h"
 #include "evidence.h"
+#include "evtype.h"
 #include "khclient.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_kh.h"
 #include "renew.h"
 #include "svid.h"
 #include "util.h"
 
-/* A uniform random 64-bit value for the schedules' jitter (0 when RAND fails). */
-static uint64_t
-rand64(void)
+uint64_t
+agent_rand64(void)
 {
 	uint64_t r;
 
@@ -137,8 +146,13 @@ job_enroll(struct job *j)
 	rq.key = j->key.pkey;
 	rq.spki = j->key.spki;
 	rq.spkilen = j->key.spkilen;
-	if (j->kur) {
+	if (j->kur)
 		rq.oldcert = j->oldcert;
+	if (j->nodecert != NULL) {
+		/* Node-protected: the node vouches, the new key proves possession. */
+		rq.prot = (struct cmpc_protect){ .kind = CMPC_SIGNED, .cert = j->nodecert,
+		    .key = j->nodekey };
+	} else if (j->kur) {
 		rq.prot = (struct cmpc_protect){ .kind = CMPC_SIGNED, .cert = j->oldcert,
 		    .key = j->oldkey };
 	} else if (c->evidence.kind == EVIDENCE_NONE || j->w->c->join_token_file != NULL) {
@@ -179,6 +193,8 @@ job_main(void *arg)
 
 	if (j->kind == JOB_ENROLL) {
 		job_enroll(j);
+	} else if (j->kind == JOB_ENTRIES) {
+		entries_job_run(j);
 	} else if ((r = kh_destroy(j->ag->kh, j->keyid, 0)) != 0 && r != HSM_ENOENT) {
 		log_warn("destroying retired key %s: %s", agent_keyid_hex(j->keyid, hex),
 		    hsm_err_msg(r));
@@ -198,14 +214,18 @@ job_free(struct job *j)
 		return;
 	X509_free(j->oldcert);
 	EVP_PKEY_free(j->oldkey);
+	X509_free(j->nodecert);
+	EVP_PKEY_free(j->nodekey);
+	entries_free(j->entries);
+	free(j->entries_der);
 	agent_key_clear(&j->key);
 	X509_free(j->cert);
 	svid_certs_free(j->chain);
 	free(j);
 }
 
-static int
-job_start(struct agent *ag, struct job *j)
+int
+enroll_job_start(struct agent *ag, struct job *j)
 {
 	int r;
 
@@ -229,7 +249,7 @@ enroll_destroy_key(struct agent *ag, const uint8_t id[HSM_KEYID_LEN])
 	}
 	j->kind = JOB_DESTROY;
 	memcpy(j->keyid, id, HSM_KEYID_LEN);
-	if ((r = job_start(ag, j)) != 0) {
+	if ((r = enroll_job_start(ag, j)) != 0) {
 		log_err("%s", hsm_err_msg(r));
 		free(j);
 	}
@@ -242,7 +262,16 @@ log_expired(const struct agent *ag, struct wl *w)
 	char t[HSM_TIME_STR];
 
 	hsm_fmt_time(w->na, t);
-	if (ag->conf->evidence.kind != EVIDENCE_NONE && w->c->join_token_file == NULL)
+	if (w->node_managed)
+		log_err("%s: certificate serial %s EXPIRED at %s and could not be renewed: "
+		    "enrolling again, protected by the node's certificate", w->c->id, w->serial, t);
+	else if (w->is_node && ag->conf->evidence.kind == EVIDENCE_NONE)
+		log_err("%s: node certificate serial %s EXPIRED at %s and could not be renewed: "
+		    "enrolling again with the node join token in %s (a fresh one is needed if it "
+		    "was used: hsmesh ca token --node --id %s)", w->c->id, w->serial, t,
+		    w->c->join_token_file != NULL ? w->c->join_token_file : "(none configured)",
+		    w->c->id);
+	else if (ag->conf->evidence.kind != EVIDENCE_NONE && w->c->join_token_file == NULL)
 		log_err("%s: certificate serial %s EXPIRED at %s and could not be renewed: "
 		    "enrolling again with attestation evidence", w->c->id, w->serial, t);
 	else
@@ -261,6 +290,15 @@ enroll_start(struct agent *ag, struct wl *w)
 	int r;
 
 	w->next_ms = 0;
+	/* An entry's identity goes to the CA under the node's certificate only. */
+	if (w->node_managed && (ag->node == NULL || !wl_valid(ag->node))) {
+		if (!w->waiting_logged)
+			log_info("%s: waiting for the node identity to enroll", w->c->id);
+		w->waiting_logged = 1;
+		w->next_ms = hsm_now_ms() + 2000;
+		return;
+	}
+	w->waiting_logged = 0;
 	if ((j = calloc(1, sizeof(*j))) == NULL) {
 		log_err("%s: out of memory", w->c->id);
 		w->next_ms = hsm_now_ms() + 1000;
@@ -268,6 +306,13 @@ enroll_start(struct agent *ag, struct wl *w)
 	}
 	j->kind = JOB_ENROLL;
 	j->w = w;
+	if (w->node_managed) {
+		/* Held by the job: a rotation of the node meanwhile frees nothing it uses. */
+		j->nodecert = ag->node->cert;
+		X509_up_ref(j->nodecert);
+		j->nodekey = ag->node->key.pkey;
+		EVP_PKEY_up_ref(j->nodekey);
+	}
 	if (w->have && time(NULL) < w->na) {
 		j->kur = 1;
 		j->oldcert = w->cert;
@@ -279,7 +324,7 @@ enroll_start(struct agent *ag, struct wl *w)
 	}
 	j->key = w->pending;
 	memset(&w->pending, 0, sizeof(w->pending));
-	if ((r = job_start(ag, j)) != 0) {
+	if ((r = enroll_job_start(ag, j)) != 0) {
 		log_err("%s: %s", w->c->id, hsm_err_msg(r));
 		w->pending = j->key;
 		memset(&j->key, 0, sizeof(j->key));
@@ -296,7 +341,7 @@ enroll_schedule_renewal(struct agent *ag, struct wl *w)
 	int64_t now_ms = (int64_t)time(NULL) * 1000, at_ms, delay_ms;
 	char t[HSM_TIME_STR];
 
-	at_ms = renew_point_ms(w->nb, w->na, ag->conf->renew_at, now_ms, rand64());
+	at_ms = renew_point_ms(w->nb, w->na, ag->conf->renew_at, now_ms, agent_rand64());
 	delay_ms = renew_delay_ms(at_ms, now_ms);
 	w->next_ms = hsm_now_ms() + (uint64_t)delay_ms;
 	hsm_fmt_time(at_ms / 1000, t);
@@ -312,7 +357,7 @@ schedule_retry(struct agent *ag, struct wl *w)
 
 	w->backoff_ms = renew_backoff_next(w->backoff_ms, ag->conf->retry_min * 1000,
 	    ag->conf->retry_max * 1000);
-	d = renew_backoff_jitter(w->backoff_ms, rand64());
+	d = renew_backoff_jitter(w->backoff_ms, agent_rand64());
 	w->next_ms = hsm_now_ms() + (uint64_t)d;
 	return d;
 }
@@ -363,7 +408,10 @@ enroll_installed(struct agent *ag, struct job *j)
 	}
 	w->backoff_ms = 0;
 	enroll_schedule_renewal(ag, w);
-	api_push_update(ag, w);
+	if (w->is_node)
+		enroll_node_ready(ag);
+	else
+		api_push_update(ag, w);
 	return 0;
 }
 
@@ -386,10 +434,16 @@ enroll_failed(struct agent *ag, struct job *j)
 	}
 	in = (long long)((schedule_retry(ag, w) + 500) / 1000);
 	hsm_fmt_time(w->na, t);
+	/* A refusal may mean the entry went: ask the CA for the entries again now. */
+	if (w->node_managed && !j->unreachable)
+		entries_refresh_soon(ag);
 	if (w->have && time(NULL) < w->na)
 		log_warn("%s: %s (%s): keeping certificate serial %s valid until %s; retrying in %llds",
 		    w->c->id, j->unreachable ? "CA unreachable" : "renewal failed", j->why,
 		    w->serial, t, in);
+	else if (w->have && w->node_managed)
+		log_err("%s: certificate serial %s EXPIRED at %s and enrollment failed (%s%s); "
+		    "retrying in %llds", w->c->id, w->serial, t, unreach, j->why, in);
 	else if (w->have && ag->conf->evidence.kind != EVIDENCE_NONE &&
 	    w->c->join_token_file == NULL)
 		log_err("%s: certificate serial %s EXPIRED at %s and enrollment with attestation "
@@ -405,6 +459,23 @@ enroll_failed(struct agent *ag, struct job *j)
 		    w->c->id, unreach, j->why, in);
 }
 
+/* A removed identity's last job ended: its keys go, and so does it. */
+static void
+zombie_done(struct agent *ag, struct job *j)
+{
+	struct wl **pp, *w = j->w;
+
+	if (j->key.set)
+		enroll_destroy_key(ag, j->key.id);
+	for (pp = &ag->zombies; *pp != NULL; pp = &(*pp)->zombie_next) {
+		if (*pp == w) {
+			*pp = w->zombie_next;
+			break;
+		}
+	}
+	wl_free(w);
+}
+
 /* Main thread: a finished enrollment job for its workload. */
 static void
 enroll_done(struct agent *ag, struct job *j)
@@ -412,6 +483,10 @@ enroll_done(struct agent *ag, struct job *j)
 	int r;
 
 	j->w->job = NULL;
+	if (j->w->removed) {
+		zombie_done(ag, j);
+		return;
+	}
 	if (j->st == 0) {
 		if ((r = enroll_installed(ag, j)) == 0)
 			return;
@@ -435,6 +510,8 @@ enroll_reap(struct agent *ag)
 		pthread_join(j->th, NULL);
 		if (j->kind == JOB_ENROLL)
 			enroll_done(ag, j);
+		else if (j->kind == JOB_ENTRIES)
+			entries_done(ag, j);
 		job_free(j);
 	}
 }
@@ -461,6 +538,8 @@ enroll_finish(struct agent *ag, unsigned ms)
 		/* Keep a certificate we got; drop keys nothing will use. */
 		if (j->kind == JOB_ENROLL)
 			enroll_done(ag, j);
+		else if (j->kind == JOB_ENTRIES)
+			ag->entries_job = NULL;
 		job_free(j);
 	}
 	return 0;
@@ -471,12 +550,16 @@ enroll_next_timeout(const struct agent *ag)
 {
 	uint64_t now = hsm_now_ms(), soonest = 0;
 
-	for (size_t i = 0; i < ag->nwl; i++) {
-		const struct wl *w = &ag->wl[i];
+	for (size_t i = 0; i <= ag->nwl; i++) {
+		const struct wl *w = i < ag->nwl ? ag->wl[i] : ag->node;
 
-		if (w->job == NULL && w->next_ms != 0 && (soonest == 0 || w->next_ms < soonest))
+		if (w != NULL && w->job == NULL && w->next_ms != 0 &&
+		    (soonest == 0 || w->next_ms < soonest))
 			soonest = w->next_ms;
 	}
+	if (ag->entries_job == NULL && ag->entries_next_ms != 0 &&
+	    (soonest == 0 || ag->entries_next_ms < soonest))
+		soonest = ag->entries_next_ms;
 	for (const struct retired *rk = ag->retired; rk != NULL; rk = rk->next)
 		if (soonest == 0 || rk->destroy_ms < soonest)
 			soonest = rk->destroy_ms;
@@ -493,12 +576,16 @@ enroll_run_timers(struct agent *ag)
 	uint64_t now = hsm_now_ms();
 	struct retired **pp = &ag->retired, *rk;
 
+	if (ag->node != NULL && ag->node->job == NULL && ag->node->next_ms != 0 &&
+	    ag->node->next_ms <= now)
+		enroll_start(ag, ag->node);
 	for (size_t i = 0; i < ag->nwl; i++) {
-		struct wl *w = &ag->wl[i];
+		struct wl *w = ag->wl[i];
 
 		if (w->job == NULL && w->next_ms != 0 && w->next_ms <= now)
 			enroll_start(ag, w);
 	}
+	entries_maybe_fetch(ag);
 	while ((rk = *pp) != NULL) {
 		if (rk->destroy_ms > now) {
 			pp = &rk->next;
@@ -535,7 +622,73 @@ enroll_drop_keys(struct agent *ag)
 		free(rk);
 	}
 	ag->retired = NULL;
-	for (size_t i = 0; i < ag->nwl; i++)
-		if (ag->wl[i].pending.set && alive)
-			(void)kh_destroy(ag->kh, ag->wl[i].pending.id, 2000);
+	for (size_t i = 0; i <= ag->nwl; i++) {
+		struct wl *w = i < ag->nwl ? ag->wl[i] : ag->node;
+
+		if (w != NULL && w->pending.set && alive)
+			(void)kh_destroy(ag->kh, w->pending.id, 2000);
+	}
+}
+
+void
+enroll_node_ready(struct agent *ag)
+{
+	uint64_t now = hsm_now_ms();
+
+	/* Workloads waiting for the node go now; the entries are asked for at once. */
+	for (size_t i = 0; i < ag->nwl; i++) {
+		struct wl *w = ag->wl[i];
+
+		if (w->node_managed && w->job == NULL && w->waiting_logged)
+			w->next_ms = now;
+	}
+	if (ag->entries_job == NULL && !ag->entries_known)
+		ag->entries_next_ms = now;
+}
+
+/* Remove what w left on disk (cert.pem, bundle.pem, its directory). */
+static void
+drop_files(const struct wl *w)
+{
+	(void)unlink(w->cert_path);
+	(void)unlink(w->bundle_path);
+	(void)rmdir(w->dir);
+}
+
+void
+enroll_drop(struct agent *ag, struct wl *w)
+{
+	struct retired **pp = &ag->retired, *rk;
+	char hex[AGENT_KEYID_HEX];
+
+	wl_unlist(ag, w);
+	api_workload_gone(ag, w);
+	/* No grace for a key of an identity this node may no longer use. */
+	while ((rk = *pp) != NULL) {
+		if (rk->w != w) {
+			pp = &rk->next;
+			continue;
+		}
+		*pp = rk->next;
+		enroll_destroy_key(ag, rk->id);
+		free(rk);
+	}
+	if (w->pending.set)
+		enroll_destroy_key(ag, w->pending.id);
+	if (w->have) {
+		enroll_destroy_key(ag, w->key.id);
+		log_info("%s: no longer this node's (registration entry removed): not served or "
+		    "renewed any more; key %s destroyed", w->c->id, agent_keyid_hex(w->key.id, hex));
+	} else {
+		log_info("%s: no longer this node's (registration entry removed)", w->c->id);
+	}
+	drop_files(w);
+	if (w->job != NULL) {
+		/* Its job still uses w: freed when it ends (zombie_done). */
+		w->removed = 1;
+		w->zombie_next = ag->zombies;
+		ag->zombies = w;
+		return;
+	}
+	wl_free(w);
 }

@@ -23,7 +23,8 @@
 #include "err.h"
 #include "khclient.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_core.h"
+#include "spiffe.h"
 #include "svid.h"
 #include "util.h"
 
@@ -40,7 +41,10 @@ agent_usage(FILE *f)
 	    "       hsmesh agent client --socket PATH watch [SPIFFE_ID] [--count N]\n"
 	    "\n"
 	    "The node agent: keeps an X.509-SVID per workload (keys in the token, enrolment\n"
-	    "and renewal with CMP) and serves them on a local Unix socket.\n"
+	    "and renewal with CMP) and serves them on a local Unix socket, each to the\n"
+	    "processes its selectors select. With a node: section it keeps a node identity\n"
+	    "of its own (never served) and the workloads the CA's registration entries give\n"
+	    "the node, enrolled and renewed under the node's certificate.\n"
 	    "\n"
 	    "  -c FILE   agent.yaml (see docs/AGENT.md)\n"
 	    "  -d        debug logging\n"
@@ -51,6 +55,33 @@ agent_usage(FILE *f)
 	    "SHA-256 of its SubjectPublicKeyInfo; current or just retired), DER\n"
 	    "signature on stdout; 'watch' prints one line per certificate received\n"
 	    "(the current one, then each rotation).\n");
+}
+
+/* The trust domain a root names in its spiffe://TD URI SAN into td ("" when none). */
+static void
+root_trust_domain(X509 *root, char *td, size_t cap)
+{
+	GENERAL_NAMES *gens = X509_get_ext_d2i(root, NID_subject_alt_name, NULL, NULL);
+	struct spiffe_id sid;
+	char uri[SPIFFE_ID_MAX + 1];
+
+	td[0] = '\0';
+	for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
+		int type, n;
+		const ASN1_IA5STRING *s = GENERAL_NAME_get0_value(gn, &type);
+
+		if (type != GEN_URI || (n = ASN1_STRING_length(s)) <= 0 || (size_t)n >= sizeof(uri))
+			continue;
+		memcpy(uri, ASN1_STRING_get0_data(s), (size_t)n);
+		uri[n] = '\0';
+		if (strlen(uri) == (size_t)n && spiffe_id_parse(uri, &sid) == 0 &&
+		    sid.path[0] == '\0') {
+			snprintf(td, cap, "%s", sid.trust_domain);
+			break;
+		}
+	}
+	GENERAL_NAMES_free(gens);
 }
 
 /* ca.root: the trust anchor, also the bundle served; the CA as cmpclient sees it. */
@@ -75,7 +106,72 @@ load_root(struct agent *ag)
 	ag->root = leaf;
 	ag->ca = (struct cmpc_ca){ .servers = ag->conf->ca, .nservers = ag->conf->nca,
 	    .root = leaf, .debug = ag->debug };
+	root_trust_domain(leaf, ag->td, sizeof(ag->td));
 	return cert_pem_chain(leaf, NULL, &ag->root_pem, &ag->root_pemlen);
+}
+
+/*
+ * The node identity of node: (agent.h): its ID (node.id, else
+ * spiffe://<the root's trust domain>/node/<host name>), which must be in
+ * the root's trust domain when the root names one. Not served: it is not
+ * among ag->wl.
+ */
+static int
+node_setup(struct agent *ag)
+{
+	const struct agent_node *n = &ag->conf->node;
+	struct agent_workload c = { .join_token_file = n->join_token_file };
+	char host[256], why[400], *id = NULL;
+	int r;
+
+	if (!n->configured)
+		return 0;
+	if (n->id == NULL) {
+		if (ag->td[0] == '\0')
+			return hsm_err(HSM_ECONFIG, "%s: node.id is needed: ca.root %s names no trust "
+			    "domain (no spiffe:// URI)", ag->conf->path, ag->conf->root);
+		if (gethostname(host, sizeof(host)) != 0)
+			return hsm_err(HSM_ECONFIG, "%s: node.id is needed: no host name",
+			    ag->conf->path);
+		host[sizeof(host) - 1] = '\0';
+		if ((r = agent_node_default_id(ag->td, host, &id)) != 0)
+			return r;
+	} else if ((id = strdup(n->id)) == NULL) {
+		return HSM_ENOMEM;
+	}
+	if (ag->td[0] != '\0' && (r = spiffe_id_check_domain(id, ag->td)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		free(id);
+		return hsm_err(HSM_ECONFIG, "%s: node.id: %s", ag->conf->path, why);
+	}
+	for (size_t i = 0; i < ag->conf->nwl; i++) {
+		if (strcmp(ag->conf->wl[i].id, id) == 0) {
+			r = hsm_err(HSM_ECONFIG, "%s: %s is the node's ID and a workload's", ag->conf->path,
+			    id);
+			free(id);
+			return r;
+		}
+	}
+	c.id = id;
+	r = wl_new(ag, &c, 1, 1, &ag->node);
+	free(id);
+	return r;
+}
+
+/* Reuse w's certificate from its state directory when still good, else enroll now. */
+static void
+reuse_or_enroll(struct agent *ag, struct wl *w)
+{
+	int r;
+
+	if (access(w->cert_path, F_OK) == 0) {
+		if ((r = wl_try_reuse(ag, w)) == 0) {
+			enroll_schedule_renewal(ag, w);
+			return;
+		}
+		log_warn("%s: not reusing %s: %s", w->c->id, w->cert_path, hsm_err_msg(r));
+	}
+	w->next_ms = hsm_now_ms();	/* enroll at once */
 }
 
 /* The private keyholder (a child on a socketpair): the only process that opens the token. */
@@ -193,9 +289,12 @@ shutdown_agent(struct agent *ag)
 	/* Retired and pending keys would be orphans in the token: destroy them now. */
 	enroll_drop_keys(ag);
 	for (size_t i = 0; i < ag->nwl; i++)
-		wl_free(&ag->wl[i]);
+		wl_free(ag->wl[i]);
 	free(ag->wl);
 	ag->wl = NULL;
+	ag->nwl = 0;
+	wl_free(ag->node);
+	ag->node = NULL;
 	kh_client_free(ag->kh);
 	ag->kh = NULL;
 	if (ag->khpid > 0)
@@ -217,12 +316,18 @@ start(struct agent *ag)
 	sigset_t sigs;
 	int r;
 
-	if ((ag->wl = calloc(ag->conf->nwl, sizeof(*ag->wl))) == NULL)
-		return HSM_ENOMEM;
-	ag->nwl = ag->conf->nwl;
-	for (size_t i = 0; i < ag->nwl; i++)
-		if ((r = wl_init(ag, &ag->wl[i], i)) != 0)
+	for (size_t i = 0; i < ag->conf->nwl; i++) {
+		struct wl *w = NULL;
+
+		if ((r = wl_new(ag, &ag->conf->wl[i], 0, 0, &w)) != 0 ||
+		    (r = wl_sels_from_conf(w)) != 0 || (r = wl_add(ag, w)) != 0) {
+			wl_free(w);
 			return r;
+		}
+		w->from_conf = 1;
+	}
+	if ((r = node_setup(ag)) != 0)
+		return r;
 	if ((r = hsm_provider_init()) != 0)
 		return r;
 	/* The keyholder first: it must not inherit our blocked signals. */
@@ -242,17 +347,20 @@ start(struct agent *ag)
 	if ((r = api_start(ag)) != 0 || (r = agent_epoll_add(ag->ep, ag->sfd, &tag_signal)) != 0 ||
 	    (r = agent_epoll_add(ag->ep, ag->job_efd, &tag_job)) != 0)
 		return r;
+	/* The node first: the entries it learns may name workloads of agent.yaml. */
+	if (ag->node != NULL) {
+		log_info("node identity %s (never served on the local API)", ag->node->c->id);
+		reuse_or_enroll(ag, ag->node);
+		entries_load_cache(ag);
+		/* Ask the CA for the entries at once (when the node's certificate is good). */
+		ag->entries_next_ms = hsm_now_ms();
+	}
+	/* agent.yaml's (those the cached entries took over included). */
 	for (size_t i = 0; i < ag->nwl; i++) {
-		struct wl *w = &ag->wl[i];
+		struct wl *w = ag->wl[i];
 
-		if (access(w->cert_path, F_OK) == 0) {
-			if ((r = wl_try_reuse(ag, w)) == 0) {
-				enroll_schedule_renewal(ag, w);
-				continue;
-			}
-			log_warn("%s: not reusing %s: %s", w->c->id, w->cert_path, hsm_err_msg(r));
-		}
-		w->next_ms = hsm_now_ms();	/* enroll at once */
+		if (w->from_conf && !w->have && w->next_ms == 0)
+			reuse_or_enroll(ag, w);
 	}
 	log_info("serving %zu workload identit%s on %s", ag->nwl, ag->nwl == 1 ? "y" : "ies",
 	    ag->conf->socket);

@@ -1,7 +1,8 @@
 /*
  * state.c - the agent's per-workload state (agent.h): the current SVID in
  * memory, and on disk as <state_dir>/<name>/cert.pem and bundle.pem,
- * reused at start when still good (docs/AGENT.md, "State layout").
+ * reused at start when still good (docs/AGENT.md, "State layout"); the
+ * list of identities served and who may use each.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@
 #include "err.h"
 #include "khclient.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_kh.h"
 #include "svid.h"
 #include "util.h"
 
@@ -58,23 +59,150 @@ sanitise(const char *id, char *out, size_t len)
 }
 
 int
-wl_init(struct agent *ag, struct wl *w, size_t idx)
+wl_new(struct agent *ag, const struct agent_workload *c, int own, int is_node, struct wl **out)
 {
-	const struct agent_workload *c = &ag->conf->wl[idx];
 	char name[256], hex[2 * SHA256_DIGEST_LENGTH + 1];
 	uint8_t md[SHA256_DIGEST_LENGTH];
+	struct wl *w;
+	int r;
 
-	memset(w, 0, sizeof(*w));
+	*out = NULL;
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return HSM_ENOMEM;
+	w->wid = ++ag->next_wid;
+	w->is_node = is_node;
 	w->c = c;
-	w->idx = idx;
-	sanitise(c->id, name, sizeof(name));
+	if (own) {
+		if ((w->own.id = strdup(c->id)) == NULL ||
+		    (c->join_token_file != NULL &&
+		    (w->own.join_token_file = strdup(c->join_token_file)) == NULL)) {
+			wl_free(w);
+			return HSM_ENOMEM;
+		}
+		w->c = &w->own;
+	}
+	/* The node's directory and key labels cannot be taken for a workload's. */
+	if (is_node)
+		snprintf(name, sizeof(name), "node");
+	else
+		sanitise(c->id, name, sizeof(name));
 	SHA256((const unsigned char *)c->id, strlen(c->id), md);
-	snprintf(w->label, sizeof(w->label), "hsmesh-wl-%.8s", hsm_hex(md, sizeof(md), hex));
+	snprintf(w->label, sizeof(w->label), "%s-%.8s", is_node ? "hsmesh-node" : "hsmesh-wl",
+	    hsm_hex(md, sizeof(md), hex));
 	if (asprintf(&w->dir, "%s/%s", ag->conf->state_dir, name) == -1 ||
 	    asprintf(&w->cert_path, "%s/cert.pem", w->dir) == -1 ||
-	    asprintf(&w->bundle_path, "%s/bundle.pem", w->dir) == -1)
+	    asprintf(&w->bundle_path, "%s/bundle.pem", w->dir) == -1) {
+		wl_free(w);
 		return HSM_ENOMEM;
-	return hsm_mkdir_p(w->dir, 0755);
+	}
+	if ((r = hsm_mkdir_p(w->dir, 0755)) != 0) {
+		wl_free(w);
+		return r;
+	}
+	*out = w;
+	return 0;
+}
+
+int
+wl_add(struct agent *ag, struct wl *w)
+{
+	struct wl **v;
+
+	if (ag->nwl == ag->capwl) {
+		size_t cap = ag->capwl == 0 ? 8 : 2 * ag->capwl;
+
+		if ((v = realloc(ag->wl, cap * sizeof(*v))) == NULL)
+			return HSM_ENOMEM;
+		ag->wl = v;
+		ag->capwl = cap;
+	}
+	ag->wl[ag->nwl++] = w;
+	return 0;
+}
+
+void
+wl_unlist(struct agent *ag, struct wl *w)
+{
+	for (size_t i = 0; i < ag->nwl; i++) {
+		if (ag->wl[i] == w) {
+			memmove(&ag->wl[i], &ag->wl[i + 1], (ag->nwl - i - 1) * sizeof(*ag->wl));
+			ag->nwl--;
+			return;
+		}
+	}
+}
+
+struct wl *
+wl_find(struct agent *ag, const char *id)
+{
+	for (size_t i = 0; i < ag->nwl; i++)
+		if (strcmp(ag->wl[i]->c->id, id) == 0)
+			return ag->wl[i];
+	return NULL;
+}
+
+/* Every change of any identity's selectors gets a new number. */
+static uint64_t sels_generation;
+
+static void
+wl_sels_clear(struct wl *w)
+{
+	for (size_t i = 0; i < w->nsels; i++)
+		sel_set_clear(&w->sels[i]);
+	free(w->sels);
+	w->sels = NULL;
+	w->nsels = 0;
+	w->root_any = 0;
+}
+
+int
+wl_sels_set(struct wl *w, const struct sel_set *sets, size_t n)
+{
+	struct sel_set *v = NULL;
+
+	if (n > 0 && (v = calloc(n, sizeof(*v))) == NULL)
+		return HSM_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (sel_set_copy(&v[i], &sets[i]) != 0) {
+			while (i-- > 0)
+				sel_set_clear(&v[i]);
+			free(v);
+			return HSM_ENOMEM;
+		}
+	}
+	wl_sels_clear(w);
+	w->sels = v;
+	w->nsels = n;
+	w->sels_gen = ++sels_generation;
+	return 0;
+}
+
+int
+wl_sels_from_conf(struct wl *w)
+{
+	int r;
+
+	if ((r = wl_sels_set(w, &w->c->sel, 1)) != 0)
+		return r;
+	/* As before selectors: root may use a workload whose entry names none. */
+	w->root_any = !w->c->has_selectors;
+	w->sels_gen = ++sels_generation;
+	return 0;
+}
+
+int
+wl_allows(const struct wl *w, struct sel_proc *p, const char **why)
+{
+	if (why != NULL)
+		*why = "no selector set";
+	if (w->is_node)
+		return 0;
+	if (w->root_any && p->uid == 0)
+		return 1;
+	for (size_t i = 0; i < w->nsels; i++)
+		if (sel_match(&w->sels[i], p, why))
+			return 1;
+	return 0;
 }
 
 static void
@@ -97,9 +225,13 @@ wl_free(struct wl *w)
 		return;
 	wl_clear_current(w);
 	agent_key_clear(&w->pending);
+	wl_sels_clear(w);
+	free(w->own.id);
+	free(w->own.join_token_file);
 	free(w->dir);
 	free(w->cert_path);
 	free(w->bundle_path);
+	free(w);
 }
 
 int

@@ -48,6 +48,7 @@ auth_mac(struct server *s, struct txn *t, OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG 
 			SHA256((const unsigned char *)secret, strlen(secret), h);
 			known = CRYPTO_memcmp(h, tok.hash, 32) == 0;
 			snprintf(t->token_id, sizeof(t->token_id), "%s", tok.spiffe_id);
+			t->token_kind = tok.kind;
 		}
 	}
 	if (!known) {
@@ -76,6 +77,8 @@ static void
 signer_state(struct server *s, struct txn *t, X509 *x, const struct ledger_cert *lc)
 {
 	snprintf(t->signer_id, sizeof(t->signer_id), "%s", lc->spiffe_id);
+	snprintf(t->signer_node, sizeof(t->signer_node), "%s", lc->node_id);
+	t->signer_kind = lc->kind;
 	t->signer_state = SIGNER_OK;
 	if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0)
 		t->signer_state = SIGNER_EXPIRED;
@@ -132,7 +135,8 @@ cmp_auth_prepare(struct server *s, struct txn *t, const OSSL_CMP_MSG *req,
 
 	t->auth = AUTH_NONE;
 	t->ref[0] = t->token_id[0] = t->signer_id[0] = t->signer_serial[0] = '\0';
-	t->signer_next[0] = '\0';
+	t->signer_next[0] = t->signer_node[0] = '\0';
+	t->token_kind = t->signer_kind = LEDGER_WORKLOAD;
 	OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
 	if (di->has_protection_alg && strcmp(di->protection_alg, CMP_OID_PBM) == 0)
 		return auth_mac(s, t, ctx, req, di);

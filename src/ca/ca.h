@@ -7,7 +7,7 @@
  * the PIN and opens the token) and talks to it over a socketpair; the CA
  * key is named by the SHA-256 of its SubjectPublicKeyInfo, which is also
  * the key id of root.pem, and only ever used through signing requests
- * (provider.h turns it into an EVP_PKEY for X509_sign).
+ * (provider_kh.h turns it into an EVP_PKEY for X509_sign).
  *
  *   main.c    ca_main: subcommands, options, usage texts
  *   signer.c  the CA ready to sign: its keyholder, root.pem, the CA key;
@@ -16,6 +16,7 @@
  *   issue.c   ca issue, and the issuance every path shares (ca_issue)
  *   token.c   ca token: join tokens and their secrets
  *   revoke.c  ca revoke
+ *   entry.c   ca entry add|list|show|rm: registration entries
  *   serve.c   ca serve: the CMP server (cmp.h) over the signer
  *   cmp.c txn.c auth.c front.c   the CMP server (cmp.h)
  *
@@ -32,6 +33,7 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include <openssl/evp.h>
@@ -119,6 +121,8 @@ struct ca_issue_req {
 	const char *op;			/* "issue", "ir", "kur", ... */
 	const char *peer;		/* "local" or the client's address */
 	X509_EXTENSION *extra;		/* one more extension (evidence identity), or NULL */
+	int kind;			/* enum ledger_kind: a workload's or a node's */
+	const char *node_id;		/* the node it is issued to (node-protected), or NULL */
 };
 
 /*
@@ -150,7 +154,11 @@ void ca_token_secret(const uint8_t key[32], const char *ref,
 
 int ca_cmd_init(const char *cfgpath);
 int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text);
-int ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text);
+int ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text, int node);
+/* `hsmesh ca entry add|list|show|rm` (argv[0] is "entry"): entry.c. */
+int ca_entry_main(int argc, char **argv);
+/* Its usage text on f. */
+void ca_entry_usage(FILE *f);
 int ca_cmd_revoke(const char *cfgpath, const char *serial, const char *id);
 int ca_cmd_serve(const char *cfgpath, const char *port_file);
 

@@ -6,10 +6,14 @@
  * of which may refuse it, cheapest first, so that a refusal costs no
  * signature and no join token:
  *
- *   check_signer    kur: signed by a current certificate, new key
+ *   check_signer    signed requests: a current certificate; kur: a new key,
+ *                   and for a node's kur the workload certificate it renews
  *   check_evidence  attestation evidence, when the policy asks for it
- *   claim_identity  which SPIFFE ID it gets and what authorised it (the
- *                   join token is checked here and consumed by issue)
+ *   claim_identity  which SPIFFE ID it gets, whether a node's or a
+ *                   workload's, and what authorised it: a join token
+ *                   (checked here, consumed by issue), evidence, the
+ *                   signer's own ID (kur), or a registration entry that
+ *                   authorises the signing node (node-protected requests)
  *   issue           sign, then record the certificate with the token's
  *                   consumption and the parent's renewal in one ledger
  *                   transaction; answer with the certificate
@@ -33,9 +37,11 @@
 #include "cert.h"
 #include "cmp.h"
 #include "cmpder.h"
+#include "entries.h"
 #include "err.h"
 #include "ledger.h"
 #include "log.h"
+#include "selector.h"
 #include "util.h"
 
 #define OID_IT_CA_CERTS "1.3.6.1.5.5.7.4.17"	/* id-it-caCerts, RFC 9483 4.3.1 */
@@ -50,10 +56,20 @@ struct certreq {
 	char spki_id[65];
 	struct attest_result *ar;	/* the evidence checked, or NULL */
 	X509_EXTENSION *ext;		/* what the evidence measured, for the certificate */
+	const OSSL_CRMF_MSG *crm;	/* the request (NULL for p10cr) */
+	const X509_REQ *p10cr;
 	const char *id;			/* the SPIFFE ID it gets */
-	char auth[128];			/* what authorised it, for the ledger */
+	char auth[LEDGER_AUTH_MAX + 1];	/* what authorised it, for the ledger */
 	const char *parent;		/* kur: the serial it renews */
 	const char *token_ref;		/* the join token consumed with it */
+	int kind;			/* enum ledger_kind of the certificate */
+	const char *node_id;		/* the node it is issued to, or NULL */
+	int64_t ttl;			/* a registration entry's, or 0: svid_ttl */
+	char reqid[SPIFFE_ID_MAX + 1];	/* node-protected ir/cr/p10cr: the ID asked for */
+	/* A node's kur of one of its workloads: the certificate renewed. */
+	int node_kur;
+	char old_serial[SERIAL_HEX_MAX];
+	char old_id[SPIFFE_ID_MAX + 1];
 };
 
 /* ---- refusals ---- */
@@ -183,10 +199,149 @@ request_key(struct txn *t, struct certreq *cr, const OSSL_CRMF_MSG *crm,
 
 /* ---- the steps of a certificate request ---- */
 
+/* ---- what a request asks for ---- */
+
 /*
- * kur: signed by a current certificate of ours (not expired, not
- * revoked, its ID not revoked, and the newest of its renewal chain), for
- * a new key. Other requests pass. NULL, or the refusal.
+ * The one SPIFFE ID a node-protected request names: its template's (or
+ * CSR's) subjectAltName must hold exactly one name, a URI. 0, or a reason.
+ */
+static const char *
+request_uri_id(const struct certreq *cr, char *out, size_t cap)
+{
+	const STACK_OF(X509_EXTENSION) *exts = NULL;
+	STACK_OF(X509_EXTENSION) *owned = NULL;
+	GENERAL_NAMES *gens = NULL;
+	const GENERAL_NAME *gn;
+	const char *why = "the request names no SPIFFE ID (one URI SAN)";
+	int type;
+
+	out[0] = '\0';
+	if (cr->crm != NULL)
+		exts = OSSL_CRMF_CERTTEMPLATE_get0_extensions(OSSL_CRMF_MSG_get0_tmpl(cr->crm));
+	else if (cr->p10cr != NULL)
+		exts = owned = X509_REQ_get_extensions((X509_REQ *)cr->p10cr);
+	if (exts != NULL)
+		gens = X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL);
+	if (gens != NULL && sk_GENERAL_NAME_num(gens) == 1 &&
+	    (gn = sk_GENERAL_NAME_value(gens, 0)) != NULL) {
+		const ASN1_IA5STRING *uri = GENERAL_NAME_get0_value(gn, &type);
+		int n = type == GEN_URI ? ASN1_STRING_length(uri) : -1;
+
+		if (n > 0 && (size_t)n < cap &&
+		    memchr(ASN1_STRING_get0_data(uri), '\0', (size_t)n) == NULL) {
+			memcpy(out, ASN1_STRING_get0_data(uri), (size_t)n);
+			out[n] = '\0';
+			why = NULL;
+		}
+	}
+	GENERAL_NAMES_free(gens);
+	sk_X509_EXTENSION_pop_free(owned, X509_EXTENSION_free);
+	return why;
+}
+
+/* A kur's oldCertID serial (hex) into out; 0 when it names one, -1 when absent or unreadable. */
+static int
+old_cert_serial(const struct certreq *cr, char *out, size_t cap)
+{
+	OSSL_CRMF_CERTID *cid;
+
+	out[0] = '\0';
+	if (cr->crm == NULL || (cid = OSSL_CRMF_MSG_get0_regCtrl_oldCertID(cr->crm)) == NULL)
+		return -1;
+	return cert_serial_hex(OSSL_CRMF_CERTID_get0_serialNumber(cid), out, cap) == 0 ? 0 : -1;
+}
+
+/* What the registration entries of one ID say (entry_scan). */
+struct entry_scan {
+	const char *node;	/* the node asking, or NULL */
+	int node_managed;	/* some entry names nodes for it */
+	int self_managed;	/* some entry leaves it to a CMP client */
+	int authorised;		/* some entry names node */
+	int64_t ttl;		/* the smallest ttl of the entries that apply */
+};
+
+static int
+scan_one(const struct ledger_entry *e, void *arg)
+{
+	struct entry_scan *es = arg;
+	int applies = 0;
+
+	if (e->self_managed) {
+		es->self_managed = 1;
+		applies = 1;
+	} else {
+		es->node_managed = 1;
+		if (es->node != NULL && ledger_entry_covers(e, es->node))
+			es->authorised = applies = 1;
+	}
+	if (applies && e->ttl > 0 && (es->ttl == 0 || e->ttl < es->ttl))
+		es->ttl = e->ttl;
+	return 0;
+}
+
+/* The entries of id, for node (may be NULL) into *es. 0, or the refusal (the ledger failed). */
+static OSSL_CMP_PKISI *
+scan_entries(struct txn *t, struct certreq *cr, const char *id, const char *node,
+    struct entry_scan *es)
+{
+	memset(es, 0, sizeof(*es));
+	es->node = node;
+	if (ledger_entry_list(t->s->cfg->ledger, id, scan_one, es) != 0)
+		return reject(t, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+		    "registration entries unreadable");
+	return NULL;
+}
+
+/* ---- the steps of a certificate request ---- */
+
+/*
+ * A node's kur naming one of its workload certificates (old): that
+ * certificate must be ours, a workload's, issued to this very node, and
+ * current (not expired, revoked, renewed; its ID not revoked); the new
+ * key must differ from its key. NULL, or the refusal.
+ */
+static OSSL_CMP_PKISI *
+check_node_kur(struct txn *t, struct certreq *cr)
+{
+	struct ledger_cert lc;
+	char buf[200];
+	const char *why = NULL;
+	int fail = OSSL_CMP_PKIFAILUREINFO_certRevoked;
+
+	memset(&lc, 0, sizeof(lc));
+	if (ledger_cert_get(t->s->cfg->ledger, cr->old_serial, &lc) != 0)
+		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertId,
+		    "oldCertID names an unknown certificate");
+	if (lc.kind != LEDGER_WORKLOAD || strcmp(lc.node_id, t->signer_id) != 0) {
+		snprintf(buf, sizeof(buf), "certificate %s was not issued to this node", cr->old_serial);
+		why = buf;
+		fail = OSSL_CMP_PKIFAILUREINFO_notAuthorized;
+	} else if (lc.not_after <= (int64_t)time(NULL)) {
+		why = "the certificate renewed has expired (enroll again)";
+	} else if (lc.revoked) {
+		why = "the certificate renewed is revoked";
+	} else if (lc.superseded_by[0] != '\0') {
+		snprintf(buf, sizeof(buf), "certificate already renewed (superseded by serial %s)",
+		    lc.superseded_by);
+		why = buf;
+	} else if (ledger_id_revoked(t->s->cfg->ledger, lc.spiffe_id)) {
+		why = "identity revoked";
+	} else if (strcmp(lc.spki_id, cr->spki_id) == 0) {
+		why = "kur must carry a new key";
+		fail = OSSL_CMP_PKIFAILUREINFO_badCertTemplate;
+	}
+	snprintf(cr->old_id, sizeof(cr->old_id), "%s", lc.spiffe_id);
+	ledger_cert_clear(&lc);
+	return why != NULL ? refuse(t, cr->op, fail, why) : NULL;
+}
+
+/*
+ * A signed request: by a current certificate of ours (not expired, not
+ * revoked, its ID not revoked, and the newest of its renewal chain). An
+ * ir/cr/p10cr so signed must be a node's. A kur renews its signer (new
+ * key), or, signed by a node, the workload certificate its oldCertID
+ * names. An unsigned kur is refused; other unsigned requests pass. NULL,
+ * or the refusal.
  */
 static OSSL_CMP_PKISI *
 check_signer(struct txn *t, struct certreq *cr)
@@ -194,13 +349,29 @@ check_signer(struct txn *t, struct certreq *cr)
 	char buf[160], oldspki[65];
 	const char *why;
 
-	if (cr->type != BODY_KUR)
+	if (t->auth != AUTH_CERT) {
+		if (cr->type == BODY_KUR)
+			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+			    "kur must be signed by a current certificate");
 		return NULL;
-	if (t->auth != AUTH_CERT)
-		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
-		    "kur must be signed by a current certificate");
+	}
 	if ((why = cmp_signer_refusal(t, buf, sizeof(buf))) != NULL)
 		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_certRevoked, why);
+	if (cr->type != BODY_KUR) {
+		if (t->signer_kind != LEDGER_NODE)
+			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+			    "enrollment needs a join token (MAC), attestation evidence or the "
+			    "signature of an authorised node");
+		return NULL;
+	}
+	if (old_cert_serial(cr, cr->old_serial, sizeof(cr->old_serial)) == 0 &&
+	    strcmp(cr->old_serial, t->signer_serial) != 0) {
+		if (t->signer_kind != LEDGER_NODE)
+			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertId,
+			    "kur: oldCertID must name the certificate that signs it");
+		cr->node_kur = 1;
+		return check_node_kur(t, cr);
+	}
 	if (spki_id_hex(X509_get0_pubkey(t->signer), oldspki) != 0 ||
 	    strcmp(oldspki, cr->spki_id) == 0)
 		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
@@ -247,28 +418,124 @@ check_evidence(struct txn *t, struct certreq *cr)
 	return NULL;
 }
 
+/* "no registration entry authorises node N for ID", audited. */
+static OSSL_CMP_PKISI *
+refuse_unauthorised(struct txn *t, struct certreq *cr, const char *id)
+{
+	char why[2 * SPIFFE_ID_MAX + 80];
+
+	snprintf(why, sizeof(why), "no registration entry authorises node %s for %s",
+	    t->signer_id, id);
+	return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_notAuthorized, why);
+}
+
 /*
- * Which SPIFFE ID the request gets and what authorised it: a kur keeps
- * its signer's ID and names the serial it renews; an unprotected request
- * gets the ID its evidence's policy names; a MAC-protected one the join
- * token's, whose token must still be usable (checked here, consumed by
- * issue in the same transaction as the certificate). The ID must not be
- * revoked. NULL, or the refusal.
+ * A node-protected request: the workload ID it names (or, for a kur, the
+ * ID of the certificate it renews) must be authorised for the signing node
+ * by a registration entry. NULL, or the refusal.
+ */
+static OSSL_CMP_PKISI *
+claim_for_node(struct txn *t, struct certreq *cr)
+{
+	struct entry_scan es;
+	OSSL_CMP_PKISI *si;
+	const char *why;
+
+	if (cr->node_kur) {
+		cr->id = cr->old_id;
+		cr->parent = cr->old_serial;
+		snprintf(cr->auth, sizeof(cr->auth), "node:%s,kur:%s", t->signer_serial,
+		    cr->old_serial);
+	} else {
+		if ((why = request_uri_id(cr, cr->reqid, sizeof(cr->reqid))) != NULL)
+			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, why);
+		if (spiffe_id_check_domain(cr->reqid, t->s->cfg->trust_domain) != 0)
+			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+			    "the request's SPIFFE ID is not a workload ID of this trust domain");
+		cr->id = cr->reqid;
+		snprintf(cr->auth, sizeof(cr->auth), "node:%s", t->signer_serial);
+	}
+	if ((si = scan_entries(t, cr, cr->id, t->signer_id, &es)) != NULL)
+		return si;
+	if (!es.authorised)
+		return refuse_unauthorised(t, cr, cr->id);
+	cr->kind = LEDGER_WORKLOAD;
+	cr->node_id = t->signer_id;
+	cr->ttl = es.ttl;
+	return NULL;
+}
+
+/*
+ * A workload ID that registration entries leave to nodes cannot be
+ * enrolled or renewed by anything but an authorised node. NULL when id is
+ * not node-managed (cr->ttl then a self-managed entry's), or the refusal.
+ */
+static OSSL_CMP_PKISI *
+not_node_managed(struct txn *t, struct certreq *cr, const char *id, const char *what)
+{
+	struct entry_scan es;
+	OSSL_CMP_PKISI *si;
+	char why[160];
+
+	if ((si = scan_entries(t, cr, id, NULL, &es)) != NULL)
+		return si;
+	if (!es.node_managed)  {
+		cr->ttl = es.ttl;
+		return NULL;
+	}
+	snprintf(why, sizeof(why), "ID is node-managed: %s must be protected by an authorised "
+	    "node", what);
+	return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_notAuthorized, why);
+}
+
+/*
+ * Which SPIFFE ID the request gets, whether a node's or a workload's, and
+ * what authorised it:
+ *   - signed by a node (ir/cr/p10cr, or a kur naming a workload
+ *     certificate): the ID its registration entries authorise
+ *     (claim_for_node);
+ *   - any other kur keeps its signer's ID and kind; a workload renewing
+ *     itself is refused when its identity is node-managed (an entry names
+ *     nodes for it, or the signer was issued to a node);
+ *   - an unprotected request gets the ID its evidence's policy names (a
+ *     node's with identity: node);
+ *   - a MAC-protected one the join token's ID and kind (the token must
+ *     still be usable: checked here, consumed by issue in the same
+ *     transaction as the certificate); a workload token for a
+ *     node-managed ID is refused.
+ * The ID must not be revoked. NULL, or the refusal.
  */
 static OSSL_CMP_PKISI *
 claim_identity(struct txn *t, struct certreq *cr)
 {
+	OSSL_CMP_PKISI *si;
 	char tag[64];
 	size_t l;
 	int st;
 
-	if (cr->type == BODY_KUR) {
+	if (t->auth == AUTH_CERT && t->signer_kind == LEDGER_NODE &&
+	    (cr->type != BODY_KUR || cr->node_kur)) {
+		if ((si = claim_for_node(t, cr)) != NULL)
+			return si;
+	} else if (cr->type == BODY_KUR) {
 		cr->id = t->signer_id;
 		cr->parent = t->signer_serial;
+		cr->kind = t->signer_kind;
 		snprintf(cr->auth, sizeof(cr->auth), "kur:%s", t->signer_serial);
+		if (cr->kind == LEDGER_WORKLOAD) {
+			if (t->signer_node[0] != '\0')
+				return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+				    "ID is node-managed: renewal must be protected by an authorised node");
+			if ((si = not_node_managed(t, cr, cr->id, "renewal")) != NULL)
+				return si;
+		}
 	} else if (t->auth == AUTH_NONE && cr->ar != NULL) {
 		cr->id = cr->ar->spiffe_id;
+		cr->kind = t->s->cfg->attest->node_identity ? LEDGER_NODE : LEDGER_WORKLOAD;
 		attest_auth_tag(cr->ar, cr->auth, sizeof(cr->auth));
+		if (cr->kind == LEDGER_WORKLOAD &&
+		    (si = not_node_managed(t, cr, cr->id, "enrollment")) != NULL)
+			return si;
 	} else {
 		if (t->auth != AUTH_TOKEN)
 			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
@@ -277,8 +544,12 @@ claim_identity(struct txn *t, struct certreq *cr)
 			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badRequest,
 			    st == HSM_ENOENT ? "unknown join token" : hsm_err_msg(st));
 		cr->id = t->token_id;
+		cr->kind = t->token_kind;
 		cr->token_ref = t->ref;
 		snprintf(cr->auth, sizeof(cr->auth), "token:%s", t->ref);
+		if (cr->kind == LEDGER_WORKLOAD &&
+		    (si = not_node_managed(t, cr, cr->id, "enrollment")) != NULL)
+			return si;
 	}
 	if (cr->ar != NULL && t->auth != AUTH_NONE) {
 		attest_auth_tag(cr->ar, tag, sizeof(tag));
@@ -309,7 +580,9 @@ issue(struct txn *t, struct certreq *cr, X509 **certOut, STACK_OF(X509) **caPubs
 	memset(&rq, 0, sizeof(rq));
 	rq.pub = cr->pub;
 	rq.spiffe_id = cr->id;
-	rq.ttl = cfg->svid_ttl;
+	rq.ttl = cr->ttl <= 0 ? cfg->svid_ttl : cr->ttl < cfg->max_ttl ? cr->ttl : cfg->max_ttl;
+	rq.kind = cr->kind;
+	rq.node_id = cr->node_id;
 	rq.auth = cr->auth;
 	rq.parent = cr->parent;
 	rq.token_ref = cr->token_ref;
@@ -359,6 +632,8 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 	cr->type = OSSL_CMP_MSG_get_bodytype(req);
 	cr->op = cr->type == BODY_KUR ? "kur" : cr->type == BODY_P10CR ? "p10cr" :
 	    cr->type == BODY_CR ? "cr" : "ir";
+	cr->crm = crm;
+	cr->p10cr = p10cr;
 	if ((si = request_key(t, cr, crm, p10cr)) == NULL &&
 	    (si = check_signer(t, cr)) == NULL &&
 	    (si = check_evidence(t, cr)) == NULL &&
@@ -431,10 +706,115 @@ genp_one(const char *oid, int vtype, const uint8_t *data, size_t len,
 	return 1;
 }
 
+/* A node's entries, collected from the ledger for the genp. */
+struct collect {
+	const char *node;
+	int64_t max_ttl;
+	struct entry_list *l;
+	size_t cap;
+};
+
+/* One line of an entry's selectors after another into set. */
+static int
+selectors_of(const char *text, struct sel_set *set)
+{
+	char line[SEL_TEXT_MAX + 1];
+	int r;
+
+	for (const char *p = text; *p != '\0'; p += *p == '\n') {
+		size_t l = strcspn(p, "\n");
+
+		if (l > SEL_TEXT_MAX)
+			return HSM_EINVAL;
+		memcpy(line, p, l);
+		line[l] = '\0';
+		if ((r = sel_set_add(set, line)) != 0)
+			return r;
+		p += l;
+	}
+	return 0;
+}
+
+static int
+collect_one(const struct ledger_entry *e, void *arg)
+{
+	struct collect *c = arg;
+	struct entry *x, *v;
+	int r;
+
+	if (!ledger_entry_covers(e, c->node))
+		return 0;
+	if (c->l->n == ENTRIES_MAX)
+		return hsm_err(HSM_EPOLICY, "more than %d entries for one node", ENTRIES_MAX);
+	if (c->l->n == c->cap) {
+		c->cap = c->cap == 0 ? 16 : 2 * c->cap;
+		if ((v = realloc(c->l->v, c->cap * sizeof(*v))) == NULL)
+			return HSM_ENOMEM;
+		c->l->v = v;
+	}
+	x = &c->l->v[c->l->n++];
+	memset(x, 0, sizeof(*x));
+	memcpy(x->id, e->id, sizeof(e->id));
+	x->ttl = e->ttl < c->max_ttl ? e->ttl : c->max_ttl;
+	if ((x->spiffe_id = strdup(e->spiffe_id)) == NULL)
+		return HSM_ENOMEM;
+	if ((r = selectors_of(e->selectors, &x->sel)) != 0)
+		return r;
+	return 0;
+}
+
+/*
+ * The genp value for a node's genm of HSM_OID_ENTRIES: the DER of its
+ * registration entries (entries.h). Only a current node certificate gets
+ * them; anything else is refused and audited. 1 with *out set, else 0.
+ */
+static int
+genp_entries(struct txn *t, STACK_OF(OSSL_CMP_ITAV) **out)
+{
+	struct collect c = { .node = t->signer_id, .max_ttl = t->s->cfg->max_ttl };
+	char buf[160];
+	uint8_t *der = NULL;
+	size_t len = 0;
+	int r, ok = 0;
+
+	if (t->auth != AUTH_CERT || t->signer_kind != LEDGER_NODE ||
+	    cmp_signer_refusal(t, buf, sizeof(buf)) != NULL) {
+		/* The library answers with an error message; the refusal is logged and audited. */
+		OSSL_CMP_PKISI_free(refuse(t, "genm", OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+		    t->auth != AUTH_CERT || t->signer_kind != LEDGER_NODE ?
+		    "registration entries are for a node, signing with its certificate" :
+		    cmp_signer_refusal(t, buf, sizeof(buf))));
+		return 0;
+	}
+	if ((c.l = calloc(1, sizeof(*c.l))) == NULL || (c.l->node = strdup(t->signer_id)) == NULL) {
+		r = HSM_ENOMEM;
+		goto out;
+	}
+	c.l->issued = (int64_t)time(NULL);
+	c.l->refresh = CMP_ENTRIES_REFRESH;
+	if ((r = ledger_entry_list(t->s->cfg->ledger, NULL, collect_one, &c)) != 0 ||
+	    (r = entries_encode(c.l, &der, &len)) != 0)
+		goto out;
+	log_debug("%zu registration entr%s for node %s (%s)", c.l->n, c.l->n == 1 ? "y" : "ies",
+	    t->signer_id, t->peer);
+	ok = genp_one(HSM_OID_ENTRIES, V_ASN1_OCTET_STRING, der, len, out);
+ out:
+	if (r != 0) {
+		snprintf(buf, sizeof(buf), "registration entries: %s", hsm_err_msg(r));
+		audit_event(t->s->cfg->audit, "error", "op", "genm", "peer", t->peer, "id",
+		    t->signer_id, "reason", buf, NULL);
+		log_warn("%s", buf);
+	}
+	OPENSSL_free(der);
+	entries_free(c.l);
+	return ok;
+}
+
 /*
  * genm: an attestation nonce (HSM_OID_ATTEST_NONCE, OCTET STRING of 32
- * bytes, evtype.h) when asked for one; otherwise id-it-caCerts (RFC 9483
- * 4.3.1) with our CA certificate.
+ * bytes, evtype.h) when asked for one; a node's registration entries
+ * (HSM_OID_ENTRIES) when a node asks for them; otherwise id-it-caCerts
+ * (RFC 9483 4.3.1) with our CA certificate.
  */
 static int
 cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
@@ -451,6 +831,8 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 		log_info("attestation nonce for %s", t->peer);
 		return genp_one(HSM_OID_ATTEST_NONCE, V_ASN1_OCTET_STRING, nonce, sizeof(nonce), out);
 	}
+	if (cmp_itav_find(in, HSM_OID_ENTRIES) != NULL)
+		return genp_entries(t, out);
 	if (t->auth == AUTH_NONE)
 		return 0;
 	/* SEQUENCE OF Certificate holding our one CA certificate. */

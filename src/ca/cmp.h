@@ -16,14 +16,24 @@
  *   cmp.c    the OpenSSL server callbacks: certificate requests (signer,
  *            evidence, identity, issuance), revocation, genm
  *
- * Authentication (docs/PROTOCOL.md, "CMP profile"):
+ * Authentication (docs/PROTOCOL.md, "CMP profile" and its decision table):
  *   ir/cr/p10cr  password-based MAC with a one-time join token: senderKID
  *                is the token's REF; the token, not the request, decides
- *                the SPIFFE ID; the token is consumed with the issuance.
+ *                the SPIFFE ID (and whether it is a node's); the token is
+ *                consumed with the issuance. Or signed by a current NODE
+ *                certificate (node-protected): the request's URI SAN names
+ *                the workload ID, which a registration entry must
+ *                authorise for that node.
  *   kur, rr      signed by a current certificate of ours, sent as the first
  *                extraCert: in the ledger byte for byte, not expired, not
- *                revoked, its ID not revoked, not renewed already.
+ *                revoked, its ID not revoked, not renewed already. A kur
+ *                signed by a node certificate whose oldCertID names one of
+ *                that node's workload certificates renews that one, if an
+ *                entry still authorises the node; a workload's own kur is
+ *                refused for a node-managed identity.
  *   genm         either of the above; answered with the CA certificates.
+ *                A node's genm for HSM_OID_ENTRIES is answered with its
+ *                registration entries (entries.h).
  *
  * Attestation (attest.h, when ca.yaml has "attestation:"): an ir, cr,
  * p10cr or kur may carry evidence in the header's generalInfo; it must
@@ -68,12 +78,14 @@ typedef int (*cmp_issue_fn)(void *arg, const struct ca_issue_req *rq, X509 **out
 struct cmp_server_cfg {
 	const char *listen;		/* host:port; port 0 picks one (logged) */
 	const char *port_file;		/* if set, the bound port is written here */
+	const char *trust_domain;	/* IDs a node-protected request may name */
 	X509 *cacert;			/* signs responses, sent in caPubs / genp */
 	EVP_PKEY *cakey;		/* keyholder-backed */
 	struct ledger *ledger;
 	struct audit *audit;
 	const uint8_t *token_key;	/* 32 bytes: derives join-token secrets */
 	int64_t svid_ttl;
+	int64_t max_ttl;		/* a registration entry's ttl is cut to this */
 	cmp_issue_fn issue;
 	void *issue_arg;
 	const struct attest_policy *attest;	/* attestation policy, or NULL */
@@ -101,6 +113,7 @@ enum signer_state {
 };
 
 #define SERIAL_HEX_MAX 80
+#define CMP_ENTRIES_REFRESH 30		/* seconds: how often a node should ask for its entries */
 
 struct server;
 
@@ -117,8 +130,11 @@ struct txn {
 	enum cmp_auth auth;
 	char ref[HSM_MAX_LABEL + 1];		/* AUTH_TOKEN */
 	char token_id[SPIFFE_ID_MAX + 1];
+	int token_kind;				/* AUTH_TOKEN: enum ledger_kind */
 	X509 *signer;				/* AUTH_CERT */
 	enum signer_state signer_state;
+	int signer_kind;			/* enum ledger_kind */
+	char signer_node[SPIFFE_ID_MAX + 1];	/* the node it was issued to, or "" */
 	char signer_serial[SERIAL_HEX_MAX];
 	char signer_next[SERIAL_HEX_MAX];	/* SIGNER_SUPERSEDED: its renewal */
 	char signer_id[SPIFFE_ID_MAX + 1];

@@ -20,7 +20,8 @@
 #include "keytypes.h"
 #include "khclient.h"
 #include "khproto.h"
-#include "provider.h"
+#include "provider_core.h"
+#include "provider_kh.h"
 #include "spiffe.h"
 #include "util.h"
 

@@ -40,6 +40,8 @@ ledger_record(X509 *x, const struct ca_issue_req *rq, struct ledger_cert *lc,
 	snprintf(lc->auth, sizeof(lc->auth), "%s", rq->auth);
 	snprintf(lc->parent_serial, sizeof(lc->parent_serial), "%s",
 	    rq->parent != NULL ? rq->parent : "");
+	lc->kind = rq->kind == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
+	snprintf(lc->node_id, sizeof(lc->node_id), "%s", rq->node_id != NULL ? rq->node_id : "");
 	if ((n = i2d_X509(x, der)) <= 0)
 		return hsm_err_ossl(HSM_ECRYPTO, "cannot encode the certificate");
 	lc->der = *der;
@@ -72,7 +74,8 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	}
 	audit_event(au, "issued", "op", rq->op, "peer", rq->peer, "id", rq->spiffe_id,
 	    "serial", lc.serial, "spki_id", lc.spki_id, "auth", rq->auth,
-	    "parent_serial", rq->parent, NULL);
+	    "parent_serial", rq->parent, "kind", rq->kind == LEDGER_NODE ? "node" : NULL,
+	    "node", rq->node_id, NULL);
 	*out = x;
 	x = NULL;
  out:

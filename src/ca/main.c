@@ -23,7 +23,8 @@ usage_ca(FILE *f)
 	    "subcommands:\n"
 	    "  init   -c ca.yaml                              create or reuse the CA key, write root.pem\n"
 	    "  issue  -c ca.yaml --csr FILE --id ID [--ttl D]  issue an X.509-SVID, PEM on stdout\n"
-	    "  token  -c ca.yaml --id ID [--ttl D]             one-time join token REF:SECRET on stdout\n"
+	    "  token  -c ca.yaml --id ID [--ttl D] [--node]    one-time join token REF:SECRET on stdout\n"
+	    "  entry  add|list|show|rm -c ca.yaml ...          registration entries: node -> workload ID, selectors\n"
 	    "  serve  -c ca.yaml [--port-file F]               CMPv2 issuer at http://<listen>/.well-known/cmp\n"
 	    "  revoke -c ca.yaml (--serial HEX | --id ID)      revoke certificates; renewals of an ID refused\n"
 	    "\n"
@@ -34,17 +35,22 @@ static void
 usage_token(FILE *f)
 {
 	fprintf(f,
-	    "usage: hsmesh ca token -c ca.yaml --id SPIFFE_ID [--ttl DURATION]\n"
+	    "usage: hsmesh ca token -c ca.yaml --id SPIFFE_ID [--ttl DURATION] [--node]\n"
 	    "\n"
 	    "Print a one-time join token REF:SECRET that enrolls exactly SPIFFE_ID over\n"
 	    "CMP (REF is the sender KID, e.g. openssl cmp -ref REF -secret pass:SECRET).\n"
 	    "The token expires after DURATION (default 1h) and works once. The ledger\n"
 	    "keeps only a hash of SECRET; the CA derives it again from REF with the key in\n"
 	    "<state_dir>/token.key (created on first use, mode 0600).\n"
+	    "With --node the token enrolls a node identity (an agent's node.id), whose\n"
+	    "certificate protects the enrollment of the workloads that registration entries\n"
+	    "give that node; a node token never enrolls a workload ID, nor the other way\n"
+	    "round. An ID that entries leave to nodes needs no workload token (refused).\n"
 	    "\n"
 	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
 	    "      --id SPIFFE_ID  the identity the token enrolls\n"
 	    "      --ttl DURATION  how long the token is valid (default 1h, at most 30d)\n"
+	    "      --node          the identity is a node's\n"
 	    "  -h, --help          this text\n");
 }
 
@@ -56,12 +62,15 @@ usage_serve(FILE *f)
 	    "\n"
 	    "Serve CMPv2 (RFC 4210, RFC 9483) over HTTP (RFC 6712) at\n"
 	    "http://<listen>/.well-known/cmp until SIGTERM or SIGINT:\n"
-	    "  ir/cr/p10cr  protected by a join token's MAC; the token decides the SPIFFE ID\n"
+	    "  ir/cr/p10cr  protected by a join token's MAC; the token decides the SPIFFE ID;\n"
+	    "               or signed by a current node certificate, for a workload ID that a\n"
+	    "               registration entry authorises for that node (hsmesh ca entry)\n"
 	    "  kur          signed by a current certificate that was never renewed: same ID,\n"
-	    "               new key (only the newest certificate of a renewal chain renews)\n"
+	    "               new key (only the newest certificate of a renewal chain renews);\n"
+	    "               a node-managed ID renews only by a kur its authorised node signs\n"
 	    "  rr           signed by a current certificate of the same ID (not expired,\n"
 	    "               revoked or renewed)\n"
-	    "  genm         the CA certificates\n"
+	    "  genm         the CA certificates; a node's registration entries\n"
 	    "The CA key stays in the token: this process signs through its keyholder.\n"
 	    "\n"
 	    "  -c, --config FILE     the CA configuration (ca.yaml)\n"
@@ -119,6 +128,12 @@ usage_issue(FILE *f)
 	    "  -h, --help          this text\n");
 }
 
+static void
+usage_entry(FILE *f)
+{
+	ca_entry_usage(f);
+}
+
 /* "hsmesh ca init: WHAT 'ARG'" (ARG may be NULL), then the usage; exit status 2. */
 static int
 usage_error(const char *sub, void (*usage)(FILE *), const char *what, const char *arg)
@@ -133,7 +148,7 @@ usage_error(const char *sub, void (*usage)(FILE *), const char *what, const char
 
 /* ---- dispatch ---- */
 
-enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE };
+enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, 'c' },
@@ -142,6 +157,7 @@ static const struct option long_opts[] = {
 	{ "ttl", required_argument, NULL, OPT_TTL },
 	{ "serial", required_argument, NULL, OPT_SERIAL },
 	{ "port-file", required_argument, NULL, OPT_PORT_FILE },
+	{ "node", no_argument, NULL, OPT_NODE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -150,13 +166,14 @@ static const struct option long_opts[] = {
 static const struct {
 	const char *name;
 	void (*usage)(FILE *);
-	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file */
+	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file, N node */
 } subs[] = {
 	{ "init", usage_init, "" },
 	{ "issue", usage_issue, "sit" },
-	{ "token", usage_token, "it" },
+	{ "token", usage_token, "itN" },
 	{ "serve", usage_serve, "p" },
 	{ "revoke", usage_revoke, "in" },
+	{ "entry", usage_entry, "" },	/* its own options: entry.c */
 };
 
 int
@@ -165,7 +182,7 @@ ca_main(int argc, char **argv)
 	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL, *serial = NULL;
 	const char *port_file = NULL, *allowed = NULL;
 	void (*usage)(FILE *) = NULL;
-	int ch;
+	int ch, node = 0;
 
 	hsm_log_init("hsmesh ca", HSM_LOG_WARN);
 	if (argc < 2) {
@@ -188,6 +205,8 @@ ca_main(int argc, char **argv)
 		usage_ca(stderr);
 		return 2;
 	}
+	if (strcmp(sub, "entry") == 0)
+		return ca_entry_main(argc - 1, argv + 1);
 
 	/* Options of the subcommand: argv[1] plays argv[0] for getopt. */
 	argc--;
@@ -196,7 +215,7 @@ ca_main(int argc, char **argv)
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:c:h", long_opts, NULL)) != -1) {
 		char letter = ch == OPT_CSR ? 's' : ch == OPT_ID ? 'i' : ch == OPT_TTL ? 't' :
-		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : 0;
+		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : ch == OPT_NODE ? 'N' : 0;
 
 		if (letter != 0 && strchr(allowed, letter) == NULL)
 			return usage_error(sub, usage, "option not valid for this subcommand:",
@@ -223,6 +242,9 @@ ca_main(int argc, char **argv)
 		case OPT_PORT_FILE:
 			port_file = optarg;
 			break;
+		case OPT_NODE:
+			node = 1;
+			break;
 		case ':':
 			return usage_error(sub, usage, "missing value for option", argv[optind - 1]);
 		default:
@@ -248,7 +270,7 @@ ca_main(int argc, char **argv)
 	if (strcmp(sub, "token") == 0) {
 		if (id == NULL)
 			return usage_error(sub, usage, "--id is required", NULL);
-		return ca_cmd_token(cfgpath, id, ttl);
+		return ca_cmd_token(cfgpath, id, ttl, node);
 	}
 	if (strcmp(sub, "revoke") == 0) {
 		if ((serial == NULL) == (id == NULL))

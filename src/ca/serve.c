@@ -13,7 +13,7 @@
 #include "err.h"
 #include "ledger.h"
 #include "log.h"
-#include "provider.h"
+#include "provider_core.h"
 
 #define MAX_CMP_BODY (256 * 1024)
 #define HANDLERS 8
@@ -61,12 +61,14 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	sa.au = au;
 	sc.listen = cfg->listen;
 	sc.port_file = port_file;
+	sc.trust_domain = cfg->trust_domain;
 	sc.cacert = sg.root;
 	sc.cakey = sg.key;
 	sc.ledger = lg;
 	sc.audit = au;
 	sc.token_key = key;
 	sc.svid_ttl = cfg->svid_ttl;
+	sc.max_ttl = cfg->max_ttl;
 	sc.issue = serve_issue;
 	sc.issue_arg = &sa;
 	sc.attest = cfg->attest;

@@ -21,7 +21,8 @@
 #include "err.h"
 #include "khclient.h"
 #include "ledger.h"
-#include "provider.h"
+#include "provider_core.h"
+#include "provider_kh.h"
 #include "spiffe.h"
 #include "util.h"
 

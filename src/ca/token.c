@@ -72,8 +72,60 @@ ca_token_key_load(const struct ca_config *cfg, int create, uint8_t key[32])
 	return 0;
 }
 
+/* What the entries say of an ID a token is asked for (token_check). */
+struct token_scan {
+	const char *id;
+	char managed_by[LEDGER_ENTRY_ID_LEN + 1];	/* a node-managed entry of id */
+	char node_of[LEDGER_ENTRY_ID_LEN + 1];		/* an entry naming id as its node */
+	char entry_of[LEDGER_ENTRY_ID_LEN + 1];		/* any entry of id */
+};
+
+static int
+token_scan_one(const struct ledger_entry *e, void *arg)
+{
+	struct token_scan *ts = arg;
+
+	if (strcmp(e->spiffe_id, ts->id) == 0) {
+		memcpy(ts->entry_of, e->id, sizeof(ts->entry_of));
+		if (!e->self_managed)
+			memcpy(ts->managed_by, e->id, sizeof(ts->managed_by));
+	}
+	if (!e->self_managed && !e->node_is_pattern && strcmp(e->node, ts->id) == 0)
+		memcpy(ts->node_of, e->id, sizeof(ts->node_of));
+	return 0;
+}
+
+/*
+ * A node token enrolls a node, a workload token a workload, and the two
+ * never share an ID (ledger.h). A workload token is also pointless for an
+ * ID that entries leave to nodes: the CA would refuse it. 0 or the refusal.
+ */
+static int
+token_check(struct ledger *lg, const char *id, int node)
+{
+	struct token_scan ts = { .id = id };
+	unsigned nodes = 0, workloads = 0;
+	int r;
+
+	if ((r = ledger_id_kinds(lg, id, &nodes, &workloads)) != 0 ||
+	    (r = ledger_entry_list(lg, NULL, token_scan_one, &ts)) != 0)
+		return r;
+	if (node && workloads > 0)
+		return hsm_err(HSM_EPOLICY, "%s is a workload identity (it has workload "
+		    "certificates): a node token cannot enroll it", id);
+	if (node && ts.entry_of[0] != '\0')
+		return hsm_err(HSM_EPOLICY, "%s is the ID of registration entry %s: a workload "
+		    "identity, not a node's", id, ts.entry_of);
+	if (!node && (nodes > 0 || ts.node_of[0] != '\0'))
+		return hsm_err(HSM_EPOLICY, "%s is a node identity: its join token needs --node", id);
+	if (!node && ts.managed_by[0] != '\0')
+		return hsm_err(HSM_EPOLICY, "%s is node-managed (registration entry %s): the agent of "
+		    "an authorised node enrolls it, no join token is needed", id, ts.managed_by);
+	return 0;
+}
+
 int
-ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text)
+ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text, int node)
 {
 	struct ca_config *cfg = NULL;
 	struct ledger *lg = NULL;
@@ -97,6 +149,7 @@ ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text)
 	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0 ||
 	    (r = hsm_mkdir_p(cfg->state_dir, 0700)) != 0 ||
 	    (r = ca_records_open(cfg, &lg, &au)) != 0 ||
+	    (r = token_check(lg, id, node)) != 0 ||
 	    (r = ca_token_key_load(cfg, 1, key)) != 0)
 		goto out;
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
@@ -106,10 +159,12 @@ ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text)
 	hsm_hex(rnd, sizeof(rnd), ref);
 	ca_token_secret(key, ref, secret);
 	SHA256((const unsigned char *)secret, strlen(secret), h);
-	if ((r = ledger_token_add(lg, ref, h, id, (int64_t)time(NULL) + ttl)) != 0)
+	if ((r = ledger_token_add_kind(lg, ref, h, id, (int64_t)time(NULL) + ttl,
+	    node ? LEDGER_NODE : LEDGER_WORKLOAD)) != 0)
 		goto out;
 	snprintf(exp, sizeof(exp), "%lld", (long long)((int64_t)time(NULL) + ttl));
-	audit_event(au, "token", "id", id, "token", ref, "expires", exp, NULL);
+	audit_event(au, "token", "id", id, "token", ref, "expires", exp, "kind",
+	    node ? "node" : NULL, NULL);
 	printf("%s:%s\n", ref, secret);
 	if (fflush(stdout) != 0)
 		r = hsm_err(HSM_EIO, "write error on stdout");

@@ -31,8 +31,11 @@ agent_config_free(struct agent_config *c)
 	for (size_t i = 0; i < c->nwl; i++) {
 		free(c->wl[i].id);
 		free(c->wl[i].join_token_file);
+		sel_set_clear(&c->wl[i].sel);
 	}
 	free(c->wl);
+	free(c->node.id);
+	free(c->node.join_token_file);
 	free(c);
 }
 
@@ -106,21 +109,47 @@ parse_uid(const char *s, uid_t *out)
 	return 0;
 }
 
+/* workloads[].selectors: a list of KIND:VALUE (selector.h). */
+static int
+parse_selectors(const struct cfg_doc *d, const struct cfg_node *e, struct agent_workload *w)
+{
+	const struct cfg_node *s;
+	int r;
+
+	if (e->type != CFG_SEQ || e->child == NULL)
+		return wl_err(d, e, "'workloads.selectors' must be a non-empty list of KIND:VALUE", "",
+		    "");
+	for (s = e->child; s != NULL; s = s->next) {
+		if (s->type != CFG_SCALAR || s->is_null || s->value == NULL)
+			return wl_err(d, s, "'workloads.selectors' must be a list of KIND:VALUE", "", "");
+		if ((r = sel_set_add(&w->sel, s->value)) != 0)
+			return r == HSM_ENOMEM ? r : wl_err(d, s, hsm_err_msg(r), "", "");
+	}
+	w->has_selectors = 1;
+	return 0;
+}
+
 /* One entry of workloads: into *w. */
 static int
 parse_workload(const struct cfg_doc *d, const struct cfg_node *it, struct agent_workload *w)
 {
 	const struct cfg_node *e;
 	struct spiffe_id sid;
-	int have_uid = 0, r;
+	char uidsel[32];
+	int r;
 
 	if (it->type != CFG_MAP)
 		return wl_err(d, it, "each workload must be a mapping with id, uid and "
 		    "join_token_file", "", "");
 	for (e = it->child; e != NULL; e = e->next) {
 		if (strcmp(e->key, "id") != 0 && strcmp(e->key, "uid") != 0 &&
-		    strcmp(e->key, "join_token_file") != 0)
+		    strcmp(e->key, "join_token_file") != 0 && strcmp(e->key, "selectors") != 0)
 			return wl_err(d, e, "unknown key 'workloads.", e->key, "'");
+		if (strcmp(e->key, "selectors") == 0) {
+			if ((r = parse_selectors(d, e, w)) != 0)
+				return r;
+			continue;
+		}
 		if (e->type != CFG_SCALAR || e->is_null || e->value == NULL || e->value[0] == '\0')
 			return wl_err(d, e, "'workloads.", e->key, "' needs a value");
 		if (strcmp(e->key, "id") == 0) {
@@ -136,7 +165,7 @@ parse_workload(const struct cfg_doc *d, const struct cfg_node *it, struct agent_
 			if (parse_uid(e->value, &w->uid) != 0)
 				return wl_err(d, e, "'workloads.uid' must be a number, not '", e->value,
 				    "'");
-			have_uid = 1;
+			w->has_uid = 1;
 		} else {
 			free(w->join_token_file);
 			if ((r = cfg_resolve_path(d->dir, e->value, &w->join_token_file)) != 0)
@@ -145,8 +174,12 @@ parse_workload(const struct cfg_doc *d, const struct cfg_node *it, struct agent_
 	}
 	if (w->id == NULL)
 		return wl_err(d, it, "workload without 'id'", "", "");
-	if (!have_uid)
+	if (!w->has_uid && !w->has_selectors)
 		return wl_err(d, it, "workload ", w->id, " without 'uid'");
+	/* uid is one more selector: all of them must match. */
+	snprintf(uidsel, sizeof(uidsel), "uid:%lu", (unsigned long)w->uid);
+	if (w->has_uid && (r = sel_set_add(&w->sel, uidsel)) != 0)
+		return r == HSM_ENOMEM ? r : wl_err(d, it, hsm_err_msg(r), "", "");
 	return 0;
 }
 
@@ -157,6 +190,9 @@ parse_workloads(const struct cfg_doc *d, struct agent_config *c)
 	size_t n = 0;
 	int r;
 
+	/* With a node identity the CA's registration entries may be all there is. */
+	if (seq == NULL && c->node.configured)
+		return 0;
 	if (seq == NULL)
 		return cfg_err(d, NULL, "missing required key 'workloads'");
 	if (seq->type != CFG_SEQ || seq->child == NULL)
@@ -174,6 +210,57 @@ parse_workloads(const struct cfg_doc *d, struct agent_config *c)
 			if (strcmp(c->wl[i].id, w->id) == 0)
 				return wl_err(d, it, "workload ", w->id, " listed twice");
 	}
+	return 0;
+}
+
+int
+agent_node_default_id(const char *td, const char *host, char **out)
+{
+	struct spiffe_id sid;
+	char *id;
+
+	*out = NULL;
+	if (host == NULL || host[0] == '\0' || strchr(host, '/') != NULL ||
+	    asprintf(&id, "spiffe://%s/node/%s", td, host) < 0)
+		return hsm_err(HSM_ECONFIG, "cannot make a node ID of host name '%.64s': set node.id",
+		    host != NULL ? host : "");
+	if (spiffe_id_parse(id, &sid) != 0) {
+		free(id);
+		return hsm_err(HSM_ECONFIG, "host name '%.64s' makes no valid node ID: set node.id",
+		    host);
+	}
+	*out = id;
+	return 0;
+}
+
+/* node: the node identity (optional). */
+static int
+parse_node(const struct cfg_doc *d, struct agent_config *c)
+{
+	const struct cfg_node *n = cfg_find(d, "node");
+	struct spiffe_id sid;
+	char why[300];
+	int r;
+
+	if (n == NULL)
+		return 0;
+	if (n->type != CFG_MAP)
+		return cfg_err(d, "node", "'node' must be a mapping (id, join_token_file, refresh)");
+	c->node.configured = 1;
+	if ((r = cfg_get_str(d, "node.id", NULL, &c->node.id)) != 0 ||
+	    (r = cfg_get_path(d, "node.join_token_file", NULL, &c->node.join_token_file)) != 0 ||
+	    (r = cfg_get_duration(d, "node.refresh", NULL, &c->node.refresh)) != 0)
+		return r;
+	if (c->node.id != NULL) {
+		if ((r = spiffe_id_parse(c->node.id, &sid)) != 0) {
+			snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+			return cfg_err(d, "node.id", "'node.id': %s", why);
+		}
+		if (sid.path[0] == '\0')
+			return cfg_err(d, "node.id", "'node.id' needs a path (spiffe://td/node/NAME)");
+	}
+	if (c->node.refresh > 86400)
+		return cfg_err(d, "node.refresh", "'node.refresh' must be at most 1d");
 	return 0;
 }
 
@@ -216,7 +303,7 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 		"token.test_sign_delay_ms", "token.workers", "ca.url", "ca.root", "state_dir",
 		"socket", "key.type", "renew_at", "retry.min", "retry.max", "workloads",
 		"attestation.producer", "attestation.path", "attestation.command",
-		"attestation.timeout", NULL
+		"attestation.timeout", "node.id", "node.join_token_file", "node.refresh", NULL
 	};
 	struct agent_config *c;
 	char *kt = NULL;
@@ -237,7 +324,8 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 	    (r = parse_fraction(d, "renew_at", 0.5, &c->renew_at)) != 0 ||
 	    (r = cfg_get_duration(d, "retry.min", "1s", &c->retry_min)) != 0 ||
 	    (r = cfg_get_duration(d, "retry.max", "60s", &c->retry_max)) != 0 ||
-	    (r = parse_ca(d, c)) != 0 || (r = parse_workloads(d, c)) != 0 ||
+	    (r = parse_ca(d, c)) != 0 || (r = parse_node(d, c)) != 0 ||
+	    (r = parse_workloads(d, c)) != 0 ||
 	    (r = evidence_conf_load(d, "attestation", &c->evidence)) != 0)
 		goto out;
 	if (hsm_keytype_parse(kt, &c->key_type) != 0) {

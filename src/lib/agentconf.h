@@ -14,9 +14,14 @@
  *   retry:
  *     min: 1s                          # backoff start (default 1s)
  *     max: 60s                         # backoff cap (default 60s), >= min
- *   workloads:                         # required, non-empty
+ *   node:                              # optional: the node identity (registration entries)
+ *     id: spiffe://example.org/node/n1 # default spiffe://<ca.root's trust domain>/node/<hostname>
+ *     join_token_file: node.join       # REF:SECRET of `hsmesh ca token --node` (or attestation)
+ *     refresh: 30s                     # how often to ask the CA for entries (default: the CA's hint)
+ *   workloads:                         # required without node:, non-empty when present
  *     - id: spiffe://example.org/ns/web    # unique; a path is required
- *       uid: 1000                          # who may use it (root may use every one)
+ *       uid: 1000                          # who may use it (root may use every one ...)
+ *       selectors: [path:/usr/bin/web]     # ... unless selectors are given: all must match
  *       join_token_file: web.join          # optional: REF:SECRET for an ir
  *   attestation: ...                   # optional (evidence.h)
  *
@@ -39,12 +44,24 @@
 #include "config.h"
 #include "evidence.h"
 #include "keytypes.h"
+#include "selector.h"
 
 /* One workload identity the agent keeps. */
 struct agent_workload {
 	char *id;			/* SPIFFE ID with a path */
+	int has_uid;
 	uid_t uid;			/* the local uid that may use it */
 	char *join_token_file;		/* may be NULL: no ir possible */
+	struct sel_set sel;		/* selectors: with uid (uid:N), all must match */
+	int has_selectors;		/* selectors: given (then root is no exception) */
+};
+
+/* The node: section. */
+struct agent_node {
+	int configured;			/* the section is there */
+	char *id;			/* NULL: spiffe://<ca.root's trust domain>/node/<hostname> */
+	char *join_token_file;		/* REF:SECRET of a node token, or NULL */
+	int64_t refresh;		/* seconds; 0: as the CA says */
 };
 
 struct agent_config {
@@ -61,8 +78,15 @@ struct agent_config {
 	int64_t retry_min, retry_max;	/* seconds */
 	struct agent_workload *wl;
 	size_t nwl;
+	struct agent_node node;
 	struct evidence_conf evidence;	/* attestation:, kind EVIDENCE_NONE when absent */
 };
+
+/*
+ * The node's default ID: spiffe://<td>/node/<host>. HSM_ECONFIG when host
+ * is not a valid path segment ("set node.id"). Caller frees *out.
+ */
+int agent_node_default_id(const char *td, const char *host, char **out);
 
 /* Load and validate agent.yaml at path. Caller frees *out. 0, HSM_ECONFIG or HSM_ENOMEM. */
 int agent_config_load(const char *path, struct agent_config **out);

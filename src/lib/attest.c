@@ -55,7 +55,7 @@ attest_policy_load(const struct cfg_doc *d, const char *section, const char *tru
 {
 	const struct cfg_node *sect = cfg_find(d, section);
 	struct attest_policy *p;
-	char key[96];
+	char key[96], *ident = NULL;
 	void *kp;
 	int r;
 
@@ -76,6 +76,15 @@ attest_policy_load(const struct cfg_doc *d, const char *section, const char *tru
 		r = cfg_err(d, K("nonce_ttl"), "'%s' must be from 1s to 1h", key);
 		goto out;
 	}
+	/* What an enrollment by evidence alone makes: a workload's identity, or a node's. */
+	if ((r = cfg_get_str(d, K("identity"), "workload", &ident)) != 0)
+		goto out;
+	if (strcmp(ident, "node") == 0) {
+		p->node_identity = 1;
+	} else if (strcmp(ident, "workload") != 0) {
+		r = cfg_err(d, K("identity"), "'%s' must be workload or node, not '%.40s'", key, ident);
+		goto out;
+	}
 #undef K
 	for (size_t i = 0; i < NKINDS; i++) {
 		kp = NULL;
@@ -94,6 +103,7 @@ attest_policy_load(const struct cfg_doc *d, const char *section, const char *tru
 	p = NULL;
 	r = 0;
  out:
+	free(ident);
 	attest_policy_free(p);
 	return r == 0 || r == HSM_ENOMEM ? r : HSM_ECONFIG;
 }

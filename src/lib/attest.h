@@ -36,6 +36,7 @@ struct attest_sgx_policy;
 /* The "attestation:" section of ca.yaml. */
 struct attest_policy {
 	int		 require;	/* every certificate request must carry evidence */
+	int		 node_identity;	/* identity: node -- attested enrollments are nodes' */
 	int64_t		 nonce_ttl;	/* seconds */
 	char		*trust_domain;
 	struct attest_sgx_policy *sgx;	/* SGX quotes: what is accepted (attest_sgx.h) */

@@ -23,7 +23,7 @@ static const char *const ca_known[] = {
 	"attestation.collateral", "attestation.insecure_test_root", "attestation.mrsigner",
 	"attestation.mrenclave", "attestation.isv_prod_id", "attestation.min_isv_svn",
 	"attestation.tcb_status", "attestation.allow_debug", "attestation.require",
-	"attestation.nonce_ttl", "attestation.spiffe_id",
+	"attestation.nonce_ttl", "attestation.spiffe_id", "attestation.identity",
 	NULL
 };
 

@@ -1,8 +1,9 @@
 /*
- * cert.h - X.509 for the CA: the self-signed root, X.509-SVIDs, CSR
- * checks, and a human-readable printer (hsmesh inspect).
+ * cert.h - X.509 for the CA: the self-signed root, X.509-SVIDs, parsing
+ * and CSR checks. The human-readable printer (hsmesh inspect) is
+ * certinspect.h.
  *
- * Signing keys are EVP_PKEYs and may be keyholder keys (provider.h): such
+ * Signing keys are EVP_PKEYs and may be keyholder keys (provider_kh.h): such
  * a key can sign but cannot be encoded, so every function that puts a
  * public key into a certificate takes it separately as an ordinary
  * (default provider) public key. Every certificate made here is verified
@@ -17,7 +18,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -72,6 +72,12 @@ int cert_spki_id(const uint8_t *spki, size_t len, uint8_t id[HSM_KEYID_LEN]);
 /* Key id of a certificate's public key (its SubjectPublicKeyInfo as encoded). */
 int cert_key_id(X509 *x, uint8_t id[HSM_KEYID_LEN]);
 
+/* Key id of a SubjectPublicKeyInfo (a certificate's or a CSR's). 0, HSM_EINVAL or HSM_ECRYPTO. */
+int cert_pubkey_id(X509_PUBKEY *xpk, uint8_t id[HSM_KEYID_LEN]);
+
+/* 1 when the first non-blank bytes of buf are a PEM boundary ("-----BEGIN "), else 0. */
+int cert_is_pem(const uint8_t *buf, size_t len);
+
 /*
  * Parse the first certificate of buf (PEM or DER). Caller frees *out.
  * 0 or HSM_EINVAL.
@@ -107,27 +113,6 @@ int cert_pem(X509 *x, char **out, size_t *len);
  * when nothing at all would be written.
  */
 int cert_pem_chain(X509 *x, STACK_OF(X509) *sk, char **out, size_t *len);
-
-/*
- * Print every certificate and CSR in buf (PEM, possibly several blocks, or
- * one DER object) readably on f: type, subject, issuer, serial, SPIFFE
- * IDs, key type and key id, validity with a note, CA flag, key usage, EKU.
- * Nothing is printed unless the whole input parses. 0 or HSM_EINVAL
- * ("not a certificate or CSR: ...").
- */
-int cert_inspect(const uint8_t *buf, size_t len, FILE *f);
-
-/*
- * Lines for extensions cert_inspect cannot read itself (e.g. what an
- * attested key's certificate records of its evidence,
- * attest_identity_describe): for i = 0, 1, ... it returns 1 with *label
- * and buf set (printed as "label: buf"), 0 to print nothing for i, < 0 to
- * print "label: (malformed)", and HSM_ENOENT after the last.
- */
-typedef int (*cert_ext_line_fn)(X509 *x, size_t i, const char **label, char *buf, size_t cap);
-
-/* cert_inspect, with ext's lines after the key usages of each certificate (ext may be NULL). */
-int cert_inspect_ext(const uint8_t *buf, size_t len, cert_ext_line_fn ext, FILE *f);
 
 /*
  * A serial number as lower-case hex without leading zeros (the ledger's

@@ -21,10 +21,10 @@
 #include <openssl/http.h>
 #include <openssl/x509v3.h>
 
-#include "attest.h"
 #include "cmpclient.h"
 #include "cmpder.h"
 #include "err.h"
+#include "evtype.h"
 #include "log.h"
 #include "spiffe.h"
 #include "svid.h"
@@ -199,7 +199,7 @@ transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 	    (reqbio = ASN1_item_i2d_mem_bio(it, (const ASN1_VALUE *)req)) == NULL)
 		goto out;
 	rsp = OSSL_HTTP_transfer(NULL, host, port, x->srv->path, 0, NULL, NULL, cbio, NULL, NULL,
-	    NULL, 0, headers, ct, reqbio, ct, 1, OSSL_HTTP_DEFAULT_MAX_RESP_LEN, timeout, 0);
+	    NULL, 0, headers, ct, reqbio, ct, 1, CMPC_MAX_RESP, timeout, 0);
 	if (rsp != NULL)
 		res = (OSSL_CMP_MSG *)ASN1_item_d2i_bio(it, rsp, NULL);
  out:

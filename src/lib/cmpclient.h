@@ -46,6 +46,7 @@
 
 #define CMPC_MSG_TIMEOUT 10		/* seconds per HTTP exchange (default) */
 #define CMPC_TOTAL_TIMEOUT 30		/* seconds per CMP transaction (default) */
+#define CMPC_MAX_RESP (5 << 20)		/* largest answer: a node's entries (entries.h) */
 
 /* One address of the CA: http://host:port/path. */
 struct cmpc_server {

@@ -21,6 +21,8 @@
 #define HSM_OID_ATTEST_NONCE	HSM_OID_ARC ".1"	/* genm request / genp answer */
 #define HSM_OID_SGX_QUOTE	HSM_OID_ARC ".2"	/* generalInfo of ir/cr/p10cr/kur */
 #define HSM_OID_SGX_IDENTITY	HSM_OID_ARC ".3"	/* certificate extension */
+#define HSM_OID_ENTRIES		HSM_OID_ARC ".4"	/* genm request / genp answer: a node's
+							 * registration entries (entries.h) */
 
 #define ATTEST_NONCE_LEN	32
 #define ATTEST_QUOTE_MAX	(64 * 1024)	/* the largest evidence of any kind */

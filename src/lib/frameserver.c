@@ -536,6 +536,12 @@ fsrv_peer(const struct fsrv_conn *c)
 	return &c->peer;
 }
 
+int
+fsrv_conn_fd(const struct fsrv_conn *c)
+{
+	return c->fd;
+}
+
 void
 fsrv_set_udata(struct fsrv_conn *c, void *udata)
 {

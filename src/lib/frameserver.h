@@ -185,6 +185,11 @@ void fsrv_ref(struct fsrv_conn *c);
 void fsrv_unref(struct fsrv_conn *c);
 
 const struct fsrv_peer *fsrv_peer(const struct fsrv_conn *c);
+/*
+ * c's socket, to ask the kernel more about the peer (SO_PEERPIDFD) from the
+ * accept callback. Never read, write or close it.
+ */
+int fsrv_conn_fd(const struct fsrv_conn *c);
 void fsrv_set_udata(struct fsrv_conn *c, void *udata);
 void *fsrv_udata(const struct fsrv_conn *c);
 

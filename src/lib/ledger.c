@@ -10,11 +10,17 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/rand.h>
+
+#include "cert.h"
 #include "err.h"
 #include "ledger.h"
 #include "ledger_be.h"
 #include "log.h"
+#include "proxyconf.h"
+#include "selector.h"
 #include "spiffe.h"
+#include "util.h"
 
 /* The backends, asked in turn whether a location is theirs. */
 static const struct ledger_ops *const backends[] = { &ledger_sqlite_ops };
@@ -173,6 +179,15 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 		return hsm_err(HSM_EINVAL, "ledger: missing certificate DER");
 	if (n->parent_serial[0] != '\0' && strcmp(n->parent_serial, n->serial) == 0)
 		return hsm_err(HSM_EINVAL, "ledger: a certificate cannot renew itself");
+	if (c->kind != LEDGER_WORKLOAD && c->kind != LEDGER_NODE)
+		return hsm_err(HSM_EINVAL, "ledger: unknown certificate kind %d", (int)c->kind);
+	if (strnlen(c->node_id, sizeof(c->node_id)) == sizeof(c->node_id))
+		return hsm_err(HSM_EINVAL, "ledger: node ID too long");
+	if (c->node_id[0] != '\0' && (c->kind != LEDGER_WORKLOAD || (r = check_id(c->node_id)) != 0))
+		return c->kind != LEDGER_WORKLOAD ?
+		    hsm_err(HSM_EINVAL, "ledger: a node certificate is issued to no node") : r;
+	n->kind = c->kind;
+	memcpy(n->node_id, c->node_id, sizeof(n->node_id));
 	memcpy(n->spiffe_id, c->spiffe_id, sizeof(n->spiffe_id));
 	memcpy(n->auth, c->auth, sizeof(n->auth));
 	n->not_before = c->not_before;
@@ -244,6 +259,14 @@ int
 ledger_token_add(struct ledger *lg, const char *ref,
     const uint8_t secret_hash[LEDGER_HASH_LEN], const char *spiffe_id, int64_t expires)
 {
+	return ledger_token_add_kind(lg, ref, secret_hash, spiffe_id, expires, LEDGER_WORKLOAD);
+}
+
+int
+ledger_token_add_kind(struct ledger *lg, const char *ref,
+    const uint8_t secret_hash[LEDGER_HASH_LEN], const char *spiffe_id, int64_t expires,
+    enum ledger_kind kind)
+{
 	int r;
 
 	if (!valid_ref(ref))
@@ -251,10 +274,12 @@ ledger_token_add(struct ledger *lg, const char *ref,
 		    "printable characters", LEDGER_REF_MAX);
 	if (secret_hash == NULL)
 		return hsm_err(HSM_EINVAL, "ledger: missing join token hash");
+	if (kind != LEDGER_WORKLOAD && kind != LEDGER_NODE)
+		return hsm_err(HSM_EINVAL, "ledger: unknown join token kind %d", (int)kind);
 	if ((r = check_id(spiffe_id)) != 0 || (r = lock(lg)) != 0)
 		return r;
 	r = lg->ops->token_insert(lg->be, ref, secret_hash, spiffe_id, (int64_t)time(NULL),
-	    expires);
+	    expires, (int)kind);
 	unlock(lg);
 	return r;
 }
@@ -379,11 +404,62 @@ supersede_locked(struct ledger *lg, const struct ledger_cert *n)
 	return r;
 }
 
+/* A join token enrolls only its own kind of identity; the lock is held. */
+static int
+token_kind_locked(struct ledger *lg, const char *ref, enum ledger_kind kind)
+{
+	struct ledger_token t;
+	int r;
+
+	if ((r = lg->ops->token_get(lg->be, ref, &t)) != 0)
+		return r;
+	if (t.kind == kind)
+		return 0;
+	return hsm_err(HSM_EPOLICY, t.kind == LEDGER_NODE ?
+	    "join token enrolls a node identity, not a workload's" :
+	    "join token enrolls a workload identity, not a node's");
+}
+
+/*
+ * An ID is a node's or a workload's, never both: n's kind must agree with
+ * every certificate its ID had, and with the registration entries (an
+ * entry's ID is a workload's, an entry's node a node's). Lock held.
+ */
+static int
+kind_locked(struct ledger *lg, const struct ledger_cert *n)
+{
+	unsigned nodes = 0, workloads = 0;
+	int r;
+
+	if ((r = lg->ops->cert_kinds(lg->be, n->spiffe_id, &nodes, &workloads)) != 0)
+		return r;
+	if (n->kind == LEDGER_NODE && workloads > 0)
+		return hsm_err(HSM_EPOLICY, "%s is a workload identity, not a node's", n->spiffe_id);
+	if (n->kind == LEDGER_WORKLOAD && nodes > 0)
+		return hsm_err(HSM_EPOLICY, "%s is a node identity, not a workload's", n->spiffe_id);
+	if (n->kind == LEDGER_WORKLOAD) {
+		if ((r = lg->ops->entry_names_node(lg->be, n->spiffe_id)) < 0)
+			return r;
+		if (r > 0)
+			return hsm_err(HSM_EPOLICY, "%s is a node named by a registration entry, "
+			    "not a workload identity", n->spiffe_id);
+	}
+	return 0;
+}
+
+static int
+count_entry(const struct ledger_entry *e, void *arg)
+{
+	(*(unsigned *)arg)++;
+	return 0;
+}
+
 int
 ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now)
 {
 	struct ledger_cert n;
+	unsigned entries = 0;
 	int r;
 
 	if ((r = cert_arg(c, &n)) != 0)
@@ -394,7 +470,13 @@ ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_r
 		return r;
 	if ((r = lg->ops->begin(lg->be)) != 0)
 		goto out;
-	if ((token_ref == NULL || (r = consume_locked(lg, token_ref, now)) == 0) &&
+	if ((r = kind_locked(lg, &n)) == 0 && n.kind == LEDGER_NODE &&
+	    (r = lg->ops->entry_list(lg->be, n.spiffe_id, count_entry, &entries)) == 0 && entries > 0)
+		r = hsm_err(HSM_EPOLICY, "%s is the ID of a registration entry: a workload "
+		    "identity, not a node's", n.spiffe_id);
+	if (r == 0 &&
+	    (token_ref == NULL || ((r = token_kind_locked(lg, token_ref, n.kind)) == 0 &&
+	    (r = consume_locked(lg, token_ref, now)) == 0)) &&
 	    (n.parent_serial[0] == '\0' || (r = supersede_locked(lg, &n)) == 0) &&
 	    (r = lg->ops->cert_insert(lg->be, &n, (int64_t)time(NULL))) == 0)
 		r = lg->ops->commit(lg->be);
@@ -553,4 +635,230 @@ ledger_cert_list_id(struct ledger *lg, const char *spiffe_id, ledger_cert_cb cb,
 	r = lg->ops->cert_list_id(lg->be, spiffe_id, cb, arg);
 	unlock(lg);
 	return r;
+}
+
+int
+ledger_id_kinds(struct ledger *lg, const char *spiffe_id, unsigned *nodes, unsigned *workloads)
+{
+	int r;
+
+	*nodes = *workloads = 0;
+	if ((r = check_id(spiffe_id)) != 0 || (r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->cert_kinds(lg->be, spiffe_id, nodes, workloads);
+	unlock(lg);
+	return r;
+}
+
+/* ---- registration entries ---- */
+
+/* An entry's ID: exactly LEDGER_ENTRY_ID_LEN hex digits, stored lower-case. */
+static int
+entry_id_arg(const char *in, char out[LEDGER_ENTRY_ID_LEN + 1])
+{
+	if (norm_hex(in, LEDGER_ENTRY_ID_LEN, LEDGER_ENTRY_ID_LEN, out, LEDGER_ENTRY_ID_LEN + 1) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: an entry ID is %d hex digits",
+		    LEDGER_ENTRY_ID_LEN);
+	return 0;
+}
+
+/* A SPIFFE ID with a path (what a workload or a node is called). */
+static int
+check_path_id(const char *id, const char *what)
+{
+	struct spiffe_id sid;
+	int r;
+
+	if (id == NULL || id[0] == '\0')
+		return hsm_err(HSM_EINVAL, "ledger: missing %s", what);
+	if ((r = spiffe_id_parse(id, &sid)) != 0)
+		return r;
+	if (sid.path[0] == '\0')
+		return hsm_err(HSM_EINVAL, "ledger: the %s %s has no path", what, id);
+	return 0;
+}
+
+/* selectors: 1..SEL_SET_MAX selectors, one a line, each valid (selector.h). */
+static int
+check_selectors(const char *text)
+{
+	char line[SEL_TEXT_MAX + 1];
+	struct selector sel;
+	size_t n = 0;
+	int r;
+
+	for (const char *p = text; *p != '\0';) {
+		size_t l = strcspn(p, "\n");
+
+		if (l == 0 || l > SEL_TEXT_MAX)
+			return hsm_err(HSM_EINVAL, "ledger: an empty or overlong selector line");
+		memcpy(line, p, l);
+		line[l] = '\0';
+		if ((r = sel_parse(line, &sel)) != 0)
+			return r;
+		sel_clear(&sel);
+		if (++n > SEL_SET_MAX)
+			return hsm_err(HSM_EINVAL, "ledger: more than %d selectors", SEL_SET_MAX);
+		p += l;
+		if (*p == '\n' && *++p == '\0')
+			return hsm_err(HSM_EINVAL, "ledger: an empty selector line");
+	}
+	return 0;
+}
+
+/* e's fields, each within its bounds and consistent with the others. */
+static int
+entry_arg(const struct ledger_entry *e)
+{
+	int r;
+
+	if (strnlen(e->spiffe_id, sizeof(e->spiffe_id)) == sizeof(e->spiffe_id) ||
+	    strnlen(e->node, sizeof(e->node)) == sizeof(e->node) ||
+	    strnlen(e->selectors, sizeof(e->selectors)) == sizeof(e->selectors))
+		return hsm_err(HSM_EINVAL, "ledger: an entry field is too long");
+	if ((r = check_path_id(e->spiffe_id, "workload ID")) != 0)
+		return r;
+	if (e->ttl < 0 || e->ttl > CERT_MAX_TTL)
+		return hsm_err(HSM_EINVAL, "ledger: entry TTL out of range");
+	if (e->self_managed) {
+		if (e->node[0] != '\0' || e->selectors[0] != '\0')
+			return hsm_err(HSM_EINVAL, "ledger: a self-managed entry names no node and no "
+			    "selectors (no agent serves it)");
+		return 0;
+	}
+	if (e->node[0] == '\0')
+		return hsm_err(HSM_EINVAL, "ledger: a node-managed entry names a node or a node "
+		    "pattern");
+	if ((r = e->node_is_pattern ? spiffe_pattern_check(e->node) :
+	    check_path_id(e->node, "node ID")) != 0)
+		return r;
+	if (!e->node_is_pattern && strcmp(e->node, e->spiffe_id) == 0)
+		return hsm_err(HSM_EINVAL, "ledger: a node cannot be its own workload");
+	if (e->selectors[0] == '\0')
+		return hsm_err(HSM_EINVAL, "ledger: a node-managed entry needs at least one selector "
+		    "(which local processes the agent serves it to)");
+	return check_selectors(e->selectors);
+}
+
+struct mode_check {
+	const struct ledger_entry *e;
+	char other[LEDGER_ENTRY_ID_LEN + 1];
+};
+
+static int
+mode_conflict(const struct ledger_entry *x, void *arg)
+{
+	struct mode_check *m = arg;
+
+	if (x->self_managed == m->e->self_managed)
+		return 0;
+	memcpy(m->other, x->id, sizeof(m->other));
+	return 1;
+}
+
+int
+ledger_entry_add(struct ledger *lg, struct ledger_entry *e)
+{
+	struct mode_check m = { .e = e };
+	unsigned nodes = 0, workloads = 0, named = 0;
+	uint8_t rnd[LEDGER_ENTRY_ID_LEN / 2];
+	int r;
+
+	if ((r = entry_arg(e)) != 0)
+		return r;
+	if (e->id[0] == '\0') {
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			return hsm_err(HSM_EIO, "ledger: no random bytes for an entry ID");
+		hsm_hex(rnd, sizeof(rnd), e->id);
+	} else if ((r = entry_id_arg(e->id, e->id)) != 0) {
+		return r;
+	}
+	e->created = (int64_t)time(NULL);
+	if ((r = lock(lg)) != 0)
+		return r;
+	if ((r = lg->ops->begin(lg->be)) != 0)
+		goto out;
+	/* The workload ID is no node's ... */
+	if ((r = lg->ops->cert_kinds(lg->be, e->spiffe_id, &nodes, &workloads)) == 0 && nodes > 0)
+		r = hsm_err(HSM_EPOLICY, "%s is a node identity (it has node certificates)",
+		    e->spiffe_id);
+	if (r == 0 && (r = lg->ops->entry_names_node(lg->be, e->spiffe_id)) > 0)
+		r = hsm_err(HSM_EPOLICY, "%s is named as a node by another entry", e->spiffe_id);
+	/* ... the node no workload's ... */
+	if (r == 0 && !e->self_managed && !e->node_is_pattern) {
+		if ((r = lg->ops->cert_kinds(lg->be, e->node, &nodes, &workloads)) == 0 && workloads > 0)
+			r = hsm_err(HSM_EPOLICY, "%s is a workload identity, not a node's", e->node);
+		if (r == 0 && (r = lg->ops->entry_list(lg->be, e->node, count_entry, &named)) == 0 &&
+		    named > 0)
+			r = hsm_err(HSM_EPOLICY, "%s is the ID of a registration entry, not a node",
+			    e->node);
+	}
+	/* ... and every entry of one ID agrees on who manages it. */
+	if (r == 0 && (r = lg->ops->entry_list(lg->be, e->spiffe_id, mode_conflict, &m)) == 1)
+		r = hsm_err(HSM_EPOLICY, "%s is %s by entry %s", e->spiffe_id,
+		    e->self_managed ? "node-managed" : "self-managed", m.other);
+	if (r == 0 && (r = lg->ops->entry_insert(lg->be, e)) == 0)
+		r = lg->ops->commit(lg->be);
+	if (r != 0)
+		lg->ops->rollback(lg->be);
+ out:
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_entry_get(struct ledger *lg, const char *id, struct ledger_entry *out)
+{
+	char hex[LEDGER_ENTRY_ID_LEN + 1];
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (id == NULL || (r = entry_id_arg(id, hex)) != 0)
+		return id == NULL ? hsm_err(HSM_EINVAL, "ledger: missing entry ID") : r;
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->entry_get(lg->be, hex, out);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_entry_rm(struct ledger *lg, const char *id)
+{
+	char hex[LEDGER_ENTRY_ID_LEN + 1];
+	int r;
+
+	if (id == NULL || (r = entry_id_arg(id, hex)) != 0)
+		return id == NULL ? hsm_err(HSM_EINVAL, "ledger: missing entry ID") : r;
+	if ((r = lock(lg)) != 0)
+		return r;
+	if ((r = lg->ops->entry_delete(lg->be, hex)) == 0)
+		r = hsm_err(HSM_ENOENT, "no registration entry %s", hex);
+	else if (r == 1)
+		r = 0;
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_entry_list(struct ledger *lg, const char *spiffe_id, ledger_entry_cb cb, void *arg)
+{
+	int r;
+
+	if (cb == NULL)
+		return hsm_err(HSM_EINVAL, "ledger: list: missing callback");
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->entry_list(lg->be, spiffe_id, cb, arg);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_entry_covers(const struct ledger_entry *e, const char *node_id)
+{
+	if (e->self_managed || node_id == NULL)
+		return 0;
+	return e->node_is_pattern ? spiffe_pattern_match(e->node, node_id) :
+	    strcmp(e->node, node_id) == 0;
 }

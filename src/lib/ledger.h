@@ -1,6 +1,7 @@
 /*
  * ledger.h - the CA's ledger: one-time join tokens, every certificate
- * issued, renewals, revocations.
+ * issued, renewals, revocations, and the registration entries that say
+ * which node may obtain which workload identity.
  *
  * This interface validates every input and decides which steps form one
  * transaction; the store behind it is a backend (ledger_be.h). Today's
@@ -29,13 +30,23 @@
 
 #include "spiffe.h"
 
-#define LEDGER_SCHEMA_VERSION 2
+#define LEDGER_SCHEMA_VERSION 3
 #define LEDGER_REF_MAX 64	/* join token reference, bytes */
 #define LEDGER_HASH_LEN 32	/* SHA-256 of a join token secret */
 #define LEDGER_SERIAL_MAX 64	/* certificate serial, hex digits */
 #define LEDGER_SPKI_ID_LEN 64	/* hex SHA-256 of a SubjectPublicKeyInfo */
 #define LEDGER_AUTH_MAX 255	/* "token:<ref>", "kur:<serial>", "offline", ... */
 #define LEDGER_REASON_MAX 10	/* CRLReason codes 0..10 (RFC 5280 5.3.1) */
+#define LEDGER_ENTRY_ID_LEN 16	/* hex digits of a registration entry's ID */
+#define LEDGER_SELECTORS_MAX 4096	/* an entry's selectors, one a line */
+
+/*
+ * What a join token enrolls and what a certificate is: a workload's
+ * identity, or a node's (an agent's own identity, which protects the
+ * enrollment of its workloads). The two never mix: a node token issues
+ * only node certificates, a workload token only workload certificates.
+ */
+enum ledger_kind { LEDGER_WORKLOAD = 0, LEDGER_NODE = 1 };
 
 struct ledger;
 
@@ -46,6 +57,7 @@ struct ledger_token {
 	int64_t expires;	/* valid while now < expires */
 	int used;		/* 1 once consumed */
 	int64_t used_at;	/* 0 unless used */
+	enum ledger_kind kind;	/* what it enrolls */
 };
 
 /*
@@ -68,8 +80,30 @@ struct ledger_cert {
 	int revoked;
 	int64_t revoked_at;	/* 0 unless revoked */
 	int reason;		/* CRLReason, meaningful when revoked */
+	enum ledger_kind kind;	/* a workload's or a node's certificate */
+	char node_id[SPIFFE_ID_MAX + 1];	/* issued to this node (node-protected), or "" */
 	uint8_t *der;
 	size_t der_len;
+};
+
+/*
+ * A registration entry: which node(s) may obtain a workload identity and
+ * which local processes the node's agent serves it to. node is a node's
+ * SPIFFE ID, or with node_is_pattern a pattern of them (proxyconf.h's
+ * syntax: an ID, or an ID followed by "/" + "*" for everything below it).
+ * A self-managed entry (a CMP client manages the identity itself: join
+ * token ir, kur by its own certificate) names no node and no selectors.
+ * selectors: one selector a line (selector.h), "" for none.
+ */
+struct ledger_entry {
+	char id[LEDGER_ENTRY_ID_LEN + 1];	/* lower-case hex */
+	char spiffe_id[SPIFFE_ID_MAX + 1];
+	char node[SPIFFE_ID_MAX + 1];
+	int node_is_pattern;
+	char selectors[LEDGER_SELECTORS_MAX + 1];
+	int64_t ttl;		/* seconds its certificates live; 0: svid_ttl */
+	int self_managed;
+	int64_t created;	/* set by ledger_entry_add */
 };
 
 /*
@@ -93,6 +127,10 @@ void ledger_close(struct ledger *lg);
  */
 int ledger_token_add(struct ledger *lg, const char *ref,
     const uint8_t secret_hash[LEDGER_HASH_LEN], const char *spiffe_id, int64_t expires);
+/* ledger_token_add for a token of kind (LEDGER_NODE: it enrolls a node identity). */
+int ledger_token_add_kind(struct ledger *lg, const char *ref,
+    const uint8_t secret_hash[LEDGER_HASH_LEN], const char *spiffe_id, int64_t expires,
+    enum ledger_kind kind);
 
 /*
  * Look a join token up by ref (which may come from a peer: any string is
@@ -198,5 +236,46 @@ int ledger_cert_count(struct ledger *lg, uint64_t *n);
  */
 typedef int (*ledger_cert_cb)(const struct ledger_cert *c, void *arg);
 int ledger_cert_list_id(struct ledger *lg, const char *spiffe_id, ledger_cert_cb cb, void *arg);
+
+/*
+ * How many certificates of each kind spiffe_id has ever had: an ID is a
+ * node's or a workload's, never both. 0; HSM_EIO. A store error is
+ * reported, never read as "none".
+ */
+int ledger_id_kinds(struct ledger *lg, const char *spiffe_id, unsigned *nodes,
+    unsigned *workloads);
+
+/* ---- registration entries ---- */
+
+/*
+ * Record e (its created is set here; e->id, when "", is made: 16 random
+ * hex digits, copied back into e). In one transaction the ledger refuses
+ * what would contradict itself: HSM_EPOLICY when spiffe_id is a node's
+ * identity (it has node certificates, or an entry names it as a node),
+ * when the node named is a workload's identity, or when another entry of
+ * the same ID disagrees on self-managed. HSM_EINVAL (a field malformed:
+ * IDs, pattern, selectors, ttl, self-managed with a node or selectors, a
+ * node-managed entry without a node or without selectors); HSM_EEXIST
+ * (id taken); HSM_EIO. Trust-domain and max_ttl checks are the caller's.
+ */
+int ledger_entry_add(struct ledger *lg, struct ledger_entry *e);
+
+/* Fetch entry id. 0 with *out filled; HSM_ENOENT; HSM_EINVAL; HSM_EIO. */
+int ledger_entry_get(struct ledger *lg, const char *id, struct ledger_entry *out);
+
+/* Remove entry id. 0; HSM_ENOENT; HSM_EINVAL; HSM_EIO. */
+int ledger_entry_rm(struct ledger *lg, const char *id);
+
+/*
+ * Call cb for every entry of spiffe_id (NULL: every entry), oldest first.
+ * e is valid during the call only; cb runs with the ledger locked and must
+ * not call ledger functions. A non-zero return from cb stops the walk and
+ * is returned. 0; HSM_EIO; HSM_ENOMEM.
+ */
+typedef int (*ledger_entry_cb)(const struct ledger_entry *e, void *arg);
+int ledger_entry_list(struct ledger *lg, const char *spiffe_id, ledger_entry_cb cb, void *arg);
+
+/* 1 when e is node-managed and names node_id (exactly, or by its pattern), else 0. */
+int ledger_entry_covers(const struct ledger_entry *e, const char *node_id);
 
 #endif

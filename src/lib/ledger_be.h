@@ -36,6 +36,7 @@
 /* The types of ledger.h, which includes nothing of this file. */
 struct ledger_be;
 struct ledger_cert;
+struct ledger_entry;
 struct ledger_token;
 
 struct ledger_ops {
@@ -53,9 +54,9 @@ struct ledger_ops {
 	void (*rollback)(struct ledger_be *be);
 
 	/* Insert a join token; HSM_EEXIST when ref is taken. */
-	/* hash: LEDGER_HASH_LEN bytes. */
+	/* hash: LEDGER_HASH_LEN bytes; kind: enum ledger_kind (what it enrolls). */
 	int (*token_insert)(struct ledger_be *be, const char *ref, const uint8_t *hash,
-	    const char *spiffe_id, int64_t created, int64_t expires);
+	    const char *spiffe_id, int64_t created, int64_t expires, int kind);
 	/* Fetch a join token; HSM_ENOENT when unknown. */
 	int (*token_get)(struct ledger_be *be, const char *ref, struct ledger_token *out);
 	/* Mark ref used at now if unused and now < expires: 1 if it changed, 0 if not. */
@@ -64,8 +65,9 @@ struct ledger_ops {
 	int (*token_unuse)(struct ledger_be *be, const char *ref, int64_t used_at);
 
 	/*
-	 * Insert c (its revocation and superseded_by ignored) as recorded at
-	 * recorded; HSM_EEXIST on a serial already taken.
+	 * Insert c (its revocation and superseded_by ignored; kind and
+	 * node_id stored) as recorded at recorded; HSM_EEXIST on a serial
+	 * already taken.
 	 */
 	int (*cert_insert)(struct ledger_be *be, const struct ledger_cert *c, int64_t recorded);
 	/* Fetch by serial, der malloc'd; HSM_ENOENT when unknown. */
@@ -94,6 +96,25 @@ struct ledger_ops {
 	 */
 	int (*cert_list_id)(struct ledger_be *be, const char *spiffe_id,
 	    int (*cb)(const struct ledger_cert *c, void *arg), void *arg);
+	/* How many certificates of id are of kind node, and of kind workload. */
+	int (*cert_kinds)(struct ledger_be *be, const char *spiffe_id, unsigned *nodes,
+	    unsigned *workloads);
+
+	/* Registration entries (struct ledger_entry). Insert: HSM_EEXIST on an id taken. */
+	int (*entry_insert)(struct ledger_be *be, const struct ledger_entry *e);
+	/* Fetch by id; HSM_ENOENT when unknown. */
+	int (*entry_get)(struct ledger_be *be, const char *id, struct ledger_entry *out);
+	/* Delete by id: 1 deleted, 0 unknown. */
+	int (*entry_delete)(struct ledger_be *be, const char *id);
+	/*
+	 * Call cb (a ledger_entry_cb) for the entries of spiffe_id (NULL:
+	 * all), oldest first (created, then insertion); e valid during the
+	 * call only.
+	 */
+	int (*entry_list)(struct ledger_be *be, const char *spiffe_id,
+	    int (*cb)(const struct ledger_entry *e, void *arg), void *arg);
+	/* 1 when some entry names id as its node (node, not a pattern), 0 not, < 0 error. */
+	int (*entry_names_node)(struct ledger_be *be, const char *id);
 };
 
 /* The backends (ledger_sqlite.c). */

@@ -67,10 +67,34 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	"ALTER TABLE certs ADD COLUMN superseded_by TEXT;"
 	"UPDATE certs SET superseded_by = (SELECT c.serial FROM certs AS c"
 	"  WHERE c.parent_serial = certs.serial ORDER BY c.rowid LIMIT 1);",
+	/*
+	 * 2 -> 3: node identities and registration entries. A token and a
+	 * certificate have a kind (0 workload, 1 node: every earlier row is a
+	 * workload's); a workload certificate a node enrolled names that node
+	 * (node_id). An entry names a workload ID, the node (or a pattern of
+	 * nodes) that may obtain it, its selectors (one a line), a TTL and
+	 * whether a CMP client manages it itself.
+	 */
+	"ALTER TABLE tokens ADD COLUMN kind INTEGER NOT NULL DEFAULT 0 CHECK (kind IN (0, 1));"
+	"ALTER TABLE certs ADD COLUMN kind INTEGER NOT NULL DEFAULT 0 CHECK (kind IN (0, 1));"
+	"ALTER TABLE certs ADD COLUMN node_id TEXT;"
+	"CREATE TABLE entries ("
+	"  id TEXT PRIMARY KEY NOT NULL,"
+	"  spiffe_id TEXT NOT NULL,"
+	"  node TEXT NOT NULL,"
+	"  node_is_pattern INTEGER NOT NULL,"
+	"  selectors TEXT NOT NULL,"
+	"  ttl INTEGER NOT NULL,"
+	"  self_managed INTEGER NOT NULL,"
+	"  created INTEGER NOT NULL"
+	");"
+	"CREATE INDEX entries_by_id ON entries (spiffe_id);"
+	"CREATE INDEX entries_by_node ON entries (node);",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
-	"parent_serial, revoked_at, reason, der, superseded_by"
+	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id"
+#define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created"
 
 enum stmt_id {
 	S_BEGIN,
@@ -90,6 +114,13 @@ enum stmt_id {
 	S_ID_ADD,
 	S_ID_GET,
 	S_ID_DEL,
+	S_CERT_KINDS,
+	S_ENTRY_ADD,
+	S_ENTRY_GET,
+	S_ENTRY_DEL,
+	S_ENTRY_LIST,
+	S_ENTRY_LIST_ID,
+	S_ENTRY_NODE,
 	S_COUNT
 };
 
@@ -97,15 +128,16 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
-	[S_TOKEN_ADD] = "INSERT INTO tokens (ref, secret_hash, spiffe_id, created, expires) "
-	    "VALUES (?1, ?2, ?3, ?4, ?5)",
-	[S_TOKEN_GET] = "SELECT secret_hash, spiffe_id, created, expires, used_at "
+	[S_TOKEN_ADD] = "INSERT INTO tokens (ref, secret_hash, spiffe_id, created, expires, kind) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[S_TOKEN_GET] = "SELECT secret_hash, spiffe_id, created, expires, used_at, kind "
 	    "FROM tokens WHERE ref = ?1",
 	[S_TOKEN_USE] = "UPDATE tokens SET used_at = ?2 "
 	    "WHERE ref = ?1 AND used_at IS NULL AND expires > ?2",
 	[S_TOKEN_UNUSE] = "UPDATE tokens SET used_at = NULL WHERE ref = ?1 AND used_at = ?2",
 	[S_CERT_ADD] = "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
-	    "auth, parent_serial, recorded, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	    "auth, parent_serial, recorded, der, kind, node_id) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[S_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
 	[S_CERT_SUPERSEDE] = "UPDATE certs SET superseded_by = ?2 "
 	    "WHERE serial = ?1 AND superseded_by IS NULL",
@@ -120,6 +152,17 @@ static const char *const stmt_sql[S_COUNT] = {
 	    "VALUES (?1, ?3, ?2) ON CONFLICT (spiffe_id) DO NOTHING",
 	[S_ID_GET] = "SELECT 1 FROM revoked_ids WHERE spiffe_id = ?1",
 	[S_ID_DEL] = "DELETE FROM revoked_ids WHERE spiffe_id = ?1",
+	[S_CERT_KINDS] = "SELECT coalesce(sum(kind = 1), 0), coalesce(sum(kind = 0), 0) "
+	    "FROM certs WHERE spiffe_id = ?1",
+	[S_ENTRY_ADD] = "INSERT INTO entries (" ENTRY_COLS ") "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[S_ENTRY_GET] = "SELECT " ENTRY_COLS " FROM entries WHERE id = ?1",
+	[S_ENTRY_DEL] = "DELETE FROM entries WHERE id = ?1",
+	[S_ENTRY_LIST] = "SELECT " ENTRY_COLS " FROM entries ORDER BY created, rowid",
+	[S_ENTRY_LIST_ID] = "SELECT " ENTRY_COLS " FROM entries WHERE spiffe_id = ?1 "
+	    "ORDER BY created, rowid",
+	[S_ENTRY_NODE] = "SELECT 1 FROM entries WHERE node = ?1 AND node_is_pattern = 0 "
+	    "AND self_managed = 0 LIMIT 1",
 };
 
 struct ledger_be {
@@ -182,6 +225,46 @@ col_text(sqlite3_stmt *s, int col, char *buf, size_t size)
 	memcpy(buf, t, (size_t)n);
 	buf[n] = '\0';
 	return 0;
+}
+
+/*
+ * Step a bound INSERT: 0, HSM_EEXIST ("ledger: <dup>" when the key is
+ * taken) or HSM_EIO. The statement is released.
+ */
+static int
+insert_step(struct ledger_be *be, sqlite3_stmt *s, const char *what, const char *dup)
+{
+	int rc = sqlite3_step(s), r;
+
+	if (rc == SQLITE_DONE)
+		r = 0;
+	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+		r = hsm_err(HSM_EEXIST, "ledger: %s", dup);
+	else
+		r = db_fail(be, what);
+	release(s);
+	return r;
+}
+
+/* Run a query bound to one text arg: 1 when it returns a row, 0 when not, or HSM_EIO. */
+static int
+row_exists(struct ledger_be *be, enum stmt_id id, const char *arg, const char *what)
+{
+	sqlite3_stmt *s = be->stmt[id];
+	int rc, r;
+
+	if (sqlite3_bind_text(s, 1, arg, -1, SQLITE_STATIC) != SQLITE_OK)
+		rc = SQLITE_ERROR;
+	else
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		r = 0;
+	else if (rc == SQLITE_ROW)
+		r = 1;
+	else
+		r = db_fail(be, what);
+	release(s);
+	return r;
 }
 
 /* ---- open, schema ---- */
@@ -377,29 +460,24 @@ sq_rollback(struct ledger_be *be)
 
 static int
 sq_token_insert(struct ledger_be *be, const char *ref, const uint8_t *hash,
-    const char *spiffe_id, int64_t created, int64_t expires)
+    const char *spiffe_id, int64_t created, int64_t expires, int kind)
 {
 	sqlite3_stmt *s = be->stmt[S_TOKEN_ADD];
-	int r, rc;
+	char dup[LEDGER_REF_MAX + 64];
+	int r;
 
 	if (sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_blob(s, 2, hash, LEDGER_HASH_LEN, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_text(s, 3, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 4, created) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 5, expires) != SQLITE_OK) {
+	    sqlite3_bind_int64(s, 5, expires) != SQLITE_OK ||
+	    sqlite3_bind_int(s, 6, kind) != SQLITE_OK) {
 		r = db_fail(be, "add token");
-		goto out;
+		release(s);
+		return r;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
-		r = hsm_err(HSM_EEXIST, "ledger: join token '%s' already exists", ref);
-	else
-		r = db_fail(be, "add token");
- out:
-	release(s);
-	return r;
+	snprintf(dup, sizeof(dup), "join token '%s' already exists", ref);
+	return insert_step(be, s, "add token", dup);
 }
 
 static int
@@ -433,6 +511,7 @@ sq_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 		t->used = 1;
 		t->used_at = sqlite3_column_int64(s, 4);
 	}
+	t->kind = sqlite3_column_int(s, 5) == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
 	r = 0;
  out:
 	release(s);
@@ -464,7 +543,8 @@ static int
 sq_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t recorded)
 {
 	sqlite3_stmt *s = be->stmt[S_CERT_ADD];
-	int r, rc;
+	char dup[LEDGER_SERIAL_MAX + 64];
+	int r;
 
 	if (sqlite3_bind_text(s, 1, c->serial, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_text(s, 2, c->spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
@@ -476,20 +556,17 @@ sq_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t record
 	    sqlite3_bind_text(s, 7, c->parent_serial, -1, SQLITE_STATIC) :
 	    sqlite3_bind_null(s, 7)) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 8, recorded) != SQLITE_OK ||
-	    sqlite3_bind_blob(s, 9, c->der, (int)c->der_len, SQLITE_STATIC) != SQLITE_OK) {
+	    sqlite3_bind_blob(s, 9, c->der, (int)c->der_len, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int(s, 10, (int)c->kind) != SQLITE_OK ||
+	    (c->node_id[0] != '\0' ?
+	    sqlite3_bind_text(s, 11, c->node_id, -1, SQLITE_STATIC) :
+	    sqlite3_bind_null(s, 11)) != SQLITE_OK) {
 		r = db_fail(be, "add certificate");
-		goto out;
+		release(s);
+		return r;
 	}
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
-		r = hsm_err(HSM_EEXIST, "ledger: certificate serial %s already recorded", c->serial);
-	else
-		r = db_fail(be, "add certificate");
- out:
-	release(s);
-	return r;
+	snprintf(dup, sizeof(dup), "certificate serial %s already recorded", c->serial);
+	return insert_step(be, s, "add certificate", dup);
 }
 
 /*
@@ -507,8 +584,10 @@ cert_from_row(sqlite3_stmt *s, struct ledger_cert *c, int copy_der)
 	    col_text(s, 2, c->spki_id, sizeof(c->spki_id)) != 0 ||
 	    col_text(s, 5, c->auth, sizeof(c->auth)) != 0 ||
 	    col_text(s, 6, c->parent_serial, sizeof(c->parent_serial)) != 0 ||
-	    col_text(s, 10, c->superseded_by, sizeof(c->superseded_by)) != 0)
+	    col_text(s, 10, c->superseded_by, sizeof(c->superseded_by)) != 0 ||
+	    col_text(s, 12, c->node_id, sizeof(c->node_id)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
+	c->kind = sqlite3_column_int(s, 11) == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
 	c->not_before = sqlite3_column_int64(s, 3);
 	c->not_after = sqlite3_column_int64(s, 4);
 	if (sqlite3_column_type(s, 7) != SQLITE_NULL) {
@@ -602,21 +681,7 @@ sq_id_revoke(struct ledger_be *be, const char *spiffe_id, int reason, int64_t no
 static int
 sq_id_revoked(struct ledger_be *be, const char *spiffe_id)
 {
-	sqlite3_stmt *s = be->stmt[S_ID_GET];
-	int rc, r;
-
-	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK)
-		rc = SQLITE_ERROR;
-	else
-		rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE)
-		r = 0;
-	else if (rc == SQLITE_ROW)
-		r = 1;
-	else
-		r = db_fail(be, "identity revocation check");
-	release(s);
-	return r;
+	return row_exists(be, S_ID_GET, spiffe_id, "identity revocation check");
 }
 
 static int
@@ -669,6 +734,125 @@ sq_cert_list_id(struct ledger_be *be, const char *spiffe_id, ledger_cert_cb cb, 
 	return r;
 }
 
+static int
+sq_cert_kinds(struct ledger_be *be, const char *spiffe_id, unsigned *nodes, unsigned *workloads)
+{
+	sqlite3_stmt *s = be->stmt[S_CERT_KINDS];
+	int r = 0;
+
+	*nodes = *workloads = 0;
+	if (sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_ROW) {
+		r = db_fail(be, "kinds of an identity");
+	} else {
+		*nodes = (unsigned)sqlite3_column_int64(s, 0);
+		*workloads = (unsigned)sqlite3_column_int64(s, 1);
+	}
+	release(s);
+	return r;
+}
+
+/* ---- registration entries ---- */
+
+static int
+sq_entry_insert(struct ledger_be *be, const struct ledger_entry *e)
+{
+	sqlite3_stmt *s = be->stmt[S_ENTRY_ADD];
+	char dup[LEDGER_ENTRY_ID_LEN + 64];
+	int r;
+
+	if (sqlite3_bind_text(s, 1, e->id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 2, e->spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 3, e->node, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int(s, 4, e->node_is_pattern != 0) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 5, e->selectors, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 6, e->ttl) != SQLITE_OK ||
+	    sqlite3_bind_int(s, 7, e->self_managed != 0) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 8, e->created) != SQLITE_OK) {
+		r = db_fail(be, "add entry");
+		release(s);
+		return r;
+	}
+	snprintf(dup, sizeof(dup), "entry %s already exists", e->id);
+	return insert_step(be, s, "add entry", dup);
+}
+
+/* Fill e from a row of ENTRY_COLS. */
+static int
+entry_from_row(sqlite3_stmt *s, struct ledger_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	if (col_text(s, 0, e->id, sizeof(e->id)) != 0 ||
+	    col_text(s, 1, e->spiffe_id, sizeof(e->spiffe_id)) != 0 ||
+	    col_text(s, 2, e->node, sizeof(e->node)) != 0 ||
+	    col_text(s, 4, e->selectors, sizeof(e->selectors)) != 0)
+		return hsm_err(HSM_EIO, "ledger: corrupt entry row");
+	e->node_is_pattern = sqlite3_column_int(s, 3) != 0;
+	e->ttl = sqlite3_column_int64(s, 5);
+	e->self_managed = sqlite3_column_int(s, 6) != 0;
+	e->created = sqlite3_column_int64(s, 7);
+	return 0;
+}
+
+static int
+sq_entry_get(struct ledger_be *be, const char *id, struct ledger_entry *e)
+{
+	sqlite3_stmt *s = be->stmt[S_ENTRY_GET];
+	int r, rc;
+
+	memset(e, 0, sizeof(*e));
+	if (sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC) != SQLITE_OK)
+		r = db_fail(be, "get entry");
+	else if ((rc = sqlite3_step(s)) == SQLITE_DONE)
+		r = hsm_err(HSM_ENOENT, "no registration entry %s", id);
+	else if (rc != SQLITE_ROW)
+		r = db_fail(be, "get entry");
+	else
+		r = entry_from_row(s, e);
+	release(s);
+	return r;
+}
+
+static int
+sq_entry_delete(struct ledger_be *be, const char *id)
+{
+	sqlite3_stmt *s = be->stmt[S_ENTRY_DEL];
+
+	return changed(be, s, sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC) == SQLITE_OK,
+	    "remove entry");
+}
+
+static int
+sq_entry_list(struct ledger_be *be, const char *spiffe_id, ledger_entry_cb cb, void *arg)
+{
+	sqlite3_stmt *s = be->stmt[spiffe_id != NULL ? S_ENTRY_LIST_ID : S_ENTRY_LIST];
+	struct ledger_entry *e;
+	int r = 0, rc;
+
+	if ((e = malloc(sizeof(*e))) == NULL)
+		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
+	if (spiffe_id != NULL && sqlite3_bind_text(s, 1, spiffe_id, -1, SQLITE_STATIC) != SQLITE_OK) {
+		r = db_fail(be, "list entries");
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((r = entry_from_row(s, e)) != 0 || (r = cb(e, arg)) != 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		r = db_fail(be, "list entries");
+ out:
+	release(s);
+	free(e);
+	return r;
+}
+
+static int
+sq_entry_names_node(struct ledger_be *be, const char *id)
+{
+	return row_exists(be, S_ENTRY_NODE, id, "entries naming a node");
+}
+
 const struct ledger_ops ledger_sqlite_ops = {
 	.name = "sqlite",
 	.claims = sq_claims,
@@ -691,4 +875,10 @@ const struct ledger_ops ledger_sqlite_ops = {
 	.id_reinstate = sq_id_reinstate,
 	.cert_count = sq_cert_count,
 	.cert_list_id = sq_cert_list_id,
+	.cert_kinds = sq_cert_kinds,
+	.entry_insert = sq_entry_insert,
+	.entry_get = sq_entry_get,
+	.entry_delete = sq_entry_delete,
+	.entry_list = sq_entry_list,
+	.entry_names_node = sq_entry_names_node,
 };

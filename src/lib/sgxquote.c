@@ -5,6 +5,7 @@
 
 #include "err.h"
 #include "sgxquote.h"
+#include "util.h"
 
 /* A cursor over a byte range; every read is checked against the end. */
 struct rd {
@@ -34,7 +35,7 @@ rd_u16(struct rd *r, uint16_t *v, const char *field)
 	*v = 0;
 	if ((rc = rd_take(r, 2, &p, field)) != 0)
 		return rc;
-	*v = (uint16_t)(p[0] | (p[1] << 8));
+	*v = hsm_getle16(p);
 	return 0;
 }
 
@@ -47,15 +48,8 @@ rd_u32(struct rd *r, uint32_t *v, const char *field)
 	*v = 0;
 	if ((rc = rd_take(r, 4, &p, field)) != 0)
 		return rc;
-	*v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	    (uint32_t)p[3] << 24;
+	*v = hsm_getle32(p);
 	return 0;
-}
-
-static uint16_t
-le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
 }
 
 /* p holds SGX_REPORT_BODY_LEN bytes. */
@@ -64,16 +58,15 @@ parse_body(const uint8_t *p, struct sgx_report_body *b)
 {
 	memset(b, 0, sizeof(*b));
 	memcpy(b->cpusvn, p, 16);
-	b->miscselect = (uint32_t)p[16] | (uint32_t)p[17] << 8 |
-	    (uint32_t)p[18] << 16 | (uint32_t)p[19] << 24;
+	b->miscselect = hsm_getle32(p + 16);
 	memcpy(b->isv_ext_prod_id, p + 32, 16);
 	memcpy(b->attributes, p + 48, 16);
 	memcpy(b->mrenclave, p + 64, 32);
 	memcpy(b->mrsigner, p + 128, 32);
 	memcpy(b->config_id, p + 192, 64);
-	b->isv_prod_id = le16(p + 256);
-	b->isv_svn = le16(p + 258);
-	b->config_svn = le16(p + 260);
+	b->isv_prod_id = hsm_getle16(p + 256);
+	b->isv_svn = hsm_getle16(p + 258);
+	b->config_svn = hsm_getle16(p + 260);
 	memcpy(b->isv_family_id, p + 304, 16);
 	memcpy(b->report_data, p + 320, 64);
 }

@@ -34,7 +34,9 @@
  *
  * The trust anchor is Intel's production SGX Root CA, built in. A caller
  * can replace it only through opts->insecure_test_root_pem, for tests.
- * Certificate chains and collateral dates are checked as sgxchain.h says.
+ * Certificate chains and collateral dates are checked as sgxchain.h says;
+ * the PCK certificate's TCB is read by sgxpck.h, the TCB Info and QE
+ * Identity by sgxtcb.h, and the collateral decoded by sgxcollateral.h.
  * SGX quotes (v3; v4/v5 with an SGX body) and TDX quotes (v4 with a TD
  * 1.0 body, v5 with a TD 1.0 or 1.5 body) are verified the way Intel's
  * QVL does; the TCB status is computed like QVL's (TDX: the TDX TCB level
@@ -48,7 +50,9 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "sgxcollateral.h"	/* struct sgx_collateral and its two forms */
 #include "sgxquote.h"
+#include "sgxtcb.h"		/* enum sgx_tcb_status, sgx_parse_time */
 
 enum sgx_step {
 	SGX_STEP_NONE = 0,
@@ -64,86 +68,8 @@ enum sgx_step {
 	SGX_STEP_TDX_MODULE
 };
 
-enum sgx_tcb_status {
-	SGX_TCB_UNKNOWN = 0,
-	SGX_TCB_UP_TO_DATE,
-	SGX_TCB_SW_HARDENING_NEEDED,
-	SGX_TCB_CONFIGURATION_NEEDED,
-	SGX_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED,
-	SGX_TCB_OUT_OF_DATE,
-	SGX_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED,
-	SGX_TCB_REVOKED,
-	/* TDX 1.5 only, computed (never a TCB Info level's status) */
-	SGX_TCB_TD_RELAUNCH_ADVISED,
-	SGX_TCB_TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED
-};
-
-/* Static names ("pck_chain", "UpToDate", ...); never NULL. */
+/* Static names ("pck_chain", ...); never NULL. */
 const char *sgx_step_name(enum sgx_step s);
-const char *sgx_tcb_status_name(enum sgx_tcb_status s);
-
-/*
- * Offline collateral, owned (malloc'd) by the struct; free it with
- * sgx_collateral_free(). tcb_info and qe_identity are the EXACT signed
- * JSON texts of the "tcbInfo" / "enclaveIdentity" objects; the chains
- * are NUL-terminated PEM; the CRLs are DER.
- */
-struct sgx_collateral {
-	char		*tcb_info;
-	size_t		 tcb_info_len;
-	uint8_t		 tcb_info_sig[64];	/* r || s */
-	char		*tcb_info_chain;
-	char		*qe_identity;
-	size_t		 qe_identity_len;
-	uint8_t		 qe_identity_sig[64];
-	char		*qe_identity_chain;
-	uint8_t		*root_crl;
-	size_t		 root_crl_len;
-	uint8_t		*pck_crl;
-	size_t		 pck_crl_len;
-	/*
-	 * Optional PEM PCK chain (leaf, intermediate CA, root), used
-	 * only when the quote carries no PCK chain itself (certification
-	 * data types 1-3: the verifier fetched the PCK certificate by PPID).
-	 */
-	char		*pck_chain;
-	/*
-	 * The PCK CRL's issuer chain (PEM: CA, root). Required in the JSON
-	 * form; Intel's directory form has none (NULL: not checked, the PCK
-	 * CRL is still verified under the PCK chain's intermediate).
-	 */
-	char		*pck_crl_chain;
-};
-
-/*
- * Decode collateral in the JSON form used by dcap-qvl / PCCS clients:
- * an object with string members tcb_info, tcb_info_signature (hex),
- * tcb_info_issuer_chain, qe_identity, qe_identity_signature,
- * qe_identity_issuer_chain, root_ca_crl (hex DER), pck_crl (hex DER),
- * pck_crl_issuer_chain.
- * *c is cleared on entry. 0, HSM_EPROTO (detail names the member) or
- * HSM_ENOMEM.
- */
-int sgx_collateral_from_json(const char *json, size_t len,
-    struct sgx_collateral *c);
-void sgx_collateral_free(struct sgx_collateral *c);
-
-/*
- * Build collateral from the files Intel's PCS / QVL use: tcbinfo is
- * {"tcbInfo":{...},"signature":"hex"}, qeid is
- * {"enclaveIdentity":{...},"signature":"hex"} (the signed bytes are the
- * exact text of the inner object, taken verbatim from the input),
- * tcb_chain the TCB signing chain PEM (also used for the QE identity),
- * root_crl / pck_crl DER, and pck_chain an optional PEM PCK chain (see
- * above; NULL if the quotes carry their own). pck_crl_chain is left
- * NULL (a caller may set it). *c is cleared on entry.
- * 0, HSM_EPROTO (detail names the member) or HSM_ENOMEM.
- */
-int sgx_collateral_from_intel(const char *tcbinfo, size_t tcbinfo_len,
-    const char *qeid, size_t qeid_len, const char *tcb_chain,
-    const uint8_t *root_crl, size_t root_crl_len,
-    const uint8_t *pck_crl, size_t pck_crl_len, const char *pck_chain,
-    struct sgx_collateral *c);
 
 struct sgx_verify_opts {
 	time_t		 at;	/* verification time (required, > 0) */
@@ -162,7 +88,6 @@ struct sgx_verify_opts {
 	int64_t		 collateral_grace;
 };
 
-#define SGX_ADVISORIES_MAX	512
 #define SGX_EXPIRED_ITEMS_MAX	192
 
 struct sgx_verify_result {
@@ -241,8 +166,5 @@ int sgx_verify_quote(const uint8_t *quote, size_t len,
 int sgx_tcb_evaluate_unverified(const char *tcb_info, size_t len,
     const uint16_t comp[16], uint16_t pcesvn, const struct sgx_quote *q,
     enum sgx_tcb_status qe_status, struct sgx_verify_result *res);
-
-/* Parse "YYYY-MM-DDTHH:MM:SSZ" (UTC) into *t. 0 or HSM_EINVAL. */
-int sgx_parse_time(const char *s, time_t *t);
 
 #endif

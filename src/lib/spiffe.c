@@ -5,37 +5,10 @@
 
 #include "err.h"
 #include "spiffe.h"
+#include "util.h"
 
 /* Room for the quoted copy of untrusted input in an error detail (err.c keeps 512). */
 #define QBUF 200
-
-/*
- * Copy s into buf (QBUF bytes) for an error message: control and non-ASCII
- * bytes and quotes as \xNN (the detail ends up on a terminal or in a log),
- * long input cut with "...".
- */
-static const char *
-quote(const char *s, char *buf, size_t len)
-{
-	size_t i, o = 0;
-
-	for (i = 0; s[i] != '\0'; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		/* Keep room for one escape, "..." and the NUL. */
-		if (o + 4 + 3 + 1 > len) {
-			memcpy(buf + o, "...", 3);
-			o += 3;
-			break;
-		}
-		if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'')
-			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
-		else
-			buf[o++] = (char)c;
-	}
-	buf[o] = '\0';
-	return buf;
-}
 
 /* Describe a byte that is not allowed at this place. */
 static void
@@ -178,7 +151,7 @@ spiffe_id_parse(const char *s, struct spiffe_id *out)
 	memcpy(out->path, p, strlen(p) + 1);
 	return 0;
  bad:
-	return hsm_err(HSM_EINVAL, "invalid SPIFFE ID '%s': %s", quote(s, q, sizeof(q)), why);
+	return hsm_err(HSM_EINVAL, "invalid SPIFFE ID '%s': %s", hsm_quote(s, q, sizeof(q)), why);
 }
 
 int
@@ -196,7 +169,7 @@ spiffe_td_check(const char *td)
 		goto bad;
 	return 0;
  bad:
-	return hsm_err(HSM_EINVAL, "invalid trust domain '%s': %s", quote(td, q, sizeof(q)), why);
+	return hsm_err(HSM_EINVAL, "invalid trust domain '%s': %s", hsm_quote(td, q, sizeof(q)), why);
 }
 
 int
@@ -210,11 +183,11 @@ spiffe_id_check_domain(const char *id, const char *td)
 		return r;
 	if (td == NULL || strcmp(sid.trust_domain, td) != 0)
 		return hsm_err(HSM_EPOLICY, "SPIFFE ID '%s' is not in trust domain '%s'",
-		    quote(id, q, sizeof(q)), quote(td != NULL ? td : "", qt, sizeof(qt)));
+		    hsm_quote(id, q, sizeof(q)), hsm_quote(td != NULL ? td : "", qt, sizeof(qt)));
 	/* The bare trust-domain ID names the CA itself, never a workload. */
 	if (sid.path[0] == '\0')
 		return hsm_err(HSM_EPOLICY, "SPIFFE ID '%s' has no path: a workload ID needs one",
-		    quote(id, q, sizeof(q)));
+		    hsm_quote(id, q, sizeof(q)));
 	return 0;
 }
 

@@ -67,6 +67,34 @@ hsm_hex(const uint8_t *buf, size_t len, char *out)
 	return out;
 }
 
+const char *
+hsm_quote(const char *s, char *buf, size_t len)
+{
+	size_t i, o = 0;
+
+	if (len < 8) {
+		if (len > 0)
+			buf[0] = '\0';
+		return buf;
+	}
+	for (i = 0; s[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		/* Keep room for one escape, "..." and the NUL. */
+		if (o + 4 + 3 + 1 > len) {
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'')
+			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
 int
 hsm_hexval(int c)
 {

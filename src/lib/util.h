@@ -15,6 +15,13 @@ int hsm_parse_duration(const char *s, int64_t *seconds);
 /* Lower-case hex of len bytes into out (2*len+1 bytes). Returns out. */
 char *hsm_hex(const uint8_t *buf, size_t len, char *out);
 
+/*
+ * Copy untrusted text s into buf (len >= 8 bytes) for an error message or
+ * a log line: control and non-ASCII bytes, quotes and backslashes as
+ * \xNN, long input cut with "...". Returns buf.
+ */
+const char *hsm_quote(const char *s, char *buf, size_t len);
+
 /* The value of one hex digit (either case), or -1. */
 int hsm_hexval(int c);
 
@@ -35,6 +42,19 @@ static inline uint32_t
 hsm_get32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Little-endian integers of Intel's formats (SGX quotes and reports). */
+static inline uint16_t
+hsm_getle16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static inline uint32_t
+hsm_getle32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 static inline void

@@ -14,6 +14,7 @@
 
 #include "attest.h"
 #include "cert.h"
+#include "certinspect.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

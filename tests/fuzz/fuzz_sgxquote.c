@@ -2,7 +2,8 @@
  * fuzz_sgxquote.c - the SGX DCAP quote parser: any bytes, never a crash, and
  * every view it returns lies inside the input; then the PCK chain a quote
  * carries (certification data type 5) read and checked as the verifier
- * does it (sgxchain.h), against Intel's root.
+ * does it (sgxchain.h), against Intel's root, and its leaf's SGX
+ * extension read (sgxpck.h) whether the chain holds or not.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -11,9 +12,25 @@
 
 #include "err.h"
 #include "sgxchain.h"
+#include "sgxpck.h"
 #include "sgxquote.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The leaf's SGX extension: all of it, or nothing and a reason. */
+static void
+pck_tcb(X509 *leaf)
+{
+	static const struct sgx_pck_tcb zero;
+	struct sgx_pck_tcb pt;
+	int rc;
+
+	rc = sgx_pck_tcb_parse(leaf, &pt);
+	if (rc == 0 ? pt.have != 7 : hsm_err_detail()[0] == '\0' ||
+	    memcmp(&pt, &zero, sizeof(pt)) != 0)
+		abort();
+	hsm_err_clear();
+}
 
 /* The quote's own PCK chain, as sgx_verify_quote() first takes it. */
 static void
@@ -37,6 +54,7 @@ pck_chain(const struct sgx_quote *q)
 		if (ch.c[i].x == NULL || ch.c[i].der == NULL ||
 		    ch.c[i].der_len == 0)
 			abort();
+	pck_tcb(sgx_chain_leaf(&ch));
 	/* accepted (a genuine chain) or refused with a reason */
 	rc = sgx_chain_check(&ch, SGX_CHAIN_PCK_QUOTE, &root);
 	if (rc != 0 && (rc != HSM_EPERM || hsm_err_detail()[0] == '\0'))

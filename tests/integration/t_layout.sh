@@ -10,7 +10,9 @@
 #   3. only the keyholder (src/keyholder*) and the PKCS#11 door (src/lib/p11*.c)
 #      reach p11.h, directly or through other headers;
 #   4. nothing under src/proxy/ reaches p11.h, the keyholder client (khclient.h)
-#      or the provider's keyholder backend (provider_kh.h, provider.h).
+#      or the provider's keyholder backend (provider_kh.h);
+#   5. the library (src/lib/) includes no header of a process (src/*.h,
+#      src/<process>/*.h): it is linked into tests and fuzzers without them.
 # The binary argument is accepted for tests/run.sh and not used.
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ALLOW=$ROOT/tests/integration/layout-cycles.allow
@@ -116,7 +118,7 @@ nproxy=$(find src/proxy -name '*.[ch]' 2>/dev/null | wc -l)
 if [ "$nproxy" -eq 0 ]; then
 	not_ok "src/proxy/ has the sidecar's sources"
 else
-	for h in src/lib/p11.h src/lib/khclient.h src/lib/provider_kh.h src/lib/provider.h; do
+	for h in src/lib/p11.h src/lib/khclient.h src/lib/provider_kh.h; do
 		bad=$(reach "$h" | grep '^src/proxy/' | tr '\n' ' ')
 		if [ -n "$bad" ]; then
 			not_ok "nothing under src/proxy/ reaches $h; these do: $bad"
@@ -124,6 +126,14 @@ else
 			ok "nothing of the $nproxy files under src/proxy/ reaches $h"
 		fi
 	done
+fi
+
+# ---- 5. the library includes nothing of a process
+bad=$(awk '$1 ~ /^src\/lib\// && $2 !~ /^src\/lib\// {print $1 " -> " $2}' "$T/edges" | tr '\n' ';')
+if [ -n "$bad" ]; then
+	not_ok "src/lib/ includes no header of a process: $bad"
+else
+	ok "src/lib/ ($(find src/lib -name '*.[ch]' | wc -l) files) includes no header of a process"
 fi
 
 echo "1..$_n"

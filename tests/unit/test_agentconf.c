@@ -326,6 +326,68 @@ load_from_a_file(void **state)
 	agent_config_free(NULL);
 }
 
+/* node: and selectors: the node identity, and who may use a workload. */
+static void
+node_and_selectors(void **state)
+{
+	struct agent_config *c = NULL;
+	const char *nodeonly = with(BASE, "workloads:\n  - id: spiffe://example.org/ns/web\n"
+	    "    uid: 1000\n    join_token_file: web.join\n",
+	    "node:\n  id: spiffe://example.org/node/n1\n  join_token_file: node.join\n"
+	    "  refresh: 5s\n");
+	char text[128], *id = NULL;
+
+	/* Without workloads: a node whose workloads all come from the CA's entries. */
+	assert_int_equal(parse(nodeonly, &c), 0);
+	assert_true(c->node.configured);
+	assert_string_equal(c->node.id, "spiffe://example.org/node/n1");
+	assert_string_equal(c->node.join_token_file, "/etc/hsmesh/node.join");
+	assert_int_equal(c->node.refresh, 5);
+	assert_int_equal(c->nwl, 0);
+	agent_config_free(c);
+	/* The defaults: the ID comes from the host, the refresh from the CA. */
+	assert_int_equal(parse(BASE "node:\n  join_token_file: n.join\n", &c), 0);
+	assert_true(c->node.configured);
+	assert_null(c->node.id);
+	assert_int_equal(c->node.refresh, 0);
+	assert_int_equal(c->nwl, 1);
+	assert_false(c->wl[0].has_selectors);
+	/* uid is one selector of the workload's set */
+	assert_int_equal(c->wl[0].sel.n, 1);
+	assert_int_equal(sel_text(&c->wl[0].sel.v[0], text, sizeof(text)), 0);
+	assert_string_equal(text, "uid:1000");
+	agent_config_free(c);
+	assert_int_equal(agent_node_default_id("example.org", "n1.rack-2", &id), 0);
+	assert_string_equal(id, "spiffe://example.org/node/n1.rack-2");
+	free(id);
+	assert_int_equal(agent_node_default_id("example.org", "bad host", &id), HSM_ECONFIG);
+	assert_null(id);
+	assert_non_null(strstr(hsm_err_msg(HSM_ECONFIG), "set node.id"));
+	/* selectors beside uid, or instead of it */
+	assert_int_equal(parse(with(BASE, "    uid: 1000\n", "    uid: 1000\n    selectors:\n"
+	    "      - path:/usr/bin/web\n      - cgroup:/system.slice\n"), &c), 0);
+	assert_true(c->wl[0].has_selectors);
+	assert_int_equal(c->wl[0].sel.n, 3);
+	agent_config_free(c);
+	assert_int_equal(parse(with(BASE, "    uid: 1000\n", "    selectors: [gid:100]\n"), &c), 0);
+	assert_false(c->wl[0].has_uid);
+	assert_int_equal(c->wl[0].sel.n, 1);
+	agent_config_free(c);
+	refuse(with(BASE, "    uid: 1000\n", "    uid: 1000\n    selectors: [uid:x]\n"),
+	    "agent.yaml: selector 'uid:x': uid must be a number from 0 to 4294967294 at line 13");
+	refuse(with(BASE, "    uid: 1000\n", "    uid: 1000\n    selectors: []\n"),
+	    "agent.yaml: 'workloads.selectors' must be a non-empty list of KIND:VALUE at line 13");
+	refuse(with(BASE, "    uid: 1000\n", "    uid: 1000\n    selectors: path:/x\n"),
+	    "agent.yaml: 'workloads.selectors' must be a non-empty list of KIND:VALUE at line 13");
+	refuse(BASE "node:\n  name: n1\n", "agent.yaml: unknown key 'node.name' at line 15");
+	refuse(BASE "node: n1\n",
+	    "agent.yaml: 'node' must be a mapping (id, join_token_file, refresh) at line 14");
+	refuse(BASE "node:\n  id: spiffe://example.org\n",
+	    "agent.yaml: 'node.id' needs a path (spiffe://td/node/NAME) at line 15");
+	refuse_has(BASE "node:\n  id: spiffe://Example.org/n\n", "invalid SPIFFE ID");
+	refuse(BASE "node:\n  refresh: 2d\n", "agent.yaml: 'node.refresh' must be at most 1d at line 15");
+}
+
 int
 main(void)
 {
@@ -334,6 +396,7 @@ main(void)
 		cmocka_unit_test(every_key),
 		cmocka_unit_test(ca_urls),
 		cmocka_unit_test(refusals),
+		cmocka_unit_test(node_and_selectors),
 		cmocka_unit_test(load_from_a_file),
 	};
 

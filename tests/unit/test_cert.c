@@ -21,6 +21,7 @@
 #include <openssl/x509v3.h>
 
 #include "cert.h"
+#include "certinspect.h"
 #include "err.h"
 #include "util.h"
 

@@ -9,7 +9,9 @@
  * after that, a certificate for another key and one for another ID
  * refused in certConf, a key that cannot sign its proof of possession, and
  * genm (a MAC-protected one, and the attestation nonce a CA without
- * attestation does not give).
+ * attestation does not give); a node's requests: its registration entries
+ * by a genm its certificate signs (a workload's certificate gets none),
+ * node-protected ir and kur of an entry's ID, and an ID no entry gives it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,15 +36,19 @@
 
 #include "cert.h"
 #include "cmpclient.h"
+#include "entries.h"
+#include "evtype.h"
 #include "err.h"
 #include "khclient.h"
-#include "provider.h"
+#include "provider_core.h"
+#include "provider_kh.h"
 #include "svid.h"
 #include "util.h"
 
 #include "testproc.h"
 
 #define ID "spiffe://example.org/web"
+#define NODE "spiffe://example.org/node/n1"
 #define MOCK_REF "ref1"
 #define MOCK_SECRET "s3cret-join"
 
@@ -480,6 +486,114 @@ bad_requests(void **state)
 	assert_null(cmpc_subject("spiffe://example.org"));
 }
 
+/* `hsmesh ca ARGS... -c ca.yaml` of the test's CA (its stdout into out, or discarded). 0 or -1. */
+static int
+ca_cmd(const char *out, const char *const *args)
+{
+	char cayaml[128], caerr[128];
+	const char *argv[16] = { "hsmesh", "ca" };
+	size_t n = 2;
+
+	snprintf(cayaml, sizeof(cayaml), "%s/ca.yaml", dir);
+	snprintf(caerr, sizeof(caerr), "%s/ca.log", dir);
+	for (size_t i = 0; args[i] != NULL && n < 13; i++)
+		argv[n++] = args[i];
+	argv[n++] = "-c";
+	argv[n++] = cayaml;
+	argv[n] = NULL;
+	return tp_run_wait(exe, out, caerr, argv);
+}
+
+static void
+node_requests(void **state)
+{
+	struct cmpc_ca ca = ca_at(&ca_srv, 1, ca_root);
+	struct cmpc_certreq rq;
+	struct cmpc_protect node;
+	struct entry_list *l = NULL;
+	enum cmpc_outcome how;
+	struct key kn, k1, k2, k3;
+	X509 *ncert = NULL, *cert = NULL, *cert2 = NULL, *x = NULL;
+	STACK_OF(X509) *chain = NULL;
+	uint8_t *v = NULL;
+	size_t len = 0;
+	char tok[256], out[160];
+	FILE *f;
+	int st;
+
+	/* The node: a node token and an entry giving it ID. */
+	snprintf(out, sizeof(out), "%s/node.tok", dir);
+	assert_int_equal(ca_cmd(out, (const char *const[]){ "token", "--node", "--id", NODE, NULL }), 0);
+	assert_int_equal(ca_cmd(NULL, (const char *const[]){ "entry", "add", "--node", NODE, "--id",
+	    "spiffe://example.org/db", "--selector", "uid:1000", NULL }), 0);
+	assert_non_null(f = fopen(out, "r"));
+	assert_non_null(fgets(tok, (int)sizeof(tok), f));
+	fclose(f);
+	tok[strcspn(tok, "\r\n")] = '\0';
+	new_key(&kn);
+	rq = (struct cmpc_certreq){ .type = CMPC_IR, .spiffe_id = NODE, .key = kn.pkey,
+	    .spki = kn.spki, .spkilen = kn.spkilen, .prot = mac(tok) };
+	if ((st = cmpc_certreq(&ca, &rq, &how, &ncert, &chain)) != 0)
+		fail_msg("node ir: %s", hsm_err_msg(st));
+	svid_certs_free(chain);
+	node = (struct cmpc_protect){ .kind = CMPC_SIGNED, .cert = ncert, .key = kn.pkey };
+
+	/* Its entries, for a genm its certificate signs. */
+	if ((st = cmpc_genm(&ca, NODE, &node, HSM_OID_ENTRIES, &how, &v, &len)) != 0)
+		fail_msg("entries genm: %s", hsm_err_msg(st));
+	assert_int_equal(entries_decode(v, len, &l), 0);
+	assert_string_equal(l->node, NODE);
+	assert_int_equal(l->n, 1);
+	assert_string_equal(l->v[0].spiffe_id, "spiffe://example.org/db");
+	assert_int_equal(l->refresh, 30);
+	entries_free(l);
+	free(v);
+	v = NULL;
+
+	/* A node-protected ir of the entry's ID, then a kur naming that certificate. */
+	new_key(&k1);
+	rq = (struct cmpc_certreq){ .type = CMPC_IR, .spiffe_id = "spiffe://example.org/db",
+	    .key = k1.pkey, .spki = k1.spki, .spkilen = k1.spkilen, .prot = node };
+	if ((st = cmpc_certreq(&ca, &rq, &how, &cert, &chain)) != 0)
+		fail_msg("node-protected ir: %s", hsm_err_msg(st));
+	svid_certs_free(chain);
+	new_key(&k2);
+	rq = (struct cmpc_certreq){ .type = CMPC_KUR, .spiffe_id = "spiffe://example.org/db",
+	    .key = k2.pkey, .spki = k2.spki, .spkilen = k2.spkilen, .oldcert = cert, .prot = node };
+	if ((st = cmpc_certreq(&ca, &rq, &how, &cert2, &chain)) != 0)
+		fail_msg("node-protected kur: %s", hsm_err_msg(st));
+	assert_int_equal(svid_verify(ca_root, "spiffe://example.org/db", cert2, NULL, k2.spki,
+	    k2.spkilen, NULL), 0);
+	svid_certs_free(chain);
+
+	/* The workload's own certificate gets no entries... */
+	node = (struct cmpc_protect){ .kind = CMPC_SIGNED, .cert = cert2, .key = k2.pkey };
+	assert_int_not_equal(cmpc_genm(&ca, NODE, &node, HSM_OID_ENTRIES, &how, &v, &len), 0);
+	assert_null(v);
+	/* ... nor renews itself: the ID is node-managed. */
+	new_key(&k3);
+	rq = (struct cmpc_certreq){ .type = CMPC_KUR, .spiffe_id = "spiffe://example.org/db",
+	    .key = k3.pkey, .spki = k3.spki, .spkilen = k3.spkilen, .oldcert = cert2, .prot = node };
+	assert_int_equal(cmpc_certreq(&ca, &rq, &how, &x, &chain), HSM_EPOLICY);
+	assert_int_equal(how, CMPC_REFUSED);
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), "ID is node-managed"));
+	/* An ID no entry gives the node. */
+	node = (struct cmpc_protect){ .kind = CMPC_SIGNED, .cert = ncert, .key = kn.pkey };
+	rq = (struct cmpc_certreq){ .type = CMPC_IR, .spiffe_id = "spiffe://example.org/other",
+	    .key = k3.pkey, .spki = k3.spki, .spkilen = k3.spkilen, .prot = node };
+	assert_int_equal(cmpc_certreq(&ca, &rq, &how, &x, &chain), HSM_EPOLICY);
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY),
+	    "no registration entry authorises node " NODE " for spiffe://example.org/other"));
+	assert_null(x);
+	X509_free(ncert);
+	X509_free(cert);
+	X509_free(cert2);
+	key_free(&kn);
+	key_free(&k1);
+	key_free(&k2);
+	key_free(&k3);
+}
+
 int
 main(void)
 {
@@ -490,6 +604,7 @@ main(void)
 		cmocka_unit_test(key_that_cannot_sign),
 		cmocka_unit_test(issued_certificate_checked_in_certconf),
 		cmocka_unit_test(bad_requests),
+		cmocka_unit_test(node_requests),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

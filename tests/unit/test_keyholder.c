@@ -34,7 +34,8 @@
 #include "err.h"
 #include "khclient.h"
 #include "khproto.h"
-#include "provider.h"
+#include "provider_core.h"
+#include "provider_kh.h"
 #include "util.h"
 
 #include "token_backend.h"

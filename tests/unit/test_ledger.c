@@ -704,6 +704,16 @@ issue_is_one_transaction(void **state)
 	ledger_close(lg);
 }
 
+/* Take what schema 3 added away from the store at path (it then reads as schema 2). */
+static void
+drop_v3(const char *path)
+{
+	assert_int_equal(be->exec(path, "ALTER TABLE tokens DROP COLUMN kind"), 0);
+	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN kind"), 0);
+	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN node_id"), 0);
+	assert_int_equal(be->exec(path, "DROP TABLE entries"), 0);
+}
+
 /*
  * A ledger of schema 1 that already holds a fork (two renewals of one
  * certificate, as that program allowed): the first renewal counts.
@@ -725,6 +735,7 @@ migrate_v1_with_fork(void **state)
 	    "spki_id, not_before, not_after, auth, parent_serial, recorded, der FROM certs "
 	    "WHERE serial = 'b'"), 0);
 	assert_int_equal(be->exec(dbpath, "ALTER TABLE certs DROP COLUMN superseded_by"), 0);
+	drop_v3(dbpath);
 	assert_int_equal(be->exec(dbpath, "UPDATE schema_version SET version = 1"), 0);
 
 	lg = open_ledger();
@@ -826,6 +837,242 @@ race_renewal_handles(void **state)
 	run_renewal_race(0);
 }
 
+/* ---- node identities and registration entries ---- */
+
+#define NODE "spiffe://example.org/node/n1"
+#define WL2 "spiffe://example.org/ns/db"
+
+static void
+make_entry(struct ledger_entry *e, const char *id, const char *node, int pattern,
+    const char *selectors)
+{
+	memset(e, 0, sizeof(*e));
+	snprintf(e->spiffe_id, sizeof(e->spiffe_id), "%s", id);
+	snprintf(e->node, sizeof(e->node), "%s", node != NULL ? node : "");
+	e->node_is_pattern = pattern;
+	snprintf(e->selectors, sizeof(e->selectors), "%s", selectors != NULL ? selectors : "");
+	e->self_managed = node == NULL;
+}
+
+static int
+collect_ids(const struct ledger_entry *e, void *arg)
+{
+	char *buf = arg;
+	size_t l = strlen(buf);
+
+	snprintf(buf + l, 512 - l, "%s%s", l > 0 ? "," : "", e->spiffe_id);
+	return 0;
+}
+
+static void
+entries_add_get_list_rm(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_entry e, g;
+	char id1[LEDGER_ENTRY_ID_LEN + 1], list[512] = "";
+
+	make_entry(&e, ID, NODE, 0, "uid:1000\npath:/usr/bin/web");
+	e.ttl = 600;
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	assert_int_equal(strlen(e.id), LEDGER_ENTRY_ID_LEN);
+	memcpy(id1, e.id, sizeof(id1));
+	assert_int_equal(ledger_entry_get(lg, id1, &g), 0);
+	assert_string_equal(g.spiffe_id, ID);
+	assert_string_equal(g.node, NODE);
+	assert_false(g.node_is_pattern);
+	assert_false(g.self_managed);
+	assert_string_equal(g.selectors, "uid:1000\npath:/usr/bin/web");
+	assert_int_equal(g.ttl, 600);
+	assert_true(g.created > 0);
+	/* who it covers */
+	assert_true(ledger_entry_covers(&g, NODE));
+	assert_false(ledger_entry_covers(&g, "spiffe://example.org/node/n2"));
+	make_entry(&e, WL2, "spiffe://example.org/node/*", 1, "gid:5");
+	snprintf(e.id, sizeof(e.id), "00000000000000AB");	/* given, stored lower-case */
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	assert_string_equal(e.id, "00000000000000ab");
+	assert_int_equal(ledger_entry_add(lg, &e), HSM_EEXIST);
+	assert_int_equal(ledger_entry_get(lg, "00000000000000AB", &g), 0);
+	assert_true(g.node_is_pattern);
+	assert_true(ledger_entry_covers(&g, NODE));
+	assert_true(ledger_entry_covers(&g, "spiffe://example.org/node/rack1/n9"));
+	assert_false(ledger_entry_covers(&g, "spiffe://example.org/nodes/n1"));
+	/* a second entry of ID: another node */
+	make_entry(&e, ID, "spiffe://example.org/node/n2", 0, "uid:1000");
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	assert_int_equal(ledger_entry_list(lg, NULL, collect_ids, list), 0);
+	assert_string_equal(list, ID "," WL2 "," ID);
+	list[0] = '\0';
+	assert_int_equal(ledger_entry_list(lg, ID, collect_ids, list), 0);
+	assert_string_equal(list, ID "," ID);
+	/* remove */
+	assert_int_equal(ledger_entry_rm(lg, id1), 0);
+	assert_int_equal(ledger_entry_get(lg, id1, &g), HSM_ENOENT);
+	assert_int_equal(ledger_entry_rm(lg, id1), HSM_ENOENT);
+	assert_int_equal(ledger_entry_rm(lg, "not hex"), HSM_EINVAL);
+	/* a self-managed entry covers no node */
+	make_entry(&e, "spiffe://example.org/ns/cli", NULL, 0, NULL);
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	assert_int_equal(ledger_entry_get(lg, e.id, &g), 0);
+	assert_true(g.self_managed);
+	assert_false(ledger_entry_covers(&g, NODE));
+	ledger_close(lg);
+}
+
+static void
+entries_refused(void **state)
+{
+	static const struct {
+		const char *id, *node, *sel;
+		int pattern, self;
+		int64_t ttl;
+		const char *why;
+	} bad[] = {
+		{ "spiffe://example.org", NODE, "uid:1", 0, 0, 0, "no path" },
+		{ "spiffe://Example.org/x", NODE, "uid:1", 0, 0, 0, "invalid SPIFFE ID" },
+		{ ID, "", "uid:1", 0, 0, 0, "names a node" },
+		{ ID, "spiffe://example.org", "uid:1", 0, 0, 0, "no path" },
+		{ ID, NODE, "", 0, 0, 0, "at least one selector" },
+		{ ID, NODE, "uid:x", 0, 0, 0, "uid must be a number" },
+		{ ID, NODE, "uid:1\n", 0, 0, 0, "empty selector line" },
+		{ ID, NODE, "uid:1\n\npath:/x", 0, 0, 0, "empty or overlong" },
+		{ ID, "spiffe://example.org/node/*/x", "uid:1", 1, 0, 0, "'*'" },
+		{ ID, ID, "uid:1", 0, 0, 0, "its own workload" },
+		{ ID, NODE, "uid:1", 0, 0, -1, "TTL" },
+		{ ID, NODE, "", 0, 1, 0, "self-managed" },
+		{ ID, "", "uid:1", 0, 1, 0, "self-managed" },
+	};
+	struct ledger *lg = open_ledger();
+	struct ledger_entry e;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		make_entry(&e, bad[i].id, bad[i].node, bad[i].pattern, bad[i].sel);
+		e.self_managed = bad[i].self;
+		e.ttl = bad[i].ttl;
+		if (ledger_entry_add(lg, &e) != HSM_EINVAL)
+			fail_msg("entry %zu was not refused as invalid", i);
+		if (strstr(hsm_err_msg(HSM_EINVAL), bad[i].why) == NULL)
+			fail_msg("entry %zu: '%s' does not say '%s'", i, hsm_err_msg(HSM_EINVAL),
+			    bad[i].why);
+	}
+	ledger_close(lg);
+}
+
+/* An ID is a node's or a workload's, never both; one ID is managed one way. */
+static void
+kinds_never_mix(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_entry e;
+	struct ledger_cert c, g;
+	uint8_t h[LEDGER_HASH_LEN];
+	struct ledger_token t;
+	unsigned nodes, workloads;
+	int64_t now = (int64_t)time(NULL);
+
+	/* a node certificate, issued to nobody */
+	make_cert(&c, "10", NODE, 1000, now + 3600, "token:n", NULL);
+	c.kind = LEDGER_NODE;
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	assert_int_equal(ledger_cert_get(lg, "10", &g), 0);
+	assert_int_equal(g.kind, LEDGER_NODE);
+	assert_string_equal(g.node_id, "");
+	ledger_cert_clear(&g);
+	assert_int_equal(ledger_id_kinds(lg, NODE, &nodes, &workloads), 0);
+	assert_int_equal(nodes, 1);
+	assert_int_equal(workloads, 0);
+	/* ... so the ID can be no workload's: not a certificate, not an entry */
+	make_cert(&c, "11", NODE, 1000, now + 3600, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EPOLICY);
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), "is a node identity"));
+	make_entry(&e, NODE, "spiffe://example.org/node/n2", 0, "uid:1");
+	assert_int_equal(ledger_entry_add(lg, &e), HSM_EPOLICY);
+	/* a workload certificate the node enrolled: it says so */
+	make_cert(&c, "20", ID, 1000, now + 3600, "node:10", NULL);
+	snprintf(c.node_id, sizeof(c.node_id), "%s", NODE);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	assert_int_equal(ledger_cert_get(lg, "20", &g), 0);
+	assert_int_equal(g.kind, LEDGER_WORKLOAD);
+	assert_string_equal(g.node_id, NODE);
+	ledger_cert_clear(&g);
+	/* ... so ID can be no node's; nor may an entry name it as a node */
+	make_cert(&c, "21", ID, 1000, now + 3600, "token:x", NULL);
+	c.kind = LEDGER_NODE;
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EPOLICY);
+	make_entry(&e, WL2, ID, 0, "uid:1");
+	assert_int_equal(ledger_entry_add(lg, &e), HSM_EPOLICY);
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), "workload identity"));
+	/* a node certificate names no node it was issued to */
+	make_cert(&c, "22", "spiffe://example.org/node/n3", 1000, now + 3600, "token:y", NULL);
+	c.kind = LEDGER_NODE;
+	snprintf(c.node_id, sizeof(c.node_id), "%s", NODE);
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EINVAL);
+	/* an entry's node named as such cannot become a workload */
+	make_entry(&e, WL2, "spiffe://example.org/node/n4", 0, "uid:1");
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	make_cert(&c, "23", "spiffe://example.org/node/n4", 1000, now + 3600, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EPOLICY);
+	/* ... nor an entry's ID a node */
+	make_cert(&c, "24", WL2, 1000, now + 3600, "token:z", NULL);
+	c.kind = LEDGER_NODE;
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EPOLICY);
+	/* one ID is node-managed or self-managed, not both */
+	make_entry(&e, WL2, NULL, 0, NULL);
+	assert_int_equal(ledger_entry_add(lg, &e), HSM_EPOLICY);
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), "node-managed by entry"));
+	/* a token enrolls its own kind only */
+	hash_of("s", h);
+	assert_int_equal(ledger_token_add_kind(lg, "tn", h, "spiffe://example.org/node/n5",
+	    now + 3600, LEDGER_NODE), 0);
+	assert_int_equal(ledger_token_lookup(lg, "tn", &t), 0);
+	assert_int_equal(t.kind, LEDGER_NODE);
+	make_cert(&c, "30", "spiffe://example.org/node/n5", 1000, now + 3600, "token:tn", NULL);
+	assert_int_equal(ledger_issue(lg, &c, "tn", now), HSM_EPOLICY);
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), "enrolls a node identity"));
+	c.kind = LEDGER_NODE;
+	assert_int_equal(ledger_issue(lg, &c, "tn", now), 0);
+	assert_int_equal(ledger_token_add(lg, "tw", h, "spiffe://example.org/ns/q", now + 3600), 0);
+	assert_int_equal(ledger_token_lookup(lg, "tw", &t), 0);
+	assert_int_equal(t.kind, LEDGER_WORKLOAD);
+	make_cert(&c, "31", "spiffe://example.org/ns/q", 1000, now + 3600, "token:tw", NULL);
+	c.kind = LEDGER_NODE;
+	assert_int_equal(ledger_issue(lg, &c, "tw", now), HSM_EPOLICY);
+	assert_int_equal(ledger_token_check(lg, "tw", now), 0);	/* not consumed */
+	ledger_close(lg);
+}
+
+/* A ledger of schema 2 (before node identities): every row a workload's, entries empty. */
+static void
+migrate_v2(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c, g;
+	struct ledger_token t;
+	struct ledger_entry e;
+	uint8_t h[LEDGER_HASH_LEN];
+	unsigned nodes, workloads;
+
+	hash_of("x", h);
+	assert_int_equal(ledger_token_add(lg, "t", h, ID, (int64_t)time(NULL) + 60), 0);
+	make_cert(&c, "a", ID, 1000, 50000, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	ledger_close(lg);
+	drop_v3(dbpath);
+	assert_int_equal(be->exec(dbpath, "UPDATE schema_version SET version = 2"), 0);
+	lg = open_ledger();
+	assert_int_equal(ledger_token_lookup(lg, "t", &t), 0);
+	assert_int_equal(t.kind, LEDGER_WORKLOAD);
+	assert_int_equal(ledger_cert_get(lg, "a", &g), 0);
+	assert_int_equal(g.kind, LEDGER_WORKLOAD);
+	assert_string_equal(g.node_id, "");
+	ledger_cert_clear(&g);
+	assert_int_equal(ledger_id_kinds(lg, ID, &nodes, &workloads), 0);
+	assert_int_equal(workloads, 1);
+	make_entry(&e, ID, NODE, 0, "uid:1");
+	assert_int_equal(ledger_entry_add(lg, &e), 0);
+	ledger_close(lg);
+}
+
 int
 main(void)
 {
@@ -841,6 +1088,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(issue_is_one_transaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(schema_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(migrate_v1_with_fork, setup, teardown),
+		cmocka_unit_test_setup_teardown(migrate_v2, setup, teardown),
+		cmocka_unit_test_setup_teardown(entries_add_get_list_rm, setup, teardown),
+		cmocka_unit_test_setup_teardown(entries_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(kinds_never_mix, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_one_token_shared, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_one_token_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_many_tokens, setup, teardown),

@@ -1,6 +1,6 @@
 /*
- * app_h2c.c - `hsmesh app serve` over HTTP/2 with prior knowledge (see
- * app_h2c.h), on lib/h2.c. A stream's answer is chosen from its head;
+ * h2c.c - `hsmesh app serve` over HTTP/2 with prior knowledge (see
+ * h2c.h), on lib/h2.c. A stream's answer is chosen from its head;
  * bodies stream within the stream's send queue (the room callback says
  * when to write more), and an echoed request body is taken from the
  * client only as fast as it goes back, so a client cannot make the app
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "app_h2c.h"
+#include "h2c.h"
 #include "err.h"
 #include "h2.h"
 #include "hmsg.h"

@@ -1,5 +1,5 @@
 /*
- * app_h2c.h - `hsmesh app serve` over HTTP/2 with prior knowledge (h2c):
+ * h2c.h - `hsmesh app serve` over HTTP/2 with prior knowledge (h2c):
  * one connection's protocol over lib/h2.c, fed the bytes the app read
  * and asked for the bytes to write, so the app's event loop drives it
  * like an HTTP/1.1 connection. It answers what the HTTP/1.1 side does:
@@ -12,8 +12,8 @@
  *
  * and the path echo both sides share.
  */
-#ifndef HSM_APP_H2C_H
-#define HSM_APP_H2C_H
+#ifndef HSM_APP_H2C_ROOM_H
+#define HSM_APP_H2C_ROOM_H
 
 #include <stddef.h>
 #include <stdint.h>
