@@ -26,6 +26,8 @@
 #   slowtoken full handshakes/s at 64 clients with the keyholder's
 #             test_sign_delay_ms at 0, 5 and 20 ms, beside the blocking bound
 #   tpm       bench/tpm.sh, when present (not with QUICK=1)
+#   http      bench/http.sh: HTTP/2 through hsmesh, HAProxy (mode http) and
+#             nghttpx pairs (issue 18)
 #
 # QUICK=1: one repetition of 2 s each, fewer handshakes under callgrind (a
 # smoke run). ONLY="hsmesh keypath": some parts only; the results of the
@@ -42,11 +44,12 @@ SLOW_WORKERS=64
 OUT=$ROOTDIR/bench/results
 mkdir -p "$OUT"
 . "$ROOTDIR/tests/integration/lib.sh" "$B/hsmesh"
+. "$ROOTDIR/bench/http.sh"
 ME=$(id -u)
 JSON=$T/results.jsonl
 : >"$JSON"
 say() { echo "bench: [$(printf %3d $SECONDS)s] $*" >&2; }
-PARTS="direct hsmesh haproxy stunnel keypath callgrind slowtoken tpm"
+PARTS="direct hsmesh haproxy stunnel keypath callgrind slowtoken tpm http"
 ONLY=${ONLY:-}
 want() { case " ${ONLY:-$PARTS} " in *" $1 "*) return 0 ;; esac; return 1; }
 # part_of: the part a results.json line belongs to
@@ -56,6 +59,7 @@ part_of() {
 	*'"test":"handshake_instructions"'*) echo callgrind ;;
 	*'"test":"slow_token"'* | *'"test":"keyholder_cap"'*) echo slowtoken ;;
 	*'"test":"tpm"'*) echo tpm ;;
+	*'"test":"http_'*) echo http ;;
 	*'"test":"memory_floor"'*) echo hsmesh ;;
 	*) echo "$1" | sed -n 's/.*"contender":"\([a-z]*\)".*/\1/p' ;;
 	esac
@@ -610,6 +614,7 @@ want keypath && part_keypath
 want callgrind && part_callgrind
 want slowtoken && part_slowtoken
 want tpm && part_tpm
+want http && part_http
 
 # ---- report ---------------------------------------------------------------------------
 get() { # get CONTENDER TEST FIELD [KEY=VALUE]
@@ -840,6 +845,7 @@ R=$OUT/RESULTS.md
 	report_callgrind
 	report_slowtoken
 	report_tpm
+	report_http
 	echo "## Targets (issue 5)"
 	echo
 	k100=$(ratio "$(get hsmesh keepalive rps '"conns":100,')" "$(get haproxy keepalive rps '"conns":100,')")

@@ -20,10 +20,11 @@
 #define BIG		0xff		/* a block malloc'd at its own size */
 
 /*
- * Blocks kept per class, for a burst of a few hundred streams per worker;
- * at most about 1.8 MiB a thread.
+ * Blocks kept per class: a worker with a few hundred streams in flight
+ * holds a few thousand small blocks. At most about 5 MiB a thread, given
+ * back by sc_trim when its owner trims its memory after a burst.
  */
-static const unsigned keep[NCLASS] = { 1024, 1024, 512, 512, 512, 256, 256, 128 };
+static const unsigned keep[NCLASS] = { 4096, 4096, 4096, 2048, 1024, 512, 256, 128 };
 
 struct tcache {
 	void *head[NCLASS];
@@ -49,19 +50,29 @@ class_of(size_t n)
 	return c;
 }
 
+/* Give every block t keeps back to malloc. */
 static void
-flush(void *arg)
+drain(struct tcache *t)
 {
-	struct tcache *t = arg;
 	void *b;
 
-	if (t == NULL)
-		return;
-	for (unsigned c = 0; c < NCLASS; c++)
+	for (unsigned c = 0; c < NCLASS; c++) {
 		while ((b = t->head[c]) != NULL) {
 			t->head[c] = *(void **)((char *)b + HDR);
 			free(b);
 		}
+		t->n[c] = 0;
+	}
+}
+
+static void
+flush(void *arg)
+{
+	struct tcache *t = arg;
+
+	if (t == NULL)
+		return;
+	drain(t);
 	free(t);
 }
 
@@ -146,6 +157,15 @@ sc_free(void *p)
 	*(void **)(b + HDR) = t->head[c];
 	t->head[c] = b;
 	t->n[c]++;
+#endif
+}
+
+void
+sc_trim(void)
+{
+#ifndef SC_OFF
+	if (tc != NULL)
+		drain(tc);
 #endif
 }
 

@@ -10,7 +10,7 @@
  * freeing thread's list for its size class (powers of two from 32 bytes)
  * and is handed out again by that thread; each list keeps a bounded
  * number of blocks, and what a thread keeps is given back to malloc when
- * it exits. Larger blocks go to malloc.
+ * it exits or calls sc_trim. Larger blocks go to malloc.
  *
  * Every block carries a 16-byte header (its class), so a block from
  * sc_malloc must be freed with sc_free and never with free(), and the
@@ -32,5 +32,8 @@ void *sc_malloc(size_t n);
 void *sc_calloc(size_t nmemb, size_t size);
 void *sc_realloc(void *p, size_t n);
 void sc_free(void *p);
+
+/* Give the calling thread's kept blocks back to malloc (after a burst, before malloc_trim). */
+void sc_trim(void);
 
 #endif

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "proxyconf.h"
+#include "scache.h"
 #include "util.h"
 
 #define MAX_EVENTS	256
@@ -76,6 +77,7 @@ sweep(struct worker *w, uint64_t now)
 	if (w->churn >= CHURN_TRIM && w->churn == w->churn_seen)
 		trim = 1;
 	if (trim) {
+		sc_trim();	/* the HTTP paths' small blocks this thread keeps (scache.h) */
 		malloc_trim(0);
 		w->churn = 0;
 	}

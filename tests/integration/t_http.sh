@@ -300,6 +300,22 @@ check "... on one client connection that stayed open (no 'closed' from the clien
     sh -c '! grep -qi "closed" "$1"' x "$T/hup.err"
 check "... and no new connection from a to b for it" test "$(metric "$BMET" 'hsmesh_proxy_connections_total{listener="web"')" = "$wc0"
 
+# ---- a reload that changes an outbound listener's upstream drains its pool -------------------
+up0=$(metric "$AMET" 'hsmesh_proxy_upstream_connections_total{listener="to-web"')
+sed -i "s|connect: 127.0.0.1:$BWEB, expect_id: $IDB, protocol: http }|connect: 127.0.0.1:$BWEB, expect_id: $IDB, protocol: http, server_name: b.example.org }|" "$T/a.yaml"
+kill -HUP "$PA"
+wait_log "$T/a.log" "reloaded .*a.yaml" 5
+i=0; ok=0
+while [ $i -lt 10 ]; do
+	[ "$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$A/nnrf-nfm/v1/after")" = 200 ] && ok=$((ok + 1))
+	i=$((i + 1))
+done
+up1=$(metric "$AMET" 'hsmesh_proxy_upstream_connections_total{listener="to-web"')
+check "a reload with another server_name: requests go on ($ok of 10) over new pool connections ($up0 -> $up1 opened)" \
+    sh -c '[ "$1" = 10 ] && [ "$3" -gt "$2" ]' x "$ok" "$up0" "$up1"
+check "... and the old ones close once idle (pool connections open: $(metric "$AMET" 'hsmesh_proxy_upstream_connections_active{listener="to-web"'))" \
+    sh -c 'for i in $(seq 50); do [ "$(curl -s "http://127.0.0.1:$1/metrics" | awk "/^hsmesh_proxy_upstream_connections_active\\{listener=\"to-web\"/ {print \$NF}")" -le 2 ] && exit 0; sleep 0.1; done; exit 1' x "$AMET"
+
 # ---- drain -------------------------------------------------------------------------------------
 kill -TERM "$PA" "$PC"
 check "SIGTERM: proxy a exits 0" wait_exit "$PA" 15

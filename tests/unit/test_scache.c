@@ -85,6 +85,9 @@ reuse(void **state)
 	assert_ptr_equal(p, q);
 #endif
 	sc_free(q);
+	sc_trim();	/* all given back; the cache works on */
+	assert_non_null(q = sc_malloc(60));
+	sc_free(q);
 }
 
 static void *
