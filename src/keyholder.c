@@ -194,6 +194,26 @@ perform(struct job *j)
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, &fl, 1, NULL, 0);
 		break;
 	}
+	case KH_T_LIST: {
+		struct p11_key_entry pe[KH_LIST_MAX];
+		struct kh_list_entry le[KH_LIST_MAX];
+		uint8_t body[KH_MAX_FRAME];
+		size_t n = 0;
+		int bl = 0;
+		static const uint8_t zero[HSM_KEYID_LEN];
+		int from_start = memcmp(r->keyid, zero, HSM_KEYID_LEN) == 0;
+
+		st = p11_list_prefix(kh.tok, r->label, from_start ? NULL : r->keyid, pe, KH_LIST_MAX, &n);
+		for (size_t i = 0; st == 0 && i < n; i++) {
+			memcpy(le[i].keyid, pe[i].id, HSM_KEYID_LEN);
+			memcpy(le[i].label, pe[i].label, sizeof(le[i].label));
+		}
+		if (st == 0 && (bl = kh_list_encode(le, n, body, sizeof(body) - KH_HDR_LEN)) < 0)
+			st = hsm_err(HSM_EPROTO, "key list does not fit a frame");
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, body, st == 0 ? (size_t)bl : 0,
+		    NULL, 0);
+		break;
+	}
 	case KH_T_SIGN:
 		/* Test setting: model a slow token (a TPM takes ~6-10 ms). */
 		if (kh.sign_delay_ms > 0)

@@ -19,8 +19,9 @@
  * workload only in agent.yaml is enrolled as before (join token ir, kur
  * signed by its own certificate).
  *
- * Whom it talks to: its private keyholder (kh_spawn, a socketpair; this
- * process never loads PKCS#11 nor reads a PIN), the CA over HTTP
+ * Whom it talks to: its private keyholder (khsup.h: started on a
+ * socketpair and restarted with backoff if it dies; this process never
+ * loads PKCS#11 nor reads a PIN), the CA over HTTP
  * (cmpclient.h), and local clients on a Unix socket speaking agentproto.h,
  * authorised by SO_PEERCRED uid (frameserver.h).
  *
@@ -37,6 +38,7 @@
  *   api.c     the local API server: authorisation (selectors, checked
  *             against the client's process as it was when it connected),
  *             GET_SVID, SUBSCRIBE and its UPDATEs, SIGN through the keyholder
+ *   hygiene.c at start, the token's orphaned keys of our label schemes
  *   client.c  `hsmesh agent client ...`, a debugging client of the API
  *
  * Threads: the main thread runs the loop and owns every struct here. A CA
@@ -152,14 +154,15 @@ struct retired {
 };
 
 struct kh_client;
+struct khsup;
 struct fsrv;
 struct entry_list;
 
 struct agent {
 	struct agent_config *conf;
 	struct cmpc_ca ca;		/* the CA as cmpclient sees it (conf's addresses, root) */
-	struct kh_client *kh;
-	pid_t khpid;
+	struct kh_client *kh;		/* khsup's client: the same across keyholder restarts */
+	struct khsup *khsup;		/* the supervised keyholder (khsup.h) */
 	X509 *root;
 	char *root_pem;
 	size_t root_pemlen;
@@ -180,7 +183,7 @@ struct agent {
 	struct fsrv *api;		/* the local API's server */
 	struct job *jobs;
 	struct retired *retired;
-	int quit;			/* 1: signal; 2: the keyholder died */
+	int quit;			/* 1: a signal asked to stop */
 	int debug;
 };
 
@@ -307,13 +310,17 @@ void api_event(struct agent *ag, void *tag);
 void api_push_update(struct agent *ag, struct wl *w);
 /* w is no longer served: its subscribers are disconnected (they read the end). */
 void api_workload_gone(struct agent *ag, struct wl *w);
-/*
- * The keyholder died: wait (at most a second) until every signature in
- * flight has had its error reply written.
- */
-void api_await_failed_signs(struct agent *ag);
 /* Close every client and the socket. */
 void api_stop(struct agent *ag);
+
+/* ---- hygiene.c ---- */
+
+/*
+ * At start: destroy the keys of the agent's own label schemes
+ * (hsmesh-wl-*, hsmesh-node-*) that no certificate in the state
+ * directory references, one log line each; never any other key.
+ */
+void agent_token_hygiene(struct agent *ag);
 
 /* ---- client.c ---- */
 

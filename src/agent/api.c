@@ -314,7 +314,7 @@ sign_done(void *arg, int st, const uint8_t *sig, size_t siglen)
 		fsrv_kill(ps->conn);
 	else
 		(void)fsrv_send(ps->conn, f, len);
-	/* Only now: api_await_failed_signs waits for the count to reach 0 to know the reply is out. */
+	/* Only now: a signature counts as in flight until its reply is out. */
 	fsrv_end(ps->conn);
 	free(f);
 	free(ps);
@@ -511,17 +511,6 @@ api_event(struct agent *ag, void *tag)
 		fsrv_flush_ready(ag->api);
 	else
 		fsrv_readable(tag, NULL);
-}
-
-void
-api_await_failed_signs(struct agent *ag)
-{
-	if (ag->api == NULL)
-		return;
-	for (uint64_t until = hsm_now_ms() + 1000; hsm_now_ms() < until; usleep(5000))
-		if (fsrv_inflight_total(ag->api) == 0)
-			return;
-	log_warn("closing local clients with signatures still in flight");
 }
 
 void

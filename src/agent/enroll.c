@@ -34,6 +34,7 @@
 #include "evidence.h"
 #include "evtype.h"
 #include "khclient.h"
+#include "khsup.h"
 #include "log.h"
 #include "provider_kh.h"
 #include "renew.h"
@@ -613,7 +614,7 @@ enroll_signing_key(const struct agent *ag, const struct wl *w, const uint8_t id[
 void
 enroll_drop_keys(struct agent *ag)
 {
-	int alive = ag->kh != NULL && ag->khpid > 0;
+	int alive = ag->khsup != NULL && khsup_up(ag->khsup);
 
 	for (struct retired *rk = ag->retired, *next; rk != NULL; rk = next) {
 		next = rk->next;

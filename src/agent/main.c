@@ -12,7 +12,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/x509v3.h>
@@ -22,6 +21,7 @@
 #include "../cmds.h"
 #include "err.h"
 #include "khclient.h"
+#include "khsup.h"
 #include "log.h"
 #include "provider_core.h"
 #include "spiffe.h"
@@ -174,7 +174,11 @@ reuse_or_enroll(struct agent *ag, struct wl *w)
 	w->next_ms = hsm_now_ms();	/* enroll at once */
 }
 
-/* The private keyholder (a child on a socketpair): the only process that opens the token. */
+/*
+ * The private keyholder (a child on a socketpair): the only process that
+ * opens the token. Supervised: if it dies it is restarted with backoff on
+ * the same client (khsup.h), and local clients stay connected meanwhile.
+ */
 static int
 start_keyholder(struct agent *ag)
 {
@@ -189,9 +193,10 @@ start_keyholder(struct agent *ag)
 	};
 	int r;
 
-	if ((r = kh_spawn(&ko, &ag->kh, &ag->khpid)) != 0)
+	if ((r = khsup_start(&ko, "agent", NULL, NULL, &ag->khsup)) != 0)
 		return r;
-	log_info("keyholder started (pid %ld) for %s", (long)ag->khpid, t->uri);
+	ag->kh = khsup_client(ag->khsup);
+	log_info("keyholder started (pid %ld) for %s", (long)khsup_pid(ag->khsup), t->uri);
 	return 0;
 }
 
@@ -205,26 +210,18 @@ agent_epoll_add(int ep, int fd, void *tag)
 	return 0;
 }
 
-/* SIGTERM/SIGINT: quit; SIGCHLD: the keyholder died, which is fatal. */
+/*
+ * SIGTERM/SIGINT: quit. SIGCHLD is only drained: the keyholder's
+ * supervisor reaps it (and restarts it), evidence commands their own.
+ */
 static void
 handle_signals(struct agent *ag)
 {
 	struct signalfd_siginfo si;
-	int status;
 
 	while (read(ag->sfd, &si, sizeof(si)) == sizeof(si)) {
-		if (si.ssi_signo == SIGCHLD) {
-			if (ag->khpid > 0 && waitpid(ag->khpid, &status, WNOHANG) == ag->khpid) {
-				ag->khpid = 0;
-				if (ag->quit)
-					continue;
-				log_err("keyholder exited (%s %d): stopping",
-				    WIFSIGNALED(status) ? "signal" : "status",
-				    WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-				ag->quit = 2;
-			}
+		if (si.ssi_signo == SIGCHLD)
 			continue;
-		}
 		log_info("signal %d: shutting down", (int)si.ssi_signo);
 		ag->quit = 1;
 	}
@@ -263,14 +260,6 @@ loop(struct agent *ag)
 static void
 shutdown_agent(struct agent *ag)
 {
-	int status;
-
-	/*
-	 * The keyholder died: its client's reader fails every signature in
-	 * flight, and each client must read that error, not a bare close.
-	 */
-	if (ag->quit == 2)
-		api_await_failed_signs(ag);
 	api_stop(ag);
 	/*
 	 * A CA exchange cannot be cancelled. Give running jobs a moment; past
@@ -279,12 +268,10 @@ shutdown_agent(struct agent *ag)
 	 */
 	if (enroll_finish(ag, 3000) != 0) {
 		log_warn("abandoning a CA exchange in progress");
-		if (ag->khpid > 0) {
-			kill(ag->khpid, SIGTERM);
-			waitpid(ag->khpid, &status, 0);
-		}
+		if (ag->khsup != NULL && khsup_pid(ag->khsup) > 0)
+			kill(khsup_pid(ag->khsup), SIGTERM);
 		fflush(stderr);
-		_exit(ag->quit == 2 ? 1 : 0);
+		_exit(0);
 	}
 	/* Retired and pending keys would be orphans in the token: destroy them now. */
 	enroll_drop_keys(ag);
@@ -295,10 +282,9 @@ shutdown_agent(struct agent *ag)
 	ag->nwl = 0;
 	wl_free(ag->node);
 	ag->node = NULL;
-	kh_client_free(ag->kh);
+	khsup_stop(ag->khsup);		/* hangs up, reaps it, frees the client */
+	ag->khsup = NULL;
 	ag->kh = NULL;
-	if (ag->khpid > 0)
-		waitpid(ag->khpid, &status, 0);
 	X509_free(ag->root);
 	free(ag->root_pem);
 	if (ag->ep != -1)
@@ -333,6 +319,7 @@ start(struct agent *ag)
 	/* The keyholder first: it must not inherit our blocked signals. */
 	if ((r = start_keyholder(ag)) != 0)
 		return r;
+	agent_token_hygiene(ag);
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -417,7 +404,7 @@ agent_main(int argc, char **argv)
 		log_err("%s", hsm_err_msg(r));
 		goto out;
 	}
-	ret = ag.quit == 2 ? 1 : 0;
+	ret = 0;
  out:
 	shutdown_agent(&ag);
 	agent_config_free(ag.conf);

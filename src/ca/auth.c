@@ -27,7 +27,8 @@
 /*
  * A MAC-protected message: its REF names a join token; check the MAC with
  * the token's secret (or, for an unknown REF, a random one: it then fails
- * exactly like a wrong secret). 1 when the MAC is wrong, else 0.
+ * exactly like a wrong secret). 1 when the MAC is wrong, else 0. The
+ * caller answers both the same, unsigned (no guessing oracle).
  */
 static int
 auth_mac(struct server *s, struct txn *t, OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req,
@@ -63,9 +64,6 @@ auth_mac(struct server *s, struct txn *t, OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG 
 	OPENSSL_cleanse(secret, sizeof(secret));
 	if (OSSL_CMP_validate_msg(ctx, req) != 1) {
 		ERR_clear_error();
-		audit_event(s->cfg->audit, "refused", "peer", t->peer, "reason",
-		    "MAC check failed (wrong secret or unknown join token)", NULL);
-		log_info("refused %s: MAC check failed", t->peer);
 		return 1;
 	}
 	t->auth = AUTH_TOKEN;
@@ -95,41 +93,49 @@ signer_state(struct server *s, struct txn *t, X509 *x, const struct ledger_cert 
 /*
  * A signed message: its first extraCert must be a certificate of ours,
  * byte for byte; then pinning it makes the library check the signature
- * with exactly that certificate.
+ * with exactly that certificate, which is checked here first (one
+ * verification, no signature of ours). 0, or the refusal.
  */
-static void
-auth_cert(struct server *s, struct txn *t, OSSL_CMP_CTX *ctx, const struct cmp_der_info *di)
+static int
+auth_cert(struct server *s, struct txn *t, OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req,
+    const struct cmp_der_info *di, enum cmp_unauth *why)
 {
 	const unsigned char *p = di->first_extra_cert;
 	X509 *x = d2i_X509(NULL, &p, (long)di->first_extra_cert_len);
 	struct ledger_cert lc;
 	unsigned char *der = NULL;
-	int n;
+	int n, r = 1;
 
+	*why = UNAUTH_UNKNOWN_SIGNER;
 	if (x == NULL)
-		return;
+		return 1;
 	cert_serial_hex(X509_get0_serialNumber(x), t->signer_serial, sizeof(t->signer_serial));
 	memset(&lc, 0, sizeof(lc));
 	n = i2d_X509(x, &der);
 	if (n > 0 && ledger_cert_get(s->cfg->ledger, t->signer_serial, &lc) == 0 &&
 	    lc.der_len == (size_t)n && memcmp(lc.der, der, (size_t)n) == 0) {
-		signer_state(s, t, x, &lc);
 		OSSL_CMP_CTX_set1_srvCert(ctx, x);
-		t->signer = x;
-		x = NULL;
-		t->auth = AUTH_CERT;
-	} else {
-		audit_event(s->cfg->audit, "refused", "peer", t->peer, "serial", t->signer_serial,
-		    "reason", "unknown certificate", NULL);
+		if (OSSL_CMP_validate_msg(ctx, req) != 1) {
+			ERR_clear_error();
+			OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
+			*why = UNAUTH_BAD_SIGNATURE;
+		} else {
+			signer_state(s, t, x, &lc);
+			t->signer = x;
+			x = NULL;
+			t->auth = AUTH_CERT;
+			r = 0;
+		}
 	}
 	ledger_cert_clear(&lc);
 	OPENSSL_free(der);
 	X509_free(x);
+	return r;
 }
 
 int
 cmp_auth_prepare(struct server *s, struct txn *t, const OSSL_CMP_MSG *req,
-    const struct cmp_der_info *di)
+    const struct cmp_der_info *di, enum cmp_unauth *why)
 {
 	OSSL_CMP_CTX *ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t->srv);
 
@@ -138,12 +144,18 @@ cmp_auth_prepare(struct server *s, struct txn *t, const OSSL_CMP_MSG *req,
 	t->signer_next[0] = t->signer_node[0] = '\0';
 	t->token_kind = t->signer_kind = LEDGER_WORKLOAD;
 	OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
-	if (di->has_protection_alg && strcmp(di->protection_alg, CMP_OID_PBM) == 0)
+	if (di->has_protection_alg && strcmp(di->protection_alg, CMP_OID_PBM) == 0) {
+		*why = UNAUTH_BAD_MAC;
 		return auth_mac(s, t, ctx, req, di);
-	/* An unprotected message proves nothing, whatever certificate it carries. */
-	if (di->first_extra_cert != NULL && di->has_protection_alg)
-		auth_cert(s, t, ctx, di);
-	return 0;
+	}
+	if (di->has_protection_alg) {
+		/* A signature: by a certificate of ours that it carries, or nothing. */
+		*why = UNAUTH_UNKNOWN_SIGNER;
+		return di->first_extra_cert != NULL ? auth_cert(s, t, ctx, req, di, why) : 1;
+	}
+	/* Unprotected: proves nothing; only evidence may then stand for it. */
+	*why = UNAUTH_UNPROTECTED;
+	return s->cfg->attest == NULL;
 }
 
 const char *

@@ -44,6 +44,7 @@
 struct audit;
 struct ca_config;
 struct kh_client;
+struct khsup;
 struct ledger;
 
 #define CA_ROOT_FILE "root.pem"
@@ -61,6 +62,7 @@ struct signer {
 	char root_path[PATH_MAX];
 	X509 *root;
 	struct ca_kh k;
+	struct khsup *sup;	/* signer_start_supervised: owns k.kh, restarts the keyholder */
 	EVP_PKEY *key;		/* borrows k.kh: signer_close frees it first */
 };
 
@@ -101,6 +103,16 @@ int ca_kh_pubkey(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], uint8_t **
 int signer_load_root(const struct ca_config *cfg, struct signer *sg);
 /* Start the keyholder and make the signing key for the loaded root. */
 int signer_start(const struct ca_config *cfg, struct signer *sg);
+/*
+ * The same with a supervised keyholder (khsup.h, for ca serve): when it
+ * dies it is restarted with backoff on the same client, so sg->key keeps
+ * working once it is back; signer_ready() says whether it is.
+ * state_cb(arg, up) as khsup_start's.
+ */
+int signer_start_supervised(const struct ca_config *cfg, struct signer *sg,
+    void (*state_cb)(void *arg, int up), void *arg);
+/* 1 when sg can sign now: its keyholder runs (always 1 when not supervised). */
+int signer_ready(struct signer *sg);
 /* Free the key, stop the keyholder, free the root. Accepts a closed or zeroed signer. */
 void signer_close(struct signer *sg);
 
@@ -127,9 +139,12 @@ struct ca_issue_req {
 
 /*
  * Issue an X.509-SVID with sg and record it: in one ledger transaction
- * with the join token's consumption and the renewal of its parent
- * (ledger_issue), then one "issued" audit line. Nothing is recorded (and
- * the certificate is dropped) when any step fails. *refused (may be NULL)
+ * with the join token's consumption, the renewal of its parent and its
+ * "issued" audit line (written and synced before the commit:
+ * ledger_issue_with). Nothing is recorded, no token consumed, and the
+ * certificate is dropped when any step fails, the audit write included
+ * (fail closed); a commit that fails after the audit line is followed by
+ * a "rolled_back" line for the serial. *refused (may be NULL)
  * is set when the ledger refused (token used or expired, parent already
  * renewed: HSM_EPOLICY / HSM_ENOENT with the reason), so that a caller
  * tells a refusal from a failure of its own. Caller frees *out.

@@ -67,6 +67,9 @@ struct audit;
 struct ca_issue_req;
 struct cmp_der_info;
 struct ledger;
+struct metric;
+struct metrics;
+struct throttle;
 
 /*
  * Issue and record a certificate (ca_issue's contract, ca.h): *refused set
@@ -75,12 +78,36 @@ struct ledger;
 typedef int (*cmp_issue_fn)(void *arg, const struct ca_issue_req *rq, X509 **out,
     int *refused);
 
+/*
+ * The limits of the HTTP front (front.c; docs/CA.md lists each with its
+ * default, ca.yaml's "front:" section, and how a refusal shows).
+ */
+struct cmp_limits {
+	unsigned max_conns;		/* connections at once, all sources */
+	unsigned max_conns_per_source;	/* from one address */
+	unsigned workers;		/* threads doing the CMP and crypto work */
+	uint64_t request_timeout_ms;	/* from accept until the whole request is in */
+	uint64_t idle_timeout_ms;	/* longest silence while a request arrives */
+	uint64_t write_timeout_ms;	/* for the answer to be taken */
+	size_t max_body;		/* largest CMP message accepted */
+	size_t max_buffered;		/* request bytes held for all connections */
+};
+
 struct cmp_server_cfg {
 	const char *listen;		/* host:port; port 0 picks one (logged) */
 	const char *port_file;		/* if set, the bound port is written here */
 	const char *trust_domain;	/* IDs a node-protected request may name */
+	const char *metrics_listen;	/* host:port of /metrics, or NULL */
+	struct metrics *metrics;	/* its registry (NULL without metrics_listen) */
 	X509 *cacert;			/* signs responses, sent in caPubs / genp */
 	EVP_PKEY *cakey;		/* keyholder-backed */
+	/*
+	 * 1 when cakey can sign now; 0 while its keyholder restarts: then a
+	 * message is answered with an unprotected systemFailure "CA keyholder
+	 * restarting" and nothing is signed. NULL: always.
+	 */
+	int (*signer_ready)(void *arg);
+	void *signer_arg;
 	struct ledger *ledger;
 	struct audit *audit;
 	const uint8_t *token_key;	/* 32 bytes: derives join-token secrets */
@@ -89,8 +116,7 @@ struct cmp_server_cfg {
 	cmp_issue_fn issue;
 	void *issue_arg;
 	const struct attest_policy *attest;	/* attestation policy, or NULL */
-	size_t max_body;		/* largest CMP message accepted */
-	int threads;			/* connection handlers */
+	struct cmp_limits lim;
 };
 
 /* Serve until SIGTERM or SIGINT (front.c). 0, or an error before serving started. */
@@ -114,6 +140,14 @@ enum signer_state {
 
 #define SERIAL_HEX_MAX 80
 #define CMP_ENTRIES_REFRESH 30		/* seconds: how often a node should ask for its entries */
+
+/*
+ * The most PBM iterations a MAC-protected message may ask the CA to
+ * compute (OpenSSL would take up to 100000, about 30 ms of CPU per
+ * forged message); `openssl cmp` and the agent use 500.
+ */
+#define CMP_PBM_MAX_ITERATIONS 10000
+#define CMP_PBM_MAX_ITERATIONS_TEXT "10000"
 
 struct server;
 
@@ -145,14 +179,26 @@ struct txn {
 	char lasterr[256];			/* captured from the library's log */
 };
 
+/* How a message that proved nothing was refused: for the metrics, by reason. */
+enum cmp_unauth {
+	UNAUTH_MALFORMED, UNAUTH_BAD_MAC, UNAUTH_PBM_COST, UNAUTH_UNKNOWN_SIGNER,
+	UNAUTH_BAD_SIGNATURE, UNAUTH_UNPROTECTED, UNAUTH_SIGNER_DOWN, UNAUTH_N
+};
+
 struct server {
 	const struct cmp_server_cfg *cfg;
-	int lfd;
 	pthread_mutex_t mu;
 	struct txn *txns;
 	int ntxns;
 	uint8_t nonce_key[32];			/* attestation nonces (evtype.h) */
-	volatile sig_atomic_t stop;
+	/*
+	 * Refusals of messages that prove nothing (malformed, a wrong MAC or
+	 * unknown join token, an unknown signer...): the first per source and
+	 * reason per interval is audited and logged in full, the rest counted
+	 * (throttle.h) and summarised by the front's loop.
+	 */
+	struct throttle *refusals;
+	struct metric *m_unauth[UNAUTH_N];	/* hsmesh_ca_cmp_refused_total{reason} */
 };
 
 /* What cmp_handle answers: a DER PKIMessage (status 200), or an HTTP error. */
@@ -162,6 +208,7 @@ struct cmp_answer {
 	int status;		/* HTTP status */
 	const char *errtext;	/* when body is NULL */
 };
+
 
 /*
  * cmp.c: a server context for t with our callbacks, certificate and key
@@ -173,12 +220,16 @@ void cmp_log_to(struct txn *t);
 
 /*
  * auth.c: decide how req authenticates and prepare t's context so that
- * the library's own protection check agrees. Returns 1 when a MAC was
- * wrong (or its REF unknown): the caller must then answer from a context
- * that never saw the secret. 0 otherwise (t->auth says what was proven).
+ * the library's own protection check agrees. 0 when the message may be
+ * processed (t->auth says what was proven; AUTH_NONE for an unprotected
+ * message under an attestation policy). 1 when its protection proves
+ * nothing, *why saying how: a wrong MAC or an unknown REF (the same
+ * UNAUTH_BAD_MAC for both: no oracle), a signer certificate not ours, a
+ * signature that does not verify, or no protection without an
+ * attestation policy. Nothing is signed or recorded for it here.
  */
 int cmp_auth_prepare(struct server *s, struct txn *t, const OSSL_CMP_MSG *req,
-    const struct cmp_der_info *di);
+    const struct cmp_der_info *di, enum cmp_unauth *why);
 /*
  * auth.c: why t's signer may not act now (expired, revoked, identity
  * revoked, renewed already: the StatusString), or NULL when it is
@@ -187,11 +238,16 @@ int cmp_auth_prepare(struct server *s, struct txn *t, const OSSL_CMP_MSG *req,
 const char *cmp_signer_refusal(const struct txn *t, char *buf, size_t cap);
 
 /*
- * txn.c: process one CMP request body from peer into *a (body malloc'd,
- * the caller frees it).
+ * txn.c: process one CMP request body from peer (address:port; src is the
+ * address alone, for the refusal counts) into *a (body malloc'd, the
+ * caller frees it).
  */
 void cmp_handle(struct server *s, const uint8_t *body, size_t len, const char *peer,
-    struct cmp_answer *a);
+    const char *src, struct cmp_answer *a);
+/* txn.c: register the refusal counters in cfg->metrics (none without a registry). */
+void cmp_refusal_metrics(struct server *s);
+/* txn.c: write the summaries of throttled refusals whose interval ended (all: every one). */
+void cmp_refusals_flush(struct server *s, int all);
 /* txn.c: free every transaction left (at shutdown, no handler running). */
 void txn_free_all(struct server *s);
 

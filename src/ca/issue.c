@@ -17,6 +17,7 @@
 #include "cert.h"
 #include "err.h"
 #include "ledger.h"
+#include "log.h"
 #include "spiffe.h"
 #include "util.h"
 
@@ -49,14 +50,34 @@ ledger_record(X509 *x, const struct ca_issue_req *rq, struct ledger_cert *lc,
 	return 0;
 }
 
+/* The "issued" audit line, written inside the ledger transaction (ledger_issue_with). */
+struct issue_audit {
+	struct audit *au;
+	const struct ca_issue_req *rq;
+	const struct ledger_cert *lc;
+};
+
+static int
+audit_issued(void *arg)
+{
+	const struct issue_audit *ia = arg;
+	const struct ca_issue_req *rq = ia->rq;
+
+	return audit_event(ia->au, "issued", "op", rq->op, "peer", rq->peer, "id", rq->spiffe_id,
+	    "serial", ia->lc->serial, "spki_id", ia->lc->spki_id, "auth", rq->auth,
+	    "parent_serial", rq->parent, "kind", rq->kind == LEDGER_NODE ? "node" : NULL,
+	    "node", rq->node_id, NULL);
+}
+
 int
 ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
     const struct ca_issue_req *rq, X509 **out, int *refused)
 {
 	struct ledger_cert lc;
+	struct issue_audit ia;
 	unsigned char *der = NULL;
 	X509 *x = NULL;
-	int r;
+	int r, hook_ran = 0;
 
 	*out = NULL;
 	if (refused != NULL)
@@ -66,16 +87,31 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	    &x)) != 0 ||
 	    (r = ledger_record(x, rq, &lc, &der)) != 0)
 		goto out;
-	/* The token, the renewal and the certificate: all or nothing. */
-	if ((r = ledger_issue(lg, &lc, rq->token_ref, rq->now)) != 0) {
+	/*
+	 * The token, the renewal, the certificate and its audit line: all or
+	 * nothing. The line is written (and synced) inside the ledger
+	 * transaction, which commits only then; if the commit still fails, a
+	 * second line says the issuance was rolled back.
+	 */
+	ia.au = au;
+	ia.rq = rq;
+	ia.lc = &lc;
+	if ((r = ledger_issue_with(lg, &lc, rq->token_ref, rq->now, audit_issued, &ia,
+	    &hook_ran)) != 0) {
+		if (hook_ran) {
+			char why[300];
+
+			snprintf(why, sizeof(why), "ledger commit failed: %s", hsm_err_msg(r));
+			if (audit_event_urgent(au, "rolled_back", "op", rq->op, "peer", rq->peer, "id",
+			    rq->spiffe_id, "serial", lc.serial, "reason", why, NULL) != 0)
+				log_err("issuance of serial %s rolled back (%s), and the audit log "
+				    "cannot say so: its \"issued\" line stands for nothing", lc.serial, why);
+			r = hsm_err(r, "%s", why);
+		}
 		if (refused != NULL)
 			*refused = r == HSM_EPOLICY || r == HSM_ENOENT;
 		goto out;
 	}
-	audit_event(au, "issued", "op", rq->op, "peer", rq->peer, "id", rq->spiffe_id,
-	    "serial", lc.serial, "spki_id", lc.spki_id, "auth", rq->auth,
-	    "parent_serial", rq->parent, "kind", rq->kind == LEDGER_NODE ? "node" : NULL,
-	    "node", rq->node_id, NULL);
 	*out = x;
 	x = NULL;
  out:

@@ -13,16 +13,36 @@
 #include "err.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
 #include "provider_core.h"
 
-#define MAX_CMP_BODY (256 * 1024)
-#define HANDLERS 8
 
 struct serve_arg {
 	struct signer *sg;
 	struct ledger *lg;
 	struct audit *au;
+	struct metric *kh_up, *kh_restarts;
 };
+
+/* The keyholder died (up 0) or is back (1): supervisor thread. */
+static void
+kh_state(void *arg, int up)
+{
+	struct serve_arg *a = arg;
+
+	metric_gauge_set(a->kh_up, up);
+	if (up)
+		metric_inc(a->kh_restarts);
+	audit_event(a->au, up ? "keyholder_restarted" : "keyholder_died", NULL);
+}
+
+static int
+serve_ready(void *arg)
+{
+	struct serve_arg *a = arg;
+
+	return signer_ready(a->sg);
+}
 
 /* Issue for the CMP server: the same issuance as ca issue. */
 static int
@@ -42,6 +62,7 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	struct audit *au = NULL;
 	struct cmp_server_cfg sc;
 	struct serve_arg sa;
+	struct metrics *m = NULL;
 	uint8_t key[32];
 	int r;
 
@@ -52,13 +73,21 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	    (r = signer_load_root(cfg, &sg)) != 0 ||
 	    (r = ca_records_open(cfg, &lg, &au)) != 0 ||
 	    (r = ca_token_key_load(cfg, 1, key)) != 0 ||
-	    (r = signer_start(cfg, &sg)) != 0 ||
-	    (r = hsm_pkey_selftest(sg.key)) != 0)
+	    (cfg->metrics_listen != NULL && (r = metrics_new(&m)) != 0))
 		goto out;
-	memset(&sc, 0, sizeof(sc));
+	memset(&sa, 0, sizeof(sa));
 	sa.sg = &sg;
 	sa.lg = lg;
 	sa.au = au;
+	(void)metrics_get(m, METRIC_GAUGE, "hsmesh_ca_keyholder_up",
+	    "1 while the CA's keyholder runs, 0 while it is restarted", NULL, &sa.kh_up);
+	(void)metrics_get(m, METRIC_COUNTER, "hsmesh_ca_keyholder_restarts_total",
+	    "Restarts of the CA's keyholder after it died", NULL, &sa.kh_restarts);
+	if ((r = signer_start_supervised(cfg, &sg, kh_state, &sa)) != 0 ||
+	    (r = hsm_pkey_selftest(sg.key)) != 0)
+		goto out;
+	metric_gauge_set(sa.kh_up, 1);
+	memset(&sc, 0, sizeof(sc));
 	sc.listen = cfg->listen;
 	sc.port_file = port_file;
 	sc.trust_domain = cfg->trust_domain;
@@ -72,14 +101,25 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	sc.issue = serve_issue;
 	sc.issue_arg = &sa;
 	sc.attest = cfg->attest;
-	sc.max_body = MAX_CMP_BODY;
-	sc.threads = HANDLERS;
+	sc.signer_ready = serve_ready;
+	sc.signer_arg = &sa;
+	sc.metrics_listen = cfg->metrics_listen;
+	sc.metrics = m;
+	sc.lim.max_conns = cfg->front.max_connections;
+	sc.lim.max_conns_per_source = cfg->front.max_connections_per_source;
+	sc.lim.workers = cfg->front.workers;
+	sc.lim.request_timeout_ms = (uint64_t)cfg->front.request_timeout * 1000;
+	sc.lim.idle_timeout_ms = (uint64_t)cfg->front.idle_timeout * 1000;
+	sc.lim.write_timeout_ms = (uint64_t)cfg->front.write_timeout * 1000;
+	sc.lim.max_body = (size_t)cfg->front.max_body;
+	sc.lim.max_buffered = (size_t)cfg->front.max_buffered;
 	r = cmp_serve(&sc);
  out:
 	OPENSSL_cleanse(key, sizeof(key));
 	signer_close(&sg);
 	ledger_close(lg);
 	audit_close(au);
+	metrics_free(m);
 	ca_config_free(cfg);
 	return r == 0 ? 0 : ca_fail("serve", r);
 }

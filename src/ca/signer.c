@@ -20,6 +20,7 @@
 #include "cert.h"
 #include "err.h"
 #include "khclient.h"
+#include "khsup.h"
 #include "ledger.h"
 #include "provider_core.h"
 #include "provider_kh.h"
@@ -77,6 +78,19 @@ ca_kh_stop(struct ca_kh *k)
 	k->pid = -1;
 }
 
+/* How to start the keyholder of ca.yaml's token. */
+static void
+spawn_opts(const struct ca_config *cfg, struct kh_spawn_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->module = cfg->token.module;
+	o->token_uri = cfg->token.uri;
+	o->pin_file = cfg->token.pin_file;
+	o->pin_env = cfg->token.pin_env;
+	o->workers = (int)cfg->token.workers;
+	o->sign_delay_ms = cfg->token.sign_delay_ms;
+}
+
 int
 ca_kh_start(const struct ca_config *cfg, struct ca_kh *k)
 {
@@ -85,12 +99,7 @@ ca_kh_start(const struct ca_config *cfg, struct ca_kh *k)
 
 	k->kh = NULL;
 	k->pid = -1;
-	memset(&o, 0, sizeof(o));
-	o.module = cfg->token.module;
-	o.token_uri = cfg->token.uri;
-	o.pin_file = cfg->token.pin_file;
-	o.pin_env = cfg->token.pin_env;
-	o.workers = (int)cfg->token.workers;
+	spawn_opts(cfg, &o);
 	if ((r = kh_spawn(&o, &k->kh, &k->pid)) != 0)
 		return r;
 	if ((r = hsm_provider_init()) != 0) {
@@ -168,6 +177,11 @@ signer_close(struct signer *sg)
 {
 	EVP_PKEY_free(sg->key);
 	sg->key = NULL;
+	if (sg->sup != NULL) {
+		khsup_stop(sg->sup);	/* frees the client too */
+		sg->sup = NULL;
+		sg->k.kh = NULL;
+	}
 	ca_kh_stop(&sg->k);
 	X509_free(sg->root);
 	sg->root = NULL;
@@ -189,15 +203,16 @@ signer_load_root(const struct ca_config *cfg, struct signer *sg)
 	return 0;
 }
 
-int
-signer_start(const struct ca_config *cfg, struct signer *sg)
+/* The signing key for the loaded root, through the keyholder sg->k.kh already runs. */
+static int
+signer_key(struct signer *sg)
 {
 	char hex[HSM_KEYID_LEN * 2 + 1];
 	uint8_t root_id[HSM_KEYID_LEN], *spki = NULL;
 	size_t spkilen = 0;
 	int r;
 
-	if ((r = cert_key_id(sg->root, root_id)) != 0 || (r = ca_kh_start(cfg, &sg->k)) != 0)
+	if ((r = cert_key_id(sg->root, root_id)) != 0)
 		return r;
 	r = ca_kh_pubkey(&sg->k, root_id, &spki, &spkilen);
 	if (r == HSM_ENOENT)
@@ -207,6 +222,39 @@ signer_start(const struct ca_config *cfg, struct signer *sg)
 		r = hsm_pkey_new(sg->k.kh, root_id, spki, spkilen, 0, &sg->key);
 	free(spki);
 	return r;
+}
+
+int
+signer_start(const struct ca_config *cfg, struct signer *sg)
+{
+	int r;
+
+	if ((r = ca_kh_start(cfg, &sg->k)) != 0)
+		return r;
+	return signer_key(sg);
+}
+
+int
+signer_start_supervised(const struct ca_config *cfg, struct signer *sg,
+    void (*state_cb)(void *arg, int up), void *arg)
+{
+	struct kh_spawn_opts o;
+	int r;
+
+	spawn_opts(cfg, &o);
+	if ((r = khsup_start(&o, "CA", state_cb, arg, &sg->sup)) != 0)
+		return r;
+	sg->k.kh = khsup_client(sg->sup);
+	sg->k.pid = -1;		/* the supervisor's to reap */
+	if ((r = hsm_provider_init()) != 0)
+		return r;
+	return signer_key(sg);
+}
+
+int
+signer_ready(struct signer *sg)
+{
+	return sg->sup == NULL || khsup_up(sg->sup);
 }
 
 /* ---- records ---- */
@@ -220,7 +268,7 @@ ca_records_open(const struct ca_config *cfg, struct ledger **lg, struct audit **
 	*au = NULL;
 	if ((r = ledger_open(cfg->database, lg)) != 0)
 		return r;
-	if ((r = audit_open(cfg->audit_log, au)) != 0) {
+	if ((r = audit_open_flags(cfg->audit_log, AUDIT_DURABLE, au)) != 0) {
 		ledger_close(*lg);
 		*lg = NULL;
 	}

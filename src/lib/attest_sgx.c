@@ -15,6 +15,7 @@
 #include "config.h"
 #include "err.h"
 #include "evtype.h"
+#include "log.h"
 #include "sgxident.h"
 #include "spiffe.h"
 #include "util.h"
@@ -77,6 +78,11 @@ attest_sgx_collateral_load(const char *path, struct sgx_collateral *c)
 	/* hsm_read_file NUL-terminates: the texts can be passed as they are. */
 	r = sgx_collateral_from_intel((const char *)f[0], n[0], (const char *)f[1], n[1],
 	    (const char *)f[2], f[3], n[3], f[4], n[4], pck, c);
+	/* The PCK CRL is signed by the PCK certificates' CA: pckSignChain.pem is its issuer chain. */
+	if (r == 0 && f[6] != NULL && (c->pck_crl_chain = strdup((const char *)f[6])) == NULL) {
+		sgx_collateral_free(c);
+		r = HSM_ENOMEM;
+	}
  out:
 	for (int i = 0; i < 7; i++)
 		free(f[i]);
@@ -219,6 +225,7 @@ sgx_check(const void *kp, const struct attest_policy *p, const uint8_t *quote, s
 	memset(&o, 0, sizeof(o));
 	o.at = now;
 	o.insecure_test_root_pem = sp->test_root_pem;
+	o.collateral_grace = sp->collateral_grace;
 	st = sgx_verify_quote(quote, len, &c, &o, &r->u.sgx);
 	sgx_collateral_free(&c);
 	if (st != 0) {
@@ -227,6 +234,16 @@ sgx_check(const void *kp, const struct attest_policy *p, const uint8_t *quote, s
 		return st;
 	}
 	r->verified = 1;
+	/* Verified only thanks to the grace: say so (the audit line carries it too). */
+	if (r->u.sgx.collateral_expired) {
+		char when[HSM_TIME_STR];
+
+		log_warn("attestation: collateral %s expired %lld s ago (%s, at %s); accepted within "
+		    "collateral_grace %lld s: refresh it", sp->collateral,
+		    (long long)r->u.sgx.collateral_expired_by, r->u.sgx.collateral_expired_items,
+		    hsm_fmt_time((int64_t)r->u.sgx.collateral_expiry, when),
+		    (long long)sp->collateral_grace);
+	}
 	/* A TD's report is no enclave's: the policy speaks of SGX enclaves only. */
 	if (r->u.sgx.tee_type != SGX_TEE_SGX) {
 		snprintf(r->why, sizeof(r->why), "a TDX quote is not accepted: the CA certifies "
@@ -259,6 +276,15 @@ sgx_audit_fields(const struct attest_result *r, struct attest_audit *a)
 	attest_audit_add(a, "isv_svn", num);
 	attest_audit_add(a, "debug", (b->attributes[0] & SGX_ATTR_DEBUG) ? "true" : "false");
 	attest_audit_add(a, "tcb_status", sgx_tcb_status_name(v->tcb_status));
+	if (v->collateral_expired) {
+		char by[24], when[HSM_TIME_STR];
+
+		snprintf(by, sizeof(by), "%lld", (long long)v->collateral_expired_by);
+		attest_audit_add(a, "collateral_expired_by", by);
+		attest_audit_add(a, "collateral_expired_items", v->collateral_expired_items);
+		attest_audit_add(a, "collateral_expiry",
+		    hsm_fmt_time((int64_t)v->collateral_expiry, when));
+	}
 	if (v->advisories[0] != '\0')
 		attest_audit_add(a, "advisories", v->advisories);
 }
@@ -276,7 +302,12 @@ sgx_describe(const void *kp, const struct attest_policy *p, char *buf, size_t ca
 {
 	const struct attest_sgx_policy *sp = kp;
 
-	snprintf(buf, cap, "SGX quotes checked against %s%s; %s", sp->collateral,
+	char grace[64] = "";
+
+	if (sp->collateral_grace > 0)
+		snprintf(grace, sizeof(grace), " (expired collateral accepted for %lld s)",
+		    (long long)sp->collateral_grace);
+	snprintf(buf, cap, "SGX quotes checked against %s%s%s; %s", sp->collateral, grace,
 	    sp->test_root_pem != NULL ? " under an INSECURE test root" : "",
 	    p->require ? "required for every certificate request" :
 	    "optional with a join token or a current certificate");
@@ -412,6 +443,15 @@ sgx_policy_load(const struct cfg_doc *d, const char *section, const char *trust_
 	if ((r = cfg_get_bool(d, K("allow_debug"), 0, &p->allow_debug)) != 0 ||
 	    (r = cfg_get_str(d, K("spiffe_id"), DEFAULT_TEMPLATE, &p->id_template)) != 0)
 		goto out;
+	/* collateral_grace: a duration; absent (or "0") means none. */
+	if (cfg_find(d, K("collateral_grace")) != NULL) {
+		const char *g = cfg_find(d, key)->value;
+
+		if (g != NULL && (strcmp(g, "0") == 0 || strcmp(g, "0s") == 0))
+			p->collateral_grace = 0;
+		else if ((r = cfg_get_duration(d, key, NULL, &p->collateral_grace)) != 0)
+			goto out;
+	}
 	if (p->n_mrsigner == 0 && p->n_mrenclave == 0) {
 		r = cfg_err(d, section, "'%s' needs a list of allowed mrsigner or mrenclave values "
 		    "(else any enclave would do)", section);

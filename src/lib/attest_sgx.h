@@ -37,6 +37,12 @@ struct attest_sgx_policy {
 	unsigned	 tcb_ok;	/* bit (1 << enum sgx_tcb_status) per accepted status */
 	int		 allow_debug;
 	char		*id_template;	/* SPIFFE ID of attestation-only enrollments */
+	/*
+	 * collateral_grace: seconds for which expired collateral is still
+	 * accepted (0, the default: never); a quote verified within it is
+	 * audited with what had expired and by how long, and logged.
+	 */
+	int64_t		 collateral_grace;
 };
 
 /*

@@ -1,4 +1,4 @@
-/* audit.c - JSON-lines audit log (see audit.h). */
+/* audit.c - JSON-lines audit log, every line whole (see audit.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,35 +16,170 @@
 #include "log.h"
 
 #define AUDIT_LINE_MAX 8192
+#define TAIL_CHUNK 4096
+#define RESERVE_BYTES (64 * 1024)	/* room kept for records that must be written */
 
 struct audit {
 	int fd;
 	int owned;
-	int warned;
+	int durable;
+	int have_reserve;		/* <path>.reserve exists (DURABLE) */
+	unsigned long failing;		/* writes failed since the last success */
+	char path[256];
+	char reserve[272];		/* <path>.reserve */
 	pthread_mutex_t mu;
 };
 
+/*
+ * DURABLE: keep RESERVE_BYTES of the file system in <path>.reserve, so a
+ * record that must follow another (an issuance rolled back after its line
+ * was written) can still be written when the disk is full: the reserve is
+ * given back first (audit_event_urgent). Re-made after a write succeeds.
+ */
+static void
+reserve_make(struct audit *a)
+{
+	char zero[4096];
+	int fd;
+
+	if (!a->durable || !a->owned || a->have_reserve)
+		return;
+	if ((fd = open(a->reserve, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+		a->have_reserve = errno == EEXIST;
+		return;
+	}
+	memset(zero, 0, sizeof(zero));
+	for (size_t n = 0; n < RESERVE_BYTES; n += sizeof(zero)) {
+		if (write(fd, zero, sizeof(zero)) != (ssize_t)sizeof(zero)) {
+			close(fd);
+			unlink(a->reserve);	/* not whole: no reserve, try again later */
+			return;
+		}
+	}
+	if (fsync(fd) != 0) {
+		close(fd);
+		unlink(a->reserve);
+		return;
+	}
+	close(fd);
+	a->have_reserve = 1;
+}
+
+/* Exclusive across processes (DURABLE). */
+static void
+file_lock(struct audit *a, int op)
+{
+	if (a->durable && a->owned)
+		while (flock(a->fd, op) != 0 && errno == EINTR)
+			;
+}
+
+/*
+ * A last line without its newline (a write cut short by a crash): cut it
+ * off. Returns the bytes removed (0: the file ends well), or -1 with errno.
+ * *torn receives up to cap-1 bytes of it for the log.
+ */
+static long long
+repair_tail(int fd, char *torn, size_t cap)
+{
+	struct stat st;
+	char buf[TAIL_CHUNK];
+	off_t end, pos;
+
+	torn[0] = '\0';
+	if (fstat(fd, &st) != 0)
+		return -1;
+	if (!S_ISREG(st.st_mode) || st.st_size == 0)
+		return 0;
+	end = st.st_size;
+	if (pread(fd, buf, 1, end - 1) != 1)
+		return -1;
+	if (buf[0] == '\n')
+		return 0;
+	/* Find the last newline before the torn part. */
+	for (pos = end; pos > 0;) {
+		off_t from = pos > TAIL_CHUNK ? pos - TAIL_CHUNK : 0;
+		ssize_t n = pread(fd, buf, (size_t)(pos - from), from);
+
+		if (n != pos - from)
+			return -1;
+		for (ssize_t i = n - 1; i >= 0; i--) {
+			if (buf[i] == '\n') {
+				pos = from + i + 1;
+				goto found;
+			}
+		}
+		pos = from;
+	}
+found:
+	{
+		ssize_t n = pread(fd, torn, cap - 1 < (size_t)(end - pos) ? cap - 1 : (size_t)(end - pos),
+		    pos);
+
+		torn[n > 0 ? n : 0] = '\0';
+		for (ssize_t i = 0; i < n; i++)
+			if ((unsigned char)torn[i] < 0x20 || (unsigned char)torn[i] >= 0x7f)
+				torn[i] = '?';
+	}
+	if (ftruncate(fd, pos) != 0)
+		return -1;
+	return (long long)(end - pos);
+}
+
 int
-audit_open(const char *path, struct audit **out)
+audit_open_flags(const char *path, int flags, struct audit **out)
 {
 	struct audit *a;
+	char torn[121];
+	long long cut = 0;
 
 	*out = NULL;
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return HSM_ENOMEM;
+	a->durable = (flags & AUDIT_DURABLE) != 0;
 	if (path == NULL) {
 		a->fd = 2;
-	} else if ((a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)) < 0) {
+	} else if ((a->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640)) < 0) {
 		int e = errno;
 
 		free(a);
 		return hsm_err(HSM_EIO, "cannot open audit log %s: %s", path, strerror(e));
 	} else {
 		a->owned = 1;
+		snprintf(a->path, sizeof(a->path), "%s", path);
+		snprintf(a->reserve, sizeof(a->reserve), "%s.reserve", path);
 	}
 	pthread_mutex_init(&a->mu, NULL);
+	if (a->owned) {
+		/* Under the lock: another process may be writing its line right now. */
+		while (flock(a->fd, LOCK_EX) != 0 && errno == EINTR)
+			;
+		cut = repair_tail(a->fd, torn, sizeof(torn));
+		flock(a->fd, LOCK_UN);
+		if (cut < 0) {
+			int e = errno;
+
+			audit_close(a);
+			return hsm_err(HSM_EIO, "cannot repair audit log %s: %s", path, strerror(e));
+		}
+	}
+	reserve_make(a);
 	*out = a;
+	if (cut > 0) {
+		char n[24];
+
+		log_warn("audit log %s: removed a torn last line of %lld bytes (a write cut short): %s",
+		    path, cut, torn);
+		snprintf(n, sizeof(n), "%lld", cut);
+		(void)audit_event(a, "audit_repaired", "removed_bytes", n, NULL);
+	}
 	return 0;
+}
+
+int
+audit_open(const char *path, struct audit **out)
+{
+	return audit_open_flags(path, 0, out);
 }
 
 void
@@ -93,16 +230,47 @@ put_raw(char *buf, size_t n, size_t cap, const char *s)
 	return n + l;
 }
 
-void
-audit_event_kv(struct audit *a, const char *event, const char *const *kv)
+/*
+ * Write the whole line or nothing: one write; when only part of it went
+ * out, cut the file back to where it was. 0 or an errno.
+ */
+static int
+write_line(struct audit *a, const char *line, size_t n)
+{
+	struct stat st;
+	off_t before = -1;
+	ssize_t w;
+	int e;
+
+	if (a->owned && fstat(a->fd, &st) == 0)
+		before = st.st_size;
+	do
+		w = write(a->fd, line, n);
+	while (w < 0 && errno == EINTR);
+	if (w == (ssize_t)n) {
+		if (a->durable && a->owned && fdatasync(a->fd) != 0)
+			return errno;
+		return 0;
+	}
+	e = w < 0 ? errno : ENOSPC;
+	/* A part of the line went out: remove it, so the file never holds a torn line. */
+	if (w > 0 && a->owned && before >= 0 && ftruncate(a->fd, before) != 0)
+		log_err("audit log %s: cannot remove a partial line: %s", a->path, strerror(errno));
+	return e;
+}
+
+/* The line of a record; urgent: give the reserve back if there is no room for it. */
+static int
+record(struct audit *a, const char *event, const char *const *kv, int urgent)
 {
 	char line[AUDIT_LINE_MAX], ts[64], sec[32];
 	struct timespec now;
 	struct tm tm;
 	size_t n = 0;
+	int e;
 
 	if (a == NULL)
-		return;
+		return 0;
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
@@ -128,22 +296,44 @@ audit_event_kv(struct audit *a, const char *event, const char *const *kv)
 		    "{\"time\":\"%s\",\"event\":\"audit_overflow\"}\n", ts);
 	}
 	pthread_mutex_lock(&a->mu);
-	if (write(a->fd, line, n) != (ssize_t)n && !a->warned) {
-		a->warned = 1;
-		log_err("audit log write failed: %s", strerror(errno));
+	file_lock(a, LOCK_EX);
+	e = write_line(a, line, n);
+	if ((e == ENOSPC || e == EDQUOT) && urgent && a->have_reserve && unlink(a->reserve) == 0) {
+		a->have_reserve = 0;
+		log_warn("audit log %s: the disk is full; its reserve was used for a %s record",
+		    a->path, event);
+		e = write_line(a, line, n);
+	}
+	file_lock(a, LOCK_UN);
+	if (e == 0)
+		reserve_make(a);
+	if (e != 0 && a->failing++ == 0)
+		log_err("audit log %s write failed: %s (issuances fail until it can be written)",
+		    a->path[0] ? a->path : "(stderr)", strerror(e));
+	if (e == 0 && a->failing > 0) {
+		log_warn("audit log %s written again after %lu failed writes", a->path, a->failing);
+		a->failing = 0;
 	}
 	pthread_mutex_unlock(&a->mu);
+	if (e != 0)
+		return hsm_err(HSM_EIO, "audit log write failed: %s", strerror(e));
+	return 0;
 }
 
-void
-audit_event(struct audit *a, const char *event, ...)
+int
+audit_event_kv(struct audit *a, const char *event, const char *const *kv)
+{
+	return record(a, event, kv, 0);
+}
+
+/* A record from the key, value, ..., NULL pairs of a varargs call. */
+static int
+record_ap(struct audit *a, const char *event, int urgent, va_list ap)
 {
 	const char *kv[2 * AUDIT_MAX_PAIRS + 1];
 	size_t n = 0;
 	const char *k;
-	va_list ap;
 
-	va_start(ap, event);
 	while ((k = va_arg(ap, const char *)) != NULL) {
 		const char *v = va_arg(ap, const char *);
 
@@ -152,7 +342,30 @@ audit_event(struct audit *a, const char *event, ...)
 			kv[n++] = v;
 		}
 	}
-	va_end(ap);
 	kv[n] = NULL;
-	audit_event_kv(a, event, kv);
+	return record(a, event, kv, urgent);
+}
+
+int
+audit_event(struct audit *a, const char *event, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, event);
+	r = record_ap(a, event, 0, ap);
+	va_end(ap);
+	return r;
+}
+
+int
+audit_event_urgent(struct audit *a, const char *event, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, event);
+	r = record_ap(a, event, 1, ap);
+	va_end(ap);
+	return r;
 }

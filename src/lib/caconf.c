@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "attest.h"
 #include "caconf.h"
@@ -18,12 +19,18 @@
 static const char *const ca_known[] = {
 	"trust_domain",
 	"token.module", "token.uri", "token.pin_file", "token.pin_env", "token.workers",
+	"token.test_sign_delay_ms",
 	"key.type", "key.label",
 	"state_dir", "listen", "svid_ttl", "max_ttl", "ca_ttl", "database", "audit_log",
 	"attestation.collateral", "attestation.insecure_test_root", "attestation.mrsigner",
 	"attestation.mrenclave", "attestation.isv_prod_id", "attestation.min_isv_svn",
 	"attestation.tcb_status", "attestation.allow_debug", "attestation.require",
-	"attestation.nonce_ttl", "attestation.spiffe_id", "attestation.identity",
+	"attestation.nonce_ttl", "attestation.spiffe_id", "attestation.collateral_grace",
+	"attestation.identity",
+	"metrics.listen",
+	"front.max_connections", "front.max_connections_per_source", "front.workers",
+	"front.request_timeout", "front.idle_timeout", "front.write_timeout", "front.max_body",
+	"front.max_buffered",
 	NULL
 };
 
@@ -42,6 +49,7 @@ ca_config_free(struct ca_config *c)
 	free(c->max_ttl_text);
 	free(c->database);
 	free(c->audit_log);
+	free(c->metrics_listen);
 	attest_policy_free(c->attest);
 	free(c);
 }
@@ -76,6 +84,53 @@ label_ok(const char *s)
 		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
 			return 0;
 	return 1;
+}
+
+/* metrics.listen and the front: section, each limit with its default. */
+static int
+front_load(const struct cfg_doc *d, struct ca_config *c)
+{
+	struct ca_front *f = &c->front;
+	unsigned long long v, workers;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int r;
+
+	if ((r = cfg_get_str(d, "metrics.listen", NULL, &c->metrics_listen)) != 0)
+		return r;
+	if (c->metrics_listen != NULL && !listen_ok(c->metrics_listen))
+		return cfg_err(d, "metrics.listen", "'metrics.listen' must be HOST:PORT, not '%.100s'",
+		    c->metrics_listen);
+	if (c->metrics_listen != NULL && strcmp(c->metrics_listen, c->listen) == 0 &&
+	    strcmp(strrchr(c->listen, ':'), ":0") != 0)
+		return cfg_err(d, "metrics.listen", "'metrics.listen' must differ from 'listen'");
+	workers = cpus > 0 ? 2 * (unsigned long long)cpus : 4;
+	if (workers < 2)
+		workers = 2;
+	if (workers > 32)
+		workers = 32;
+	if ((r = cfg_get_uint(d, "front.max_connections", 4096, 1, 1048576, &v)) != 0)
+		return r;
+	f->max_connections = (unsigned)v;
+	if ((r = cfg_get_uint(d, "front.max_connections_per_source",
+	    f->max_connections < 64 ? f->max_connections : 64, 1, f->max_connections, &v)) != 0)
+		return r;
+	f->max_connections_per_source = (unsigned)v;
+	if ((r = cfg_get_uint(d, "front.workers", workers, 1, 64, &v)) != 0)
+		return r;
+	f->workers = (unsigned)v;
+	if ((r = cfg_get_duration(d, "front.request_timeout", "10s", &f->request_timeout)) != 0 ||
+	    (r = cfg_get_duration(d, "front.idle_timeout", "5s", &f->idle_timeout)) != 0 ||
+	    (r = cfg_get_duration(d, "front.write_timeout", "10s", &f->write_timeout)) != 0 ||
+	    (r = cfg_get_uint(d, "front.max_body", 262144, 1024, 16777216, &v)) != 0)
+		return r;
+	f->max_body = v;
+	if ((r = cfg_get_uint(d, "front.max_buffered", 67108864, 65536, 1ULL << 40, &v)) != 0)
+		return r;
+	f->max_buffered = v;
+	if (f->max_buffered < f->max_body + 8192)
+		return cfg_err(d, "front.max_buffered", "'front.max_buffered' must hold at least "
+		    "one request (front.max_body + 8192 bytes)");
+	return 0;
 }
 
 static int
@@ -148,7 +203,8 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 	if ((c->database == NULL && (r = cfg_resolve_path(c->state_dir, "ledger.db", &c->database)) != 0) ||
 	    (c->audit_log == NULL && (r = cfg_resolve_path(c->state_dir, "audit.log", &c->audit_log)) != 0))
 		goto out;
-	if ((r = attest_policy_load(d, "attestation", c->trust_domain, &c->attest)) != 0)
+	if ((r = attest_policy_load(d, "attestation", c->trust_domain, &c->attest)) != 0 ||
+	    (r = front_load(d, c)) != 0)
 		goto out;
 
 	*out = c;

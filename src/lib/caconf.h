@@ -31,6 +31,18 @@ struct ca_config {
 	char *database;			/* default <state_dir>/ledger.db */
 	char *audit_log;		/* default <state_dir>/audit.log */
 	struct attest_policy *attest;	/* attestation:, or NULL (attest.h) */
+	char *metrics_listen;		/* metrics.listen (host:port), or NULL */
+	/* front: the limits of `ca serve`'s HTTP front (docs/CA.md) */
+	struct ca_front {
+		unsigned max_connections;		/* default 4096 */
+		unsigned max_connections_per_source;	/* default 64 */
+		unsigned workers;			/* default 2 x CPUs (2..32) */
+		int64_t request_timeout;		/* seconds, default 10 */
+		int64_t idle_timeout;			/* seconds, default 5 */
+		int64_t write_timeout;			/* seconds, default 10 */
+		uint64_t max_body;			/* bytes, default 262144 */
+		uint64_t max_buffered;			/* bytes, default 67108864 */
+	} front;
 };
 
 /*

@@ -108,21 +108,37 @@ unreached_reason(struct exch *x, char *out, size_t len)
 	}
 }
 
-/* Why connecting failed, from the error queue (which is cleared). */
+/*
+ * Why connecting failed, from the error queue (which is cleared): a name
+ * that does not resolve ("cannot resolve H: <resolver's words>"), a
+ * refused or unreachable address (errno), or a timeout.
+ */
 static void
 connect_reason(const struct cmpc_server *s, int timed_out, char *out, size_t len)
 {
 	unsigned long e;
-	int sys = 0, flags;
+	int sys = 0, flags, dns = 0;
 	const char *data, *what = NULL;
+	char gai[128] = "";
 
 	while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
-		if (ERR_GET_LIB(e) == ERR_LIB_SYS && sys == 0)
+		/* BIO_lookup: the resolver's error text rides on a BIO "system lib" error. */
+		if (ERR_GET_LIB(e) == ERR_LIB_BIO && !dns &&
+		    (ERR_GET_REASON(e) == BIO_R_LOOKUP_RETURNED_NOTHING ||
+		    (ERR_GET_REASON(e) == ERR_R_SYS_LIB && (flags & ERR_TXT_STRING) != 0 &&
+		    data != NULL && strstr(data, "getaddrinfo") == NULL && *data != '\0'))) {
+			dns = 1;
+			snprintf(gai, sizeof(gai), "%s", ERR_GET_REASON(e) == BIO_R_LOOKUP_RETURNED_NOTHING ?
+			    "no address" : data);
+		} else if (ERR_GET_LIB(e) == ERR_LIB_SYS && sys == 0) {
 			sys = ERR_GET_REASON(e);
-		else if (what == NULL && ERR_reason_error_string(e) != NULL)
+		} else if (what == NULL && ERR_reason_error_string(e) != NULL) {
 			what = ERR_reason_error_string(e);
+		}
 	}
-	if (timed_out)
+	if (dns)
+		snprintf(out, len, "cannot resolve %s: %s", s->host, gai);
+	else if (timed_out)
 		snprintf(out, len, "connect to %s:%d: timed out", s->host, s->port);
 	else if (sys != 0)
 		snprintf(out, len, "connect to %s:%d: %s", s->host, s->port, strerror(sys));
@@ -292,6 +308,13 @@ ctx_new(struct exch *x, OSSL_CMP_CTX **out)
 	    ca->msg_timeout > 0 ? ca->msg_timeout : CMPC_MSG_TIMEOUT) != 1 ||
 	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT,
 	    ca->total_timeout > 0 ? ca->total_timeout : CMPC_TOTAL_TIMEOUT) != 1 ||
+	    /*
+	     * The CA answers what it will not or cannot sign for (a request
+	     * that proves nothing, its keyholder restarting) with an
+	     * unprotected error: read its words. A negative answer is all an
+	     * unprotected message can carry; nothing unprotected is accepted.
+	     */
+	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_ERRORS, 1) != 1 ||
 	    OSSL_CMP_CTX_set0_trustedStore(ctx, store) != 1)
 		goto fail;
 	*out = ctx;

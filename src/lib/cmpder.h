@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include <openssl/cmp.h>
+#include <openssl/x509.h>
 
 struct cmp_der_info {
 	int has_protection_alg;
@@ -28,6 +29,19 @@ struct cmp_der_info {
 	 */
 	const uint8_t *geninfo_value;
 	size_t geninfo_value_len;
+	/* Header fields an answer echoes (cmp_der_error_new): */
+	const uint8_t *sender;		/* the sender GeneralName, whole DER */
+	size_t sender_len;
+	const uint8_t *transaction_id;	/* [4] OCTET STRING contents, or NULL */
+	size_t transaction_id_len;
+	const uint8_t *sender_nonce;	/* [5] OCTET STRING contents, or NULL */
+	size_t sender_nonce_len;
+	/*
+	 * For a PasswordBasedMac protectionAlg: its iterationCount (a huge one
+	 * reads as INT64_MAX); -1 otherwise or when the parameters are not a
+	 * PBMParameter. What a MAC check will cost, known before it is made.
+	 */
+	int64_t pbm_iterations;
 };
 
 /* The PasswordBasedMac OID (RFC 4211 / RFC 4210 5.1.3.1). */
@@ -54,6 +68,20 @@ int cmp_der_parse_geninfo(const uint8_t *der, size_t len, const char *oid, struc
  * most cap bytes to spki. 0, HSM_ENOENT (no publicKey) or HSM_EPROTO.
  */
 int cmp_der_template_spki(const uint8_t *der, size_t len, uint8_t *spki, size_t cap, size_t *spkilen);
+
+/*
+ * An unprotected CMP error message (RFC 4210 5.3.21) answering the request
+ * req describes (cmp_der_parse): header pvno 2 (cmp2000), sender the
+ * directoryName sender_name, recipient the request's sender (NULL-DN when
+ * it had none), messageTime now, the request's transactionID, a fresh
+ * senderNonce and the request's senderNonce as recipNonce; body an
+ * ErrorMsgContent whose PKIStatusInfo is rejection, failInfo 1 << failbit
+ * (an OSSL_CMP_PKIFAILUREINFO_* number) and statusString text. Built
+ * without any key: what a server answers when it will not (or cannot)
+ * sign. *out malloc'd DER. 0, HSM_EINVAL or HSM_ENOMEM/HSM_ECRYPTO.
+ */
+int cmp_der_error_new(const struct cmp_der_info *req, const X509_NAME *sender_name, int failbit,
+    const char *text, uint8_t **out, size_t *outlen);
 
 /*
  * An InfoTypeAndValue of type oid (dotted) whose value is an ASN1_TYPE of

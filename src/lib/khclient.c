@@ -335,6 +335,35 @@ kh_attrs(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeo
 	return st;
 }
 
+int
+kh_list(struct kh_client *c, const char *prefix, unsigned timeout_ms, kh_list_cb cb, void *arg)
+{
+	uint8_t after[HSM_KEYID_LEN], lb[HSM_MAX_LABEL + 1], *b;
+	struct kh_list_entry e[KH_LIST_MAX];
+	size_t ll, bl, n;
+	int st;
+
+	if (prefix == NULL || *prefix == '\0')
+		return hsm_err(HSM_EINVAL, "empty key label prefix");
+	if ((st = label_body(prefix, lb, &ll)) != 0)
+		return st;
+	memset(after, 0, sizeof(after));
+	for (;;) {
+		if ((st = call(c, KH_T_LIST, timeout_ms, after, sizeof(after), lb, ll, &b, &bl)) != 0)
+			return st;
+		st = kh_list_parse(b, bl, after, prefix, e, &n);
+		free(b);
+		if (st != 0)
+			return hsm_err(HSM_EPROTO, "keyholder sent a malformed key list");
+		if (n == 0)
+			return 0;
+		for (size_t i = 0; i < n; i++)
+			if ((st = cb(arg, e[i].keyid, e[i].label)) != 0)
+				return st;
+		memcpy(after, e[n - 1].keyid, HSM_KEYID_LEN);
+	}
+}
+
 static int
 sign_body(const uint8_t keyid[HSM_KEYID_LEN], int alg, const uint8_t *dgst, size_t dlen,
     uint8_t *body, size_t *len)
@@ -416,15 +445,16 @@ kh_req_result(struct kh_req *r, uint8_t *sig, size_t *siglen)
 	return 0;
 }
 
-int
-kh_spawn(const struct kh_spawn_opts *o, struct kh_client **out, pid_t *pid)
+/* fork + exec a keyholder on a socketpair: *fd is our end, *pid the child. */
+static int
+spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 {
 	char delay[16], workers[16];
 	const char *argv[24];
-	int sv[2], n = 0, st;
+	int sv[2], n = 0;
 	pid_t p;
 
-	*out = NULL;
+	*fd = -1;
 	*pid = -1;
 	if (o->module == NULL || o->token_uri == NULL || (o->pin_file == NULL) == (o->pin_env == NULL))
 		return hsm_err(HSM_EINVAL, "keyholder needs a module, a token URI and one PIN source");
@@ -468,26 +498,85 @@ kh_spawn(const struct kh_spawn_opts *o, struct kh_client **out, pid_t *pid)
 		_exit(127);
 	}
 	close(sv[1]);
-	if ((st = kh_client_new(sv[0], out)) != 0) {
-		close(sv[0]);
+	*fd = sv[0];
+	*pid = p;
+	return 0;
+}
+
+/*
+ * The first answer says whether the token opened (a TPM login can be
+ * slow). On failure the child is killed and reaped and the reason kept.
+ */
+static int
+first_ping(struct kh_client *c, pid_t p)
+{
+	char why[512];
+	int st;
+
+	if ((st = kh_ping(c, 60000)) == 0)
+		return 0;
+	snprintf(why, sizeof(why), "%s", hsm_err_msg(st));
+	/* It exits after reporting; a hung one must not hang us. */
+	kill(p, SIGKILL);
+	waitpid(p, NULL, 0);
+	if (st == HSM_ECLOSED)
+		snprintf(why, sizeof(why), "keyholder exited during start-up");
+	return hsm_err(st, "%s", why);
+}
+
+int
+kh_spawn(const struct kh_spawn_opts *o, struct kh_client **out, pid_t *pid)
+{
+	int fd, st;
+	pid_t p;
+
+	*out = NULL;
+	*pid = -1;
+	if ((st = spawn_child(o, &fd, &p)) != 0)
+		return st;
+	if ((st = kh_client_new(fd, out)) != 0) {
+		close(fd);
 		kill(p, SIGKILL);
 		waitpid(p, NULL, 0);
 		return st;
 	}
-	/* The first answer says whether the token opened; a TPM login can be slow. */
-	if ((st = kh_ping(*out, 60000)) != 0) {
+	if ((st = first_ping(*out, p)) != 0) {
 		char why[512];
 
 		snprintf(why, sizeof(why), "%s", hsm_err_msg(st));
 		kh_client_free(*out);
 		*out = NULL;
-		/* It exits after reporting; a hung one must not hang us. */
-		kill(p, SIGKILL);
-		waitpid(p, NULL, 0);
-		if (st == HSM_ECLOSED)
-			snprintf(why, sizeof(why), "keyholder exited during start-up");
 		return hsm_err(st, "%s", why);
 	}
 	*pid = p;
 	return 0;
+}
+
+int
+kh_respawn(struct kh_client *c, const struct kh_spawn_opts *o, pid_t *pid)
+{
+	int fd, st;
+	pid_t p;
+
+	*pid = -1;
+	if ((st = spawn_child(o, &fd, &p)) != 0)
+		return st;
+	if ((st = rpc_conn_reset(&c->rpc, fd)) != 0) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(st));
+		kill(p, SIGKILL);
+		waitpid(p, NULL, 0);
+		return hsm_err(st, "%s", why);
+	}
+	if ((st = first_ping(c, p)) != 0)
+		return st;
+	*pid = p;
+	return 0;
+}
+
+void
+kh_client_set_gone(struct kh_client *c, const char *why)
+{
+	rpc_conn_set_gone(&c->rpc, why);
 }

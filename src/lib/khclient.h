@@ -46,6 +46,20 @@ struct kh_spawn_opts {
  */
 int kh_spawn(const struct kh_spawn_opts *o, struct kh_client **out, pid_t *pid);
 
+/*
+ * Start a new keyholder for c (as kh_spawn does) after its old one died,
+ * and move c onto it (rpc_conn_reset): requests pending on the old one
+ * have ended with HSM_ECLOSED; later ones go to the new one. Everything
+ * that borrows c (keys of hsm_pkey_new) keeps working. Waits for the first
+ * reply like kh_spawn. 0 with *pid set, or the error (the child is then
+ * reaped and c has no keyholder: its requests fail with HSM_ECLOSED). Not
+ * concurrently with kh_client_free. khsup.h supervises with it.
+ */
+int kh_respawn(struct kh_client *c, const struct kh_spawn_opts *o, pid_t *pid);
+
+/* While c has no keyholder, its requests fail "keyholder is gone (why)". */
+void kh_client_set_gone(struct kh_client *c, const char *why);
+
 /* Connect to a keyholder listening on a Unix socket path. */
 int kh_connect(const char *path, struct kh_client **out);
 
@@ -71,6 +85,17 @@ int kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned
  */
 int kh_attrs(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
     uint8_t *flags);
+/*
+ * Every private key in the token whose label starts with prefix (1..64
+ * bytes, printable, no space) and whose CKA_ID is a key id: cb(arg,
+ * keyid, label) once each, in increasing key id order (a page of
+ * KH_LIST_MAX per request; timeout_ms bounds each). A non-zero return of
+ * cb stops the walk and is returned. 0, the keyholder's error, or
+ * HSM_EPROTO for a malformed reply.
+ */
+typedef int (*kh_list_cb)(void *arg, const uint8_t keyid[HSM_KEYID_LEN], const char *label);
+int kh_list(struct kh_client *c, const char *prefix, unsigned timeout_ms, kh_list_cb cb,
+    void *arg);
 /* sig must hold HSM_MAX_SIG bytes. */
 int kh_sign(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
     const uint8_t *dgst, size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen);

@@ -104,9 +104,64 @@ kh_request_decode(const struct kh_frame *f, struct kh_request *r)
 		return 0;
 	case KH_T_PING:
 		return f->bodylen == 0 ? 0 : HSM_EPROTO;
+	case KH_T_LIST:
+		if (f->bodylen < HSM_KEYID_LEN + 1)
+			return HSM_EPROTO;
+		memcpy(r->keyid, f->body, HSM_KEYID_LEN);
+		return get_label(f, 1, r, HSM_KEYID_LEN);
 	default:
 		return HSM_EPROTO;
 	}
+}
+
+int
+kh_list_parse(const uint8_t *body, size_t len, const uint8_t after[HSM_KEYID_LEN],
+    const char *prefix, struct kh_list_entry *out, size_t *n)
+{
+	const uint8_t *last = after;
+	size_t off = 0, plen = strlen(prefix);
+
+	*n = 0;
+	while (off < len) {
+		struct kh_list_entry *e = &out[*n];
+		size_t ll;
+
+		if (*n >= KH_LIST_MAX || len - off < HSM_KEYID_LEN + 1)
+			return HSM_EPROTO;
+		ll = body[off + HSM_KEYID_LEN];
+		if (ll < 1 || ll > HSM_MAX_LABEL || len - off - HSM_KEYID_LEN - 1 < ll ||
+		    !label_ok(body + off + HSM_KEYID_LEN + 1, ll) || ll < plen ||
+		    memcmp(body + off + HSM_KEYID_LEN + 1, prefix, plen) != 0 ||
+		    memcmp(body + off, last, HSM_KEYID_LEN) <= 0)
+			return HSM_EPROTO;
+		memcpy(e->keyid, body + off, HSM_KEYID_LEN);
+		memcpy(e->label, body + off + HSM_KEYID_LEN + 1, ll);
+		e->label[ll] = '\0';
+		last = e->keyid;
+		off += HSM_KEYID_LEN + 1 + ll;
+		(*n)++;
+	}
+	return 0;
+}
+
+int
+kh_list_encode(const struct kh_list_entry *e, size_t n, uint8_t *out, size_t cap)
+{
+	size_t off = 0;
+
+	if (n > KH_LIST_MAX)
+		return HSM_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		size_t ll = strlen(e[i].label);
+
+		if (ll < 1 || ll > HSM_MAX_LABEL || cap - off < HSM_KEYID_LEN + 1 + ll)
+			return HSM_EINVAL;
+		memcpy(out + off, e[i].keyid, HSM_KEYID_LEN);
+		out[off + HSM_KEYID_LEN] = (uint8_t)ll;
+		memcpy(out + off + HSM_KEYID_LEN + 1, e[i].label, ll);
+		off += HSM_KEYID_LEN + 1 + ll;
+	}
+	return (int)off;
 }
 
 int

@@ -20,10 +20,13 @@
  *   FIND      u8 label_len (1..64), label
  *   PING      empty
  *   ATTRS     keyid[32]
+ *   LIST      after[32], u8 prefix_len (1..64), prefix
  * Reply bodies when status is 0:
  *   GENERATE, FIND: keyid[32], spki DER (1..HSM_MAX_SPKI)
  *   PUBKEY: spki DER;  SIGN: signature (1..HSM_MAX_SIG);  DESTROY, PING: empty
  *   ATTRS: u8 flags (KH_ATTR_*: the private key's security attributes)
+ *   LIST: entries { keyid[32], u8 label_len (1..64), label }, key ids
+ *         increasing and above after; at most KH_LIST_MAX; none: no more
  * Reply body when status is not 0: an error text (0..255 bytes, not NUL-terminated).
  *
  * These functions are pure (no I/O) and distrust every byte.
@@ -50,8 +53,17 @@ enum kh_type {
 	KH_T_FIND = 5,
 	KH_T_PING = 6,
 	KH_T_ATTRS = 7,
+	KH_T_LIST = 8,
 	KH_T_REPLY = 0x80,
 };
+
+/*
+ * LIST: the private keys whose label starts with a prefix, one page at a
+ * time (the next request names the last key id seen as "after"). A page of
+ * KH_LIST_MAX entries with the longest labels fits one frame.
+ */
+#define KH_LIST_MAX 42
+#define KH_LIST_ENTRY_MAX (HSM_KEYID_LEN + 1 + HSM_MAX_LABEL)
 
 /*
  * The ATTRS reply byte: the token's security attributes of a private key
@@ -81,8 +93,8 @@ struct kh_request {
 	uint32_t id;
 	uint32_t deadline_ms;
 	uint8_t keytype;			/* GENERATE */
-	char label[HSM_MAX_LABEL + 1];		/* GENERATE, FIND */
-	uint8_t keyid[HSM_KEYID_LEN];		/* PUBKEY, SIGN, DESTROY, ATTRS */
+	char label[HSM_MAX_LABEL + 1];		/* GENERATE, FIND; LIST: the prefix */
+	uint8_t keyid[HSM_KEYID_LEN];		/* PUBKEY, SIGN, DESTROY, ATTRS; LIST: after */
 	uint8_t alg;				/* SIGN */
 	uint8_t digest[64];			/* SIGN */
 	size_t dlen;
@@ -102,6 +114,23 @@ int kh_frame_parse(const uint8_t *buf, size_t len, struct kh_frame *f);
  * digest length allowed for the algorithm. 0 or HSM_EPROTO.
  */
 int kh_request_decode(const struct kh_frame *f, struct kh_request *r);
+
+/* One entry of a LIST reply. */
+struct kh_list_entry {
+	uint8_t keyid[HSM_KEYID_LEN];
+	char label[HSM_MAX_LABEL + 1];
+};
+
+/*
+ * Split a LIST reply body into at most KH_LIST_MAX entries (out holds
+ * that many), checking each (label 1..64 printable bytes starting with
+ * prefix, key ids strictly increasing and above after). *n how many (0:
+ * the list is complete). 0 or HSM_EPROTO.
+ */
+int kh_list_parse(const uint8_t *body, size_t len, const uint8_t after[HSM_KEYID_LEN],
+    const char *prefix, struct kh_list_entry *out, size_t *n);
+/* The body of a LIST reply for n entries into out (cap bytes): its length, or HSM_EINVAL. */
+int kh_list_encode(const struct kh_list_entry *e, size_t n, uint8_t *out, size_t cap);
 
 /*
  * Encode a frame into out (capacity cap). Returns the total length or

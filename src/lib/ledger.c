@@ -455,13 +455,15 @@ count_entry(const struct ledger_entry *e, void *arg)
 }
 
 int
-ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
-    int64_t now)
+ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
+    int64_t now, int (*before_commit)(void *arg), void *arg, int *hook_ran)
 {
 	struct ledger_cert n;
 	unsigned entries = 0;
 	int r;
 
+	if (hook_ran != NULL)
+		*hook_ran = 0;
 	if ((r = cert_arg(c, &n)) != 0)
 		return r;
 	if (token_ref != NULL && !peer_ref(token_ref))
@@ -478,13 +480,24 @@ ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_r
 	    (token_ref == NULL || ((r = token_kind_locked(lg, token_ref, n.kind)) == 0 &&
 	    (r = consume_locked(lg, token_ref, now)) == 0)) &&
 	    (n.parent_serial[0] == '\0' || (r = supersede_locked(lg, &n)) == 0) &&
-	    (r = lg->ops->cert_insert(lg->be, &n, (int64_t)time(NULL))) == 0)
+	    (r = lg->ops->cert_insert(lg->be, &n, (int64_t)time(NULL))) == 0 &&
+	    (before_commit == NULL || (r = before_commit(arg)) == 0)) {
+		if (hook_ran != NULL && before_commit != NULL)
+			*hook_ran = 1;
 		r = lg->ops->commit(lg->be);
+	}
 	if (r != 0)
 		lg->ops->rollback(lg->be);
  out:
 	unlock(lg);
 	return r;
+}
+
+int
+ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
+    int64_t now)
+{
+	return ledger_issue_with(lg, c, token_ref, now, NULL, NULL, NULL);
 }
 
 int

@@ -179,6 +179,19 @@ int ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at);
 int ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now);
 
+/*
+ * ledger_issue with one more step in its transaction: once every row is
+ * written, before_commit(arg) runs (the ledger locked, the transaction
+ * open); a non-zero return rolls everything back and is returned, so a
+ * record that must go with the issuance (the CA's audit line) decides
+ * whether it happens. *hook_ran (may be NULL) is set when before_commit
+ * succeeded: if the call still fails, the commit itself failed after the
+ * hook's record was made (the caller compensates for it). The same codes
+ * as ledger_issue, or before_commit's.
+ */
+int ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
+    int64_t now, int (*before_commit)(void *arg), void *arg, int *hook_ran);
+
 /* ledger_issue without a join token. */
 int ledger_cert_add(struct ledger *lg, const struct ledger_cert *c);
 

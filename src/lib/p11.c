@@ -1532,6 +1532,118 @@ p11_find_label(struct p11_token *tok, const char *label,
 	return finish_pub(&a, keyid, spki, spkilen);
 }
 
+/* ---- list by label prefix ---- */
+
+static int
+printable_label(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < 0x21 || p[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+struct list_arg {
+	const char *prefix;
+	const uint8_t *after;
+	struct p11_key_entry *out;
+	size_t max, n;
+};
+
+#define LIST_OBJECTS_MAX 65536	/* private keys looked at, at most */
+
+static int
+op_list(struct call *c, void *v)
+{
+	struct list_arg *a = v;
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE t[] = { { CKA_CLASS, &cls, sizeof(cls) } };
+	CK_OBJECT_HANDLE *hs = NULL, *nh;
+	CK_ULONG n = 0, got;
+	size_t cap = 0, plen = strlen(a->prefix);
+	CK_RV rv;
+	int r;
+
+	if ((rv = c->f->C_FindObjectsInit(c->s, t, 1)) != CKR_OK)
+		return ck(c, rv, "C_FindObjectsInit");
+	for (r = 0; r == 0;) {
+		if (n == cap) {
+			if (cap >= LIST_OBJECTS_MAX)
+				break;
+			cap = cap == 0 ? 256 : cap * 2;
+			if ((nh = realloc(hs, cap * sizeof(*hs))) == NULL) {
+				r = hsm_err(HSM_ENOMEM, "out of memory");
+				break;
+			}
+			hs = nh;
+		}
+		rv = c->f->C_FindObjects(c->s, hs + n, (CK_ULONG)cap - n, &got);
+		if ((r = ck(c, rv, "C_FindObjects")) != 0 || got == 0)
+			break;
+		n += got;
+	}
+	rv = c->f->C_FindObjectsFinal(c->s);
+	if (r == 0)
+		r = ck(c, rv, "C_FindObjectsFinal");
+	for (CK_ULONG i = 0; r == 0 && i < n; i++) {
+		uint8_t *id = NULL, *label = NULL;
+		size_t idlen = 0, ll = 0, at;
+
+		/*
+		 * A key without a label (or an id) is no key of a prefix: skip
+		 * it, and one whose label the keyholder protocol could not carry
+		 * (not printable ASCII without spaces).
+		 */
+		if (get_attr(c, hs[i], CKA_LABEL, &label, &ll) != 0 || ll < plen || ll > HSM_MAX_LABEL ||
+		    memcmp(label, a->prefix, plen) != 0 || !printable_label(label, ll) ||
+		    get_attr(c, hs[i], CKA_ID, &id, &idlen) != 0 || idlen != HSM_KEYID_LEN ||
+		    (a->after != NULL && memcmp(id, a->after, HSM_KEYID_LEN) <= 0)) {
+			free(id);
+			free(label);
+			continue;
+		}
+		/* Keep the max smallest ids, sorted: insertion into a short array. */
+		for (at = a->n; at > 0 && memcmp(a->out[at - 1].id, id, HSM_KEYID_LEN) > 0; at--)
+			;
+		if (at < a->max && !(at > 0 && memcmp(a->out[at - 1].id, id, HSM_KEYID_LEN) == 0)) {
+			size_t last = a->n < a->max ? a->n : a->max - 1;
+
+			memmove(&a->out[at + 1], &a->out[at], (last - at) * sizeof(a->out[0]));
+			memcpy(a->out[at].id, id, HSM_KEYID_LEN);
+			memcpy(a->out[at].label, label, ll);
+			a->out[at].label[ll] = '\0';
+			if (a->n < a->max)
+				a->n++;
+		}
+		free(id);
+		free(label);
+	}
+	free(hs);
+	return r;
+}
+
+int
+p11_list_prefix(struct p11_token *tok, const char *prefix, const uint8_t *after,
+    struct p11_key_entry *out, size_t max, size_t *n)
+{
+	struct list_arg a;
+	int r;
+
+	*n = 0;
+	if (tok == NULL || prefix == NULL || out == NULL || max == 0)
+		return hsm_err(HSM_EINVAL, "p11_list_prefix: missing argument");
+	if (prefix[0] == '\0' || strlen(prefix) > HSM_MAX_LABEL)
+		return hsm_err(HSM_EINVAL, "key label prefix must be 1..%d bytes", HSM_MAX_LABEL);
+	memset(&a, 0, sizeof(a));
+	a.prefix = prefix;
+	a.after = after;
+	a.out = out;
+	a.max = max;
+	if ((r = with_session(tok, op_list, &a)) == 0)
+		*n = a.n;
+	return r;
+}
+
 /* ---- sign ---- */
 
 struct sign_arg {

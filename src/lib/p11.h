@@ -58,6 +58,23 @@ int p11_pubkey(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN],
 int p11_find_label(struct p11_token *tok, const char *label,
     uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
 
+/* A private key p11_list_prefix found. */
+struct p11_key_entry {
+	uint8_t id[HSM_KEYID_LEN];
+	char label[HSM_MAX_LABEL + 1];
+};
+
+/*
+ * The private keys whose CKA_LABEL starts with prefix (1..HSM_MAX_LABEL
+ * printable bytes) and whose CKA_ID is a key id (32 bytes), in increasing
+ * key id order, those above after only (NULL: from the first): at most max
+ * into out, *n how many. A key without a label, with a label of another
+ * prefix, or with an id of another length is never listed. 0 or the
+ * token's error.
+ */
+int p11_list_prefix(struct p11_token *tok, const char *prefix, const uint8_t *after,
+    struct p11_key_entry *out, size_t max, size_t *n);
+
 /*
  * Sign digest (dlen bytes) with alg (enum hsm_sigalg) using key keyid.
  * sig must hold HSM_MAX_SIG bytes; *siglen receives the length. ECDSA

@@ -294,8 +294,59 @@ rpc_conn_new(size_t size, int fd, const struct rpc_ops *ops, struct rpc_conn **o
 		free(c);
 		return hsm_err(HSM_EIO, "cannot start the %s reader thread", ops->peer);
 	}
+	c->has_reader = 1;
 	*out = c;
 	return 0;
+}
+
+int
+rpc_conn_reset(struct rpc_conn *c, int fd)
+{
+	char drain[64];
+	int st = 0;
+
+	/*
+	 * End the old reader first, without the write lock: the completion
+	 * callbacks it runs on its way out may write to the connection (and
+	 * fail fast on the shut-down socket).
+	 */
+	if (c->fd >= 0)
+		shutdown(c->fd, SHUT_RDWR);
+	if (c->has_reader)
+		pthread_join(c->reader, NULL);
+	c->has_reader = 0;
+	/* Then no writer may use the old fd while it is swapped. */
+	pthread_mutex_lock(&c->wmu);
+	if (c->fd >= 0)
+		close(c->fd);
+	while (read(c->wake[0], drain, sizeof(drain)) > 0)
+		;
+	pthread_mutex_lock(&c->mu);
+	c->fd = fd;
+	c->closed = 0;
+	c->gone[0] = '\0';
+	c->wait_until = UINT64_MAX;
+	pthread_mutex_unlock(&c->mu);
+	if (pthread_create(&c->reader, NULL, reader_main, c) != 0) {
+		pthread_mutex_lock(&c->mu);
+		c->closed = 1;
+		c->fd = -1;
+		pthread_mutex_unlock(&c->mu);
+		close(fd);
+		st = hsm_err(HSM_EIO, "cannot start the %s reader thread", c->ops->peer);
+	} else {
+		c->has_reader = 1;
+	}
+	pthread_mutex_unlock(&c->wmu);
+	return st;
+}
+
+void
+rpc_conn_set_gone(struct rpc_conn *c, const char *why)
+{
+	pthread_mutex_lock(&c->mu);
+	snprintf(c->gone, sizeof(c->gone), "%s", why != NULL ? why : "");
+	pthread_mutex_unlock(&c->mu);
 }
 
 int
@@ -317,11 +368,15 @@ rpc_conn_close(struct rpc_conn *c)
 {
 	int free_c;
 
-	shutdown(c->fd, SHUT_RDWR);
+	if (c->fd >= 0)
+		shutdown(c->fd, SHUT_RDWR);
 	close(c->wake[1]);
-	pthread_join(c->reader, NULL);
+	if (c->has_reader)
+		pthread_join(c->reader, NULL);
+	c->has_reader = 0;
 	close(c->wake[0]);
-	close(c->fd);
+	if (c->fd >= 0)
+		close(c->fd);
 	pthread_mutex_lock(&c->mu);
 	free_c = --c->refs == 0;
 	pthread_mutex_unlock(&c->mu);
@@ -363,9 +418,12 @@ rpc_req_queue(struct rpc_conn *c, struct rpc_req *r, uint8_t type, unsigned time
 	r->deadline = hsm_now_ms() + timeout_ms;
 	pthread_mutex_lock(&c->mu);
 	if (c->closed) {
+		int st = hsm_err(HSM_ECLOSED, "%s is gone%s%s%s", c->ops->peer,
+		    c->gone[0] != '\0' ? " (" : "", c->gone, c->gone[0] != '\0' ? ")" : "");
+
 		pthread_mutex_unlock(&c->mu);
 		pthread_cond_destroy(&r->cv);
-		return hsm_err(HSM_ECLOSED, "%s is gone", c->ops->peer);
+		return st;
 	}
 	r->id = rpc_next_id_locked(c);
 	/* Only a request due before the reader's wait ends needs to wake it. */

@@ -79,6 +79,8 @@ struct rpc_conn {
 	pthread_mutex_t	 wmu;		/* serialises writes to fd */
 	int		 refs;		/* creator + one per live request */
 	int		 closed;
+	int		 has_reader;	/* reader started and not joined yet */
+	char		 gone[64];	/* why requests fail while closed (rpc_conn_set_gone) */
 	uint32_t	 next_id;
 	struct rpc_req	*pending;
 	struct rpc_req	*completed;	/* ended with a done_cb still to call (reader) */
@@ -105,6 +107,20 @@ int rpc_conn_connect(const char *path, size_t size, const struct rpc_ops *ops,
  * memory until they are freed.
  */
 void rpc_conn_close(struct rpc_conn *c);
+/*
+ * Move c onto a new connected fd (a restarted peer): the old socket is
+ * shut down, its reader joined (which ends every request still pending
+ * with HSM_ECLOSED) and closed, and a new reader starts on fd; requests
+ * made from then on go to fd. Requests and their owners keep their
+ * pointers to c. Not concurrently with rpc_conn_close. 0, or HSM_EIO
+ * when no reader could start (fd is then closed and c stays closed).
+ */
+int rpc_conn_reset(struct rpc_conn *c, int fd);
+/*
+ * While c is closed, new requests fail with HSM_ECLOSED "<peer> is gone
+ * (<why>)", e.g. "(restarting)"; NULL or "" clears it. Thread-safe.
+ */
+void rpc_conn_set_gone(struct rpc_conn *c, const char *why);
 
 void rpc_lock(struct rpc_conn *c);
 void rpc_unlock(struct rpc_conn *c);

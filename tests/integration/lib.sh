@@ -197,6 +197,27 @@ wait_exit() {
 	wait "$1"
 }
 
+# wait_in FILE PATTERN SECS: FILE matches PATTERN (grep -E) within SECS
+wait_in() {
+	_i=0
+	while [ "$_i" -lt $(($3 * 10)) ]; do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1; _i=$((_i + 1))
+	done
+	return 1
+}
+
+# serve_ca YAML LOG: `hsmesh ca serve` in the background (tracked), its
+# stderr appended to LOG; SRV its pid, PORT its port (empty if it did not start)
+serve_ca() {
+	rm -f "$T/.ca.port"
+	"$HSMESH" ca serve -c "$1" --port-file "$T/.ca.port" 2>>"$2" &
+	SRV=$!
+	track "$SRV"
+	for _ in $(seq 200); do [ -s "$T/.ca.port" ] && break; sleep 0.05; done
+	PORT=$(cat "$T/.ca.port" 2>/dev/null)
+}
+
 # gone PID SECS: true when PID no longer runs (or is a zombie) within SECS
 gone() {
 	_i=0

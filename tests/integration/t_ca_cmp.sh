@@ -55,19 +55,25 @@ refused_with "an expired token is refused" "expired" \
     ocmp -cmd ir -ref "$(ref "$TOK2")" -secret "pass:$(sec "$TOK2")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/x.pem"
 
 TOK3=$("$HSMESH" ca token -c "$Y" --id spiffe://example.org/db)
-ocmp -cmd ir -ref "$(ref "$TOK3")" -secret pass:0123456789abcdef0123456789abcdef -trusted "$ROOT" \
+# A message that proves nothing costs no signature of the CA: it is answered
+# with an unprotected CMP error, which a client reads with -unprotected_errors.
+ocmp -cmd ir -ref "$(ref "$TOK3")" -secret pass:0123456789abcdef0123456789abcdef -unprotected_errors \
     -newkey "$T/k1.pem" -subject /CN=x -certout "$T/x.pem" -rspout "$T/wrong.der" >"$T/wrong.txt" 2>&1
-check "a wrong secret is refused with an error the client prints" grep -q "received error" "$T/wrong.txt"
-ocmp -cmd ir -ref ffffffffffffffff -secret pass:0123456789abcdef0123456789abcdef -trusted "$ROOT" \
+check "a wrong secret is refused with an error the client prints" grep -q "received error.*MAC check failed" "$T/wrong.txt"
+ocmp -cmd ir -ref ffffffffffffffff -secret pass:0123456789abcdef0123456789abcdef -unprotected_errors \
     -newkey "$T/k1.pem" -subject /CN=x -certout "$T/x.pem" -rspout "$T/unknown.der" >"$T/unknown.txt" 2>&1
-check "an unknown token reference is refused" grep -q "received error" "$T/unknown.txt"
-# Same words, same shape: only ids, nonces, times and the signature differ.
+check "an unknown token reference is refused" grep -q "received error.*MAC check failed" "$T/unknown.txt"
+# Same words, same shape: only ids, nonces and times differ.
 msgs() { grep -o 'PKIStatus.*' "$1" | sed 's/errorDetails.*//'; }
 check "wrong secret and unknown reference read the same ($(msgs "$T/wrong.txt"))" test "$(msgs "$T/wrong.txt")" = "$(msgs "$T/unknown.txt")"
-# Sizes may differ only by the DER length of the CA's ECDSA signature (r and s vary).
-check "... and are the same size, up to the signature's encoding" sh -c 'd=$(($(wc -c <"$1") - $(wc -c <"$2"))); [ ${d#-} -le 4 ]' x "$T/wrong.der" "$T/unknown.der"
-# The error is signed by the CA, never MAC-protected with the token's secret.
+check "... and are the same size" test "$(wc -c <"$T/wrong.der")" -eq "$(wc -c <"$T/unknown.der")"
+# Never MAC-protected with the token's secret, and not signed by the CA either.
 check "the error is not protected with the token's MAC" sh -c '! openssl asn1parse -inform DER -in "$1" | grep -q "1.2.840.113533.7.66.13"' x "$T/wrong.der"
+check "... nor signed: no protection at all (no CA signature spent on it)" sh -c 'a=$(openssl asn1parse -inform DER -in "$1") &&
+    ! echo "$a" | grep -q "d=1 .*cont \[ 0 \]" && ! echo "$a" | grep -qi "ecdsa-with"' x "$T/wrong.der"
+check "a client without -unprotected_errors fails too, and nothing is issued" sh -c '! timeout 30 openssl cmp -server "$1" -path .well-known/cmp \
+    -cmd ir -ref "$2" -secret pass:0123456789abcdef0123456789abcdef -newkey "$3" -subject /CN=x -certout "$4" >/dev/null 2>&1 &&
+    test ! -s "$4"' x "$URL" "$(ref "$TOK3")" "$T/k1.pem" "$T/nothing.pem"
 check "the token survives a wrong-secret attempt (right secret still enrolls)" quiet ocmp -cmd ir \
     -ref "$(ref "$TOK3")" -secret "pass:$(sec "$TOK3")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/db.pem"
 alive_srv "wrong secrets"
@@ -235,16 +241,29 @@ start_srv() {
 }
 start_srv
 KH=$(wait_child "$SRV" 5)
+# waitlog PATTERN SECS: the serve log shows PATTERN within SECS
+waitlog() { _i=0; while [ $_i -lt $(($2 * 10)) ]; do grep -q "$1" "$T/serve.log" && return 0; sleep 0.1; _i=$((_i + 1)); done; return 1; }
+# The keyholder dies, and its restart fails while the PIN file is away: the CA answers meanwhile.
+mv "$T/cmp.pin" "$T/cmp.pin.away"
 kill -9 "$KH"
 TOKK=$("$HSMESH" ca token -c "$Y" --id spiffe://example.org/after-crash)
-refused_with "with its keyholder killed, ir is refused with a reason the client prints" "issuance failed.*keyholder" \
-    ocmp -cmd ir -ref "$(ref "$TOKK")" -secret "pass:$(sec "$TOKK")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/x.pem"
+check "the death and the failed restart are logged" waitlog "CA keyholder restart failed" 10
+check "... naming the dead keyholder and its signal" grep -q "CA keyholder (pid $KH) exited (signal 9): restarting in" "$T/serve.log"
+refused_with "with its keyholder down, ir is refused with a reason the client prints" "systemFailure.*CA keyholder restarting" \
+    ocmp -cmd ir -ref "$(ref "$TOKK")" -secret "pass:$(sec "$TOKK")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/x.pem" \
+    -unprotected_errors
 check "... and the server keeps answering" test "$(code "http://$URL/other")" = 404
-kill -TERM "$SRV"; wait_exit "$SRV" 10
-start_srv
-check "the token refused by the crash still enrolls once the CA is back" quiet ocmp -cmd ir \
+mv "$T/cmp.pin.away" "$T/cmp.pin"
+check "once the PIN file is back, the supervisor restarts the keyholder (backoff)" waitlog "CA keyholder restarted" 40
+check "the token refused meanwhile enrolls, without restarting ca serve" quiet ocmp -cmd ir \
     -ref "$(ref "$TOKK")" -secret "pass:$(sec "$TOKK")" -newkey "$T/k1.pem" -subject /CN=x -certout "$T/after.pem"
 check "... for its own ID" test "$(uri_sans "$T/after.pem")" = spiffe://example.org/after-crash
+check "... from the same ca serve process" alive "$SRV"
+KH2=$(wait_child "$SRV" 5)
+check "a new keyholder runs (pid $KH2, was $KH)" sh -c '[ -n "$1" ] && [ "$1" != "$2" ]' x "$KH2" "$KH"
+check "audit: the keyholder's death and restart are recorded" sh -c 'grep -q "\"event\":\"keyholder_died\"" "$1" &&
+    grep -q "\"event\":\"keyholder_restarted\"" "$1"' x "$AUDIT"
 kill -TERM "$SRV"
-check "SIGTERM stops the restarted server cleanly" wait_exit "$SRV" 10
+check "SIGTERM stops the server cleanly" wait_exit "$SRV" 10
+check "... and its keyholder with it" gone "$KH2" 5
 done_testing

@@ -138,7 +138,8 @@ usage(FILE *f)
 	    "                         OutOfDateConfigurationNeeded       INTEL-SA-00289,INTEL-SA-00828\n"
 	    "                         Revoked                            INTEL-SA-00233\n"
 	    "  --days N             collateral nextUpdate and certificate notAfter: now + N\n"
-	    "                       days (default 30); issueDate/CRL lastUpdate now - 1 h,\n"
+	    "                       days (default 30; 0: expired from the start, for tests\n"
+	    "                       of collateral_grace); issueDate/CRL lastUpdate now - 1 h,\n"
 	    "                       certificate notBefore now - 1 day\n"
 	    "  Fixed platform: FMSPC 00906ED50000, PCEID 0000, PCESVN 13, CPUSVN\n"
 	    "  0c0c0303ffff01000000000000000000; QE: MRSIGNER 8c4f5775...c57bff (Intel's),\n"
@@ -1285,9 +1286,9 @@ init_main(int argc, char **argv)
 			}
 			break;
 		case 'D':
-			if (parse_num(optarg, 1, 36500, &n) != 0) {
+			if (parse_num(optarg, 0, 36500, &n) != 0) {
 				fprintf(stderr, PROG ": --days needs a number "
-				    "1-36500\n");
+				    "0-36500\n");
 				return 2;
 			}
 			io.days = (unsigned)n;

@@ -325,6 +325,115 @@ real_quote_unbound(void **state)
 	ca_config_free(c2);
 }
 
+/*
+ * collateral_grace: collateral past its nextUpdate is refused by default,
+ * and accepted within the grace, with what had expired and by how long in
+ * the audit fields. The real quote, verified just after its collateral's
+ * earliest expiry.
+ */
+static void
+collateral_grace(void **state)
+{
+	struct ca_config *c = NULL;
+	struct attest_result r;
+	struct attest_audit a;
+	uint8_t *q = NULL, spki[91];
+	size_t qlen;
+	time_t at, expiry;
+	const char *by = NULL, *items = NULL, *when = NULL;
+
+	assert_int_equal(parse(MRS, &c), 0);
+	assert_int_equal(attest_sgx_policy_of(c->attest)->collateral_grace, 0);
+	assert_int_equal(hsm_read_file(quote_path, 1 << 20, &q, &qlen), 0);
+	memset(spki, 1, sizeof(spki));
+	assert_int_equal(sgx_parse_time("2025-07-19T10:01:17Z", &at), 0);
+	(void)attest_check(c->attest, EV_SGX, q, qlen, spki, sizeof(spki), key, at, &r);
+	assert_true(r.verified);
+	assert_false(r.u.sgx.collateral_expired);
+	expiry = r.u.sgx.collateral_expiry;
+	assert_true(expiry > at);
+	/* An hour past it, without a grace: refused at the collateral step. */
+	assert_int_not_equal(attest_check(c->attest, EV_SGX, q, qlen, spki, sizeof(spki), key,
+	    expiry + 3600, &r), 0);
+	assert_false(r.verified);
+	assert_non_null(strstr(r.why, "quote refused at step collateral"));
+	assert_non_null(strstr(r.why, "collateral_grace 0s"));
+	ca_config_free(c);
+	/* "0" is no grace either. */
+	assert_int_equal(parse(MRS "  collateral_grace: 0\n", &c), 0);
+	assert_int_equal(attest_sgx_policy_of(c->attest)->collateral_grace, 0);
+	ca_config_free(c);
+	/* A day of grace: the same quote verifies (its binding is what fails here), flagged. */
+	assert_int_equal(parse(MRS "  collateral_grace: 1d\n", &c), 0);
+	assert_int_equal(attest_sgx_policy_of(c->attest)->collateral_grace, 86400);
+	assert_int_equal(attest_check(c->attest, EV_SGX, q, qlen, spki, sizeof(spki), key,
+	    expiry + 3600, &r), HSM_EPERM);
+	assert_true(r.verified);
+	assert_non_null(strstr(r.why, "report data does not match"));
+	assert_true(r.u.sgx.collateral_expired);
+	assert_int_equal(r.u.sgx.collateral_expired_by, 3600);
+	attest_audit_fields(&r, &a);
+	for (size_t i = 0; a.kv[i] != NULL; i += 2) {
+		if (strcmp(a.kv[i], "collateral_expired_by") == 0)
+			by = a.kv[i + 1];
+		else if (strcmp(a.kv[i], "collateral_expired_items") == 0)
+			items = a.kv[i + 1];
+		else if (strcmp(a.kv[i], "collateral_expiry") == 0)
+			when = a.kv[i + 1];
+	}
+	assert_non_null(by);
+	assert_string_equal(by, "3600");
+	assert_non_null(items);
+	assert_true(items[0] != '\0');
+	assert_non_null(when);
+	/* Past the grace: refused again. */
+	assert_int_not_equal(attest_check(c->attest, EV_SGX, q, qlen, spki, sizeof(spki), key,
+	    expiry + 86400 + 1, &r), 0);
+	assert_false(r.verified);
+	ca_config_free(c);
+	refuse(MRS "  collateral_grace: soon\n", "collateral_grace");
+	free(q);
+}
+
+/*
+ * Intel's directory form: pckSignChain.pem (the PCK CA, root) is also the
+ * PCK CRL's issuer chain, so the loader sets it and the verifier checks it.
+ */
+static void
+intel_directory_pck_crl_chain(void **state)
+{
+	char d[1024], f[1100], *root = NULL;
+	struct sgx_collateral c;
+	struct sgx_verify_opts o;
+	struct sgx_verify_result v;
+	uint8_t *sign = NULL, *q = NULL, *rt = NULL;
+	size_t sl, ql, rl;
+
+	shared_path(d, sizeof(d), "testdata/sgx/intel-qvl-sample");
+	assert_int_equal(attest_sgx_collateral_load(d, &c), 0);
+	snprintf(f, sizeof(f), "%s/pckSignChain.pem", d);
+	assert_int_equal(hsm_read_file(f, 1 << 20, &sign, &sl), 0);
+	assert_non_null(c.pck_crl_chain);
+	assert_string_equal(c.pck_crl_chain, (const char *)sign);
+	snprintf(f, sizeof(f), "%s/quote.dat", d);
+	assert_int_equal(hsm_read_file(f, 1 << 20, &q, &ql), 0);
+	snprintf(f, sizeof(f), "%s/trustedRootCaCert.pem", d);
+	assert_int_equal(hsm_read_file(f, 1 << 20, &rt, &rl), 0);
+	root = (char *)rt;
+	memset(&o, 0, sizeof(o));
+	o.insecure_test_root_pem = root;
+	assert_int_equal(sgx_parse_time("2025-01-01T00:00:00Z", &o.at), 0);
+	assert_int_equal(sgx_verify_quote(q, ql, &c, &o, &v), 0);
+	/* A chain that is not the CRL's issuer's is refused: the check is real. */
+	free(c.pck_crl_chain);
+	c.pck_crl_chain = strdup(root);
+	assert_int_not_equal(sgx_verify_quote(q, ql, &c, &o, &v), 0);
+	sgx_collateral_free(&c);
+	free(sign);
+	free(q);
+	free(rt);
+}
+
 /* The tagged result: every operation dispatches on its type. */
 static void
 typed_result(void **state)
@@ -404,6 +513,8 @@ main(void)
 		cmocka_unit_test(config_bad_collateral),
 		cmocka_unit_test(evaluate),
 		cmocka_unit_test(real_quote_unbound),
+		cmocka_unit_test(collateral_grace),
+		cmocka_unit_test(intel_directory_pck_crl_chain),
 		cmocka_unit_test(typed_result),
 	};
 

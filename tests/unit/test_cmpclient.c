@@ -317,6 +317,63 @@ closed_port_reads_refused_and_the_next_address_is_tried(void **state)
 	key_free(&k);
 }
 
+/* A name that does not resolve reads as such: not refused, not timed out. */
+static void
+unresolvable_name_reads_as_dns(void **state)
+{
+	struct cmpc_server bad = { "nosuch-ca.invalid", 8443, "/.well-known/cmp" };
+	struct cmpc_ca ca = ca_at(&bad, 1, ca_root);
+	struct cmpc_certreq rq;
+	enum cmpc_outcome how;
+	X509 *cert = NULL;
+	STACK_OF(X509) *chain = NULL;
+	struct key k;
+	char tok[256];
+	uint64_t t0 = hsm_now_ms();
+
+	rq = new_ir(&k, tok, sizeof(tok));
+	assert_int_equal(cmpc_certreq(&ca, &rq, &how, &cert, &chain), HSM_EIO);
+	assert_int_equal(how, CMPC_UNREACHABLE);
+	print_message("# %s\n", hsm_err_msg(HSM_EIO));
+	assert_int_equal(strncmp(hsm_err_msg(HSM_EIO), "cannot resolve nosuch-ca.invalid: ", 34), 0);
+	assert_null(strstr(hsm_err_msg(HSM_EIO), "timed out"));
+	assert_null(strstr(hsm_err_msg(HSM_EIO), "refused"));
+	/* No connect timeout was waited for. */
+	assert_true(hsm_now_ms() - t0 < 9000);
+	assert_null(cert);
+	key_free(&k);
+}
+
+/*
+ * A request that proves nothing (here: a wrong join-token secret) is
+ * refused by the CA with an unprotected error, which costs it no
+ * signature: the client reads its words, and it is a refusal, not an
+ * unreachable CA.
+ */
+static void
+unsigned_refusal_is_read(void **state)
+{
+	struct cmpc_ca ca = ca_at(&ca_srv, 1, ca_root);
+	struct cmpc_certreq rq;
+	enum cmpc_outcome how;
+	X509 *cert = NULL;
+	STACK_OF(X509) *chain = NULL;
+	struct key k;
+	char tok[256], *colon;
+
+	rq = new_ir(&k, tok, sizeof(tok));
+	colon = strchr(tok, ':');
+	assert_non_null(colon);
+	colon[1] = colon[1] == '0' ? '1' : '0';	/* one digit of the secret wrong */
+	rq.prot = mac(tok);
+	assert_int_equal(cmpc_certreq(&ca, &rq, &how, &cert, &chain), HSM_EPOLICY);
+	assert_int_equal(how, CMPC_REFUSED);
+	print_message("# %s\n", hsm_err_msg(HSM_EPOLICY));
+	assert_non_null(strstr(hsm_err_msg(HSM_EPOLICY), "MAC check failed"));
+	assert_null(cert);
+	key_free(&k);
+}
+
 static void
 genm(void **state)
 {
@@ -600,6 +657,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(ir_then_kur),
 		cmocka_unit_test(closed_port_reads_refused_and_the_next_address_is_tried),
+		cmocka_unit_test(unresolvable_name_reads_as_dns),
+		cmocka_unit_test(unsigned_refusal_is_read),
 		cmocka_unit_test(genm),
 		cmocka_unit_test(key_that_cannot_sign),
 		cmocka_unit_test(issued_certificate_checked_in_certconf),

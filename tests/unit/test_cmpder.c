@@ -18,6 +18,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "attest.h"
 #include "cmpder.h"
@@ -196,6 +197,101 @@ broken_messages(void **state)
 	free(buf);
 }
 
+/* The header fields an answer echoes, and what a MAC check would cost. */
+static void
+header_fields_and_pbm_cost(void **state)
+{
+	uint8_t *buf;
+	size_t len;
+	struct cmp_der_info di;
+	BIO *b;
+	OSSL_CMP_MSG *msg;
+	const ASN1_OCTET_STRING *tid;
+
+	load("ir.der", &buf, &len);
+	assert_int_equal(cmp_der_parse(buf, len, &di), 0);
+	/* `openssl cmp` asks for 500 PBM iterations. */
+	assert_int_equal(di.pbm_iterations, 500);
+	assert_non_null(di.sender);
+	assert_true(di.sender_len > 2);
+	assert_non_null(di.sender_nonce);
+	assert_int_equal(di.sender_nonce_len, 16);
+	b = BIO_new_mem_buf(buf, (int)len);
+	msg = d2i_OSSL_CMP_MSG_bio(b, NULL);
+	BIO_free(b);
+	assert_non_null(msg);
+	tid = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(msg));
+	assert_non_null(di.transaction_id);
+	assert_int_equal(di.transaction_id_len, (size_t)tid->length);
+	assert_memory_equal(di.transaction_id, tid->data, di.transaction_id_len);
+	OSSL_CMP_MSG_free(msg);
+	free(buf);
+	/* A signed message has no PBM cost. */
+	load("kur.der", &buf, &len);
+	assert_int_equal(cmp_der_parse(buf, len, &di), 0);
+	assert_int_equal(di.pbm_iterations, -1);
+	free(buf);
+}
+
+/* An unprotected error answer: OpenSSL reads it as one, with our words, for the request's transaction. */
+static void
+unprotected_error_answer(void **state)
+{
+	uint8_t *buf, *err = NULL;
+	size_t len, elen = 0;
+	struct cmp_der_info di, ei;
+	X509_NAME *ca = X509_NAME_new();
+	BIO *b;
+	OSSL_CMP_MSG *req, *rsp;
+	const ASN1_OCTET_STRING *t1, *t2, *rn;
+
+	assert_non_null(ca);
+	assert_true(X509_NAME_add_entry_by_txt(ca, "CN", MBSTRING_ASC, (const unsigned char *)"the CA",
+	    -1, -1, 0));
+	load("ir.der", &buf, &len);
+	assert_int_equal(cmp_der_parse(buf, len, &di), 0);
+	assert_int_equal(cmp_der_error_new(&di, ca, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+	    "CA keyholder restarting", &err, &elen), 0);
+	b = BIO_new_mem_buf(buf, (int)len);
+	req = d2i_OSSL_CMP_MSG_bio(b, NULL);
+	BIO_free(b);
+	b = BIO_new_mem_buf(err, (int)elen);
+	rsp = d2i_OSSL_CMP_MSG_bio(b, NULL);
+	BIO_free(b);
+	assert_non_null(req);
+	assert_non_null(rsp);
+	assert_int_equal(OSSL_CMP_MSG_get_bodytype(rsp), 23);	/* error */
+	t1 = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(req));
+	t2 = OSSL_CMP_HDR_get0_transactionID(OSSL_CMP_MSG_get0_header(rsp));
+	assert_int_equal(ASN1_OCTET_STRING_cmp(t1, t2), 0);
+	/* recipNonce is the request's senderNonce, and nothing protects it. */
+	rn = OSSL_CMP_HDR_get0_recipNonce(OSSL_CMP_MSG_get0_header(rsp));
+	assert_non_null(rn);
+	assert_int_equal((size_t)rn->length, di.sender_nonce_len);
+	assert_memory_equal(rn->data, di.sender_nonce, di.sender_nonce_len);
+	assert_int_equal(cmp_der_parse(err, elen, &ei), 0);
+	assert_false(ei.has_protection_alg);
+	assert_non_null(memmem(err, elen, "CA keyholder restarting", 23));
+	/* Its own parse is well formed too: the answer to it answers the same transaction. */
+	assert_int_equal(ei.transaction_id_len, di.transaction_id_len);
+	OSSL_CMP_MSG_free(req);
+	OSSL_CMP_MSG_free(rsp);
+	free(err);
+	/* A request without a sender or nonces still gets a well-formed answer. */
+	memset(&ei, 0, sizeof(ei));
+	assert_int_equal(cmp_der_error_new(&ei, ca, OSSL_CMP_PKIFAILUREINFO_badMessageCheck, "x",
+	    &err, &elen), 0);
+	b = BIO_new_mem_buf(err, (int)elen);
+	rsp = d2i_OSSL_CMP_MSG_bio(b, NULL);
+	BIO_free(b);
+	assert_non_null(rsp);
+	OSSL_CMP_MSG_free(rsp);
+	free(err);
+	assert_int_equal(cmp_der_error_new(&di, ca, 99, "x", &err, &elen), HSM_EINVAL);
+	X509_NAME_free(ca);
+	free(buf);
+}
+
 /* OpenSSL's client builds the request; the transfer callback keeps its DER. */
 static uint8_t *captured;
 static int captured_len;
@@ -279,6 +375,8 @@ main(void)
 		cmocka_unit_test(mac_protected_ir),
 		cmocka_unit_test(signed_kur_has_extra_cert),
 		cmocka_unit_test(broken_messages),
+		cmocka_unit_test(header_fields_and_pbm_cost),
+		cmocka_unit_test(unprotected_error_answer),
 		cmocka_unit_test(geninfo_quote),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

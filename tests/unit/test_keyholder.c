@@ -33,6 +33,7 @@
 
 #include "err.h"
 #include "khclient.h"
+#include "khsup.h"
 #include "khproto.h"
 #include "provider_core.h"
 #include "provider_kh.h"
@@ -418,6 +419,155 @@ killed_keyholder(void **state)
 	free(spki);
 }
 
+/*
+ * A supervised keyholder (khsup.h) killed: requests in flight end with
+ * HSM_ECLOSED, new ones fail "restarting" until it is back, and then the
+ * same client, and a provider key made on it, sign again.
+ */
+static void
+supervised_keyholder_restarts(void **state)
+{
+	struct khsup *sup;
+	struct kh_client *c;
+	uint8_t id[HSM_KEYID_LEN], *spki, dg[32] = { 7 }, sig[HSM_MAX_SIG];
+	size_t len, siglen = 0;
+	struct kh_req *req;
+	EVP_PKEY *pk = NULL, *pub;
+	EVP_MD_CTX *md;
+	uint64_t t0;
+	pid_t pid;
+	int st;
+
+	opts.sign_delay_ms = 2000;
+	assert_int_equal(khsup_start(&opts, "test", NULL, NULL, &sup), 0);
+	opts.sign_delay_ms = 0;
+	c = khsup_client(sup);
+	pid = khsup_pid(sup);
+	assert_true(pid > 0);
+	assert_int_equal(khsup_up(sup), 1);
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "supervised", 0, id, &spki, &len), 0);
+	assert_int_equal(hsm_pkey_new(c, id, spki, len, 0, &pk), 0);
+	pub = pub_of(spki, len);
+	assert_int_equal(kh_sign_start(c, id, HSM_SIG_ECDSA, dg, 32, 20000, -1, &req), 0);
+	kill(pid, SIGKILL);
+	t0 = hsm_now_ms();
+	while (!kh_req_done(req) && hsm_now_ms() - t0 < 10000)
+		usleep(1000);
+	assert_int_equal(kh_req_result(req, sig, &siglen), HSM_ECLOSED);
+	kh_req_free(req);
+	/* While it is down, requests fail at once and say why. */
+	while (khsup_up(sup) && hsm_now_ms() - t0 < 5000)
+		usleep(1000);
+	st = kh_sign(c, id, HSM_SIG_ECDSA, dg, 32, 0, sig, &siglen);
+	if (!khsup_up(sup)) {
+		assert_int_equal(st, HSM_ECLOSED);
+		assert_non_null(strstr(hsm_err_msg(st), "restarting"));
+	}
+	/* Back within the first backoff (0.5 s) and its start-up. */
+	while (!khsup_up(sup) && hsm_now_ms() - t0 < 20000)
+		usleep(10000);
+	assert_int_equal(khsup_up(sup), 1);
+	assert_int_equal(khsup_restarts(sup), 1);
+	assert_true(khsup_pid(sup) > 0 && khsup_pid(sup) != pid);
+	assert_ptr_equal(khsup_client(sup), c);
+	/* The same client signs with the key that lives on in the token (slowly: the options stay). */
+	assert_int_equal(kh_sign(c, id, HSM_SIG_ECDSA, dg, 32, 10000, sig, &siglen), 0);
+	assert_true(verify_digest(pub, dg, 32, sig, siglen));
+	/* So does the provider key made on it before the death. */
+	assert_non_null(md = EVP_MD_CTX_new());
+	len = sizeof(sig);
+	assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk), 1);
+	assert_int_equal(EVP_DigestSign(md, sig, &len, dg, sizeof(dg)), 1);
+	EVP_MD_CTX_free(md);
+	assert_int_equal(kh_destroy(c, id, 0), 0);
+	pid = khsup_pid(sup);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_free(pub);
+	khsup_stop(sup);
+	/* Stopping reaps it. */
+	assert_int_equal(kill(pid, 0), -1);
+	free(spki);
+}
+
+/* kh_list: every key of a label prefix, page after page, and no other. */
+struct listed {
+	int n;
+	uint8_t last[HSM_KEYID_LEN];
+	int ordered;
+	int foreign;
+};
+
+static int
+listed_cb(void *arg, const uint8_t keyid[HSM_KEYID_LEN], const char *label)
+{
+	struct listed *l = arg;
+
+	if (l->n > 0 && memcmp(keyid, l->last, HSM_KEYID_LEN) <= 0)
+		l->ordered = 0;
+	if (strncmp(label, "hsmesh-wl-", 10) != 0)
+		l->foreign++;
+	memcpy(l->last, keyid, HSM_KEYID_LEN);
+	l->n++;
+	return 0;
+}
+
+static int
+stop_cb(void *arg, const uint8_t keyid[HSM_KEYID_LEN], const char *label)
+{
+	return ++*(int *)arg == 3 ? HSM_EEXIST : 0;
+}
+
+static void
+list_by_prefix(void **state)
+{
+	struct kh_client *c;
+	pid_t pid;
+	uint8_t ids[52][HSM_KEYID_LEN], *spki;
+	size_t len;
+	struct listed l = { 0, { 0 }, 1, 0 };
+	char label[32];
+	int stops = 0;
+
+	/*
+	 * 50 of ours (more than a page of KH_LIST_MAX), another program's, and
+	 * one without a label. A TPM holds a dozen or so keys at most (its
+	 * object contexts run out): 10 of ours there, one page.
+	 */
+	int nours = tb_tpm() ? 10 : 50;
+
+	spawn(&c, &pid);
+	for (int i = 0; i < nours; i++) {
+		int st;
+
+		snprintf(label, sizeof(label), "hsmesh-wl-%08x", i);
+		if ((st = kh_generate(c, HSM_KEY_EC_P256, label, 0, ids[i], &spki, &len)) != 0)
+			fail_msg("key %d: %s", i, hsm_err_msg(st));
+		free(spki);
+	}
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, "other-app", 0, ids[nours], &spki, &len), 0);
+	free(spki);
+	assert_int_equal(kh_generate(c, HSM_KEY_EC_P256, NULL, 0, ids[nours + 1], &spki, &len), 0);
+	free(spki);
+	assert_int_equal(kh_list(c, "hsmesh-wl-", 0, listed_cb, &l), 0);
+	assert_int_equal(l.n, nours);
+	assert_true(l.ordered);
+	assert_int_equal(l.foreign, 0);
+	/* A narrower prefix, a prefix nothing has, and a walk stopped by its callback. */
+	memset(&l, 0, sizeof(l));
+	l.ordered = 1;
+	assert_int_equal(kh_list(c, "hsmesh-wl-0000000", 0, listed_cb, &l), 0);
+	assert_int_equal(l.n, nours < 16 ? nours : 16);	/* 00000000 .. 0000000f */
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(kh_list(c, "nothing-", 0, listed_cb, &l), 0);
+	assert_int_equal(l.n, 0);
+	assert_int_equal(kh_list(c, "hsmesh-", 0, stop_cb, &stops), HSM_EEXIST);
+	assert_int_equal(stops, 3);
+	assert_int_equal(kh_list(c, "", 0, listed_cb, &l), HSM_EINVAL);
+	for (int i = 0; i < nours + 2; i++)
+		assert_int_equal(kh_destroy(c, ids[i], 0), 0);
+	reap(c, pid);
+}
+
 /* kh_sign_call results, collected from the reader thread. */
 struct calls {
 	pthread_mutex_t mu;
@@ -702,6 +852,8 @@ main(void)
 		cmocka_unit_test(async_job_pauses),
 		cmocka_unit_test(deadline_ends_request),
 		cmocka_unit_test(killed_keyholder),
+		cmocka_unit_test(supervised_keyholder_restarts),
+		cmocka_unit_test(list_by_prefix),
 		cmocka_unit_test(sign_call_many_in_flight),
 		cmocka_unit_test(sign_call_keyholder_killed),
 		cmocka_unit_test(sign_call_client_freed),

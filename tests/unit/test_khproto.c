@@ -188,6 +188,69 @@ good_label(void **state)
 	assert_int_equal(r.keytype, HSM_KEY_EC_P384);
 }
 
+/* LIST: after[32], a prefix; its reply entries are checked one by one. */
+static void
+list_request_and_reply(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], body[HSM_KEYID_LEN + 1 + 64], rep[KH_MAX_FRAME];
+	struct kh_list_entry e[KH_LIST_MAX], got[KH_LIST_MAX];
+	uint8_t after[HSM_KEYID_LEN];
+	struct kh_frame f;
+	struct kh_request r;
+	size_t n;
+	int len;
+
+	memset(body, 0x01, HSM_KEYID_LEN);
+	body[HSM_KEYID_LEN] = 10;
+	memcpy(body + HSM_KEYID_LEN + 1, "hsmesh-wl-", 10);
+	len = enc(buf, KH_T_LIST, 100, body, HSM_KEYID_LEN + 11);
+	assert_int_equal(kh_frame_parse(buf, (size_t)len, &f), len);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_string_equal(r.label, "hsmesh-wl-");
+	assert_memory_equal(r.keyid, body, HSM_KEYID_LEN);
+	/* an empty prefix, a short body, a prefix with a space */
+	body[HSM_KEYID_LEN] = 0;
+	len = enc(buf, KH_T_LIST, 100, body, HSM_KEYID_LEN + 1);
+	kh_frame_parse(buf, (size_t)len, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	len = enc(buf, KH_T_LIST, 100, body, 20);
+	kh_frame_parse(buf, (size_t)len, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	body[HSM_KEYID_LEN] = 3;
+	memcpy(body + HSM_KEYID_LEN + 1, "a b", 3);
+	len = enc(buf, KH_T_LIST, 100, body, HSM_KEYID_LEN + 4);
+	kh_frame_parse(buf, (size_t)len, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+
+	/* A full page of the longest labels fits one frame. */
+	for (int i = 0; i < KH_LIST_MAX; i++) {
+		memset(e[i].keyid, 0, HSM_KEYID_LEN);
+		e[i].keyid[0] = (uint8_t)(i + 1);
+		memset(e[i].label, 'x', HSM_MAX_LABEL);
+		memcpy(e[i].label, "hsmesh-wl-", 10);
+		e[i].label[HSM_MAX_LABEL] = '\0';
+	}
+	len = kh_list_encode(e, KH_LIST_MAX, rep, KH_MAX_FRAME - KH_HDR_LEN);
+	assert_int_equal(len, KH_LIST_MAX * KH_LIST_ENTRY_MAX);
+	memset(after, 0, sizeof(after));
+	assert_int_equal(kh_list_parse(rep, (size_t)len, after, "hsmesh-", got, &n), 0);
+	assert_int_equal(n, KH_LIST_MAX);
+	assert_memory_equal(got[41].keyid, e[41].keyid, HSM_KEYID_LEN);
+	assert_string_equal(got[41].label, e[41].label);
+	assert_int_equal(kh_list_parse(rep, 0, after, "hsmesh-", got, &n), 0);
+	assert_int_equal(n, 0);
+	/* Truncated, another prefix, ids not above after, ids out of order. */
+	assert_int_equal(kh_list_parse(rep, (size_t)len - 1, after, "hsmesh-", got, &n), HSM_EPROTO);
+	assert_int_equal(kh_list_parse(rep, (size_t)len, after, "other-", got, &n), HSM_EPROTO);
+	after[0] = 5;
+	assert_int_equal(kh_list_parse(rep, (size_t)len, after, "hsmesh-", got, &n), HSM_EPROTO);
+	memset(after, 0, sizeof(after));
+	rep[0] = 9;		/* the first id is now above the second */
+	assert_int_equal(kh_list_parse(rep, (size_t)len, after, "hsmesh-", got, &n), HSM_EPROTO);
+	/* More than a page never comes. */
+	assert_int_equal(kh_list_encode(e, KH_LIST_MAX + 1, rep, sizeof(rep)), HSM_EINVAL);
+}
+
 static void
 encode_refuses_oversize(void **state)
 {
@@ -210,6 +273,7 @@ main(void)
 		cmocka_unit_test(bad_bodies_rejected),
 		cmocka_unit_test(good_label),
 		cmocka_unit_test(encode_refuses_oversize),
+		cmocka_unit_test(list_request_and_reply),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -714,6 +714,69 @@ drop_v3(const char *path)
 	assert_int_equal(be->exec(path, "DROP TABLE entries"), 0);
 }
 
+/* ledger_issue_with's hook: its record decides, inside the transaction. */
+struct hook {
+	int calls, ret;
+	struct ledger *lg;
+	int busy;		/* what a ledger call from inside the hook returned */
+};
+
+static int
+hook_fn(void *arg)
+{
+	struct hook *h = arg;
+	struct ledger_token t;
+
+	h->calls++;
+	/* The ledger is held by the transaction: re-entering it is refused, not a deadlock. */
+	h->busy = ledger_token_lookup(h->lg, "h1", &t);
+	return h->ret;
+}
+
+static void
+issue_with_hook(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_token t;
+	struct ledger_cert c, g;
+	struct hook h = { 0, 0, NULL, 0 };
+	uint8_t hh[LEDGER_HASH_LEN];
+	int64_t now = 100000;
+	int ran = -1;
+
+	h.lg = lg;
+	hash_of("hk", hh);
+	assert_int_equal(ledger_token_add(lg, "h1", hh, ID, now + 600), 0);
+	assert_int_equal(ledger_token_add(lg, "h2", hh, ID, now + 600), 0);
+	/* The hook fails (the audit line could not be written): nothing happened. */
+	h.ret = hsm_err(HSM_EIO, "audit log write failed: No space left on device");
+	make_cert(&c, "20", ID, now, now + 3600, "token:h1", NULL);
+	assert_int_equal(ledger_issue_with(lg, &c, "h1", now, hook_fn, &h, &ran), HSM_EIO);
+	assert_int_equal(h.calls, 1);
+	assert_int_equal(h.busy, HSM_EBUSY);
+	assert_int_equal(ran, 0);
+	assert_int_equal(ledger_token_lookup(lg, "h1", &t), 0);
+	assert_int_equal(t.used, 0);
+	assert_int_equal(ledger_cert_get(lg, "20", &g), HSM_ENOENT);
+	/* A refusal before it: the hook is never asked (no record of an issuance that is not). */
+	h.ret = 0;
+	h.calls = 0;
+	make_cert(&c, "21", ID, now, now + 3600, "kur:99", "99");
+	assert_int_equal(ledger_issue_with(lg, &c, "h2", now, hook_fn, &h, &ran), HSM_ENOENT);
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(ran, 0);
+	/* The hook succeeds: all of it is recorded, and ran says so. */
+	make_cert(&c, "20", ID, now, now + 3600, "token:h1", NULL);
+	assert_int_equal(ledger_issue_with(lg, &c, "h1", now, hook_fn, &h, &ran), 0);
+	assert_int_equal(h.calls, 1);
+	assert_int_equal(ran, 1);
+	assert_int_equal(ledger_token_lookup(lg, "h1", &t), 0);
+	assert_int_equal(t.used, 1);
+	assert_int_equal(ledger_cert_get(lg, "20", &g), 0);
+	ledger_cert_clear(&g);
+	ledger_close(lg);
+}
+
 /*
  * A ledger of schema 1 that already holds a fork (two renewals of one
  * certificate, as that program allowed): the first renewal counts.
@@ -1086,6 +1149,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(revoke_id_and_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(renewal_chain_never_forks, setup, teardown),
 		cmocka_unit_test_setup_teardown(issue_is_one_transaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(issue_with_hook, setup, teardown),
 		cmocka_unit_test_setup_teardown(schema_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(migrate_v1_with_fork, setup, teardown),
 		cmocka_unit_test_setup_teardown(migrate_v2, setup, teardown),
