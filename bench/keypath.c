@@ -12,7 +12,8 @@
  *       unless WORKERS): kh_sign when INFLIGHT is 1, else INFLIGHT
  *       kh_sign_start requests kept in flight from one thread.
  *   keypath agent SOCKET SPIFFE_ID INFLIGHT SECS
- *       through the node agent, as the proxy signs: agc_sign when
+ *       through the node agent, as the proxy signs (a TLS 1.3
+ *       CertificateVerify input, hashed by the agent): agc_sign when
  *       INFLIGHT is 1, else INFLIGHT agc_sign_start requests in flight.
  *
  * Each run generates its key (in memory, or in the token, destroyed at the
@@ -40,10 +41,12 @@
 #include <openssl/x509.h>
 
 #include "agclient.h"
+#include "agentproto.h"
 #include "err.h"
 #include "keytypes.h"
 #include "khclient.h"
 #include "p11.h"
+#include "tlssig.h"
 
 #define MAX_THREADS 16
 #define MAX_INFLIGHT 256
@@ -295,16 +298,29 @@ struct client {
 	uint8_t keyid[HSM_KEYID_LEN];	/* keyholder */
 };
 
+/* What the agent is given to sign for request i: a TLS 1.3 CertificateVerify input. */
+static void
+agent_input(unsigned long i, uint8_t tbs[TLSSIG_TLS13_LEN(32)])
+{
+	uint8_t th[32];
+
+	digest_of(i, th);
+	(void)tlssig_tls13_input(1, th, sizeof(th), tbs);
+}
+
 static int
 start_one(struct client *c, struct slot *s, unsigned long i, int efd)
 {
-	uint8_t d[32];
+	uint8_t d[32], tbs[TLSSIG_TLS13_LEN(32)];
 
-	digest_of(i, d);
 	s->t0 = now_s();
-	if (c->kh != NULL)
+	if (c->kh != NULL) {
+		digest_of(i, d);
 		return kh_sign_start(c->kh, c->keyid, HSM_SIG_ECDSA, d, sizeof(d), 5000, efd, &s->kr);
-	return agc_sign_start(c->ag, c->id, NULL, HSM_SIG_ECDSA, d, sizeof(d), 10000, efd, &s->ar);
+	}
+	agent_input(i, tbs);
+	return agc_sign_start(c->ag, c->id, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs, sizeof(tbs),
+	    10000, efd, &s->ar);
 }
 
 /* Non-zero when the slot's request has ended; then *st is its status. */
@@ -336,12 +352,15 @@ slot_done(struct slot *s, int *st)
 static int
 blocking_sign(struct client *c, unsigned long i, uint8_t *sig, size_t *siglen)
 {
-	uint8_t d[32];
+	uint8_t d[32], tbs[TLSSIG_TLS13_LEN(32)];
 
-	digest_of(i, d);
-	if (c->kh != NULL)
+	if (c->kh != NULL) {
+		digest_of(i, d);
 		return kh_sign(c->kh, c->keyid, HSM_SIG_ECDSA, d, sizeof(d), 5000, sig, siglen);
-	return agc_sign(c->ag, c->id, NULL, HSM_SIG_ECDSA, d, sizeof(d), 10000, sig, siglen);
+	}
+	agent_input(i, tbs);
+	return agc_sign(c->ag, c->id, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs, sizeof(tbs), 10000,
+	    sig, siglen);
 }
 
 static void
@@ -444,7 +463,7 @@ bench_agent(const char *sock, const char *id, int inflight, double secs)
 	struct client c = { .id = id };
 	char *chain = NULL, *bundle = NULL;
 	uint64_t na;
-	uint8_t d[32], sig[HSM_MAX_SIG];
+	uint8_t d[32], tbs[TLSSIG_TLS13_LEN(32)], sig[HSM_MAX_SIG];
 	size_t siglen;
 	X509 *leaf;
 	BIO *b;
@@ -457,8 +476,10 @@ bench_agent(const char *sock, const char *id, int inflight, double secs)
 	if ((b = BIO_new_mem_buf(chain, -1)) == NULL || (leaf = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL)
 		die("the agent's certificate does not parse", HSM_ECRYPTO);
 	BIO_free(b);
-	digest_of(12345, d);
-	if ((st = agc_sign(c.ag, id, NULL, HSM_SIG_ECDSA, d, sizeof(d), 0, sig, &siglen)) != 0)
+	agent_input(12345, tbs);
+	SHA256(tbs, sizeof(tbs), d);
+	if ((st = agc_sign(c.ag, id, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs, sizeof(tbs), 0, sig,
+	    &siglen)) != 0)
 		die("agc_sign", st);
 	check_sig(X509_get0_pubkey(leaf), d, sig, siglen, "agent");
 	run_pipelined("agent", &c, inflight, secs);

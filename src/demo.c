@@ -7,7 +7,8 @@
  * entries and one node join token, `hsmesh agent` (its node identity, then
  * the workloads its entries name), the built-in app (`hsmesh app serve`) behind an inbound
  * sidecar and two outbound sidecars (`hsmesh proxy`), one for an identity
- * the backend allows and one for an identity it does not, and then a 5G
+ * the backend allows and one for an identity it does not; a compromised
+ * workload asking the agent to sign a CMP request, refused; and then a 5G
  * core on a second node: NFs over HTTP/2 behind `protocol: http` sidecars
  * with per-route SPIFFE policy (sbi_step). It never loads
  * the PKCS#11 module itself. Everything it starts is stopped, and
@@ -674,6 +675,51 @@ sbi_step(int n, const char *self, const char *ca_yaml, const char *root, int cap
 
 #define P(name) snprintf(name, sizeof(name), "%s/%s", tmpdir, #name)
 
+/*
+ * The step "a compromised workload asks the agent to sign a CMP request":
+ * code with the frontend's uid makes a kur for a key in a file with
+ * `openssl cmp` and hands it to the agent to sign with the frontend's
+ * key. The agent signs TLS handshake inputs only: refused. 0 when it was.
+ */
+static int
+demo_refused_signature(const char *self, const char *agent_sock, const char *agent_log,
+    const char *cert, const char *err)
+{
+	static const char sh_sign[] = "exec \"$0\" agent client --socket \"$1\" sign \"$2\" <\"$3\"";
+	char key[128], kur[128], certout[128], cmpout[128];
+	int r;
+
+	snprintf(key, sizeof(key), "%s/file.key", tmpdir);
+	snprintf(kur, sizeof(kur), "%s/kur.der", tmpdir);
+	snprintf(certout, sizeof(certout), "%s/never.pem", tmpdir);
+	snprintf(cmpout, sizeof(cmpout), "%s/cmp.out", tmpdir);
+	printf("   code running as the frontend's uid (no key, no token) tries to make its\n"
+	    "   identity portable: a renewal (CMP kur) for a key of its own in a file,\n"
+	    "   to be signed with the frontend's key by the agent\n");
+	printf("   $ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out file.key\n");
+	if (run((char *const[]){ "openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+	    "ec_paramgen_curve:P-256", "-out", key, NULL }, NULL, err) != 0)
+		return fail("openssl genpkey failed");
+	printf("   $ openssl cmp -cmd kur -oldcert frontend.pem -newkey file.key -reqout kur.der ...\n");
+	/* Nobody listens on port 1: the request is written, never sent. */
+	(void)run((char *const[]){ "openssl", "cmp", "-cmd", "kur", "-server", "127.0.0.1:1",
+	    "-oldcert", (char *)cert, "-newkey", key, "-subject", "/CN=frontend",
+	    "-unprotected_requests", "-recipient", "/CN=ca", "-reqout", kur, "-certout", certout,
+	    NULL }, cmpout, err);
+	if (access(kur, F_OK) != 0)
+		return fail("openssl cmp wrote no request");
+	printf("   $ hsmesh agent client --socket agent.sock sign %s < kur.der\n", ID_FRONT);
+	r = run((char *const[]){ "sh", "-c", (char *)sh_sign, (char *)self, (char *)agent_sock,
+	    ID_FRONT, kur, NULL }, NULL, err);
+	show_file(err, "     ");
+	printf("   the agent logs:\n");
+	if (wait_for(agent_log, "refused to sign for", 1, 5) == 0)
+		show_lines(agent_log, "refused to sign for", 1);
+	printf("     -> %s\n", r != 0 ? "refused: the agent signs TLS handshake inputs only" :
+	    "SIGNED (unexpected)");
+	return r != 0 ? 0 : -1;
+}
+
 static int
 demo(const char *self)
 {
@@ -854,10 +900,6 @@ demo(const char *self)
 	printf("   the agent says why:\n");
 	if (wait_for(agent_log, "refused local client", 1, 5) == 0)
 		show_lines(agent_log, "refused local client", 1);
-	/*
-	 * TLS-only signing (issue 14, point 5) shows its refusal of a non-TLS
-	 * signing request here: one more step by the TLS-only signing work.
-	 */
 
 	step(5, "the backend app and three sidecars (hsmesh proxy)");
 	if (spawn((char *const[]){ (char *)self, "app", "serve", "--listen", "127.0.0.1:0",
@@ -952,7 +994,12 @@ demo(const char *self)
 	if (i == 0)
 		goto out;
 
-	step(8, "certificate rotation while one connection stays open");
+	step(8, "a compromised workload asks the agent to sign a CMP request");
+	snprintf(cert, sizeof(cert), "%s/agent/%s+ns+shop+sa+frontend/cert.pem", tmpdir, DEMO_TD);
+	if (demo_refused_signature(self, agent_sock, agent_log, cert, err) != 0)
+		goto out;
+
+	step(9, "certificate rotation while one connection stays open");
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", aport);
 	na = count_in_file(a_log, "rotated:");
 	nb = count_in_file(b_log, "rotated:");
@@ -998,7 +1045,7 @@ demo(const char *self)
 			goto out;
 	}
 
-	step(9, "the backend sidecar's metrics (Prometheus, http://127.0.0.1:PORT/metrics)");
+	step(10, "the backend sidecar's metrics (Prometheus, http://127.0.0.1:PORT/metrics)");
 	if (http_get(bmet, "/metrics", buf, sizeof(buf)) != 0) {
 		fail("no answer from the metrics endpoint");
 		goto out;
@@ -1011,10 +1058,10 @@ demo(const char *self)
 	snprintf(cert, sizeof(cert), "%s/backend-access.log", tmpdir);
 	show_lines(cert, "\"decision\":\"deny\"", 1);
 
-	if (sbi_step(10, self, ca_yaml, root, capt, sel_uid, sel_path) != 0)
+	if (sbi_step(11, self, ca_yaml, root, capt, sel_uid, sel_path) != 0)
 		goto out;
 
-	step(11, "done");
+	step(12, "done");
 	printf("   Every private key (the CA's, the node's, and each workload's at every rotation) was\n"
 	    "   generated inside a token and used only through signing requests; the sidecars never\n"
 	    "   held one, and no workload needed a join token of its own.\n");
@@ -1037,9 +1084,10 @@ demo_main(int argc, char **argv)
 	if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
 		printf("usage: hsmesh demo\n\nRuns a whole mesh on this machine, step by step: a CA "
 		    "and a node agent on\nthrowaway SoftHSM2 tokens, an app behind a sidecar, two "
-		    "client sidecars (one\nallowed, one refused), a certificate rotation under an open "
-		    "connection, the\nmetrics, and a 5G core's NFs calling each other over HTTP/2 "
-		    "with per-route\nSPIFFE policy. Stops and removes everything it started on exit "
+		    "client sidecars (one\nallowed, one refused), a compromised workload's request "
+		    "to sign a CMP message\n(refused), a certificate rotation under an open "
+		    "connection, the metrics, and\na 5G core's NFs calling each other over HTTP/2 "
+		    "with per-route SPIFFE policy.\nStops and removes everything it started on exit "
 		    "or Ctrl-C.\n");
 		return 0;
 	}

@@ -49,6 +49,7 @@
 #include "util.h"
 
 #define MAX_CONNS 256
+#define FRAME_TIMEOUT_MS 5000		/* --socket: half a frame, then silence: that peer is closed */
 #define MAX_INFLIGHT 2048		/* per peer (an agent serves many proxies); more is "busy" */
 #define MAX_OUTBUF (1024 * 1024)	/* a peer that does not read is dropped */
 #define MAX_UIDS 16
@@ -444,22 +445,15 @@ uid_allowed(uid_t uid)
 	return 0;
 }
 
-/* Frame server: a peer connected (main thread). */
+/*
+ * Frame server: a peer within MAX_CONNS connected (main thread). The frame
+ * server logs a refusal (throttled) with the reason recorded here.
+ */
 static int
 kh_accept(void *ctx, struct fsrv_conn *c, const struct fsrv_peer *p)
 {
-	if (p == NULL) {
-		log_warn("refusing peer: no credentials");
-		return HSM_EPERM;
-	}
-	if (!uid_allowed(p->uid)) {
-		log_warn("refusing peer pid %d: uid %u not allowed", (int)p->pid, (unsigned)p->uid);
-		return HSM_EPERM;
-	}
-	if (fsrv_count(kh.srv) >= MAX_CONNS) {
-		log_warn("refusing peer pid %d: too many peers", (int)p->pid);
-		return HSM_EBUSY;
-	}
+	if (!uid_allowed(p->uid))
+		return hsm_err(HSM_EPERM, "uid %u not allowed", (unsigned)p->uid);
 	log_debug("peer pid %d uid %u connected", (int)p->pid, (unsigned)p->uid);
 	return 0;
 }
@@ -481,6 +475,7 @@ static const struct fsrv_ops kh_fsrv_ops = {
 	.max_frame = KH_MAX_FRAME,
 	.max_out = MAX_OUTBUF,
 	.read_batch = READ_BATCH,
+	.max_conns = MAX_CONNS,
 	.check = kh_check,
 	.accept = kh_accept,
 	.frame = kh_frame,
@@ -723,6 +718,7 @@ keyholder_main(int argc, char **argv)
 	int ch, fd = -1, nworkers = 2, nthreads = 0, level = HSM_LOG_INFO, sfd = -1, st, rc = 1;
 	sigset_t sigs;
 	struct epoll_event ev;
+	struct fsrv_ops ops;
 	struct rlimit nocore = { 0, 0 };
 
 	/* Nobody, root included via ptrace of a non-root uid, reads this process's memory or cores. */
@@ -813,7 +809,11 @@ keyholder_main(int argc, char **argv)
 	ev.data.ptr = &kh.qefd;
 	epoll_ctl(kh.wep, EPOLL_CTL_ADD, kh.qefd, &ev);
 
-	if ((st = fsrv_new(&kh_fsrv_ops, NULL, kh.wep, &kh.srv)) != 0) {
+	/* Peers of a socket path get the incomplete-frame timeout; the one parent does not. */
+	ops = kh_fsrv_ops;
+	if (sock != NULL)
+		ops.frame_ms = FRAME_TIMEOUT_MS;
+	if ((st = fsrv_new(&ops, NULL, kh.wep, &kh.srv)) != 0) {
 		log_err("%s", hsm_err_msg(st));
 		goto out;
 	}

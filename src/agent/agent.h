@@ -157,6 +157,7 @@ struct kh_client;
 struct khsup;
 struct fsrv;
 struct entry_list;
+struct api;
 
 struct agent {
 	struct agent_config *conf;
@@ -181,6 +182,7 @@ struct agent {
 	uint8_t entries_hash[32];	/* SHA-256 of the last list applied (its DER) */
 	int ep, sfd, job_efd;
 	struct fsrv *api;		/* the local API's server */
+	struct api *apis;		/* the local API's own state (api.c) */
 	struct job *jobs;
 	struct retired *retired;
 	int quit;			/* 1: a signal asked to stop */

@@ -13,16 +13,28 @@
  * node's own identity is not among the identities served: no client can
  * name it. A malformed frame closes that client only. GET_SVID
  * and SUBSCRIBE are answered from memory; after each rotation every
- * subscriber gets an UPDATE. A SIGN goes to the keyholder with
- * kh_sign_call(): the keyholder client's reader thread writes the reply
- * to the client itself (sign_done), so the token never blocks the loop
- * and a signature wakes the loop once (its request), not twice. Each
- * client may have MAX_SIGN_INFLIGHT signatures in flight; more is "busy".
+ * subscriber gets an UPDATE. A SIGN_TBS carries the whole data to sign:
+ * the agent signs only TLS handshake signature inputs (tlssig.h), hashes
+ * them itself and has the keyholder sign the digest with kh_sign_call():
+ * the keyholder client's reader thread writes the reply to the client
+ * itself (sign_done), so the token never blocks the loop and a signature
+ * wakes the loop once (its request), not twice. Each client may have
+ * MAX_SIGN_INFLIGHT signatures in flight; more is "busy". Anything else
+ * to sign (an old SIGN of a digest, data of no TLS shape) is refused,
+ * counted and logged, throttled per uid (struct api).
+ *
+ * The frame server enforces the limits of agent.yaml's api: section (open
+ * clients, per uid, idle and incomplete-frame timeouts) and logs its
+ * refusals, throttled. With metrics.listen, the counts are also served on
+ * /metrics (lib/metrics.h), from the same loop.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "agent.h"
 #include "agentproto.h"
@@ -30,12 +42,40 @@
 #include "frameserver.h"
 #include "khclient.h"
 #include "log.h"
+#include "metrics.h"
+#include "netaddr.h"
+#include "ratelog.h"
+#include "tlssig.h"
 #include "util.h"
 
-#define MAX_CONNS 256
-#define MAX_REQ 8192			/* largest request frame a client may send */
 #define MAX_OUTBUF (8 * 1024 * 1024)	/* a client that does not read is dropped */
 #define MAX_SIGN_INFLIGHT 1024		/* per client (a proxy): a burst of handshakes queues */
+#define FD_RESERVE 64			/* descriptors kept for everything but clients */
+#define LOG_PER_SEC 5			/* refused signatures logged per second */
+#define LOG_SUMMARY_MS 10000
+
+_Static_assert(AG_MAX_TBS == TLSSIG_MAX_TBS, "the frame carries what the check accepts");
+
+/* Why a signature was refused: counted per reason. */
+enum refusal {
+	REFUSED_DIGEST,			/* an old SIGN of a digest */
+	REFUSED_NOT_TLS,		/* data of no TLS handshake signature shape */
+	REFUSED_TLS12_OFF,		/* a TLS 1.2 shape with api.tls12 false */
+	REFUSED_N
+};
+static const char *const refusal_name[REFUSED_N] = { "digest", "not_tls", "tls12_off" };
+
+/* The API's own state (main thread only: requests and the frame server's tick run there). */
+struct api {
+	unsigned long refused[REFUSED_N];	/* signatures refused, by reason */
+	struct ratelog rlog;			/* refused signatures' log lines, per uid */
+	/* /metrics (metrics.listen): the series, NULL without */
+	struct metrics *m;
+	struct metrics_srv *msrv;
+	struct metric *m_refused[REFUSED_N], *m_signed, *m_clients;
+	struct metric *m_conn_limit, *m_conn_denied, *m_closed_stalled, *m_closed_idle;
+	struct fsrv_stats seen;			/* the frame server's counts already added */
+};
 
 /* A subscription: the identity (its wid) and the SUBSCRIBE's id. */
 struct sub {
@@ -309,7 +349,8 @@ sign_done(void *arg, int st, const uint8_t *sig, size_t siglen)
 	if (st == 0)
 		st = ag_encode_sig(ps->id, sig, siglen, &f, &len);
 	else
-		st = ag_encode_error(AG_T_SIGN | AG_T_REPLY, ps->id, st, hsm_err_msg(st), &f, &len);
+		st = ag_encode_error(AG_T_SIGN_TBS | AG_T_REPLY, ps->id, st, hsm_err_msg(st), &f,
+		    &len);
 	if (st != 0)
 		fsrv_kill(ps->conn);
 	else
@@ -320,6 +361,122 @@ sign_done(void *arg, int st, const uint8_t *sig, size_t siglen)
 	free(ps);
 }
 
+/*
+ * Refuse a signature (st, with its detail recorded): counted, logged
+ * unless this uid's lines are throttled, answered.
+ */
+static int
+refuse_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq,
+    const struct wl *w, enum refusal why, int st)
+{
+	const struct fsrv_peer *p = fsrv_peer(c);
+	struct api *a = ag->apis;
+
+	a->refused[why]++;
+	metric_inc(a->m_refused[why]);
+	if (ratelog_hit(&a->rlog, p->uid, hsm_now_ms()))
+		log_warn(PEER_FMT ": refused to sign for %s: %s (%lu refused so far)", PEER_ARGS(p),
+		    w->c->id, hsm_err_msg(st), a->refused[why]);
+	return send_error(c, rq->type | AG_T_REPLY, rq->id, st, hsm_err_msg(st));
+}
+
+/* ratelog_flush's: a uid's refused signatures not logged. */
+static void
+sign_summary(void *arg, uint64_t uid, unsigned long n, uint64_t since)
+{
+	const struct api *a = arg;
+	char who[48];
+
+	if (uid == RATELOG_OTHER)
+		snprintf(who, sizeof(who), "other uids");
+	else
+		snprintf(who, sizeof(who), "uid %lu", (unsigned long)uid);
+	log_warn("%lu more refused signature requests of %s not logged in the last %llu s "
+	    "(refused so far: %s %lu, %s %lu, %s %lu)", n, who,
+	    (unsigned long long)((hsm_now_ms() - since + 999) / 1000),
+	    refusal_name[REFUSED_DIGEST], a->refused[REFUSED_DIGEST],
+	    refusal_name[REFUSED_NOT_TLS], a->refused[REFUSED_NOT_TLS],
+	    refusal_name[REFUSED_TLS12_OFF], a->refused[REFUSED_TLS12_OFF]);
+}
+
+/* The frame server's counts into the metrics (what grew since the last look). */
+static void
+stats_to_metrics(struct agent *ag)
+{
+	struct api *a = ag->apis;
+	struct fsrv_stats st;
+
+	fsrv_stats(ag->api, &st);
+	metric_add(a->m_conn_limit, st.refused_limit - a->seen.refused_limit);
+	metric_add(a->m_conn_denied, st.refused_owner - a->seen.refused_owner);
+	metric_add(a->m_closed_stalled, st.closed_stalled - a->seen.closed_stalled);
+	metric_add(a->m_closed_idle, st.closed_idle - a->seen.closed_idle);
+	metric_gauge_set(a->m_clients, fsrv_count(ag->api));
+	a->seen = st;
+}
+
+/* Frame server: its timer (main thread). */
+static void
+api_tick(void *ctx, uint64_t now)
+{
+	struct agent *ag = ctx;
+
+	if (ag->apis == NULL)
+		return;
+	ratelog_flush(&ag->apis->rlog, now, sign_summary, ag->apis);
+	if (ag->apis->msrv != NULL && ag->api != NULL) {
+		stats_to_metrics(ag);
+		metrics_srv_expire(ag->apis->msrv, now);
+	}
+}
+
+static const EVP_MD *
+md_of(int hash)
+{
+	switch (hash) {
+	case AG_HASH_SHA256: return EVP_sha256();
+	case AG_HASH_SHA384: return EVP_sha384();
+	case AG_HASH_SHA512: return EVP_sha512();
+	default: return NULL;
+	}
+}
+
+/*
+ * A SIGN_TBS: a TLS handshake signature input (else refused), hashed here
+ * into dg (64 bytes). 0, or the refusal already answered (*done set).
+ */
+static int
+sign_input(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq,
+    const struct wl *w, uint8_t *dg, size_t *dlen, int *done)
+{
+	unsigned flags = ag->conf->api.tls12 ? TLSSIG_ALLOW_TLS12 : 0;
+	const char *why = NULL;
+	unsigned n = 0;
+	int st;
+
+	*done = 0;
+	if (rq->type == AG_T_SIGN) {
+		*done = 1;
+		st = hsm_err(HSM_EUNSUPPORTED, "digest signing is no longer offered: the agent "
+		    "signs whole TLS handshake inputs (SIGN_TBS) only; upgrade this client");
+		return refuse_sign(ag, c, rq, w, REFUSED_DIGEST, st);
+	}
+	if (tlssig_classify(rq->tbs, rq->tbslen, flags, &why) == TLSSIG_NONE) {
+		*done = 1;
+		st = hsm_err(HSM_EPOLICY, "not a TLS handshake signature input: %s; refusing to "
+		    "sign", why);
+		/* The same shape with TLS 1.2 allowed: it was the setting. */
+		return refuse_sign(ag, c, rq, w, flags == 0 && tlssig_classify(rq->tbs,
+		    rq->tbslen, TLSSIG_ALLOW_TLS12, NULL) != TLSSIG_NONE ? REFUSED_TLS12_OFF :
+		    REFUSED_NOT_TLS, st);
+	}
+	if (md_of(rq->hash) == NULL ||
+	    EVP_Digest(rq->tbs, rq->tbslen, dg, &n, md_of(rq->hash), NULL) != 1)
+		return hsm_err(HSM_ECRYPTO, "cannot hash the data to sign");
+	*dlen = n;
+	return 0;
+}
+
 static int
 handle_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq, struct wl *w)
 {
@@ -327,17 +484,21 @@ handle_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq, 
 	struct pending_sign *ps;
 	const uint8_t *key = w->key.id;
 	char hex[AGENT_KEYID_HEX];
-	int r;
+	uint8_t dg[EVP_MAX_MD_SIZE];
+	size_t dlen = 0;
+	int r, done;
 
 	if (rq->has_keyid && (key = enroll_signing_key(ag, w, rq->keyid)) == NULL) {
 		r = hsm_err(HSM_ENOENT, "key %.16s is not a current or retired key of %s",
 		    agent_keyid_hex(rq->keyid, hex), w->c->id);
 		log_warn(PEER_FMT ": %s", PEER_ARGS(p), hsm_err_msg(r));
-		return send_error(c, AG_T_SIGN | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
+		return send_error(c, rq->type | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
 	}
+	if ((r = sign_input(ag, c, rq, w, dg, &dlen, &done)) != 0 || done)
+		return r;
 	/* A slot in flight (and a reference), given back by sign_done (reader thread) or below. */
 	if (fsrv_begin(c, MAX_SIGN_INFLIGHT) != 0)
-		return send_error(c, AG_T_SIGN | AG_T_REPLY, rq->id, HSM_EBUSY,
+		return send_error(c, AG_T_SIGN_TBS | AG_T_REPLY, rq->id, HSM_EBUSY,
 		    "too many signatures in flight");
 	if ((ps = calloc(1, sizeof(*ps))) == NULL) {
 		fsrv_end(c);
@@ -346,11 +507,12 @@ handle_sign(struct agent *ag, struct fsrv_conn *c, const struct ag_request *rq, 
 	ps->conn = c;
 	ps->id = rq->id;
 	/* From here sign_done may run on the reader thread at any time. */
-	if ((r = kh_sign_call(ag->kh, key, rq->alg, rq->digest, rq->dlen, AGENT_SIGN_TIMEOUT_MS,
+	metric_inc(ag->apis->m_signed);
+	if ((r = kh_sign_call(ag->kh, key, rq->alg, dg, dlen, AGENT_SIGN_TIMEOUT_MS,
 	    sign_done, ps)) != 0) {
 		fsrv_end(c);		/* never the last reference: the read side holds one */
 		free(ps);
-		return send_error(c, AG_T_SIGN | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
+		return send_error(c, AG_T_SIGN_TBS | AG_T_REPLY, rq->id, r, hsm_err_msg(r));
 	}
 	return 0;
 }
@@ -369,8 +531,11 @@ handle_request(struct agent *ag, struct fsrv_conn *c, const struct ag_request *r
 		log_warn(PEER_FMT ": %s", PEER_ARGS(p), hsm_err_msg(r));
 		return send_error(c, rtype, rq->id, r, hsm_err_msg(r));
 	}
-	if (rq->type == AG_T_SUBSCRIBE && (r = sub_add(cl, w, rq->id)) != 0)
-		return r;
+	if (rq->type == AG_T_SUBSCRIBE) {
+		if ((r = sub_add(cl, w, rq->id)) != 0)
+			return r;
+		fsrv_keep(c, 1);	/* a subscriber waits for UPDATEs: never idle */
+	}
 	if (!wl_valid(w))
 		return send_error(c, rtype, rq->id, HSM_EAGAIN, w->have ?
 		    "certificate expired; renewal in progress" : "not enrolled yet");
@@ -381,6 +546,7 @@ handle_request(struct agent *ag, struct fsrv_conn *c, const struct ag_request *r
 		    rq->type == AG_T_GET_SVID ? "GET_SVID" : "SUBSCRIBE", w->c->id);
 		return send_svid(c, rtype, rq->id, w);
 	case AG_T_SIGN:
+	case AG_T_SIGN_TBS:
 		return handle_sign(ag, c, rq, w);
 	default:
 		return HSM_EPROTO;
@@ -428,17 +594,14 @@ api_accept(void *ctx, struct fsrv_conn *c, const struct fsrv_peer *p)
 
 	if (p == NULL)
 		return HSM_EPERM;
-	if (fsrv_count(ag->api) >= MAX_CONNS) {
-		log_warn("refused " PEER_FMT ": too many clients", PEER_ARGS(p));
-		return HSM_EBUSY;
-	}
 	if ((cl = calloc(1, sizeof(*cl))) == NULL)
 		return HSM_ENOMEM;
 	/* The process, once, tied to the socket through its pidfd (selector.h). */
 	if ((r = sel_proc_from_socket(fsrv_conn_fd(c), &cl->proc, &weak)) != 0) {
-		log_warn("refused " PEER_FMT ": %s", PEER_ARGS(p), hsm_err_msg(r));
+		/* The frame server logs the refusal (throttled), with this reason. */
+		r = hsm_err(HSM_EPERM, "%s", hsm_err_msg(r));
 		free(cl);
-		return HSM_EPERM;
+		return r;
 	}
 	if (weak && !weak_logged) {
 		weak_logged = 1;
@@ -448,12 +611,13 @@ api_accept(void *ctx, struct fsrv_conn *c, const struct fsrv_peer *p)
 	for (size_t i = 0; i < ag->nwl && !allowed; i++)
 		allowed = wl_allows(ag->wl[i], &cl->proc, &why);
 	if (!allowed) {
-		log_warn("refused " PEER_FMT ": no workload identity for this process%s%s%s", PEER_ARGS(p),
+		/* The frame server logs the refusal (throttled), with this reason. */
+		r = hsm_err(HSM_EPERM, "no workload identity for this process%s%s%s",
 		    ag->nwl > 0 && why != NULL ? " (selectors: " : "",
 		    ag->nwl > 0 && why != NULL ? why : "", ag->nwl > 0 && why != NULL ? ")" : "");
 		sel_proc_clear(&cl->proc);
 		free(cl);
-		return HSM_EPERM;
+		return r;
 	}
 	fsrv_set_udata(c, cl);
 	log_debug(PEER_FMT " connected (%s)", PEER_ARGS(p), cl->proc.have_exe ? cl->proc.exe :
@@ -461,7 +625,7 @@ api_accept(void *ctx, struct fsrv_conn *c, const struct fsrv_peer *p)
 	return 0;
 }
 
-/* Frame server: a client's read side ended. */
+/* Frame server: a client's read side ended (timeouts: the frame server logs them). */
 static void
 api_closed(void *ctx, struct fsrv_conn *c, enum fsrv_why why)
 {
@@ -480,25 +644,116 @@ api_closed(void *ctx, struct fsrv_conn *c, enum fsrv_why why)
 
 static const struct fsrv_ops api_ops = {
 	.min_frame = AG_HDR_LEN,
-	.max_frame = MAX_REQ,
+	.max_frame = AG_MAX_REQUEST,
 	.max_out = MAX_OUTBUF,
 	.read_batch = 1,
+	.what = "local client",
 	.check = api_check,
 	.accept = api_accept,
 	.frame = api_frame,
 	.closed = api_closed,
+	.tick = api_tick,
 };
+
+/*
+ * Room for max_conns clients in the descriptor limit: raise the soft limit
+ * as far as needed (and allowed); what the hard limit does not allow is
+ * cut from max_conns, and said.
+ */
+static unsigned
+fit_fd_limit(unsigned max_conns)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)max_conns + FD_RESERVE;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+		return max_conns;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+	(void)setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
+		unsigned fit = rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE) :
+		    FD_RESERVE;
+
+		log_warn("api.max_connections %u: the descriptor limit is %llu; serving at most %u "
+		    "clients", max_conns, (unsigned long long)rl.rlim_cur, fit);
+		return fit;
+	}
+	return max_conns;
+}
+
+/* metrics.listen: the series and the /metrics server, its socket in ag->ep (tagged msrv). */
+static int
+metrics_start(struct agent *ag)
+{
+	const struct agent_api_conf *ac = &ag->conf->api;
+	struct api *a = ag->apis;
+	char addr[96];
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd, r;
+
+	if (ac->metrics_listen == NULL)
+		return 0;
+	if ((r = metrics_new(&a->m)) != 0)
+		return r;
+	for (int i = 0; i < REFUSED_N; i++)
+		metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_sign_refused_total",
+		    "Signature requests refused: not a TLS handshake signature input (not_tls), "
+		    "the old digest SIGN (digest), a TLS 1.2 input with api.tls12 false "
+		    "(tls12_off)",
+		    (const char *const[]){ "reason", refusal_name[i], NULL }, &a->m_refused[i]);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_signatures_total",
+	    "Signatures asked of the keyholder for local clients", NULL, &a->m_signed);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_local_clients",
+	    "Local API clients connected", NULL, &a->m_clients);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_refused_total",
+	    "Local API connections refused: beyond api.max_connections(_per_uid) (limit), "
+	    "a uid without a workload (not_allowed)", (const char *const[]){ "reason", "limit", NULL },
+	    &a->m_conn_limit);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_refused_total", NULL,
+	    (const char *const[]){ "reason", "not_allowed", NULL }, &a->m_conn_denied);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_closed_total",
+	    "Local API connections closed on a timeout: api.frame_timeout (incomplete_frame), "
+	    "api.idle_timeout (idle)", (const char *const[]){ "reason", "incomplete_frame", NULL },
+	    &a->m_closed_stalled);
+	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_closed_total", NULL,
+	    (const char *const[]){ "reason", "idle", NULL }, &a->m_closed_idle);
+	if ((r = net_listen(&ac->metrics_addr, ac->metrics_len, 0, 1, 16, &fd)) != 0)
+		return r;
+	if ((r = metrics_srv_new(a->m, fd, &a->msrv)) != 0) {
+		close(fd);
+		return r;
+	}
+	getsockname(fd, (struct sockaddr *)&ss, &sl);
+	log_info("metrics on http://%s/metrics", net_addr_str(&ss, sl, addr, sizeof(addr)));
+	return agent_epoll_add(ag->ep, metrics_srv_fd(a->msrv), a->msrv);
+}
 
 int
 api_start(struct agent *ag)
 {
+	const struct agent_api_conf *ac = &ag->conf->api;
+	struct fsrv_ops ops = api_ops;
 	int r;
 
-	if ((r = fsrv_new(&api_ops, ag, ag->ep, &ag->api)) != 0 ||
+	if ((ag->apis = calloc(1, sizeof(*ag->apis))) == NULL)
+		return HSM_ENOMEM;
+	ratelog_init(&ag->apis->rlog, LOG_PER_SEC, LOG_SUMMARY_MS);
+	if ((r = metrics_start(ag)) != 0)
+		return r;
+	ops.max_conns = (int)fit_fd_limit(ac->max_conns);
+	ops.max_conns_uid = (int)ac->max_conns_uid;
+	ops.idle_ms = ac->idle_ms;
+	ops.frame_ms = ac->frame_ms;
+	if ((r = fsrv_new(&ops, ag, ag->ep, &ag->api)) != 0 ||
 	    (r = fsrv_listen(ag->api, ag->conf->socket, 0666)) != 0 ||
 	    (r = agent_epoll_add(ag->ep, fsrv_listen_fd(ag->api), &tag_listen)) != 0 ||
 	    (r = agent_epoll_add(ag->ep, fsrv_watch_fd(ag->api), &tag_watch)) != 0)
 		return r;
+	log_info("local API on %s: at most %d clients, %d per uid (root not counted); idle "
+	    "timeout %us, incomplete frames %us; signs TLS 1.3%s handshake inputs only",
+	    ag->conf->socket, ops.max_conns, ops.max_conns_uid, ac->idle_ms / 1000,
+	    ac->frame_ms / 1000, ac->tls12 ? " and 1.2" : "");
 	return 0;
 }
 
@@ -509,6 +764,10 @@ api_event(struct agent *ag, void *tag)
 		fsrv_accept(ag->api);
 	else if (tag == &tag_watch)
 		fsrv_flush_ready(ag->api);
+	else if (ag->apis != NULL && ag->apis->msrv != NULL && tag == ag->apis->msrv) {
+		stats_to_metrics(ag);	/* fresh counts for whoever asks */
+		metrics_srv_run(ag->apis->msrv, hsm_now_ms());
+	}
 	else
 		fsrv_readable(tag, NULL);
 }
@@ -518,4 +777,10 @@ api_stop(struct agent *ag)
 {
 	fsrv_free(ag->api);
 	ag->api = NULL;
+	if (ag->apis != NULL) {
+		metrics_srv_free(ag->apis->msrv);
+		metrics_free(ag->apis->m);
+	}
+	free(ag->apis);
+	ag->apis = NULL;
 }

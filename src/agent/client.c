@@ -5,8 +5,10 @@
  *
  *   get    the certificate chain (PEM) on stdout; --bundle FILE writes the
  *          trust bundle
- *   sign   the SHA-256 of stdin (at most 16 MiB) signed with the current
- *          key, or the one --key names; DER signature on stdout
+ *   sign   stdin (at most AG_MAX_TBS bytes), which the agent signs with
+ *          ECDSA and SHA-256 if it is a TLS handshake signature input
+ *          (tlssig.h), with the current key or the one --key names; DER
+ *          signature on stdout
  *   watch  one line per SVID received: the current one, then each UPDATE
  *          ("svid|update ID serial S key K not_after N"); --count N stops
  *          after N lines
@@ -27,12 +29,12 @@
 
 #include "agclient.h"
 #include "agent.h"
+#include "agentproto.h"
 #include "err.h"
 #include "svid.h"
 #include "util.h"
 
 #define CLIENT_TIMEOUT_MS 30000		/* get and sign */
-#define MAX_STDIN (16 * 1024 * 1024)
 #define CLOSED_MSG "the agent closed the connection (is this uid allowed?)"
 
 /* The one line for a failed request: the agent's refusal, or what went wrong here. */
@@ -95,58 +97,41 @@ cmd_get(struct agc_client *c, const char *id, const char *bundle)
 	return st;
 }
 
-/* Read stdin (at most MAX_STDIN bytes) and hash it. */
+/* Read stdin: at most AG_MAX_TBS bytes into data (AG_MAX_TBS + 1 bytes of room). */
 static int
-hash_stdin(uint8_t md[SHA256_DIGEST_LENGTH])
+read_stdin(uint8_t *data, size_t *len)
 {
-	uint8_t *data = NULL, *p;
-	size_t dlen = 0, cap = 0;
-	int st = 0;
+	size_t n = 0;
 
 	for (;;) {
-		ssize_t n;
+		ssize_t got = read(0, data + n, AG_MAX_TBS + 1 - n);
 
-		if (dlen == cap) {
-			if (cap >= MAX_STDIN) {
-				st = hsm_err(HSM_EINVAL, "input larger than 16 MiB");
-				goto out;
-			}
-			cap = cap == 0 ? 65536 : cap * 2;
-			if ((p = realloc(data, cap)) == NULL) {
-				st = HSM_ENOMEM;
-				goto out;
-			}
-			data = p;
-		}
-		n = read(0, data + dlen, cap - dlen);
-		if (n < 0 && errno == EINTR)
+		if (got < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
-			st = hsm_err(HSM_EIO, "stdin: %s", strerror(errno));
-			goto out;
-		}
-		if (n == 0)
+		if (got < 0)
+			return hsm_err(HSM_EIO, "stdin: %s", strerror(errno));
+		if (got == 0)
 			break;
-		dlen += (size_t)n;
+		if ((n += (size_t)got) > AG_MAX_TBS)
+			return hsm_err(HSM_EINVAL, "input larger than %d bytes: the agent signs TLS "
+			    "handshake signature inputs only", AG_MAX_TBS);
 	}
-	SHA256(data != NULL ? data : (const uint8_t *)"", dlen, md);
- out:
-	free(data);
-	return st;
+	*len = n;
+	return 0;
 }
 
-/* Sign md (SHA-256 of stdin). */
+/* Have the agent sign data (ECDSA, SHA-256). */
 static int
-cmd_sign(struct agc_client *c, const char *id, const uint8_t *keyid,
-    const uint8_t md[SHA256_DIGEST_LENGTH])
+cmd_sign(struct agc_client *c, const char *id, const uint8_t *keyid, const uint8_t *data,
+    size_t len)
 {
 	uint8_t sig[HSM_MAX_SIG];
 	struct agc_req *r = NULL;
 	size_t siglen;
 	int st;
 
-	if ((st = agc_sign_start(c, id, keyid, HSM_SIG_ECDSA, md, SHA256_DIGEST_LENGTH, CLIENT_TIMEOUT_MS,
-	    -1, &r)) != 0)
+	if ((st = agc_sign_start(c, id, keyid, HSM_SIG_ECDSA, AG_HASH_SHA256, data, len,
+	    CLIENT_TIMEOUT_MS, -1, &r)) != 0)
 		return client_err(st, 0);
 	if ((st = agc_req_wait(r)) != 0 || (st = agc_req_result(r, sig, &siglen)) != 0)
 		st = client_err(st, agc_req_refused(r));
@@ -249,7 +234,8 @@ agent_client_main(int argc, char **argv)
 	const char *sock = NULL, *bundle = NULL, *cmd, *id = "";
 	struct agc_client *c = NULL;
 	struct spiffe_id sid;
-	uint8_t keyid[HSM_KEYID_LEN], md[SHA256_DIGEST_LENGTH];
+	uint8_t keyid[HSM_KEYID_LEN], *data = NULL;
+	size_t dlen = 0;
 	unsigned long count = 0;
 	int has_key = 0, ch, st;
 	char *end;
@@ -308,18 +294,23 @@ agent_client_main(int argc, char **argv)
 		st = hsm_err(HSM_EINVAL, "bad request (SPIFFE ID '%s'?)", id);
 		goto out;
 	}
-	if (strcmp(cmd, "sign") == 0 && (st = hash_stdin(md)) != 0)
+	if (strcmp(cmd, "sign") == 0 && ((data = malloc(AG_MAX_TBS + 1)) == NULL ||
+	    (st = read_stdin(data, &dlen)) != 0)) {
+		if (data == NULL)
+			st = HSM_ENOMEM;
 		goto out;
+	}
 	if ((st = agc_connect(sock, &c)) != 0)
 		goto out;
 	if (strcmp(cmd, "get") == 0)
 		st = cmd_get(c, id, bundle);
 	else if (strcmp(cmd, "sign") == 0)
-		st = cmd_sign(c, id, has_key ? keyid : NULL, md);
+		st = cmd_sign(c, id, has_key ? keyid : NULL, data, dlen);
 	else
 		st = cmd_watch(&c, id, count);
  out:
 	agc_free(c);
+	free(data);
 	if (st != 0) {
 		fprintf(stderr, "hsmesh agent client: %s\n", hsm_err_msg(st));
 		return 1;

@@ -22,7 +22,7 @@
 
 struct agc_req {
 	struct rpc_req rpc;		/* first: the core's view */
-	uint8_t sig[HSM_MAX_SIG];	/* SIGN */
+	uint8_t sig[HSM_MAX_SIG];	/* SIGN_TBS */
 	size_t siglen;
 	char *chain, *bundle;		/* GET_SVID, NUL-terminated */
 	uint64_t not_after;
@@ -77,7 +77,7 @@ req_finish_locked(struct agc_req *r, const struct ag_reply *rep)
 	int status = rep->status;
 
 	r->refused = status != 0;
-	if (status == 0 && r->rpc.type == AG_T_SIGN) {
+	if (status == 0 && r->rpc.type == AG_T_SIGN_TBS) {
 		memcpy(r->sig, rep->sig, rep->siglen);
 		r->siglen = rep->siglen;
 	} else if (status == 0) {
@@ -295,15 +295,22 @@ agc_connect(const char *path, struct agc_client **out)
 	return st;
 }
 
+/* What a SIGN_TBS carries (req_send's). */
+struct sign_args {
+	const uint8_t *keyid;
+	int alg, hash;
+	const uint8_t *tbs;
+	size_t tbslen;
+};
+
 /*
  * Queue a request, encode its frame with the id it was given and send it:
- * SIGN (keyid, alg, dgst, dlen) or GET_SVID. On success *out holds the
- * owner's reference. Runs inside OpenSSL async jobs: keep the stack small.
+ * SIGN_TBS (sa) or GET_SVID (sa NULL). On success *out holds the owner's
+ * reference. Runs inside OpenSSL async jobs: keep the stack small.
  */
 static int
-req_send(struct agc_client *c, uint8_t type, const char *spiffe_id, const uint8_t *keyid,
-    int alg, const uint8_t *dgst, size_t dlen, unsigned timeout_ms, int notify_fd,
-    struct agc_req **out)
+req_send(struct agc_client *c, uint8_t type, const char *spiffe_id, const struct sign_args *sa,
+    unsigned timeout_ms, int notify_fd, struct agc_req **out)
 {
 	struct agc_req *r;
 	uint8_t *frame = NULL;
@@ -311,8 +318,11 @@ req_send(struct agc_client *c, uint8_t type, const char *spiffe_id, const uint8_
 	int st;
 
 	*out = NULL;
-	if (type == AG_T_SIGN && (alg < 1 || alg > 255))
-		return hsm_err(HSM_EINVAL, "bad signature algorithm %d", alg);
+	if (sa != NULL && (sa->alg < 1 || sa->alg > 255 || sa->hash < 1 || sa->hash > 255))
+		return hsm_err(HSM_EINVAL, "bad signature algorithm %d or hash %d", sa->alg, sa->hash);
+	if (sa != NULL && sa->tbslen > AG_MAX_TBS)
+		return hsm_err(HSM_EINVAL, "%zu bytes to sign: the agent signs at most %d",
+		    sa->tbslen, AG_MAX_TBS);
 	if (timeout_ms == 0)
 		timeout_ms = AGC_DEFAULT_TIMEOUT_MS;
 	if (timeout_ms > AGC_MAX_TIMEOUT_MS)
@@ -323,14 +333,14 @@ req_send(struct agc_client *c, uint8_t type, const char *spiffe_id, const uint8_
 		free(r);
 		return st;
 	}
-	if (type == AG_T_SIGN)
-		st = ag_encode_sign(r->rpc.id, spiffe_id, keyid, (uint8_t)alg, dgst, dlen, &frame,
-		    &len);
+	if (sa != NULL)
+		st = ag_encode_sign_tbs(r->rpc.id, spiffe_id, sa->keyid, (uint8_t)sa->alg,
+		    (uint8_t)sa->hash, sa->tbs, sa->tbslen, &frame, &len);
 	else
 		st = ag_encode_get(type, r->rpc.id, spiffe_id, &frame, &len);
 	if (st != 0) {
 		rpc_req_cancel(&r->rpc);
-		return hsm_err(st, "cannot encode the request (SPIFFE ID, algorithm or digest length)");
+		return hsm_err(st, "cannot encode the request (SPIFFE ID, algorithm or hash)");
 	}
 	st = rpc_req_send(&r->rpc, frame, len);
 	free(frame);
@@ -357,7 +367,7 @@ int
 agc_get_start(struct agc_client *c, const char *spiffe_id, unsigned timeout_ms,
     struct agc_req **out)
 {
-	return req_send(c, AG_T_GET_SVID, spiffe_id, NULL, 0, NULL, 0, timeout_ms, -1, out);
+	return req_send(c, AG_T_GET_SVID, spiffe_id, NULL, timeout_ms, -1, out);
 }
 
 int
@@ -414,10 +424,12 @@ agc_get_svid(struct agc_client *c, const char *spiffe_id, unsigned timeout_ms,
 
 int
 agc_sign_start(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg,
-    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, int notify_fd, struct agc_req **out)
+    int hash, const uint8_t *tbs, size_t tbslen, unsigned timeout_ms, int notify_fd,
+    struct agc_req **out)
 {
-	return req_send(c, AG_T_SIGN, spiffe_id, keyid, alg, dgst, dlen, timeout_ms, notify_fd,
-	    out);
+	struct sign_args sa = { keyid, alg, hash, tbs, tbslen };
+
+	return req_send(c, AG_T_SIGN_TBS, spiffe_id, &sa, timeout_ms, notify_fd, out);
 }
 
 int
@@ -430,7 +442,7 @@ agc_req_result(struct agc_req *r, uint8_t *sig, size_t *siglen)
 		return HSM_EAGAIN;
 	if ((st = rpc_req_status(&r->rpc)) != 0)
 		return st;
-	if (r->rpc.type != AG_T_SIGN || r->siglen == 0)
+	if (r->rpc.type != AG_T_SIGN_TBS || r->siglen == 0)
 		return hsm_err(HSM_EINVAL, "not a finished signature request");
 	memcpy(sig, r->sig, r->siglen);
 	*siglen = r->siglen;
@@ -438,14 +450,14 @@ agc_req_result(struct agc_req *r, uint8_t *sig, size_t *siglen)
 }
 
 int
-agc_sign(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg,
-    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen)
+agc_sign(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg, int hash,
+    const uint8_t *tbs, size_t tbslen, unsigned timeout_ms, uint8_t *sig, size_t *siglen)
 {
 	struct agc_req *r;
 	int st;
 
 	*siglen = 0;
-	if ((st = req_send(c, AG_T_SIGN, spiffe_id, keyid, alg, dgst, dlen, timeout_ms, -1,
+	if ((st = agc_sign_start(c, spiffe_id, keyid, alg, hash, tbs, tbslen, timeout_ms, -1,
 	    &r)) != 0)
 		return st;
 	if ((st = agc_req_wait(r)) == 0)

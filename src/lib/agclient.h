@@ -79,27 +79,32 @@ int agc_get_start(struct agc_client *c, const char *spiffe_id, unsigned timeout_
 int agc_req_svid(struct agc_req *r, char **chain_pem, char **bundle_pem, uint64_t *not_after);
 
 /*
- * Blocking SIGN of a digest (the caller hashes). keyid names the key: the
- * SHA-256 of the SubjectPublicKeyInfo of the certificate the signature is
- * for (HSM_KEYID_LEN bytes). The agent signs with it while it is the ID's
- * current key or a key retired by a rotation less than its grace period
- * ago (30 s), and answers HSM_ENOENT for any other. keyid NULL: whatever
- * key is current. alg is an enum hsm_sigalg; sig must hold HSM_MAX_SIG
- * bytes. 0 or an error as for agc_get_svid (plus HSM_ENOENT and the
- * keyholder's errors, passed on by the agent).
+ * Blocking SIGN_TBS: the agent hashes tbs[0..tbslen) with hash (enum
+ * ag_hash) and signs it with alg (enum hsm_sigalg; for RSA its own hash),
+ * if tbs is a TLS handshake signature input (tlssig.h): anything else is
+ * refused (HSM_EPOLICY, "not a TLS handshake signature input: ...").
+ * keyid names the key: the SHA-256 of the SubjectPublicKeyInfo of the
+ * certificate the signature is for (HSM_KEYID_LEN bytes). The agent signs
+ * with it while it is the ID's current key or a key retired by a rotation
+ * less than its grace period ago (30 s), and answers HSM_ENOENT for any
+ * other. keyid NULL: whatever key is current. tbslen is at most AG_MAX_TBS.
+ * sig must hold HSM_MAX_SIG bytes. 0 or an error as for agc_get_svid (plus
+ * HSM_EPOLICY, HSM_ENOENT and the keyholder's errors, passed on by the
+ * agent; HSM_EINVAL for arguments that cannot be encoded).
  */
-int agc_sign(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg,
-    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, uint8_t *sig, size_t *siglen);
+int agc_sign(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg, int hash,
+    const uint8_t *tbs, size_t tbslen, unsigned timeout_ms, uint8_t *sig, size_t *siglen);
 
 /*
- * Non-blocking SIGN: send the request and return at once. When it ends
+ * Non-blocking SIGN_TBS: send the request and return at once. When it ends
  * (reply, deadline or close) the reader thread writes an 8-byte 1 to
  * notify_fd (eventfd semantics; a pipe works too; -1 for none). *out owns
  * the request until agc_req_free(). Uses little stack: callable inside an
- * OpenSSL async job.
+ * OpenSSL async job (the frame is built on the heap).
  */
 int agc_sign_start(struct agc_client *c, const char *spiffe_id, const uint8_t *keyid, int alg,
-    const uint8_t *dgst, size_t dlen, unsigned timeout_ms, int notify_fd, struct agc_req **out);
+    int hash, const uint8_t *tbs, size_t tbslen, unsigned timeout_ms, int notify_fd,
+    struct agc_req **out);
 
 /* An SVID delivered to a subscriber. */
 struct agc_svid {

@@ -11,6 +11,7 @@
 
 #include "agentconf.h"
 #include "err.h"
+#include "netaddr.h"
 #include "spiffe.h"
 
 void
@@ -28,6 +29,7 @@ agent_config_free(struct agent_config *c)
 	free(c->root);
 	free(c->state_dir);
 	free(c->socket);
+	free(c->api.metrics_listen);
 	for (size_t i = 0; i < c->nwl; i++) {
 		free(c->wl[i].id);
 		free(c->wl[i].join_token_file);
@@ -285,6 +287,47 @@ parse_fraction(const struct cfg_doc *d, const char *key, double def, double *out
 	return 0;
 }
 
+/* A duration of at most a day, in ms. */
+static int
+api_duration(const struct cfg_doc *d, const char *key, const char *def, unsigned *ms)
+{
+	int64_t secs;
+	int r;
+
+	if ((r = cfg_get_duration(d, key, def, &secs)) != 0)
+		return r;
+	if (secs > 86400)
+		return cfg_err(d, key, "'%s' must be at most 1d", key);
+	*ms = (unsigned)secs * 1000u;
+	return 0;
+}
+
+/* api: the local API's limits. */
+static int
+parse_api(const struct cfg_doc *d, struct agent_api_conf *a)
+{
+	unsigned long long n, nu;
+	int r;
+
+	if ((r = cfg_get_uint(d, "api.max_connections", 1024, 1, 65536, &n)) != 0 ||
+	    (r = cfg_get_uint(d, "api.max_connections_per_uid", 64, 1, 65536, &nu)) != 0 ||
+	    (r = api_duration(d, "api.idle_timeout", "60s", &a->idle_ms)) != 0 ||
+	    (r = api_duration(d, "api.frame_timeout", "5s", &a->frame_ms)) != 0 ||
+	    (r = cfg_get_bool(d, "api.tls12", 1, &a->tls12)) != 0 ||
+	    (r = cfg_get_str(d, "metrics.listen", NULL, &a->metrics_listen)) != 0)
+		return r;
+	a->max_conns = (unsigned)n;
+	a->max_conns_uid = (unsigned)nu;
+	if (a->metrics_listen != NULL &&
+	    (r = net_parse_addr(a->metrics_listen, 1, &a->metrics_addr, &a->metrics_len)) != 0) {
+		char why[400];
+
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		return cfg_err(d, "metrics.listen", "'metrics.listen': %s", why);
+	}
+	return 0;
+}
+
 /* The CA's address: ca.url (room for a list of them). */
 static int
 parse_ca(const struct cfg_doc *d, struct agent_config *c)
@@ -303,7 +346,9 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 		"token.test_sign_delay_ms", "token.workers", "ca.url", "ca.root", "state_dir",
 		"socket", "key.type", "renew_at", "retry.min", "retry.max", "workloads",
 		"attestation.producer", "attestation.path", "attestation.command",
-		"attestation.timeout", "node.id", "node.join_token_file", "node.refresh", NULL
+		"attestation.timeout", "node.id", "node.join_token_file", "node.refresh",
+		"api.max_connections", "api.max_connections_per_uid",
+		"api.idle_timeout", "api.frame_timeout", "api.tls12", "metrics.listen", NULL
 	};
 	struct agent_config *c;
 	char *kt = NULL;
@@ -326,7 +371,8 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 	    (r = cfg_get_duration(d, "retry.max", "60s", &c->retry_max)) != 0 ||
 	    (r = parse_ca(d, c)) != 0 || (r = parse_node(d, c)) != 0 ||
 	    (r = parse_workloads(d, c)) != 0 ||
-	    (r = evidence_conf_load(d, "attestation", &c->evidence)) != 0)
+	    (r = evidence_conf_load(d, "attestation", &c->evidence)) != 0 ||
+	    (r = parse_api(d, &c->api)) != 0)
 		goto out;
 	if (hsm_keytype_parse(kt, &c->key_type) != 0) {
 		r = cfg_err(d, "key.type", "'key.type' must be ec-p256, ec-p384 or rsa-3072, "

@@ -24,6 +24,14 @@
  *       selectors: [path:/usr/bin/web]     # ... unless selectors are given: all must match
  *       join_token_file: web.join          # optional: REF:SECRET for an ir
  *   attestation: ...                   # optional (evidence.h)
+ *   api:                               # optional: the local API's limits
+ *     max_connections: 1024            # open clients (1..65536)
+ *     max_connections_per_uid: 64      # of one uid, root not counted (1..65536)
+ *     idle_timeout: 60s                # no subscription, nothing in flight
+ *     frame_timeout: 5s                # an incomplete request frame
+ *     tls12: true                      # sign TLS 1.2 handshake inputs too
+ *   metrics:
+ *     listen: 127.0.0.1:9102           # optional: Prometheus /metrics (port 0: any)
  *
  * Relative paths resolve against the file's directory. Unknown keys are
  * refused everywhere, inside workload entries too. Every error is
@@ -38,6 +46,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "cmpclient.h"
@@ -64,6 +73,18 @@ struct agent_node {
 	int64_t refresh;		/* seconds; 0: as the CA says */
 };
 
+/* The local API's limits (api:). */
+struct agent_api_conf {
+	unsigned max_conns;		/* open clients */
+	unsigned max_conns_uid;		/* open clients of one uid (root is not counted) */
+	unsigned idle_ms;		/* a client without subscription or request in flight */
+	unsigned frame_ms;		/* an incomplete request frame */
+	int tls12;			/* sign the TLS 1.2 shapes (tlssig.h) too */
+	char *metrics_listen;		/* metrics.listen as written, or NULL: no /metrics */
+	struct sockaddr_storage metrics_addr;
+	socklen_t metrics_len;
+};
+
 struct agent_config {
 	char *path;			/* the file, as given */
 	struct cfg_token token;
@@ -80,6 +101,7 @@ struct agent_config {
 	size_t nwl;
 	struct agent_node node;
 	struct evidence_conf evidence;	/* attestation:, kind EVIDENCE_NONE when absent */
+	struct agent_api_conf api;
 };
 
 /*

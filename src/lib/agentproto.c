@@ -12,6 +12,8 @@
 #include "spiffe.h"
 #include "util.h"
 
+_Static_assert(AG_MAX_REQUEST <= AG_MAX_FRAME, "the longest request is a frame");
+
 static uint64_t
 get64(const uint8_t *p)
 {
@@ -96,6 +98,77 @@ digest_ok(uint8_t alg, size_t dlen)
 	return want == 0 || dlen == (size_t)want;
 }
 
+size_t
+ag_hash_len(int hash)
+{
+	switch (hash) {
+	case AG_HASH_SHA256: return 32;
+	case AG_HASH_SHA384: return 48;
+	case AG_HASH_SHA512: return 64;
+	default: return 0;
+	}
+}
+
+/* A known hash for alg: any for ECDSA, the algorithm's own for RSA. */
+static int
+hash_ok(uint8_t alg, uint8_t hash)
+{
+	int want = hsm_sigalg_digest_len(alg);
+	size_t n = ag_hash_len(hash);
+
+	return want >= 0 && n != 0 && (want == 0 || (size_t)want == n);
+}
+
+/*
+ * The last field of a body b[0..n): at off, a u32 length and exactly that
+ * many bytes (at most max) to the end. *out points into b (NULL when
+ * empty). 0 or HSM_EPROTO.
+ */
+static int
+get_tail(const uint8_t *b, size_t n, size_t off, size_t max, const uint8_t **out, size_t *len)
+{
+	size_t l;
+
+	if (off > n || n - off < 4)
+		return HSM_EPROTO;
+	l = hsm_get32(b + off);
+	off += 4;
+	if (l > max || n - off != l)
+		return HSM_EPROTO;
+	*out = l > 0 ? b + off : NULL;
+	*len = l;
+	return 0;
+}
+
+/*
+ * SIGN_TBS body: u16 idlen, ID, u8 alg, u8 hash, u8 keyidlen, key id,
+ * u32 tbslen, tbs; every length checked against what is left.
+ */
+static int
+decode_sign_tbs(const uint8_t *b, size_t n, struct ag_request *r)
+{
+	size_t idlen, off, klen;
+
+	if (n < 2 || (idlen = hsm_get16(b)) > SPIFFE_ID_MAX || n - 2 < idlen + 3)
+		return HSM_EPROTO;
+	if (get_id(b + 2, idlen, 1, r->spiffe_id) != 0)
+		return HSM_EPROTO;
+	off = 2 + idlen;
+	r->alg = b[off];
+	r->hash = b[off + 1];
+	klen = b[off + 2];
+	off += 3;
+	if (!hash_ok(r->alg, r->hash) || (klen != 0 && klen != HSM_KEYID_LEN) ||
+	    n - off < klen + 4)
+		return HSM_EPROTO;
+	if (klen != 0) {
+		memcpy(r->keyid, b + off, HSM_KEYID_LEN);
+		r->has_keyid = 1;
+		off += klen;
+	}
+	return get_tail(b, n, off, AG_MAX_TBS, &r->tbs, &r->tbslen);
+}
+
 int
 ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 {
@@ -134,6 +207,12 @@ ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 			r->has_keyid = 1;
 		}
 		return 0;
+	case AG_T_SIGN_TBS:
+		if (decode_sign_tbs(f->body, f->bodylen, r) != 0) {
+			memset(r, 0, sizeof(*r));
+			return HSM_EPROTO;
+		}
+		return 0;
 	default:
 		return HSM_EPROTO;
 	}
@@ -142,7 +221,7 @@ ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 static int
 decode_svid(const uint8_t *p, size_t n, struct ag_svid *s)
 {
-	size_t idlen, off, clen, blen;
+	size_t idlen, off, clen;
 
 	if (n < 2)
 		return HSM_EPROTO;
@@ -160,14 +239,7 @@ decode_svid(const uint8_t *p, size_t n, struct ag_svid *s)
 		return HSM_EPROTO;
 	s->chain = p + off;
 	s->chainlen = clen;
-	off += clen;
-	blen = hsm_get32(p + off);
-	off += 4;
-	if (blen > AG_MAX_PEM || n - off != blen)
-		return HSM_EPROTO;
-	s->bundle = blen > 0 ? p + off : NULL;
-	s->bundlelen = blen;
-	return 0;
+	return get_tail(p, n, off + clen, AG_MAX_PEM, &s->bundle, &s->bundlelen);
 }
 
 int
@@ -187,7 +259,8 @@ ag_reply_decode(const struct ag_frame *f, struct ag_reply *r)
 		req = f->type & (uint8_t)~AG_T_REPLY;
 	else
 		return HSM_EPROTO;
-	if (req != AG_T_GET_SVID && req != AG_T_SUBSCRIBE && req != AG_T_SIGN)
+	if (req != AG_T_GET_SVID && req != AG_T_SUBSCRIBE && req != AG_T_SIGN &&
+	    req != AG_T_SIGN_TBS)
 		return HSM_EPROTO;
 	if (f->bodylen < 4)
 		return HSM_EPROTO;
@@ -208,7 +281,7 @@ ag_reply_decode(const struct ag_frame *f, struct ag_reply *r)
 		r->errtext[n] = '\0';
 		return 0;
 	}
-	if (req == AG_T_SIGN) {
+	if (req == AG_T_SIGN || req == AG_T_SIGN_TBS) {
 		n = f->bodylen - 4;
 		if (n == 0 || n > HSM_MAX_SIG)
 			return HSM_EPROTO;
@@ -301,6 +374,38 @@ ag_encode_sign(uint32_t id, const char *spiffe_id, const uint8_t *keyid, uint8_t
 }
 
 int
+ag_encode_sign_tbs(uint32_t id, const char *spiffe_id, const uint8_t *keyid, uint8_t alg,
+    uint8_t hash, const uint8_t *tbs, size_t tbslen, uint8_t **out, size_t *len)
+{
+	size_t n, off, klen = keyid != NULL ? HSM_KEYID_LEN : 0;
+	uint8_t *b;
+	int r;
+
+	*out = NULL;
+	*len = 0;
+	if (!id_len_ok(spiffe_id, &n, 1) || !hash_ok(alg, hash) || tbslen > AG_MAX_TBS ||
+	    (tbs == NULL && tbslen > 0))
+		return HSM_EINVAL;
+	if ((r = frame_new(AG_T_SIGN_TBS, id, 2 + n + 3 + klen + 4 + tbslen, out, len, &b)) != 0)
+		return r;
+	hsm_put16(b, (uint16_t)n);
+	if (n > 0)
+		memcpy(b + 2, spiffe_id, n);
+	off = 2 + n;
+	b[off] = alg;
+	b[off + 1] = hash;
+	b[off + 2] = (uint8_t)klen;
+	off += 3;
+	if (klen > 0)
+		memcpy(b + off, keyid, klen);
+	off += klen;
+	hsm_put32(b + off, (uint32_t)tbslen);
+	if (tbslen > 0)
+		memcpy(b + off + 4, tbs, tbslen);
+	return 0;
+}
+
+int
 ag_encode_svid(uint8_t type, uint32_t id, const struct ag_svid *s, uint8_t **out, size_t *len)
 {
 	uint8_t *b;
@@ -345,7 +450,7 @@ ag_encode_sig(uint32_t id, const uint8_t *sig, size_t siglen, uint8_t **out, siz
 	*len = 0;
 	if (sig == NULL || siglen == 0 || siglen > HSM_MAX_SIG)
 		return HSM_EINVAL;
-	if ((r = frame_new(AG_T_SIGN | AG_T_REPLY, id, 4 + siglen, out, len, &b)) != 0)
+	if ((r = frame_new(AG_T_SIGN_TBS | AG_T_REPLY, id, 4 + siglen, out, len, &b)) != 0)
 		return r;
 	memcpy(b + 4, sig, siglen);
 	return 0;
@@ -365,7 +470,7 @@ ag_encode_error(uint8_t type, uint32_t id, int status, const char *text, uint8_t
 		return HSM_EINVAL;
 	if (type != AG_T_UPDATE && ((type & AG_T_REPLY) == 0 ||
 	    ((type & ~AG_T_REPLY) != AG_T_GET_SVID && (type & ~AG_T_REPLY) != AG_T_SUBSCRIBE &&
-	    (type & ~AG_T_REPLY) != AG_T_SIGN)))
+	    (type & ~AG_T_REPLY) != AG_T_SIGN && (type & ~AG_T_REPLY) != AG_T_SIGN_TBS)))
 		return HSM_EINVAL;
 	if (n > AG_MAX_ERRTEXT)
 		n = AG_MAX_ERRTEXT;

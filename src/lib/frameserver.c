@@ -3,12 +3,13 @@
  * (see frameserver.h).
  *
  * Locks: s->mu guards the list of live connections (s->conns: every one
- * not yet freed, open or not), c->closed and s->nopen; c->rmu the read
- * side (its owner's: one thread at a time by EPOLLONESHOT, the lock makes
- * that visible to the memory model); c->wmu the write side (out, watching,
- * in_oep, dead's writers). Order: s->mu, c->rmu, c->wmu. The last
- * reference of a connection takes s->mu to unlink it: never dropped with a
- * lock held.
+ * not yet freed, open or not), c->closed, s->nopen, the statistics and the
+ * refusal log; c->rmu the read side (its owner's: one thread at a time by
+ * EPOLLONESHOT, the lock makes that visible to the memory model); c->wmu
+ * the write side (out, watching, in_oep, dead's writers). Order: s->mu,
+ * c->rmu, c->wmu. The last reference of a connection takes s->mu to unlink
+ * it: never dropped with a lock held. A connection's times are atomics:
+ * the timer reads them from another thread than the read side's owner.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,15 +21,23 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "err.h"
 #include "frameserver.h"
+#include "log.h"
+#include "ratelog.h"
 #include "util.h"
 
 #define ACCEPT_BATCH 64		/* peers accepted per call: others get their turn */
 #define FLUSH_BATCH 64
+#define LISTEN_BACKLOG 256	/* a flood of connects from one uid leaves room for others */
+#define IN_MIN 4096		/* a peer's input buffer to start with; grows to 2 x max_frame */
+#define SWEEP_BATCH 64		/* peers closed per timer tick (the rest: next tick) */
+#define LOG_SUMMARY_MS 10000	/* refusals not logged: one summary per uid this often */
+#define LOG_PER_SEC 5
 
 struct fsrv_conn {
 	struct fsrv *s;
@@ -38,13 +47,16 @@ struct fsrv_conn {
 	atomic_int refs;
 	atomic_int inflight;
 	atomic_int dead;		/* no more output; set under wmu */
+	atomic_int keep;		/* fsrv_keep: no idle timeout */
+	atomic_int timed_out;		/* 0, FSRV_STALLED or FSRV_IDLE: why the timer shut it */
 	int closed;			/* the read side ended; under s->mu */
 	void *udata;
 	/* read side */
 	pthread_mutex_t rmu;
 	uint8_t *in;
 	size_t inlen, incap;
-	uint64_t t_accepted, t_frame, t_partial;
+	uint64_t t_accepted;
+	_Atomic uint64_t t_frame, t_partial, t_active;
 	/* write side */
 	pthread_mutex_t wmu;
 	uint8_t *out;
@@ -57,11 +69,14 @@ struct fsrv {
 	struct fsrv_ops ops;
 	void *ctx;
 	int read_ep, oep, lfd;
+	int tfd;			/* the timer (in oep, tag &tfd), or -1 */
 	char *path;			/* the listener's, removed by fsrv_free */
 	atomic_int refs;		/* the owner's and one per live connection */
 	pthread_mutex_t mu;
 	struct fsrv_conn *conns;
 	int nopen;
+	struct fsrv_stats stats;
+	struct ratelog rlog;
 };
 
 static void
@@ -71,35 +86,121 @@ srv_unref(struct fsrv *s)
 		return;
 	if (s->oep >= 0)
 		close(s->oep);
+	if (s->tfd >= 0)
+		close(s->tfd);
 	pthread_mutex_destroy(&s->mu);
 	free(s->path);
 	free(s);
+}
+
+/* The timer's period: a quarter of the shortest timeout, at most a second, at least 50 ms. */
+static unsigned
+tick_ms(const struct fsrv_ops *o)
+{
+	unsigned t = 1000;
+
+	if (o->frame_ms > 0 && o->frame_ms / 4 < t)
+		t = o->frame_ms / 4;
+	if (o->idle_ms > 0 && o->idle_ms / 4 < t)
+		t = o->idle_ms / 4;
+	return t < 50 ? 50 : t;
+}
+
+/* A periodic timer in s->oep when the server has limits or a tick. 0 or HSM_EIO. */
+static int
+timer_start(struct fsrv *s)
+{
+	const struct fsrv_ops *o = &s->ops;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &s->tfd };
+	struct itimerspec its;
+	unsigned t = tick_ms(o);
+
+	if (o->max_conns == 0 && o->max_conns_uid == 0 && o->frame_ms == 0 && o->idle_ms == 0 &&
+	    o->tick == NULL)
+		return 0;
+	its.it_value.tv_sec = its.it_interval.tv_sec = t / 1000;
+	its.it_value.tv_nsec = its.it_interval.tv_nsec = (long)(t % 1000) * 1000000L;
+	if ((s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0 ||
+	    timerfd_settime(s->tfd, 0, &its, NULL) != 0 ||
+	    epoll_ctl(s->oep, EPOLL_CTL_ADD, s->tfd, &ev) != 0)
+		return hsm_err(HSM_EIO, "frame server timer: %s", strerror(errno));
+	return 0;
 }
 
 int
 fsrv_new(const struct fsrv_ops *ops, void *ctx, int read_ep, struct fsrv **out)
 {
 	struct fsrv *s;
+	int r;
 
 	*out = NULL;
 	if (ops->min_frame < 4 || ops->max_frame < ops->min_frame ||
 	    ops->max_frame > (size_t)1 << 30 || ops->read_batch == 0 || ops->frame == NULL ||
-	    ops->accept == NULL)
+	    ops->accept == NULL || ops->max_conns < 0 || ops->max_conns_uid < 0)
 		return hsm_err(HSM_EINVAL, "frame server: bad limits or callbacks");
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return HSM_ENOMEM;
 	s->ops = *ops;
+	if (s->ops.what == NULL)
+		s->ops.what = "peer";
 	s->ctx = ctx;
 	s->read_ep = read_ep;
 	s->lfd = -1;
-	if ((s->oep = epoll_create1(EPOLL_CLOEXEC)) < 0) {
-		free(s);
-		return hsm_err(HSM_EIO, "epoll_create1: %s", strerror(errno));
-	}
+	s->tfd = -1;
+	ratelog_init(&s->rlog, ops->log_per_sec > 0 ? ops->log_per_sec : LOG_PER_SEC,
+	    LOG_SUMMARY_MS);
 	atomic_init(&s->refs, 1);
 	pthread_mutex_init(&s->mu, NULL);
+	if ((s->oep = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+		r = hsm_err(HSM_EIO, "epoll_create1: %s", strerror(errno));
+		srv_unref(s);
+		return r;
+	}
+	if ((r = timer_start(s)) != 0) {
+		srv_unref(s);
+		return r;
+	}
 	*out = s;
 	return 0;
+}
+
+/* Kinds of lines in the refusal log (its key: uid << 1 | kind). */
+enum { LOG_REFUSED = 0, LOG_CLOSED = 1 };
+
+/*
+ * A refusal or a timeout close of peer p (NULL: no credentials), with its
+ * reason: counted, and logged unless throttled. s->mu held.
+ */
+static void
+note_locked(struct fsrv *s, const struct fsrv_peer *p, int kind, const char *why)
+{
+	uint64_t key = p != NULL ? (uint64_t)p->uid << 1 | (unsigned)kind : RATELOG_OTHER - 1;
+
+	if (!ratelog_hit(&s->rlog, key, hsm_now_ms())) {
+		s->stats.log_suppressed++;
+		return;
+	}
+	if (p == NULL)
+		log_warn("refused a %s without credentials", s->ops.what);
+	else
+		log_warn("%s %s uid %lu pid %ld: %s", kind == LOG_REFUSED ? "refused" : "closed",
+		    s->ops.what, (unsigned long)p->uid, (long)p->pid, why);
+}
+
+/* ratelog_flush's: one summary line for a uid's (or the others') lines not logged. */
+static void
+summary(void *arg, uint64_t key, unsigned long n, uint64_t since)
+{
+	struct fsrv *s = arg;
+	unsigned long secs = (unsigned long)((hsm_now_ms() - since + 999) / 1000);
+
+	if (key >= RATELOG_OTHER - 1)
+		log_warn("%lu more refused or timed-out %s connections of other uids not logged "
+		    "in the last %lu s", n, s->ops.what, secs);
+	else
+		log_warn("%lu more %s %s connections of uid %lu not logged in the last %lu s", n,
+		    (key & 1) == LOG_REFUSED ? "refused" : "timed-out", s->ops.what,
+		    (unsigned long)(key >> 1), secs);
 }
 
 void
@@ -157,6 +258,11 @@ static void
 conn_close(struct fsrv_conn *c, enum fsrv_why why)
 {
 	struct fsrv *s = c->s;
+	int t = atomic_load(&c->timed_out);
+
+	/* The end the timer caused reads as its timeout. */
+	if (why == FSRV_EOF && t != 0)
+		why = (enum fsrv_why)t;
 
 	epoll_ctl(s->read_ep, EPOLL_CTL_DEL, c->fd, NULL);
 	fsrv_kill(c);
@@ -169,6 +275,49 @@ conn_close(struct fsrv_conn *c, enum fsrv_why why)
 	fsrv_unref(c);
 }
 
+/* Open peers of uid; s->mu held. */
+static int
+count_uid_locked(struct fsrv *s, uid_t uid)
+{
+	int n = 0;
+
+	for (struct fsrv_conn *c = s->conns; c != NULL; c = c->next)
+		if (!c->closed && c->peer.uid == uid)
+			n++;
+	return n;
+}
+
+/*
+ * Whether a peer of uid is within the limits; else the reason, in buf.
+ * s->mu held.
+ */
+static int
+within_limits_locked(struct fsrv *s, uid_t uid, char *buf, size_t cap)
+{
+	int n;
+
+	if (s->ops.max_conns > 0 && s->nopen >= s->ops.max_conns) {
+		snprintf(buf, cap, "%d connections open, the most allowed", s->nopen);
+		return 0;
+	}
+	if (s->ops.max_conns_uid > 0 && uid != 0 &&
+	    (n = count_uid_locked(s, uid)) >= s->ops.max_conns_uid) {
+		snprintf(buf, cap, "uid %lu has %d connections open, the most one uid may have",
+		    (unsigned long)uid, n);
+		return 0;
+	}
+	return 1;
+}
+
+static void
+conn_free_raw(struct fsrv_conn *c)
+{
+	pthread_mutex_destroy(&c->rmu);
+	pthread_mutex_destroy(&c->wmu);
+	free(c->in);
+	free(c);
+}
+
 /* A new peer on fd: accepted and armed (0), or refused and fd closed. */
 static int
 conn_new(struct fsrv *s, int fd)
@@ -177,36 +326,62 @@ conn_new(struct fsrv *s, int fd)
 	struct ucred cred;
 	socklen_t cl = sizeof(cred);
 	struct fsrv_conn *c;
-	int have_cred, r;
+	char why[160];
+	int r;
 
-	have_cred = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0 && cl == sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cl != sizeof(cred)) {
+		pthread_mutex_lock(&s->mu);
+		s->stats.refused_owner++;
+		note_locked(s, NULL, LOG_REFUSED, "");
+		pthread_mutex_unlock(&s->mu);
+		close(fd);
+		return HSM_EPERM;
+	}
+	/* The limits first: a flood of connects beyond them costs no allocation. */
+	pthread_mutex_lock(&s->mu);
+	if (!(r = within_limits_locked(s, cred.uid, why, sizeof(why)))) {
+		struct fsrv_peer p = { cred.uid, cred.gid, cred.pid };
+
+		s->stats.refused_limit++;
+		note_locked(s, &p, LOG_REFUSED, why);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (!r) {
+		close(fd);
+		return HSM_EBUSY;
+	}
 	if ((c = calloc(1, sizeof(*c))) == NULL ||
-	    (c->in = malloc(2 * s->ops.max_frame)) == NULL) {
-		if (c != NULL)
-			free(c);
+	    (c->in = malloc(c->incap = IN_MIN < 2 * s->ops.max_frame ? IN_MIN :
+	    2 * s->ops.max_frame)) == NULL) {
+		free(c);
 		close(fd);
 		return HSM_ENOMEM;
 	}
 	c->s = s;
 	c->fd = fd;
-	c->incap = 2 * s->ops.max_frame;
-	if (have_cred) {
-		c->peer.uid = cred.uid;
-		c->peer.gid = cred.gid;
-		c->peer.pid = cred.pid;
-	}
+	c->peer.uid = cred.uid;
+	c->peer.gid = cred.gid;
+	c->peer.pid = cred.pid;
 	atomic_init(&c->refs, 1);	/* the read side's */
 	atomic_init(&c->inflight, 0);
 	atomic_init(&c->dead, 0);
+	atomic_init(&c->keep, 0);
+	atomic_init(&c->timed_out, 0);
 	pthread_mutex_init(&c->rmu, NULL);
 	pthread_mutex_init(&c->wmu, NULL);
 	c->t_accepted = hsm_now_ms();
-	r = s->ops.accept(s->ctx, c, have_cred ? &c->peer : NULL);
-	if (r != 0 || !have_cred) {
-		pthread_mutex_destroy(&c->rmu);
-		pthread_mutex_destroy(&c->wmu);
-		free(c->in);
-		free(c);
+	atomic_init(&c->t_frame, 0);
+	atomic_init(&c->t_partial, 0);
+	atomic_init(&c->t_active, c->t_accepted);
+
+	hsm_err_clear();
+	if ((r = s->ops.accept(s->ctx, c, &c->peer)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		pthread_mutex_lock(&s->mu);
+		s->stats.refused_owner++;
+		note_locked(s, &c->peer, LOG_REFUSED, why);
+		pthread_mutex_unlock(&s->mu);
+		conn_free_raw(c);
 		close(fd);
 		return HSM_EPERM;
 	}
@@ -260,7 +435,7 @@ fsrv_listen(struct fsrv *s, const char *path, unsigned mode)
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
 		return hsm_err(HSM_EIO, "socket: %s", strerror(errno));
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || chmod(path, mode) != 0 ||
-	    listen(fd, 64) != 0) {
+	    listen(fd, LISTEN_BACKLOG) != 0) {
 		int e = errno;
 
 		close(fd);
@@ -318,7 +493,8 @@ frames(struct fsrv_conn *c, void *turn, uint64_t now)
 				why = FSRV_MALFORMED;
 			break;
 		}
-		c->t_frame = now;
+		atomic_store(&c->t_frame, now);
+		atomic_store(&c->t_active, now);
 		if (s->ops.frame(s->ctx, c, turn, c->in + off, flen) < 0) {
 			why = FSRV_REFUSED;
 			break;
@@ -333,10 +509,39 @@ frames(struct fsrv_conn *c, void *turn, uint64_t now)
 	memmove(c->in, c->in + off, c->inlen - off);
 	c->inlen -= off;
 	if (c->inlen == 0)
-		c->t_partial = 0;
-	else if (off > 0 || c->t_partial == 0)
-		c->t_partial = now;
+		atomic_store(&c->t_partial, 0);
+	else if (off > 0 || atomic_load(&c->t_partial) == 0)
+		atomic_store(&c->t_partial, now);
 	return why;
+}
+
+/*
+ * Room to read into: the buffer grows (doubling, up to 2 x max_frame) when
+ * nearly full, and shrinks back when a big frame has gone. rmu held.
+ * 0 or HSM_ENOMEM.
+ */
+static int
+in_room(struct fsrv_conn *c)
+{
+	size_t cap = 2 * c->s->ops.max_frame, want;
+	uint8_t *n;
+
+	if (c->inlen == 0 && c->incap > 4 * IN_MIN) {
+		if ((n = malloc(IN_MIN)) == NULL)
+			return HSM_ENOMEM;
+		free(c->in);
+		c->in = n;
+		c->incap = IN_MIN;
+		return 0;
+	}
+	if (c->incap - c->inlen >= IN_MIN / 4 || c->incap >= cap)
+		return 0;
+	want = c->incap * 2 < cap ? c->incap * 2 : cap;
+	if ((n = realloc(c->in, want)) == NULL)
+		return HSM_ENOMEM;
+	c->in = n;
+	c->incap = want;
+	return 0;
 }
 
 void
@@ -353,6 +558,10 @@ fsrv_readable(struct fsrv_conn *c, void *turn)
 
 		if (atomic_load(&c->dead)) {
 			why = FSRV_EOF;
+			break;
+		}
+		if (in_room(c) != 0) {
+			why = FSRV_SYSTEM;
 			break;
 		}
 		got = recv(c->fd, c->in + c->inlen, c->incap - c->inlen, MSG_DONTWAIT);
@@ -478,17 +687,94 @@ fsrv_watch_fd(const struct fsrv *s)
 	return s->oep;
 }
 
+/* "5 s" or "250 ms" into buf (32 bytes). */
+static const char *
+ms_text(unsigned ms, char *buf)
+{
+	if (ms % 1000 == 0)
+		snprintf(buf, 32, "%u s", ms / 1000);
+	else
+		snprintf(buf, 32, "%u ms", ms);
+	return buf;
+}
+
+/* Which timeout c is past at now, or 0. s->mu held. */
+static int
+timed_out_locked(const struct fsrv *s, struct fsrv_conn *c, uint64_t now)
+{
+	uint64_t partial = atomic_load(&c->t_partial), active = atomic_load(&c->t_active);
+
+	if (c->closed || atomic_load(&c->dead) || atomic_load(&c->timed_out) != 0)
+		return 0;
+	if (partial != 0)
+		return s->ops.frame_ms > 0 && now - partial >= s->ops.frame_ms ? FSRV_STALLED : 0;
+	if (s->ops.idle_ms > 0 && atomic_load(&c->inflight) == 0 && !atomic_load(&c->keep) &&
+	    now - active >= s->ops.idle_ms)
+		return FSRV_IDLE;
+	return 0;
+}
+
+/*
+ * The timer: close the peers past a timeout (the timer shuts their
+ * sockets; their read side's owner then closes them and the closed
+ * callback reads the timeout), log the summaries due, run the owner's tick.
+ */
+static void
+timer_due(struct fsrv *s)
+{
+	struct fsrv_conn *late[SWEEP_BATCH];
+	int n = 0;
+	uint64_t v, now = hsm_now_ms();
+	char text[96], buf[32];
+
+	if (read(s->tfd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: another thread took it */
+	}
+	pthread_mutex_lock(&s->mu);
+	for (struct fsrv_conn *c = s->conns; c != NULL && n < SWEEP_BATCH; c = c->next) {
+		int t = timed_out_locked(s, c, now);
+
+		if (t == 0)
+			continue;
+		atomic_store(&c->timed_out, t);
+		fsrv_ref(c);
+		late[n++] = c;
+		if (t == FSRV_STALLED) {
+			s->stats.closed_stalled++;
+			snprintf(text, sizeof(text), "an incomplete frame for %s",
+			    ms_text(s->ops.frame_ms, buf));
+		} else {
+			s->stats.closed_idle++;
+			snprintf(text, sizeof(text), "idle for %s", ms_text(s->ops.idle_ms, buf));
+		}
+		note_locked(s, &c->peer, LOG_CLOSED, text);
+	}
+	ratelog_flush(&s->rlog, now, summary, s);
+	pthread_mutex_unlock(&s->mu);
+	for (int i = 0; i < n; i++) {
+		fsrv_kill(late[i]);
+		fsrv_unref(late[i]);
+	}
+	if (s->ops.tick != NULL)
+		s->ops.tick(s->ctx, now);
+}
+
 int
 fsrv_flush_ready(struct fsrv *s)
 {
 	struct epoll_event evs[FLUSH_BATCH];
-	int n = epoll_wait(s->oep, evs, FLUSH_BATCH, 0);
+	int n = epoll_wait(s->oep, evs, FLUSH_BATCH, 0), served = 0;
 
 	for (int i = 0; i < n; i++) {
 		struct epoll_event ev = { .events = EPOLLOUT | EPOLLONESHOT };
 		struct fsrv_conn *c = evs[i].data.ptr;
 		int keep = 0;
 
+		if (evs[i].data.ptr == &s->tfd) {
+			timer_due(s);
+			continue;
+		}
+		served++;
 		pthread_mutex_lock(&c->wmu);
 		c->watching = 0;
 		flush_locked(c);
@@ -503,7 +789,7 @@ fsrv_flush_ready(struct fsrv *s)
 		if (!keep)
 			fsrv_unref(c);
 	}
-	return n < 0 ? 0 : n;
+	return served;
 }
 
 int
@@ -520,8 +806,15 @@ fsrv_begin(struct fsrv_conn *c, int max)
 void
 fsrv_end(struct fsrv_conn *c)
 {
+	atomic_store(&c->t_active, hsm_now_ms());
 	atomic_fetch_sub(&c->inflight, 1);
 	fsrv_unref(c);
+}
+
+void
+fsrv_keep(struct fsrv_conn *c, int on)
+{
+	atomic_store(&c->keep, on != 0);
 }
 
 int
@@ -558,8 +851,17 @@ void
 fsrv_conn_times(const struct fsrv_conn *c, struct fsrv_times *t)
 {
 	t->accepted = c->t_accepted;
-	t->last_frame = c->t_frame;
-	t->partial_since = c->t_partial;
+	t->last_frame = atomic_load(&c->t_frame);
+	t->partial_since = atomic_load(&c->t_partial);
+	t->active = atomic_load(&c->t_active);
+}
+
+void
+fsrv_stats(struct fsrv *s, struct fsrv_stats *st)
+{
+	pthread_mutex_lock(&s->mu);
+	*st = s->stats;
+	pthread_mutex_unlock(&s->mu);
 }
 
 int
@@ -576,12 +878,10 @@ fsrv_count(struct fsrv *s)
 int
 fsrv_count_uid(struct fsrv *s, uid_t uid)
 {
-	int n = 0;
+	int n;
 
 	pthread_mutex_lock(&s->mu);
-	for (struct fsrv_conn *c = s->conns; c != NULL; c = c->next)
-		if (!c->closed && c->peer.uid == uid)
-			n++;
+	n = count_uid_locked(s, uid);
 	pthread_mutex_unlock(&s->mu);
 	return n;
 }

@@ -41,10 +41,22 @@
  * write lock. Callbacks run with no lock of the server held, except
  * fsrv_foreach's.
  *
- * Room for limits (docs/AGENT.md): fsrv_count_uid counts a uid's peers (a
- * per-uid quota), and fsrv_conn_times gives when a peer connected, sent
- * its last whole frame and began an incomplete one (idle and
- * partial-frame timeouts).
+ * Limits (all optional, struct fsrv_ops): at most max_conns open peers and
+ * max_conns_uid of one uid (root's peers count only against max_conns): a
+ * peer beyond them is refused before the owner's accept callback sees it.
+ * A peer with half a frame that does not complete it within frame_ms is
+ * closed (FSRV_STALLED); so is one with nothing in flight, not kept
+ * (fsrv_keep: e.g. a subscription) and silent for idle_ms (FSRV_IDLE).
+ * A server with limits has a timer in its output epoll (fsrv_watch_fd), so
+ * the owner's fsrv_flush_ready calls also run the timeouts, about four
+ * times per shortest timeout and at least once a second.
+ *
+ * Refusals (by the limits or by the owner's accept callback, whose
+ * hsm_err detail is the reason) and timeout closes are logged by the
+ * server at warning level, "refused local client uid U pid P: REASON",
+ * but at most log_per_sec lines a second: the others are counted per uid
+ * and summarised every 10 s ("57 more refused connections from uid 1000
+ * not logged"), and all are counted (fsrv_stats).
  */
 #ifndef HSM_FRAMESERVER_H
 #define HSM_FRAMESERVER_H
@@ -70,6 +82,8 @@ enum fsrv_why {
 	FSRV_REFUSED,		/* the frame callback returned an error */
 	FSRV_SYSTEM,		/* the socket could not be watched any more (epoll) */
 	FSRV_SHUTDOWN,		/* fsrv_free */
+	FSRV_STALLED,		/* half a frame, then nothing for frame_ms */
+	FSRV_IDLE,		/* nothing in flight, not kept, no frame for idle_ms */
 };
 
 struct fsrv_ops {
@@ -77,6 +91,13 @@ struct fsrv_ops {
 	size_t max_frame;	/* whole frame, length field included */
 	size_t max_out;		/* output kept for a peer beyond what the socket takes */
 	unsigned read_batch;	/* reads per readiness before the peer is re-armed (>= 1) */
+	/* Limits, 0 = none (see the top of this file). */
+	int max_conns;		/* open peers */
+	int max_conns_uid;	/* open peers of one uid, root's not counted */
+	unsigned frame_ms;	/* an incomplete frame must be completed within */
+	unsigned idle_ms;	/* a peer with nothing in flight, not kept, is closed after */
+	unsigned log_per_sec;	/* refusal and timeout lines logged per second (0: 5) */
+	const char *what;	/* how log lines name a peer ("local client"; NULL: "peer") */
 	/*
 	 * Optional: look at the first len bytes (4 <= len < the frame's length)
 	 * of an incomplete frame; < 0 closes the peer as malformed, so garbage
@@ -84,11 +105,12 @@ struct fsrv_ops {
 	 */
 	int (*check)(const uint8_t *buf, size_t len);
 	/*
-	 * A peer connected: 0 accepts it, anything else refuses it (its socket
-	 * is closed; the owner logs). peer is NULL when its credentials could
-	 * not be read: it is then refused whatever accept returns. Called on
-	 * the thread that called fsrv_accept or fsrv_adopt; it may attach the
-	 * owner's data (fsrv_set_udata) when it accepts.
+	 * A peer connected within the limits: 0 accepts it, an HSM_E* code
+	 * refuses it (its socket is closed, and the server logs the detail
+	 * recorded with hsm_err for that code as the reason, throttled). Never
+	 * called for a peer whose credentials could not be read (refused).
+	 * Called on the thread that called fsrv_accept or fsrv_adopt; it may
+	 * attach the owner's data (fsrv_set_udata) when it accepts.
 	 */
 	int (*accept)(void *ctx, struct fsrv_conn *c, const struct fsrv_peer *peer);
 	/*
@@ -103,6 +125,12 @@ struct fsrv_ops {
 	 * connection may live on while references are held.
 	 */
 	void (*closed)(void *ctx, struct fsrv_conn *c, enum fsrv_why why);
+	/*
+	 * Optional: the server's timer is due (fsrv_flush_ready's thread, at
+	 * least once a second; a server with a tick has a timer): the owner's
+	 * periodic work, e.g. its own log summaries. No lock of the server held.
+	 */
+	void (*tick)(void *ctx, uint64_t now_ms);
 };
 
 /*
@@ -135,9 +163,10 @@ int fsrv_listen_fd(const struct fsrv *s);
 void fsrv_accept(struct fsrv *s);
 /*
  * Serve the connected stream socket fd (made non-blocking and
- * close-on-exec): the accept callback decides as for a listener's peer.
- * 0 when accepted; else the socket is closed and HSM_EPERM (refused),
- * HSM_ENOMEM or HSM_EIO is returned.
+ * close-on-exec): the limits and the accept callback decide as for a
+ * listener's peer. 0 when accepted; else the socket is closed and
+ * HSM_EBUSY (beyond a limit), HSM_EPERM (refused by the callback or no
+ * credentials), HSM_ENOMEM or HSM_EIO is returned.
  */
 int fsrv_adopt(struct fsrv *s, int fd);
 
@@ -153,8 +182,9 @@ void fsrv_readable(struct fsrv_conn *c, void *turn);
 int fsrv_watch_fd(const struct fsrv *s);
 /*
  * fsrv_watch_fd is readable: write pending output to the peers whose
- * sockets drained, and keep watching those that still have some. Returns
- * the number of peers served.
+ * sockets drained, and keep watching those that still have some; when the
+ * server's timer is due, close the peers past a timeout and log the
+ * summaries of refusals not logged. Returns the number of peers served.
  */
 int fsrv_flush_ready(struct fsrv *s);
 
@@ -179,6 +209,8 @@ int fsrv_begin(struct fsrv_conn *c, int max);
 void fsrv_end(struct fsrv_conn *c);
 /* Requests in flight on c. */
 int fsrv_inflight(const struct fsrv_conn *c);
+/* c may stay silent (on != 0: it holds a subscription): no idle timeout for it. Any thread. */
+void fsrv_keep(struct fsrv_conn *c, int on);
 
 void fsrv_ref(struct fsrv_conn *c);
 /* Drop a reference; the last one closes the socket and frees c. */
@@ -193,14 +225,30 @@ int fsrv_conn_fd(const struct fsrv_conn *c);
 void fsrv_set_udata(struct fsrv_conn *c, void *udata);
 void *fsrv_udata(const struct fsrv_conn *c);
 
-/* Monotonic ms: connected, last whole frame (0: none yet), first byte of the incomplete frame (0: none). */
+/*
+ * Monotonic ms: connected, last whole frame (0: none yet), first byte of
+ * the incomplete frame (0: none), last activity (connected, a whole frame,
+ * or a request's end).
+ */
 struct fsrv_times {
 	uint64_t accepted;
 	uint64_t last_frame;
 	uint64_t partial_since;
+	uint64_t active;
 };
-/* c's times; read by c's read-side owner (or while no thread reads c). */
+/* c's times. Any thread. */
 void fsrv_conn_times(const struct fsrv_conn *c, struct fsrv_times *t);
+
+/* What the server refused and closed, since it began. */
+struct fsrv_stats {
+	unsigned long refused_limit;	/* beyond max_conns or max_conns_uid */
+	unsigned long refused_owner;	/* by the accept callback, or without credentials */
+	unsigned long closed_stalled;	/* FSRV_STALLED */
+	unsigned long closed_idle;	/* FSRV_IDLE */
+	unsigned long log_suppressed;	/* lines about them not logged (in summaries instead) */
+};
+/* Any thread. */
+void fsrv_stats(struct fsrv *s, struct fsrv_stats *st);
 
 /* Peers whose read side is open; of them, those of uid. Any thread. */
 int fsrv_count(struct fsrv *s);

@@ -1,35 +1,47 @@
 /*
  * provider_agent.c - the provider's agent backend (see provider_agent.h):
  * signatures through the node agent's local API, naming the key by the
- * SHA-256 of its certificate's public key and the SPIFFE ID it serves.
+ * SHA-256 of its certificate's public key and the SPIFFE ID it serves. The
+ * backend is given the whole data (SIGN_TBS): the agent hashes it, and
+ * signs it only if it is a TLS handshake signature input.
  */
 #include <string.h>
 
 #include <openssl/sha.h>
 
 #include "agclient.h"
+#include "agentproto.h"
 #include "err.h"
 #include "provider_agent.h"
 #include "provider_core.h"
 #include "spiffe.h"
 
+_Static_assert(HSM_SIGNER_MAX_DATA == AG_MAX_TBS, "the core keeps what the agent takes");
+
+/* The SIGN_TBS hash of a digest length. */
 static int
-ag_b_sign(const struct hsm_keyref *ref, int alg, const uint8_t *dg, size_t dlen, uint8_t *sig,
-    size_t *siglen)
+hash_of(int mdlen)
 {
-	return agc_sign(ref->backend, ref->name, ref->keyid, alg, dg, dlen, ref->timeout_ms,
-	    sig, siglen);
+	return mdlen == 48 ? AG_HASH_SHA384 : mdlen == 64 ? AG_HASH_SHA512 : AG_HASH_SHA256;
 }
 
 static int
-ag_b_start(const struct hsm_keyref *ref, int alg, const uint8_t *dg, size_t dlen, int fd,
-    void **req)
+ag_b_sign(const struct hsm_keyref *ref, int alg, int mdlen, const uint8_t *tbs, size_t len,
+    uint8_t *sig, size_t *siglen)
+{
+	return agc_sign(ref->backend, ref->name, ref->keyid, alg, hash_of(mdlen), tbs, len,
+	    ref->timeout_ms, sig, siglen);
+}
+
+static int
+ag_b_start(const struct hsm_keyref *ref, int alg, int mdlen, const uint8_t *tbs, size_t len,
+    int fd, void **req)
 {
 	struct agc_req *r = NULL;
 	int st;
 
-	st = agc_sign_start(ref->backend, ref->name, ref->keyid, alg, dg, dlen, ref->timeout_ms,
-	    fd, &r);
+	st = agc_sign_start(ref->backend, ref->name, ref->keyid, alg, hash_of(mdlen), tbs, len,
+	    ref->timeout_ms, fd, &r);
 	*req = r;
 	return st;
 }
@@ -39,7 +51,7 @@ static int ag_b_result(void *req, uint8_t *sig, size_t *n) { return agc_req_resu
 static void ag_b_release(void *req) { agc_req_free(req); }
 
 static const struct hsm_signer agent_signer = {
-	HSM_SIGNER_MAGIC, "agent", ag_b_sign, ag_b_start, ag_b_done, ag_b_result, ag_b_release
+	HSM_SIGNER_MAGIC, "agent", 1, ag_b_sign, ag_b_start, ag_b_done, ag_b_result, ag_b_release
 };
 
 int

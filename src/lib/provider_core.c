@@ -3,7 +3,10 @@
  * private half is in a token, signed through a backend (see
  * provider_core.h; the backends are provider_kh.c and provider_agent.c).
  * Every backend shares one signing path (backend_sign) and differs only
- * in a small table of functions (struct hsm_signer).
+ * in a small table of functions (struct hsm_signer) and in what it is
+ * given: a digest made here (the keyholder), or the whole data (the agent:
+ * it signs TLS handshake signature inputs only and hashes them itself;
+ * docs/PROTOCOL.md, "What the agent signs").
  *
  * What OpenSSL 3.0 demands of such a provider was found by experiment:
  * keys are made with EVP_PKEY_fromdata on a context fetched with
@@ -36,6 +39,7 @@
 
 #include "err.h"
 #include "provider_core.h"
+#include "tlssig.h"
 
 #define PROV_NAME "hsmesh"
 #define PARAM_KEYREF "hsmesh-keyref"	/* octet string: struct hsm_keyref */
@@ -55,7 +59,10 @@ struct key {
 struct sigctx {
 	struct key *key;
 	char mdname[32];
-	EVP_MD_CTX *mdctx;		/* update/final path only */
+	int mdlen;			/* its digest's length */
+	EVP_MD_CTX *mdctx;		/* update/final path only, for a digest */
+	uint8_t *data;			/* update/final path only, for a whole-data backend */
+	size_t datalen;
 	int pss;
 	int saltlen;			/* -1 = digest length */
 };
@@ -344,6 +351,7 @@ sig_freectx(void *ctx)
 	if (s == NULL)
 		return;
 	EVP_MD_CTX_free(s->mdctx);
+	OPENSSL_free(s->data);
 	OPENSSL_free(s);
 }
 
@@ -355,6 +363,11 @@ sig_dupctx(void *ctx)
 	if ((d = OPENSSL_memdup(s, sizeof(*s))) == NULL)
 		return NULL;
 	d->mdctx = NULL;
+	d->data = NULL;
+	if (s->datalen > 0 && (d->data = OPENSSL_memdup(s->data, s->datalen)) == NULL) {
+		sig_freectx(d);
+		return NULL;
+	}
 	if (s->mdctx != NULL) {
 		if ((d->mdctx = EVP_MD_CTX_new()) == NULL || !EVP_MD_CTX_copy_ex(d->mdctx, s->mdctx)) {
 			sig_freectx(d);
@@ -388,6 +401,7 @@ set_md(struct sigctx *s, const char *name)
 	if (strlen(name) >= sizeof(s->mdname))
 		return 0;
 	memcpy(s->mdname, name, strlen(name) + 1);
+	s->mdlen = n;
 	return 1;
 }
 
@@ -408,6 +422,9 @@ sig_digest_sign_init(void *ctx, const char *mdname, void *kd, const OSSL_PARAM p
 		return 0;
 	EVP_MD_CTX_free(s->mdctx);
 	s->mdctx = NULL;
+	OPENSSL_free(s->data);
+	s->data = NULL;
+	s->datalen = 0;
 	return sig_set_ctx_params(s, params);
 }
 
@@ -431,13 +448,15 @@ sigalg_of(const struct sigctx *s, int mdlen)
 }
 
 /*
- * Sign a digest through the key's backend. Inside an async job the request
- * is sent without waiting and the job pauses until the backend signals the
- * wait context's eventfd; this code runs on the job's small stack.
+ * Sign through the key's backend (dg: a digest, or the whole data with the
+ * length of the hash to make of it, mdlen; see struct hsm_signer). Inside
+ * an async job the request is sent without waiting and the job pauses
+ * until the backend signals the wait context's eventfd; this code runs on
+ * the job's small stack.
  */
 static int
-backend_sign(const struct hsm_keyref *ref, int alg, const unsigned char *dg, size_t dlen,
-    unsigned char *sig, size_t *siglen)
+backend_sign(const struct hsm_keyref *ref, int alg, int mdlen, const unsigned char *dg,
+    size_t dlen, unsigned char *sig, size_t *siglen)
 {
 	ASYNC_JOB *job = ASYNC_get_current_job();
 	ASYNC_WAIT_CTX *wctx;
@@ -448,7 +467,7 @@ backend_sign(const struct hsm_keyref *ref, int alg, const unsigned char *dg, siz
 	int st;
 
 	if (job == NULL || (wctx = ASYNC_get_wait_ctx(job)) == NULL)
-		return ref->signer->sign(ref, alg, dg, dlen, sig, siglen);
+		return ref->signer->sign(ref, alg, mdlen, dg, dlen, sig, siglen);
 
 	if (!ASYNC_WAIT_CTX_get_fd(wctx, &async_key, &fd, &custom)) {
 		if ((fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
@@ -463,7 +482,7 @@ backend_sign(const struct hsm_keyref *ref, int alg, const unsigned char *dg, siz
 			return HSM_ENOMEM;
 		}
 	}
-	if ((st = ref->signer->sign_start(ref, alg, dg, dlen, fd, &req)) != 0)
+	if ((st = ref->signer->sign_start(ref, alg, mdlen, dg, dlen, fd, &req)) != 0)
 		return st;
 	while (!ref->signer->done(req))
 		ASYNC_pause_job();
@@ -476,20 +495,27 @@ backend_sign(const struct hsm_keyref *ref, int alg, const unsigned char *dg, siz
 	return st;
 }
 
+/*
+ * Sign through the key's backend: data is a digest of dlen bytes, or for a
+ * whole-data backend the data itself (its hash is the context's, of mdlen
+ * bytes).
+ */
 static int
-sign_digest(struct sigctx *s, unsigned char *sig, size_t *siglen, size_t sigsize,
-    const unsigned char *dg, size_t dlen)
+sign_data(struct sigctx *s, unsigned char *sig, size_t *siglen, size_t sigsize,
+    const unsigned char *data, size_t dlen, int mdlen)
 {
+	const struct hsm_signer *sg = s->key->ref.signer;
 	unsigned char buf[HSM_MAX_SIG];
 	size_t n = 0;
 	int alg, st;
 
-	if ((alg = sigalg_of(s, (int)dlen)) < 0) {
+	if ((alg = sigalg_of(s, mdlen)) < 0) {
 		ERR_raise_data(ERR_LIB_PROV, ERR_R_UNSUPPORTED, "hsmesh: unsupported signature parameters");
 		return 0;
 	}
-	if ((st = backend_sign(&s->key->ref, alg, dg, dlen, buf, &n)) != 0) {
-		ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "%s: %s", s->key->ref.signer->name,
+	if ((st = backend_sign(&s->key->ref, alg, sg->whole ? mdlen : 0, data, dlen, buf,
+	    &n)) != 0) {
+		ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "%s: %s", sg->name,
 		    hsm_err_msg(st));
 		return 0;
 	}
@@ -516,13 +542,16 @@ sig_digest_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize,
 		*siglen = (size_t)EVP_PKEY_get_size(s->key->pub);
 		return 1;
 	}
+	/* A whole-data backend (the agent) is given the data itself. */
+	if (s->key->ref.signer->whole)
+		return sign_data(s, sig, siglen, sigsize, tbs, tbslen, s->mdlen);
 	if ((md = EVP_MD_fetch(NULL, s->mdname, "provider=default")) == NULL)
 		return 0;
 	ok = EVP_Digest(tbs, tbslen, dg, &dlen, md, NULL);
 	EVP_MD_free(md);
 	if (!ok)
 		return 0;
-	return sign_digest(s, sig, siglen, sigsize, dg, dlen);
+	return sign_data(s, sig, siglen, sigsize, dg, dlen, (int)dlen);
 }
 
 static int
@@ -530,6 +559,25 @@ sig_digest_sign_update(void *ctx, const unsigned char *data, size_t len)
 {
 	struct sigctx *s = ctx;
 
+	if (s->key->ref.signer->whole) {
+		uint8_t *n;
+
+		/* Kept whole for the backend, up to what it may be given. */
+		if (len > HSM_SIGNER_MAX_DATA - s->datalen) {
+			ERR_raise_data(ERR_LIB_PROV, ERR_R_PASSED_INVALID_ARGUMENT,
+			    "hsmesh: more than %d bytes to sign through the %s",
+			    HSM_SIGNER_MAX_DATA, s->key->ref.signer->name);
+			return 0;
+		}
+		if (len == 0)
+			return 1;
+		if ((n = OPENSSL_realloc(s->data, s->datalen + len)) == NULL)
+			return 0;
+		memcpy(n + s->datalen, data, len);
+		s->data = n;
+		s->datalen += len;
+		return 1;
+	}
 	if (s->mdctx == NULL) {
 		EVP_MD *md = EVP_MD_fetch(NULL, s->mdname, "provider=default");
 		int ok;
@@ -557,11 +605,13 @@ sig_digest_sign_final(void *ctx, unsigned char *sig, size_t *siglen, size_t sigs
 		*siglen = (size_t)EVP_PKEY_get_size(s->key->pub);
 		return 1;
 	}
+	if (s->key->ref.signer->whole)
+		return sign_data(s, sig, siglen, sigsize, s->data, s->datalen, s->mdlen);
 	if (s->mdctx == NULL && !sig_digest_sign_update(ctx, NULL, 0))
 		return 0;
 	if (!EVP_DigestFinal_ex(s->mdctx, dg, &dlen))
 		return 0;
-	return sign_digest(s, sig, siglen, sigsize, dg, dlen);
+	return sign_data(s, sig, siglen, sigsize, dg, dlen, (int)dlen);
 }
 
 /* DER AlgorithmIdentifier of the signature, which X509_sign asks for. */
@@ -811,15 +861,17 @@ hsm_pkey_make(struct hsm_keyref *ref, const uint8_t *spki, size_t spkilen, EVP_P
 int
 hsm_pkey_selftest(EVP_PKEY *pkey)
 {
-	unsigned char msg[32], sig[HSM_MAX_SIG], spki[HSM_MAX_SPKI];
+	unsigned char th[32], msg[TLSSIG_TLS13_LEN(32)], sig[HSM_MAX_SIG], spki[HSM_MAX_SPKI];
 	const unsigned char *p = spki;
 	size_t siglen = sizeof(sig), spkilen = 0;
 	EVP_MD_CTX *mc = NULL;
 	EVP_PKEY *pub = NULL;
 	int st = HSM_ECRYPTO;
 
-	if (RAND_bytes(msg, sizeof(msg)) != 1)
+	/* A TLS 1.3 server CertificateVerify input: what an agent key may sign. */
+	if (RAND_bytes(th, sizeof(th)) != 1)
 		return hsm_err_ossl(HSM_ECRYPTO, "RAND_bytes");
+	(void)tlssig_tls13_input(1, th, sizeof(th), msg);
 	if (!EVP_PKEY_get_octet_string_param(pkey, PARAM_SPKI, spki, sizeof(spki), &spkilen) ||
 	    (pub = d2i_PUBKEY(NULL, &p, (long)spkilen)) == NULL)
 		return hsm_err(HSM_EINVAL, "not a keyholder key");

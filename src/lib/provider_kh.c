@@ -9,15 +9,15 @@
 #include "provider_kh.h"
 
 static int
-kh_b_sign(const struct hsm_keyref *ref, int alg, const uint8_t *dg, size_t dlen, uint8_t *sig,
-    size_t *siglen)
+kh_b_sign(const struct hsm_keyref *ref, int alg, int mdlen, const uint8_t *dg, size_t dlen,
+    uint8_t *sig, size_t *siglen)
 {
 	return kh_sign(ref->backend, ref->keyid, alg, dg, dlen, ref->timeout_ms, sig, siglen);
 }
 
 static int
-kh_b_start(const struct hsm_keyref *ref, int alg, const uint8_t *dg, size_t dlen, int fd,
-    void **req)
+kh_b_start(const struct hsm_keyref *ref, int alg, int mdlen, const uint8_t *dg, size_t dlen,
+    int fd, void **req)
 {
 	struct kh_req *r = NULL;
 	int st;
@@ -32,7 +32,8 @@ static int kh_b_result(void *req, uint8_t *sig, size_t *n) { return kh_req_resul
 static void kh_b_release(void *req) { kh_req_free(req); }
 
 static const struct hsm_signer kh_signer = {
-	HSM_SIGNER_MAGIC, "keyholder", kh_b_sign, kh_b_start, kh_b_done, kh_b_result, kh_b_release
+	HSM_SIGNER_MAGIC, "keyholder", 0, kh_b_sign, kh_b_start, kh_b_done, kh_b_result,
+	kh_b_release
 };
 
 int

@@ -41,6 +41,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					abort();
 				free(out);
 			}
+			if (r.type == AG_T_SIGN_TBS) {
+				/* The data lies within this frame, exactly at its end. */
+				if (r.tbslen > AG_MAX_TBS || (r.tbslen > 0 &&
+				    r.tbs + r.tbslen != data + off + (size_t)n))
+					abort();
+				if (ag_encode_sign_tbs(r.id, r.spiffe_id, r.has_keyid ? r.keyid : NULL,
+				    r.alg, r.hash, r.tbs, r.tbslen, &out, &len) != 0)
+					abort();
+				if (len != (size_t)n || memcmp(out, data + off, len) != 0)
+					abort();
+				free(out);
+			}
 		}
 		if (ag_reply_decode(&f, &rp) == 0 && rp.status == 0 && rp.svid.chainlen > 0) {
 			if (ag_encode_svid(rp.type, rp.id, &rp.svid, &out, &len) != 0 ||

@@ -1,7 +1,8 @@
 /*
  * fuzz_frameserver.c - the frame server's loop over a peer's bytes
  * (frameserver.h), as the agent's local API runs it: the input goes over a
- * real socketpair in chunks (the first byte picks the chunk size), and the
+ * real socketpair in chunks (the first byte picks the chunk size: 1..32
+ * bytes, or 256..8192 for the longer frames SIGN_TBS carries), and the
  * server splits it with the agent's bounds and header check. Every frame
  * handed on must lie within the bounds, carry its own length and, all of
  * them together, be exactly a prefix of what was sent.
@@ -20,7 +21,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define MAX_REQ 8192
+#define MAX_REQ AG_MAX_REQUEST
 
 static const uint8_t *sent;
 static size_t nsent, seen;
@@ -104,7 +105,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	closed = 0;
 	if (fsrv_adopt(s, sv[1]) != 0)
 		abort();
-	chunk = (size_t)data[0] % 32 + 1;
+	chunk = ((size_t)data[0] % 32 + 1) * (data[0] >= 128 ? 256 : 1);
 	while (off < size && !closed) {
 		size_t n = size - off < chunk ? size - off : chunk;
 

@@ -155,6 +155,20 @@ all_sans() {
 	openssl x509 -in "$1" -noout -ext subjectAltName 2>/dev/null | sed 1d | tr ',' '\n' | sed 's/^ *//; /^$/d'
 }
 
+# wait_log PATTERN SECS [FILE]: FILE ($T/agent.log) matches PATTERN (grep -E) within SECS
+# tls13_input FILE: a TLS 1.3 server CertificateVerify input (64 spaces, the
+# context string, 0x00, a 32-byte transcript hash), what the agent signs.
+tls13_input() { { printf '%64s' ''; printf 'TLS 1.3, server CertificateVerify\000'; head -c 32 /dev/urandom; } >"$1"; }
+
+wait_log() {
+	_i=0
+	while [ "$_i" -lt $(($2 * 10)) ]; do
+		grep -qE "$1" "${3:-$T/agent.log}" 2>/dev/null && return 0
+		sleep 0.1; _i=$((_i + 1))
+	done
+	return 1
+}
+
 # test_tool NAME: the path of tests/tools/NAME in the build directory (make
 # check-build; the ASan hsmesh lives in BUILD/asan), or nothing
 test_tool() {

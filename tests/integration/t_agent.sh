@@ -73,15 +73,6 @@ mock_stop() {
 	[ -n "$MOCK" ] || return 0
 	kill "$MOCK" 2>/dev/null; wait "$MOCK" 2>/dev/null; MOCK=""
 }
-# wait_log PATTERN SECS: the agent log matches PATTERN (grep -E) within SECS
-wait_log() {
-	_i=0
-	while [ "$_i" -lt $(($2 * 10)) ]; do
-		grep -qE "$1" "$T/agent.log" 2>/dev/null && return 0
-		sleep 0.1; _i=$((_i + 1))
-	done
-	return 1
-}
 
 write_agent_yaml() {
 	cat >"$1" <<EOF
@@ -187,7 +178,10 @@ refuse "root must name an ID when several exist" "several SPIFFE IDs" "$HSMESH" 
 check "watch: the current SVID first" \
     sh -c '"$1" agent client --socket "$2" watch "$3" --count 1 | grep -q "^svid $3 serial $4 key $5"' x \
     "$HSMESH" "$S" "$ID" "$SERIAL" "$KID"
-head -c 10000 /dev/urandom >"$T/data"
+# What the agent signs: a TLS 1.3 CertificateVerify input (64 spaces, the
+# context string, a 0 byte, a transcript hash), never arbitrary data.
+tls13_input "$T/data"
+head -c 10000 /dev/urandom >"$T/random"
 "$HSMESH" agent client --socket "$S" sign "$ID" <"$T/data" >"$T/sig.der" 2>"$T/sign.err"
 openssl x509 -in "$C" -pubkey -noout >"$T/certpub.pem"
 check "sign: the signature verifies with the certificate's key" \
@@ -195,6 +189,10 @@ check "sign: the signature verifies with the certificate's key" \
 "$HSMESH" agent client --socket "$S" sign "$ID" --key "$KID" <"$T/data" >"$T/sig2.der" 2>"$T/sign.err"
 check "sign --key (the current key): the signature verifies with the certificate's key" \
     sh -c 'openssl dgst -sha256 -verify "$1" -signature "$2" "$3" >/dev/null' x "$T/certpub.pem" "$T/sig2.der" "$T/data"
+refuse "sign: 10000 random bytes are refused" "not a TLS handshake signature input.*refusing to sign" \
+    sh -c '"$1" agent client --socket "$2" sign "$3" <"$4"' x "$HSMESH" "$S" "$ID" "$T/random"
+check "the agent logs the refused signature" \
+    wait_log "refused to sign for $ID: not a TLS handshake signature input" 2
 refuse "sign --key naming a key that is not the ID's" "key 0123456789abcdef is not a current or retired key of $ID" \
     sh -c '"$1" agent client --socket "$2" sign "$3" --key 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef </dev/null' \
     x "$HSMESH" "$S" "$ID"

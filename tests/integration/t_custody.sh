@@ -155,7 +155,7 @@ if [ "$ME" = 0 ]; then
 	check "a process of uid $WUID running $H gets $WEB" \
 	    sh -c 'setpriv --reuid=$1 --regid=$1 --clear-groups "$2" agent client --socket "$3" get "$4" >"$5" && cmp -s "$5" "$6"' \
 	    x $WUID "$H" "$S" "$WEB" "$T/got.pem" "$C"
-	head -c 5000 /dev/urandom >"$T/data"; chmod 644 "$T/data"
+	tls13_input "$T/data"; chmod 644 "$T/data"
 	openssl x509 -in "$C" -pubkey -noout >"$T/webpub.pem"
 	as_wuid "$H" agent client --socket "$S" sign "$WEB" <"$T/data" >"$T/sig.der" 2>"$T/sign.err"
 	check "... and its signatures, which verify with $WEB's certificate" \

@@ -13,7 +13,7 @@ timeout 180 "$HSMESH" demo >"$T/demo.out" 2>&1
 rc=$?
 check "hsmesh demo exits 0 (rc $rc)" test "$rc" -eq 0
 [ "$rc" -eq 0 ] || sed 's/^/#   /' "$T/demo.out" | tail -n 40
-for n in 1 2 3 4 5 6 7 8 9 10 11; do
+for n in 1 2 3 4 5 6 7 8 9 10 11 12; do
 	check "step $n is shown" grep -q "== step $n:" "$T/demo.out"
 done
 check "the CA key and a workload key are reported sensitive and never extractable" \
@@ -27,12 +27,14 @@ check "a process the selectors do not select is refused" \
 check "the SVID's chain check is OK" grep -q "chain check.*: OK" "$T/demo.out"
 check "the authorised call is answered" grep -q "200 hello from backend" "$T/demo.out"
 check "the intruder is refused" sh -c 'grep -q -- "-> refused" "$1" && grep -q "refused: not_allowed" "$1"' x "$T/demo.out"
+check "a compromised workload's CMP request is refused by the agent" \
+    sh -c 'grep -q "not a TLS handshake signature input" "$1" && grep -q -- "-> refused: the agent signs TLS handshake inputs only" "$1"' x "$T/demo.out"
 check "both sidecars rotate while the connection stays open" \
     sh -c 'test "$(grep -c "rotated:" "$1")" -ge 2 && grep -q -- "-> rotated, connection kept" "$1" && grep -q "^   40 of 40 requests" "$1"' x "$T/demo.out"
 check "metrics are shown" grep -q "hsmesh_proxy_handshakes_total{" "$T/demo.out"
 check "an access-log line is shown" grep -q '"decision":"deny"' "$T/demo.out"
 # the SBI step (issue 18): a second node's NFs over HTTP/2 with per-route policy
-check "SBI: the core node's agent enrolled its four NFs" sh -c 'sed -n "/== step 10:/,/== step 11:/p" "$1" | grep -q "its four NFs enrolled"' x "$T/demo.out"
+check "SBI: the core node's agent enrolled its four NFs" sh -c 'sed -n "/== step 11:/,/== step 12:/p" "$1" | grep -q "its four NFs enrolled"' x "$T/demo.out"
 check "SBI: the AMF may POST /nsmf-pdusession/v1/sm-contexts (201)" \
     sh -c 'sed -n "/AMF -> SMF/,/PCF -> SMF/p" "$1" | grep -qx "     201"' x "$T/demo.out"
 check "SBI: the SMF prints the caller's SPIFFE ID from x-forwarded-client-cert" \

@@ -6,8 +6,8 @@
  *
  *   agent_flood SOCKET SPIFFE_ID N PUBKEY.pem
  *
- * Sends N SIGN requests for SPIFFE_ID (each over its own digest) without
- * waiting, waits until every one has ended, checks each signature with
+ * Sends N SIGN_TBS requests for SPIFFE_ID (each a TLS 1.3 CertificateVerify
+ * input over its own transcript hash) without waiting, waits until every one has ended, checks each signature with
  * the public key in PUBKEY.pem and prints one line:
  *
  *   ok=K busy=B other=O
@@ -31,7 +31,9 @@
 #include <openssl/sha.h>
 
 #include "agclient.h"
+#include "agentproto.h"
 #include "err.h"
+#include "tlssig.h"
 
 #define MAX_N 100000
 #define TIMEOUT_MS 20000u
@@ -44,10 +46,15 @@ usage(void)
 	return 1;
 }
 
+/* Request i's data (a TLS 1.3 CertificateVerify input) and the digest the agent signs. */
 static void
-digest_of(unsigned long i, uint8_t d[32])
+input_of(unsigned long i, uint8_t tbs[TLSSIG_TLS13_LEN(32)], uint8_t d[32])
 {
-	SHA256((const unsigned char *)&i, sizeof(i), d);
+	uint8_t th[32];
+
+	SHA256((const unsigned char *)&i, sizeof(i), th);
+	(void)tlssig_tls13_input(1, th, sizeof(th), tbs);
+	SHA256(tbs, TLSSIG_TLS13_LEN(32), d);
 }
 
 static int
@@ -101,11 +108,11 @@ main(int argc, char **argv)
 		return 1;
 	}
 	for (unsigned long i = 0; i < n; i++) {
-		uint8_t d[32];
+		uint8_t tbs[TLSSIG_TLS13_LEN(32)], d[32];
 
-		digest_of(i, d);
-		if ((st = agc_sign_start(ag, argv[2], NULL, HSM_SIG_ECDSA, d, sizeof(d), TIMEOUT_MS,
-		    efd, &rq[i])) != 0) {
+		input_of(i, tbs, d);
+		if ((st = agc_sign_start(ag, argv[2], NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs,
+		    sizeof(tbs), TIMEOUT_MS, efd, &rq[i])) != 0) {
 			fprintf(stderr, "agent_flood: request %lu not sent: %s\n", i, hsm_err_msg(st));
 			return 1;
 		}
@@ -129,10 +136,10 @@ main(int argc, char **argv)
 		return 1;
 	}
 	for (unsigned long i = 0; i < n; i++) {
-		uint8_t d[32], sig[HSM_MAX_SIG];
+		uint8_t tbs[TLSSIG_TLS13_LEN(32)], d[32], sig[HSM_MAX_SIG];
 		size_t siglen = 0;
 
-		digest_of(i, d);
+		input_of(i, tbs, d);
 		st = agc_req_result(rq[i], sig, &siglen);
 		if (st == 0 && verifies(pk, d, sig, siglen)) {
 			ok++;

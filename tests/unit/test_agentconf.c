@@ -117,7 +117,43 @@ defaults(void **state)
 	assert_string_equal(c->wl[0].id, "spiffe://example.org/ns/web");
 	assert_int_equal(c->wl[0].uid, 1000);
 	assert_string_equal(c->wl[0].join_token_file, "/etc/hsmesh/web.join");
+	/* The local API's limits. */
+	assert_int_equal(c->api.max_conns, 1024);
+	assert_int_equal(c->api.max_conns_uid, 64);
+	assert_int_equal(c->api.idle_ms, 60000);
+	assert_int_equal(c->api.frame_ms, 5000);
+	assert_true(c->api.tls12);
 	agent_config_free(c);
+}
+
+static void
+api_section(void **state)
+{
+	struct agent_config *c = NULL;
+
+	assert_int_equal(parse(BASE "api:\n  max_connections: 300\n  max_connections_per_uid: 8\n"
+	    "  idle_timeout: 2m\n  frame_timeout: 1s\n  tls12: false\n", &c), 0);
+	assert_int_equal(c->api.max_conns, 300);
+	assert_int_equal(c->api.max_conns_uid, 8);
+	assert_int_equal(c->api.idle_ms, 120000);
+	assert_int_equal(c->api.frame_ms, 1000);
+	assert_false(c->api.tls12);
+	assert_null(c->api.metrics_listen);
+	agent_config_free(c);
+	assert_int_equal(parse(BASE "metrics:\n  listen: 127.0.0.1:0\n", &c), 0);
+	assert_string_equal(c->api.metrics_listen, "127.0.0.1:0");
+	assert_int_equal(c->api.metrics_addr.ss_family, AF_INET);
+	agent_config_free(c);
+	refuse_has(BASE "metrics:\n  listen: nowhere\n", "'metrics.listen'");
+	refuse(BASE "api:\n  max_connections: 0\n",
+	    "agent.yaml: 'api.max_connections' must be a whole number from 1 to 65536, not '0' at "
+	    "line 15");
+	refuse_has(BASE "api:\n  max_connections_per_uid: lots\n", "'api.max_connections_per_uid'");
+	refuse_has(BASE "api:\n  idle_timeout: 0s\n", "line 15");
+	refuse(BASE "api:\n  frame_timeout: 2d\n",
+	    "agent.yaml: 'api.frame_timeout' must be at most 1d at line 15");
+	refuse_has(BASE "api:\n  tls12: maybe\n", "'api.tls12'");
+	refuse(BASE "api:\n  max_clients: 3\n", "agent.yaml: unknown key 'api.max_clients' at line 15");
 }
 
 static void
@@ -393,6 +429,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(defaults),
+		cmocka_unit_test(api_section),
 		cmocka_unit_test(every_key),
 		cmocka_unit_test(ca_urls),
 		cmocka_unit_test(refusals),

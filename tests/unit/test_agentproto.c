@@ -1,8 +1,8 @@
 /*
  * test_agentproto.c - the agent's local API frames: round trips of every
  * message, and refusal of every malformed field (lengths, version,
- * reserved bits, SPIFFE IDs, algorithms, digest lengths, key ids,
- * statuses).
+ * reserved bits, SPIFFE IDs, algorithms, hashes, digest lengths, key ids,
+ * data lengths, statuses).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +24,27 @@ static void
 parse_one(const uint8_t *buf, size_t len, struct ag_frame *f)
 {
 	assert_int_equal(ag_frame_parse(buf, len, f), (int)len);
+}
+
+/*
+ * The frame b[0..len) cut by cut bytes (its length field made to match),
+ * decoded as a request (rq) or, rq NULL, as a reply (into rp, whose
+ * pointers are dangling afterwards). The decoder's result.
+ */
+static int
+decode_cut(const uint8_t *b, size_t len, size_t cut, struct ag_request *rq, struct ag_reply *rp)
+{
+	uint8_t *t = malloc(len - cut);
+	struct ag_frame f;
+	int r;
+
+	assert_non_null(t);
+	memcpy(t, b, len - cut);
+	hsm_put32(t, (uint32_t)(len - cut - 4));
+	parse_one(t, len - cut, &f);
+	r = rq != NULL ? ag_request_decode(&f, rq) : ag_reply_decode(&f, rp);
+	free(t);
+	return r;
 }
 
 static void
@@ -123,6 +144,96 @@ sign_roundtrip(void **state)
 }
 
 static void
+sign_tbs_roundtrip(void **state)
+{
+	static uint8_t big[AG_MAX_TBS + 1];
+	uint8_t tbs[300], kid[HSM_KEYID_LEN], *b, *b2;
+	size_t len, len2;
+	struct ag_frame f;
+	struct ag_request r;
+
+	for (size_t i = 0; i < sizeof(tbs); i++)
+		tbs[i] = (uint8_t)(i * 7);
+	memset(kid, 0xa5, sizeof(kid));
+	assert_int_equal(ag_encode_sign_tbs(11, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA384, tbs,
+	    sizeof(tbs), &b, &len), 0);
+	assert_int_equal(len, AG_HDR_LEN + 2 + strlen(ID) + 3 + 4 + sizeof(tbs));
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_int_equal(r.type, AG_T_SIGN_TBS);
+	assert_int_equal(r.id, 11);
+	assert_string_equal(r.spiffe_id, ID);
+	assert_int_equal(r.alg, HSM_SIG_ECDSA);
+	assert_int_equal(r.hash, AG_HASH_SHA384);
+	assert_false(r.has_keyid);
+	assert_int_equal(r.tbslen, sizeof(tbs));
+	assert_ptr_equal(r.tbs, b + len - sizeof(tbs));	/* into the frame */
+	assert_memory_equal(r.tbs, tbs, sizeof(tbs));
+
+	/* With a key id: between the hash and the data, its length said. */
+	assert_int_equal(ag_encode_sign_tbs(11, ID, kid, HSM_SIG_ECDSA, AG_HASH_SHA384, tbs,
+	    sizeof(tbs), &b2, &len2), 0);
+	assert_int_equal(len2, len + HSM_KEYID_LEN);
+	parse_one(b2, len2, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_true(r.has_keyid);
+	assert_memory_equal(r.keyid, kid, HSM_KEYID_LEN);
+	assert_memory_equal(r.tbs, tbs, sizeof(tbs));
+	free(b2);
+
+	/* Every truncation or extension is refused, never over-read. */
+	for (size_t cut = 1; cut < len - AG_HDR_LEN; cut++)
+		assert_int_equal(decode_cut(b, len, cut, &r, NULL), HSM_EPROTO);
+	b2 = malloc(len + 1);
+	memcpy(b2, b, len);
+	b2[len] = 0;
+	hsm_put32(b2, (uint32_t)(len + 1 - 4));
+	parse_one(b2, len + 1, &f);
+	assert_int_equal(ag_request_decode(&f, &r), HSM_EPROTO);
+	free(b2);
+	free(b);
+
+	/* Empty data encodes (the agent refuses it: not a TLS input); an empty ID too. */
+	assert_int_equal(ag_encode_sign_tbs(1, "", NULL, HSM_SIG_RSA_PSS_SHA256, AG_HASH_SHA256,
+	    NULL, 0, &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_int_equal(r.tbslen, 0);
+	assert_null(r.tbs);
+	free(b);
+
+	/* The largest request fits a frame and the agent's limit. */
+	assert_int_equal(ag_encode_sign_tbs(1, ID, kid, HSM_SIG_ECDSA, AG_HASH_SHA256, big,
+	    AG_MAX_TBS, &b, &len), 0);
+	assert_true(len <= AG_MAX_REQUEST);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &r), 0);
+	assert_int_equal(r.tbslen, AG_MAX_TBS);
+	free(b);
+	assert_int_equal(ag_encode_sign_tbs(1, ID, kid, HSM_SIG_ECDSA, AG_HASH_SHA256, big,
+	    AG_MAX_TBS + 1, &b, &len), HSM_EINVAL);
+
+	/* A hash that is not the RSA algorithm's, an unknown hash or algorithm, bad IDs. */
+	assert_int_equal(ag_encode_sign_tbs(1, ID, NULL, HSM_SIG_RSA_PKCS1_SHA256, AG_HASH_SHA384,
+	    tbs, 10, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_sign_tbs(1, ID, NULL, HSM_SIG_ECDSA, 0, tbs, 10, &b, &len),
+	    HSM_EINVAL);
+	assert_int_equal(ag_encode_sign_tbs(1, ID, NULL, HSM_SIG_ECDSA, 4, tbs, 10, &b, &len),
+	    HSM_EINVAL);
+	assert_int_equal(ag_encode_sign_tbs(1, ID, NULL, 99, AG_HASH_SHA256, tbs, 10, &b, &len),
+	    HSM_EINVAL);
+	assert_int_equal(ag_encode_sign_tbs(1, "spiffe://x/../y", NULL, HSM_SIG_ECDSA,
+	    AG_HASH_SHA256, tbs, 10, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_sign_tbs(1, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, NULL, 10,
+	    &b, &len), HSM_EINVAL);
+	assert_null(b);
+	assert_int_equal(ag_hash_len(AG_HASH_SHA256), 32);
+	assert_int_equal(ag_hash_len(AG_HASH_SHA384), 48);
+	assert_int_equal(ag_hash_len(AG_HASH_SHA512), 64);
+	assert_int_equal(ag_hash_len(0), 0);
+}
+
+static void
 svid_roundtrip(void **state)
 {
 	static const char chain[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
@@ -153,15 +264,8 @@ svid_roundtrip(void **state)
 	assert_memory_equal(r.svid.bundle, bundle, strlen(bundle));
 
 	/* Every truncation of the body is refused, never over-read. */
-	for (size_t cut = 1; cut < len - AG_HDR_LEN; cut++) {
-		uint8_t *t = malloc(len - cut);
-
-		memcpy(t, b, len - cut);
-		hsm_put32(t, (uint32_t)(len - cut - 4));
-		parse_one(t, len - cut, &f);
-		assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
-		free(t);
-	}
+	for (size_t cut = 1; cut < len - AG_HDR_LEN; cut++)
+		assert_int_equal(decode_cut(b, len, cut, NULL, &r), HSM_EPROTO);
 	free(b);
 
 	assert_int_equal(ag_encode_svid(AG_T_UPDATE, 5, &s, &b, &len), 0);
@@ -193,7 +297,7 @@ sig_and_error_replies(void **state)
 	assert_int_equal(ag_encode_sig(4, sig, sizeof(sig), &b, &len), 0);
 	parse_one(b, len, &f);
 	assert_int_equal(ag_reply_decode(&f, &r), 0);
-	assert_int_equal(r.type, AG_T_SIGN | AG_T_REPLY);
+	assert_int_equal(r.type, AG_T_SIGN_TBS | AG_T_REPLY);
 	assert_int_equal(r.siglen, sizeof(sig));
 	assert_memory_equal(r.sig, sig, sizeof(sig));
 	free(b);
@@ -211,6 +315,14 @@ sig_and_error_replies(void **state)
 	assert_int_equal(ag_encode_error(AG_T_GET_SVID | AG_T_REPLY, 6, -1000, NULL, &b, &len),
 	    HSM_EINVAL);
 	assert_int_equal(ag_encode_error(AG_T_GET_SVID, 6, HSM_EPERM, NULL, &b, &len), HSM_EINVAL);
+	/* The refusal of an old SIGN is a SIGN reply. */
+	assert_int_equal(ag_encode_error(AG_T_SIGN | AG_T_REPLY, 6, HSM_EUNSUPPORTED,
+	    "digest signing is no longer offered", &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), 0);
+	assert_int_equal(r.type, AG_T_SIGN | AG_T_REPLY);
+	assert_int_equal(r.status, HSM_EUNSUPPORTED);
+	free(b);
 }
 
 static void
@@ -260,7 +372,6 @@ bad_requests(void **state)
 	uint8_t sign[2 + 24 + 2 + 32 + HSM_KEYID_LEN + 1];
 	static const char id[] = "spiffe://example.org/web";
 	const size_t plain = 2 + 24 + 2 + 32;		/* without a key id */
-	struct ag_frame f;
 	struct ag_request r;
 	uint8_t *b;
 	size_t len;
@@ -306,21 +417,51 @@ bad_requests(void **state)
 	assert_int_equal(decode_body(AG_T_SIGN, sign, plain + HSM_KEYID_LEN), HSM_EPROTO);
 	sign[26] = HSM_SIG_ECDSA;
 
+	/* SIGN_TBS: every length against what is left. */
+	{
+		uint8_t t[2 + 24 + 3 + HSM_KEYID_LEN + 4 + 8];
+		const size_t nokey = 2 + 24 + 3 + 4 + 8;
+
+		memcpy(t, sign, 26);
+		t[26] = HSM_SIG_ECDSA;
+		t[27] = AG_HASH_SHA256;
+		t[28] = 0;
+		hsm_put32(t + 29, 8);
+		memset(t + 33, 0x20, 8);
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), 0);
+		hsm_put32(t + 29, 9);				/* data longer than the body */
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), HSM_EPROTO);
+		hsm_put32(t + 29, 7);				/* shorter: a trailing byte */
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), HSM_EPROTO);
+		hsm_put32(t + 29, 0xffffffffu);
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), HSM_EPROTO);
+		hsm_put32(t + 29, 8);
+		t[28] = 16;					/* a key id of another length */
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), HSM_EPROTO);
+		t[28] = HSM_KEYID_LEN;				/* announced, not there */
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), HSM_EPROTO);
+		t[28] = 0;
+		t[27] = 0;					/* no hash */
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), HSM_EPROTO);
+		t[27] = AG_HASH_SHA512;
+		t[26] = HSM_SIG_RSA_PSS_SHA256;			/* not the algorithm's hash */
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), HSM_EPROTO);
+		t[26] = HSM_SIG_RSA_PSS_SHA512;
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), 0);
+		t[1] = 200;					/* ID beyond the body */
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, nokey), HSM_EPROTO);
+		assert_int_equal(decode_body(AG_T_SIGN_TBS, t, 1), HSM_EPROTO);
+	}
+
 	/* Every truncation of a SIGN with a key id is refused, never over-read. */
 	assert_int_equal(ag_encode_sign(3, id, sign + plain, HSM_SIG_ECDSA, sign + 28, 32, &b,
 	    &len), 0);
 	for (size_t cut = 1; cut < len - AG_HDR_LEN; cut++) {
-		uint8_t *t = malloc(len - cut);
-
-		assert_non_null(t);
-		memcpy(t, b, len - cut);
-		hsm_put32(t, (uint32_t)(len - cut - 4));
-		parse_one(t, len - cut, &f);
 		/* Cutting exactly the key id leaves the old, valid frame. */
-		assert_int_equal(ag_request_decode(&f, &r), cut == HSM_KEYID_LEN ? 0 : HSM_EPROTO);
+		assert_int_equal(decode_cut(b, len, cut, &r, NULL),
+		    cut == HSM_KEYID_LEN ? 0 : HSM_EPROTO);
 		if (cut == HSM_KEYID_LEN)
 			assert_false(r.has_keyid);
-		free(t);
 	}
 	free(b);
 }
@@ -344,6 +485,9 @@ bad_replies(void **state)
 	buf[5] = AG_T_SIGN | AG_T_REPLY;		/* ok but no signature */
 	parse_one(buf, AG_HDR_LEN + 4, &f);
 	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+	buf[5] = AG_T_SIGN_TBS | AG_T_REPLY;
+	parse_one(buf, AG_HDR_LEN + 4, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
 	buf[5] = AG_T_GET_SVID;				/* a request is not a reply */
 	parse_one(buf, AG_HDR_LEN + 4, &f);
 	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
@@ -362,6 +506,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(get_roundtrip),
 		cmocka_unit_test(sign_roundtrip),
+		cmocka_unit_test(sign_tbs_roundtrip),
 		cmocka_unit_test(svid_roundtrip),
 		cmocka_unit_test(sig_and_error_replies),
 		cmocka_unit_test(bad_headers),

@@ -5,8 +5,12 @@
  * a refusing frame callback, peer credentials and refusals, output kept
  * while the peer does not read and flushed when it does, a peer dropped
  * for not reading, requests in flight and their limit, replies written
- * from another thread while the peer goes and the server is freed, and
- * several threads reading one epoll.
+ * from another thread while the peer goes and the server is freed,
+ * several threads reading one epoll; the limits: peers per uid (root not
+ * counted) and in all, refused before the owner sees them and logged at
+ * most log_per_sec lines a second; half a frame then silence closed
+ * (stalled), a silent peer closed unless kept or busy (idle); a frame far
+ * longer than the first input buffer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -48,6 +52,8 @@ struct rec {
 	struct fsrv_conn *conn;		/* the last accepted */
 	atomic_int frames_by_conn[8];	/* multi-reader test: frames per udata slot */
 	int order_bad;
+	int closes_by_why[8];		/* closed callbacks per enum fsrv_why */
+	struct fsrv_conn *closed_conn;	/* the last one closed */
 };
 
 static struct rec R;
@@ -83,7 +89,7 @@ t_frame(void *ctx, struct fsrv_conn *c, void *turn, const uint8_t *buf, size_t l
 
 	pthread_mutex_lock(&R.mu);
 	R.nframes++;
-	memcpy(R.last, buf, len);
+	memcpy(R.last, buf, len < MAXF ? len : MAXF);	/* longer ones: long_frame_grows_the_buffer */
 	R.lastlen = len;
 	if (len > 5 && buf[5] == 0xEE && R.refuse_marker)
 		r = -1;
@@ -97,6 +103,9 @@ t_closed(void *ctx, struct fsrv_conn *c, enum fsrv_why why)
 	pthread_mutex_lock(&R.mu);
 	R.closes++;
 	R.why = why;
+	if ((unsigned)why < 8)
+		R.closes_by_why[why]++;
+	R.closed_conn = c;
 	pthread_mutex_unlock(&R.mu);
 }
 
@@ -588,6 +597,279 @@ several_reader_threads(void **state)
 		close(fds[i]);
 }
 
+/* ---- limits ---- */
+
+/* A server with ops and these limits in place of the setup's. */
+static void
+limited_server(int max_conns, int max_uid, unsigned frame_ms, unsigned idle_ms)
+{
+	struct fsrv_ops o = ops;
+
+	fsrv_free(S);
+	o.max_conns = max_conns;
+	o.max_conns_uid = max_uid;
+	o.frame_ms = frame_ms;
+	o.idle_ms = idle_ms;
+	o.log_per_sec = 2;
+	o.what = "test peer";
+	assert_int_equal(fsrv_new(&o, NULL, ep, &S), 0);
+	/* Its output epoll, with its timer, as the owner's loop polls it. */
+	assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, fsrv_watch_fd(S),
+	    &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &tag_watch }), 0);
+}
+
+/*
+ * A socketpair made by a process of uid (its SO_PEERCRED), both ends here:
+ * the peer's end in *peer; the other end adopted by the server, and its
+ * fsrv_adopt result returned. Another uid than ours needs root.
+ */
+static int
+adopt_as(uid_t uid, int *peer)
+{
+	int ctl[2], sv[2], st, r;
+	char cbuf[CMSG_SPACE(2 * sizeof(int))], b = 0;
+	struct iovec iov = { &b, 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+	    .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm;
+	pid_t child;
+
+	if (uid == getuid()) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+		*peer = sv[0];
+		return fsrv_adopt(S, sv[1]);
+	}
+	assert_int_equal(getuid(), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl), 0);
+	if ((child = fork()) == 0) {
+		if (setgid(uid) != 0 || setuid(uid) != 0 ||
+		    socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+			_exit(1);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+		memcpy(CMSG_DATA(cm), sv, 2 * sizeof(int));
+		_exit(sendmsg(ctl[1], &mh, 0) == 1 ? 0 : 2);
+	}
+	close(ctl[1]);
+	r = (int)recvmsg(ctl[0], &mh, 0);
+	close(ctl[0]);
+	assert_int_equal(waitpid(child, &st, 0), child);
+	assert_true(r == 1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	cm = CMSG_FIRSTHDR(&mh);
+	assert_non_null(cm);
+	memcpy(sv, CMSG_DATA(cm), 2 * sizeof(int));
+	*peer = sv[0];
+	return fsrv_adopt(S, sv[1]);
+}
+
+/* Run fn with stderr going to a file; returns the lines that contain needle. */
+static int
+stderr_lines(void (*fn)(void *), void *arg, const char *needle)
+{
+	char path[] = "/tmp/hsm-fsrv-log-XXXXXX", line[512];
+	int fd = mkstemp(path), saved = dup(2), n = 0;
+	FILE *f;
+
+	assert_true(fd >= 0 && saved >= 0);
+	fflush(stderr);
+	dup2(fd, 2);
+	fn(arg);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	assert_non_null(f = fopen(path, "r"));
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strstr(line, needle) != NULL)
+			n++;
+		fprintf(stderr, "# %s", line);
+	}
+	fclose(f);
+	unlink(path);
+	return n;
+}
+
+struct flood {
+	uid_t uid;
+	int n, accepted, refused;
+	int peers[16];
+};
+
+static void
+flood(void *arg)
+{
+	struct flood *fl = arg;
+
+	for (int i = 0; i < fl->n; i++) {
+		int peer, r = adopt_as(fl->uid, &peer);
+
+		if (r == 0) {
+			fl->peers[fl->accepted++] = peer;
+		} else {
+			assert_int_equal(r, HSM_EBUSY);
+			fl->refused++;
+			assert_true(reads_eof(peer, 1000));
+			close(peer);
+		}
+	}
+}
+
+static void
+quotas_per_uid_and_in_all(void **state)
+{
+	struct flood a = { 12345, 5, 0, 0, { 0 } }, b = { 12346, 3, 0, 0, { 0 } };
+	struct flood root = { 0, 3, 0, 0, { 0 } };
+	struct fsrv_stats st;
+	int peer;
+
+	if (getuid() != 0)
+		skip();		/* peers of several uids need root */
+	limited_server(8, 3, 0, 0);
+	/* uid 12345 gets 3; two more are refused, and the server logs 2 lines a second. */
+	assert_int_equal(stderr_lines(flood, &a, "refused test peer uid 12345"), 2);
+	assert_int_equal(a.accepted, 3);
+	assert_int_equal(a.refused, 2);
+	assert_int_equal(R.accepts, 3);		/* the owner never saw the refused ones */
+	assert_int_equal(fsrv_count_uid(S, 12345), 3);
+	/* Another uid is not held up by it. */
+	flood(&b);
+	assert_int_equal(b.accepted, 3);
+	/* Root is not counted per uid, only in all: 2 fit the 8, the third is refused. */
+	flood(&root);
+	assert_int_equal(root.accepted, 2);
+	assert_int_equal(fsrv_count(S), 8);
+	fsrv_stats(S, &st);
+	assert_int_equal(st.refused_limit, 3);
+	assert_int_equal(st.refused_owner, 0);
+	assert_true(st.log_suppressed >= 1);
+	/* A peer of 12345 goes: another of 12345 fits again (not one of the full total). */
+	close(a.peers[0]);
+	close(root.peers[0]);
+	for (int i = 0; i < 100 && fsrv_count(S) > 6; i++)
+		pump(10);
+	assert_int_equal(fsrv_count(S), 6);
+	assert_int_equal(adopt_as(12345, &peer), 0);
+	close(peer);
+	/* The owner's refusals are logged (throttled) with the reason it recorded. */
+	R.refuse = 1;
+	assert_int_equal(adopt_as(12347, &peer), HSM_EPERM);
+	close(peer);
+	fsrv_stats(S, &st);
+	assert_int_equal(st.refused_owner, 1);
+	for (int i = 1; i < a.accepted; i++)
+		close(a.peers[i]);
+	for (int i = 0; i < b.accepted; i++)
+		close(b.peers[i]);
+	close(root.peers[1]);
+}
+
+/* Whether peer has read EOF (non-blocking). */
+static int
+at_eof(int peer)
+{
+	uint8_t b[64];
+	ssize_t n = recv(peer, b, sizeof(b), MSG_DONTWAIT);
+
+	return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+static void
+stalled_and_idle_peers_closed(void **state)
+{
+	uint8_t f[MAXF];
+	struct fsrv_conn *busy;
+	struct fsrv_stats st;
+	int half, idle, keep, inflight, active;
+	long t_half = -1, t_idle = -1, t_inflight = -1;
+	uint64_t t0;
+
+	limited_server(0, 0, 300, 600);
+	t0 = hsm_now_ms();
+	half = served_pair();
+	idle = served_pair();
+	keep = served_pair();
+	fsrv_keep(R.conn, 1);
+	inflight = served_pair();
+	busy = R.conn;
+	assert_int_equal(fsrv_begin(busy, 4), 0);
+	active = served_pair();
+	assert_int_equal(write(half, "\0\0\0", 3), 3);	/* half a frame, then silence */
+
+	/* 2.5 s: a frame from active every 100 ms; the request ends at 800 ms. */
+	for (int tick = 0; tick < 25; tick++) {
+		long now;
+
+		assert_int_equal(write(active, f, mkframe(f, 10, 1, 0)), 10);
+		for (uint64_t end = hsm_now_ms() + 100; hsm_now_ms() < end;)
+			pump(10);
+		now = (long)(hsm_now_ms() - t0);
+		if (t_half < 0 && at_eof(half))
+			t_half = now;
+		if (t_idle < 0 && at_eof(idle))
+			t_idle = now;
+		if (t_inflight < 0 && at_eof(inflight))
+			t_inflight = now;
+		if (tick == 7)
+			fsrv_end(busy);
+	}
+	pump(50);
+	print_message("# half a frame closed at %ld ms, silent at %ld ms, silent after its "
+	    "request ended (800 ms) at %ld ms\n", t_half, t_idle, t_inflight);
+	/* After frame_ms (300), idle_ms (600), and idle_ms after the request's end. */
+	assert_true(t_half >= 300);
+	assert_true(t_idle >= 600 && t_idle > t_half);
+	assert_true(t_inflight >= 1400);
+	/* The kept one and the active one stay. */
+	assert_false(at_eof(keep));
+	assert_false(at_eof(active));
+	assert_int_equal(fsrv_count(S), 2);
+	assert_int_equal(R.closes_by_why[FSRV_STALLED], 1);
+	assert_int_equal(R.closes_by_why[FSRV_IDLE], 2);
+	fsrv_stats(S, &st);
+	assert_int_equal(st.closed_stalled, 1);
+	assert_int_equal(st.closed_idle, 2);
+	close(half);
+	close(idle);
+	close(keep);
+	close(inflight);
+	close(active);
+}
+
+static void
+long_frame_grows_the_buffer(void **state)
+{
+	struct fsrv_ops o = ops;
+	size_t big = 70000;
+	uint8_t *f = malloc(big);
+	int fd;
+
+	fsrv_free(S);
+	o.max_frame = 100000;
+	assert_int_equal(fsrv_new(&o, NULL, ep, &S), 0);
+	fd = served_pair();
+	hsm_put32(f, (uint32_t)(big - 4));
+	f[4] = 1;
+	f[5] = 3;
+	for (size_t i = 6; i < big; i++)
+		f[i] = (uint8_t)i;
+	/* In pieces: the buffer grows as the frame comes; two frames back to back. */
+	for (int k = 0; k < 2; k++)
+		for (size_t off = 0; off < big; off += 7000) {
+			size_t n = big - off < 7000 ? big - off : 7000;
+
+			assert_int_equal(write(fd, f + off, n), (ssize_t)n);
+			pump(20);
+		}
+	for (int i = 0; i < 50 && R.nframes < 2; i++)
+		pump(20);
+	assert_int_equal(R.nframes, 2);
+	assert_int_equal(fsrv_count(S), 1);
+	close(fd);
+	free(f);
+}
+
 int
 main(void)
 {
@@ -603,6 +885,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(replies_from_a_thread_while_the_peer_and_server_go,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(several_reader_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(quotas_per_uid_and_in_all, setup, teardown),
+		cmocka_unit_test_setup_teardown(stalled_and_idle_peers_closed, setup, teardown),
+		cmocka_unit_test_setup_teardown(long_frame_grows_the_buffer, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

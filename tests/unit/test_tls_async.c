@@ -4,11 +4,13 @@
  * real node agent (`hsmesh agent`) on throwaway SoftHSM2 tokens, the
  * agent's local API through agclient (requests, a subscription made before
  * the agent enrolled, signatures naming the current, a retired or an
- * unknown key), and TLS 1.3 mutual handshakes over an in-memory BIO pair
- * whose server key signs through the agent inside OpenSSL async jobs
- * (SSL_MODE_ASYNC). Failure paths: an agent that stops answering
- * (deadline) and an agent killed mid-handshake (HSM_ECLOSED): the
- * handshake fails, it never hangs, and the subscription ends once.
+ * unknown key; refusals of what is not a TLS handshake signature input:
+ * an old digest SIGN, a CMP kur's ProtectedPart, a digest), and TLS 1.3
+ * and TLS 1.2 mutual handshakes over an in-memory BIO pair whose keys
+ * (server and client) sign through the agent, the server's inside OpenSSL
+ * async jobs (SSL_MODE_ASYNC). Failure paths: an agent that stops
+ * answering (deadline) and an agent killed mid-handshake (HSM_ECLOSED):
+ * the handshake fails, it never hangs, and the subscription ends once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +29,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,8 +52,10 @@
 #include "keytypes.h"
 #include "provider_agent.h"
 #include "provider_core.h"
+#include "tlssig.h"
 #include "util.h"
 
+#include "cmpkur.h"
 #include "testproc.h"
 
 #define ID "spiffe://example.org/web"
@@ -324,6 +329,20 @@ verify_digest(EVP_PKEY *pub, const uint8_t *dg, size_t dlen, const uint8_t *sig,
 	return ok;
 }
 
+/*
+ * A TLS 1.3 server CertificateVerify input over a random transcript hash
+ * (what the agent signs), and dg: its SHA-256, what the signature is over.
+ */
+static void
+tls_input(uint8_t tbs[TLSSIG_TLS13_LEN(32)], uint8_t dg[32])
+{
+	uint8_t th[32];
+
+	RAND_bytes(th, sizeof(th));
+	assert_int_equal(tlssig_tls13_input(1, th, sizeof(th), tbs), TLSSIG_TLS13_LEN(32));
+	SHA256(tbs, TLSSIG_TLS13_LEN(32), dg);
+}
+
 /* The agent's key id of a certificate: SHA-256 of its SubjectPublicKeyInfo. */
 static void
 leaf_keyid(X509 *leaf, uint8_t kid[HSM_KEYID_LEN])
@@ -352,7 +371,7 @@ sign_verifies(void **state)
 {
 	X509 *leaf;
 	STACK_OF(X509) *rest;
-	uint8_t dg[32], sig[HSM_MAX_SIG], kid[HSM_KEYID_LEN];
+	uint8_t tbs[TLSSIG_TLS13_LEN(32)], dg[32], sig[HSM_MAX_SIG], kid[HSM_KEYID_LEN];
 	size_t siglen;
 	struct agc_req *req;
 	struct pollfd pfd;
@@ -362,8 +381,9 @@ sign_verifies(void **state)
 	get_chain(agc, &leaf, &rest);
 	leaf_keyid(leaf, kid);
 	/* The current key, unnamed: a rotation (every ~5 s here) may fall in between. */
-	RAND_bytes(dg, sizeof(dg));
-	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
+	tls_input(tbs, dg);
+	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs, sizeof(tbs), 0,
+	    sig, &siglen), 0);
 	if (!verify_digest(X509_get0_pubkey(leaf), dg, sizeof(dg), sig, siglen)) {
 		X509_free(leaf);
 		sk_X509_pop_free(rest, X509_free);
@@ -372,16 +392,26 @@ sign_verifies(void **state)
 		leaf_keyid(leaf, kid);
 	}
 	/* Named: the certificate's own key, whatever happens meanwhile. */
-	RAND_bytes(dg, sizeof(dg));
-	assert_int_equal(agc_sign(agc, ID, kid, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
+	tls_input(tbs, dg);
+	assert_int_equal(agc_sign(agc, ID, kid, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs, sizeof(tbs), 0,
+	    sig, &siglen), 0);
 	assert_true(verify_digest(X509_get0_pubkey(leaf), dg, sizeof(dg), sig, siglen));
+	/* The agent hashes with the hash named: SHA-384 of the same input. */
+	{
+		uint8_t dg384[48];
+
+		SHA384(tbs, sizeof(tbs), dg384);
+		assert_int_equal(agc_sign(agc, ID, kid, HSM_SIG_ECDSA, AG_HASH_SHA384, tbs,
+		    sizeof(tbs), 0, sig, &siglen), 0);
+		assert_true(verify_digest(X509_get0_pubkey(leaf), dg384, sizeof(dg384), sig, siglen));
+	}
 
 	/* The non-blocking form signals its eventfd when the reply is in. */
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	assert_true(efd >= 0);
-	RAND_bytes(dg, sizeof(dg));
-	assert_int_equal(agc_sign_start(agc, ID, kid, HSM_SIG_ECDSA, dg, sizeof(dg), 0, efd, &req),
-	    0);
+	tls_input(tbs, dg);
+	assert_int_equal(agc_sign_start(agc, ID, kid, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs,
+	    sizeof(tbs), 0, efd, &req), 0);
 	pfd = (struct pollfd){ .fd = efd, .events = POLLIN };
 	assert_int_equal(poll(&pfd, 1, 10000), 1);
 	assert_int_equal(read(efd, &v, sizeof(v)), sizeof(v));
@@ -393,16 +423,118 @@ sign_verifies(void **state)
 
 	/* A key that is not the ID's: refused, and the reason says which. */
 	kid[0] ^= 0xff;
-	st = agc_sign(agc, ID, kid, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen);
+	st = agc_sign(agc, ID, kid, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs, sizeof(tbs), 0, sig,
+	    &siglen);
 	assert_int_equal(st, HSM_ENOENT);
 	print_message("# unknown key: %s\n", hsm_err_msg(st));
 	assert_non_null(strstr(hsm_err_msg(st), "is not a current or retired key of " ID));
 	assert_int_equal(siglen, 0);
 
-	/* Refusals come back as the agent's codes. */
-	assert_int_equal(agc_sign(agc, "spiffe://example.org/other", NULL, HSM_SIG_ECDSA, dg, 32, 0,
-	    sig, &siglen), HSM_EPERM);
-	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, dg, 7, 0, sig, &siglen), HSM_EINVAL);
+	/* Refusals come back as the agent's codes; what cannot be encoded is ours. */
+	assert_int_equal(agc_sign(agc, "spiffe://example.org/other", NULL, HSM_SIG_ECDSA,
+	    AG_HASH_SHA256, tbs, sizeof(tbs), 0, sig, &siglen), HSM_EPERM);
+	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, 9, tbs, sizeof(tbs), 0, sig,
+	    &siglen), HSM_EINVAL);
+	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs,
+	    AG_MAX_TBS + 1, 0, sig, &siglen), HSM_EINVAL);
+	X509_free(leaf);
+	sk_X509_pop_free(rest, X509_free);
+}
+
+/* Send one frame on a fresh connection and read the agent's reply to it. */
+static int
+raw_exchange(const uint8_t *frame, size_t len, struct ag_reply *rep, uint8_t *buf, size_t cap)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct ag_frame f;
+	size_t have = 0;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), n;
+
+	assert_true(strlen(sock) < sizeof(sun.sun_path));
+	memcpy(sun.sun_path, sock, strlen(sock) + 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	assert_int_equal(write(fd, frame, len), (ssize_t)len);
+	while ((n = ag_frame_parse(buf, have, &f)) == 0) {
+		ssize_t got = read(fd, buf + have, cap - have);
+
+		assert_true(got > 0);
+		have += (size_t)got;
+	}
+	close(fd);
+	assert_true(n > 0);
+	return ag_reply_decode(&f, rep);
+}
+
+/*
+ * What a process of the workload's uid may not have signed: the old
+ * SIGN of a digest, a CMP kur's ProtectedPart (built by OpenSSL's CMP
+ * client for a key in a file), its digest as data, a TBSCertificate.
+ * Each refused with a reason, none signed; a TLS input still is.
+ */
+static void
+sign_refuses_non_tls(void **state)
+{
+	X509 *leaf;
+	STACK_OF(X509) *rest;
+	EVP_PKEY *filekey = EVP_EC_gen("P-256"), *fake;
+	uint8_t *der = NULL, *pp = NULL, *tbs = NULL, dg[32], sig[HSM_MAX_SIG], buf[4096], *fr;
+	size_t len, pplen = 0, frlen, siglen;
+	struct ag_reply rep;
+	int n, st;
+
+	assert_non_null(filekey);
+	get_chain(agc, &leaf, &rest);
+	/* The kur, protected here by a throwaway key: only its bytes matter. */
+	fake = EVP_EC_gen("P-256");
+	{
+		X509 *self = X509_dup(leaf);
+
+		assert_int_equal(X509_set_pubkey(self, fake), 1);
+		assert_true(X509_sign(self, fake, EVP_sha256()) > 0);
+		assert_true(kur_request(self, fake, filekey, &der, &len));
+		X509_free(self);
+	}
+	assert_true(protected_part(der, len, &pp, &pplen));
+
+	/* The old frame: a digest of it. */
+	SHA256(pp, pplen, dg);
+	assert_int_equal(ag_encode_sign(77, ID, NULL, HSM_SIG_ECDSA, dg, 32, &fr, &frlen), 0);
+	assert_int_equal(raw_exchange(fr, frlen, &rep, buf, sizeof(buf)), 0);
+	free(fr);
+	assert_int_equal(rep.type, AG_T_SIGN | AG_T_REPLY);
+	assert_int_equal(rep.id, 77);
+	assert_int_equal(rep.status, HSM_EUNSUPPORTED);
+	print_message("# old SIGN: %s\n", rep.errtext);
+	assert_non_null(strstr(rep.errtext, "digest signing is no longer offered"));
+
+	/* SIGN_TBS of the ProtectedPart, of its digest, of a TBSCertificate. */
+	st = agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, pp, pplen, 0, sig, &siglen);
+	assert_int_equal(st, HSM_EPOLICY);
+	print_message("# ProtectedPart: %s\n", hsm_err_msg(st));
+	assert_non_null(strstr(hsm_err_msg(st), "not a TLS handshake signature input"));
+	assert_non_null(strstr(hsm_err_msg(st), "refusing to sign"));
+	assert_int_equal(siglen, 0);
+	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, dg, 32, 0, sig,
+	    &siglen), HSM_EPOLICY);
+	n = i2d_re_X509_tbs(leaf, &tbs);
+	assert_true(n > 0);
+	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs, (size_t)n, 0,
+	    sig, &siglen), HSM_EPOLICY);
+	assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, NULL, 0, 0, sig,
+	    &siglen), HSM_EPOLICY);
+	/* The connection goes on: a TLS input is signed. */
+	{
+		uint8_t t[TLSSIG_TLS13_LEN(32)];
+
+		tls_input(t, dg);
+		assert_int_equal(agc_sign(agc, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, t,
+		    sizeof(t), 0, sig, &siglen), 0);
+	}
+	OPENSSL_free(tbs);
+	OPENSSL_free(der);
+	free(pp);
+	EVP_PKEY_free(filekey);
+	EVP_PKEY_free(fake);
 	X509_free(leaf);
 	sk_X509_pop_free(rest, X509_free);
 }
@@ -447,7 +579,8 @@ rotation_old_key_signs(void **state)
 {
 	X509 *old, *cur = NULL;
 	STACK_OF(X509) *rest;
-	uint8_t dg[32], sig[HSM_MAX_SIG], kold[HSM_KEYID_LEN], knew[HSM_KEYID_LEN];
+	uint8_t tbs[TLSSIG_TLS13_LEN(32)], dg[32], sig[HSM_MAX_SIG], kold[HSM_KEYID_LEN];
+	uint8_t knew[HSM_KEYID_LEN];
 	uint8_t *spki = NULL;
 	size_t siglen;
 	EVP_PKEY *key = NULL;
@@ -480,11 +613,13 @@ rotation_old_key_signs(void **state)
 	assert_memory_not_equal(kold, knew, HSM_KEYID_LEN);
 
 	/* The new key and the old one each sign for their own certificate. */
-	RAND_bytes(dg, sizeof(dg));
-	assert_int_equal(agc_sign(agc, ID, knew, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
+	tls_input(tbs, dg);
+	assert_int_equal(agc_sign(agc, ID, knew, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs, sizeof(tbs), 0,
+	    sig, &siglen), 0);
 	assert_true(verify_digest(X509_get0_pubkey(cur), dg, sizeof(dg), sig, siglen));
-	RAND_bytes(dg, sizeof(dg));
-	assert_int_equal(agc_sign(agc, ID, kold, HSM_SIG_ECDSA, dg, sizeof(dg), 0, sig, &siglen), 0);
+	tls_input(tbs, dg);
+	assert_int_equal(agc_sign(agc, ID, kold, HSM_SIG_ECDSA, AG_HASH_SHA256, tbs, sizeof(tbs), 0,
+	    sig, &siglen), 0);
 	assert_true(verify_digest(X509_get0_pubkey(old), dg, sizeof(dg), sig, siglen));
 	assert_false(verify_digest(X509_get0_pubkey(cur), dg, sizeof(dg), sig, siglen));
 
@@ -540,7 +675,7 @@ fake_agent(void **state)
 	struct agc_client *c;
 	struct agc_req *req;
 	struct ag_svid sv;
-	uint8_t dg[32] = { 3 }, sig[HSM_MAX_SIG], *fr;
+	uint8_t dg[TLSSIG_TLS13_LEN(32)] = { 3 }, sig[HSM_MAX_SIG], *fr;
 	static const uint8_t fake_sig[8] = { 0x30, 6, 2, 1, 1, 2, 1, 1 };
 	static const uint8_t junk[12] = { 0, 0, 0, 8, 9, 9, 9, 9 };
 	size_t siglen, len;
@@ -551,8 +686,9 @@ fake_agent(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv2), 0);
 	assert_int_equal(agc_client_new(sv2[0], &c), 0);
 
-	assert_int_equal(agc_sign_start(c, ID, NULL, HSM_SIG_ECDSA, dg, 32, 0, -1, &req), 0);
-	id = fake_read(sv2[1], AG_T_SIGN);
+	assert_int_equal(agc_sign_start(c, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, dg, sizeof(dg), 0,
+	    -1, &req), 0);
+	id = fake_read(sv2[1], AG_T_SIGN_TBS);
 	memset(&sv, 0, sizeof(sv));
 	snprintf(sv.spiffe_id, sizeof(sv.spiffe_id), "%s", ID);
 	sv.chain = (const uint8_t *)"x";
@@ -572,18 +708,21 @@ fake_agent(void **state)
 
 	/* Silence: the deadline ends the request, not the reply. */
 	t0 = hsm_now_ms();
-	assert_int_equal(agc_sign(c, ID, NULL, HSM_SIG_ECDSA, dg, 32, 200, sig, &siglen), HSM_ETIMEDOUT);
+	assert_int_equal(agc_sign(c, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, dg, sizeof(dg), 200,
+	    sig, &siglen), HSM_ETIMEDOUT);
 	assert_true(hsm_now_ms() - t0 < 1500);
-	(void)fake_read(sv2[1], AG_T_SIGN);
+	(void)fake_read(sv2[1], AG_T_SIGN_TBS);
 
 	/* Garbage: every pending request ends with HSM_ECLOSED, later ones too. */
-	assert_int_equal(agc_sign_start(c, ID, NULL, HSM_SIG_ECDSA, dg, 32, 20000, -1, &req), 0);
-	(void)fake_read(sv2[1], AG_T_SIGN);
+	assert_int_equal(agc_sign_start(c, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, dg, sizeof(dg),
+	    20000, -1, &req), 0);
+	(void)fake_read(sv2[1], AG_T_SIGN_TBS);
 	assert_int_equal(write(sv2[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
 	for (int i = 0; i < 5000 && !agc_req_done(req); i++)
 		usleep(1000);
 	assert_int_equal(agc_req_result(req, sig, &siglen), HSM_ECLOSED);
-	assert_int_equal(agc_sign(c, ID, NULL, HSM_SIG_ECDSA, dg, 32, 0, sig, &siglen), HSM_ECLOSED);
+	assert_int_equal(agc_sign(c, ID, NULL, HSM_SIG_ECDSA, AG_HASH_SHA256, dg, sizeof(dg), 0, sig,
+	    &siglen), HSM_ECLOSED);
 	/* A request may outlive its client. */
 	agc_free(c);
 	assert_int_equal(agc_req_result(req, sig, &siglen), HSM_ECLOSED);
@@ -711,9 +850,13 @@ fake_agent_subscription(void **state)
 	pthread_mutex_destroy(&rec.mu);
 }
 
-/* An SSL_CTX whose key signs through the agent; verifies its peer against root.pem. */
+/*
+ * An SSL_CTX of protocol version (TLS1_3_VERSION, or TLS1_2_VERSION with
+ * ECDHE-ECDSA) whose key signs through the agent; verifies its peer
+ * against root.pem.
+ */
 static SSL_CTX *
-make_ctx(int server, unsigned timeout_ms)
+make_ctx(int server, unsigned timeout_ms, int version)
 {
 	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
 	X509 *leaf;
@@ -728,7 +871,10 @@ make_ctx(int server, unsigned timeout_ms)
 	assert_true(n > 0);
 	assert_int_equal(hsm_pkey_new_agent(agc, ID, spki, (size_t)n, timeout_ms, &key), 0);
 	OPENSSL_free(spki);
-	assert_int_equal(SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION), 1);
+	assert_int_equal(SSL_CTX_set_min_proto_version(ctx, version), 1);
+	assert_int_equal(SSL_CTX_set_max_proto_version(ctx, version), 1);
+	if (version == TLS1_2_VERSION)
+		assert_int_equal(SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256"), 1);
 	assert_int_equal(SSL_CTX_use_certificate(ctx, leaf), 1);
 	while (sk_X509_num(rest) > 0)
 		assert_int_equal(SSL_CTX_add_extra_chain_cert(ctx, sk_X509_shift(rest)), 1);
@@ -753,13 +899,13 @@ struct hs {
 };
 
 static void
-hs_new(struct hs *h, unsigned timeout_ms)
+hs_new_version(struct hs *h, unsigned timeout_ms, int version)
 {
 	BIO *a, *b;
 
 	memset(h, 0, sizeof(*h));
-	h->sctx = make_ctx(1, timeout_ms);
-	h->cctx = make_ctx(0, timeout_ms);
+	h->sctx = make_ctx(1, timeout_ms, version);
+	h->cctx = make_ctx(0, timeout_ms, version);
 	h->srv = SSL_new(h->sctx);
 	h->cli = SSL_new(h->cctx);
 	assert_non_null(h->srv);
@@ -769,6 +915,12 @@ hs_new(struct hs *h, unsigned timeout_ms)
 	SSL_set_bio(h->cli, b, b);
 	SSL_set_accept_state(h->srv);
 	SSL_set_connect_state(h->cli);
+}
+
+static void
+hs_new(struct hs *h, unsigned timeout_ms)
+{
+	hs_new_version(h, timeout_ms, TLS1_3_VERSION);
 }
 
 static void
@@ -846,14 +998,14 @@ resume_agent(int n)
 	return 0;
 }
 
-/* Both ends finished, verified against root.pem, each seeing the other's ID. */
+/* Both ends finished with version, verified against root.pem, each seeing the other's ID. */
 static void
-check_done(struct hs *h)
+check_done_version(struct hs *h, int version)
 {
 	X509 *peer;
 	char *uri = NULL;
 
-	assert_int_equal(SSL_version(h->srv), TLS1_3_VERSION);
+	assert_int_equal(SSL_version(h->srv), version);
 	assert_int_equal(SSL_get_verify_result(h->srv), X509_V_OK);
 	assert_int_equal(SSL_get_verify_result(h->cli), X509_V_OK);
 	assert_non_null(peer = SSL_get0_peer_certificate(h->srv));
@@ -864,6 +1016,12 @@ check_done(struct hs *h)
 	assert_int_equal(cert_uri_san(peer, &uri), 0);
 	assert_string_equal(uri, ID);
 	free(uri);
+}
+
+static void
+check_done(struct hs *h)
+{
+	check_done_version(h, TLS1_3_VERSION);
 }
 
 static void
@@ -888,6 +1046,33 @@ tls_async_handshake(void **state)
 		hs_new(&h, 0);
 		assert_int_equal(hs_run(&h, 15000), 1);
 		check_done(&h);
+		hs_free(&h);
+	}
+}
+
+/*
+ * TLS 1.2 (ECDHE-ECDSA), mutual: the server signs its ServerKeyExchange
+ * through the agent inside an async job, the client its CertificateVerify
+ * (the handshake messages so far: client_random to ClientKeyExchange).
+ */
+static void
+tls12_async_handshake(void **state)
+{
+	struct hs h;
+
+	hs_new_version(&h, 0, TLS1_2_VERSION);
+	kill(agent_pid, SIGSTOP);
+	h.on_async = resume_agent;
+	assert_int_equal(hs_run(&h, 15000), 1);
+	assert_true(h.asyncs >= 1);	/* the ServerKeyExchange's signature paused the job */
+	print_message("# TLS 1.2 handshake done after %d WANT_ASYNC (%s)\n", h.asyncs,
+	    SSL_get_cipher_name(h.srv));
+	check_done_version(&h, TLS1_2_VERSION);
+	hs_free(&h);
+	for (int i = 0; i < 3; i++) {
+		hs_new_version(&h, 0, TLS1_2_VERSION);
+		assert_int_equal(hs_run(&h, 15000), 1);
+		check_done_version(&h, TLS1_2_VERSION);
 		hs_free(&h);
 	}
 }
@@ -970,10 +1155,12 @@ main(void)
 		cmocka_unit_test(get_svid_has_id),
 		cmocka_unit_test(subscribe_before_enrollment),
 		cmocka_unit_test(sign_verifies),
+		cmocka_unit_test(sign_refuses_non_tls),
 		cmocka_unit_test(rotation_old_key_signs),
 		cmocka_unit_test(fake_agent),
 		cmocka_unit_test(fake_agent_subscription),
 		cmocka_unit_test(tls_async_handshake),
+		cmocka_unit_test(tls12_async_handshake),
 		cmocka_unit_test(tls_agent_stopped_deadline),
 		cmocka_unit_test(tls_agent_killed),
 	};
