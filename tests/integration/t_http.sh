@@ -135,7 +135,7 @@ BRAW=$(port raw "$T/b.ports"); BMET=$(port metrics "$T/b.ports")
 cat >"$T/a.yaml" <<EOF
 agent: { socket: $T/agent.sock, id: $IDA }
 workers: 2
-limits: { max_header_bytes: 8192 }
+limits: { max_header_bytes: 8192, max_headers: 40, max_streams: 200 }
 outbound:
   - { name: to-web, listen: 127.0.0.1:0, connect: 127.0.0.1:$BWEB, expect_id: $IDB, protocol: http }
   - { name: to-web2, listen: 127.0.0.1:0, connect: 127.0.0.1:$BWEB2, expect_id: $IDB, protocol: http }
@@ -237,6 +237,18 @@ out=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -H "X-Big: $big" "http
 check "a head over max_header_bytes: 431 ($out)" test "$out" = 431
 out=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' --http2-prior-knowledge -H "X-Big: $big" "http://127.0.0.1:$A/public/x")
 check "... over h2c too: 431 ($out)" test "$out" = 431
+many=$(for i in $(seq 50); do printf -- "-H X-H$i:v "; done)
+# shellcheck disable=SC2086
+out=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' $many "http://127.0.0.1:$A/public/x")
+check "more fields than max_headers (40; 50 sent): 431 ($out)" test "$out" = 431
+# shellcheck disable=SC2086
+out=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' --http2-prior-knowledge $many "http://127.0.0.1:$A/public/x")
+check "... over h2c too: 431 ($out)" test "$out" = 431
+check "... all four 431s logged with reason header_limit" \
+    sh -c 'for i in $(seq 50); do test "$(grep -c "\"status\":\"431\".*\"reason\":\"header_limit\"" "$1")" -eq 4 && exit 0; sleep 0.1; done; exit 1' x "$T/a-access.log"
+nghttp -nv "http://127.0.0.1:$A/public/x" >"$T/nghttp-settings.out" 2>&1
+check "max_streams (200) is the sidecar's SETTINGS_MAX_CONCURRENT_STREAMS" \
+    grep -q 'SETTINGS_MAX_CONCURRENT_STREAMS(0x03):200' "$T/nghttp-settings.out"
 head -c 3000 /dev/zero >"$T/slowbody"
 out=$(curl -s --max-time 20 -o /dev/null -w '%{http_code} %{time_total}' -H 'Expect:' --limit-rate 300 \
     -X POST --data-binary @"$T/slowbody" "http://127.0.0.1:$A/public/upload")
