@@ -2,14 +2,14 @@
 #   make        install missing Debian packages (when root) and build build/hsmesh
 #   make check  the whole test suite (also under ASan+UBSan); ends "N passed, N failed"
 #   make demo   the main job on this machine
-#   make bench  hsmesh against HAProxy and stunnel (QUICK=1: a 2-minute smoke run)
+#   make bench  hsmesh against HAProxy, stunnel and nghttpx (QUICK=1: a 2-minute smoke run)
 
 CC      ?= gcc
 FUZZCC  ?= clang
 BUILD   ?= build
 
 # Debian packages the benchmarks add (only `make bench` installs them).
-BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind
+BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind nghttp2-proxy
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
@@ -144,7 +144,7 @@ $(BUILD)/bench/%.so: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -shared -fPIC -o $@ $< -ldl
 
-bench: all $(BUILD)/bench/keypath $(BUILD)/bench/cmpload $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so
+bench: all $(BUILD)/bench/keypath $(BUILD)/bench/cmpload $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so $(BUILD)/bench/h2idle
 	@missing=""; for p in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \

@@ -37,6 +37,8 @@
 #   enroll    CA enrollments/s, CA CPU per enrollment, p50/p99, on SQLite and
 #             PostgreSQL, 1 and 2 replicas, 4 and 16 clients (bench/enroll.sh,
 #             bench/cmpload.c), and the idle memory of a CA
+#   http      bench/http.sh: HTTP/2 through hsmesh, HAProxy (mode http) and
+#             nghttpx pairs (issue 18)
 #
 # QUICK=1: one repetition of 2 s each, fewer handshakes under callgrind (a
 # smoke run). ONLY="hsmesh keypath": some parts only; the results of the
@@ -55,11 +57,12 @@ SLOW_WORKERS=64
 OUT=$ROOTDIR/bench/results
 mkdir -p "$OUT"
 . "$ROOTDIR/tests/integration/lib.sh" "$B/hsmesh"
+. "$ROOTDIR/bench/http.sh"
 ME=$(id -u)
 JSON=$T/results.jsonl
 : >"$JSON"
 say() { echo "bench: [$(printf %3d $SECONDS)s] $*" >&2; }
-PARTS="direct hsmesh haproxy stunnel keypath callgrind slowtoken budget tpm enroll"
+PARTS="direct hsmesh haproxy stunnel keypath callgrind slowtoken budget tpm enroll http"
 ONLY=${ONLY:-}
 want() { case " ${ONLY:-$PARTS} " in *" $1 "*) return 0 ;; esac; return 1; }
 # part_of: the part a results.json line belongs to
@@ -70,6 +73,7 @@ part_of() {
 	*'"test":"slow_token"'* | *'"test":"keyholder_cap"'*) echo slowtoken ;;
 	*'"test":"tpm"'*) echo tpm ;;
 	*'"test":"enroll"'*) echo enroll ;;
+	*'"test":"http_'*) echo http ;;
 	*'"test":"memory_floor"'*) echo hsmesh ;;
 	*'"test":"budget_'*) echo budget ;;
 	*) echo "$1" | sed -n 's/.*"contender":"\([a-z]*\)".*/\1/p' ;;
@@ -715,6 +719,7 @@ want slowtoken && part_slowtoken
 want budget && part_budget
 want tpm && part_tpm
 want enroll && part_enroll
+want http && part_http
 
 # ---- report ---------------------------------------------------------------------------
 get() { # get CONTENDER TEST FIELD [KEY=VALUE]
@@ -1072,6 +1077,7 @@ R=$OUT/RESULTS.md
 	report_budget
 	report_tpm
 	report_enroll
+	report_http
 	echo "## Targets (issue 5)"
 	echo
 	k100=$(ratio "$(get hsmesh keepalive rps '"conns":100,')" "$(get haproxy keepalive rps '"conns":100,')")

@@ -512,7 +512,7 @@ get_protocol(const struct cfg_doc *d, const struct cfg_node *it, const char *lab
 		    "or http, not '%.40s'", label, v);
 	if (!(flags & PROXYCONF_HTTP))
 		return cfg_node_err(d, cfg_node_child(it, "protocol"), "'%s.protocol' http is not "
-		    "served by this sidecar yet: only tcp", label);
+		    "served by this program: only tcp", label);
 	l->http = 1;
 	return 0;
 }

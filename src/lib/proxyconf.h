@@ -126,8 +126,9 @@ struct proxy_config {
  * Load and validate proxy.yaml at path (host names in addresses are
  * resolved now). Caller frees *out with proxy_config_free(). 0, or
  * HSM_ECONFIG (HSM_ENOMEM) with a one-line detail naming file and line.
- * A listener with "protocol: http" is refused: the sidecar does not
- * serve it yet (proxy_config_load_with PROXYCONF_HTTP parses it).
+ * A listener with "protocol: http" is refused here, for a caller that
+ * does not serve HTTP; the sidecar loads with proxy_config_load_with
+ * PROXYCONF_HTTP.
  */
 int proxy_config_load(const char *path, struct proxy_config **out);
 

@@ -39,6 +39,7 @@ static const struct reason_info reasons[REASON_COUNT] = {
 	[REASON_CONNECT_TIMEOUT] = { "connect_timeout", 0, 1 },
 	[REASON_RESET] = { "reset", 0, 0 },
 	[REASON_IDLE_TIMEOUT] = { "idle_timeout", 0, 0 },
+	[REASON_HTTP_ERROR] = { "http_error", 0, 0 },
 };
 
 const char *

@@ -40,6 +40,7 @@ enum reason {
 	/* how an established relay ended */
 	REASON_RESET,
 	REASON_IDLE_TIMEOUT,
+	REASON_HTTP_ERROR,	/* the peer broke HTTP/1.1 or HTTP/2 (protocol: http) */
 	REASON_COUNT
 };
 

@@ -5,7 +5,10 @@
  *   outbound: accept (plain DOWN) -> C_CONNECT (peer UP) -> C_HANDSHAKE -> C_RELAY
  *
  * then C_DYING (closed, perhaps waiting for a paused key operation) and
- * C_FREED. In C_RELAY the connection's codec moves the bytes. One
+ * C_FREED. In C_RELAY the connection's codec moves the bytes. A codec
+ * that opens its own upstream connections (HTTP pools) skips C_CONNECT
+ * for what it accepts, and its pools' connections start at C_CONNECT
+ * with no DOWN socket (conn_upstream). One
  * conn_event takes every event; one conn_update says what each state
  * waits for. The access log line and the stderr failure line are written
  * when a connection ends.
@@ -25,6 +28,7 @@
 #include <openssl/ssl.h>
 
 #include "audit.h"
+#include "err.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -209,7 +213,7 @@ conn_free_now(struct conn *c)
 	c->prev->next = c->next;
 	c->next->prev = c->prev;
 	w->n--;
-	metric_gauge_add(px->lm[c->li].active, -1);
+	metric_gauge_add(c->pooled ? px->lm[c->li].up_active : px->lm[c->li].active, -1);
 	ident_put(c->ident);
 	policy_put(c->pol);
 	atomic_fetch_sub(&px->nconns, 1);
@@ -238,7 +242,8 @@ fail_counter(struct proxy *px, unsigned li, enum reason r)
 void
 conn_close(struct conn *c)
 {
-	if (c->state == C_DYING)
+	/* freed: an HTTP connection's close may have ended one a caller still iterates to */
+	if (c->state == C_DYING || c->state == C_FREED)
 		return;
 	c->w->churn++;
 	if (c->fail.reason != REASON_NONE && c->state == C_HANDSHAKE)
@@ -291,7 +296,7 @@ handshake_done(struct conn *c)
 		epoll_ctl(c->w->ep, EPOLL_CTL_DEL, c->afd, NULL);
 		c->afd = -1;
 	}
-	if (c->inbound)
+	if (c->inbound && !c->codec->own_upstream)
 		connect_start(c);
 	else
 		codec_start(c);
@@ -368,6 +373,9 @@ tls_start(struct conn *c)
 		SSL_set_connect_state(ssl);
 		if (l->server_name != NULL)
 			SSL_set_tlsext_host_name(ssl, l->server_name);
+		/* an HTTP pool's connection offers h2 and http/1.1; a tcp one offers nothing */
+		if (c->codec->alpn != NULL)
+			SSL_set_alpn_protos(ssl, c->codec->alpn, c->codec->alpn_len);
 		sess_offer(&c->w->px->sess[c->li], ssl);
 	}
 	c->state = C_HANDSHAKE;
@@ -507,7 +515,7 @@ conn_sweep(struct conn *c, uint64_t now)
 	 */
 	if (c->state == C_RELAY && c->t_last + SWEEP_MS <= now && side_release(&c->side[c->tls]))
 		c->w->churn++;
-	if (c->state == C_DYING || now < c->deadline)
+	if (c->state == C_DYING || c->state == C_FREED || now < c->deadline)
 		return;
 	switch (c->state) {
 	case C_HANDSHAKE:
@@ -556,7 +564,7 @@ accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage 
 	c->li = li;
 	c->inbound = (uint8_t)px->cfg->lst[li].inbound;
 	c->tls = c->inbound ? DOWN : UP;
-	c->codec = &codec_tcp;
+	c->codec = px->cfg->lst[li].http ? &codec_http : &codec_tcp;
 	c->es[DOWN] = (struct evsrc){ EV_SIDE, c, DOWN };
 	c->es[UP] = (struct evsrc){ EV_SIDE, c, UP };
 	c->ea = (struct evsrc){ EV_ASYNC, c, 0 };
@@ -585,6 +593,56 @@ accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage 
 	}
 	if (c->inbound)
 		tls_wait(c);
+	else if (c->codec->own_upstream)
+		codec_start(c);
 	else
 		connect_start(c);
+}
+
+int
+conn_upstream(struct worker *w, unsigned li, void *state, struct conn **out)
+{
+	struct proxy *px = w->px;
+	struct lmetrics *lm = &px->lm[li];
+	struct conn *c;
+
+	*out = NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return HSM_ENOMEM;
+	c->w = w;
+	c->li = li;
+	c->inbound = (uint8_t)px->cfg->lst[li].inbound;
+	c->tls = c->inbound ? DOWN : UP;
+	c->codec = &codec_http;
+	c->codec_state = state;
+	c->codec_on = 1;	/* its pool hears of its end, even before it starts */
+	c->pooled = 1;
+	c->es[DOWN] = (struct evsrc){ EV_SIDE, c, DOWN };
+	c->es[UP] = (struct evsrc){ EV_SIDE, c, UP };
+	c->ea = (struct evsrc){ EV_ASYNC, c, 0 };
+	side_init(&c->side[DOWN], -1, NULL, "the pool");
+	side_init(&c->side[UP], -1, NULL, c->inbound ? "the app" : "the peer");
+	c->side[UP].count = lm->tx;
+	c->afd = -1;
+	c->t_accept = hsm_now_ms();
+	snprintf(c->peer_addr, sizeof(c->peer_addr), "pool");
+	proxy_get(px, &c->ident, &c->pol);
+	atomic_fetch_add(&px->nconns, 1);
+	c->next = &w->head;
+	c->prev = w->head.prev;
+	w->head.prev->next = c;
+	w->head.prev = c;
+	w->n++;
+	w->churn++;
+	metric_inc(lm->up_opened);
+	metric_gauge_add(lm->up_active, 1);
+	*out = c;
+	if (!c->inbound && c->ident == NULL) {
+		c->state = C_HANDSHAKE;	/* counted as a failed handshake */
+		fail_set(&c->fail, REASON_NO_IDENTITY, "no certificate from the agent yet");
+		conn_close(c);
+		return 0;
+	}
+	connect_start(c);
+	return 0;
 }

@@ -15,6 +15,7 @@
 #include "agclient.h"
 #include "cert.h"
 #include "err.h"
+#include "httplog.h"
 #include "log.h"
 #include "metrics.h"
 #include "provider_agent.h"
@@ -62,6 +63,10 @@ void
 policy_put(struct policy *p)
 {
 	if (p != NULL && atomic_fetch_sub(&p->refs, 1) == 1) {
+		if (p->hm != NULL)
+			for (size_t i = 0; i < p->cfg->nlst; i++)
+				http_metrics_free(p->hm[i]);
+		free(p->hm);
 		proxy_config_free(p->cfg);
 		free(p);
 	}
@@ -162,6 +167,27 @@ verify_cb(int ok, X509_STORE_CTX *xs)
 		return 0;
 	}
 	return 1;
+}
+
+/*
+ * ALPN on the server side: a connection whose codec speaks HTTP selects
+ * h2 or http/1.1 (the server's preference first) among what the client
+ * offers; any other (protocol: tcp) selects nothing, as if the extension
+ * were not there, and so does a client that offers neither.
+ */
+static int
+alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+    unsigned inlen, void *arg)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+	unsigned char *sel;
+
+	if (c == NULL || c->codec->alpn == NULL ||
+	    SSL_select_next_proto(&sel, outlen, c->codec->alpn, c->codec->alpn_len, in,
+	    inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK;
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
 }
 
 static int
@@ -268,6 +294,7 @@ ctx_new(const struct proxy_config *cfg, int server, X509 *leaf, STACK_OF(X509) *
 			goto fail;
 		SSL_CTX_set_num_tickets(ctx, cfg->tickets ? 1 : 0);
 		SSL_CTX_set_timeout(ctx, 300);
+		SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
 		/* full handshakes only, before the signature: admission.c */
 		SSL_CTX_set_cert_cb(ctx, admission_cert_cb, NULL);
 	} else {
@@ -454,6 +481,7 @@ install_ident(struct proxy *px, struct link *ln, const char *chain, const char *
 	pthread_mutex_lock(&px->mu);
 	old = px->cur;
 	px->cur = id;
+	atomic_fetch_add(&px->gen, 1);
 	pthread_mutex_unlock(&px->mu);
 	if (old == NULL)
 		log_info("ready: serving %s with certificate serial %s valid until %s", id->id,

@@ -23,6 +23,7 @@
 #include "audit.h"
 #include "../cmds.h"
 #include "err.h"
+#include "httplog.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -176,10 +177,36 @@ audit_swap(struct proxy *px, const char *path)
 	return 0;
 }
 
+int
+policy_http_metrics(struct proxy *px, struct policy *p)
+{
+	const struct proxy_config *cfg = p->cfg;
+	const char **names = NULL;
+	int st = 0;
+
+	if ((p->hm = calloc(cfg->nlst, sizeof(*p->hm))) == NULL)
+		return HSM_ENOMEM;
+	for (size_t i = 0; i < cfg->nlst && st == 0; i++) {
+		const struct proxy_listener *l = &cfg->lst[i];
+
+		if (!l->http)
+			continue;
+		if (l->nroutes > 0 && (names = calloc(l->nroutes, sizeof(*names))) == NULL)
+			return HSM_ENOMEM;
+		for (size_t k = 0; k < l->nroutes; k++)
+			names[k] = l->routes[k].name;
+		st = http_metrics_new(px->m, l->name, names, l->nroutes, &p->hm[i]);
+		free(names);
+		names = NULL;
+	}
+	return st;
+}
+
 /*
- * SIGHUP: re-read proxy.yaml. Allow lists, expect_id, targets, SNI and
- * timeouts apply to new connections; the listener set itself (names and
- * addresses) needs a restart. The access log is reopened (log rotation).
+ * SIGHUP: re-read proxy.yaml. Allow lists, expect_id, targets, SNI,
+ * routes and timeouts apply to new connections (routes: to new
+ * requests); the listener set itself (names, addresses, protocols)
+ * needs a restart. The access log is reopened (log rotation).
  */
 static void
 reload(struct proxy *px)
@@ -189,7 +216,7 @@ reload(struct proxy *px)
 	size_t i;
 	int st;
 
-	if ((st = proxy_config_load(px->cfgpath, &nc)) != 0) {
+	if ((st = proxy_config_load_with(px->cfgpath, PROXYCONF_HTTP, &nc)) != 0) {
 		log_err("reload refused, keeping the running configuration: %s", hsm_err_msg(st));
 		return;
 	}
@@ -198,6 +225,7 @@ reload(struct proxy *px)
 	for (i = 0; i < nc->nlst; i++)
 		if (strcmp(nc->lst[i].name, px->cfg->lst[i].name) != 0 ||
 		    nc->lst[i].inbound != px->cfg->lst[i].inbound ||
+		    nc->lst[i].http != px->cfg->lst[i].http ||
 		    strcmp(nc->lst[i].listen, px->cfg->lst[i].listen) != 0)
 			goto incompatible;
 	if (strcmp(nc->agent_socket, px->cfg->agent_socket) != 0 ||
@@ -217,9 +245,16 @@ reload(struct proxy *px)
 	}
 	p->cfg = nc;
 	atomic_init(&p->refs, 1);
+	if ((st = policy_http_metrics(px, p)) != 0) {
+		log_err("reload refused, keeping the running configuration: route metrics: %s",
+		    hsm_err_msg(st));
+		policy_put(p);
+		return;
+	}
 	pthread_mutex_lock(&px->mu);
 	old = px->pol;
 	px->pol = p;
+	atomic_fetch_add(&px->gen, 1);
 	pthread_mutex_unlock(&px->mu);
 	policy_put(old);
 	log_info("reloaded %s: new connections use the new policy of %zu listeners", px->cfgpath,
@@ -227,7 +262,7 @@ reload(struct proxy *px)
 	return;
  incompatible:
 	log_err("reload refused, keeping the running configuration: the set of listeners "
-	    "(names, directions, listen addresses) changed; restart the proxy for that");
+	    "(names, directions, listen addresses, protocols) changed; restart the proxy for that");
 	proxy_config_free(nc);
 }
 
@@ -267,6 +302,12 @@ static const struct lseries {
 	{ offsetof(struct lmetrics, upstream_fail), METRIC_COUNTER,
 	    "hsmesh_proxy_upstream_connect_failures_total",
 	    "Connections to forward_to/connect that failed or timed out", NULL, NULL },
+	{ offsetof(struct lmetrics, up_opened), METRIC_COUNTER,
+	    "hsmesh_proxy_upstream_connections_total",
+	    "Upstream connections an HTTP listener's pools opened", NULL, NULL },
+	{ offsetof(struct lmetrics, up_active), METRIC_GAUGE,
+	    "hsmesh_proxy_upstream_connections_active",
+	    "Upstream connections of an HTTP listener's pools open now", NULL, NULL },
 };
 
 /* The process's series (no labels), after the listeners'. */
@@ -523,7 +564,7 @@ proxy_main(int argc, char **argv)
 		return 2;
 	}
 	hsm_log_init("hsmesh proxy", debug ? HSM_LOG_DEBUG : HSM_LOG_INFO);
-	if ((st = proxy_config_load(px.cfgpath, &px.cfg)) != 0) {
+	if ((st = proxy_config_load_with(px.cfgpath, PROXYCONF_HTTP, &px.cfg)) != 0) {
 		fprintf(stderr, "hsmesh proxy: %s\n", hsm_err_msg(st));
 		return 1;
 	}
@@ -540,8 +581,8 @@ proxy_main(int argc, char **argv)
 	px.ep = px.sfd = px.mbox_evfd = -1;
 	px.nw = px.cfg->workers;
 	/* The policy in force starts as a second copy of the start-up file. */
-	if ((pol = calloc(1, sizeof(*pol))) == NULL || (st = proxy_config_load(px.cfgpath,
-	    &pol->cfg)) != 0) {
+	if ((pol = calloc(1, sizeof(*pol))) == NULL || (st = proxy_config_load_with(px.cfgpath,
+	    PROXYCONF_HTTP, &pol->cfg)) != 0) {
 		st = pol == NULL ? HSM_ENOMEM : st;
 		free(pol);
 		goto fail;
@@ -553,6 +594,7 @@ proxy_main(int argc, char **argv)
 		goto fail;
 	}
 	if ((st = metrics_new(&px.m)) != 0 || (st = register_metrics(&px)) != 0 ||
+	    (st = policy_http_metrics(&px, px.pol)) != 0 ||
 	    (st = audit_swap(&px, px.cfg->access_log)) != 0 || (st = admission_init(&px)) != 0)
 		goto fail;
 	if ((px.sess = calloc(px.cfg->nlst, sizeof(*px.sess))) == NULL) {

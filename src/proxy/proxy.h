@@ -28,6 +28,7 @@
  *             each TLS context generation's verify store; revoked peers'
  *             established connections closed;
  *   tcp.c     `protocol: tcp`, the byte relay codec (lib/relay.c);
+ *   http.c, hx.c, pool.c  `protocol: http`, the HTTP codec (httpcodec.h);
  *   worker.c  worker threads: epoll loop, accept, deadlines, memory trims;
  *   main.c    start-up, metrics registration, the agent link, reload,
  *             signals and drain.
@@ -68,6 +69,8 @@
 struct agc_client;
 struct audit;
 struct hsrate;
+struct http_metrics;
+struct hworker;
 struct throttle;
 struct metric;
 struct metrics;
@@ -105,6 +108,7 @@ struct ident {
 struct policy {
 	atomic_int refs;
 	struct proxy_config *cfg;
+	struct http_metrics **hm;	/* per listener: its routes' request series (HTTP ones) */
 };
 
 /*
@@ -166,6 +170,15 @@ struct conn;
  */
 struct codec {
 	const char *name;
+	/*
+	 * own_upstream: the codec opens its own upstream connections (an HTTP
+	 * pool), so the state machine connects nothing for the connections it
+	 * accepts; alpn: the protocols (wire format) offered and selected on
+	 * the TLS side of its connections (NULL: no ALPN at all).
+	 */
+	uint8_t own_upstream;
+	const unsigned char *alpn;
+	unsigned alpn_len;
 	void (*start)(struct conn *c);			/* both sides ready, peer authorised */
 	void (*readable)(struct conn *c, int side);	/* input, end or error on side */
 	void (*writable)(struct conn *c, int side);	/* side can take output */
@@ -174,6 +187,7 @@ struct codec {
 };
 
 extern const struct codec codec_tcp;
+extern const struct codec codec_http;
 
 struct conn {
 	struct evsrc es[2], ea;		/* epoll sources: the sides, the async fd */
@@ -195,6 +209,7 @@ struct conn {
 	uint8_t keyop;			/* holds a key-operation slot (admission.c) */
 	uint8_t charged;		/* its full handshake was counted against its source */
 	uint8_t added[2];		/* the side's fd is in epoll */
+	uint8_t pooled;			/* an upstream connection of an HTTP pool (no DOWN socket) */
 	enum conn_state state;
 	int afd;			/* async wait fd */
 	uint32_t ev[2];			/* epoll interest registered per side */
@@ -233,6 +248,7 @@ struct worker {
 	int listening;
 	uint64_t log_sec;
 	unsigned log_n, log_dropped;
+	struct hworker *http;		/* HTTP listeners' state (httpcodec.h), NULL without one */
 };
 
 /* ---- the process (main.c) ---- */
@@ -244,7 +260,7 @@ struct worker {
  */
 struct lmetrics {
 	struct metric *conns, *active, *hs_full, *hs_resumed, *rx, *tx, *hs_time,
-	    *limit, *upstream_fail;
+	    *limit, *upstream_fail, *up_opened, *up_active;
 	_Atomic(struct metric *) fail[REASON_COUNT];
 };
 
@@ -254,6 +270,7 @@ struct proxy {
 	pthread_mutex_t mu;		/* cur, pol */
 	struct ident *cur;
 	struct policy *pol;
+	atomic_uint gen;		/* moves when cur or pol is replaced */
 	pthread_rwlock_t alog_lock;
 	struct audit *alog;
 	struct metrics *m;
@@ -360,6 +377,16 @@ void revoke_sweep(struct worker *w);
 void accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage *ss,
     socklen_t sl);
 
+/*
+ * Open an upstream connection of listener li for an HTTP pool: no DOWN
+ * socket; UP connects to the listener's target (and, outbound, does the
+ * TLS handshake) like an accepted connection's, then runs codec_http with
+ * state as its codec_state. Its codec's close runs however it ends, even
+ * before the codec started. *out is set before the connect starts (it may
+ * fail and close at once). 0 or HSM_ENOMEM.
+ */
+int conn_upstream(struct worker *w, unsigned li, void *state, struct conn **out);
+
 /* An event of a connection that is not relaying (set-up, async key operation, dying). */
 void conn_setup_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t events);
 
@@ -429,5 +456,22 @@ void worker_fini(struct worker *w);
 void *worker_main(void *arg);
 /* Wake every worker's epoll_wait (drain, stop). */
 void wake_workers(struct proxy *px);
+
+/* ---- http.c (the HTTP codec's worker hooks) ---- */
+
+/* The worker's HTTP state, when a listener is HTTP. 0 or HSM_ENOMEM. */
+int http_worker_init(struct worker *w);
+void http_worker_fini(struct worker *w);
+/* Write every connection the last events touched (after each batch and sweep). */
+void http_flush(struct worker *w);
+/* 1 when connections must be read again without waiting for epoll (the worker polls, not sleeps). */
+int http_busy(const struct worker *w);
+/* The proxy drains: GOAWAY and Connection: close to clients, pools close when idle. */
+void http_drain(struct worker *w);
+
+/* ---- main.c ---- */
+
+/* The per-route request series of every HTTP listener of p (p->hm). 0 or an HSM_E code. */
+int policy_http_metrics(struct proxy *px, struct policy *p);
 
 #endif

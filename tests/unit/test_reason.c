@@ -21,7 +21,7 @@ static const char *const want[REASON_COUNT] = {
 	"crl_unavailable", "handshake_timeout",
 	"key_operation", "no_identity", "peer_closed", "tls_error", "internal", "shutdown",
 	"rate_limited", "key_ops_busy",
-	"connect_failed", "connect_timeout", "reset", "idle_timeout",
+	"connect_failed", "connect_timeout", "reset", "idle_timeout", "http_error",
 };
 
 static void
