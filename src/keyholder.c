@@ -46,6 +46,8 @@
 #include "khproto.h"
 #include "log.h"
 #include "p11.h"
+#include "privdrop.h"
+#include "sandbox.h"
 #include "util.h"
 
 #define MAX_CONNS 256
@@ -502,9 +504,11 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: hsmesh keyholder --module PATH --token PKCS11_URI (--pin-file F | --pin-env VAR)\n"
+	    "usage: hsmesh keyholder --module PATH --token PKCS11_URI (--pin-file F | --pin-env VAR\n"
+	    "                        | --pin-fd N)\n"
 	    "                        (--socket PATH | --fd N) [--allow-uid UID]... [--workers N]\n"
-	    "                        [--sign-delay-ms MS] [--quiet] [--verbose]\n"
+	    "                        [--sign-delay-ms MS] [--quiet] [--verbose] [--user NAME]\n"
+	    "                        [--seccomp MODE] [--seccomp-allow CALLS]\n"
 	    "\n"
 	    "The only hsmesh process that loads a PKCS#11 module or reads a PIN. Serves\n"
 	    "generate / public key / sign / destroy requests (docs/PROTOCOL.md) to local\n"
@@ -512,6 +516,10 @@ usage(FILE *f)
 	    "  --socket PATH       listen on a Unix socket (mode 0660)\n"
 	    "  --fd N              serve the one connected socket N, exit when it closes\n"
 	    "  --workers N         token sessions used in parallel (default 2, at most 64)\n"
+	    "  --pin-fd N          read the PIN from descriptor N (a pipe) until end of file\n"
+	    "  --user NAME         started as root: become NAME before opening the token\n"
+	    "  --seccomp MODE      enforce (default), log, kill or off (docs/ARCHITECTURE.md)\n"
+	    "  --seccomp-allow L   more system calls the module needs (comma-separated names)\n"
 	    "  --sign-delay-ms MS  TEST SETTING: add MS to every signature (slow-token model)\n"
 	    "  --describe KEYID    print the token's security attributes of one key (hex id) and exit\n");
 }
@@ -708,11 +716,18 @@ keyholder_main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "describe", required_argument, NULL, 'D' },
+		{ "pin-fd", required_argument, NULL, 'P' },
+		{ "user", required_argument, NULL, 'U' },
+		{ "seccomp", required_argument, NULL, 'S' },
+		{ "seccomp-allow", required_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *module = NULL, *uri = NULL, *sock = NULL, *describe = NULL;
-	struct p11_pin_source pin = { NULL, NULL };
+	const char *user = NULL, *sc_mode = NULL, *sc_allow = NULL;
+	struct p11_pin_source pin = { NULL, NULL, NULL, 0 };
+	char *pinmem = NULL;
+	size_t pinlen = 0;
 	pthread_t workers[MAX_WORKERS + 1];
 	unsigned long v;
 	int ch, fd = -1, nworkers = 2, nthreads = 0, level = HSM_LOG_INFO, sfd = -1, st, rc = 1;
@@ -752,20 +767,39 @@ keyholder_main(int argc, char **argv)
 		case 'q': level = -1; break;
 		case 'v': level = HSM_LOG_DEBUG; break;
 		case 'D': describe = optarg; break;
+		case 'P':
+			if (parse_uint(optarg, 1023, &v) != 0 || v < 3 || pin.value != NULL) goto badarg;
+			if ((st = hsm_secret_read_fd((int)v, &pinmem, &pinlen)) != 0) {
+				fprintf(stderr, "hsmesh keyholder: %s\n", hsm_err_msg(st));
+				return 1;
+			}
+			close((int)v);
+			pin.value = pinmem;
+			pin.value_len = pinlen;
+			break;
+		case 'U': user = optarg; break;
+		case 'S': sc_mode = optarg; break;
+		case 'A': sc_allow = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	relay_start(level >= HSM_LOG_DEBUG);
 	if (describe != NULL && optind == argc && module != NULL && uri != NULL &&
-	    (pin.file == NULL) != (pin.env == NULL) && sock == NULL && fd < 0)
+	    (pin.file != NULL) + (pin.env != NULL) + (pin.value != NULL) == 1 && sock == NULL && fd < 0)
 		return describe_key(module, uri, &pin, describe);
-	if (optind != argc || module == NULL || uri == NULL || (pin.file == NULL) == (pin.env == NULL) ||
+	if (optind != argc || module == NULL || uri == NULL ||
+	    (pin.file != NULL) + (pin.env != NULL) + (pin.value != NULL) != 1 ||
 	    (sock == NULL) == (fd < 0)) {
 		usage(stderr);
 		return 2;
 	}
 	hsm_log_init("hsmesh keyholder", level);
+	/* Its user's from now on; the token's files are opened as that user. */
+	if ((st = priv_drop(user)) != 0) {
+		log_err("%s", hsm_err_msg(st));
+		return 1;
+	}
 	if (kh.nallow == 0)
 		kh.allow[kh.nallow++] = getuid();
 
@@ -782,6 +816,13 @@ keyholder_main(int argc, char **argv)
 		nworkers = 0;
 	}
 	kh.nworkers = nworkers;
+	hsm_secret_free(pinmem, pinlen);
+	pinmem = NULL;
+	/* The module is loaded and logged in: from here on, only the calls a token needs. */
+	if ((st = sandbox_enter_named(SANDBOX_KEYHOLDER, sc_mode, sc_allow)) != 0) {
+		log_err("%s", hsm_err_msg(st));
+		goto out;
+	}
 
 	kh.qefd = kh.stopefd = kh.ctlefd = -1;
 	if ((kh.mep = epoll_create1(EPOLL_CLOEXEC)) < 0 || (kh.wep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||

@@ -89,6 +89,8 @@ spawn_opts(const struct ca_config *cfg, struct kh_spawn_opts *o)
 	o->pin_env = cfg->token.pin_env;
 	o->workers = (int)cfg->token.workers;
 	o->sign_delay_ms = cfg->token.sign_delay_ms;
+	o->seccomp = cfg->confine.mode;
+	o->seccomp_allow = cfg->confine.kh_allow;
 }
 
 int

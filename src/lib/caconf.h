@@ -19,6 +19,7 @@ struct ca_config {
 	char *path;		/* the file, as given */
 	char *trust_domain;
 	struct cfg_token token;
+	struct cfg_confine confine;	/* user:, seccomp: */
 	enum hsm_keytype key_type;	/* key.type, default ec-p256 */
 	char *key_label;		/* key.label, default "hsmesh-ca" */
 	char *state_dir;

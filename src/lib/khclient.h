@@ -22,6 +22,7 @@
 
 struct kh_client;
 struct kh_req;
+struct spawner;
 
 #define KH_DEFAULT_TIMEOUT_MS 5000u
 
@@ -34,7 +35,28 @@ struct kh_spawn_opts {
 	unsigned sign_delay_ms;		/* test setting: added per signature (0 = none) */
 	int workers;			/* signing threads (0 = default) */
 	const char *exe;		/* hsmesh binary to run (NULL = /proc/self/exe) */
+	/* confinement of the keyholder (its --user, --seccomp, --seccomp-allow) */
+	const char *user;		/* NULL: the caller's */
+	const char *seccomp;		/* enforce (NULL), log, kill, off */
+	const char *seccomp_allow;	/* extra system calls, or NULL */
+	/* started by this spawner (program spawn_prog) instead of fork + exec */
+	struct spawner *spawner;
+	unsigned spawn_prog;
 };
+
+/* A keyholder's command line (kh_argv). */
+struct kh_argv {
+	const char *v[32];
+	char delay[16], workers[16], pinfd[16];
+};
+
+/*
+ * The command line of a keyholder for o serving on descriptor 3: into
+ * a->v (NULL-terminated; points into o and a). pin_fd >= 0 replaces o's
+ * PIN source with "--pin-fd pin_fd". 0, or HSM_EINVAL (no module, URI or
+ * PIN source).
+ */
+int kh_argv(const struct kh_spawn_opts *o, int pin_fd, struct kh_argv *a);
 
 /*
  * Start a keyholder as a child (fork + exec of /proc/self/exe

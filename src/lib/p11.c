@@ -79,7 +79,9 @@ struct p11_token {
 	char serial[17];
 	char *uri;			/* as given, for messages (never holds a PIN) */
 	struct p11_uri u;
-	char *pin_file, *pin_env;	/* where the PIN is re-read for a re-login */
+	char *pin_file;			/* where the PIN is re-read for a re-login, or */
+	char *pin_mem;			/* the PIN itself (secret memory), pin_len bytes */
+	size_t pin_len;
 	pid_t pid;			/* process that owns the sessions */
 
 	pthread_mutex_t mu;
@@ -495,7 +497,7 @@ login(struct p11_token *tok, CK_SESSION_HANDLE s)
 	if (tok->pin_file != NULL)
 		r = hsm_secret_read_file(tok->pin_file, &pin, &len);
 	else
-		r = hsm_secret_read_env(tok->pin_env, &pin, &len);
+		r = hsm_secret_dup(tok->pin_mem, tok->pin_len, &pin, &len);
 	if (r != 0)
 		goto out;
 	if ((r = pin_hash(tok, pin, len, md)) != 0)
@@ -1046,21 +1048,33 @@ spki_of_id(struct call *c, const uint8_t *keyid, CK_OBJECT_HANDLE priv,
 /* ---- open / close / reset ---- */
 
 /*
- * Serialise token opening (slot scan and login) across hsmesh processes on
- * this machine. SoftHSM2 rewrites its token file in place on every
- * C_Login (truncate, then write): a second process scanning slots at that
- * moment sees no token, CKR_GENERAL_ERROR or an uninitialised PIN. The
- * lock is advisory and bounded: after 2 s we go on without it, so a lock
- * held by someone else can delay, never block, a keyholder. Returns an fd
- * to close, or -1.
+ * Serialise token opening (slot scan and login) across hsmesh processes of
+ * this user. SoftHSM2 rewrites its token file in place on every C_Login
+ * (truncate, then write): a second process scanning slots at that moment
+ * sees no token, CKR_GENERAL_ERROR or an uninitialised PIN. The lock file
+ * lives in the user's private directory (hsm_lock_dir_path: created 0700,
+ * checked) and is opened without following a link or blocking, and kept
+ * only when it is a regular file of ours: a FIFO or a link planted there
+ * cannot hang or redirect us. The lock is advisory and bounded: after 2 s,
+ * or when the directory is not safe, we go on without it, so a lock held
+ * by someone else can delay, never block, a keyholder. Returns an fd to
+ * close, or -1.
  */
 static int
 open_lock(void)
 {
-	int fd = open("/tmp/.hsmesh-p11-open.lock", O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+	char dir[256];
+	int dfd = -1, fd = -1, st;
 
-	if (fd < 0)
+	if ((st = hsm_lock_dir_path(dir, sizeof(dir))) != 0 ||
+	    (st = hsm_private_dir_open(dir, &dfd)) != 0 ||
+	    (st = hsm_lockfile_open(dfd, "p11-open.lock", &fd)) != 0) {
+		log_warn("token opening not serialised with other processes: %s", hsm_err_msg(st));
+		if (dfd >= 0)
+			close(dfd);
 		return -1;
+	}
+	close(dfd);
 	for (int i = 0; i < 200; i++) {
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
 			return fd;
@@ -1085,8 +1099,9 @@ p11_token_open(const char *module_path, const char *token_uri,
 	*out = NULL;
 	if (module_path == NULL || token_uri == NULL || pin == NULL)
 		return hsm_err(HSM_EINVAL, "p11_token_open: missing argument");
-	if ((pin->file == NULL) == (pin->env == NULL))
-		return hsm_err(HSM_EINVAL, "PIN source: give exactly one of a file or an environment variable");
+	if ((pin->file != NULL) + (pin->env != NULL) + (pin->value != NULL) != 1)
+		return hsm_err(HSM_EINVAL, "PIN source: give exactly one of a file, an environment "
+		    "variable or a value");
 	if (nsessions < 1 || nsessions > MAX_SESSIONS)
 		return hsm_err(HSM_EINVAL, "number of sessions must be 1..%d", MAX_SESSIONS);
 	pthread_once(&atfork_once, atfork_register);
@@ -1100,11 +1115,16 @@ p11_token_open(const char *module_path, const char *token_uri,
 		goto fail;
 	if ((tok->uri = strdup(token_uri)) == NULL ||
 	    (tok->idle = calloc((size_t)nsessions, sizeof(*tok->idle))) == NULL ||
-	    (pin->file != NULL && (tok->pin_file = strdup(pin->file)) == NULL) ||
-	    (pin->env != NULL && (tok->pin_env = strdup(pin->env)) == NULL)) {
+	    (pin->file != NULL && (tok->pin_file = strdup(pin->file)) == NULL)) {
 		r = hsm_err(HSM_ENOMEM, "out of memory");
 		goto fail;
 	}
+	/* Taken once: the variable leaves our environment (and /proc/PID/environ) now. */
+	if ((pin->env != NULL &&
+	    (r = hsm_secret_take_env(pin->env, &tok->pin_mem, &tok->pin_len)) != 0) ||
+	    (pin->value != NULL &&
+	    (r = hsm_secret_dup(pin->value, pin->value_len, &tok->pin_mem, &tok->pin_len)) != 0))
+		goto fail;
 
 	lockfd = open_lock();
 	pthread_mutex_lock(&reg_mu);
@@ -1169,7 +1189,7 @@ p11_token_open(const char *module_path, const char *token_uri,
 	free(tok->uri);
 	free(tok->idle);
 	free(tok->pin_file);
-	free(tok->pin_env);
+	hsm_secret_free(tok->pin_mem, tok->pin_len);
 	pthread_mutex_destroy(&tok->mu);
 	pthread_cond_destroy(&tok->cv);
 	free(tok);
@@ -1212,7 +1232,7 @@ p11_token_close(struct p11_token *tok)
 	free(tok->uri);
 	free(tok->idle);
 	free(tok->pin_file);
-	free(tok->pin_env);
+	hsm_secret_free(tok->pin_mem, tok->pin_len);
 	pthread_mutex_destroy(&tok->mu);
 	pthread_cond_destroy(&tok->cv);
 	OPENSSL_cleanse(tok, sizeof(*tok));
