@@ -306,6 +306,8 @@ void entries_refresh_soon(struct agent *ag);
  * watch and (later) every client with ag->ep. 0 or an error with detail.
  */
 int api_start(struct agent *ag);
+/* Log the local API's line (its limits), once the agent's start-up went well. */
+void api_log_ready(struct agent *ag);
 /* An event of ag->ep whose tag is none of main.c's: the listener, the output watch or a client. */
 void api_event(struct agent *ag, void *tag);
 /* After a rotation: an UPDATE to every client subscribed to w. */

@@ -347,6 +347,7 @@ start(struct agent *ag)
 	if ((r = start_keyholder(ag)) != 0 || (r = evidence_spawner(&ag->conf->evidence)) != 0)
 		return r;
 	agent_token_hygiene(ag);
+	api_log_ready(ag);
 	/* The node first: the entries it learns may name workloads of agent.yaml. */
 	if (ag->node != NULL) {
 		log_info("node identity %s (never served on the local API)", ag->node->c->id);

@@ -74,8 +74,8 @@ check "the confined agent enrolls $ID" wait_in "$T/agent.log" "$ID: enrolled cer
 AGKH=$(keyholder_of "$AGENT")
 check "the agent: Seccomp 2, NoNewPrivs 1" confined "$AGENT"
 check "the agent's keyholder ($AGKH): Seccomp 2, NoNewPrivs 1" confined "$AGKH"
-ALL=$(echo $CA $CAKH $AGENT $AGKH $(children "$CA") $(children "$AGENT") | tr " " "\n" | sort -u | tr "\n" " ")
-check "pin_env: no process's /proc/PID/environ holds $PINVAR ($ALL)" no_pin $ALL
+ALL=$(echo $CA $CAKH $AGENT $AGKH $(pgrep -P "$CA") $(pgrep -P "$AGENT") | tr " " "\n" | sort -u | tr "\n" " ")
+check "pin_env: no process's /proc/PID/environ holds $PINVAR (the daemons, their keyholders and spawners: $ALL)" no_pin $ALL
 check "the PIN reached the keyholders by a pipe (--pin-fd)" \
     sh -c 'tr "\0" " " </proc/$1/cmdline | grep -q -- "--pin-fd 4" && tr "\0" " " </proc/$2/cmdline | grep -q -- "--pin-fd 4"' x "$CAKH" "$AGKH"
 check "the confined agent renews (svid_ttl 8s, renew_at 0.5)" \
