@@ -47,8 +47,9 @@ static const struct entry allowed[] = {
 	{ "getpeername", ALL }, { "sendto", ALL }, { "recvfrom", ALL }, { "sendmsg", ALL },
 	{ "recvmsg", ALL },
 	{ "sendmmsg", P | C | A }, { "recvmmsg", P | C | A },	/* the resolver */
-	{ "bind", P | K }, { "listen", P | K },	/* the proxy's listeners on reload; a
-						 * keyholder's --socket */
+	{ "bind", ALL },			/* listeners (proxy reload, keyholder --socket);
+						 * getaddrinfo's netlink socket (AI_ADDRCONFIG) */
+	{ "listen", P | K },			/* the proxy's listeners; a keyholder's --socket */
 	{ "socketpair", C | A },		/* a keyholder restarted (khclient) */
 	/* files: logs, ledger, state, token stores, /proc and /sys reads by libc */
 	{ "openat", ALL }, { "open", ALL }, { "stat", ALL }, { "fstat", ALL }, { "lstat", ALL },
@@ -58,7 +59,7 @@ static const struct entry allowed[] = {
 	{ "renameat", ALL }, { "renameat2", ALL }, { "unlink", ALL }, { "unlinkat", ALL },
 	{ "fchmod", ALL }, { "umask", ALL }, { "ftruncate", ALL }, { "flock", ALL },
 	{ "mkdir", A | K }, { "mkdirat", A | K },	/* a new identity's state; token objects */
-	{ "fchown", K }, { "rmdir", K },		/* token stores */
+	{ "fchown", K }, { "rmdir", A | K },	/* token stores; a workload state dir removed */
 	{ "chmod", K }, { "fchmodat", K },		/* a keyholder's --socket */
 	/* memory (mmap and mprotect without PROT_EXEC, below) */
 	{ "brk", ALL }, { "madvise", ALL }, { "munmap", ALL }, { "mremap", ALL },
