@@ -6,7 +6,7 @@
 # start; a keyholder killed under a confined CA comes back through the
 # spawner; a FIFO at the old or the new lock path does not hang a
 # keyholder; started as root with `user:`, each process runs as that user;
-# `user:` refused when started as another user.
+# `user:` refused when started as another user; a keyholder with --user.
 . "$(dirname "$0")/lib.sh"
 
 ID=spiffe://example.org/web
@@ -163,7 +163,16 @@ if [ "$(id -u)" = 0 ] && [ "${HSMESH_TOKEN_BACKEND:-}" != tpm ] && id nobody >/d
 	AGKH=$(keyholder_of "$AG3")
 	check "the agent runs as uid $NOBODY (Uid: $(uid_of "$AG3")), its keyholder too" \
 	    sh -c 'test "$1" = "$3" && test "$2" = "$3"' x "$(uid_of "$AG3")" "$(uid_of "$AGKH")" "$NOBODY"
-	sed "s/^user: nobody/user: daemon/" "$T/cfca.yaml" >"$T/cfca-daemon.yaml"
+	# A keyholder started by hand as root: --user, the PIN on a pipe.
+	mkdir -p "$T/khu" && chown nobody "$T/khu"
+	printf '1234' | "$HSMESH" keyholder --module "$SOFTHSM_MODULE" --token pkcs11:token=node \
+	    --pin-fd 5 --user nobody --socket "$T/khu/kh.sock" 5<&0 2>"$T/khu.log" &
+	KHU=$!; track $KHU
+	check "keyholder --user nobody --pin-fd: serves" wait_in "$T/khu.log" "serving token" 10
+	check "... as uid $NOBODY (Uid: $(uid_of "$KHU")), confined" \
+	    sh -c 'test "$1" = "$2" && grep -q "^Seccomp:[[:space:]]*2$" /proc/$3/status' x "$(uid_of "$KHU")" "$NOBODY" "$KHU"
+	kill "$KHU" 2>/dev/null
+		sed "s/^user: nobody/user: daemon/" "$T/cfca.yaml" >"$T/cfca-daemon.yaml"
 	refuse "user: refused when started as another user than root" "user 'daemon'.*started as uid $NOBODY" \
 	    setpriv --reuid=nobody --regid=nogroup --clear-groups env "$PINVAR=1234" \
 	    "$HSMESH" ca serve -c "$T/cfca-daemon.yaml"
