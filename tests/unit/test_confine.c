@@ -204,7 +204,14 @@ spawner(void **state)
 	assert_int_equal(pid, -1);
 	close(out[0]);
 	close(out[1]);
-	spawner_free(sp);
+	/* It exits when we hang up (spawner_free reaps it). */
+	{
+		pid_t spid = spawner_pid(sp);
+		int sst;
+
+		spawner_free(sp);
+		assert_int_equal(waitpid(spid, &sst, WNOHANG), -1);	/* reaped already */
+	}
 }
 
 int
