@@ -24,6 +24,11 @@
 #define A (1u << SANDBOX_AGENT)
 #define K (1u << SANDBOX_KEYHOLDER)
 #define ALL (P | C | A | K)
+#if defined(__SANITIZE_ADDRESS__)
+#define WAITERS ALL		/* LeakSanitizer's stop-the-world waits for its tracer */
+#else
+#define WAITERS (C | A)		/* a keyholder or an evidence command */
+#endif
 
 struct entry {
 	const char *name;
@@ -80,7 +85,7 @@ static const struct entry allowed[] = {
 	{ "exit", ALL }, { "exit_group", ALL }, { "restart_syscall", ALL },
 	{ "membarrier", ALL }, { "ioctl", ALL },
 	/* children: a keyholder supervised (khsup), an evidence command */
-	{ "kill", P | C | A }, { "wait4", C | A }, { "waitid", C | A },
+	{ "kill", P | C | A }, { "wait4", WAITERS }, { "waitid", WAITERS },
 	{ "pidfd_open", C | A },
 	{ "pidfd_send_signal", A },	/* selectors: the client behind its pidfd */
 #if defined(__SANITIZE_ADDRESS__)
@@ -101,10 +106,12 @@ static const struct {
 	{ AF_NETLINK, P | C | A },	/* getaddrinfo(AI_ADDRCONFIG) asks the kernel's routes */
 };
 
+#if !defined(__SANITIZE_ADDRESS__)
 /* prctl() options allowed (names for threads, dumpability asked). */
 static const unsigned long prctl_ok[] = {
 	PR_SET_NAME, PR_GET_NAME, PR_GET_DUMPABLE,
 };
+#endif
 
 /* Calls allowed only with conditions (sandbox_allows says 2). */
 static const char *const conditional[] = {
@@ -287,10 +294,16 @@ add_conditional(scmp_filter_ctx f, enum sandbox_proc p, const struct sandbox_con
 		if (families[i].who & bit)
 			rc = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
 			    SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i].family));
+#if defined(__SANITIZE_ADDRESS__)
+	/* LeakSanitizer's tracer sets its parent-death signal and the ptracer. */
+	if (rc == 0 && !in_extras(c, "prctl"))
+		rc = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 0);
+#else
 	for (size_t i = 0; rc == 0 && !in_extras(c, "prctl") &&
 	    i < sizeof(prctl_ok) / sizeof(prctl_ok[0]); i++)
 		rc = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
 		    SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)prctl_ok[i]));
+#endif
 	/* Limits may be read, not changed. */
 	if (rc == 0 && !in_extras(c, "prlimit64"))
 		rc = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1,
