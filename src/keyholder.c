@@ -40,6 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "cmds.h"
 #include "err.h"
 #include "frameserver.h"
@@ -86,6 +88,8 @@ struct job {
  */
 static struct {
 	struct p11_token *tok;
+	const char *so_pin_file;		/* the SO PIN's source, for WRAP (or NULL) */
+	const char *so_pin_env;
 	int startup_err;			/* token could not be opened: answer every request with it */
 	char startup_msg[KH_MAX_ERRTEXT + 1];
 	unsigned sign_delay_ms;
@@ -149,6 +153,50 @@ sleep_ms(unsigned ms)
 		;
 }
 
+/*
+ * WRAP (as the security officer, then the user: p11_wrap) and UNWRAP
+ * (p11_unwrap), on a worker thread. The keyholder of `hsmesh ca
+ * replicate` is its own: nothing else uses the token meanwhile.
+ */
+static void
+perform_replication(struct job *j)
+{
+	const struct kh_request *r = &j->req;
+	struct p11_pin_source so = { .file = kh.so_pin_file, .env = kh.so_pin_env };
+	uint8_t keyid[HSM_KEYID_LEN], head[3];
+	struct hsm_wrapped *w;
+	int st;
+
+	if (r->type == KH_T_UNWRAP) {
+		st = p11_unwrap(kh.tok, r->keyid, &r->wrapped, r->spki, r->spkilen,
+		    r->label[0] ? r->label : NULL, keyid);
+		if (st == 0)
+			log_info("unwrapped key %.16s... label '%s' (sensitive, not extractable)",
+			    hsm_hex(keyid, 8, (char[17]){0}), r->label);
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN,
+		    NULL, 0);
+		return;
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, HSM_ENOMEM, NULL, 0, NULL, 0);
+		return;
+	}
+	st = p11_wrap(kh.tok, (so.file != NULL || so.env != NULL) ? &so : NULL, r->keyid, r->spki,
+	    r->spkilen, w);
+	if (st == 0) {
+		log_info("wrapped key %.16s... for a trusted key (RSA-OAEP %s + AES key wrap)",
+		    hsm_hex(r->keyid, 8, (char[17]){0}), w->oaep == HSM_OAEP_SHA256 ? "SHA-256" : "SHA-1");
+		head[0] = w->oaep;
+		hsm_put16(head + 1, (uint16_t)w->tlen);
+		j->replylen = kh_frame_encode3(j->reply, sizeof(j->reply), r->type | KH_T_REPLY, r->id,
+		    head, 3, w->transport, w->tlen, w->key, w->klen);
+	} else {
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
+	}
+	OPENSSL_cleanse(w, sizeof(*w));
+	free(w);
+}
+
 /* Runs on a worker thread: the token operation of one request. */
 static void
 perform(struct job *j)
@@ -166,11 +214,24 @@ perform(struct job *j)
 	}
 	switch (r->type) {
 	case KH_T_GENERATE:
-		st = p11_generate(kh.tok, r->keytype, r->label[0] ? r->label : NULL, keyid, &spki, &spkilen);
+		st = p11_generate_flags(kh.tok, r->keytype, r->label[0] ? r->label : NULL, r->genflags,
+		    keyid, &spki, &spkilen);
 		if (st == 0)
-			log_info("generated %s key %.16s... label '%s'", hsm_keytype_name(r->keytype),
+			log_info("generated %s%s key %.16s... label '%s'", hsm_keytype_name(r->keytype),
+			    (r->genflags & HSM_GEN_REPLICABLE) ? " replicable" : "",
 			    hsm_hex(keyid, 8, (char[17]){0}), r->label);
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN, spki, spkilen);
+		break;
+	case KH_T_UNWRAPPING_KEY:
+		st = p11_generate_unwrapping(kh.tok, r->label, keyid, &spki, &spkilen);
+		if (st == 0)
+			log_info("generated unwrapping key %.16s... label '%s'",
+			    hsm_hex(keyid, 8, (char[17]){0}), r->label);
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN, spki, spkilen);
+		break;
+	case KH_T_WRAP:
+	case KH_T_UNWRAP:
+		perform_replication(j);
 		break;
 	case KH_T_FIND:
 		st = p11_find_label(kh.tok, r->label, keyid, &spki, &spkilen);
@@ -193,7 +254,8 @@ perform(struct job *j)
 			    (ki.always_sensitive ? KH_ATTR_ALWAYS_SENSITIVE : 0) |
 			    (ki.extractable ? KH_ATTR_EXTRACTABLE : 0) |
 			    (ki.never_extractable ? KH_ATTR_NEVER_EXTRACTABLE : 0) |
-			    (ki.token ? KH_ATTR_TOKEN : 0) | (ki.private_ ? KH_ATTR_PRIVATE : 0));
+			    (ki.token ? KH_ATTR_TOKEN : 0) | (ki.private_ ? KH_ATTR_PRIVATE : 0) |
+			    (ki.wrap_with_trusted ? KH_ATTR_WRAP_WITH_TRUSTED : 0));
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, &fl, 1, NULL, 0);
 		break;
 	}
@@ -507,6 +569,7 @@ usage(FILE *f)
 	    "usage: hsmesh keyholder --module PATH --token PKCS11_URI (--pin-file F | --pin-env VAR\n"
 	    "                        | --pin-fd N)\n"
 	    "                        (--socket PATH | --fd N) [--allow-uid UID]... [--workers N]\n"
+	    "                        [--so-pin-file F | --so-pin-env VAR]\n"
 	    "                        [--sign-delay-ms MS] [--quiet] [--verbose] [--user NAME]\n"
 	    "                        [--seccomp MODE] [--seccomp-allow CALLS]\n"
 	    "\n"
@@ -517,6 +580,8 @@ usage(FILE *f)
 	    "  --fd N              serve the one connected socket N, exit when it closes\n"
 	    "  --workers N         token sessions used in parallel (default 2, at most 64)\n"
 	    "  --pin-fd N          read the PIN from descriptor N (a pipe) until end of file\n"
+	    "  --so-pin-file F, --so-pin-env VAR\n"
+	    "                      the security officer's PIN, for WRAP only (hsmesh ca replicate)\n"
 	    "  --user NAME         started as root: become NAME before opening the token\n"
 	    "  --seccomp MODE      enforce (default), log, kill or off (docs/ARCHITECTURE.md)\n"
 	    "  --seccomp-allow L   more system calls the module needs (comma-separated names)\n"
@@ -557,6 +622,7 @@ describe_key(const char *module, const char *uri, const struct p11_pin_source *p
 	printf("  always sensitive  %s\n", ki.always_sensitive ? "yes" : "NO");
 	printf("  extractable       %s\n", ki.extractable ? "YES" : "no");
 	printf("  never extractable %s\n", ki.never_extractable ? "yes" : "NO");
+	printf("  wrap with trusted %s\n", ki.wrap_with_trusted ? "yes" : "no");
 	p11_token_close(tok);
 	return 0;
 }
@@ -708,6 +774,8 @@ keyholder_main(int argc, char **argv)
 		{ "token", required_argument, NULL, 't' },
 		{ "pin-file", required_argument, NULL, 'p' },
 		{ "pin-env", required_argument, NULL, 'e' },
+		{ "so-pin-file", required_argument, NULL, 'P' },
+		{ "so-pin-env", required_argument, NULL, 'E' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "fd", required_argument, NULL, 'f' },
 		{ "allow-uid", required_argument, NULL, 'u' },
@@ -716,7 +784,7 @@ keyholder_main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "describe", required_argument, NULL, 'D' },
-		{ "pin-fd", required_argument, NULL, 'P' },
+		{ "pin-fd", required_argument, NULL, 'F' },
 		{ "user", required_argument, NULL, 'U' },
 		{ "seccomp", required_argument, NULL, 'S' },
 		{ "seccomp-allow", required_argument, NULL, 'A' },
@@ -747,6 +815,8 @@ keyholder_main(int argc, char **argv)
 		case 't': uri = optarg; break;
 		case 'p': pin.file = optarg; break;
 		case 'e': pin.env = optarg; break;
+		case 'P': kh.so_pin_file = optarg; break;
+		case 'E': kh.so_pin_env = optarg; break;
 		case 's': sock = optarg; break;
 		case 'f':
 			if (parse_uint(optarg, 1 << 20, &v) != 0) goto badarg;
@@ -767,7 +837,7 @@ keyholder_main(int argc, char **argv)
 		case 'q': level = -1; break;
 		case 'v': level = HSM_LOG_DEBUG; break;
 		case 'D': describe = optarg; break;
-		case 'P':
+		case 'F':
 			if (parse_uint(optarg, 1023, &v) != 0 || v < 3 || pin.value != NULL) goto badarg;
 			if ((st = hsm_secret_read_fd((int)v, &pinmem, &pinlen)) != 0) {
 				fprintf(stderr, "hsmesh keyholder: %s\n", hsm_err_msg(st));
@@ -790,7 +860,7 @@ keyholder_main(int argc, char **argv)
 		return describe_key(module, uri, &pin, describe);
 	if (optind != argc || module == NULL || uri == NULL ||
 	    (pin.file != NULL) + (pin.env != NULL) + (pin.value != NULL) != 1 ||
-	    (sock == NULL) == (fd < 0)) {
+	    (sock == NULL) == (fd < 0) || (kh.so_pin_file != NULL && kh.so_pin_env != NULL)) {
 		usage(stderr);
 		return 2;
 	}

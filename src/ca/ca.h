@@ -18,6 +18,7 @@
  *   revoke.c  ca revoke
  *   entry.c   ca entry add|list|show|rm: registration entries
  *   serve.c   ca serve: the CMP server (cmp.h) over the signer
+ *   replicate.c  ca replicate: the CA key into another host's token, wrapped
  *   cmp.c txn.c auth.c front.c   the CMP server (cmp.h)
  *
  * Every issuance, refusal and revocation is recorded in the ledger
@@ -129,6 +130,7 @@ struct ca_issue_req {
 	const char *auth;		/* "token:REF", "kur:SERIAL", "sgx:...", "offline" */
 	const char *parent;		/* serial it renews, or NULL */
 	const char *token_ref;		/* join token consumed with it, or NULL */
+	const char *txn;		/* hex CMP transactionID that asked, or NULL */
 	int64_t now;			/* when the token is consumed */
 	const char *op;			/* "issue", "ir", "kur", ... */
 	const char *peer;		/* "local" or the client's address */
@@ -144,7 +146,9 @@ struct ca_issue_req {
  * ledger_issue_with). Nothing is recorded, no token consumed, and the
  * certificate is dropped when any step fails, the audit write included
  * (fail closed); a commit that fails after the audit line is followed by
- * a "rolled_back" line for the serial. *refused (may be NULL)
+ * a "rolled_back" line for the serial. A random serial that another
+ * certificate already holds (the ledger's unique key, across replicas) is
+ * drawn again, a few times. *refused (may be NULL)
  * is set when the ledger refused (token used or expired, parent already
  * renewed: HSM_EPOLICY / HSM_ENOENT with the reason), so that a caller
  * tells a refusal from a failure of its own. Caller frees *out.
@@ -176,5 +180,7 @@ int ca_entry_main(int argc, char **argv);
 void ca_entry_usage(FILE *f);
 int ca_cmd_revoke(const char *cfgpath, const char *serial, const char *id);
 int ca_cmd_serve(const char *cfgpath, const char *port_file);
+/* `hsmesh ca replicate STEP ...` (replicate.c): argv[0] is "replicate". */
+int ca_cmd_replicate(int argc, char **argv);
 
 #endif

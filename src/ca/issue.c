@@ -21,6 +21,8 @@
 #include "spiffe.h"
 #include "util.h"
 
+#define SERIAL_TRIES 3		/* issuances tried when the random serial is taken */
+
 /* The ledger's record of x (der borrowed from *der, which the caller frees). */
 static int
 ledger_record(X509 *x, const struct ca_issue_req *rq, struct ledger_cert *lc,
@@ -41,6 +43,7 @@ ledger_record(X509 *x, const struct ca_issue_req *rq, struct ledger_cert *lc,
 	snprintf(lc->auth, sizeof(lc->auth), "%s", rq->auth);
 	snprintf(lc->parent_serial, sizeof(lc->parent_serial), "%s",
 	    rq->parent != NULL ? rq->parent : "");
+	snprintf(lc->txn, sizeof(lc->txn), "%s", rq->txn != NULL ? rq->txn : "");
 	lc->kind = rq->kind == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
 	snprintf(lc->node_id, sizeof(lc->node_id), "%s", rq->node_id != NULL ? rq->node_id : "");
 	if ((n = i2d_X509(x, der)) <= 0)
@@ -82,22 +85,25 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	*out = NULL;
 	if (refused != NULL)
 		*refused = 0;
-	if ((r = cert_key_check(rq->pub)) != 0 ||
-	    (r = cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl, rq->extra,
-	    &x)) != 0 ||
-	    (r = ledger_record(x, rq, &lc, &der)) != 0)
+	if ((r = cert_key_check(rq->pub)) != 0)
 		goto out;
-	/*
-	 * The token, the renewal, the certificate and its audit line: all or
-	 * nothing. The line is written (and synced) inside the ledger
-	 * transaction, which commits only then; if the commit still fails, a
-	 * second line says the issuance was rolled back.
-	 */
 	ia.au = au;
 	ia.rq = rq;
 	ia.lc = &lc;
-	if ((r = ledger_issue_with(lg, &lc, rq->token_ref, rq->now, audit_issued, &ia,
-	    &hook_ran)) != 0) {
+	for (int attempt = 0;; attempt++) {
+		if ((r = cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl,
+		    rq->extra, &x)) != 0 ||
+		    (r = ledger_record(x, rq, &lc, &der)) != 0)
+			goto out;
+		/*
+		 * The token, the renewal, the certificate and its audit line: all
+		 * or nothing. The line is written (and synced) inside the ledger
+		 * transaction, which commits only then; if the commit still fails,
+		 * a second line says the issuance was rolled back.
+		 */
+		if ((r = ledger_issue_with(lg, &lc, rq->token_ref, rq->now, audit_issued, &ia,
+		    &hook_ran)) == 0)
+			break;
 		if (hook_ran) {
 			char why[300];
 
@@ -108,9 +114,17 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 				    "cannot say so: its \"issued\" line stands for nothing", lc.serial, why);
 			r = hsm_err(r, "%s", why);
 		}
-		if (refused != NULL)
-			*refused = r == HSM_EPOLICY || r == HSM_ENOENT;
-		goto out;
+		if (hook_ran || r != HSM_EEXIST || attempt + 1 >= SERIAL_TRIES) {
+			if (refused != NULL)
+				*refused = r == HSM_EPOLICY || r == HSM_ENOENT;
+			goto out;
+		}
+		/* 128 random bits taken already: draw (and sign) again. */
+		log_warn("serial %s is taken; issuing again with another", lc.serial);
+		OPENSSL_free(der);
+		der = NULL;
+		X509_free(x);
+		x = NULL;
 	}
 	*out = x;
 	x = NULL;

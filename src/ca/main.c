@@ -27,6 +27,7 @@ usage_ca(FILE *f)
 	    "  entry  add|list|show|rm -c ca.yaml ...          registration entries: node -> workload ID, selectors\n"
 	    "  serve  -c ca.yaml [--port-file F]               CMPv2 issuer at http://<listen>/.well-known/cmp\n"
 	    "  revoke -c ca.yaml (--serial HEX | --id ID)      revoke certificates; renewals of an ID refused\n"
+	    "  replicate (nonce|request|wrap|unwrap) -c ca.yaml ...  the CA key into a replica's token\n"
 	    "\n"
 	    "Run 'hsmesh ca SUBCOMMAND --help' for details.\n");
 }
@@ -196,6 +197,9 @@ ca_main(int argc, char **argv)
 		usage_ca(stdout);
 		return 0;
 	}
+	/* A command of steps, with options of its own. */
+	if (strcmp(sub, "replicate") == 0)
+		return ca_cmd_replicate(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
 		if (strcmp(sub, subs[i].name) == 0) {
 			usage = subs[i].usage;

@@ -42,20 +42,21 @@ agent_config_free(struct agent_config *c)
 	free(c);
 }
 
-/* http://HOST[:PORT][/PATH]; HOST may be [v6]. key names it in messages. */
+/* http://HOST[:PORT][/PATH]; HOST may be [v6]. Node n, named key, for messages. */
 static int
-parse_url(const struct cfg_doc *d, const char *key, const char *u, struct cmpc_server *srv)
+parse_url(const struct cfg_doc *d, const struct cfg_node *n, const char *key, const char *u,
+    struct cmpc_server *srv)
 {
 	const char *h, *e, *p;
 	unsigned long port = 80;
 	char *end;
 
 	if (strncmp(u, "http://", 7) != 0)
-		return cfg_err(d, key, "'%s' must be an http:// URL (got '%.80s')", key, u);
+		return cfg_node_err(d, n, "'%s' must be an http:// URL (got '%.80s')", key, u);
 	h = u + 7;
 	if (*h == '[') {
 		if ((e = strchr(h, ']')) == NULL)
-			return cfg_err(d, key, "'%s': unterminated [ in host", key);
+			return cfg_node_err(d, n, "'%s': unterminated [ in host", key);
 		h++;
 		p = e + 1;
 	} else {
@@ -63,21 +64,21 @@ parse_url(const struct cfg_doc *d, const char *key, const char *u, struct cmpc_s
 		p = e;
 	}
 	if (e == h)
-		return cfg_err(d, key, "'%s' has no host", key);
+		return cfg_node_err(d, n, "'%s' has no host", key);
 	if ((srv->host = strndup(h, (size_t)(e - h))) == NULL)
 		return HSM_ENOMEM;
 	if (*p == ':') {
 		p++;
 		if (*p < '0' || *p > '9')
-			return cfg_err(d, key, "'%s' has a bad port", key);
+			return cfg_node_err(d, n, "'%s' has a bad port", key);
 		errno = 0;
 		port = strtoul(p, &end, 10);
 		if (errno != 0 || port == 0 || port > 65535 || (*end != '\0' && *end != '/'))
-			return cfg_err(d, key, "'%s' has a bad port", key);
+			return cfg_node_err(d, n, "'%s' has a bad port", key);
 		p = end;
 	}
 	if (*p != '\0' && *p != '/')
-		return cfg_err(d, key, "'%s' is malformed", key);
+		return cfg_node_err(d, n, "'%s' is malformed", key);
 	srv->port = (int)port;
 	if ((srv->path = strdup(*p == '\0' ? "/" : p)) == NULL)
 		return HSM_ENOMEM;
@@ -329,14 +330,50 @@ parse_api(const struct cfg_doc *d, struct agent_api_conf *a)
 	return 0;
 }
 
-/* The CA's address: ca.url (room for a list of them). */
+/*
+ * The CA's addresses: ca.url, one URL or a list of them (CA replicas,
+ * tried in order: cmpclient.h). ca_url keeps them as written, ", "
+ * between two.
+ */
 static int
 parse_ca(const struct cfg_doc *d, struct agent_config *c)
 {
-	if ((c->ca = calloc(1, sizeof(*c->ca))) == NULL)
+	const struct cfg_node *n = cfg_find(d, "ca.url"), *e;
+	char label[32];
+	const char *v;
+	size_t cnt = 0, len = 1, off;
+	int r;
+
+	if (n == NULL)
+		return cfg_require(d, "ca.url");
+	if (n->type != CFG_SEQ) {
+		if ((r = cfg_get_str(d, "ca.url", NULL, &c->ca_url)) != 0)
+			return r;
+		if ((c->ca = calloc(1, sizeof(*c->ca))) == NULL)
+			return HSM_ENOMEM;
+		c->nca = 1;
+		return parse_url(d, n, "ca.url", c->ca_url, &c->ca[0]);
+	}
+	for (e = n->child; e != NULL; e = e->next) {
+		if ((r = cfg_node_value(d, e, "ca.url", &v)) != 0)
+			return r;
+		cnt++;
+		len += strlen(v) + 2;
+	}
+	if (cnt == 0)
+		return cfg_node_err(d, n, "'ca.url' is an empty list");
+	if (cnt > AGENT_MAX_CA_URLS)
+		return cfg_node_err(d, n, "'ca.url' lists more than %d addresses", AGENT_MAX_CA_URLS);
+	if ((c->ca = calloc(cnt, sizeof(*c->ca))) == NULL || (c->ca_url = calloc(1, len)) == NULL)
 		return HSM_ENOMEM;
-	c->nca = 1;
-	return parse_url(d, "ca.url", c->ca_url, &c->ca[0]);
+	for (e = n->child, off = 0; e != NULL; e = e->next) {
+		snprintf(label, sizeof(label), "ca.url[%zu]", c->nca + 1);
+		off += (size_t)snprintf(c->ca_url + off, len - off, "%s%s", c->nca > 0 ? ", " : "",
+		    e->value);
+		if ((r = parse_url(d, e, label, e->value, &c->ca[c->nca++])) != 0)
+			return r;
+	}
+	return 0;
 }
 
 static int
@@ -364,7 +401,6 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 	    (r = cfg_confine_load(d, &c->confine)) != 0 ||
 	    (r = cfg_require(d, "ca.url")) != 0 || (r = cfg_require(d, "ca.root")) != 0 ||
 	    (r = cfg_require(d, "state_dir")) != 0 || (r = cfg_require(d, "socket")) != 0 ||
-	    (r = cfg_get_str(d, "ca.url", NULL, &c->ca_url)) != 0 ||
 	    (r = cfg_get_path(d, "ca.root", NULL, &c->root)) != 0 ||
 	    (r = cfg_get_path(d, "state_dir", NULL, &c->state_dir)) != 0 ||
 	    (r = cfg_get_path(d, "socket", NULL, &c->socket)) != 0 ||

@@ -4,7 +4,9 @@
  *   token:                         # the agent's keyholder (cfg_token_load)
  *     module: ...  uri: ...  pin_file: ... (or pin_env)  workers: ...
  *   ca:
- *     url: http://HOST[:PORT][/PATH]   # required; http only (RFC 6712); HOST may be [v6]
+ *     url: http://HOST[:PORT][/PATH]   # required; http only (RFC 6712); HOST may be [v6];
+ *                                      # or a list of them (CA replicas, tried in order;
+ *                                      # at most AGENT_MAX_CA_URLS)
  *     root: root.pem                   # required: the trust anchor and the bundle served
  *   state_dir: /var/lib/hsmesh/agent   # required
  *   socket: /run/hsmesh/agent.sock     # required: the local API
@@ -55,6 +57,8 @@
 #include "keytypes.h"
 #include "selector.h"
 
+#define AGENT_MAX_CA_URLS 16
+
 /* One workload identity the agent keeps. */
 struct agent_workload {
 	char *id;			/* SPIFFE ID with a path */
@@ -89,7 +93,7 @@ struct agent_config {
 	char *path;			/* the file, as given */
 	struct cfg_token token;
 	struct cfg_confine confine;	/* user:, seccomp: */
-	char *ca_url;			/* as written */
+	char *ca_url;			/* as written (a list: ", " between two) */
 	struct cmpc_server *ca;		/* the CA's address(es), parsed from ca_url */
 	size_t nca;
 	char *root;			/* ca.root: path of the trust anchor */

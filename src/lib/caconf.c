@@ -11,6 +11,7 @@
 #include "caconf.h"
 #include "config.h"
 #include "err.h"
+#include "evidence.h"
 #include "keytypes.h"
 #include "spiffe.h"
 
@@ -20,7 +21,7 @@ static const char *const ca_known[] = {
 	"trust_domain",
 	"token.module", "token.uri", "token.pin_file", "token.pin_env", "token.workers",
 	"token.test_sign_delay_ms",
-	"key.type", "key.label",
+	"key.type", "key.label", "key.replicable",
 	"state_dir", "listen", "svid_ttl", "max_ttl", "ca_ttl", "database", "audit_log",
 	"attestation.collateral", "attestation.insecure_test_root", "attestation.mrsigner",
 	"attestation.mrenclave", "attestation.isv_prod_id", "attestation.min_isv_svn",
@@ -32,6 +33,13 @@ static const char *const ca_known[] = {
 	"front.request_timeout", "front.idle_timeout", "front.write_timeout", "front.max_body",
 	"front.max_buffered",
 	CFG_CONFINE_KEYS,
+	"replication.evidence.producer", "replication.evidence.path",
+	"replication.evidence.command", "replication.evidence.timeout",
+	"replication.attestation.collateral", "replication.attestation.insecure_test_root",
+	"replication.attestation.mrsigner", "replication.attestation.mrenclave",
+	"replication.attestation.isv_prod_id", "replication.attestation.min_isv_svn",
+	"replication.attestation.tcb_status", "replication.attestation.allow_debug",
+	"replication.attestation.nonce_ttl", "replication.attestation.collateral_grace",
 	NULL
 };
 
@@ -53,6 +61,8 @@ ca_config_free(struct ca_config *c)
 	free(c->audit_log);
 	free(c->metrics_listen);
 	attest_policy_free(c->attest);
+	attest_policy_free(c->repl_attest);
+	evidence_conf_clear(&c->repl_evidence);
 	free(c);
 }
 
@@ -170,7 +180,8 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 		r = cfg_err(d, "key.type", "'key.type': %s", why);
 		goto out;
 	}
-	if ((r = cfg_get_str(d, "key.label", "hsmesh-ca", &c->key_label)) != 0)
+	if ((r = cfg_get_str(d, "key.label", "hsmesh-ca", &c->key_label)) != 0 ||
+	    (r = cfg_get_bool(d, "key.replicable", 0, &c->key_replicable)) != 0)
 		goto out;
 	if (!label_ok(c->key_label)) {
 		r = cfg_err(d, "key.label", "'key.label' must be 1 to %d printable characters",
@@ -200,13 +211,24 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 		goto out;
 	}
 
-	if ((r = cfg_get_path(d, "database", NULL, &c->database)) != 0 ||
-	    (r = cfg_get_path(d, "audit_log", NULL, &c->audit_log)) != 0)
+	/* A URI (postgresql://...) is kept as written; a path resolves against the file's directory. */
+	if ((r = cfg_get_str(d, "database", NULL, &c->database)) != 0)
+		goto out;
+	if (c->database != NULL && strstr(c->database, "://") == NULL) {
+		free(c->database);
+		c->database = NULL;
+		if ((r = cfg_get_path(d, "database", NULL, &c->database)) != 0)
+			goto out;
+	}
+	if ((r = cfg_get_path(d, "audit_log", NULL, &c->audit_log)) != 0)
 		goto out;
 	if ((c->database == NULL && (r = cfg_resolve_path(c->state_dir, "ledger.db", &c->database)) != 0) ||
 	    (c->audit_log == NULL && (r = cfg_resolve_path(c->state_dir, "audit.log", &c->audit_log)) != 0))
 		goto out;
 	if ((r = attest_policy_load(d, "attestation", c->trust_domain, &c->attest)) != 0 ||
+	    (r = attest_policy_load(d, "replication.attestation", c->trust_domain,
+	    &c->repl_attest)) != 0 ||
+	    (r = evidence_conf_load(d, "replication.evidence", &c->repl_evidence)) != 0 ||
 	    (r = front_load(d, c)) != 0)
 		goto out;
 

@@ -1,4 +1,5 @@
 /* cert.c - root, X.509-SVIDs, parsing and CSR checks (see cert.h). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -332,6 +334,60 @@ cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id
     int64_t ttl, X509 **out)
 {
 	return cert_issue_svid_ext(ca, ca_key, pub, spiffe_id, ttl, NULL, out);
+}
+
+/* The fixed DER before the point of an EC P-256 / P-384 SubjectPublicKeyInfo. */
+static const uint8_t spki_p256[] = {
+	0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+	0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+};
+static const uint8_t spki_p384[] = {
+	0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
+	0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+};
+
+int
+cert_pubkey_parse(const uint8_t *spki, size_t len, EVP_PKEY **out)
+{
+	const unsigned char *p = spki;
+	const char *group = NULL;
+	size_t hl = 0;
+	OSSL_PARAM params[3];
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pk = NULL;
+
+	*out = NULL;
+	if (len == sizeof(spki_p256) + 65 && memcmp(spki, spki_p256, sizeof(spki_p256)) == 0) {
+		group = "prime256v1";
+		hl = sizeof(spki_p256);
+	} else if (len == sizeof(spki_p384) + 97 && memcmp(spki, spki_p384, sizeof(spki_p384)) == 0) {
+		group = "secp384r1";
+		hl = sizeof(spki_p384);
+	}
+	if (group == NULL) {
+		/* Not one of the two common EC encodings: OpenSSL's decoders. */
+		if (len > LONG_MAX || (pk = d2i_PUBKEY(NULL, &p, (long)len)) == NULL ||
+		    p != spki + len) {
+			EVP_PKEY_free(pk);
+			return hsm_err_ossl(HSM_EINVAL, "not a SubjectPublicKeyInfo");
+		}
+		*out = pk;
+		return 0;
+	}
+	/* The point is checked to be on the curve by the import. */
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
+	    (void *)(spki + hl), len - hl);
+	params[2] = OSSL_PARAM_construct_end();
+	if ((ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
+	    EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+		EVP_PKEY_CTX_free(ctx);
+		return hsm_err_ossl(HSM_EINVAL, "not a valid EC public key");
+	}
+	EVP_PKEY_CTX_free(ctx);
+	*out = pk;
+	return 0;
 }
 
 int

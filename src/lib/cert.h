@@ -58,6 +58,15 @@ int cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *s
     int64_t ttl, X509_EXTENSION *extra, X509 **out);
 
 /*
+ * The public key of a DER SubjectPublicKeyInfo (all len bytes). EC P-256
+ * and P-384 in their usual encoding are imported directly (the point
+ * checked to be on the curve), without the set-up of OpenSSL 3.0's
+ * decoders that d2i_PUBKEY pays on every call; anything else goes through
+ * d2i_PUBKEY. Caller frees *out. 0 or HSM_EINVAL.
+ */
+int cert_pubkey_parse(const uint8_t *spki, size_t len, EVP_PKEY **out);
+
+/*
  * The key types accepted in an SVID: EC P-256, EC P-384, RSA 2048..8192.
  * 0 or HSM_EPOLICY "key type EC secp256k1 is not accepted (...)".
  */

@@ -25,13 +25,22 @@
  * (svid.h); anything else is refused in certConf (implicit confirmation is
  * asked for, so a CA that grants it gets no certConf).
  *
- * Several CA addresses may be given: they are tried in order, moving on
- * only when one could not be reached at all (refused, no route, name not
- * found, connect timeout: the request never left), never after a request
- * was sent. Connecting is done here, so a refused connection reads as
- * "connection refused" at once rather than as a connect timeout.
+ * Several CA addresses may be given (CA replicas): they are tried in
+ * order, moving on when one could not be reached (refused, no route, name
+ * not found, connect timeout), gave no valid answer (connection closed,
+ * HTTP error such as 503, message timeout, bad protection) or answered
+ * that it failed itself (failInfo systemFailure: its database or
+ * keyholder); a refusal is final. Each request keeps one transactionID
+ * for every address, so a CA that recorded it before its answer was lost
+ * (a replica that died) delivers the same certificate again to the next
+ * address instead of refusing a spent join token. The caller backs off
+ * when every address failed (the agent's retry schedule). Connecting is
+ * done here, so a refused connection reads as "connection refused" at
+ * once rather than as a connect timeout.
  *
- * Blocking: run it on a thread of its own. Functions return 0 or a
+ * Blocking: run it on a thread of its own, in a process that ignores
+ * SIGPIPE (OpenSSL writes to sockets without MSG_NOSIGNAL: a CA that dies
+ * mid-request would otherwise kill the caller). Functions return 0 or a
  * negative HSM_E* code whose detail (hsm_err_msg) is the one-line reason,
  * and say in *how which kind of failure it was.
  */

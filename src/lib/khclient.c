@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "err.h"
 #include "khclient.h"
 #include "khproto.h"
@@ -248,25 +250,9 @@ label_body(const char *label, uint8_t *lb, size_t *len)
 	return 0;
 }
 
-int
-kh_generate(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned timeout_ms,
-    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
-{
-	uint8_t lb[HSM_MAX_LABEL + 1], k = (uint8_t)kt, *b;
-	size_t ll, bl;
-	int st;
-
-	*spki = NULL;
-	*spkilen = 0;
-	if ((st = label_body(label, lb, &ll)) != 0)
-		return st;
-	if ((st = call(c, KH_T_GENERATE, timeout_ms, &k, 1, lb, ll, &b, &bl)) != 0)
-		return st;
-	return keyid_spki(b, bl, keyid, spki, spkilen);
-}
-
-int
-kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
+/* A request of type whose body is a non-empty label, answered with a key id and its SPKI. */
+static int
+label_key(struct kh_client *c, uint8_t type, const char *label, unsigned timeout_ms,
     uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
 {
 	uint8_t lb[HSM_MAX_LABEL + 1], *b;
@@ -277,11 +263,122 @@ kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
 	*spkilen = 0;
 	if (label == NULL || *label == '\0')
 		return hsm_err(HSM_EINVAL, "empty key label");
-	if ((st = label_body(label, lb, &ll)) != 0)
-		return st;
-	if ((st = call(c, KH_T_FIND, timeout_ms, lb, ll, NULL, 0, &b, &bl)) != 0)
+	if ((st = label_body(label, lb, &ll)) != 0 ||
+	    (st = call(c, type, timeout_ms, lb, ll, NULL, 0, &b, &bl)) != 0)
 		return st;
 	return keyid_spki(b, bl, keyid, spki, spkilen);
+}
+
+int
+kh_generate_flags(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned flags,
+    unsigned timeout_ms, uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	uint8_t lb[HSM_MAX_LABEL + 2], k = (uint8_t)kt, *b;
+	size_t ll, bl;
+	int st;
+
+	*spki = NULL;
+	*spkilen = 0;
+	if ((flags & ~HSM_GEN_ALL) != 0)
+		return hsm_err(HSM_EINVAL, "unknown key generation flags 0x%x", flags);
+	if ((st = label_body(label, lb, &ll)) != 0)
+		return st;
+	if (flags != 0)
+		lb[ll++] = (uint8_t)flags;	/* the optional byte after the label */
+	if ((st = call(c, KH_T_GENERATE, timeout_ms, &k, 1, lb, ll, &b, &bl)) != 0)
+		return st;
+	return keyid_spki(b, bl, keyid, spki, spkilen);
+}
+
+int
+kh_generate(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	return kh_generate_flags(c, kt, label, 0, timeout_ms, keyid, spki, spkilen);
+}
+
+int
+kh_unwrapping_key(struct kh_client *c, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	return label_key(c, KH_T_UNWRAPPING_KEY, label, timeout_ms, keyid, spki, spkilen);
+}
+
+int
+kh_wrap(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], const uint8_t *target_spki,
+    size_t target_len, unsigned timeout_ms, struct hsm_wrapped *out)
+{
+	uint8_t *b = NULL;
+	size_t bl = 0, tl;
+	int st;
+
+	memset(out, 0, sizeof(*out));
+	if (target_spki == NULL || target_len == 0 || target_len > HSM_MAX_SPKI)
+		return hsm_err(HSM_EINVAL, "wrapping key: 1..%d bytes of SPKI", HSM_MAX_SPKI);
+	if ((st = call(c, KH_T_WRAP, timeout_ms, keyid, HSM_KEYID_LEN, target_spki, target_len,
+	    &b, &bl)) != 0)
+		return st;
+	/* u8 oaep, u16 tlen, transport, the wrapped key: checked before use */
+	if (bl < 3 || (b[0] != HSM_OAEP_SHA1 && b[0] != HSM_OAEP_SHA256) ||
+	    (tl = hsm_get16(b + 1)) == 0 || tl > HSM_TRANSPORT_MAX || bl - 3 < tl + 16 ||
+	    bl - 3 - tl > HSM_WRAPPED_MAX) {
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed wrapped key");
+	} else {
+		out->oaep = b[0];
+		memcpy(out->transport, b + 3, tl);
+		out->tlen = tl;
+		memcpy(out->key, b + 3 + tl, bl - 3 - tl);
+		out->klen = bl - 3 - tl;
+	}
+	if (b != NULL)
+		OPENSSL_cleanse(b, bl);
+	free(b);
+	return st;
+}
+
+int
+kh_unwrap(struct kh_client *c, const uint8_t wrapkey_id[HSM_KEYID_LEN],
+    const struct hsm_wrapped *w, const uint8_t *spki, size_t spkilen, const char *label,
+    unsigned timeout_ms, uint8_t keyid[HSM_KEYID_LEN])
+{
+	uint8_t body[KH_MAX_FRAME], *b = NULL, *p = body;
+	size_t ll = label != NULL ? strlen(label) : 0, bl = 0;
+	int st;
+
+	memset(keyid, 0, HSM_KEYID_LEN);
+	if (w->tlen == 0 || w->tlen > HSM_TRANSPORT_MAX || w->klen < 16 ||
+	    w->klen > HSM_WRAPPED_MAX || spki == NULL || spkilen == 0 || spkilen > HSM_MAX_SPKI ||
+	    ll > HSM_MAX_LABEL)
+		return hsm_err(HSM_EINVAL, "unwrap: a malformed wrapped key, public key or label");
+	memcpy(p, wrapkey_id, HSM_KEYID_LEN);
+	p += HSM_KEYID_LEN;
+	*p++ = w->oaep;
+	hsm_put16(p, (uint16_t)w->tlen);
+	memcpy(p + 2, w->transport, w->tlen);
+	p += 2 + w->tlen;
+	hsm_put16(p, (uint16_t)spkilen);
+	memcpy(p + 2, spki, spkilen);
+	p += 2 + spkilen;
+	*p++ = (uint8_t)ll;
+	memcpy(p, label != NULL ? label : "", ll);
+	p += ll;
+	st = call(c, KH_T_UNWRAP, timeout_ms, body, (size_t)(p - body), w->key, w->klen, &b, &bl);
+	OPENSSL_cleanse(body, sizeof(body));
+	if (st != 0)
+		return st;
+	if (bl != HSM_KEYID_LEN)
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed key id");
+	else
+		memcpy(keyid, b, HSM_KEYID_LEN);
+	free(b);
+	return st;
+}
+
+int
+kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	return label_key(c, KH_T_FIND, label, timeout_ms, keyid, spki, spkilen);
 }
 
 int
@@ -468,6 +565,10 @@ kh_argv(const struct kh_spawn_opts *o, int pin_fd, struct kh_argv *a)
 	a->v[n++] = o->token_uri;
 	a->v[n++] = pin_fd >= 0 ? "--pin-fd" : o->pin_file != NULL ? "--pin-file" : "--pin-env";
 	a->v[n++] = pin_fd >= 0 ? a->pinfd : o->pin_file != NULL ? o->pin_file : o->pin_env;
+	if (o->so_pin_file != NULL || o->so_pin_env != NULL) {
+		a->v[n++] = o->so_pin_file != NULL ? "--so-pin-file" : "--so-pin-env";
+		a->v[n++] = o->so_pin_file != NULL ? o->so_pin_file : o->so_pin_env;
+	}
 	if (o->sign_delay_ms > 0) {
 		a->v[n++] = "--sign-delay-ms";
 		a->v[n++] = a->delay;

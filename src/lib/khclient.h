@@ -32,6 +32,8 @@ struct kh_spawn_opts {
 	const char *token_uri;		/* pkcs11: URI of the token */
 	const char *pin_file;		/* one of pin_file / pin_env */
 	const char *pin_env;
+	const char *so_pin_file;	/* at most one: the security officer's PIN, */
+	const char *so_pin_env;		/* for kh_wrap only (read by the child) */
 	unsigned sign_delay_ms;		/* test setting: added per signature (0 = none) */
 	int workers;			/* signing threads (0 = default) */
 	const char *exe;		/* hsmesh binary to run (NULL = /proc/self/exe) */
@@ -107,6 +109,23 @@ int kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned
  */
 int kh_attrs(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
     uint8_t *flags);
+/* kh_generate with flags HSM_GEN_* (keytypes.h): HSM_GEN_REPLICABLE for a CA key of replicas. */
+int kh_generate_flags(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned flags,
+    unsigned timeout_ms, uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+/*
+ * Replication (p11.h, docs/REPLICAS.md): an RSA-3072 key that only
+ * unwraps (on the target); wrap key keyid for the holder of target_spki
+ * (on the source, whose keyholder was given the SO PIN); unwrap w with
+ * unwrapping key wrapkey_id as the key whose public half is spki, labelled
+ * label (on the target). HSM_EPROTO for a reply that breaks its format.
+ */
+int kh_unwrapping_key(struct kh_client *c, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+int kh_wrap(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], const uint8_t *target_spki,
+    size_t target_len, unsigned timeout_ms, struct hsm_wrapped *out);
+int kh_unwrap(struct kh_client *c, const uint8_t wrapkey_id[HSM_KEYID_LEN],
+    const struct hsm_wrapped *w, const uint8_t *spki, size_t spkilen, const char *label,
+    unsigned timeout_ms, uint8_t keyid[HSM_KEYID_LEN]);
 /*
  * Every private key in the token whose label starts with prefix (1..64
  * bytes, printable, no space) and whose CKA_ID is a key id: cb(arg,

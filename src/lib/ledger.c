@@ -23,7 +23,15 @@
 #include "util.h"
 
 /* The backends, asked in turn whether a location is theirs. */
-static const struct ledger_ops *const backends[] = { &ledger_sqlite_ops };
+static const struct ledger_ops *const backends[] = { &ledger_pg_ops, &ledger_sqlite_ops };
+
+/*
+ * A transaction the store found in conflict with a concurrent one
+ * (HSM_EAGAIN) is run again, at most this many times in all, after a
+ * random pause that doubles from 1 ms up to TXN_PAUSE_MAX_MS.
+ */
+#define TXN_TRIES 12
+#define TXN_PAUSE_MAX_MS 64
 
 struct ledger {
 	pthread_mutex_t mu;	/* one call at a time on be */
@@ -53,6 +61,47 @@ static void
 unlock(struct ledger *lg)
 {
 	pthread_mutex_unlock(&lg->mu);
+}
+
+/* A random pause of up to 2^attempt ms (at most TXN_PAUSE_MAX_MS) before a retry. */
+static void
+txn_pause(int attempt)
+{
+	struct timespec now, ts;
+	long cap = 1L << (attempt < 6 ? attempt : 6);
+
+	if (cap > TXN_PAUSE_MAX_MS)
+		cap = TXN_PAUSE_MAX_MS;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ts.tv_sec = 0;
+	ts.tv_nsec = (now.tv_nsec % (cap * 1000000L)) + 100000L;
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Run body(lg, arg) in one transaction, with the lock held: committed
+ * when body returns 0, rolled back otherwise. A conflict with a
+ * concurrent transaction (HSM_EAGAIN from the store) runs the whole of it
+ * again, at most TXN_TRIES times; then HSM_EIO. what names it in that
+ * detail.
+ */
+static int
+in_txn(struct ledger *lg, const char *what, int (*body)(struct ledger *, void *), void *arg)
+{
+	int r = HSM_EIO;
+
+	for (int attempt = 0; attempt < TXN_TRIES; attempt++) {
+		if (attempt > 0)
+			txn_pause(attempt);
+		if ((r = lg->ops->begin(lg->be)) == 0 && (r = body(lg, arg)) == 0)
+			r = lg->ops->commit(lg->be);
+		if (r != 0)
+			lg->ops->rollback(lg->be);
+		if (r != HSM_EAGAIN)
+			return r;
+	}
+	return hsm_err(HSM_EIO, "ledger: %s: gave up after %d attempts, each in conflict with "
+	    "a concurrent transaction", what, TXN_TRIES);
 }
 
 /* ---- validation ---- */
@@ -179,6 +228,9 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 		return hsm_err(HSM_EINVAL, "ledger: missing certificate DER");
 	if (n->parent_serial[0] != '\0' && strcmp(n->parent_serial, n->serial) == 0)
 		return hsm_err(HSM_EINVAL, "ledger: a certificate cannot renew itself");
+	if (c->txn[0] != '\0' && norm_hex(c->txn, 2, LEDGER_TXN_MAX, n->txn, sizeof(n->txn)) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: transaction id must be 2..%d hex digits",
+		    LEDGER_TXN_MAX);
 	if (c->kind != LEDGER_WORKLOAD && c->kind != LEDGER_NODE)
 		return hsm_err(HSM_EINVAL, "ledger: unknown certificate kind %d", (int)c->kind);
 	if (strnlen(c->node_id, sizeof(c->node_id)) == sizeof(c->node_id))
@@ -197,7 +249,35 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 	return 0;
 }
 
-/* ---- open ---- */
+/* ---- open, schema ---- */
+
+/* Bring the store's schema to LEDGER_SCHEMA_VERSION, in one transaction. */
+static int
+migrate(const struct ledger_ops *ops, struct ledger_be *be)
+{
+	int64_t v = 0;
+	int r;
+
+	if ((r = ops->migrate_begin(be)) != 0)
+		return r;
+	if ((r = ops->schema_version(be, &v)) != 0)
+		goto out;
+	if (v < 0 || v > LEDGER_SCHEMA_VERSION) {
+		r = hsm_err(HSM_EIO, "ledger: schema version %lld is newer than this program's (%d)",
+		    (long long)v, LEDGER_SCHEMA_VERSION);
+		goto out;
+	}
+	for (; v < LEDGER_SCHEMA_VERSION; v++) {
+		if ((r = ops->exec(be, ops->migrations[v])) != 0 ||
+		    (r = ops->version_add(be, v + 1)) != 0)
+			goto out;
+	}
+	r = ops->commit(be);
+ out:
+	if (r != 0)
+		ops->rollback(be);
+	return r;
+}
 
 int
 ledger_open(const char *location, struct ledger **out)
@@ -232,6 +312,10 @@ ledger_open(const char *location, struct ledger **out)
 	}
 	if ((r = ops->open(location, &lg->be)) != 0)
 		goto out;
+	if ((r = migrate(ops, lg->be)) != 0 || (r = ops->ready(lg->be)) != 0) {
+		ops->close(lg->be);
+		goto out;
+	}
 	*out = lg;
 	lg = NULL;
  out:
@@ -313,14 +397,14 @@ token_refusal(const struct ledger_token *t, int64_t now)
 	return 0;
 }
 
-/* Consume ref at now; the lock is held (inside a transaction or not). */
+/* Consume ref at now, paying for serial (may be NULL); the lock is held. */
 static int
-consume_locked(struct ledger *lg, const char *ref, int64_t now)
+consume_locked(struct ledger *lg, const char *ref, int64_t now, const char *serial)
 {
 	struct ledger_token t;
 	int r;
 
-	if ((r = lg->ops->token_use(lg->be, ref, now)) < 0)
+	if ((r = lg->ops->token_use(lg->be, ref, now, serial)) < 0)
 		return r;
 	if (r == 1)
 		return 0;
@@ -356,7 +440,7 @@ ledger_token_consume(struct ledger *lg, const char *ref, int64_t now)
 		return hsm_err(HSM_ENOENT, "join token unknown");
 	if ((r = lock(lg)) != 0)
 		return r;
-	r = consume_locked(lg, ref, now);
+	r = consume_locked(lg, ref, now, NULL);
 	unlock(lg);
 	return r;
 }
@@ -391,15 +475,18 @@ supersede_locked(struct ledger *lg, const struct ledger_cert *n)
 		return r;
 	if (r == 1)
 		return 0;
-	/* Refused: unknown, or renewed already (a fork, or a replay). */
+	/* Refused: unknown, revoked, or renewed already (a fork, or a replay). */
 	if ((r = lg->ops->cert_get(lg->be, n->parent_serial, &p)) != 0) {
 		if (r == HSM_ENOENT)
 			r = hsm_err(HSM_ENOENT, "ledger: renewal of unknown certificate %s",
 			    n->parent_serial);
 		return r;
 	}
-	r = hsm_err(HSM_EPOLICY, "certificate already renewed (superseded by serial %s)",
-	    p.superseded_by);
+	if (p.superseded_by[0] != '\0')
+		r = hsm_err(HSM_EPOLICY, "certificate already renewed (superseded by serial %s)",
+		    p.superseded_by);
+	else
+		r = hsm_err(HSM_EPOLICY, "certificate revoked");
 	ledger_cert_clear(&p);
 	return r;
 }
@@ -454,12 +541,63 @@ count_entry(const struct ledger_entry *e, void *arg)
 	return 0;
 }
 
+/* What ledger_issue_with records, for its transaction's body. */
+struct issue_arg {
+	const struct ledger_cert *n;
+	const char *token_ref;
+	int64_t now;
+	int (*before_commit)(void *arg);
+	void *arg;
+	int hook_ran;		/* before_commit succeeded in some attempt */
+};
+
+static int
+issue_body(struct ledger *lg, void *v)
+{
+	struct issue_arg *a = v;
+	unsigned entries = 0;
+	int r;
+
+	/*
+	 * The hook's record (the audit line) is made once: when the commit
+	 * after it failed in conflict, the issuance is not run again.
+	 */
+	if (a->hook_ran)
+		return hsm_err(HSM_EIO, "ledger: issue: the commit failed after its record was made");
+	/*
+	 * The identity is checked inside the transaction, under its lock: a
+	 * revocation that commits first is seen here, one that commits later
+	 * revokes this certificate too.
+	 */
+	if ((r = lg->ops->id_lock(lg->be, a->n->spiffe_id)) != 0)
+		return r;
+	if ((r = lg->ops->id_revoked(lg->be, a->n->spiffe_id)) != 0)
+		return r < 0 ? r : hsm_err(HSM_EPOLICY, "identity revoked");
+	if ((r = kind_locked(lg, a->n)) != 0)
+		return r;
+	if (a->n->kind == LEDGER_NODE &&
+	    (r = lg->ops->entry_list(lg->be, a->n->spiffe_id, count_entry, &entries)) == 0 &&
+	    entries > 0)
+		r = hsm_err(HSM_EPOLICY, "%s is the ID of a registration entry: a workload "
+		    "identity, not a node's", a->n->spiffe_id);
+	if (r != 0)
+		return r;
+	if ((a->token_ref == NULL ||
+	    ((r = token_kind_locked(lg, a->token_ref, a->n->kind)) == 0 &&
+	    (r = consume_locked(lg, a->token_ref, a->now, a->n->serial)) == 0)) &&
+	    (a->n->parent_serial[0] == '\0' || (r = supersede_locked(lg, a->n)) == 0) &&
+	    (r = lg->ops->cert_insert(lg->be, a->n, (int64_t)time(NULL))) == 0 &&
+	    a->before_commit != NULL && (r = a->before_commit(a->arg)) == 0)
+		a->hook_ran = 1;
+	return r;
+}
+
 int
 ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now, int (*before_commit)(void *arg), void *arg, int *hook_ran)
 {
 	struct ledger_cert n;
-	unsigned entries = 0;
+	struct issue_arg a = { &n, token_ref, now, before_commit, arg, 0 };
 	int r;
 
 	if (hook_ran != NULL)
@@ -470,25 +608,9 @@ ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *to
 		return hsm_err(HSM_ENOENT, "join token unknown");
 	if ((r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->begin(lg->be)) != 0)
-		goto out;
-	if ((r = kind_locked(lg, &n)) == 0 && n.kind == LEDGER_NODE &&
-	    (r = lg->ops->entry_list(lg->be, n.spiffe_id, count_entry, &entries)) == 0 && entries > 0)
-		r = hsm_err(HSM_EPOLICY, "%s is the ID of a registration entry: a workload "
-		    "identity, not a node's", n.spiffe_id);
-	if (r == 0 &&
-	    (token_ref == NULL || ((r = token_kind_locked(lg, token_ref, n.kind)) == 0 &&
-	    (r = consume_locked(lg, token_ref, now)) == 0)) &&
-	    (n.parent_serial[0] == '\0' || (r = supersede_locked(lg, &n)) == 0) &&
-	    (r = lg->ops->cert_insert(lg->be, &n, (int64_t)time(NULL))) == 0 &&
-	    (before_commit == NULL || (r = before_commit(arg)) == 0)) {
-		if (hook_ran != NULL && before_commit != NULL)
-			*hook_ran = 1;
-		r = lg->ops->commit(lg->be);
-	}
-	if (r != 0)
-		lg->ops->rollback(lg->be);
- out:
+	r = in_txn(lg, "issue", issue_body, &a);
+	if (hook_ran != NULL)
+		*hook_ran = a.hook_ran;
 	unlock(lg);
 	return r;
 }
@@ -560,11 +682,30 @@ ledger_cert_revoke(struct ledger *lg, const char *serial, int reason, int64_t no
 	return r;
 }
 
+struct revoke_id_arg {
+	const char *spiffe_id;
+	int reason;
+	int64_t now;
+	unsigned n;
+};
+
+static int
+revoke_id_body(struct ledger *lg, void *v)
+{
+	struct revoke_id_arg *a = v;
+	int r;
+
+	if ((r = lg->ops->id_lock(lg->be, a->spiffe_id)) == 0 &&
+	    (r = lg->ops->certs_revoke_id(lg->be, a->spiffe_id, a->reason, a->now, &a->n)) == 0)
+		r = lg->ops->id_revoke(lg->be, a->spiffe_id, a->reason, a->now);
+	return r;
+}
+
 int
 ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t now,
     unsigned *count)
 {
-	unsigned n = 0;
+	struct revoke_id_arg a = { spiffe_id, reason, now, 0 };
 	int r;
 
 	if (count != NULL)
@@ -572,16 +713,10 @@ ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t n
 	if ((r = check_id(spiffe_id)) != 0 || (r = check_reason(reason)) != 0 ||
 	    (r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->begin(lg->be)) == 0) {
-		if ((r = lg->ops->certs_revoke_id(lg->be, spiffe_id, reason, now, &n)) == 0 &&
-		    (r = lg->ops->id_revoke(lg->be, spiffe_id, reason, now)) == 0)
-			r = lg->ops->commit(lg->be);
-		if (r != 0)
-			lg->ops->rollback(lg->be);
-	}
+	r = in_txn(lg, "revoke identity", revoke_id_body, &a);
 	unlock(lg);
 	if (r == 0 && count != NULL)
-		*count = n;
+		*count = a.n;
 	return r;
 }
 
@@ -769,28 +904,32 @@ mode_conflict(const struct ledger_entry *x, void *arg)
 	return 1;
 }
 
-int
-ledger_entry_add(struct ledger *lg, struct ledger_entry *e)
+/*
+ * ledger_entry_add's transaction. The checks span several IDs, so the
+ * body locks each ID it decides on (in one order: two adds never wait
+ * on each other in a cycle), as ledger_issue locks the ID it issues:
+ * on a store shared by replicas, an entry and a certificate that would
+ * contradict each other never both commit.
+ */
+static int
+entry_add_body(struct ledger *lg, void *v)
 {
+	struct ledger_entry *e = v;
 	struct mode_check m = { .e = e };
 	unsigned nodes = 0, workloads = 0, named = 0;
-	uint8_t rnd[LEDGER_ENTRY_ID_LEN / 2];
+	const char *first = e->spiffe_id, *second = NULL;
 	int r;
 
-	if ((r = entry_arg(e)) != 0)
-		return r;
-	if (e->id[0] == '\0') {
-		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-			return hsm_err(HSM_EIO, "ledger: no random bytes for an entry ID");
-		hsm_hex(rnd, sizeof(rnd), e->id);
-	} else if ((r = entry_id_arg(e->id, e->id)) != 0) {
-		return r;
+	if (!e->self_managed && !e->node_is_pattern) {
+		second = e->node;
+		if (strcmp(first, second) > 0) {
+			first = e->node;
+			second = e->spiffe_id;
+		}
 	}
-	e->created = (int64_t)time(NULL);
-	if ((r = lock(lg)) != 0)
+	if ((r = lg->ops->id_lock(lg->be, first)) != 0 ||
+	    (second != NULL && (r = lg->ops->id_lock(lg->be, second)) != 0))
 		return r;
-	if ((r = lg->ops->begin(lg->be)) != 0)
-		goto out;
 	/* The workload ID is no node's ... */
 	if ((r = lg->ops->cert_kinds(lg->be, e->spiffe_id, &nodes, &workloads)) == 0 && nodes > 0)
 		r = hsm_err(HSM_EPOLICY, "%s is a node identity (it has node certificates)",
@@ -810,11 +949,30 @@ ledger_entry_add(struct ledger *lg, struct ledger_entry *e)
 	if (r == 0 && (r = lg->ops->entry_list(lg->be, e->spiffe_id, mode_conflict, &m)) == 1)
 		r = hsm_err(HSM_EPOLICY, "%s is %s by entry %s", e->spiffe_id,
 		    e->self_managed ? "node-managed" : "self-managed", m.other);
-	if (r == 0 && (r = lg->ops->entry_insert(lg->be, e)) == 0)
-		r = lg->ops->commit(lg->be);
-	if (r != 0)
-		lg->ops->rollback(lg->be);
- out:
+	if (r == 0)
+		r = lg->ops->entry_insert(lg->be, e);
+	return r;
+}
+
+int
+ledger_entry_add(struct ledger *lg, struct ledger_entry *e)
+{
+	uint8_t rnd[LEDGER_ENTRY_ID_LEN / 2];
+	int r;
+
+	if ((r = entry_arg(e)) != 0)
+		return r;
+	if (e->id[0] == '\0') {
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			return hsm_err(HSM_EIO, "ledger: no random bytes for an entry ID");
+		hsm_hex(rnd, sizeof(rnd), e->id);
+	} else if ((r = entry_id_arg(e->id, e->id)) != 0) {
+		return r;
+	}
+	e->created = (int64_t)time(NULL);
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = in_txn(lg, "add entry", entry_add_body, e);
 	unlock(lg);
 	return r;
 }

@@ -4,19 +4,27 @@
  * which node may obtain which workload identity.
  *
  * This interface validates every input and decides which steps form one
- * transaction; the store behind it is a backend (ledger_be.h). Today's
- * one backend is SQLite (ledger_sqlite.c: a file, WAL mode,
- * synchronous=FULL, a busy timeout so a second process such as "hsmesh ca
- * token" can write while "hsmesh ca serve" runs).
+ * transaction; the store behind it is a backend (ledger_be.h):
+ *
+ *   SQLite      a file path (ledger_sqlite.c: WAL mode, synchronous=FULL,
+ *               a busy timeout so a second process such as "hsmesh ca
+ *               token" can write while "hsmesh ca serve" runs)
+ *   PostgreSQL  a libpq URI, postgresql://... or postgres://...
+ *               (ledger_pg.c), shared by any number of CA replicas
  *
  * A struct ledger is one connection guarded by a mutex: any function may
- * be called from any thread. The schema is created or migrated on open; a
- * ledger written by a newer program is refused.
+ * be called from any thread. The schema is created or migrated on open, in
+ * numbered steps recorded in a schema_version table; a ledger written by a
+ * newer program is refused. Nothing is cached: every call reads what every
+ * process and replica has committed.
  *
  * Invariants, kept by the store itself so that they hold between
  * processes (and, with a shared store, replicas): a join token is consumed
  * once; a serial is recorded once; a certificate is renewed at most once,
- * so a renewal chain never forks (only its newest certificate may renew).
+ * so a renewal chain never forks (only its newest certificate may renew);
+ * no certificate is recorded for an identity once its revocation has
+ * committed. A transaction in conflict with a concurrent one is run again
+ * (a bounded number of times).
  *
  * Store failures return HSM_EIO with the detail "ledger: <what>: <the
  * store's message>". Join token secrets never reach the ledger: only
@@ -30,13 +38,14 @@
 
 #include "spiffe.h"
 
-#define LEDGER_SCHEMA_VERSION 3
+#define LEDGER_SCHEMA_VERSION 4
 #define LEDGER_REF_MAX 64	/* join token reference, bytes */
 #define LEDGER_HASH_LEN 32	/* SHA-256 of a join token secret */
 #define LEDGER_SERIAL_MAX 64	/* certificate serial, hex digits */
 #define LEDGER_SPKI_ID_LEN 64	/* hex SHA-256 of a SubjectPublicKeyInfo */
 #define LEDGER_AUTH_MAX 255	/* "token:<ref>", "kur:<serial>", "offline", ... */
 #define LEDGER_REASON_MAX 10	/* CRLReason codes 0..10 (RFC 5280 5.3.1) */
+#define LEDGER_TXN_MAX 128	/* a CMP transactionID, hex digits */
 #define LEDGER_ENTRY_ID_LEN 16	/* hex digits of a registration entry's ID */
 #define LEDGER_SELECTORS_MAX 4096	/* an entry's selectors, one a line */
 
@@ -58,6 +67,7 @@ struct ledger_token {
 	int used;		/* 1 once consumed */
 	int64_t used_at;	/* 0 unless used */
 	enum ledger_kind kind;	/* what it enrolls */
+	char serial[LEDGER_SERIAL_MAX + 1];	/* the certificate it paid for, or "" */
 };
 
 /*
@@ -77,6 +87,7 @@ struct ledger_cert {
 	char auth[LEDGER_AUTH_MAX + 1];
 	char parent_serial[LEDGER_SERIAL_MAX + 1];
 	char superseded_by[LEDGER_SERIAL_MAX + 1];	/* the renewal of this one, or "" */
+	char txn[LEDGER_TXN_MAX + 1];	/* hex CMP transactionID that asked for it, or "" */
 	int revoked;
 	int64_t revoked_at;	/* 0 unless revoked */
 	int reason;		/* CRLReason, meaningful when revoked */
@@ -110,9 +121,12 @@ struct ledger_entry {
  * Open the ledger at location (ca.yaml's database) and bring its schema up
  * to date. A file path is an SQLite database, created with mode 0600 if
  * needed; its directory must exist (it is not created) and a symbolic
- * link as the file itself is refused. 0 with *out set; HSM_EINVAL,
- * HSM_ENOENT (directory missing), HSM_EUNSUPPORTED (no backend for that
- * kind of location), HSM_ENOMEM, HSM_EIO (store error, or a newer schema).
+ * link as the file itself is refused. A postgresql:// URI is a PostgreSQL
+ * database, which must exist; a URI with a password in it is refused (use
+ * a passfile). 0 with *out set; HSM_EINVAL, HSM_ENOENT (directory
+ * missing), HSM_EUNSUPPORTED (no backend for that kind of location),
+ * HSM_ENOMEM, HSM_EIO (store error, unreachable server, or a newer
+ * schema).
  */
 int ledger_open(const char *location, struct ledger **out);
 
@@ -167,14 +181,18 @@ int ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at);
 /*
  * Record an issued certificate, in one transaction with what authorised
  * it: when token_ref is not NULL, consume that join token at now (as
- * ledger_token_consume); when c->parent_serial is set, record c as the
- * renewal of that certificate, which must exist and not have been renewed
- * before. Either all of it is recorded or nothing. The serials and
- * spki_id are hex (either case, stored lower-case, serials without leading
- * zeros). 0; HSM_EEXIST if the serial is already recorded; HSM_EPOLICY
- * "join token already used" / "join token expired" / "certificate already
- * renewed (superseded by serial S)"; HSM_ENOENT (unknown token or parent);
- * HSM_EINVAL; HSM_EIO.
+ * ledger_token_consume) and record that it paid for c (the token's
+ * serial, so that a retry of the same request finds c again); when
+ * c->parent_serial is set, record c as the renewal of that certificate,
+ * which must exist, not be revoked and not have been renewed before; and
+ * c->spiffe_id must not be revoked. Either all of it is recorded or
+ * nothing. The serials and spki_id are hex (either case, stored
+ * lower-case, serials without leading zeros); c->txn is "" or hex (stored
+ * lower-case). 0; HSM_EEXIST if the serial is already recorded;
+ * HSM_EPOLICY "identity revoked" / "join token already used" / "join
+ * token expired" / "certificate already renewed (superseded by serial S)"
+ * / "certificate revoked" (the parent); HSM_ENOENT (unknown token or
+ * parent); HSM_EINVAL; HSM_EIO.
  */
 int ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now);
@@ -186,8 +204,10 @@ int ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *tok
  * record that must go with the issuance (the CA's audit line) decides
  * whether it happens. *hook_ran (may be NULL) is set when before_commit
  * succeeded: if the call still fails, the commit itself failed after the
- * hook's record was made (the caller compensates for it). The same codes
- * as ledger_issue, or before_commit's.
+ * hook's record was made (the caller compensates for it). A transaction
+ * in conflict with a concurrent one runs again, but before_commit's record
+ * is made at most once: a commit failing after it is not retried. The same
+ * codes as ledger_issue, or before_commit's.
  */
 int ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now, int (*before_commit)(void *arg), void *arg, int *hook_ran);

@@ -109,6 +109,30 @@ good_full(void **state)
 	ca_config_free(c);
 }
 
+/* database: a libpq URI is kept as written, a relative path resolves next to the file. */
+static void
+database_uri_or_path(void **state)
+{
+	struct ca_config *c = NULL;
+	const char *head = "trust_domain: example.org\ntoken:\n  module: /m.so\n"
+	    "  uri: pkcs11:token=ca\n  pin_file: /p\nstate_dir: /s\n";
+	const char *uri = "postgresql://ca@db.example.org:5433/hsmesh?sslmode=verify-full";
+	char y[512];
+
+	snprintf(y, sizeof(y), "%sdatabase: \"%s\"\n", head, uri);
+	assert_int_equal(parse(y, &c), 0);
+	assert_string_equal(c->database, uri);
+	ca_config_free(c);
+	snprintf(y, sizeof(y), "%sdatabase: postgresql:///hsmesh?host=/run/postgresql\n", head);
+	assert_int_equal(parse(y, &c), 0);
+	assert_string_equal(c->database, "postgresql:///hsmesh?host=/run/postgresql");
+	ca_config_free(c);
+	snprintf(y, sizeof(y), "%sdatabase: db/ledger.db\n", head);
+	assert_int_equal(parse(y, &c), 0);
+	assert_string_equal(c->database, "/etc/hsmesh/db/ledger.db");
+	ca_config_free(c);
+}
+
 static void
 unknown_keys(void **state)
 {
@@ -321,6 +345,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(good_defaults),
 		cmocka_unit_test(good_full),
+		cmocka_unit_test(database_uri_or_path),
 		cmocka_unit_test(unknown_keys),
 		cmocka_unit_test(missing_keys),
 		cmocka_unit_test(bad_values),
