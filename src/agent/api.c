@@ -103,6 +103,8 @@ struct client {
 	 */
 	struct allow *allow;
 	size_t nallow, capallow;
+	int crl_sub;			/* sent CRL_SUBSCRIBE: gets every new CRL ... */
+	uint32_t crl_id;		/* ... with this id */
 };
 
 /* May cl use w? Decided with its process as it connected, and remembered. */
@@ -279,6 +281,52 @@ api_workload_gone(struct agent *ag, struct wl *w)
 	fsrv_foreach(ag->api, gone_one, &p);
 	if (p.n > 0)
 		log_info("%s: disconnected %d subscriber%s", w->c->id, p.n, p.n == 1 ? "" : "s");
+}
+
+/* The CRL the agent holds (none: an empty reply) as type to c. */
+static int
+send_crl(struct agent *ag, struct fsrv_conn *c, uint8_t type, uint32_t id)
+{
+	uint8_t *f;
+	size_t len;
+	int r;
+
+	if ((r = ag_encode_crl(type, id, ag->crl_der, ag->crl_len, &f, &len)) != 0)
+		return r;
+	r = api_send(c, f, len);
+	free(f);
+	return r;
+}
+
+struct crl_push {
+	struct agent *ag;
+	int n;
+};
+
+static void
+crl_push_one(void *arg, struct fsrv_conn *c)
+{
+	struct crl_push *p = arg;
+	const struct client *cl = fsrv_udata(c);
+
+	if (cl == NULL || !cl->crl_sub)
+		return;
+	if (send_crl(p->ag, c, AG_T_CRL, cl->crl_id) != 0)
+		fsrv_kill(c);
+	else
+		p->n++;
+}
+
+void
+api_push_crl(struct agent *ag)
+{
+	struct crl_push p = { ag, 0 };
+
+	if (ag->api == NULL || ag->crl_len == 0)
+		return;
+	fsrv_foreach(ag->api, crl_push_one, &p);
+	if (p.n > 0)
+		log_info("pushed the new CRL to %d subscriber%s", p.n, p.n == 1 ? "" : "s");
 }
 
 void
@@ -528,6 +576,14 @@ handle_request(struct agent *ag, struct fsrv_conn *c, const struct ag_request *r
 	struct wl *w;
 	int r;
 
+	if (rq->type == AG_T_CRL_SUBSCRIBE) {
+		/* The CRL is public: any client the agent serves may follow it. */
+		cl->crl_sub = 1;
+		cl->crl_id = rq->id;
+		fsrv_keep(c, 1);
+		log_debug(PEER_FMT ": CRL_SUBSCRIBE", PEER_ARGS(p));
+		return send_crl(ag, c, rtype, rq->id);
+	}
 	if ((r = resolve(ag, cl, rq->spiffe_id, &w)) != 0) {
 		log_warn(PEER_FMT ": %s", PEER_ARGS(p), hsm_err_msg(r));
 		return send_error(c, rtype, rq->id, r, hsm_err_msg(r));
@@ -538,7 +594,8 @@ handle_request(struct agent *ag, struct fsrv_conn *c, const struct ag_request *r
 		fsrv_keep(c, 1);	/* a subscriber waits for UPDATEs: never idle */
 	}
 	if (!wl_valid(w))
-		return send_error(c, rtype, rq->id, HSM_EAGAIN, w->have ?
+		return send_error(c, rtype, rq->id, HSM_EAGAIN, w->revoked ?
+		    "certificate revoked; re-enrolling" : w->have ?
 		    "certificate expired; renewal in progress" : "not enrolled yet");
 	switch (rq->type) {
 	case AG_T_GET_SVID:

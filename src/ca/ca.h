@@ -65,6 +65,7 @@ struct signer {
 	struct ca_kh k;
 	struct khsup *sup;	/* signer_start_supervised: owns k.kh, restarts the keyholder */
 	EVP_PKEY *key;		/* borrows k.kh: signer_close frees it first */
+	char crl_url[1040];	/* named in every certificate's cRLDistributionPoints; "" none */
 };
 
 /* ---- signer.c ---- */
@@ -119,6 +120,49 @@ void signer_close(struct signer *sg);
 
 /* The ledger and the audit log of ca.yaml (state_dir must exist: ca init makes it). */
 int ca_records_open(const struct ca_config *cfg, struct ledger **lg, struct audit **au);
+
+/* ---- crl.c ---- */
+
+/*
+ * The CRL `ca serve` publishes (crl.h), for the CA's current signing key
+ * and certificate: built from the ledger's revoked, unexpired
+ * certificates, signed through the keyholder, cached, and built again
+ * when the ledger's revocation sequence moved (checked at every request:
+ * `ca revoke` is another process) or half of its validity has passed.
+ */
+struct ca_crl;
+
+/*
+ * A cache for cacert/cakey over lg; next_update in seconds. ready(arg)
+ * says whether cakey can sign now (NULL: always).
+ */
+int ca_crl_new(X509 *cacert, EVP_PKEY *cakey, struct ledger *lg, int64_t next_update,
+    int (*ready)(void *arg), void *arg, struct ca_crl **out);
+/*
+ * The current CRL: *der a malloc'd copy (caller frees), *seq the
+ * revocation sequence it reflects. HSM_EAGAIN when it must be rebuilt
+ * and the keyholder is restarting (and the cached one has expired);
+ * HSM_EIO (ledger), HSM_ECRYPTO.
+ */
+int ca_crl_get(struct ca_crl *c, uint8_t **der, size_t *len, uint64_t *seq);
+/* Free. Accepts NULL. */
+void ca_crl_free(struct ca_crl *c);
+/*
+ * The URL `ca serve` publishes for cfg when it has bound port bound_port:
+ * crl.url, or derived from listen (crl_url_default). 0 or HSM_EINVAL.
+ */
+int ca_crl_url(const struct ca_config *cfg, unsigned bound_port, char *out, size_t cap);
+/*
+ * For a command that issues without serving (ca issue): crl.url, else the
+ * URL derived from listen, else the one `ca serve` last published in
+ * <state_dir>/crl.url (listen with port 0); "" when none, and why in
+ * why[whycap] (the caller warns once it has issued: a refusal stays one
+ * line).
+ */
+void ca_crl_url_offline(const struct ca_config *cfg, char *out, size_t cap, char *why,
+    size_t whycap);
+/* Record the published URL in <state_dir>/crl.url (for ca issue). */
+int ca_crl_url_save(const struct ca_config *cfg, const char *url);
 
 /* ---- issue.c ---- */
 

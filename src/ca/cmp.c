@@ -870,6 +870,46 @@ collect_one(const struct ledger_entry *e, void *arg)
 }
 
 /*
+ * The push hint (docs/PROTOCOL.md, "Revocation"): beside a node's entries,
+ * an ITAV HSM_OID_CRL_HINT whose value is an INTEGER, the ledger's
+ * revocation sequence; an agent whose CRL reflects a lower one fetches the
+ * CRL now. Old agents look for their own ITAV only. 1, or 0 when it
+ * cannot be added (then the genp fails like any other).
+ */
+static int
+genp_crl_hint(struct txn *t, STACK_OF(OSSL_CMP_ITAV) *out)
+{
+	OSSL_CMP_ITAV *itav = NULL;
+	ASN1_INTEGER *ai = NULL;
+	ASN1_TYPE *v = NULL;
+	ASN1_OBJECT *oid = NULL;
+	uint64_t seq;
+
+	if (ledger_revocation_seq(t->s->cfg->ledger, &seq) != 0) {
+		log_warn("no CRL hint for %s: %s", t->peer, hsm_err_msg(HSM_EIO));
+		return 1;	/* the entries still go out; the agent's schedule remains */
+	}
+	if ((ai = ASN1_INTEGER_new()) == NULL || !ASN1_INTEGER_set_uint64(ai, seq) ||
+	    (v = ASN1_TYPE_new()) == NULL || (oid = OBJ_txt2obj(HSM_OID_CRL_HINT, 1)) == NULL)
+		goto fail;
+	ASN1_TYPE_set(v, V_ASN1_INTEGER, ai);
+	ai = NULL;
+	if ((itav = OSSL_CMP_ITAV_create(oid, v)) == NULL)
+		goto fail;
+	oid = NULL;
+	v = NULL;
+	if (!sk_OSSL_CMP_ITAV_push(out, itav))
+		goto fail;
+	return 1;
+ fail:
+	OSSL_CMP_ITAV_free(itav);
+	ASN1_TYPE_free(v);
+	ASN1_OBJECT_free(oid);
+	ASN1_INTEGER_free(ai);
+	return 0;
+}
+
+/*
  * The genp value for a node's genm of HSM_OID_ENTRIES: the DER of its
  * registration entries (entries.h). Only a current node certificate gets
  * them; anything else is refused and audited. 1 with *out set, else 0.
@@ -903,7 +943,8 @@ genp_entries(struct txn *t, STACK_OF(OSSL_CMP_ITAV) **out)
 		goto out;
 	log_debug("%zu registration entr%s for node %s (%s)", c.l->n, c.l->n == 1 ? "y" : "ies",
 	    t->signer_id, t->peer);
-	ok = genp_one(HSM_OID_ENTRIES, V_ASN1_OCTET_STRING, der, len, out);
+	ok = genp_one(HSM_OID_ENTRIES, V_ASN1_OCTET_STRING, der, len, out) &&
+	    genp_crl_hint(t, *out);
  out:
 	if (r != 0) {
 		snprintf(buf, sizeof(buf), "registration entries: %s", hsm_err_msg(r));

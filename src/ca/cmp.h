@@ -117,6 +117,16 @@ struct cmp_server_cfg {
 	void *issue_arg;
 	const struct attest_policy *attest;	/* attestation policy, or NULL */
 	struct cmp_limits lim;
+	/*
+	 * The CRL (ca.h's ca_crl): GET crl_path is answered with crl_get's
+	 * DER (application/pkix-crl) by a worker; NULL crl_path: no CRL.
+	 */
+	const char *crl_path;
+	int (*crl_get)(void *arg, uint8_t **der, size_t *len, uint64_t *seq);
+	void *crl_arg;
+	/* Called once the listener is bound, before serving (may be NULL). */
+	void (*on_bound)(void *arg, unsigned port);
+	void *bound_arg;
 	/* listeners bound beforehand (cmp_bind): lfd, and mfd when metrics_listen */
 	int prebound;
 	int lfd, mfd;

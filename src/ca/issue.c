@@ -15,6 +15,7 @@
 #include "ca.h"
 #include "caconf.h"
 #include "cert.h"
+#include "crl.h"
 #include "err.h"
 #include "ledger.h"
 #include "log.h"
@@ -79,12 +80,28 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	struct ledger_cert lc;
 	struct issue_audit ia;
 	unsigned char *der = NULL;
+	STACK_OF(X509_EXTENSION) *exts = NULL;	/* borrows rq->extra */
+	X509_EXTENSION *cdp = NULL;
 	X509 *x = NULL;
 	int r, hook_ran = 0;
 
 	*out = NULL;
 	if (refused != NULL)
 		*refused = 0;
+	if ((exts = sk_X509_EXTENSION_new_null()) == NULL) {
+		r = HSM_ENOMEM;
+		goto out;
+	}
+	if (rq->extra != NULL && !sk_X509_EXTENSION_push(exts, rq->extra)) {
+		r = HSM_ENOMEM;
+		goto out;
+	}
+	/* Every certificate names the CRL (crl.h): relying parties find it there. */
+	if (sg->crl_url[0] != '\0' && ((r = crl_cdp_ext(sg->crl_url, &cdp)) != 0 ||
+	    !sk_X509_EXTENSION_push(exts, cdp))) {
+		r = r != 0 ? r : HSM_ENOMEM;
+		goto out;
+	}
 	if ((r = cert_key_check(rq->pub)) != 0)
 		goto out;
 	ia.au = au;
@@ -92,7 +109,7 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	ia.lc = &lc;
 	for (int attempt = 0;; attempt++) {
 		if ((r = cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl,
-		    rq->extra, &x)) != 0 ||
+		    exts, &x)) != 0 ||
 		    (r = ledger_record(x, rq, &lc, &der)) != 0)
 			goto out;
 		/*
@@ -129,6 +146,8 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	*out = x;
 	x = NULL;
  out:
+	sk_X509_EXTENSION_free(exts);
+	X509_EXTENSION_free(cdp);
 	OPENSSL_free(der);
 	X509_free(x);
 	return r;
@@ -137,7 +156,7 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 int
 ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text)
 {
-	char *pem = NULL, why[512];
+	char *pem = NULL, why[512], nocrl[300];
 	uint8_t *csrbuf = NULL;
 	size_t csrlen = 0, pemlen = 0;
 	struct ca_config *cfg = NULL;
@@ -170,6 +189,7 @@ ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const cha
 	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0 ||
 	    (r = signer_load_root(cfg, &sg)) != 0)
 		goto out;
+	ca_crl_url_offline(cfg, sg.crl_url, sizeof(sg.crl_url), nocrl, sizeof(nocrl));
 	if ((r = ca_records_open(cfg, &lg, &au)) != 0)
 		goto out;
 	if (ledger_id_revoked(lg, id)) {
@@ -200,6 +220,8 @@ ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const cha
 		goto out;
 	if (fwrite(pem, 1, pemlen, stdout) != pemlen || fflush(stdout) != 0)
 		r = hsm_err(HSM_EIO, "write error on stdout");
+	else if (sg.crl_url[0] == '\0')
+		log_warn("the certificate names no CRL: %s", nocrl);
  out:
 	signer_close(&sg);
 	X509_free(svid);

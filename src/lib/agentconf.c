@@ -10,6 +10,7 @@
 #include <sys/un.h>
 
 #include "agentconf.h"
+#include "crl.h"
 #include "err.h"
 #include "netaddr.h"
 #include "spiffe.h"
@@ -28,6 +29,7 @@ agent_config_free(struct agent_config *c)
 		cmpc_server_clear(&c->ca[i]);
 	free(c->ca);
 	free(c->root);
+	free(c->crl_url);
 	free(c->state_dir);
 	free(c->socket);
 	free(c->api.metrics_listen);
@@ -387,9 +389,11 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 		"attestation.timeout", "node.id", "node.join_token_file", "node.refresh",
 		"api.max_connections", "api.max_connections_per_uid",
 		"api.idle_timeout", "api.frame_timeout", "api.tls12", "metrics.listen",
+		"crl.url", "crl.refresh",
 		CFG_CONFINE_KEYS, NULL
 	};
 	struct agent_config *c;
+	const char *crlpath;
 	char *kt = NULL;
 	int r;
 
@@ -420,6 +424,17 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 	}
 	if (c->retry_max < c->retry_min) {
 		r = cfg_err(d, "retry.max", "'retry.max' is shorter than 'retry.min'");
+		goto out;
+	}
+	if ((r = cfg_get_str(d, "crl.url", NULL, &c->crl_url)) != 0 ||
+	    (r = cfg_get_duration(d, "crl.refresh", "60s", &c->crl_refresh)) != 0)
+		goto out;
+	if (c->crl_url != NULL && crl_url_path(c->crl_url, &crlpath) != 0) {
+		r = cfg_err(d, "crl.url", "'crl.url' must be http://HOST[:PORT]/PATH");
+		goto out;
+	}
+	if (c->crl_refresh < 5 || c->crl_refresh > 86400) {
+		r = cfg_err(d, "crl.refresh", "'crl.refresh' must be 5s to 1d");
 		goto out;
 	}
 	if (strlen(c->socket) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {

@@ -34,6 +34,9 @@
  *     tls12: true                      # sign TLS 1.2 handshake inputs too
  *   metrics:
  *     listen: 127.0.0.1:9102           # optional: Prometheus /metrics (port 0: any)
+ *   crl:                               # optional: revocation (docs/AGENT.md)
+ *     url: http://ca:8443/crl          # default: the cRLDistributionPoints of our certificates
+ *     refresh: 60s                     # fetch at least this often (5s..1d, default 60s)
  *
  * Relative paths resolve against the file's directory. Unknown keys are
  * refused everywhere, inside workload entries too. Every error is
@@ -107,6 +110,8 @@ struct agent_config {
 	struct agent_node node;
 	struct evidence_conf evidence;	/* attestation:, kind EVIDENCE_NONE when absent */
 	struct agent_api_conf api;
+	char *crl_url;			/* crl.url, or NULL: our certificates' CDP */
+	int64_t crl_refresh;		/* crl.refresh, seconds (default 60) */
 };
 
 /*

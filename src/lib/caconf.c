@@ -9,6 +9,7 @@
 
 #include "attest.h"
 #include "caconf.h"
+#include "crl.h"
 #include "config.h"
 #include "err.h"
 #include "evidence.h"
@@ -32,6 +33,7 @@ static const char *const ca_known[] = {
 	"front.max_connections", "front.max_connections_per_source", "front.workers",
 	"front.request_timeout", "front.idle_timeout", "front.write_timeout", "front.max_body",
 	"front.max_buffered",
+	"crl.url", "crl.next_update",
 	CFG_CONFINE_KEYS,
 	"replication.evidence.producer", "replication.evidence.path",
 	"replication.evidence.command", "replication.evidence.timeout",
@@ -60,6 +62,7 @@ ca_config_free(struct ca_config *c)
 	free(c->database);
 	free(c->audit_log);
 	free(c->metrics_listen);
+	free(c->crl.url);
 	attest_policy_free(c->attest);
 	attest_policy_free(c->repl_attest);
 	evidence_conf_clear(&c->repl_evidence);
@@ -83,6 +86,24 @@ listen_ok(const char *s)
 		port = port * 10 + (*p - '0');
 	}
 	return port <= 65535;
+}
+
+/* crl: the URL every certificate names and how long a CRL is valid. */
+static int
+crl_load(const struct cfg_doc *d, struct ca_config *c)
+{
+	const char *path;
+	int r;
+
+	if ((r = cfg_get_str(d, "crl.url", NULL, &c->crl.url)) != 0 ||
+	    (r = cfg_get_duration(d, "crl.next_update", "1h", &c->crl.next_update)) != 0)
+		return r;
+	if (c->crl.url != NULL && crl_url_path(c->crl.url, &path) != 0)
+		return cfg_err(d, "crl.url", "'crl.url' must be http://HOST[:PORT]/PATH of printable "
+		    "characters");
+	if (c->crl.next_update < 60 || c->crl.next_update > 7 * 86400)
+		return cfg_err(d, "crl.next_update", "'crl.next_update' must be 60s to 7d");
+	return 0;
 }
 
 static int
@@ -229,7 +250,8 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 	    (r = attest_policy_load(d, "replication.attestation", c->trust_domain,
 	    &c->repl_attest)) != 0 ||
 	    (r = evidence_conf_load(d, "replication.evidence", &c->repl_evidence)) != 0 ||
-	    (r = front_load(d, c)) != 0)
+	    (r = front_load(d, c)) != 0 ||
+	    (r = crl_load(d, c)) != 0)
 		goto out;
 
 	*out = c;

@@ -50,6 +50,11 @@ struct ca_config {
 		uint64_t max_body;			/* bytes, default 262144 */
 		uint64_t max_buffered;			/* bytes, default 67108864 */
 	} front;
+	/* crl: the CRL ca serve publishes (docs/CA.md, "Revocation") */
+	struct ca_crl_conf {
+		char *url;		/* crl.url, or NULL: http://<listen>/crl (crl.h) */
+		int64_t next_update;	/* crl.next_update, seconds, default 1h (60s..7d) */
+	} crl;
 };
 
 /*

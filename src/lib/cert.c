@@ -27,8 +27,8 @@
 /* ---- building ---- */
 
 /* SHA-384 goes with P-384 (same strength); SHA-256 with P-256 and RSA. */
-static const EVP_MD *
-sig_md(EVP_PKEY *pub)
+const EVP_MD *
+cert_sig_md(EVP_PKEY *pub)
 {
 	if (EVP_PKEY_is_a(pub, "EC") && EVP_PKEY_get_bits(pub) == 384)
 		return EVP_sha384();
@@ -210,7 +210,7 @@ sign_failed(void)
 static int
 sign_and_check(X509 *x, EVP_PKEY *signer, EVP_PKEY *issuer_pub)
 {
-	if (X509_sign(x, signer, sig_md(issuer_pub)) <= 0)
+	if (X509_sign(x, signer, cert_sig_md(issuer_pub)) <= 0)
 		return sign_failed();
 	if (X509_verify(x, issuer_pub) != 1)
 		return hsm_err_ossl(HSM_ECRYPTO,
@@ -392,7 +392,7 @@ cert_pubkey_parse(const uint8_t *spki, size_t len, EVP_PKEY **out)
 
 int
 cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
-    int64_t ttl, X509_EXTENSION *extra, X509 **out)
+    int64_t ttl, const STACK_OF(X509_EXTENSION) *extra, X509 **out)
 {
 	struct spiffe_id sid;
 	EVP_PKEY *ca_pub;
@@ -446,10 +446,11 @@ cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiff
 	    /* Non-critical: the subject (O=SPIFFE) is not empty. */
 	    (r = add_uri_san(x, spiffe_id, 0)) != 0)
 		goto out;
-	if (extra != NULL && !X509_add_ext(x, extra, -1)) {
-		r = hsm_err_ossl(HSM_ECRYPTO, "cannot add an extension");
-		goto out;
-	}
+	for (int i = 0; i < sk_X509_EXTENSION_num(extra); i++)
+		if (!X509_add_ext(x, sk_X509_EXTENSION_value(extra, i), -1)) {
+			r = hsm_err_ossl(HSM_ECRYPTO, "cannot add an extension");
+			goto out;
+		}
 	if ((r = sign_and_check(x, ca_key, ca_pub)) != 0)
 		goto out;
 	*out = x;

@@ -53,9 +53,19 @@ int cert_make_root(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, int64_t ttl,
 int cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
     int64_t ttl, X509 **out);
 
-/* The same with one more extension (may be NULL), e.g. attest_identity_ext() of attest.h. */
+/*
+ * The digest a signature by a key whose public half is pub uses here:
+ * SHA-384 for P-384, SHA-256 for P-256 and RSA (certificates and CRLs).
+ */
+const EVP_MD *cert_sig_md(EVP_PKEY *pub);
+
+/*
+ * The same with more extensions (extra may be NULL), added in order after
+ * the SVID's own: attest_identity_ext() of attest.h, the CA's
+ * cRLDistributionPoints (crl_cdp_ext() of crl.h), ...
+ */
 int cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
-    int64_t ttl, X509_EXTENSION *extra, X509 **out);
+    int64_t ttl, const STACK_OF(X509_EXTENSION) *extra, X509 **out);
 
 /*
  * The public key of a DER SubjectPublicKeyInfo (all len bytes). EC P-256

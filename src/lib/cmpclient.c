@@ -598,9 +598,25 @@ cmpc_certreq(const struct cmpc_ca *ca, const struct cmpc_certreq *rq, enum cmpc_
 }
 
 /* One genm to one server. */
+/* The CA's revocation sequence from a genp's HSM_OID_CRL_HINT, or -1 without one. */
+static int64_t
+crl_hint(const STACK_OF(OSSL_CMP_ITAV) *got)
+{
+	const OSSL_CMP_ITAV *itav = cmp_itav_find(got, HSM_OID_CRL_HINT);
+	const ASN1_TYPE *v = itav != NULL ? OSSL_CMP_ITAV_get0_value(itav) : NULL;
+	uint64_t u;
+
+	if (v == NULL || v->type != V_ASN1_INTEGER ||
+	    !ASN1_INTEGER_get_uint64(&u, v->value.integer) || u > INT64_MAX) {
+		ERR_clear_error();
+		return -1;
+	}
+	return (int64_t)u;
+}
+
 static int
 genm_once(struct exch *x, const char *id, const struct cmpc_protect *prot, const char *oid,
-    enum cmpc_outcome *how, uint8_t **value, size_t *len)
+    enum cmpc_outcome *how, uint8_t **value, size_t *len, int64_t *hint)
 {
 	OSSL_CMP_CTX *ctx = NULL;
 	OSSL_CMP_ITAV *itav;
@@ -627,6 +643,8 @@ genm_once(struct exch *x, const char *id, const struct cmpc_protect *prot, const
 		r = hsm_err(HSM_EIO, "%s", reason);
 		goto out;
 	}
+	if (hint != NULL)
+		*hint = crl_hint(got);
 	itav = cmp_itav_find(got, oid);
 	v = itav != NULL ? OSSL_CMP_ITAV_get0_value(itav) : NULL;
 	if (v == NULL || v->type != V_ASN1_OCTET_STRING) {
@@ -650,10 +668,12 @@ genm_once(struct exch *x, const char *id, const struct cmpc_protect *prot, const
 
 int
 cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc_protect *prot,
-    const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len)
+    const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len, int64_t *hint)
 {
 	int r = HSM_EINVAL;
 
+	if (hint != NULL)
+		*hint = -1;
 	*value = NULL;
 	*len = 0;
 	*how = CMPC_FAILED;
@@ -662,7 +682,7 @@ cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc_pro
 	for (size_t i = 0; i < ca->nservers; i++) {
 		struct exch x = { .ca = ca, .srv = &ca->servers[i] };
 
-		r = genm_once(&x, spiffe_id, prot, oid, how, value, len);
+		r = genm_once(&x, spiffe_id, prot, oid, how, value, len, hint);
 		if (r == 0 || !next_server(&x, *how))
 			break;
 	}
@@ -679,7 +699,7 @@ cmpc_attest_nonce(const struct cmpc_ca *ca, const char *spiffe_id, enum cmpc_out
 	char why[400];
 	int r;
 
-	r = cmpc_genm(ca, spiffe_id, &none, HSM_OID_ATTEST_NONCE, how, &v, &len);
+	r = cmpc_genm(ca, spiffe_id, &none, HSM_OID_ATTEST_NONCE, how, &v, &len, NULL);
 	if (r == 0 && len == ATTEST_NONCE_LEN) {
 		memcpy(nonce, v, ATTEST_NONCE_LEN);
 	} else if (r == 0 || *how == CMPC_REFUSED) {

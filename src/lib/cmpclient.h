@@ -139,12 +139,14 @@ int cmpc_certreq(const struct cmpc_ca *ca, const struct cmpc_certreq *rq, enum c
  * (dotted; sent without a value), protected by prot; an unprotected one
  * names as its sender the subject made of spiffe_id. *value receives the
  * answer's value of that type when it is an OCTET STRING (malloc'd), else
- * HSM_ENOENT ("the CA sent no OID", *how CMPC_REFUSED). 0, HSM_EIO
+ * HSM_ENOENT ("the CA sent no OID", *how CMPC_REFUSED). *hint (may be
+ * NULL) receives the CA's revocation sequence when the genp carries one
+ * (HSM_OID_CRL_HINT, crl.h), else -1. 0, HSM_EIO
  * (unreachable: the transport's reason), HSM_ENOENT, HSM_ECRYPTO or
  * HSM_ENOMEM.
  */
 int cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc_protect *prot,
-    const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len);
+    const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len, int64_t *hint);
 
 /*
  * A fresh attestation nonce from the CA (an unprotected genm, attest.h),

@@ -661,23 +661,39 @@ ledger_cert_clear(struct ledger_cert *c)
 	memset(c, 0, sizeof(*c));
 }
 
+struct cert_revoke_arg {
+	const char *hex;
+	int reason;
+	int64_t now;
+};
+
+static int
+cert_revoke_body(struct ledger *lg, void *v)
+{
+	struct cert_revoke_arg *a = v;
+	struct ledger_cert c;
+	int r;
+
+	/* The sequence moves with the revocation, in its transaction. */
+	if ((r = lg->ops->cert_revoke(lg->be, a->hex, a->reason, a->now)) == 1)
+		return lg->ops->revocation_bump(lg->be);
+	/* Nothing changed: unknown, or already revoked (fine, the first counts). */
+	if (r == 0 && (r = lg->ops->cert_get(lg->be, a->hex, &c)) == 0)
+		ledger_cert_clear(&c);
+	return r;
+}
+
 int
 ledger_cert_revoke(struct ledger *lg, const char *serial, int reason, int64_t now)
 {
 	char hex[LEDGER_SERIAL_MAX + 1];
-	struct ledger_cert c;
+	struct cert_revoke_arg a = { hex, reason, now };
 	int r;
 
 	if ((r = serial_arg(serial, hex)) != 0 || (r = check_reason(reason)) != 0 ||
 	    (r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->cert_revoke(lg->be, hex, reason, now)) == 1) {
-		r = 0;
-	} else if (r == 0) {
-		/* Nothing changed: unknown, or already revoked (fine, the first counts). */
-		if ((r = lg->ops->cert_get(lg->be, hex, &c)) == 0)
-			ledger_cert_clear(&c);
-	}
+	r = in_txn(lg, "revoke certificate", cert_revoke_body, &a);
 	unlock(lg);
 	return r;
 }
@@ -696,8 +712,10 @@ revoke_id_body(struct ledger *lg, void *v)
 	int r;
 
 	if ((r = lg->ops->id_lock(lg->be, a->spiffe_id)) == 0 &&
-	    (r = lg->ops->certs_revoke_id(lg->be, a->spiffe_id, a->reason, a->now, &a->n)) == 0)
-		r = lg->ops->id_revoke(lg->be, a->spiffe_id, a->reason, a->now);
+	    (r = lg->ops->certs_revoke_id(lg->be, a->spiffe_id, a->reason, a->now, &a->n)) == 0 &&
+	    (r = lg->ops->id_revoke(lg->be, a->spiffe_id, a->reason, a->now)) == 0 && a->n > 0)
+		/* The sequence moves with the revocations, in their transaction. */
+		r = lg->ops->revocation_bump(lg->be);
 	return r;
 }
 
@@ -754,6 +772,33 @@ ledger_id_reinstate(struct ledger *lg, const char *spiffe_id)
 		r = hsm_err(HSM_ENOENT, "ledger: identity is not revoked");
 	else if (r == 1)
 		r = 0;
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_revocation_seq(struct ledger *lg, uint64_t *seq)
+{
+	int r;
+
+	*seq = 0;
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->revocation_seq(lg->be, seq);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_revoked_list(struct ledger *lg, int64_t now, ledger_revoked_cb cb, void *arg)
+{
+	int r;
+
+	if (cb == NULL)
+		return hsm_err(HSM_EINVAL, "ledger: list: missing argument");
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->revoked_list(lg->be, now, cb, arg);
 	unlock(lg);
 	return r;
 }

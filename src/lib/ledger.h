@@ -38,7 +38,7 @@
 
 #include "spiffe.h"
 
-#define LEDGER_SCHEMA_VERSION 4
+#define LEDGER_SCHEMA_VERSION 5
 #define LEDGER_REF_MAX 64	/* join token reference, bytes */
 #define LEDGER_HASH_LEN 32	/* SHA-256 of a join token secret */
 #define LEDGER_SERIAL_MAX 64	/* certificate serial, hex digits */
@@ -255,6 +255,24 @@ int ledger_id_revoked(struct ledger *lg, const char *spiffe_id);
  * ID was not revoked; HSM_EIO.
  */
 int ledger_id_reinstate(struct ledger *lg, const char *spiffe_id);
+
+/*
+ * The revocation sequence: one more for every ledger_cert_revoke that
+ * revoked a certificate and every ledger_revoke_id that revoked at least
+ * one, in the same transaction, so that it never goes back and a reader
+ * that sees it has also seen those revocations (every process and replica
+ * sharing the store). 0; HSM_EIO. *seq is 0 on failure.
+ */
+int ledger_revocation_seq(struct ledger *lg, uint64_t *seq);
+
+/*
+ * Call cb for every revoked certificate that has not expired at now
+ * (not_after > now), in the order of revocation: its serial (hex), when
+ * and why (CRLReason). cb runs with the ledger locked (no ledger calls);
+ * a non-zero return stops the walk and is returned. 0; HSM_EIO.
+ */
+typedef int (*ledger_revoked_cb)(const char *serial, int64_t revoked_at, int reason, void *arg);
+int ledger_revoked_list(struct ledger *lg, int64_t now, ledger_revoked_cb cb, void *arg);
 
 /* Number of certificates recorded. 0 or HSM_EIO; *n is 0 on failure. */
 int ledger_cert_count(struct ledger *lg, uint64_t *n);

@@ -166,6 +166,17 @@ struct ledger_ops {
 	    int (*cb)(const struct ledger_entry *e, void *arg), void *arg);
 	/* 1 when some entry names id as its node (node, not a pattern), 0 not, < 0 error. */
 	int (*entry_names_node)(struct ledger_be *be, const char *id);
+
+	/* The revocation sequence (0 in a new store). */
+	int (*revocation_seq)(struct ledger_be *be, uint64_t *seq);
+	/* Advance it by one (inside the transaction of the revocation). */
+	int (*revocation_bump)(struct ledger_be *be);
+	/*
+	 * Call cb for every revoked certificate with not_after > now, in the
+	 * order of revocation; a non-zero return stops the walk and is returned.
+	 */
+	int (*revoked_list)(struct ledger_be *be, int64_t now,
+	    int (*cb)(const char *serial, int64_t revoked_at, int reason, void *arg), void *arg);
 };
 
 /* The backends. */

@@ -129,6 +129,19 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	/* 3 -> 4: the certificate a token paid for, the transaction a certificate answered */
 	"ALTER TABLE tokens ADD COLUMN serial TEXT;"
 	"ALTER TABLE certs ADD COLUMN txn TEXT;",
+	/*
+	 * 4 -> 5: the revocation sequence (one more for every revocation that
+	 * changed a row, in its transaction; the UPDATE of its one row orders
+	 * revocations across replicas), starting at the revocations already
+	 * recorded; and an index for the CRL's list.
+	 */
+	"CREATE TABLE revocation_seq ("
+	"  one INTEGER PRIMARY KEY NOT NULL CHECK (one = 1),"
+	"  seq BIGINT NOT NULL"
+	");"
+	"INSERT INTO revocation_seq (one, seq) "
+	"  SELECT 1, count(*) FROM certs WHERE revoked_at IS NOT NULL;"
+	"CREATE INDEX certs_revoked ON certs (revoked_at) WHERE revoked_at IS NOT NULL;",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
@@ -160,6 +173,9 @@ enum stmt_id {
 	S_ENTRY_LIST,
 	S_ENTRY_LIST_ID,
 	S_ENTRY_NODE,
+	S_REV_SEQ,
+	S_REV_BUMP,
+	S_REV_LIST,
 	S_COUNT
 };
 
@@ -213,6 +229,11 @@ static const struct {
 	    "ORDER BY created, seq", 1, { OID_TEXT } },
 	[S_ENTRY_NODE] = { "SELECT 1 FROM entries WHERE node = $1 AND node_is_pattern = 0 "
 	    "AND self_managed = 0 LIMIT 1", 1, { OID_TEXT } },
+	[S_REV_SEQ] = { "SELECT seq FROM revocation_seq WHERE one = 1", 0, { 0 } },
+	[S_REV_BUMP] = { "UPDATE revocation_seq SET seq = seq + 1 WHERE one = 1", 0, { 0 } },
+	[S_REV_LIST] = { "SELECT serial, revoked_at, reason FROM certs "
+	    "WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY revoked_at, seq", 1,
+	    { OID_INT8 } },
 };
 
 struct ledger_be {
@@ -1236,6 +1257,54 @@ pg_entry_names_node(struct ledger_be *be, const char *id)
 	return r;
 }
 
+static int
+pg_revocation_seq(struct ledger_be *be, uint64_t *seq)
+{
+	PGresult *res = NULL;
+	int r;
+
+	*seq = 0;
+	if ((r = run(be, S_REV_SEQ, NULL, "read the revocation sequence", &res, NULL)) != 0)
+		return r;
+	if (pqf.PQntuples_(res) != 1 || col_i64(res, 0, 0) < 0)
+		r = hsm_err(HSM_EIO, "ledger: no revocation sequence row");
+	else
+		*seq = (uint64_t)col_i64(res, 0, 0);
+	pqf.PQclear_(res);
+	return r;
+}
+
+static int
+pg_revocation_bump(struct ledger_be *be)
+{
+	int n = 0, r = run(be, S_REV_BUMP, NULL, "advance the revocation sequence", NULL, &n);
+
+	return r != 0 ? r : n == 1 ? 0 : hsm_err(HSM_EIO, "ledger: no revocation sequence row");
+}
+
+static int
+pg_revoked_list(struct ledger_be *be, int64_t now,
+    int (*cb)(const char *serial, int64_t revoked_at, int reason, void *arg), void *arg)
+{
+	char serial[LEDGER_SERIAL_MAX + 1];
+	struct params p = { 0 };
+	PGresult *res = NULL;
+	int r;
+
+	p_i64(&p, now);
+	if ((r = run(be, S_REV_LIST, &p, "list revoked certificates", &res, NULL)) == 0) {
+		for (int i = 0; i < pqf.PQntuples_(res) && r == 0; i++) {
+			if (col_text(res, i, 0, serial, sizeof(serial)) != 0) {
+				r = hsm_err(HSM_EIO, "ledger: a revoked serial is too long");
+				break;
+			}
+			r = cb(serial, col_i64(res, i, 1), (int)col_i64(res, i, 2), arg);
+		}
+	}
+	pqf.PQclear_(res);
+	return r;
+}
+
 const struct ledger_ops ledger_pg_ops = {
 	.name = "postgresql",
 	.claims = pg_claims,
@@ -1271,4 +1340,7 @@ const struct ledger_ops ledger_pg_ops = {
 	.entry_delete = pg_entry_delete,
 	.entry_list = pg_entry_list,
 	.entry_names_node = pg_entry_names_node,
+	.revocation_seq = pg_revocation_seq,
+	.revocation_bump = pg_revocation_bump,
+	.revoked_list = pg_revoked_list,
 };

@@ -99,6 +99,19 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	 */
 	"ALTER TABLE tokens ADD COLUMN serial TEXT;"
 	"ALTER TABLE certs ADD COLUMN txn TEXT;",
+	/*
+	 * 4 -> 5: the revocation sequence (one more for every revocation that
+	 * changed a row, in its transaction: the CA's CRL number and its hint
+	 * to agents derive from it), starting at the revocations already
+	 * recorded; and an index for the CRL's list of revoked certificates.
+	 */
+	"CREATE TABLE revocation_seq ("
+	"  one INTEGER PRIMARY KEY NOT NULL CHECK (one = 1),"
+	"  seq INTEGER NOT NULL"
+	");"
+	"INSERT INTO revocation_seq (one, seq) "
+	"  SELECT 1, count(*) FROM certs WHERE revoked_at IS NOT NULL;"
+	"CREATE INDEX certs_revoked ON certs (revoked_at) WHERE revoked_at IS NOT NULL;",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
@@ -130,6 +143,9 @@ enum stmt_id {
 	S_ENTRY_LIST,
 	S_ENTRY_LIST_ID,
 	S_ENTRY_NODE,
+	S_REV_SEQ,
+	S_REV_BUMP,
+	S_REV_LIST,
 	S_COUNT
 };
 
@@ -173,6 +189,10 @@ static const char *const stmt_sql[S_COUNT] = {
 	    "ORDER BY created, rowid",
 	[S_ENTRY_NODE] = "SELECT 1 FROM entries WHERE node = ?1 AND node_is_pattern = 0 "
 	    "AND self_managed = 0 LIMIT 1",
+	[S_REV_SEQ] = "SELECT seq FROM revocation_seq WHERE one = 1",
+	[S_REV_BUMP] = "UPDATE revocation_seq SET seq = seq + 1 WHERE one = 1",
+	[S_REV_LIST] = "SELECT serial, revoked_at, reason FROM certs "
+	    "WHERE revoked_at IS NOT NULL AND not_after > ?1 ORDER BY revoked_at, rowid",
 };
 
 struct ledger_be {
@@ -894,6 +914,57 @@ sq_entry_names_node(struct ledger_be *be, const char *id)
 	return row_exists(be, S_ENTRY_NODE, id, "entries naming a node");
 }
 
+static int
+sq_revocation_seq(struct ledger_be *be, uint64_t *seq)
+{
+	sqlite3_stmt *s = be->stmt[S_REV_SEQ];
+	int r = 0;
+
+	*seq = 0;
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int64(s, 0) >= 0)
+		*seq = (uint64_t)sqlite3_column_int64(s, 0);
+	else
+		r = db_fail(be, "read the revocation sequence");
+	release(s);
+	return r;
+}
+
+static int
+sq_revocation_bump(struct ledger_be *be)
+{
+	sqlite3_stmt *s = be->stmt[S_REV_BUMP];
+	int r = changed(be, s, 1, "advance the revocation sequence");
+
+	return r == 1 ? 0 : r < 0 ? r : hsm_err(HSM_EIO, "ledger: no revocation sequence row");
+}
+
+static int
+sq_revoked_list(struct ledger_be *be, int64_t now,
+    int (*cb)(const char *serial, int64_t revoked_at, int reason, void *arg), void *arg)
+{
+	sqlite3_stmt *s = be->stmt[S_REV_LIST];
+	char serial[LEDGER_SERIAL_MAX + 1];
+	int rc, r = 0;
+
+	if (sqlite3_bind_int64(s, 1, now) != SQLITE_OK) {
+		r = db_fail(be, "list revoked certificates");
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (col_text(s, 0, serial, sizeof(serial)) != 0) {
+			r = hsm_err(HSM_EIO, "ledger: a revoked serial is too long");
+			goto out;
+		}
+		if ((r = cb(serial, sqlite3_column_int64(s, 1), sqlite3_column_int(s, 2), arg)) != 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		r = db_fail(be, "list revoked certificates");
+ out:
+	release(s);
+	return r;
+}
+
 const struct ledger_ops ledger_sqlite_ops = {
 	.name = "sqlite",
 	.claims = sq_claims,
@@ -929,4 +1000,7 @@ const struct ledger_ops ledger_sqlite_ops = {
 	.entry_delete = sq_entry_delete,
 	.entry_list = sq_entry_list,
 	.entry_names_node = sq_entry_names_node,
+	.revocation_seq = sq_revocation_seq,
+	.revocation_bump = sq_revocation_bump,
+	.revoked_list = sq_revoked_list,
 };

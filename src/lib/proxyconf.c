@@ -30,6 +30,7 @@ static const char *const top_known[] = {
 	"agent.socket", "agent.id", "agent.timeout",
 	"workers",
 	"tls.min_version", "tls.tickets",
+	"revocation.stale", "revocation.close_established",
 	"limits.max_connections", "limits.buffer_size",
 	"limits.max_header_bytes", "limits.max_headers", "limits.max_streams",
 	"limits.min_body_rate",
@@ -38,6 +39,8 @@ static const char *const top_known[] = {
 	"inbound", "outbound",
 	"metrics.listen",
 	"access_log",
+	"admission.handshake_rate", "admission.handshake_burst", "admission.ipv4_prefix",
+	"admission.ipv6_prefix", "admission.sources", "admission.max_key_operations",
 	NULL
 };
 static const char *const inbound_known[] = {
@@ -698,6 +701,27 @@ get_tls(const struct cfg_doc *d, struct proxy_config *c)
 }
 
 static int
+get_revocation(const struct cfg_doc *d, struct proxy_config *c)
+{
+	char *v = NULL;
+	int r;
+
+	if ((r = cfg_get_str(d, "revocation.stale", "keep", &v)) != 0 ||
+	    (r = cfg_get_bool(d, "revocation.close_established", 1, &c->crl_close)) != 0)
+		goto out;
+	if (strcmp(v, "keep") == 0)
+		c->crl_refuse_stale = 0;
+	else if (strcmp(v, "refuse") == 0)
+		c->crl_refuse_stale = 1;
+	else
+		r = cfg_err(d, "revocation.stale", "'revocation.stale' must be \"keep\" or "
+		    "\"refuse\", not '%.40s'", v);
+ out:
+	free(v);
+	return r;
+}
+
+static int
 get_limits(const struct cfg_doc *d, struct proxy_config *c)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -719,6 +743,26 @@ get_limits(const struct cfg_doc *d, struct proxy_config *c)
 	    &c->drain_timeout_ms)) != 0)
 		return r;
 	c->buffer_size = buf;
+	return 0;
+}
+
+/* Inbound full handshakes: per-source rate and the key operations in flight. */
+static int
+get_admission(const struct cfg_doc *d, struct proxy_config *c)
+{
+	struct proxy_admission *a = &c->adm;
+	int r;
+
+	if ((r = get_unsigned(d, "admission.handshake_rate", 100, 0, 1000000,
+	    &a->handshake_rate)) != 0 ||
+	    (r = get_unsigned(d, "admission.handshake_burst", 1000, 1, 1000000,
+	    &a->handshake_burst)) != 0 ||
+	    (r = get_unsigned(d, "admission.ipv4_prefix", 32, 1, 32, &a->ipv4_prefix)) != 0 ||
+	    (r = get_unsigned(d, "admission.ipv6_prefix", 64, 1, 128, &a->ipv6_prefix)) != 0 ||
+	    (r = get_unsigned(d, "admission.sources", 16384, 64, 4194304, &a->sources)) != 0 ||
+	    (r = get_unsigned(d, "admission.max_key_operations", 1024, 1, 1000000,
+	    &a->max_key_ops)) != 0)
+		return r;
 	return 0;
 }
 
@@ -816,7 +860,8 @@ proxy_config_load_with(const char *path, unsigned flags, struct proxy_config **o
 		goto out;
 	}
 	if ((r = cfg_check_known(d, top_known)) != 0 || (r = get_agent(d, c)) != 0 ||
-	    (r = get_tls(d, c)) != 0 || (r = get_limits(d, c)) != 0 ||
+	    (r = get_tls(d, c)) != 0 || (r = get_revocation(d, c)) != 0 ||
+	    (r = get_limits(d, c)) != 0 || (r = get_admission(d, c)) != 0 ||
 	    (r = get_listeners(d, c, flags)) != 0 || (r = get_http_limits(d, c)) != 0 ||
 	    (r = get_outputs(d, c)) != 0)
 		goto out;

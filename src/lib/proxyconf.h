@@ -11,6 +11,11 @@
  *   tls:
  *     min_version: "1.3"               # "1.3" (default) or "1.2"
  *     tickets: true                    # session tickets (resumption); true/false, yes/no
+ *   revocation:                        # the CA's CRL, from the agent (docs/PROXY.md)
+ *     stale: keep                      # no current CRL (none yet, or past its nextUpdate):
+ *                                      #   keep (the last CRL still applies; none: no check)
+ *                                      #   or refuse (every peer refused until one arrives)
+ *     close_established: true          # a new CRL closes the listed peers' connections
  *   limits:
  *     max_connections: 4096            # accepted connections in total, 1..1000000
  *     buffer_size: 16384               # bytes per direction per connection, 1024..1048576
@@ -31,6 +36,13 @@
  *       connect: 127.0.0.1:9443        # the peer's sidecar
  *       expect_id: spiffe://example.org/ns/db   # an ID or pattern
  *       server_name: db.example.org    # optional SNI
+ *   admission:                         # inbound full handshakes (each costs a signature)
+ *     handshake_rate: 100              # per source a second, 0..1000000 (0: no per-source limit)
+ *     handshake_burst: 1000            # per source at once, 1..1000000
+ *     ipv4_prefix: 32                  # a source: an IPv4 /32 ... (1..32)
+ *     ipv6_prefix: 64                  # ... or an IPv6 /64 (1..128)
+ *     sources: 16384                   # sources tracked at once, 64..4194304
+ *     max_key_operations: 1024         # admitted, signature not done yet, per process
  *   metrics:
  *     listen: 127.0.0.1:9100           # optional Prometheus endpoint
  *   access_log: /var/log/hsmesh/access.log  # optional; "-" is stderr
@@ -72,6 +84,15 @@ struct proxy_listener {
 	size_t nroutes;				/* 0: every request of an allowed peer */
 };
 
+/* admission: (docs/PROXY.md, "Handshake admission"); defaults as in the comment above */
+struct proxy_admission {
+	unsigned handshake_rate;		/* full handshakes a second per source; 0: off */
+	unsigned handshake_burst;
+	unsigned ipv4_prefix, ipv6_prefix;	/* bits of a source's address that count */
+	unsigned sources;			/* sources tracked at once */
+	unsigned max_key_ops;			/* full handshakes admitted, signature not done */
+};
+
 struct proxy_config {
 	char *path;				/* the file, as given */
 	char *agent_socket;
@@ -80,6 +101,8 @@ struct proxy_config {
 	unsigned workers;
 	int tls_min_version;			/* 0x0304 (TLS1_3_VERSION) or 0x0303 (TLS1_2_VERSION) */
 	int tickets;
+	int crl_refuse_stale;			/* revocation.stale: refuse (0: keep) */
+	int crl_close;				/* revocation.close_established */
 	unsigned max_connections;
 	size_t buffer_size;
 	unsigned handshake_timeout_ms, idle_timeout_ms, connect_timeout_ms, drain_timeout_ms;
@@ -88,6 +111,7 @@ struct proxy_config {
 	unsigned min_body_rate;			/* bytes/s a request body must keep up; 0: off */
 	unsigned request_timeout_ms;		/* routes without their own timeout */
 	unsigned stream_idle_ms;
+	struct proxy_admission adm;
 	struct proxy_listener *lst;		/* inbound first, then outbound, file order */
 	size_t nlst;
 	char *metrics_listen;			/* NULL when absent */

@@ -191,9 +191,10 @@ conn_free_now(struct conn *c)
 	 * connection ended (idle, reset, shutdown) only to the access log,
 	 * except that the app or peer could not be reached.
 	 */
-	if (c->fail.reason != REASON_NONE &&
+	if (c->fail.reason != REASON_NONE && !reason_is_admission(c->fail.reason) &&
 	    (!c->authorised || reason_is_unreachable(c->fail.reason)))
 		log_failure(c, now);
+	admission_release(c);
 	if (c->codec_on)
 		c->codec->close(c);
 	if (c->afd >= 0)
@@ -271,6 +272,9 @@ handshake_done(struct conn *c)
 	} else if (c->resumed || c->peer_id == NULL) {
 		check_peer_id(c, peer);
 	}
+	/* The newest CRL: a resumed session, or one that arrived during the handshake. */
+	if (c->fail.reason == REASON_NONE && peer != NULL)
+		revoke_check_peer(c, peer);
 	if (c->fail.reason != REASON_NONE) {
 		if (!c->inbound)
 			sess_clear(&px->sess[c->li]);
@@ -308,6 +312,9 @@ handshake_step(struct conn *c)
 		else if (!c->paused)
 			c->w->njobs--;
 	}
+	/* the signature is done (or was never started): the slot goes back */
+	if (c->keyop && !c->paused)
+		admission_release(c);
 	if (c->state == C_DYING) {
 		if (!SSL_waiting_for_async(ssl))
 			conn_free_now(c);
@@ -364,8 +371,26 @@ tls_start(struct conn *c)
 		sess_offer(&c->w->px->sess[c->li], ssl);
 	}
 	c->state = C_HANDSHAKE;
-	c->deadline = hsm_now_ms() + c->pol->cfg->handshake_timeout_ms;
+	/* inbound: from accept (the wait for the first byte counts) */
+	c->deadline = (c->inbound ? c->t_accept : hsm_now_ms()) + c->pol->cfg->handshake_timeout_ms;
 	handshake_step(c);
+}
+
+/*
+ * An inbound connection waits for its first byte without an SSL: libssl's
+ * state for a server handshake (the SSL, a 16 KB handshake buffer, the
+ * write buffer) cost ~42 KiB per connection that has sent nothing yet,
+ * twice what a handshaken quiet connection costs. tls_start runs when the
+ * socket turns readable; one silent until the handshake deadline is closed
+ * then (handshake_timeout), as before.
+ */
+static void
+tls_wait(struct conn *c)
+{
+	c->state = C_HANDSHAKE;
+	c->deadline = c->t_accept + c->pol->cfg->handshake_timeout_ms;
+	c->hs_want = EPOLLIN;
+	conn_update(c);
 }
 
 /* ---- connecting to the target ---- */
@@ -444,6 +469,11 @@ conn_setup_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t event
 {
 	switch (c->state) {
 	case C_HANDSHAKE:
+		if (conn_ssl(c) == NULL) {
+			if (kind == EV_SIDE)
+				tls_start(c);	/* the first bytes of a ClientHello, or an end */
+			break;
+		}
 		if (kind == EV_ASYNC && c->t_async != 0) {
 			metric_observe(c->w->px->keyop_time, (double)(hsm_now_ms() - c->t_async) / 1000.0);
 			c->t_async = 0;
@@ -538,6 +568,7 @@ accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage 
 	c->afd = -1;
 	c->t_accept = hsm_now_ms();
 	net_addr_str(ss, sl, c->peer_addr, sizeof(c->peer_addr));
+	(void)admit_src_of(ss, &c->src);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	proxy_get(px, &c->ident, &c->pol);
 	c->next = &w->head;
@@ -553,7 +584,7 @@ accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage 
 		return;
 	}
 	if (c->inbound)
-		tls_start(c);
+		tls_wait(c);
 	else
 		connect_start(c);
 }

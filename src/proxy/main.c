@@ -97,6 +97,7 @@ link_connect(struct proxy *px, uint64_t now)
 		link_put(ln);
 		return;
 	}
+	revoke_subscribe(px, ln);
 	if (px->agent_warned)
 		log_info("connected to the agent at %s again", px->cfg->agent_socket);
 	px->agent_warned = 0;
@@ -108,7 +109,9 @@ static void
 agent_events(struct proxy *px, uint64_t now)
 {
 	char *chain, *bundle;
-	struct link *ln;
+	struct link *ln, *crl_ln;
+	uint8_t *crl;
+	size_t crl_len;
 	uint64_t v;
 	int st;
 
@@ -121,11 +124,27 @@ agent_events(struct proxy *px, uint64_t now)
 	ln = px->mb_link;
 	px->mb_chain = px->mb_bundle = NULL;
 	px->mb_link = NULL;
+	crl = px->mb_crl;
+	crl_len = px->mb_crl_len;
+	crl_ln = px->mb_crl_link;
+	px->mb_crl = NULL;
+	px->mb_crl_link = NULL;
 	pthread_mutex_unlock(&px->mbox_mu);
 	if (chain != NULL && ln == px->link && px->link != NULL)
 		install_ident(px, px->link, chain, bundle);
 	free(chain);
 	free(bundle);
+	if (crl != NULL && crl_ln == px->link && px->link != NULL)
+		revoke_take(px, crl, crl_len);
+	else
+		free(crl);
+	if (px->link != NULL && px->link->crlc != NULL &&
+	    (st = atomic_exchange(&px->link->crl_ended, 0)) != 0) {
+		log_warn("CRL subscription ended (%s): revocation.stale applies to the CRL held "
+		    "until the next agent connection", hsm_strerror(st));
+		agc_free(px->link->crlc);
+		px->link->crlc = NULL;
+	}
 	if (px->link != NULL && (st = atomic_load(&px->link->ended)) != 0) {
 		if (st == HSM_EAGAIN)
 			log_warn("the agent has no certificate for us yet (%s); retrying every second",
@@ -185,10 +204,11 @@ reload(struct proxy *px)
 	    strcmp(nc->agent_id, px->cfg->agent_id) != 0 || nc->workers != px->cfg->workers ||
 	    nc->tls_min_version != px->cfg->tls_min_version || nc->tickets != px->cfg->tickets ||
 	    nc->max_connections != px->cfg->max_connections ||
+	    memcmp(&nc->adm, &px->cfg->adm, sizeof(nc->adm)) != 0 ||
 	    (nc->metrics_listen == NULL) != (px->cfg->metrics_listen == NULL) ||
 	    (nc->metrics_listen != NULL && strcmp(nc->metrics_listen, px->cfg->metrics_listen) != 0))
-		log_warn("reload: changes to agent, workers, tls, limits.max_connections or metrics "
-		    "take effect at the next restart");
+		log_warn("reload: changes to agent, workers, tls, limits.max_connections, admission "
+		    "or metrics take effect at the next restart");
 	if ((st = audit_swap(px, nc->access_log)) != 0)
 		log_err("reload: access log: %s (access logging stopped)", hsm_err_msg(st));
 	if ((p = calloc(1, sizeof(*p))) == NULL) {
@@ -264,6 +284,17 @@ static const struct pseries {
 	    "notAfter of the certificate new handshakes use (Unix time)" },
 	{ offsetof(struct proxy, agent_up), METRIC_GAUGE, "hsmesh_proxy_agent_connected",
 	    "1 while the proxy is connected to the node agent" },
+	{ offsetof(struct proxy, keyops_now), METRIC_GAUGE,
+	    "hsmesh_proxy_key_operations_in_flight",
+	    "Inbound full handshakes admitted whose signature is not done yet" },
+	{ offsetof(struct proxy, crl_number), METRIC_GAUGE, "hsmesh_proxy_crl_number",
+	    "crlNumber of the CRL new handshakes check (0: none held)" },
+	{ offsetof(struct proxy, crl_next_update), METRIC_GAUGE,
+	    "hsmesh_proxy_crl_next_update_timestamp_seconds",
+	    "nextUpdate of the CRL held (Unix time; 0: none held)" },
+	{ offsetof(struct proxy, revoked_closed), METRIC_COUNTER,
+	    "hsmesh_proxy_revoked_connections_closed_total",
+	    "Established connections closed because a new CRL lists the peer" },
 };
 
 static int
@@ -425,6 +456,7 @@ main_loop(struct proxy *px)
 		}
 		if (px->msrv != NULL)
 			metrics_srv_expire(px->msrv, now);
+		admission_flush(px, now, 0);
 		if (px->link == NULL && now >= px->retry_at && !atomic_load(&px->draining))
 			link_connect(px, now);
 		if (atomic_load(&px->draining) &&
@@ -521,7 +553,7 @@ proxy_main(int argc, char **argv)
 		goto fail;
 	}
 	if ((st = metrics_new(&px.m)) != 0 || (st = register_metrics(&px)) != 0 ||
-	    (st = audit_swap(&px, px.cfg->access_log)) != 0)
+	    (st = audit_swap(&px, px.cfg->access_log)) != 0 || (st = admission_init(&px)) != 0)
 		goto fail;
 	if ((px.sess = calloc(px.cfg->nlst, sizeof(*px.sess))) == NULL) {
 		st = HSM_ENOMEM;
@@ -617,6 +649,7 @@ proxy_main(int argc, char **argv)
 			worker_fini(&px.w[i]);
 	free(px.w);
 	metrics_srv_free(px.msrv);
+	admission_fini(&px);
 	ident_put(px.cur);
 	policy_put(px.pol);
 	audit_close(px.alog);
@@ -628,6 +661,9 @@ proxy_main(int argc, char **argv)
 	free(px.sess);
 	free(px.mb_chain);
 	free(px.mb_bundle);
+	free(px.mb_crl);
+	free(px.crl_pending);
+	X509_CRL_free(px.crl);
 	if (px.sfd >= 0)
 		close(px.sfd);
 	if (px.mbox_evfd >= 0)

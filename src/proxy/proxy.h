@@ -22,6 +22,11 @@
  *             outbound session store;
  *   conn.c    the connection state machine (accept, connect, handshake,
  *             codec, close), access log and failure lines;
+ *   admission.c  which inbound full handshakes may cost a signature (the
+ *             source's rate, the key operations in flight);
+ *   revoke.c  the CA's CRL: subscribed from the agent, checked, placed in
+ *             each TLS context generation's verify store; revoked peers'
+ *             established connections closed;
  *   tcp.c     `protocol: tcp`, the byte relay codec (lib/relay.c);
  *   worker.c  worker threads: epoll loop, accept, deadlines, memory trims;
  *   main.c    start-up, metrics registration, the agent link, reload,
@@ -51,13 +56,19 @@
 #include <sys/socket.h>
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
+#include "crl.h"
+
+#include "admit.h"
 #include "reason.h"
 #include "relay.h"
 #include "side.h"
 
 struct agc_client;
 struct audit;
+struct hsrate;
+struct throttle;
 struct metric;
 struct metrics;
 struct metrics_srv;
@@ -70,6 +81,8 @@ struct proxy_config;
 
 struct link {				/* one connection to the agent */
 	struct agc_client *agc;
+	struct agc_client *crlc;	/* a connection of its own for the CRL subscription */
+	atomic_int crl_ended;		/* the CRL subscription's final status, 0 while alive */
 	atomic_int refs;
 	atomic_int ended;		/* the subscription's final status, 0 while alive */
 	struct proxy *px;
@@ -79,6 +92,11 @@ struct ident {
 	atomic_int refs;
 	struct link *link;
 	SSL_CTX *srv, *cli;
+	/* what a new generation (a new CRL) is built from again */
+	X509 *leaf;
+	STACK_OF(X509) *rest, *bundle;
+	EVP_PKEY *key;
+	X509_CRL *crl;			/* in the contexts' verify store; NULL: none held */
 	char *id;
 	char serial[80];
 	int64_t not_after;
@@ -174,6 +192,8 @@ struct conn {
 	uint8_t codec_on;		/* codec->start ran: codec->close is due */
 	uint8_t authorised, resumed;
 	uint8_t paused;			/* an async job of the SSL is paused (counted in w->njobs) */
+	uint8_t keyop;			/* holds a key-operation slot (admission.c) */
+	uint8_t charged;		/* its full handshake was counted against its source */
 	uint8_t added[2];		/* the side's fd is in epoll */
 	enum conn_state state;
 	int afd;			/* async wait fd */
@@ -181,6 +201,7 @@ struct conn {
 	uint32_t hs_want;		/* EPOLLIN/EPOLLOUT wanted by the handshake */
 	uint64_t t_accept, t_hs, t_last, deadline, t_async;
 	char peer_addr[64];
+	struct admit_src src;		/* the peer's address, for admission */
 	char *peer_id;
 	struct fail fail;		/* why it failed; REASON_NONE while fine */
 };
@@ -206,6 +227,7 @@ struct worker {
 	unsigned n;
 	struct relay_pool pool;		/* free relay buffers */
 	unsigned njobs, jobs_peak;	/* async jobs paused now; most since the pool was dropped */
+	unsigned crl_gen;		/* px->crl_gen when this worker last looked for revoked peers */
 	unsigned churn, churn_seen;	/* connections opened, closed or made quiet since the last trim; at the last sweep */
 	uint64_t now;			/* hsm_now_ms() after the last epoll_wait */
 	int listening;
@@ -236,7 +258,12 @@ struct proxy {
 	struct audit *alog;
 	struct metrics *m;
 	struct lmetrics *lm;
-	struct metric *keyop_time, *rotations, *not_after, *agent_up;
+	struct metric *keyop_time, *rotations, *not_after, *agent_up, *keyops_now;
+	struct metric *crl_number, *crl_next_update, *revoked_closed;
+	struct hsrate *hsrate;		/* full handshakes per source; NULL: no per-source limit */
+	struct throttle *admlog;	/* admission refusals logged per source and reason */
+	atomic_uint keyops;		/* inbound full handshakes admitted, signature not done */
+	atomic_uint crl_gen;		/* one more at every new CRL: workers look for revoked peers */
 	struct sessions *sess;		/* per listener (outbound ones used) */
 	struct worker *w;
 	unsigned nw;
@@ -247,6 +274,9 @@ struct proxy {
 	int mbox_evfd;
 	char *mb_chain, *mb_bundle;	/* the latest SVID pushed ... */
 	struct link *mb_link;		/* ... on this link */
+	uint8_t *mb_crl;		/* the latest CRL pushed (DER, unchecked) ... */
+	size_t mb_crl_len;
+	struct link *mb_crl_link;	/* ... on this link */
 	/* main thread only */
 	struct link *link;		/* current agent connection, NULL while down */
 	uint64_t retry_at;
@@ -254,6 +284,10 @@ struct proxy {
 	int ep, sfd;
 	struct metrics_srv *msrv;	/* the /metrics endpoint, NULL without one */
 	uint64_t drain_end;
+	uint8_t *crl_pending;		/* a CRL received before any identity to check it with */
+	size_t crl_pending_len;
+	X509_CRL *crl;			/* the newest CRL checked (ident->crl of new generations) */
+	struct crl_info crl_info;
 };
 
 /* ---- ident.c ---- */
@@ -284,6 +318,41 @@ void sess_clear(struct sessions *ss);
  * current identity (logging ready / rotated / agent back). Main thread.
  */
 void install_ident(struct proxy *px, struct link *ln, const char *chain, const char *bundle);
+
+/*
+ * A new generation of the current identity: the same certificate and key,
+ * new TLS contexts whose verify store holds px->crl. Main thread. 0 or an
+ * HSM_E* code (the current identity stays).
+ */
+int ident_regen(struct proxy *px);
+
+/* ---- revoke.c ---- */
+
+/* Subscribe to the CRL on a connection of its own (ln->crlc). Main thread. */
+void revoke_subscribe(struct proxy *px, struct link *ln);
+
+/*
+ * A CRL the agent pushed (der malloc'd, taken): checked against the
+ * current identity's bundle (kept until there is one), then a new TLS
+ * context generation and a sweep of established connections. Main thread.
+ */
+void revoke_take(struct proxy *px, uint8_t *der, size_t len);
+
+/* Apply a CRL kept for want of an identity (install_ident). Main thread. */
+void revoke_apply(struct proxy *px);
+
+/*
+ * verify_cb's view of a CRL error err at depth 0: 1 when policy accepts it
+ * (no current CRL and revocation.stale: keep), else 0 with c->fail set.
+ * -1 when err is no CRL error.
+ */
+int revoke_verify_error(struct conn *c, int err, X509 *cert);
+
+/* 1 (c->fail set) when the CRL of c's identity lists the peer's certificate. */
+int revoke_check_peer(struct conn *c, X509 *peer);
+
+/* Worker: a new CRL came: close the connections of listed peers (by policy). */
+void revoke_sweep(struct worker *w);
 
 /* ---- conn.c ---- */
 
@@ -332,6 +401,25 @@ conn_watch(struct conn *c, int side, uint32_t events)
 	if (events != (c->added[side] ? c->ev[side] : 0))
 		conn_watch_set(c, side, events);
 }
+
+/* ---- admission.c ---- */
+
+/* The per-source table and the refusal log of px->cfg->adm. 0, HSM_EINVAL or HSM_ENOMEM. */
+int admission_init(struct proxy *px);
+/* Summaries of the refusals still counted, then free. */
+void admission_fini(struct proxy *px);
+/* Summary lines of refusals whose interval ended by now (all: every one). */
+void admission_flush(struct proxy *px, uint64_t now, int all);
+
+/*
+ * The server SSL_CTX's certificate callback (SSL_CTX_set_cert_cb): run for
+ * full handshakes only, before anything is signed. 1 admits (the
+ * connection holds a key-operation slot), 0 refuses with c->fail set.
+ */
+int admission_cert_cb(SSL *ssl, void *arg);
+
+/* The connection's key operation is done or it ends: give its slot back. */
+void admission_release(struct conn *c);
 
 /* ---- worker.c ---- */
 

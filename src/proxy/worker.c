@@ -53,6 +53,7 @@ sweep(struct worker *w, uint64_t now)
 	struct conn *c, *next;
 	int trim = 0;
 
+	revoke_sweep(w);
 	for (c = w->head.next; c != &w->head; c = next) {
 		next = c->next;
 		conn_sweep(c, now);

@@ -42,8 +42,8 @@ replica a
 replica b
 both_up() { wait_port a && wait_port b; }
 check "two replicas start at once on the new database" both_up
-check "... which they migrated once, to schema 4 ($(psql_ca 'select version from schema_version order by version' | tr '\n' ' '))" \
-    test "$(psql_ca 'select version from schema_version order by version' | tr '\n' ' ')" = "1 2 3 4 "
+check "... which they migrated once, to schema 5 ($(psql_ca 'select version from schema_version order by version' | tr '\n' ' '))" \
+    test "$(psql_ca 'select version from schema_version order by version' | tr '\n' ' ')" = "1 2 3 4 5 "
 A=127.0.0.1:$(cat "$T/a.port"); B=127.0.0.1:$(cat "$T/b.port")
 KA=$(wait_child "$PID_a" 5); KB=$(wait_child "$PID_b" 5)
 check "each replica has its own keyholder on the one token directory ($KA, $KB)" \

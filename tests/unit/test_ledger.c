@@ -777,10 +777,19 @@ issue_is_one_transaction(void **state)
 	ledger_close(lg);
 }
 
-/* Take what schema 4 added away from the store at path (it then reads as schema 3). */
+/* Take what schema 5 added away from the store at path (it then reads as schema 4). */
+static void
+drop_v5(const char *path)
+{
+	assert_int_equal(be->exec(path, "DROP INDEX certs_revoked"), 0);
+	assert_int_equal(be->exec(path, "DROP TABLE revocation_seq"), 0);
+}
+
+/* Take what schema 4 and later added away from the store at path (it then reads as schema 3). */
 static void
 drop_v4(const char *path)
 {
+	drop_v5(path);
 	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN txn"), 0);
 	assert_int_equal(be->exec(path, "ALTER TABLE tokens DROP COLUMN serial"), 0);
 }
@@ -1789,6 +1798,91 @@ kinds_never_mix(void **state)
 	ledger_close(lg);
 }
 
+/* The CRL's view: revocations that changed a row move the sequence, in their transaction. */
+struct revoked {
+	char serials[8][LEDGER_SERIAL_MAX + 1];
+	int64_t at[8];
+	int reasons[8];
+	int n;
+};
+
+static int
+revoked_cb(const char *serial, int64_t at, int reason, void *arg)
+{
+	struct revoked *v = arg;
+
+	if (v->n == 8)
+		return 42;
+	snprintf(v->serials[v->n], sizeof(v->serials[v->n]), "%s", serial);
+	v->at[v->n] = at;
+	v->reasons[v->n++] = reason;
+	return 0;
+}
+
+static void
+revocation_sequence(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c;
+	struct revoked v;
+	uint64_t seq = 99;
+	unsigned count;
+
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 0);
+	make_cert(&c, "0a", ID, 1000, 5000, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_cert(&c, "0b", ID, 1000, 30000, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_cert(&c, "0c", "spiffe://example.org/other", 1000, 30000, "offline", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+
+	assert_int_equal(ledger_cert_revoke(lg, "0b", 1, 2000), 0);
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 1);
+	/* Again, unknown, refused: the sequence stays. */
+	assert_int_equal(ledger_cert_revoke(lg, "0b", 4, 2100), 0);
+	assert_int_equal(ledger_cert_revoke(lg, "ff", 1, 2100), HSM_ENOENT);
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 1);
+	/* By ID: one more when it revoked something, not when nothing was left. */
+	assert_int_equal(ledger_cert_revoke(lg, "0a", 0, 2200), 0);
+	assert_int_equal(ledger_revoke_id(lg, "spiffe://example.org/other", 5, 2300, &count), 0);
+	assert_int_equal(count, 1);
+	assert_int_equal(ledger_revoke_id(lg, "spiffe://example.org/other", 5, 2400, &count), 0);
+	assert_int_equal(count, 0);
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 3);
+	ledger_close(lg);
+
+	/* Kept across a reopen; the list holds what has not expired, in order of revocation. */
+	lg = open_ledger();
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 3);
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(ledger_revoked_list(lg, 4000, revoked_cb, &v), 0);
+	assert_int_equal(v.n, 3);
+	assert_string_equal(v.serials[0], "b");
+	assert_int_equal(v.at[0], 2000);
+	assert_int_equal(v.reasons[0], 1);
+	assert_string_equal(v.serials[1], "a");
+	assert_string_equal(v.serials[2], "c");
+	assert_int_equal(v.reasons[2], 5);
+	memset(&v, 0, sizeof(v));
+	assert_int_equal(ledger_revoked_list(lg, 5000, revoked_cb, &v), 0);
+	assert_int_equal(v.n, 2);		/* 0a expired at 5000 */
+	assert_int_equal(ledger_revoked_list(lg, 5000, NULL, &v), HSM_EINVAL);
+	ledger_close(lg);
+
+	/* A ledger of schema 4 starts its sequence at the revocations it holds. */
+	drop_v5(dbpath);
+	set_version(dbpath, 4);
+	lg = open_ledger();
+	assert_int_equal(ledger_revocation_seq(lg, &seq), 0);
+	assert_int_equal(seq, 3);
+	ledger_close(lg);
+}
+
 /* A ledger of schema 2 (before node identities): every row a workload's, entries empty. */
 static void
 migrate_v2(void **state)
@@ -1850,6 +1944,7 @@ main(void)
 		T(token_pays_for_cert, 0),
 		T(migrate_v2, 0),
 		T(migrate_v3, 0),
+		T(revocation_sequence, 0),
 		T(entries_add_get_list_rm, 0),
 		T(entries_refused, 0),
 		T(kinds_never_mix, 0),
