@@ -8,9 +8,12 @@
  *    that path into $HSMESH_EXE (the same hsmesh binary), so
  *    `valgrind --trace-children=yes` follows the keyholder too.
  * 2. Valgrind 3.19 does not implement the seccomp system call, so the
- *    proxy's sandbox_enter() would fail and the proxy refuse to start. With
- *    HSMESH_VG_NO_SECCOMP=1, libseccomp's seccomp_attr_set() and
- *    seccomp_load() succeed without loading the filter. The filter runs in the kernel: it costs no
+ *    sandbox_enter() of the proxy, the agent or a keyholder would fail and
+ *    the process refuse to start. With HSMESH_VG_NO_SECCOMP=1, libseccomp's
+ *    seccomp_attr_set() and seccomp_load() succeed without loading the
+ *    filter. The agent's keyholders inherit the shim and the variable (its
+ *    spawner execs them with the agent's environment). Only whoever starts
+ *    the process can set either: nothing a peer sends reaches them. The filter runs in the kernel: it costs no
  *    user-space instruction that callgrind would count.
  */
 #ifndef _GNU_SOURCE

@@ -52,6 +52,8 @@
 #include "log.h"
 #include "khsize.h"
 #include "p11.h"
+#include "privdrop.h"
+#include "sandbox.h"
 #include "util.h"
 
 #define MAX_CONNS 256
@@ -193,7 +195,7 @@ static void
 perform_replication(struct job *j)
 {
 	const struct kh_request *r = &j->req;
-	struct p11_pin_source so = { kh.so_pin_file, kh.so_pin_env };
+	struct p11_pin_source so = { .file = kh.so_pin_file, .env = kh.so_pin_env };
 	uint8_t keyid[HSM_KEYID_LEN], head[3];
 	struct hsm_wrapped *w;
 	int st;
@@ -730,10 +732,12 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: hsmesh keyholder --module PATH --token PKCS11_URI (--pin-file F | --pin-env VAR)\n"
+	    "usage: hsmesh keyholder --module PATH --token PKCS11_URI (--pin-file F | --pin-env VAR\n"
+	    "                        | --pin-fd N)\n"
 	    "                        (--socket PATH | --fd N) [--allow-uid UID]... [--workers N|MIN-MAX]\n"
 	    "                        [--shrink-after-ms MS] [--so-pin-file F | --so-pin-env VAR]\n"
-	    "                        [--sign-delay-ms MS] [--quiet] [--verbose]\n"
+	    "                        [--sign-delay-ms MS] [--quiet] [--verbose] [--user NAME]\n"
+	    "                        [--seccomp MODE] [--seccomp-allow CALLS]\n"
 	    "\n"
 	    "The only hsmesh process that loads a PKCS#11 module or reads a PIN. Serves\n"
 	    "generate / public key / sign / destroy requests (docs/PROTOCOL.md) to local\n"
@@ -746,8 +750,12 @@ usage(FILE *f)
 	    "                      latency and demand, shrunk after a quiet period; a serial\n"
 	    "                      token (TPM) is kept at its useful concurrency\n"
 	    "  --shrink-after-ms MS  the quiet period before shrinking (default 30000)\n"
+	    "  --pin-fd N          read the PIN from descriptor N (a pipe) until end of file\n"
 	    "  --so-pin-file F, --so-pin-env VAR\n"
 	    "                      the security officer's PIN, for WRAP only (hsmesh ca replicate)\n"
+	    "  --user NAME         started as root: become NAME before opening the token\n"
+	    "  --seccomp MODE      enforce (default), log, kill or off (docs/ARCHITECTURE.md)\n"
+	    "  --seccomp-allow L   more system calls the module needs (comma-separated names)\n"
 	    "  --sign-delay-ms MS  TEST SETTING: add MS to every signature (slow-token model)\n"
 	    "  --describe KEYID    print the token's security attributes of one key (hex id) and exit\n");
 }
@@ -978,13 +986,20 @@ keyholder_main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "describe", required_argument, NULL, 'D' },
+		{ "pin-fd", required_argument, NULL, 'F' },
+		{ "user", required_argument, NULL, 'U' },
+		{ "seccomp", required_argument, NULL, 'C' },
+		{ "seccomp-allow", required_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *module = NULL, *uri = NULL, *sock = NULL, *describe = NULL;
-	struct p11_pin_source pin = { NULL, NULL };
+	const char *user = NULL, *sc_mode = NULL, *sc_allow = NULL;
+	struct p11_pin_source pin = { NULL, NULL, NULL, 0 };
 	struct khsize_conf sc = { DEFAULT_MIN_WORKERS, MAX_WORKERS, 0, 0 };
 	bool bounds_given = false;
+	char *pinmem = NULL;
+	size_t pinlen = 0;
 	unsigned long v;
 	int ch, fd = -1, nthreads, level = HSM_LOG_INFO, sfd = -1, st, rc = 1;
 	sigset_t sigs;
@@ -1029,20 +1044,39 @@ keyholder_main(int argc, char **argv)
 		case 'q': level = -1; break;
 		case 'v': level = HSM_LOG_DEBUG; break;
 		case 'D': describe = optarg; break;
+		case 'F':
+			if (parse_uint(optarg, 1023, &v) != 0 || v < 3 || pin.value != NULL) goto badarg;
+			if ((st = hsm_secret_read_fd((int)v, &pinmem, &pinlen)) != 0) {
+				fprintf(stderr, "hsmesh keyholder: %s\n", hsm_err_msg(st));
+				return 1;
+			}
+			close((int)v);
+			pin.value = pinmem;
+			pin.value_len = pinlen;
+			break;
+		case 'U': user = optarg; break;
+		case 'C': sc_mode = optarg; break;
+		case 'A': sc_allow = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	relay_start(level >= HSM_LOG_DEBUG);
 	if (describe != NULL && optind == argc && module != NULL && uri != NULL &&
-	    (pin.file == NULL) != (pin.env == NULL) && sock == NULL && fd < 0)
+	    (pin.file != NULL) + (pin.env != NULL) + (pin.value != NULL) == 1 && sock == NULL && fd < 0)
 		return describe_key(module, uri, &pin, describe);
-	if (optind != argc || module == NULL || uri == NULL || (pin.file == NULL) == (pin.env == NULL) ||
+	if (optind != argc || module == NULL || uri == NULL ||
+	    (pin.file != NULL) + (pin.env != NULL) + (pin.value != NULL) != 1 ||
 	    (sock == NULL) == (fd < 0) || (kh.so_pin_file != NULL && kh.so_pin_env != NULL)) {
 		usage(stderr);
 		return 2;
 	}
 	hsm_log_init("hsmesh keyholder", level);
+	/* Its user's from now on; the token's files are opened as that user. */
+	if ((st = priv_drop(user)) != 0) {
+		log_err("%s", hsm_err_msg(st));
+		return 1;
+	}
 	if (kh.nallow == 0)
 		kh.allow[kh.nallow++] = getuid();
 
@@ -1074,6 +1108,13 @@ keyholder_main(int argc, char **argv)
 		kh.autosize = false;
 	}
 	kh.nworkers = sc.min;
+	hsm_secret_free(pinmem, pinlen);
+	pinmem = NULL;
+	/* The module is loaded and logged in: from here on, only the calls a token needs. */
+	if ((st = sandbox_enter_named(SANDBOX_KEYHOLDER, sc_mode, sc_allow)) != 0) {
+		log_err("%s", hsm_err_msg(st));
+		goto out;
+	}
 
 	kh.qefd = kh.stopefd = kh.ctlefd = -1;
 	if ((kh.mep = epoll_create1(EPOLL_CLOEXEC)) < 0 || (kh.wep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||

@@ -339,6 +339,8 @@ void crl_free(struct agent *ag);
  * watch and (later) every client with ag->ep. 0 or an error with detail.
  */
 int api_start(struct agent *ag);
+/* Log the local API's line (its limits), once the agent's start-up went well. */
+void api_log_ready(struct agent *ag);
 /* An event of ag->ep whose tag is none of main.c's: the listener, the output watch or a client. */
 void api_event(struct agent *ag, void *tag);
 /* A new CRL: an AG_T_CRL push to every client that sent CRL_SUBSCRIBE. */

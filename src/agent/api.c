@@ -69,6 +69,7 @@ static const char *const refusal_name[REFUSED_N] = { "digest", "not_tls", "tls12
 
 /* The API's own state (main thread only: requests and the frame server's tick run there). */
 struct api {
+	int max_conns;				/* as fitted to the descriptor limit */
 	unsigned long refused[REFUSED_N];	/* signatures refused, by reason */
 	struct ratelog rlog;			/* refused signatures' log lines, per uid */
 	/* /metrics (metrics.listen): the series, NULL without */
@@ -868,11 +869,19 @@ api_start(struct agent *ag)
 	    (r = agent_epoll_add(ag->ep, fsrv_listen_fd(ag->api), &tag_listen)) != 0 ||
 	    (r = agent_epoll_add(ag->ep, fsrv_watch_fd(ag->api), &tag_watch)) != 0)
 		return r;
+	ag->apis->max_conns = ops.max_conns;
+	return 0;
+}
+
+void
+api_log_ready(struct agent *ag)
+{
+	const struct agent_api_conf *ac = &ag->conf->api;
+
 	log_info("local API on %s: at most %d clients, %d per uid (root not counted); idle "
 	    "timeout %us, incomplete frames %us; signs TLS 1.3%s handshake inputs only",
-	    ag->conf->socket, ops.max_conns, ops.max_conns_uid, ac->idle_ms / 1000,
+	    ag->conf->socket, ag->apis->max_conns, (int)ac->max_conns_uid, ac->idle_ms / 1000,
 	    ac->frame_ms / 1000, ac->tls12 ? " and 1.2" : "");
-	return 0;
 }
 
 void

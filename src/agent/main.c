@@ -23,6 +23,8 @@
 #include "khclient.h"
 #include "khsup.h"
 #include "log.h"
+#include "privdrop.h"
+#include "sandbox.h"
 #include "provider_core.h"
 #include "spiffe.h"
 #include "svid.h"
@@ -196,6 +198,8 @@ start_keyholder(struct agent *ag)
 		.workers = (int)t->workers,
 		.workers_min = (int)t->workers_min,
 		.workers_max = (int)t->workers_max,
+		.seccomp = ag->conf->confine.mode,
+		.seccomp_allow = ag->conf->confine.kh_allow,
 	};
 	int r;
 
@@ -327,10 +331,6 @@ start(struct agent *ag)
 		return r;
 	if ((r = hsm_provider_init()) != 0)
 		return r;
-	/* The keyholder first: it must not inherit our blocked signals. */
-	if ((r = start_keyholder(ag)) != 0)
-		return r;
-	agent_token_hygiene(ag);
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -342,9 +342,22 @@ start(struct agent *ag)
 	    (ag->job_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
 	    (ag->ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
 		return hsm_err(HSM_EIO, "event set-up: %s", strerror(errno));
+	/* Bound as started, then user: for everything else (the keyholder included). */
 	if ((r = api_start(ag)) != 0 || (r = agent_epoll_add(ag->ep, ag->sfd, &tag_signal)) != 0 ||
-	    (r = agent_epoll_add(ag->ep, ag->job_efd, &tag_job)) != 0)
+	    (r = agent_epoll_add(ag->ep, ag->job_efd, &tag_job)) != 0 ||
+	    (r = priv_drop(ag->conf->confine.user)) != 0)
 		return r;
+	if (ag->conf->confine.user != NULL)
+		log_info("running as user '%s' (uid %u)", ag->conf->confine.user, (unsigned)getuid());
+	/*
+	 * The keyholder and the evidence command are started by spawners,
+	 * forked now (they reset the signals we block): once confined, we
+	 * cannot fork or exec.
+	 */
+	if ((r = start_keyholder(ag)) != 0 || (r = evidence_spawner(&ag->conf->evidence)) != 0)
+		return r;
+	agent_token_hygiene(ag);
+	api_log_ready(ag);
 	/* The node first: the entries it learns may name workloads of agent.yaml. */
 	if (ag->node != NULL) {
 		log_info("node identity %s (never served on the local API)", ag->node->c->id);
@@ -364,7 +377,8 @@ start(struct agent *ag)
 	crl_load_cache(ag);
 	log_info("serving %zu workload identit%s on %s", ag->nwl, ag->nwl == 1 ? "y" : "ies",
 	    ag->conf->socket);
-	return 0;
+	/* Started: from here on, only the calls serving needs (sandbox.h). */
+	return sandbox_enter_named(SANDBOX_AGENT, ag->conf->confine.mode, ag->conf->confine.allow);
 }
 
 int

@@ -127,9 +127,25 @@ struct cmp_server_cfg {
 	/* Called once the listener is bound, before serving (may be NULL). */
 	void (*on_bound)(void *arg, unsigned port);
 	void *bound_arg;
+	/* listeners bound beforehand (cmp_bind): lfd, and mfd when metrics_listen */
+	int prebound;
+	int lfd, mfd;
+	/* the front's seccomp filter, entered once set up (sandbox_enter_named) */
+	const char *seccomp_mode;
+	const char *seccomp_allow;
 };
 
-/* Serve until SIGTERM or SIGINT (front.c). 0, or an error before serving started. */
+/*
+ * Bind the listeners of cfg (listen, and metrics_listen when set) into
+ * cfg->lfd and cfg->mfd and set cfg->prebound: before a `user:` switch
+ * (a port below 1024 needs root). 0 or HSM_ECONFIG / HSM_EIO.
+ */
+int cmp_bind(struct cmp_server_cfg *cfg);
+
+/*
+ * Serve until SIGTERM or SIGINT (front.c). The listeners are taken over
+ * when prebound. 0, or an error before serving started.
+ */
 int cmp_serve(const struct cmp_server_cfg *cfg);
 
 /* ---- inside the server ---- */

@@ -49,6 +49,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
+#include "sandbox.h"
 #include "throttle.h"
 #include "util.h"
 
@@ -629,6 +630,38 @@ listen_tcp(const char *spec, int *out, char *bound, size_t boundcap)
 	return 0;
 }
 
+/* The address fd is bound to, into bound. */
+static int
+bound_of(int fd, char *bound, size_t boundcap)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return hsm_err(HSM_EIO, "getsockname: %s", strerror(errno));
+	net_addr_str(&ss, sl, bound, boundcap);
+	return 0;
+}
+
+int
+cmp_bind(struct cmp_server_cfg *cfg)
+{
+	char b[96];
+	int st;
+
+	cfg->lfd = cfg->mfd = -1;
+	if ((st = listen_tcp(cfg->listen, &cfg->lfd, b, sizeof(b))) != 0)
+		return st;
+	if (cfg->metrics_listen != NULL &&
+	    (st = listen_tcp(cfg->metrics_listen, &cfg->mfd, b, sizeof(b))) != 0) {
+		close(cfg->lfd);
+		cfg->lfd = -1;
+		return st;
+	}
+	cfg->prebound = 1;
+	return 0;
+}
+
 /*
  * Enough file descriptors for max_conns: raise the soft RLIMIT_NOFILE up
  * to the hard one; past that, fewer connections (logged).
@@ -789,11 +822,19 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 	if ((st = admit_new(f.lim.max_conns, f.lim.max_conns_per_source, &f.adm)) != 0 ||
 	    (st = throttle_new(THROTTLE_KEYS, THROTTLE_MS, &f.connlog)) != 0 ||
 	    (st = throttle_new(THROTTLE_KEYS, THROTTLE_MS, &s.refusals)) != 0 ||
-	    (st = metrics_setup(&f)) != 0 ||
-	    (st = listen_tcp(cfg->listen, &f.lfd, bound, sizeof(bound))) != 0 ||
-	    (cfg->metrics_listen != NULL &&
-	    (st = listen_tcp(cfg->metrics_listen, &mfd, mbound, sizeof(mbound))) != 0))
+	    (st = metrics_setup(&f)) != 0)
 		goto out;
+	if (cfg->prebound) {
+		f.lfd = cfg->lfd;
+		mfd = cfg->metrics_listen != NULL ? cfg->mfd : -1;
+		if ((st = bound_of(f.lfd, bound, sizeof(bound))) != 0 ||
+		    (mfd >= 0 && (st = bound_of(mfd, mbound, sizeof(mbound))) != 0))
+			goto out;
+	} else if ((st = listen_tcp(cfg->listen, &f.lfd, bound, sizeof(bound))) != 0 ||
+	    (cfg->metrics_listen != NULL &&
+	    (st = listen_tcp(cfg->metrics_listen, &mfd, mbound, sizeof(mbound))) != 0)) {
+		goto out;
+	}
 	if (mfd >= 0) {
 		if ((st = metrics_srv_new(cfg->metrics, mfd, &f.msrv)) != 0)
 			goto out;
@@ -834,6 +875,9 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 			goto out;
 		}
 	}
+	/* Set up: from here on, only the calls serving needs (sandbox.h). */
+	if ((st = sandbox_enter_named(SANDBOX_CA_FRONT, cfg->seccomp_mode, cfg->seccomp_allow)) != 0)
+		goto out;
 	for (unsigned i = 0; i < f.lim.workers && i < 64; i++) {
 		if (pthread_create(&f.th[i], NULL, worker_main, &f) != 0)
 			break;

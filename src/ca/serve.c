@@ -3,6 +3,7 @@
  * signer, ledger and audit log. Runs until SIGTERM or SIGINT.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -15,6 +16,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
+#include "privdrop.h"
 #include "provider_core.h"
 
 
@@ -101,10 +103,20 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 
 	memset(&sa, 0, sizeof(sa));
 	memset(&sg, 0, sizeof(sg));
+	memset(&sc, 0, sizeof(sc));
+	sc.lfd = sc.mfd = -1;
 	sg.k.pid = -1;
 	hsm_log_init("hsmesh ca serve", HSM_LOG_INFO);
-	if ((r = ca_config_load(cfgpath, &cfg)) != 0 ||
-	    (r = signer_load_root(cfg, &sg)) != 0 ||
+	if ((r = ca_config_load(cfgpath, &cfg)) != 0)
+		goto out;
+	/* Bound as started (a port below 1024 needs root), then user: for everything else. */
+	sc.listen = cfg->listen;
+	sc.metrics_listen = cfg->metrics_listen;
+	if ((r = cmp_bind(&sc)) != 0 || (r = priv_drop(cfg->confine.user)) != 0)
+		goto out;
+	if (cfg->confine.user != NULL)
+		log_info("running as user '%s' (uid %u)", cfg->confine.user, (unsigned)getuid());
+	if ((r = signer_load_root(cfg, &sg)) != 0 ||
 	    (r = ca_records_open(cfg, &lg, &au)) != 0 ||
 	    (r = ca_token_key_load(cfg, 1, key)) != 0 ||
 	    (cfg->metrics_listen != NULL && (r = metrics_new(&m)) != 0))
@@ -126,13 +138,11 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	    &sa.crl)) != 0 ||
 	    (cfg->crl.url != NULL && (r = crl_url_path(cfg->crl.url, &crl_path)) != 0))
 		goto out;
-	memset(&sc, 0, sizeof(sc));
 	sc.crl_path = crl_path;
 	sc.crl_get = serve_crl;
 	sc.crl_arg = &sa;
 	sc.on_bound = serve_bound;
 	sc.bound_arg = &sa;
-	sc.listen = cfg->listen;
 	sc.port_file = port_file;
 	sc.trust_domain = cfg->trust_domain;
 	sc.cacert = sg.root;
@@ -147,8 +157,9 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	sc.attest = cfg->attest;
 	sc.signer_ready = serve_ready;
 	sc.signer_arg = &sa;
-	sc.metrics_listen = cfg->metrics_listen;
 	sc.metrics = m;
+	sc.seccomp_mode = cfg->confine.mode;
+	sc.seccomp_allow = cfg->confine.allow;
 	sc.lim.max_conns = cfg->front.max_connections;
 	sc.lim.max_conns_per_source = cfg->front.max_connections_per_source;
 	sc.lim.workers = cfg->front.workers;
@@ -158,7 +169,12 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	sc.lim.max_body = (size_t)cfg->front.max_body;
 	sc.lim.max_buffered = (size_t)cfg->front.max_buffered;
 	r = cmp_serve(&sc);
+	sc.lfd = sc.mfd = -1;	/* closed by cmp_serve */
  out:
+	if (sc.lfd >= 0)
+		close(sc.lfd);
+	if (sc.mfd >= 0)
+		close(sc.mfd);
 	OPENSSL_cleanse(key, sizeof(key));
 	ca_crl_free(sa.crl);
 	signer_close(&sg);

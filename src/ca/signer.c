@@ -91,6 +91,8 @@ spawn_opts(const struct ca_config *cfg, struct kh_spawn_opts *o)
 	o->workers_min = (int)cfg->token.workers_min;
 	o->workers_max = (int)cfg->token.workers_max;
 	o->sign_delay_ms = cfg->token.sign_delay_ms;
+	o->seccomp = cfg->confine.mode;
+	o->seccomp_allow = cfg->confine.kh_allow;
 }
 
 int

@@ -22,6 +22,7 @@ agent_config_free(struct agent_config *c)
 		return;
 	free(c->path);
 	cfg_token_clear(&c->token);
+	cfg_confine_clear(&c->confine);
 	evidence_conf_clear(&c->evidence);
 	free(c->ca_url);
 	for (size_t i = 0; i < c->nca; i++)
@@ -389,7 +390,8 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 		"attestation.timeout", "node.id", "node.join_token_file", "node.refresh",
 		"api.max_connections", "api.max_connections_per_uid",
 		"api.idle_timeout", "api.frame_timeout", "api.tls12", "metrics.listen",
-		"crl.url", "crl.refresh", NULL
+		"crl.url", "crl.refresh",
+		CFG_CONFINE_KEYS, NULL
 	};
 	struct agent_config *c;
 	const char *crlpath;
@@ -401,6 +403,7 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 		return HSM_ENOMEM;
 	if ((r = cfg_check_known(d, known)) != 0 ||
 	    (r = cfg_token_load(d, "token", &c->token)) != 0 ||
+	    (r = cfg_confine_load(d, &c->confine)) != 0 ||
 	    (r = cfg_require(d, "ca.url")) != 0 || (r = cfg_require(d, "ca.root")) != 0 ||
 	    (r = cfg_require(d, "state_dir")) != 0 || (r = cfg_require(d, "socket")) != 0 ||
 	    (r = cfg_get_path(d, "ca.root", NULL, &c->root)) != 0 ||

@@ -95,6 +95,7 @@ struct agent_api_conf {
 struct agent_config {
 	char *path;			/* the file, as given */
 	struct cfg_token token;
+	struct cfg_confine confine;	/* user:, seccomp: */
 	char *ca_url;			/* as written (a list: ", " between two) */
 	struct cmpc_server *ca;		/* the CA's address(es), parsed from ca_url */
 	size_t nca;

@@ -37,6 +37,7 @@ static const char *const ca_known[] = {
 	"front.request_timeout", "front.idle_timeout", "front.write_timeout", "front.max_body",
 	"front.max_buffered",
 	"crl.url", "crl.next_update",
+	CFG_CONFINE_KEYS,
 	"replication.evidence.producer", "replication.evidence.path",
 	"replication.evidence.command", "replication.evidence.timeout",
 	"replication.attestation.collateral", "replication.attestation.insecure_test_root",
@@ -55,6 +56,7 @@ ca_config_free(struct ca_config *c)
 	free(c->path);
 	free(c->trust_domain);
 	cfg_token_clear(&c->token);
+	cfg_confine_clear(&c->confine);
 	free(c->key_label);
 	free(c->state_dir);
 	free(c->listen);
@@ -243,7 +245,8 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 		goto out;
 	}
 
-	if ((r = cfg_token_load(d, "token", &c->token)) != 0)
+	if ((r = cfg_token_load(d, "token", &c->token)) != 0 ||
+	    (r = cfg_confine_load(d, &c->confine)) != 0)
 		goto out;
 
 	if ((r = cfg_get_str(d, "key.type", "ec-p256", &kt)) != 0)

@@ -20,6 +20,7 @@ struct ca_config {
 	char *path;		/* the file, as given */
 	char *trust_domain;
 	struct cfg_token token;
+	struct cfg_confine confine;	/* user:, seccomp: */
 	enum hsm_keytype key_type;	/* key.type, default ec-p256 */
 	char *key_label;		/* key.label, default "hsmesh-ca" */
 	int key_replicable;		/* key.replicable: created wrappable to trusted keys only */

@@ -12,6 +12,7 @@
 #include "err.h"
 #include "keytypes.h"
 #include "p11uri.h"
+#include "sandbox.h"
 #include "util.h"
 
 #define CFG_MAX_FILE (1024 * 1024)	/* a config file is small; refuse a runaway one */
@@ -818,5 +819,60 @@ cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t
 	return 0;
  fail:
 	cfg_token_clear(t);
+	return r == HSM_ENOMEM ? r : HSM_ECONFIG;
+}
+
+void
+cfg_confine_clear(struct cfg_confine *c)
+{
+	if (c == NULL)
+		return;
+	free(c->user);
+	free(c->mode);
+	free(c->allow);
+	free(c->kh_allow);
+	memset(c, 0, sizeof(*c));
+}
+
+/* A list of system call names at key, checked. */
+static int
+syscalls_ok(const struct cfg_doc *d, const char *key, const char *list)
+{
+	char why[300], **names = NULL;
+	size_t n = 0;
+	int r;
+
+	if (list == NULL)
+		return 0;
+	if ((r = sandbox_names_parse(list, &names, &n)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		return cfg_err(d, key, "'%s': %s", key, why);
+	}
+	sandbox_names_free(names, n);
+	return 0;
+}
+
+int
+cfg_confine_load(const struct cfg_doc *d, struct cfg_confine *c)
+{
+	enum sandbox_mode m;
+	int r;
+
+	memset(c, 0, sizeof(*c));
+	if ((r = cfg_get_str(d, "user", NULL, &c->user)) != 0 ||
+	    (r = cfg_get_str(d, "seccomp.mode", NULL, &c->mode)) != 0 ||
+	    (r = cfg_get_str(d, "seccomp.allow", NULL, &c->allow)) != 0 ||
+	    (r = cfg_get_str(d, "seccomp.keyholder_allow", NULL, &c->kh_allow)) != 0)
+		goto fail;
+	if (c->mode != NULL && sandbox_mode_parse(c->mode, &m) != 0) {
+		r = cfg_err(d, "seccomp.mode", "'seccomp.mode' must be enforce, log, kill or off");
+		goto fail;
+	}
+	if ((r = syscalls_ok(d, "seccomp.allow", c->allow)) != 0 ||
+	    (r = syscalls_ok(d, "seccomp.keyholder_allow", c->kh_allow)) != 0)
+		goto fail;
+	return 0;
+ fail:
+	cfg_confine_clear(c);
 	return r == HSM_ENOMEM ? r : HSM_ECONFIG;
 }

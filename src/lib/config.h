@@ -169,4 +169,26 @@ int cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_toke
 /* Free what cfg_token_load allocated and clear *t. Accepts NULL. */
 void cfg_token_clear(struct cfg_token *t);
 
+/*
+ * A daemon's confinement (ca.yaml and agent.yaml; docs/ARCHITECTURE.md
+ * "Confinement"): user, seccomp.mode, seccomp.allow, seccomp.keyholder_allow.
+ */
+struct cfg_confine {
+	char *user;		/* user: become this user after binding (as root), or NULL */
+	char *mode;		/* seccomp.mode: enforce (NULL), log, kill, off */
+	char *allow;		/* seccomp.allow: extra system calls of the daemon, or NULL */
+	char *kh_allow;		/* seccomp.keyholder_allow: extra calls of its keyholder */
+};
+
+/* The keys of struct cfg_confine, for a cfg_check_known list. */
+#define CFG_CONFINE_KEYS "user", "seccomp.mode", "seccomp.allow", "seccomp.keyholder_allow"
+
+/*
+ * Read the confinement keys of d into *c (cleared first), checking the
+ * mode's name and each system call's. 0 or HSM_ECONFIG / HSM_ENOMEM.
+ */
+int cfg_confine_load(const struct cfg_doc *d, struct cfg_confine *c);
+/* Free what cfg_confine_load allocated and clear *c. Accepts NULL. */
+void cfg_confine_clear(struct cfg_confine *c);
+
 #endif

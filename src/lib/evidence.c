@@ -16,6 +16,7 @@
 #include "err.h"
 #include "evidence.h"
 #include "evtype.h"
+#include "spawner.h"
 #include "util.h"
 
 extern char **environ;
@@ -45,7 +46,21 @@ evidence_conf_clear(struct evidence_conf *e)
 		for (size_t i = 0; e->argv[i] != NULL; i++)
 			free(e->argv[i]);
 	free(e->argv);
+	spawner_free(e->sp);
 	memset(e, 0, sizeof(*e));
+}
+
+int
+evidence_spawner(struct evidence_conf *e)
+{
+	struct spawn_prog p;
+
+	if (e->kind != EVIDENCE_COMMAND || e->sp != NULL)
+		return 0;
+	memset(&p, 0, sizeof(p));
+	p.path = e->argv[0];
+	p.argv = e->argv;
+	return spawner_start(&p, 1, &e->sp);
 }
 
 int
@@ -184,6 +199,20 @@ quote_command(const struct evidence_conf *e, const uint8_t rd[64], uint8_t **quo
 		r = hsm_err(HSM_EIO, "evidence: %s", strerror(errno));
 		goto out;
 	}
+	if (e->sp != NULL) {
+		/* The spawner resets the signals and searches PATH as posix_spawnp does. */
+		const int fds[2] = { in[0], out[1] }, targets[2] = { 0, 1 };
+
+		if ((r = spawner_spawn(e->sp, 0, fds, targets, 2, &pid)) != 0) {
+			char why[300];
+
+			snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+			pid = -1;
+			r = hsm_err(HSM_EIO, "evidence: cannot run %s: %s", e->argv[0], why);
+			goto out;
+		}
+		goto started;
+	}
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, in[0], 0);
 	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
@@ -206,6 +235,7 @@ quote_command(const struct evidence_conf *e, const uint8_t rd[64], uint8_t **quo
 		r = hsm_err(HSM_EIO, "evidence: cannot run %s: %s", e->argv[0], strerror(r));
 		goto out;
 	}
+ started:
 	close(in[0]);
 	close(out[1]);
 	in[0] = out[1] = -1;

@@ -32,7 +32,20 @@ struct evidence_conf {
 	char		*path;		/* gramine: directory; file: the quote file */
 	char		**argv;		/* command: NULL-terminated */
 	unsigned	 timeout_ms;	/* command: kill after this long */
+	/*
+	 * command: when set, the command is started by this spawner (program
+	 * 0, spawner.h; evidence_spawner makes it) instead of posix_spawn: a
+	 * confined agent cannot fork or exec.
+	 */
+	struct spawner	*sp;
 };
+
+/*
+ * For a command producer: fork a spawner (spawner.h) that runs e's
+ * command, into e->sp (freed by evidence_conf_clear). Other producers:
+ * nothing. 0 or the spawner's error.
+ */
+int evidence_spawner(struct evidence_conf *e);
 
 /*
  * Read section (e.g. "attestation") of an agent.yaml: producer (gramine,

@@ -20,6 +20,7 @@
 #include "khclient.h"
 #include "khproto.h"
 #include "rpc.h"
+#include "spawner.h"
 #include "util.h"
 
 struct kh_req {
@@ -589,57 +590,92 @@ kh_req_result(struct kh_req *r, uint8_t *sig, size_t *siglen)
 	return 0;
 }
 
-/* fork + exec a keyholder on a socketpair: *fd is our end, *pid the child. */
+int
+kh_argv(const struct kh_spawn_opts *o, int pin_fd, struct kh_argv *a)
+{
+	int n = 0;
+
+	if (o->module == NULL || o->token_uri == NULL ||
+	    (pin_fd < 0 && (o->pin_file == NULL) == (o->pin_env == NULL)))
+		return hsm_err(HSM_EINVAL, "keyholder needs a module, a token URI and one PIN source");
+	snprintf(a->delay, sizeof(a->delay), "%u", o->sign_delay_ms);
+	if (o->workers > 0)
+		snprintf(a->workers, sizeof(a->workers), "%d", o->workers);
+	else
+		snprintf(a->workers, sizeof(a->workers), "%d-%d", o->workers_min > 0 ? o->workers_min : 2,
+		    o->workers_max > 0 ? o->workers_max : 64);
+	snprintf(a->shrink, sizeof(a->shrink), "%u", o->shrink_ms);
+	snprintf(a->pinfd, sizeof(a->pinfd), "%d", pin_fd);
+	a->v[n++] = "hsmesh";
+	a->v[n++] = "keyholder";
+	a->v[n++] = "--fd";
+	a->v[n++] = "3";
+	a->v[n++] = "--quiet";
+	a->v[n++] = "--module";
+	a->v[n++] = o->module;
+	a->v[n++] = "--token";
+	a->v[n++] = o->token_uri;
+	a->v[n++] = pin_fd >= 0 ? "--pin-fd" : o->pin_file != NULL ? "--pin-file" : "--pin-env";
+	a->v[n++] = pin_fd >= 0 ? a->pinfd : o->pin_file != NULL ? o->pin_file : o->pin_env;
+	if (o->so_pin_file != NULL || o->so_pin_env != NULL) {
+		a->v[n++] = o->so_pin_file != NULL ? "--so-pin-file" : "--so-pin-env";
+		a->v[n++] = o->so_pin_file != NULL ? o->so_pin_file : o->so_pin_env;
+	}
+	if (o->sign_delay_ms > 0) {
+		a->v[n++] = "--sign-delay-ms";
+		a->v[n++] = a->delay;
+	}
+	if (o->workers > 0 || o->workers_min > 0 || o->workers_max > 0) {
+		a->v[n++] = "--workers";
+		a->v[n++] = a->workers;
+	}
+	if (o->shrink_ms > 0) {
+		a->v[n++] = "--shrink-after-ms";
+		a->v[n++] = a->shrink;
+	}
+	if (o->user != NULL) {
+		a->v[n++] = "--user";
+		a->v[n++] = o->user;
+	}
+	if (o->seccomp != NULL) {
+		a->v[n++] = "--seccomp";
+		a->v[n++] = o->seccomp;
+	}
+	if (o->seccomp_allow != NULL) {
+		a->v[n++] = "--seccomp-allow";
+		a->v[n++] = o->seccomp_allow;
+	}
+	a->v[n] = NULL;
+	return 0;
+}
+
+/* A keyholder on a socketpair (fork + exec, or by o's spawner): *fd is our end, *pid the child. */
 static int
 spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 {
-	char delay[16], workers[32], shrink[16];
-	const char *argv[28];
-	int sv[2], n = 0;
+	struct kh_argv a;
+	int sv[2], st;
 	pid_t p;
 
 	*fd = -1;
 	*pid = -1;
-	if (o->module == NULL || o->token_uri == NULL || (o->pin_file == NULL) == (o->pin_env == NULL))
-		return hsm_err(HSM_EINVAL, "keyholder needs a module, a token URI and one PIN source");
-	snprintf(delay, sizeof(delay), "%u", o->sign_delay_ms);
-	if (o->workers > 0)
-		snprintf(workers, sizeof(workers), "%d", o->workers);
-	else
-		snprintf(workers, sizeof(workers), "%d-%d", o->workers_min > 0 ? o->workers_min : 2,
-		    o->workers_max > 0 ? o->workers_max : 64);
-	snprintf(shrink, sizeof(shrink), "%u", o->shrink_ms);
-	argv[n++] = "hsmesh";
-	argv[n++] = "keyholder";
-	argv[n++] = "--fd";
-	argv[n++] = "3";
-	argv[n++] = "--quiet";
-	argv[n++] = "--module";
-	argv[n++] = o->module;
-	argv[n++] = "--token";
-	argv[n++] = o->token_uri;
-	argv[n++] = o->pin_file != NULL ? "--pin-file" : "--pin-env";
-	argv[n++] = o->pin_file != NULL ? o->pin_file : o->pin_env;
-	if (o->so_pin_file != NULL || o->so_pin_env != NULL) {
-		argv[n++] = o->so_pin_file != NULL ? "--so-pin-file" : "--so-pin-env";
-		argv[n++] = o->so_pin_file != NULL ? o->so_pin_file : o->so_pin_env;
-	}
-	if (o->sign_delay_ms > 0) {
-		argv[n++] = "--sign-delay-ms";
-		argv[n++] = delay;
-	}
-	if (o->workers > 0 || o->workers_min > 0 || o->workers_max > 0) {
-		argv[n++] = "--workers";
-		argv[n++] = workers;
-	}
-	if (o->shrink_ms > 0) {
-		argv[n++] = "--shrink-after-ms";
-		argv[n++] = shrink;
-	}
-	argv[n] = NULL;
-
+	if (o->spawner == NULL && (st = kh_argv(o, -1, &a)) != 0)
+		return st;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
 		return hsm_err(HSM_EIO, "socketpair: %s", strerror(errno));
+	if (o->spawner != NULL) {
+		static const int three = 3;
+
+		st = spawner_spawn(o->spawner, o->spawn_prog, &sv[1], &three, 1, &p);
+		close(sv[1]);
+		if (st != 0) {
+			close(sv[0]);
+			return st;
+		}
+		*fd = sv[0];
+		*pid = p;
+		return 0;
+	}
 	if ((p = fork()) < 0) {
 		close(sv[0]);
 		close(sv[1]);
@@ -651,7 +687,7 @@ spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 			fcntl(3, F_SETFD, 0);
 		else if (dup2(sv[1], 3) < 0)
 			_exit(127);
-		execv(o->exe != NULL ? o->exe : "/proc/self/exe", (char *const *)argv);
+		execv(o->exe != NULL ? o->exe : "/proc/self/exe", (char *const *)a.v);
 		_exit(127);
 	}
 	close(sv[1]);

@@ -22,6 +22,7 @@
 
 struct kh_client;
 struct kh_req;
+struct spawner;
 
 #define KH_DEFAULT_TIMEOUT_MS 5000u
 
@@ -38,7 +39,28 @@ struct kh_spawn_opts {
 	int workers_min, workers_max;	/* bounds of the sizing (0: the keyholder's 2 and 64) */
 	unsigned shrink_ms;		/* quiet period before the sizing shrinks (0: 30 s) */
 	const char *exe;		/* hsmesh binary to run (NULL = /proc/self/exe) */
+	/* confinement of the keyholder (its --user, --seccomp, --seccomp-allow) */
+	const char *user;		/* NULL: the caller's */
+	const char *seccomp;		/* enforce (NULL), log, kill, off */
+	const char *seccomp_allow;	/* extra system calls, or NULL */
+	/* started by this spawner (program spawn_prog) instead of fork + exec */
+	struct spawner *spawner;
+	unsigned spawn_prog;
 };
+
+/* A keyholder's command line (kh_argv). */
+struct kh_argv {
+	const char *v[36];
+	char delay[16], workers[32], shrink[16], pinfd[16];
+};
+
+/*
+ * The command line of a keyholder for o serving on descriptor 3: into
+ * a->v (NULL-terminated; points into o and a). pin_fd >= 0 replaces o's
+ * PIN source with "--pin-fd pin_fd". 0, or HSM_EINVAL (no module, URI or
+ * PIN source).
+ */
+int kh_argv(const struct kh_spawn_opts *o, int pin_fd, struct kh_argv *a);
 
 /*
  * Start a keyholder as a child (fork + exec of /proc/self/exe

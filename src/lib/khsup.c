@@ -20,6 +20,7 @@
 #include "err.h"
 #include "khsup.h"
 #include "log.h"
+#include "spawner.h"
 #include "util.h"
 
 #define POLL_MS 200		/* without a pidfd: how often the child is looked at */
@@ -27,7 +28,8 @@
 
 struct khsup {
 	struct kh_spawn_opts o;
-	char *module, *uri, *pin_file, *pin_env, *exe;
+	char *module, *uri, *pin_file, *pin_env, *exe, *user, *seccomp, *seccomp_allow;
+	struct spawner *sp;
 	char who[32];
 	struct kh_client *kh;
 	pthread_t th;
@@ -166,6 +168,46 @@ free_strings(struct khsup *s)
 	free(s->pin_file);
 	free(s->pin_env);
 	free(s->exe);
+	free(s->user);
+	free(s->seccomp);
+	free(s->seccomp_allow);
+}
+
+/*
+ * The spawner that starts the keyholder now and after each death, forked
+ * before the caller confines itself (spawner.h). A PIN named by pin_env
+ * is taken out of our environment here (its bytes in /proc/PID/environ
+ * overwritten) and handed to each keyholder through a pipe (--pin-fd 4):
+ * only the spawner keeps a copy, and the keyholders' environments never
+ * hold it.
+ */
+static int
+start_spawner(struct khsup *s)
+{
+	struct kh_argv a;
+	struct spawn_prog prog;
+	char *pin = NULL;
+	size_t pinlen = 0;
+	int st;
+
+	if (s->o.pin_env != NULL &&
+	    (st = hsm_secret_take_env(s->o.pin_env, &pin, &pinlen)) != 0)
+		return st;
+	if ((st = kh_argv(&s->o, pin != NULL ? KHSUP_PIN_FD : -1, &a)) != 0)
+		goto out;
+	memset(&prog, 0, sizeof(prog));
+	prog.path = s->o.exe != NULL ? s->o.exe : "/proc/self/exe";
+	prog.argv = (char *const *)a.v;
+	prog.secret = pin;
+	prog.secret_len = pinlen;
+	prog.secret_fd = KHSUP_PIN_FD;
+	if ((st = spawner_start(&prog, 1, &s->sp)) != 0)
+		goto out;
+	s->o.spawner = s->sp;
+	s->o.spawn_prog = 0;
+ out:
+	hsm_secret_free(pin, pinlen);
+	return st;
 }
 
 int
@@ -185,6 +227,9 @@ khsup_start(const struct kh_spawn_opts *o, const char *who,
 	s->o.pin_file = s->pin_file = dup_or_null(o->pin_file, &bad);
 	s->o.pin_env = s->pin_env = dup_or_null(o->pin_env, &bad);
 	s->o.exe = s->exe = dup_or_null(o->exe, &bad);
+	s->o.user = s->user = dup_or_null(o->user, &bad);
+	s->o.seccomp = s->seccomp = dup_or_null(o->seccomp, &bad);
+	s->o.seccomp_allow = s->seccomp_allow = dup_or_null(o->seccomp_allow, &bad);
 	snprintf(s->who, sizeof(s->who), "%s", who != NULL ? who : "the");
 	s->state_cb = state_cb;
 	s->arg = arg;
@@ -197,7 +242,8 @@ khsup_start(const struct kh_spawn_opts *o, const char *who,
 		st = hsm_err(HSM_EIO, "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	if ((st = kh_spawn(&s->o, &s->kh, &pid)) != 0)
+	if ((s->o.spawner == NULL && (st = start_spawner(s)) != 0) ||
+	    (st = kh_spawn(&s->o, &s->kh, &pid)) != 0)
 		goto fail;
 	atomic_store(&s->pid, pid);
 	atomic_store(&s->up, 1);
@@ -215,6 +261,7 @@ fail:
 		close(s->stop[0]);
 		close(s->stop[1]);
 	}
+	spawner_free(s->sp);
 	free_strings(s);
 	free(s);
 	return st;
@@ -271,6 +318,7 @@ khsup_stop(struct khsup *s)
 			waitpid(pid, NULL, 0);
 		}
 	}
+	spawner_free(s->sp);
 	free_strings(s);
 	free(s);
 }

@@ -24,12 +24,18 @@
 #define KHSUP_BACKOFF_MIN_MS 500u
 #define KHSUP_BACKOFF_MAX_MS 30000u
 #define KHSUP_STABLE_MS 60000u
+#define KHSUP_PIN_FD 4		/* the keyholder's --pin-fd */
 
 struct khsup;
 
 /*
  * Start the keyholder (kh_spawn with o, copied) and its supervisor; who
- * names it in log lines ("CA", "agent"). The first start is not retried:
+ * names it in log lines ("CA", "agent"). Unless o names a spawner, a
+ * spawner is forked first (spawner.h) and starts every keyholder, so the
+ * caller may confine itself afterwards (no fork or exec of its own); with
+ * o->pin_env, the PIN is taken out of the caller's environment then and
+ * reaches each keyholder through a pipe (--pin-fd 4), never through an
+ * environment. The first start is not retried:
  * its error (wrong PIN, no token) comes back here. state_cb (may be NULL)
  * is called with up = 0 when it dies and 1 when it is back, on the
  * supervisor thread. Stop with khsup_stop.

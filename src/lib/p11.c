@@ -79,7 +79,9 @@ struct p11_token {
 	char serial[17];
 	char *uri;			/* as given, for messages (never holds a PIN) */
 	struct p11_uri u;
-	char *pin_file, *pin_env;	/* where the PIN is re-read for a re-login */
+	char *pin_file;			/* where the PIN is re-read for a re-login, or */
+	char *pin_mem;			/* the PIN itself (secret memory), pin_len bytes */
+	size_t pin_len;
 	pid_t pid;			/* process that owns the sessions */
 
 	pthread_mutex_t mu;
@@ -487,14 +489,15 @@ pin_remember_bad(const uint8_t md[32])
 }
 
 /*
- * Log in as who (CKU_USER or CKU_SO) on session s, reading the PIN from
- * pin_file or pin_env now and wiping it after. A PIN the token rejected
+ * Log in as who (CKU_USER or CKU_SO) on session s, with the PIN read from
+ * pin_file now, or copied from pin_mem (pin_memlen bytes), or read from
+ * pin_env, and wiped after. A PIN the token rejected
  * is never offered again, and the attempt that would lock the PIN is
  * never made.
  */
 static int
 login_as(struct p11_token *tok, CK_SESSION_HANDLE s, CK_USER_TYPE who, const char *pin_file,
-    const char *pin_env)
+    const char *pin_env, const char *pin_mem, size_t pin_memlen)
 {
 	int so = who == CKU_SO;
 	const char *whose = so ? "SO PIN" : "user PIN";
@@ -507,6 +510,8 @@ login_as(struct p11_token *tok, CK_SESSION_HANDLE s, CK_USER_TYPE who, const cha
 
 	if (pin_file != NULL)
 		r = hsm_secret_read_file(pin_file, &pin, &len);
+	else if (pin_mem != NULL)
+		r = hsm_secret_dup(pin_mem, pin_memlen, &pin, &len);
 	else
 		r = hsm_secret_read_env(pin_env, &pin, &len);
 	if (r != 0)
@@ -551,7 +556,7 @@ login_as(struct p11_token *tok, CK_SESSION_HANDLE s, CK_USER_TYPE who, const cha
 static int
 login(struct p11_token *tok, CK_SESSION_HANDLE s)
 {
-	return login_as(tok, s, CKU_USER, tok->pin_file, tok->pin_env);
+	return login_as(tok, s, CKU_USER, tok->pin_file, NULL, tok->pin_mem, tok->pin_len);
 }
 
 /* Open a session; log in when the token is not logged in (first or lost login). */
@@ -1106,21 +1111,33 @@ spki_of_id(struct call *c, const uint8_t *keyid, CK_OBJECT_HANDLE priv,
 /* ---- open / close / reset ---- */
 
 /*
- * Serialise token opening (slot scan and login) across hsmesh processes on
- * this machine. SoftHSM2 rewrites its token file in place on every
- * C_Login (truncate, then write): a second process scanning slots at that
- * moment sees no token, CKR_GENERAL_ERROR or an uninitialised PIN. The
- * lock is advisory and bounded: after 2 s we go on without it, so a lock
- * held by someone else can delay, never block, a keyholder. Returns an fd
- * to close, or -1.
+ * Serialise token opening (slot scan and login) across hsmesh processes of
+ * this user. SoftHSM2 rewrites its token file in place on every C_Login
+ * (truncate, then write): a second process scanning slots at that moment
+ * sees no token, CKR_GENERAL_ERROR or an uninitialised PIN. The lock file
+ * lives in the user's private directory (hsm_lock_dir_path: created 0700,
+ * checked) and is opened without following a link or blocking, and kept
+ * only when it is a regular file of ours: a FIFO or a link planted there
+ * cannot hang or redirect us. The lock is advisory and bounded: after 2 s,
+ * or when the directory is not safe, we go on without it, so a lock held
+ * by someone else can delay, never block, a keyholder. Returns an fd to
+ * close, or -1.
  */
 static int
 open_lock(void)
 {
-	int fd = open("/tmp/.hsmesh-p11-open.lock", O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+	char dir[256];
+	int dfd = -1, fd = -1, st;
 
-	if (fd < 0)
+	if ((st = hsm_lock_dir_path(dir, sizeof(dir))) != 0 ||
+	    (st = hsm_private_dir_open(dir, &dfd)) != 0 ||
+	    (st = hsm_lockfile_open(dfd, "p11-open.lock", &fd)) != 0) {
+		log_warn("token opening not serialised with other processes: %s", hsm_err_msg(st));
+		if (dfd >= 0)
+			close(dfd);
 		return -1;
+	}
+	close(dfd);
 	for (int i = 0; i < 200; i++) {
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
 			return fd;
@@ -1145,8 +1162,9 @@ p11_token_open(const char *module_path, const char *token_uri,
 	*out = NULL;
 	if (module_path == NULL || token_uri == NULL || pin == NULL)
 		return hsm_err(HSM_EINVAL, "p11_token_open: missing argument");
-	if ((pin->file == NULL) == (pin->env == NULL))
-		return hsm_err(HSM_EINVAL, "PIN source: give exactly one of a file or an environment variable");
+	if ((pin->file != NULL) + (pin->env != NULL) + (pin->value != NULL) != 1)
+		return hsm_err(HSM_EINVAL, "PIN source: give exactly one of a file, an environment "
+		    "variable or a value");
 	if (nsessions < 1 || nsessions > MAX_SESSIONS)
 		return hsm_err(HSM_EINVAL, "number of sessions must be 1..%d", MAX_SESSIONS);
 	pthread_once(&atfork_once, atfork_register);
@@ -1160,11 +1178,16 @@ p11_token_open(const char *module_path, const char *token_uri,
 		goto fail;
 	if ((tok->uri = strdup(token_uri)) == NULL ||
 	    (tok->idle = calloc((size_t)nsessions, sizeof(*tok->idle))) == NULL ||
-	    (pin->file != NULL && (tok->pin_file = strdup(pin->file)) == NULL) ||
-	    (pin->env != NULL && (tok->pin_env = strdup(pin->env)) == NULL)) {
+	    (pin->file != NULL && (tok->pin_file = strdup(pin->file)) == NULL)) {
 		r = hsm_err(HSM_ENOMEM, "out of memory");
 		goto fail;
 	}
+	/* Taken once: the variable leaves our environment (and /proc/PID/environ) now. */
+	if ((pin->env != NULL &&
+	    (r = hsm_secret_take_env(pin->env, &tok->pin_mem, &tok->pin_len)) != 0) ||
+	    (pin->value != NULL &&
+	    (r = hsm_secret_dup(pin->value, pin->value_len, &tok->pin_mem, &tok->pin_len)) != 0))
+		goto fail;
 
 	lockfd = open_lock();
 	pthread_mutex_lock(&reg_mu);
@@ -1229,7 +1252,7 @@ p11_token_open(const char *module_path, const char *token_uri,
 	free(tok->uri);
 	free(tok->idle);
 	free(tok->pin_file);
-	free(tok->pin_env);
+	hsm_secret_free(tok->pin_mem, tok->pin_len);
 	pthread_mutex_destroy(&tok->mu);
 	pthread_cond_destroy(&tok->cv);
 	free(tok);
@@ -1272,7 +1295,7 @@ p11_token_close(struct p11_token *tok)
 	free(tok->uri);
 	free(tok->idle);
 	free(tok->pin_file);
-	free(tok->pin_env);
+	hsm_secret_free(tok->pin_mem, tok->pin_len);
 	pthread_mutex_destroy(&tok->mu);
 	pthread_cond_destroy(&tok->cv);
 	OPENSSL_cleanse(tok, sizeof(*tok));
@@ -2056,7 +2079,7 @@ so_login(struct call *c, const struct p11_pin_source *so)
 	if (so == NULL || (so->file == NULL) == (so->env == NULL))
 		return hsm_err(HSM_EPERM, "wrapping a key for another token needs the security "
 		    "officer's PIN (a file or an environment variable)");
-	return login_as(c->tok, c->s, CKU_SO, so->file, so->env);
+	return login_as(c->tok, c->s, CKU_SO, so->file, so->env, so->value, so->value_len);
 }
 
 /* The modulus and exponent of an RSA SubjectPublicKeyInfo (caller frees both). */

@@ -18,10 +18,14 @@
 
 struct p11_token;
 
-/* Where the PIN comes from: exactly one of file or env is non-NULL. */
+/* Where the PIN comes from: exactly one of file, env or value is non-NULL. */
 struct p11_pin_source {
-	const char *file;	/* path to a file holding the PIN (trailing newline stripped) */
-	const char *env;	/* name of an environment variable holding it */
+	const char *file;	/* path to a file holding the PIN (trailing newline stripped),
+				 * re-read at each login */
+	const char *env;	/* name of an environment variable holding it: read once at
+				 * open and scrubbed from the environment (hsm_secret_take_env) */
+	const char *value;	/* the PIN itself, value_len bytes (copied) */
+	size_t value_len;
 };
 
 /*

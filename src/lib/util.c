@@ -171,6 +171,19 @@ hsm_secret_free(char *s, size_t len)
 
 /* Copy len bytes of src into fresh secret memory. */
 static int
+secret_dup(const char *src, size_t len, char **out, size_t *outlen);
+
+int
+hsm_secret_dup(const char *src, size_t len, char **out, size_t *outlen)
+{
+	*out = NULL;
+	*outlen = 0;
+	if (len > SECRET_MAX)
+		return hsm_err(HSM_EINVAL, "a secret is longer than %d bytes", SECRET_MAX);
+	return secret_dup(src, len, out, outlen);
+}
+
+static int
 secret_dup(const char *src, size_t len, char **out, size_t *outlen)
 {
 	char *s;
@@ -267,6 +280,192 @@ hsm_secret_read_env(const char *name, char **out, size_t *len)
 		return hsm_err(HSM_EINVAL, "environment variable %s is longer than %d bytes",
 		    name, SECRET_MAX);
 	return secret_dup(v, l, out, len);
+}
+
+int
+hsm_secret_take_env(const char *name, char **out, size_t *len)
+{
+	int st = hsm_secret_read_env(name, out, len);
+
+	(void)hsm_env_scrub_self(name);
+	return st;
+}
+
+int
+hsm_secret_read_fd(int fd, char **out, size_t *len)
+{
+	char *buf;
+	size_t n = 0;
+	ssize_t r;
+	int st;
+
+	*out = NULL;
+	*len = 0;
+	if ((buf = secret_alloc(SECRET_MAX + 1)) == NULL)
+		return hsm_err(HSM_ENOMEM, "out of memory for a secret");
+	while (n < SECRET_MAX + 1) {
+		r = read(fd, buf + n, SECRET_MAX + 1 - n);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			st = hsm_err(HSM_EIO, "reading the secret from descriptor %d: %s", fd,
+			    strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n == 0 || n > SECRET_MAX || memchr(buf, '\0', n) != NULL) {
+		st = hsm_err(HSM_EINVAL, "the secret on descriptor %d is %s", fd, n == 0 ? "empty" :
+		    n > SECRET_MAX ? "longer than 4096 bytes" : "not text (a NUL byte)");
+		goto out;
+	}
+	st = secret_dup(buf, n, out, len);
+ out:
+	hsm_secret_free(buf, SECRET_MAX + 1);
+	return st;
+}
+
+size_t
+hsm_env_scrub(char **envp, const char *name, char *lo, char *hi)
+{
+	size_t nl = strlen(name), removed = 0, w = 0;
+
+	if (envp == NULL || nl == 0)
+		return 0;
+	for (size_t r = 0; envp[r] != NULL; r++) {
+		char *e = envp[r];
+
+		if (strncmp(e, name, nl) != 0 || e[nl] != '=') {
+			envp[w++] = e;
+			continue;
+		}
+		removed++;
+		if (lo != NULL && e >= lo && e < hi) {
+			size_t l = strlen(e);
+
+			/* Never past the block, even for a string not terminated inside it. */
+			if (l > (size_t)(hi - e))
+				l = (size_t)(hi - e);
+			OPENSSL_cleanse(e, l);
+		}
+	}
+	envp[w] = NULL;
+	return removed;
+}
+
+/* The initial environment block [*lo, *hi) from /proc/self/stat (fields 50 and 51). */
+static int
+env_block(char **lo, char **hi)
+{
+	char buf[2048], *p, *end;
+	unsigned long long v[2] = { 0, 0 };
+	ssize_t n;
+	int fd, field;
+
+	*lo = *hi = NULL;
+	if ((fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: fields restart after the last ')'. */
+	if ((p = strrchr(buf, ')')) == NULL)
+		return -1;
+	p++;
+	for (field = 3; field <= 51; field++) {
+		unsigned long long x;
+
+		while (*p == ' ')
+			p++;
+		if (*p == '\0')
+			return -1;
+		errno = 0;
+		x = strtoull(p, &end, 10);
+		if (field >= 50) {
+			if (end == p || errno != 0)
+				return -1;
+			v[field - 50] = x;
+		}
+		for (p = end; *p != ' ' && *p != '\0'; p++)
+			;
+	}
+	if (v[0] == 0 || v[1] <= v[0])
+		return -1;
+	*lo = (char *)(uintptr_t)v[0];
+	*hi = (char *)(uintptr_t)v[1];
+	return 0;
+}
+
+size_t
+hsm_env_scrub_self(const char *name)
+{
+	extern char **environ;
+	char *lo, *hi;
+
+	if (env_block(&lo, &hi) != 0)
+		lo = hi = NULL;
+	return hsm_env_scrub(environ, name, lo, hi);
+}
+
+int
+hsm_lock_dir_path(char *buf, size_t cap)
+{
+	const char *t = getenv("TMPDIR");
+	int n;
+
+	if (t == NULL || t[0] != '/')
+		t = "/tmp";
+	n = snprintf(buf, cap, "%s/hsmesh-%u", t, (unsigned)geteuid());
+	if (n < 0 || (size_t)n >= cap)
+		return hsm_err(HSM_EINVAL, "the lock directory's path is too long");
+	return 0;
+}
+
+int
+hsm_private_dir_open(const char *path, int *dfd)
+{
+	struct stat sb;
+	int fd;
+
+	*dfd = -1;
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return hsm_err(HSM_EIO, "cannot create %s: %s", path, strerror(errno));
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		return hsm_err(HSM_EIO, "cannot open %s: %s", path,
+		    errno == ELOOP || errno == ENOTDIR ? "not a directory (a link?)" : strerror(errno));
+	if (fstat(fd, &sb) != 0 || !S_ISDIR(sb.st_mode) || sb.st_uid != geteuid() ||
+	    (sb.st_mode & 022) != 0) {
+		close(fd);
+		return hsm_err(HSM_EPERM, "%s is not a directory of uid %u that only it may write to",
+		    path, (unsigned)geteuid());
+	}
+	*dfd = fd;
+	return 0;
+}
+
+int
+hsm_lockfile_open(int dfd, const char *name, int *fd)
+{
+	struct stat sb;
+	int f;
+
+	*fd = -1;
+	f = openat(dfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+	    0600);
+	if (f == -1)
+		return hsm_err(HSM_EIO, "cannot open the lock file %s: %s", name,
+		    errno == ELOOP ? "a link" : strerror(errno));
+	if (fstat(f, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid()) {
+		close(f);
+		return hsm_err(HSM_EPERM, "the lock file %s is not a regular file of uid %u", name,
+		    (unsigned)geteuid());
+	}
+	*fd = f;
+	return 0;
 }
 
 int

@@ -84,6 +84,62 @@ int hsm_secret_read_file(const char *path, char **out, size_t *len);
 int hsm_secret_read_env(const char *name, char **out, size_t *len);
 /* Wipe and free a secret. Accepts NULL. */
 void hsm_secret_free(char *s, size_t len);
+/*
+ * Take a secret out of this process's environment: read name's value as
+ * hsm_secret_read_env does, then scrub it (hsm_env_scrub_self), so that
+ * neither getenv() nor /proc/PID/environ shows it any more. The variable
+ * is scrubbed even when its value is refused (empty, too long).
+ */
+int hsm_secret_take_env(const char *name, char **out, size_t *len);
+/*
+ * Read a secret from fd (a pipe) until end of file: every byte is the
+ * secret (no line handling), at most 4 KiB, not empty, no NUL. fd is left
+ * open. 0, HSM_EIO or HSM_EINVAL.
+ */
+int hsm_secret_read_fd(int fd, char **out, size_t *len);
+
+/*
+ * Remove every "name=..." entry from envp (a NULL-terminated environment
+ * array, changed in place: later entries move up) and overwrite with
+ * zeros the bytes of each removed string that lie in [lo, hi) -- the
+ * process's initial environment block, which /proc/PID/environ shows and
+ * which unsetenv() leaves untouched. Strings outside it (from setenv) are
+ * only unlinked: the C library may still own them. Returns how many
+ * entries were removed. Pure: no system call.
+ */
+size_t hsm_env_scrub(char **envp, const char *name, char *lo, char *hi);
+/*
+ * hsm_env_scrub on this process's environ, with the bounds of its initial
+ * environment block from /proc/self/stat (without them, entries are only
+ * unlinked). Not thread-safe, like setenv(): call it during start-up.
+ * Returns how many entries were removed.
+ */
+size_t hsm_env_scrub_self(const char *name);
+
+/* Copy len bytes (at most 4 KiB) into fresh secret memory. 0, HSM_EINVAL or HSM_ENOMEM. */
+int hsm_secret_dup(const char *src, size_t len, char **out, size_t *outlen);
+
+/*
+ * The path of this user's private directory for lock files:
+ * "$TMPDIR/hsmesh-EUID" ($TMPDIR when absolute, else /tmp) into buf.
+ * 0 or HSM_EINVAL (too long).
+ */
+int hsm_lock_dir_path(char *buf, size_t cap);
+/*
+ * A private directory for lock files: path is created (mode 0700) when
+ * missing, opened without following a link, and accepted only when it is
+ * a directory owned by the effective uid that no one else may write to.
+ * 0 with *dfd a descriptor of the directory (close it), or HSM_EIO /
+ * HSM_EPERM with a one-line detail.
+ */
+int hsm_private_dir_open(const char *path, int *dfd);
+/*
+ * Open (creating, mode 0600) the lock file name in the directory dfd
+ * without following a link and without blocking (a FIFO planted there
+ * cannot hang us), and keep it only when it is a regular file owned by
+ * the effective uid. 0 with *fd (close-on-exec), or HSM_EIO / HSM_EPERM.
+ */
+int hsm_lockfile_open(int dfd, const char *name, int *fd);
 
 /*
  * Read a whole file (at most max bytes) into a malloc'd buffer, with a NUL

@@ -662,7 +662,7 @@ proxy_main(int argc, char **argv)
 		started++;
 	}
 	link_connect(&px, hsm_now_ms());
-	if ((st = sandbox_enter()) != 0)
+	if ((st = sandbox_enter(SANDBOX_PROXY, NULL)) != 0)
 		goto fail;
 	log_info("started: %u workers, %zu listeners, agent %s", px.nw, px.cfg->nlst,
 	    px.cfg->agent_socket);

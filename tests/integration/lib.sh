@@ -178,9 +178,13 @@ test_tool() {
 	return 1
 }
 
-# children PID: the pids of PID's direct children
+# children PID: the pids of PID's direct children, but a daemon's spawner
+# (comm "hsmesh-spawner", src/lib/spawner.h: it only starts the others)
 children() {
-	pgrep -P "$1" 2>/dev/null || cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | sed '/^$/d'
+	{ pgrep -P "$1" 2>/dev/null || cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | sed '/^$/d'; } |
+	    while read -r _p; do
+		[ "$(cat /proc/"$_p"/comm 2>/dev/null)" = hsmesh-spawner ] || echo "$_p"
+	done
 }
 
 # wait_child PID SECS: print the first child pid of PID that appears within SECS

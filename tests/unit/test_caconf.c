@@ -133,6 +133,30 @@ profile(void **state)
 	    "svid_ttl: 1096d\nmax_ttl: 2000d\n", "exceeds the 1095 days");
 }
 
+/* user: and seccomp: (docs/ARCHITECTURE.md "Confinement"). */
+static void
+confinement(void **state)
+{
+	struct ca_config *c = NULL;
+
+	assert_int_equal(parse("", &c), 0);
+	assert_null(c->confine.user);
+	assert_null(c->confine.mode);
+	assert_null(c->confine.kh_allow);
+	ca_config_free(c);
+	assert_int_equal(parse("user: hsmesh\nseccomp:\n  mode: log\n  allow: fadvise64\n"
+	    "  keyholder_allow: socket, fallocate\n", &c), 0);
+	assert_string_equal(c->confine.user, "hsmesh");
+	assert_string_equal(c->confine.mode, "log");
+	assert_string_equal(c->confine.allow, "fadvise64");
+	assert_string_equal(c->confine.kh_allow, "socket, fallocate");
+	ca_config_free(c);
+	refuse("seccomp:\n  mode: strict\n", "'seccomp.mode' must be enforce, log, kill or off");
+	refuse("seccomp:\n  keyholder_allow: socket, nosuchcall\n",
+	    "'nosuchcall' is not a system call on this architecture");
+	refuse("seccomp:\n  colour: blue\n", "unknown key 'seccomp.colour'");
+}
+
 int
 main(void)
 {
@@ -141,6 +165,7 @@ main(void)
 		cmocka_unit_test(values),
 		cmocka_unit_test(refusals),
 		cmocka_unit_test(profile),
+		cmocka_unit_test(confinement),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -808,10 +808,18 @@ start_listener(const char *sock, const char *extra)
 		    extra != NULL ? "--allow-uid" : NULL, extra, (char *)NULL);
 		_exit(127);
 	}
+	/* Ready when it accepts: the path appears at bind(), before listen(). */
 	for (int i = 0; i < 500; i++) {
-		struct stat sb;
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int up;
 
-		if (stat(sock, &sb) == 0)
+		assert_true(strlen(sock) < sizeof(sun.sun_path));
+		memcpy(sun.sun_path, sock, strlen(sock) + 1);
+		up = fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+		if (fd >= 0)
+			close(fd);
+		if (up)
 			return p;
 		usleep(10000);
 	}

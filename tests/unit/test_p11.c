@@ -39,7 +39,7 @@
 
 static char dir[64];
 static char pinfile[128], badpinfile[128];
-static const struct p11_pin_source goodpin = { pinfile, NULL };
+static const struct p11_pin_source goodpin = { .file = pinfile };
 
 static int
 group_setup(void **state)
@@ -301,7 +301,7 @@ pin_count_low(void)
 static void
 wrong_pin(void **state)
 {
-	struct p11_pin_source bad = { badpinfile, NULL };
+	struct p11_pin_source bad = { .file = badpinfile };
 	struct p11_token *tok = NULL;
 	/* tpm2-pkcs11 has no "count low" flag: the TPM counts failures itself. */
 	int low = tb_tpm() ? 0 : 1, r;
@@ -328,13 +328,19 @@ wrong_pin(void **state)
 static void
 pin_sources(void **state)
 {
-	struct p11_pin_source env = { NULL, "HSMESH_TEST_PIN" };
-	struct p11_pin_source missing = { "/nonexistent/pin", NULL };
-	struct p11_pin_source both = { pinfile, "HSMESH_TEST_PIN" };
+	struct p11_pin_source env = { .env = "HSMESH_TEST_PIN" };
+	struct p11_pin_source missing = { .file = "/nonexistent/pin" };
+	struct p11_pin_source both = { .file = pinfile, .env = "HSMESH_TEST_PIN" };
+	struct p11_pin_source val = { .value = "1234", .value_len = 4 };
 	struct p11_token *tok = NULL;
 
 	setenv("HSMESH_TEST_PIN", "1234", 1);
 	assert_int_equal(p11_token_open(MODULE, URI, &env, 1, &tok), 0);
+	p11_token_close(tok);
+	tok = NULL;
+	/* Taken once: the variable left the environment. */
+	assert_null(getenv("HSMESH_TEST_PIN"));
+	assert_int_equal(p11_token_open(MODULE, URI, &val, 1, &tok), 0);
 	p11_token_close(tok);
 	tok = NULL;
 	unsetenv("HSMESH_TEST_PIN");
