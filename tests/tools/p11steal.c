@@ -4,7 +4,7 @@
  * straight through the PKCS#11 module, not through hsmesh, it makes an AES
  * key of its own (the user cannot mark it trusted) and asks the token to
  * wrap the private key with it. Never part of the hsmesh binary; the
- * product's PKCS#11 calls are all in src/lib/p11.c.
+ * product's PKCS#11 calls are all in src/lib/p11*.c.
  *
  *   p11steal MODULE TOKEN_LABEL PIN_FILE KEYID_HEX
  *
