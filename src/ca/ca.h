@@ -12,7 +12,8 @@
  *   main.c    ca_main: subcommands, options, usage texts
  *   signer.c  the CA ready to sign: its keyholder, root.pem, the CA key;
  *             the ledger and the audit log; the one failure line
- *   init.c    ca init: find or generate the CA key, write root.pem
+ *   init.c    ca init: find or generate the CA key, write root.pem (or a CSR)
+ *   pki.c     ca install: the CA certificate from an operator's PKI
  *   issue.c   ca issue, and the issuance every path shares (ca_issue)
  *   token.c   ca token: join tokens and their secrets
  *   revoke.c  ca revoke
@@ -48,6 +49,8 @@ struct khsup;
 struct ledger;
 
 #define CA_ROOT_FILE "root.pem"
+#define CA_CERT_FILE "ca.pem"		/* installed from an operator's PKI: used instead of root.pem */
+#define CA_CHAIN_FILE "chain.pem"	/* the certificates above ca.pem, the operator's root last */
 #define CA_TOKEN_KEY_FILE "token.key"	/* 32 random bytes: derives join-token secrets */
 #define CA_TOKEN_SECRET_LEN 32		/* hex digits of a join-token secret */
 
@@ -57,10 +60,14 @@ struct ca_kh {
 	pid_t pid;
 };
 
-/* root.pem, and its key in the token behind a private keyholder. */
+/*
+ * The CA certificate (root.pem, or ca.pem when one was installed), and its
+ * key in the token behind a private keyholder.
+ */
 struct signer {
 	char root_path[PATH_MAX];
-	X509 *root;
+	X509 *root;			/* the CA certificate that signs */
+	STACK_OF(X509) *chain;		/* above it (chain.pem; empty for a self-signed root) */
 	struct ca_kh k;
 	struct khsup *sup;	/* signer_start_supervised: owns k.kh, restarts the keyholder */
 	EVP_PKEY *key;		/* borrows k.kh: signer_close frees it first */
@@ -97,8 +104,9 @@ int ca_kh_pubkey(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], uint8_t **
     size_t *spkilen);
 
 /*
- * Initialise sg and load <state_dir>/root.pem: HSM_ENOENT "run 'hsmesh ca
- * init' first" when it is absent.
+ * Initialise sg and load the CA certificate: <state_dir>/ca.pem and the
+ * chain.pem above it when installed (ca_installed_load), else root.pem:
+ * HSM_ENOENT "run 'hsmesh ca init' first" when neither is there.
  */
 int signer_load_root(const struct ca_config *cfg, struct signer *sg);
 /* Start the keyholder and make the signing key for the loaded root. */
@@ -118,6 +126,14 @@ void signer_close(struct signer *sg);
 
 /* The ledger and the audit log of ca.yaml (state_dir must exist: ca init makes it). */
 int ca_records_open(const struct ca_config *cfg, struct ledger **lg, struct audit **au);
+
+/* ---- pki.c ---- */
+
+/*
+ * Load <state_dir>/ca.pem and chain.pem (written by ca install). Both
+ * absent: 0 with *ca NULL. Caller frees *ca and *chain.
+ */
+int ca_installed_load(const struct ca_config *cfg, X509 **ca, STACK_OF(X509) **chain);
 
 /* ---- issue.c ---- */
 
@@ -167,7 +183,9 @@ void ca_token_secret(const uint8_t key[32], const char *ref,
 
 /* ---- the commands: each returns the exit status ---- */
 
-int ca_cmd_init(const char *cfgpath);
+/* csr NULL: write root.pem; else write a CSR for the CA key there instead. */
+int ca_cmd_init(const char *cfgpath, const char *csr);
+int ca_cmd_install(const char *cfgpath, const char *chain);
 int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text);
 int ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text, int node);
 /* `hsmesh ca entry add|list|show|rm` (argv[0] is "entry"): entry.c. */

@@ -4,13 +4,16 @@
  * root certificate. Idempotent: a root.pem whose key is in the token is
  * kept; one whose key is not is an error, never silently replaced. A key
  * it did not generate itself is adopted only if the token says it is
- * sensitive and never was extractable.
+ * sensitive and never was extractable. With --csr FILE it writes a PKCS#10
+ * request for the same key instead of the root, for an operator's CA to
+ * sign (then `ca install`, pki.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "ca.h"
@@ -121,8 +124,32 @@ root_key(const char *root_path, X509 *root, struct ca_kh *k, uint8_t keyid[HSM_K
 	return r;
 }
 
+/* The CSR for the CA key, written to path (PEM, 0644). */
+static int
+write_csr(const struct ca_config *cfg, EVP_PKEY *key, EVP_PKEY *pub, const char *path)
+{
+	X509_REQ *req = NULL;
+	BIO *b = NULL;
+	char *data;
+	long len;
+	int r;
+
+	if ((r = cert_make_ca_csr(key, pub, cfg->trust_domain, &req)) != 0)
+		goto out;
+	if ((b = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509_REQ(b, req) != 1 ||
+	    (len = BIO_get_mem_data(b, &data)) <= 0) {
+		r = hsm_err_ossl(HSM_ECRYPTO, "cannot encode the CSR");
+		goto out;
+	}
+	r = hsm_write_file_atomic(path, data, (size_t)len, 0644);
+ out:
+	BIO_free(b);
+	X509_REQ_free(req);
+	return r;
+}
+
 int
-ca_cmd_init(const char *cfgpath)
+ca_cmd_init(const char *cfgpath, const char *csr)
 {
 	char root_path[PATH_MAX], hex[HSM_KEYID_LEN * 2 + 1], desc[64], *pem = NULL;
 	uint8_t keyid[HSM_KEYID_LEN], *spki = NULL;
@@ -171,7 +198,10 @@ ca_cmd_init(const char *cfgpath)
 	    (r = hsm_pkey_selftest(key)) != 0)
 		goto out;
 
-	if (root == NULL) {
+	if (csr != NULL) {
+		if ((r = write_csr(cfg, key, pub, csr)) != 0)
+			goto out;
+	} else if (root == NULL) {
 		if ((r = cert_make_root(key, pub, cfg->trust_domain, cfg->ca_ttl, &root)) != 0 ||
 		    (r = cert_pem(root, &pem, &pemlen)) != 0 ||
 		    (r = hsm_write_file_atomic(root_path, pem, pemlen, 0644)) != 0)
@@ -182,7 +212,11 @@ ca_cmd_init(const char *cfgpath)
 	    created ? "generated" : "reused", cert_key_describe(pub, desc, sizeof(desc)),
 	    cfg->key_label);
 	printf("key id:     %s\n", hsm_hex(keyid, sizeof(keyid), hex));
-	printf("root:       %s (%s)\n", root_path, exists ? "kept" : "created");
+	if (csr != NULL)
+		printf("csr:        %s (for the operator's CA; then 'hsmesh ca install --chain')\n",
+		    csr);
+	else
+		printf("root:       %s (%s)\n", root_path, exists ? "kept" : "created");
 	printf("spiffe id:  %s%s\n", SPIFFE_SCHEME, cfg->trust_domain);
 	if (fflush(stdout) != 0)
 		r = hsm_err(HSM_EIO, "write error on stdout");

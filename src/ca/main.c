@@ -21,7 +21,8 @@ usage_ca(FILE *f)
 	    "private keyholder process, the only one that loads the module or reads the PIN.\n"
 	    "\n"
 	    "subcommands:\n"
-	    "  init   -c ca.yaml                              create or reuse the CA key, write root.pem\n"
+	    "  init   -c ca.yaml [--csr FILE]                 create or reuse the CA key, write root.pem (or a CSR)\n"
+	    "  install -c ca.yaml --chain FILE                the CA certificate from an operator's root\n"
 	    "  issue  -c ca.yaml --csr FILE --id ID [--ttl D]  issue an X.509-SVID, PEM on stdout\n"
 	    "  token  -c ca.yaml --id ID [--ttl D] [--node]    one-time join token REF:SECRET on stdout\n"
 	    "  entry  add|list|show|rm -c ca.yaml ...          registration entries: node -> workload ID, selectors\n"
@@ -99,7 +100,7 @@ static void
 usage_init(FILE *f)
 {
 	fprintf(f,
-	    "usage: hsmesh ca init -c ca.yaml\n"
+	    "usage: hsmesh ca init -c ca.yaml [--csr FILE]\n"
 	    "\n"
 	    "Find the CA key labelled key.label in the token, or generate one of key.type\n"
 	    "inside it (never extractable), and write a self-signed root certificate to\n"
@@ -107,8 +108,35 @@ usage_init(FILE *f)
 	    "keeps a root.pem whose key is in the token; a root.pem whose key is not in\n"
 	    "the token is an error, never silently replaced. A key found in the token is\n"
 	    "adopted only if the token says it is sensitive and never was extractable.\n"
+	    "With --csr FILE, write no root: write a PKCS#10 request for the CA key to FILE\n"
+	    "(signed through the keyholder; it asks for CA:TRUE, pathlen 0, the URI SAN\n"
+	    "spiffe://<trust_domain> and the name constraint permitted URI <trust_domain>)\n"
+	    "for the operator's CA to sign; then 'hsmesh ca install --chain'.\n"
 	    "\n"
 	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --csr FILE      write a CSR for an operator's CA instead of a root\n"
+	    "  -h, --help          this text\n");
+}
+
+static void
+usage_install(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca install -c ca.yaml --chain FILE\n"
+	    "\n"
+	    "Install the CA certificate an operator's CA issued for the token's CA key\n"
+	    "(from 'hsmesh ca init --csr'). FILE holds PEM certificates: the CA's first,\n"
+	    "then the intermediates above it, the operator's self-signed root last. Checked\n"
+	    "before anything is written, each failure one line: the certificate's key is\n"
+	    "the token's CA key, CA:TRUE and keyCertSign, every certificate valid now, path\n"
+	    "lengths leave room for it, the chain verifies to its self-signed root, its\n"
+	    "name constraints (if any) permit spiffe://<trust_domain>. Written to\n"
+	    "<state_dir>/ca.pem (used instead of root.pem from then on) and chain.pem;\n"
+	    "audited. Restart 'hsmesh ca serve' to sign with it; agents then take the\n"
+	    "operator's root as ca.root.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --chain FILE    the CA certificate and the chain above it (PEM)\n"
 	    "  -h, --help          this text\n");
 }
 
@@ -150,7 +178,7 @@ usage_error(const char *sub, void (*usage)(FILE *), const char *what, const char
 
 /* ---- dispatch ---- */
 
-enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE };
+enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE, OPT_CHAIN };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, 'c' },
@@ -160,6 +188,7 @@ static const struct option long_opts[] = {
 	{ "serial", required_argument, NULL, OPT_SERIAL },
 	{ "port-file", required_argument, NULL, OPT_PORT_FILE },
 	{ "node", no_argument, NULL, OPT_NODE },
+	{ "chain", required_argument, NULL, OPT_CHAIN },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -168,9 +197,10 @@ static const struct option long_opts[] = {
 static const struct {
 	const char *name;
 	void (*usage)(FILE *);
-	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file, N node */
+	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file, N node, C chain */
 } subs[] = {
-	{ "init", usage_init, "" },
+	{ "init", usage_init, "s" },
+	{ "install", usage_install, "C" },
 	{ "issue", usage_issue, "sit" },
 	{ "token", usage_token, "itN" },
 	{ "serve", usage_serve, "p" },
@@ -182,7 +212,7 @@ int
 ca_main(int argc, char **argv)
 {
 	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL, *serial = NULL;
-	const char *port_file = NULL, *allowed = NULL;
+	const char *port_file = NULL, *allowed = NULL, *chain = NULL;
 	void (*usage)(FILE *) = NULL;
 	int ch, node = 0;
 
@@ -217,7 +247,8 @@ ca_main(int argc, char **argv)
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:c:h", long_opts, NULL)) != -1) {
 		char letter = ch == OPT_CSR ? 's' : ch == OPT_ID ? 'i' : ch == OPT_TTL ? 't' :
-		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : ch == OPT_NODE ? 'N' : 0;
+		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : ch == OPT_NODE ? 'N' :
+		    ch == OPT_CHAIN ? 'C' : 0;
 
 		if (letter != 0 && strchr(allowed, letter) == NULL)
 			return usage_error(sub, usage, "option not valid for this subcommand:",
@@ -247,6 +278,9 @@ ca_main(int argc, char **argv)
 		case OPT_NODE:
 			node = 1;
 			break;
+		case OPT_CHAIN:
+			chain = optarg;
+			break;
 		case ':':
 			return usage_error(sub, usage, "missing value for option", argv[optind - 1]);
 		default:
@@ -263,7 +297,12 @@ ca_main(int argc, char **argv)
 	if (cfgpath == NULL)
 		return usage_error(sub, usage, "-c ca.yaml is required", NULL);
 	if (strcmp(sub, "init") == 0)
-		return ca_cmd_init(cfgpath);
+		return ca_cmd_init(cfgpath, csr);
+	if (strcmp(sub, "install") == 0) {
+		if (chain == NULL)
+			return usage_error(sub, usage, "--chain is required", NULL);
+		return ca_cmd_install(cfgpath, chain);
+	}
 	if (strcmp(sub, "issue") == 0) {
 		if (csr == NULL || id == NULL)
 			return usage_error(sub, usage, "--csr and --id are required", NULL);

@@ -92,6 +92,7 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	sc.port_file = port_file;
 	sc.trust_domain = cfg->trust_domain;
 	sc.cacert = sg.root;
+	sc.cachain = sg.chain;
 	sc.cakey = sg.key;
 	sc.ledger = lg;
 	sc.audit = au;
