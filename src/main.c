@@ -17,6 +17,7 @@ usage(FILE *f)
 	    "commands:\n"
 	    "  ca init      -c ca.yaml [--csr F]                make or adopt the CA key in the token, write root.pem (or a CSR)\n"
 	    "  ca install   -c ca.yaml --chain F                install the CA certificate an operator's root issued\n"
+	    "  ca rotate    prepare|activate|retire|status -c ca.yaml [--dry-run]  replace the CA key, no call dropped\n"
 	    "  ca issue     -c ca.yaml --csr F --id ID [--ttl D] issue an X.509-SVID (PEM on stdout)\n"
 	    "  ca token     -c ca.yaml --id ID [--ttl D] [--node] one-time join token REF:SECRET on stdout\n"
 	    "  ca entry     add|list|show|rm -c ca.yaml ...     registration entries: which node gets which ID\n"

@@ -14,6 +14,7 @@
  *             the ledger and the audit log; the one failure line
  *   init.c    ca init: find or generate the CA key, write root.pem (or a CSR)
  *   pki.c     ca install: the CA certificate from an operator's PKI
+ *   rotate.c  ca rotate: a new CA key prepared, activated, the old retired
  *   issue.c   ca issue, and the issuance every path shares (ca_issue)
  *   token.c   ca token: join tokens and their secrets
  *   revoke.c  ca revoke
@@ -68,6 +69,8 @@ struct signer {
 	char root_path[PATH_MAX];
 	X509 *root;			/* the CA certificate that signs */
 	STACK_OF(X509) *chain;		/* above it (chain.pem; empty for a self-signed root) */
+	STACK_OF(X509) *bundle;		/* the other CAs in the bundles (rotation), or NULL */
+	int gen;			/* the active CA's generation in the ledger's CA set (0: none) */
 	struct ca_kh k;
 	struct khsup *sup;	/* signer_start_supervised: owns k.kh, restarts the keyholder */
 	EVP_PKEY *key;		/* borrows k.kh: signer_close frees it first */
@@ -127,6 +130,26 @@ void signer_close(struct signer *sg);
 /* The ledger and the audit log of ca.yaml (state_dir must exist: ca init makes it). */
 int ca_records_open(const struct ca_config *cfg, struct ledger **lg, struct audit **au);
 
+/* ---- init.c ---- */
+
+/*
+ * A key this run did not generate is adopted only if the token says it is
+ * sensitive and not extractable, and always was; name says which key in
+ * the refusal. 0; HSM_EPOLICY with the attributes found; the keyholder's.
+ */
+int ca_adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name);
+
+/* ---- rotate.c ---- */
+
+/*
+ * The CA set of the ledger (ledger.h "the CA set") put into sg, loaded
+ * from the files (signer_load_root): when the set is empty nothing
+ * changes; else sg->root becomes the active CA's certificate, sg->chain
+ * its chain, and sg->bundle the certificates of the prepared and old
+ * CAs (published beside it). 0; HSM_ECONFIG (no active CA); the ledger's.
+ */
+int signer_use_set(struct signer *sg, struct ledger *lg);
+
 /* ---- pki.c ---- */
 
 /*
@@ -134,6 +157,9 @@ int ca_records_open(const struct ca_config *cfg, struct ledger **lg, struct audi
  * absent: 0 with *ca NULL. Caller frees *ca and *chain.
  */
 int ca_installed_load(const struct ca_config *cfg, X509 **ca, STACK_OF(X509) **chain);
+
+/* The certificates of sk (not empty) as one PEM text, malloc'd. */
+int ca_chain_pem(STACK_OF(X509) *sk, char **out, size_t *len);
 
 /* ---- issue.c ---- */
 
@@ -194,5 +220,7 @@ int ca_entry_main(int argc, char **argv);
 void ca_entry_usage(FILE *f);
 int ca_cmd_revoke(const char *cfgpath, const char *serial, const char *id);
 int ca_cmd_serve(const char *cfgpath, const char *port_file);
+/* `hsmesh ca rotate prepare|activate|retire|status` (rotate.c). */
+int ca_cmd_rotate(const char *cfgpath, const char *step, int dry_run);
 
 #endif

@@ -565,8 +565,9 @@ claim_identity(struct txn *t, struct certreq *cr)
  * Sign and record (cfg->issue: ca_issue). A refusal by the ledger (the
  * token was used, or the parent renewed, by a concurrent request since it
  * was checked) is a refusal; any other failure a systemFailure that costs
- * the workload nothing. The status, with *certOut (and for ir the CA
- * certificate and the chain above it in *caPubs) on success.
+ * the workload nothing. The status, with *certOut (and the CA
+ * certificate, the chain above it and the other CAs of a rotation in
+ * *caPubs) on success.
  */
 static OSSL_CMP_PKISI *
 issue(struct txn *t, struct certreq *cr, X509 **certOut, STACK_OF(X509) **caPubs)
@@ -602,13 +603,17 @@ issue(struct txn *t, struct certreq *cr, X509 **certOut, STACK_OF(X509) **caPubs
 	}
 	cert_serial_hex(X509_get0_serialNumber(cert), serial, sizeof(serial));
 	log_info("issued %s serial %s to %s (%s)", cr->id, serial, t->peer, cr->auth);
-	if (cr->type == BODY_IR) {
-		if ((*caPubs = sk_X509_new_null()) == NULL ||
-		    !X509_add_cert(*caPubs, cfg->cacert, X509_ADD_FLAG_UP_REF) ||
-		    !X509_add_certs(*caPubs, cfg->cachain, X509_ADD_FLAG_UP_REF)) {
-			sk_X509_pop_free(*caPubs, X509_free);
-			*caPubs = NULL;
-		}
+	/*
+	 * Every answer that carries a certificate carries the bundle in the
+	 * signed body (caPubs): how an agent learns a CA being rotated in,
+	 * at each enrollment and renewal.
+	 */
+	if ((*caPubs = sk_X509_new_null()) == NULL ||
+	    !X509_add_cert(*caPubs, cfg->cacert, X509_ADD_FLAG_UP_REF) ||
+	    !X509_add_certs(*caPubs, cfg->cachain, X509_ADD_FLAG_UP_REF) ||
+	    !X509_add_certs(*caPubs, cfg->cabundle, X509_ADD_FLAG_UP_REF)) {
+		sk_X509_pop_free(*caPubs, X509_free);
+		*caPubs = NULL;
 	}
 	*certOut = cert;
 	return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
@@ -824,7 +829,7 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 	struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
 	unsigned char *der = NULL, *buf = NULL, *p;
 	uint8_t nonce[ATTEST_NONCE_LEN];
-	int n, len = 0, total, ok = 0;
+	int n, len = 0, total, ok = 0, nchain, nall;
 
 	*out = NULL;
 	if (t->s->cfg->attest != NULL && cmp_itav_find(in, HSM_OID_ATTEST_NONCE) != NULL) {
@@ -836,9 +841,13 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 		return genp_entries(t, out);
 	if (t->auth == AUTH_NONE)
 		return 0;
-	/* SEQUENCE OF Certificate: ours, then the chain above it (an operator's). */
-	for (int i = -1; i < sk_X509_num(t->s->cfg->cachain); i++) {
-		X509 *x = i < 0 ? t->s->cfg->cacert : sk_X509_value(t->s->cfg->cachain, i);
+	/* SEQUENCE OF Certificate: ours, the chain above it (an operator's), the other CAs. */
+	nchain = t->s->cfg->cachain != NULL ? sk_X509_num(t->s->cfg->cachain) : 0;
+	nall = nchain + (t->s->cfg->cabundle != NULL ? sk_X509_num(t->s->cfg->cabundle) : 0);
+	for (int i = -1; i < nall; i++) {
+		X509 *x = i < 0 ? t->s->cfg->cacert : i < nchain ?
+		    sk_X509_value(t->s->cfg->cachain, i) :
+		    sk_X509_value(t->s->cfg->cabundle, i - nchain);
 		unsigned char *one = NULL, *grown;
 
 		if ((n = i2d_X509(x, &one)) <= 0)

@@ -67,8 +67,8 @@ pub_keytype(EVP_PKEY *pub)
  * readable may exist outside the token. name says which key (for the
  * one-line refusal naming the attributes found).
  */
-static int
-adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name)
+int
+ca_adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name)
 {
 	static const struct {
 		uint8_t bit;
@@ -178,7 +178,7 @@ ca_cmd_init(const char *cfgpath, const char *csr)
 		snprintf(desc, sizeof(desc), "key '%s'", cfg->key_label);
 		if (root != NULL)
 			snprintf(desc, sizeof(desc), "the key of %s", CA_ROOT_FILE);
-		if ((r = adopt_check(&k, keyid, desc)) != 0)
+		if ((r = ca_adopt_check(&k, keyid, desc)) != 0)
 			goto out;
 	}
 

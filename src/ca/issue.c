@@ -50,6 +50,18 @@ ledger_record(X509 *x, const struct ca_issue_req *rq, struct ledger_cert *lc,
 	return 0;
 }
 
+/* The key id of the CA that signs (ledger.h: retiring a CA counts what it issued). */
+static int
+issuer_record(struct signer *sg, struct ledger_cert *lc)
+{
+	uint8_t kid[HSM_KEYID_LEN];
+	int r;
+
+	if ((r = cert_key_id(sg->root, kid)) == 0)
+		hsm_hex(kid, sizeof(kid), lc->issuer);
+	return r;
+}
+
 /* The "issued" audit line, written inside the ledger transaction (ledger_issue_with). */
 struct issue_audit {
 	struct audit *au;
@@ -85,7 +97,8 @@ ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
 	if ((r = cert_key_check(rq->pub)) != 0 ||
 	    (r = cert_issue_svid_ext(sg->root, sg->key, rq->pub, rq->spiffe_id, rq->ttl, rq->extra,
 	    &x)) != 0 ||
-	    (r = ledger_record(x, rq, &lc, &der)) != 0)
+	    (r = ledger_record(x, rq, &lc, &der)) != 0 ||
+	    (r = issuer_record(sg, &lc)) != 0)
 		goto out;
 	/*
 	 * The token, the renewal, the certificate and its audit line: all or
@@ -156,7 +169,7 @@ ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const cha
 	if ((r = spiffe_id_check_domain(id, cfg->trust_domain)) != 0 ||
 	    (r = signer_load_root(cfg, &sg)) != 0)
 		goto out;
-	if ((r = ca_records_open(cfg, &lg, &au)) != 0)
+	if ((r = ca_records_open(cfg, &lg, &au)) != 0 || (r = signer_use_set(&sg, lg)) != 0)
 		goto out;
 	if (ledger_id_revoked(lg, id)) {
 		r = hsm_err(HSM_EPOLICY, "identity %s is revoked", id);

@@ -28,6 +28,7 @@ usage_ca(FILE *f)
 	    "  entry  add|list|show|rm -c ca.yaml ...          registration entries: node -> workload ID, selectors\n"
 	    "  serve  -c ca.yaml [--port-file F]               CMPv2 issuer at http://<listen>/.well-known/cmp\n"
 	    "  revoke -c ca.yaml (--serial HEX | --id ID)      revoke certificates; renewals of an ID refused\n"
+	    "  rotate prepare|activate|retire|status -c ca.yaml [--dry-run]  replace the CA key while the mesh runs\n"
 	    "\n"
 	    "Run 'hsmesh ca SUBCOMMAND --help' for details.\n");
 }
@@ -159,6 +160,30 @@ usage_issue(FILE *f)
 }
 
 static void
+usage_rotate(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca rotate prepare|activate|retire|status -c ca.yaml [--dry-run]\n"
+	    "\n"
+	    "Replace the CA key while the mesh runs (docs/LIFECYCLE.md, \"Rotating the CA\").\n"
+	    "The ledger keeps the CA set; the first step records the current CA as CA 1.\n"
+	    "  prepare   generate a new CA key in the token (label <key.label>.g<N>) and its\n"
+	    "            self-signed certificate: in every bundle (CMP caPubs and caCerts)\n"
+	    "            from the next start of 'ca serve', issuing nothing\n"
+	    "  activate  the prepared CA issues from the next start of 'ca serve'; the\n"
+	    "            active one becomes old and stays in the bundles. Refused until\n"
+	    "            svid_ttl after prepare (every agent has renewed and holds the bundle)\n"
+	    "  retire    an old CA leaves the bundles; refused while a certificate it issued\n"
+	    "            is unexpired and unrevoked (the refusal says how many, until when)\n"
+	    "  status    the CAs, their states and their unexpired certificates\n"
+	    "Each step done already says so and succeeds; each change is audited.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --dry-run       say what the step would do, change nothing\n"
+	    "  -h, --help          this text\n");
+}
+
+static void
 usage_entry(FILE *f)
 {
 	ca_entry_usage(f);
@@ -178,7 +203,8 @@ usage_error(const char *sub, void (*usage)(FILE *), const char *what, const char
 
 /* ---- dispatch ---- */
 
-enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE, OPT_CHAIN };
+enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE, OPT_CHAIN,
+	OPT_DRY_RUN };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, 'c' },
@@ -189,6 +215,7 @@ static const struct option long_opts[] = {
 	{ "port-file", required_argument, NULL, OPT_PORT_FILE },
 	{ "node", no_argument, NULL, OPT_NODE },
 	{ "chain", required_argument, NULL, OPT_CHAIN },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -197,10 +224,12 @@ static const struct option long_opts[] = {
 static const struct {
 	const char *name;
 	void (*usage)(FILE *);
-	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file, N node, C chain */
+	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file, N node, C chain,
+				   D dry-run */
 } subs[] = {
 	{ "init", usage_init, "s" },
 	{ "install", usage_install, "C" },
+	{ "rotate", usage_rotate, "D" },
 	{ "issue", usage_issue, "sit" },
 	{ "token", usage_token, "itN" },
 	{ "serve", usage_serve, "p" },
@@ -214,7 +243,8 @@ ca_main(int argc, char **argv)
 	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL, *serial = NULL;
 	const char *port_file = NULL, *allowed = NULL, *chain = NULL;
 	void (*usage)(FILE *) = NULL;
-	int ch, node = 0;
+	const char *step = NULL;
+	int ch, node = 0, dry_run = 0;
 
 	hsm_log_init("hsmesh ca", HSM_LOG_WARN);
 	if (argc < 2) {
@@ -240,15 +270,27 @@ ca_main(int argc, char **argv)
 	if (strcmp(sub, "entry") == 0)
 		return ca_entry_main(argc - 1, argv + 1);
 
-	/* Options of the subcommand: argv[1] plays argv[0] for getopt. */
+	/* Options of the subcommand: argv[1] plays argv[0] for getopt (rotate: its step). */
 	argc--;
 	argv++;
+	if (strcmp(sub, "rotate") == 0) {
+		if (argc < 2 || argv[1][0] == '-') {
+			if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+				usage(stdout);
+				return 0;
+			}
+			return usage_error(sub, usage, "a step is required", NULL);
+		}
+		step = argv[1];
+		argc--;
+		argv++;
+	}
 	optind = 0;	/* glibc: full re-initialisation */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:c:h", long_opts, NULL)) != -1) {
 		char letter = ch == OPT_CSR ? 's' : ch == OPT_ID ? 'i' : ch == OPT_TTL ? 't' :
 		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : ch == OPT_NODE ? 'N' :
-		    ch == OPT_CHAIN ? 'C' : 0;
+		    ch == OPT_CHAIN ? 'C' : ch == OPT_DRY_RUN ? 'D' : 0;
 
 		if (letter != 0 && strchr(allowed, letter) == NULL)
 			return usage_error(sub, usage, "option not valid for this subcommand:",
@@ -281,6 +323,9 @@ ca_main(int argc, char **argv)
 		case OPT_CHAIN:
 			chain = optarg;
 			break;
+		case OPT_DRY_RUN:
+			dry_run = 1;
+			break;
 		case ':':
 			return usage_error(sub, usage, "missing value for option", argv[optind - 1]);
 		default:
@@ -298,6 +343,8 @@ ca_main(int argc, char **argv)
 		return usage_error(sub, usage, "-c ca.yaml is required", NULL);
 	if (strcmp(sub, "init") == 0)
 		return ca_cmd_init(cfgpath, csr);
+	if (strcmp(sub, "rotate") == 0)
+		return ca_cmd_rotate(cfgpath, step, dry_run);
 	if (strcmp(sub, "install") == 0) {
 		if (chain == NULL)
 			return usage_error(sub, usage, "--chain is required", NULL);

@@ -70,9 +70,8 @@ ca_installed_load(const struct ca_config *cfg, X509 **ca, STACK_OF(X509) **chain
 	return 0;
 }
 
-/* The certificates of chain as one PEM text. */
-static int
-chain_pem(STACK_OF(X509) *sk, char **out, size_t *len)
+int
+ca_chain_pem(STACK_OF(X509) *sk, char **out, size_t *len)
 {
 	X509 *first = sk_X509_value(sk, 0);
 	STACK_OF(X509) *more = sk_X509_new_null();
@@ -125,7 +124,7 @@ ca_cmd_install(const char *cfgpath, const char *chainpath)
 	if ((r = hsm_pkey_new(k.kh, keyid, spki, spkilen, 0, &key)) != 0 ||
 	    (r = hsm_pkey_selftest(key)) != 0)
 		goto out;
-	if ((r = chain_pem(above, &pem, &pemlen)) != 0 || (r = cert_pem(ca, &cpem, &cpemlen)) != 0 ||
+	if ((r = ca_chain_pem(above, &pem, &pemlen)) != 0 || (r = cert_pem(ca, &cpem, &cpemlen)) != 0 ||
 	    (r = audit_open_flags(cfg->audit_log, AUDIT_DURABLE, &au)) != 0)
 		goto out;
 	X509_NAME_oneline(X509_get_subject_name(ca), subj, sizeof(subj));

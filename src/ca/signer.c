@@ -187,6 +187,8 @@ signer_close(struct signer *sg)
 	sg->root = NULL;
 	sk_X509_pop_free(sg->chain, X509_free);
 	sg->chain = NULL;
+	sk_X509_pop_free(sg->bundle, X509_free);
+	sg->bundle = NULL;
 }
 
 int

@@ -704,10 +704,21 @@ issue_is_one_transaction(void **state)
 	ledger_close(lg);
 }
 
+/* Take what schema 4 added away from the store at path (it then reads as schema 3). */
+static void
+drop_v4(const char *path)
+{
+	assert_int_equal(be->exec(path, "DROP INDEX certs_by_issuer"), 0);
+	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN issuer"), 0);
+	assert_int_equal(be->exec(path, "DROP TABLE cas"), 0);
+}
+
 /* Take what schema 3 added away from the store at path (it then reads as schema 2). */
 static void
 drop_v3(const char *path)
 {
+	/* schema 4 first: a store that reads as schema 2 has neither */
+	drop_v4(path);
 	assert_int_equal(be->exec(path, "ALTER TABLE tokens DROP COLUMN kind"), 0);
 	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN kind"), 0);
 	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN node_id"), 0);
@@ -1136,6 +1147,132 @@ migrate_v2(void **state)
 	ledger_close(lg);
 }
 
+/* ---- the CA set ---- */
+
+static const uint8_t ca_der[] = { 0x30, 0x03, 0x02, 0x01, 0x07 };
+
+static void
+make_ca(struct ledger_ca *c, char k, enum ledger_ca_state st)
+{
+	memset(c, 0, sizeof(*c));
+	memset(c->key_id, k, LEDGER_SPKI_ID_LEN);
+	c->state = st;
+	if (st != LEDGER_CA_PENDING) {
+		c->cert = ca_der;
+		c->cert_len = sizeof(ca_der);
+	}
+}
+
+struct ca_seen {
+	int n;
+	int gen[8];
+	enum ledger_ca_state st[8];
+};
+
+static int
+ca_seen_cb(const struct ledger_ca *c, void *arg)
+{
+	struct ca_seen *s = arg;
+
+	if (s->n < 8) {
+		s->gen[s->n] = c->gen;
+		s->st[s->n] = c->state;
+	}
+	s->n++;
+	return 0;
+}
+
+/*
+ * Prepare, activate, retire: one active at a time, issuance only by the
+ * active CA, retirement refused while a certificate it issued lives.
+ */
+static void
+ca_set_rotation(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_ca a, b;
+	struct ledger_cert c;
+	struct ca_seen seen;
+	char ka[LEDGER_SPKI_ID_LEN + 1], kb[LEDGER_SPKI_ID_LEN + 1];
+	int64_t now = (int64_t)time(NULL), seq0, seq1, latest;
+	unsigned n;
+
+	/* a certificate from before the set: the first CA claims it */
+	make_cert(&c, "dd1", ID, now - 10, now + 100, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_ca(&a, 'a', LEDGER_CA_ACTIVE);
+	memcpy(ka, a.key_id, sizeof(ka));
+	ka[LEDGER_SPKI_ID_LEN] = '\0';
+	assert_int_equal(ledger_ca_add(lg, &a), 0);
+	assert_int_equal(a.gen, 1);
+	assert_int_equal(ledger_ca_outstanding(lg, ka, now, &n, &latest), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(latest, now + 100);
+	/* a second active one is refused; a prepared one is CA 2 */
+	make_ca(&b, 'b', LEDGER_CA_ACTIVE);
+	assert_int_equal(ledger_ca_add(lg, &b), HSM_EPOLICY);
+	make_ca(&b, 'b', LEDGER_CA_PREPARED);
+	memcpy(kb, b.key_id, sizeof(kb));
+	kb[LEDGER_SPKI_ID_LEN] = '\0';
+	assert_int_equal(ledger_ca_seq(lg, &seq0), 0);
+	assert_int_equal(ledger_ca_add(lg, &b), 0);
+	assert_int_equal(b.gen, 2);
+	assert_int_equal(ledger_ca_add(lg, &b), HSM_EEXIST);
+	assert_int_equal(ledger_ca_seq(lg, &seq1), 0);
+	assert_true(seq1 > seq0);
+	/* the prepared CA issues nothing */
+	make_cert(&c, "e1", ID, now - 10, now + 100, "token:t", NULL);
+	memcpy(c.issuer, kb, sizeof(c.issuer));
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EAGAIN);
+	memcpy(c.issuer, ka, sizeof(c.issuer));
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	/* activate: b active, a old; again: refused with its reason */
+	assert_int_equal(ledger_ca_activate(lg, kb, now), 0);
+	assert_int_equal(ledger_ca_activate(lg, kb, now), HSM_EPOLICY);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(ledger_ca_list(lg, ca_seen_cb, &seen), 0);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.st[0], LEDGER_CA_OLD);
+	assert_int_equal(seen.st[1], LEDGER_CA_ACTIVE);
+	make_cert(&c, "e2", ID, now - 10, now + 50, "token:t", NULL);
+	memcpy(c.issuer, ka, sizeof(c.issuer));
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EAGAIN);
+	memcpy(c.issuer, kb, sizeof(c.issuer));
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	/* retire: refused while a's two certificates live; the active one never */
+	assert_int_equal(ledger_ca_retire(lg, ka, now, &n, &latest), HSM_EBUSY);
+	assert_int_equal(n, 2);
+	assert_int_equal(ledger_ca_retire(lg, kb, now, &n, &latest), HSM_EPOLICY);
+	/* revoked or expired, they no longer count */
+	assert_int_equal(ledger_cert_revoke(lg, "e1", 1, now), 0);
+	assert_int_equal(ledger_ca_retire(lg, ka, now + 101, &n, &latest), 0);
+	assert_int_equal(ledger_ca_retire(lg, ka, now + 101, &n, &latest), HSM_EPOLICY);
+	ledger_close(lg);
+}
+
+/* A schema-3 ledger gains the CA set and the issuer column, its rows kept. */
+static void
+migrate_v3(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c, g;
+	struct ca_seen seen;
+
+	make_cert(&c, "a", ID, 1000, 50000, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	ledger_close(lg);
+	drop_v4(dbpath);
+	assert_int_equal(be->exec(dbpath, "UPDATE schema_version SET version = 3"), 0);
+	lg = open_ledger();
+	assert_int_equal(ledger_cert_get(lg, "a", &g), 0);
+	assert_string_equal(g.issuer, "");
+	ledger_cert_clear(&g);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(ledger_ca_list(lg, ca_seen_cb, &seen), 0);
+	assert_int_equal(seen.n, 0);
+	ledger_close(lg);
+}
+
 int
 main(void)
 {
@@ -1162,6 +1299,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(race_many_tokens_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_renewal_shared, setup, teardown),
 		cmocka_unit_test_setup_teardown(race_renewal_handles, setup, teardown),
+		cmocka_unit_test_setup_teardown(ca_set_rotation, setup, teardown),
+		cmocka_unit_test_setup_teardown(migrate_v3, setup, teardown),
 	};
 	int failed = 0;
 
