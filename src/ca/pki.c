@@ -25,6 +25,7 @@
 #include "cert.h"
 #include "err.h"
 #include "khclient.h"
+#include "ledger.h"
 #include "provider_core.h"
 #include "provider_kh.h"
 #include "svid.h"
@@ -89,6 +90,13 @@ ca_chain_pem(STACK_OF(X509) *sk, char **out, size_t *len)
 	return r;
 }
 
+static int
+count_ca(const struct ledger_ca *c, void *arg)
+{
+	(*(unsigned *)arg)++;
+	return 0;
+}
+
 int
 ca_cmd_install(const char *cfgpath, const char *chainpath)
 {
@@ -99,6 +107,8 @@ ca_cmd_install(const char *cfgpath, const char *chainpath)
 	struct ca_config *cfg = NULL;
 	struct ca_kh k = { NULL, -1 };
 	struct audit *au = NULL;
+	struct ledger *lg = NULL;
+	unsigned ncas = 0;
 	STACK_OF(X509) *above = NULL;
 	EVP_PKEY *key = NULL;
 	X509 *ca = NULL;
@@ -125,8 +135,15 @@ ca_cmd_install(const char *cfgpath, const char *chainpath)
 	    (r = hsm_pkey_selftest(key)) != 0)
 		goto out;
 	if ((r = ca_chain_pem(above, &pem, &pemlen)) != 0 || (r = cert_pem(ca, &cpem, &cpemlen)) != 0 ||
-	    (r = audit_open_flags(cfg->audit_log, AUDIT_DURABLE, &au)) != 0)
+	    (r = ca_records_open(cfg, &lg, &au)) != 0 ||
+	    (r = ledger_ca_list(lg, count_ca, &ncas)) != 0)
 		goto out;
+	/* Once rotated, the ledger's CA set decides which certificate signs, not ca.pem. */
+	if (ncas > 0) {
+		r = hsm_err(HSM_EPOLICY, "this CA was rotated ('hsmesh ca rotate status'): its "
+		    "certificates live in the ledger's CA set, which ca install does not change");
+		goto out;
+	}
 	X509_NAME_oneline(X509_get_subject_name(ca), subj, sizeof(subj));
 	X509_NAME_oneline(X509_get_subject_name(sk_X509_value(above, sk_X509_num(above) - 1)),
 	    rootsubj, sizeof(rootsubj));
@@ -151,6 +168,7 @@ ca_cmd_install(const char *cfgpath, const char *chainpath)
 	EVP_PKEY_free(key);	/* before the client it borrows */
 	ca_kh_stop(&k);
 	audit_close(au);
+	ledger_close(lg);
 	X509_free(ca);
 	svid_certs_free(above);
 	free(spki);
