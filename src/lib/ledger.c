@@ -1061,6 +1061,17 @@ ledger_ca_install(struct ledger *lg, const char *key_id, const uint8_t *cert, si
 	return r;
 }
 
+/* Move CA kid (found as *f) to state to and commit; lock and transaction held. */
+static int
+move_commit(struct ledger *lg, const char *kid, const struct ca_find *f, int to, int64_t now)
+{
+	int r;
+
+	if ((r = lg->ops->ca_move(lg->be, kid, (int)f->state, to, now)) != 1)
+		return r < 0 ? r : hsm_err(HSM_EIO, "ledger: CA %d changed meanwhile", f->gen);
+	return lg->ops->commit(lg->be);
+}
+
 int
 ledger_ca_activate(struct ledger *lg, const char *key_id, int64_t now)
 {
@@ -1092,11 +1103,7 @@ ledger_ca_activate(struct ledger *lg, const char *key_id, int64_t now)
 		r = r < 0 ? r : hsm_err(HSM_EIO, "ledger: the active CA changed meanwhile");
 		goto done;
 	}
-	if ((r = lg->ops->ca_move(lg->be, kid, (int)f.state, LEDGER_CA_ACTIVE, now)) != 1) {
-		r = r < 0 ? r : hsm_err(HSM_EIO, "ledger: CA %d changed meanwhile", f.gen);
-		goto done;
-	}
-	r = lg->ops->commit(lg->be);
+	r = move_commit(lg, kid, &f, LEDGER_CA_ACTIVE, now);
  done:
 	if (r != 0)
 		lg->ops->rollback(lg->be);
@@ -1158,11 +1165,7 @@ ledger_ca_retire(struct ledger *lg, const char *key_id, int64_t now, unsigned *n
 		    *n == 1 ? "" : "s", f.gen, *n == 1 ? "has" : "have");
 		goto done;
 	}
-	if ((r = lg->ops->ca_move(lg->be, kid, (int)f.state, LEDGER_CA_RETIRED, now)) != 1) {
-		r = r < 0 ? r : hsm_err(HSM_EIO, "ledger: CA %d changed meanwhile", f.gen);
-		goto done;
-	}
-	r = lg->ops->commit(lg->be);
+	r = move_commit(lg, kid, &f, LEDGER_CA_RETIRED, now);
  done:
 	if (r != 0)
 		lg->ops->rollback(lg->be);
