@@ -28,19 +28,33 @@ run_bg() {
 	_o=$(logof "$1"); shift
 	( "$@" >"$_o" 2>&1 </dev/null; echo $? >"$_o.rc" ) &
 }
+# qrun NAME COMMAND...: run it quietly, keeping its exit status and times
+# for tally_q (a stream of qruns runs beside another stream)
+qrun() {
+	_o=$(logof "$1"); shift
+	_s=$(date +%s)
+	"$@" >"$_o" 2>&1 </dev/null
+	echo "$? $_s $(date +%s)" >"$_o.rc"
+}
+tally_q() { # NAME
+	_o=$(logof "$1")
+	read -r _rc _s _e <"$_o.rc" 2>/dev/null || { _rc=1; _s=0; _e=0; }
+	tally "$1" "$_rc" "$_s" "$_e"
+	rm -f "$_o.rc"
+}
 wait_bg() {
 	wait
 	_o=$(logof "$1")
 	tally "$1" "$(cat "$_o.rc" 2>/dev/null || echo 1)" "$2"
 	rm -f "$_o.rc"
 }
-tally() { # name rc start: count the TAP lines of the name's log
-	name=$1; rc=$2; start=$3; out=$(logof "$name")
+tally() { # name rc start [end]: count the TAP lines of the name's log
+	name=$1; rc=$2; start=$3; end=${4:-$(date +%s)}; out=$(logof "$name")
 	p=$(grep -c '^ok ' "$out"); f=$(grep -c '^not ok ' "$out")
 	if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "not ok - $name exited $rc" >>"$out"; fi
 	if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then f=1; echo "not ok - $name reported nothing" >>"$out"; fi
 	pass=$((pass + p)); fail=$((fail + f))
-	printf '%-48s %3d passed %3d failed  (%ss)\n' "$name" "$p" "$f" "$(( $(date +%s) - start ))"
+	printf '%-48s %3d passed %3d failed  (%ss)\n' "$name" "$p" "$f" "$((end - start))"
 	if [ "$f" -ne 0 ]; then
 		failed_names="$failed_names $name"
 		grep '^not ok ' "$out" | sed 's/^/    /'
@@ -48,21 +62,36 @@ tally() { # name rc start: count the TAP lines of the name's log
 	fi
 }
 
-export HSMESH_EXE="$B/hsmesh"
-for t in "$B"/tests/test_*; do
-	[ -x "$t" ] && run "unit/$(basename "$t")" "$t"
-done
-export HSMESH_EXE="$B/asan/hsmesh"
-for t in "$B"/asan/tests/test_*; do
-	[ -x "$t" ] && run "unit-asan/$(basename "$t")" "$t"
-done
+# Two streams side by side, each one test at a time: the plain build's unit
+# and integration tests, and the sanitizer build's (the integration suites
+# marked ASAN=yes run a second time there). Most of an integration suite's
+# time is spent waiting on its daemons, so two streams fill the two cores
+# better than one. Results are reported in a fixed order once both end.
+plain=""; sanitized=""
+for t in "$B"/tests/test_*; do [ -x "$t" ] && plain="$plain unit/$(basename "$t")"; done
 for t in "$ROOT"/tests/integration/t_*.sh; do
-	[ -f "$t" ] && run "integration/$(basename "$t" .sh)" sh "$t" "$B/hsmesh"
+	[ -f "$t" ] && plain="$plain integration/$(basename "$t" .sh)"
 done
-# The integration suites marked ASAN=yes run a second time on the sanitizer build.
+for t in "$B"/asan/tests/test_*; do [ -x "$t" ] && sanitized="$sanitized unit-asan/$(basename "$t")"; done
 for t in "$ROOT"/tests/integration/t_*.sh; do
-	grep -q '^# ASAN=yes' "$t" 2>/dev/null && run "integration-asan/$(basename "$t" .sh)" sh "$t" "$B/asan/hsmesh"
+	grep -q '^# ASAN=yes' "$t" 2>/dev/null && sanitized="$sanitized integration-asan/$(basename "$t" .sh)"
 done
+stream() { # NAME...: run the named tests one after the other
+	for n in "$@"; do
+		case $n in
+		unit/*) HSMESH_EXE="$B/hsmesh" qrun "$n" "$B/tests/${n#unit/}" ;;
+		unit-asan/*) HSMESH_EXE="$B/asan/hsmesh" qrun "$n" "$B/asan/tests/${n#unit-asan/}" ;;
+		integration/*) qrun "$n" sh "$ROOT/tests/integration/${n#integration/}.sh" "$B/hsmesh" ;;
+		integration-asan/*) qrun "$n" sh "$ROOT/tests/integration/${n#integration-asan/}.sh" "$B/asan/hsmesh" ;;
+		esac
+	done
+}
+# shellcheck disable=SC2086
+stream $sanitized &
+# shellcheck disable=SC2086
+stream $plain
+wait
+for n in $plain $sanitized; do tally_q "$n"; done
 # The token-layer and CA suites run again on a software TPM 2.0
 # (tests/integration/tpm.sh): unit tests whose source says "TPM=yes" and
 # integration suites marked "# TPM=yes", with HSMESH_TOKEN_BACKEND=tpm.

@@ -321,12 +321,24 @@ pidfd_pid(int pidfd)
 	return 0;
 }
 
-/* The process of pidfd has not exited (it may be a zombie: its PID is still taken). */
+/*
+ * The process of pidfd (PID pid) has not exited (it may be a zombie: its
+ * PID is still taken).
+ */
 static int
-pidfd_alive(int pidfd)
+pidfd_alive(int pidfd, pid_t pid)
 {
+	if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0)
+		return 1;
 	/* EPERM: alive, we may just not signal it. */
-	return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0 || errno == EPERM;
+	if (errno == EPERM)
+		return 1;
+	/*
+	 * ENOSYS: no pidfd_send_signal (a seccomp filter or valgrind, which
+	 * does not emulate it): the pidfd's "Pid:" line turns -1 once its
+	 * process has exited, so asking again answers the same question.
+	 */
+	return errno == ENOSYS && pidfd_pid(pidfd) == pid;
 }
 
 /* Read at most cap-1 bytes of the file name in directory dfd into buf (NUL-terminated). */
@@ -432,7 +444,7 @@ sel_proc_inspect(pid_t pid, int pidfd, uid_t uid, gid_t gid, struct sel_proc *p)
 	 * reused only after its process died. The directory keeps referring
 	 * to that process, whatever the number means later.
 	 */
-	if (!pidfd_alive(pidfd)) {
+	if (!pidfd_alive(pidfd, pid)) {
 		close(dfd);
 		return hsm_err(HSM_EPERM, "process %ld exited", (long)pid);
 	}
