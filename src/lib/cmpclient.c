@@ -672,44 +672,49 @@ cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc_pro
 }
 
 int
+cmpc_cert_seq_parse(const uint8_t *der, size_t len, STACK_OF(X509) **out)
+{
+	STACK_OF(X509) *certs = NULL;
+	const unsigned char *p = der, *end;
+	long clen;
+	int tag, cls;
+
+	*out = NULL;
+	if (der == NULL || len == 0 || len > LONG_MAX ||
+	    (ASN1_get_object(&p, &clen, &tag, &cls, (long)len) & 0x80) ||
+	    tag != V_ASN1_SEQUENCE || cls != V_ASN1_UNIVERSAL || clen > (long)len - (p - der))
+		return hsm_err(HSM_EPROTO, "the CA's certificates do not parse");
+	end = p + clen;
+	if ((certs = sk_X509_new_null()) == NULL)
+		return HSM_ENOMEM;
+	while (p < end) {
+		X509 *x = sk_X509_num(certs) < CMPC_CERT_SEQ_MAX ? d2i_X509(NULL, &p, end - p) : NULL;
+
+		if (x == NULL || !sk_X509_push(certs, x)) {
+			X509_free(x);
+			svid_certs_free(certs);
+			ERR_clear_error();
+			return hsm_err(HSM_EPROTO, "the CA's certificates do not parse");
+		}
+	}
+	*out = certs;
+	return 0;
+}
+
+int
 cmpc_refresh_anchors(const struct cmpc_ca *ca, const char *spiffe_id,
     const struct cmpc_protect *prot, enum cmpc_outcome *how)
 {
 	STACK_OF(X509) *certs = NULL;
-	const unsigned char *p, *end;
 	uint8_t *der = NULL;
 	size_t len = 0;
-	long clen;
-	int r, tag, cls;
+	int r;
 
 	if (ca->learn == NULL)
 		return 0;
-	if ((r = cmpc_genm(ca, spiffe_id, prot, CMPC_OID_CA_CERTS, how, &der, &len)) != 0)
-		return r;
-	/* SEQUENCE OF Certificate, inside the CA's signed answer. */
-	p = der;
-	if ((ASN1_get_object(&p, &clen, &tag, &cls, (long)len) & 0x80) || tag != V_ASN1_SEQUENCE ||
-	    clen > (long)len - (p - der)) {
-		r = hsm_err(HSM_EPROTO, "the CA's certificates do not parse");
-		goto out;
-	}
-	end = p + clen;
-	if ((certs = sk_X509_new_null()) == NULL) {
-		r = HSM_ENOMEM;
-		goto out;
-	}
-	while (p < end) {
-		X509 *x = d2i_X509(NULL, &p, end - p);
-
-		if (x == NULL || !sk_X509_push(certs, x)) {
-			X509_free(x);
-			r = hsm_err(HSM_EPROTO, "the CA's certificates do not parse");
-			goto out;
-		}
-	}
-	learn_roots(ca, certs);
-	r = 0;
- out:
+	if ((r = cmpc_genm(ca, spiffe_id, prot, CMPC_OID_CA_CERTS, how, &der, &len)) == 0 &&
+	    (r = cmpc_cert_seq_parse(der, len, &certs)) == 0)
+		learn_roots(ca, certs);
 	svid_certs_free(certs);
 	free(der);
 	return r;

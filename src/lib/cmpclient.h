@@ -150,6 +150,14 @@ int cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc
     const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len);
 
 #define CMPC_OID_CA_CERTS "1.3.6.1.5.5.7.4.17"	/* id-it-caCerts, RFC 9483 4.3.1 */
+#define CMPC_CERT_SEQ_MAX 32	/* certificates read from one caCerts value */
+
+/*
+ * A DER SEQUENCE OF Certificate (an id-it-caCerts value: the whole input,
+ * at most CMPC_CERT_SEQ_MAX certificates) into *out, which the caller
+ * frees. 0; HSM_EPROTO "the CA's certificates do not parse"; HSM_ENOMEM.
+ */
+int cmpc_cert_seq_parse(const uint8_t *der, size_t len, STACK_OF(X509) **out);
 
 /*
  * Ask the CA for its certificates (genm id-it-caCerts, protected by prot)
