@@ -708,7 +708,6 @@ issue_is_one_transaction(void **state)
 static void
 drop_v4(const char *path)
 {
-	assert_int_equal(be->exec(path, "DROP INDEX certs_by_issuer"), 0);
 	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN issuer"), 0);
 	assert_int_equal(be->exec(path, "DROP TABLE cas"), 0);
 }
