@@ -2,24 +2,31 @@
 #   make        install missing Debian packages (when root) and build build/hsmesh
 #   make check  the whole test suite (also under ASan+UBSan); ends "N passed, N failed"
 #   make demo   the main job on this machine
-#   make bench  hsmesh against HAProxy and stunnel (QUICK=1: a 2-minute smoke run)
+#   make bench  hsmesh against HAProxy, stunnel and nghttpx (QUICK=1: a 2-minute smoke run)
 
 CC      ?= gcc
 FUZZCC  ?= clang
 BUILD   ?= build
 
 # Debian packages the benchmarks add (only `make bench` installs them).
-BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind
+BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind nghttp2-proxy
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
 	libcmocka-dev libp11-kit-dev softhsm2 opensc clang libclang-rt-14-dev \
 	procps gdb sqlite3 curl libjson-c-dev libseccomp-dev wrk libnghttp2-dev nghttp2-client \
-	swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus
+	swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus \
+	postgresql-15 libpq-dev
+
+# libpq's headers (Debian: /usr/include/postgresql), also before pkg-config can say.
+# hsmesh loads libpq itself when a ledger is on PostgreSQL (src/lib/ledger_pg.c):
+# only the ledger test, which talks to its server directly too, links it.
+PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
+$(BUILD)/tests/test_ledger $(BUILD)/asan/tests/test_ledger: LDLIBS += -lpq
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
 	  -Wstrict-prototypes -Wmissing-prototypes -Wvla
-CPPFLAGS_ALL = -D_GNU_SOURCE -Isrc/lib -I/usr/include/p11-kit-1 $(CPPFLAGS)
+CPPFLAGS_ALL = -D_GNU_SOURCE -Isrc/lib -I/usr/include/p11-kit-1 $(PQ_CFLAGS) $(CPPFLAGS)
 CFLAGS_ALL   = -std=c17 -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2 \
 	       -fno-strict-aliasing $(WARN) $(CFLAGS)
 SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -110,7 +117,8 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ) $(HDRS)
 	$(FUZZCC) $(CPPFLAGS_ALL) -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS_ALL)
 
-check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN)
+check-build: all $(BUILD)/asan/hsmesh $(UNIT_BIN) $(ASAN_UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) \
+	$(BUILD)/bench/cmpload
 
 check: check-build
 	@tests/run.sh $(BUILD)
@@ -136,7 +144,7 @@ $(BUILD)/bench/%.so: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -shared -fPIC -o $@ $< -ldl
 
-bench: all $(BUILD)/bench/keypath $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so
+bench: all $(BUILD)/bench/keypath $(BUILD)/bench/cmpload $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so $(BUILD)/bench/h2idle
 	@missing=""; for p in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \

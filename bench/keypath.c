@@ -8,8 +8,8 @@
  *       p11_sign (C_Sign through src/lib/p11.h) in this process, one
  *       session per thread.
  *   keypath keyholder HSMESH MODULE TOKEN_URI PIN_FILE INFLIGHT SECS [DELAY_MS [WORKERS]]
- *       through a keyholder started with kh_spawn (its default workers
- *       unless WORKERS): kh_sign when INFLIGHT is 1, else INFLIGHT
+ *       through a keyholder started with kh_spawn (WORKERS fixed; 0 or
+ *       none: its sessions sized to the token): kh_sign when INFLIGHT is 1, else INFLIGHT
  *       kh_sign_start requests kept in flight from one thread.
  *   keypath agent SOCKET SPIFFE_ID INFLIGHT SECS
  *       through the node agent, as the proxy signs (a TLS 1.3
@@ -514,7 +514,7 @@ main(int argc, char **argv)
 		return bench_p11(argv[2], argv[3], argv[4], num(argv[5], 1, MAX_THREADS), num(argv[6], 1, 600));
 	if (strcmp(m, "keyholder") == 0 && argc >= 8 && argc <= 10)
 		return bench_keyholder(argv + 2, num(argv[6], 1, MAX_INFLIGHT), num(argv[7], 1, 600),
-		    argc > 8 ? (unsigned)num(argv[8], 0, 10000) : 0, argc > 9 ? num(argv[9], 1, 64) : 0);
+		    argc > 8 ? (unsigned)num(argv[8], 0, 10000) : 0, argc > 9 ? num(argv[9], 0, 64) : 0);
 	if (strcmp(m, "agent") == 0 && argc == 6)
 		return bench_agent(argv[2], argv[3], num(argv[4], 1, MAX_INFLIGHT), num(argv[5], 1, 600));
 	fprintf(stderr,

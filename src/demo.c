@@ -8,7 +8,9 @@
  * the workloads its entries name), the built-in app (`hsmesh app serve`) behind an inbound
  * sidecar and two outbound sidecars (`hsmesh proxy`), one for an identity
  * the backend allows and one for an identity it does not; a compromised
- * workload asking the agent to sign a CMP request, refused. It never loads
+ * workload asking the agent to sign a CMP request, refused; and then a 5G
+ * core on a second node: NFs over HTTP/2 behind `protocol: http` sidecars
+ * with per-route SPIFFE policy (sbi_step). It never loads
  * the PKCS#11 module itself. Everything it starts is stopped, and
  * everything it creates lives in one temporary directory removed, on exit
  * or Ctrl-C.
@@ -46,7 +48,13 @@
 #define ID_BACK "spiffe://" DEMO_TD "/ns/shop/sa/backend"
 #define ID_INTRUDER "spiffe://" DEMO_TD "/ns/guest/sa/intruder"
 #define ID_NODE "spiffe://" DEMO_TD "/node/demo-node"
-#define MAX_DAEMONS 8
+/* the 5G core of the SBI step: a second node and its network functions */
+#define ID_CORE "spiffe://" DEMO_TD "/node/core-node"
+#define ID_AMF "spiffe://" DEMO_TD "/ns/5gc/sa/amf"
+#define ID_SMF "spiffe://" DEMO_TD "/ns/5gc/sa/smf"
+#define ID_NRF "spiffe://" DEMO_TD "/ns/5gc/sa/nrf"
+#define ID_PCF "spiffe://" DEMO_TD "/ns/5gc/sa/pcf"
+#define MAX_DAEMONS 16
 
 static char tmpdir[64];
 static volatile sig_atomic_t interrupted;
@@ -415,6 +423,254 @@ new_token(const char *label, const char *pin_path, const char *err_path)
 	OPENSSL_cleanse(pin, sizeof(pin));
 	OPENSSL_cleanse(so, sizeof(so));
 	return st;
+}
+
+/* ---- the SBI step (issue 18): HTTP/2 with per-route SPIFFE policy ---- */
+
+/* A file of the demo's directory: tmpdir/name into out. */
+static const char *
+path_of(char *out, size_t cap, const char *name)
+{
+	snprintf(out, cap, "%s/%s", tmpdir, name);
+	return out;
+}
+
+/* Start a sidecar with config text yaml (written to NAME.yaml); wait until it is ready. */
+static int
+sbi_proxy(const char *self, const char *name, const char *yaml)
+{
+	char y[160], l[160], pf[160];
+
+	snprintf(y, sizeof(y), "%s/proxy-%s.yaml", tmpdir, name);
+	snprintf(l, sizeof(l), "%s/proxy-%s.log", tmpdir, name);
+	snprintf(pf, sizeof(pf), "%s/proxy-%s.ports", tmpdir, name);
+	if (write_text(y, yaml, 0644) != 0 || spawn((char *const[]){ (char *)self, "proxy", "-c",
+	    y, "--ports-file", pf, NULL }, l) != 0 || wait_for(l, "ready: serving", 1, 20) != 0) {
+		show_file(l, "   ");
+		return fail("a 5G core sidecar did not start");
+	}
+	return 0;
+}
+
+/* Start `hsmesh app serve --echo` named name; its port, or 0. */
+static int
+sbi_app(const char *self, const char *name)
+{
+	char pf[160], l[160];
+	int i, port = 0;
+
+	snprintf(pf, sizeof(pf), "%s/app-%s.port", tmpdir, name);
+	snprintf(l, sizeof(l), "%s/app-%s.log", tmpdir, name);
+	if (spawn((char *const[]){ (char *)self, "app", "serve", "--listen", "127.0.0.1:0", "--name",
+	    (char *)name, "--echo", "--port-file", pf, NULL }, l) != 0)
+		return 0;
+	for (i = 0; i < 100 && (port = read_port(pf, NULL)) == 0; i++)
+		usleep(50000);
+	return port;
+}
+
+/*
+ * One call of an NF through its outbound sidecar, as its application
+ * would make it: curl over h2c. "STATUS" and the body into out.
+ */
+static int
+sbi_call(const char *method, int port, const char *path, const char *body, const char *out,
+    const char *err)
+{
+	char url[256];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+	if (body != NULL)
+		return run((char *const[]){ "curl", "-s", "--max-time", "10",
+		    "--http2-prior-knowledge", "-X", (char *)method, "-H",
+		    "content-type: application/json", "-d", (char *)body, "-w", "%{http_code}\n",
+		    url, NULL }, out, err);
+	return run((char *const[]){ "curl", "-s", "--max-time", "10", "--http2-prior-knowledge",
+	    "-X", (char *)method, "-w", "%{http_code}\n", url, NULL }, out, err);
+}
+
+/* The last line of a file holds the status curl printed: 1 when it is want. */
+static int
+sbi_status(const char *path, const char *want)
+{
+	char line[256], last[256] = "";
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		snprintf(last, sizeof(last), "%s", line);
+	fclose(f);
+	return strncmp(last, want, strlen(want)) == 0;
+}
+
+/*
+ * Step n: a 5G core on a second node (its own token, node join token,
+ * registration entries and agent), the SMF and the NRF (`hsmesh app
+ * serve --echo`) behind HTTP sidecars with per-route SPIFFE policy, and
+ * the AMF and a PCF calling them over HTTP/2 through outbound sidecars:
+ * the AMF may create an SM context, the PCF is refused 403 but may
+ * discover NFs at the NRF; the SMF reads its caller's SPIFFE ID from
+ * x-forwarded-client-cert; the AMF's sidecar multiplexes its calls over
+ * one upstream connection.
+ */
+static int
+sbi_step(int n, const char *self, const char *ca_yaml, const char *root, int capt,
+    const char *sel_uid, const char *sel_path)
+{
+	static const char *const nfs[4] = { ID_AMF, ID_SMF, ID_NRF, ID_PCF };
+	static const char *const sms = "{\"supi\":\"imsi-001010000000001\",\"pduSessionId\":5}";
+	char pin[160], join[160], ay[160], al[160], sock[160], out[160], err[160], f[160],
+	    buf[1 << 15];
+	int smf, nrf, smfp, nrfp, amf_smf, amf_nrf, pcf_smf, pcf_nrf, amet, i, ok;
+
+	step(n, "a 5G core's service-based interface: HTTP/2 with per-route SPIFFE policy");
+	path_of(pin, sizeof(pin), "core.pin");
+	path_of(join, sizeof(join), "core.join");
+	path_of(ay, sizeof(ay), "agent-core.yaml");
+	path_of(al, sizeof(al), "agent-core.log");
+	path_of(sock, sizeof(sock), "core.sock");
+	path_of(out, sizeof(out), "sbi.out");
+	path_of(err, sizeof(err), "sbi.err");
+	printf("   a second node, the 5G core, with a token of its own and four network functions:\n"
+	    "   the AMF, the SMF, the NRF and a PCF\n");
+	if (new_token("demo-core", pin, err) != 0)
+		return fail("softhsm2-util could not create the core's token");
+	for (i = 0; i < 4; i++) {
+		printf("   $ hsmesh ca entry add -c ca.yaml --node %s --id %s ...\n", ID_CORE, nfs[i]);
+		if (run((char *const[]){ (char *)self, "ca", "entry", "add", "-c", (char *)ca_yaml,
+		    "--node", ID_CORE, "--id", (char *)nfs[i], "--selector", (char *)sel_uid,
+		    "--selector", (char *)sel_path, NULL }, "/dev/null", err) != 0) {
+			show_file(err, "   ");
+			return fail("ca entry add failed");
+		}
+	}
+	if (run((char *const[]){ (char *)self, "ca", "token", "-c", (char *)ca_yaml, "--node",
+	    "--id", ID_CORE, NULL }, join, err) != 0) {
+		show_file(err, "   ");
+		return fail("ca token --node failed");
+	}
+	snprintf(buf, sizeof(buf), "token:\n  module: %s\n  uri: \"pkcs11:token=demo-core\"\n"
+	    "  pin_file: %s\nca:\n  url: http://127.0.0.1:%d/.well-known/cmp\n  root: %s\n"
+	    "state_dir: %s/agent-core\nsocket: %s\nnode:\n  id: %s\n  join_token_file: %s\n",
+	    DEMO_MODULE, pin, capt, root, tmpdir, sock, ID_CORE, join);
+	printf("   $ hsmesh agent -c agent-core.yaml &   (node: %s)\n", ID_CORE);
+	if (write_text(ay, buf, 0644) != 0 ||
+	    spawn((char *const[]){ (char *)self, "agent", "-c", ay, NULL }, al) != 0)
+		return -1;
+	for (i = 0, ok = 0; i < 4; i++) {
+		char needle[192];
+
+		snprintf(needle, sizeof(needle), "%s: enrolled", nfs[i]);
+		ok += wait_for(al, needle, 1, 30) == 0;
+	}
+	if (ok != 4) {
+		show_file(al, "   ");
+		return fail("the core's agent did not enroll its network functions");
+	}
+	printf("     -> the core's node and its four NFs enrolled, keys in the core's token\n");
+
+	if ((smf = sbi_app(self, "smf")) == 0 || (nrf = sbi_app(self, "nrf")) == 0)
+		return fail("the SMF or NRF application did not start");
+	snprintf(buf, sizeof(buf),
+	    "agent: { socket: %s, id: \"%s\" }\n"
+	    "inbound:\n"
+	    "  - name: smf\n"
+	    "    listen: 127.0.0.1:0\n"
+	    "    forward_to: 127.0.0.1:%d\n"
+	    "    protocol: http                 # HTTP/2 (ALPN h2) from other NFs' sidecars\n"
+	    "    allow: [\"spiffe://%s/ns/5gc/*\"]\n"
+	    "    routes:                        # the first that matches decides\n"
+	    "      - name: create-sm-context\n"
+	    "        path: /nsmf-pdusession/v1/sm-contexts\n"
+	    "        methods: [POST]\n"
+	    "        allow: [\"%s\"]\n"
+	    "access_log: %s/smf-access.log\n", sock, ID_SMF, smf, DEMO_TD, ID_AMF, tmpdir);
+	printf("   the SMF's sidecar, proxy-smf.yaml:\n");
+	if (sbi_proxy(self, "smf", buf) != 0)
+		return -1;
+	show_file(path_of(f, sizeof(f), "proxy-smf.yaml"), "   | ");
+	snprintf(buf, sizeof(buf),
+	    "agent: { socket: %s, id: \"%s\" }\n"
+	    "inbound:\n"
+	    "  - name: nrf\n"
+	    "    listen: 127.0.0.1:0\n"
+	    "    forward_to: 127.0.0.1:%d\n"
+	    "    protocol: http\n"
+	    "    allow: [\"spiffe://%s/ns/5gc/*\"]\n"
+	    "    routes:\n"
+	    "      - name: nf-discovery\n"
+	    "        path_prefix: /nnrf-nfm/v1/\n"
+	    "        methods: [GET]\n"
+	    "        allow: [\"spiffe://%s/ns/5gc/*\"]\n", sock, ID_NRF, nrf, DEMO_TD, DEMO_TD);
+	if (sbi_proxy(self, "nrf", buf) != 0)
+		return -1;
+	printf("   the NRF's sidecar: the same, with one route: GET /nnrf-nfm/v1/... for any NF\n");
+	smfp = read_port(path_of(f, sizeof(f), "proxy-smf.ports"), "smf");
+	nrfp = read_port(path_of(f, sizeof(f), "proxy-nrf.ports"), "nrf");
+	for (i = 0; i < 2; i++) {
+		snprintf(buf, sizeof(buf),
+		    "agent: { socket: %s, id: \"%s\" }\n"
+		    "outbound:\n"
+		    "  - { name: to-smf, listen: 127.0.0.1:0, connect: 127.0.0.1:%d, expect_id: \"%s\", protocol: http }\n"
+		    "  - { name: to-nrf, listen: 127.0.0.1:0, connect: 127.0.0.1:%d, expect_id: \"%s\", protocol: http }\n"
+		    "metrics: { listen: 127.0.0.1:0 }\n", sock, i == 0 ? ID_AMF : ID_PCF, smfp, ID_SMF,
+		    nrfp, ID_NRF);
+		if (sbi_proxy(self, i == 0 ? "amf" : "pcf", buf) != 0)
+			return -1;
+	}
+	printf("   the AMF's and the PCF's sidecars (outbound to-smf and to-nrf, protocol: http), up\n");
+	path_of(f, sizeof(f), "proxy-amf.ports");
+	amf_smf = read_port(f, "to-smf");
+	amf_nrf = read_port(f, "to-nrf");
+	amet = read_port(f, "metrics");
+	path_of(f, sizeof(f), "proxy-pcf.ports");
+	pcf_smf = read_port(f, "to-smf");
+	pcf_nrf = read_port(f, "to-nrf");
+
+	printf("\n   AMF -> SMF: create an SM context (its application speaks h2c to its sidecar)\n"
+	    "   $ curl --http2-prior-knowledge -X POST -d '%s' \\\n"
+	    "       http://127.0.0.1:%d/nsmf-pdusession/v1/sm-contexts\n", sms, amf_smf);
+	sbi_call("POST", amf_smf, "/nsmf-pdusession/v1/sm-contexts", sms, out, err);
+	show_file(out, "     ");
+	if (!sbi_status(out, "201"))
+		return fail("the AMF's call was not answered 201");
+	printf("   the SMF application reads its caller from x-forwarded-client-cert (set by its\n"
+	    "   sidecar, any the client sent removed first):\n");
+	path_of(f, sizeof(f), "app-smf.log");
+	if (wait_for(f, "from " ID_AMF, 1, 5) != 0)
+		return fail("the SMF did not see the AMF's identity");
+	show_lines(f, "sm-contexts from", 1);
+
+	printf("\n   PCF -> SMF: the same call from another NF\n");
+	sbi_call("POST", pcf_smf, "/nsmf-pdusession/v1/sm-contexts", sms, out, err);
+	show_file(out, "     ");
+	if (!sbi_status(out, "403"))
+		return fail("the PCF's call was not refused 403");
+	printf("   refused by the route, and the SMF's sidecar logs which one:\n");
+	path_of(f, sizeof(f), "smf-access.log");
+	wait_for(f, "\"status\":\"403\"", 1, 5);
+	show_lines(f, "\"status\":\"403\"", 1);
+
+	printf("\n   PCF -> NRF: NF discovery, which every NF of the core may do\n"
+	    "   $ curl --http2-prior-knowledge http://127.0.0.1:%d/nnrf-nfm/v1/nf-instances?nf-type=SMF\n",
+	    pcf_nrf);
+	sbi_call("GET", pcf_nrf, "/nnrf-nfm/v1/nf-instances?nf-type=SMF", NULL, out, err);
+	show_file(out, "     ");
+	if (!sbi_status(out, "200"))
+		return fail("the PCF's discovery was not answered 200");
+
+	printf("\n   20 more discoveries by the AMF, each a new connection from its application:\n");
+	for (i = 0; i < 20; i++)
+		sbi_call("GET", amf_nrf, "/nnrf-nfm/v1/nf-instances?nf-type=SMF", NULL, out, err);
+	if (http_get(amet, "/metrics", buf, sizeof(buf)) != 0)
+		return fail("no answer from the AMF sidecar's metrics");
+	show_metrics(buf, (const char *const[]){ "hsmesh_proxy_connections_total{listener=\"to-nrf\"",
+	    "hsmesh_proxy_handshakes_total{listener=\"to-nrf\"",
+	    "hsmesh_proxy_http_requests_total{listener=\"to-nrf\",route=\"-\",class=\"2xx\"", NULL });
+	printf("     -> the application's connections share the sidecar's pool of HTTP/2 connections\n"
+	    "        to the NRF: a handful of mutual-TLS handshakes, not one per connection\n");
+	return 0;
 }
 
 #define P(name) snprintf(name, sizeof(name), "%s/%s", tmpdir, #name)
@@ -802,7 +1058,10 @@ demo(const char *self)
 	snprintf(cert, sizeof(cert), "%s/backend-access.log", tmpdir);
 	show_lines(cert, "\"decision\":\"deny\"", 1);
 
-	step(11, "done");
+	if (sbi_step(11, self, ca_yaml, root, capt, sel_uid, sel_path) != 0)
+		goto out;
+
+	step(12, "done");
 	printf("   Every private key (the CA's, the node's, and each workload's at every rotation) was\n"
 	    "   generated inside a token and used only through signing requests; the sidecars never\n"
 	    "   held one, and no workload needed a join token of its own.\n");
@@ -827,7 +1086,8 @@ demo_main(int argc, char **argv)
 		    "and a node agent on\nthrowaway SoftHSM2 tokens, an app behind a sidecar, two "
 		    "client sidecars (one\nallowed, one refused), a compromised workload's request "
 		    "to sign a CMP message\n(refused), a certificate rotation under an open "
-		    "connection, and the metrics.\nStops and removes everything it started on exit "
+		    "connection, the metrics, and\na 5G core's NFs calling each other over HTTP/2 "
+		    "with per-route SPIFFE policy.\nStops and removes everything it started on exit "
 		    "or Ctrl-C.\n");
 		return 0;
 	}

@@ -9,7 +9,10 @@
  * SHA-256 of their SubjectPublicKeyInfo and never leave the token.
  *
  * Threads (see struct kh below): token.workers threads at most perform
- * token operations at once, each with its own token session; an idle
+ * token operations at once, each with its own token session. Unless
+ * token.workers fixes it, that number follows the token (khsize.h): the
+ * measured signature latency and demand grow it at once and shrink it
+ * after a quiet period, within --workers MIN-MAX; an idle
  * thread reads and validates a peer's frames, performs the first request
  * itself and writes the reply, so a request costs one wake-up. One thread
  * more than the performers keeps reading while all of them are busy, so
@@ -40,11 +43,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "cmds.h"
 #include "err.h"
 #include "frameserver.h"
 #include "khproto.h"
 #include "log.h"
+#include "khsize.h"
 #include "p11.h"
 #include "util.h"
 
@@ -54,6 +60,8 @@
 #define MAX_OUTBUF (1024 * 1024)	/* a peer that does not read is dropped */
 #define MAX_UIDS 16
 #define MAX_WORKERS 64
+#define DEFAULT_MIN_WORKERS 2
+#define TPM_MAX_WORKERS 4		/* a TPM's default bound: it serialises anyway (docs/TPM.md) */
 #define READ_BATCH 8			/* reads per turn on one peer before others get a turn */
 
 struct job {
@@ -61,6 +69,7 @@ struct job {
 	struct fsrv_conn *conn;		/* a request in flight on it (fsrv_begin) */
 	struct kh_request req;
 	uint64_t deadline;
+	uint64_t arrived_us;		/* read from the peer (the sizing's time in the keyholder) */
 	uint8_t reply[KH_MAX_FRAME];
 	int replylen;
 };
@@ -81,24 +90,43 @@ struct job {
  * The main thread runs its own epoll (mep): signals, the listener, closes
  * (ctlefd) and the frame server's watch of peers that do not take their
  * replies at once (fsrv_watch_fd).
+ *
+ * Sizing (khsize.h): a performer that finishes a signature adds its times
+ * to the interval's sums and, when KHSIZE_TICK_MS passed, ticks the sizer;
+ * the main thread ticks it too while above min (a quiet keyholder must
+ * shrink without requests). A new size changes nworkers at once, starts
+ * the threads it lacks (they are never stopped: an idle one costs only
+ * its stack) and is applied to the token's session pool outside kh.mu.
  */
 static struct {
 	struct p11_token *tok;
+	const char *so_pin_file;		/* the SO PIN's source, for WRAP (or NULL) */
+	const char *so_pin_env;
 	int startup_err;			/* token could not be opened: answer every request with it */
 	char startup_msg[KH_MAX_ERRTEXT + 1];
 	unsigned sign_delay_ms;
 	uid_t allow[MAX_UIDS];
 	int nallow;
-	int nworkers;				/* performers at most (token sessions) */
+	int nworkers;				/* performers at most now (token sessions) */
+	int maxworkers;				/* ... at most ever (threads and the session pool) */
+	bool autosize;				/* nworkers follows kh.size */
 	int wep, mep;
 	int qefd, stopefd, ctlefd;
 	atomic_int stopping;
 	pthread_mutex_t mu;			/* everything below */
 	struct job *head, *tail;
 	int performing;
+	int nqueued;
 	int qsignalled;				/* qefd written, its event not yet taken */
 	struct fsrv *srv;			/* peers: their read sides in wep */
+	pthread_t threads[MAX_WORKERS + 1];
+	int nthreads;
+	struct khsize size;			/* the sizer and this interval's sums */
+	uint64_t st_n, st_service_us, st_sojourn_us;
+	pthread_mutex_t applymu;		/* orders p11_token_set_sessions calls */
 } kh;
+
+static void *worker_main(void *arg);
 
 static void
 efd_write(int fd)
@@ -138,6 +166,15 @@ make_reply(uint8_t *out, size_t cap, const struct kh_request *r, int st,
 	    (const uint8_t *)msg, n, NULL, 0);
 }
 
+static uint64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void
 sleep_ms(unsigned ms)
 {
@@ -147,8 +184,55 @@ sleep_ms(unsigned ms)
 		;
 }
 
-/* Runs on a worker thread: the token operation of one request. */
+/*
+ * WRAP (as the security officer, then the user: p11_wrap) and UNWRAP
+ * (p11_unwrap), on a worker thread. The keyholder of `hsmesh ca
+ * replicate` is its own: nothing else uses the token meanwhile.
+ */
 static void
+perform_replication(struct job *j)
+{
+	const struct kh_request *r = &j->req;
+	struct p11_pin_source so = { kh.so_pin_file, kh.so_pin_env };
+	uint8_t keyid[HSM_KEYID_LEN], head[3];
+	struct hsm_wrapped *w;
+	int st;
+
+	if (r->type == KH_T_UNWRAP) {
+		st = p11_unwrap(kh.tok, r->keyid, &r->wrapped, r->spki, r->spkilen,
+		    r->label[0] ? r->label : NULL, keyid);
+		if (st == 0)
+			log_info("unwrapped key %.16s... label '%s' (sensitive, not extractable)",
+			    hsm_hex(keyid, 8, (char[17]){0}), r->label);
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN,
+		    NULL, 0);
+		return;
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, HSM_ENOMEM, NULL, 0, NULL, 0);
+		return;
+	}
+	st = p11_wrap(kh.tok, (so.file != NULL || so.env != NULL) ? &so : NULL, r->keyid, r->spki,
+	    r->spkilen, w);
+	if (st == 0) {
+		log_info("wrapped key %.16s... for a trusted key (RSA-OAEP %s + AES key wrap)",
+		    hsm_hex(r->keyid, 8, (char[17]){0}), w->oaep == HSM_OAEP_SHA256 ? "SHA-256" : "SHA-1");
+		head[0] = w->oaep;
+		hsm_put16(head + 1, (uint16_t)w->tlen);
+		j->replylen = kh_frame_encode3(j->reply, sizeof(j->reply), r->type | KH_T_REPLY, r->id,
+		    head, 3, w->transport, w->tlen, w->key, w->klen);
+	} else {
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
+	}
+	OPENSSL_cleanse(w, sizeof(*w));
+	free(w);
+}
+
+/*
+ * Runs on a worker thread: the token operation of one request. Returns 1
+ * for a signature the token made (what the sizing measures), else 0.
+ */
+static int
 perform(struct job *j)
 {
 	const struct kh_request *r = &j->req;
@@ -160,15 +244,28 @@ perform(struct job *j)
 	if (hsm_now_ms() >= j->deadline) {
 		st = hsm_err(HSM_ETIMEDOUT, "deadline passed before the token was free");
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
-		return;
+		return 0;
 	}
 	switch (r->type) {
 	case KH_T_GENERATE:
-		st = p11_generate(kh.tok, r->keytype, r->label[0] ? r->label : NULL, keyid, &spki, &spkilen);
+		st = p11_generate_flags(kh.tok, r->keytype, r->label[0] ? r->label : NULL, r->genflags,
+		    keyid, &spki, &spkilen);
 		if (st == 0)
-			log_info("generated %s key %.16s... label '%s'", hsm_keytype_name(r->keytype),
+			log_info("generated %s%s key %.16s... label '%s'", hsm_keytype_name(r->keytype),
+			    (r->genflags & HSM_GEN_REPLICABLE) ? " replicable" : "",
 			    hsm_hex(keyid, 8, (char[17]){0}), r->label);
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN, spki, spkilen);
+		break;
+	case KH_T_UNWRAPPING_KEY:
+		st = p11_generate_unwrapping(kh.tok, r->label, keyid, &spki, &spkilen);
+		if (st == 0)
+			log_info("generated unwrapping key %.16s... label '%s'",
+			    hsm_hex(keyid, 8, (char[17]){0}), r->label);
+		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN, spki, spkilen);
+		break;
+	case KH_T_WRAP:
+	case KH_T_UNWRAP:
+		perform_replication(j);
 		break;
 	case KH_T_FIND:
 		st = p11_find_label(kh.tok, r->label, keyid, &spki, &spkilen);
@@ -191,7 +288,8 @@ perform(struct job *j)
 			    (ki.always_sensitive ? KH_ATTR_ALWAYS_SENSITIVE : 0) |
 			    (ki.extractable ? KH_ATTR_EXTRACTABLE : 0) |
 			    (ki.never_extractable ? KH_ATTR_NEVER_EXTRACTABLE : 0) |
-			    (ki.token ? KH_ATTR_TOKEN : 0) | (ki.private_ ? KH_ATTR_PRIVATE : 0));
+			    (ki.token ? KH_ATTR_TOKEN : 0) | (ki.private_ ? KH_ATTR_PRIVATE : 0) |
+			    (ki.wrap_with_trusted ? KH_ATTR_WRAP_WITH_TRUSTED : 0));
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, &fl, 1, NULL, 0);
 		break;
 	}
@@ -221,13 +319,15 @@ perform(struct job *j)
 			sleep_ms(kh.sign_delay_ms);
 		st = p11_sign(kh.tok, r->keyid, r->alg, r->digest, r->dlen, sig, &siglen);
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, sig, siglen, NULL, 0);
-		break;
+		free(spki);
+		return st == 0;
 	default:
 		st = hsm_err(HSM_EPROTO, "unknown request");
 		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
 		break;
 	}
 	free(spki);
+	return 0;
 }
 
 /* Wake one idle thread for the queue; kh.mu held. */
@@ -251,6 +351,7 @@ queue_take_locked(void)
 	if ((kh.head = j->next) == NULL)
 		kh.tail = NULL;
 	j->next = NULL;
+	kh.nqueued--;
 	kh.performing++;
 	return j;
 }
@@ -287,26 +388,120 @@ kh_send(struct fsrv_conn *c, const uint8_t *frame, int len)
 		    hsm_err_msg(r));
 }
 
-/* Perform j, reply, and release it. */
+/* The times of one signature, for the sizing (n 0: not one). */
+struct job_times {
+	uint64_t n, service_us, sojourn_us;
+};
+
+/* Start the threads that nworkers lacks (one more than performers); kh.mu held. */
 static void
-job_run(struct job *j)
+threads_start_locked(void)
 {
-	perform(j);
+	sigset_t all, old;
+
+	/* Signals are the main loop's: a new thread starts with all blocked. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	while (kh.nthreads < kh.nworkers + 1 && kh.nthreads < MAX_WORKERS + 1 &&
+	    !atomic_load(&kh.stopping)) {
+		if (pthread_create(&kh.threads[kh.nthreads], NULL, worker_main, NULL) != 0) {
+			log_warn("cannot start a worker thread: %d performers at most", kh.nthreads - 1);
+			kh.nworkers = kh.nthreads - 1;
+			break;
+		}
+		kh.nthreads++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/*
+ * One tick of the sizer at now_ms with this interval's sums; kh.mu held.
+ * Returns true when the token's session pool must follow (size_apply,
+ * after kh.mu is released).
+ */
+static bool
+size_tick_locked(uint64_t now_ms)
+{
+	struct khsize_sample m = { kh.st_n, kh.st_service_us, kh.st_sojourn_us,
+	    kh.performing + kh.nqueued };
+	int old = kh.nworkers, cur;
+
+	kh.st_n = kh.st_service_us = kh.st_sojourn_us = 0;
+	cur = khsize_tick(&kh.size, &m, now_ms);
+	if (kh.size.why == KHSIZE_SERIAL || kh.size.why == KHSIZE_REPROBE || cur != old)
+		log_info("token sessions %d -> %d (%s: %.1f ms per signature, %.1f busy, "
+		    "%.1f in the keyholder%s)", old, cur, khsize_why_name(kh.size.why), (double)kh.size.w_us / 1000,
+		    (double)kh.size.busy_milli / 1000, (double)kh.size.demand_milli / 1000,
+		    kh.size.cap != 0 ? ", the token serializes" : "");
+	if (cur == old)
+		return false;
+	kh.nworkers = cur;
+	if (cur > old) {
+		threads_start_locked();
+		queue_signal_locked();
+		/* The main loop ticks from now on, to shrink when it is quiet. */
+		efd_write(kh.ctlefd);
+	}
+	return true;
+}
+
+/* The token's session pool to the current size (any thread, kh.mu not held). */
+static void
+size_apply(void)
+{
+	int n, r;
+
+	pthread_mutex_lock(&kh.applymu);
+	pthread_mutex_lock(&kh.mu);
+	n = kh.nworkers;
+	pthread_mutex_unlock(&kh.mu);
+	if ((r = p11_token_set_sessions(kh.tok, n)) != 0)
+		log_warn("token sessions: %s", hsm_err_msg(r));
+	pthread_mutex_unlock(&kh.applymu);
+}
+
+/* Perform j, reply, and release it; *t its times when it was a signature. */
+static void
+job_run(struct job *j, struct job_times *t)
+{
+	uint64_t t0 = now_us(), t1;
+	int signed_ = perform(j);
+
+	t1 = now_us();
+	t->n = 0;
+	if (signed_) {
+		/* Refusals and timeouts never reached the token: they would fake a fast one. */
+		t->n = 1;
+		t->service_us = t1 - t0;
+		t->sojourn_us = t1 - j->arrived_us;
+	}
 	kh_send(j->conn, j->reply, j->replylen);
 	fsrv_end(j->conn);
 	free(j);
 }
 
-/* A performer finished: the next queued job for it, or NULL. */
+/* A performer finished (its times t): the next queued job for it, or NULL. */
 static struct job *
-job_next(void)
+job_next(const struct job_times *t)
 {
 	struct job *j;
+	bool apply = false;
 
 	pthread_mutex_lock(&kh.mu);
 	kh.performing--;
+	if (kh.autosize && t->n != 0) {
+		uint64_t now = hsm_now_ms();
+
+		kh.st_n += t->n;
+		kh.st_service_us += t->service_us;
+		kh.st_sojourn_us += t->sojourn_us;
+		if (now >= kh.size.last + KHSIZE_TICK_MS)
+			apply = size_tick_locked(now);
+	}
 	j = queue_take_locked();
 	pthread_mutex_unlock(&kh.mu);
+	if (apply)
+		size_apply();
 	return j;
 }
 
@@ -317,6 +512,29 @@ reply_now(struct fsrv_conn *c, const struct kh_request *r, int st)
 	uint8_t frame[KH_HDR_LEN + KH_MAX_ERRTEXT];
 
 	kh_send(c, frame, make_reply(frame, sizeof(frame), r, st, NULL, 0, NULL, 0));
+}
+
+/* Answer a POOL request: the sizing's state, without the token. */
+static void
+pool_reply(struct fsrv_conn *c, const struct kh_request *r)
+{
+	uint8_t frame[KH_HDR_LEN + KH_POOL_LEN], body[KH_POOL_LEN];
+	struct kh_pool p;
+	int max;
+
+	memset(&p, 0, sizeof(p));
+	p.open = (uint16_t)p11_token_sessions(kh.tok, &max);
+	pthread_mutex_lock(&kh.mu);
+	p.sessions = (uint16_t)kh.nworkers;
+	p.min = (uint16_t)(kh.autosize ? kh.size.c.min : kh.nworkers);
+	p.max = (uint16_t)kh.maxworkers;
+	p.cap = (uint16_t)kh.size.cap;
+	p.latency_us = (uint32_t)(kh.size.w_us > UINT32_MAX ? UINT32_MAX : kh.size.w_us);
+	p.base_us = (uint32_t)(kh.size.base_us > UINT32_MAX ? UINT32_MAX : kh.size.base_us);
+	pthread_mutex_unlock(&kh.mu);
+	kh_pool_encode(&p, body);
+	kh_send(c, frame, kh_frame_encode(frame, sizeof(frame), r->type | KH_T_REPLY, r->id, 0,
+	    body, sizeof(body), NULL, 0));
 }
 
 /* Frame server: the first bytes of an incomplete frame (garbage closes at once). */
@@ -355,6 +573,10 @@ kh_frame(void *ctx, struct fsrv_conn *c, void *turn, const uint8_t *buf, size_t 
 		reply_now(c, &r, 0);
 		return 0;
 	}
+	if (r.type == KH_T_POOL) {
+		pool_reply(c, &r);
+		return 0;
+	}
 	if (fsrv_begin(c, MAX_INFLIGHT) != 0) {
 		reply_now(c, &r, hsm_err(HSM_EBUSY, "too many requests in flight"));
 		return 0;
@@ -367,6 +589,7 @@ kh_frame(void *ctx, struct fsrv_conn *c, void *turn, const uint8_t *buf, size_t 
 	j->conn = c;
 	j->req = r;
 	j->deadline = hsm_now_ms() + r.deadline_ms;
+	j->arrived_us = now_us();
 	**tailp = j;
 	*tailp = &j->next;
 	return 0;
@@ -387,6 +610,8 @@ conn_readable(struct fsrv_conn *c)
 	/* Jobs read before a malformed frame are still answered (if the peer is there). */
 	if (list != NULL) {
 		pthread_mutex_lock(&kh.mu);
+		if (kh.autosize && kh.performing == 0 && kh.nqueued == 0 && kh.st_n == 0)
+			khsize_restart(&kh.size, hsm_now_ms());
 		if (kh.performing < kh.nworkers && !atomic_load(&kh.stopping)) {
 			mine = list;
 			list = list->next;
@@ -398,8 +623,9 @@ conn_readable(struct fsrv_conn *c)
 				kh.tail->next = list;
 			else
 				kh.head = list;
+			kh.nqueued++;
 			for (kh.tail = list; kh.tail->next != NULL; kh.tail = kh.tail->next)
-				;
+				kh.nqueued++;
 		}
 		queue_signal_locked();
 		pthread_mutex_unlock(&kh.mu);
@@ -429,8 +655,10 @@ worker_main(void *arg)
 			continue;
 		j = ev.data.ptr == &kh.qefd ? queue_woken() : conn_readable(ev.data.ptr);
 		while (j != NULL) {
-			job_run(j);
-			j = job_next();
+			struct job_times t;
+
+			job_run(j, &t);
+			j = job_next(&t);
 		}
 	}
 	return NULL;
@@ -503,7 +731,8 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: hsmesh keyholder --module PATH --token PKCS11_URI (--pin-file F | --pin-env VAR)\n"
-	    "                        (--socket PATH | --fd N) [--allow-uid UID]... [--workers N]\n"
+	    "                        (--socket PATH | --fd N) [--allow-uid UID]... [--workers N|MIN-MAX]\n"
+	    "                        [--shrink-after-ms MS] [--so-pin-file F | --so-pin-env VAR]\n"
 	    "                        [--sign-delay-ms MS] [--quiet] [--verbose]\n"
 	    "\n"
 	    "The only hsmesh process that loads a PKCS#11 module or reads a PIN. Serves\n"
@@ -511,7 +740,14 @@ usage(FILE *f)
 	    "peers whose uid is allowed (default: the keyholder's own uid).\n"
 	    "  --socket PATH       listen on a Unix socket (mode 0660)\n"
 	    "  --fd N              serve the one connected socket N, exit when it closes\n"
-	    "  --workers N         token sessions used in parallel (default 2, at most 64)\n"
+	    "  --workers N         token sessions used in parallel, fixed (1..64)\n"
+	    "  --workers MIN-MAX   sized to the token between MIN and MAX (default 2-64; 2-4 on\n"
+	    "                      tpm2-pkcs11): grown at once from the measured signature\n"
+	    "                      latency and demand, shrunk after a quiet period; a serial\n"
+	    "                      token (TPM) is kept at its useful concurrency\n"
+	    "  --shrink-after-ms MS  the quiet period before shrinking (default 30000)\n"
+	    "  --so-pin-file F, --so-pin-env VAR\n"
+	    "                      the security officer's PIN, for WRAP only (hsmesh ca replicate)\n"
 	    "  --sign-delay-ms MS  TEST SETTING: add MS to every signature (slow-token model)\n"
 	    "  --describe KEYID    print the token's security attributes of one key (hex id) and exit\n");
 }
@@ -549,6 +785,7 @@ describe_key(const char *module, const char *uri, const struct p11_pin_source *p
 	printf("  always sensitive  %s\n", ki.always_sensitive ? "yes" : "NO");
 	printf("  extractable       %s\n", ki.extractable ? "YES" : "no");
 	printf("  never extractable %s\n", ki.never_extractable ? "yes" : "NO");
+	printf("  wrap with trusted %s\n", ki.wrap_with_trusted ? "yes" : "no");
 	p11_token_close(tok);
 	return 0;
 }
@@ -692,6 +929,36 @@ parse_uint(const char *s, unsigned long max, unsigned long *out)
 	return 0;
 }
 
+/* The main loop's wait: a tick while the sizing is above min (to shrink when quiet). */
+static int
+main_timeout(void)
+{
+	int t = -1;
+
+	if (!kh.autosize)
+		return -1;
+	pthread_mutex_lock(&kh.mu);
+	if (kh.nworkers > kh.size.c.min || kh.performing + kh.nqueued > 0)
+		t = (int)KHSIZE_TICK_MS;
+	pthread_mutex_unlock(&kh.mu);
+	return t;
+}
+
+/* The main loop's tick: the sizing, when no performer ticked it lately. */
+static void
+main_tick(void)
+{
+	uint64_t now = hsm_now_ms();
+	bool apply = false;
+
+	pthread_mutex_lock(&kh.mu);
+	if (kh.autosize && now >= kh.size.last + KHSIZE_TICK_MS)
+		apply = size_tick_locked(now);
+	pthread_mutex_unlock(&kh.mu);
+	if (apply)
+		size_apply();
+}
+
 int
 keyholder_main(int argc, char **argv)
 {
@@ -700,11 +967,14 @@ keyholder_main(int argc, char **argv)
 		{ "token", required_argument, NULL, 't' },
 		{ "pin-file", required_argument, NULL, 'p' },
 		{ "pin-env", required_argument, NULL, 'e' },
+		{ "so-pin-file", required_argument, NULL, 'P' },
+		{ "so-pin-env", required_argument, NULL, 'E' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "fd", required_argument, NULL, 'f' },
 		{ "allow-uid", required_argument, NULL, 'u' },
 		{ "workers", required_argument, NULL, 'w' },
 		{ "sign-delay-ms", required_argument, NULL, 'd' },
+		{ "shrink-after-ms", required_argument, NULL, 'S' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "describe", required_argument, NULL, 'D' },
@@ -713,9 +983,10 @@ keyholder_main(int argc, char **argv)
 	};
 	const char *module = NULL, *uri = NULL, *sock = NULL, *describe = NULL;
 	struct p11_pin_source pin = { NULL, NULL };
-	pthread_t workers[MAX_WORKERS + 1];
+	struct khsize_conf sc = { DEFAULT_MIN_WORKERS, MAX_WORKERS, 0, 0 };
+	bool bounds_given = false;
 	unsigned long v;
-	int ch, fd = -1, nworkers = 2, nthreads = 0, level = HSM_LOG_INFO, sfd = -1, st, rc = 1;
+	int ch, fd = -1, nthreads, level = HSM_LOG_INFO, sfd = -1, st, rc = 1;
 	sigset_t sigs;
 	struct epoll_event ev;
 	struct fsrv_ops ops;
@@ -732,6 +1003,8 @@ keyholder_main(int argc, char **argv)
 		case 't': uri = optarg; break;
 		case 'p': pin.file = optarg; break;
 		case 'e': pin.env = optarg; break;
+		case 'P': kh.so_pin_file = optarg; break;
+		case 'E': kh.so_pin_env = optarg; break;
 		case 's': sock = optarg; break;
 		case 'f':
 			if (parse_uint(optarg, 1 << 20, &v) != 0) goto badarg;
@@ -742,8 +1015,12 @@ keyholder_main(int argc, char **argv)
 			kh.allow[kh.nallow++] = (uid_t)v;
 			break;
 		case 'w':
-			if (parse_uint(optarg, MAX_WORKERS, &v) != 0 || v == 0) goto badarg;
-			nworkers = (int)v;
+			if (khsize_parse(optarg, MAX_WORKERS, &sc) != 0) goto badarg;
+			bounds_given = true;
+			break;
+		case 'S':
+			if (parse_uint(optarg, 3600000, &v) != 0 || v == 0) goto badarg;
+			sc.shrink_ms = v;
 			break;
 		case 'd':
 			if (parse_uint(optarg, 10000, &v) != 0) goto badarg;
@@ -761,7 +1038,7 @@ keyholder_main(int argc, char **argv)
 	    (pin.file == NULL) != (pin.env == NULL) && sock == NULL && fd < 0)
 		return describe_key(module, uri, &pin, describe);
 	if (optind != argc || module == NULL || uri == NULL || (pin.file == NULL) == (pin.env == NULL) ||
-	    (sock == NULL) == (fd < 0)) {
+	    (sock == NULL) == (fd < 0) || (kh.so_pin_file != NULL && kh.so_pin_env != NULL)) {
 		usage(stderr);
 		return 2;
 	}
@@ -770,18 +1047,33 @@ keyholder_main(int argc, char **argv)
 		kh.allow[kh.nallow++] = getuid();
 
 	pthread_mutex_init(&kh.mu, NULL);
+	pthread_mutex_init(&kh.applymu, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if ((st = p11_token_open(module, uri, &pin, nworkers, &kh.tok)) != 0) {
+	/* The pool can hold max sessions; it starts at min. */
+	kh.maxworkers = sc.max;
+	kh.autosize = sc.min < sc.max;
+	khsize_init(&kh.size, &sc, hsm_now_ms());
+	if ((st = p11_token_open(module, uri, &pin, sc.max, &kh.tok)) == 0) {
+		/* A TPM without bounds given: at most a few sessions even while probing. */
+		if (!bounds_given && p11_token_is_tpm(kh.tok)) {
+			sc.max = TPM_MAX_WORKERS;
+			kh.maxworkers = sc.max;
+			khsize_init(&kh.size, &sc, hsm_now_ms());
+		}
+		st = p11_token_set_sessions(kh.tok, sc.min);
+	}
+	if (st != 0) {
 		kh.startup_err = st;
 		snprintf(kh.startup_msg, sizeof(kh.startup_msg), "%s", hsm_err_msg(st));
 		log_err("%s", kh.startup_msg);
 		/* A listener has nobody to tell: exit. A parent on --fd gets the reason in its first reply. */
 		if (sock != NULL)
 			return 1;
-		nworkers = 0;
+		sc.min = 0;
+		kh.autosize = false;
 	}
-	kh.nworkers = nworkers;
+	kh.nworkers = sc.min;
 
 	kh.qefd = kh.stopefd = kh.ctlefd = -1;
 	if ((kh.mep = epoll_create1(EPOLL_CLOEXEC)) < 0 || (kh.wep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
@@ -822,14 +1114,16 @@ keyholder_main(int argc, char **argv)
 	epoll_ctl(kh.mep, EPOLL_CTL_ADD, fsrv_watch_fd(kh.srv), &ev);
 
 	/* One thread more than performers: some thread always reads (see struct kh). */
-	for (int i = 0; i < nworkers + 1; i++) {
-		if (pthread_create(&workers[i], NULL, worker_main, NULL) != 0) {
-			log_err("cannot start worker thread");
-			nthreads = i;
-			goto out;
-		}
-		nthreads = i + 1;
+	pthread_mutex_lock(&kh.mu);
+	threads_start_locked();
+	nthreads = kh.nthreads;
+	pthread_mutex_unlock(&kh.mu);
+	if (nthreads < kh.nworkers + 1) {
+		log_err("cannot start worker thread");
+		goto out;
 	}
+	if (kh.autosize)
+		log_debug("token sessions sized between %d and %d", sc.min, sc.max);
 
 	if (sock != NULL) {
 		if ((st = fsrv_listen(kh.srv, sock, 0660)) != 0) {
@@ -853,11 +1147,13 @@ keyholder_main(int argc, char **argv)
 			rc = 0;
 			break;
 		}
-		n = epoll_wait(kh.mep, evs, 64, -1);
+		n = epoll_wait(kh.mep, evs, 64, main_timeout());
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			break;
+		if (n == 0)
+			main_tick();
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 
@@ -878,8 +1174,12 @@ out:
 	atomic_store(&kh.stopping, 1);
 	if (kh.stopefd >= 0)
 		efd_write(kh.stopefd);
+	/* No thread starts once stopping is set (threads_start_locked). */
+	pthread_mutex_lock(&kh.mu);
+	nthreads = kh.nthreads;
+	pthread_mutex_unlock(&kh.mu);
 	for (int i = 0; i < nthreads; i++)
-		pthread_join(workers[i], NULL);
+		pthread_join(kh.threads[i], NULL);
 	/* Queued jobs and peers hold each other: release both (and the listener). */
 	release_all();
 	p11_token_close(kh.tok);

@@ -23,6 +23,7 @@ usage(FILE *f)
 	    "  ca entry     add|list|show|rm -c ca.yaml ...     registration entries: which node gets which ID\n"
 	    "  ca serve     -c ca.yaml [--port-file F]          CMPv2 issuer at http://<listen>/.well-known/cmp\n"
 	    "  ca revoke    -c ca.yaml (--serial HEX | --id ID) revoke certificates; renewals of an ID refused\n"
+	    "  ca replicate nonce|request|wrap|unwrap -c ca.yaml the CA key into a replica's token, never in clear\n"
 	    "  agent        -c agent.yaml                       node agent: enroll/rotate workload SVIDs, local API\n"
 	    "  agent client --socket P get|sign|watch [ID]      debugging client of the agent's local API\n"
 	    "  proxy        -c proxy.yaml                       sidecar: mTLS in and out of a workload, keys in the token\n"

@@ -73,6 +73,11 @@ for t in "$ROOT"/tests/integration/t_*.sh; do
 	[ -f "$t" ] && plain="$plain integration/$(basename "$t" .sh)"
 done
 for t in "$B"/asan/tests/test_*; do [ -x "$t" ] && sanitized="$sanitized unit-asan/$(basename "$t")"; done
+# The ledger suite again on PostgreSQL: one throwaway server
+# (tests/integration/pg.sh) for both builds of test_ledger. Installed but
+# not starting is a failure; only missing binaries make it a skip.
+PGSH="$ROOT/tests/integration/pg.sh"
+sanitized="$sanitized unit-pg/test_ledger"
 for t in "$ROOT"/tests/integration/t_*.sh; do
 	grep -q '^# ASAN=yes' "$t" 2>/dev/null && sanitized="$sanitized integration-asan/$(basename "$t" .sh)"
 done
@@ -83,6 +88,13 @@ stream() { # NAME...: run the named tests one after the other
 		unit-asan/*) HSMESH_EXE="$B/asan/hsmesh" qrun "$n" "$B/asan/tests/${n#unit-asan/}" ;;
 		integration/*) qrun "$n" sh "$ROOT/tests/integration/${n#integration/}.sh" "$B/hsmesh" ;;
 		integration-asan/*) qrun "$n" sh "$ROOT/tests/integration/${n#integration-asan/}.sh" "$B/asan/hsmesh" ;;
+		unit-pg/*)
+			if sh -c '. "$1"; pg_available' x "$PGSH"; then
+				qrun "$n" env HSMESH_TEST_LEDGER=postgresql sh -c '. "$1"; shift; pg_run_each "$@"' \
+				    x "$PGSH" "$B/tests/test_ledger" "$B/asan/tests/test_ledger"
+			else
+				qrun "$n" echo "ok - # SKIP PostgreSQL pass: postgresql-15 (initdb, pg_ctl, psql) not installed"
+			fi ;;
 		esac
 	done
 }

@@ -61,6 +61,7 @@
 
 #include "agentconf.h"
 #include "cmpclient.h"
+#include "crl.h"
 #include "keytypes.h"
 #include "selector.h"
 #include "spiffe.h"
@@ -111,10 +112,11 @@ struct wl {
 	uint64_t next_ms;		/* monotonic time of the next attempt; 0 = none */
 	int64_t backoff_ms;		/* 0 = last attempt succeeded */
 	int expired_logged;
+	int revoked;			/* the CRL lists its certificate: not served, re-enrolling */
 	struct job *job;		/* the running enrollment, if any */
 };
 
-enum job_kind { JOB_ENROLL = 1, JOB_DESTROY = 2, JOB_ENTRIES = 3 };
+enum job_kind { JOB_ENROLL = 1, JOB_DESTROY = 2, JOB_ENTRIES = 3, JOB_CRL = 4 };
 
 /* Work for a job thread. */
 struct job {
@@ -143,6 +145,11 @@ struct job {
 	struct entry_list *entries;
 	uint8_t *entries_der;
 	size_t entries_len;
+	int64_t crl_hint;		/* the CA's revocation sequence, -1 when not sent */
+	/* JOB_CRL */
+	char crl_url[1040];
+	uint8_t *crl_der;
+	size_t crl_len;
 };
 
 /* A key replaced by a rotation: it still signs when named, until destroy_ms. */
@@ -187,6 +194,15 @@ struct agent {
 	int64_t entries_refresh;	/* seconds, as last decided */
 	int entries_known;		/* a list was applied (from the CA or the cache) */
 	uint8_t entries_hash[32];	/* SHA-256 of the last list applied (its DER) */
+	/* the CRL (crl.c): the last good one, as checked and as received */
+	X509_CRL *crl;
+	uint8_t *crl_der;
+	size_t crl_len;
+	struct crl_info crl_info;
+	uint64_t crl_next_ms;		/* next fetch (monotonic), 0: none planned */
+	int64_t crl_backoff_ms;
+	struct job *crl_job;
+	int crl_stale_logged;
 	int ep, sfd, job_efd;
 	struct fsrv *api;		/* the local API's server */
 	struct api *apis;		/* the local API's own state (api.c) */
@@ -306,6 +322,23 @@ void entries_job_run(struct job *j);
 /* Ask again soon (a renewal was refused: the entries may have changed). */
 void entries_refresh_soon(struct agent *ag);
 
+/* ---- crl.c ---- */
+
+/* Start-up: the CRL kept in state_dir, if it still checks, and the first fetch planned. */
+void crl_load_cache(struct agent *ag);
+/* Fetch the CRL when due (from enroll_run_timers). */
+void crl_maybe_fetch(struct agent *ag);
+/* Fetch now (SIGHUP, or the CA's hint says a newer CRL exists). */
+void crl_fetch_now(struct agent *ag, const char *why);
+/* The CA's revocation sequence from an entries genp: fetch when it is newer than ours. */
+void crl_hint(struct agent *ag, int64_t seq);
+/* The job thread of JOB_CRL: HTTP GET of the CRL. */
+void crl_job_run(struct job *j);
+/* Main thread: a finished CRL job (checked, kept, pushed, our identities checked). */
+void crl_done(struct agent *ag, struct job *j);
+/* Shutdown: free what the agent holds of the CRL. */
+void crl_free(struct agent *ag);
+
 /* ---- api.c ---- */
 
 /*
@@ -315,6 +348,8 @@ void entries_refresh_soon(struct agent *ag);
 int api_start(struct agent *ag);
 /* An event of ag->ep whose tag is none of main.c's: the listener, the output watch or a client. */
 void api_event(struct agent *ag, void *tag);
+/* A new CRL: an AG_T_CRL push to every client that sent CRL_SUBSCRIBE. */
+void api_push_crl(struct agent *ag);
 /* After a rotation: an UPDATE to every client subscribed to w. */
 void api_push_update(struct agent *ag, struct wl *w);
 /* w is no longer served: its subscribers are disconnected (they read the end). */

@@ -28,6 +28,7 @@
  * refusals, throttled. With metrics.listen, the counts are also served on
  * /metrics (lib/metrics.h), from the same loop.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@
 #include "err.h"
 #include "frameserver.h"
 #include "khclient.h"
+#include "khproto.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -74,6 +76,7 @@ struct api {
 	struct metrics_srv *msrv;
 	struct metric *m_refused[REFUSED_N], *m_signed, *m_clients;
 	struct metric *m_conn_limit, *m_conn_denied, *m_closed_stalled, *m_closed_idle;
+	struct metric *m_kh_sessions, *m_kh_open, *m_kh_max, *m_kh_cap, *m_kh_latency;
 	struct fsrv_stats seen;			/* the frame server's counts already added */
 };
 
@@ -102,6 +105,8 @@ struct client {
 	 */
 	struct allow *allow;
 	size_t nallow, capallow;
+	int crl_sub;			/* sent CRL_SUBSCRIBE: gets every new CRL ... */
+	uint32_t crl_id;		/* ... with this id */
 };
 
 /* May cl use w? Decided with its process as it connected, and remembered. */
@@ -280,6 +285,52 @@ api_workload_gone(struct agent *ag, struct wl *w)
 		log_info("%s: disconnected %d subscriber%s", w->c->id, p.n, p.n == 1 ? "" : "s");
 }
 
+/* The CRL the agent holds (none: an empty reply) as type to c. */
+static int
+send_crl(struct agent *ag, struct fsrv_conn *c, uint8_t type, uint32_t id)
+{
+	uint8_t *f;
+	size_t len;
+	int r;
+
+	if ((r = ag_encode_crl(type, id, ag->crl_der, ag->crl_len, &f, &len)) != 0)
+		return r;
+	r = api_send(c, f, len);
+	free(f);
+	return r;
+}
+
+struct crl_push {
+	struct agent *ag;
+	int n;
+};
+
+static void
+crl_push_one(void *arg, struct fsrv_conn *c)
+{
+	struct crl_push *p = arg;
+	const struct client *cl = fsrv_udata(c);
+
+	if (cl == NULL || !cl->crl_sub)
+		return;
+	if (send_crl(p->ag, c, AG_T_CRL, cl->crl_id) != 0)
+		fsrv_kill(c);
+	else
+		p->n++;
+}
+
+void
+api_push_crl(struct agent *ag)
+{
+	struct crl_push p = { ag, 0 };
+
+	if (ag->api == NULL || ag->crl_len == 0)
+		return;
+	fsrv_foreach(ag->api, crl_push_one, &p);
+	if (p.n > 0)
+		log_info("pushed the new CRL to %d subscriber%s", p.n, p.n == 1 ? "" : "s");
+}
+
 void
 api_push_update(struct agent *ag, struct wl *w)
 {
@@ -399,6 +450,50 @@ sign_summary(void *arg, uint64_t uid, unsigned long n, uint64_t since)
 	    refusal_name[REFUSED_TLS12_OFF], a->refused[REFUSED_TLS12_OFF]);
 }
 
+/*
+ * The keyholder's token session pool, from its last POOL reply: written by
+ * kh_pool_call's callback on the client's reader thread, read by the tick.
+ * Process-wide (one agent per process), so a reply that comes after the
+ * agent's structures are gone writes nothing that was freed.
+ */
+static struct {
+	atomic_int busy;			/* a POOL request in flight */
+	atomic_int valid, sessions, open, max, cap;
+	atomic_uint latency_us;
+} khpool;
+
+static void
+khpool_done(void *arg, int st, const struct kh_pool *p)
+{
+	if (st == 0) {
+		atomic_store(&khpool.sessions, p->sessions);
+		atomic_store(&khpool.open, p->open);
+		atomic_store(&khpool.max, p->max);
+		atomic_store(&khpool.cap, p->cap);
+		atomic_store(&khpool.latency_us, p->latency_us);
+		atomic_store(&khpool.valid, 1);
+	}
+	atomic_store(&khpool.busy, 0);
+}
+
+/* The last POOL reply into the gauges, and the next request (one at a time). */
+static void
+khpool_to_metrics(struct agent *ag)
+{
+	struct api *a = ag->apis;
+
+	if (atomic_load(&khpool.valid)) {
+		metric_gauge_set(a->m_kh_sessions, atomic_load(&khpool.sessions));
+		metric_gauge_set(a->m_kh_open, atomic_load(&khpool.open));
+		metric_gauge_set(a->m_kh_max, atomic_load(&khpool.max));
+		metric_gauge_set(a->m_kh_cap, atomic_load(&khpool.cap));
+		metric_gauge_set(a->m_kh_latency, atomic_load(&khpool.latency_us) / 1e6);
+	}
+	if (ag->kh != NULL && !atomic_exchange(&khpool.busy, 1) &&
+	    kh_pool_call(ag->kh, 1000, khpool_done, NULL) != 0)
+		atomic_store(&khpool.busy, 0);
+}
+
 /* The frame server's counts into the metrics (what grew since the last look). */
 static void
 stats_to_metrics(struct agent *ag)
@@ -413,6 +508,7 @@ stats_to_metrics(struct agent *ag)
 	metric_add(a->m_closed_idle, st.closed_idle - a->seen.closed_idle);
 	metric_gauge_set(a->m_clients, fsrv_count(ag->api));
 	a->seen = st;
+	khpool_to_metrics(ag);
 }
 
 /* Frame server: its timer (main thread). */
@@ -527,6 +623,14 @@ handle_request(struct agent *ag, struct fsrv_conn *c, const struct ag_request *r
 	struct wl *w;
 	int r;
 
+	if (rq->type == AG_T_CRL_SUBSCRIBE) {
+		/* The CRL is public: any client the agent serves may follow it. */
+		cl->crl_sub = 1;
+		cl->crl_id = rq->id;
+		fsrv_keep(c, 1);
+		log_debug(PEER_FMT ": CRL_SUBSCRIBE", PEER_ARGS(p));
+		return send_crl(ag, c, rtype, rq->id);
+	}
 	if ((r = resolve(ag, cl, rq->spiffe_id, &w)) != 0) {
 		log_warn(PEER_FMT ": %s", PEER_ARGS(p), hsm_err_msg(r));
 		return send_error(c, rtype, rq->id, r, hsm_err_msg(r));
@@ -537,7 +641,8 @@ handle_request(struct agent *ag, struct fsrv_conn *c, const struct ag_request *r
 		fsrv_keep(c, 1);	/* a subscriber waits for UPDATEs: never idle */
 	}
 	if (!wl_valid(w))
-		return send_error(c, rtype, rq->id, HSM_EAGAIN, w->have ?
+		return send_error(c, rtype, rq->id, HSM_EAGAIN, w->revoked ?
+		    "certificate revoked; re-enrolling" : w->have ?
 		    "certificate expired; renewal in progress" : "not enrolled yet");
 	switch (rq->type) {
 	case AG_T_GET_SVID:
@@ -718,6 +823,19 @@ metrics_start(struct agent *ag)
 	    &a->m_closed_stalled);
 	metrics_get(a->m, METRIC_COUNTER, "hsmesh_agent_local_closed_total", NULL,
 	    (const char *const[]){ "reason", "idle", NULL }, &a->m_closed_idle);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_sessions",
+	    "Token sessions the keyholder signs on now (sized to the token within "
+	    "token.workers_min..max, or token.workers)", NULL, &a->m_kh_sessions);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_sessions_open",
+	    "Token sessions open", NULL, &a->m_kh_open);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_sessions_max",
+	    "The most token sessions the keyholder may use", NULL, &a->m_kh_max);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_sessions_cap",
+	    "A serial token's useful concurrency found by the keyholder (0: none)", NULL,
+	    &a->m_kh_cap);
+	metrics_get(a->m, METRIC_GAUGE, "hsmesh_agent_keyholder_signature_seconds",
+	    "Mean time of a signature on the token in the keyholder's last measured interval",
+	    NULL, &a->m_kh_latency);
 	if ((r = net_listen(&ac->metrics_addr, ac->metrics_len, 0, 1, 16, &fd)) != 0)
 		return r;
 	if ((r = metrics_srv_new(a->m, fd, &a->msrv)) != 0) {

@@ -204,6 +204,8 @@ job_main(void *arg)
 		job_enroll(j);
 	} else if (j->kind == JOB_ENTRIES) {
 		entries_job_run(j);
+	} else if (j->kind == JOB_CRL) {
+		crl_job_run(j);
 	} else if ((r = kh_destroy(j->ag->kh, j->keyid, 0)) != 0 && r != HSM_ENOENT) {
 		log_warn("destroying retired key %s: %s", agent_keyid_hex(j->keyid, hex),
 		    hsm_err_msg(r));
@@ -227,6 +229,7 @@ job_free(struct job *j)
 	EVP_PKEY_free(j->nodekey);
 	entries_free(j->entries);
 	free(j->entries_der);
+	free(j->crl_der);
 	agent_key_clear(&j->key);
 	X509_free(j->cert);
 	svid_certs_free(j->chain);
@@ -322,13 +325,13 @@ enroll_start(struct agent *ag, struct wl *w)
 		j->nodekey = ag->node->key.pkey;
 		EVP_PKEY_up_ref(j->nodekey);
 	}
-	if (w->have && time(NULL) < w->na) {
+	if (w->have && !w->revoked && time(NULL) < w->na) {
 		j->kur = 1;
 		j->oldcert = w->cert;
 		X509_up_ref(w->cert);
 		j->oldkey = w->key.pkey;
 		EVP_PKEY_up_ref(w->key.pkey);
-	} else if (w->have && !w->expired_logged) {
+	} else if (w->have && !w->revoked && !w->expired_logged) {
 		log_expired(ag, w);
 	}
 	j->key = w->pending;
@@ -394,7 +397,7 @@ enroll_installed(struct agent *ag, struct job *j)
 	struct wl *w = j->w;
 	char oldser[96], oldhex[AGENT_KEYID_HEX], hex[AGENT_KEYID_HEX], t[HSM_TIME_STR];
 	uint8_t oldid[HSM_KEYID_LEN];
-	int had = w->have, r;
+	int had = w->have, revoked = w->revoked, r;
 
 	snprintf(oldser, sizeof(oldser), "%s", w->serial);
 	memcpy(oldid, w->key.id, HSM_KEYID_LEN);
@@ -406,7 +409,13 @@ enroll_installed(struct agent *ag, struct job *j)
 		log_err("%s: %s (the certificate is in use but not saved)", w->c->id,
 		    hsm_err_msg(r));
 	hsm_fmt_time(w->na, t);
-	if (had) {
+	if (had && revoked) {
+		/* A revoked certificate's key signs nothing more: no grace. */
+		log_info("%s: re-enrolled after revocation: certificate serial %s -> %s (key %s -> "
+		    "%s; the old key destroyed now, no grace), valid until %s", w->c->id, oldser, w->serial,
+		    agent_keyid_hex(oldid, oldhex), agent_keyid_hex(w->key.id, hex), t);
+		enroll_destroy_key(ag, oldid);
+	} else if (had) {
 		log_info("%s: rotated certificate serial %s -> %s (key %s -> %s), valid until %s",
 		    w->c->id, oldser, w->serial, agent_keyid_hex(oldid, oldhex),
 		    agent_keyid_hex(w->key.id, hex), t);
@@ -521,6 +530,8 @@ enroll_reap(struct agent *ag)
 			enroll_done(ag, j);
 		else if (j->kind == JOB_ENTRIES)
 			entries_done(ag, j);
+		else if (j->kind == JOB_CRL)
+			crl_done(ag, j);
 		job_free(j);
 	}
 }
@@ -549,6 +560,8 @@ enroll_finish(struct agent *ag, unsigned ms)
 			enroll_done(ag, j);
 		else if (j->kind == JOB_ENTRIES)
 			ag->entries_job = NULL;
+		else if (j->kind == JOB_CRL)
+			ag->crl_job = NULL;
 		job_free(j);
 	}
 	return 0;
@@ -569,6 +582,9 @@ enroll_next_timeout(const struct agent *ag)
 	if (ag->entries_job == NULL && ag->entries_next_ms != 0 &&
 	    (soonest == 0 || ag->entries_next_ms < soonest))
 		soonest = ag->entries_next_ms;
+	if (ag->crl_job == NULL && ag->crl_next_ms != 0 &&
+	    (soonest == 0 || ag->crl_next_ms < soonest))
+		soonest = ag->crl_next_ms;
 	for (const struct retired *rk = ag->retired; rk != NULL; rk = rk->next)
 		if (soonest == 0 || rk->destroy_ms < soonest)
 			soonest = rk->destroy_ms;
@@ -595,6 +611,7 @@ enroll_run_timers(struct agent *ag)
 			enroll_start(ag, w);
 	}
 	entries_maybe_fetch(ag);
+	crl_maybe_fetch(ag);
 	while ((rk = *pp) != NULL) {
 		if (rk->destroy_ms > now) {
 			pp = &rk->next;

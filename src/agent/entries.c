@@ -257,7 +257,7 @@ entries_job_run(struct job *j)
 	int r;
 
 	if ((r = cmpc_genm(&ag->ca, node, &prot, HSM_OID_ENTRIES, &how, &j->entries_der,
-	    &j->entries_len)) != 0) {
+	    &j->entries_len, &j->crl_hint)) != 0) {
 		j->unreachable = how == CMPC_UNREACHABLE;
 	} else if ((r = entries_decode(j->entries_der, j->entries_len, &j->entries)) == 0 &&
 	    strcmp(j->entries->node, node) != 0) {
@@ -337,6 +337,7 @@ entries_done(struct agent *ag, struct job *j)
 		return;
 	}
 	ag->entries_backoff_ms = 0;
+	crl_hint(ag, j->crl_hint);
 	ag->entries_refresh = ag->conf->node.refresh > 0 ? ag->conf->node.refresh :
 	    j->entries->refresh;
 	entries_got(ag, j);

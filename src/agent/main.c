@@ -55,7 +55,10 @@ agent_usage(FILE *f)
 	    "workload's current key, or with the key --key names (64 hex digits: the\n"
 	    "SHA-256 of its SubjectPublicKeyInfo; current or just retired), DER\n"
 	    "signature on stdout; 'watch' prints one line per certificate received\n"
-	    "(the current one, then each rotation).\n");
+	    "(the current one, then each rotation).\n"
+	    "\n"
+	    "Signals: SIGTERM/SIGINT stop the agent; SIGHUP fetches the CA's CRL now\n"
+	    "(docs/LIFECYCLE.md, \"Revocation\").\n");
 }
 
 /* The trust domain a root names in its spiffe://TD URI SAN into td ("" when none). */
@@ -272,6 +275,8 @@ start_keyholder(struct agent *ag)
 		.pin_env = t->pin_env,
 		.sign_delay_ms = t->sign_delay_ms,
 		.workers = (int)t->workers,
+		.workers_min = (int)t->workers_min,
+		.workers_max = (int)t->workers_max,
 	};
 	int r;
 
@@ -293,7 +298,7 @@ agent_epoll_add(int ep, int fd, void *tag)
 }
 
 /*
- * SIGTERM/SIGINT: quit. SIGCHLD is only drained: the keyholder's
+ * SIGTERM/SIGINT: quit. SIGHUP: fetch the CRL now. SIGCHLD is only drained: the keyholder's
  * supervisor reaps it (and restarts it), evidence commands their own.
  */
 static void
@@ -304,6 +309,10 @@ handle_signals(struct agent *ag)
 	while (read(ag->sfd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGCHLD)
 			continue;
+		if (si.ssi_signo == SIGHUP) {
+			crl_fetch_now(ag, "SIGHUP");
+			continue;
+		}
 		log_info("signal %d: shutting down", (int)si.ssi_signo);
 		ag->quit = 1;
 	}
@@ -367,6 +376,7 @@ shutdown_agent(struct agent *ag)
 	khsup_stop(ag->khsup);		/* hangs up, reaps it, frees the client */
 	ag->khsup = NULL;
 	ag->kh = NULL;
+	crl_free(ag);
 	X509_free(ag->root);
 	svid_certs_free(ag->learned);
 	free(ag->root_pem);
@@ -432,6 +442,8 @@ start(struct agent *ag)
 		if (w->from_conf && !w->have && w->next_ms == 0)
 			reuse_or_enroll(ag, w);
 	}
+	/* The CRL kept from last time (our certificates checked against it), then fetched. */
+	crl_load_cache(ag);
 	log_info("serving %zu workload identit%s on %s", ag->nwl, ag->nwl == 1 ? "y" : "ies",
 	    ag->conf->socket);
 	return 0;

@@ -237,7 +237,7 @@ wl_free(struct wl *w)
 int
 wl_valid(const struct wl *w)
 {
-	return w->have && time(NULL) < w->na;
+	return w->have && !w->revoked && time(NULL) < w->na;
 }
 
 int
@@ -276,6 +276,7 @@ wl_install(struct agent *ag, struct wl *w, X509 *cert, STACK_OF(X509) *chain,
 	svid_serial_text(cert, w->serial, sizeof(w->serial));
 	w->have = 1;
 	w->expired_logged = 0;
+	w->revoked = 0;
 	return 0;
 }
 

@@ -6,8 +6,10 @@
  *   main.c   app_main: the subcommands, and the option helpers they share;
  *   serve.c  serve: a plaintext HTTP/1.1 server, the workload behind an
  *            inbound sidecar: one epoll loop, non-blocking sockets,
- *            keep-alive and pipelining, at most APP_MAX_CONNS connections
- *            (another protocol it serves, such as h2c, belongs here too);
+ *            keep-alive and pipelining, at most APP_MAX_CONNS connections;
+ *            a connection that starts with the h2c preface goes to
+ *   h2c.c    HTTP/2 with prior knowledge on lib/h2.c (h2c.h), and the path
+ *            echo both protocols answer with (--echo);
  *   get.c    get: a client that sends N GETs on ONE keep-alive connection
  *            and prints a line per response, so the demo can show one
  *            connection carrying traffic across certificate rotations in

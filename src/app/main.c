@@ -42,7 +42,7 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: hsmesh app serve --listen HOST:PORT --name NAME [--port-file FILE]\n"
+	    "usage: hsmesh app serve --listen HOST:PORT --name NAME [--port-file FILE] [--echo]\n"
 	    "       hsmesh app get URL [--count N] [--interval MS] [--timeout MS]\n"
 	    "                          [--expect-status CODE]\n"
 	    "\n"

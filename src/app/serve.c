@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "h2c.h"
 #include "err.h"
 #include "http.h"
 #include "netaddr.h"
@@ -58,6 +60,7 @@ struct conn {
 	int close_after;	/* close once the response is sent */
 	int lingering;		/* writing shut down; reading until EOF or the deadline */
 	unsigned requests;
+	struct app_h2c *h2;	/* the client spoke h2c (prior knowledge): h2c.c serves it */
 };
 
 struct app {
@@ -66,6 +69,7 @@ struct app {
 	int spare;		/* a descriptor given up to accept-and-close when out of them */
 	int idle_ms;
 	unsigned max_requests;	/* per connection, 0: no limit */
+	int echo;		/* --echo: any other path answers with the path echo */
 	uint64_t now;		/* loop time */
 	uint64_t next_sweep;	/* the earliest deadline, or earlier; UINT64_MAX: none */
 	int nconns;
@@ -95,6 +99,7 @@ conn_want(struct app *a, struct conn *c, uint32_t events)
 static void
 conn_free(struct app *a, struct conn *c)
 {
+	app_h2c_free(c->h2);
 	close(c->fd);
 	free(c->in);
 	free(c->out);
@@ -217,6 +222,51 @@ query_num(const uint8_t *raw, size_t len, const char *name, int64_t max)
 	return -1;
 }
 
+/* 1 when the header line at l (n bytes) is an x-forwarded-client-cert field, in any spelling. */
+static int
+is_xfcc_line(const uint8_t *l, size_t n)
+{
+	static const char name[] = "x-forwarded-client-cert";
+	size_t i, k = sizeof(name) - 1;
+
+	if (n <= k || l[k] != ':')
+		return 0;
+	for (i = 0; i < k; i++)
+		if ((l[i] == '_' ? '-' : tolower(l[i])) != name[i])
+			return 0;
+	return 1;
+}
+
+/*
+ * --echo: the path echo (app_echo) of a request the other routes do not
+ * serve, with the x-forwarded-client-cert values of its head (raw: the
+ * request's bytes, which http_parse accepted).
+ */
+static int
+echo_h1(struct app *a, struct conn *c, const struct http_req *rq, const uint8_t *raw,
+    size_t rawlen)
+{
+	char vals[8][1024], body[16384];
+	const char *v[8];
+	const uint8_t *l = raw, *e, *end = raw + rawlen, *val;
+	size_t n = 0, len, vl;
+	int status;
+
+	while (l < end && (e = memchr(l, '\n', (size_t)(end - l))) != NULL && e - l > 1 && n < 8) {
+		if (is_xfcc_line(l, (size_t)(e - l - 1))) {
+			for (val = l + 24; val < e && (*val == ' ' || *val == '\t'); val++)
+				;
+			vl = (size_t)(e - 1 - val);
+			snprintf(vals[n], sizeof(vals[n]), "%.*s", (int)vl, (const char *)val);
+			v[n] = vals[n];
+			n++;
+		}
+		l = e + 1;
+	}
+	status = app_echo(body, sizeof(body), a->name, rq->method, rq->target, v, n, &len);
+	return respond(c, status, "text/plain", body, len, 0, NULL);
+}
+
 /* Answer one parsed request (raw: its bytes, for the query). 0 or -1. */
 static int
 route(struct app *a, struct conn *c, const struct http_req *rq, const uint8_t *raw, size_t rawlen)
@@ -254,6 +304,8 @@ route(struct app *a, struct conn *c, const struct http_req *rq, const uint8_t *r
 		set_deadline(a, c, (uint64_t)v);
 		return 0;
 	}
+	if (a->echo)
+		return echo_h1(a, c, rq, raw, rawlen);
 	return respond_error(c, 404, NULL, NULL);
 }
 
@@ -268,6 +320,54 @@ shrink(uint8_t **buf, size_t *cap)
 	}
 }
 
+/*
+ * The first bytes of a connection: the h2c preface hands it to
+ * h2c.c. 1: HTTP/1.1 (parse on), 0: a prefix of the preface so far,
+ * 2: now HTTP/2 (conn_run serves it), -1: drop.
+ */
+static int
+h2c_start(struct app *a, struct conn *c)
+{
+	struct app_h2c_opts o = { .name = a->name, .echo = a->echo };
+	size_t n = c->in_len < APP_H2C_PREFACE_LEN ? c->in_len : APP_H2C_PREFACE_LEN;
+
+	if (memcmp(c->in, APP_H2C_PREFACE, n) != 0)
+		return 1;
+	if (n < APP_H2C_PREFACE_LEN)
+		return 0;
+	if (app_h2c_new(&o, &c->h2) != 0 || app_h2c_feed(c->h2, c->in, c->in_len) != 0)
+		return -1;
+	c->in_len = 0;
+	return 2;
+}
+
+/* An h2c connection: send, read and feed until the socket says wait. c may be freed. */
+static void
+h2c_run(struct app *a, struct conn *c)
+{
+	uint8_t buf[16384];
+	ssize_t r;
+	int s;
+
+	for (;;) {
+		if ((s = app_h2c_send(c->h2, c->fd)) < 0 || !app_h2c_alive(c->h2))
+			break;
+		do
+			r = recv(c->fd, buf, sizeof(buf), 0);
+		while (r < 0 && errno == EINTR);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+			break;
+		if (r < 0) {
+			conn_want(a, c, s == 0 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+			return;
+		}
+		set_deadline(a, c, (uint64_t)a->idle_ms);
+		if (app_h2c_feed(c->h2, buf, (size_t)r) != 0)
+			break;
+	}
+	conn_free(a, c);
+}
+
 /* Parse and answer the next buffered request: 1 answered, 0 need more bytes, -1 drop. */
 static int
 conn_request(struct app *a, struct conn *c)
@@ -275,6 +375,8 @@ conn_request(struct app *a, struct conn *c)
 	struct http_req rq;
 	int n;
 
+	if (c->requests == 0 && c->in_len > 0 && (n = h2c_start(a, c)) != 1)
+		return n;
 	if (c->in_len == 0 || (n = http_parse(c->in, c->in_len, APP_MAX_BODY, &rq)) == 0)
 		return 0;
 	if (n < 0) {
@@ -384,6 +486,10 @@ conn_run(struct app *a, struct conn *c)
 	int r;
 
 	for (;;) {
+		if (c->h2 != NULL) {
+			h2c_run(a, c);
+			return;
+		}
 		if (c->slow) {
 			/* Only whether the client goes meanwhile (a FIN, as nginx reads it). */
 			conn_want(a, c, EPOLLRDHUP);
@@ -547,10 +653,11 @@ serve_usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: hsmesh app serve --listen HOST:PORT --name NAME [--port-file FILE]\n"
-	    "                        [--idle-timeout MS] [--max-requests N]\n"
+	    "                        [--idle-timeout MS] [--max-requests N] [--echo]\n"
 	    "\n"
 	    "A plaintext HTTP/1.1 server (keep-alive, pipelining) for the workload side of\n"
-	    "a sidecar:\n"
+	    "a sidecar, which also speaks HTTP/2 to a client that starts with the h2c preface\n"
+	    "(prior knowledge; there /slow is not served):\n"
 	    "  GET  /              200 'hello from NAME'\n"
 	    "  GET  /whoami        200 'NAME'\n"
 	    "  POST /echo          200 with the request body (at most 1 MiB)\n"
@@ -558,6 +665,10 @@ serve_usage(FILE *f)
 	    "  GET  /slow?ms=N     200 'slow' after N ms (at most 60000), other connections go on;\n"
 	    "                      a client that closes (or half-closes) meanwhile gets nothing\n"
 	    "Any other path is 404, another method 405, a malformed request 400 (then close).\n"
+	    "  --echo              any other path answers 201 (POST) or 200 with the path echo:\n"
+	    "                      'METHOD PATH' and each x-forwarded-client-cert it carried,\n"
+	    "                      one line each, and logs 'NAME: METHOD PATH from CALLER' (the\n"
+	    "                      caller's SPIFFE ID from the header, as the sidecar sets it)\n"
 	    "  --listen HOST:PORT  address to listen on (port 0 picks a free one)\n"
 	    "  --name NAME         the name in the answers (letters, digits, '.', '_', '-')\n"
 	    "  --port-file FILE    write the bound port to FILE once listening\n"
@@ -584,6 +695,7 @@ app_serve(int argc, char **argv)
 		{ "port-file", required_argument, NULL, 'p' },
 		{ "idle-timeout", required_argument, NULL, 'i' },
 		{ "max-requests", required_argument, NULL, 'm' },
+		{ "echo", no_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -618,6 +730,9 @@ app_serve(int argc, char **argv)
 			if ((status = app_num_arg("serve", "--max-requests", optarg, 1, INT_MAX,
 			    &maxreq)) != 0)
 				goto out;
+			break;
+		case 'e':
+			a->echo = 1;
 			break;
 		case 'h':
 			serve_usage(stdout);

@@ -20,6 +20,7 @@
 #include "cert.h"
 #include "cmp.h"
 #include "cmpder.h"
+#include "err.h"
 #include "ledger.h"
 #include "log.h"
 #include "util.h"
@@ -27,8 +28,11 @@
 /*
  * A MAC-protected message: its REF names a join token; check the MAC with
  * the token's secret (or, for an unknown REF, a random one: it then fails
- * exactly like a wrong secret). 1 when the MAC is wrong, else 0. The
- * caller answers both the same, unsigned (no guessing oracle).
+ * exactly like a wrong secret). When the ledger cannot be read the secret
+ * is still derived from REF (only a token of ours has it), so a right MAC
+ * goes on to be refused as a systemFailure that sends the client to
+ * another replica. 1 when the MAC is wrong, else 0. The caller answers
+ * both the same, unsigned (no guessing oracle).
  */
 static int
 auth_mac(struct server *s, struct txn *t, OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req,
@@ -38,16 +42,17 @@ auth_mac(struct server *s, struct txn *t, OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG 
 	char secret[CA_TOKEN_SECRET_LEN + 1];
 	uint8_t h[32];
 	size_t n = di->sender_kid_len;
-	int known = 0;
+	int known = 0, st;
 
 	if (di->sender_kid != NULL && n > 0 && n <= HSM_MAX_LABEL) {
 		memcpy(t->ref, di->sender_kid, n);
 		t->ref[n] = '\0';
 		memset(&tok, 0, sizeof(tok));
-		if (strlen(t->ref) == n && ledger_token_lookup(s->cfg->ledger, t->ref, &tok) == 0) {
+		if (strlen(t->ref) == n &&
+		    ((st = ledger_token_lookup(s->cfg->ledger, t->ref, &tok)) == 0 || st != HSM_ENOENT)) {
 			ca_token_secret(s->cfg->token_key, t->ref, secret);
 			SHA256((const unsigned char *)secret, strlen(secret), h);
-			known = CRYPTO_memcmp(h, tok.hash, 32) == 0;
+			known = st != 0 || CRYPTO_memcmp(h, tok.hash, 32) == 0;
 			snprintf(t->token_id, sizeof(t->token_id), "%s", tok.spiffe_id);
 			t->token_kind = tok.kind;
 		}
@@ -104,7 +109,7 @@ auth_cert(struct server *s, struct txn *t, OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG
 	X509 *x = d2i_X509(NULL, &p, (long)di->first_extra_cert_len);
 	struct ledger_cert lc;
 	unsigned char *der = NULL;
-	int n, r = 1;
+	int n, st, r = 1;
 
 	*why = UNAUTH_UNKNOWN_SIGNER;
 	if (x == NULL)
@@ -112,15 +117,24 @@ auth_cert(struct server *s, struct txn *t, OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG
 	cert_serial_hex(X509_get0_serialNumber(x), t->signer_serial, sizeof(t->signer_serial));
 	memset(&lc, 0, sizeof(lc));
 	n = i2d_X509(x, &der);
-	if (n > 0 && ledger_cert_get(s->cfg->ledger, t->signer_serial, &lc) == 0 &&
-	    lc.der_len == (size_t)n && memcmp(lc.der, der, (size_t)n) == 0) {
+	st = n > 0 ? ledger_cert_get(s->cfg->ledger, t->signer_serial, &lc) : HSM_ENOENT;
+	/*
+	 * A certificate of ours; or the ledger cannot say: the signature is
+	 * checked all the same, then the request is refused as a
+	 * systemFailure (another replica may reach the ledger).
+	 */
+	if ((st == 0 && lc.der_len == (size_t)n && memcmp(lc.der, der, (size_t)n) == 0) ||
+	    (st != 0 && st != HSM_ENOENT)) {
 		OSSL_CMP_CTX_set1_srvCert(ctx, x);
 		if (OSSL_CMP_validate_msg(ctx, req) != 1) {
 			ERR_clear_error();
 			OSSL_CMP_CTX_set1_srvCert(ctx, NULL);
 			*why = UNAUTH_BAD_SIGNATURE;
 		} else {
-			signer_state(s, t, x, &lc);
+			if (st == 0)
+				signer_state(s, t, x, &lc);
+			else
+				t->signer_state = SIGNER_UNVERIFIED;
 			t->signer = x;
 			x = NULL;
 			t->auth = AUTH_CERT;
@@ -174,6 +188,8 @@ cmp_signer_refusal(const struct txn *t, char *buf, size_t cap)
 		snprintf(buf, cap, "certificate already renewed (superseded by serial %s)",
 		    t->signer_next);
 		return buf;
+	case SIGNER_UNVERIFIED:
+		return "ledger unavailable: the certificate's state cannot be read";
 	}
 	return "certificate not current";
 }

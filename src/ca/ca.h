@@ -19,7 +19,9 @@
  *   token.c   ca token: join tokens and their secrets
  *   revoke.c  ca revoke
  *   entry.c   ca entry add|list|show|rm: registration entries
+ *   profile.c the certificate profile of an issuance (3GPP NF profile)
  *   serve.c   ca serve: the CMP server (cmp.h) over the signer
+ *   replicate.c  ca replicate: the CA key into another host's token, wrapped
  *   cmp.c txn.c auth.c front.c   the CMP server (cmp.h)
  *
  * Every issuance, refusal and revocation is recorded in the ledger
@@ -42,12 +44,13 @@
 #include <openssl/x509.h>
 
 #include "keytypes.h"
+#include "ledger.h"
+#include "nfprofile.h"
 
 struct audit;
 struct ca_config;
 struct kh_client;
 struct khsup;
-struct ledger;
 
 #define CA_ROOT_FILE "root.pem"
 #define CA_CERT_FILE "ca.pem"		/* installed from an operator's PKI: used instead of root.pem */
@@ -74,6 +77,7 @@ struct signer {
 	struct ca_kh k;
 	struct khsup *sup;	/* signer_start_supervised: owns k.kh, restarts the keyholder */
 	EVP_PKEY *key;		/* borrows k.kh: signer_close frees it first */
+	char crl_url[1040];	/* named in every certificate's cRLDistributionPoints; "" none */
 };
 
 /* ---- signer.c ---- */
@@ -134,10 +138,13 @@ int ca_records_open(const struct ca_config *cfg, struct ledger **lg, struct audi
 
 /*
  * A key this run did not generate is adopted only if the token says it is
- * sensitive and not extractable, and always was; name says which key in
- * the refusal. 0; HSM_EPOLICY with the attributes found; the keyholder's.
+ * sensitive and not extractable, and always was (or, with replicable,
+ * extractable only wrapped by a trusted key: key.replicable); name says
+ * which key in the refusal. 0; HSM_EPOLICY with the attributes found; the
+ * keyholder's.
  */
-int ca_adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name);
+int ca_adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name,
+    int replicable);
 
 /* ---- rotate.c ---- */
 
@@ -160,6 +167,48 @@ int ca_installed_load(const struct ca_config *cfg, X509 **ca, STACK_OF(X509) **c
 
 /* The certificates of sk (not empty) as one PEM text, malloc'd. */
 int ca_chain_pem(STACK_OF(X509) *sk, char **out, size_t *len);
+/* ---- crl.c ---- */
+
+/*
+ * The CRL `ca serve` publishes (crl.h), for the CA's current signing key
+ * and certificate: built from the ledger's revoked, unexpired
+ * certificates, signed through the keyholder, cached, and built again
+ * when the ledger's revocation sequence moved (checked at every request:
+ * `ca revoke` is another process) or half of its validity has passed.
+ */
+struct ca_crl;
+
+/*
+ * A cache for cacert/cakey over lg; next_update in seconds. ready(arg)
+ * says whether cakey can sign now (NULL: always).
+ */
+int ca_crl_new(X509 *cacert, EVP_PKEY *cakey, struct ledger *lg, int64_t next_update,
+    int (*ready)(void *arg), void *arg, struct ca_crl **out);
+/*
+ * The current CRL: *der a malloc'd copy (caller frees), *seq the
+ * revocation sequence it reflects. HSM_EAGAIN when it must be rebuilt
+ * and the keyholder is restarting (and the cached one has expired);
+ * HSM_EIO (ledger), HSM_ECRYPTO.
+ */
+int ca_crl_get(struct ca_crl *c, uint8_t **der, size_t *len, uint64_t *seq);
+/* Free. Accepts NULL. */
+void ca_crl_free(struct ca_crl *c);
+/*
+ * The URL `ca serve` publishes for cfg when it has bound port bound_port:
+ * crl.url, or derived from listen (crl_url_default). 0 or HSM_EINVAL.
+ */
+int ca_crl_url(const struct ca_config *cfg, unsigned bound_port, char *out, size_t cap);
+/*
+ * For a command that issues without serving (ca issue): crl.url, else the
+ * URL derived from listen, else the one `ca serve` last published in
+ * <state_dir>/crl.url (listen with port 0); "" when none, and why in
+ * why[whycap] (the caller warns once it has issued: a refusal stays one
+ * line).
+ */
+void ca_crl_url_offline(const struct ca_config *cfg, char *out, size_t cap, char *why,
+    size_t whycap);
+/* Record the published URL in <state_dir>/crl.url (for ca issue). */
+int ca_crl_url_save(const struct ca_config *cfg, const char *url);
 
 /* ---- issue.c ---- */
 
@@ -171,28 +220,66 @@ struct ca_issue_req {
 	const char *auth;		/* "token:REF", "kur:SERIAL", "sgx:...", "offline" */
 	const char *parent;		/* serial it renews, or NULL */
 	const char *token_ref;		/* join token consumed with it, or NULL */
+	const char *txn;		/* hex CMP transactionID that asked, or NULL */
 	int64_t now;			/* when the token is consumed */
 	const char *op;			/* "issue", "ir", "kur", ... */
 	const char *peer;		/* "local" or the client's address */
 	X509_EXTENSION *extra;		/* one more extension (evidence identity), or NULL */
 	int kind;			/* enum ledger_kind: a workload's or a node's */
 	const char *node_id;		/* the node it is issued to (node-protected), or NULL */
+	const char *nf_types;		/* ca issue --nf-type ("AMF,SMF"), or NULL */
+	const char *fqdn;		/* ca issue --fqdn, or NULL */
 };
 
 /*
- * Issue an X.509-SVID with sg and record it: in one ledger transaction
+ * Issue an X.509-SVID with sg and record it, of the profile the ID gets
+ * (ca_profile_for: a refusal there sets *refused): in one ledger transaction
  * with the join token's consumption, the renewal of its parent and its
  * "issued" audit line (written and synced before the commit:
  * ledger_issue_with). Nothing is recorded, no token consumed, and the
  * certificate is dropped when any step fails, the audit write included
  * (fail closed); a commit that fails after the audit line is followed by
- * a "rolled_back" line for the serial. *refused (may be NULL)
+ * a "rolled_back" line for the serial. A random serial that another
+ * certificate already holds (the ledger's unique key, across replicas) is
+ * drawn again, a few times. *refused (may be NULL)
  * is set when the ledger refused (token used or expired, parent already
  * renewed: HSM_EPOLICY / HSM_ENOENT with the reason), so that a caller
  * tells a refusal from a failure of its own. Caller frees *out.
  */
-int ca_issue(struct signer *sg, struct ledger *lg, struct audit *au,
-    const struct ca_issue_req *rq, X509 **out, int *refused);
+int ca_issue(const struct ca_config *cfg, struct signer *sg, struct ledger *lg,
+    struct audit *au, const struct ca_issue_req *rq, X509 **out, int *refused);
+
+/* ---- profile.c ---- */
+
+/* The certificate profile of one issuance (ca_profile_for). */
+struct ca_profile {
+	enum cert_profile_kind kind;		/* PROFILE_SPIFFE or PROFILE_3GPP_NF */
+	char nf_types[LEDGER_NF_TYPES_MAX + 1];	/* 3gpp-nf: "AMF,SMF" */
+	char fqdn[LEDGER_FQDN_MAX + 1];		/* 3gpp-nf: the NF's FQDN */
+	char source[80];			/* where the profile came from, for messages */
+};
+
+/*
+ * The profile a certificate of spiffe_id (kind: enum ledger_kind) gets: a
+ * node's is PROFILE_SPIFFE; a workload's is its registration entries'
+ * (all agree), else ca.yaml's default. nf_types and fqdn (may be NULL:
+ * ca issue's --nf-type, --fqdn) ask for the NF profile of an ID without
+ * entries. The NF profile needs NF types and an FQDN. 0; HSM_EPOLICY (the
+ * refusal: options for a node or an ID with entries, NF fields missing);
+ * HSM_EIO, HSM_ENOMEM.
+ */
+int ca_profile_for(const struct ca_config *cfg, struct ledger *lg, const char *spiffe_id,
+    int kind, const char *nf_types, const char *fqdn, struct ca_profile *out);
+
+/* The NF parameters of p: ca.yaml's home network, p's NF types and FQDN. */
+void ca_nf_params(const struct ca_config *cfg, const struct ca_profile *p,
+    struct nf_params *np);
+
+/*
+ * Append one NF type to the comma-separated list (cap bytes), checked:
+ * valid, not listed yet, at most NF_TYPES_MAX. 0 or HSM_EINVAL.
+ */
+int ca_nf_type_add(char *list, size_t cap, const char *type);
 
 /* ---- token.c ---- */
 
@@ -212,7 +299,9 @@ void ca_token_secret(const uint8_t key[32], const char *ref,
 /* csr NULL: write root.pem; else write a CSR for the CA key there instead. */
 int ca_cmd_init(const char *cfgpath, const char *csr);
 int ca_cmd_install(const char *cfgpath, const char *chain);
-int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text);
+/* ca issue; nf_types ("AMF,SMF") and fqdn may be NULL (ca_profile_for). */
+int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text,
+    const char *nf_types, const char *fqdn);
 int ca_cmd_token(const char *cfgpath, const char *id, const char *ttl_text, int node);
 /* `hsmesh ca entry add|list|show|rm` (argv[0] is "entry"): entry.c. */
 int ca_entry_main(int argc, char **argv);
@@ -222,5 +311,7 @@ int ca_cmd_revoke(const char *cfgpath, const char *serial, const char *id);
 int ca_cmd_serve(const char *cfgpath, const char *port_file);
 /* `hsmesh ca rotate prepare|activate|retire|status` (rotate.c). */
 int ca_cmd_rotate(const char *cfgpath, const char *step, int dry_run);
+/* `hsmesh ca replicate STEP ...` (replicate.c): argv[0] is "replicate". */
+int ca_cmd_replicate(int argc, char **argv);
 
 #endif

@@ -18,6 +18,13 @@
  *                   consumption and the parent's renewal in one ledger
  *                   transaction; answer with the certificate
  *
+ * A retry is answered with what it already got: when the join token was
+ * spent, or the certificate to renew was renewed, on a certificate that
+ * answered this very transaction (its transactionID) for this very key,
+ * that certificate is delivered again. A client whose answer was lost (a
+ * replica that died after recording it) asks another replica with the
+ * same transaction and gets it; any other reuse is refused as before.
+ *
  * Every refusal is logged, answered with a StatusString that says why,
  * and audited.
  */
@@ -62,6 +69,7 @@ struct certreq {
 	char auth[LEDGER_AUTH_MAX + 1];	/* what authorised it, for the ledger */
 	const char *parent;		/* kur: the serial it renews */
 	const char *token_ref;		/* the join token consumed with it */
+	X509 *again;			/* a retry: the certificate it already got */
 	int kind;			/* enum ledger_kind of the certificate */
 	const char *node_id;		/* the node it is issued to, or NULL */
 	int64_t ttl;			/* a registration entry's, or 0: svid_ttl */
@@ -117,6 +125,14 @@ audit_attest(struct txn *t, const char *op, const struct attest_result *ar, cons
 	audit_event_kv(t->s->cfg->audit, event, kv);
 }
 
+/* The failInfo bit of a signer's refusal: a ledger that could not say is our failure. */
+static int
+signer_failbit(const struct txn *t)
+{
+	return t->signer_state == SIGNER_UNVERIFIED ? OSSL_CMP_PKIFAILUREINFO_systemFailure :
+	    OSSL_CMP_PKIFAILUREINFO_certRevoked;
+}
+
 /* ---- the key to certify ---- */
 
 static int
@@ -161,8 +177,9 @@ request_pubkey(const OSSL_CRMF_MSG *crm, const X509_REQ *p10cr, uint8_t spki[HSM
 		return NULL;
 	if ((n = i2d_OSSL_CRMF_CERTTEMPLATE(OSSL_CRMF_MSG_get0_tmpl(crm), &der)) <= 0)
 		return NULL;
-	if (cmp_der_template_spki(der, (size_t)n, spki, HSM_MAX_SPKI, spkilen) == 0)
-		pk = d2i_PUBKEY(NULL, &p, (long)*spkilen);
+	if (cmp_der_template_spki(der, (size_t)n, spki, HSM_MAX_SPKI, spkilen) == 0 &&
+	    cert_pubkey_parse(p, *spkilen, &pk) != 0)
+		pk = NULL;
 	OPENSSL_free(der);
 	return pk;
 }
@@ -198,6 +215,50 @@ request_key(struct txn *t, struct certreq *cr, const OSSL_CRMF_MSG *crm,
 }
 
 /* ---- the steps of a certificate request ---- */
+
+/* The hex transactionID of t (LEDGER_TXN_MAX digits at most). */
+static void
+txn_hex(const struct txn *t, char out[LEDGER_TXN_MAX + 1])
+{
+	size_t n = t->tidlen <= LEDGER_TXN_MAX / 2 ? t->tidlen : LEDGER_TXN_MAX / 2;
+
+	hsm_hex(t->tid, n, out);
+}
+
+/*
+ * A retry (see the top of this file): the certificate serial, which the
+ * request's join token or renewed certificate was spent on, answered this
+ * transaction for this key and is still current. Then cr->again holds it
+ * and the answer is "accepted"; else NULL (the caller refuses as usual).
+ */
+static OSSL_CMP_PKISI *
+again(struct txn *t, struct certreq *cr, const char *serial)
+{
+	const struct cmp_server_cfg *cfg = t->s->cfg;
+	char txn[LEDGER_TXN_MAX + 1];
+	struct ledger_cert lc;
+	const unsigned char *p;
+	int same;
+
+	if (serial == NULL || serial[0] == '\0' ||
+	    ledger_cert_get(cfg->ledger, serial, &lc) != 0)
+		return NULL;
+	txn_hex(t, txn);
+	same = lc.txn[0] != '\0' && strcmp(lc.txn, txn) == 0 &&
+	    strcmp(lc.spki_id, cr->spki_id) == 0 && !lc.revoked &&
+	    lc.not_after > (int64_t)time(NULL) && !ledger_id_revoked(cfg->ledger, lc.spiffe_id);
+	p = lc.der;
+	if (same && (cr->again = d2i_X509(NULL, &p, (long)lc.der_len)) == NULL)
+		same = 0;
+	if (same) {
+		audit_event(cfg->audit, "redelivered", "op", cr->op, "peer", t->peer,
+		    "id", lc.spiffe_id, "serial", lc.serial, "spki_id", lc.spki_id, NULL);
+		log_info("delivered %s serial %s again to %s (a retry of its transaction)",
+		    lc.spiffe_id, lc.serial, t->peer);
+	}
+	ledger_cert_clear(&lc);
+	return same ? OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL) : NULL;
+}
 
 /* ---- what a request asks for ---- */
 
@@ -304,8 +365,9 @@ static OSSL_CMP_PKISI *
 check_node_kur(struct txn *t, struct certreq *cr)
 {
 	struct ledger_cert lc;
-	char buf[200];
+	char buf[200], next[LEDGER_SERIAL_MAX + 1] = "";
 	const char *why = NULL;
+	OSSL_CMP_PKISI *si;
 	int fail = OSSL_CMP_PKIFAILUREINFO_certRevoked;
 
 	memset(&lc, 0, sizeof(lc));
@@ -324,6 +386,7 @@ check_node_kur(struct txn *t, struct certreq *cr)
 		snprintf(buf, sizeof(buf), "certificate already renewed (superseded by serial %s)",
 		    lc.superseded_by);
 		why = buf;
+		snprintf(next, sizeof(next), "%s", lc.superseded_by);
 	} else if (ledger_id_revoked(t->s->cfg->ledger, lc.spiffe_id)) {
 		why = "identity revoked";
 	} else if (strcmp(lc.spki_id, cr->spki_id) == 0) {
@@ -332,6 +395,9 @@ check_node_kur(struct txn *t, struct certreq *cr)
 	}
 	snprintf(cr->old_id, sizeof(cr->old_id), "%s", lc.spiffe_id);
 	ledger_cert_clear(&lc);
+	/* A retry of the transaction that renewed it gets that renewal again. */
+	if (next[0] != '\0' && (si = again(t, cr, next)) != NULL)
+		return si;
 	return why != NULL ? refuse(t, cr->op, fail, why) : NULL;
 }
 
@@ -355,8 +421,12 @@ check_signer(struct txn *t, struct certreq *cr)
 			    "kur must be signed by a current certificate");
 		return NULL;
 	}
-	if ((why = cmp_signer_refusal(t, buf, sizeof(buf))) != NULL)
-		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_certRevoked, why);
+	if ((why = cmp_signer_refusal(t, buf, sizeof(buf))) != NULL) {
+		OSSL_CMP_PKISI *si = cr->type == BODY_KUR && t->signer_state == SIGNER_SUPERSEDED ?
+		    again(t, cr, t->signer_next) : NULL;
+
+		return si != NULL ? si : refuse(t, cr->op, signer_failbit(t), why);
+	}
 	if (cr->type != BODY_KUR) {
 		if (t->signer_kind != LEDGER_NODE)
 			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
@@ -508,6 +578,7 @@ not_node_managed(struct txn *t, struct certreq *cr, const char *id, const char *
 static OSSL_CMP_PKISI *
 claim_identity(struct txn *t, struct certreq *cr)
 {
+	struct ledger_token tok;
 	OSSL_CMP_PKISI *si;
 	char tag[64];
 	size_t l;
@@ -540,9 +611,32 @@ claim_identity(struct txn *t, struct certreq *cr)
 		if (t->auth != AUTH_TOKEN)
 			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
 			    "enrollment needs a join token (MAC)");
-		if ((st = ledger_token_check(t->s->cfg->ledger, t->ref, (int64_t)time(NULL))) != 0)
-			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badRequest,
-			    st == HSM_ENOENT ? "unknown join token" : hsm_err_msg(st));
+		st = ledger_token_check(t->s->cfg->ledger, t->ref, (int64_t)time(NULL));
+		/* The ledger was down at the MAC check and is back: the token's ID now. */
+		if (st == 0 && t->token_id[0] == '\0' &&
+		    (st = ledger_token_lookup(t->s->cfg->ledger, t->ref, &tok)) == 0) {
+			snprintf(t->token_id, sizeof(t->token_id), "%s", tok.spiffe_id);
+			t->token_kind = tok.kind;
+		}
+		if (st != 0) {
+			char why[300];
+
+			si = NULL;
+
+			if (st != HSM_EPOLICY && st != HSM_ENOENT) {
+				/* The client reads only that: the detail is the operator's. */
+				snprintf(why, sizeof(why), "ledger unavailable: %s", hsm_err_msg(st));
+				return refuse_as(t, cr->op, OSSL_CMP_PKIFAILUREINFO_systemFailure,
+				    "ledger unavailable", why);
+			}
+			snprintf(why, sizeof(why), "%s", st == HSM_ENOENT ? "unknown join token" :
+			    hsm_err_msg(st));
+			if (st == HSM_EPOLICY &&
+			    ledger_token_lookup(t->s->cfg->ledger, t->ref, &tok) == 0 && tok.used)
+				si = again(t, cr, tok.serial);
+			return si != NULL ? si : refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badRequest,
+			    why);
+		}
 		cr->id = t->token_id;
 		cr->kind = t->token_kind;
 		cr->token_ref = t->ref;
@@ -565,16 +659,15 @@ claim_identity(struct txn *t, struct certreq *cr)
  * Sign and record (cfg->issue: ca_issue). A refusal by the ledger (the
  * token was used, or the parent renewed, by a concurrent request since it
  * was checked) is a refusal; any other failure a systemFailure that costs
- * the workload nothing. The status, with *certOut (and the CA
- * certificate, the chain above it and the other CAs of a rotation in
- * *caPubs) on success.
+ * the workload nothing. The status, with the certificate in cr->again on
+ * success (deliver() hands it out).
  */
 static OSSL_CMP_PKISI *
-issue(struct txn *t, struct certreq *cr, X509 **certOut, STACK_OF(X509) **caPubs)
+issue(struct txn *t, struct certreq *cr)
 {
 	const struct cmp_server_cfg *cfg = t->s->cfg;
 	struct ca_issue_req rq;
-	char why[300], serial[SERIAL_HEX_MAX];
+	char why[300], serial[SERIAL_HEX_MAX], txn[LEDGER_TXN_MAX + 1];
 	X509 *cert = NULL;
 	int st, refused = 0;
 
@@ -587,6 +680,8 @@ issue(struct txn *t, struct certreq *cr, X509 **certOut, STACK_OF(X509) **caPubs
 	rq.auth = cr->auth;
 	rq.parent = cr->parent;
 	rq.token_ref = cr->token_ref;
+	txn_hex(t, txn);
+	rq.txn = txn;
 	rq.now = (int64_t)time(NULL);
 	rq.op = cr->op;
 	rq.peer = t->peer;
@@ -603,11 +698,22 @@ issue(struct txn *t, struct certreq *cr, X509 **certOut, STACK_OF(X509) **caPubs
 	}
 	cert_serial_hex(X509_get0_serialNumber(cert), serial, sizeof(serial));
 	log_info("issued %s serial %s to %s (%s)", cr->id, serial, t->peer, cr->auth);
-	/*
-	 * Every answer that carries a certificate carries the bundle in the
-	 * signed body (caPubs): how an agent learns a CA being rotated in,
-	 * at each enrollment and renewal.
-	 */
+	cr->again = cert;
+	return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+}
+
+/*
+ * The answer's certificate, and the bundle in the signed body (caPubs):
+ * the CA certificate, the chain above it and the other CAs of a rotation.
+ * Every answer that carries a certificate carries it (a redelivered one
+ * too): how an agent learns a CA being rotated in, at each enrollment and
+ * renewal.
+ */
+static void
+deliver(struct txn *t, struct certreq *cr, X509 **certOut, STACK_OF(X509) **caPubs)
+{
+	const struct cmp_server_cfg *cfg = t->s->cfg;
+
 	if ((*caPubs = sk_X509_new_null()) == NULL ||
 	    !X509_add_cert(*caPubs, cfg->cacert, X509_ADD_FLAG_UP_REF) ||
 	    !X509_add_certs(*caPubs, cfg->cachain, X509_ADD_FLAG_UP_REF) ||
@@ -615,8 +721,8 @@ issue(struct txn *t, struct certreq *cr, X509 **certOut, STACK_OF(X509) **caPubs
 		sk_X509_pop_free(*caPubs, X509_free);
 		*caPubs = NULL;
 	}
-	*certOut = cert;
-	return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
+	*certOut = cr->again;
+	cr->again = NULL;
 }
 
 /* ---- callbacks ---- */
@@ -644,7 +750,9 @@ cb_cert_request(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, int certReqId,
 	    (si = check_signer(t, cr)) == NULL &&
 	    (si = check_evidence(t, cr)) == NULL &&
 	    (si = claim_identity(t, cr)) == NULL)
-		si = issue(t, cr, certOut, caPubs);
+		si = issue(t, cr);
+	if (cr->again != NULL)
+		deliver(t, cr, certOut, caPubs);
 	X509_EXTENSION_free(cr->ext);
 	free(cr->ar);
 	EVP_PKEY_free(cr->pub);
@@ -672,7 +780,7 @@ cb_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
 		return refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
 		    "rr must be signed by a current certificate");
 	if ((why = cmp_signer_refusal(t, buf, sizeof(buf))) != NULL)
-		return refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_certRevoked, why);
+		return refuse(t, "rr", signer_failbit(t), why);
 	if (cert_serial_hex(serial, hex, sizeof(hex)) != 0)
 		return refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_badCertId, "no serial number");
 	memset(&lc, 0, sizeof(lc));
@@ -770,6 +878,46 @@ collect_one(const struct ledger_entry *e, void *arg)
 }
 
 /*
+ * The push hint (docs/PROTOCOL.md, "Revocation"): beside a node's entries,
+ * an ITAV HSM_OID_CRL_HINT whose value is an INTEGER, the ledger's
+ * revocation sequence; an agent whose CRL reflects a lower one fetches the
+ * CRL now. Old agents look for their own ITAV only. 1, or 0 when it
+ * cannot be added (then the genp fails like any other).
+ */
+static int
+genp_crl_hint(struct txn *t, STACK_OF(OSSL_CMP_ITAV) *out)
+{
+	OSSL_CMP_ITAV *itav = NULL;
+	ASN1_INTEGER *ai = NULL;
+	ASN1_TYPE *v = NULL;
+	ASN1_OBJECT *oid = NULL;
+	uint64_t seq;
+
+	if (ledger_revocation_seq(t->s->cfg->ledger, &seq) != 0) {
+		log_warn("no CRL hint for %s: %s", t->peer, hsm_err_msg(HSM_EIO));
+		return 1;	/* the entries still go out; the agent's schedule remains */
+	}
+	if ((ai = ASN1_INTEGER_new()) == NULL || !ASN1_INTEGER_set_uint64(ai, seq) ||
+	    (v = ASN1_TYPE_new()) == NULL || (oid = OBJ_txt2obj(HSM_OID_CRL_HINT, 1)) == NULL)
+		goto fail;
+	ASN1_TYPE_set(v, V_ASN1_INTEGER, ai);
+	ai = NULL;
+	if ((itav = OSSL_CMP_ITAV_create(oid, v)) == NULL)
+		goto fail;
+	oid = NULL;
+	v = NULL;
+	if (!sk_OSSL_CMP_ITAV_push(out, itav))
+		goto fail;
+	return 1;
+ fail:
+	OSSL_CMP_ITAV_free(itav);
+	ASN1_TYPE_free(v);
+	ASN1_OBJECT_free(oid);
+	ASN1_INTEGER_free(ai);
+	return 0;
+}
+
+/*
  * The genp value for a node's genm of HSM_OID_ENTRIES: the DER of its
  * registration entries (entries.h). Only a current node certificate gets
  * them; anything else is refused and audited. 1 with *out set, else 0.
@@ -803,7 +951,8 @@ genp_entries(struct txn *t, STACK_OF(OSSL_CMP_ITAV) **out)
 		goto out;
 	log_debug("%zu registration entr%s for node %s (%s)", c.l->n, c.l->n == 1 ? "y" : "ies",
 	    t->signer_id, t->peer);
-	ok = genp_one(HSM_OID_ENTRIES, V_ASN1_OCTET_STRING, der, len, out);
+	ok = genp_one(HSM_OID_ENTRIES, V_ASN1_OCTET_STRING, der, len, out) &&
+	    genp_crl_hint(t, *out);
  out:
 	if (r != 0) {
 		snprintf(buf, sizeof(buf), "registration entries: %s", hsm_err_msg(r));

@@ -119,6 +119,16 @@ struct cmp_server_cfg {
 	void *issue_arg;
 	const struct attest_policy *attest;	/* attestation policy, or NULL */
 	struct cmp_limits lim;
+	/*
+	 * The CRL (ca.h's ca_crl): GET crl_path is answered with crl_get's
+	 * DER (application/pkix-crl) by a worker; NULL crl_path: no CRL.
+	 */
+	const char *crl_path;
+	int (*crl_get)(void *arg, uint8_t **der, size_t *len, uint64_t *seq);
+	void *crl_arg;
+	/* Called once the listener is bound, before serving (may be NULL). */
+	void (*on_bound)(void *arg, unsigned port);
+	void *bound_arg;
 };
 
 /* Serve until SIGTERM or SIGINT (front.c). 0, or an error before serving started. */
@@ -128,16 +138,23 @@ int cmp_serve(const struct cmp_server_cfg *cfg);
 
 /* PKIBody choice numbers (RFC 4210 5.1.2); OpenSSL 3.0 does not export them all. */
 enum {
-	BODY_IR = 0, BODY_CR = 2, BODY_P10CR = 4, BODY_KUR = 7, BODY_RR = 11, BODY_RP = 12,
+	BODY_IR = 0, BODY_IP = 1, BODY_CR = 2, BODY_CP = 3, BODY_P10CR = 4, BODY_KUR = 7,
+	BODY_KUP = 8, BODY_RR = 11, BODY_RP = 12,
 	BODY_PKICONF = 19, BODY_GENP = 22, BODY_ERROR = 23,
 };
 
 /* How the message being processed authenticated. */
 enum cmp_auth { AUTH_NONE, AUTH_TOKEN, AUTH_CERT };
 
-/* The state of an AUTH_CERT signer: only SIGNER_OK may renew or revoke. */
+/*
+ * The state of an AUTH_CERT signer: only SIGNER_OK may renew or revoke.
+ * SIGNER_UNVERIFIED: the ledger could not be read (a replica whose
+ * database is down): refused as a systemFailure, so the client tries
+ * another replica.
+ */
 enum signer_state {
 	SIGNER_OK, SIGNER_EXPIRED, SIGNER_REVOKED, SIGNER_ID_REVOKED, SIGNER_SUPERSEDED,
+	SIGNER_UNVERIFIED,
 };
 
 #define SERIAL_HEX_MAX 80

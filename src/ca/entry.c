@@ -14,6 +14,7 @@
 #include "caconf.h"
 #include "err.h"
 #include "ledger.h"
+#include "nfprofile.h"
 #include "proxyconf.h"
 #include "selector.h"
 #include "spiffe.h"
@@ -26,6 +27,7 @@ ca_entry_usage(FILE *f)
 	    "usage: hsmesh ca entry add -c ca.yaml (--node ID | --node-pattern PATTERN) --id SPIFFE_ID\n"
 	    "                           --selector KIND:VALUE [--selector ...] [--ttl DURATION]\n"
 	    "       hsmesh ca entry add -c ca.yaml --id SPIFFE_ID --self-managed [--ttl DURATION]\n"
+	    "       (either form: [--profile spiffe | --profile 3gpp-nf --nf-type TYPE ... --fqdn NAME])\n"
 	    "       hsmesh ca entry list -c ca.yaml [--id SPIFFE_ID]\n"
 	    "       hsmesh ca entry show -c ca.yaml (ENTRY_ID | --id SPIFFE_ID)\n"
 	    "       hsmesh ca entry rm -c ca.yaml ENTRY_ID\n"
@@ -52,6 +54,12 @@ ca_entry_usage(FILE *f)
 	    "      --ttl DURATION       lifetime of its certificates (default svid_ttl, at most max_ttl)\n"
 	    "      --self-managed       a CMP client manages the ID itself (join token ir, kur by\n"
 	    "                           its own certificate): no node, no selectors\n"
+	    "      --profile NAME       the certificate profile of the ID: spiffe (a plain\n"
+	    "                           X.509-SVID) or 3gpp-nf (TS 33.310's NF profile);\n"
+	    "                           default ca.yaml's profile. Every entry of an ID agrees\n"
+	    "      --nf-type TYPE       3gpp-nf: an NF type (AMF, SMF, NRF, ...), repeatable,\n"
+	    "                           in the certificate's nfTypes extension (RFC 9310)\n"
+	    "      --fqdn NAME          3gpp-nf: the NF's FQDN, inside the home network domain\n"
 	    "  -h, --help               this text\n");
 }
 
@@ -68,7 +76,8 @@ usage_error(const char *what, const char *arg)
 }
 
 struct entry_args {
-	const char *cfgpath, *node, *pattern, *id, *ttl, *entry_id;
+	const char *cfgpath, *node, *pattern, *id, *ttl, *entry_id, *profile, *fqdn;
+	char nf_types[LEDGER_NF_TYPES_MAX + 1];
 	int self_managed;
 	char selectors[LEDGER_SELECTORS_MAX + 1];
 	size_t nsel;
@@ -97,6 +106,50 @@ pattern_check(const char *pattern, const char *td)
 	return spiffe_id_check_domain(pattern, td);
 }
 
+/*
+ * --profile, --nf-type, --fqdn into e: a known profile; 3gpp-nf (named,
+ * or ca.yaml's default) with NF types and an FQDN inside ca.yaml's home
+ * network, and a TTL (ttl, else svid_ttl) within the profile's cap.
+ */
+static int
+profile_arg(const struct ca_config *cfg, const struct entry_args *a, int64_t ttl,
+    struct ledger_entry *e)
+{
+	enum cert_profile_kind k = PROFILE_INHERIT;
+	struct nf_params np;
+	char why[400];
+	int r;
+
+	if (a->profile != NULL && (r = nf_profile_parse(a->profile, 0, &k)) != 0)
+		return r;
+	if (k == PROFILE_INHERIT && (a->nf_types[0] != '\0' || a->fqdn != NULL))
+		k = (enum cert_profile_kind)cfg->profile;
+	if (k == PROFILE_SPIFFE && (a->nf_types[0] != '\0' || a->fqdn != NULL))
+		return hsm_err(HSM_EINVAL, "--nf-type and --fqdn go with --profile %s",
+		    NF_PROFILE_NAME);
+	if (k == PROFILE_INHERIT && cfg->profile == PROFILE_3GPP_NF)
+		return hsm_err(HSM_EINVAL, "ca.yaml's profile is %s: give the entry --nf-type and "
+		    "--fqdn (or --profile spiffe)", NF_PROFILE_NAME);
+	snprintf(e->profile, sizeof(e->profile), "%s", nf_profile_name(a->profile != NULL ? k :
+	    PROFILE_INHERIT));
+	if (k != PROFILE_3GPP_NF)
+		return 0;
+	memset(&np, 0, sizeof(np));
+	np.mcc = cfg->plmn_mcc;
+	np.mnc = cfg->plmn_mnc;
+	np.country = cfg->plmn_country;
+	np.fqdn = a->fqdn;
+	np.nf_types = a->nf_types;
+	if ((r = nf_params_check(&np)) != 0 || (r = nf_ttl_check(ttl > 0 ? ttl : cfg->svid_ttl)) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+		return hsm_err(r, "profile %s: %s", NF_PROFILE_NAME, why);
+	}
+	snprintf(e->profile, sizeof(e->profile), "%s", NF_PROFILE_NAME);
+	snprintf(e->nf_types, sizeof(e->nf_types), "%s", a->nf_types);
+	snprintf(e->fqdn, sizeof(e->fqdn), "%s", a->fqdn);
+	return 0;
+}
+
 static int
 cmd_add(struct ca_config *cfg, struct ledger *lg, struct audit *au, const struct entry_args *a)
 {
@@ -115,7 +168,8 @@ cmd_add(struct ca_config *cfg, struct ledger *lg, struct audit *au, const struct
 			return hsm_err(HSM_EPOLICY, "--ttl %s exceeds max_ttl %s", a->ttl,
 			    cfg->max_ttl_text);
 	}
-	if ((r = spiffe_id_check_domain(a->id, cfg->trust_domain)) != 0)
+	if ((r = spiffe_id_check_domain(a->id, cfg->trust_domain)) != 0 ||
+	    (r = profile_arg(cfg, a, t, &e)) != 0)
 		return r;
 	if (a->node != NULL && (r = spiffe_id_check_domain(a->node, cfg->trust_domain)) != 0)
 		return r;
@@ -134,7 +188,10 @@ cmd_add(struct ca_config *cfg, struct ledger *lg, struct audit *au, const struct
 	audit_event(au, "entry_added", "entry", e.id, "id", e.spiffe_id,
 	    e.self_managed ? "mode" : e.node_is_pattern ? "node_pattern" : "node",
 	    e.self_managed ? "self-managed" : e.node, "selectors",
-	    e.selectors[0] != '\0' ? e.selectors : NULL, "ttl", e.ttl > 0 ? ttl : NULL, NULL);
+	    e.selectors[0] != '\0' ? e.selectors : NULL, "ttl", e.ttl > 0 ? ttl : NULL,
+	    "profile", e.profile[0] != '\0' ? e.profile : NULL,
+	    "nf_types", e.nf_types[0] != '\0' ? e.nf_types : NULL,
+	    "fqdn", e.fqdn[0] != '\0' ? e.fqdn : NULL, NULL);
 	printf("%s\n", e.id);
 	return 0;
 }
@@ -201,6 +258,9 @@ show_one(const struct ledger_entry *e, void *arg)
 		    e->node);
 	printf("selectors:   %s\n", e->self_managed ? "(none: no agent serves it)" : sel);
 	printf("ttl:         %s\n", e->ttl == 0 ? "default (svid_ttl)" : ttl);
+	printf("profile:     %s\n", e->profile[0] != '\0' ? e->profile : "default (ca.yaml)");
+	if (e->nf_types[0] != '\0')
+		printf("nf types:    %s\nfqdn:        %s\n", e->nf_types, e->fqdn);
 	printf("created:     %s\n", hsm_fmt_time(e->created, t));
 	return 0;
 }
@@ -268,7 +328,10 @@ add_selector(struct entry_args *a, const char *text)
 	return 0;
 }
 
-enum { OPT_NODE = 256, OPT_PATTERN, OPT_ID, OPT_SELECTOR, OPT_TTL, OPT_SELF };
+enum {
+	OPT_NODE = 256, OPT_PATTERN, OPT_ID, OPT_SELECTOR, OPT_TTL, OPT_SELF, OPT_PROFILE,
+	OPT_NF_TYPE, OPT_FQDN
+};
 
 int
 ca_entry_main(int argc, char **argv)
@@ -281,6 +344,9 @@ ca_entry_main(int argc, char **argv)
 		{ "selector", required_argument, NULL, OPT_SELECTOR },
 		{ "ttl", required_argument, NULL, OPT_TTL },
 		{ "self-managed", no_argument, NULL, OPT_SELF },
+		{ "profile", required_argument, NULL, OPT_PROFILE },
+		{ "nf-type", required_argument, NULL, OPT_NF_TYPE },
+		{ "fqdn", required_argument, NULL, OPT_FQDN },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -328,6 +394,16 @@ ca_entry_main(int argc, char **argv)
 		case OPT_SELF:
 			a.self_managed = 1;
 			break;
+		case OPT_PROFILE:
+			a.profile = optarg;
+			break;
+		case OPT_NF_TYPE:
+			if ((r = ca_nf_type_add(a.nf_types, sizeof(a.nf_types), optarg)) != 0)
+				return ca_fail("entry add: --nf-type", r);
+			break;
+		case OPT_FQDN:
+			a.fqdn = optarg;
+			break;
 		case OPT_SELECTOR:
 			if ((r = add_selector(&a, optarg)) != 0)
 				return ca_fail("entry add", r);
@@ -358,9 +434,9 @@ ca_entry_main(int argc, char **argv)
 			return usage_error("add: at least one --selector (which local processes "
 			    "the agent serves the identity to)", NULL);
 	} else if (a.node != NULL || a.pattern != NULL || a.nsel > 0 || a.ttl != NULL ||
-	    a.self_managed) {
-		return usage_error("--node, --node-pattern, --selector, --ttl and --self-managed "
-		    "are for add", NULL);
+	    a.self_managed || a.profile != NULL || a.nf_types[0] != '\0' || a.fqdn != NULL) {
+		return usage_error("--node, --node-pattern, --selector, --ttl, --self-managed, "
+		    "--profile, --nf-type and --fqdn are for add", NULL);
 	}
 	if (strcmp(sub, "list") == 0 && a.entry_id != NULL)
 		return usage_error("list takes no ENTRY_ID", NULL);

@@ -81,6 +81,7 @@ struct conn {
 	uint8_t *buf;			/* the request */
 	size_t have, cap;
 	struct http_req hr;
+	int get;			/* a GET of the CRL (cfg->crl_path) */
 	uint8_t *out;			/* the answer */
 	size_t outlen, outoff;
 	uint64_t accepted, last_read, queued, write_by;
@@ -123,7 +124,7 @@ struct front {
 	int stopping;
 	pthread_t th[64];
 	unsigned nth;
-	struct metric *m_refused[REF_N], *m_conns, *m_requests;
+	struct metric *m_refused[REF_N], *m_conns, *m_requests, *m_crl, *m_crl_fail;
 };
 
 /* ---- connections ---- */
@@ -264,6 +265,43 @@ conn_write(struct front *f, struct conn *c)
 
 /* ---- the workers ---- */
 
+/*
+ * A worker answers GET crl_path: the CRL as it is now (ca_crl_get reads
+ * the ledger's revocation sequence first), or 503 when none can be had.
+ */
+static void
+crl_answer(struct front *f, struct conn *c, uint8_t **out, size_t *n)
+{
+	uint8_t *der = NULL;
+	size_t len = 0, cap;
+	uint64_t seq = 0;
+	int st;
+	static const char busy[] = "no CRL available now: try again\n";
+
+	*out = NULL;
+	*n = 0;
+	metric_inc(f->m_crl);
+	if ((st = f->cfg->crl_get(f->cfg->crl_arg, &der, &len, &seq)) != 0) {
+		metric_inc(f->m_crl_fail);
+		log_warn("CRL for %s: %s", c->peer, hsm_err_msg(st));
+		if ((*out = malloc(sizeof(busy) + HTTP_RESPONSE_OVERHEAD)) != NULL &&
+		    http_response(*out, sizeof(busy) + HTTP_RESPONSE_OVERHEAD, 503, "text/plain",
+		    (const uint8_t *)busy, sizeof(busy) - 1, n) != 0) {
+			free(*out);
+			*out = NULL;
+		}
+		return;
+	}
+	cap = len + HTTP_RESPONSE_OVERHEAD;
+	if ((*out = malloc(cap)) != NULL &&
+	    http_response(*out, cap, 200, "application/pkix-crl", der, len, n) != 0) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	free(der);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -278,6 +316,7 @@ worker_main(void *arg)
 		struct conn *c;
 		struct cmp_answer a;
 		const char *err;
+		uint8_t *out = NULL;
 		size_t cap, n = 0;
 		int status = 200;
 
@@ -295,6 +334,17 @@ worker_main(void *arg)
 		if (hsm_now_ms() - c->queued > f->lim.request_timeout_ms) {
 			status = 503;
 			a.errtext = "server busy: try again\n";
+		} else if (c->get) {
+			crl_answer(f, c, &out, &n);
+			c->outlen = n;
+			pthread_mutex_lock(&f->qmu);
+			c->out = out;
+			c->qnext = f->done;
+			f->done = c;
+			if (write(f->done_efd, &one, sizeof(one)) < 0) {
+				/* an eventfd only fails on overflow, which still reads as ready */
+			}
+			continue;
 		} else {
 			cmp_handle(f->s, c->hr.body, c->hr.body_len, c->peer, c->src, &a);
 			if (a.body == NULL)
@@ -357,11 +407,17 @@ static void
 dispatch(struct front *f, struct conn *c)
 {
 	metric_inc(f->m_requests);
-	if (strcmp(c->hr.target, CMP_PATH) != 0) {
+	if (f->cfg->crl_path != NULL && strcmp(c->hr.target, f->cfg->crl_path) == 0) {
+		/* The CRL: GET only; a worker reads the ledger and answers. */
+		if (strcmp(c->hr.method, "GET") != 0) {
+			conn_text(f, c, 405, "use GET for the CRL\n");
+			return;
+		}
+		c->get = 1;
+	} else if (strcmp(c->hr.target, CMP_PATH) != 0) {
 		conn_text(f, c, 404, "no such path (use " CMP_PATH ")\n");
 		return;
-	}
-	if (strcmp(c->hr.method, "POST") != 0) {
+	} else if (strcmp(c->hr.method, "POST") != 0) {
 		conn_text(f, c, 405, "use POST\n");
 		return;
 	}
@@ -619,6 +675,12 @@ metrics_setup(struct front *f)
 		st = metrics_get(m, METRIC_COUNTER, "hsmesh_ca_http_requests_total",
 		    "Whole HTTP requests read by the CA front", NULL, &f->m_requests);
 	if (st == 0)
+		st = metrics_get(m, METRIC_COUNTER, "hsmesh_ca_crl_requests_total",
+		    "GET requests for the CRL answered by the CA front", NULL, &f->m_crl);
+	if (st == 0)
+		st = metrics_get(m, METRIC_COUNTER, "hsmesh_ca_crl_unavailable_total",
+		    "CRL requests answered 503: no current CRL could be had", NULL, &f->m_crl_fail);
+	if (st == 0)
 		cmp_refusal_metrics(f->s);
 	return m == NULL ? 0 : st;
 }
@@ -737,6 +799,8 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 			goto out;
 		mfd = -1;	/* the server's now */
 	}
+	if (cfg->on_bound != NULL)
+		cfg->on_bound(cfg->bound_arg, (unsigned)strtoul(strrchr(bound, ':') + 1, NULL, 10));
 	if (cfg->port_file != NULL) {
 		const char *port = strrchr(bound, ':') + 1;
 
@@ -782,6 +846,8 @@ cmp_serve(const struct cmp_server_cfg *cfg)
 	log_info("serving CMP at http://%s%s with %u workers; at most %u connections, %u per "
 	    "source; requests whole within %llu s", bound, CMP_PATH, f.nth, f.lim.max_conns,
 	    f.lim.max_conns_per_source, (unsigned long long)(f.lim.request_timeout_ms / 1000));
+	if (cfg->crl_path != NULL)
+		log_info("serving the CRL at http://%s%s", bound, cfg->crl_path);
 	if (f.msrv != NULL)
 		log_info("metrics at http://%s/metrics", mbound);
 	for (size_t i = 0; attest_describe(cfg->attest, i, line, sizeof(line)); i++)

@@ -4,9 +4,12 @@
  * root certificate. Idempotent: a root.pem whose key is in the token is
  * kept; one whose key is not is an error, never silently replaced. A key
  * it did not generate itself is adopted only if the token says it is
- * sensitive and never was extractable. With --csr FILE it writes a PKCS#10
- * request for the same key instead of the root, for an operator's CA to
- * sign (then `ca install`, pki.c).
+ * sensitive and never was extractable, or, for replicas (key.replicable,
+ * docs/REPLICAS.md), that it leaves the token only wrapped by a key the
+ * token trusts (CKA_WRAP_WITH_TRUSTED): extractable but wrap-with-trusted
+ * with key.replicable, or unwrapped into this token that way. With --csr
+ * FILE it writes a PKCS#10 request for the same key instead of the root,
+ * for an operator's CA to sign (then `ca install`, pki.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +42,8 @@ find_or_make(const struct ca_config *cfg, struct ca_kh *k, uint8_t keyid[HSM_KEY
 	r = kh_find(k->kh, cfg->key_label, 0, keyid, spki, spkilen);
 	if (r == HSM_ENOENT) {
 		/* RSA key generation in a token can take many seconds. */
-		r = kh_generate(k->kh, cfg->key_type, cfg->key_label, 120000, keyid, spki, spkilen);
+		r = kh_generate_flags(k->kh, cfg->key_type, cfg->key_label,
+		    cfg->key_replicable ? HSM_GEN_REPLICABLE : 0, 120000, keyid, spki, spkilen);
 		*created = r == 0;
 	}
 	return r;
@@ -64,11 +68,17 @@ pub_keytype(EVP_PKEY *pub)
 /*
  * A key this run did not generate is adopted only if the token says it is
  * sensitive and not extractable, and always was: a key that was ever
- * readable may exist outside the token. name says which key (for the
- * one-line refusal naming the attributes found).
+ * readable may exist outside the token. The one exception is a key that
+ * leaves the token only wrapped by a trusted key (CKA_WRAP_WITH_TRUSTED)
+ * and is sensitive: extractable in that way when replicable is set (a
+ * replicable CA key, HSM_GEN_REPLICABLE), or once extractable that way and
+ * now not (a replica's key, unwrapped into this token). Nothing weaker.
+ * name says which key (for the one-line refusal naming the attributes
+ * found).
  */
 int
-ca_adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name)
+ca_adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name,
+    int replicable)
 {
 	static const struct {
 		uint8_t bit;
@@ -78,30 +88,36 @@ ca_adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *
 		{ KH_ATTR_SENSITIVE, "CKA_SENSITIVE" },
 		{ KH_ATTR_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE" },
 		{ KH_ATTR_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE" },
+		{ KH_ATTR_WRAP_WITH_TRUSTED, "CKA_WRAP_WITH_TRUSTED" },
 	};
-	char what[128] = "", found[160] = "";
+	char what[160] = "", found[200] = "";
 	uint8_t fl;
 	size_t n = 0;
-	int r;
+	int r, wwt;
 
 	if ((r = kh_attrs(k->kh, keyid, 0, &fl)) != 0)
 		return r;
+	wwt = (fl & KH_ATTR_WRAP_WITH_TRUSTED) && (fl & KH_ATTR_SENSITIVE);
 #define WHAT(s) snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s%s", \
 	    what[0] != '\0' ? " and " : "", s)
-	if (fl & KH_ATTR_EXTRACTABLE)
+	if ((fl & KH_ATTR_EXTRACTABLE) && !wwt)
 		WHAT("is extractable");
+	if ((fl & KH_ATTR_EXTRACTABLE) && wwt && !replicable)
+		WHAT("is extractable to trusted keys but key.replicable is not set");
 	if (!(fl & KH_ATTR_SENSITIVE))
 		WHAT("is not sensitive");
-	if (!(fl & KH_ATTR_EXTRACTABLE) && !(fl & KH_ATTR_NEVER_EXTRACTABLE))
+	if (!(fl & KH_ATTR_EXTRACTABLE) && !(fl & KH_ATTR_NEVER_EXTRACTABLE) && !wwt)
 		WHAT("was extractable once");
-	if ((fl & KH_ATTR_SENSITIVE) && !(fl & KH_ATTR_ALWAYS_SENSITIVE))
+	if ((fl & KH_ATTR_SENSITIVE) && !(fl & KH_ATTR_ALWAYS_SENSITIVE) && !wwt)
 		WHAT("was not sensitive once");
 #undef WHAT
 	if (what[0] == '\0')
 		return 0;
+	/* CKA_WRAP_WITH_TRUSTED is named only when set (the exception it makes). */
 	for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]) && n < sizeof(found); i++)
-		n += (size_t)snprintf(found + n, sizeof(found) - n, "%s%s=%s", i ? ", " : "",
-		    attrs[i].attr, (fl & attrs[i].bit) ? "TRUE" : "FALSE");
+		if (attrs[i].bit != KH_ATTR_WRAP_WITH_TRUSTED || (fl & attrs[i].bit))
+			n += (size_t)snprintf(found + n, sizeof(found) - n, "%s%s=%s",
+			    i ? ", " : "", attrs[i].attr, (fl & attrs[i].bit) ? "TRUE" : "FALSE");
 	return hsm_err(HSM_EPOLICY, "%s in the token %s (%s): refusing to adopt it", name, what,
 	    found);
 }
@@ -178,7 +194,7 @@ ca_cmd_init(const char *cfgpath, const char *csr)
 		snprintf(desc, sizeof(desc), "key '%s'", cfg->key_label);
 		if (root != NULL)
 			snprintf(desc, sizeof(desc), "the key of %s", CA_ROOT_FILE);
-		if ((r = ca_adopt_check(&k, keyid, desc)) != 0)
+		if ((r = ca_adopt_check(&k, keyid, desc, cfg->key_replicable)) != 0)
 			goto out;
 	}
 
@@ -208,9 +224,10 @@ ca_cmd_init(const char *cfgpath, const char *csr)
 			goto out;
 	}
 
-	printf("CA key %s in the token (%s, label '%s')\n",
+	printf("CA key %s in the token (%s, label '%s'%s)\n",
 	    created ? "generated" : "reused", cert_key_describe(pub, desc, sizeof(desc)),
-	    cfg->key_label);
+	    cfg->key_label, created && cfg->key_replicable ?
+	    ", replicable: wrappable to trusted keys only" : "");
 	printf("key id:     %s\n", hsm_hex(keyid, sizeof(keyid), hex));
 	if (csr != NULL)
 		printf("csr:        %s (for the operator's CA; then 'hsmesh ca install --chain')\n",

@@ -29,6 +29,7 @@ usage_ca(FILE *f)
 	    "  serve  -c ca.yaml [--port-file F]               CMPv2 issuer at http://<listen>/.well-known/cmp\n"
 	    "  revoke -c ca.yaml (--serial HEX | --id ID)      revoke certificates; renewals of an ID refused\n"
 	    "  rotate prepare|activate|retire|status -c ca.yaml [--dry-run]  replace the CA key while the mesh runs\n"
+	    "  replicate (nonce|request|wrap|unwrap) -c ca.yaml ...  the CA key into a replica's token\n"
 	    "\n"
 	    "Run 'hsmesh ca SUBCOMMAND --help' for details.\n");
 }
@@ -146,6 +147,7 @@ usage_issue(FILE *f)
 {
 	fprintf(f,
 	    "usage: hsmesh ca issue -c ca.yaml --csr FILE --id SPIFFE_ID [--ttl DURATION]\n"
+	    "                       [--nf-type TYPE ... --fqdn NAME]\n"
 	    "\n"
 	    "Issue an X.509-SVID for the public key of a PKCS#10 request (PEM or DER;\n"
 	    "its signature must verify) with the given SPIFFE ID, which must belong to\n"
@@ -156,7 +158,13 @@ usage_issue(FILE *f)
 	    "      --csr FILE      the certificate request\n"
 	    "      --id SPIFFE_ID  spiffe://<trust_domain>/<path>\n"
 	    "      --ttl DURATION  validity (90s, 15m, 1h, 2d); default svid_ttl, at most max_ttl\n"
-	    "  -h, --help          this text\n");
+	    "      --nf-type TYPE  an NF type (AMF, SMF, ...; repeat for more): a certificate of\n"
+	    "                      the 3GPP NF profile (3gpp-nf) for an ID without entries\n"
+	    "      --fqdn NAME     the NF's FQDN, inside the home network domain (3gpp-nf)\n"
+	    "  -h, --help          this text\n"
+	    "\n"
+	    "The certificate's profile is the ID's registration entries' (ca entry add\n"
+	    "--profile), else ca.yaml's profile; --nf-type and --fqdn ask for 3gpp-nf.\n");
 }
 
 static void
@@ -204,7 +212,7 @@ usage_error(const char *sub, void (*usage)(FILE *), const char *what, const char
 /* ---- dispatch ---- */
 
 enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE, OPT_CHAIN,
-	OPT_DRY_RUN };
+	OPT_DRY_RUN, OPT_NF_TYPE, OPT_FQDN };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, 'c' },
@@ -216,6 +224,8 @@ static const struct option long_opts[] = {
 	{ "node", no_argument, NULL, OPT_NODE },
 	{ "chain", required_argument, NULL, OPT_CHAIN },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "nf-type", required_argument, NULL, OPT_NF_TYPE },
+	{ "fqdn", required_argument, NULL, OPT_FQDN },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -224,13 +234,16 @@ static const struct option long_opts[] = {
 static const struct {
 	const char *name;
 	void (*usage)(FILE *);
-	const char *opts;	/* letters: s csr, i id, t ttl, n serial, p port-file, N node, C chain,
-				   D dry-run */
+	/*
+	 * letters: s csr, i id, t ttl, n serial, p port-file, N node, C chain,
+	 * D dry-run, T nf-type, F fqdn
+	 */
+	const char *opts;
 } subs[] = {
 	{ "init", usage_init, "s" },
 	{ "install", usage_install, "C" },
 	{ "rotate", usage_rotate, "D" },
-	{ "issue", usage_issue, "sit" },
+	{ "issue", usage_issue, "sitTF" },
 	{ "token", usage_token, "itN" },
 	{ "serve", usage_serve, "p" },
 	{ "revoke", usage_revoke, "in" },
@@ -241,10 +254,11 @@ int
 ca_main(int argc, char **argv)
 {
 	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL, *serial = NULL;
-	const char *port_file = NULL, *allowed = NULL, *chain = NULL;
+	const char *port_file = NULL, *allowed = NULL, *chain = NULL, *fqdn = NULL;
+	char nf_types[LEDGER_NF_TYPES_MAX + 1] = "";
 	void (*usage)(FILE *) = NULL;
 	const char *step = NULL;
-	int ch, node = 0, dry_run = 0;
+	int ch, node = 0, dry_run = 0, r;
 
 	hsm_log_init("hsmesh ca", HSM_LOG_WARN);
 	if (argc < 2) {
@@ -256,6 +270,9 @@ ca_main(int argc, char **argv)
 		usage_ca(stdout);
 		return 0;
 	}
+	/* A command of steps, with options of its own. */
+	if (strcmp(sub, "replicate") == 0)
+		return ca_cmd_replicate(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
 		if (strcmp(sub, subs[i].name) == 0) {
 			usage = subs[i].usage;
@@ -290,7 +307,8 @@ ca_main(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "+:c:h", long_opts, NULL)) != -1) {
 		char letter = ch == OPT_CSR ? 's' : ch == OPT_ID ? 'i' : ch == OPT_TTL ? 't' :
 		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : ch == OPT_NODE ? 'N' :
-		    ch == OPT_CHAIN ? 'C' : ch == OPT_DRY_RUN ? 'D' : 0;
+		    ch == OPT_CHAIN ? 'C' : ch == OPT_DRY_RUN ? 'D' : ch == OPT_NF_TYPE ? 'T' :
+		    ch == OPT_FQDN ? 'F' : 0;
 
 		if (letter != 0 && strchr(allowed, letter) == NULL)
 			return usage_error(sub, usage, "option not valid for this subcommand:",
@@ -326,6 +344,13 @@ ca_main(int argc, char **argv)
 		case OPT_DRY_RUN:
 			dry_run = 1;
 			break;
+		case OPT_NF_TYPE:
+			if ((r = ca_nf_type_add(nf_types, sizeof(nf_types), optarg)) != 0)
+				return ca_fail("issue: --nf-type", r);
+			break;
+		case OPT_FQDN:
+			fqdn = optarg;
+			break;
 		case ':':
 			return usage_error(sub, usage, "missing value for option", argv[optind - 1]);
 		default:
@@ -353,7 +378,10 @@ ca_main(int argc, char **argv)
 	if (strcmp(sub, "issue") == 0) {
 		if (csr == NULL || id == NULL)
 			return usage_error(sub, usage, "--csr and --id are required", NULL);
-		return ca_cmd_issue(cfgpath, csr, id, ttl);
+		if ((nf_types[0] != '\0') != (fqdn != NULL))
+			return usage_error(sub, usage, "--nf-type and --fqdn go together", NULL);
+		return ca_cmd_issue(cfgpath, csr, id, ttl, nf_types[0] != '\0' ? nf_types : NULL,
+		    fqdn);
 	}
 	if (strcmp(sub, "token") == 0) {
 		if (id == NULL)

@@ -273,10 +273,12 @@ step_prepare(struct rot *rt)
 	/* An earlier prepare that stopped after generating the key: take its key again. */
 	r = kh_find(k.kh, label, 0, keyid, &spki, &spkilen);
 	if (r == HSM_ENOENT) {
-		r = kh_generate(k.kh, rt->cfg->key_type, label, 120000, keyid, &spki, &spkilen);
+		r = kh_generate_flags(k.kh, rt->cfg->key_type, label,
+		    rt->cfg->key_replicable ? HSM_GEN_REPLICABLE : 0, 120000, keyid, &spki, &spkilen);
 		created = r == 0;
 	}
-	if (r != 0 || (!created && (r = ca_adopt_check(&k, keyid, label)) != 0))
+	if (r != 0 || (!created &&
+	    (r = ca_adopt_check(&k, keyid, label, rt->cfg->key_replicable)) != 0))
 		goto out;
 	q = spki;
 	if ((pub = d2i_PUBKEY(NULL, &q, (long)spkilen)) == NULL) {

@@ -10,6 +10,7 @@
 #include "ca.h"
 #include "caconf.h"
 #include "cmp.h"
+#include "crl.h"
 #include "err.h"
 #include "ledger.h"
 #include "log.h"
@@ -18,9 +19,11 @@
 
 
 struct serve_arg {
+	const struct ca_config *cfg;
 	struct signer *sg;
 	struct ledger *lg;
 	struct audit *au;
+	struct ca_crl *crl;
 	struct metric *kh_up, *kh_restarts;
 };
 
@@ -44,13 +47,42 @@ serve_ready(void *arg)
 	return signer_ready(a->sg);
 }
 
+static int
+serve_crl(void *arg, uint8_t **der, size_t *len, uint64_t *seq)
+{
+	struct serve_arg *a = arg;
+
+	return ca_crl_get(a->crl, der, len, seq);
+}
+
+/*
+ * The listener is bound: the URL every certificate names from now on
+ * (listen with port 0 gets the port bound), recorded for ca issue.
+ */
+static void
+serve_bound(void *arg, unsigned port)
+{
+	struct serve_arg *a = arg;
+	char url[sizeof(a->sg->crl_url)];
+	int r;
+
+	if ((r = ca_crl_url(a->cfg, port, url, sizeof(url))) != 0) {
+		log_warn("certificates name no CRL: %s", hsm_err_msg(r));
+		return;
+	}
+	memcpy(a->sg->crl_url, url, sizeof(url));
+	if ((r = ca_crl_url_save(a->cfg, url)) != 0)
+		log_warn("cannot record the CRL URL for ca issue: %s", hsm_err_msg(r));
+	log_info("certificates name the CRL at %s", url);
+}
+
 /* Issue for the CMP server: the same issuance as ca issue. */
 static int
 serve_issue(void *arg, const struct ca_issue_req *rq, X509 **out, int *refused)
 {
 	struct serve_arg *a = arg;
 
-	return ca_issue(a->sg, a->lg, a->au, rq, out, refused);
+	return ca_issue(a->cfg, a->sg, a->lg, a->au, rq, out, refused);
 }
 
 /* The CA set as this process took it at start: the active generation, the bundle's size. */
@@ -81,9 +113,11 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	struct cmp_server_cfg sc;
 	struct serve_arg sa;
 	struct metrics *m = NULL;
+	const char *crl_path = CRL_PATH_DEFAULT;
 	uint8_t key[32];
 	int r;
 
+	memset(&sa, 0, sizeof(sa));
 	memset(&sg, 0, sizeof(sg));
 	sg.k.pid = -1;
 	hsm_log_init("hsmesh ca serve", HSM_LOG_INFO);
@@ -95,6 +129,7 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	    (cfg->metrics_listen != NULL && (r = metrics_new(&m)) != 0))
 		goto out;
 	memset(&sa, 0, sizeof(sa));
+	sa.cfg = cfg;
 	sa.sg = &sg;
 	sa.lg = lg;
 	sa.au = au;
@@ -107,7 +142,16 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 		goto out;
 	metric_gauge_set(sa.kh_up, 1);
 	serve_ca_metrics(m, &sg);
+	if ((r = ca_crl_new(sg.root, sg.key, lg, cfg->crl.next_update, serve_ready, &sa,
+	    &sa.crl)) != 0 ||
+	    (cfg->crl.url != NULL && (r = crl_url_path(cfg->crl.url, &crl_path)) != 0))
+		goto out;
 	memset(&sc, 0, sizeof(sc));
+	sc.crl_path = crl_path;
+	sc.crl_get = serve_crl;
+	sc.crl_arg = &sa;
+	sc.on_bound = serve_bound;
+	sc.bound_arg = &sa;
 	sc.listen = cfg->listen;
 	sc.port_file = port_file;
 	sc.trust_domain = cfg->trust_domain;
@@ -138,6 +182,7 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	r = cmp_serve(&sc);
  out:
 	OPENSSL_cleanse(key, sizeof(key));
+	ca_crl_free(sa.crl);
 	signer_close(&sg);
 	ledger_close(lg);
 	audit_close(au);

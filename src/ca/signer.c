@@ -88,6 +88,8 @@ spawn_opts(const struct ca_config *cfg, struct kh_spawn_opts *o)
 	o->pin_file = cfg->token.pin_file;
 	o->pin_env = cfg->token.pin_env;
 	o->workers = (int)cfg->token.workers;
+	o->workers_min = (int)cfg->token.workers_min;
+	o->workers_max = (int)cfg->token.workers_max;
 	o->sign_delay_ms = cfg->token.sign_delay_ms;
 }
 

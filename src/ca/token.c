@@ -3,9 +3,12 @@
  * that derives their secrets, and the derivation the CMP server repeats
  * to check a request's MAC (docs/PROTOCOL.md, "Join tokens").
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -37,6 +40,33 @@ ca_token_secret(const uint8_t key[32], const char *ref, char secret[CA_TOKEN_SEC
 	OPENSSL_cleanse(hex, sizeof(hex));
 }
 
+/*
+ * Create path with 32 fresh random bytes unless it exists. Replicas
+ * starting at once on one state directory may race here: the file is
+ * linked into place, never renamed over, so the first key wins and every
+ * process reads that one.
+ */
+static int
+token_key_create(const char *path)
+{
+	char tmp[PATH_MAX];
+	uint8_t fresh[32];
+	int r, n = snprintf(tmp, sizeof(tmp), "%s.new.%d", path, (int)getpid());
+
+	if (n < 0 || (size_t)n >= sizeof(tmp))
+		return hsm_err(HSM_EINVAL, "path too long: %s", path);
+	if (RAND_bytes(fresh, sizeof(fresh)) != 1)
+		return hsm_err_ossl(HSM_ECRYPTO, "RAND_bytes");
+	r = hsm_write_file_atomic(tmp, fresh, sizeof(fresh), 0600);
+	OPENSSL_cleanse(fresh, sizeof(fresh));
+	if (r != 0)
+		return r;
+	if (link(tmp, path) != 0 && errno != EEXIST)
+		r = hsm_err(HSM_EIO, "cannot create %s: %s", path, strerror(errno));
+	unlink(tmp);
+	return r;
+}
+
 int
 ca_token_key_load(const struct ca_config *cfg, int create, uint8_t key[32])
 {
@@ -49,13 +79,7 @@ ca_token_key_load(const struct ca_config *cfg, int create, uint8_t key[32])
 		return r;
 	r = hsm_read_file(path, 64, &buf, &len);
 	if (r == HSM_ENOENT && create) {
-		uint8_t fresh[32];
-
-		if (RAND_bytes(fresh, sizeof(fresh)) != 1)
-			return hsm_err_ossl(HSM_ECRYPTO, "RAND_bytes");
-		r = hsm_write_file_atomic(path, fresh, sizeof(fresh), 0600);
-		OPENSSL_cleanse(fresh, sizeof(fresh));
-		if (r != 0)
+		if ((r = token_key_create(path)) != 0)
 			return r;
 		r = hsm_read_file(path, 64, &buf, &len);
 	}

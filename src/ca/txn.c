@@ -348,8 +348,13 @@ cmp_handle(struct server *s, const uint8_t *body, size_t len, const char *peer,
 		memcpy(a->body, bm->data, bm->length);
 		a->len = bm->length;
 	}
-	/* A transaction ends with these answers (ip/cp/kup wait for certConf or expire). */
-	if (rtype == BODY_PKICONF || rtype == BODY_RP || rtype == BODY_GENP || rtype == BODY_ERROR) {
+	/*
+	 * A transaction ends with these answers; ip/cp/kup wait for certConf
+	 * or expire, unless the request asked for implicit confirmation, which
+	 * the server grants: nothing more comes.
+	 */
+	if (rtype == BODY_PKICONF || rtype == BODY_RP || rtype == BODY_GENP || rtype == BODY_ERROR ||
+	    (di.implicit_confirm && (rtype == BODY_IP || rtype == BODY_CP || rtype == BODY_KUP))) {
 		txn_put(s, t, 1);
 		t = NULL;
 	}

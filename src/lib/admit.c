@@ -25,27 +25,39 @@ struct admit {
 	size_t mask;
 };
 
-/* The source of ss; 0, or -1 for a family we do not count by address. */
-static int
-key_of(const struct sockaddr_storage *ss, struct src *k)
+int
+admit_src_of(const struct sockaddr_storage *ss, struct admit_src *src)
 {
-	memset(k, 0, sizeof(*k));
+	memset(src, 0, sizeof(*src));
 	if (ss->ss_family == AF_INET) {
-		memcpy(k->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+		memcpy(src->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
 		return 0;
 	}
 	if (ss->ss_family == AF_INET6) {
 		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
 
 		if (IN6_IS_ADDR_V4MAPPED(a)) {
-			memcpy(k->addr, a->s6_addr + 12, 4);
+			memcpy(src->addr, a->s6_addr + 12, 4);
 			return 0;
 		}
-		memcpy(k->addr, a->s6_addr, 16);
-		k->v6 = 1;
+		memcpy(src->addr, a->s6_addr, 16);
+		src->v6 = 1;
 		return 0;
 	}
 	return -1;	/* e.g. AF_UNIX: all such peers share one key */
+}
+
+/* The source of ss; 0, or -1 for a family we do not count by address. */
+static int
+key_of(const struct sockaddr_storage *ss, struct src *k)
+{
+	struct admit_src s;
+	int r = admit_src_of(ss, &s);
+
+	memset(k, 0, sizeof(*k));
+	memcpy(k->addr, s.addr, sizeof(k->addr));
+	k->v6 = s.v6;
+	return r;
 }
 
 static size_t
@@ -168,12 +180,21 @@ admit_total(const struct admit *a)
 }
 
 char *
-admit_source_str(const struct sockaddr_storage *ss, char *buf, size_t cap)
+admit_src_str(const struct admit_src *src, char *buf, size_t cap)
 {
-	struct src k;
-
-	if (key_of(ss, &k) != 0 || inet_ntop(k.v6 ? AF_INET6 : AF_INET, k.addr, buf,
-	    (socklen_t)cap) == NULL)
+	if (inet_ntop(src->v6 ? AF_INET6 : AF_INET, src->addr, buf, (socklen_t)cap) == NULL)
 		snprintf(buf, cap, "?");
 	return buf;
+}
+
+char *
+admit_source_str(const struct sockaddr_storage *ss, char *buf, size_t cap)
+{
+	struct admit_src k;
+
+	if (admit_src_of(ss, &k) != 0) {
+		snprintf(buf, cap, "?");
+		return buf;
+	}
+	return admit_src_str(&k, buf, cap);
 }

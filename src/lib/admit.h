@@ -9,6 +9,7 @@
 #define HSM_ADMIT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct admit;
@@ -34,6 +35,22 @@ void admit_release(struct admit *a, const struct sockaddr_storage *ss);
 /* Connections counted now: from ss's source, and in all. */
 unsigned admit_source_count(const struct admit *a, const struct sockaddr_storage *ss);
 unsigned admit_total(const struct admit *a);
+
+/*
+ * A source as a key: an IPv4 address in addr[0..3] (v6 0; an IPv4-mapped
+ * IPv6 address is its IPv4 address), or an IPv6 address (v6 1); the
+ * unused bytes are 0.
+ */
+struct admit_src {
+	uint8_t addr[16];
+	uint8_t v6;
+};
+
+/* The source of ss in *src: 0, or -1 for another family (then *src is all 0). */
+int admit_src_of(const struct sockaddr_storage *ss, struct admit_src *src);
+
+/* src as text ("192.0.2.7", "2001:db8::1") in buf; returns buf. */
+char *admit_src_str(const struct admit_src *src, char *buf, size_t cap);
 
 /* The source of ss as text ("192.0.2.7", "2001:db8::1"; "?" otherwise) in buf; returns buf. */
 char *admit_source_str(const struct sockaddr_storage *ss, char *buf, size_t cap);

@@ -48,11 +48,81 @@ struct sub_call {
 	char *pem;			/* svid's chain and bundle, NUL-terminated */
 };
 
+/* The client's CRL subscription; cb == NULL when there is none. */
+struct agc_crlsub {
+	agc_crl_fn cb;
+	void *arg;
+	uint32_t id;			/* the CRL_SUBSCRIBE's; its pushes carry it too */
+	uint64_t deadline;		/* monotonic ms for the reply; 0 once answered */
+};
+
+/* A CRL callback decided under the lock, made by the reader after dropping it. */
+struct crl_call {
+	agc_crl_fn cb;
+	void *arg;
+	int status;
+	const char *why;
+	uint8_t *der;			/* a copy, or NULL (none yet) */
+	size_t len;
+};
+
 struct agc_client {
-	struct rpc_conn rpc;		/* first: the core's view; its lock guards sub */
+	struct rpc_conn rpc;		/* first: the core's view; its lock guards sub, crl */
 	struct agc_sub sub;
 	int sub_refused;		/* the last subscription ended by the agent's error reply */
+	struct agc_crlsub crl;
 };
+
+/* End the CRL subscription, if any, with status; its final call to *call. Lock held. */
+static void
+crl_end_locked(struct agc_client *c, int status, const char *why, struct crl_call *call)
+{
+	if (c->crl.cb == NULL)
+		return;
+	call->cb = c->crl.cb;
+	call->arg = c->crl.arg;
+	call->status = status;
+	call->why = why;
+	memset(&c->crl, 0, sizeof(c->crl));
+}
+
+/* A frame for the CRL subscription (its reply or a push); lock held. */
+static void
+crl_frame_locked(struct agc_client *c, const struct ag_reply *rep, struct crl_call *call)
+{
+	if (rep->type != AG_T_CRL && rep->type != (AG_T_CRL_SUBSCRIBE | AG_T_REPLY)) {
+		crl_end_locked(c, HSM_EPROTO, "agent answered with another reply type", call);
+		return;
+	}
+	if (rep->status != 0) {
+		crl_end_locked(c, rep->status, rep->errtext, call);
+		return;
+	}
+	c->crl.deadline = 0;
+	if (rep->crllen > 0 && (call->der = malloc(rep->crllen)) == NULL) {
+		crl_end_locked(c, HSM_ENOMEM, "out of memory for a CRL from the agent", call);
+		return;
+	}
+	if (rep->crllen > 0)
+		memcpy(call->der, rep->crl, rep->crllen);
+	call->len = rep->crllen;
+	call->cb = c->crl.cb;
+	call->arg = c->crl.arg;
+}
+
+/* Make a decided CRL callback; reader thread, the lock not held. */
+static void
+crl_call_run(struct crl_call *call)
+{
+	if (call->cb != NULL) {
+		if (call->status != 0)
+			(void)hsm_err(call->status, "%s", call->why != NULL && call->why[0] != '\0' ?
+			    call->why : hsm_strerror(call->status));
+		call->cb(call->arg, call->status, call->der, call->len);
+	}
+	free(call->der);
+	memset(call, 0, sizeof(*call));
+}
 
 static void
 agc_req_release(struct rpc_req *rr)
@@ -182,9 +252,20 @@ static void
 handle_reply(struct agc_client *c, const struct ag_reply *rep)
 {
 	struct sub_call call = { 0 };
+	struct crl_call ccall = { 0 };
 	struct agc_req *r;
 
 	rpc_lock(&c->rpc);
+	if (c->crl.cb != NULL && rep->id == c->crl.id) {
+		crl_frame_locked(c, rep, &ccall);
+		rpc_unlock(&c->rpc);
+		crl_call_run(&ccall);
+		return;
+	}
+	if (rep->type == AG_T_CRL) {
+		rpc_unlock(&c->rpc);
+		return;
+	}
 	if (c->sub.cb != NULL && rep->id == c->sub.id) {
 		sub_frame_locked(c, rep, &call);
 		rpc_unlock(&c->rpc);
@@ -226,6 +307,7 @@ agc_tick(struct rpc_conn *rc, uint64_t now)
 {
 	struct agc_client *c = (struct agc_client *)rc;
 	struct sub_call call = { 0 };
+	struct crl_call ccall = { 0 };
 	int ms = -1;
 
 	rpc_lock(rc);
@@ -236,9 +318,17 @@ agc_tick(struct rpc_conn *rc, uint64_t now)
 		else
 			ms = (int)(c->sub.deadline - now);
 	}
+	if (c->crl.cb != NULL && c->crl.deadline != 0) {
+		if (c->crl.deadline <= now)
+			crl_end_locked(c, HSM_ETIMEDOUT,
+			    "agent did not answer the CRL subscription before the deadline", &ccall);
+		else if (ms < 0 || (int)(c->crl.deadline - now) < ms)
+			ms = (int)(c->crl.deadline - now);
+	}
 	rpc_unlock(rc);
-	if (call.cb != NULL) {
+	if (call.cb != NULL || ccall.cb != NULL) {
 		sub_call_run(&call);
+		crl_call_run(&ccall);
 		ms = 0;		/* time passed in the callback: look again */
 	}
 	return ms;
@@ -250,11 +340,14 @@ agc_closed(struct rpc_conn *rc, const char *why)
 {
 	struct agc_client *c = (struct agc_client *)rc;
 	struct sub_call call = { 0 };
+	struct crl_call ccall = { 0 };
 
 	rpc_lock(rc);
 	sub_end_locked(c, HSM_ECLOSED, 0, why, &call);
+	crl_end_locked(c, HSM_ECLOSED, why, &ccall);
 	rpc_unlock(rc);
 	sub_call_run(&call);
+	crl_call_run(&ccall);
 }
 
 static const struct rpc_ops agc_ops = {
@@ -483,6 +576,31 @@ agc_sub_refused(struct agc_client *c)
 	return r;
 }
 
+/*
+ * Send a subscription's frame (freed here), registered with id as the
+ * SVID subscription (crl 0) or the CRL one (crl 1). Not sent: unless the
+ * reader has ended the subscription meanwhile (the agent went away; the
+ * final call is then made), it never began.
+ */
+static int
+sub_send(struct agc_client *c, uint8_t *frame, size_t len, uint32_t id, int crl)
+{
+	int st = rpc_send(&c->rpc, frame, len);
+
+	free(frame);
+	if (st == 0)
+		return 0;
+	rpc_lock(&c->rpc);
+	if (crl && c->crl.cb != NULL && c->crl.id == id)
+		memset(&c->crl, 0, sizeof(c->crl));
+	else if (!crl && c->sub.cb != NULL && c->sub.id == id)
+		memset(&c->sub, 0, sizeof(c->sub));
+	else
+		st = 0;
+	rpc_unlock(&c->rpc);
+	return st;
+}
+
 int
 agc_subscribe_flags(struct agc_client *c, const char *spiffe_id, unsigned flags, agc_update_fn cb,
     void *arg)
@@ -510,19 +628,31 @@ agc_subscribe_flags(struct agc_client *c, const char *spiffe_id, unsigned flags,
 	rpc_unlock(&c->rpc);
 	if (st != 0)
 		return hsm_err(st, "cannot encode the subscription (bad SPIFFE ID?)");
-	st = rpc_send(&c->rpc, frame, len);
-	free(frame);
-	if (st == 0)
-		return 0;
-	/*
-	 * Not sent. Unless the reader has ended the subscription meanwhile
-	 * (the agent went away; the final call is then made), it never began.
-	 */
+	return sub_send(c, frame, len, id, 0);
+}
+
+int
+agc_subscribe_crl(struct agc_client *c, agc_crl_fn cb, void *arg)
+{
+	uint8_t *frame = NULL;
+	size_t len = 0;
+	uint32_t id;
+	int st;
+
+	if (cb == NULL)
+		return hsm_err(HSM_EINVAL, "agc_subscribe_crl: no callback");
 	rpc_lock(&c->rpc);
-	if (c->sub.cb != NULL && c->sub.id == id)
-		memset(&c->sub, 0, sizeof(c->sub));
-	else
-		st = 0;
+	if (c->rpc.closed || c->crl.cb != NULL) {
+		st = c->rpc.closed ? hsm_err(HSM_ECLOSED, "the agent is gone") :
+		    hsm_err(HSM_EBUSY, "this agent client already follows the CRL");
+		rpc_unlock(&c->rpc);
+		return st;
+	}
+	id = rpc_next_id_locked(&c->rpc);
+	if ((st = ag_encode_crl_subscribe(id, &frame, &len)) == 0)
+		c->crl = (struct agc_crlsub){ cb, arg, id, hsm_now_ms() + AGC_DEFAULT_TIMEOUT_MS };
 	rpc_unlock(&c->rpc);
-	return st;
+	if (st != 0)
+		return st;
+	return sub_send(c, frame, len, id, 1);
 }

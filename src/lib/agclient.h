@@ -163,6 +163,26 @@ int agc_subscribe_flags(struct agc_client *c, const char *spiffe_id, unsigned fl
  */
 int agc_sub_refused(struct agc_client *c);
 
+/*
+ * A CRL subscription's callback (reader thread, one call at a time):
+ * cb(arg, 0, der, len) for the CRL_SUBSCRIBE reply (len 0, der NULL: the
+ * agent holds no CRL yet) and for every CRL the agent pushes; cb(arg,
+ * status, NULL, 0) once when it ends (HSM_ECLOSED: the connection ended,
+ * which is also how an agent older than CRL_SUBSCRIBE answers it;
+ * HSM_ETIMEDOUT; HSM_EPROTO). der is valid during the call only and is
+ * NOT checked here: it is whatever the agent sent. The same rules as for
+ * agc_update_fn.
+ */
+typedef void (*agc_crl_fn)(void *arg, int status, const uint8_t *der, size_t len);
+
+/*
+ * Send CRL_SUBSCRIBE and return; what follows comes to cb. One CRL
+ * subscription per client (HSM_EBUSY). Use a connection of its own: an
+ * agent older than CRL_SUBSCRIBE closes the connection it came on.
+ * 0, HSM_ECLOSED or HSM_ENOMEM (then cb is never called).
+ */
+int agc_subscribe_crl(struct agc_client *c, agc_crl_fn cb, void *arg);
+
 /* Non-zero once the request has ended. */
 int agc_req_done(struct agc_req *r);
 

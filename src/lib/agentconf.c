@@ -10,6 +10,7 @@
 #include <sys/un.h>
 
 #include "agentconf.h"
+#include "crl.h"
 #include "err.h"
 #include "netaddr.h"
 #include "spiffe.h"
@@ -27,6 +28,7 @@ agent_config_free(struct agent_config *c)
 		cmpc_server_clear(&c->ca[i]);
 	free(c->ca);
 	free(c->root);
+	free(c->crl_url);
 	free(c->state_dir);
 	free(c->socket);
 	free(c->api.metrics_listen);
@@ -41,20 +43,21 @@ agent_config_free(struct agent_config *c)
 	free(c);
 }
 
-/* http://HOST[:PORT][/PATH]; HOST may be [v6]. key names it in messages. */
+/* http://HOST[:PORT][/PATH]; HOST may be [v6]. Node n, named key, for messages. */
 static int
-parse_url(const struct cfg_doc *d, const char *key, const char *u, struct cmpc_server *srv)
+parse_url(const struct cfg_doc *d, const struct cfg_node *n, const char *key, const char *u,
+    struct cmpc_server *srv)
 {
 	const char *h, *e, *p;
 	unsigned long port = 80;
 	char *end;
 
 	if (strncmp(u, "http://", 7) != 0)
-		return cfg_err(d, key, "'%s' must be an http:// URL (got '%.80s')", key, u);
+		return cfg_node_err(d, n, "'%s' must be an http:// URL (got '%.80s')", key, u);
 	h = u + 7;
 	if (*h == '[') {
 		if ((e = strchr(h, ']')) == NULL)
-			return cfg_err(d, key, "'%s': unterminated [ in host", key);
+			return cfg_node_err(d, n, "'%s': unterminated [ in host", key);
 		h++;
 		p = e + 1;
 	} else {
@@ -62,21 +65,21 @@ parse_url(const struct cfg_doc *d, const char *key, const char *u, struct cmpc_s
 		p = e;
 	}
 	if (e == h)
-		return cfg_err(d, key, "'%s' has no host", key);
+		return cfg_node_err(d, n, "'%s' has no host", key);
 	if ((srv->host = strndup(h, (size_t)(e - h))) == NULL)
 		return HSM_ENOMEM;
 	if (*p == ':') {
 		p++;
 		if (*p < '0' || *p > '9')
-			return cfg_err(d, key, "'%s' has a bad port", key);
+			return cfg_node_err(d, n, "'%s' has a bad port", key);
 		errno = 0;
 		port = strtoul(p, &end, 10);
 		if (errno != 0 || port == 0 || port > 65535 || (*end != '\0' && *end != '/'))
-			return cfg_err(d, key, "'%s' has a bad port", key);
+			return cfg_node_err(d, n, "'%s' has a bad port", key);
 		p = end;
 	}
 	if (*p != '\0' && *p != '/')
-		return cfg_err(d, key, "'%s' is malformed", key);
+		return cfg_node_err(d, n, "'%s' is malformed", key);
 	srv->port = (int)port;
 	if ((srv->path = strdup(*p == '\0' ? "/" : p)) == NULL)
 		return HSM_ENOMEM;
@@ -328,14 +331,50 @@ parse_api(const struct cfg_doc *d, struct agent_api_conf *a)
 	return 0;
 }
 
-/* The CA's address: ca.url (room for a list of them). */
+/*
+ * The CA's addresses: ca.url, one URL or a list of them (CA replicas,
+ * tried in order: cmpclient.h). ca_url keeps them as written, ", "
+ * between two.
+ */
 static int
 parse_ca(const struct cfg_doc *d, struct agent_config *c)
 {
-	if ((c->ca = calloc(1, sizeof(*c->ca))) == NULL)
+	const struct cfg_node *n = cfg_find(d, "ca.url"), *e;
+	char label[32];
+	const char *v;
+	size_t cnt = 0, len = 1, off;
+	int r;
+
+	if (n == NULL)
+		return cfg_require(d, "ca.url");
+	if (n->type != CFG_SEQ) {
+		if ((r = cfg_get_str(d, "ca.url", NULL, &c->ca_url)) != 0)
+			return r;
+		if ((c->ca = calloc(1, sizeof(*c->ca))) == NULL)
+			return HSM_ENOMEM;
+		c->nca = 1;
+		return parse_url(d, n, "ca.url", c->ca_url, &c->ca[0]);
+	}
+	for (e = n->child; e != NULL; e = e->next) {
+		if ((r = cfg_node_value(d, e, "ca.url", &v)) != 0)
+			return r;
+		cnt++;
+		len += strlen(v) + 2;
+	}
+	if (cnt == 0)
+		return cfg_node_err(d, n, "'ca.url' is an empty list");
+	if (cnt > AGENT_MAX_CA_URLS)
+		return cfg_node_err(d, n, "'ca.url' lists more than %d addresses", AGENT_MAX_CA_URLS);
+	if ((c->ca = calloc(cnt, sizeof(*c->ca))) == NULL || (c->ca_url = calloc(1, len)) == NULL)
 		return HSM_ENOMEM;
-	c->nca = 1;
-	return parse_url(d, "ca.url", c->ca_url, &c->ca[0]);
+	for (e = n->child, off = 0; e != NULL; e = e->next) {
+		snprintf(label, sizeof(label), "ca.url[%zu]", c->nca + 1);
+		off += (size_t)snprintf(c->ca_url + off, len - off, "%s%s", c->nca > 0 ? ", " : "",
+		    e->value);
+		if ((r = parse_url(d, e, label, e->value, &c->ca[c->nca++])) != 0)
+			return r;
+	}
+	return 0;
 }
 
 static int
@@ -343,14 +382,17 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 {
 	static const char *const known[] = {
 		"token.module", "token.uri", "token.pin_file", "token.pin_env",
-		"token.test_sign_delay_ms", "token.workers", "ca.url", "ca.root", "state_dir",
+		"token.test_sign_delay_ms", "token.workers", "token.workers_min", "token.workers_max",
+		"ca.url", "ca.root", "state_dir",
 		"socket", "key.type", "renew_at", "retry.min", "retry.max", "workloads",
 		"attestation.producer", "attestation.path", "attestation.command",
 		"attestation.timeout", "node.id", "node.join_token_file", "node.refresh",
 		"api.max_connections", "api.max_connections_per_uid",
-		"api.idle_timeout", "api.frame_timeout", "api.tls12", "metrics.listen", NULL
+		"api.idle_timeout", "api.frame_timeout", "api.tls12", "metrics.listen",
+		"crl.url", "crl.refresh", NULL
 	};
 	struct agent_config *c;
+	const char *crlpath;
 	char *kt = NULL;
 	int r;
 
@@ -361,7 +403,6 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 	    (r = cfg_token_load(d, "token", &c->token)) != 0 ||
 	    (r = cfg_require(d, "ca.url")) != 0 || (r = cfg_require(d, "ca.root")) != 0 ||
 	    (r = cfg_require(d, "state_dir")) != 0 || (r = cfg_require(d, "socket")) != 0 ||
-	    (r = cfg_get_str(d, "ca.url", NULL, &c->ca_url)) != 0 ||
 	    (r = cfg_get_path(d, "ca.root", NULL, &c->root)) != 0 ||
 	    (r = cfg_get_path(d, "state_dir", NULL, &c->state_dir)) != 0 ||
 	    (r = cfg_get_path(d, "socket", NULL, &c->socket)) != 0 ||
@@ -381,6 +422,17 @@ config_from_doc(const struct cfg_doc *d, struct agent_config **out)
 	}
 	if (c->retry_max < c->retry_min) {
 		r = cfg_err(d, "retry.max", "'retry.max' is shorter than 'retry.min'");
+		goto out;
+	}
+	if ((r = cfg_get_str(d, "crl.url", NULL, &c->crl_url)) != 0 ||
+	    (r = cfg_get_duration(d, "crl.refresh", "60s", &c->crl_refresh)) != 0)
+		goto out;
+	if (c->crl_url != NULL && crl_url_path(c->crl_url, &crlpath) != 0) {
+		r = cfg_err(d, "crl.url", "'crl.url' must be http://HOST[:PORT]/PATH");
+		goto out;
+	}
+	if (c->crl_refresh < 5 || c->crl_refresh > 86400) {
+		r = cfg_err(d, "crl.refresh", "'crl.refresh' must be 5s to 1d");
 		goto out;
 	}
 	if (strlen(c->socket) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {

@@ -4,7 +4,9 @@
  *   token:                         # the agent's keyholder (cfg_token_load)
  *     module: ...  uri: ...  pin_file: ... (or pin_env)  workers: ...
  *   ca:
- *     url: http://HOST[:PORT][/PATH]   # required; http only (RFC 6712); HOST may be [v6]
+ *     url: http://HOST[:PORT][/PATH]   # required; http only (RFC 6712); HOST may be [v6];
+ *                                      # or a list of them (CA replicas, tried in order;
+ *                                      # at most AGENT_MAX_CA_URLS)
  *     root: root.pem                   # required: the trust anchor and the bundle served
  *   state_dir: /var/lib/hsmesh/agent   # required
  *   socket: /run/hsmesh/agent.sock     # required: the local API
@@ -32,6 +34,9 @@
  *     tls12: true                      # sign TLS 1.2 handshake inputs too
  *   metrics:
  *     listen: 127.0.0.1:9102           # optional: Prometheus /metrics (port 0: any)
+ *   crl:                               # optional: revocation (docs/AGENT.md)
+ *     url: http://ca:8443/crl          # default: the cRLDistributionPoints of our certificates
+ *     refresh: 60s                     # fetch at least this often (5s..1d, default 60s)
  *
  * Relative paths resolve against the file's directory. Unknown keys are
  * refused everywhere, inside workload entries too. Every error is
@@ -54,6 +59,8 @@
 #include "evidence.h"
 #include "keytypes.h"
 #include "selector.h"
+
+#define AGENT_MAX_CA_URLS 16
 
 /* One workload identity the agent keeps. */
 struct agent_workload {
@@ -88,7 +95,7 @@ struct agent_api_conf {
 struct agent_config {
 	char *path;			/* the file, as given */
 	struct cfg_token token;
-	char *ca_url;			/* as written */
+	char *ca_url;			/* as written (a list: ", " between two) */
 	struct cmpc_server *ca;		/* the CA's address(es), parsed from ca_url */
 	size_t nca;
 	char *root;			/* ca.root: path of the trust anchor */
@@ -102,6 +109,8 @@ struct agent_config {
 	struct agent_node node;
 	struct evidence_conf evidence;	/* attestation:, kind EVIDENCE_NONE when absent */
 	struct agent_api_conf api;
+	char *crl_url;			/* crl.url, or NULL: our certificates' CDP */
+	int64_t crl_refresh;		/* crl.refresh, seconds (default 60) */
 };
 
 /*

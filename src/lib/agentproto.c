@@ -213,6 +213,8 @@ ag_request_decode(const struct ag_frame *f, struct ag_request *r)
 			return HSM_EPROTO;
 		}
 		return 0;
+	case AG_T_CRL_SUBSCRIBE:
+		return f->bodylen == 0 ? 0 : HSM_EPROTO;
 	default:
 		return HSM_EPROTO;
 	}
@@ -255,12 +257,17 @@ ag_reply_decode(const struct ag_frame *f, struct ag_reply *r)
 	r->id = f->id;
 	if (f->type == AG_T_UPDATE)
 		req = AG_T_SUBSCRIBE;
+	else if (f->type == AG_T_CRL)
+		req = AG_T_CRL_SUBSCRIBE;
 	else if ((f->type & AG_T_REPLY) != 0)
 		req = f->type & (uint8_t)~AG_T_REPLY;
 	else
 		return HSM_EPROTO;
 	if (req != AG_T_GET_SVID && req != AG_T_SUBSCRIBE && req != AG_T_SIGN &&
-	    req != AG_T_SIGN_TBS)
+	    req != AG_T_SIGN_TBS && req != AG_T_CRL_SUBSCRIBE)
+		return HSM_EPROTO;
+	/* A CRL push is never an error. */
+	if (f->type == AG_T_CRL && (f->bodylen < 4 || hsm_get32(f->body) != 0))
 		return HSM_EPROTO;
 	if (f->bodylen < 4)
 		return HSM_EPROTO;
@@ -279,6 +286,17 @@ ag_reply_decode(const struct ag_frame *f, struct ag_reply *r)
 			r->errtext[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
 		}
 		r->errtext[n] = '\0';
+		return 0;
+	}
+	if (req == AG_T_CRL_SUBSCRIBE) {
+		/* u32 crllen, then exactly that much DER; 0 (reply only): none yet. */
+		if (f->bodylen < 8 || (n = hsm_get32(f->body + 4)) > AG_MAX_CRL ||
+		    n != f->bodylen - 8 || (n == 0 && f->type == AG_T_CRL)) {
+			memset(r, 0, sizeof(*r));
+			return HSM_EPROTO;
+		}
+		r->crl = n > 0 ? f->body + 8 : NULL;
+		r->crllen = n;
 		return 0;
 	}
 	if (req == AG_T_SIGN || req == AG_T_SIGN_TBS) {
@@ -441,6 +459,35 @@ ag_encode_svid(uint8_t type, uint32_t id, const struct ag_svid *s, uint8_t **out
 }
 
 int
+ag_encode_crl_subscribe(uint32_t id, uint8_t **out, size_t *len)
+{
+	uint8_t *b;
+
+	return frame_new(AG_T_CRL_SUBSCRIBE, id, 0, out, len, &b);
+}
+
+int
+ag_encode_crl(uint8_t type, uint32_t id, const uint8_t *der, size_t derlen, uint8_t **out,
+    size_t *len)
+{
+	uint8_t *b;
+	int r;
+
+	*out = NULL;
+	*len = 0;
+	if ((type != AG_T_CRL && type != (AG_T_CRL_SUBSCRIBE | AG_T_REPLY)) ||
+	    derlen > AG_MAX_CRL || (derlen > 0 && der == NULL) ||
+	    (derlen == 0 && type == AG_T_CRL))
+		return HSM_EINVAL;
+	if ((r = frame_new(type, id, 8 + derlen, out, len, &b)) != 0)
+		return r;
+	hsm_put32(b + 4, (uint32_t)derlen);
+	if (derlen > 0)
+		memcpy(b + 8, der, derlen);
+	return 0;
+}
+
+int
 ag_encode_sig(uint32_t id, const uint8_t *sig, size_t siglen, uint8_t **out, size_t *len)
 {
 	uint8_t *b;
@@ -470,7 +517,8 @@ ag_encode_error(uint8_t type, uint32_t id, int status, const char *text, uint8_t
 		return HSM_EINVAL;
 	if (type != AG_T_UPDATE && ((type & AG_T_REPLY) == 0 ||
 	    ((type & ~AG_T_REPLY) != AG_T_GET_SVID && (type & ~AG_T_REPLY) != AG_T_SUBSCRIBE &&
-	    (type & ~AG_T_REPLY) != AG_T_SIGN && (type & ~AG_T_REPLY) != AG_T_SIGN_TBS)))
+	    (type & ~AG_T_REPLY) != AG_T_SIGN && (type & ~AG_T_REPLY) != AG_T_SIGN_TBS &&
+	    (type & ~AG_T_REPLY) != AG_T_CRL_SUBSCRIBE)))
 		return HSM_EINVAL;
 	if (n > AG_MAX_ERRTEXT)
 		n = AG_MAX_ERRTEXT;

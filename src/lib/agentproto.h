@@ -6,7 +6,7 @@
  *
  *   u32 len      bytes after this field, AG_HDR_LEN-4 .. AG_MAX_FRAME-4
  *   u8  version  AG_VERSION
- *   u8  type     request type (AG_T_*), the same type | AG_T_REPLY, or AG_T_UPDATE
+ *   u8  type     request type (AG_T_*), the same type | AG_T_REPLY, AG_T_UPDATE or AG_T_CRL
  *   u16 zero     reserved, must be 0
  *   u32 id       chosen by the client, echoed in the reply (and in UPDATEs
  *                pushed for a SUBSCRIBE: the SUBSCRIBE's id)
@@ -41,6 +41,14 @@
  *   SIGN_TBS reply:      signature (1..HSM_MAX_SIG; DER ECDSA-Sig-Value or
  *                        the raw RSA signature); a SIGN reply is always an
  *                        error
+ *   CRL_SUBSCRIBE reply and CRL push:
+ *                        u32 crllen, CRL DER[crllen] (0..AG_MAX_CRL; 0 only in
+ *                        the reply: the agent holds no CRL yet); the body ends
+ *                        there. A CRL push always has status 0.
+ * CRL_SUBSCRIBE has an empty body: the agent answers with the CRL it holds
+ * and pushes AG_T_CRL (with the CRL_SUBSCRIBE's id) whenever it installs a
+ * newer one. An agent older than CRL_SUBSCRIBE closes the connection as
+ * malformed: a client subscribes on a connection of its own.
  *
  * These functions are pure (no I/O) and distrust every byte.
  */
@@ -58,6 +66,7 @@
 #define AG_MAX_PEM (96 * 1024)
 #define AG_MAX_FRAME (256 * 1024)
 #define AG_MAX_ERRTEXT 255
+#define AG_MAX_CRL (240 * 1024)	/* CRL_MAX_DER: a CRL's DER in one frame */
 #define AG_MAX_TBS (64 * 1024)	/* TLSSIG_MAX_TBS: a TLS 1.2 transcript with two chains */
 /* The longest request: a SIGN_TBS with the longest ID, a key id and AG_MAX_TBS bytes. */
 #define AG_MAX_REQUEST (AG_HDR_LEN + 2 + SPIFFE_ID_MAX + 3 + HSM_KEYID_LEN + 4 + AG_MAX_TBS)
@@ -68,6 +77,8 @@ enum ag_type {
 	AG_T_SIGN = 3,
 	AG_T_UPDATE = 4,	/* agent -> client, unsolicited, after a SUBSCRIBE */
 	AG_T_SIGN_TBS = 5,
+	AG_T_CRL_SUBSCRIBE = 6,	/* client -> agent: the CRL now and at every change */
+	AG_T_CRL = 7,		/* agent -> client, unsolicited, after a CRL_SUBSCRIBE */
 	AG_T_REPLY = 0x80,
 };
 
@@ -120,6 +131,8 @@ struct ag_reply {
 	struct ag_svid svid;		/* GET_SVID/SUBSCRIBE replies, UPDATE */
 	const uint8_t *sig;		/* SIGN_TBS reply */
 	size_t siglen;
+	const uint8_t *crl;		/* CRL_SUBSCRIBE reply, CRL push: DER, NULL when none */
+	size_t crllen;
 };
 
 /*
@@ -169,6 +182,14 @@ int ag_encode_sign(uint32_t id, const char *spiffe_id, const uint8_t *keyid, uin
 size_t ag_hash_len(int hash);
 /* Successful GET_SVID/SUBSCRIBE reply (type = req | AG_T_REPLY) or AG_T_UPDATE. */
 int ag_encode_svid(uint8_t type, uint32_t id, const struct ag_svid *s, uint8_t **out, size_t *len);
+/* CRL_SUBSCRIBE request (empty body). */
+int ag_encode_crl_subscribe(uint32_t id, uint8_t **out, size_t *len);
+/*
+ * Successful CRL_SUBSCRIBE reply (type AG_T_CRL_SUBSCRIBE | AG_T_REPLY;
+ * derlen 0: no CRL yet) or AG_T_CRL push (derlen 1..AG_MAX_CRL).
+ */
+int ag_encode_crl(uint8_t type, uint32_t id, const uint8_t *der, size_t derlen, uint8_t **out,
+    size_t *len);
 /* Successful SIGN_TBS reply. */
 int ag_encode_sig(uint32_t id, const uint8_t *sig, size_t siglen, uint8_t **out, size_t *len);
 /* Failed reply (status < 0); text may be NULL and is cut at AG_MAX_ERRTEXT bytes. */

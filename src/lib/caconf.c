@@ -9,9 +9,12 @@
 
 #include "attest.h"
 #include "caconf.h"
+#include "crl.h"
 #include "config.h"
 #include "err.h"
+#include "evidence.h"
 #include "keytypes.h"
+#include "nfprofile.h"
 #include "spiffe.h"
 
 /* ---- ca.yaml ---- */
@@ -19,8 +22,9 @@
 static const char *const ca_known[] = {
 	"trust_domain",
 	"token.module", "token.uri", "token.pin_file", "token.pin_env", "token.workers",
+	"token.workers_min", "token.workers_max",
 	"token.test_sign_delay_ms",
-	"key.type", "key.label",
+	"key.type", "key.label", "key.replicable",
 	"state_dir", "listen", "svid_ttl", "max_ttl", "ca_ttl", "database", "audit_log",
 	"attestation.collateral", "attestation.insecure_test_root", "attestation.mrsigner",
 	"attestation.mrenclave", "attestation.isv_prod_id", "attestation.min_isv_svn",
@@ -28,9 +32,18 @@ static const char *const ca_known[] = {
 	"attestation.nonce_ttl", "attestation.spiffe_id", "attestation.collateral_grace",
 	"attestation.identity",
 	"metrics.listen",
+	"profile", "plmn.mcc", "plmn.mnc", "plmn.country",
 	"front.max_connections", "front.max_connections_per_source", "front.workers",
 	"front.request_timeout", "front.idle_timeout", "front.write_timeout", "front.max_body",
 	"front.max_buffered",
+	"crl.url", "crl.next_update",
+	"replication.evidence.producer", "replication.evidence.path",
+	"replication.evidence.command", "replication.evidence.timeout",
+	"replication.attestation.collateral", "replication.attestation.insecure_test_root",
+	"replication.attestation.mrsigner", "replication.attestation.mrenclave",
+	"replication.attestation.isv_prod_id", "replication.attestation.min_isv_svn",
+	"replication.attestation.tcb_status", "replication.attestation.allow_debug",
+	"replication.attestation.nonce_ttl", "replication.attestation.collateral_grace",
 	NULL
 };
 
@@ -50,7 +63,13 @@ ca_config_free(struct ca_config *c)
 	free(c->database);
 	free(c->audit_log);
 	free(c->metrics_listen);
+	free(c->crl.url);
+	free(c->plmn_mcc);
+	free(c->plmn_mnc);
+	free(c->plmn_country);
 	attest_policy_free(c->attest);
+	attest_policy_free(c->repl_attest);
+	evidence_conf_clear(&c->repl_evidence);
 	free(c);
 }
 
@@ -71,6 +90,24 @@ listen_ok(const char *s)
 		port = port * 10 + (*p - '0');
 	}
 	return port <= 65535;
+}
+
+/* crl: the URL every certificate names and how long a CRL is valid. */
+static int
+crl_load(const struct cfg_doc *d, struct ca_config *c)
+{
+	const char *path;
+	int r;
+
+	if ((r = cfg_get_str(d, "crl.url", NULL, &c->crl.url)) != 0 ||
+	    (r = cfg_get_duration(d, "crl.next_update", "1h", &c->crl.next_update)) != 0)
+		return r;
+	if (c->crl.url != NULL && crl_url_path(c->crl.url, &path) != 0)
+		return cfg_err(d, "crl.url", "'crl.url' must be http://HOST[:PORT]/PATH of printable "
+		    "characters");
+	if (c->crl.next_update < 60 || c->crl.next_update > 7 * 86400)
+		return cfg_err(d, "crl.next_update", "'crl.next_update' must be 60s to 7d");
+	return 0;
 }
 
 static int
@@ -133,6 +170,55 @@ front_load(const struct cfg_doc *d, struct ca_config *c)
 	return 0;
 }
 
+/*
+ * profile and plmn: the default certificate profile and what the 3GPP NF
+ * profile takes from the CA (nfprofile.h). plmn: is all or nothing;
+ * profile 3gpp-nf needs it, and an svid_ttl within the profile's 3 years.
+ */
+static int
+profile_load(const struct cfg_doc *d, struct ca_config *c)
+{
+	enum cert_profile_kind k;
+	char *v = NULL, why[300];
+	int r;
+
+	if ((r = cfg_get_str(d, "profile", "spiffe", &v)) != 0)
+		return r;
+	r = nf_profile_parse(v, 0, &k);
+	free(v);
+	if (r != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_detail());
+		return cfg_err(d, "profile", "'profile': %s", why);
+	}
+	c->profile = (int)k;
+	if ((r = cfg_get_str(d, "plmn.mcc", NULL, &c->plmn_mcc)) != 0 ||
+	    (r = cfg_get_str(d, "plmn.mnc", NULL, &c->plmn_mnc)) != 0 ||
+	    (r = cfg_get_str(d, "plmn.country", NULL, &c->plmn_country)) != 0)
+		return r;
+	if (c->plmn_mcc != NULL || c->plmn_mnc != NULL || c->plmn_country != NULL) {
+		if ((r = cfg_require(d, "plmn.mcc")) != 0 || (r = cfg_require(d, "plmn.mnc")) != 0 ||
+		    (r = cfg_require(d, "plmn.country")) != 0)
+			return r;
+		if (nf_plmn_check(c->plmn_mcc, c->plmn_mnc) != 0) {
+			snprintf(why, sizeof(why), "%s", hsm_err_detail());
+			return cfg_err(d, strstr(why, "MCC") == why ? "plmn.mcc" : "plmn.mnc",
+			    "'plmn': %s", why);
+		}
+		if (nf_country_check(c->plmn_country) != 0) {
+			snprintf(why, sizeof(why), "%s", hsm_err_detail());
+			return cfg_err(d, "plmn.country", "'plmn.country': %s", why);
+		}
+	}
+	if (c->profile == PROFILE_3GPP_NF && c->plmn_mcc == NULL)
+		return cfg_err(d, "profile", "profile %s needs the home network: plmn.mcc, "
+		    "plmn.mnc and plmn.country", NF_PROFILE_NAME);
+	if (c->profile == PROFILE_3GPP_NF && nf_ttl_check(c->svid_ttl) != 0) {
+		snprintf(why, sizeof(why), "%s", hsm_err_detail());
+		return cfg_err(d, "svid_ttl", "'svid_ttl' %s: %s", c->svid_ttl_text, why);
+	}
+	return 0;
+}
+
 static int
 ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 {
@@ -167,7 +253,8 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 		r = cfg_err(d, "key.type", "'key.type': %s", why);
 		goto out;
 	}
-	if ((r = cfg_get_str(d, "key.label", "hsmesh-ca", &c->key_label)) != 0)
+	if ((r = cfg_get_str(d, "key.label", "hsmesh-ca", &c->key_label)) != 0 ||
+	    (r = cfg_get_bool(d, "key.replicable", 0, &c->key_replicable)) != 0)
 		goto out;
 	if (!label_ok(c->key_label)) {
 		r = cfg_err(d, "key.label", "'key.label' must be 1 to %d printable characters",
@@ -197,14 +284,26 @@ ca_config_from_doc(const struct cfg_doc *d, struct ca_config **out)
 		goto out;
 	}
 
-	if ((r = cfg_get_path(d, "database", NULL, &c->database)) != 0 ||
-	    (r = cfg_get_path(d, "audit_log", NULL, &c->audit_log)) != 0)
+	/* A URI (postgresql://...) is kept as written; a path resolves against the file's directory. */
+	if ((r = cfg_get_str(d, "database", NULL, &c->database)) != 0)
+		goto out;
+	if (c->database != NULL && strstr(c->database, "://") == NULL) {
+		free(c->database);
+		c->database = NULL;
+		if ((r = cfg_get_path(d, "database", NULL, &c->database)) != 0)
+			goto out;
+	}
+	if ((r = cfg_get_path(d, "audit_log", NULL, &c->audit_log)) != 0)
 		goto out;
 	if ((c->database == NULL && (r = cfg_resolve_path(c->state_dir, "ledger.db", &c->database)) != 0) ||
 	    (c->audit_log == NULL && (r = cfg_resolve_path(c->state_dir, "audit.log", &c->audit_log)) != 0))
 		goto out;
 	if ((r = attest_policy_load(d, "attestation", c->trust_domain, &c->attest)) != 0 ||
-	    (r = front_load(d, c)) != 0)
+	    (r = attest_policy_load(d, "replication.attestation", c->trust_domain,
+	    &c->repl_attest)) != 0 ||
+	    (r = evidence_conf_load(d, "replication.evidence", &c->repl_evidence)) != 0 ||
+	    (r = front_load(d, c)) != 0 || (r = profile_load(d, c)) != 0 ||
+	    (r = crl_load(d, c)) != 0)
 		goto out;
 
 	*out = c;

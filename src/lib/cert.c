@@ -1,4 +1,5 @@
 /* cert.c - root, X.509-SVIDs, parsing and CSR checks (see cert.h). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -25,8 +27,8 @@
 /* ---- building ---- */
 
 /* SHA-384 goes with P-384 (same strength); SHA-256 with P-256 and RSA. */
-static const EVP_MD *
-sig_md(EVP_PKEY *pub)
+const EVP_MD *
+cert_sig_md(EVP_PKEY *pub)
 {
 	if (EVP_PKEY_is_a(pub, "EC") && EVP_PKEY_get_bits(pub) == 384)
 		return EVP_sha384();
@@ -129,28 +131,40 @@ add_key_ids(X509 *x, X509 *issuer)
 	return r;
 }
 
-/* A subjectAltName with exactly one URI, built as ASN.1 (never through config syntax). */
-int
-cert_add_uri_san(X509 *x, const char *uri, int critical)
+/*
+ * A subjectAltName of a dNSName (dns, may be NULL) and then one URI, built
+ * as ASN.1 (never through config syntax).
+ */
+static int
+add_sans(X509 *x, const char *dns, const char *uri, int critical)
 {
+	const char *v[2] = { dns, uri };
+	const int type[2] = { GEN_DNS, GEN_URI };
 	GENERAL_NAMES *gens = NULL;
 	GENERAL_NAME *gn = NULL;
 	ASN1_IA5STRING *ia5 = NULL;
 	int r = HSM_ECRYPTO;
 
-	if ((gens = sk_GENERAL_NAME_new_null()) == NULL || (gn = GENERAL_NAME_new()) == NULL ||
-	    (ia5 = ASN1_IA5STRING_new()) == NULL ||
-	    !ASN1_STRING_set(ia5, uri, (int)strlen(uri))) {
+	if ((gens = sk_GENERAL_NAME_new_null()) == NULL) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "out of memory");
 		goto out;
 	}
-	GENERAL_NAME_set0_value(gn, GEN_URI, ia5);
-	ia5 = NULL;
-	if (!sk_GENERAL_NAME_push(gens, gn)) {
-		r = hsm_err_ossl(HSM_ECRYPTO, "out of memory");
-		goto out;
+	for (int i = 0; i < 2; i++) {
+		if (v[i] == NULL)
+			continue;
+		if ((gn = GENERAL_NAME_new()) == NULL || (ia5 = ASN1_IA5STRING_new()) == NULL ||
+		    !ASN1_STRING_set(ia5, v[i], (int)strlen(v[i]))) {
+			r = hsm_err_ossl(HSM_ECRYPTO, "out of memory");
+			goto out;
+		}
+		GENERAL_NAME_set0_value(gn, type[i], ia5);
+		ia5 = NULL;
+		if (!sk_GENERAL_NAME_push(gens, gn)) {
+			r = hsm_err_ossl(HSM_ECRYPTO, "out of memory");
+			goto out;
+		}
+		gn = NULL;
 	}
-	gn = NULL;
 	if (!X509_add1_ext_i2d(x, NID_subject_alt_name, gens, critical, X509V3_ADD_DEFAULT)) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "cannot add the subject alternative name");
 		goto out;
@@ -161,6 +175,13 @@ cert_add_uri_san(X509 *x, const char *uri, int critical)
 	GENERAL_NAME_free(gn);
 	GENERAL_NAMES_free(gens);
 	return r;
+}
+
+/* A subjectAltName with exactly one URI (cert.h). */
+int
+cert_add_uri_san(X509 *x, const char *uri, int critical)
+{
+	return add_sans(x, NULL, uri, critical);
 }
 
 static int
@@ -208,7 +229,7 @@ sign_failed(void)
 static int
 sign_and_check(X509 *x, EVP_PKEY *signer, EVP_PKEY *issuer_pub)
 {
-	if (X509_sign(x, signer, sig_md(issuer_pub)) <= 0)
+	if (X509_sign(x, signer, cert_sig_md(issuer_pub)) <= 0)
 		return sign_failed();
 	if (X509_verify(x, issuer_pub) != 1)
 		return hsm_err_ossl(HSM_ECRYPTO,
@@ -359,7 +380,7 @@ cert_make_ca_csr(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, X509_REQ **out
 		r = hsm_err_ossl(HSM_ECRYPTO, "cannot add the requested extensions");
 		goto out;
 	}
-	if (X509_REQ_sign(req, signer, sig_md(pub)) <= 0) {
+	if (X509_REQ_sign(req, signer, cert_sig_md(pub)) <= 0) {
 		r = sign_failed();
 		goto out;
 	}
@@ -407,23 +428,94 @@ cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id
 	return cert_issue_svid_ext(ca, ca_key, pub, spiffe_id, ttl, NULL, out);
 }
 
+/* The fixed DER before the point of an EC P-256 / P-384 SubjectPublicKeyInfo. */
+static const uint8_t spki_p256[] = {
+	0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+	0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+};
+static const uint8_t spki_p384[] = {
+	0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
+	0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+};
+
+int
+cert_pubkey_parse(const uint8_t *spki, size_t len, EVP_PKEY **out)
+{
+	const unsigned char *p = spki;
+	const char *group = NULL;
+	size_t hl = 0;
+	OSSL_PARAM params[3];
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pk = NULL;
+
+	*out = NULL;
+	if (len == sizeof(spki_p256) + 65 && memcmp(spki, spki_p256, sizeof(spki_p256)) == 0) {
+		group = "prime256v1";
+		hl = sizeof(spki_p256);
+	} else if (len == sizeof(spki_p384) + 97 && memcmp(spki, spki_p384, sizeof(spki_p384)) == 0) {
+		group = "secp384r1";
+		hl = sizeof(spki_p384);
+	}
+	if (group == NULL) {
+		/* Not one of the two common EC encodings: OpenSSL's decoders. */
+		if (len > LONG_MAX || (pk = d2i_PUBKEY(NULL, &p, (long)len)) == NULL ||
+		    p != spki + len) {
+			EVP_PKEY_free(pk);
+			return hsm_err_ossl(HSM_EINVAL, "not a SubjectPublicKeyInfo");
+		}
+		*out = pk;
+		return 0;
+	}
+	/* The point is checked to be on the curve by the import. */
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
+	    (void *)(spki + hl), len - hl);
+	params[2] = OSSL_PARAM_construct_end();
+	if ((ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
+	    EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+		EVP_PKEY_CTX_free(ctx);
+		return hsm_err_ossl(HSM_EINVAL, "not a valid EC public key");
+	}
+	EVP_PKEY_CTX_free(ctx);
+	*out = pk;
+	return 0;
+}
+
 int
 cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
-    int64_t ttl, X509_EXTENSION *extra, X509 **out)
+    int64_t ttl, const STACK_OF(X509_EXTENSION) *extra, X509 **out)
 {
+	struct cert_profile p;
+
+	memset(&p, 0, sizeof(p));
+	p.exts = extra;
+	return cert_issue_svid_profile(ca, ca_key, pub, spiffe_id, ttl, &p, out);
+}
+
+int
+cert_issue_svid_profile(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
+    int64_t ttl, const struct cert_profile *p, X509 **out)
+{
+	static const struct cert_profile none;
 	struct spiffe_id sid;
 	EVP_PKEY *ca_pub;
 	X509 *x = NULL;
 	X509_NAME *name;
-	time_t now = time(NULL), na;
+	time_t now = time(NULL), nb, na;
 	int64_t ca_na;
 	int r;
 
 	*out = NULL;
+	if (p == NULL)
+		p = &none;
 	if ((r = spiffe_id_parse(spiffe_id, &sid)) != 0)
 		return r;
 	if (ttl <= 0 || ttl > CERT_MAX_TTL)
 		return hsm_err(HSM_EINVAL, "TTL of %lld seconds is out of range", (long long)ttl);
+	if (p->max_validity < 0 || p->max_validity > CERT_MAX_TTL)
+		return hsm_err(HSM_EINVAL, "validity cap of %lld seconds is out of range",
+		    (long long)p->max_validity);
 	if ((r = cert_key_check(pub)) != 0)
 		return r;
 	if ((ca_pub = X509_get0_pubkey(ca)) == NULL)
@@ -432,40 +524,47 @@ cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiff
 		return hsm_err(HSM_EINVAL, "the CA certificate has an unreadable notAfter");
 	if (ca_na <= now)
 		return hsm_err(HSM_EPOLICY, "the CA certificate has expired");
+	/*
+	 * Backdate for clock skew, but by at most a tenth of the lifetime: a
+	 * 30 s SVID backdated a minute would look two-thirds spent to an
+	 * agent that renews at half its lifetime.
+	 */
+	nb = now - (ttl / 10 < CERT_BACKDATE ? (time_t)(ttl / 10) : CERT_BACKDATE);
 	/* An SVID never outlives its issuer: relying parties would reject the tail anyway. */
 	na = now + (time_t)ttl;
 	if (na > ca_na)
 		na = (time_t)ca_na;
+	/* A profile's cap counts from notBefore; both ends are inclusive (RFC 5280 4.1.2.5). */
+	if (p->max_validity > 0 && na - nb >= (time_t)p->max_validity)
+		na = nb + (time_t)p->max_validity - 1;
 
 	if ((x = X509_new()) == NULL || !X509_set_version(x, X509_VERSION_3)) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "X509_new");
 		goto out;
 	}
 	name = X509_get_subject_name(x);
-	if ((r = set_random_serial(x)) != 0 || (r = name_add(name, "O", "SPIFFE")) != 0)
+	if ((r = set_random_serial(x)) != 0 ||
+	    (p->country != NULL && (r = name_add(name, "C", p->country)) != 0) ||
+	    (r = name_add(name, "O", p->org != NULL ? p->org : "SPIFFE")) != 0)
 		goto out;
 	if (!X509_set_issuer_name(x, X509_get_subject_name(ca)) || !X509_set_pubkey(x, pub)) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "cannot set the issuer or the key");
 		goto out;
 	}
-	/*
-	 * Backdate for clock skew, but by at most a tenth of the lifetime: a
-	 * 30 s SVID backdated a minute would look two-thirds spent to an
-	 * agent that renews at half its lifetime.
-	 */
-	if ((r = set_validity(x, now - (ttl / 10 < CERT_BACKDATE ? (time_t)(ttl / 10) : CERT_BACKDATE),
-	    na)) != 0 ||
+	if ((r = set_validity(x, nb, na)) != 0 ||
 	    (r = add_ext_conf(x, NID_basic_constraints, "critical,CA:FALSE")) != 0 ||
-	    (r = add_ext_conf(x, NID_key_usage, EVP_PKEY_is_a(pub, "RSA") ?
+	    (r = add_ext_conf(x, NID_key_usage, EVP_PKEY_is_a(pub, "RSA") && !p->sign_only ?
 	    "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature")) != 0 ||
 	    (r = add_ext_conf(x, NID_ext_key_usage, "serverAuth,clientAuth")) != 0 ||
 	    (r = add_key_ids(x, ca)) != 0 ||
-	    /* Non-critical: the subject (O=SPIFFE) is not empty. */
-	    (r = cert_add_uri_san(x, spiffe_id, 0)) != 0)
+	    /* Non-critical by default: the subject (O=SPIFFE) is not empty. */
+	    (r = add_sans(x, p->dns_name, spiffe_id, p->san_critical)) != 0)
 		goto out;
-	if (extra != NULL && !X509_add_ext(x, extra, -1)) {
-		r = hsm_err_ossl(HSM_ECRYPTO, "cannot add an extension");
-		goto out;
+	for (int i = 0; i < sk_X509_EXTENSION_num(p->exts); i++) {
+		if (!X509_add_ext(x, sk_X509_EXTENSION_value(p->exts, i), -1)) {
+			r = hsm_err_ossl(HSM_ECRYPTO, "cannot add an extension");
+			goto out;
+		}
 	}
 	if ((r = sign_and_check(x, ca_key, ca_pub)) != 0)
 		goto out;

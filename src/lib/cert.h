@@ -68,9 +68,51 @@ int cert_make_ca_csr(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, X509_REQ *
 int cert_issue_svid(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
     int64_t ttl, X509 **out);
 
-/* The same with one more extension (may be NULL), e.g. attest_identity_ext() of attest.h. */
+/*
+ * The digest a signature by a key whose public half is pub uses here:
+ * SHA-384 for P-384, SHA-256 for P-256 and RSA (certificates and CRLs).
+ */
+const EVP_MD *cert_sig_md(EVP_PKEY *pub);
+
+/*
+ * The same with more extensions (extra may be NULL), added in order after
+ * the SVID's own: attest_identity_ext() of attest.h, the CA's
+ * cRLDistributionPoints (crl_cdp_ext() of crl.h), ...
+ */
 int cert_issue_svid_ext(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
-    int64_t ttl, X509_EXTENSION *extra, X509 **out);
+    int64_t ttl, const STACK_OF(X509_EXTENSION) *extra, X509 **out);
+
+/*
+ * How a certificate departs from the plain X.509-SVID of cert_issue_svid
+ * (a zeroed struct changes nothing): the 3GPP NF profile (nfprofile.h) is
+ * one. Strings are used as given: the caller has checked them.
+ */
+struct cert_profile {
+	const char *country;		/* subject C (2 letters) before O, or NULL */
+	const char *org;		/* subject O; NULL: "SPIFFE" */
+	const char *dns_name;		/* a dNSName SAN before the URI SAN, or NULL */
+	int san_critical;		/* subjectAltName marked critical */
+	int sign_only;			/* keyUsage digitalSignature alone, even for RSA */
+	int64_t max_validity;		/* notAfter - notBefore below this many seconds; 0: no cap */
+	const STACK_OF(X509_EXTENSION) *exts;	/* more extensions, added in order, or NULL */
+};
+
+/*
+ * cert_issue_svid_ext with a profile (NULL: none): the same checks, the
+ * same serial, basicConstraints, EKU, SKI/AKI and signature, with what p
+ * says. The validity still ends no later than the CA's.
+ */
+int cert_issue_svid_profile(X509 *ca, EVP_PKEY *ca_key, EVP_PKEY *pub, const char *spiffe_id,
+    int64_t ttl, const struct cert_profile *p, X509 **out);
+
+/*
+ * The public key of a DER SubjectPublicKeyInfo (all len bytes). EC P-256
+ * and P-384 in their usual encoding are imported directly (the point
+ * checked to be on the curve), without the set-up of OpenSSL 3.0's
+ * decoders that d2i_PUBKEY pays on every call; anything else goes through
+ * d2i_PUBKEY. Caller frees *out. 0 or HSM_EINVAL.
+ */
+int cert_pubkey_parse(const uint8_t *spki, size_t len, EVP_PKEY **out);
 
 /*
  * The key types accepted in an SVID: EC P-256, EC P-384, RSA 2048..8192.

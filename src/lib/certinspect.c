@@ -17,6 +17,7 @@
 #include "cert.h"
 #include "certinspect.h"
 #include "err.h"
+#include "nfprofile.h"
 #include "spiffe.h"
 #include "util.h"
 
@@ -180,6 +181,15 @@ print_validity(BIO *b, X509 *x)
 				BIO_printf(b, ", about %lld days", (left + 43200) / 86400);
 			BIO_printf(b, ")");
 		}
+		/* Both ends count (RFC 5280 4.1.2.5): what a profile's cap bounds. */
+		if (na >= nb) {
+			long long p = (long long)(na - nb) + 1;
+
+			BIO_printf(b, "\n");
+			field(b, "lifetime");
+			BIO_printf(b, "%lld s (%lldd %lldh %lldm %llds)", p, p / 86400, p % 86400 / 3600,
+			    p % 3600 / 60, p % 60);
+		}
 	}
 	BIO_printf(b, "\n");
 }
@@ -246,6 +256,101 @@ print_key_usage(BIO *b, X509 *x)
 	ERR_clear_error();
 }
 
+/* A key identifier as colon-separated hex (at most 32 bytes shown). */
+static void
+print_keyid(BIO *b, const ASN1_OCTET_STRING *id)
+{
+	int n = id != NULL ? ASN1_STRING_length(id) : 0;
+
+	for (int i = 0; i < n && i < 32; i++)
+		BIO_printf(b, "%s%02X", i ? ":" : "", ASN1_STRING_get0_data(id)[i]);
+	if (n > 32)
+		BIO_printf(b, ":...");
+	if (n == 0)
+		BIO_printf(b, "(empty)");
+}
+
+/*
+ * The extensions of the 3GPP NF profile beside the key usages (TS 33.310
+ * 6.1.3c): key identifiers, CRL distribution points, nfTypes (RFC 9310),
+ * each with its criticality.
+ */
+static void
+print_ids_and_nf(BIO *b, X509 *x)
+{
+	AUTHORITY_KEYID *akid;
+	ASN1_OCTET_STRING *skid;
+	CRL_DIST_POINTS *cdp;
+	struct nf_types nt;
+	int crit = -1, i, k, n = 0;
+
+	crit = -1;
+	if ((skid = X509_get_ext_d2i(x, NID_subject_key_identifier, &crit, NULL)) != NULL) {
+		field(b, "subj key id");
+		print_keyid(b, skid);
+		BIO_printf(b, "%s\n", crit_note(x, NID_subject_key_identifier));
+		ASN1_OCTET_STRING_free(skid);
+	} else if (crit != -1) {
+		field(b, "subj key id");
+		BIO_printf(b, "(malformed)\n");
+	}
+	crit = -1;
+	if ((akid = X509_get_ext_d2i(x, NID_authority_key_identifier, &crit, NULL)) != NULL) {
+		field(b, "auth key id");
+		if (akid->keyid != NULL)
+			print_keyid(b, akid->keyid);
+		else
+			BIO_printf(b, "(no key identifier)");
+		BIO_printf(b, "%s\n", crit_note(x, NID_authority_key_identifier));
+		AUTHORITY_KEYID_free(akid);
+	} else if (crit != -1) {
+		field(b, "auth key id");
+		BIO_printf(b, "(malformed)\n");
+	}
+	crit = -1;
+	if ((cdp = X509_get_ext_d2i(x, NID_crl_distribution_points, &crit, NULL)) != NULL) {
+		for (i = 0; i < sk_DIST_POINT_num(cdp); i++) {
+			DIST_POINT *dp = sk_DIST_POINT_value(cdp, i);
+
+			if (dp->distpoint == NULL || dp->distpoint->type != 0)
+				continue;
+			for (k = 0; k < sk_GENERAL_NAME_num(dp->distpoint->name.fullname); k++) {
+				GENERAL_NAME *g = sk_GENERAL_NAME_value(dp->distpoint->name.fullname, k);
+
+				if (g->type != GEN_URI)
+					continue;
+				field(b, "crl point");
+				print_safe(b, ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
+				    ASN1_STRING_length(g->d.uniformResourceIdentifier));
+				BIO_printf(b, "%s\n", crit_note(x, NID_crl_distribution_points));
+				n++;
+			}
+		}
+		if (n == 0) {
+			field(b, "crl point");
+			BIO_printf(b, "(no URI)\n");
+		}
+		CRL_DIST_POINTS_free(cdp);
+	} else if (crit != -1) {
+		field(b, "crl point");
+		BIO_printf(b, "(malformed)\n");
+	}
+	if ((i = nf_types_of_cert(x, &nt, &crit)) != HSM_ENOENT) {
+		field(b, "nf types");
+		if (i != 0) {
+			BIO_printf(b, "(malformed)\n");
+		} else {
+			for (size_t j = 0; j < nt.n; j++) {
+				BIO_printf(b, "%s", j ? ", " : "");
+				print_safe(b, (const unsigned char *)nt.t[j], (int)strlen(nt.t[j]));
+			}
+			BIO_printf(b, "%s\n", crit ? " (critical)" : "");
+		}
+		hsm_err_clear();
+	}
+	ERR_clear_error();
+}
+
 static void
 print_sigalg(BIO *b, const X509_ALGOR *alg)
 {
@@ -280,6 +385,10 @@ print_cert(BIO *b, X509 *x, cert_ext_line_fn ext)
 		BIO_printf(b, "(unreadable)\n");
 	gens = X509_get_ext_d2i(x, NID_subject_alt_name, &crit, NULL);
 	print_sans(b, gens);
+	if (gens != NULL) {
+		field(b, "alt names");
+		BIO_printf(b, "%s\n", crit ? "critical" : "not critical");
+	}
 	GENERAL_NAMES_free(gens);
 	print_key(b, X509_get_X509_PUBKEY(x));
 	print_validity(b, x);
@@ -296,6 +405,7 @@ print_cert(BIO *b, X509 *x, cert_ext_line_fn ext)
 		BASIC_CONSTRAINTS_free(bc);
 	}
 	print_key_usage(b, x);
+	print_ids_and_nf(b, x);
 	for (size_t i = 0; ext != NULL && (st = ext(x, i, &label, line, sizeof(line))) != HSM_ENOENT;
 	    i++) {
 		if (st == 0 || label == NULL)

@@ -19,6 +19,7 @@
 #include <openssl/crmf.h>
 #include <openssl/err.h>
 #include <openssl/http.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include "cmpclient.h"
@@ -35,9 +36,10 @@ _Static_assert(ATTEST_NONCE_LEN == 32, "cmpc_attest_nonce's buffer");
 struct exch {
 	const struct cmpc_ca *ca;
 	const struct cmpc_server *srv;
+	const ASN1_OCTET_STRING *tid;	/* the transactionID, the same with every server */
 	/* transfer callback */
-	int unreached;			/* could not connect: the request never left */
 	char why[300];			/* its reason */
+	int sysfail;			/* the CA answered with failInfo systemFailure */
 	/* certConf callback */
 	const char *id;
 	const uint8_t *spki;
@@ -182,13 +184,11 @@ connect_srv(struct exch *x, int timeout)
 		if ((rv = BIO_wait(b, max_time, 100)) <= 0) {
 			connect_reason(s, rv == 0, x->why, sizeof(x->why));
 			BIO_free_all(b);
-			x->unreached = 1;
 			return NULL;
 		}
 	}
 	connect_reason(s, 0, x->why, sizeof(x->why));
 	BIO_free_all(b);
-	x->unreached = 1;
 	return NULL;
 }
 
@@ -352,7 +352,8 @@ ctx_new(struct exch *x, OSSL_CMP_CTX **out)
 	     * unprotected message can carry; nothing unprotected is accepted.
 	     */
 	    OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_UNPROTECTED_ERRORS, 1) != 1 ||
-	    OSSL_CMP_CTX_set0_trustedStore(ctx, store) != 1)
+	    OSSL_CMP_CTX_set0_trustedStore(ctx, store) != 1 ||
+	    (x->tid != NULL && OSSL_CMP_CTX_set1_transactionID(ctx, x->tid) != 1))
 		goto fail;
 	*out = ctx;
 	return 0;
@@ -534,10 +535,12 @@ certreq_once(struct exch *x, const struct cmpc_certreq *rq, const OSSL_CRMF_MSG 
 			*how = CMPC_UNREACHABLE;
 			r = hsm_err(HSM_EIO, "%s", reason);
 		} else {
-			char buf[256];
+			char buf[512];
 
 			ERR_clear_error();
 			*how = CMPC_REFUSED;
+			x->sysfail = (OSSL_CMP_CTX_get_failInfoCode(ctx) &
+			    (1 << OSSL_CMP_PKIFAILUREINFO_systemFailure)) != 0;
 			r = hsm_err(HSM_EPOLICY, "CA refused: %s",
 			    OSSL_CMP_CTX_snprint_PKIStatus(ctx, buf, sizeof(buf)) != NULL ? buf :
 			    "rejection");
@@ -563,11 +566,40 @@ certreq_once(struct exch *x, const struct cmpc_certreq *rq, const OSSL_CRMF_MSG 
 	return r;
 }
 
+/*
+ * Whether a failed exchange with one CA address lets the next one be
+ * tried: no valid answer came (unreachable, connection closed, HTTP
+ * error, timeout, bad protection), or the CA answered that it failed
+ * itself (systemFailure: its ledger or keyholder). A refusal is final.
+ */
+static int
+next_server(const struct exch *x, enum cmpc_outcome how)
+{
+	return how == CMPC_UNREACHABLE || (how == CMPC_REFUSED && x->sysfail);
+}
+
+/* A fresh transactionID, kept for every server a request is sent to. */
+static ASN1_OCTET_STRING *
+new_tid(void)
+{
+	unsigned char b[16];
+	ASN1_OCTET_STRING *tid;
+
+	if (RAND_bytes(b, sizeof(b)) != 1 || (tid = ASN1_OCTET_STRING_new()) == NULL)
+		return NULL;
+	if (ASN1_OCTET_STRING_set(tid, b, sizeof(b)) != 1) {
+		ASN1_OCTET_STRING_free(tid);
+		return NULL;
+	}
+	return tid;
+}
+
 int
 cmpc_certreq(const struct cmpc_ca *ca, const struct cmpc_certreq *rq, enum cmpc_outcome *how,
     X509 **cert, STACK_OF(X509) **chain)
 {
 	OSSL_CRMF_MSG *crm = NULL;
+	ASN1_OCTET_STRING *tid = NULL;
 	int r;
 
 	*cert = NULL;
@@ -576,10 +608,12 @@ cmpc_certreq(const struct cmpc_ca *ca, const struct cmpc_certreq *rq, enum cmpc_
 	if (ca->nservers == 0 || rq->key == NULL || rq->spki == NULL ||
 	    (rq->type == CMPC_KUR && rq->oldcert == NULL))
 		return hsm_err(HSM_EINVAL, "CMP set-up: no CA address, key or old certificate");
+	if ((tid = new_tid()) == NULL)
+		return hsm_err_ossl(HSM_ECRYPTO, "CMP set-up: transactionID");
 	if ((r = build_crm(rq, how, &crm)) != 0)
-		return r;
+		goto out;
 	for (size_t i = 0; i < ca->nservers; i++) {
-		struct exch x = { .ca = ca, .srv = &ca->servers[i], .id = rq->spiffe_id,
+		struct exch x = { .ca = ca, .srv = &ca->servers[i], .tid = tid, .id = rq->spiffe_id,
 		    .spki = rq->spki, .spkilen = rq->spkilen };
 
 		r = certreq_once(&x, rq, crm, how, cert);
@@ -588,20 +622,38 @@ cmpc_certreq(const struct cmpc_ca *ca, const struct cmpc_certreq *rq, enum cmpc_
 			x.chain = NULL;
 		}
 		svid_certs_free(x.chain);
-		/* The next address only when this one was never reached. */
-		if (r == 0 || !(*how == CMPC_UNREACHABLE && x.unreached))
+		if (r == 0 || !next_server(&x, *how))
 			break;
 		if (i + 1 < ca->nservers)
-			log_debug("CMP: %s; trying the next CA address", hsm_err_msg(r));
+			log_info("CMP: %s:%d: %s; trying the next CA address", x.srv->host, x.srv->port,
+			    hsm_err_msg(r));
 	}
+ out:
 	OSSL_CRMF_MSG_free(crm);
+	ASN1_OCTET_STRING_free(tid);
 	return r;
 }
 
 /* One genm to one server. */
+/* The CA's revocation sequence from a genp's HSM_OID_CRL_HINT, or -1 without one. */
+static int64_t
+crl_hint(const STACK_OF(OSSL_CMP_ITAV) *got)
+{
+	const OSSL_CMP_ITAV *itav = cmp_itav_find(got, HSM_OID_CRL_HINT);
+	const ASN1_TYPE *v = itav != NULL ? OSSL_CMP_ITAV_get0_value(itav) : NULL;
+	uint64_t u;
+
+	if (v == NULL || v->type != V_ASN1_INTEGER ||
+	    !ASN1_INTEGER_get_uint64(&u, v->value.integer) || u > INT64_MAX) {
+		ERR_clear_error();
+		return -1;
+	}
+	return (int64_t)u;
+}
+
 static int
 genm_once(struct exch *x, const char *id, const struct cmpc_protect *prot, const char *oid,
-    enum cmpc_outcome *how, uint8_t **value, size_t *len)
+    enum cmpc_outcome *how, uint8_t **value, size_t *len, int64_t *hint)
 {
 	OSSL_CMP_CTX *ctx = NULL;
 	OSSL_CMP_ITAV *itav;
@@ -628,6 +680,8 @@ genm_once(struct exch *x, const char *id, const struct cmpc_protect *prot, const
 		r = hsm_err(HSM_EIO, "%s", reason);
 		goto out;
 	}
+	if (hint != NULL)
+		*hint = crl_hint(got);
 	itav = cmp_itav_find(got, oid);
 	v = itav != NULL ? OSSL_CMP_ITAV_get0_value(itav) : NULL;
 	/* An OCTET STRING's content, or a SEQUENCE's whole encoding. */
@@ -652,10 +706,12 @@ genm_once(struct exch *x, const char *id, const struct cmpc_protect *prot, const
 
 int
 cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc_protect *prot,
-    const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len)
+    const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len, int64_t *hint)
 {
 	int r = HSM_EINVAL;
 
+	if (hint != NULL)
+		*hint = -1;
 	*value = NULL;
 	*len = 0;
 	*how = CMPC_FAILED;
@@ -664,8 +720,8 @@ cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc_pro
 	for (size_t i = 0; i < ca->nservers; i++) {
 		struct exch x = { .ca = ca, .srv = &ca->servers[i] };
 
-		r = genm_once(&x, spiffe_id, prot, oid, how, value, len);
-		if (r == 0 || !(*how == CMPC_UNREACHABLE && x.unreached))
+		r = genm_once(&x, spiffe_id, prot, oid, how, value, len, hint);
+		if (r == 0 || !next_server(&x, *how))
 			break;
 	}
 	return r;
@@ -712,7 +768,7 @@ cmpc_refresh_anchors(const struct cmpc_ca *ca, const char *spiffe_id,
 
 	if (ca->learn == NULL)
 		return 0;
-	if ((r = cmpc_genm(ca, spiffe_id, prot, CMPC_OID_CA_CERTS, how, &der, &len)) == 0 &&
+	if ((r = cmpc_genm(ca, spiffe_id, prot, CMPC_OID_CA_CERTS, how, &der, &len, NULL)) == 0 &&
 	    (r = cmpc_cert_seq_parse(der, len, &certs)) == 0)
 		learn_roots(ca, certs);
 	svid_certs_free(certs);
@@ -730,7 +786,7 @@ cmpc_attest_nonce(const struct cmpc_ca *ca, const char *spiffe_id, enum cmpc_out
 	char why[400];
 	int r;
 
-	r = cmpc_genm(ca, spiffe_id, &none, HSM_OID_ATTEST_NONCE, how, &v, &len);
+	r = cmpc_genm(ca, spiffe_id, &none, HSM_OID_ATTEST_NONCE, how, &v, &len, NULL);
 	if (r == 0 && len == ATTEST_NONCE_LEN) {
 		memcpy(nonce, v, ATTEST_NONCE_LEN);
 	} else if (r == 0 || *how == CMPC_REFUSED) {

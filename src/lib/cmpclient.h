@@ -25,13 +25,22 @@
  * (svid.h); anything else is refused in certConf (implicit confirmation is
  * asked for, so a CA that grants it gets no certConf).
  *
- * Several CA addresses may be given: they are tried in order, moving on
- * only when one could not be reached at all (refused, no route, name not
- * found, connect timeout: the request never left), never after a request
- * was sent. Connecting is done here, so a refused connection reads as
- * "connection refused" at once rather than as a connect timeout.
+ * Several CA addresses may be given (CA replicas): they are tried in
+ * order, moving on when one could not be reached (refused, no route, name
+ * not found, connect timeout), gave no valid answer (connection closed,
+ * HTTP error such as 503, message timeout, bad protection) or answered
+ * that it failed itself (failInfo systemFailure: its database or
+ * keyholder); a refusal is final. Each request keeps one transactionID
+ * for every address, so a CA that recorded it before its answer was lost
+ * (a replica that died) delivers the same certificate again to the next
+ * address instead of refusing a spent join token. The caller backs off
+ * when every address failed (the agent's retry schedule). Connecting is
+ * done here, so a refused connection reads as "connection refused" at
+ * once rather than as a connect timeout.
  *
- * Blocking: run it on a thread of its own. Functions return 0 or a
+ * Blocking: run it on a thread of its own, in a process that ignores
+ * SIGPIPE (OpenSSL writes to sockets without MSG_NOSIGNAL: a CA that dies
+ * mid-request would otherwise kill the caller). Functions return 0 or a
  * negative HSM_E* code whose detail (hsm_err_msg) is the one-line reason,
  * and say in *how which kind of failure it was.
  */
@@ -142,12 +151,14 @@ int cmpc_certreq(const struct cmpc_ca *ca, const struct cmpc_certreq *rq, enum c
  * (dotted; sent without a value), protected by prot; an unprotected one
  * names as its sender the subject made of spiffe_id. *value receives the
  * answer's value of that type when it is an OCTET STRING (malloc'd), else
- * HSM_ENOENT ("the CA sent no OID", *how CMPC_REFUSED). 0, HSM_EIO
+ * HSM_ENOENT ("the CA sent no OID", *how CMPC_REFUSED). *hint (may be
+ * NULL) receives the CA's revocation sequence when the genp carries one
+ * (HSM_OID_CRL_HINT, crl.h), else -1. 0, HSM_EIO
  * (unreachable: the transport's reason), HSM_ENOENT, HSM_ECRYPTO or
  * HSM_ENOMEM.
  */
 int cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc_protect *prot,
-    const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len);
+    const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len, int64_t *hint);
 
 #define CMPC_OID_CA_CERTS "1.3.6.1.5.5.7.4.17"	/* id-it-caCerts, RFC 9483 4.3.1 */
 #define CMPC_CERT_SEQ_MAX 32	/* certificates read from one caCerts value */

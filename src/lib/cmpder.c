@@ -82,8 +82,11 @@ parse_geninfo(const struct tlv *gi, const char *want, struct cmp_der_info *out)
 		    tlv_read(itav.val, itav.val + itav.len, &type) != 0)
 			return HSM_EPROTO;
 		/* An OID too long for us is not ours: skip it. */
-		if (oid_text(&type, oid, sizeof(oid)) == 0 && strcmp(oid, want) == 0 &&
-		    out->geninfo_value == NULL) {
+		if (oid_text(&type, oid, sizeof(oid)) != 0)
+			oid[0] = '\0';
+		if (strcmp(oid, CMP_OID_IMPLICIT_CONFIRM) == 0)
+			out->implicit_confirm = 1;
+		if (want != NULL && strcmp(oid, want) == 0 && out->geninfo_value == NULL) {
 			if (tlv_read(type.val + type.len, itav.val + itav.len, &val) != 0 ||
 			    val.tag != V_ASN1_OCTET_STRING || val.constructed ||
 			    val.val + val.len != itav.val + itav.len)
@@ -173,7 +176,7 @@ parse_header(const struct tlv *hdr, const char *want, struct cmp_der_info *out)
 				return HSM_EPROTO;
 			out->sender_kid = kid.val;
 			out->sender_kid_len = kid.len;
-		} else if (t.tag == 8 && want != NULL) {
+		} else if (t.tag == 8) {
 			if (parse_geninfo(&t, want, out) != 0)
 				return HSM_EPROTO;
 		}

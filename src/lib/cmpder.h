@@ -29,6 +29,8 @@ struct cmp_der_info {
 	 */
 	const uint8_t *geninfo_value;
 	size_t geninfo_value_len;
+	/* generalInfo holds id-it-implicitConfirm (RFC 4210 5.1.1.1): no certConf will follow */
+	int implicit_confirm;
 	/* Header fields an answer echoes (cmp_der_error_new): */
 	const uint8_t *sender;		/* the sender GeneralName, whole DER */
 	size_t sender_len;
@@ -43,6 +45,8 @@ struct cmp_der_info {
 	 */
 	int64_t pbm_iterations;
 };
+
+#define CMP_OID_IMPLICIT_CONFIRM "1.3.6.1.5.5.7.4.13"
 
 /* The PasswordBasedMac OID (RFC 4211 / RFC 4210 5.1.3.1). */
 #define CMP_OID_PBM "1.2.840.113533.7.66.13"

@@ -749,8 +749,9 @@ int
 cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t)
 {
 	char k_module[64], k_uri[64], k_file[64], k_env[64], k_delay[64], k_workers[64], why[400];
+	char k_wmin[64], k_wmax[64];
 	struct p11_uri u;
-	unsigned long long delay, workers;
+	unsigned long long delay, workers, wmin, wmax;
 	const char *e;
 	int r;
 
@@ -761,6 +762,8 @@ cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t
 	snprintf(k_env, sizeof(k_env), "%s.pin_env", section);
 	snprintf(k_delay, sizeof(k_delay), "%s.test_sign_delay_ms", section);
 	snprintf(k_workers, sizeof(k_workers), "%s.workers", section);
+	snprintf(k_wmin, sizeof(k_wmin), "%s.workers_min", section);
+	snprintf(k_wmax, sizeof(k_wmax), "%s.workers_max", section);
 
 	if ((r = cfg_require(d, section)) != 0 || (r = cfg_require(d, k_module)) != 0 ||
 	    (r = cfg_require(d, k_uri)) != 0)
@@ -770,10 +773,24 @@ cfg_token_load(const struct cfg_doc *d, const char *section, struct cfg_token *t
 	    (r = cfg_get_path(d, k_file, NULL, &t->pin_file)) != 0 ||
 	    (r = cfg_get_str(d, k_env, NULL, &t->pin_env)) != 0 ||
 	    (r = cfg_get_uint(d, k_delay, 0, 0, 10000, &delay)) != 0 ||
-	    (r = cfg_get_uint(d, k_workers, 0, 1, 64, &workers)) != 0)
+	    (r = cfg_get_uint(d, k_workers, 0, 1, 64, &workers)) != 0 ||
+	    (r = cfg_get_uint(d, k_wmin, 0, 1, 64, &wmin)) != 0 ||
+	    (r = cfg_get_uint(d, k_wmax, 0, 1, 64, &wmax)) != 0)
 		goto fail;
 	t->sign_delay_ms = (unsigned)delay;
 	t->workers = (unsigned)workers;
+	t->workers_min = (unsigned)wmin;
+	t->workers_max = (unsigned)wmax;
+	/* workers fixes the size; the bounds are for a size that follows the token. */
+	if (workers != 0 && (wmin != 0 || wmax != 0)) {
+		r = cfg_err(d, wmin != 0 ? k_wmin : k_wmax, "'%s' fixes the token sessions: "
+		    "give it or '%s'/'%s', not both", k_workers, k_wmin, k_wmax);
+		goto fail;
+	}
+	if ((wmin != 0 ? wmin : 2) > (wmax != 0 ? wmax : 64)) {
+		r = cfg_err(d, wmin != 0 ? k_wmin : k_wmax, "'%s' above '%s'", k_wmin, k_wmax);
+		goto fail;
+	}
 	/* Parse the URI now: a typo should fail here, not inside the keyholder. */
 	if (strncmp(t->uri, "pkcs11:", 7) != 0) {
 		r = cfg_err(d, k_uri, "'%s' must be a pkcs11: URI", k_uri);

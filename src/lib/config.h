@@ -158,8 +158,10 @@ struct cfg_token {
 	/* TEST SETTING <section>.test_sign_delay_ms: the keyholder adds this
 	 * many ms to every signature (a slow-token model for benchmarks). */
 	unsigned sign_delay_ms;
-	/* <section>.workers: token sessions the keyholder signs on in parallel (0 = its default) */
-	unsigned workers;
+	/* <section>.workers: token sessions the keyholder signs on in parallel,
+	 * fixed (0: sized to the token between workers_min and workers_max,
+	 * 0 for either: the keyholder's 2 and 64) */
+	unsigned workers, workers_min, workers_max;
 };
 
 /* Read section (e.g. "token") of d into *t (cleared first). 0 or HSM_ECONFIG. */

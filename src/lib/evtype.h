@@ -21,6 +21,7 @@
 #define HSM_OID_ATTEST_NONCE	HSM_OID_ARC ".1"	/* genm request / genp answer */
 #define HSM_OID_SGX_QUOTE	HSM_OID_ARC ".2"	/* generalInfo of ir/cr/p10cr/kur */
 #define HSM_OID_SGX_IDENTITY	HSM_OID_ARC ".3"	/* certificate extension */
+#define HSM_OID_CRL_HINT	HSM_OID_ARC ".5"	/* genp: the CA's revocation sequence (crl.h) */
 #define HSM_OID_ENTRIES		HSM_OID_ARC ".4"	/* genm request / genp answer: a node's
 							 * registration entries (entries.h) */
 

@@ -9,8 +9,10 @@
 #include "h2.h"
 #include "hmsg.h"
 #include "httptok.h"
+#include "scache.h"
 
-#define BUF_MIN 4096		/* first allocation of a stream buffer */
+#define BUF_MIN 1024		/* first allocation of a stream buffer (it doubles as it fills) */
+#define NV_STACK 32		/* name/value pairs of a head built on the stack */
 
 struct sbuf {
 	uint8_t *p;
@@ -52,7 +54,33 @@ struct h2 {
 	size_t npend;
 	int room_due;
 	int broken;
+	int ping_out;		/* a PING of ours waits for its ACK */
 };
+
+/* nghttp2's allocations through the per-thread cache (scache.h): dozens per request. */
+static void *
+ng_malloc(size_t n, void *ud)
+{
+	return sc_malloc(n);
+}
+
+static void
+ng_free(void *p, void *ud)
+{
+	sc_free(p);
+}
+
+static void *
+ng_calloc(size_t nmemb, size_t size, void *ud)
+{
+	return sc_calloc(nmemb, size);
+}
+
+static void *
+ng_realloc(void *p, size_t n, void *ud)
+{
+	return sc_realloc(p, n);
+}
 
 void
 h2_limits_default(struct h2_limits *l)
@@ -72,7 +100,7 @@ stream_new(struct h2 *h, int request)
 {
 	struct h2_stream *st;
 
-	if ((st = calloc(1, sizeof(*st))) == NULL)
+	if ((st = sc_calloc(1, sizeof(*st))) == NULL)
 		return NULL;
 	st->h = h;
 	hmsg_init(&st->blk, request);
@@ -87,7 +115,7 @@ stream_new(struct h2 *h, int request)
 static void
 sbuf_free(struct sbuf *b)
 {
-	free(b->p);
+	sc_free(b->p);
 	memset(b, 0, sizeof(*b));
 }
 
@@ -109,7 +137,7 @@ drop_out(struct h2 *h, struct h2_stream *st)
 	h->out_total -= st->out.len;
 	sbuf_free(&st->out);
 	hmsg_clear(st->tr_out);
-	free(st->tr_out);
+	sc_free(st->tr_out);
 	st->tr_out = NULL;
 }
 
@@ -124,7 +152,7 @@ stream_free(struct h2 *h, struct h2_stream *st)
 	h->nstreams--;
 	if (!st->closed && st->id > 0)
 		nghttp2_session_set_stream_user_data(h->s, st->id, NULL);
-	free(st);
+	sc_free(st);
 }
 
 /* Free st once nghttp2 and the caller are both done with it and no callback runs. */
@@ -161,7 +189,7 @@ sbuf_room(struct sbuf *b, size_t n, size_t max)
 		cap *= 2;
 	if (cap > max)
 		cap = max;
-	if ((p = realloc(b->p, cap)) == NULL)
+	if ((p = sc_realloc(b->p, cap)) == NULL)
 		return -1;
 	b->p = p;
 	b->cap = cap;
@@ -347,6 +375,10 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *ud)
 			maybe_free(h, st);
 		}
 		break;
+	case NGHTTP2_PING:
+		if (fr->hd.flags & NGHTTP2_FLAG_ACK)
+			h->ping_out = 0;
+		break;
 	case NGHTTP2_GOAWAY:
 		if (h->ops.goaway != NULL)
 			h->ops.goaway(h->arg, fr->goaway.last_stream_id, fr->goaway.error_code);
@@ -382,14 +414,67 @@ on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
 
 /* ---- sending ---- */
 
-/* Fields of m as nghttp2 name/value pairs (pseudo-headers first). *nv is malloc'd. */
+/* Connection-specific fields (RFC 9113 8.2.2), and Host and Content-Length (control data here). */
 static int
-to_nv(const struct hmsg *m, char status[4], char clen[24], nghttp2_nv **nv, size_t *n)
+not_sent(const struct hfield *f)
 {
-	static const char *const conn[] = { "connection", "keep-alive", "proxy-connection",
-	    "transfer-encoding", "upgrade", "host", "content-length", NULL };
+	switch (f->nlen) {
+	case 2:
+		return memcmp(f->name, "te", 2) == 0 && strcmp(f->value, "trailers") != 0;
+	case 4:
+		return memcmp(f->name, "host", 4) == 0;
+	case 7:
+		return memcmp(f->name, "upgrade", 7) == 0;
+	case 10:
+		return memcmp(f->name, "connection", 10) == 0 || memcmp(f->name, "keep-alive", 10) == 0;
+	case 14:
+		return memcmp(f->name, "content-length", 14) == 0;
+	case 16:
+		return memcmp(f->name, "proxy-connection", 16) == 0;
+	case 17:
+		return memcmp(f->name, "transfer-encoding", 17) == 0;
+	default:
+		return f->nlen == 0 || f->name[0] == ':';
+	}
+}
+
+/* Credentials stay out of the HPACK tables (no compression oracle). */
+static int
+never_indexed(const struct hfield *f)
+{
+	return (f->nlen == 13 && memcmp(f->name, "authorization", 13) == 0) ||
+	    (f->nlen == 19 && memcmp(f->name, "proxy-authorization", 19) == 0) ||
+	    (f->nlen == 6 && memcmp(f->name, "cookie", 6) == 0);
+}
+
+/* v (< 10^20) in decimal into out (at least 21 bytes); its length. */
+static size_t
+u64_dec(uint64_t v, char *out)
+{
+	char tmp[24];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	for (i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	out[n] = '\0';
+	return n;
+}
+
+/*
+ * Fields of m as nghttp2 name/value pairs (pseudo-headers first), in
+ * stack (nstack entries) when they fit, else in an allocation: free *nv
+ * with sc_free when it is not stack.
+ */
+static int
+to_nv(const struct hmsg *m, char status[4], char clen[24], nghttp2_nv *stack, size_t nstack,
+    nghttp2_nv **nv, size_t *n)
+{
 	nghttp2_nv *v;
-	size_t i, k = 0, c;
+	size_t i, k = 0, cl = 0;
 
 #define NV(nm, nl, val, vl, fl) do { \
 	v[k].name = (uint8_t *)(nm); v[k].namelen = (nl); \
@@ -398,13 +483,16 @@ to_nv(const struct hmsg *m, char status[4], char clen[24], nghttp2_nv **nv, size
 
 	*nv = NULL;
 	*n = 0;
-	if ((v = calloc(m->nf + 6, sizeof(*v))) == NULL)
+	if (m->nf + 6 <= nstack)
+		v = stack;
+	else if ((v = sc_calloc(m->nf + 6, sizeof(*v))) == NULL)
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	if (m->request) {
 		/* nghttp2 (as RFC 9113 8.3.1 asks) takes no request without an authority */
 		if (m->method == NULL || m->path == NULL || m->scheme == NULL ||
 		    m->authority == NULL || m->authority[0] == '\0') {
-			free(v);
+			if (v != stack)
+				sc_free(v);
 			return hsm_err(HSM_EPROTO, "http2: a request needs a method, scheme, "
 			    "authority and path");
 		}
@@ -414,27 +502,26 @@ to_nv(const struct hmsg *m, char status[4], char clen[24], nghttp2_nv **nv, size
 		NV(":path", 5, m->path, strlen(m->path), NGHTTP2_NV_FLAG_NONE);
 	} else {
 		if (m->status < 100 || m->status > 599) {
-			free(v);
+			if (v != stack)
+				sc_free(v);
 			return hsm_err(HSM_EPROTO, "http2: status %d cannot be sent", m->status);
 		}
-		snprintf(status, 4, "%03d", m->status);
+		status[0] = (char)('0' + m->status / 100);
+		status[1] = (char)('0' + m->status / 10 % 10);
+		status[2] = (char)('0' + m->status % 10);
+		status[3] = '\0';
 		NV(":status", 7, status, 3, NGHTTP2_NV_FLAG_NONE);
 	}
 	if (m->content_length >= 0) {
-		snprintf(clen, 24, "%lld", (long long)m->content_length);
-		NV("content-length", 14, clen, strlen(clen), NGHTTP2_NV_FLAG_NONE);
+		cl = u64_dec((uint64_t)m->content_length, clen);
+		NV("content-length", 14, clen, cl, NGHTTP2_NV_FLAG_NONE);
 	}
 	for (i = 0; i < m->nf; i++) {
 		const struct hfield *f = &m->f[i];
 
-		for (c = 0; conn[c] != NULL && strcmp(conn[c], f->name) != 0; c++)
-			;
-		if (conn[c] != NULL || (strcmp(f->name, "te") == 0 &&
-		    strcmp(f->value, "trailers") != 0) || f->nlen == 0 || f->name[0] == ':')
+		if (not_sent(f))
 			continue;
-		/* credentials stay out of the HPACK tables (no compression oracle) */
-		NV(f->name, f->nlen, f->value, f->vlen, strcmp(f->name, "authorization") == 0 ||
-		    strcmp(f->name, "proxy-authorization") == 0 || strcmp(f->name, "cookie") == 0 ?
+		NV(f->name, f->nlen, f->value, f->vlen, never_indexed(f) ?
 		    NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE);
 	}
 #undef NV
@@ -445,14 +532,14 @@ to_nv(const struct hmsg *m, char status[4], char clen[24], nghttp2_nv **nv, size
 
 /* Trailer fields: regular fields only. */
 static int
-trailers_nv(const struct hmsg *t, nghttp2_nv **nv, size_t *n)
+trailers_nv(const struct hmsg *t, nghttp2_nv *stack, size_t nstack, nghttp2_nv **nv, size_t *n)
 {
 	struct hmsg tmp = *t;
 
 	tmp.request = 0;
 	tmp.status = 200;
 	tmp.content_length = -1;
-	if (to_nv(&tmp, (char[4]){ 0 }, (char[24]){ 0 }, nv, n) != 0)
+	if (to_nv(&tmp, (char[4]){ 0 }, (char[24]){ 0 }, stack, nstack, nv, n) != 0)
 		return -1;
 	/* drop the :status the response form put first */
 	memmove(*nv, *nv + 1, (*n - 1) * sizeof(**nv));
@@ -466,7 +553,7 @@ data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fl
 {
 	struct h2 *h = ud;
 	struct h2_stream *st = src->ptr;
-	nghttp2_nv *nv;
+	nghttp2_nv *nv, stk[NV_STACK];
 	size_t n = st->out.len < len ? st->out.len : len, nnv;
 
 	if (n > 0) {
@@ -485,10 +572,11 @@ data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fl
 	if (st->out.len == 0 && st->out_eof) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (st->tr_out != NULL) {
-			if (trailers_nv(st->tr_out, &nv, &nnv) == 0) {
+			if (trailers_nv(st->tr_out, stk, NV_STACK, &nv, &nnv) == 0) {
 				if (nghttp2_submit_trailer(s, id, nv, nnv) == 0)
 					*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-				free(nv);
+				if (nv != stk)
+					sc_free(nv);
 			}
 		}
 		return (ssize_t)n;
@@ -515,6 +603,7 @@ int
 h2_new(enum h2_role role, const struct h2_limits *lim, const struct h2_ops *ops, void *arg,
     struct h2 **out)
 {
+	static nghttp2_mem ngmem = { NULL, ng_malloc, ng_free, ng_calloc, ng_realloc };
 	nghttp2_session_callbacks *cb = NULL;
 	nghttp2_option *opt = NULL;
 	nghttp2_settings_entry set[5];
@@ -523,7 +612,7 @@ h2_new(enum h2_role role, const struct h2_limits *lim, const struct h2_ops *ops,
 	int r = HSM_ENOMEM;
 
 	*out = NULL;
-	if ((h = calloc(1, sizeof(*h))) == NULL)
+	if ((h = sc_calloc(1, sizeof(*h))) == NULL)
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	h->role = role;
 	if (lim != NULL)
@@ -538,7 +627,7 @@ h2_new(enum h2_role role, const struct h2_limits *lim, const struct h2_ops *ops,
 	    h->lim.stream_window < H2_DEFAULT_WINDOW || h->lim.stream_window > INT32_MAX ||
 	    h->lim.conn_window < h->lim.stream_window || h->lim.conn_window > INT32_MAX ||
 	    h->lim.send_buffer == 0) {
-		free(h);
+		sc_free(h);
 		return hsm_err(HSM_EINVAL, "http2: limits out of range");
 	}
 	if (nghttp2_session_callbacks_new(&cb) != 0 || nghttp2_option_new(&opt) != 0)
@@ -552,8 +641,8 @@ h2_new(enum h2_role role, const struct h2_limits *lim, const struct h2_ops *ops,
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_no_closed_streams(opt, 1);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, h->lim.max_streams);
-	if ((role == H2_SERVER ? nghttp2_session_server_new2(&h->s, cb, h, opt) :
-	    nghttp2_session_client_new2(&h->s, cb, h, opt)) != 0)
+	if ((role == H2_SERVER ? nghttp2_session_server_new3(&h->s, cb, h, opt, &ngmem) :
+	    nghttp2_session_client_new3(&h->s, cb, h, opt, &ngmem)) != 0)
 		goto out;
 	set[ns++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
 	    role == H2_SERVER ? h->lim.max_streams : 0 };
@@ -591,13 +680,13 @@ h2_free(struct h2 *h)
 		hmsg_clear(&st->blk);
 		if (st->tr_out != NULL)
 			hmsg_clear(st->tr_out);
-		free(st->tr_out);
-		free(st->in.p);
-		free(st->out.p);
-		free(st);
+		sc_free(st->tr_out);
+		sc_free(st->in.p);
+		sc_free(st->out.p);
+		sc_free(st);
 	}
 	nghttp2_session_del(h->s);
-	free(h);
+	sc_free(h);
 }
 
 int
@@ -717,7 +806,7 @@ h2_request(struct h2 *h, const struct hmsg *m, int end, void *user, struct h2_st
 {
 	nghttp2_data_provider prd;
 	struct h2_stream *st;
-	nghttp2_nv *nv;
+	nghttp2_nv *nv, stk[NV_STACK];
 	char status[4], clen[24];
 	size_t n;
 	int32_t id;
@@ -728,10 +817,11 @@ h2_request(struct h2 *h, const struct hmsg *m, int end, void *user, struct h2_st
 		return hsm_err(HSM_EINVAL, "http2: only a client sends requests");
 	if (h2_can_open(h) == 0)
 		return hsm_err(HSM_EBUSY, "http2: no stream can be opened now");
-	if ((r = to_nv(m, status, clen, &nv, &n)) != 0)
+	if ((r = to_nv(m, status, clen, stk, NV_STACK, &nv, &n)) != 0)
 		return r;
 	if ((st = stream_new(h, 0)) == NULL) {
-		free(nv);
+		if (nv != stk)
+			sc_free(nv);
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	}
 	st->user = user;
@@ -741,7 +831,8 @@ h2_request(struct h2 *h, const struct hmsg *m, int end, void *user, struct h2_st
 	prd.source.ptr = st;
 	prd.read_callback = data_read;
 	id = nghttp2_submit_request(h->s, NULL, nv, n, end ? NULL : &prd, st);
-	free(nv);
+	if (nv != stk)
+		sc_free(nv);
 	if (id < 0) {
 		st->closed = 1;
 		st->lent = 0;
@@ -757,7 +848,7 @@ int
 h2_response(struct h2 *h, struct h2_stream *st, const struct hmsg *m, int end)
 {
 	nghttp2_data_provider prd;
-	nghttp2_nv *nv;
+	nghttp2_nv *nv, stk[NV_STACK];
 	char status[4], clen[24];
 	size_t n;
 	int r;
@@ -766,7 +857,7 @@ h2_response(struct h2 *h, struct h2_stream *st, const struct hmsg *m, int end)
 		return hsm_err(HSM_EINVAL, "http2: only a server sends responses");
 	if (st->closed)
 		return hsm_err(HSM_ECLOSED, "http2: stream %d is closed", st->id);
-	if ((r = to_nv(m, status, clen, &nv, &n)) != 0)
+	if ((r = to_nv(m, status, clen, stk, NV_STACK, &nv, &n)) != 0)
 		return r;
 	if (m->status < 200) {
 		r = nghttp2_submit_headers(h->s, NGHTTP2_FLAG_NONE, st->id, NULL, nv, n, NULL);
@@ -777,7 +868,8 @@ h2_response(struct h2 *h, struct h2_stream *st, const struct hmsg *m, int end)
 		st->has_provider = !end;
 		r = nghttp2_submit_response(h->s, st->id, nv, n, end ? NULL : &prd);
 	}
-	free(nv);
+	if (nv != stk)
+		sc_free(nv);
 	if (r != 0)
 		return hsm_err(HSM_EPROTO, "http2: response not sent: %s", nghttp2_strerror(r));
 	return 0;
@@ -801,7 +893,8 @@ h2_write(struct h2 *h, struct h2_stream *st, const uint8_t *buf, size_t len, siz
 		h->out_total += k;
 		resume(h, st);
 	}
-	if (k < len)
+	/* a queue left full asks for the room callback too: the caller may write only what fits */
+	if (k < len || st->out.len == h->lim.send_buffer)
 		st->blocked = 1;
 	*taken = k;
 	return 0;
@@ -816,14 +909,14 @@ h2_end(struct h2 *h, struct h2_stream *st, const struct hmsg *t)
 	if (st->closed || st->out_eof)
 		return hsm_err(HSM_ECLOSED, "http2: stream %d takes no more body", st->id);
 	if (t != NULL && t->nf > 0) {
-		if ((c = calloc(1, sizeof(*c))) == NULL)
+		if ((c = sc_calloc(1, sizeof(*c))) == NULL)
 			return hsm_err(HSM_ENOMEM, "out of memory");
 		hmsg_init(c, 0);
 		for (i = 0; i < t->nf; i++)
 			if (hmsg_add(c, t->f[i].name, t->f[i].nlen, t->f[i].value,
 			    t->f[i].vlen) != 0) {
 				hmsg_clear(c);
-				free(c);
+				sc_free(c);
 				return HSM_ENOMEM;
 			}
 		st->tr_out = c;
@@ -900,6 +993,34 @@ int32_t
 h2_stream_id(const struct h2_stream *st)
 {
 	return st->id;
+}
+
+int
+h2_stream_sent(struct h2 *h, const struct h2_stream *st)
+{
+	if (!st->out_eof || st->out.len > 0)
+		return 0;
+	return st->closed || st->id <= 0 ||
+	    nghttp2_session_get_stream_local_close(h->s, st->id) == 1;
+}
+
+int
+h2_ping(struct h2 *h)
+{
+	static const uint8_t opaque[8] = { 'h', 's', 'm', 'e', 's', 'h', 0, 1 };
+	int r;
+
+	if ((r = nghttp2_submit_ping(h->s, NGHTTP2_FLAG_NONE, opaque)) != 0)
+		return hsm_err(r == NGHTTP2_ERR_NOMEM ? HSM_ENOMEM : HSM_EPROTO, "http2: PING: %s",
+		    nghttp2_strerror(r));
+	h->ping_out = 1;
+	return 0;
+}
+
+int
+h2_ping_pending(const struct h2 *h)
+{
+	return h->ping_out;
 }
 
 size_t

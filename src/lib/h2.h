@@ -153,8 +153,9 @@ int h2_response(struct h2 *h, struct h2_stream *st, const struct hmsg *m, int en
 
 /*
  * Queue body bytes on st: *taken of len (less when the queue is full:
- * the room callback says when to write again). 0, HSM_ECLOSED (st is
- * closed or its body ended).
+ * the room callback says when to write again; so it does when this
+ * write filled the queue). 0, HSM_ECLOSED (st is closed or its body
+ * ended).
  */
 int h2_write(struct h2 *h, struct h2_stream *st, const uint8_t *buf, size_t len, size_t *taken);
 
@@ -175,6 +176,22 @@ void h2_stream_done(struct h2 *h, struct h2_stream *st);
 void h2_stream_set_user(struct h2_stream *st, void *user);
 void *h2_stream_user(const struct h2_stream *st);
 int32_t h2_stream_id(const struct h2_stream *st);
+
+/*
+ * 1 when our side of st has ended and every byte of it was produced for
+ * the peer (h2_out): a response that ended before its request did can
+ * then be followed by h2_stream_done, which resets the request with
+ * NO_ERROR (RFC 9113 8.1) instead of CANCEL.
+ */
+int h2_stream_sent(struct h2 *h, const struct h2_stream *st);
+
+/*
+ * Send a PING (health check of an idle connection); h2_ping_pending is 1
+ * until its ACK arrives. 0, or HSM_ENOMEM / HSM_EPROTO when it cannot be
+ * queued.
+ */
+int h2_ping(struct h2 *h);
+int h2_ping_pending(const struct h2 *h);
 
 /* Client: how many more streams may be opened now (0 after GOAWAY). */
 size_t h2_can_open(const struct h2 *h);

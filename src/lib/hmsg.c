@@ -4,6 +4,7 @@
 
 #include "err.h"
 #include "hmsg.h"
+#include "scache.h"
 #include "httptok.h"
 
 void
@@ -22,12 +23,12 @@ hmsg_clear(struct hmsg *m)
 	if (m == NULL)
 		return;
 	for (i = 0; i < m->nf; i++)
-		free(m->f[i].name);
-	free(m->f);
-	free(m->method);
-	free(m->scheme);
-	free(m->authority);
-	free(m->path);
+		sc_free(m->f[i].name);
+	sc_free(m->f);
+	sc_free(m->method);
+	sc_free(m->scheme);
+	sc_free(m->authority);
+	sc_free(m->path);
 	hmsg_init(m, m->request);
 }
 
@@ -52,13 +53,13 @@ hmsg_add(struct hmsg *m, const char *name, size_t nlen, const char *value, size_
 		return hsm_err(HSM_EINVAL, "http: field too long");
 	if (m->nf == m->capf) {
 		cap = m->capf == 0 ? 8 : m->capf * 2;
-		if ((f = realloc(m->f, cap * sizeof(*f))) == NULL)
+		if ((f = sc_realloc(m->f, cap * sizeof(*f))) == NULL)
 			return hsm_err(HSM_ENOMEM, "out of memory");
 		m->f = f;
 		m->capf = cap;
 	}
 	/* One allocation: "name\0value\0". */
-	if ((p = malloc(nlen + vlen + 2)) == NULL)
+	if ((p = sc_malloc(nlen + vlen + 2)) == NULL)
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	for (i = 0; i < nlen; i++)
 		p[i] = (char)http_lower((uint8_t)name[i]);
@@ -86,14 +87,14 @@ hmsg_set(struct hmsg *m, enum hmsg_ctl which, const char *v, size_t len)
 	case HMSG_AUTHORITY: slot = &m->authority; break;
 	default: slot = &m->path; break;
 	}
-	if ((p = malloc(len + 1)) == NULL)
+	if ((p = sc_malloc(len + 1)) == NULL)
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	if (len > 0)
 		memcpy(p, v, len);
 	p[len] = '\0';
 	if (*slot != NULL)
 		m->size -= strlen(*slot) + HMSG_FIELD_OVERHEAD;
-	free(*slot);
+	sc_free(*slot);
 	*slot = p;
 	m->size += len + HMSG_FIELD_OVERHEAD;
 	return 0;
@@ -145,7 +146,7 @@ static void
 del_at(struct hmsg *m, size_t i)
 {
 	m->size -= m->f[i].nlen + m->f[i].vlen + HMSG_FIELD_OVERHEAD;
-	free(m->f[i].name);
+	sc_free(m->f[i].name);
 	memmove(&m->f[i], &m->f[i + 1], (m->nf - i - 1) * sizeof(m->f[0]));
 	m->nf--;
 }
@@ -188,7 +189,7 @@ named_by_connection(const struct hmsg *m, const struct hfield *f)
 	size_t i, pos, tn;
 
 	for (i = 0; i < m->nf; i++) {
-		if (strcmp(m->f[i].name, "connection") != 0)
+		if (m->f[i].nlen != 10 || memcmp(m->f[i].name, "connection", 10) != 0)
 			continue;
 		pos = 0;
 		while (http_list_next((const uint8_t *)m->f[i].value, m->f[i].vlen, &pos, &t, &tn))
@@ -201,22 +202,46 @@ named_by_connection(const struct hmsg *m, const struct hfield *f)
 static int
 is_hop(const struct hmsg *m, const struct hfield *f)
 {
-	static const char *const hop[] = { "connection", "keep-alive", "proxy-connection",
-	    "transfer-encoding", "upgrade", "host", "content-length", NULL };
-	size_t k;
-
-	for (k = 0; hop[k] != NULL; k++)
-		if (strcmp(f->name, hop[k]) == 0)
+	/* by length first: this runs for every field of every message forwarded */
+	switch (f->nlen) {
+	case 2:
+		if (memcmp(f->name, "te", 2) == 0)
+			return !http_ieq((const uint8_t *)f->value, f->vlen, "trailers");
+		break;
+	case 4:
+		if (memcmp(f->name, "host", 4) == 0)
 			return 1;
-	if (strcmp(f->name, "te") == 0)
-		return !http_ieq((const uint8_t *)f->value, f->vlen, "trailers");
+		break;
+	case 7:
+		if (memcmp(f->name, "upgrade", 7) == 0)
+			return 1;
+		break;
+	case 10:
+		if (memcmp(f->name, "connection", 10) == 0 || memcmp(f->name, "keep-alive", 10) == 0)
+			return 1;
+		break;
+	case 14:
+		if (memcmp(f->name, "content-length", 14) == 0)
+			return 1;
+		break;
+	case 16:
+		if (memcmp(f->name, "proxy-connection", 16) == 0)
+			return 1;
+		break;
+	case 17:
+		if (memcmp(f->name, "transfer-encoding", 17) == 0)
+			return 1;
+		break;
+	default:
+		break;
+	}
 	return named_by_connection(m, f);
 }
 
 static int
 hop_not_connection(const struct hmsg *m, const struct hfield *f, const char *unused)
 {
-	return strcmp(f->name, "connection") != 0 && is_hop(m, f);
+	return !(f->nlen == 10 && memcmp(f->name, "connection", 10) == 0) && is_hop(m, f);
 }
 
 size_t

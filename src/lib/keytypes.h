@@ -38,6 +38,33 @@ enum hsm_sigalg {
 	HSM_SIG_RSA_PSS_SHA512 = 7,
 };
 
+/*
+ * Flags of a key generation (p11_generate_flags, the keyholder's
+ * GENERATE). HSM_GEN_REPLICABLE: a CA key meant for replicas, created
+ * extractable but CKA_WRAP_WITH_TRUSTED, so that the token lets it out
+ * only wrapped by a key its security officer marked trusted.
+ */
+#define HSM_GEN_REPLICABLE 0x01
+#define HSM_GEN_ALL 0x01
+
+/*
+ * A private key wrapped for another token (p11_wrap, p11_unwrap, the
+ * keyholder's WRAP and UNWRAP; docs/REPLICAS.md): a fresh AES-256
+ * transport key wrapped with RSA-OAEP under the target token's unwrapping
+ * key, and the private key (PKCS#8) wrapped with that AES key by AES key
+ * wrap with padding (RFC 5649, CKM_AES_KEY_WRAP_PAD).
+ */
+#define HSM_TRANSPORT_MAX 512	/* RSA-OAEP under a key of at most 4096 bits */
+#define HSM_WRAPPED_MAX 2048	/* an RSA-3072 PKCS#8 key wrapped is about 1.8 KB */
+enum hsm_oaep { HSM_OAEP_SHA1 = 1, HSM_OAEP_SHA256 = 2 };	/* OAEP and MGF1 hash */
+struct hsm_wrapped {
+	uint8_t oaep;				/* enum hsm_oaep */
+	uint8_t transport[HSM_TRANSPORT_MAX];
+	size_t tlen;
+	uint8_t key[HSM_WRAPPED_MAX];
+	size_t klen;
+};
+
 /* Parse "ec-p256"/"p256"/"ecdsa-p256", "ec-p384"/"p384", "rsa-3072"/"rsa3072"; 0 or HSM_EINVAL. */
 int hsm_keytype_parse(const char *s, enum hsm_keytype *out);
 /* "ec-p256", "ec-p384", "rsa-3072", or "unknown". */

@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "err.h"
 #include "khclient.h"
 #include "khproto.h"
@@ -25,6 +27,15 @@ struct kh_req {
 	uint8_t *reply;			/* a successful reply's body */
 	size_t replylen;
 	kh_sign_cb cb;			/* kh_sign_call */
+	kh_pool_cb pcb;			/* kh_pool_call */
+	void *arg;
+};
+
+/* How an owner-less request ends (kh_sign_call, kh_pool_call): done calls sign or pool. */
+struct req_cb {
+	void (*done)(struct rpc_req *);
+	kh_sign_cb sign;
+	kh_pool_cb pool;
 	void *arg;
 };
 
@@ -129,13 +140,26 @@ kh_sign_done(struct rpc_req *rr)
 		r->cb(r->arg, 0, r->reply, r->replylen);
 }
 
+/* A kh_pool_call request ended: its parsed reply to the caller's callback (reader thread). */
+static void
+kh_pool_done(struct rpc_req *rr)
+{
+	struct kh_req *r = (struct kh_req *)rr;
+	struct kh_pool p;
+	int st = rpc_req_status(rr);
+
+	if (st == 0 && kh_pool_parse(r->reply, r->replylen, &p) != 0)
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed pool reply");
+	r->pcb(r->arg, st, st == 0 ? &p : NULL);
+}
+
 /*
  * Queue a request and send its frame. On success *out holds the owner's
- * reference; with cb there is no owner (out may be NULL) and cb gets the end.
+ * reference; with cb there is no owner (out may be NULL) and cb->done gets the end.
  */
 static int
 req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *b1, size_t l1,
-    const uint8_t *b2, size_t l2, int notify_fd, kh_sign_cb cb, void *arg, struct kh_req **out)
+    const uint8_t *b2, size_t l2, int notify_fd, const struct req_cb *cb, struct kh_req **out)
 {
 	uint8_t frame[KH_MAX_FRAME];
 	struct kh_req *r;
@@ -150,9 +174,10 @@ req_send(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return HSM_ENOMEM;
 	if (cb != NULL) {
-		r->cb = cb;
-		r->arg = arg;
-		r->rpc.done_cb = kh_sign_done;
+		r->cb = cb->sign;
+		r->pcb = cb->pool;
+		r->arg = cb->arg;
+		r->rpc.done_cb = cb->done;
 	}
 	if ((st = rpc_req_queue(&c->rpc, &r->rpc, type, timeout_ms, notify_fd)) != 0) {
 		free(r);
@@ -194,7 +219,7 @@ call(struct kh_client *c, uint8_t type, unsigned timeout_ms, const uint8_t *b1, 
 
 	*body = NULL;
 	*bodylen = 0;
-	if ((st = req_send(c, type, timeout_ms, b1, l1, b2, l2, -1, NULL, NULL, &r)) != 0)
+	if ((st = req_send(c, type, timeout_ms, b1, l1, b2, l2, -1, NULL, &r)) != 0)
 		return st;
 	if ((st = rpc_req_wait(&r->rpc)) == 0) {
 		/* The reader is done with r: its reply is ours to take. */
@@ -214,6 +239,22 @@ kh_ping(struct kh_client *c, unsigned timeout_ms)
 	int st;
 
 	st = call(c, KH_T_PING, timeout_ms, NULL, 0, NULL, 0, &b, &bl);
+	free(b);
+	return st;
+}
+
+int
+kh_pool(struct kh_client *c, unsigned timeout_ms, struct kh_pool *out)
+{
+	uint8_t *b;
+	size_t bl;
+	int st;
+
+	memset(out, 0, sizeof(*out));
+	if ((st = call(c, KH_T_POOL, timeout_ms, NULL, 0, NULL, 0, &b, &bl)) != 0)
+		return st;
+	if (kh_pool_parse(b, bl, out) != 0)
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed pool reply");
 	free(b);
 	return st;
 }
@@ -247,25 +288,9 @@ label_body(const char *label, uint8_t *lb, size_t *len)
 	return 0;
 }
 
-int
-kh_generate(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned timeout_ms,
-    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
-{
-	uint8_t lb[HSM_MAX_LABEL + 1], k = (uint8_t)kt, *b;
-	size_t ll, bl;
-	int st;
-
-	*spki = NULL;
-	*spkilen = 0;
-	if ((st = label_body(label, lb, &ll)) != 0)
-		return st;
-	if ((st = call(c, KH_T_GENERATE, timeout_ms, &k, 1, lb, ll, &b, &bl)) != 0)
-		return st;
-	return keyid_spki(b, bl, keyid, spki, spkilen);
-}
-
-int
-kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
+/* A request of type whose body is a non-empty label, answered with a key id and its SPKI. */
+static int
+label_key(struct kh_client *c, uint8_t type, const char *label, unsigned timeout_ms,
     uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
 {
 	uint8_t lb[HSM_MAX_LABEL + 1], *b;
@@ -276,11 +301,122 @@ kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
 	*spkilen = 0;
 	if (label == NULL || *label == '\0')
 		return hsm_err(HSM_EINVAL, "empty key label");
-	if ((st = label_body(label, lb, &ll)) != 0)
-		return st;
-	if ((st = call(c, KH_T_FIND, timeout_ms, lb, ll, NULL, 0, &b, &bl)) != 0)
+	if ((st = label_body(label, lb, &ll)) != 0 ||
+	    (st = call(c, type, timeout_ms, lb, ll, NULL, 0, &b, &bl)) != 0)
 		return st;
 	return keyid_spki(b, bl, keyid, spki, spkilen);
+}
+
+int
+kh_generate_flags(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned flags,
+    unsigned timeout_ms, uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	uint8_t lb[HSM_MAX_LABEL + 2], k = (uint8_t)kt, *b;
+	size_t ll, bl;
+	int st;
+
+	*spki = NULL;
+	*spkilen = 0;
+	if ((flags & ~HSM_GEN_ALL) != 0)
+		return hsm_err(HSM_EINVAL, "unknown key generation flags 0x%x", flags);
+	if ((st = label_body(label, lb, &ll)) != 0)
+		return st;
+	if (flags != 0)
+		lb[ll++] = (uint8_t)flags;	/* the optional byte after the label */
+	if ((st = call(c, KH_T_GENERATE, timeout_ms, &k, 1, lb, ll, &b, &bl)) != 0)
+		return st;
+	return keyid_spki(b, bl, keyid, spki, spkilen);
+}
+
+int
+kh_generate(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	return kh_generate_flags(c, kt, label, 0, timeout_ms, keyid, spki, spkilen);
+}
+
+int
+kh_unwrapping_key(struct kh_client *c, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	return label_key(c, KH_T_UNWRAPPING_KEY, label, timeout_ms, keyid, spki, spkilen);
+}
+
+int
+kh_wrap(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], const uint8_t *target_spki,
+    size_t target_len, unsigned timeout_ms, struct hsm_wrapped *out)
+{
+	uint8_t *b = NULL;
+	size_t bl = 0, tl;
+	int st;
+
+	memset(out, 0, sizeof(*out));
+	if (target_spki == NULL || target_len == 0 || target_len > HSM_MAX_SPKI)
+		return hsm_err(HSM_EINVAL, "wrapping key: 1..%d bytes of SPKI", HSM_MAX_SPKI);
+	if ((st = call(c, KH_T_WRAP, timeout_ms, keyid, HSM_KEYID_LEN, target_spki, target_len,
+	    &b, &bl)) != 0)
+		return st;
+	/* u8 oaep, u16 tlen, transport, the wrapped key: checked before use */
+	if (bl < 3 || (b[0] != HSM_OAEP_SHA1 && b[0] != HSM_OAEP_SHA256) ||
+	    (tl = hsm_get16(b + 1)) == 0 || tl > HSM_TRANSPORT_MAX || bl - 3 < tl + 16 ||
+	    bl - 3 - tl > HSM_WRAPPED_MAX) {
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed wrapped key");
+	} else {
+		out->oaep = b[0];
+		memcpy(out->transport, b + 3, tl);
+		out->tlen = tl;
+		memcpy(out->key, b + 3 + tl, bl - 3 - tl);
+		out->klen = bl - 3 - tl;
+	}
+	if (b != NULL)
+		OPENSSL_cleanse(b, bl);
+	free(b);
+	return st;
+}
+
+int
+kh_unwrap(struct kh_client *c, const uint8_t wrapkey_id[HSM_KEYID_LEN],
+    const struct hsm_wrapped *w, const uint8_t *spki, size_t spkilen, const char *label,
+    unsigned timeout_ms, uint8_t keyid[HSM_KEYID_LEN])
+{
+	uint8_t body[KH_MAX_FRAME], *b = NULL, *p = body;
+	size_t ll = label != NULL ? strlen(label) : 0, bl = 0;
+	int st;
+
+	memset(keyid, 0, HSM_KEYID_LEN);
+	if (w->tlen == 0 || w->tlen > HSM_TRANSPORT_MAX || w->klen < 16 ||
+	    w->klen > HSM_WRAPPED_MAX || spki == NULL || spkilen == 0 || spkilen > HSM_MAX_SPKI ||
+	    ll > HSM_MAX_LABEL)
+		return hsm_err(HSM_EINVAL, "unwrap: a malformed wrapped key, public key or label");
+	memcpy(p, wrapkey_id, HSM_KEYID_LEN);
+	p += HSM_KEYID_LEN;
+	*p++ = w->oaep;
+	hsm_put16(p, (uint16_t)w->tlen);
+	memcpy(p + 2, w->transport, w->tlen);
+	p += 2 + w->tlen;
+	hsm_put16(p, (uint16_t)spkilen);
+	memcpy(p + 2, spki, spkilen);
+	p += 2 + spkilen;
+	*p++ = (uint8_t)ll;
+	memcpy(p, label != NULL ? label : "", ll);
+	p += ll;
+	st = call(c, KH_T_UNWRAP, timeout_ms, body, (size_t)(p - body), w->key, w->klen, &b, &bl);
+	OPENSSL_cleanse(body, sizeof(body));
+	if (st != 0)
+		return st;
+	if (bl != HSM_KEYID_LEN)
+		st = hsm_err(HSM_EPROTO, "keyholder sent a malformed key id");
+	else
+		memcpy(keyid, b, HSM_KEYID_LEN);
+	free(b);
+	return st;
+}
+
+int
+kh_find(struct kh_client *c, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	return label_key(c, KH_T_FIND, label, timeout_ms, keyid, spki, spkilen);
 }
 
 int
@@ -412,7 +548,7 @@ kh_sign_start(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
 	*out = NULL;
 	if ((st = sign_body(keyid, alg, dgst, dlen, body, &len)) != 0)
 		return st;
-	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, notify_fd, NULL, NULL, out);
+	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, notify_fd, NULL, out);
 }
 
 int
@@ -425,7 +561,15 @@ kh_sign_call(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], int alg,
 
 	if ((st = sign_body(keyid, alg, dgst, dlen, body, &len)) != 0)
 		return st;
-	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, -1, cb, arg, NULL);
+	return req_send(c, KH_T_SIGN, timeout_ms, body, len, NULL, 0, -1,
+	    &(struct req_cb){ kh_sign_done, cb, NULL, arg }, NULL);
+}
+
+int
+kh_pool_call(struct kh_client *c, unsigned timeout_ms, kh_pool_cb cb, void *arg)
+{
+	return req_send(c, KH_T_POOL, timeout_ms, NULL, 0, NULL, 0, -1,
+	    &(struct req_cb){ kh_pool_done, NULL, cb, arg }, NULL);
 }
 
 int
@@ -449,8 +593,8 @@ kh_req_result(struct kh_req *r, uint8_t *sig, size_t *siglen)
 static int
 spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 {
-	char delay[16], workers[16];
-	const char *argv[24];
+	char delay[16], workers[32], shrink[16];
+	const char *argv[28];
 	int sv[2], n = 0;
 	pid_t p;
 
@@ -459,7 +603,12 @@ spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 	if (o->module == NULL || o->token_uri == NULL || (o->pin_file == NULL) == (o->pin_env == NULL))
 		return hsm_err(HSM_EINVAL, "keyholder needs a module, a token URI and one PIN source");
 	snprintf(delay, sizeof(delay), "%u", o->sign_delay_ms);
-	snprintf(workers, sizeof(workers), "%d", o->workers);
+	if (o->workers > 0)
+		snprintf(workers, sizeof(workers), "%d", o->workers);
+	else
+		snprintf(workers, sizeof(workers), "%d-%d", o->workers_min > 0 ? o->workers_min : 2,
+		    o->workers_max > 0 ? o->workers_max : 64);
+	snprintf(shrink, sizeof(shrink), "%u", o->shrink_ms);
 	argv[n++] = "hsmesh";
 	argv[n++] = "keyholder";
 	argv[n++] = "--fd";
@@ -471,13 +620,21 @@ spawn_child(const struct kh_spawn_opts *o, int *fd, pid_t *pid)
 	argv[n++] = o->token_uri;
 	argv[n++] = o->pin_file != NULL ? "--pin-file" : "--pin-env";
 	argv[n++] = o->pin_file != NULL ? o->pin_file : o->pin_env;
+	if (o->so_pin_file != NULL || o->so_pin_env != NULL) {
+		argv[n++] = o->so_pin_file != NULL ? "--so-pin-file" : "--so-pin-env";
+		argv[n++] = o->so_pin_file != NULL ? o->so_pin_file : o->so_pin_env;
+	}
 	if (o->sign_delay_ms > 0) {
 		argv[n++] = "--sign-delay-ms";
 		argv[n++] = delay;
 	}
-	if (o->workers > 0) {
+	if (o->workers > 0 || o->workers_min > 0 || o->workers_max > 0) {
 		argv[n++] = "--workers";
 		argv[n++] = workers;
+	}
+	if (o->shrink_ms > 0) {
+		argv[n++] = "--shrink-after-ms";
+		argv[n++] = shrink;
 	}
 	argv[n] = NULL;
 

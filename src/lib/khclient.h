@@ -31,8 +31,12 @@ struct kh_spawn_opts {
 	const char *token_uri;		/* pkcs11: URI of the token */
 	const char *pin_file;		/* one of pin_file / pin_env */
 	const char *pin_env;
+	const char *so_pin_file;	/* at most one: the security officer's PIN, */
+	const char *so_pin_env;		/* for kh_wrap only (read by the child) */
 	unsigned sign_delay_ms;		/* test setting: added per signature (0 = none) */
-	int workers;			/* signing threads (0 = default) */
+	int workers;			/* token sessions, fixed (0: sized to the token) */
+	int workers_min, workers_max;	/* bounds of the sizing (0: the keyholder's 2 and 64) */
+	unsigned shrink_ms;		/* quiet period before the sizing shrinks (0: 30 s) */
 	const char *exe;		/* hsmesh binary to run (NULL = /proc/self/exe) */
 };
 
@@ -79,12 +83,43 @@ int kh_pubkey(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned 
     uint8_t **spki, size_t *spkilen);
 int kh_destroy(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms);
 /*
+ * The keyholder's token session pool: how many sessions it signs on now,
+ * its bounds, how many are open and what it measured (khproto.h's POOL).
+ * 0, the keyholder's error, or HSM_EPROTO for a malformed reply.
+ */
+struct kh_pool;
+int kh_pool(struct kh_client *c, unsigned timeout_ms, struct kh_pool *out);
+/*
+ * The same without waiting: cb(arg, status, pool) is called exactly once
+ * from the client's reader thread (pool NULL unless status is 0). 0, or an
+ * error and cb is never called.
+ */
+typedef void (*kh_pool_cb)(void *arg, int status, const struct kh_pool *p);
+int kh_pool_call(struct kh_client *c, unsigned timeout_ms, kh_pool_cb cb, void *arg);
+/*
  * The token's security attributes of private key keyid: *flags receives
  * the KH_ATTR_* bits (khproto.h). HSM_ENOENT when the token holds no such
  * key; HSM_EPROTO for a reply that is not exactly one byte of known bits.
  */
 int kh_attrs(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], unsigned timeout_ms,
     uint8_t *flags);
+/* kh_generate with flags HSM_GEN_* (keytypes.h): HSM_GEN_REPLICABLE for a CA key of replicas. */
+int kh_generate_flags(struct kh_client *c, enum hsm_keytype kt, const char *label, unsigned flags,
+    unsigned timeout_ms, uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+/*
+ * Replication (p11.h, docs/REPLICAS.md): an RSA-3072 key that only
+ * unwraps (on the target); wrap key keyid for the holder of target_spki
+ * (on the source, whose keyholder was given the SO PIN); unwrap w with
+ * unwrapping key wrapkey_id as the key whose public half is spki, labelled
+ * label (on the target). HSM_EPROTO for a reply that breaks its format.
+ */
+int kh_unwrapping_key(struct kh_client *c, const char *label, unsigned timeout_ms,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+int kh_wrap(struct kh_client *c, const uint8_t keyid[HSM_KEYID_LEN], const uint8_t *target_spki,
+    size_t target_len, unsigned timeout_ms, struct hsm_wrapped *out);
+int kh_unwrap(struct kh_client *c, const uint8_t wrapkey_id[HSM_KEYID_LEN],
+    const struct hsm_wrapped *w, const uint8_t *spki, size_t spkilen, const char *label,
+    unsigned timeout_ms, uint8_t keyid[HSM_KEYID_LEN]);
 /*
  * Every private key in the token whose label starts with prefix (1..64
  * bytes, printable, no space) and whose CKA_ID is a key id: cb(arg,

@@ -17,13 +17,22 @@
 #include "ledger.h"
 #include "ledger_be.h"
 #include "log.h"
+#include "nfprofile.h"
 #include "proxyconf.h"
 #include "selector.h"
 #include "spiffe.h"
 #include "util.h"
 
 /* The backends, asked in turn whether a location is theirs. */
-static const struct ledger_ops *const backends[] = { &ledger_sqlite_ops };
+static const struct ledger_ops *const backends[] = { &ledger_pg_ops, &ledger_sqlite_ops };
+
+/*
+ * A transaction the store found in conflict with a concurrent one
+ * (HSM_EAGAIN) is run again, at most this many times in all, after a
+ * random pause that doubles from 1 ms up to TXN_PAUSE_MAX_MS.
+ */
+#define TXN_TRIES 12
+#define TXN_PAUSE_MAX_MS 64
 
 struct ledger {
 	pthread_mutex_t mu;	/* one call at a time on be */
@@ -53,6 +62,47 @@ static void
 unlock(struct ledger *lg)
 {
 	pthread_mutex_unlock(&lg->mu);
+}
+
+/* A random pause of up to 2^attempt ms (at most TXN_PAUSE_MAX_MS) before a retry. */
+static void
+txn_pause(int attempt)
+{
+	struct timespec now, ts;
+	long cap = 1L << (attempt < 6 ? attempt : 6);
+
+	if (cap > TXN_PAUSE_MAX_MS)
+		cap = TXN_PAUSE_MAX_MS;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ts.tv_sec = 0;
+	ts.tv_nsec = (now.tv_nsec % (cap * 1000000L)) + 100000L;
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Run body(lg, arg) in one transaction, with the lock held: committed
+ * when body returns 0, rolled back otherwise. A conflict with a
+ * concurrent transaction (HSM_EAGAIN from the store) runs the whole of it
+ * again, at most TXN_TRIES times; then HSM_EIO. what names it in that
+ * detail.
+ */
+static int
+in_txn(struct ledger *lg, const char *what, int (*body)(struct ledger *, void *), void *arg)
+{
+	int r = HSM_EIO;
+
+	for (int attempt = 0; attempt < TXN_TRIES; attempt++) {
+		if (attempt > 0)
+			txn_pause(attempt);
+		if ((r = lg->ops->begin(lg->be)) == 0 && (r = body(lg, arg)) == 0)
+			r = lg->ops->commit(lg->be);
+		if (r != 0)
+			lg->ops->rollback(lg->be);
+		if (r != HSM_EAGAIN)
+			return r;
+	}
+	return hsm_err(HSM_EIO, "ledger: %s: gave up after %d attempts, each in conflict with "
+	    "a concurrent transaction", what, TXN_TRIES);
 }
 
 /* ---- validation ---- */
@@ -179,6 +229,9 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 		return hsm_err(HSM_EINVAL, "ledger: missing certificate DER");
 	if (n->parent_serial[0] != '\0' && strcmp(n->parent_serial, n->serial) == 0)
 		return hsm_err(HSM_EINVAL, "ledger: a certificate cannot renew itself");
+	if (c->txn[0] != '\0' && norm_hex(c->txn, 2, LEDGER_TXN_MAX, n->txn, sizeof(n->txn)) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: transaction id must be 2..%d hex digits",
+		    LEDGER_TXN_MAX);
 	if (c->kind != LEDGER_WORKLOAD && c->kind != LEDGER_NODE)
 		return hsm_err(HSM_EINVAL, "ledger: unknown certificate kind %d", (int)c->kind);
 	if (strnlen(c->node_id, sizeof(c->node_id)) == sizeof(c->node_id))
@@ -201,7 +254,35 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 	return 0;
 }
 
-/* ---- open ---- */
+/* ---- open, schema ---- */
+
+/* Bring the store's schema to LEDGER_SCHEMA_VERSION, in one transaction. */
+static int
+migrate(const struct ledger_ops *ops, struct ledger_be *be)
+{
+	int64_t v = 0;
+	int r;
+
+	if ((r = ops->migrate_begin(be)) != 0)
+		return r;
+	if ((r = ops->schema_version(be, &v)) != 0)
+		goto out;
+	if (v < 0 || v > LEDGER_SCHEMA_VERSION) {
+		r = hsm_err(HSM_EIO, "ledger: schema version %lld is newer than this program's (%d)",
+		    (long long)v, LEDGER_SCHEMA_VERSION);
+		goto out;
+	}
+	for (; v < LEDGER_SCHEMA_VERSION; v++) {
+		if ((r = ops->exec(be, ops->migrations[v])) != 0 ||
+		    (r = ops->version_add(be, v + 1)) != 0)
+			goto out;
+	}
+	r = ops->commit(be);
+ out:
+	if (r != 0)
+		ops->rollback(be);
+	return r;
+}
 
 int
 ledger_open(const char *location, struct ledger **out)
@@ -236,6 +317,10 @@ ledger_open(const char *location, struct ledger **out)
 	}
 	if ((r = ops->open(location, &lg->be)) != 0)
 		goto out;
+	if ((r = migrate(ops, lg->be)) != 0 || (r = ops->ready(lg->be)) != 0) {
+		ops->close(lg->be);
+		goto out;
+	}
 	*out = lg;
 	lg = NULL;
  out:
@@ -317,14 +402,14 @@ token_refusal(const struct ledger_token *t, int64_t now)
 	return 0;
 }
 
-/* Consume ref at now; the lock is held (inside a transaction or not). */
+/* Consume ref at now, paying for serial (may be NULL); the lock is held. */
 static int
-consume_locked(struct ledger *lg, const char *ref, int64_t now)
+consume_locked(struct ledger *lg, const char *ref, int64_t now, const char *serial)
 {
 	struct ledger_token t;
 	int r;
 
-	if ((r = lg->ops->token_use(lg->be, ref, now)) < 0)
+	if ((r = lg->ops->token_use(lg->be, ref, now, serial)) < 0)
 		return r;
 	if (r == 1)
 		return 0;
@@ -360,7 +445,7 @@ ledger_token_consume(struct ledger *lg, const char *ref, int64_t now)
 		return hsm_err(HSM_ENOENT, "join token unknown");
 	if ((r = lock(lg)) != 0)
 		return r;
-	r = consume_locked(lg, ref, now);
+	r = consume_locked(lg, ref, now, NULL);
 	unlock(lg);
 	return r;
 }
@@ -395,15 +480,18 @@ supersede_locked(struct ledger *lg, const struct ledger_cert *n)
 		return r;
 	if (r == 1)
 		return 0;
-	/* Refused: unknown, or renewed already (a fork, or a replay). */
+	/* Refused: unknown, revoked, or renewed already (a fork, or a replay). */
 	if ((r = lg->ops->cert_get(lg->be, n->parent_serial, &p)) != 0) {
 		if (r == HSM_ENOENT)
 			r = hsm_err(HSM_ENOENT, "ledger: renewal of unknown certificate %s",
 			    n->parent_serial);
 		return r;
 	}
-	r = hsm_err(HSM_EPOLICY, "certificate already renewed (superseded by serial %s)",
-	    p.superseded_by);
+	if (p.superseded_by[0] != '\0')
+		r = hsm_err(HSM_EPOLICY, "certificate already renewed (superseded by serial %s)",
+		    p.superseded_by);
+	else
+		r = hsm_err(HSM_EPOLICY, "certificate revoked");
 	ledger_cert_clear(&p);
 	return r;
 }
@@ -514,12 +602,73 @@ count_entry(const struct ledger_entry *e, void *arg)
 	return 0;
 }
 
+/* What ledger_issue_with records, for its transaction's body. */
+struct issue_arg {
+	const struct ledger_cert *n;
+	const char *token_ref;
+	int64_t now;
+	int (*before_commit)(void *arg);
+	void *arg;
+	int hook_ran;		/* before_commit succeeded in some attempt */
+	char stale[160];	/* the issuer is not the active CA: why */
+};
+
+static int
+issue_body(struct ledger *lg, void *v)
+{
+	struct issue_arg *a = v;
+	unsigned entries = 0;
+	int r;
+
+	/*
+	 * The hook's record (the audit line) is made once: when the commit
+	 * after it failed in conflict, the issuance is not run again.
+	 */
+	if (a->hook_ran)
+		return hsm_err(HSM_EIO, "ledger: issue: the commit failed after its record was made");
+	/*
+	 * The identity is checked inside the transaction, under its lock: a
+	 * revocation that commits first is seen here, one that commits later
+	 * revokes this certificate too.
+	 */
+	if ((r = lg->ops->id_lock(lg->be, a->n->spiffe_id)) != 0)
+		return r;
+	if ((r = lg->ops->id_revoked(lg->be, a->n->spiffe_id)) != 0)
+		return r < 0 ? r : hsm_err(HSM_EPOLICY, "identity revoked");
+	if ((r = kind_locked(lg, a->n)) != 0)
+		return r;
+	if (a->n->kind == LEDGER_NODE &&
+	    (r = lg->ops->entry_list(lg->be, a->n->spiffe_id, count_entry, &entries)) == 0 &&
+	    entries > 0)
+		r = hsm_err(HSM_EPOLICY, "%s is the ID of a registration entry: a workload "
+		    "identity, not a node's", a->n->spiffe_id);
+	/*
+	 * A CA that is no longer active is no conflict to run again (in_txn
+	 * retries HSM_EAGAIN): it ends the transaction, and the caller hears
+	 * HSM_EAGAIN once it is over.
+	 */
+	if (r == 0 && (r = issuer_locked(lg, a->n)) == HSM_EAGAIN) {
+		snprintf(a->stale, sizeof(a->stale), "%s", hsm_err_msg(r));
+		return hsm_err(HSM_EPOLICY, "%s", a->stale);
+	}
+	if (r != 0)
+		return r;
+	if ((a->token_ref == NULL ||
+	    ((r = token_kind_locked(lg, a->token_ref, a->n->kind)) == 0 &&
+	    (r = consume_locked(lg, a->token_ref, a->now, a->n->serial)) == 0)) &&
+	    (a->n->parent_serial[0] == '\0' || (r = supersede_locked(lg, a->n)) == 0) &&
+	    (r = lg->ops->cert_insert(lg->be, a->n, (int64_t)time(NULL))) == 0 &&
+	    a->before_commit != NULL && (r = a->before_commit(a->arg)) == 0)
+		a->hook_ran = 1;
+	return r;
+}
+
 int
 ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now, int (*before_commit)(void *arg), void *arg, int *hook_ran)
 {
 	struct ledger_cert n;
-	unsigned entries = 0;
+	struct issue_arg a = { &n, token_ref, now, before_commit, arg, 0, "" };
 	int r;
 
 	if (hook_ran != NULL)
@@ -530,27 +679,11 @@ ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *to
 		return hsm_err(HSM_ENOENT, "join token unknown");
 	if ((r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->begin(lg->be)) != 0)
-		goto out;
-	if ((r = kind_locked(lg, &n)) == 0 && n.kind == LEDGER_NODE &&
-	    (r = lg->ops->entry_list(lg->be, n.spiffe_id, count_entry, &entries)) == 0 && entries > 0)
-		r = hsm_err(HSM_EPOLICY, "%s is the ID of a registration entry: a workload "
-		    "identity, not a node's", n.spiffe_id);
-	if (r == 0)
-		r = issuer_locked(lg, &n);
-	if (r == 0 &&
-	    (token_ref == NULL || ((r = token_kind_locked(lg, token_ref, n.kind)) == 0 &&
-	    (r = consume_locked(lg, token_ref, now)) == 0)) &&
-	    (n.parent_serial[0] == '\0' || (r = supersede_locked(lg, &n)) == 0) &&
-	    (r = lg->ops->cert_insert(lg->be, &n, (int64_t)time(NULL))) == 0 &&
-	    (before_commit == NULL || (r = before_commit(arg)) == 0)) {
-		if (hook_ran != NULL && before_commit != NULL)
-			*hook_ran = 1;
-		r = lg->ops->commit(lg->be);
-	}
-	if (r != 0)
-		lg->ops->rollback(lg->be);
- out:
+	r = in_txn(lg, "issue", issue_body, &a);
+	if (r == HSM_EPOLICY && a.stale[0] != '\0')
+		r = hsm_err(HSM_EAGAIN, "%s", a.stale);
+	if (hook_ran != NULL)
+		*hook_ran = a.hook_ran;
 	unlock(lg);
 	return r;
 }
@@ -601,24 +734,61 @@ ledger_cert_clear(struct ledger_cert *c)
 	memset(c, 0, sizeof(*c));
 }
 
+struct cert_revoke_arg {
+	const char *hex;
+	int reason;
+	int64_t now;
+};
+
+static int
+cert_revoke_body(struct ledger *lg, void *v)
+{
+	struct cert_revoke_arg *a = v;
+	struct ledger_cert c;
+	int r;
+
+	/* The sequence moves with the revocation, in its transaction. */
+	if ((r = lg->ops->cert_revoke(lg->be, a->hex, a->reason, a->now)) == 1)
+		return lg->ops->revocation_bump(lg->be);
+	/* Nothing changed: unknown, or already revoked (fine, the first counts). */
+	if (r == 0 && (r = lg->ops->cert_get(lg->be, a->hex, &c)) == 0)
+		ledger_cert_clear(&c);
+	return r;
+}
+
 int
 ledger_cert_revoke(struct ledger *lg, const char *serial, int reason, int64_t now)
 {
 	char hex[LEDGER_SERIAL_MAX + 1];
-	struct ledger_cert c;
+	struct cert_revoke_arg a = { hex, reason, now };
 	int r;
 
 	if ((r = serial_arg(serial, hex)) != 0 || (r = check_reason(reason)) != 0 ||
 	    (r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->cert_revoke(lg->be, hex, reason, now)) == 1) {
-		r = 0;
-	} else if (r == 0) {
-		/* Nothing changed: unknown, or already revoked (fine, the first counts). */
-		if ((r = lg->ops->cert_get(lg->be, hex, &c)) == 0)
-			ledger_cert_clear(&c);
-	}
+	r = in_txn(lg, "revoke certificate", cert_revoke_body, &a);
 	unlock(lg);
+	return r;
+}
+
+struct revoke_id_arg {
+	const char *spiffe_id;
+	int reason;
+	int64_t now;
+	unsigned n;
+};
+
+static int
+revoke_id_body(struct ledger *lg, void *v)
+{
+	struct revoke_id_arg *a = v;
+	int r;
+
+	if ((r = lg->ops->id_lock(lg->be, a->spiffe_id)) == 0 &&
+	    (r = lg->ops->certs_revoke_id(lg->be, a->spiffe_id, a->reason, a->now, &a->n)) == 0 &&
+	    (r = lg->ops->id_revoke(lg->be, a->spiffe_id, a->reason, a->now)) == 0 && a->n > 0)
+		/* The sequence moves with the revocations, in their transaction. */
+		r = lg->ops->revocation_bump(lg->be);
 	return r;
 }
 
@@ -626,7 +796,7 @@ int
 ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t now,
     unsigned *count)
 {
-	unsigned n = 0;
+	struct revoke_id_arg a = { spiffe_id, reason, now, 0 };
 	int r;
 
 	if (count != NULL)
@@ -634,16 +804,10 @@ ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t n
 	if ((r = check_id(spiffe_id)) != 0 || (r = check_reason(reason)) != 0 ||
 	    (r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->begin(lg->be)) == 0) {
-		if ((r = lg->ops->certs_revoke_id(lg->be, spiffe_id, reason, now, &n)) == 0 &&
-		    (r = lg->ops->id_revoke(lg->be, spiffe_id, reason, now)) == 0)
-			r = lg->ops->commit(lg->be);
-		if (r != 0)
-			lg->ops->rollback(lg->be);
-	}
+	r = in_txn(lg, "revoke identity", revoke_id_body, &a);
 	unlock(lg);
 	if (r == 0 && count != NULL)
-		*count = n;
+		*count = a.n;
 	return r;
 }
 
@@ -681,6 +845,33 @@ ledger_id_reinstate(struct ledger *lg, const char *spiffe_id)
 		r = hsm_err(HSM_ENOENT, "ledger: identity is not revoked");
 	else if (r == 1)
 		r = 0;
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_revocation_seq(struct ledger *lg, uint64_t *seq)
+{
+	int r;
+
+	*seq = 0;
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->revocation_seq(lg->be, seq);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_revoked_list(struct ledger *lg, int64_t now, ledger_revoked_cb cb, void *arg)
+{
+	int r;
+
+	if (cb == NULL)
+		return hsm_err(HSM_EINVAL, "ledger: list: missing argument");
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->revoked_list(lg->be, now, cb, arg);
 	unlock(lg);
 	return r;
 }
@@ -781,6 +972,29 @@ check_selectors(const char *text)
 	return 0;
 }
 
+/* The certificate profile of e: a known one, with its NF fields exactly when it is 3gpp-nf. */
+static int
+check_profile(const struct ledger_entry *e)
+{
+	enum cert_profile_kind k;
+	int r;
+
+	if ((r = nf_profile_parse(e->profile, 1, &k)) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: %s", hsm_err_detail());
+	if (k != PROFILE_3GPP_NF) {
+		if (e->nf_types[0] != '\0' || e->fqdn[0] != '\0')
+			return hsm_err(HSM_EINVAL, "ledger: NF types and an FQDN go with profile %s "
+			    "only", NF_PROFILE_NAME);
+		return 0;
+	}
+	if (e->nf_types[0] == '\0' || e->fqdn[0] == '\0')
+		return hsm_err(HSM_EINVAL, "ledger: profile %s needs NF types and an FQDN",
+		    NF_PROFILE_NAME);
+	if (nf_types_parse(e->nf_types, NULL) != 0 || nf_fqdn_check(e->fqdn, NULL) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: %s", hsm_err_detail());
+	return 0;
+}
+
 /* e's fields, each within its bounds and consistent with the others. */
 static int
 entry_arg(const struct ledger_entry *e)
@@ -789,9 +1003,12 @@ entry_arg(const struct ledger_entry *e)
 
 	if (strnlen(e->spiffe_id, sizeof(e->spiffe_id)) == sizeof(e->spiffe_id) ||
 	    strnlen(e->node, sizeof(e->node)) == sizeof(e->node) ||
-	    strnlen(e->selectors, sizeof(e->selectors)) == sizeof(e->selectors))
+	    strnlen(e->selectors, sizeof(e->selectors)) == sizeof(e->selectors) ||
+	    strnlen(e->profile, sizeof(e->profile)) == sizeof(e->profile) ||
+	    strnlen(e->nf_types, sizeof(e->nf_types)) == sizeof(e->nf_types) ||
+	    strnlen(e->fqdn, sizeof(e->fqdn)) == sizeof(e->fqdn))
 		return hsm_err(HSM_EINVAL, "ledger: an entry field is too long");
-	if ((r = check_path_id(e->spiffe_id, "workload ID")) != 0)
+	if ((r = check_path_id(e->spiffe_id, "workload ID")) != 0 || (r = check_profile(e)) != 0)
 		return r;
 	if (e->ttl < 0 || e->ttl > CERT_MAX_TTL)
 		return hsm_err(HSM_EINVAL, "ledger: entry TTL out of range");
@@ -820,39 +1037,46 @@ struct mode_check {
 	char other[LEDGER_ENTRY_ID_LEN + 1];
 };
 
+/* 1 (and m->other set) when x disagrees with m->e on who manages the ID; 2 on its profile. */
 static int
 mode_conflict(const struct ledger_entry *x, void *arg)
 {
 	struct mode_check *m = arg;
+	const struct ledger_entry *e = m->e;
 
-	if (x->self_managed == m->e->self_managed)
+	if (x->self_managed == e->self_managed && strcmp(x->profile, e->profile) == 0 &&
+	    strcmp(x->nf_types, e->nf_types) == 0 && strcmp(x->fqdn, e->fqdn) == 0)
 		return 0;
 	memcpy(m->other, x->id, sizeof(m->other));
-	return 1;
+	return x->self_managed != e->self_managed ? 1 : 2;
 }
 
-int
-ledger_entry_add(struct ledger *lg, struct ledger_entry *e)
+/*
+ * ledger_entry_add's transaction. The checks span several IDs, so the
+ * body locks each ID it decides on (in one order: two adds never wait
+ * on each other in a cycle), as ledger_issue locks the ID it issues:
+ * on a store shared by replicas, an entry and a certificate that would
+ * contradict each other never both commit.
+ */
+static int
+entry_add_body(struct ledger *lg, void *v)
 {
+	struct ledger_entry *e = v;
 	struct mode_check m = { .e = e };
 	unsigned nodes = 0, workloads = 0, named = 0;
-	uint8_t rnd[LEDGER_ENTRY_ID_LEN / 2];
+	const char *first = e->spiffe_id, *second = NULL;
 	int r;
 
-	if ((r = entry_arg(e)) != 0)
-		return r;
-	if (e->id[0] == '\0') {
-		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-			return hsm_err(HSM_EIO, "ledger: no random bytes for an entry ID");
-		hsm_hex(rnd, sizeof(rnd), e->id);
-	} else if ((r = entry_id_arg(e->id, e->id)) != 0) {
-		return r;
+	if (!e->self_managed && !e->node_is_pattern) {
+		second = e->node;
+		if (strcmp(first, second) > 0) {
+			first = e->node;
+			second = e->spiffe_id;
+		}
 	}
-	e->created = (int64_t)time(NULL);
-	if ((r = lock(lg)) != 0)
+	if ((r = lg->ops->id_lock(lg->be, first)) != 0 ||
+	    (second != NULL && (r = lg->ops->id_lock(lg->be, second)) != 0))
 		return r;
-	if ((r = lg->ops->begin(lg->be)) != 0)
-		goto out;
 	/* The workload ID is no node's ... */
 	if ((r = lg->ops->cert_kinds(lg->be, e->spiffe_id, &nodes, &workloads)) == 0 && nodes > 0)
 		r = hsm_err(HSM_EPOLICY, "%s is a node identity (it has node certificates)",
@@ -872,11 +1096,33 @@ ledger_entry_add(struct ledger *lg, struct ledger_entry *e)
 	if (r == 0 && (r = lg->ops->entry_list(lg->be, e->spiffe_id, mode_conflict, &m)) == 1)
 		r = hsm_err(HSM_EPOLICY, "%s is %s by entry %s", e->spiffe_id,
 		    e->self_managed ? "node-managed" : "self-managed", m.other);
-	if (r == 0 && (r = lg->ops->entry_insert(lg->be, e)) == 0)
-		r = lg->ops->commit(lg->be);
-	if (r != 0)
-		lg->ops->rollback(lg->be);
- out:
+	else if (r == 2)
+		r = hsm_err(HSM_EPOLICY, "entry %s of %s has another certificate profile (profile, "
+		    "NF types, FQDN): all entries of one ID agree on it", m.other, e->spiffe_id);
+	if (r == 0)
+		r = lg->ops->entry_insert(lg->be, e);
+	return r;
+}
+
+int
+ledger_entry_add(struct ledger *lg, struct ledger_entry *e)
+{
+	uint8_t rnd[LEDGER_ENTRY_ID_LEN / 2];
+	int r;
+
+	if ((r = entry_arg(e)) != 0)
+		return r;
+	if (e->id[0] == '\0') {
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			return hsm_err(HSM_EIO, "ledger: no random bytes for an entry ID");
+		hsm_hex(rnd, sizeof(rnd), e->id);
+	} else if ((r = entry_id_arg(e->id, e->id)) != 0) {
+		return r;
+	}
+	e->created = (int64_t)time(NULL);
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = in_txn(lg, "add entry", entry_add_body, e);
 	unlock(lg);
 	return r;
 }
@@ -971,11 +1217,28 @@ pem_arg(const char *pem, const char *what)
 	return 0;
 }
 
+static int
+ca_add_body(struct ledger *lg, void *v)
+{
+	struct ledger_ca *n = v;
+	struct ca_find f;
+	int r;
+
+	if ((r = ca_find_locked(lg, NULL, &f)) != 0)
+		return r;
+	if (n->state == LEDGER_CA_ACTIVE && f.n > 0)
+		return hsm_err(HSM_EPOLICY, "the ledger has a CA set already: a new CA is "
+		    "prepared, then activated");
+	/* The first CA signed what the ledger holds from before CA sets. */
+	if (f.n == 0 && (r = lg->ops->certs_tag_issuer(lg->be, n->key_id)) != 0)
+		return r;
+	return lg->ops->ca_insert(lg->be, n);
+}
+
 int
 ledger_ca_add(struct ledger *lg, struct ledger_ca *c)
 {
 	struct ledger_ca n;
-	struct ca_find f;
 	int r;
 
 	if (c == NULL)
@@ -998,21 +1261,7 @@ ledger_ca_add(struct ledger *lg, struct ledger_ca *c)
 	n.created = (int64_t)time(NULL);
 	if ((r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->begin(lg->be)) != 0)
-		goto out;
-	if ((r = ca_find_locked(lg, NULL, &f)) == 0) {
-		if (n.state == LEDGER_CA_ACTIVE && f.n > 0)
-			r = hsm_err(HSM_EPOLICY, "the ledger has a CA set already: a new CA is "
-			    "prepared, then activated");
-		/* The first CA signed what the ledger holds from before CA sets. */
-		else if (f.n == 0)
-			r = lg->ops->certs_tag_issuer(lg->be, n.key_id);
-	}
-	if (r == 0 && (r = lg->ops->ca_insert(lg->be, &n)) == 0)
-		r = lg->ops->commit(lg->be);
-	if (r != 0)
-		lg->ops->rollback(lg->be);
- out:
+	r = in_txn(lg, "add CA", ca_add_body, &n);
 	unlock(lg);
 	if (r == 0) {
 		c->gen = n.gen;
@@ -1061,53 +1310,59 @@ ledger_ca_install(struct ledger *lg, const char *key_id, const uint8_t *cert, si
 	return r;
 }
 
-/* Move CA kid (found as *f) to state to and commit; lock and transaction held. */
+/* Move CA kid (found as *f) to state to; lock and transaction held. */
 static int
-move_commit(struct ledger *lg, const char *kid, const struct ca_find *f, int to, int64_t now)
+ca_move_found(struct ledger *lg, const char *kid, const struct ca_find *f, int to, int64_t now)
 {
 	int r;
 
 	if ((r = lg->ops->ca_move(lg->be, kid, (int)f->state, to, now)) != 1)
 		return r < 0 ? r : hsm_err(HSM_EIO, "ledger: CA %d changed meanwhile", f->gen);
-	return lg->ops->commit(lg->be);
+	return 0;
+}
+
+/* What ledger_ca_activate and ledger_ca_retire change, for their transactions. */
+struct ca_step_arg {
+	const char *kid;
+	int64_t now;
+	unsigned *n;		/* retire: outstanding certificates */
+	int64_t *latest;
+};
+
+static int
+ca_activate_body(struct ledger *lg, void *v)
+{
+	struct ca_step_arg *a = v;
+	struct ca_find f, cur;
+	int r;
+
+	if ((r = ca_find_locked(lg, a->kid, &f)) != 0 || (r = ca_find_locked(lg, NULL, &cur)) != 0)
+		return r;
+	if (!f.found)
+		return hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", a->kid);
+	if (f.state != LEDGER_CA_PREPARED && f.state != LEDGER_CA_OLD)
+		return hsm_err(HSM_EPOLICY, "CA %d is %s%s", f.gen, f.state == LEDGER_CA_ACTIVE ?
+		    "already " : "", f.state == LEDGER_CA_PENDING ?
+		    "pending: it has no certificate yet" : ledger_ca_state_name(f.state));
+	/* The active one steps down first: the store holds at most one active. */
+	if (cur.found && (r = lg->ops->ca_move(lg->be, cur.key, LEDGER_CA_ACTIVE, LEDGER_CA_OLD,
+	    a->now)) != 1)
+		return r < 0 ? r : hsm_err(HSM_EIO, "ledger: the active CA changed meanwhile");
+	return ca_move_found(lg, a->kid, &f, LEDGER_CA_ACTIVE, a->now);
 }
 
 int
 ledger_ca_activate(struct ledger *lg, const char *key_id, int64_t now)
 {
 	char kid[LEDGER_SPKI_ID_LEN + 1];
-	struct ca_find f, cur;
+	struct ca_step_arg a = { kid, now, NULL, NULL };
 	int r;
 
 	if ((r = key_id_arg(key_id, kid)) != 0)
 		return r;
 	if ((r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->begin(lg->be)) != 0)
-		goto out;
-	if ((r = ca_find_locked(lg, kid, &f)) != 0 || (r = ca_find_locked(lg, NULL, &cur)) != 0)
-		goto done;
-	if (!f.found) {
-		r = hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", kid);
-		goto done;
-	}
-	if (f.state != LEDGER_CA_PREPARED && f.state != LEDGER_CA_OLD) {
-		r = hsm_err(HSM_EPOLICY, "CA %d is %s%s", f.gen, f.state == LEDGER_CA_ACTIVE ?
-		    "already " : "", f.state == LEDGER_CA_PENDING ?
-		    "pending: it has no certificate yet" : ledger_ca_state_name(f.state));
-		goto done;
-	}
-	/* The active one steps down first: the store holds at most one active. */
-	if (cur.found && (r = lg->ops->ca_move(lg->be, cur.key, LEDGER_CA_ACTIVE, LEDGER_CA_OLD,
-	    now)) != 1) {
-		r = r < 0 ? r : hsm_err(HSM_EIO, "ledger: the active CA changed meanwhile");
-		goto done;
-	}
-	r = move_commit(lg, kid, &f, LEDGER_CA_ACTIVE, now);
- done:
-	if (r != 0)
-		lg->ops->rollback(lg->be);
- out:
+	r = in_txn(lg, "activate CA", ca_activate_body, &a);
 	unlock(lg);
 	return r;
 }
@@ -1130,12 +1385,37 @@ ledger_ca_outstanding(struct ledger *lg, const char *key_id, int64_t now, unsign
 	return r;
 }
 
+static int
+ca_retire_body(struct ledger *lg, void *v)
+{
+	struct ca_step_arg *a = v;
+	struct ca_find f;
+	int r;
+
+	*a->n = 0;
+	*a->latest = 0;
+	if ((r = ca_find_locked(lg, a->kid, &f)) != 0)
+		return r;
+	if (!f.found)
+		return hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", a->kid);
+	if (f.state == LEDGER_CA_ACTIVE || f.state == LEDGER_CA_RETIRED)
+		return hsm_err(HSM_EPOLICY, "CA %d is %s%s", f.gen,
+		    f.state == LEDGER_CA_RETIRED ? "already " : "", ledger_ca_state_name(f.state));
+	/* Counted and changed in one transaction: no issuance by it can slip in between. */
+	if ((r = lg->ops->certs_outstanding(lg->be, a->kid, a->now, a->n, a->latest)) != 0)
+		return r;
+	if (*a->n > 0)
+		return hsm_err(HSM_EBUSY, "%u certificate%s issued by CA %d %s not expired yet",
+		    *a->n, *a->n == 1 ? "" : "s", f.gen, *a->n == 1 ? "has" : "have");
+	return ca_move_found(lg, a->kid, &f, LEDGER_CA_RETIRED, a->now);
+}
+
 int
 ledger_ca_retire(struct ledger *lg, const char *key_id, int64_t now, unsigned *n,
     int64_t *latest)
 {
 	char kid[LEDGER_SPKI_ID_LEN + 1];
-	struct ca_find f;
+	struct ca_step_arg a = { kid, now, n, latest };
 	int r;
 
 	*n = 0;
@@ -1144,32 +1424,7 @@ ledger_ca_retire(struct ledger *lg, const char *key_id, int64_t now, unsigned *n
 		return r;
 	if ((r = lock(lg)) != 0)
 		return r;
-	if ((r = lg->ops->begin(lg->be)) != 0)
-		goto out;
-	if ((r = ca_find_locked(lg, kid, &f)) != 0)
-		goto done;
-	if (!f.found) {
-		r = hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", kid);
-		goto done;
-	}
-	if (f.state == LEDGER_CA_ACTIVE || f.state == LEDGER_CA_RETIRED) {
-		r = hsm_err(HSM_EPOLICY, "CA %d is %s%s", f.gen,
-		    f.state == LEDGER_CA_RETIRED ? "already " : "", ledger_ca_state_name(f.state));
-		goto done;
-	}
-	/* Counted and changed in one transaction: no issuance by it can slip in between. */
-	if ((r = lg->ops->certs_outstanding(lg->be, kid, now, n, latest)) != 0)
-		goto done;
-	if (*n > 0) {
-		r = hsm_err(HSM_EBUSY, "%u certificate%s issued by CA %d %s not expired yet", *n,
-		    *n == 1 ? "" : "s", f.gen, *n == 1 ? "has" : "have");
-		goto done;
-	}
-	r = move_commit(lg, kid, &f, LEDGER_CA_RETIRED, now);
- done:
-	if (r != 0)
-		lg->ops->rollback(lg->be);
- out:
+	r = in_txn(lg, "retire CA", ca_retire_body, &a);
 	unlock(lg);
 	return r;
 }

@@ -4,19 +4,27 @@
  * which node may obtain which workload identity.
  *
  * This interface validates every input and decides which steps form one
- * transaction; the store behind it is a backend (ledger_be.h). Today's
- * one backend is SQLite (ledger_sqlite.c: a file, WAL mode,
- * synchronous=FULL, a busy timeout so a second process such as "hsmesh ca
- * token" can write while "hsmesh ca serve" runs).
+ * transaction; the store behind it is a backend (ledger_be.h):
+ *
+ *   SQLite      a file path (ledger_sqlite.c: WAL mode, synchronous=FULL,
+ *               a busy timeout so a second process such as "hsmesh ca
+ *               token" can write while "hsmesh ca serve" runs)
+ *   PostgreSQL  a libpq URI, postgresql://... or postgres://...
+ *               (ledger_pg.c), shared by any number of CA replicas
  *
  * A struct ledger is one connection guarded by a mutex: any function may
- * be called from any thread. The schema is created or migrated on open; a
- * ledger written by a newer program is refused.
+ * be called from any thread. The schema is created or migrated on open, in
+ * numbered steps recorded in a schema_version table; a ledger written by a
+ * newer program is refused. Nothing is cached: every call reads what every
+ * process and replica has committed.
  *
  * Invariants, kept by the store itself so that they hold between
  * processes (and, with a shared store, replicas): a join token is consumed
  * once; a serial is recorded once; a certificate is renewed at most once,
- * so a renewal chain never forks (only its newest certificate may renew).
+ * so a renewal chain never forks (only its newest certificate may renew);
+ * no certificate is recorded for an identity once its revocation has
+ * committed. A transaction in conflict with a concurrent one is run again
+ * (a bounded number of times).
  *
  * Store failures return HSM_EIO with the detail "ledger: <what>: <the
  * store's message>". Join token secrets never reach the ledger: only
@@ -30,16 +38,20 @@
 
 #include "spiffe.h"
 
-#define LEDGER_SCHEMA_VERSION 4
+#define LEDGER_SCHEMA_VERSION 7
 #define LEDGER_REF_MAX 64	/* join token reference, bytes */
 #define LEDGER_HASH_LEN 32	/* SHA-256 of a join token secret */
 #define LEDGER_SERIAL_MAX 64	/* certificate serial, hex digits */
 #define LEDGER_SPKI_ID_LEN 64	/* hex SHA-256 of a SubjectPublicKeyInfo */
 #define LEDGER_AUTH_MAX 255	/* "token:<ref>", "kur:<serial>", "offline", ... */
 #define LEDGER_REASON_MAX 10	/* CRLReason codes 0..10 (RFC 5280 5.3.1) */
+#define LEDGER_TXN_MAX 128	/* a CMP transactionID, hex digits */
 #define LEDGER_ENTRY_ID_LEN 16	/* hex digits of a registration entry's ID */
 #define LEDGER_SELECTORS_MAX 4096	/* an entry's selectors, one a line */
 #define LEDGER_CA_PEM_MAX (256 * 1024)	/* a CA's chain or links (PEM) */
+#define LEDGER_PROFILE_MAX 15		/* an entry's certificate profile name */
+#define LEDGER_NF_TYPES_MAX 1055	/* "AMF,SMF": nfprofile.h's NF_TYPES_TEXT_MAX - 1 */
+#define LEDGER_FQDN_MAX 253		/* a DNS name */
 
 /*
  * What a join token enrolls and what a certificate is: a workload's
@@ -59,6 +71,7 @@ struct ledger_token {
 	int used;		/* 1 once consumed */
 	int64_t used_at;	/* 0 unless used */
 	enum ledger_kind kind;	/* what it enrolls */
+	char serial[LEDGER_SERIAL_MAX + 1];	/* the certificate it paid for, or "" */
 };
 
 /*
@@ -78,6 +91,7 @@ struct ledger_cert {
 	char auth[LEDGER_AUTH_MAX + 1];
 	char parent_serial[LEDGER_SERIAL_MAX + 1];
 	char superseded_by[LEDGER_SERIAL_MAX + 1];	/* the renewal of this one, or "" */
+	char txn[LEDGER_TXN_MAX + 1];	/* hex CMP transactionID that asked for it, or "" */
 	int revoked;
 	int64_t revoked_at;	/* 0 unless revoked */
 	int reason;		/* CRLReason, meaningful when revoked */
@@ -96,6 +110,13 @@ struct ledger_cert {
  * A self-managed entry (a CMP client manages the identity itself: join
  * token ir, kur by its own certificate) names no node and no selectors.
  * selectors: one selector a line (selector.h), "" for none.
+ *
+ * The certificate profile of the identity's certificates (nfprofile.h):
+ * profile "" (the CA's default: ca.yaml's profile), "spiffe" or
+ * "3gpp-nf"; nf_types ("AMF" or "AMF,SMF") and fqdn are set exactly
+ * when the profile is "3gpp-nf" (the home network, and so whether the
+ * FQDN lies in it, is the CA's to check). All entries of one ID agree on
+ * these three.
  */
 struct ledger_entry {
 	char id[LEDGER_ENTRY_ID_LEN + 1];	/* lower-case hex */
@@ -106,15 +127,21 @@ struct ledger_entry {
 	int64_t ttl;		/* seconds its certificates live; 0: svid_ttl */
 	int self_managed;
 	int64_t created;	/* set by ledger_entry_add */
+	char profile[LEDGER_PROFILE_MAX + 1];
+	char nf_types[LEDGER_NF_TYPES_MAX + 1];
+	char fqdn[LEDGER_FQDN_MAX + 1];
 };
 
 /*
  * Open the ledger at location (ca.yaml's database) and bring its schema up
  * to date. A file path is an SQLite database, created with mode 0600 if
  * needed; its directory must exist (it is not created) and a symbolic
- * link as the file itself is refused. 0 with *out set; HSM_EINVAL,
- * HSM_ENOENT (directory missing), HSM_EUNSUPPORTED (no backend for that
- * kind of location), HSM_ENOMEM, HSM_EIO (store error, or a newer schema).
+ * link as the file itself is refused. A postgresql:// URI is a PostgreSQL
+ * database, which must exist; a URI with a password in it is refused (use
+ * a passfile). 0 with *out set; HSM_EINVAL, HSM_ENOENT (directory
+ * missing), HSM_EUNSUPPORTED (no backend for that kind of location),
+ * HSM_ENOMEM, HSM_EIO (store error, unreachable server, or a newer
+ * schema).
  */
 int ledger_open(const char *location, struct ledger **out);
 
@@ -169,17 +196,20 @@ int ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at);
 /*
  * Record an issued certificate, in one transaction with what authorised
  * it: when token_ref is not NULL, consume that join token at now (as
- * ledger_token_consume); when c->parent_serial is set, record c as the
- * renewal of that certificate, which must exist and not have been renewed
- * before; when c->issuer is set and the ledger knows a CA set, that CA
- * must be the active one (HSM_EAGAIN "CA 2 is not the active CA (it is
- * old)": a rotation happened since the caller looked; issue again). Either all of
- * it is recorded or nothing. The serials and
- * spki_id are hex (either case, stored lower-case, serials without leading
- * zeros). 0; HSM_EEXIST if the serial is already recorded; HSM_EPOLICY
- * "join token already used" / "join token expired" / "certificate already
- * renewed (superseded by serial S)"; HSM_ENOENT (unknown token or parent);
- * HSM_EINVAL; HSM_EIO.
+ * ledger_token_consume) and record that it paid for c (the token's
+ * serial, so that a retry of the same request finds c again); when
+ * c->parent_serial is set, record c as the renewal of that certificate,
+ * which must exist, not be revoked and not have been renewed before; and
+ * c->spiffe_id must not be revoked; when c->issuer is set and the ledger
+ * knows a CA set, that CA must be the active one (HSM_EAGAIN "CA 2 is not
+ * the active CA (it is old)": a rotation happened since the caller
+ * looked; issue again). Either all of it is recorded or nothing. The serials and spki_id are hex (either case, stored
+ * lower-case, serials without leading zeros); c->txn is "" or hex (stored
+ * lower-case). 0; HSM_EEXIST if the serial is already recorded;
+ * HSM_EPOLICY "identity revoked" / "join token already used" / "join
+ * token expired" / "certificate already renewed (superseded by serial S)"
+ * / "certificate revoked" (the parent); HSM_ENOENT (unknown token or
+ * parent); HSM_EINVAL; HSM_EIO.
  */
 int ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now);
@@ -191,8 +221,10 @@ int ledger_issue(struct ledger *lg, const struct ledger_cert *c, const char *tok
  * record that must go with the issuance (the CA's audit line) decides
  * whether it happens. *hook_ran (may be NULL) is set when before_commit
  * succeeded: if the call still fails, the commit itself failed after the
- * hook's record was made (the caller compensates for it). The same codes
- * as ledger_issue, or before_commit's.
+ * hook's record was made (the caller compensates for it). A transaction
+ * in conflict with a concurrent one runs again, but before_commit's record
+ * is made at most once: a commit failing after it is not retried. The same
+ * codes as ledger_issue, or before_commit's.
  */
 int ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *token_ref,
     int64_t now, int (*before_commit)(void *arg), void *arg, int *hook_ran);
@@ -241,6 +273,24 @@ int ledger_id_revoked(struct ledger *lg, const char *spiffe_id);
  */
 int ledger_id_reinstate(struct ledger *lg, const char *spiffe_id);
 
+/*
+ * The revocation sequence: one more for every ledger_cert_revoke that
+ * revoked a certificate and every ledger_revoke_id that revoked at least
+ * one, in the same transaction, so that it never goes back and a reader
+ * that sees it has also seen those revocations (every process and replica
+ * sharing the store). 0; HSM_EIO. *seq is 0 on failure.
+ */
+int ledger_revocation_seq(struct ledger *lg, uint64_t *seq);
+
+/*
+ * Call cb for every revoked certificate that has not expired at now
+ * (not_after > now), in the order of revocation: its serial (hex), when
+ * and why (CRLReason). cb runs with the ledger locked (no ledger calls);
+ * a non-zero return stops the walk and is returned. 0; HSM_EIO.
+ */
+typedef int (*ledger_revoked_cb)(const char *serial, int64_t revoked_at, int reason, void *arg);
+int ledger_revoked_list(struct ledger *lg, int64_t now, ledger_revoked_cb cb, void *arg);
+
 /* Number of certificates recorded. 0 or HSM_EIO; *n is 0 on failure. */
 int ledger_cert_count(struct ledger *lg, uint64_t *n);
 
@@ -271,9 +321,11 @@ int ledger_id_kinds(struct ledger *lg, const char *spiffe_id, unsigned *nodes,
  * what would contradict itself: HSM_EPOLICY when spiffe_id is a node's
  * identity (it has node certificates, or an entry names it as a node),
  * when the node named is a workload's identity, or when another entry of
- * the same ID disagrees on self-managed. HSM_EINVAL (a field malformed:
- * IDs, pattern, selectors, ttl, self-managed with a node or selectors, a
- * node-managed entry without a node or without selectors); HSM_EEXIST
+ * the same ID disagrees on self-managed or on the certificate profile
+ * (profile, nf_types, fqdn). HSM_EINVAL (a field malformed: IDs,
+ * pattern, selectors, ttl, self-managed with a node or selectors, a
+ * node-managed entry without a node or without selectors, a profile
+ * unknown or its NF fields missing, malformed or given without it); HSM_EEXIST
  * (id taken); HSM_EIO. Trust-domain and max_ttl checks are the caller's.
  */
 int ledger_entry_add(struct ledger *lg, struct ledger_entry *e);

@@ -19,13 +19,15 @@
 #include "ledger.h"
 #include "ledger_be.h"
 #include "log.h"
+#include "util.h"
 
 /* How long a writer waits for another process holding the database. */
 #define BUSY_MS 5000
 
 /*
- * Schema migrations: migrations[i] takes a ledger from version i to i+1.
- * Append only; never edit a released step.
+ * Schema migrations (run by ledger.c): migrations[i] takes a ledger from
+ * version i to i+1. Append only; never edit a released step. ledger_pg.c
+ * has the same steps in PostgreSQL's dialect.
  */
 static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	/* 0 -> 1 */
@@ -91,7 +93,36 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	"CREATE INDEX entries_by_id ON entries (spiffe_id);"
 	"CREATE INDEX entries_by_node ON entries (node);",
 	/*
-	 * 3 -> 4: the CA set (rotation, a CA under an operator's root). A
+	 * 3 -> 4: a join token names the certificate it paid for, a
+	 * certificate the CMP transaction that asked for it: a retry of that
+	 * transaction (a client failing over to another replica) finds it again.
+	 */
+	"ALTER TABLE tokens ADD COLUMN serial TEXT;"
+	"ALTER TABLE certs ADD COLUMN txn TEXT;",
+	/*
+	 * 4 -> 5: the revocation sequence (one more for every revocation that
+	 * changed a row, in its transaction: the CA's CRL number and its hint
+	 * to agents derive from it), starting at the revocations already
+	 * recorded; and an index for the CRL's list of revoked certificates.
+	 */
+	"CREATE TABLE revocation_seq ("
+	"  one INTEGER PRIMARY KEY NOT NULL CHECK (one = 1),"
+	"  seq INTEGER NOT NULL"
+	");"
+	"INSERT INTO revocation_seq (one, seq) "
+	"  SELECT 1, count(*) FROM certs WHERE revoked_at IS NOT NULL;"
+	"CREATE INDEX certs_revoked ON certs (revoked_at) WHERE revoked_at IS NOT NULL;",
+	/*
+	 * 5 -> 6: an entry names the certificate profile of its identity
+	 * ("": the CA's default) and, for the 3GPP NF profile, the NF types
+	 * (comma-separated) and the NF's FQDN. Every earlier entry takes the
+	 * CA's default.
+	 */
+	"ALTER TABLE entries ADD COLUMN profile TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE entries ADD COLUMN nf_types TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE entries ADD COLUMN fqdn TEXT NOT NULL DEFAULT '';",
+	/*
+	 * 6 -> 7: the CA set (rotation, a CA under an operator's root). A
 	 * certificate names the CA key that signed it (issuer: hex key id;
 	 * NULL in rows from before, which the first CA recorded claims). A
 	 * CA is a key (key_id), its generation, its state (0 pending, 1
@@ -118,10 +149,11 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
-	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id, issuer"
+	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id, txn, issuer"
 #define CA_COLS "gen, key_id, state, cert, chain, links, created, changed"
 #define CA_NEXT_SEQ "(SELECT coalesce(max(seq), 0) + 1 FROM cas)"
-#define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created"
+#define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created, " \
+	"profile, nf_types, fqdn"
 
 enum stmt_id {
 	S_BEGIN,
@@ -156,6 +188,9 @@ enum stmt_id {
 	S_CA_SEQ,
 	S_CERTS_OUT,
 	S_CERTS_TAG,
+	S_REV_SEQ,
+	S_REV_BUMP,
+	S_REV_LIST,
 	S_COUNT
 };
 
@@ -165,17 +200,18 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_ROLLBACK] = "ROLLBACK",
 	[S_TOKEN_ADD] = "INSERT INTO tokens (ref, secret_hash, spiffe_id, created, expires, kind) "
 	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-	[S_TOKEN_GET] = "SELECT secret_hash, spiffe_id, created, expires, used_at, kind "
+	[S_TOKEN_GET] = "SELECT secret_hash, spiffe_id, created, expires, used_at, kind, serial "
 	    "FROM tokens WHERE ref = ?1",
-	[S_TOKEN_USE] = "UPDATE tokens SET used_at = ?2 "
+	[S_TOKEN_USE] = "UPDATE tokens SET used_at = ?2, serial = ?3 "
 	    "WHERE ref = ?1 AND used_at IS NULL AND expires > ?2",
-	[S_TOKEN_UNUSE] = "UPDATE tokens SET used_at = NULL WHERE ref = ?1 AND used_at = ?2",
+	[S_TOKEN_UNUSE] = "UPDATE tokens SET used_at = NULL, serial = NULL "
+	    "WHERE ref = ?1 AND used_at = ?2",
 	[S_CERT_ADD] = "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
-	    "auth, parent_serial, recorded, der, kind, node_id, issuer) "
-	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	    "auth, parent_serial, recorded, der, kind, node_id, txn, issuer) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 	[S_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
 	[S_CERT_SUPERSEDE] = "UPDATE certs SET superseded_by = ?2 "
-	    "WHERE serial = ?1 AND superseded_by IS NULL",
+	    "WHERE serial = ?1 AND superseded_by IS NULL AND revoked_at IS NULL",
 	[S_CERT_REVOKE] = "UPDATE certs SET revoked_at = ?3, reason = ?2 "
 	    "WHERE serial = ?1 AND revoked_at IS NULL",
 	[S_CERT_REVOKE_ID] = "UPDATE certs SET revoked_at = ?3, reason = ?2 "
@@ -190,7 +226,7 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_CERT_KINDS] = "SELECT coalesce(sum(kind = 1), 0), coalesce(sum(kind = 0), 0) "
 	    "FROM certs WHERE spiffe_id = ?1",
 	[S_ENTRY_ADD] = "INSERT INTO entries (" ENTRY_COLS ") "
-	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[S_ENTRY_GET] = "SELECT " ENTRY_COLS " FROM entries WHERE id = ?1",
 	[S_ENTRY_DEL] = "DELETE FROM entries WHERE id = ?1",
 	[S_ENTRY_LIST] = "SELECT " ENTRY_COLS " FROM entries ORDER BY created, rowid",
@@ -212,6 +248,10 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_CERTS_OUT] = "SELECT count(*), coalesce(max(not_after), 0) FROM certs "
 	    "WHERE (issuer = ?1 OR issuer IS NULL) AND not_after > ?2 AND revoked_at IS NULL",
 	[S_CERTS_TAG] = "UPDATE certs SET issuer = ?1 WHERE issuer IS NULL",
+	[S_REV_SEQ] = "SELECT seq FROM revocation_seq WHERE one = 1",
+	[S_REV_BUMP] = "UPDATE revocation_seq SET seq = seq + 1 WHERE one = 1",
+	[S_REV_LIST] = "SELECT serial, revoked_at, reason FROM certs "
+	    "WHERE revoked_at IS NOT NULL AND not_after > ?1 ORDER BY revoked_at, rowid",
 };
 
 struct ledger_be {
@@ -318,60 +358,55 @@ row_exists(struct ledger_be *be, enum stmt_id id, const char *arg, const char *w
 
 /* ---- open, schema ---- */
 
-/* Create or migrate the schema inside one write transaction. */
+/* The migration transaction: BEGIN IMMEDIATE excludes every other writer. */
 static int
-migrate(struct ledger_be *be)
+sq_migrate_begin(struct ledger_be *be)
+{
+	return exec_stmt(be, S_BEGIN, "begin");
+}
+
+static int
+sq_schema_version(struct ledger_be *be, int64_t *version)
 {
 	sqlite3_stmt *s = NULL;
-	char *msg = NULL;
-	int64_t version;
-	int r;
+	int r = 0;
 
-	if ((r = exec_stmt(be, S_BEGIN, "begin")) != 0)
-		return r;
+	*version = 0;
 	if (sqlite3_exec(be->db, "CREATE TABLE IF NOT EXISTS schema_version "
-	    "(version INTEGER NOT NULL)", NULL, NULL, NULL) != SQLITE_OK) {
-		r = db_fail(be, "create schema_version");
-		goto out;
-	}
+	    "(version INTEGER NOT NULL)", NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(be, "create schema_version");
 	if (sqlite3_prepare_v2(be->db, "SELECT coalesce(max(version), 0) FROM schema_version",
-	    -1, &s, NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+	    -1, &s, NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW)
 		r = db_fail(be, "read schema version");
-		goto out;
-	}
-	version = sqlite3_column_int64(s, 0);
+	else
+		*version = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
-	s = NULL;
-	if (version < 0 || version > LEDGER_SCHEMA_VERSION) {
-		r = hsm_err(HSM_EIO, "ledger: schema version %lld is newer than this "
-		    "program's (%d)", (long long)version, LEDGER_SCHEMA_VERSION);
-		goto out;
-	}
-	if (version == LEDGER_SCHEMA_VERSION) {
-		r = exec_stmt(be, S_COMMIT, "commit");
-		goto out;
-	}
-	for (; version < LEDGER_SCHEMA_VERSION; version++) {
-		if (sqlite3_exec(be->db, migrations[version], NULL, NULL, &msg) != SQLITE_OK) {
-			r = hsm_err(HSM_EIO, "ledger: migrate to schema %lld: %s",
-			    (long long)version + 1, msg ? msg : "unknown error");
-			goto out;
-		}
-	}
-	if (sqlite3_exec(be->db, "DELETE FROM schema_version", NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(be->db, "INSERT INTO schema_version (version) VALUES (?1)", -1,
-	    &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, LEDGER_SCHEMA_VERSION) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		r = db_fail(be, "write schema version");
-		goto out;
-	}
-	r = exec_stmt(be, S_COMMIT, "commit");
- out:
+	return r;
+}
+
+static int
+sq_exec(struct ledger_be *be, const char *sql)
+{
+	char *msg = NULL;
+	int r = 0;
+
+	if (sqlite3_exec(be->db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		r = hsm_err(HSM_EIO, "ledger: migrate: %s", msg ? msg : sqlite3_errmsg(be->db));
 	sqlite3_free(msg);
+	return r;
+}
+
+static int
+sq_version_add(struct ledger_be *be, int64_t version)
+{
+	sqlite3_stmt *s = NULL;
+	int r = 0;
+
+	if (sqlite3_prepare_v2(be->db, "INSERT INTO schema_version (version) VALUES (?1)", -1,
+	    &s, NULL) != SQLITE_OK || sqlite3_bind_int64(s, 1, version) != SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_DONE)
+		r = db_fail(be, "write schema version");
 	sqlite3_finalize(s);
-	if (r != 0 && !sqlite3_get_autocommit(be->db))
-		(void)sqlite3_exec(be->db, "ROLLBACK", NULL, NULL, NULL);
 	return r;
 }
 
@@ -451,11 +486,26 @@ sq_open(const char *path, struct ledger_be **out)
 		r = db_fail(be, "busy timeout");
 		goto out;
 	}
-	/* journal_mode answers with the mode in force: insist on WAL. */
-	if (sqlite3_prepare_v2(be->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_ROW) {
+	/*
+	 * journal_mode answers with the mode in force: insist on WAL. Another
+	 * process switching a new file to WAL at the same moment can make it
+	 * answer "locked" without the busy handler: try again until BUSY_MS.
+	 */
+	if (sqlite3_prepare_v2(be->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK) {
 		r = db_fail(be, path);
 		goto out;
+	}
+	for (uint64_t until = hsm_now_ms() + BUSY_MS;;) {
+		int rc = sqlite3_step(s);
+
+		if (rc == SQLITE_ROW)
+			break;
+		if ((rc & 0xff) != SQLITE_BUSY || hsm_now_ms() >= until) {
+			r = db_fail(be, path);
+			goto out;
+		}
+		sqlite3_reset(s);
+		usleep(10000);
 	}
 	if ((mode = sqlite3_column_text(s, 0)) == NULL ||
 	    strcmp((const char *)mode, "wal") != 0) {
@@ -471,9 +521,8 @@ sq_open(const char *path, struct ledger_be **out)
 		r = db_fail(be, "pragmas");
 		goto out;
 	}
-	/* Transaction control first: the migration needs it, tables not yet. */
-	if ((r = prepare(be, S_BEGIN, S_ROLLBACK + 1)) != 0 || (r = migrate(be)) != 0 ||
-	    (r = prepare(be, S_ROLLBACK + 1, S_COUNT)) != 0)
+	/* Transaction control now (the migration needs it), the rest once the tables exist. */
+	if ((r = prepare(be, S_BEGIN, S_ROLLBACK + 1)) != 0)
 		goto out;
 	*out = be;
 	be = NULL;
@@ -484,12 +533,25 @@ sq_open(const char *path, struct ledger_be **out)
 	return r;
 }
 
+static int
+sq_ready(struct ledger_be *be)
+{
+	return prepare(be, S_ROLLBACK + 1, S_COUNT);
+}
+
 /* ---- transactions ---- */
 
 static int
 sq_begin(struct ledger_be *be)
 {
 	return exec_stmt(be, S_BEGIN, "begin");
+}
+
+/* BEGIN IMMEDIATE already excludes every other writer. */
+static int
+sq_id_lock(struct ledger_be *be, const char *spiffe_id)
+{
+	return 0;
 }
 
 static int
@@ -561,6 +623,10 @@ sq_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 		t->used_at = sqlite3_column_int64(s, 4);
 	}
 	t->kind = sqlite3_column_int(s, 5) == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
+	if (col_text(s, 6, t->serial, sizeof(t->serial)) != 0) {
+		r = hsm_err(HSM_EIO, "ledger: corrupt join token row");
+		goto out;
+	}
 	r = 0;
  out:
 	release(s);
@@ -568,13 +634,15 @@ sq_token_get(struct ledger_be *be, const char *ref, struct ledger_token *t)
 }
 
 static int
-sq_token_use(struct ledger_be *be, const char *ref, int64_t now)
+sq_token_use(struct ledger_be *be, const char *ref, int64_t now, const char *serial)
 {
 	sqlite3_stmt *s = be->stmt[S_TOKEN_USE];
 
 	/* The conditional UPDATE is the whole decision: SQLite serialises writers. */
 	return changed(be, s, sqlite3_bind_text(s, 1, ref, -1, SQLITE_STATIC) == SQLITE_OK &&
-	    sqlite3_bind_int64(s, 2, now) == SQLITE_OK, "consume token");
+	    sqlite3_bind_int64(s, 2, now) == SQLITE_OK &&
+	    (serial != NULL ? sqlite3_bind_text(s, 3, serial, -1, SQLITE_STATIC) :
+	    sqlite3_bind_null(s, 3)) == SQLITE_OK, "consume token");
 }
 
 static int
@@ -610,9 +678,11 @@ sq_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t record
 	    (c->node_id[0] != '\0' ?
 	    sqlite3_bind_text(s, 11, c->node_id, -1, SQLITE_STATIC) :
 	    sqlite3_bind_null(s, 11)) != SQLITE_OK ||
+	    (c->txn[0] != '\0' ? sqlite3_bind_text(s, 12, c->txn, -1, SQLITE_STATIC) :
+	    sqlite3_bind_null(s, 12)) != SQLITE_OK ||
 	    (c->issuer[0] != '\0' ?
-	    sqlite3_bind_text(s, 12, c->issuer, -1, SQLITE_STATIC) :
-	    sqlite3_bind_null(s, 12)) != SQLITE_OK) {
+	    sqlite3_bind_text(s, 13, c->issuer, -1, SQLITE_STATIC) :
+	    sqlite3_bind_null(s, 13)) != SQLITE_OK) {
 		r = db_fail(be, "add certificate");
 		release(s);
 		return r;
@@ -638,7 +708,8 @@ cert_from_row(sqlite3_stmt *s, struct ledger_cert *c, int copy_der)
 	    col_text(s, 6, c->parent_serial, sizeof(c->parent_serial)) != 0 ||
 	    col_text(s, 10, c->superseded_by, sizeof(c->superseded_by)) != 0 ||
 	    col_text(s, 12, c->node_id, sizeof(c->node_id)) != 0 ||
-	    col_text(s, 13, c->issuer, sizeof(c->issuer)) != 0)
+	    col_text(s, 13, c->txn, sizeof(c->txn)) != 0 ||
+	    col_text(s, 14, c->issuer, sizeof(c->issuer)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
 	c->kind = sqlite3_column_int(s, 11) == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
 	c->not_before = sqlite3_column_int64(s, 3);
@@ -821,7 +892,10 @@ sq_entry_insert(struct ledger_be *be, const struct ledger_entry *e)
 	    sqlite3_bind_text(s, 5, e->selectors, -1, SQLITE_STATIC) != SQLITE_OK ||
 	    sqlite3_bind_int64(s, 6, e->ttl) != SQLITE_OK ||
 	    sqlite3_bind_int(s, 7, e->self_managed != 0) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 8, e->created) != SQLITE_OK) {
+	    sqlite3_bind_int64(s, 8, e->created) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 9, e->profile, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 10, e->nf_types, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 11, e->fqdn, -1, SQLITE_STATIC) != SQLITE_OK) {
 		r = db_fail(be, "add entry");
 		release(s);
 		return r;
@@ -838,7 +912,10 @@ entry_from_row(sqlite3_stmt *s, struct ledger_entry *e)
 	if (col_text(s, 0, e->id, sizeof(e->id)) != 0 ||
 	    col_text(s, 1, e->spiffe_id, sizeof(e->spiffe_id)) != 0 ||
 	    col_text(s, 2, e->node, sizeof(e->node)) != 0 ||
-	    col_text(s, 4, e->selectors, sizeof(e->selectors)) != 0)
+	    col_text(s, 4, e->selectors, sizeof(e->selectors)) != 0 ||
+	    col_text(s, 8, e->profile, sizeof(e->profile)) != 0 ||
+	    col_text(s, 9, e->nf_types, sizeof(e->nf_types)) != 0 ||
+	    col_text(s, 10, e->fqdn, sizeof(e->fqdn)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt entry row");
 	e->node_is_pattern = sqlite3_column_int(s, 3) != 0;
 	e->ttl = sqlite3_column_int64(s, 5);
@@ -905,6 +982,58 @@ sq_entry_names_node(struct ledger_be *be, const char *id)
 {
 	return row_exists(be, S_ENTRY_NODE, id, "entries naming a node");
 }
+
+static int
+sq_revocation_seq(struct ledger_be *be, uint64_t *seq)
+{
+	sqlite3_stmt *s = be->stmt[S_REV_SEQ];
+	int r = 0;
+
+	*seq = 0;
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int64(s, 0) >= 0)
+		*seq = (uint64_t)sqlite3_column_int64(s, 0);
+	else
+		r = db_fail(be, "read the revocation sequence");
+	release(s);
+	return r;
+}
+
+static int
+sq_revocation_bump(struct ledger_be *be)
+{
+	sqlite3_stmt *s = be->stmt[S_REV_BUMP];
+	int r = changed(be, s, 1, "advance the revocation sequence");
+
+	return r == 1 ? 0 : r < 0 ? r : hsm_err(HSM_EIO, "ledger: no revocation sequence row");
+}
+
+static int
+sq_revoked_list(struct ledger_be *be, int64_t now,
+    int (*cb)(const char *serial, int64_t revoked_at, int reason, void *arg), void *arg)
+{
+	sqlite3_stmt *s = be->stmt[S_REV_LIST];
+	char serial[LEDGER_SERIAL_MAX + 1];
+	int rc, r = 0;
+
+	if (sqlite3_bind_int64(s, 1, now) != SQLITE_OK) {
+		r = db_fail(be, "list revoked certificates");
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (col_text(s, 0, serial, sizeof(serial)) != 0) {
+			r = hsm_err(HSM_EIO, "ledger: a revoked serial is too long");
+			goto out;
+		}
+		if ((r = cb(serial, sqlite3_column_int64(s, 1), sqlite3_column_int(s, 2), arg)) != 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		r = db_fail(be, "list revoked certificates");
+ out:
+	release(s);
+	return r;
+}
+
 
 /* ---- the CA set ---- */
 
@@ -1060,7 +1189,14 @@ const struct ledger_ops ledger_sqlite_ops = {
 	.claims = sq_claims,
 	.open = sq_open,
 	.close = sq_close,
+	.migrations = migrations,
+	.migrate_begin = sq_migrate_begin,
+	.schema_version = sq_schema_version,
+	.exec = sq_exec,
+	.version_add = sq_version_add,
+	.ready = sq_ready,
 	.begin = sq_begin,
+	.id_lock = sq_id_lock,
 	.commit = sq_commit,
 	.rollback = sq_rollback,
 	.token_insert = sq_token_insert,
@@ -1090,4 +1226,7 @@ const struct ledger_ops ledger_sqlite_ops = {
 	.ca_seq = sq_ca_seq,
 	.certs_outstanding = sq_certs_outstanding,
 	.certs_tag_issuer = sq_certs_tag_issuer,
+	.revocation_seq = sq_revocation_seq,
+	.revocation_bump = sq_revocation_bump,
+	.revoked_list = sq_revoked_list,
 };

@@ -84,8 +84,8 @@ struct p11_token {
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	CK_SESSION_HANDLE *idle;
-	int nidle, nopen, max;
+	CK_SESSION_HANDLE *idle;	/* nslots entries */
+	int nidle, nopen, max, nslots;	/* max: sessions to use now (p11_token_set_sessions) */
 	unsigned gen;			/* bumped on fork reset: stale sessions are forgotten */
 	struct keyent cache[KEYCACHE];
 	unsigned cache_next;
@@ -152,7 +152,10 @@ ckr_name(CK_RV rv)
 		N(CKR_DOMAIN_PARAMS_INVALID), N(CKR_CURVE_NOT_SUPPORTED),
 		N(CKR_BUFFER_TOO_SMALL), N(CKR_RANDOM_NO_RNG),
 		N(CKR_CRYPTOKI_NOT_INITIALIZED), N(CKR_CRYPTOKI_ALREADY_INITIALIZED),
-		N(CKR_FUNCTION_REJECTED),
+		N(CKR_FUNCTION_REJECTED), N(CKR_KEY_UNEXTRACTABLE), N(CKR_KEY_NOT_WRAPPABLE),
+		N(CKR_WRAPPED_KEY_INVALID), N(CKR_WRAPPED_KEY_LEN_RANGE),
+		N(CKR_WRAPPING_KEY_HANDLE_INVALID), N(CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
+		N(CKR_UNWRAPPING_KEY_HANDLE_INVALID), N(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
 #undef N
 	};
 
@@ -439,7 +442,8 @@ select_token(struct p11_token *tok, int *nmatch_out)
 }
 
 static int
-pin_hash(const struct p11_token *tok, const char *pin, size_t len, uint8_t md[32])
+pin_hash(const struct p11_token *tok, const char *role, const char *pin, size_t len,
+    uint8_t md[32])
 {
 	static const char tag[] = "hsmesh bad PIN";
 	EVP_MD_CTX *ctx;
@@ -450,6 +454,7 @@ pin_hash(const struct p11_token *tok, const char *pin, size_t len, uint8_t md[32
 	/* NUL-separated so field boundaries cannot shift. */
 	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
 	    EVP_DigestUpdate(ctx, tag, sizeof(tag)) &&
+	    EVP_DigestUpdate(ctx, role, strlen(role) + 1) &&
 	    EVP_DigestUpdate(ctx, tok->mod->path, strlen(tok->mod->path) + 1) &&
 	    EVP_DigestUpdate(ctx, tok->serial, strlen(tok->serial) + 1) &&
 	    EVP_DigestUpdate(ctx, tok->label, strlen(tok->label) + 1) &&
@@ -481,10 +486,18 @@ pin_remember_bad(const uint8_t md[32])
 	pthread_mutex_unlock(&badpin_mu);
 }
 
-/* Log in as user on session s, reading the PIN from its source now. */
+/*
+ * Log in as who (CKU_USER or CKU_SO) on session s, reading the PIN from
+ * pin_file or pin_env now and wiping it after. A PIN the token rejected
+ * is never offered again, and the attempt that would lock the PIN is
+ * never made.
+ */
 static int
-login(struct p11_token *tok, CK_SESSION_HANDLE s)
+login_as(struct p11_token *tok, CK_SESSION_HANDLE s, CK_USER_TYPE who, const char *pin_file,
+    const char *pin_env)
 {
+	int so = who == CKU_SO;
+	const char *whose = so ? "SO PIN" : "user PIN";
 	char *pin = NULL;
 	size_t len = 0;
 	uint8_t md[32];
@@ -492,17 +505,17 @@ login(struct p11_token *tok, CK_SESSION_HANDLE s)
 	CK_RV rv;
 	int r;
 
-	if (tok->pin_file != NULL)
-		r = hsm_secret_read_file(tok->pin_file, &pin, &len);
+	if (pin_file != NULL)
+		r = hsm_secret_read_file(pin_file, &pin, &len);
 	else
-		r = hsm_secret_read_env(tok->pin_env, &pin, &len);
+		r = hsm_secret_read_env(pin_env, &pin, &len);
 	if (r != 0)
 		goto out;
-	if ((r = pin_hash(tok, pin, len, md)) != 0)
+	if ((r = pin_hash(tok, so ? "so" : "user", pin, len, md)) != 0)
 		goto out;
 	if (pin_known_bad(md)) {
-		r = hsm_err(HSM_EPIN, "token '%s': this PIN was already rejected; not trying it again",
-		    tok->label);
+		r = hsm_err(HSM_EPIN, "token '%s': this %s was already rejected; not trying it again",
+		    tok->label, so ? "SO PIN" : "PIN");
 		goto out;
 	}
 	/* Never make the attempt that locks the token. */
@@ -510,32 +523,35 @@ login(struct p11_token *tok, CK_SESSION_HANDLE s)
 		r = ckerr(rv, "C_GetTokenInfo");
 		goto out;
 	}
-	if (ti.flags & CKF_USER_PIN_LOCKED) {
-		r = hsm_err(HSM_EPINLOCKED, "token '%s': user PIN is locked", tok->label);
+	if (ti.flags & (so ? CKF_SO_PIN_LOCKED : CKF_USER_PIN_LOCKED)) {
+		r = hsm_err(HSM_EPINLOCKED, "token '%s': %s is locked", tok->label, whose);
 		goto out;
 	}
-	if (ti.flags & CKF_USER_PIN_FINAL_TRY) {
+	if (ti.flags & (so ? CKF_SO_PIN_FINAL_TRY : CKF_USER_PIN_FINAL_TRY)) {
 		r = hsm_err(HSM_EPINLOCKED,
-		    "token '%s': refusing to try: one more wrong PIN would lock the token",
-		    tok->label);
+		    "token '%s': refusing to try: one more wrong %s would lock the token",
+		    tok->label, so ? "SO PIN" : "PIN");
 		goto out;
 	}
-	if (ti.flags & CKF_USER_PIN_COUNT_LOW)
-		log_warn("token '%s': a wrong user PIN was entered recently", tok->label);
-	rv = tok->f->C_Login(s, CKU_USER, (unsigned char *)pin, (CK_ULONG)len);
+	if (ti.flags & (so ? CKF_SO_PIN_COUNT_LOW : CKF_USER_PIN_COUNT_LOW))
+		log_warn("token '%s': a wrong %s was entered recently", tok->label, whose);
+	rv = tok->f->C_Login(s, who, (unsigned char *)pin, (CK_ULONG)len);
 	if (rv == CKR_PIN_INCORRECT)
 		pin_remember_bad(md);
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
-	if (rv != CKR_OK) {
-		r = ckerr(rv, "C_Login");
-		goto out;
-	}
-	r = 0;
+	r = rv == CKR_OK ? 0 : ckerr(rv, so ? "C_Login(SO)" : "C_Login");
  out:
 	OPENSSL_cleanse(md, sizeof(md));
 	hsm_secret_free(pin, len);
 	return r;
+}
+
+/* Log in as user on session s, reading the PIN from its source now. */
+static int
+login(struct p11_token *tok, CK_SESSION_HANDLE s)
+{
+	return login_as(tok, s, CKU_USER, tok->pin_file, tok->pin_env);
 }
 
 /* Open a session; log in when the token is not logged in (first or lost login). */
@@ -625,7 +641,8 @@ sess_put(struct call *c, unsigned gen)
 	pthread_mutex_lock(&tok->mu);
 	if (gen != tok->gen) {
 		/* Opened before a fork reset: belongs to a dead incarnation. */
-	} else if (c->dead) {
+	} else if (c->dead || tok->nopen > tok->max) {
+		/* Lost, or above a size lowered while it was in use. */
 		tok->nopen--;
 		closeit = true;
 	} else
@@ -658,6 +675,49 @@ with_session(struct p11_token *tok, int (*fn)(struct call *, void *), void *arg)
 		log_debug("token '%s': session lost, retrying on a new one", tok->label);
 	}
 	return r;
+}
+
+int
+p11_token_set_sessions(struct p11_token *tok, int n)
+{
+	CK_SESSION_HANDLE closing[MAX_SESSIONS];
+	int nc = 0;
+
+	if (n < 1 || n > tok->nslots)
+		return hsm_err(HSM_EINVAL, "number of sessions must be 1..%d", tok->nslots);
+	pthread_mutex_lock(&tok->mu);
+	tok->max = n;
+	/* Idle ones above n close now; those in use close when they come back (sess_put). */
+	while (tok->nopen > n && tok->nidle > 0) {
+		closing[nc++] = tok->idle[--tok->nidle];
+		tok->nopen--;
+	}
+	pthread_cond_broadcast(&tok->cv);
+	pthread_mutex_unlock(&tok->mu);
+	/* Never after a fork: those sessions are the parent's. */
+	if (__atomic_load_n(&tok->pid, __ATOMIC_ACQUIRE) == getpid())
+		for (int i = 0; i < nc; i++)
+			(void)tok->f->C_CloseSession(closing[i]);
+	return 0;
+}
+
+bool
+p11_token_is_tpm(const struct p11_token *tok)
+{
+	return tok->mod->tpm2;
+}
+
+int
+p11_token_sessions(struct p11_token *tok, int *max)
+{
+	int n;
+
+	pthread_mutex_lock(&tok->mu);
+	n = tok->nopen;
+	if (max != NULL)
+		*max = tok->max;
+	pthread_mutex_unlock(&tok->mu);
+	return n;
 }
 
 /* ---- key cache ---- */
@@ -1095,7 +1155,7 @@ p11_token_open(const char *module_path, const char *token_uri,
 		return hsm_err(HSM_ENOMEM, "out of memory");
 	pthread_mutex_init(&tok->mu, NULL);
 	pthread_cond_init(&tok->cv, NULL);
-	tok->max = nsessions;
+	tok->max = tok->nslots = nsessions;
 	if ((r = p11_uri_parse(token_uri, &tok->u)) != 0)
 		goto fail;
 	if ((tok->uri = strdup(token_uri)) == NULL ||
@@ -1279,6 +1339,8 @@ p11_token_label(const struct p11_token *tok)
 struct gen_arg {
 	enum hsm_keytype kt;
 	const char *label;
+	unsigned flags;			/* HSM_GEN_* */
+	bool unwrapping;		/* p11_generate_unwrapping: unwrap only */
 	uint8_t keyid[HSM_KEYID_LEN];
 	uint8_t *spki;
 	size_t spkilen;
@@ -1297,7 +1359,7 @@ op_generate(struct call *c, void *v)
 	CK_ULONG llen = 0;
 	CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
 	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
-	CK_ATTRIBUTE pubt[8], privt[10], idt[1];
+	CK_ATTRIBUTE pubt[8], privt[12], idt[1];
 	CK_ULONG npub = 0, npriv = 0;
 	uint8_t md[HSM_KEYID_LEN];
 	struct keyent ke;
@@ -1338,19 +1400,29 @@ op_generate(struct call *c, void *v)
 		A(pubt, npub, CKA_MODULUS_BITS, &bits, sizeof(bits));
 		A(pubt, npub, CKA_PUBLIC_EXPONENT, exp, sizeof(exp));
 	}
-	/* Sign-only, and the key never leaves the token in any form. */
+	/*
+	 * Sign-only, and the key never leaves the token in any form; a
+	 * replicable one leaves it only wrapped by a trusted key; an
+	 * unwrapping key only unwraps.
+	 */
 	A(privt, npriv, CKA_TOKEN, &yes, sizeof(yes));
 	A(privt, npriv, CKA_PRIVATE, &yes, sizeof(yes));
 	A(privt, npriv, CKA_SENSITIVE, &yes, sizeof(yes));
-	A(privt, npriv, CKA_EXTRACTABLE, &no, sizeof(no));
-	A(privt, npriv, CKA_SIGN, &yes, sizeof(yes));
+	if (g->flags & HSM_GEN_REPLICABLE) {
+		A(privt, npriv, CKA_EXTRACTABLE, &yes, sizeof(yes));
+		A(privt, npriv, CKA_WRAP_WITH_TRUSTED, &yes, sizeof(yes));
+	} else {
+		A(privt, npriv, CKA_EXTRACTABLE, &no, sizeof(no));
+	}
+	A(privt, npriv, CKA_SIGN, g->unwrapping ? &no : &yes, sizeof(yes));
 	/*
 	 * tpm2-pkcs11 pads CKM_RSA_PKCS itself and signs with the TPM's raw
 	 * RSA operation, which the TPM grants only to keys that may decrypt.
 	 */
-	rawrsa = c->tok->mod->tpm2 && g->kt == HSM_KEY_RSA_3072 ? CK_TRUE : CK_FALSE;
+	rawrsa = c->tok->mod->tpm2 && g->kt == HSM_KEY_RSA_3072 && !g->unwrapping ?
+	    CK_TRUE : CK_FALSE;
 	A(privt, npriv, CKA_DECRYPT, &rawrsa, sizeof(rawrsa));
-	A(privt, npriv, CKA_UNWRAP, &no, sizeof(no));
+	A(privt, npriv, CKA_UNWRAP, g->unwrapping ? &yes : &no, sizeof(no));
 	A(privt, npriv, CKA_DERIVE, &no, sizeof(no));
 	if (llen > 0)
 		A(privt, npriv, CKA_LABEL, label, llen);
@@ -1390,11 +1462,11 @@ op_generate(struct call *c, void *v)
 	return r;
 }
 
-int
-p11_generate(struct p11_token *tok, enum hsm_keytype kt, const char *label,
-    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+/* Generate as g says (p11_generate_flags, p11_generate_unwrapping). */
+static int
+generate(struct p11_token *tok, struct gen_arg *g, uint8_t keyid[HSM_KEYID_LEN],
+    uint8_t **spki, size_t *spkilen)
 {
-	struct gen_arg g;
 	int r;
 
 	memset(keyid, 0, HSM_KEYID_LEN);
@@ -1402,25 +1474,57 @@ p11_generate(struct p11_token *tok, enum hsm_keytype kt, const char *label,
 	*spkilen = 0;
 	if (tok == NULL)
 		return hsm_err(HSM_EINVAL, "no token");
-	if (kt != HSM_KEY_EC_P256 && kt != HSM_KEY_EC_P384 && kt != HSM_KEY_RSA_3072)
-		return hsm_err(HSM_EUNSUPPORTED, "key type %d not supported", (int)kt);
-	if (label != NULL && strlen(label) > HSM_MAX_LABEL)
+	if (g->kt != HSM_KEY_EC_P256 && g->kt != HSM_KEY_EC_P384 && g->kt != HSM_KEY_RSA_3072)
+		return hsm_err(HSM_EUNSUPPORTED, "key type %d not supported", (int)g->kt);
+	if ((g->flags & ~HSM_GEN_ALL) != 0)
+		return hsm_err(HSM_EINVAL, "unknown key generation flags 0x%x", g->flags);
+	if (g->label != NULL && strlen(g->label) > HSM_MAX_LABEL)
 		return hsm_err(HSM_EINVAL, "key label longer than %d bytes", HSM_MAX_LABEL);
+	if ((r = with_session(tok, op_generate, g)) != 0)
+		return r;
+	/* Hand over as malloc'd memory, as p11.h promises. */
+	if ((*spki = malloc(g->spkilen)) == NULL) {
+		OPENSSL_free(g->spki);
+		return hsm_err(HSM_ENOMEM, "out of memory");
+	}
+	memcpy(*spki, g->spki, g->spkilen);
+	*spkilen = g->spkilen;
+	OPENSSL_free(g->spki);
+	memcpy(keyid, g->keyid, HSM_KEYID_LEN);
+	return 0;
+}
+
+int
+p11_generate_flags(struct p11_token *tok, enum hsm_keytype kt, const char *label,
+    unsigned flags, uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	struct gen_arg g;
+
 	memset(&g, 0, sizeof(g));
 	g.kt = kt;
 	g.label = label;
-	if ((r = with_session(tok, op_generate, &g)) != 0)
-		return r;
-	/* Hand over as malloc'd memory, as p11.h promises. */
-	if ((*spki = malloc(g.spkilen)) == NULL) {
-		OPENSSL_free(g.spki);
-		return hsm_err(HSM_ENOMEM, "out of memory");
-	}
-	memcpy(*spki, g.spki, g.spkilen);
-	*spkilen = g.spkilen;
-	OPENSSL_free(g.spki);
-	memcpy(keyid, g.keyid, HSM_KEYID_LEN);
-	return 0;
+	g.flags = flags;
+	return generate(tok, &g, keyid, spki, spkilen);
+}
+
+int
+p11_generate(struct p11_token *tok, enum hsm_keytype kt, const char *label,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	return p11_generate_flags(tok, kt, label, 0, keyid, spki, spkilen);
+}
+
+int
+p11_generate_unwrapping(struct p11_token *tok, const char *label,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen)
+{
+	struct gen_arg g;
+
+	memset(&g, 0, sizeof(g));
+	g.kt = HSM_KEY_RSA_3072;
+	g.label = label;
+	g.unwrapping = true;
+	return generate(tok, &g, keyid, spki, spkilen);
 }
 
 /* ---- public key, find by label ---- */
@@ -1875,7 +1979,7 @@ op_key_info(struct call *c, void *v)
 {
 	struct info_arg *a = v;
 	struct keyent ke;
-	CK_BBOOL b[6];
+	CK_BBOOL b[7];
 	char label[HSM_MAX_LABEL];
 	CK_ATTRIBUTE t[] = {
 		{ CKA_SENSITIVE, &b[0], sizeof(b[0]) },
@@ -1884,6 +1988,7 @@ op_key_info(struct call *c, void *v)
 		{ CKA_NEVER_EXTRACTABLE, &b[3], sizeof(b[3]) },
 		{ CKA_TOKEN, &b[4], sizeof(b[4]) },
 		{ CKA_PRIVATE, &b[5], sizeof(b[5]) },
+		{ CKA_WRAP_WITH_TRUSTED, &b[6], sizeof(b[6]) },
 		{ CKA_LABEL, label, sizeof(label) },
 	};
 	CK_RV rv;
@@ -1897,7 +2002,7 @@ op_key_info(struct call *c, void *v)
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE &&
 	    rv != CKR_BUFFER_TOO_SMALL)
 		return ck(c, rv, "C_GetAttributeValue");
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 7; i++)
 		if (t[i].ulValueLen != sizeof(CK_BBOOL))
 			b[i] = CK_FALSE;
 	a->ki.type = ke.kt;
@@ -1907,9 +2012,10 @@ op_key_info(struct call *c, void *v)
 	a->ki.never_extractable = b[3] == CK_TRUE;
 	a->ki.token = b[4] == CK_TRUE;
 	a->ki.private_ = b[5] == CK_TRUE;
-	if (t[6].ulValueLen != CK_UNAVAILABLE_INFORMATION && t[6].ulValueLen <= HSM_MAX_LABEL) {
-		memcpy(a->ki.label, label, t[6].ulValueLen);
-		a->ki.label[t[6].ulValueLen] = '\0';
+	a->ki.wrap_with_trusted = b[6] == CK_TRUE;
+	if (t[7].ulValueLen != CK_UNAVAILABLE_INFORMATION && t[7].ulValueLen <= HSM_MAX_LABEL) {
+		memcpy(a->ki.label, label, t[7].ulValueLen);
+		a->ki.label[t[7].ulValueLen] = '\0';
 	}
 	return 0;
 }
@@ -1929,5 +2035,432 @@ p11_key_info(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN],
 	if ((r = with_session(tok, op_key_info, &a)) != 0)
 		return r;
 	*out = a.ki;
+	return 0;
+}
+
+/* ---- replication: wrap for another token, unwrap from one ---- */
+
+/* A cached handle is a private object's: all invalid after a logout. */
+static void
+cache_clear(struct p11_token *tok)
+{
+	pthread_mutex_lock(&tok->mu);
+	memset(tok->cache, 0, sizeof(tok->cache));
+	pthread_mutex_unlock(&tok->mu);
+}
+
+/* Log in as the security officer on c (no one logged in), with the PIN from so. */
+static int
+so_login(struct call *c, const struct p11_pin_source *so)
+{
+	if (so == NULL || (so->file == NULL) == (so->env == NULL))
+		return hsm_err(HSM_EPERM, "wrapping a key for another token needs the security "
+		    "officer's PIN (a file or an environment variable)");
+	return login_as(c->tok, c->s, CKU_SO, so->file, so->env);
+}
+
+/* The modulus and exponent of an RSA SubjectPublicKeyInfo (caller frees both). */
+static int
+rsa_spki(const uint8_t *spki, size_t len, BIGNUM **n, BIGNUM **e)
+{
+	const unsigned char *p = spki;
+	EVP_PKEY *pk = len <= HSM_MAX_SPKI ? d2i_PUBKEY(NULL, &p, (long)len) : NULL;
+	int r = 0;
+
+	*n = *e = NULL;
+	if (pk == NULL || p != spki + len || !EVP_PKEY_is_a(pk, "RSA"))
+		r = hsm_err(HSM_EINVAL, "the wrapping key is not an RSA public key");
+	else if (EVP_PKEY_get_bits(pk) < 2048 || EVP_PKEY_get_bits(pk) > 4096)
+		r = hsm_err(HSM_EINVAL, "the wrapping key has %d bits (2048 to 4096 wanted)",
+		    EVP_PKEY_get_bits(pk));
+	else if (!EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_N, n) ||
+	    !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, e))
+		r = hsm_err_ossl(HSM_ECRYPTO, "reading the wrapping key");
+	EVP_PKEY_free(pk);
+	if (r != 0) {
+		BN_free(*n);
+		BN_free(*e);
+		*n = *e = NULL;
+	}
+	return r;
+}
+
+/* A big-endian copy of bn into a malloc'd buffer. */
+static uint8_t *
+bn_bytes(const BIGNUM *bn, CK_ULONG *len)
+{
+	uint8_t *b = malloc((size_t)BN_num_bytes(bn) + 1);
+
+	*len = b != NULL ? (CK_ULONG)BN_bn2bin(bn, b) : 0;
+	return b;
+}
+
+struct wrap_arg {
+	const struct p11_pin_source *so;
+	uint8_t keyid[HSM_KEYID_LEN];
+	const uint8_t *target;
+	size_t target_len;
+	struct hsm_wrapped *out;
+};
+
+/*
+ * As the SO (logged in on c): the target's public key as a trusted session
+ * object, a trusted AES-256 session key only trusted keys may wrap, and
+ * that key wrapped under the target's (*aes stays, for the user's wrap).
+ */
+static int
+so_transport(struct call *c, struct wrap_arg *a, CK_OBJECT_HANDLE *aes)
+{
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_OBJECT_CLASS pubcls = CKO_PUBLIC_KEY;
+	CK_KEY_TYPE rsa = CKK_RSA;
+	CK_ULONG klen = 32, nlen = 0, elen = 0, tl;
+	BIGNUM *n = NULL, *e = NULL;
+	uint8_t *nb = NULL, *eb = NULL;
+	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE;
+	CK_MECHANISM agen = { CKM_AES_KEY_GEN, NULL, 0 };
+	CK_RSA_PKCS_OAEP_PARAMS op;
+	CK_MECHANISM oaep = { CKM_RSA_PKCS_OAEP, &op, sizeof(op) };
+	CK_RV rv;
+	int r;
+
+	*aes = CK_INVALID_HANDLE;
+	if ((r = rsa_spki(a->target, a->target_len, &n, &e)) != 0)
+		return r;
+	if ((nb = bn_bytes(n, &nlen)) == NULL || (eb = bn_bytes(e, &elen)) == NULL) {
+		r = hsm_err(HSM_ENOMEM, "out of memory");
+		goto out;
+	}
+	{
+		CK_ATTRIBUTE pt[] = {
+			{ CKA_CLASS, &pubcls, sizeof(pubcls) }, { CKA_KEY_TYPE, &rsa, sizeof(rsa) },
+			{ CKA_TOKEN, &no, sizeof(no) }, { CKA_PRIVATE, &no, sizeof(no) },
+			{ CKA_WRAP, &yes, sizeof(yes) }, { CKA_ENCRYPT, &no, sizeof(no) },
+			{ CKA_VERIFY, &no, sizeof(no) }, { CKA_TRUSTED, &yes, sizeof(yes) },
+			{ CKA_MODULUS, nb, nlen }, { CKA_PUBLIC_EXPONENT, eb, elen },
+		};
+		CK_ATTRIBUTE at[] = {
+			{ CKA_TOKEN, &no, sizeof(no) }, { CKA_PRIVATE, &no, sizeof(no) },
+			{ CKA_VALUE_LEN, &klen, sizeof(klen) }, { CKA_SENSITIVE, &yes, sizeof(yes) },
+			{ CKA_EXTRACTABLE, &yes, sizeof(yes) }, { CKA_WRAP, &yes, sizeof(yes) },
+			{ CKA_UNWRAP, &no, sizeof(no) }, { CKA_ENCRYPT, &no, sizeof(no) },
+			{ CKA_DECRYPT, &no, sizeof(no) }, { CKA_TRUSTED, &yes, sizeof(yes) },
+			{ CKA_WRAP_WITH_TRUSTED, &yes, sizeof(yes) },
+		};
+
+		if ((rv = c->f->C_CreateObject(c->s, pt, sizeof(pt) / sizeof(pt[0]), &pub)) != CKR_OK) {
+			r = ck(c, rv, "C_CreateObject(trusted wrapping key)");
+			goto out;
+		}
+		if ((rv = c->f->C_GenerateKey(c->s, &agen, at, sizeof(at) / sizeof(at[0]), aes)) !=
+		    CKR_OK) {
+			r = ck(c, rv, "C_GenerateKey(AES transport key)");
+			goto out;
+		}
+	}
+	/* RSA-OAEP with SHA-256; SoftHSM2 2.6 knows only SHA-1 for OAEP. */
+	for (int h = HSM_OAEP_SHA256; h >= HSM_OAEP_SHA1; h--) {
+		op.hashAlg = h == HSM_OAEP_SHA256 ? CKM_SHA256 : CKM_SHA_1;
+		op.mgf = h == HSM_OAEP_SHA256 ? CKG_MGF1_SHA256 : CKG_MGF1_SHA1;
+		op.source = CKZ_DATA_SPECIFIED;
+		op.pSourceData = NULL;
+		op.ulSourceDataLen = 0;
+		tl = sizeof(a->out->transport);
+		rv = c->f->C_WrapKey(c->s, &oaep, pub, *aes, a->out->transport, &tl);
+		a->out->oaep = (uint8_t)h;
+		if (rv != CKR_ARGUMENTS_BAD && rv != CKR_MECHANISM_PARAM_INVALID)
+			break;
+	}
+	if (rv != CKR_OK) {
+		r = ck(c, rv, "C_WrapKey(RSA-OAEP)");
+		goto out;
+	}
+	a->out->tlen = tl;
+	r = 0;
+ out:
+	if (pub != CK_INVALID_HANDLE)
+		(void)c->f->C_DestroyObject(c->s, pub);
+	BN_free(n);
+	BN_free(e);
+	free(nb);
+	free(eb);
+	return r;
+}
+
+static int
+op_wrap(struct call *c, void *v)
+{
+	struct wrap_arg *a = v;
+	CK_MECHANISM kwp = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_OBJECT_HANDLE aes = CK_INVALID_HANDLE;
+	struct keyent ke;
+	CK_ULONG kl;
+	CK_RV rv;
+	int r, r2;
+
+	/* The key exists, before the login changes. */
+	if ((r = find_key(c, a->keyid, &ke)) != 0)
+		return r;
+	if ((rv = c->f->C_Logout(c->s)) != CKR_OK && rv != CKR_USER_NOT_LOGGED_IN)
+		return ck(c, rv, "C_Logout");
+	cache_clear(c->tok);
+	if ((r = so_login(c, a->so)) == 0) {
+		r = so_transport(c, a, &aes);
+		(void)c->f->C_Logout(c->s);
+	}
+	/* The user again, whatever happened: the keyholder goes on serving. */
+	if ((r2 = login(c->tok, c->s)) != 0 && r == 0)
+		r = r2;
+	if (r == 0 && (r = find_key(c, a->keyid, &ke)) == 0) {
+		kl = sizeof(a->out->key);
+		rv = c->f->C_WrapKey(c->s, &kwp, aes, ke.h, a->out->key, &kl);
+		if (rv == CKR_KEY_UNEXTRACTABLE || rv == CKR_KEY_NOT_WRAPPABLE)
+			r = hsm_err(HSM_EPERM, "the token refuses to wrap this key (%s): it is not "
+			    "extractable, or only to keys its security officer trusts", ckr_name(rv));
+		else if (rv != CKR_OK)
+			r = ck(c, rv, "C_WrapKey(AES key wrap with padding)");
+		else
+			a->out->klen = kl;
+	}
+	if (aes != CK_INVALID_HANDLE && (rv = c->f->C_DestroyObject(c->s, aes)) != CKR_OK) {
+		/* Closing the session destroys it: never leave a trusted key behind. */
+		c->dead = true;
+		if (r == 0)
+			r = ck(c, rv, "C_DestroyObject(AES transport key)");
+	}
+	return r;
+}
+
+int
+p11_wrap(struct p11_token *tok, const struct p11_pin_source *so,
+    const uint8_t keyid[HSM_KEYID_LEN], const uint8_t *target_spki, size_t target_len,
+    struct hsm_wrapped *out)
+{
+	struct wrap_arg a;
+	int r;
+
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (tok == NULL || keyid == NULL || target_spki == NULL || out == NULL)
+		return hsm_err(HSM_EINVAL, "p11_wrap: missing argument");
+	memset(&a, 0, sizeof(a));
+	a.so = so;
+	memcpy(a.keyid, keyid, HSM_KEYID_LEN);
+	a.target = target_spki;
+	a.target_len = target_len;
+	a.out = out;
+	if ((r = with_session(tok, op_wrap, &a)) != 0)
+		OPENSSL_cleanse(out, sizeof(*out));
+	return r;
+}
+
+/* What an unwrapped key is: its kind and the public key object's attributes. */
+struct pubparts {
+	CK_KEY_TYPE type;
+	uint8_t *a, *b;		/* EC: params, point (DER OCTET STRING); RSA: n, e */
+	CK_ULONG alen, blen;
+};
+
+static void
+pubparts_free(struct pubparts *pp)
+{
+	free(pp->a);
+	free(pp->b);
+}
+
+/* The public key object's attributes of spki (EC P-256/P-384, RSA 2048..4096). */
+static int
+pubparts_of(const uint8_t *spki, size_t len, struct pubparts *pp)
+{
+	const unsigned char *p = spki;
+	EVP_PKEY *pk = len <= HSM_MAX_SPKI ? d2i_PUBKEY(NULL, &p, (long)len) : NULL;
+	unsigned char pt[1 + 2 * 66];
+	char group[32];
+	size_t gl, ptlen = 0;
+	BIGNUM *n = NULL, *e = NULL;
+	int r = 0;
+
+	memset(pp, 0, sizeof(*pp));
+	if (pk == NULL || p != spki + len) {
+		r = hsm_err(HSM_EINVAL, "the key's public half is not a SubjectPublicKeyInfo");
+	} else if (EVP_PKEY_is_a(pk, "EC")) {
+		const uint8_t *oid = NULL;
+		size_t oidlen = 0;
+
+		if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
+		    sizeof(group), &gl))
+			group[0] = '\0';
+		if (strcmp(group, "prime256v1") == 0) {
+			oid = oid_p256;
+			oidlen = sizeof(oid_p256);
+		} else if (strcmp(group, "secp384r1") == 0) {
+			oid = oid_p384;
+			oidlen = sizeof(oid_p384);
+		}
+		if (oid == NULL ||
+		    !EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
+		    sizeof(pt), &ptlen) || ptlen < 65 || ptlen > 127) {
+			r = hsm_err(HSM_EUNSUPPORTED, "only EC P-256 and P-384 or RSA keys unwrap here");
+		} else if ((pp->a = malloc(oidlen)) == NULL || (pp->b = malloc(ptlen + 2)) == NULL) {
+			r = hsm_err(HSM_ENOMEM, "out of memory");
+		} else {
+			pp->type = CKK_EC;
+			memcpy(pp->a, oid, oidlen);
+			pp->alen = oidlen;
+			/* CKA_EC_POINT: the point in a DER OCTET STRING */
+			pp->b[0] = 0x04;
+			pp->b[1] = (uint8_t)ptlen;
+			memcpy(pp->b + 2, pt, ptlen);
+			pp->blen = ptlen + 2;
+		}
+	} else if (EVP_PKEY_is_a(pk, "RSA")) {
+		if (EVP_PKEY_get_bits(pk) < 2048 || EVP_PKEY_get_bits(pk) > 4096 ||
+		    !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_N, &n) ||
+		    !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &e))
+			r = hsm_err(HSM_EUNSUPPORTED, "an RSA key of 2048 to 4096 bits is wanted");
+		else if ((pp->a = bn_bytes(n, &pp->alen)) == NULL ||
+		    (pp->b = bn_bytes(e, &pp->blen)) == NULL)
+			r = hsm_err(HSM_ENOMEM, "out of memory");
+		else
+			pp->type = CKK_RSA;
+	} else {
+		r = hsm_err(HSM_EUNSUPPORTED, "only EC P-256 and P-384 or RSA keys unwrap here");
+	}
+	BN_free(n);
+	BN_free(e);
+	EVP_PKEY_free(pk);
+	if (r != 0)
+		pubparts_free(pp);
+	return r;
+}
+
+struct unwrap_arg {
+	uint8_t wrapkey[HSM_KEYID_LEN];
+	const struct hsm_wrapped *w;
+	const uint8_t *spki;
+	size_t spkilen;
+	const char *label;
+	uint8_t keyid[HSM_KEYID_LEN];
+};
+
+static int
+op_unwrap(struct call *c, void *v)
+{
+	struct unwrap_arg *a = v;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_OBJECT_CLASS seccls = CKO_SECRET_KEY, privcls = CKO_PRIVATE_KEY, pubcls = CKO_PUBLIC_KEY;
+	CK_KEY_TYPE aestype = CKK_AES;
+	CK_RSA_PKCS_OAEP_PARAMS op = {
+		a->w->oaep == HSM_OAEP_SHA256 ? CKM_SHA256 : CKM_SHA_1,
+		a->w->oaep == HSM_OAEP_SHA256 ? CKG_MGF1_SHA256 : CKG_MGF1_SHA1,
+		CKZ_DATA_SPECIFIED, NULL, 0,
+	};
+	CK_MECHANISM oaep = { CKM_RSA_PKCS_OAEP, &op, sizeof(op) };
+	CK_MECHANISM kwp = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_OBJECT_HANDLE wk, aes = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, h;
+	CK_ULONG n, llen = a->label != NULL ? strlen(a->label) : 0;
+	char label[HSM_MAX_LABEL + 1];
+	struct pubparts pp;
+	CK_RV rv;
+	int r;
+
+	if ((r = pubparts_of(a->spki, a->spkilen, &pp)) != 0)
+		return r;
+	memcpy(label, a->label != NULL ? a->label : "", llen);
+	if ((r = find_by_id(c, CKO_PRIVATE_KEY, a->keyid, &h, 1, &n)) != 0)
+		goto out;
+	if (n != 0) {
+		r = hsm_err(HSM_EEXIST, "token '%s' holds this key already", c->tok->label);
+		goto out;
+	}
+	if ((r = find_by_id(c, CKO_PRIVATE_KEY, a->wrapkey, &wk, 1, &n)) != 0)
+		goto out;
+	if (n == 0) {
+		r = hsm_err(HSM_ENOENT, "token '%s' holds no unwrapping key for this blob "
+		    "(was it made for another token?)", c->tok->label);
+		goto out;
+	}
+	{
+		CK_ATTRIBUTE at[] = {
+			{ CKA_CLASS, &seccls, sizeof(seccls) }, { CKA_KEY_TYPE, &aestype, sizeof(aestype) },
+			{ CKA_TOKEN, &no, sizeof(no) }, { CKA_PRIVATE, &yes, sizeof(yes) },
+			{ CKA_SENSITIVE, &yes, sizeof(yes) }, { CKA_EXTRACTABLE, &no, sizeof(no) },
+			{ CKA_UNWRAP, &yes, sizeof(yes) }, { CKA_WRAP, &no, sizeof(no) },
+			{ CKA_ENCRYPT, &no, sizeof(no) }, { CKA_DECRYPT, &no, sizeof(no) },
+		};
+		CK_ATTRIBUTE kt[] = {
+			{ CKA_CLASS, &privcls, sizeof(privcls) }, { CKA_KEY_TYPE, &pp.type, sizeof(pp.type) },
+			{ CKA_TOKEN, &yes, sizeof(yes) }, { CKA_PRIVATE, &yes, sizeof(yes) },
+			{ CKA_SENSITIVE, &yes, sizeof(yes) }, { CKA_EXTRACTABLE, &no, sizeof(no) },
+			{ CKA_WRAP_WITH_TRUSTED, &yes, sizeof(yes) }, { CKA_SIGN, &yes, sizeof(yes) },
+			{ CKA_DECRYPT, &no, sizeof(no) }, { CKA_UNWRAP, &no, sizeof(no) },
+			{ CKA_DERIVE, &no, sizeof(no) }, { CKA_ID, a->keyid, HSM_KEYID_LEN },
+			{ CKA_LABEL, label, llen },
+		};
+		CK_ATTRIBUTE pt[] = {
+			{ CKA_CLASS, &pubcls, sizeof(pubcls) }, { CKA_KEY_TYPE, &pp.type, sizeof(pp.type) },
+			{ CKA_TOKEN, &yes, sizeof(yes) }, { CKA_PRIVATE, &no, sizeof(no) },
+			{ CKA_WRAP, &no, sizeof(no) }, { CKA_ID, a->keyid, HSM_KEYID_LEN },
+			{ pp.type == CKK_EC ? CKA_EC_PARAMS : CKA_MODULUS, pp.a, pp.alen },
+			{ pp.type == CKK_EC ? CKA_EC_POINT : CKA_PUBLIC_EXPONENT, pp.b, pp.blen },
+			{ CKA_LABEL, label, llen },
+		};
+
+		rv = c->f->C_UnwrapKey(c->s, &oaep, wk, (CK_BYTE_PTR)a->w->transport, a->w->tlen, at,
+		    sizeof(at) / sizeof(at[0]), &aes);
+		if (rv != CKR_OK) {
+			r = ck(c, rv, "C_UnwrapKey(RSA-OAEP transport key)");
+			goto out;
+		}
+		rv = c->f->C_UnwrapKey(c->s, &kwp, aes, (CK_BYTE_PTR)a->w->key, a->w->klen, kt,
+		    sizeof(kt) / sizeof(kt[0]) - (llen == 0), &priv);
+		if (rv != CKR_OK) {
+			r = ck(c, rv, "C_UnwrapKey(AES key wrap with padding)");
+			goto out;
+		}
+		rv = c->f->C_CreateObject(c->s, pt, sizeof(pt) / sizeof(pt[0]) - (llen == 0), &pub);
+		if (rv != CKR_OK) {
+			r = ck(c, rv, "C_CreateObject(public key)");
+			goto out;
+		}
+	}
+	r = 0;
+ out:
+	if (aes != CK_INVALID_HANDLE)
+		(void)c->f->C_DestroyObject(c->s, aes);
+	if (r != 0 && priv != CK_INVALID_HANDLE)
+		(void)c->f->C_DestroyObject(c->s, priv);
+	if (r != 0 && pub != CK_INVALID_HANDLE)
+		(void)c->f->C_DestroyObject(c->s, pub);
+	pubparts_free(&pp);
+	return r;
+}
+
+int
+p11_unwrap(struct p11_token *tok, const uint8_t wrapkey_id[HSM_KEYID_LEN],
+    const struct hsm_wrapped *w, const uint8_t *spki, size_t spkilen, const char *label,
+    uint8_t keyid[HSM_KEYID_LEN])
+{
+	struct unwrap_arg a;
+	int r;
+
+	memset(keyid, 0, HSM_KEYID_LEN);
+	if (tok == NULL || wrapkey_id == NULL || w == NULL || spki == NULL)
+		return hsm_err(HSM_EINVAL, "p11_unwrap: missing argument");
+	if (w->tlen == 0 || w->tlen > sizeof(w->transport) || w->klen < 16 ||
+	    w->klen > sizeof(w->key) || (w->oaep != HSM_OAEP_SHA1 && w->oaep != HSM_OAEP_SHA256))
+		return hsm_err(HSM_EINVAL, "p11_unwrap: malformed wrapped key");
+	if (label != NULL && strlen(label) > HSM_MAX_LABEL)
+		return hsm_err(HSM_EINVAL, "key label longer than %d bytes", HSM_MAX_LABEL);
+	memset(&a, 0, sizeof(a));
+	memcpy(a.wrapkey, wrapkey_id, HSM_KEYID_LEN);
+	a.w = w;
+	a.spki = spki;
+	a.spkilen = spkilen;
+	a.label = label;
+	if ((r = sha256(spki, spkilen, a.keyid)) != 0 || (r = with_session(tok, op_unwrap, &a)) != 0)
+		return r;
+	memcpy(keyid, a.keyid, HSM_KEYID_LEN);
 	return 0;
 }

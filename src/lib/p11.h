@@ -38,6 +38,21 @@ struct p11_pin_source {
 int p11_token_open(const char *module_path, const char *token_uri,
     const struct p11_pin_source *pin, int nsessions, struct p11_token **out);
 
+/*
+ * Use at most n sessions from now on (1..the nsessions given to
+ * p11_token_open): idle sessions above n are closed at once, busy ones
+ * when their operation ends; more open lazily again when n grows. The
+ * token stays logged in (one session at least stays open once open).
+ * 0 or HSM_EINVAL.
+ */
+int p11_token_set_sessions(struct p11_token *tok, int n);
+
+/* The module is tpm2-pkcs11 (a TPM: one command at a time, few sessions). */
+bool p11_token_is_tpm(const struct p11_token *tok);
+
+/* Sessions open now (idle and in use); *max (may be NULL) the current limit. */
+int p11_token_sessions(struct p11_token *tok, int *max);
+
 /* Log out, close sessions, C_Finalize, unload. Accepts NULL. */
 void p11_token_close(struct p11_token *tok);
 
@@ -49,6 +64,52 @@ void p11_token_close(struct p11_token *tok);
  */
 int p11_generate(struct p11_token *tok, enum hsm_keytype kt, const char *label,
     uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+
+/*
+ * p11_generate with flags (HSM_GEN_*, keytypes.h): HSM_GEN_REPLICABLE
+ * makes the private key CKA_EXTRACTABLE=TRUE and CKA_WRAP_WITH_TRUSTED=TRUE
+ * (still sensitive): the token lets it out only wrapped by a trusted key.
+ */
+int p11_generate_flags(struct p11_token *tok, enum hsm_keytype kt, const char *label,
+    unsigned flags, uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+
+/*
+ * Replication of a key to another token (docs/REPLICAS.md).
+ *
+ * p11_generate_unwrapping: on the target, an RSA-3072 key pair whose
+ * private half may only unwrap (CKA_UNWRAP, no sign, no decrypt),
+ * sensitive and never extractable, named like every key by its SPKI hash.
+ *
+ * p11_wrap: on the source, wrap private key keyid for the holder of the
+ * RSA public key target_spki (at least 2048 bits): as the token's
+ * security officer (PIN from so, read now and wiped; a PIN the token
+ * rejected is never tried again, nor one that would lock it), import
+ * that key as a trusted session object (CKA_TRUSTED) and make a trusted
+ * AES-256 session key that is itself CKA_WRAP_WITH_TRUSTED, wrap the AES
+ * key under it (RSA-OAEP, SHA-256 or, where the token offers no more, as
+ * SoftHSM2 2.6, SHA-1); then as the user again wrap the private key with
+ * the AES key (CKM_AES_KEY_WRAP_PAD) and destroy both session objects.
+ * The token refuses (HSM_EPERM) a key that is not CKA_EXTRACTABLE, and
+ * one whose CKA_WRAP_WITH_TRUSTED the AES key would not satisfy. Logs the
+ * user out and in again: no other operation may use the token meanwhile
+ * (a keyholder of its own). HSM_EPIN / HSM_EPINLOCKED for the SO PIN.
+ *
+ * p11_unwrap: on the target, unwrap w with the unwrapping key wrapkey_id
+ * into a token key that is sensitive, not extractable and
+ * CKA_WRAP_WITH_TRUSTED, labelled label, named by the SHA-256 of spki (its
+ * public key, EC P-256/P-384 or RSA, also stored as a public key object).
+ * *keyid receives that name. HSM_EEXIST when the token holds that key
+ * already; HSM_EP11 when the blob does not unwrap. The caller proves the
+ * pair with a signature.
+ */
+int p11_generate_unwrapping(struct p11_token *tok, const char *label,
+    uint8_t keyid[HSM_KEYID_LEN], uint8_t **spki, size_t *spkilen);
+int p11_wrap(struct p11_token *tok, const struct p11_pin_source *so,
+    const uint8_t keyid[HSM_KEYID_LEN], const uint8_t *target_spki, size_t target_len,
+    struct hsm_wrapped *out);
+int p11_unwrap(struct p11_token *tok, const uint8_t wrapkey_id[HSM_KEYID_LEN],
+    const struct hsm_wrapped *w, const uint8_t *spki, size_t spkilen, const char *label,
+    uint8_t keyid[HSM_KEYID_LEN]);
 
 /* Public key of the private key with this id: *spki malloc'd DER. HSM_ENOENT if absent. */
 int p11_pubkey(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN],
@@ -91,6 +152,7 @@ int p11_destroy(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN]);
 struct p11_key_info {
 	enum hsm_keytype type;
 	bool sensitive, always_sensitive, extractable, never_extractable, token, private_;
+	bool wrap_with_trusted;
 	char label[HSM_MAX_LABEL + 1];
 };
 int p11_key_info(struct p11_token *tok, const uint8_t keyid[HSM_KEYID_LEN],

@@ -29,7 +29,8 @@
 static const char *const top_known[] = {
 	"agent.socket", "agent.id", "agent.timeout",
 	"workers",
-	"tls.min_version", "tls.tickets",
+	"tls.min_version", "tls.tickets", "tls.profile",
+	"revocation.stale", "revocation.close_established",
 	"limits.max_connections", "limits.buffer_size",
 	"limits.max_header_bytes", "limits.max_headers", "limits.max_streams",
 	"limits.min_body_rate",
@@ -38,6 +39,8 @@ static const char *const top_known[] = {
 	"inbound", "outbound",
 	"metrics.listen",
 	"access_log",
+	"admission.handshake_rate", "admission.handshake_burst", "admission.ipv4_prefix",
+	"admission.ipv6_prefix", "admission.sources", "admission.max_key_operations",
 	NULL
 };
 static const char *const inbound_known[] = {
@@ -509,7 +512,7 @@ get_protocol(const struct cfg_doc *d, const struct cfg_node *it, const char *lab
 		    "or http, not '%.40s'", label, v);
 	if (!(flags & PROXYCONF_HTTP))
 		return cfg_node_err(d, cfg_node_child(it, "protocol"), "'%s.protocol' http is not "
-		    "served by this sidecar yet: only tcp", label);
+		    "served by this program: only tcp", label);
 	l->http = 1;
 	return 0;
 }
@@ -679,10 +682,19 @@ get_agent(const struct cfg_doc *d, struct proxy_config *c)
 static int
 get_tls(const struct cfg_doc *d, struct proxy_config *c)
 {
-	char *v = NULL;
+	char *v = NULL, *prof = NULL;
 	int r;
 
-	if ((r = cfg_get_str(d, "tls.min_version", "1.3", &v)) != 0 ||
+	if ((r = cfg_get_str(d, "tls.profile", "default", &prof)) != 0)
+		goto out;
+	if (strcmp(prof, "3gpp-nf") == 0) {
+		c->tls_3gpp = 1;
+	} else if (strcmp(prof, "default") != 0) {
+		r = cfg_err(d, "tls.profile", "'tls.profile' must be \"default\" or \"3gpp-nf\", "
+		    "not '%.40s'", prof);
+		goto out;
+	}
+	if ((r = cfg_get_str(d, "tls.min_version", c->tls_3gpp ? "1.2" : "1.3", &v)) != 0 ||
 	    (r = cfg_get_bool(d, "tls.tickets", 1, &c->tickets)) != 0)
 		goto out;
 	if (strcmp(v, "1.3") == 0)
@@ -692,6 +704,44 @@ get_tls(const struct cfg_doc *d, struct proxy_config *c)
 	else
 		r = cfg_err(d, "tls.min_version", "'tls.min_version' must be \"1.2\" or \"1.3\", "
 		    "not '%.40s'", v);
+	/* TS 33.210 6.2.1: an NF supports TLS 1.2 and TLS 1.3 both. */
+	if (r == 0 && c->tls_3gpp && c->tls_min_version != TLS1_2_VERSION)
+		r = cfg_err(d, "tls.min_version", "'tls.min_version' \"1.3\" contradicts "
+		    "'tls.profile' 3gpp-nf (TLS 1.2 and 1.3 both, TS 33.210 6.2)");
+ out:
+	free(prof);
+	free(v);
+	return r;
+}
+
+/* tls.profile 3gpp-nf: every outbound listener sends SNI (TS 33.501 13.1.0). */
+static int
+check_tls_profile(const struct cfg_doc *d, const struct proxy_config *c)
+{
+	for (size_t i = 0; c->tls_3gpp && i < c->nlst; i++)
+		if (!c->lst[i].inbound && c->lst[i].server_name == NULL)
+			return cfg_err(d, "tls.profile", "'tls.profile' 3gpp-nf: outbound listener "
+			    "'%s' needs server_name (the peer NF's FQDN: clients send SNI, TS 33.501 "
+			    "13.1.0)", c->lst[i].name);
+	return 0;
+}
+
+static int
+get_revocation(const struct cfg_doc *d, struct proxy_config *c)
+{
+	char *v = NULL;
+	int r;
+
+	if ((r = cfg_get_str(d, "revocation.stale", "keep", &v)) != 0 ||
+	    (r = cfg_get_bool(d, "revocation.close_established", 1, &c->crl_close)) != 0)
+		goto out;
+	if (strcmp(v, "keep") == 0)
+		c->crl_refuse_stale = 0;
+	else if (strcmp(v, "refuse") == 0)
+		c->crl_refuse_stale = 1;
+	else
+		r = cfg_err(d, "revocation.stale", "'revocation.stale' must be \"keep\" or "
+		    "\"refuse\", not '%.40s'", v);
  out:
 	free(v);
 	return r;
@@ -719,6 +769,26 @@ get_limits(const struct cfg_doc *d, struct proxy_config *c)
 	    &c->drain_timeout_ms)) != 0)
 		return r;
 	c->buffer_size = buf;
+	return 0;
+}
+
+/* Inbound full handshakes: per-source rate and the key operations in flight. */
+static int
+get_admission(const struct cfg_doc *d, struct proxy_config *c)
+{
+	struct proxy_admission *a = &c->adm;
+	int r;
+
+	if ((r = get_unsigned(d, "admission.handshake_rate", 100, 0, 1000000,
+	    &a->handshake_rate)) != 0 ||
+	    (r = get_unsigned(d, "admission.handshake_burst", 1000, 1, 1000000,
+	    &a->handshake_burst)) != 0 ||
+	    (r = get_unsigned(d, "admission.ipv4_prefix", 32, 1, 32, &a->ipv4_prefix)) != 0 ||
+	    (r = get_unsigned(d, "admission.ipv6_prefix", 64, 1, 128, &a->ipv6_prefix)) != 0 ||
+	    (r = get_unsigned(d, "admission.sources", 16384, 64, 4194304, &a->sources)) != 0 ||
+	    (r = get_unsigned(d, "admission.max_key_operations", 1024, 1, 1000000,
+	    &a->max_key_ops)) != 0)
+		return r;
 	return 0;
 }
 
@@ -816,8 +886,10 @@ proxy_config_load_with(const char *path, unsigned flags, struct proxy_config **o
 		goto out;
 	}
 	if ((r = cfg_check_known(d, top_known)) != 0 || (r = get_agent(d, c)) != 0 ||
-	    (r = get_tls(d, c)) != 0 || (r = get_limits(d, c)) != 0 ||
-	    (r = get_listeners(d, c, flags)) != 0 || (r = get_http_limits(d, c)) != 0 ||
+	    (r = get_tls(d, c)) != 0 || (r = get_revocation(d, c)) != 0 ||
+	    (r = get_limits(d, c)) != 0 || (r = get_admission(d, c)) != 0 ||
+	    (r = get_listeners(d, c, flags)) != 0 || (r = check_tls_profile(d, c)) != 0 ||
+	    (r = get_http_limits(d, c)) != 0 ||
 	    (r = get_outputs(d, c)) != 0)
 		goto out;
 	*out = c;

@@ -9,8 +9,14 @@
  *     timeout: 2s                      # per private-key operation, 100ms..60s
  *   workers: 2                         # event-loop threads, 1..64; default: online CPUs
  *   tls:
- *     min_version: "1.3"               # "1.3" (default) or "1.2"
+ *     profile: default                 # or 3gpp-nf: TLS 1.2 and 1.3, SNI required
+ *     min_version: "1.3"               # "1.3" (default; 3gpp-nf: "1.2") or "1.2"
  *     tickets: true                    # session tickets (resumption); true/false, yes/no
+ *   revocation:                        # the CA's CRL, from the agent (docs/PROXY.md)
+ *     stale: keep                      # no current CRL (none yet, or past its nextUpdate):
+ *                                      #   keep (the last CRL still applies; none: no check)
+ *                                      #   or refuse (every peer refused until one arrives)
+ *     close_established: true          # a new CRL closes the listed peers' connections
  *   limits:
  *     max_connections: 4096            # accepted connections in total, 1..1000000
  *     buffer_size: 16384               # bytes per direction per connection, 1024..1048576
@@ -30,7 +36,14 @@
  *       listen: 127.0.0.1:15001
  *       connect: 127.0.0.1:9443        # the peer's sidecar
  *       expect_id: spiffe://example.org/ns/db   # an ID or pattern
- *       server_name: db.example.org    # optional SNI
+ *       server_name: db.example.org    # optional SNI (required by tls.profile 3gpp-nf)
+ *   admission:                         # inbound full handshakes (each costs a signature)
+ *     handshake_rate: 100              # per source a second, 0..1000000 (0: no per-source limit)
+ *     handshake_burst: 1000            # per source at once, 1..1000000
+ *     ipv4_prefix: 32                  # a source: an IPv4 /32 ... (1..32)
+ *     ipv6_prefix: 64                  # ... or an IPv6 /64 (1..128)
+ *     sources: 16384                   # sources tracked at once, 64..4194304
+ *     max_key_operations: 1024         # admitted, signature not done yet, per process
  *   metrics:
  *     listen: 127.0.0.1:9100           # optional Prometheus endpoint
  *   access_log: /var/log/hsmesh/access.log  # optional; "-" is stderr
@@ -72,6 +85,15 @@ struct proxy_listener {
 	size_t nroutes;				/* 0: every request of an allowed peer */
 };
 
+/* admission: (docs/PROXY.md, "Handshake admission"); defaults as in the comment above */
+struct proxy_admission {
+	unsigned handshake_rate;		/* full handshakes a second per source; 0: off */
+	unsigned handshake_burst;
+	unsigned ipv4_prefix, ipv6_prefix;	/* bits of a source's address that count */
+	unsigned sources;			/* sources tracked at once */
+	unsigned max_key_ops;			/* full handshakes admitted, signature not done */
+};
+
 struct proxy_config {
 	char *path;				/* the file, as given */
 	char *agent_socket;
@@ -79,7 +101,10 @@ struct proxy_config {
 	unsigned key_timeout_ms;
 	unsigned workers;
 	int tls_min_version;			/* 0x0304 (TLS1_3_VERSION) or 0x0303 (TLS1_2_VERSION) */
+	int tls_3gpp;				/* tls.profile 3gpp-nf: 1.2 and 1.3, SNI on every outbound */
 	int tickets;
+	int crl_refuse_stale;			/* revocation.stale: refuse (0: keep) */
+	int crl_close;				/* revocation.close_established */
 	unsigned max_connections;
 	size_t buffer_size;
 	unsigned handshake_timeout_ms, idle_timeout_ms, connect_timeout_ms, drain_timeout_ms;
@@ -88,6 +113,7 @@ struct proxy_config {
 	unsigned min_body_rate;			/* bytes/s a request body must keep up; 0: off */
 	unsigned request_timeout_ms;		/* routes without their own timeout */
 	unsigned stream_idle_ms;
+	struct proxy_admission adm;
 	struct proxy_listener *lst;		/* inbound first, then outbound, file order */
 	size_t nlst;
 	char *metrics_listen;			/* NULL when absent */
@@ -100,8 +126,9 @@ struct proxy_config {
  * Load and validate proxy.yaml at path (host names in addresses are
  * resolved now). Caller frees *out with proxy_config_free(). 0, or
  * HSM_ECONFIG (HSM_ENOMEM) with a one-line detail naming file and line.
- * A listener with "protocol: http" is refused: the sidecar does not
- * serve it yet (proxy_config_load_with PROXYCONF_HTTP parses it).
+ * A listener with "protocol: http" is refused here, for a caller that
+ * does not serve HTTP; the sidecar loads with proxy_config_load_with
+ * PROXYCONF_HTTP.
  */
 int proxy_config_load(const char *path, struct proxy_config **out);
 

@@ -21,6 +21,8 @@ enum reason {
 	REASON_BAD_SPIFFE_ID,
 	REASON_NOT_ALLOWED,
 	REASON_UNEXPECTED_ID,
+	REASON_CERT_REVOKED,		/* the CRL lists the peer's certificate */
+	REASON_CRL_UNAVAILABLE,		/* no current CRL and revocation.stale: refuse */
 	/* failed set-ups (decision "error") */
 	REASON_HANDSHAKE_TIMEOUT,
 	REASON_KEY_OPERATION,
@@ -29,12 +31,16 @@ enum reason {
 	REASON_TLS_ERROR,
 	REASON_INTERNAL,
 	REASON_SHUTDOWN,
+	/* refused by handshake admission before any key operation (decision "error") */
+	REASON_RATE_LIMITED,
+	REASON_KEY_OPS_BUSY,
 	/* the target (forward_to / connect) could not be reached */
 	REASON_CONNECT_FAILED,
 	REASON_CONNECT_TIMEOUT,
 	/* how an established relay ended */
 	REASON_RESET,
 	REASON_IDLE_TIMEOUT,
+	REASON_HTTP_ERROR,	/* the peer broke HTTP/1.1 or HTTP/2 (protocol: http) */
 	REASON_COUNT
 };
 
@@ -57,6 +63,13 @@ int reason_is_denial(enum reason r);
  * reached: logged to stderr even for an authorised connection.
  */
 int reason_is_unreachable(enum reason r);
+
+/*
+ * 1 when r is a refusal by handshake admission (the source's rate, the key
+ * operations in flight): logged by admission, throttled per source, not
+ * once per connection.
+ */
+int reason_is_admission(enum reason r);
 
 /*
  * Record r with a printf-style detail in f unless f already holds a

@@ -24,6 +24,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "reason.h"
 #include "side.h"
@@ -52,6 +53,42 @@ enum relay_st {
 	RELAY_DONE,	/* both directions ended and every byte was delivered */
 	RELAY_FAILED,	/* a side was reset or broke: f says why; close both */
 };
+
+/*
+ * Lend b a buffer of b->cap bytes from p (kept if it has one). 0, or -1
+ * when memory is short. Inline: the relay's pump takes its buffers for
+ * every event (and the HTTP codec uses the same pool).
+ */
+static inline int
+relay_buf_take(struct relay_pool *p, struct relay_buf *b)
+{
+	if (b->data != NULL)
+		return 0;
+	b->off = b->len = 0;
+	if (p->n > 0 && p->cap == b->cap) {
+		b->data = p->buf[--p->n];
+		return 0;
+	}
+	if (p->n > 0)	/* the buffer size changed (a reload): let the old size go */
+		free(p->buf[--p->n]);
+	return (b->data = malloc(b->cap)) != NULL ? 0 : -1;
+}
+
+/* Give an empty buffer back to p (drop: even one with bytes left). */
+static inline void
+relay_buf_give(struct relay_pool *p, struct relay_buf *b, int drop)
+{
+	if (b->data == NULL || (b->len > 0 && !drop))
+		return;
+	if (p->n == 0)
+		p->cap = b->cap;
+	if (p->n < RELAY_POOL_KEEP && p->cap == b->cap)
+		p->buf[p->n++] = b->data;
+	else
+		free(b->data);
+	b->data = NULL;
+	b->off = b->len = 0;
+}
 
 /* Start a relay whose buffers hold cap > 0 bytes each (none taken yet). */
 void relay_init(struct relay *r, size_t cap);

@@ -67,6 +67,16 @@ xfcc_value(const char *own_id, const uint8_t *der, size_t der_len, const char *p
 }
 
 int
+xfcc_set(struct hmsg *m, const char *value, size_t *removed)
+{
+	size_t k = hmsg_del(m, XFCC_NAME);
+
+	if (removed != NULL)
+		*removed = k;
+	return hmsg_add(m, XFCC_NAME, strlen(XFCC_NAME), value, strlen(value));
+}
+
+int
 xfcc_apply(struct hmsg *m, const char *own_id, const uint8_t *der, size_t der_len,
     const char *peer_id, size_t *removed)
 {
@@ -75,12 +85,70 @@ xfcc_apply(struct hmsg *m, const char *own_id, const uint8_t *der, size_t der_le
 	int r;
 
 	/* a forged header goes even when ours cannot be made */
-	k = hmsg_del(m, XFCC_NAME);
-	if (removed != NULL)
-		*removed = k;
-	if ((r = xfcc_value(own_id, der, der_len, peer_id, &v)) != 0)
+	if ((r = xfcc_value(own_id, der, der_len, peer_id, &v)) != 0) {
+		k = hmsg_del(m, XFCC_NAME);
+		if (removed != NULL)
+			*removed = k;
 		return r;
-	r = hmsg_add(m, XFCC_NAME, strlen(XFCC_NAME), v, strlen(v));
+	}
+	r = xfcc_set(m, v, removed);
 	free(v);
 	return r;
+}
+
+int
+xfcc_uri(const char *v, char *out, size_t cap)
+{
+	const char *k;
+	size_t klen, n;
+	int want;
+
+	if (cap == 0)
+		return hsm_err(HSM_EINVAL, "xfcc: no room");
+	out[0] = '\0';
+	while (*v != '\0' && *v != ',') {
+		while (*v == ' ' || *v == '\t')
+			v++;
+		for (k = v; *v != '=' && *v != ';' && *v != ',' && *v != '\0'; v++)
+			if ((unsigned char)*v < 0x20 || *v == 0x7f || *v == '"')
+				return hsm_err(HSM_EPROTO, "xfcc: bad character in a key");
+		if (*v != '=')
+			return hsm_err(HSM_EPROTO, "xfcc: a pair without '='");
+		klen = (size_t)(v - k);
+		want = klen == 3 && (k[0] == 'U' || k[0] == 'u') && (k[1] == 'R' || k[1] == 'r') &&
+		    (k[2] == 'I' || k[2] == 'i');
+		v++;
+		n = 0;
+		if (*v == '"') {
+			for (v++; *v != '"'; v++) {
+				if (*v == '\\' && v[1] != '\0')
+					v++;
+				if (*v == '\0' || (unsigned char)*v < 0x20 || *v == 0x7f)
+					return hsm_err(HSM_EPROTO, "xfcc: unterminated quoted value");
+				if (want && n + 1 >= cap)
+					return hsm_err(HSM_EINVAL, "xfcc: value too long");
+				if (want)
+					out[n++] = *v;
+			}
+			v++;
+		} else {
+			for (; *v != ';' && *v != ',' && *v != '\0'; v++) {
+				if ((unsigned char)*v < 0x20 || *v == 0x7f || *v == '"')
+					return hsm_err(HSM_EPROTO, "xfcc: bad character in a value");
+				if (want && n + 1 >= cap)
+					return hsm_err(HSM_EINVAL, "xfcc: value too long");
+				if (want)
+					out[n++] = *v;
+			}
+		}
+		if (*v != ';' && *v != ',' && *v != '\0')
+			return hsm_err(HSM_EPROTO, "xfcc: text after a quoted value");
+		if (want) {
+			out[n] = '\0';
+			return 0;
+		}
+		if (*v == ';')
+			v++;
+	}
+	return hsm_err(HSM_ENOENT, "xfcc: no URI");
 }

@@ -5,7 +5,10 @@
  *   outbound: accept (plain DOWN) -> C_CONNECT (peer UP) -> C_HANDSHAKE -> C_RELAY
  *
  * then C_DYING (closed, perhaps waiting for a paused key operation) and
- * C_FREED. In C_RELAY the connection's codec moves the bytes. One
+ * C_FREED. In C_RELAY the connection's codec moves the bytes. A codec
+ * that opens its own upstream connections (HTTP pools) skips C_CONNECT
+ * for what it accepts, and its pools' connections start at C_CONNECT
+ * with no DOWN socket (conn_upstream). One
  * conn_event takes every event; one conn_update says what each state
  * waits for. The access log line and the stderr failure line are written
  * when a connection ends.
@@ -25,6 +28,7 @@
 #include <openssl/ssl.h>
 
 #include "audit.h"
+#include "err.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -191,9 +195,10 @@ conn_free_now(struct conn *c)
 	 * connection ended (idle, reset, shutdown) only to the access log,
 	 * except that the app or peer could not be reached.
 	 */
-	if (c->fail.reason != REASON_NONE &&
+	if (c->fail.reason != REASON_NONE && !reason_is_admission(c->fail.reason) &&
 	    (!c->authorised || reason_is_unreachable(c->fail.reason)))
 		log_failure(c, now);
+	admission_release(c);
 	if (c->codec_on)
 		c->codec->close(c);
 	if (c->afd >= 0)
@@ -208,7 +213,7 @@ conn_free_now(struct conn *c)
 	c->prev->next = c->next;
 	c->next->prev = c->prev;
 	w->n--;
-	metric_gauge_add(px->lm[c->li].active, -1);
+	metric_gauge_add(c->pooled ? px->lm[c->li].up_active : px->lm[c->li].active, -1);
 	ident_put(c->ident);
 	policy_put(c->pol);
 	atomic_fetch_sub(&px->nconns, 1);
@@ -237,7 +242,8 @@ fail_counter(struct proxy *px, unsigned li, enum reason r)
 void
 conn_close(struct conn *c)
 {
-	if (c->state == C_DYING)
+	/* freed: an HTTP connection's close may have ended one a caller still iterates to */
+	if (c->state == C_DYING || c->state == C_FREED)
 		return;
 	c->w->churn++;
 	if (c->fail.reason != REASON_NONE && c->state == C_HANDSHAKE)
@@ -271,6 +277,9 @@ handshake_done(struct conn *c)
 	} else if (c->resumed || c->peer_id == NULL) {
 		check_peer_id(c, peer);
 	}
+	/* The newest CRL: a resumed session, or one that arrived during the handshake. */
+	if (c->fail.reason == REASON_NONE && peer != NULL)
+		revoke_check_peer(c, peer);
 	if (c->fail.reason != REASON_NONE) {
 		if (!c->inbound)
 			sess_clear(&px->sess[c->li]);
@@ -287,7 +296,7 @@ handshake_done(struct conn *c)
 		epoll_ctl(c->w->ep, EPOLL_CTL_DEL, c->afd, NULL);
 		c->afd = -1;
 	}
-	if (c->inbound)
+	if (c->inbound && !c->codec->own_upstream)
 		connect_start(c);
 	else
 		codec_start(c);
@@ -308,6 +317,9 @@ handshake_step(struct conn *c)
 		else if (!c->paused)
 			c->w->njobs--;
 	}
+	/* the signature is done (or was never started): the slot goes back */
+	if (c->keyop && !c->paused)
+		admission_release(c);
 	if (c->state == C_DYING) {
 		if (!SSL_waiting_for_async(ssl))
 			conn_free_now(c);
@@ -361,11 +373,32 @@ tls_start(struct conn *c)
 		SSL_set_connect_state(ssl);
 		if (l->server_name != NULL)
 			SSL_set_tlsext_host_name(ssl, l->server_name);
+		/* an HTTP pool's connection offers h2 and http/1.1; a tcp one offers nothing */
+		if (c->codec->alpn != NULL)
+			SSL_set_alpn_protos(ssl, c->codec->alpn, c->codec->alpn_len);
 		sess_offer(&c->w->px->sess[c->li], ssl);
 	}
 	c->state = C_HANDSHAKE;
-	c->deadline = hsm_now_ms() + c->pol->cfg->handshake_timeout_ms;
+	/* inbound: from accept (the wait for the first byte counts) */
+	c->deadline = (c->inbound ? c->t_accept : hsm_now_ms()) + c->pol->cfg->handshake_timeout_ms;
 	handshake_step(c);
+}
+
+/*
+ * An inbound connection waits for its first byte without an SSL: libssl's
+ * state for a server handshake (the SSL, a 16 KB handshake buffer, the
+ * write buffer) cost ~42 KiB per connection that has sent nothing yet,
+ * twice what a handshaken quiet connection costs. tls_start runs when the
+ * socket turns readable; one silent until the handshake deadline is closed
+ * then (handshake_timeout), as before.
+ */
+static void
+tls_wait(struct conn *c)
+{
+	c->state = C_HANDSHAKE;
+	c->deadline = c->t_accept + c->pol->cfg->handshake_timeout_ms;
+	c->hs_want = EPOLLIN;
+	conn_update(c);
 }
 
 /* ---- connecting to the target ---- */
@@ -444,6 +477,11 @@ conn_setup_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t event
 {
 	switch (c->state) {
 	case C_HANDSHAKE:
+		if (conn_ssl(c) == NULL) {
+			if (kind == EV_SIDE)
+				tls_start(c);	/* the first bytes of a ClientHello, or an end */
+			break;
+		}
 		if (kind == EV_ASYNC && c->t_async != 0) {
 			metric_observe(c->w->px->keyop_time, (double)(hsm_now_ms() - c->t_async) / 1000.0);
 			c->t_async = 0;
@@ -477,7 +515,7 @@ conn_sweep(struct conn *c, uint64_t now)
 	 */
 	if (c->state == C_RELAY && c->t_last + SWEEP_MS <= now && side_release(&c->side[c->tls]))
 		c->w->churn++;
-	if (c->state == C_DYING || now < c->deadline)
+	if (c->state == C_DYING || c->state == C_FREED || now < c->deadline)
 		return;
 	switch (c->state) {
 	case C_HANDSHAKE:
@@ -526,7 +564,7 @@ accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage 
 	c->li = li;
 	c->inbound = (uint8_t)px->cfg->lst[li].inbound;
 	c->tls = c->inbound ? DOWN : UP;
-	c->codec = &codec_tcp;
+	c->codec = px->cfg->lst[li].http ? &codec_http : &codec_tcp;
 	c->es[DOWN] = (struct evsrc){ EV_SIDE, c, DOWN };
 	c->es[UP] = (struct evsrc){ EV_SIDE, c, UP };
 	c->ea = (struct evsrc){ EV_ASYNC, c, 0 };
@@ -538,6 +576,7 @@ accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage 
 	c->afd = -1;
 	c->t_accept = hsm_now_ms();
 	net_addr_str(ss, sl, c->peer_addr, sizeof(c->peer_addr));
+	(void)admit_src_of(ss, &c->src);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	proxy_get(px, &c->ident, &c->pol);
 	c->next = &w->head;
@@ -553,7 +592,57 @@ accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage 
 		return;
 	}
 	if (c->inbound)
-		tls_start(c);
+		tls_wait(c);
+	else if (c->codec->own_upstream)
+		codec_start(c);
 	else
 		connect_start(c);
+}
+
+int
+conn_upstream(struct worker *w, unsigned li, void *state, struct conn **out)
+{
+	struct proxy *px = w->px;
+	struct lmetrics *lm = &px->lm[li];
+	struct conn *c;
+
+	*out = NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return HSM_ENOMEM;
+	c->w = w;
+	c->li = li;
+	c->inbound = (uint8_t)px->cfg->lst[li].inbound;
+	c->tls = c->inbound ? DOWN : UP;
+	c->codec = &codec_http;
+	c->codec_state = state;
+	c->codec_on = 1;	/* its pool hears of its end, even before it starts */
+	c->pooled = 1;
+	c->es[DOWN] = (struct evsrc){ EV_SIDE, c, DOWN };
+	c->es[UP] = (struct evsrc){ EV_SIDE, c, UP };
+	c->ea = (struct evsrc){ EV_ASYNC, c, 0 };
+	side_init(&c->side[DOWN], -1, NULL, "the pool");
+	side_init(&c->side[UP], -1, NULL, c->inbound ? "the app" : "the peer");
+	c->side[UP].count = lm->tx;
+	c->afd = -1;
+	c->t_accept = hsm_now_ms();
+	snprintf(c->peer_addr, sizeof(c->peer_addr), "pool");
+	proxy_get(px, &c->ident, &c->pol);
+	atomic_fetch_add(&px->nconns, 1);
+	c->next = &w->head;
+	c->prev = w->head.prev;
+	w->head.prev->next = c;
+	w->head.prev = c;
+	w->n++;
+	w->churn++;
+	metric_inc(lm->up_opened);
+	metric_gauge_add(lm->up_active, 1);
+	*out = c;
+	if (!c->inbound && c->ident == NULL) {
+		c->state = C_HANDSHAKE;	/* counted as a failed handshake */
+		fail_set(&c->fail, REASON_NO_IDENTITY, "no certificate from the agent yet");
+		conn_close(c);
+		return 0;
+	}
+	connect_start(c);
+	return 0;
 }

@@ -15,6 +15,7 @@
 #include "agclient.h"
 #include "cert.h"
 #include "err.h"
+#include "httplog.h"
 #include "log.h"
 #include "metrics.h"
 #include "provider_agent.h"
@@ -28,9 +29,26 @@ void
 link_put(struct link *l)
 {
 	if (l != NULL && atomic_fetch_sub(&l->refs, 1) == 1) {
+		agc_free(l->crlc);
 		agc_free(l->agc);
 		free(l);
 	}
+}
+
+/* Free id and what it holds (its reference to the link too). */
+static void
+ident_free(struct ident *id)
+{
+	SSL_CTX_free(id->srv);
+	SSL_CTX_free(id->cli);
+	X509_free(id->leaf);
+	sk_X509_pop_free(id->rest, X509_free);
+	sk_X509_pop_free(id->bundle, X509_free);
+	EVP_PKEY_free(id->key);
+	X509_CRL_free(id->crl);
+	free(id->id);
+	link_put(id->link);
+	free(id);
 }
 
 void
@@ -38,17 +56,17 @@ ident_put(struct ident *id)
 {
 	if (id == NULL || atomic_fetch_sub(&id->refs, 1) != 1)
 		return;
-	SSL_CTX_free(id->srv);
-	SSL_CTX_free(id->cli);
-	free(id->id);
-	link_put(id->link);
-	free(id);
+	ident_free(id);
 }
 
 void
 policy_put(struct policy *p)
 {
 	if (p != NULL && atomic_fetch_sub(&p->refs, 1) == 1) {
+		if (p->hm != NULL)
+			for (size_t i = 0; i < p->cfg->nlst; i++)
+				http_metrics_free(p->hm[i]);
+		free(p->hm);
 		proxy_config_free(p->cfg);
 		free(p);
 	}
@@ -127,10 +145,16 @@ verify_cb(int ok, X509_STORE_CTX *xs)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
 	struct conn *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
-	int err = X509_STORE_CTX_get_error(xs);
+	int err = X509_STORE_CTX_get_error(xs), crl;
 
 	if (c == NULL)
 		return 0;
+	if (!ok && (crl = revoke_verify_error(c, err, X509_STORE_CTX_get_current_cert(xs))) >= 0) {
+		/* Accepted by policy: the verify result libssl keeps must not say otherwise. */
+		if (crl == 1)
+			X509_STORE_CTX_set_error(xs, X509_V_OK);
+		return crl;
+	}
 	if (!ok) {
 		fail_set(&c->fail, verify_reason(err), "peer certificate (depth %d): %s",
 		    X509_STORE_CTX_get_error_depth(xs), X509_verify_cert_error_string(err));
@@ -143,6 +167,27 @@ verify_cb(int ok, X509_STORE_CTX *xs)
 		return 0;
 	}
 	return 1;
+}
+
+/*
+ * ALPN on the server side: a connection whose codec speaks HTTP selects
+ * h2 or http/1.1 (the server's preference first) among what the client
+ * offers; any other (protocol: tcp) selects nothing, as if the extension
+ * were not there, and so does a client that offers neither.
+ */
+static int
+alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+    unsigned inlen, void *arg)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+	unsigned char *sel;
+
+	if (c == NULL || c->codec->alpn == NULL ||
+	    SSL_select_next_proto(&sel, outlen, c->codec->alpn, c->codec->alpn_len, in,
+	    inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK;
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
 }
 
 static int
@@ -249,6 +294,9 @@ ctx_new(const struct proxy_config *cfg, int server, X509 *leaf, STACK_OF(X509) *
 			goto fail;
 		SSL_CTX_set_num_tickets(ctx, cfg->tickets ? 1 : 0);
 		SSL_CTX_set_timeout(ctx, 300);
+		SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+		/* full handshakes only, before the signature: admission.c */
+		SSL_CTX_set_cert_cb(ctx, admission_cert_cb, NULL);
 	} else {
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
 		    SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -261,6 +309,83 @@ ctx_new(const struct proxy_config *cfg, int server, X509 *leaf, STACK_OF(X509) *
 }
 
 /*
+ * id's two TLS contexts from its leaf, chain and key, over a new verify
+ * store: its bundle, px->crl when one is held (id->crl), strict checks,
+ * and the CRL check of the peer's leaf (X509_V_FLAG_CRL_CHECK; without a
+ * CRL that check fails and verify_cb applies revocation.stale).
+ */
+static int
+ident_ctxs(struct proxy *px, struct ident *id)
+{
+	X509_STORE *store = X509_STORE_new();
+	int st = HSM_ECRYPTO;
+
+	if (store == NULL)
+		return HSM_ENOMEM;
+	for (int i = 0; i < sk_X509_num(id->bundle); i++)
+		if (X509_STORE_add_cert(store, sk_X509_value(id->bundle, i)) != 1) {
+			st = hsm_err_ossl(HSM_ECRYPTO, "trust bundle into the verify store");
+			goto out;
+		}
+	if (px->crl != NULL) {
+		if (X509_STORE_add_crl(store, px->crl) != 1) {
+			st = hsm_err_ossl(HSM_ECRYPTO, "CRL into the verify store");
+			goto out;
+		}
+		X509_CRL_up_ref(px->crl);
+		id->crl = px->crl;
+	}
+	X509_STORE_set_flags(store, X509_V_FLAG_X509_STRICT | X509_V_FLAG_CRL_CHECK);
+	if ((id->srv = ctx_new(px->cfg, 1, id->leaf, id->rest, id->key, store)) == NULL ||
+	    (id->cli = ctx_new(px->cfg, 0, id->leaf, id->rest, id->key, store)) == NULL) {
+		st = hsm_err_ossl(HSM_ECRYPTO, "TLS context for the certificate");
+		goto out;
+	}
+	st = 0;
+ out:
+	X509_STORE_free(store);
+	return st;
+}
+
+int
+ident_regen(struct proxy *px)
+{
+	struct ident *cur = px->cur, *id, *old;
+	int st;
+
+	if (cur == NULL)
+		return 0;
+	if ((id = calloc(1, sizeof(*id))) == NULL)
+		return HSM_ENOMEM;
+	atomic_init(&id->refs, 1);
+	if ((id->id = strdup(cur->id)) == NULL ||
+	    (id->rest = X509_chain_up_ref(cur->rest)) == NULL ||
+	    (id->bundle = X509_chain_up_ref(cur->bundle)) == NULL) {
+		st = HSM_ENOMEM;
+		goto fail;
+	}
+	X509_up_ref(cur->leaf);
+	id->leaf = cur->leaf;
+	EVP_PKEY_up_ref(cur->key);
+	id->key = cur->key;
+	memcpy(id->serial, cur->serial, sizeof(id->serial));
+	id->not_after = cur->not_after;
+	atomic_fetch_add(&cur->link->refs, 1);
+	id->link = cur->link;
+	if ((st = ident_ctxs(px, id)) != 0)
+		goto fail;
+	pthread_mutex_lock(&px->mu);
+	old = px->cur;
+	px->cur = id;
+	pthread_mutex_unlock(&px->mu);
+	ident_put(old);
+	return 0;
+ fail:
+	ident_free(id);
+	return st;
+}
+
+/*
  * Build an identity from the agent's chain (leaf first) and bundle: parse,
  * make the agent-backed key for the leaf, prove it with a test signature,
  * and make both SSL_CTX. Runs on the main thread.
@@ -269,27 +394,27 @@ static int
 ident_build(struct proxy *px, struct link *ln, const char *chain_pem, const char *bundle_pem,
     struct ident **out)
 {
-	STACK_OF(X509) *rest = sk_X509_new_null();
-	X509_STORE *store = X509_STORE_new();
 	struct ident *id = calloc(1, sizeof(*id));
-	X509 *leaf = NULL, *x;
-	EVP_PKEY *key = NULL;
+	X509 *x;
 	uint8_t *spki = NULL;
 	BIO *b = NULL;
-	int n, st = HSM_ECRYPTO, nb = 0;
+	int n, st = HSM_ECRYPTO;
 
 	*out = NULL;
-	if (rest == NULL || store == NULL || id == NULL) {
+	if (id == NULL)
+		return HSM_ENOMEM;
+	atomic_init(&id->refs, 1);
+	if ((id->rest = sk_X509_new_null()) == NULL || (id->bundle = sk_X509_new_null()) == NULL) {
 		st = HSM_ENOMEM;
 		goto out;
 	}
 	if ((b = BIO_new_mem_buf(chain_pem, -1)) == NULL ||
-	    (leaf = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
+	    (id->leaf = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
 		st = hsm_err(HSM_EPROTO, "the agent's certificate chain is not PEM");
 		goto out;
 	}
 	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
-		if (!sk_X509_push(rest, x)) {
+		if (!sk_X509_push(id->rest, x)) {
 			X509_free(x);
 			st = HSM_ENOMEM;
 			goto out;
@@ -300,55 +425,43 @@ ident_build(struct proxy *px, struct link *ln, const char *chain_pem, const char
 		st = HSM_ENOMEM;
 		goto out;
 	}
-	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-		X509_STORE_add_cert(store, x);
-		X509_free(x);
-		nb++;
-	}
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+		if (!sk_X509_push(id->bundle, x)) {
+			X509_free(x);
+			st = HSM_ENOMEM;
+			goto out;
+		}
 	ERR_clear_error();
-	if (nb == 0) {
+	if (sk_X509_num(id->bundle) == 0) {
 		st = hsm_err(HSM_EPROTO, "the agent's trust bundle has no certificate");
 		goto out;
 	}
-	X509_STORE_set_flags(store, X509_V_FLAG_X509_STRICT);
-	if ((st = cert_uri_san(leaf, &id->id)) != 0 ||
-	    (st = cert_time_unix(X509_get0_notAfter(leaf), &id->not_after)) != 0)
+	if ((st = cert_uri_san(id->leaf, &id->id)) != 0 ||
+	    (st = cert_time_unix(X509_get0_notAfter(id->leaf), &id->not_after)) != 0)
 		goto out;
-	cert_serial_hex(X509_get0_serialNumber(leaf), id->serial, sizeof(id->serial));
-	if ((n = i2d_PUBKEY(X509_get0_pubkey(leaf), &spki)) <= 0) {
+	cert_serial_hex(X509_get0_serialNumber(id->leaf), id->serial, sizeof(id->serial));
+	if ((n = i2d_PUBKEY(X509_get0_pubkey(id->leaf), &spki)) <= 0) {
 		st = hsm_err_ossl(HSM_ECRYPTO, "certificate public key");
 		goto out;
 	}
 	if ((st = hsm_pkey_new_agent(ln->agc, px->cfg->agent_id, spki, (size_t)n,
-	    px->cfg->key_timeout_ms, &key)) != 0)
+	    px->cfg->key_timeout_ms, &id->key)) != 0)
 		goto out;
-	if ((st = hsm_pkey_selftest(key)) != 0) {
+	if ((st = hsm_pkey_selftest(id->key)) != 0) {
 		st = hsm_err(st, "test signature through the agent: %s", hsm_err_msg(st));
 		goto out;
 	}
-	if ((id->srv = ctx_new(px->cfg, 1, leaf, rest, key, store)) == NULL ||
-	    (id->cli = ctx_new(px->cfg, 0, leaf, rest, key, store)) == NULL) {
-		st = hsm_err_ossl(HSM_ECRYPTO, "TLS context for the new certificate");
+	if ((st = ident_ctxs(px, id)) != 0)
 		goto out;
-	}
-	atomic_init(&id->refs, 1);
 	atomic_fetch_add(&ln->refs, 1);
 	id->link = ln;
 	*out = id;
 	id = NULL;
 	st = 0;
  out:
-	if (id != NULL) {
-		SSL_CTX_free(id->srv);
-		SSL_CTX_free(id->cli);
-		free(id->id);
-		free(id);
-	}
+	if (id != NULL)
+		ident_free(id);
 	OPENSSL_free(spki);
-	EVP_PKEY_free(key);
-	X509_free(leaf);
-	sk_X509_pop_free(rest, X509_free);
-	X509_STORE_free(store);
 	BIO_free(b);
 	return st;
 }
@@ -368,6 +481,7 @@ install_ident(struct proxy *px, struct link *ln, const char *chain, const char *
 	pthread_mutex_lock(&px->mu);
 	old = px->cur;
 	px->cur = id;
+	atomic_fetch_add(&px->gen, 1);
 	pthread_mutex_unlock(&px->mu);
 	if (old == NULL)
 		log_info("ready: serving %s with certificate serial %s valid until %s", id->id,
@@ -380,4 +494,5 @@ install_ident(struct proxy *px, struct link *ln, const char *chain, const char *
 		log_info("agent back: certificate serial %s valid until %s", id->serial, until);
 	metric_gauge_set(px->not_after, (double)id->not_after);
 	ident_put(old);
+	revoke_apply(px);	/* a CRL that came before any identity to check it with */
 }

@@ -23,6 +23,7 @@
 #include "audit.h"
 #include "../cmds.h"
 #include "err.h"
+#include "httplog.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -97,6 +98,7 @@ link_connect(struct proxy *px, uint64_t now)
 		link_put(ln);
 		return;
 	}
+	revoke_subscribe(px, ln);
 	if (px->agent_warned)
 		log_info("connected to the agent at %s again", px->cfg->agent_socket);
 	px->agent_warned = 0;
@@ -108,7 +110,9 @@ static void
 agent_events(struct proxy *px, uint64_t now)
 {
 	char *chain, *bundle;
-	struct link *ln;
+	struct link *ln, *crl_ln;
+	uint8_t *crl;
+	size_t crl_len;
 	uint64_t v;
 	int st;
 
@@ -121,11 +125,27 @@ agent_events(struct proxy *px, uint64_t now)
 	ln = px->mb_link;
 	px->mb_chain = px->mb_bundle = NULL;
 	px->mb_link = NULL;
+	crl = px->mb_crl;
+	crl_len = px->mb_crl_len;
+	crl_ln = px->mb_crl_link;
+	px->mb_crl = NULL;
+	px->mb_crl_link = NULL;
 	pthread_mutex_unlock(&px->mbox_mu);
 	if (chain != NULL && ln == px->link && px->link != NULL)
 		install_ident(px, px->link, chain, bundle);
 	free(chain);
 	free(bundle);
+	if (crl != NULL && crl_ln == px->link && px->link != NULL)
+		revoke_take(px, crl, crl_len);
+	else
+		free(crl);
+	if (px->link != NULL && px->link->crlc != NULL &&
+	    (st = atomic_exchange(&px->link->crl_ended, 0)) != 0) {
+		log_warn("CRL subscription ended (%s): revocation.stale applies to the CRL held "
+		    "until the next agent connection", hsm_strerror(st));
+		agc_free(px->link->crlc);
+		px->link->crlc = NULL;
+	}
 	if (px->link != NULL && (st = atomic_load(&px->link->ended)) != 0) {
 		if (st == HSM_EAGAIN)
 			log_warn("the agent has no certificate for us yet (%s); retrying every second",
@@ -157,10 +177,36 @@ audit_swap(struct proxy *px, const char *path)
 	return 0;
 }
 
+int
+policy_http_metrics(struct proxy *px, struct policy *p)
+{
+	const struct proxy_config *cfg = p->cfg;
+	const char **names = NULL;
+	int st = 0;
+
+	if ((p->hm = calloc(cfg->nlst, sizeof(*p->hm))) == NULL)
+		return HSM_ENOMEM;
+	for (size_t i = 0; i < cfg->nlst && st == 0; i++) {
+		const struct proxy_listener *l = &cfg->lst[i];
+
+		if (!l->http)
+			continue;
+		if (l->nroutes > 0 && (names = calloc(l->nroutes, sizeof(*names))) == NULL)
+			return HSM_ENOMEM;
+		for (size_t k = 0; k < l->nroutes; k++)
+			names[k] = l->routes[k].name;
+		st = http_metrics_new(px->m, l->name, names, l->nroutes, &p->hm[i]);
+		free(names);
+		names = NULL;
+	}
+	return st;
+}
+
 /*
- * SIGHUP: re-read proxy.yaml. Allow lists, expect_id, targets, SNI and
- * timeouts apply to new connections; the listener set itself (names and
- * addresses) needs a restart. The access log is reopened (log rotation).
+ * SIGHUP: re-read proxy.yaml. Allow lists, expect_id, targets, SNI,
+ * routes and timeouts apply to new connections (routes: to new
+ * requests); the listener set itself (names, addresses, protocols)
+ * needs a restart. The access log is reopened (log rotation).
  */
 static void
 reload(struct proxy *px)
@@ -170,7 +216,7 @@ reload(struct proxy *px)
 	size_t i;
 	int st;
 
-	if ((st = proxy_config_load(px->cfgpath, &nc)) != 0) {
+	if ((st = proxy_config_load_with(px->cfgpath, PROXYCONF_HTTP, &nc)) != 0) {
 		log_err("reload refused, keeping the running configuration: %s", hsm_err_msg(st));
 		return;
 	}
@@ -179,16 +225,18 @@ reload(struct proxy *px)
 	for (i = 0; i < nc->nlst; i++)
 		if (strcmp(nc->lst[i].name, px->cfg->lst[i].name) != 0 ||
 		    nc->lst[i].inbound != px->cfg->lst[i].inbound ||
+		    nc->lst[i].http != px->cfg->lst[i].http ||
 		    strcmp(nc->lst[i].listen, px->cfg->lst[i].listen) != 0)
 			goto incompatible;
 	if (strcmp(nc->agent_socket, px->cfg->agent_socket) != 0 ||
 	    strcmp(nc->agent_id, px->cfg->agent_id) != 0 || nc->workers != px->cfg->workers ||
 	    nc->tls_min_version != px->cfg->tls_min_version || nc->tickets != px->cfg->tickets ||
 	    nc->max_connections != px->cfg->max_connections ||
+	    memcmp(&nc->adm, &px->cfg->adm, sizeof(nc->adm)) != 0 ||
 	    (nc->metrics_listen == NULL) != (px->cfg->metrics_listen == NULL) ||
 	    (nc->metrics_listen != NULL && strcmp(nc->metrics_listen, px->cfg->metrics_listen) != 0))
-		log_warn("reload: changes to agent, workers, tls, limits.max_connections or metrics "
-		    "take effect at the next restart");
+		log_warn("reload: changes to agent, workers, tls, limits.max_connections, admission "
+		    "or metrics take effect at the next restart");
 	if ((st = audit_swap(px, nc->access_log)) != 0)
 		log_err("reload: access log: %s (access logging stopped)", hsm_err_msg(st));
 	if ((p = calloc(1, sizeof(*p))) == NULL) {
@@ -197,9 +245,16 @@ reload(struct proxy *px)
 	}
 	p->cfg = nc;
 	atomic_init(&p->refs, 1);
+	if ((st = policy_http_metrics(px, p)) != 0) {
+		log_err("reload refused, keeping the running configuration: route metrics: %s",
+		    hsm_err_msg(st));
+		policy_put(p);
+		return;
+	}
 	pthread_mutex_lock(&px->mu);
 	old = px->pol;
 	px->pol = p;
+	atomic_fetch_add(&px->gen, 1);
 	pthread_mutex_unlock(&px->mu);
 	policy_put(old);
 	log_info("reloaded %s: new connections use the new policy of %zu listeners", px->cfgpath,
@@ -207,7 +262,7 @@ reload(struct proxy *px)
 	return;
  incompatible:
 	log_err("reload refused, keeping the running configuration: the set of listeners "
-	    "(names, directions, listen addresses) changed; restart the proxy for that");
+	    "(names, directions, listen addresses, protocols) changed; restart the proxy for that");
 	proxy_config_free(nc);
 }
 
@@ -247,6 +302,12 @@ static const struct lseries {
 	{ offsetof(struct lmetrics, upstream_fail), METRIC_COUNTER,
 	    "hsmesh_proxy_upstream_connect_failures_total",
 	    "Connections to forward_to/connect that failed or timed out", NULL, NULL },
+	{ offsetof(struct lmetrics, up_opened), METRIC_COUNTER,
+	    "hsmesh_proxy_upstream_connections_total",
+	    "Upstream connections an HTTP listener's pools opened", NULL, NULL },
+	{ offsetof(struct lmetrics, up_active), METRIC_GAUGE,
+	    "hsmesh_proxy_upstream_connections_active",
+	    "Upstream connections of an HTTP listener's pools open now", NULL, NULL },
 };
 
 /* The process's series (no labels), after the listeners'. */
@@ -264,6 +325,17 @@ static const struct pseries {
 	    "notAfter of the certificate new handshakes use (Unix time)" },
 	{ offsetof(struct proxy, agent_up), METRIC_GAUGE, "hsmesh_proxy_agent_connected",
 	    "1 while the proxy is connected to the node agent" },
+	{ offsetof(struct proxy, keyops_now), METRIC_GAUGE,
+	    "hsmesh_proxy_key_operations_in_flight",
+	    "Inbound full handshakes admitted whose signature is not done yet" },
+	{ offsetof(struct proxy, crl_number), METRIC_GAUGE, "hsmesh_proxy_crl_number",
+	    "crlNumber of the CRL new handshakes check (0: none held)" },
+	{ offsetof(struct proxy, crl_next_update), METRIC_GAUGE,
+	    "hsmesh_proxy_crl_next_update_timestamp_seconds",
+	    "nextUpdate of the CRL held (Unix time; 0: none held)" },
+	{ offsetof(struct proxy, revoked_closed), METRIC_COUNTER,
+	    "hsmesh_proxy_revoked_connections_closed_total",
+	    "Established connections closed because a new CRL lists the peer" },
 };
 
 static int
@@ -425,6 +497,7 @@ main_loop(struct proxy *px)
 		}
 		if (px->msrv != NULL)
 			metrics_srv_expire(px->msrv, now);
+		admission_flush(px, now, 0);
 		if (px->link == NULL && now >= px->retry_at && !atomic_load(&px->draining))
 			link_connect(px, now);
 		if (atomic_load(&px->draining) &&
@@ -491,7 +564,7 @@ proxy_main(int argc, char **argv)
 		return 2;
 	}
 	hsm_log_init("hsmesh proxy", debug ? HSM_LOG_DEBUG : HSM_LOG_INFO);
-	if ((st = proxy_config_load(px.cfgpath, &px.cfg)) != 0) {
+	if ((st = proxy_config_load_with(px.cfgpath, PROXYCONF_HTTP, &px.cfg)) != 0) {
 		fprintf(stderr, "hsmesh proxy: %s\n", hsm_err_msg(st));
 		return 1;
 	}
@@ -508,8 +581,8 @@ proxy_main(int argc, char **argv)
 	px.ep = px.sfd = px.mbox_evfd = -1;
 	px.nw = px.cfg->workers;
 	/* The policy in force starts as a second copy of the start-up file. */
-	if ((pol = calloc(1, sizeof(*pol))) == NULL || (st = proxy_config_load(px.cfgpath,
-	    &pol->cfg)) != 0) {
+	if ((pol = calloc(1, sizeof(*pol))) == NULL || (st = proxy_config_load_with(px.cfgpath,
+	    PROXYCONF_HTTP, &pol->cfg)) != 0) {
 		st = pol == NULL ? HSM_ENOMEM : st;
 		free(pol);
 		goto fail;
@@ -521,7 +594,8 @@ proxy_main(int argc, char **argv)
 		goto fail;
 	}
 	if ((st = metrics_new(&px.m)) != 0 || (st = register_metrics(&px)) != 0 ||
-	    (st = audit_swap(&px, px.cfg->access_log)) != 0)
+	    (st = policy_http_metrics(&px, px.pol)) != 0 ||
+	    (st = audit_swap(&px, px.cfg->access_log)) != 0 || (st = admission_init(&px)) != 0)
 		goto fail;
 	if ((px.sess = calloc(px.cfg->nlst, sizeof(*px.sess))) == NULL) {
 		st = HSM_ENOMEM;
@@ -617,6 +691,7 @@ proxy_main(int argc, char **argv)
 			worker_fini(&px.w[i]);
 	free(px.w);
 	metrics_srv_free(px.msrv);
+	admission_fini(&px);
 	ident_put(px.cur);
 	policy_put(px.pol);
 	audit_close(px.alog);
@@ -628,6 +703,9 @@ proxy_main(int argc, char **argv)
 	free(px.sess);
 	free(px.mb_chain);
 	free(px.mb_bundle);
+	free(px.mb_crl);
+	free(px.crl_pending);
+	X509_CRL_free(px.crl);
 	if (px.sfd >= 0)
 		close(px.sfd);
 	if (px.mbox_evfd >= 0)

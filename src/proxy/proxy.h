@@ -22,7 +22,13 @@
  *             outbound session store;
  *   conn.c    the connection state machine (accept, connect, handshake,
  *             codec, close), access log and failure lines;
+ *   admission.c  which inbound full handshakes may cost a signature (the
+ *             source's rate, the key operations in flight);
+ *   revoke.c  the CA's CRL: subscribed from the agent, checked, placed in
+ *             each TLS context generation's verify store; revoked peers'
+ *             established connections closed;
  *   tcp.c     `protocol: tcp`, the byte relay codec (lib/relay.c);
+ *   http.c, hx.c, pool.c  `protocol: http`, the HTTP codec (httpcodec.h);
  *   worker.c  worker threads: epoll loop, accept, deadlines, memory trims;
  *   main.c    start-up, metrics registration, the agent link, reload,
  *             signals and drain.
@@ -51,13 +57,21 @@
 #include <sys/socket.h>
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
+#include "crl.h"
+
+#include "admit.h"
 #include "reason.h"
 #include "relay.h"
 #include "side.h"
 
 struct agc_client;
 struct audit;
+struct hsrate;
+struct http_metrics;
+struct hworker;
+struct throttle;
 struct metric;
 struct metrics;
 struct metrics_srv;
@@ -70,6 +84,8 @@ struct proxy_config;
 
 struct link {				/* one connection to the agent */
 	struct agc_client *agc;
+	struct agc_client *crlc;	/* a connection of its own for the CRL subscription */
+	atomic_int crl_ended;		/* the CRL subscription's final status, 0 while alive */
 	atomic_int refs;
 	atomic_int ended;		/* the subscription's final status, 0 while alive */
 	struct proxy *px;
@@ -79,6 +95,11 @@ struct ident {
 	atomic_int refs;
 	struct link *link;
 	SSL_CTX *srv, *cli;
+	/* what a new generation (a new CRL) is built from again */
+	X509 *leaf;
+	STACK_OF(X509) *rest, *bundle;
+	EVP_PKEY *key;
+	X509_CRL *crl;			/* in the contexts' verify store; NULL: none held */
 	char *id;
 	char serial[80];
 	int64_t not_after;
@@ -87,6 +108,7 @@ struct ident {
 struct policy {
 	atomic_int refs;
 	struct proxy_config *cfg;
+	struct http_metrics **hm;	/* per listener: its routes' request series (HTTP ones) */
 };
 
 /*
@@ -148,6 +170,15 @@ struct conn;
  */
 struct codec {
 	const char *name;
+	/*
+	 * own_upstream: the codec opens its own upstream connections (an HTTP
+	 * pool), so the state machine connects nothing for the connections it
+	 * accepts; alpn: the protocols (wire format) offered and selected on
+	 * the TLS side of its connections (NULL: no ALPN at all).
+	 */
+	uint8_t own_upstream;
+	const unsigned char *alpn;
+	unsigned alpn_len;
 	void (*start)(struct conn *c);			/* both sides ready, peer authorised */
 	void (*readable)(struct conn *c, int side);	/* input, end or error on side */
 	void (*writable)(struct conn *c, int side);	/* side can take output */
@@ -156,6 +187,7 @@ struct codec {
 };
 
 extern const struct codec codec_tcp;
+extern const struct codec codec_http;
 
 struct conn {
 	struct evsrc es[2], ea;		/* epoll sources: the sides, the async fd */
@@ -174,13 +206,17 @@ struct conn {
 	uint8_t codec_on;		/* codec->start ran: codec->close is due */
 	uint8_t authorised, resumed;
 	uint8_t paused;			/* an async job of the SSL is paused (counted in w->njobs) */
+	uint8_t keyop;			/* holds a key-operation slot (admission.c) */
+	uint8_t charged;		/* its full handshake was counted against its source */
 	uint8_t added[2];		/* the side's fd is in epoll */
+	uint8_t pooled;			/* an upstream connection of an HTTP pool (no DOWN socket) */
 	enum conn_state state;
 	int afd;			/* async wait fd */
 	uint32_t ev[2];			/* epoll interest registered per side */
 	uint32_t hs_want;		/* EPOLLIN/EPOLLOUT wanted by the handshake */
 	uint64_t t_accept, t_hs, t_last, deadline, t_async;
 	char peer_addr[64];
+	struct admit_src src;		/* the peer's address, for admission */
 	char *peer_id;
 	struct fail fail;		/* why it failed; REASON_NONE while fine */
 };
@@ -206,11 +242,13 @@ struct worker {
 	unsigned n;
 	struct relay_pool pool;		/* free relay buffers */
 	unsigned njobs, jobs_peak;	/* async jobs paused now; most since the pool was dropped */
+	unsigned crl_gen;		/* px->crl_gen when this worker last looked for revoked peers */
 	unsigned churn, churn_seen;	/* connections opened, closed or made quiet since the last trim; at the last sweep */
 	uint64_t now;			/* hsm_now_ms() after the last epoll_wait */
 	int listening;
 	uint64_t log_sec;
 	unsigned log_n, log_dropped;
+	struct hworker *http;		/* HTTP listeners' state (httpcodec.h), NULL without one */
 };
 
 /* ---- the process (main.c) ---- */
@@ -222,7 +260,7 @@ struct worker {
  */
 struct lmetrics {
 	struct metric *conns, *active, *hs_full, *hs_resumed, *rx, *tx, *hs_time,
-	    *limit, *upstream_fail;
+	    *limit, *upstream_fail, *up_opened, *up_active;
 	_Atomic(struct metric *) fail[REASON_COUNT];
 };
 
@@ -232,11 +270,17 @@ struct proxy {
 	pthread_mutex_t mu;		/* cur, pol */
 	struct ident *cur;
 	struct policy *pol;
+	atomic_uint gen;		/* moves when cur or pol is replaced */
 	pthread_rwlock_t alog_lock;
 	struct audit *alog;
 	struct metrics *m;
 	struct lmetrics *lm;
-	struct metric *keyop_time, *rotations, *not_after, *agent_up;
+	struct metric *keyop_time, *rotations, *not_after, *agent_up, *keyops_now;
+	struct metric *crl_number, *crl_next_update, *revoked_closed;
+	struct hsrate *hsrate;		/* full handshakes per source; NULL: no per-source limit */
+	struct throttle *admlog;	/* admission refusals logged per source and reason */
+	atomic_uint keyops;		/* inbound full handshakes admitted, signature not done */
+	atomic_uint crl_gen;		/* one more at every new CRL: workers look for revoked peers */
 	struct sessions *sess;		/* per listener (outbound ones used) */
 	struct worker *w;
 	unsigned nw;
@@ -247,6 +291,9 @@ struct proxy {
 	int mbox_evfd;
 	char *mb_chain, *mb_bundle;	/* the latest SVID pushed ... */
 	struct link *mb_link;		/* ... on this link */
+	uint8_t *mb_crl;		/* the latest CRL pushed (DER, unchecked) ... */
+	size_t mb_crl_len;
+	struct link *mb_crl_link;	/* ... on this link */
 	/* main thread only */
 	struct link *link;		/* current agent connection, NULL while down */
 	uint64_t retry_at;
@@ -254,6 +301,10 @@ struct proxy {
 	int ep, sfd;
 	struct metrics_srv *msrv;	/* the /metrics endpoint, NULL without one */
 	uint64_t drain_end;
+	uint8_t *crl_pending;		/* a CRL received before any identity to check it with */
+	size_t crl_pending_len;
+	X509_CRL *crl;			/* the newest CRL checked (ident->crl of new generations) */
+	struct crl_info crl_info;
 };
 
 /* ---- ident.c ---- */
@@ -285,11 +336,56 @@ void sess_clear(struct sessions *ss);
  */
 void install_ident(struct proxy *px, struct link *ln, const char *chain, const char *bundle);
 
+/*
+ * A new generation of the current identity: the same certificate and key,
+ * new TLS contexts whose verify store holds px->crl. Main thread. 0 or an
+ * HSM_E* code (the current identity stays).
+ */
+int ident_regen(struct proxy *px);
+
+/* ---- revoke.c ---- */
+
+/* Subscribe to the CRL on a connection of its own (ln->crlc). Main thread. */
+void revoke_subscribe(struct proxy *px, struct link *ln);
+
+/*
+ * A CRL the agent pushed (der malloc'd, taken): checked against the
+ * current identity's bundle (kept until there is one), then a new TLS
+ * context generation and a sweep of established connections. Main thread.
+ */
+void revoke_take(struct proxy *px, uint8_t *der, size_t len);
+
+/* Apply a CRL kept for want of an identity (install_ident). Main thread. */
+void revoke_apply(struct proxy *px);
+
+/*
+ * verify_cb's view of a CRL error err at depth 0: 1 when policy accepts it
+ * (no current CRL and revocation.stale: keep), else 0 with c->fail set.
+ * -1 when err is no CRL error.
+ */
+int revoke_verify_error(struct conn *c, int err, X509 *cert);
+
+/* 1 (c->fail set) when the CRL of c's identity lists the peer's certificate. */
+int revoke_check_peer(struct conn *c, X509 *peer);
+
+/* Worker: a new CRL came: close the connections of listed peers (by policy). */
+void revoke_sweep(struct worker *w);
+
 /* ---- conn.c ---- */
 
 /* Take the accepted socket fd of listener li on w. */
 void accept_one(struct worker *w, unsigned li, int fd, const struct sockaddr_storage *ss,
     socklen_t sl);
+
+/*
+ * Open an upstream connection of listener li for an HTTP pool: no DOWN
+ * socket; UP connects to the listener's target (and, outbound, does the
+ * TLS handshake) like an accepted connection's, then runs codec_http with
+ * state as its codec_state. Its codec's close runs however it ends, even
+ * before the codec started. *out is set before the connect starts (it may
+ * fail and close at once). 0 or HSM_ENOMEM.
+ */
+int conn_upstream(struct worker *w, unsigned li, void *state, struct conn **out);
 
 /* An event of a connection that is not relaying (set-up, async key operation, dying). */
 void conn_setup_event(struct conn *c, enum ev_kind kind, unsigned idx, uint32_t events);
@@ -333,6 +429,25 @@ conn_watch(struct conn *c, int side, uint32_t events)
 		conn_watch_set(c, side, events);
 }
 
+/* ---- admission.c ---- */
+
+/* The per-source table and the refusal log of px->cfg->adm. 0, HSM_EINVAL or HSM_ENOMEM. */
+int admission_init(struct proxy *px);
+/* Summaries of the refusals still counted, then free. */
+void admission_fini(struct proxy *px);
+/* Summary lines of refusals whose interval ended by now (all: every one). */
+void admission_flush(struct proxy *px, uint64_t now, int all);
+
+/*
+ * The server SSL_CTX's certificate callback (SSL_CTX_set_cert_cb): run for
+ * full handshakes only, before anything is signed. 1 admits (the
+ * connection holds a key-operation slot), 0 refuses with c->fail set.
+ */
+int admission_cert_cb(SSL *ssl, void *arg);
+
+/* The connection's key operation is done or it ends: give its slot back. */
+void admission_release(struct conn *c);
+
 /* ---- worker.c ---- */
 
 int worker_init(struct proxy *px, struct worker *w, unsigned idx);
@@ -341,5 +456,22 @@ void worker_fini(struct worker *w);
 void *worker_main(void *arg);
 /* Wake every worker's epoll_wait (drain, stop). */
 void wake_workers(struct proxy *px);
+
+/* ---- http.c (the HTTP codec's worker hooks) ---- */
+
+/* The worker's HTTP state, when a listener is HTTP. 0 or HSM_ENOMEM. */
+int http_worker_init(struct worker *w);
+void http_worker_fini(struct worker *w);
+/* Write every connection the last events touched (after each batch and sweep). */
+void http_flush(struct worker *w);
+/* 1 when connections must be read again without waiting for epoll (the worker polls, not sleeps). */
+int http_busy(const struct worker *w);
+/* The proxy drains: GOAWAY and Connection: close to clients, pools close when idle. */
+void http_drain(struct worker *w);
+
+/* ---- main.c ---- */
+
+/* The per-route request series of every HTTP listener of p (p->hm). 0 or an HSM_E code. */
+int policy_http_metrics(struct proxy *px, struct policy *p);
 
 #endif

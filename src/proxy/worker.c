@@ -20,6 +20,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "proxyconf.h"
+#include "scache.h"
 #include "util.h"
 
 #define MAX_EVENTS	256
@@ -53,6 +54,7 @@ sweep(struct worker *w, uint64_t now)
 	struct conn *c, *next;
 	int trim = 0;
 
+	revoke_sweep(w);
 	for (c = w->head.next; c != &w->head; c = next) {
 		next = c->next;
 		conn_sweep(c, now);
@@ -76,6 +78,7 @@ sweep(struct worker *w, uint64_t now)
 	if (w->churn >= CHURN_TRIM && w->churn == w->churn_seen)
 		trim = 1;
 	if (trim) {
+		sc_trim();	/* the HTTP paths' small blocks this thread keeps (scache.h) */
 		malloc_trim(0);
 		w->churn = 0;
 	}
@@ -108,8 +111,11 @@ worker_main(void *arg)
 	int n, i;
 
 	for (;;) {
-		if (atomic_load(&px->draining))
+		if (atomic_load(&px->draining)) {
+			if (w->listening && w->http != NULL)
+				http_drain(w);
 			stop_listening(w);
+		}
 		if (atomic_load(&px->stopping)) {
 			struct conn *nx;
 
@@ -120,13 +126,15 @@ worker_main(void *arg)
 					conn_close(c);
 				}
 			}
+			if (w->http != NULL)
+				http_flush(w);
 			/* Left: connections waiting for a key operation, which ends by its deadline. */
 			if (stop_end == 0)
 				stop_end = hsm_now_ms() + px->cfg->key_timeout_ms + 1000;
 			if (w->n == 0 || hsm_now_ms() > stop_end)
 				break;
 		}
-		n = epoll_wait(w->ep, evs, MAX_EVENTS, SWEEP_MS);
+		n = epoll_wait(w->ep, evs, MAX_EVENTS, w->http != NULL && http_busy(w) ? 0 : SWEEP_MS);
 		w->now = now = hsm_now_ms();
 		for (i = 0; i < n; i++) {
 			struct evsrc *s = evs[i].data.ptr;
@@ -145,12 +153,17 @@ worker_main(void *arg)
 				break;
 			}
 		}
+		/* what this batch's events gave HTTP connections leaves together */
+		if (w->http != NULL)
+			http_flush(w);
 		while ((c = w->dead) != NULL) {
 			w->dead = c->dead_next;
 			free(c);
 		}
 		if (now >= next_sweep) {
 			sweep(w, now);
+			if (w->http != NULL)
+				http_flush(w);
 			next_sweep = now + SWEEP_MS;
 			while ((c = w->dead) != NULL) {
 				w->dead = c->dead_next;
@@ -201,6 +214,9 @@ worker_init(struct proxy *px, struct worker *w, unsigned idx)
 	ev = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &w->wsrc };
 	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->wake, &ev) != 0)
 		return hsm_err(HSM_EIO, "epoll_ctl: %s", strerror(errno));
+	for (size_t i = 0; i < n; i++)
+		if (px->cfg->lst[i].http)
+			return http_worker_init(w);
 	return 0;
 }
 
@@ -225,6 +241,7 @@ worker_fini(struct worker *w)
 		for (size_t i = 0; i < w->px->cfg->nlst; i++)
 			if (w->lfd[i] >= 0)
 				close(w->lfd[i]);
+	http_worker_fini(w);
 	relay_pool_drain(&w->pool);
 	if (w->ep > 0)
 		close(w->ep);

@@ -43,5 +43,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				__builtin_trap();
 		}
 	}
+	/* The client's parser of a POOL reply: the same, field by field. */
+	{
+		struct kh_pool p;
+		uint8_t back[KH_POOL_LEN];
+
+		if (kh_pool_parse(data, size, &p) == 0) {
+			kh_pool_encode(&p, back);
+			if (size != KH_POOL_LEN || memcmp(back, data, size) != 0)
+				__builtin_trap();
+		}
+	}
 	return 0;
 }

@@ -271,3 +271,44 @@ svid_checks() {
 
 # quiet COMMAND...: run it with stdout discarded (for checks on chatty tools)
 quiet() { "$@" >/dev/null; }
+
+# mesh_up ID...: a CA (`ca serve`: $T/ca.yaml, root $T/ca/root.pem) and an
+# agent (AGENT its pid, socket $T/agent.sock, /metrics on port
+# AGENT_METRICS) serving each ID to this uid; returns 1 unless every ID
+# enrolled within 30 s.
+mesh_up() {
+	new_token ca
+	printf '1234\n' >"$T/ca.pin"
+	write_ca_yaml "$T/ca.yaml" ca "$T/ca.pin"
+	"$HSMESH" ca init -c "$T/ca.yaml" >/dev/null 2>"$T/ca-init.err"
+	"$HSMESH" ca serve -c "$T/ca.yaml" --port-file "$T/ca.port" 2>"$T/ca.log" &
+	track $!
+	for _ in $(seq 200); do [ -s "$T/ca.port" ] && break; sleep 0.05; done
+	new_token node
+	printf '1234\n' >"$T/node.pin"
+	cat >"$T/agent.yaml" <<EOA
+token: { module: $SOFTHSM_MODULE, uri: "pkcs11:token=node", pin_file: $T/node.pin }
+ca: { url: "http://127.0.0.1:$(cat "$T/ca.port")/.well-known/cmp", root: $T/ca/root.pem }
+state_dir: $T/state
+socket: $T/agent.sock
+metrics: { listen: "127.0.0.1:0" }
+workloads:
+EOA
+	for _id; do
+		_j=$T/$(echo "$_id" | tr -c 'A-Za-z0-9\n' _).join
+		"$HSMESH" ca token -c "$T/ca.yaml" --id "$_id" >"$_j"
+		echo "  - { id: \"$_id\", uid: $(id -u), join_token_file: $_j }" >>"$T/agent.yaml"
+	done
+	"$HSMESH" agent -c "$T/agent.yaml" 2>"$T/agent.log" &
+	AGENT=$!; track $AGENT
+	for _id; do wait_log "$_id: enrolled" 30 || return 1; done
+	AGENT_METRICS=$(sed -n 's|.*metrics on http://127.0.0.1:\([0-9]*\)/metrics.*|\1|p' "$T/agent.log" | head -n 1)
+}
+
+# file_svid NAME ID: a certificate for ID from the CA of mesh_up with a key
+# in a file ($T/NAME.pem, $T/NAME.key): a client outside the mesh
+file_svid() {
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/$1.key" \
+	    -subj "/CN=$1" -out "$T/$1.csr" 2>/dev/null
+	"$HSMESH" ca issue -c "$T/ca.yaml" --csr "$T/$1.csr" --id "$2" --ttl 1h >"$T/$1.pem" 2>>"$T/issue.err"
+}

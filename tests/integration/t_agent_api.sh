@@ -104,6 +104,13 @@ check "the agent logs the old SIGN's refusal" \
 check "/metrics counts the refusals by reason (not_tls $(metric 'hsmesh_agent_sign_refused_total{reason="not_tls"}'), digest $(metric 'hsmesh_agent_sign_refused_total{reason="digest"}'))" \
     sh -c '[ "$1" -ge 3 ] && [ "$2" -eq 1 ]' x "$(metric 'hsmesh_agent_sign_refused_total{reason="not_tls"}')" \
     "$(metric 'hsmesh_agent_sign_refused_total{reason="digest"}')"
+# The keyholder's token sessions (issue 19), asked of it once a second: at rest
+# between the default bounds 2..64, at least one open.
+for _ in $(seq 50); do [ "$(metric hsmesh_agent_keyholder_sessions_max)" = 64 ] && break; sleep 0.1; done
+check "/metrics shows the keyholder's token sessions: $(metric hsmesh_agent_keyholder_sessions) of at most $(metric hsmesh_agent_keyholder_sessions_max), $(metric hsmesh_agent_keyholder_sessions_open) open" \
+    sh -c '[ "$1" = 64 ] && [ "$2" -ge 2 ] && [ "$2" -le 64 ] && [ "$3" -ge 1 ] && [ "$3" -le "$2" ]' x \
+    "$(metric hsmesh_agent_keyholder_sessions_max)" "$(metric hsmesh_agent_keyholder_sessions)" \
+    "$(metric hsmesh_agent_keyholder_sessions_open)"
 # The victim's identity is out of the attacker's reach, whatever it sends.
 as "$ATTACKER" "$ATTACK" "$S" "$DB" >"$T/attack2.out" 2>&1
 check "attack on another uid's ID: refused before anything ($(head -c 120 "$T/attack2.out"))" \

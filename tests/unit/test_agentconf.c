@@ -156,6 +156,22 @@ api_section(void **state)
 	refuse(BASE "api:\n  max_clients: 3\n", "agent.yaml: unknown key 'api.max_clients' at line 15");
 }
 
+/* token.workers_min / workers_max: the bounds of a size that follows the token. */
+static void
+token_workers_bounds(void **state)
+{
+	struct agent_config *c = NULL;
+
+	assert_int_equal(parse(with(BASE, "  pin_file: node.pin\n",
+	    "  pin_file: node.pin\n  workers_min: 1\n  workers_max: 4\n"), &c), 0);
+	assert_int_equal(c->token.workers, 0);
+	assert_int_equal(c->token.workers_min, 1);
+	assert_int_equal(c->token.workers_max, 4);
+	agent_config_free(c);
+	refuse_has(with(BASE, "  pin_file: node.pin\n", "  pin_file: node.pin\n  workers: 2\n  workers_min: 1\n"),
+	    "'token.workers' fixes the token sessions");
+}
+
 static void
 every_key(void **state)
 {
@@ -257,6 +273,46 @@ ca_urls(void **state)
 	refuse(URL("http://ca:/"), "agent.yaml: 'ca.url' has a bad port at line 6");
 	refuse(URL("http://ca:8x/"), "agent.yaml: 'ca.url' has a bad port at line 6");
 #undef URL
+}
+
+/* ca.url as a list: CA replicas, in order. */
+static void
+ca_url_list(void **state)
+{
+	struct agent_config *c = NULL;
+	char many[1200];
+	size_t n = 0;
+
+#define LIST(l) with(BASE, "  url: http://ca.example.org:8443/.well-known/cmp\n", l)
+	assert_int_equal(parse(LIST("  url:\n    - http://ca1:8443/.well-known/cmp\n"
+	    "    - http://[fd00::2]:9443/cmp\n    - http://ca3\n"), &c), 0);
+	assert_int_equal(c->nca, 3);
+	assert_string_equal(c->ca[0].host, "ca1");
+	assert_int_equal(c->ca[0].port, 8443);
+	assert_string_equal(c->ca[0].path, "/.well-known/cmp");
+	assert_string_equal(c->ca[1].host, "fd00::2");
+	assert_int_equal(c->ca[1].port, 9443);
+	assert_string_equal(c->ca[2].host, "ca3");
+	assert_int_equal(c->ca[2].port, 80);
+	assert_string_equal(c->ca_url,
+	    "http://ca1:8443/.well-known/cmp, http://[fd00::2]:9443/cmp, http://ca3");
+	agent_config_free(c);
+	/* a one-entry list is one address */
+	assert_int_equal(parse(LIST("  url: [http://ca1:1/]\n"), &c), 0);
+	assert_int_equal(c->nca, 1);
+	assert_string_equal(c->ca_url, "http://ca1:1/");
+	agent_config_free(c);
+
+	refuse(LIST("  url: []\n"), "agent.yaml: 'ca.url' is an empty list at line 6");
+	refuse(LIST("  url:\n    - http://ca1\n    - https://ca2\n"),
+	    "agent.yaml: 'ca.url[2]' must be an http:// URL (got 'https://ca2') at line 8");
+	refuse(LIST("  url:\n    - http://ca1\n    - {a: b}\n"),
+	    "agent.yaml: 'ca.url' must be a single value, not a mapping at line 8");
+	n = (size_t)snprintf(many, sizeof(many), "  url:\n");
+	for (int i = 0; i <= AGENT_MAX_CA_URLS; i++)
+		n += (size_t)snprintf(many + n, sizeof(many) - n, "    - http://ca%d\n", i);
+	refuse(LIST(many), "agent.yaml: 'ca.url' lists more than 16 addresses at line 6");
+#undef LIST
 }
 
 static void
@@ -431,7 +487,9 @@ main(void)
 		cmocka_unit_test(defaults),
 		cmocka_unit_test(api_section),
 		cmocka_unit_test(every_key),
+		cmocka_unit_test(token_workers_bounds),
 		cmocka_unit_test(ca_urls),
+		cmocka_unit_test(ca_url_list),
 		cmocka_unit_test(refusals),
 		cmocka_unit_test(node_and_selectors),
 		cmocka_unit_test(load_from_a_file),

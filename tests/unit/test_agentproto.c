@@ -326,6 +326,60 @@ sig_and_error_replies(void **state)
 }
 
 static void
+crl_frames(void **state)
+{
+	uint8_t der[300], *b;
+	size_t len;
+	struct ag_frame f;
+	struct ag_request q;
+	struct ag_reply r;
+
+	memset(der, 0x5a, sizeof(der));
+	/* CRL_SUBSCRIBE: an empty body, and nothing else. */
+	assert_int_equal(ag_encode_crl_subscribe(9, &b, &len), 0);
+	assert_int_equal(len, AG_HDR_LEN);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &q), 0);
+	assert_int_equal(q.type, AG_T_CRL_SUBSCRIBE);
+	assert_int_equal(q.id, 9);
+	free(b);
+	/* Its reply: no CRL yet, or one. */
+	assert_int_equal(ag_encode_crl(AG_T_CRL_SUBSCRIBE | AG_T_REPLY, 9, NULL, 0, &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), 0);
+	assert_int_equal(r.crllen, 0);
+	assert_null(r.crl);
+	free(b);
+	assert_int_equal(ag_encode_crl(AG_T_CRL, 9, der, sizeof(der), &b, &len), 0);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), 0);
+	assert_int_equal(r.type, AG_T_CRL);
+	assert_int_equal(r.id, 9);
+	assert_int_equal(r.crllen, sizeof(der));
+	assert_memory_equal(r.crl, der, sizeof(der));
+	/* A length that does not match the body, a cut body: refused. */
+	assert_int_equal(decode_cut(b, len, 1, NULL, &r), HSM_EPROTO);
+	hsm_put32(b + AG_HDR_LEN + 4, sizeof(der) + 1);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+	/* A push is never an error. */
+	hsm_put32(b + AG_HDR_LEN + 4, sizeof(der));
+	hsm_put32(b + AG_HDR_LEN, (uint32_t)HSM_EPERM);
+	parse_one(b, len, &f);
+	assert_int_equal(ag_reply_decode(&f, &r), HSM_EPROTO);
+	free(b);
+	/* An empty push, an oversized CRL, a body on the request: refused. */
+	assert_int_equal(ag_encode_crl(AG_T_CRL, 9, NULL, 0, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_crl(AG_T_CRL, 9, der, AG_MAX_CRL + 1, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_crl(AG_T_GET_SVID | AG_T_REPLY, 9, der, 1, &b, &len), HSM_EINVAL);
+	assert_int_equal(ag_encode_get(AG_T_GET_SVID, 3, ID, &b, &len), 0);
+	b[5] = AG_T_CRL_SUBSCRIBE;
+	parse_one(b, len, &f);
+	assert_int_equal(ag_request_decode(&f, &q), HSM_EPROTO);
+	free(b);
+}
+
+static void
 bad_headers(void **state)
 {
 	uint8_t b[64] = { 0 };
@@ -509,6 +563,7 @@ main(void)
 		cmocka_unit_test(sign_tbs_roundtrip),
 		cmocka_unit_test(svid_roundtrip),
 		cmocka_unit_test(sig_and_error_replies),
+		cmocka_unit_test(crl_frames),
 		cmocka_unit_test(bad_headers),
 		cmocka_unit_test(bad_requests),
 		cmocka_unit_test(bad_replies),

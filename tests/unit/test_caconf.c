@@ -1,4 +1,7 @@
-/* test_caconf.c - ca.yaml's front: and metrics: sections: every limit, its default, each refusal. */
+/*
+ * test_caconf.c - ca.yaml's front:, metrics:, profile and plmn: sections:
+ * every limit, its default, each refusal.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +13,7 @@
 
 #include "caconf.h"
 #include "err.h"
+#include "nfprofile.h"
 
 #define BASE "trust_domain: example.org\ntoken:\n  module: /m.so\n  uri: \"pkcs11:token=ca\"\n" \
     "  pin_file: /p\nstate_dir: /var/lib/ca\n"
@@ -96,6 +100,39 @@ refusals(void **state)
 	refuse("listen: 127.0.0.1:8443\nmetrics:\n  listen: 127.0.0.1:8443\n", "must differ from 'listen'");
 }
 
+/* profile and plmn: the 3GPP NF profile's home network (nfprofile.h). */
+static void
+profile(void **state)
+{
+	struct ca_config *c = NULL;
+
+	assert_int_equal(parse("", &c), 0);
+	assert_int_equal(c->profile, PROFILE_SPIFFE);
+	assert_null(c->plmn_mcc);
+	ca_config_free(c);
+	assert_int_equal(parse("profile: 3gpp-nf\nplmn:\n  mcc: \"001\"\n  mnc: \"01\"\n"
+	    "  country: FI\nsvid_ttl: 1095d\nmax_ttl: 1095d\n", &c), 0);
+	assert_int_equal(c->profile, PROFILE_3GPP_NF);
+	assert_string_equal(c->plmn_mcc, "001");
+	assert_string_equal(c->plmn_mnc, "01");
+	assert_string_equal(c->plmn_country, "FI");
+	ca_config_free(c);
+	/* plmn: without the profile: entries may ask for it. */
+	assert_int_equal(parse("plmn:\n  mcc: \"310\"\n  mnc: \"410\"\n  country: US\n", &c), 0);
+	assert_int_equal(c->profile, PROFILE_SPIFFE);
+	ca_config_free(c);
+	refuse("profile: 3gpp\n", "unknown certificate profile '3gpp'");
+	refuse("profile: 3gpp-nf\n", "needs the home network");
+	refuse("plmn:\n  mcc: \"001\"\n  mnc: \"01\"\n", "plmn.country");
+	refuse("plmn:\n  mcc: \"01\"\n  mnc: \"01\"\n  country: FI\n", "MCC '01' must be 3 digits");
+	refuse("plmn:\n  mcc: \"001\"\n  mnc: \"1\"\n  country: FI\n", "MNC '1'");
+	refuse("plmn:\n  mcc: \"001\"\n  mnc: \"01\"\n  country: fi\n", "'plmn.country'");
+	refuse("plmn:\n  mcc: \"001\"\n  mnc: \"01\"\n  country: FI\n  tac: 1\n",
+	    "unknown key 'plmn.tac'");
+	refuse("profile: 3gpp-nf\nplmn:\n  mcc: \"001\"\n  mnc: \"01\"\n  country: FI\n"
+	    "svid_ttl: 1096d\nmax_ttl: 2000d\n", "exceeds the 1095 days");
+}
+
 int
 main(void)
 {
@@ -103,6 +140,7 @@ main(void)
 		cmocka_unit_test(defaults),
 		cmocka_unit_test(values),
 		cmocka_unit_test(refusals),
+		cmocka_unit_test(profile),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -508,6 +508,63 @@ parse_cert_and_ids(void **state)
 	X509_free(root);
 }
 
+/* cert_pubkey_parse: the EC fast path reads what d2i_PUBKEY reads, and refuses what it refuses. */
+static void
+pubkey_parse(void **state)
+{
+	const char *curves[] = { "P-256", "P-384" };
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	EVP_PKEY *k, *got = NULL, *ref = NULL, *rk;
+	X509 *ca, *leaf = NULL;
+	int n;
+
+	for (size_t i = 0; i < 2; i++) {
+		assert_non_null(k = EVP_EC_gen(curves[i]));
+		assert_true((n = i2d_PUBKEY(k, &der)) > 0);
+		assert_int_equal(cert_pubkey_parse(der, (size_t)n, &got), 0);
+		p = der;
+		assert_non_null(ref = d2i_PUBKEY(NULL, &p, n));
+		assert_int_equal(EVP_PKEY_eq(got, ref), 1);
+		assert_int_equal(EVP_PKEY_eq(got, k), 1);
+		/* an SVID for it certifies exactly these bytes */
+		assert_int_equal(cert_make_root(k, k, "example.org", 3600, &ca), 0);
+		assert_int_equal(cert_issue_svid(ca, k, got, "spiffe://example.org/w", 600, &leaf), 0);
+		{
+			unsigned char *ld = NULL;
+			int m = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(leaf), &ld);
+
+			assert_int_equal(m, n);
+			assert_memory_equal(ld, der, (size_t)n);
+			assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(leaf), k), 1);
+			OPENSSL_free(ld);
+		}
+		assert_int_equal(X509_verify(leaf, k), 1);
+		X509_free(leaf);
+		X509_free(ca);
+		EVP_PKEY_free(got);
+		EVP_PKEY_free(ref);
+		/* a point off the curve, a trailing byte, a cut */
+		der[n - 1] ^= 0x01;
+		assert_int_equal(cert_pubkey_parse(der, (size_t)n, &got), HSM_EINVAL);
+		assert_null(got);
+		der[n - 1] ^= 0x01;
+		assert_int_equal(cert_pubkey_parse(der, (size_t)n - 1, &got), HSM_EINVAL);
+		OPENSSL_free(der);
+		der = NULL;
+		EVP_PKEY_free(k);
+	}
+	/* the general way: RSA */
+	assert_non_null(rk = EVP_RSA_gen(2048));
+	assert_true((n = i2d_PUBKEY(rk, &der)) > 0);
+	assert_int_equal(cert_pubkey_parse(der, (size_t)n, &got), 0);
+	assert_int_equal(EVP_PKEY_eq(got, rk), 1);
+	EVP_PKEY_free(got);
+	assert_int_equal(cert_pubkey_parse((const uint8_t *)"junk", 4, &got), HSM_EINVAL);
+	OPENSSL_free(der);
+	EVP_PKEY_free(rk);
+}
+
 int
 main(void)
 {
@@ -521,6 +578,7 @@ main(void)
 		cmocka_unit_test(csrs),
 		cmocka_unit_test(inspector),
 		cmocka_unit_test(parse_cert_and_ids),
+		cmocka_unit_test(pubkey_parse),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -387,7 +387,7 @@ genm(void **state)
 	/* A MAC-protected genm is answered (with the CA certificates, not what we asked). */
 	join_token(tok, sizeof(tok));
 	p = mac(tok);
-	assert_int_equal(cmpc_genm(&ca, ID, &p, "2.25.1", &how, &v, &len), HSM_ENOENT);
+	assert_int_equal(cmpc_genm(&ca, ID, &p, "2.25.1", &how, &v, &len, NULL), HSM_ENOENT);
 	assert_int_equal(how, CMPC_REFUSED);
 	assert_string_equal(hsm_err_msg(HSM_ENOENT), "the CA sent no 2.25.1");
 	assert_null(v);
@@ -574,6 +574,7 @@ node_requests(void **state)
 	STACK_OF(X509) *chain = NULL;
 	uint8_t *v = NULL;
 	size_t len = 0;
+	int64_t hint = -1;
 	char tok[256], out[160];
 	FILE *f;
 	int st;
@@ -596,8 +597,9 @@ node_requests(void **state)
 	node = (struct cmpc_protect){ .kind = CMPC_SIGNED, .cert = ncert, .key = kn.pkey };
 
 	/* Its entries, for a genm its certificate signs. */
-	if ((st = cmpc_genm(&ca, NODE, &node, HSM_OID_ENTRIES, &how, &v, &len)) != 0)
+	if ((st = cmpc_genm(&ca, NODE, &node, HSM_OID_ENTRIES, &how, &v, &len, &hint)) != 0)
 		fail_msg("entries genm: %s", hsm_err_msg(st));
+	assert_int_equal(hint, 0);	/* the CA's revocation sequence: nothing revoked yet */
 	assert_int_equal(entries_decode(v, len, &l), 0);
 	assert_string_equal(l->node, NODE);
 	assert_int_equal(l->n, 1);
@@ -625,7 +627,7 @@ node_requests(void **state)
 
 	/* The workload's own certificate gets no entries... */
 	node = (struct cmpc_protect){ .kind = CMPC_SIGNED, .cert = cert2, .key = k2.pkey };
-	assert_int_not_equal(cmpc_genm(&ca, NODE, &node, HSM_OID_ENTRIES, &how, &v, &len), 0);
+	assert_int_not_equal(cmpc_genm(&ca, NODE, &node, HSM_OID_ENTRIES, &how, &v, &len, NULL), 0);
 	assert_null(v);
 	/* ... nor renews itself: the ID is node-managed. */
 	new_key(&k3);

@@ -90,6 +90,7 @@ mac_protected_ir(void **state)
 	assert_int_equal(di.sender_kid_len, 7);
 	assert_memory_equal(di.sender_kid, "joinref", 7);
 	assert_null(di.first_extra_cert);
+	assert_false(di.implicit_confirm);	/* explicit certConf: the transaction goes on */
 
 	/* The template's key is k2.pem's public key. */
 	b = BIO_new_mem_buf(buf, (int)len);
@@ -357,6 +358,8 @@ geninfo_quote(void **state)
 	assert_null(di.geninfo_value);
 	assert_int_equal(cmp_der_parse(captured, (size_t)captured_len, &di), 0);
 	assert_null(di.geninfo_value);
+	/* the implicitConfirm entry is seen whatever was asked (a transaction of one message) */
+	assert_true(di.implicit_confirm);
 	/* every truncation is refused or parsed within bounds, never read beyond */
 	for (int cut = 1; cut < captured_len; cut += 37)
 		if (cmp_der_parse_geninfo(captured, (size_t)cut, HSM_OID_SGX_QUOTE, &di) == 0 &&

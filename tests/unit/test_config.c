@@ -109,6 +109,30 @@ good_full(void **state)
 	ca_config_free(c);
 }
 
+/* database: a libpq URI is kept as written, a relative path resolves next to the file. */
+static void
+database_uri_or_path(void **state)
+{
+	struct ca_config *c = NULL;
+	const char *head = "trust_domain: example.org\ntoken:\n  module: /m.so\n"
+	    "  uri: pkcs11:token=ca\n  pin_file: /p\nstate_dir: /s\n";
+	const char *uri = "postgresql://ca@db.example.org:5433/hsmesh?sslmode=verify-full";
+	char y[512];
+
+	snprintf(y, sizeof(y), "%sdatabase: \"%s\"\n", head, uri);
+	assert_int_equal(parse(y, &c), 0);
+	assert_string_equal(c->database, uri);
+	ca_config_free(c);
+	snprintf(y, sizeof(y), "%sdatabase: postgresql:///hsmesh?host=/run/postgresql\n", head);
+	assert_int_equal(parse(y, &c), 0);
+	assert_string_equal(c->database, "postgresql:///hsmesh?host=/run/postgresql");
+	ca_config_free(c);
+	snprintf(y, sizeof(y), "%sdatabase: db/ledger.db\n", head);
+	assert_int_equal(parse(y, &c), 0);
+	assert_string_equal(c->database, "/etc/hsmesh/db/ledger.db");
+	ca_config_free(c);
+}
+
 static void
 unknown_keys(void **state)
 {
@@ -141,6 +165,34 @@ missing_keys(void **state)
 	refuse("", "ca.yaml: missing required key 'trust_domain'");
 	refuse("trust_domain: example.org\n" TOKEN "  workers: 65\nstate_dir: /s\n",
 	    "ca.yaml: 'token.workers' must be a whole number from 1 to 64, not '65' at line 6");
+}
+
+static void
+token_workers_bounds(void **state)
+{
+	struct ca_config *c = NULL;
+
+	/* Sized to the token: the bounds, or the keyholder's default (0 = 2 and 64). */
+	assert_int_equal(parse("trust_domain: example.org\n" TOKEN "  workers_min: 3\n  workers_max: 12\n"
+	    "state_dir: /s\n", &c), 0);
+	assert_int_equal(c->token.workers, 0);
+	assert_int_equal(c->token.workers_min, 3);
+	assert_int_equal(c->token.workers_max, 12);
+	ca_config_free(c);
+	c = NULL;
+	assert_int_equal(parse("trust_domain: example.org\n" TOKEN "state_dir: /s\n", &c), 0);
+	assert_int_equal(c->token.workers_min, 0);
+	assert_int_equal(c->token.workers_max, 0);
+	ca_config_free(c);
+	refuse("trust_domain: example.org\n" TOKEN "  workers: 4\n  workers_max: 8\nstate_dir: /s\n",
+	    "ca.yaml: 'token.workers' fixes the token sessions: give it or 'token.workers_min'/"
+	    "'token.workers_max', not both at line 7");
+	refuse("trust_domain: example.org\n" TOKEN "  workers_min: 9\n  workers_max: 8\nstate_dir: /s\n",
+	    "ca.yaml: 'token.workers_min' above 'token.workers_max' at line 6");
+	refuse("trust_domain: example.org\n" TOKEN "  workers_max: 1\nstate_dir: /s\n",
+	    "ca.yaml: 'token.workers_min' above 'token.workers_max' at line 6");
+	refuse("trust_domain: example.org\n" TOKEN "  workers_max: 0\nstate_dir: /s\n",
+	    "ca.yaml: 'token.workers_max' must be a whole number from 1 to 64, not '0' at line 6");
 }
 
 static void
@@ -321,8 +373,10 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(good_defaults),
 		cmocka_unit_test(good_full),
+		cmocka_unit_test(database_uri_or_path),
 		cmocka_unit_test(unknown_keys),
 		cmocka_unit_test(missing_keys),
+		cmocka_unit_test(token_workers_bounds),
 		cmocka_unit_test(bad_values),
 		cmocka_unit_test(pin_sources),
 		cmocka_unit_test(wrong_types),

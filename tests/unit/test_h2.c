@@ -735,6 +735,108 @@ goaway_drains(void **state)
 	side_free(&s);
 }
 
+
+/* PING: sent on request, pending until the peer's ACK comes back. */
+static void
+ping(void **state)
+{
+	struct side c, s;
+
+	side_new(&c, H2_CLIENT, NULL);
+	side_new(&s, H2_SERVER, NULL);
+	pump(&c, &s);
+	assert_int_equal(h2_ping_pending(c.h), 0);
+	assert_int_equal(h2_ping(c.h), 0);
+	assert_int_equal(h2_ping_pending(c.h), 1);
+	assert_true(h2_want_write(c.h));
+	pump(&c, &s);
+	assert_int_equal(h2_ping_pending(c.h), 0);
+	/* a peer that never answers: still pending after our bytes left */
+	assert_int_equal(h2_ping(s.h), 0);
+	assert_int_equal(h2_drain(s.h, (uint8_t[256]){ 0 }, 256, &(size_t){ 0 }), 0);
+	assert_int_equal(h2_ping_pending(s.h), 1);
+	side_free(&c);
+	side_free(&s);
+}
+
+/*
+ * An answer before the request ended: h2_stream_sent says when the
+ * response has left, and the stream given back then is reset with
+ * NO_ERROR (the client keeps the response), not CANCEL.
+ */
+static void
+early_answer(void **state)
+{
+	struct side c, s;
+	struct h2_stream *st;
+	struct hmsg m;
+	size_t n;
+
+	side_new(&c, H2_CLIENT, NULL);
+	side_new(&s, H2_SERVER, NULL);
+	request(&m, "POST", "/upload");
+	assert_int_equal(h2_request(c.h, &m, 0, NULL, &st), 0);
+	hmsg_clear(&m);
+	assert_int_equal(h2_write(c.h, st, (const uint8_t *)"part", 4, &n), 0);
+	pump(&c, &s);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.s[0].end, 0);
+	hmsg_init(&m, 0);
+	m.status = 413;
+	assert_int_equal(h2_response(s.h, s.s[0].st, &m, 1), 0);
+	hmsg_clear(&m);
+	assert_int_equal(h2_stream_sent(s.h, s.s[0].st), 0);	/* queued, not produced yet */
+	pump(&c, &s);
+	assert_int_equal(h2_stream_sent(s.h, s.s[0].st), 1);
+	h2_stream_done(s.h, s.s[0].st);
+	pump(&c, &s);
+	assert_int_equal(c.s[0].head.status, 413);
+	assert_int_equal(c.s[0].closed, 1);
+	assert_int_equal(c.s[0].code, H2_NO_ERROR);
+	h2_stream_done(c.h, c.s[0].st);
+	side_free(&c);
+	side_free(&s);
+}
+
+/* A caller that writes only what fits still hears when the queue has room again. */
+static void
+room_when_filled(void **state)
+{
+	struct side c, s;
+	struct h2_limits lim;
+	struct h2_stream *st;
+	struct hmsg m;
+	uint8_t chunk[4096];
+	size_t n, in, out, total = 0;
+
+	h2_limits_default(&lim);
+	lim.send_buffer = 8192;
+	side_new(&c, H2_CLIENT, &lim);
+	side_new(&s, H2_SERVER, NULL);
+	request(&m, "POST", "/up");
+	assert_int_equal(h2_request(c.h, &m, 0, NULL, &st), 0);
+	hmsg_clear(&m);
+	memset(chunk, 'u', sizeof(chunk));
+	/* exactly what fits: the queue is full, nothing was refused */
+	assert_int_equal(h2_write(c.h, st, chunk, 4096, &n), 0);
+	assert_int_equal(h2_write(c.h, st, chunk, 4096, &n), 0);
+	assert_int_equal(n, 4096);
+	h2_stream_buffered(st, &in, &out);
+	assert_int_equal(out, 8192);
+	total = 8192;
+	c.rooms = 0;
+	pump(&c, &s);
+	assert_true(c.rooms >= 1);
+	assert_int_equal(h2_write(c.h, st, chunk, 4096, &n), 0);
+	total += n;
+	assert_int_equal(h2_end(c.h, st, NULL), 0);
+	pump(&c, &s);
+	assert_int_equal(s.s[0].nbody, total);
+	h2_stream_done(c.h, st);
+	side_free(&c);
+	side_free(&s);
+}
+
 static void
 garbage(void **state)
 {
@@ -1079,6 +1181,9 @@ main(void)
 		cmocka_unit_test(header_limits),
 		cmocka_unit_test(raw_peers),
 		cmocka_unit_test(goaway_drains),
+		cmocka_unit_test(ping),
+		cmocka_unit_test(early_answer),
+		cmocka_unit_test(room_when_filled),
 		cmocka_unit_test(garbage),
 		cmocka_unit_test(xfcc_through_h2),
 		cmocka_unit_test(socketpair_end_to_end),

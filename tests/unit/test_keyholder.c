@@ -683,6 +683,72 @@ sign_call_many_in_flight(void **state)
 }
 
 /*
+ * A keyholder sized to its token (the default): a token that takes 20 ms
+ * per signature (the benchmark's slow-token setting) with 32 requests in
+ * flight grows its sessions (open on the token) above min within its bound, every signature
+ * verifies; quiet again, it shrinks back to min and the token sessions
+ * above it are closed, and it still signs (the login outlives them).
+ * Observed through its POOL reply. Bounded: at most 20 rounds of 32, and
+ * 10 s for the shrink (a quiet period of 1 s).
+ */
+static void
+sessions_follow_a_slow_token(void **state)
+{
+	struct calls k = { 0 };
+	struct kh_pool p;
+	uint8_t sig[HSM_MAX_SIG];
+	size_t siglen;
+	int rounds, want_max = tb_tpm() ? 8 : 16;
+	uint64_t t0;
+
+	opts.workers_min = 2;
+	opts.workers_max = want_max;
+	opts.shrink_ms = 1000;
+	calls_setup(&k, 20, 0, "autosize");
+	opts.workers_min = opts.workers_max = 0;
+	opts.shrink_ms = 0;
+	assert_int_equal(kh_pool(k.c, 0, &p), 0);
+	assert_int_equal(p.sessions, 2);
+	assert_int_equal(p.min, 2);
+	assert_int_equal(p.max, want_max);
+	assert_true(p.open >= 1 && p.open <= 2);
+	p.open = 0;
+	for (rounds = 0; rounds < 20 && p.open <= 2; rounds++) {
+		for (int i = 0; i < 32; i++) {
+			RAND_bytes(k.dg[i], 32);
+			assert_int_equal(calls_send(&k, i), 0);
+		}
+		calls_wait(&k, 32 * (rounds + 1));
+		for (int i = 0; i < 32; i++) {
+			assert_int_equal(k.seen[i], 1);
+			k.seen[i] = 0;
+		}
+		assert_int_equal(kh_pool(k.c, 0, &p), 0);
+		assert_true(p.sessions <= want_max && p.open <= want_max);
+	}
+	assert_int_equal(k.ok, 32 * rounds);
+	print_message("# %d rounds of 32: %d sessions (%d open), %u us per signature\n", rounds,
+	    p.sessions, p.open, p.latency_us);
+	assert_true(p.sessions > 2 && p.open > 2);
+	assert_true(p.latency_us >= 20000);
+	/* Quiet: back to min, the sessions above it closed. */
+	t0 = hsm_now_ms();
+	do {
+		usleep(50000);
+		assert_int_equal(kh_pool(k.c, 0, &p), 0);
+	} while ((p.sessions != 2 || p.open > 2) && hsm_now_ms() - t0 < 10000);
+	assert_int_equal(p.sessions, 2);
+	assert_true(p.open >= 1 && p.open <= 2);
+	RAND_bytes(k.dg[0], 32);
+	assert_int_equal(kh_sign(k.c, k.id, HSM_SIG_ECDSA, k.dg[0], 32, 5000, sig, &siglen), 0);
+	assert_true(verify_digest(k.pub, k.dg[0], 32, sig, siglen));
+	kh_destroy(k.c, k.id, 0);
+	reap(k.c, k.pid);
+	k.seen[0] = 1;
+	calls_end(&k, 1);
+}
+
+/*
  * The keyholder dies with kh_sign_call requests in flight: each callback
  * comes once, with HSM_ECLOSED; a later call fails at once (no callback)
  * or calls back with HSM_ECLOSED; freeing the client calls nothing more.
@@ -855,6 +921,7 @@ main(void)
 		cmocka_unit_test(supervised_keyholder_restarts),
 		cmocka_unit_test(list_by_prefix),
 		cmocka_unit_test(sign_call_many_in_flight),
+		cmocka_unit_test(sessions_follow_a_slow_token),
 		cmocka_unit_test(sign_call_keyholder_killed),
 		cmocka_unit_test(sign_call_client_freed),
 		cmocka_unit_test(malformed_peer_closed),

@@ -56,10 +56,47 @@ attrs_request(void **state)
 	assert_int_equal(r.type, KH_T_ATTRS);
 	assert_int_equal(r.deadline_ms, 250);
 	assert_memory_equal(r.keyid, id, sizeof(id));
-	/* the reply's flags fit the byte's six defined bits */
+	/* the reply's flags fit the byte's seven defined bits (CKA_WRAP_WITH_TRUSTED the 7th) */
 	assert_int_equal(KH_ATTR_ALL, KH_ATTR_SENSITIVE | KH_ATTR_ALWAYS_SENSITIVE |
-	    KH_ATTR_EXTRACTABLE | KH_ATTR_NEVER_EXTRACTABLE | KH_ATTR_TOKEN | KH_ATTR_PRIVATE);
-	assert_int_equal(KH_ATTR_ALL & 0xc0, 0);
+	    KH_ATTR_EXTRACTABLE | KH_ATTR_NEVER_EXTRACTABLE | KH_ATTR_TOKEN | KH_ATTR_PRIVATE |
+	    KH_ATTR_WRAP_WITH_TRUSTED);
+	assert_int_equal(KH_ATTR_WRAP_WITH_TRUSTED, 0x40);
+	assert_int_equal(KH_ATTR_ALL & 0x80, 0);
+}
+
+/* POOL: an empty request; its reply's fields round-trip, and a bad reply is refused. */
+static void
+pool_request_and_reply(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], body[KH_POOL_LEN], one = 0;
+	struct kh_frame f;
+	struct kh_request r;
+	struct kh_pool p = { 5, 2, 64, 4, 0, 20123, 19876 }, q;
+	int n = enc(buf, KH_T_POOL, 100, NULL, 0);
+
+	assert_int_equal(KH_T_POOL, 20);
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_int_equal(r.type, KH_T_POOL);
+	n = enc(buf, KH_T_POOL, 100, &one, 1);
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+
+	kh_pool_encode(&p, body);
+	assert_int_equal(kh_pool_parse(body, sizeof(body), &q), 0);
+	assert_int_equal(q.sessions, 5);
+	assert_int_equal(q.min, 2);
+	assert_int_equal(q.max, 64);
+	assert_int_equal(q.open, 4);
+	assert_int_equal(q.cap, 0);
+	assert_int_equal(q.latency_us, 20123);
+	assert_int_equal(q.base_us, 19876);
+	assert_int_equal(kh_pool_parse(body, sizeof(body) - 1, &q), HSM_EPROTO);
+	body[11] = 1;				/* reserved */
+	assert_int_equal(kh_pool_parse(body, sizeof(body), &q), HSM_EPROTO);
+	p.min = 65;				/* min above max */
+	kh_pool_encode(&p, body);
+	assert_int_equal(kh_pool_parse(body, sizeof(body), &q), HSM_EPROTO);
 }
 
 static void
@@ -188,6 +225,151 @@ good_label(void **state)
 	assert_int_equal(r.keytype, HSM_KEY_EC_P384);
 }
 
+/* GENERATE's optional flags byte after the label. */
+static void
+generate_flags(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], body[8] = { HSM_KEY_EC_P256, 2, 'c', 'a', HSM_GEN_REPLICABLE };
+	struct kh_frame f;
+	struct kh_request r;
+	int n = enc(buf, KH_T_GENERATE, 10, body, 5);
+
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_string_equal(r.label, "ca");
+	assert_int_equal(r.genflags, HSM_GEN_REPLICABLE);
+	/* without it: 0 */
+	n = enc(buf, KH_T_GENERATE, 10, body, 4);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_int_equal(r.genflags, 0);
+	/* an unknown flag, or a second byte after the label */
+	body[4] = 0x80;
+	n = enc(buf, KH_T_GENERATE, 10, body, 5);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	body[4] = HSM_GEN_REPLICABLE;
+	n = enc(buf, KH_T_GENERATE, 10, body, 6);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	/* an empty label with flags */
+	body[1] = 0;
+	body[2] = HSM_GEN_REPLICABLE;
+	n = enc(buf, KH_T_GENERATE, 10, body, 3);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_string_equal(r.label, "");
+	assert_int_equal(r.genflags, HSM_GEN_REPLICABLE);
+}
+
+/* The replication requests: UNWRAPPING_KEY, WRAP, UNWRAP (docs/PROTOCOL.md). */
+static void
+replication_requests(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], body[KH_MAX_FRAME], *p;
+	struct kh_frame f;
+	struct kh_request r;
+	size_t len;
+	int n;
+
+	/* UNWRAPPING_KEY: a label of 1..64 */
+	body[0] = 4;
+	memcpy(body + 1, "wrap", 4);
+	n = enc(buf, KH_T_UNWRAPPING_KEY, 10, body, 5);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_string_equal(r.label, "wrap");
+	body[0] = 0;
+	n = enc(buf, KH_T_UNWRAPPING_KEY, 10, body, 1);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+
+	/* WRAP: a key id and 1..HSM_MAX_SPKI bytes of the target's key */
+	memset(body, 0x33, HSM_KEYID_LEN);
+	memset(body + HSM_KEYID_LEN, 0x44, 300);
+	n = enc(buf, KH_T_WRAP, 10, body, HSM_KEYID_LEN + 300);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_int_equal(r.spkilen, 300);
+	assert_memory_equal(r.spki, body + HSM_KEYID_LEN, 300);
+	assert_memory_equal(r.keyid, body, HSM_KEYID_LEN);
+	n = enc(buf, KH_T_WRAP, 10, body, HSM_KEYID_LEN);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	n = enc(buf, KH_T_WRAP, 10, body, HSM_KEYID_LEN + HSM_MAX_SPKI + 1);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+
+	/* UNWRAP: id, oaep, transport, spki, label, key */
+	p = body;
+	memset(p, 0x55, HSM_KEYID_LEN);
+	p += HSM_KEYID_LEN;
+	*p++ = HSM_OAEP_SHA1;
+	*p++ = 0x01;		/* tlen 384 */
+	*p++ = 0x80;
+	memset(p, 0x66, 384);
+	p += 384;
+	*p++ = 0;		/* spkilen 91 */
+	*p++ = 91;
+	memset(p, 0x77, 91);
+	p += 91;
+	*p++ = 3;
+	memcpy(p, "hca", 3);
+	p += 3;
+	memset(p, 0x88, 40);
+	p += 40;
+	len = (size_t)(p - body);
+	n = enc(buf, KH_T_UNWRAP, 10, body, len);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), 0);
+	assert_int_equal(r.wrapped.oaep, HSM_OAEP_SHA1);
+	assert_int_equal(r.wrapped.tlen, 384);
+	assert_int_equal(r.spkilen, 91);
+	assert_string_equal(r.label, "hca");
+	assert_int_equal(r.wrapped.klen, 40);
+	assert_int_equal(r.wrapped.key[39], 0x88);
+	/* every cut short, and the key shorter than 16 bytes */
+	for (size_t cut = 0; cut < len - 40 + 15; cut++) {
+		n = enc(buf, KH_T_UNWRAP, 10, body, cut);
+		kh_frame_parse(buf, (size_t)n, &f);
+		assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	}
+	/* an unknown OAEP hash, a transport key too long, a bad label byte */
+	body[HSM_KEYID_LEN] = 3;
+	n = enc(buf, KH_T_UNWRAP, 10, body, len);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	body[HSM_KEYID_LEN] = HSM_OAEP_SHA256;
+	body[HSM_KEYID_LEN + 1] = 0x02;
+	body[HSM_KEYID_LEN + 2] = 0x01;
+	n = enc(buf, KH_T_UNWRAP, 10, body, len);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+	body[HSM_KEYID_LEN + 1] = 0x01;
+	body[HSM_KEYID_LEN + 2] = 0x80;
+	body[len - 40 - 2] = ' ';
+	n = enc(buf, KH_T_UNWRAP, 10, body, len);
+	kh_frame_parse(buf, (size_t)n, &f);
+	assert_int_equal(kh_request_decode(&f, &r), HSM_EPROTO);
+}
+
+/* A reply body of three parts, as WRAP's is sent. */
+static void
+encode3(void **state)
+{
+	uint8_t buf[KH_MAX_FRAME], a[3] = { 1, 2, 3 }, b[5] = { 4 }, c[7] = { 5 };
+	struct kh_frame f;
+	int n = kh_frame_encode3(buf, sizeof(buf), KH_T_WRAP | KH_T_REPLY, 9, a, 3, b, 5, c, 7);
+
+	assert_int_equal(n, KH_HDR_LEN + 15);
+	assert_int_equal(kh_frame_parse(buf, (size_t)n, &f), n);
+	assert_int_equal(f.bodylen, 15);
+	assert_int_equal(f.arg, 0);
+	assert_int_equal(f.body[8], 5);
+	assert_int_equal(kh_frame_encode3(buf, sizeof(buf), 1, 1, a, 3, b, 5, buf, KH_MAX_FRAME),
+	    HSM_EINVAL);
+}
+
 /* LIST: after[32], a prefix; its reply entries are checked one by one. */
 static void
 list_request_and_reply(void **state)
@@ -268,11 +450,15 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(roundtrip_sign),
 		cmocka_unit_test(attrs_request),
+		cmocka_unit_test(pool_request_and_reply),
 		cmocka_unit_test(incomplete_frames_wait),
 		cmocka_unit_test(bad_headers_rejected),
 		cmocka_unit_test(bad_bodies_rejected),
 		cmocka_unit_test(good_label),
 		cmocka_unit_test(encode_refuses_oversize),
+		cmocka_unit_test(generate_flags),
+		cmocka_unit_test(replication_requests),
+		cmocka_unit_test(encode3),
 		cmocka_unit_test(list_request_and_reply),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

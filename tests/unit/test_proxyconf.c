@@ -167,6 +167,13 @@ full_file(void **state)
 	    "    listen: 127.0.0.1:0\n"
 	    "    connect: \"[::1]:6380\"\n"
 	    "    expect_id: spiffe://example.org/cache/*\n"
+	    "admission:\n"
+	    "  handshake_rate: 0\n"
+	    "  handshake_burst: 7\n"
+	    "  ipv4_prefix: 24\n"
+	    "  ipv6_prefix: 56\n"
+	    "  sources: 64\n"
+	    "  max_key_operations: 3\n"
 	    "metrics:\n"
 	    "  listen: 127.0.0.1:9100\n"
 	    "access_log: logs/access.log\n";
@@ -186,6 +193,12 @@ full_file(void **state)
 	assert_int_equal(c->idle_timeout_ms, 60000);
 	assert_int_equal(c->connect_timeout_ms, 1500);
 	assert_int_equal(c->drain_timeout_ms, 3600000);
+	assert_int_equal(c->adm.handshake_rate, 0);
+	assert_int_equal(c->adm.handshake_burst, 7);
+	assert_int_equal(c->adm.ipv4_prefix, 24);
+	assert_int_equal(c->adm.ipv6_prefix, 56);
+	assert_int_equal(c->adm.sources, 64);
+	assert_int_equal(c->adm.max_key_ops, 3);
 	assert_string_equal(c->metrics_listen, "127.0.0.1:9100");
 	addr_is(&c->metrics_addr, c->metrics_len, AF_INET);
 	assert_int_equal(ntohs(((struct sockaddr_in *)&c->metrics_addr)->sin_port), 9100);
@@ -223,6 +236,33 @@ full_file(void **state)
 	proxy_config_free(NULL);
 }
 
+/* tls.profile 3gpp-nf: TLS 1.2 and 1.3 both, SNI on every outbound listener. */
+static void
+tls_profile(void **state)
+{
+	struct proxy_config *c = NULL;
+#define OUT_SNI "outbound:\n  - name: to-amf\n    listen: 127.0.0.1:0\n" \
+	"    connect: 127.0.0.1:9443\n    expect_id: spiffe://example.org/amf\n"
+
+	assert_int_equal(load(AGENT INBOUND "tls:\n  profile: 3gpp-nf\n" OUT_SNI
+	    "    server_name: amf1.5gc.mnc001.mcc001.3gppnetwork.org\n", &c), 0);
+	assert_int_equal(c->tls_3gpp, 1);
+	assert_int_equal(c->tls_min_version, 0x0303);
+	assert_string_equal(c->lst[1].server_name, "amf1.5gc.mnc001.mcc001.3gppnetwork.org");
+	proxy_config_free(c);
+	c = NULL;
+	assert_int_equal(load(AGENT INBOUND "tls:\n  profile: default\n", &c), 0);
+	assert_int_equal(c->tls_3gpp, 0);
+	assert_int_equal(c->tls_min_version, 0x0304);
+	proxy_config_free(c);
+	refuse(AGENT INBOUND "tls:\n  profile: 3gpp-nf\n" OUT_SNI, "'tls.profile' 3gpp-nf",
+	    "'to-amf' needs server_name");
+	refuse(AGENT INBOUND "tls:\n  profile: 3gpp-nf\n  min_version: \"1.3\"\n",
+	    "'tls.min_version' \"1.3\" contradicts", "TS 33.210");
+	refuse(AGENT INBOUND "tls:\n  profile: 3gpp\n", "'tls.profile' must be", "'3gpp'");
+#undef OUT_SNI
+}
+
 static void
 defaults(void **state)
 {
@@ -242,9 +282,17 @@ defaults(void **state)
 	assert_int_equal(c->idle_timeout_ms, 300000);
 	assert_int_equal(c->connect_timeout_ms, 5000);
 	assert_int_equal(c->drain_timeout_ms, 10000);
+	assert_int_equal(c->adm.handshake_rate, 100);
+	assert_int_equal(c->adm.handshake_burst, 1000);
+	assert_int_equal(c->adm.ipv4_prefix, 32);
+	assert_int_equal(c->adm.ipv6_prefix, 64);
+	assert_int_equal(c->adm.sources, 16384);
+	assert_int_equal(c->adm.max_key_ops, 1024);
 	assert_int_equal(c->nlst, 1);
 	assert_null(c->metrics_listen);
 	assert_null(c->access_log);
+	assert_int_equal(c->crl_refuse_stale, 0);	/* revocation.stale: keep */
+	assert_int_equal(c->crl_close, 1);		/* revocation.close_established: true */
 	proxy_config_free(c);
 
 	/* Outbound alone is enough; an empty inbound list is no listener; "-" is stderr. */
@@ -257,6 +305,23 @@ defaults(void **state)
 	assert_string_equal(c->access_log, "-");
 	assert_int_equal(c->tickets, 1);
 	proxy_config_free(c);
+}
+
+static void
+revocation(void **state)
+{
+	struct proxy_config *c = NULL;
+
+	assert_int_equal(load(AGENT INBOUND "revocation:\n  stale: refuse\n"
+	    "  close_established: no\n", &c), 0);
+	assert_int_equal(c->crl_refuse_stale, 1);
+	assert_int_equal(c->crl_close, 0);
+	proxy_config_free(c);
+	refuse(AGENT INBOUND "revocation:\n  stale: ignore\n",
+	    "'revocation.stale' must be \"keep\" or \"refuse\", not 'ignore'", "line 9");
+	refuse(AGENT INBOUND "revocation:\n  close_established: sometimes\n",
+	    "revocation.close_established", NULL);
+	refuse(AGENT INBOUND "revocation:\n  check: off\n", "unknown key 'revocation.check'", NULL);
 }
 
 static void
@@ -330,6 +395,16 @@ bad_values(void **state)
 	refuse(AGENT INBOUND "limits:\n  buffer_size: 512\n", "'limits.buffer_size'", "1024");
 	refuse(AGENT INBOUND "limits:\n  max_connections: 1000001\n", "'limits.max_connections'",
 	    NULL);
+	refuse(AGENT INBOUND "admission:\n  handshake_rate: 1000001\n",
+	    "'admission.handshake_rate'", "0 to 1000000");
+	refuse(AGENT INBOUND "admission:\n  handshake_burst: 0\n", "'admission.handshake_burst'",
+	    NULL);
+	refuse(AGENT INBOUND "admission:\n  ipv4_prefix: 33\n", "'admission.ipv4_prefix'", NULL);
+	refuse(AGENT INBOUND "admission:\n  ipv6_prefix: 0\n", "'admission.ipv6_prefix'", NULL);
+	refuse(AGENT INBOUND "admission:\n  sources: 63\n", "'admission.sources'", NULL);
+	refuse(AGENT INBOUND "admission:\n  max_key_operations: 0\n",
+	    "'admission.max_key_operations'", NULL);
+	refuse(AGENT INBOUND "admission:\n  rate: 5\n", "'admission.rate'", "unknown");
 	refuse(AGENT INBOUND "tls:\n  min_version: \"1.1\"\n", "'tls.min_version'", "'1.1'");
 	refuse(AGENT INBOUND "tls:\n  min_version: 1.0\n", "'tls.min_version'", NULL);
 	refuse(AGENT INBOUND "tls:\n  tickets: maybe\n", "'tls.tickets' must be true or false",
@@ -651,6 +726,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(full_file),
 		cmocka_unit_test(defaults),
+		cmocka_unit_test(tls_profile),
 		cmocka_unit_test(unknown_keys),
 		cmocka_unit_test(missing_keys),
 		cmocka_unit_test(no_listeners),
@@ -661,6 +737,7 @@ main(void)
 		cmocka_unit_test(patterns),
 		cmocka_unit_test(http_listeners),
 		cmocka_unit_test(bad_routes),
+		cmocka_unit_test(revocation),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

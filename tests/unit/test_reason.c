@@ -17,9 +17,11 @@
 /* The labels in docs/PROXY.md and the access log, in enum order. */
 static const char *const want[REASON_COUNT] = {
 	NULL, "no_client_cert", "untrusted", "cert_expired", "cert_not_yet_valid",
-	"cert_invalid", "bad_spiffe_id", "not_allowed", "unexpected_id", "handshake_timeout",
+	"cert_invalid", "bad_spiffe_id", "not_allowed", "unexpected_id", "cert_revoked",
+	"crl_unavailable", "handshake_timeout",
 	"key_operation", "no_identity", "peer_closed", "tls_error", "internal", "shutdown",
-	"connect_failed", "connect_timeout", "reset", "idle_timeout",
+	"rate_limited", "key_ops_busy",
+	"connect_failed", "connect_timeout", "reset", "idle_timeout", "http_error",
 };
 
 static void
@@ -48,7 +50,8 @@ denials(void **state)
 	/* refused by policy or certificate checks: decision "deny", logged at info */
 	static const enum reason deny[] = { REASON_NOT_ALLOWED, REASON_UNEXPECTED_ID,
 	    REASON_NO_CLIENT_CERT, REASON_UNTRUSTED, REASON_CERT_EXPIRED,
-	    REASON_CERT_NOT_YET_VALID, REASON_CERT_INVALID, REASON_BAD_SPIFFE_ID };
+	    REASON_CERT_NOT_YET_VALID, REASON_CERT_INVALID, REASON_BAD_SPIFFE_ID,
+	    REASON_CERT_REVOKED, REASON_CRL_UNAVAILABLE };
 	int n = 0;
 
 	for (size_t i = 0; i < sizeof(deny) / sizeof(deny[0]); i++)
@@ -71,6 +74,20 @@ unreachable(void **state)
 	for (int r = 0; r < REASON_COUNT; r++)
 		n += reason_is_unreachable((enum reason)r);
 	assert_int_equal(n, 2);
+}
+
+static void
+admission(void **state)
+{
+	int n = 0;
+
+	assert_int_equal(reason_is_admission(REASON_RATE_LIMITED), 1);
+	assert_int_equal(reason_is_admission(REASON_KEY_OPS_BUSY), 1);
+	assert_int_equal(reason_is_denial(REASON_RATE_LIMITED), 0);
+	for (int r = 0; r < REASON_COUNT; r++)
+		n += reason_is_admission((enum reason)r);
+	assert_int_equal(n, 2);
+	assert_int_equal(reason_is_admission(REASON_COUNT), 0);
 }
 
 static void
@@ -101,6 +118,7 @@ main(void)
 		cmocka_unit_test(labels),
 		cmocka_unit_test(denials),
 		cmocka_unit_test(unreachable),
+		cmocka_unit_test(admission),
 		cmocka_unit_test(first_wins),
 	};
 

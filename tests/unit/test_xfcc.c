@@ -87,12 +87,61 @@ forged_removed(void **state)
 	h1_free(&p);
 }
 
+
+/* The caller's ID as an application reads it back: the URI of the first element. */
+static void
+uri(void **state)
+{
+	char out[64], *v = NULL;
+
+	assert_int_equal(xfcc_uri("By=spiffe://a/smf;Hash=00;URI=spiffe://a/amf", out,
+	    sizeof(out)), 0);
+	assert_string_equal(out, "spiffe://a/amf");
+	/* what xfcc_value quotes comes back unquoted */
+	assert_int_equal(xfcc_value("spiffe://a/b", der, sizeof(der), "spiffe://a/\"q\",x;y", &v),
+	    0);
+	assert_int_equal(xfcc_uri(v, out, sizeof(out)), 0);
+	assert_string_equal(out, "spiffe://a/\"q\",x;y");
+	free(v);
+	/* keys in any case; only the first element counts */
+	assert_int_equal(xfcc_uri("uri=spiffe://a/x,URI=spiffe://a/y", out, sizeof(out)), 0);
+	assert_string_equal(out, "spiffe://a/x");
+	assert_int_equal(xfcc_uri("By=x,URI=spiffe://a/y", out, sizeof(out)), HSM_ENOENT);
+	assert_int_equal(xfcc_uri("", out, sizeof(out)), HSM_ENOENT);
+	assert_int_equal(xfcc_uri("By", out, sizeof(out)), HSM_EPROTO);
+	assert_int_equal(xfcc_uri("URI=\"open", out, sizeof(out)), HSM_EPROTO);
+	assert_int_equal(xfcc_uri("URI=\"a\"b", out, sizeof(out)), HSM_EPROTO);
+	assert_int_equal(xfcc_uri("URI=a\x01b", out, sizeof(out)), HSM_EPROTO);
+	assert_int_equal(xfcc_uri("URI=spiffe://a/very/long/path/indeed", out, 8), HSM_EINVAL);
+}
+
+/* A value made once per connection: every forged spelling goes, ours is added once. */
+static void
+set_value(void **state)
+{
+	struct hmsg m;
+	size_t removed = 9;
+
+	hmsg_init(&m, 1);
+	assert_int_equal(hmsg_add(&m, "X-Forwarded-Client-Cert", 23, "By=evil", 7), 0);
+	assert_int_equal(hmsg_add(&m, "accept", 6, "*/*", 3), 0);
+	assert_int_equal(hmsg_add(&m, "x_forwarded_client_cert", 23, "URI=evil", 8), 0);
+	assert_int_equal(xfcc_set(&m, "By=a;URI=b", &removed), 0);
+	assert_int_equal(removed, 2);
+	assert_int_equal(m.nf, 2);
+	assert_string_equal(hmsg_value(&m, XFCC_NAME), "By=a;URI=b");
+	assert_string_equal(m.f[0].name, "accept");
+	hmsg_clear(&m);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(value),
 		cmocka_unit_test(forged_removed),
+		cmocka_unit_test(uri),
+		cmocka_unit_test(set_value),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

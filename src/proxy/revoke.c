@@ -1,0 +1,254 @@
+/*
+ * revoke.c - the CA's CRL in the sidecar (docs/PROXY.md, "Revocation").
+ *
+ * The proxy subscribes to the CRL on an agent connection of its own
+ * (CRL_SUBSCRIBE; an agent without it closes only that connection). Every
+ * CRL pushed is checked against a CA certificate of the trust bundle
+ * (crl_check: signature, issuer, times, a number no older than the one
+ * held) and then placed in the verify store of a new generation of TLS
+ * contexts: new handshakes check the peer's leaf against it
+ * (X509_V_FLAG_CRL_CHECK), resumed ones are checked by handshake_done,
+ * and the workers close the established connections of a listed peer at
+ * their next sweep (revocation.close_established).
+ *
+ * No current CRL (none received yet, or the one held is past its
+ * nextUpdate): revocation.stale decides. "keep" (the default) goes on
+ * with the last CRL, whose entries still refuse, or with no check at all
+ * before the first; "refuse" refuses every peer until a current CRL
+ * arrives.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/x509.h>
+
+#include "agclient.h"
+#include "cert.h"
+#include "crl.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "proxy.h"
+#include "proxyconf.h"
+#include "util.h"
+
+/* agclient's reader thread: hand the CRL to the main thread. */
+static void
+on_crl(void *arg, int status, const uint8_t *der, size_t len)
+{
+	struct link *ln = arg;
+	struct proxy *px = ln->px;
+	uint64_t one = 1;
+	uint8_t *copy;
+
+	if (status != 0) {
+		atomic_store(&ln->crl_ended, status);
+	} else {
+		if (len == 0)
+			return;		/* the agent holds no CRL yet: it pushes one later */
+		if ((copy = malloc(len)) == NULL)
+			return;
+		memcpy(copy, der, len);
+		pthread_mutex_lock(&px->mbox_mu);
+		free(px->mb_crl);
+		px->mb_crl = copy;
+		px->mb_crl_len = len;
+		px->mb_crl_link = ln;
+		pthread_mutex_unlock(&px->mbox_mu);
+	}
+	if (write(px->mbox_evfd, &one, sizeof(one)) < 0) {
+		/* saturated counter: the main thread is awake anyway */
+	}
+}
+
+void
+revoke_subscribe(struct proxy *px, struct link *ln)
+{
+	int st;
+
+	if ((st = agc_connect(px->cfg->agent_socket, &ln->crlc)) != 0 ||
+	    (st = agc_subscribe_crl(ln->crlc, on_crl, ln)) != 0) {
+		log_warn("agent at %s: no CRL subscription (%s): revocation.stale applies until "
+		    "the next agent connection", px->cfg->agent_socket, hsm_err_msg(st));
+		agc_free(ln->crlc);
+		ln->crlc = NULL;
+	}
+}
+
+/* Check der against the bundle of the current identity; 0 (or HSM_EAGAIN: expired) with *out. */
+static int
+check_against_bundle(struct proxy *px, const uint8_t *der, size_t len, X509_CRL **out,
+    struct crl_info *info)
+{
+	STACK_OF(X509) *bundle = px->cur->bundle;
+	int64_t now = (int64_t)time(NULL);
+	int r = hsm_err(HSM_EPROTO, "the trust bundle has no CA certificate");
+
+	for (int i = 0; i < sk_X509_num(bundle); i++) {
+		r = crl_check(der, len, sk_X509_value(bundle, i), now, out, info);
+		if (r == 0 || r == HSM_EAGAIN || r == HSM_ENOMEM)
+			return r;
+	}
+	return r;
+}
+
+void
+revoke_apply(struct proxy *px)
+{
+	struct crl_info info;
+	X509_CRL *crl = NULL;
+	char t[HSM_TIME_STR];
+	int r;
+
+	if (px->crl_pending == NULL || px->cur == NULL)
+		return;
+	r = check_against_bundle(px, px->crl_pending, px->crl_pending_len, &crl, &info);
+	free(px->crl_pending);
+	px->crl_pending = NULL;
+	px->crl_pending_len = 0;
+	if (r != 0 && r != HSM_EAGAIN) {
+		log_warn("CRL from the agent refused: %s; keeping %s", hsm_err_msg(r),
+		    px->crl != NULL ? "the last one" : "none");
+		return;
+	}
+	if (px->crl != NULL && info.number <= px->crl_info.number) {
+		if (info.number < px->crl_info.number)
+			log_warn("CRL %llu from the agent refused: older than the one held (%llu)",
+			    (unsigned long long)info.number,
+			    (unsigned long long)px->crl_info.number);
+		X509_CRL_free(crl);
+		return;
+	}
+	X509_CRL_free(px->crl);
+	px->crl = crl;
+	px->crl_info = info;
+	metric_gauge_set(px->crl_number, (double)info.number);
+	metric_gauge_set(px->crl_next_update, (double)info.next_update);
+	hsm_fmt_time(info.next_update, t);
+	log_info("CRL %llu: %zu revoked certificate%s, next update %s%s",
+	    (unsigned long long)info.number, info.count, info.count == 1 ? "" : "s", t,
+	    r == HSM_EAGAIN ? " (already past: revocation.stale applies)" : "");
+	if ((r = ident_regen(px)) != 0) {
+		log_err("new TLS contexts with CRL %llu: %s (handshakes use the previous CRL)",
+		    (unsigned long long)info.number, hsm_err_msg(r));
+		return;
+	}
+	/* Stored outbound sessions may be with a peer revoked since: full handshakes. */
+	for (size_t i = 0; i < px->cfg->nlst; i++)
+		sess_clear(&px->sess[i]);
+	atomic_fetch_add(&px->crl_gen, 1);
+}
+
+void
+revoke_take(struct proxy *px, uint8_t *der, size_t len)
+{
+	free(px->crl_pending);
+	px->crl_pending = der;
+	px->crl_pending_len = len;
+	revoke_apply(px);
+}
+
+int
+revoke_verify_error(struct conn *c, int err, X509 *cert)
+{
+	char serial[80] = "?";
+
+	switch (err) {
+	case X509_V_ERR_CERT_REVOKED:
+		if (cert != NULL)
+			cert_serial_hex(X509_get0_serialNumber(cert), serial, sizeof(serial));
+		fail_set(&c->fail, REASON_CERT_REVOKED, "peer certificate serial %s is revoked "
+		    "(the CA's CRL lists it)", serial);
+		return 0;
+	case X509_V_ERR_UNABLE_TO_GET_CRL:
+	case X509_V_ERR_CRL_HAS_EXPIRED:
+	case X509_V_ERR_CRL_NOT_YET_VALID:
+	case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+	case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+	case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+	case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
+	case X509_V_ERR_DIFFERENT_CRL_SCOPE:
+	case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
+		if (!c->pol->cfg->crl_refuse_stale)
+			return 1;	/* keep: the last CRL's entries still refuse (checked after this) */
+		fail_set(&c->fail, REASON_CRL_UNAVAILABLE, "no current CRL for the peer's "
+		    "certificate (%s) and revocation.stale is refuse",
+		    X509_verify_cert_error_string(err));
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* The CRL of the current identity, with a reference, or NULL. */
+static X509_CRL *
+current_crl(struct proxy *px)
+{
+	X509_CRL *crl = NULL;
+
+	pthread_mutex_lock(&px->mu);
+	if (px->cur != NULL && (crl = px->cur->crl) != NULL)
+		X509_CRL_up_ref(crl);
+	pthread_mutex_unlock(&px->mu);
+	return crl;
+}
+
+/* Record why c's peer is refused: its certificate is listed. */
+static void
+fail_revoked(struct conn *c, X509 *peer, const char *when)
+{
+	char serial[80];
+
+	cert_serial_hex(X509_get0_serialNumber(peer), serial, sizeof(serial));
+	fail_set(&c->fail, REASON_CERT_REVOKED, "peer %s certificate serial %s is revoked (the "
+	    "CA's CRL lists it)%s", c->peer_id != NULL ? c->peer_id : "", serial, when);
+}
+
+int
+revoke_check_peer(struct conn *c, X509 *peer)
+{
+	X509_CRL *crl = current_crl(c->w->px);
+	int listed = crl != NULL && crl_lists(crl, peer);
+
+	if (listed)
+		fail_revoked(c, peer, c->resumed ? "; a resumed session" : "");
+	X509_CRL_free(crl);
+	return listed;
+}
+
+void
+revoke_sweep(struct worker *w)
+{
+	struct proxy *px = w->px;
+	unsigned g = atomic_load(&px->crl_gen), n = 0;
+	struct policy *pol;
+	struct ident *id;
+	struct conn *c, *next;
+	X509 *peer;
+
+	if (g == w->crl_gen)
+		return;
+	w->crl_gen = g;
+	proxy_get(px, &id, &pol);
+	if (id != NULL && id->crl != NULL && pol->cfg->crl_close) {
+		for (c = w->head.next; c != &w->head; c = next) {
+			next = c->next;
+			if (!c->authorised || (c->state != C_RELAY && c->state != C_CONNECT) ||
+			    conn_ssl(c) == NULL ||
+			    (peer = SSL_get0_peer_certificate(conn_ssl(c))) == NULL ||
+			    !crl_lists(id->crl, peer))
+				continue;
+			fail_revoked(c, peer, "; established connection closed");
+			metric_inc(px->revoked_closed);
+			conn_close(c);
+			n++;
+		}
+	}
+	if (n > 0)
+		log_warn("closed %u established connection%s of revoked peers "
+		    "(revocation.close_established)", n, n == 1 ? "" : "s");
+	ident_put(id);
+	policy_put(pol);
+}
