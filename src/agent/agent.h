@@ -179,6 +179,12 @@ struct agent {
 	 */
 	pthread_mutex_t anchors_mu;
 	STACK_OF(X509) *learned;
+	/*
+	 * The CA certificates of the last chain installed (verified to the
+	 * root): under an operator's root, the CA that signs the CRL is one
+	 * (crl.c). Guarded by anchors_mu.
+	 */
+	STACK_OF(X509) *issuers;
 	char *root_pem;
 	size_t root_pemlen;
 	char td[SPIFFE_TD_MAX + 1];	/* the root's trust domain ("" when it names none) */

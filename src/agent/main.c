@@ -379,6 +379,7 @@ shutdown_agent(struct agent *ag)
 	crl_free(ag);
 	X509_free(ag->root);
 	svid_certs_free(ag->learned);
+	svid_certs_free(ag->issuers);
 	free(ag->root_pem);
 	if (ag->ep != -1)
 		close(ag->ep);

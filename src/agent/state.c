@@ -264,6 +264,13 @@ wl_install(struct agent *ag, struct wl *w, X509 *cert, STACK_OF(X509) *chain,
 	}
 	wl_clear_current(w);
 	w->cert = cert;
+	if (chain != NULL && sk_X509_num(chain) > 0) {
+		pthread_mutex_lock(&ag->anchors_mu);
+		svid_certs_free(ag->issuers);
+		ag->issuers = chain;
+		chain = NULL;
+		pthread_mutex_unlock(&ag->anchors_mu);
+	}
 	svid_certs_free(chain);
 	w->key = *k;
 	memset(k, 0, sizeof(*k));

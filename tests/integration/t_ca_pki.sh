@@ -188,6 +188,13 @@ check "proxy a: ready" wait_log "ready: serving $IDA" 15 "$T/a.log"
 APORT=$(port to-b "$T/a.ports")
 check "a -> b through the sidecars, under the operator's root" \
     sh -c 'test "$(curl -s --max-time 10 "http://127.0.0.1:$1/")" = "hello from b"' x "$APORT" || diag "$T/a.log" "$T/b.log"
+# The CRL is signed by the CA's key under ca.pem, which is not the agent's
+# trust anchor (the operator's root is): agent and sidecars take it from
+# the CA certificate of the verified chain.
+check "the agent takes the CRL signed by the operator-issued CA" \
+    wait_log "CRL [0-9]+ from http" 20 || diag "$T/agent.log"
+check "... and so does sidecar b" wait_log "CRL [0-9]+: [0-9]+ revoked" 20 "$T/b.log" || diag "$T/b.log"
+check "... and no CRL was refused by a sidecar" sh -c '! grep -q "CRL from the agent refused" "$1" "$2"' x "$T/a.log" "$T/b.log"
 
 # ---- the name constraint, enforced by the sidecar ---------------------------------------------
 # A CA the operator constrained to example.org (its key in a file, so that it
