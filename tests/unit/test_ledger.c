@@ -2119,6 +2119,86 @@ ca_set_rotation(void **state)
 	ledger_close(lg);
 }
 
+/*
+ * Replicas 0 and 1 activate CA b at once while replica 2 issues with CA a:
+ * exactly one activation happens (the other hears "already active"), and
+ * once an issuance with a was refused (HSM_EAGAIN: a is old) none with a
+ * succeeds again. Exit status: activators 0 (done) or 1 (already),
+ * the issuer its successes; 200 and up for anything else.
+ */
+static int
+proc_ca_race(int idx)
+{
+	struct ledger *lg = NULL;
+	struct ledger_cert c;
+	struct ledger_ca a;
+	char kb[LEDGER_SPKI_ID_LEN + 1], serial[32];
+	int wins = 0, refused = 0, r;
+
+	if (ledger_open(dbpath, &lg) != 0)
+		return 200;
+	if (idx < 2) {
+		memset(kb, 'b', LEDGER_SPKI_ID_LEN);
+		kb[LEDGER_SPKI_ID_LEN] = '\0';
+		usleep(20000);
+		r = ledger_ca_activate(lg, kb, 3000);
+		ledger_close(lg);
+		return r == 0 ? 0 : r == HSM_EPOLICY ? 1 : 201;
+	}
+	make_ca(&a, 'a', LEDGER_CA_ACTIVE);
+	for (int i = 0; i < PROC_N; i++) {
+		snprintf(serial, sizeof(serial), "%x", 0xa000 + i);
+		make_cert(&c, serial, ID, 1000, 2000000, "offline", NULL);
+		memcpy(c.issuer, a.key_id, sizeof(c.issuer));
+		if ((r = ledger_cert_add(lg, &c)) == 0) {
+			if (refused) {
+				ledger_close(lg);
+				return 202;
+			}
+			wins++;
+		} else if (r == HSM_EAGAIN) {
+			refused = 1;
+		} else {
+			fprintf(stderr, "# replica %d: %s\n", idx, hsm_err_msg(r));
+			ledger_close(lg);
+			return 203;
+		}
+		usleep(1000);
+	}
+	ledger_close(lg);
+	return wins;
+}
+
+static void
+replicas_ca_activate_once(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_ca a, b;
+	struct ca_seen seen;
+	int st[NPROCS];
+	unsigned n;
+	int64_t latest;
+	char ka[LEDGER_SPKI_ID_LEN + 1];
+
+	make_ca(&a, 'a', LEDGER_CA_ACTIVE);
+	assert_int_equal(ledger_ca_add(lg, &a), 0);
+	make_ca(&b, 'b', LEDGER_CA_PREPARED);
+	assert_int_equal(ledger_ca_add(lg, &b), 0);
+	in_processes(proc_ca_race, st);
+	assert_int_equal(st[0] + st[1], 1);
+	assert_true(st[2] <= PROC_N);
+	memcpy(ka, a.key_id, sizeof(ka));
+	ka[LEDGER_SPKI_ID_LEN] = '\0';
+	assert_int_equal(ledger_ca_outstanding(lg, ka, 1500, &n, &latest), 0);
+	assert_int_equal(n, (unsigned)st[2]);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(ledger_ca_list(lg, ca_seen_cb, &seen), 0);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.st[0], LEDGER_CA_OLD);
+	assert_int_equal(seen.st[1], LEDGER_CA_ACTIVE);
+	ledger_close(lg);
+}
+
 /* Schema 6 -> 7: a ledger gains the CA set and the issuer column, its rows kept. */
 static void
 migrate_v6(void **state)
@@ -2174,6 +2254,7 @@ main(void)
 		T(migrate_v5, 0),
 		T(migrate_v6, 0),
 		T(ca_set_rotation, 0),
+		T(replicas_ca_activate_once, 0),
 		T(entries_add_get_list_rm, 0),
 		T(entries_refused, 0),
 		T(entries_profile, 0),
