@@ -172,6 +172,19 @@ struct agent {
 	struct kh_client *kh;		/* khsup's client: the same across keyholder restarts */
 	struct khsup *khsup;		/* the supervised keyholder (khsup.h) */
 	X509 *root;
+	/*
+	 * The bundle served (root and the CA roots learned from the CA's
+	 * signed answers while it rotates: agent_learn); anchors_mu guards
+	 * learned, root_pem and root_pemlen (enrollment threads learn).
+	 */
+	pthread_mutex_t anchors_mu;
+	STACK_OF(X509) *learned;
+	/*
+	 * The CA certificates of the last chain installed (verified to the
+	 * root): under an operator's root, the CA that signs the CRL is one
+	 * (crl.c). Guarded by anchors_mu.
+	 */
+	STACK_OF(X509) *issuers;
 	char *root_pem;
 	size_t root_pemlen;
 	char td[SPIFFE_TD_MAX + 1];	/* the root's trust domain ("" when it names none) */

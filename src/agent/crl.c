@@ -11,6 +11,7 @@
  * The fetch runs on a job thread (OpenSSL's HTTP client, a deadline of
  * CRL_FETCH_TIMEOUT); everything else on the main thread.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +20,14 @@
 #include <openssl/err.h>
 #include <openssl/http.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "agent.h"
 #include "crl.h"
 #include "err.h"
 #include "log.h"
 #include "renew.h"
+#include "svid.h"
 #include "util.h"
 
 #define CRL_FILE "crl.der"
@@ -115,6 +118,51 @@ schedule(struct agent *ag)
 	ag->crl_next_ms = hsm_now_ms() + (uint64_t)d * 1000;
 }
 
+/*
+ * crl_check against each CA the agent trusts to sign the CRL: ca.root,
+ * the CA roots learned while the CA rotates (the active one signs), and
+ * the CA certificates of the last chain installed (under an operator's
+ * root the CA signing is one). The first that accepts it; else the
+ * refusal by ca.root.
+ */
+static int
+crl_check_any(struct agent *ag, const uint8_t *der, size_t len, X509_CRL **crl,
+    struct crl_info *info)
+{
+	int64_t now = (int64_t)time(NULL);
+	STACK_OF(X509) *more;
+	char why[300];
+	int r, r2;
+
+	if ((r = crl_check(der, len, ag->root, now, crl, info)) == 0 || r == HSM_EAGAIN ||
+	    r == HSM_ENOMEM)
+		return r;
+	snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+	if ((more = sk_X509_new_null()) == NULL)
+		return HSM_ENOMEM;
+	pthread_mutex_lock(&ag->anchors_mu);
+	if ((ag->learned != NULL && !X509_add_certs(more, ag->learned, X509_ADD_FLAG_UP_REF)) ||
+	    (ag->issuers != NULL && !X509_add_certs(more, ag->issuers, X509_ADD_FLAG_UP_REF))) {
+		pthread_mutex_unlock(&ag->anchors_mu);
+		svid_certs_free(more);
+		return HSM_ENOMEM;
+	}
+	pthread_mutex_unlock(&ag->anchors_mu);
+	for (int i = 0; i < sk_X509_num(more); i++) {
+		X509 *ca = sk_X509_value(more, i);
+
+		if (X509_check_ca(ca) == 0)
+			continue;
+		r2 = crl_check(der, len, ca, now, crl, info);
+		if (r2 == 0 || r2 == HSM_EAGAIN || r2 == HSM_ENOMEM) {
+			svid_certs_free(more);
+			return r2;
+		}
+	}
+	svid_certs_free(more);
+	return hsm_err(r, "%s", why);
+}
+
 void
 crl_load_cache(struct agent *ag)
 {
@@ -128,7 +176,7 @@ crl_load_cache(struct agent *ag)
 	ag->crl_next_ms = hsm_now_ms();	/* fetch once at start in any case */
 	if (path == NULL || hsm_read_file(path, CRL_MAX_DER, &der, &len) != 0)
 		goto out;
-	r = crl_check(der, len, ag->root, (int64_t)time(NULL), &crl, &info);
+	r = crl_check_any(ag, der, len, &crl, &info);
 	if (r != 0 && r != HSM_EAGAIN) {
 		log_warn("%s: %s (ignored)", path, hsm_err_msg(r));
 		goto out;
@@ -268,7 +316,7 @@ crl_done(struct agent *ag, struct job *j)
 
 	ag->crl_job = NULL;
 	if (j->st == 0) {
-		r = crl_check(j->crl_der, j->crl_len, ag->root, (int64_t)time(NULL), &crl, &info);
+		r = crl_check_any(ag, j->crl_der, j->crl_len, &crl, &info);
 		if (r != 0 && r != HSM_EAGAIN) {
 			j->st = r;
 			snprintf(j->why, sizeof(j->why), "CRL from %.200s refused: %.250s", j->crl_url,

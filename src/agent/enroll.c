@@ -174,6 +174,14 @@ job_enroll(struct job *j)
 			j->keep_key = 0;
 		goto fail;
 	}
+	/*
+	 * The CA's bundle, signed by it and asked for with the new certificate:
+	 * a CA prepared for rotation is trusted (and handed to the sidecars)
+	 * before it issues anything. A failure costs nothing but the news.
+	 */
+	rq.prot = (struct cmpc_protect){ .kind = CMPC_SIGNED, .cert = j->cert, .key = rq.key };
+	if ((r = cmpc_refresh_anchors(&j->ag->ca, rq.spiffe_id, &rq.prot, &how)) != 0)
+		log_debug("%s: the CA's certificates: %s", rq.spiffe_id, hsm_err_msg(r));
 	j->st = 0;
 	goto out;
  fail:

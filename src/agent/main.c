@@ -90,6 +90,86 @@ root_trust_domain(X509 *root, char *td, size_t cap)
 	GENERAL_NAMES_free(gens);
 }
 
+/* The anchors learned beside ca.root (cmpc_ca.anchors): a copy, NULL for none. */
+static STACK_OF(X509) *
+agent_anchors(void *arg)
+{
+	struct agent *ag = arg;
+	STACK_OF(X509) *out = NULL;
+
+	pthread_mutex_lock(&ag->anchors_mu);
+	if (ag->learned != NULL && sk_X509_num(ag->learned) > 0 &&
+	    (out = sk_X509_new_null()) != NULL &&
+	    !X509_add_certs(out, ag->learned, X509_ADD_FLAG_UP_REF)) {
+		svid_certs_free(out);
+		out = NULL;
+	}
+	pthread_mutex_unlock(&ag->anchors_mu);
+	return out;
+}
+
+/* 1 when a and b hold the same certificates. */
+static int
+same_certs(STACK_OF(X509) *a, STACK_OF(X509) *b)
+{
+	int na = a != NULL ? sk_X509_num(a) : 0, nb = b != NULL ? sk_X509_num(b) : 0;
+
+	if (na != nb)
+		return 0;
+	for (int i = 0; i < na; i++) {
+		int found = 0;
+
+		for (int j = 0; j < nb && !found; j++)
+			found = X509_cmp(sk_X509_value(a, i), sk_X509_value(b, j)) == 0;
+		if (!found)
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * cmpc_ca.learn: the CA roots of a verified answer's caPubs. They replace
+ * the learned set (ca.root is always kept), and the bundle served from
+ * then on (each identity's at its next installation) is ca.root and them:
+ * a CA prepared for rotation is trusted before it issues, a retired one
+ * leaves.
+ */
+static void
+agent_learn(void *arg, STACK_OF(X509) *roots)
+{
+	struct agent *ag = arg;
+	STACK_OF(X509) *keep = sk_X509_new_null();
+	char *pem = NULL, sn[80];
+	size_t pemlen = 0;
+
+	for (int i = 0; keep != NULL && i < sk_X509_num(roots); i++) {
+		X509 *c = sk_X509_value(roots, i);
+
+		if (X509_cmp(c, ag->root) != 0 && !X509_add_cert(keep, c, X509_ADD_FLAG_UP_REF)) {
+			svid_certs_free(keep);
+			keep = NULL;
+		}
+	}
+	if (keep == NULL)
+		return;
+	pthread_mutex_lock(&ag->anchors_mu);
+	if (!same_certs(keep, ag->learned) && cert_pem_chain(ag->root, keep, &pem, &pemlen) == 0) {
+		svid_certs_free(ag->learned);
+		ag->learned = keep;
+		keep = NULL;
+		free(ag->root_pem);
+		ag->root_pem = pem;
+		ag->root_pemlen = pemlen;
+		log_info("the CA's bundle changed: %d CA certificate%s beside ca.root%s%s",
+		    sk_X509_num(ag->learned), sk_X509_num(ag->learned) == 1 ? "" : "s",
+		    sk_X509_num(ag->learned) > 0 ? ", serial " : "",
+		    sk_X509_num(ag->learned) > 0 ?
+		    svid_serial_text(sk_X509_value(ag->learned, 0), sn, sizeof(sn)) : "");
+	}
+	pthread_mutex_unlock(&ag->anchors_mu);
+	svid_certs_free(keep);
+}
+
 /* ca.root: the trust anchor, also the bundle served; the CA as cmpclient sees it. */
 static int
 load_root(struct agent *ag)
@@ -111,7 +191,8 @@ load_root(struct agent *ag)
 	}
 	ag->root = leaf;
 	ag->ca = (struct cmpc_ca){ .servers = ag->conf->ca, .nservers = ag->conf->nca,
-	    .root = leaf, .debug = ag->debug };
+	    .root = leaf, .debug = ag->debug, .anchors = agent_anchors, .learn = agent_learn,
+	    .anchors_arg = ag };
 	root_trust_domain(leaf, ag->td, sizeof(ag->td));
 	return cert_pem_chain(leaf, NULL, &ag->root_pem, &ag->root_pemlen);
 }
@@ -301,6 +382,8 @@ shutdown_agent(struct agent *ag)
 	ag->kh = NULL;
 	crl_free(ag);
 	X509_free(ag->root);
+	svid_certs_free(ag->learned);
+	svid_certs_free(ag->issuers);
 	free(ag->root_pem);
 	if (ag->ep != -1)
 		close(ag->ep);
@@ -390,7 +473,8 @@ agent_main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct agent ag = { .ep = -1, .sfd = -1, .job_efd = -1 };
+	struct agent ag = { .ep = -1, .sfd = -1, .job_efd = -1,
+	    .anchors_mu = PTHREAD_MUTEX_INITIALIZER };
 	const char *path = NULL;
 	int ch, r, debug = 0, ret = 1;
 

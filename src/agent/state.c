@@ -254,13 +254,23 @@ wl_install(struct agent *ag, struct wl *w, X509 *cert, STACK_OF(X509) *chain,
 		return hsm_err(r, "certificate has unreadable validity dates");
 	if ((r = cert_pem_chain(cert, chain, &pem, &pemlen)) != 0)
 		return r;
-	if ((bundle = strdup(ag->root_pem)) == NULL) {
+	pthread_mutex_lock(&ag->anchors_mu);
+	bundle = strdup(ag->root_pem);
+	bundlelen = ag->root_pemlen;
+	pthread_mutex_unlock(&ag->anchors_mu);
+	if (bundle == NULL) {
 		free(pem);
 		return HSM_ENOMEM;
 	}
-	bundlelen = ag->root_pemlen;
 	wl_clear_current(w);
 	w->cert = cert;
+	if (chain != NULL && sk_X509_num(chain) > 0) {
+		pthread_mutex_lock(&ag->anchors_mu);
+		svid_certs_free(ag->issuers);
+		ag->issuers = chain;
+		chain = NULL;
+		pthread_mutex_unlock(&ag->anchors_mu);
+	}
 	svid_certs_free(chain);
 	w->key = *k;
 	memset(k, 0, sizeof(*k));

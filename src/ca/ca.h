@@ -12,7 +12,9 @@
  *   main.c    ca_main: subcommands, options, usage texts
  *   signer.c  the CA ready to sign: its keyholder, root.pem, the CA key;
  *             the ledger and the audit log; the one failure line
- *   init.c    ca init: find or generate the CA key, write root.pem
+ *   init.c    ca init: find or generate the CA key, write root.pem (or a CSR)
+ *   pki.c     ca install: the CA certificate from an operator's PKI
+ *   rotate.c  ca rotate: a new CA key prepared, activated, the old retired
  *   issue.c   ca issue, and the issuance every path shares (ca_issue)
  *   token.c   ca token: join tokens and their secrets
  *   revoke.c  ca revoke
@@ -51,6 +53,8 @@ struct kh_client;
 struct khsup;
 
 #define CA_ROOT_FILE "root.pem"
+#define CA_CERT_FILE "ca.pem"		/* installed from an operator's PKI: used instead of root.pem */
+#define CA_CHAIN_FILE "chain.pem"	/* the certificates above ca.pem, the operator's root last */
 #define CA_TOKEN_KEY_FILE "token.key"	/* 32 random bytes: derives join-token secrets */
 #define CA_TOKEN_SECRET_LEN 32		/* hex digits of a join-token secret */
 
@@ -60,10 +64,16 @@ struct ca_kh {
 	pid_t pid;
 };
 
-/* root.pem, and its key in the token behind a private keyholder. */
+/*
+ * The CA certificate (root.pem, or ca.pem when one was installed), and its
+ * key in the token behind a private keyholder.
+ */
 struct signer {
 	char root_path[PATH_MAX];
-	X509 *root;
+	X509 *root;			/* the CA certificate that signs */
+	STACK_OF(X509) *chain;		/* above it (chain.pem; empty for a self-signed root) */
+	STACK_OF(X509) *bundle;		/* the other CAs in the bundles (rotation), or NULL */
+	int gen;			/* the active CA's generation in the ledger's CA set (0: none) */
 	struct ca_kh k;
 	struct khsup *sup;	/* signer_start_supervised: owns k.kh, restarts the keyholder */
 	EVP_PKEY *key;		/* borrows k.kh: signer_close frees it first */
@@ -101,8 +111,9 @@ int ca_kh_pubkey(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], uint8_t **
     size_t *spkilen);
 
 /*
- * Initialise sg and load <state_dir>/root.pem: HSM_ENOENT "run 'hsmesh ca
- * init' first" when it is absent.
+ * Initialise sg and load the CA certificate: <state_dir>/ca.pem and the
+ * chain.pem above it when installed (ca_installed_load), else root.pem:
+ * HSM_ENOENT "run 'hsmesh ca init' first" when neither is there.
  */
 int signer_load_root(const struct ca_config *cfg, struct signer *sg);
 /* Start the keyholder and make the signing key for the loaded root. */
@@ -123,6 +134,39 @@ void signer_close(struct signer *sg);
 /* The ledger and the audit log of ca.yaml (state_dir must exist: ca init makes it). */
 int ca_records_open(const struct ca_config *cfg, struct ledger **lg, struct audit **au);
 
+/* ---- init.c ---- */
+
+/*
+ * A key this run did not generate is adopted only if the token says it is
+ * sensitive and not extractable, and always was (or, with replicable,
+ * extractable only wrapped by a trusted key: key.replicable); name says
+ * which key in the refusal. 0; HSM_EPOLICY with the attributes found; the
+ * keyholder's.
+ */
+int ca_adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name,
+    int replicable);
+
+/* ---- rotate.c ---- */
+
+/*
+ * The CA set of the ledger (ledger.h "the CA set") put into sg, loaded
+ * from the files (signer_load_root): when the set is empty nothing
+ * changes; else sg->root becomes the active CA's certificate, sg->chain
+ * its chain, and sg->bundle the certificates of the prepared and old
+ * CAs (published beside it). 0; HSM_ECONFIG (no active CA); the ledger's.
+ */
+int signer_use_set(struct signer *sg, struct ledger *lg);
+
+/* ---- pki.c ---- */
+
+/*
+ * Load <state_dir>/ca.pem and chain.pem (written by ca install). Both
+ * absent: 0 with *ca NULL. Caller frees *ca and *chain.
+ */
+int ca_installed_load(const struct ca_config *cfg, X509 **ca, STACK_OF(X509) **chain);
+
+/* The certificates of sk (not empty) as one PEM text, malloc'd. */
+int ca_chain_pem(STACK_OF(X509) *sk, char **out, size_t *len);
 /* ---- crl.c ---- */
 
 /*
@@ -252,7 +296,9 @@ void ca_token_secret(const uint8_t key[32], const char *ref,
 
 /* ---- the commands: each returns the exit status ---- */
 
-int ca_cmd_init(const char *cfgpath);
+/* csr NULL: write root.pem; else write a CSR for the CA key there instead. */
+int ca_cmd_init(const char *cfgpath, const char *csr);
+int ca_cmd_install(const char *cfgpath, const char *chain);
 /* ca issue; nf_types ("AMF,SMF") and fqdn may be NULL (ca_profile_for). */
 int ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const char *ttl_text,
     const char *nf_types, const char *fqdn);
@@ -263,6 +309,8 @@ int ca_entry_main(int argc, char **argv);
 void ca_entry_usage(FILE *f);
 int ca_cmd_revoke(const char *cfgpath, const char *serial, const char *id);
 int ca_cmd_serve(const char *cfgpath, const char *port_file);
+/* `hsmesh ca rotate prepare|activate|retire|status` (rotate.c). */
+int ca_cmd_rotate(const char *cfgpath, const char *step, int dry_run);
 /* `hsmesh ca replicate STEP ...` (replicate.c): argv[0] is "replicate". */
 int ca_cmd_replicate(int argc, char **argv);
 

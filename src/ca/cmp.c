@@ -660,7 +660,7 @@ claim_identity(struct txn *t, struct certreq *cr)
  * token was used, or the parent renewed, by a concurrent request since it
  * was checked) is a refusal; any other failure a systemFailure that costs
  * the workload nothing. The status, with the certificate in cr->again on
- * success.
+ * success (deliver() hands it out).
  */
 static OSSL_CMP_PKISI *
 issue(struct txn *t, struct certreq *cr)
@@ -702,16 +702,24 @@ issue(struct txn *t, struct certreq *cr)
 	return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
 }
 
-/* The answer's certificate, and for an ir the CA certificate in caPubs. */
+/*
+ * The answer's certificate, and the bundle in the signed body (caPubs):
+ * the CA certificate, the chain above it and the other CAs of a rotation.
+ * Every answer that carries a certificate carries it (a redelivered one
+ * too): how an agent learns a CA being rotated in, at each enrollment and
+ * renewal.
+ */
 static void
 deliver(struct txn *t, struct certreq *cr, X509 **certOut, STACK_OF(X509) **caPubs)
 {
-	if (cr->type == BODY_IR) {
-		if ((*caPubs = sk_X509_new_null()) == NULL ||
-		    !X509_add_cert(*caPubs, t->s->cfg->cacert, X509_ADD_FLAG_UP_REF)) {
-			sk_X509_pop_free(*caPubs, X509_free);
-			*caPubs = NULL;
-		}
+	const struct cmp_server_cfg *cfg = t->s->cfg;
+
+	if ((*caPubs = sk_X509_new_null()) == NULL ||
+	    !X509_add_cert(*caPubs, cfg->cacert, X509_ADD_FLAG_UP_REF) ||
+	    !X509_add_certs(*caPubs, cfg->cachain, X509_ADD_FLAG_UP_REF) ||
+	    !X509_add_certs(*caPubs, cfg->cabundle, X509_ADD_FLAG_UP_REF)) {
+		sk_X509_pop_free(*caPubs, X509_free);
+		*caPubs = NULL;
 	}
 	*certOut = cr->again;
 	cr->again = NULL;
@@ -961,7 +969,7 @@ genp_entries(struct txn *t, STACK_OF(OSSL_CMP_ITAV) **out)
  * genm: an attestation nonce (HSM_OID_ATTEST_NONCE, OCTET STRING of 32
  * bytes, evtype.h) when asked for one; a node's registration entries
  * (HSM_OID_ENTRIES) when a node asks for them; otherwise id-it-caCerts
- * (RFC 9483 4.3.1) with our CA certificate.
+ * (RFC 9483 4.3.1) with our CA certificate and the chain above it.
  */
 static int
 cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
@@ -970,7 +978,7 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 	struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
 	unsigned char *der = NULL, *buf = NULL, *p;
 	uint8_t nonce[ATTEST_NONCE_LEN];
-	int n, total, ok = 0;
+	int n, len = 0, total, ok = 0, nchain, nall;
 
 	*out = NULL;
 	if (t->s->cfg->attest != NULL && cmp_itav_find(in, HSM_OID_ATTEST_NONCE) != NULL) {
@@ -982,15 +990,32 @@ cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_
 		return genp_entries(t, out);
 	if (t->auth == AUTH_NONE)
 		return 0;
-	/* SEQUENCE OF Certificate holding our one CA certificate. */
-	if ((n = i2d_X509(t->s->cfg->cacert, &der)) <= 0)
-		goto done;
-	total = ASN1_object_size(1, n, V_ASN1_SEQUENCE);
+	/* SEQUENCE OF Certificate: ours, the chain above it (an operator's), the other CAs. */
+	nchain = t->s->cfg->cachain != NULL ? sk_X509_num(t->s->cfg->cachain) : 0;
+	nall = nchain + (t->s->cfg->cabundle != NULL ? sk_X509_num(t->s->cfg->cabundle) : 0);
+	for (int i = -1; i < nall; i++) {
+		X509 *x = i < 0 ? t->s->cfg->cacert : i < nchain ?
+		    sk_X509_value(t->s->cfg->cachain, i) :
+		    sk_X509_value(t->s->cfg->cabundle, i - nchain);
+		unsigned char *one = NULL, *grown;
+
+		if ((n = i2d_X509(x, &one)) <= 0)
+			goto done;
+		if ((grown = OPENSSL_realloc(der, (size_t)len + (size_t)n)) == NULL) {
+			OPENSSL_free(one);
+			goto done;
+		}
+		der = grown;
+		memcpy(der + len, one, (size_t)n);
+		len += n;
+		OPENSSL_free(one);
+	}
+	total = ASN1_object_size(1, len, V_ASN1_SEQUENCE);
 	if (total <= 0 || (buf = OPENSSL_malloc((size_t)total)) == NULL)
 		goto done;
 	p = buf;
-	ASN1_put_object(&p, 1, n, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
-	memcpy(p, der, (size_t)n);
+	ASN1_put_object(&p, 1, len, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+	memcpy(p, der, (size_t)len);
 	ok = genp_one(OID_IT_CA_CERTS, V_ASN1_SEQUENCE, buf, (size_t)total, out);
 done:
 	OPENSSL_free(der);
@@ -1055,6 +1080,9 @@ cmp_srv_new(struct server *s, struct txn *t)
 	if (!OSSL_CMP_SRV_CTX_init(srv, t, cb_cert_request, cb_rr, cb_genm, cb_error, cb_certconf,
 	    cb_pollreq) ||
 	    !OSSL_CMP_CTX_set1_cert(ctx, s->cfg->cacert) || !OSSL_CMP_CTX_set1_pkey(ctx, s->cfg->cakey) ||
+	    /* Under an operator's root: extraCerts carry the path to it (the root excepted). */
+	    (sk_X509_num(s->cfg->cachain) > 0 &&
+	    !OSSL_CMP_CTX_set1_untrusted(ctx, s->cfg->cachain)) ||
 	    !OSSL_CMP_CTX_set_log_cb(ctx, cmp_log_cb) ||
 	    !OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(srv, 1) ||
 	    !OSSL_CMP_SRV_CTX_set_accept_unprotected(srv, s->cfg->attest != NULL) ||

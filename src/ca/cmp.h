@@ -100,6 +100,8 @@ struct cmp_server_cfg {
 	const char *metrics_listen;	/* host:port of /metrics, or NULL */
 	struct metrics *metrics;	/* its registry (NULL without metrics_listen) */
 	X509 *cacert;			/* signs responses, sent in caPubs / genp */
+	STACK_OF(X509) *cachain;	/* above cacert (an operator's PKI), maybe empty: sent too */
+	STACK_OF(X509) *cabundle;	/* the other CAs of a rotation (prepared, old), or NULL */
 	EVP_PKEY *cakey;		/* keyholder-backed */
 	/*
 	 * 1 when cakey can sign now; 0 while its keyholder restarts: then a

@@ -7,13 +7,16 @@
  * sensitive and never was extractable, or, for replicas (key.replicable,
  * docs/REPLICAS.md), that it leaves the token only wrapped by a key the
  * token trusts (CKA_WRAP_WITH_TRUSTED): extractable but wrap-with-trusted
- * with key.replicable, or unwrapped into this token that way.
+ * with key.replicable, or unwrapped into this token that way. With --csr
+ * FILE it writes a PKCS#10 request for the same key instead of the root,
+ * for an operator's CA to sign (then `ca install`, pki.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "ca.h"
@@ -73,8 +76,8 @@ pub_keytype(EVP_PKEY *pub)
  * name says which key (for the one-line refusal naming the attributes
  * found).
  */
-static int
-adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name,
+int
+ca_adopt_check(struct ca_kh *k, const uint8_t keyid[HSM_KEYID_LEN], const char *name,
     int replicable)
 {
 	static const struct {
@@ -137,8 +140,32 @@ root_key(const char *root_path, X509 *root, struct ca_kh *k, uint8_t keyid[HSM_K
 	return r;
 }
 
+/* The CSR for the CA key, written to path (PEM, 0644). */
+static int
+write_csr(const struct ca_config *cfg, EVP_PKEY *key, EVP_PKEY *pub, const char *path)
+{
+	X509_REQ *req = NULL;
+	BIO *b = NULL;
+	char *data;
+	long len;
+	int r;
+
+	if ((r = cert_make_ca_csr(key, pub, cfg->trust_domain, &req)) != 0)
+		goto out;
+	if ((b = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509_REQ(b, req) != 1 ||
+	    (len = BIO_get_mem_data(b, &data)) <= 0) {
+		r = hsm_err_ossl(HSM_ECRYPTO, "cannot encode the CSR");
+		goto out;
+	}
+	r = hsm_write_file_atomic(path, data, (size_t)len, 0644);
+ out:
+	BIO_free(b);
+	X509_REQ_free(req);
+	return r;
+}
+
 int
-ca_cmd_init(const char *cfgpath)
+ca_cmd_init(const char *cfgpath, const char *csr)
 {
 	char root_path[PATH_MAX], hex[HSM_KEYID_LEN * 2 + 1], desc[64], *pem = NULL;
 	uint8_t keyid[HSM_KEYID_LEN], *spki = NULL;
@@ -167,7 +194,7 @@ ca_cmd_init(const char *cfgpath)
 		snprintf(desc, sizeof(desc), "key '%s'", cfg->key_label);
 		if (root != NULL)
 			snprintf(desc, sizeof(desc), "the key of %s", CA_ROOT_FILE);
-		if ((r = adopt_check(&k, keyid, desc, cfg->key_replicable)) != 0)
+		if ((r = ca_adopt_check(&k, keyid, desc, cfg->key_replicable)) != 0)
 			goto out;
 	}
 
@@ -187,7 +214,10 @@ ca_cmd_init(const char *cfgpath)
 	    (r = hsm_pkey_selftest(key)) != 0)
 		goto out;
 
-	if (root == NULL) {
+	if (csr != NULL) {
+		if ((r = write_csr(cfg, key, pub, csr)) != 0)
+			goto out;
+	} else if (root == NULL) {
 		if ((r = cert_make_root(key, pub, cfg->trust_domain, cfg->ca_ttl, &root)) != 0 ||
 		    (r = cert_pem(root, &pem, &pemlen)) != 0 ||
 		    (r = hsm_write_file_atomic(root_path, pem, pemlen, 0644)) != 0)
@@ -199,7 +229,11 @@ ca_cmd_init(const char *cfgpath)
 	    cfg->key_label, created && cfg->key_replicable ?
 	    ", replicable: wrappable to trusted keys only" : "");
 	printf("key id:     %s\n", hsm_hex(keyid, sizeof(keyid), hex));
-	printf("root:       %s (%s)\n", root_path, exists ? "kept" : "created");
+	if (csr != NULL)
+		printf("csr:        %s (for the operator's CA; then 'hsmesh ca install --chain')\n",
+		    csr);
+	else
+		printf("root:       %s (%s)\n", root_path, exists ? "kept" : "created");
 	printf("spiffe id:  %s%s\n", SPIFFE_SCHEME, cfg->trust_domain);
 	if (fflush(stdout) != 0)
 		r = hsm_err(HSM_EIO, "write error on stdout");

@@ -54,6 +54,18 @@ ledger_record(X509 *x, const struct ca_issue_req *rq, struct ledger_cert *lc,
 	return 0;
 }
 
+/* The key id of the CA that signs (ledger.h: retiring a CA counts what it issued). */
+static int
+issuer_record(struct signer *sg, struct ledger_cert *lc)
+{
+	uint8_t kid[HSM_KEYID_LEN];
+	int r;
+
+	if ((r = cert_key_id(sg->root, kid)) == 0)
+		hsm_hex(kid, sizeof(kid), lc->issuer);
+	return r;
+}
+
 /* The "issued" audit line, written inside the ledger transaction (ledger_issue_with). */
 struct issue_audit {
 	struct audit *au;
@@ -150,7 +162,7 @@ ca_issue(const struct ca_config *cfg, struct signer *sg, struct ledger *lg, stru
 				*refused = prof_refused;
 			goto out;
 		}
-		if ((r = ledger_record(x, rq, &lc, &der)) != 0)
+		if ((r = ledger_record(x, rq, &lc, &der)) != 0 || (r = issuer_record(sg, &lc)) != 0)
 			goto out;
 		/*
 		 * The token, the renewal, the certificate and its audit line: all
@@ -231,7 +243,7 @@ ca_cmd_issue(const char *cfgpath, const char *csrpath, const char *id, const cha
 	    (r = signer_load_root(cfg, &sg)) != 0)
 		goto out;
 	ca_crl_url_offline(cfg, sg.crl_url, sizeof(sg.crl_url), nocrl, sizeof(nocrl));
-	if ((r = ca_records_open(cfg, &lg, &au)) != 0)
+	if ((r = ca_records_open(cfg, &lg, &au)) != 0 || (r = signer_use_set(&sg, lg)) != 0)
 		goto out;
 	if (ledger_id_revoked(lg, id)) {
 		r = hsm_err(HSM_EPOLICY, "identity %s is revoked", id);

@@ -21,12 +21,14 @@ usage_ca(FILE *f)
 	    "private keyholder process, the only one that loads the module or reads the PIN.\n"
 	    "\n"
 	    "subcommands:\n"
-	    "  init   -c ca.yaml                              create or reuse the CA key, write root.pem\n"
+	    "  init   -c ca.yaml [--csr FILE]                 create or reuse the CA key, write root.pem (or a CSR)\n"
+	    "  install -c ca.yaml --chain FILE                the CA certificate from an operator's root\n"
 	    "  issue  -c ca.yaml --csr FILE --id ID [--ttl D]  issue an X.509-SVID, PEM on stdout\n"
 	    "  token  -c ca.yaml --id ID [--ttl D] [--node]    one-time join token REF:SECRET on stdout\n"
 	    "  entry  add|list|show|rm -c ca.yaml ...          registration entries: node -> workload ID, selectors\n"
 	    "  serve  -c ca.yaml [--port-file F]               CMPv2 issuer at http://<listen>/.well-known/cmp\n"
 	    "  revoke -c ca.yaml (--serial HEX | --id ID)      revoke certificates; renewals of an ID refused\n"
+	    "  rotate prepare|activate|retire|status -c ca.yaml [--dry-run]  replace the CA key while the mesh runs\n"
 	    "  replicate (nonce|request|wrap|unwrap) -c ca.yaml ...  the CA key into a replica's token\n"
 	    "\n"
 	    "Run 'hsmesh ca SUBCOMMAND --help' for details.\n");
@@ -100,7 +102,7 @@ static void
 usage_init(FILE *f)
 {
 	fprintf(f,
-	    "usage: hsmesh ca init -c ca.yaml\n"
+	    "usage: hsmesh ca init -c ca.yaml [--csr FILE]\n"
 	    "\n"
 	    "Find the CA key labelled key.label in the token, or generate one of key.type\n"
 	    "inside it (never extractable), and write a self-signed root certificate to\n"
@@ -108,8 +110,35 @@ usage_init(FILE *f)
 	    "keeps a root.pem whose key is in the token; a root.pem whose key is not in\n"
 	    "the token is an error, never silently replaced. A key found in the token is\n"
 	    "adopted only if the token says it is sensitive and never was extractable.\n"
+	    "With --csr FILE, write no root: write a PKCS#10 request for the CA key to FILE\n"
+	    "(signed through the keyholder; it asks for CA:TRUE, pathlen 0, the URI SAN\n"
+	    "spiffe://<trust_domain> and the name constraint permitted URI <trust_domain>)\n"
+	    "for the operator's CA to sign; then 'hsmesh ca install --chain'.\n"
 	    "\n"
 	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --csr FILE      write a CSR for an operator's CA instead of a root\n"
+	    "  -h, --help          this text\n");
+}
+
+static void
+usage_install(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca install -c ca.yaml --chain FILE\n"
+	    "\n"
+	    "Install the CA certificate an operator's CA issued for the token's CA key\n"
+	    "(from 'hsmesh ca init --csr'). FILE holds PEM certificates: the CA's first,\n"
+	    "then the intermediates above it, the operator's self-signed root last. Checked\n"
+	    "before anything is written, each failure one line: the certificate's key is\n"
+	    "the token's CA key, CA:TRUE and keyCertSign, every certificate valid now, path\n"
+	    "lengths leave room for it, the chain verifies to its self-signed root, its\n"
+	    "name constraints (if any) permit spiffe://<trust_domain>. Written to\n"
+	    "<state_dir>/ca.pem (used instead of root.pem from then on) and chain.pem;\n"
+	    "audited. Restart 'hsmesh ca serve' to sign with it; agents then take the\n"
+	    "operator's root as ca.root.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --chain FILE    the CA certificate and the chain above it (PEM)\n"
 	    "  -h, --help          this text\n");
 }
 
@@ -139,6 +168,30 @@ usage_issue(FILE *f)
 }
 
 static void
+usage_rotate(FILE *f)
+{
+	fprintf(f,
+	    "usage: hsmesh ca rotate prepare|activate|retire|status -c ca.yaml [--dry-run]\n"
+	    "\n"
+	    "Replace the CA key while the mesh runs (docs/LIFECYCLE.md, \"Rotating the CA\").\n"
+	    "The ledger keeps the CA set; the first step records the current CA as CA 1.\n"
+	    "  prepare   generate a new CA key in the token (label <key.label>.g<N>) and its\n"
+	    "            self-signed certificate: in every bundle (CMP caPubs and caCerts)\n"
+	    "            from the next start of 'ca serve', issuing nothing\n"
+	    "  activate  the prepared CA issues from the next start of 'ca serve'; the\n"
+	    "            active one becomes old and stays in the bundles. Refused until\n"
+	    "            svid_ttl after prepare (every agent has renewed and holds the bundle)\n"
+	    "  retire    an old CA leaves the bundles; refused while a certificate it issued\n"
+	    "            is unexpired and unrevoked (the refusal says how many, until when)\n"
+	    "  status    the CAs, their states and their unexpired certificates\n"
+	    "Each step done already says so and succeeds; each change is audited.\n"
+	    "\n"
+	    "  -c, --config FILE   the CA configuration (ca.yaml)\n"
+	    "      --dry-run       say what the step would do, change nothing\n"
+	    "  -h, --help          this text\n");
+}
+
+static void
 usage_entry(FILE *f)
 {
 	ca_entry_usage(f);
@@ -158,7 +211,8 @@ usage_error(const char *sub, void (*usage)(FILE *), const char *what, const char
 
 /* ---- dispatch ---- */
 
-enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE, OPT_NF_TYPE, OPT_FQDN };
+enum { OPT_CSR = 256, OPT_ID, OPT_TTL, OPT_SERIAL, OPT_PORT_FILE, OPT_NODE, OPT_CHAIN,
+	OPT_DRY_RUN, OPT_NF_TYPE, OPT_FQDN };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, 'c' },
@@ -168,6 +222,8 @@ static const struct option long_opts[] = {
 	{ "serial", required_argument, NULL, OPT_SERIAL },
 	{ "port-file", required_argument, NULL, OPT_PORT_FILE },
 	{ "node", no_argument, NULL, OPT_NODE },
+	{ "chain", required_argument, NULL, OPT_CHAIN },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "nf-type", required_argument, NULL, OPT_NF_TYPE },
 	{ "fqdn", required_argument, NULL, OPT_FQDN },
 	{ "help", no_argument, NULL, 'h' },
@@ -178,10 +234,15 @@ static const struct option long_opts[] = {
 static const struct {
 	const char *name;
 	void (*usage)(FILE *);
-	/* letters: s csr, i id, t ttl, n serial, p port-file, N node, T nf-type, F fqdn */
+	/*
+	 * letters: s csr, i id, t ttl, n serial, p port-file, N node, C chain,
+	 * D dry-run, T nf-type, F fqdn
+	 */
 	const char *opts;
 } subs[] = {
-	{ "init", usage_init, "" },
+	{ "init", usage_init, "s" },
+	{ "install", usage_install, "C" },
+	{ "rotate", usage_rotate, "D" },
 	{ "issue", usage_issue, "sitTF" },
 	{ "token", usage_token, "itN" },
 	{ "serve", usage_serve, "p" },
@@ -193,10 +254,11 @@ int
 ca_main(int argc, char **argv)
 {
 	const char *sub, *cfgpath = NULL, *csr = NULL, *id = NULL, *ttl = NULL, *serial = NULL;
-	const char *port_file = NULL, *allowed = NULL, *fqdn = NULL;
+	const char *port_file = NULL, *allowed = NULL, *chain = NULL, *fqdn = NULL;
 	char nf_types[LEDGER_NF_TYPES_MAX + 1] = "";
 	void (*usage)(FILE *) = NULL;
-	int ch, node = 0, r;
+	const char *step = NULL;
+	int ch, node = 0, dry_run = 0, r;
 
 	hsm_log_init("hsmesh ca", HSM_LOG_WARN);
 	if (argc < 2) {
@@ -225,15 +287,28 @@ ca_main(int argc, char **argv)
 	if (strcmp(sub, "entry") == 0)
 		return ca_entry_main(argc - 1, argv + 1);
 
-	/* Options of the subcommand: argv[1] plays argv[0] for getopt. */
+	/* Options of the subcommand: argv[1] plays argv[0] for getopt (rotate: its step). */
 	argc--;
 	argv++;
+	if (strcmp(sub, "rotate") == 0) {
+		if (argc < 2 || argv[1][0] == '-') {
+			if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+				usage(stdout);
+				return 0;
+			}
+			return usage_error(sub, usage, "a step is required", NULL);
+		}
+		step = argv[1];
+		argc--;
+		argv++;
+	}
 	optind = 0;	/* glibc: full re-initialisation */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:c:h", long_opts, NULL)) != -1) {
 		char letter = ch == OPT_CSR ? 's' : ch == OPT_ID ? 'i' : ch == OPT_TTL ? 't' :
 		    ch == OPT_SERIAL ? 'n' : ch == OPT_PORT_FILE ? 'p' : ch == OPT_NODE ? 'N' :
-		    ch == OPT_NF_TYPE ? 'T' : ch == OPT_FQDN ? 'F' : 0;
+		    ch == OPT_CHAIN ? 'C' : ch == OPT_DRY_RUN ? 'D' : ch == OPT_NF_TYPE ? 'T' :
+		    ch == OPT_FQDN ? 'F' : 0;
 
 		if (letter != 0 && strchr(allowed, letter) == NULL)
 			return usage_error(sub, usage, "option not valid for this subcommand:",
@@ -263,6 +338,12 @@ ca_main(int argc, char **argv)
 		case OPT_NODE:
 			node = 1;
 			break;
+		case OPT_CHAIN:
+			chain = optarg;
+			break;
+		case OPT_DRY_RUN:
+			dry_run = 1;
+			break;
 		case OPT_NF_TYPE:
 			if ((r = ca_nf_type_add(nf_types, sizeof(nf_types), optarg)) != 0)
 				return ca_fail("issue: --nf-type", r);
@@ -286,7 +367,14 @@ ca_main(int argc, char **argv)
 	if (cfgpath == NULL)
 		return usage_error(sub, usage, "-c ca.yaml is required", NULL);
 	if (strcmp(sub, "init") == 0)
-		return ca_cmd_init(cfgpath);
+		return ca_cmd_init(cfgpath, csr);
+	if (strcmp(sub, "rotate") == 0)
+		return ca_cmd_rotate(cfgpath, step, dry_run);
+	if (strcmp(sub, "install") == 0) {
+		if (chain == NULL)
+			return usage_error(sub, usage, "--chain is required", NULL);
+		return ca_cmd_install(cfgpath, chain);
+	}
 	if (strcmp(sub, "issue") == 0) {
 		if (csr == NULL || id == NULL)
 			return usage_error(sub, usage, "--csr and --id are required", NULL);

@@ -87,6 +87,24 @@ serve_issue(void *arg, const struct ca_issue_req *rq, X509 **out, int *refused)
 	return ca_issue(a->cfg, a->sg, a->lg, a->au, rq, out, refused);
 }
 
+/* The CA set as this process took it at start: the active generation, the bundle's size. */
+static void
+serve_ca_metrics(struct metrics *m, struct signer *sg)
+{
+	struct metric *gen = NULL, *nb = NULL;
+
+	if (m == NULL)
+		return;
+	(void)metrics_get(m, METRIC_GAUGE, "hsmesh_ca_active_generation",
+	    "The generation of the CA this process issues with (ca rotate; 0: never rotated)",
+	    NULL, &gen);
+	(void)metrics_get(m, METRIC_GAUGE, "hsmesh_ca_bundle_cas",
+	    "CA certificates in the bundle this process hands out (the active one included)",
+	    NULL, &nb);
+	metric_gauge_set(gen, sg->gen);
+	metric_gauge_set(nb, 1 + (sg->bundle != NULL ? sk_X509_num(sg->bundle) : 0));
+}
+
 int
 ca_cmd_serve(const char *cfgpath, const char *port_file)
 {
@@ -118,6 +136,7 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 		log_info("running as user '%s' (uid %u)", cfg->confine.user, (unsigned)getuid());
 	if ((r = signer_load_root(cfg, &sg)) != 0 ||
 	    (r = ca_records_open(cfg, &lg, &au)) != 0 ||
+	    (r = signer_use_set(&sg, lg)) != 0 ||
 	    (r = ca_token_key_load(cfg, 1, key)) != 0 ||
 	    (cfg->metrics_listen != NULL && (r = metrics_new(&m)) != 0))
 		goto out;
@@ -134,6 +153,7 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	    (r = hsm_pkey_selftest(sg.key)) != 0)
 		goto out;
 	metric_gauge_set(sa.kh_up, 1);
+	serve_ca_metrics(m, &sg);
 	if ((r = ca_crl_new(sg.root, sg.key, lg, cfg->crl.next_update, serve_ready, &sa,
 	    &sa.crl)) != 0 ||
 	    (cfg->crl.url != NULL && (r = crl_url_path(cfg->crl.url, &crl_path)) != 0))
@@ -146,6 +166,8 @@ ca_cmd_serve(const char *cfgpath, const char *port_file)
 	sc.port_file = port_file;
 	sc.trust_domain = cfg->trust_domain;
 	sc.cacert = sg.root;
+	sc.cachain = sg.chain;
+	sc.cabundle = sg.bundle;
 	sc.cakey = sg.key;
 	sc.ledger = lg;
 	sc.audit = au;

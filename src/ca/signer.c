@@ -189,6 +189,10 @@ signer_close(struct signer *sg)
 	ca_kh_stop(&sg->k);
 	X509_free(sg->root);
 	sg->root = NULL;
+	sk_X509_pop_free(sg->chain, X509_free);
+	sg->chain = NULL;
+	sk_X509_pop_free(sg->bundle, X509_free);
+	sg->bundle = NULL;
 }
 
 int
@@ -198,6 +202,12 @@ signer_load_root(const struct ca_config *cfg, struct signer *sg)
 
 	memset(sg, 0, sizeof(*sg));
 	sg->k.pid = -1;
+	if ((r = ca_installed_load(cfg, &sg->root, &sg->chain)) != 0)
+		return r;
+	if (sg->root != NULL)
+		return ca_path(cfg->state_dir, CA_CERT_FILE, sg->root_path, sizeof(sg->root_path));
+	if ((sg->chain = sk_X509_new_null()) == NULL)
+		return HSM_ENOMEM;
 	if ((r = ca_path(cfg->state_dir, CA_ROOT_FILE, sg->root_path, sizeof(sg->root_path))) != 0 ||
 	    (r = ca_root_load(cfg, sg->root_path, &sg->root, &exists)) != 0)
 		return r;

@@ -296,6 +296,16 @@ record(struct audit *a, const char *event, const char *const *kv, int urgent)
 		    "{\"time\":\"%s\",\"event\":\"audit_overflow\"}\n", ts);
 	}
 	pthread_mutex_lock(&a->mu);
+	/*
+	 * A record that an urgent one may have to follow (an issued line, its
+	 * rolled_back) is written only while the reserve is there for it: when
+	 * the reserve was spent and cannot be made again, the disk is full.
+	 */
+	reserve_make(a);
+	if (!urgent && a->durable && a->owned && !a->have_reserve) {
+		e = ENOSPC;
+		goto done;
+	}
 	file_lock(a, LOCK_EX);
 	e = write_line(a, line, n);
 	if ((e == ENOSPC || e == EDQUOT) && urgent && a->have_reserve && unlink(a->reserve) == 0) {
@@ -307,6 +317,7 @@ record(struct audit *a, const char *event, const char *const *kv, int urgent)
 	file_lock(a, LOCK_UN);
 	if (e == 0)
 		reserve_make(a);
+ done:
 	if (e != 0 && a->failing++ == 0)
 		log_err("audit log %s write failed: %s (issuances fail until it can be written)",
 		    a->path[0] ? a->path : "(stderr)", strerror(e));

@@ -177,9 +177,9 @@ add_sans(X509 *x, const char *dns, const char *uri, int critical)
 	return r;
 }
 
-/* A subjectAltName with exactly one URI. */
-static int
-add_uri_san(X509 *x, const char *uri, int critical)
+/* A subjectAltName with exactly one URI (cert.h). */
+int
+cert_add_uri_san(X509 *x, const char *uri, int critical)
 {
 	return add_sans(x, NULL, uri, critical);
 }
@@ -314,7 +314,7 @@ cert_make_root(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, int64_t ttl, X50
 	    (r = add_ext_conf(x, NID_basic_constraints, "critical,CA:TRUE")) != 0 ||
 	    (r = add_ext_conf(x, NID_key_usage,
 	    "critical,keyCertSign,cRLSign,digitalSignature")) != 0 ||
-	    (r = add_key_ids(x, x)) != 0 || (r = add_uri_san(x, uri, 0)) != 0 ||
+	    (r = add_key_ids(x, x)) != 0 || (r = cert_add_uri_san(x, uri, 0)) != 0 ||
 	    (r = sign_and_check(x, signer, pub)) != 0)
 		goto out;
 	*out = x;
@@ -322,6 +322,79 @@ cert_make_root(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, int64_t ttl, X50
 	r = 0;
  out:
 	X509_free(x);
+	return r;
+}
+
+/* Append extension nid = value (openssl config syntax) to sk. */
+static int
+ext_push(STACK_OF(X509_EXTENSION) *sk, int nid, const char *value)
+{
+	X509_EXTENSION *e;
+
+	if ((e = X509V3_EXT_nconf_nid(NULL, NULL, nid, value)) == NULL)
+		return hsm_err_ossl(HSM_ECRYPTO, "cannot build an extension");
+	if (!sk_X509_EXTENSION_push(sk, e)) {
+		X509_EXTENSION_free(e);
+		return hsm_err_ossl(HSM_ECRYPTO, "out of memory");
+	}
+	return 0;
+}
+
+int
+cert_make_ca_csr(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, X509_REQ **out)
+{
+	char uri[SPIFFE_TD_MAX + sizeof(SPIFFE_SCHEME) + 4], nc[SPIFFE_TD_MAX + 32];
+	char cn[UB_NAME + 1];
+	STACK_OF(X509_EXTENSION) *exts = NULL;
+	X509_REQ *req = NULL;
+	X509_NAME *name;
+	int r;
+
+	*out = NULL;
+	if ((r = spiffe_td_check(td)) != 0)
+		return r;
+	snprintf(uri, sizeof(uri), "URI:%s%s", SPIFFE_SCHEME, td);
+	snprintf(nc, sizeof(nc), "critical,permitted;URI:%s", td);
+	if (strlen("hsmesh CA ") + strlen(td) <= UB_NAME)
+		snprintf(cn, sizeof(cn), "hsmesh CA %s", td);
+	else
+		snprintf(cn, sizeof(cn), "hsmesh CA");
+	if ((req = X509_REQ_new()) == NULL || !X509_REQ_set_version(req, X509_REQ_VERSION_1) ||
+	    (exts = sk_X509_EXTENSION_new_null()) == NULL) {
+		r = hsm_err_ossl(HSM_ECRYPTO, "X509_REQ_new");
+		goto out;
+	}
+	name = X509_REQ_get_subject_name(req);
+	if ((r = name_add(name, "O", td)) != 0 || (r = name_add(name, "CN", cn)) != 0)
+		goto out;
+	if (!X509_REQ_set_pubkey(req, pub)) {
+		r = hsm_err_ossl(HSM_ECRYPTO, "cannot set the request's key");
+		goto out;
+	}
+	if ((r = ext_push(exts, NID_basic_constraints, "critical,CA:TRUE,pathlen:0")) != 0 ||
+	    (r = ext_push(exts, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature")) != 0 ||
+	    (r = ext_push(exts, NID_subject_alt_name, uri)) != 0 ||
+	    (r = ext_push(exts, NID_name_constraints, nc)) != 0)
+		goto out;
+	if (!X509_REQ_add_extensions(req, exts)) {
+		r = hsm_err_ossl(HSM_ECRYPTO, "cannot add the requested extensions");
+		goto out;
+	}
+	if (X509_REQ_sign(req, signer, cert_sig_md(pub)) <= 0) {
+		r = sign_failed();
+		goto out;
+	}
+	if (X509_REQ_verify(req, pub) != 1) {
+		r = hsm_err_ossl(HSM_ECRYPTO,
+		    "the signature made by the CA key does not verify with its public key");
+		goto out;
+	}
+	*out = req;
+	req = NULL;
+	r = 0;
+ out:
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_REQ_free(req);
 	return r;
 }
 

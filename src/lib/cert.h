@@ -40,6 +40,21 @@
  */
 int cert_make_root(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, int64_t ttl, X509 **out);
 
+/* Add a subjectAltName of the one URI uri to x. 0 or HSM_ECRYPTO. */
+int cert_add_uri_san(X509 *x, const char *uri, int critical);
+
+/*
+ * A PKCS#10 request for the CA key of trust domain td, for an operator's CA
+ * to sign (ca init --csr): subject as cert_make_root's, and the requested
+ * extensions basicConstraints critical CA:TRUE pathlen:0, keyUsage critical
+ * keyCertSign, cRLSign, digitalSignature, the URI SAN spiffe://<td> and the
+ * name constraint critical permitted URI <td> (RFC 5280 4.2.1.10: a URI
+ * constraint names the host, here the trust domain). Signed by signer,
+ * whose public half is pub, and checked. Caller frees *out. 0, HSM_EINVAL
+ * (td) or HSM_ECRYPTO.
+ */
+int cert_make_ca_csr(EVP_PKEY *signer, EVP_PKEY *pub, const char *td, X509_REQ **out);
+
 /*
  * Issue an X.509-SVID for pub (the requester's public key): random serial,
  * subject O=SPIFFE, one non-critical URI SAN spiffe_id, basicConstraints

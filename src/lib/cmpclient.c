@@ -226,12 +226,30 @@ transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
 	return res;
 }
 
+/* The self-signed certificates of caps, to ca->learn. */
+static void
+learn_roots(const struct cmpc_ca *ca, STACK_OF(X509) *caps)
+{
+	STACK_OF(X509) *roots = sk_X509_new_null();
+
+	for (int i = 0; roots != NULL && i < sk_X509_num(caps); i++) {
+		X509 *c = sk_X509_value(caps, i);
+
+		if (X509_self_signed(c, 1) == 1 && X509_check_ca(c) != 0 &&
+		    !X509_add_cert(roots, c, X509_ADD_FLAG_UP_REF | X509_ADD_FLAG_NO_DUP))
+			break;
+	}
+	if (roots != NULL)
+		ca->learn(ca->anchors_arg, roots);
+	svid_certs_free(roots);
+}
+
 /* certConf callback: accept only a certificate that is a valid SVID for our key. */
 static int
 certconf_cb(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char **txt)
 {
 	struct exch *x = OSSL_CMP_CTX_get_certConf_cb_arg(ctx);
-	STACK_OF(X509) *untrusted = NULL, *caps = NULL, *chain = NULL;
+	STACK_OF(X509) *untrusted = NULL, *caps = NULL, *chain = NULL, *more;
 	int r;
 
 	/*
@@ -250,8 +268,13 @@ certconf_cb(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char **txt)
 		if (X509_up_ref(c) == 1 && !sk_X509_push(untrusted, c))
 			X509_free(c);
 	}
-	r = svid_verify(x->ca->root, x->id, cert, untrusted, x->spki, x->spkilen, &chain);
+	more = x->ca->anchors != NULL ? x->ca->anchors(x->ca->anchors_arg) : NULL;
+	r = svid_verify_anchors(x->ca->root, more, x->id, cert, untrusted, x->spki, x->spkilen,
+	    &chain);
+	svid_certs_free(more);
 	svid_certs_free(untrusted);
+	if (r == 0 && caps != NULL && sk_X509_num(caps) > 0 && x->ca->learn != NULL)
+		learn_roots(x->ca, caps);
 	svid_certs_free(caps);
 	if (r != 0) {
 		snprintf(x->rejected_why, sizeof(x->rejected_why), "issued certificate refused: %s",
@@ -285,6 +308,20 @@ cmpc_subject(const char *id)
 	return name;
 }
 
+/* The anchors learned beside the root (a CA being rotated) into store. */
+static int
+add_anchors(const struct cmpc_ca *ca, X509_STORE *store)
+{
+	STACK_OF(X509) *more = ca->anchors != NULL ? ca->anchors(ca->anchors_arg) : NULL;
+	int r = 0;
+
+	for (int i = 0; more != NULL && i < sk_X509_num(more) && r == 0; i++)
+		if (X509_STORE_add_cert(store, sk_X509_value(more, i)) != 1)
+			r = -1;
+	svid_certs_free(more);
+	return r;
+}
+
 /* A CMP context for one exchange with x->srv, its answers checked against the root. */
 static int
 ctx_new(struct exch *x, OSSL_CMP_CTX **out)
@@ -296,7 +333,7 @@ ctx_new(struct exch *x, OSSL_CMP_CTX **out)
 	*out = NULL;
 	if ((ctx = OSSL_CMP_CTX_new(NULL, NULL)) == NULL || (store = X509_STORE_new()) == NULL)
 		goto fail;
-	if (X509_STORE_add_cert(store, ca->root) != 1 ||
+	if (X509_STORE_add_cert(store, ca->root) != 1 || add_anchors(ca, store) != 0 ||
 	    OSSL_CMP_CTX_set_log_cb(ctx, cmp_log_cb) != 1 ||
 	    OSSL_CMP_CTX_set_log_verbosity(ctx, ca->debug ? OSSL_CMP_LOG_DEBUG : OSSL_CMP_LOG_ERR) != 1 ||
 	    OSSL_CMP_CTX_set1_server(ctx, x->srv->host) != 1 ||
@@ -647,7 +684,8 @@ genm_once(struct exch *x, const char *id, const struct cmpc_protect *prot, const
 		*hint = crl_hint(got);
 	itav = cmp_itav_find(got, oid);
 	v = itav != NULL ? OSSL_CMP_ITAV_get0_value(itav) : NULL;
-	if (v == NULL || v->type != V_ASN1_OCTET_STRING) {
+	/* An OCTET STRING's content, or a SEQUENCE's whole encoding. */
+	if (v == NULL || (v->type != V_ASN1_OCTET_STRING && v->type != V_ASN1_SEQUENCE)) {
 		*how = CMPC_REFUSED;
 		r = hsm_err(HSM_ENOENT, "the CA sent no %s", oid);
 		goto out;
@@ -686,6 +724,55 @@ cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc_pro
 		if (r == 0 || !next_server(&x, *how))
 			break;
 	}
+	return r;
+}
+
+int
+cmpc_cert_seq_parse(const uint8_t *der, size_t len, STACK_OF(X509) **out)
+{
+	STACK_OF(X509) *certs = NULL;
+	const unsigned char *p = der, *end;
+	long clen;
+	int tag, cls;
+
+	*out = NULL;
+	if (der == NULL || len == 0 || len > LONG_MAX ||
+	    (ASN1_get_object(&p, &clen, &tag, &cls, (long)len) & 0x80) ||
+	    tag != V_ASN1_SEQUENCE || cls != V_ASN1_UNIVERSAL || clen > (long)len - (p - der))
+		return hsm_err(HSM_EPROTO, "the CA's certificates do not parse");
+	end = p + clen;
+	if ((certs = sk_X509_new_null()) == NULL)
+		return HSM_ENOMEM;
+	while (p < end) {
+		X509 *x = sk_X509_num(certs) < CMPC_CERT_SEQ_MAX ? d2i_X509(NULL, &p, end - p) : NULL;
+
+		if (x == NULL || !sk_X509_push(certs, x)) {
+			X509_free(x);
+			svid_certs_free(certs);
+			ERR_clear_error();
+			return hsm_err(HSM_EPROTO, "the CA's certificates do not parse");
+		}
+	}
+	*out = certs;
+	return 0;
+}
+
+int
+cmpc_refresh_anchors(const struct cmpc_ca *ca, const char *spiffe_id,
+    const struct cmpc_protect *prot, enum cmpc_outcome *how)
+{
+	STACK_OF(X509) *certs = NULL;
+	uint8_t *der = NULL;
+	size_t len = 0;
+	int r;
+
+	if (ca->learn == NULL)
+		return 0;
+	if ((r = cmpc_genm(ca, spiffe_id, prot, CMPC_OID_CA_CERTS, how, &der, &len, NULL)) == 0 &&
+	    (r = cmpc_cert_seq_parse(der, len, &certs)) == 0)
+		learn_roots(ca, certs);
+	svid_certs_free(certs);
+	free(der);
 	return r;
 }
 

@@ -75,6 +75,18 @@ struct cmpc_ca {
 	int msg_timeout;		/* seconds, 0: CMPC_MSG_TIMEOUT */
 	int total_timeout;		/* seconds, 0: CMPC_TOTAL_TIMEOUT */
 	int debug;			/* the library's progress as debug log lines */
+	/*
+	 * A CA being rotated (docs/LIFECYCLE.md): anchors(arg) returns the
+	 * trust anchors learned beside root (a new stack of new references,
+	 * or NULL for none), trusted for answers and issued certificates;
+	 * learn(arg, roots) is given the self-signed CA certificates of an
+	 * answer's caPubs (inside its signed body) once the answer and the
+	 * certificate it carries verified. NULL: root alone, nothing learned.
+	 * Both are called from the exchange's thread.
+	 */
+	STACK_OF(X509) *(*anchors)(void *arg);
+	void (*learn)(void *arg, STACK_OF(X509) *roots);
+	void *anchors_arg;
 };
 
 enum cmpc_protection {
@@ -147,6 +159,26 @@ int cmpc_certreq(const struct cmpc_ca *ca, const struct cmpc_certreq *rq, enum c
  */
 int cmpc_genm(const struct cmpc_ca *ca, const char *spiffe_id, const struct cmpc_protect *prot,
     const char *oid, enum cmpc_outcome *how, uint8_t **value, size_t *len, int64_t *hint);
+
+#define CMPC_OID_CA_CERTS "1.3.6.1.5.5.7.4.17"	/* id-it-caCerts, RFC 9483 4.3.1 */
+#define CMPC_CERT_SEQ_MAX 32	/* certificates read from one caCerts value */
+
+/*
+ * A DER SEQUENCE OF Certificate (an id-it-caCerts value: the whole input,
+ * at most CMPC_CERT_SEQ_MAX certificates) into *out, which the caller
+ * frees. 0; HSM_EPROTO "the CA's certificates do not parse"; HSM_ENOMEM.
+ */
+int cmpc_cert_seq_parse(const uint8_t *der, size_t len, STACK_OF(X509) **out);
+
+/*
+ * Ask the CA for its certificates (genm id-it-caCerts, protected by prot)
+ * and give the self-signed ones to ca->learn: how an agent learns a CA
+ * being rotated in (the answer is signed by the CA, checked against the
+ * anchors it trusts already). Nothing when ca->learn is NULL. 0; HSM_EIO
+ * (unreachable); HSM_ENOENT; HSM_EPROTO (the certificates do not parse).
+ */
+int cmpc_refresh_anchors(const struct cmpc_ca *ca, const char *spiffe_id,
+    const struct cmpc_protect *prot, enum cmpc_outcome *how);
 
 /*
  * A fresh attestation nonce from the CA (an unprotected genm, attest.h),

@@ -239,6 +239,10 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 	if (c->node_id[0] != '\0' && (c->kind != LEDGER_WORKLOAD || (r = check_id(c->node_id)) != 0))
 		return c->kind != LEDGER_WORKLOAD ?
 		    hsm_err(HSM_EINVAL, "ledger: a node certificate is issued to no node") : r;
+	if (c->issuer[0] != '\0' && norm_hex(c->issuer, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN,
+	    n->issuer, sizeof(n->issuer)) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: issuer key id must be %d hex digits",
+		    LEDGER_SPKI_ID_LEN);
 	n->kind = c->kind;
 	memcpy(n->node_id, c->node_id, sizeof(n->node_id));
 	memcpy(n->spiffe_id, c->spiffe_id, sizeof(n->spiffe_id));
@@ -535,6 +539,62 @@ kind_locked(struct ledger *lg, const struct ledger_cert *n)
 	return 0;
 }
 
+/* What ca_find_locked looks for and finds. */
+struct ca_find {
+	const char *key_id;	/* NULL: the active one */
+	int found;
+	int gen;
+	enum ledger_ca_state state;
+	char key[LEDGER_SPKI_ID_LEN + 1];
+	unsigned n;		/* CAs in the set */
+};
+
+static int
+ca_find_cb(const struct ledger_ca *c, void *arg)
+{
+	struct ca_find *f = arg;
+
+	f->n++;
+	if (!f->found && (f->key_id != NULL ? strcmp(c->key_id, f->key_id) == 0 :
+	    c->state == LEDGER_CA_ACTIVE)) {
+		f->found = 1;
+		f->gen = c->gen;
+		f->state = c->state;
+		memcpy(f->key, c->key_id, sizeof(f->key));
+	}
+	return 0;
+}
+
+/* Find CA key_id (NULL: the active one) in the set; lock held. */
+static int
+ca_find_locked(struct ledger *lg, const char *key_id, struct ca_find *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->key_id = key_id;
+	return lg->ops->ca_list(lg->be, ca_find_cb, f);
+}
+
+/* An issuance names its CA: once the ledger has a CA set, it must be the active one. */
+static int
+issuer_locked(struct ledger *lg, const struct ledger_cert *n)
+{
+	struct ca_find f;
+	int r;
+
+	if (n->issuer[0] == '\0')
+		return 0;
+	if ((r = ca_find_locked(lg, n->issuer, &f)) != 0)
+		return r;
+	if (f.n == 0)
+		return 0;	/* a ledger without a CA set: the CA's state dir says */
+	if (!f.found)
+		return hsm_err(HSM_EPOLICY, "CA key %.16s... is not a CA of this ledger", n->issuer);
+	if (f.state != LEDGER_CA_ACTIVE)
+		return hsm_err(HSM_EAGAIN, "CA %d is not the active CA (it is %s)", f.gen,
+		    ledger_ca_state_name(f.state));
+	return 0;
+}
+
 static int
 count_entry(const struct ledger_entry *e, void *arg)
 {
@@ -550,6 +610,7 @@ struct issue_arg {
 	int (*before_commit)(void *arg);
 	void *arg;
 	int hook_ran;		/* before_commit succeeded in some attempt */
+	char stale[160];	/* the issuer is not the active CA: why */
 };
 
 static int
@@ -581,6 +642,15 @@ issue_body(struct ledger *lg, void *v)
 	    entries > 0)
 		r = hsm_err(HSM_EPOLICY, "%s is the ID of a registration entry: a workload "
 		    "identity, not a node's", a->n->spiffe_id);
+	/*
+	 * A CA that is no longer active is no conflict to run again (in_txn
+	 * retries HSM_EAGAIN): it ends the transaction, and the caller hears
+	 * HSM_EAGAIN once it is over.
+	 */
+	if (r == 0 && (r = issuer_locked(lg, a->n)) == HSM_EAGAIN) {
+		snprintf(a->stale, sizeof(a->stale), "%s", hsm_err_msg(r));
+		return hsm_err(HSM_EPOLICY, "%s", a->stale);
+	}
 	if (r != 0)
 		return r;
 	if ((a->token_ref == NULL ||
@@ -598,7 +668,7 @@ ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *to
     int64_t now, int (*before_commit)(void *arg), void *arg, int *hook_ran)
 {
 	struct ledger_cert n;
-	struct issue_arg a = { &n, token_ref, now, before_commit, arg, 0 };
+	struct issue_arg a = { &n, token_ref, now, before_commit, arg, 0, "" };
 	int r;
 
 	if (hook_ran != NULL)
@@ -610,6 +680,8 @@ ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *to
 	if ((r = lock(lg)) != 0)
 		return r;
 	r = in_txn(lg, "issue", issue_body, &a);
+	if (r == HSM_EPOLICY && a.stale[0] != '\0')
+		r = hsm_err(HSM_EAGAIN, "%s", a.stale);
 	if (hook_ran != NULL)
 		*hook_ran = a.hook_ran;
 	unlock(lg);
@@ -1110,4 +1182,262 @@ ledger_entry_covers(const struct ledger_entry *e, const char *node_id)
 		return 0;
 	return e->node_is_pattern ? spiffe_pattern_match(e->node, node_id) :
 	    strcmp(e->node, node_id) == 0;
+}
+
+/* ---- the CA set ---- */
+
+const char *
+ledger_ca_state_name(enum ledger_ca_state s)
+{
+	static const char *const names[LEDGER_CA_STATES] = {
+		[LEDGER_CA_PENDING] = "pending", [LEDGER_CA_PREPARED] = "prepared",
+		[LEDGER_CA_ACTIVE] = "active", [LEDGER_CA_OLD] = "old",
+		[LEDGER_CA_RETIRED] = "retired",
+	};
+
+	return (int)s >= 0 && (int)s < LEDGER_CA_STATES ? names[s] : "?";
+}
+
+static int
+key_id_arg(const char *in, char out[LEDGER_SPKI_ID_LEN + 1])
+{
+	if (norm_hex(in, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN, out, LEDGER_SPKI_ID_LEN + 1) != 0)
+		return hsm_err(HSM_EINVAL, "ledger: CA key id must be %d hex digits",
+		    LEDGER_SPKI_ID_LEN);
+	return 0;
+}
+
+/* Chain or links text: PEM within the bound (NULL reads as ""). */
+static int
+pem_arg(const char *pem, const char *what)
+{
+	if (pem != NULL && strnlen(pem, LEDGER_CA_PEM_MAX + 1) > LEDGER_CA_PEM_MAX)
+		return hsm_err(HSM_EINVAL, "ledger: CA %s longer than %d bytes", what,
+		    LEDGER_CA_PEM_MAX);
+	return 0;
+}
+
+static int
+ca_add_body(struct ledger *lg, void *v)
+{
+	struct ledger_ca *n = v;
+	struct ca_find f;
+	int r;
+
+	if ((r = ca_find_locked(lg, NULL, &f)) != 0)
+		return r;
+	if (n->state == LEDGER_CA_ACTIVE && f.n > 0)
+		return hsm_err(HSM_EPOLICY, "the ledger has a CA set already: a new CA is "
+		    "prepared, then activated");
+	/* The first CA signed what the ledger holds from before CA sets. */
+	if (f.n == 0 && (r = lg->ops->certs_tag_issuer(lg->be, n->key_id)) != 0)
+		return r;
+	return lg->ops->ca_insert(lg->be, n);
+}
+
+int
+ledger_ca_add(struct ledger *lg, struct ledger_ca *c)
+{
+	struct ledger_ca n;
+	int r;
+
+	if (c == NULL)
+		return hsm_err(HSM_EINVAL, "ledger: no CA");
+	memset(&n, 0, sizeof(n));
+	if ((r = key_id_arg(c->key_id, n.key_id)) != 0 || (r = pem_arg(c->chain, "chain")) != 0 ||
+	    (r = pem_arg(c->links, "links")) != 0)
+		return r;
+	if (c->state != LEDGER_CA_PENDING && c->state != LEDGER_CA_PREPARED &&
+	    c->state != LEDGER_CA_ACTIVE)
+		return hsm_err(HSM_EINVAL, "ledger: a new CA is pending, prepared or active");
+	if ((c->state == LEDGER_CA_PENDING) != (c->cert == NULL) ||
+	    (c->cert != NULL && (c->cert_len == 0 || c->cert_len > INT32_MAX)))
+		return hsm_err(HSM_EINVAL, "ledger: a CA has a certificate unless it is pending");
+	n.state = c->state;
+	n.cert = c->cert;
+	n.cert_len = c->cert_len;
+	n.chain = c->chain != NULL ? c->chain : "";
+	n.links = c->links != NULL ? c->links : "";
+	n.created = (int64_t)time(NULL);
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = in_txn(lg, "add CA", ca_add_body, &n);
+	unlock(lg);
+	if (r == 0) {
+		c->gen = n.gen;
+		c->created = n.created;
+	}
+	return r;
+}
+
+int
+ledger_ca_list(struct ledger *lg, ledger_ca_cb cb, void *arg)
+{
+	int r;
+
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->ca_list(lg->be, cb, arg);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_ca_install(struct ledger *lg, const char *key_id, const uint8_t *cert, size_t cert_len,
+    const char *chain, const char *links, int64_t now)
+{
+	char kid[LEDGER_SPKI_ID_LEN + 1];
+	struct ca_find f;
+	unsigned mask = 1u << LEDGER_CA_PENDING | 1u << LEDGER_CA_PREPARED |
+	    1u << LEDGER_CA_ACTIVE | 1u << LEDGER_CA_OLD;
+	int r;
+
+	if ((r = key_id_arg(key_id, kid)) != 0 || (r = pem_arg(chain, "chain")) != 0 ||
+	    (r = pem_arg(links, "links")) != 0)
+		return r;
+	if (cert == NULL || cert_len == 0 || cert_len > INT32_MAX)
+		return hsm_err(HSM_EINVAL, "ledger: no CA certificate");
+	if ((r = lock(lg)) != 0)
+		return r;
+	if ((r = lg->ops->ca_set_cert(lg->be, kid, cert, cert_len, chain != NULL ? chain : "",
+	    links != NULL ? links : "", mask, now)) == 1) {
+		r = 0;
+	} else if (r == 0 && (r = ca_find_locked(lg, kid, &f)) == 0) {
+		r = !f.found ? hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", kid) :
+		    hsm_err(HSM_EPOLICY, "CA %d is %s", f.gen, ledger_ca_state_name(f.state));
+	}
+	unlock(lg);
+	return r;
+}
+
+/* Move CA kid (found as *f) to state to; lock and transaction held. */
+static int
+ca_move_found(struct ledger *lg, const char *kid, const struct ca_find *f, int to, int64_t now)
+{
+	int r;
+
+	if ((r = lg->ops->ca_move(lg->be, kid, (int)f->state, to, now)) != 1)
+		return r < 0 ? r : hsm_err(HSM_EIO, "ledger: CA %d changed meanwhile", f->gen);
+	return 0;
+}
+
+/* What ledger_ca_activate and ledger_ca_retire change, for their transactions. */
+struct ca_step_arg {
+	const char *kid;
+	int64_t now;
+	unsigned *n;		/* retire: outstanding certificates */
+	int64_t *latest;
+};
+
+static int
+ca_activate_body(struct ledger *lg, void *v)
+{
+	struct ca_step_arg *a = v;
+	struct ca_find f, cur;
+	int r;
+
+	if ((r = ca_find_locked(lg, a->kid, &f)) != 0 || (r = ca_find_locked(lg, NULL, &cur)) != 0)
+		return r;
+	if (!f.found)
+		return hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", a->kid);
+	if (f.state != LEDGER_CA_PREPARED && f.state != LEDGER_CA_OLD)
+		return hsm_err(HSM_EPOLICY, "CA %d is %s%s", f.gen, f.state == LEDGER_CA_ACTIVE ?
+		    "already " : "", f.state == LEDGER_CA_PENDING ?
+		    "pending: it has no certificate yet" : ledger_ca_state_name(f.state));
+	/* The active one steps down first: the store holds at most one active. */
+	if (cur.found && (r = lg->ops->ca_move(lg->be, cur.key, LEDGER_CA_ACTIVE, LEDGER_CA_OLD,
+	    a->now)) != 1)
+		return r < 0 ? r : hsm_err(HSM_EIO, "ledger: the active CA changed meanwhile");
+	return ca_move_found(lg, a->kid, &f, LEDGER_CA_ACTIVE, a->now);
+}
+
+int
+ledger_ca_activate(struct ledger *lg, const char *key_id, int64_t now)
+{
+	char kid[LEDGER_SPKI_ID_LEN + 1];
+	struct ca_step_arg a = { kid, now, NULL, NULL };
+	int r;
+
+	if ((r = key_id_arg(key_id, kid)) != 0)
+		return r;
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = in_txn(lg, "activate CA", ca_activate_body, &a);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_ca_outstanding(struct ledger *lg, const char *key_id, int64_t now, unsigned *n,
+    int64_t *latest)
+{
+	char kid[LEDGER_SPKI_ID_LEN + 1];
+	int r;
+
+	*n = 0;
+	*latest = 0;
+	if ((r = key_id_arg(key_id, kid)) != 0)
+		return r;
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->certs_outstanding(lg->be, kid, now, n, latest);
+	unlock(lg);
+	return r;
+}
+
+static int
+ca_retire_body(struct ledger *lg, void *v)
+{
+	struct ca_step_arg *a = v;
+	struct ca_find f;
+	int r;
+
+	*a->n = 0;
+	*a->latest = 0;
+	if ((r = ca_find_locked(lg, a->kid, &f)) != 0)
+		return r;
+	if (!f.found)
+		return hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", a->kid);
+	if (f.state == LEDGER_CA_ACTIVE || f.state == LEDGER_CA_RETIRED)
+		return hsm_err(HSM_EPOLICY, "CA %d is %s%s", f.gen,
+		    f.state == LEDGER_CA_RETIRED ? "already " : "", ledger_ca_state_name(f.state));
+	/* Counted and changed in one transaction: no issuance by it can slip in between. */
+	if ((r = lg->ops->certs_outstanding(lg->be, a->kid, a->now, a->n, a->latest)) != 0)
+		return r;
+	if (*a->n > 0)
+		return hsm_err(HSM_EBUSY, "%u certificate%s issued by CA %d %s not expired yet",
+		    *a->n, *a->n == 1 ? "" : "s", f.gen, *a->n == 1 ? "has" : "have");
+	return ca_move_found(lg, a->kid, &f, LEDGER_CA_RETIRED, a->now);
+}
+
+int
+ledger_ca_retire(struct ledger *lg, const char *key_id, int64_t now, unsigned *n,
+    int64_t *latest)
+{
+	char kid[LEDGER_SPKI_ID_LEN + 1];
+	struct ca_step_arg a = { kid, now, n, latest };
+	int r;
+
+	*n = 0;
+	*latest = 0;
+	if ((r = key_id_arg(key_id, kid)) != 0)
+		return r;
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = in_txn(lg, "retire CA", ca_retire_body, &a);
+	unlock(lg);
+	return r;
+}
+
+int
+ledger_ca_seq(struct ledger *lg, int64_t *seq)
+{
+	int r;
+
+	*seq = 0;
+	if ((r = lock(lg)) != 0)
+		return r;
+	r = lg->ops->ca_seq(lg->be, seq);
+	unlock(lg);
+	return r;
 }

@@ -38,7 +38,7 @@
 
 #include "spiffe.h"
 
-#define LEDGER_SCHEMA_VERSION 6
+#define LEDGER_SCHEMA_VERSION 7
 #define LEDGER_REF_MAX 64	/* join token reference, bytes */
 #define LEDGER_HASH_LEN 32	/* SHA-256 of a join token secret */
 #define LEDGER_SERIAL_MAX 64	/* certificate serial, hex digits */
@@ -48,6 +48,7 @@
 #define LEDGER_TXN_MAX 128	/* a CMP transactionID, hex digits */
 #define LEDGER_ENTRY_ID_LEN 16	/* hex digits of a registration entry's ID */
 #define LEDGER_SELECTORS_MAX 4096	/* an entry's selectors, one a line */
+#define LEDGER_CA_PEM_MAX (256 * 1024)	/* a CA's chain or links (PEM) */
 #define LEDGER_PROFILE_MAX 15		/* an entry's certificate profile name */
 #define LEDGER_NF_TYPES_MAX 1055	/* "AMF,SMF": nfprofile.h's NF_TYPES_TEXT_MAX - 1 */
 #define LEDGER_FQDN_MAX 253		/* a DNS name */
@@ -96,6 +97,7 @@ struct ledger_cert {
 	int reason;		/* CRLReason, meaningful when revoked */
 	enum ledger_kind kind;	/* a workload's or a node's certificate */
 	char node_id[SPIFFE_ID_MAX + 1];	/* issued to this node (node-protected), or "" */
+	char issuer[LEDGER_SPKI_ID_LEN + 1];	/* key id (hex) of the CA that signed it, or "" */
 	uint8_t *der;
 	size_t der_len;
 };
@@ -198,8 +200,10 @@ int ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at);
  * serial, so that a retry of the same request finds c again); when
  * c->parent_serial is set, record c as the renewal of that certificate,
  * which must exist, not be revoked and not have been renewed before; and
- * c->spiffe_id must not be revoked. Either all of it is recorded or
- * nothing. The serials and spki_id are hex (either case, stored
+ * c->spiffe_id must not be revoked; when c->issuer is set and the ledger
+ * knows a CA set, that CA must be the active one (HSM_EAGAIN "CA 2 is not
+ * the active CA (it is old)": a rotation happened since the caller
+ * looked; issue again). Either all of it is recorded or nothing. The serials and spki_id are hex (either case, stored
  * lower-case, serials without leading zeros); c->txn is "" or hex (stored
  * lower-case). 0; HSM_EEXIST if the serial is already recorded;
  * HSM_EPOLICY "identity revoked" / "join token already used" / "join
@@ -343,5 +347,101 @@ int ledger_entry_list(struct ledger *lg, const char *spiffe_id, ledger_entry_cb 
 
 /* 1 when e is node-managed and names node_id (exactly, or by its pattern), else 0. */
 int ledger_entry_covers(const struct ledger_entry *e, const char *node_id);
+
+/* ---- the CA set: the trust domain's CA keys and certificates ---- */
+
+/*
+ * The life of a CA key (docs/LIFECYCLE.md, "Rotate the CA"). Exactly one
+ * CA is active once the set is not empty (the store keeps it so); the
+ * trust bundle holds the certificates of the prepared, active and old
+ * ones.
+ */
+enum ledger_ca_state {
+	LEDGER_CA_PENDING = 0,	/* key in the token, no certificate yet (a CSR is out) */
+	LEDGER_CA_PREPARED = 1,	/* certificate in place, in the bundles; issues nothing */
+	LEDGER_CA_ACTIVE = 2,	/* issues every certificate */
+	LEDGER_CA_OLD = 3,	/* issued before; in the bundles while its certificates live */
+	LEDGER_CA_RETIRED = 4,	/* out of the bundles; issues nothing, ever */
+};
+#define LEDGER_CA_STATES 5
+
+/*
+ * One CA. For ledger_ca_list every field is valid during the callback
+ * only; chain and links are NUL-terminated PEM ("" for none).
+ */
+struct ledger_ca {
+	int gen;				/* 1, 2, ...: the order they were made in */
+	char key_id[LEDGER_SPKI_ID_LEN + 1];	/* hex SHA-256 of its SubjectPublicKeyInfo */
+	enum ledger_ca_state state;
+	const uint8_t *cert;			/* DER; NULL while pending */
+	size_t cert_len;
+	const char *chain;			/* the certificates above it: intermediates, root */
+	const char *links;			/* cross-certificates published with it */
+	int64_t created;
+	int64_t changed;			/* last change of state or certificate */
+};
+
+/* "pending", "prepared", "active", "old", "retired" ("?" for another value). */
+const char *ledger_ca_state_name(enum ledger_ca_state s);
+
+/*
+ * Record a new CA (pending, prepared, or active when the set is empty:
+ * the first CA); c->gen and c->created are set here. The first CA of a
+ * ledger also becomes the issuer of every certificate recorded without
+ * one (a ledger from before CA sets). 0; HSM_EEXIST (its key is
+ * recorded); HSM_EPOLICY (active, but the set is not empty); HSM_EINVAL;
+ * HSM_EIO.
+ */
+int ledger_ca_add(struct ledger *lg, struct ledger_ca *c);
+
+/*
+ * Call cb for every CA, oldest first. cb runs with the ledger locked and
+ * must not call ledger functions. 0; HSM_EIO; HSM_ENOMEM; cb's non-zero.
+ */
+typedef int (*ledger_ca_cb)(const struct ledger_ca *c, void *arg);
+int ledger_ca_list(struct ledger *lg, ledger_ca_cb cb, void *arg);
+
+/*
+ * Give CA key_id its certificate (DER) and chain and links (PEM, "" for
+ * none): a pending CA becomes prepared; a prepared, active or old one
+ * keeps its state with the new certificate (its key's certificate
+ * re-issued). 0; HSM_ENOENT (no such CA); HSM_EPOLICY (retired);
+ * HSM_EINVAL; HSM_EIO.
+ */
+int ledger_ca_install(struct ledger *lg, const char *key_id, const uint8_t *cert,
+    size_t cert_len, const char *chain, const char *links, int64_t now);
+
+/*
+ * Make CA key_id (prepared, or old: a roll-back) the active one; the
+ * active one becomes old. One transaction. 0; HSM_ENOENT; HSM_EPOLICY
+ * ("CA 3 is already active", "CA 3 is pending: it has no certificate
+ * yet", "... is retired"); HSM_EIO.
+ */
+int ledger_ca_activate(struct ledger *lg, const char *key_id, int64_t now);
+
+/*
+ * The certificates that still chain to CA key_id at now: recorded with
+ * it as their issuer (or with no issuer recorded), not expired, not
+ * revoked. *n their number, *latest the last notAfter among them (0 when
+ * none). 0; HSM_EINVAL; HSM_EIO.
+ */
+int ledger_ca_outstanding(struct ledger *lg, const char *key_id, int64_t now, unsigned *n,
+    int64_t *latest);
+
+/*
+ * Retire CA key_id (old, prepared or pending) if no certificate chains to
+ * it any more (ledger_ca_outstanding, decided in the same transaction).
+ * 0; HSM_EBUSY with *n and *latest set when certificates are
+ * outstanding; HSM_ENOENT; HSM_EPOLICY (active, or retired already);
+ * HSM_EIO.
+ */
+int ledger_ca_retire(struct ledger *lg, const char *key_id, int64_t now, unsigned *n,
+    int64_t *latest);
+
+/*
+ * A number that changes whenever the CA set does (any process, any
+ * replica): cheap to poll. 0 for an empty set. 0; HSM_EIO.
+ */
+int ledger_ca_seq(struct ledger *lg, int64_t *seq);
 
 #endif

@@ -59,6 +59,7 @@
 
 /* The types of ledger.h, which includes nothing of this file. */
 struct ledger_be;
+struct ledger_ca;
 struct ledger_cert;
 struct ledger_entry;
 struct ledger_token;
@@ -116,9 +117,8 @@ struct ledger_ops {
 
 	/*
 	 * Insert c (its revocation and superseded_by ignored; kind and
-	 * node_id stored; txn "" stored as none) as recorded at recorded;
-	 * HSM_EEXIST on a serial
-	 * already taken.
+	 * node_id stored; txn and issuer "" stored as none) as recorded at
+	 * recorded; HSM_EEXIST on a serial already taken.
 	 */
 	int (*cert_insert)(struct ledger_be *be, const struct ledger_cert *c, int64_t recorded);
 	/* Fetch by serial, der malloc'd; HSM_ENOENT when unknown. */
@@ -167,6 +167,35 @@ struct ledger_ops {
 	/* 1 when some entry names id as its node (node, not a pattern), 0 not, < 0 error. */
 	int (*entry_names_node)(struct ledger_be *be, const char *id);
 
+	/*
+	 * The CA set (struct ledger_ca; chain and links "" for none). Every
+	 * change also sets the row's seq to one more than the largest seq.
+	 * Insert with gen = the largest gen + 1, written back into c->gen;
+	 * HSM_EEXIST on a key_id taken. The store keeps at most one CA active
+	 * (a unique index): a second is HSM_EEXIST.
+	 */
+	int (*ca_insert)(struct ledger_be *be, struct ledger_ca *c);
+	/* Call cb for every CA, by gen; c valid during the call only. */
+	int (*ca_list)(struct ledger_be *be, int (*cb)(const struct ledger_ca *c, void *arg),
+	    void *arg);
+	/*
+	 * Set key_id's certificate, chain and links if its state's bit is in
+	 * from_mask (1 << state); a pending one becomes prepared: 1 changed, 0 not.
+	 */
+	int (*ca_set_cert)(struct ledger_be *be, const char *key_id, const uint8_t *cert,
+	    size_t cert_len, const char *chain, const char *links, unsigned from_mask, int64_t now);
+	/* Move key_id from state from to state to: 1 changed, 0 not. */
+	int (*ca_move)(struct ledger_be *be, const char *key_id, int from, int to, int64_t now);
+	/* The largest seq (0 for an empty set). */
+	int (*ca_seq)(struct ledger_be *be, int64_t *seq);
+	/*
+	 * Certificates with not_after > now, not revoked, whose issuer is
+	 * key_id or unknown (NULL): how many, and the largest not_after.
+	 */
+	int (*certs_outstanding)(struct ledger_be *be, const char *key_id, int64_t now,
+	    unsigned *n, int64_t *latest);
+	/* Record key_id as the issuer of every certificate that has none. */
+	int (*certs_tag_issuer)(struct ledger_be *be, const char *key_id);
 	/* The revocation sequence (0 in a new store). */
 	int (*revocation_seq)(struct ledger_be *be, uint64_t *seq);
 	/* Advance it by one (inside the transaction of the revocation). */

@@ -55,6 +55,7 @@
 #define PG_STMT_TRIES 5			/* a single statement in a deadlock, outside a transaction */
 #define PG_CONNECT_TIMEOUT "5"		/* seconds, unless the URI says otherwise */
 #define PG_MIGRATE_LOCK "7526478463497757"	/* advisory lock key of the migration */
+#define PG_CA_LOCK "7526478463497758"		/* advisory lock key of the CA set */
 
 /* Type OIDs of the parameters (pg_type.h is not part of libpq-dev). */
 #define OID_BYTEA 17
@@ -62,7 +63,7 @@
 #define OID_INT4 23
 #define OID_TEXT 25
 
-#define MAX_PARAMS 12
+#define MAX_PARAMS 13
 
 /*
  * Schema migrations (run by ledger.c): migrations[i] takes a ledger from
@@ -150,11 +151,34 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	"ALTER TABLE entries ADD COLUMN profile TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE entries ADD COLUMN nf_types TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE entries ADD COLUMN fqdn TEXT NOT NULL DEFAULT '';",
+	/*
+	 * 6 -> 7: the CA set (as in SQLite): certs.issuer, the key id of the
+	 * CA that signed a certificate (NULL before, claimed by the first CA
+	 * recorded); the cas table, at most one CA active; seq grows with
+	 * every change. No index on issuer (only rotate retire and status
+	 * count by it).
+	 */
+	"ALTER TABLE certs ADD COLUMN issuer TEXT;"
+	"CREATE TABLE cas ("
+	"  key_id TEXT PRIMARY KEY NOT NULL,"
+	"  gen INTEGER NOT NULL UNIQUE,"
+	"  state INTEGER NOT NULL CHECK (state BETWEEN 0 AND 4),"
+	"  cert BYTEA,"
+	"  chain TEXT NOT NULL DEFAULT '',"
+	"  links TEXT NOT NULL DEFAULT '',"
+	"  created BIGINT NOT NULL,"
+	"  changed BIGINT NOT NULL,"
+	"  seq BIGINT NOT NULL"
+	");"
+	"CREATE UNIQUE INDEX cas_one_active ON cas (state) WHERE state = 2;",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
-	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id, txn"
-#define CERT_NCOLS 14
+	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id, txn, issuer"
+#define CERT_NCOLS 15
+#define CA_COLS "gen, key_id, state, cert, chain, links, created, changed"
+#define CA_NCOLS 8
+#define CA_NEXT_SEQ "(SELECT coalesce(max(seq), 0) + 1 FROM cas)"
 #define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created, " \
 	"profile, nf_types, fqdn"
 #define ENTRY_NCOLS 11
@@ -185,6 +209,15 @@ enum stmt_id {
 	S_REV_SEQ,
 	S_REV_BUMP,
 	S_REV_LIST,
+	S_CA_LOCK_SH,
+	S_CA_LOCK,
+	S_CA_ADD,
+	S_CA_LIST,
+	S_CA_CERT,
+	S_CA_MOVE,
+	S_CA_SEQ,
+	S_CERTS_OUT,
+	S_CERTS_TAG,
 	S_COUNT
 };
 
@@ -204,10 +237,10 @@ static const struct {
 	[S_TOKEN_UNUSE] = { "UPDATE tokens SET used_at = NULL, serial = NULL "
 	    "WHERE ref = $1 AND used_at = $2", 2, { OID_TEXT, OID_INT8 } },
 	[S_CERT_ADD] = { "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
-	    "auth, parent_serial, recorded, der, txn, kind, node_id) "
-	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", 12,
+	    "auth, parent_serial, recorded, der, txn, kind, node_id, issuer) "
+	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", 13,
 	    { OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8, OID_INT8, OID_TEXT, OID_TEXT, OID_INT8,
-	    OID_BYTEA, OID_TEXT, OID_INT4, OID_TEXT } },
+	    OID_BYTEA, OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT } },
 	[S_CERT_GET] = { "SELECT " CERT_COLS " FROM certs WHERE serial = $1", 1, { OID_TEXT } },
 	[S_CERT_SUPERSEDE] = { "UPDATE certs SET superseded_by = $2 "
 	    "WHERE serial = $1 AND superseded_by IS NULL AND revoked_at IS NULL", 2,
@@ -244,6 +277,24 @@ static const struct {
 	[S_REV_LIST] = { "SELECT serial, revoked_at, reason FROM certs "
 	    "WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY revoked_at, seq", 1,
 	    { OID_INT8 } },
+	[S_CA_LOCK_SH] = { "SELECT pg_advisory_xact_lock_shared(" PG_CA_LOCK ")", 0, { 0 } },
+	[S_CA_LOCK] = { "SELECT pg_advisory_xact_lock(" PG_CA_LOCK ")", 0, { 0 } },
+	[S_CA_ADD] = { "INSERT INTO cas (key_id, gen, state, cert, chain, links, created, changed, "
+	    "seq) VALUES ($1, (SELECT coalesce(max(gen), 0) + 1 FROM cas), $2, $3, $4, $5, $6, $6, "
+	    CA_NEXT_SEQ ") RETURNING gen", 6,
+	    { OID_TEXT, OID_INT4, OID_BYTEA, OID_TEXT, OID_TEXT, OID_INT8 } },
+	[S_CA_LIST] = { "SELECT " CA_COLS " FROM cas ORDER BY gen", 0, { 0 } },
+	[S_CA_CERT] = { "UPDATE cas SET cert = $2, chain = $3, links = $4, changed = $6, "
+	    "state = CASE state WHEN 0 THEN 1 ELSE state END, seq = " CA_NEXT_SEQ " "
+	    "WHERE key_id = $1 AND ((1 << state) & $5) != 0", 6,
+	    { OID_TEXT, OID_BYTEA, OID_TEXT, OID_TEXT, OID_INT4, OID_INT8 } },
+	[S_CA_MOVE] = { "UPDATE cas SET state = $3, changed = $4, seq = " CA_NEXT_SEQ " "
+	    "WHERE key_id = $1 AND state = $2", 4, { OID_TEXT, OID_INT4, OID_INT4, OID_INT8 } },
+	[S_CA_SEQ] = { "SELECT coalesce(max(seq), 0) FROM cas", 0, { 0 } },
+	[S_CERTS_OUT] = { "SELECT count(*), coalesce(max(not_after), 0) FROM certs "
+	    "WHERE (issuer = $1 OR issuer IS NULL) AND not_after > $2 AND revoked_at IS NULL", 2,
+	    { OID_TEXT, OID_INT8 } },
+	[S_CERTS_TAG] = { "UPDATE certs SET issuer = $1 WHERE issuer IS NULL", 1, { OID_TEXT } },
 };
 
 struct ledger_be {
@@ -675,7 +726,8 @@ cert_from_row(const PGresult *r, int row, struct ledger_cert *c, int copy_der)
 	    col_text(r, row, 6, c->parent_serial, sizeof(c->parent_serial)) != 0 ||
 	    col_text(r, row, 10, c->superseded_by, sizeof(c->superseded_by)) != 0 ||
 	    col_text(r, row, 12, c->node_id, sizeof(c->node_id)) != 0 ||
-	    col_text(r, row, 13, c->txn, sizeof(c->txn)) != 0)
+	    col_text(r, row, 13, c->txn, sizeof(c->txn)) != 0 ||
+	    col_text(r, row, 14, c->issuer, sizeof(c->issuer)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
 	c->kind = col_i64(r, row, 11) == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
 	c->not_before = col_i64(r, row, 3);
@@ -993,6 +1045,7 @@ pg_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t record
 	p_text(&p, c->txn, 1);
 	p_i32(&p, (int32_t)c->kind);
 	p_text(&p, c->node_id, 1);
+	p_text(&p, c->issuer, 1);
 	r = run(be, S_CERT_ADD, &p, "add certificate", NULL, NULL);
 	if (r == HSM_EEXIST)
 		r = hsm_err(HSM_EEXIST, "ledger: certificate serial %s already recorded", c->serial);
@@ -1321,6 +1374,180 @@ pg_revoked_list(struct ledger_be *be, int64_t now,
 	return r;
 }
 
+/* ---- the CA set ---- */
+
+/*
+ * Inside a transaction, the CA set is read under a shared advisory lock
+ * and changed under the exclusive one: an issuance (which reads the set)
+ * never overlaps an activation or a retirement, and two changes of the
+ * set run one after the other (two that both read first deadlock; the
+ * server breaks it and ledger.c runs the loser again). Outside a
+ * transaction a statement is atomic on its own.
+ */
+static int
+ca_lock(struct ledger_be *be, int exclusive)
+{
+	if (!be->in_tx)
+		return 0;
+	return run(be, exclusive ? S_CA_LOCK : S_CA_LOCK_SH, NULL, "lock the CA set", NULL, NULL);
+}
+
+static int
+pg_ca_insert(struct ledger_be *be, struct ledger_ca *c)
+{
+	struct params p = { 0 };
+	PGresult *res = NULL;
+	int r;
+
+	if ((r = ca_lock(be, 1)) != 0)
+		return r;
+	p_text(&p, c->key_id, 0);
+	p_i32(&p, (int32_t)c->state);
+	if (c->cert != NULL)
+		p_bytes(&p, c->cert, c->cert_len);
+	else
+		p_text(&p, NULL, 1);
+	p_text(&p, c->chain, 0);
+	p_text(&p, c->links, 0);
+	p_i64(&p, c->created);
+	r = run(be, S_CA_ADD, &p, "add CA", &res, NULL);
+	if (r == HSM_EEXIST)
+		return hsm_err(HSM_EEXIST, "ledger: CA key %.16s... already recorded (or a second "
+		    "active CA)", c->key_id);
+	if (r != 0)
+		return r;
+	if (pqf.PQntuples_(res) != 1)
+		r = hsm_err(HSM_EIO, "ledger: add CA: no generation");
+	else
+		c->gen = (int)col_i64(res, 0, 0);
+	pqf.PQclear_(res);
+	return r;
+}
+
+static int
+pg_ca_list(struct ledger_be *be, int (*cb)(const struct ledger_ca *c, void *arg), void *arg)
+{
+	struct ledger_ca c;
+	PGresult *res = NULL;
+	int r, n;
+
+	if ((r = ca_lock(be, 0)) != 0 ||
+	    (r = run(be, S_CA_LIST, NULL, "list CAs", &res, NULL)) != 0)
+		return r;
+	if (pqf.PQnfields_(res) != CA_NCOLS)
+		r = hsm_err(HSM_EIO, "ledger: corrupt CA row");
+	for (int i = 0; i < pqf.PQntuples_(res) && r == 0; i++) {
+		memset(&c, 0, sizeof(c));
+		c.gen = (int)col_i64(res, i, 0);
+		if (col_text(res, i, 1, c.key_id, sizeof(c.key_id)) != 0) {
+			r = hsm_err(HSM_EIO, "ledger: corrupt CA row");
+			break;
+		}
+		c.state = (enum ledger_ca_state)col_i64(res, i, 2);
+		if (!pqf.PQgetisnull_(res, i, 3)) {
+			if ((n = pqf.PQgetlength_(res, i, 3)) <= 0) {
+				r = hsm_err(HSM_EIO, "ledger: CA %d has an empty certificate", c.gen);
+				break;
+			}
+			c.cert = (const uint8_t *)pqf.PQgetvalue_(res, i, 3);
+			c.cert_len = (size_t)n;
+		}
+		/* libpq ends every value with a NUL; a NUL inside would cut the text short. */
+		c.chain = pqf.PQgetisnull_(res, i, 4) ? "" : pqf.PQgetvalue_(res, i, 4);
+		c.links = pqf.PQgetisnull_(res, i, 5) ? "" : pqf.PQgetvalue_(res, i, 5);
+		c.created = col_i64(res, i, 6);
+		c.changed = col_i64(res, i, 7);
+		r = cb(&c, arg);
+	}
+	pqf.PQclear_(res);
+	return r;
+}
+
+static int
+pg_ca_set_cert(struct ledger_be *be, const char *key_id, const uint8_t *cert, size_t cert_len,
+    const char *chain, const char *links, unsigned from_mask, int64_t now)
+{
+	struct params p = { 0 };
+	int r, n;
+
+	if ((r = ca_lock(be, 1)) != 0)
+		return r;
+	p_text(&p, key_id, 0);
+	p_bytes(&p, cert, cert_len);
+	p_text(&p, chain, 0);
+	p_text(&p, links, 0);
+	p_i32(&p, (int32_t)from_mask);
+	p_i64(&p, now);
+	r = run(be, S_CA_CERT, &p, "install CA certificate", NULL, &n);
+	return r != 0 ? r : n;
+}
+
+static int
+pg_ca_move(struct ledger_be *be, const char *key_id, int from, int to, int64_t now)
+{
+	struct params p = { 0 };
+	int r, n;
+
+	if ((r = ca_lock(be, 1)) != 0)
+		return r;
+	p_text(&p, key_id, 0);
+	p_i32(&p, from);
+	p_i32(&p, to);
+	p_i64(&p, now);
+	r = run(be, S_CA_MOVE, &p, "change CA state", NULL, &n);
+	return r != 0 ? r : n;
+}
+
+static int
+pg_ca_seq(struct ledger_be *be, int64_t *seq)
+{
+	PGresult *res = NULL;
+	int r;
+
+	*seq = 0;
+	if ((r = run(be, S_CA_SEQ, NULL, "read CA sequence", &res, NULL)) != 0)
+		return r;
+	if (pqf.PQntuples_(res) != 1)
+		r = hsm_err(HSM_EIO, "ledger: read CA sequence: no row");
+	else
+		*seq = col_i64(res, 0, 0);
+	pqf.PQclear_(res);
+	return r;
+}
+
+static int
+pg_certs_outstanding(struct ledger_be *be, const char *key_id, int64_t now, unsigned *n,
+    int64_t *latest)
+{
+	struct params p = { 0 };
+	PGresult *res = NULL;
+	int r;
+
+	*n = 0;
+	*latest = 0;
+	p_text(&p, key_id, 0);
+	p_i64(&p, now);
+	if ((r = run(be, S_CERTS_OUT, &p, "count outstanding certificates", &res, NULL)) != 0)
+		return r;
+	if (pqf.PQntuples_(res) != 1 || pqf.PQnfields_(res) != 2) {
+		r = hsm_err(HSM_EIO, "ledger: count outstanding certificates: no row");
+	} else {
+		*n = (unsigned)col_i64(res, 0, 0);
+		*latest = col_i64(res, 0, 1);
+	}
+	pqf.PQclear_(res);
+	return r;
+}
+
+static int
+pg_certs_tag_issuer(struct ledger_be *be, const char *key_id)
+{
+	struct params p = { 0 };
+
+	p_text(&p, key_id, 0);
+	return run(be, S_CERTS_TAG, &p, "record the issuer of earlier certificates", NULL, NULL);
+}
+
 const struct ledger_ops ledger_pg_ops = {
 	.name = "postgresql",
 	.claims = pg_claims,
@@ -1359,4 +1586,11 @@ const struct ledger_ops ledger_pg_ops = {
 	.revocation_seq = pg_revocation_seq,
 	.revocation_bump = pg_revocation_bump,
 	.revoked_list = pg_revoked_list,
+	.ca_insert = pg_ca_insert,
+	.ca_list = pg_ca_list,
+	.ca_set_cert = pg_ca_set_cert,
+	.ca_move = pg_ca_move,
+	.ca_seq = pg_ca_seq,
+	.certs_outstanding = pg_certs_outstanding,
+	.certs_tag_issuer = pg_certs_tag_issuer,
 };

@@ -121,10 +121,37 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
 	"ALTER TABLE entries ADD COLUMN profile TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE entries ADD COLUMN nf_types TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE entries ADD COLUMN fqdn TEXT NOT NULL DEFAULT '';",
+	/*
+	 * 6 -> 7: the CA set (rotation, a CA under an operator's root). A
+	 * certificate names the CA key that signed it (issuer: hex key id;
+	 * NULL in rows from before, which the first CA recorded claims). A
+	 * CA is a key (key_id), its generation, its state (0 pending, 1
+	 * prepared, 2 active, 3 old, 4 retired; at most one active), its
+	 * certificate (DER, NULL while pending), the certificates above it
+	 * and the cross-certificates published with it (PEM); seq grows with
+	 * every change, so a reader polls one number. No index on issuer:
+	 * only ca rotate retire and status count by it, and every issuance
+	 * would pay for one.
+	 */
+	"ALTER TABLE certs ADD COLUMN issuer TEXT;"
+	"CREATE TABLE cas ("
+	"  key_id TEXT PRIMARY KEY NOT NULL,"
+	"  gen INTEGER NOT NULL UNIQUE,"
+	"  state INTEGER NOT NULL CHECK (state BETWEEN 0 AND 4),"
+	"  cert BLOB,"
+	"  chain TEXT NOT NULL DEFAULT '',"
+	"  links TEXT NOT NULL DEFAULT '',"
+	"  created INTEGER NOT NULL,"
+	"  changed INTEGER NOT NULL,"
+	"  seq INTEGER NOT NULL"
+	");"
+	"CREATE UNIQUE INDEX cas_one_active ON cas (state) WHERE state = 2;",
 };
 
 #define CERT_COLS "serial, spiffe_id, spki_id, not_before, not_after, auth, " \
-	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id, txn"
+	"parent_serial, revoked_at, reason, der, superseded_by, kind, node_id, txn, issuer"
+#define CA_COLS "gen, key_id, state, cert, chain, links, created, changed"
+#define CA_NEXT_SEQ "(SELECT coalesce(max(seq), 0) + 1 FROM cas)"
 #define ENTRY_COLS "id, spiffe_id, node, node_is_pattern, selectors, ttl, self_managed, created, " \
 	"profile, nf_types, fqdn"
 
@@ -153,6 +180,14 @@ enum stmt_id {
 	S_ENTRY_LIST,
 	S_ENTRY_LIST_ID,
 	S_ENTRY_NODE,
+	S_CA_ADD,
+	S_CA_GEN,
+	S_CA_LIST,
+	S_CA_CERT,
+	S_CA_MOVE,
+	S_CA_SEQ,
+	S_CERTS_OUT,
+	S_CERTS_TAG,
 	S_REV_SEQ,
 	S_REV_BUMP,
 	S_REV_LIST,
@@ -172,8 +207,8 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_TOKEN_UNUSE] = "UPDATE tokens SET used_at = NULL, serial = NULL "
 	    "WHERE ref = ?1 AND used_at = ?2",
 	[S_CERT_ADD] = "INSERT INTO certs (serial, spiffe_id, spki_id, not_before, not_after, "
-	    "auth, parent_serial, recorded, der, kind, node_id, txn) "
-	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	    "auth, parent_serial, recorded, der, kind, node_id, txn, issuer) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 	[S_CERT_GET] = "SELECT " CERT_COLS " FROM certs WHERE serial = ?1",
 	[S_CERT_SUPERSEDE] = "UPDATE certs SET superseded_by = ?2 "
 	    "WHERE serial = ?1 AND superseded_by IS NULL AND revoked_at IS NULL",
@@ -199,6 +234,20 @@ static const char *const stmt_sql[S_COUNT] = {
 	    "ORDER BY created, rowid",
 	[S_ENTRY_NODE] = "SELECT 1 FROM entries WHERE node = ?1 AND node_is_pattern = 0 "
 	    "AND self_managed = 0 LIMIT 1",
+	[S_CA_ADD] = "INSERT INTO cas (key_id, gen, state, cert, chain, links, created, changed, seq) "
+	    "VALUES (?1, (SELECT coalesce(max(gen), 0) + 1 FROM cas), ?2, ?3, ?4, ?5, ?6, ?6, "
+	    CA_NEXT_SEQ ")",
+	[S_CA_GEN] = "SELECT gen FROM cas WHERE key_id = ?1",
+	[S_CA_LIST] = "SELECT " CA_COLS " FROM cas ORDER BY gen",
+	[S_CA_CERT] = "UPDATE cas SET cert = ?2, chain = ?3, links = ?4, changed = ?6, "
+	    "state = CASE state WHEN 0 THEN 1 ELSE state END, seq = " CA_NEXT_SEQ " "
+	    "WHERE key_id = ?1 AND ((1 << state) & ?5) != 0",
+	[S_CA_MOVE] = "UPDATE cas SET state = ?3, changed = ?4, seq = " CA_NEXT_SEQ " "
+	    "WHERE key_id = ?1 AND state = ?2",
+	[S_CA_SEQ] = "SELECT coalesce(max(seq), 0) FROM cas",
+	[S_CERTS_OUT] = "SELECT count(*), coalesce(max(not_after), 0) FROM certs "
+	    "WHERE (issuer = ?1 OR issuer IS NULL) AND not_after > ?2 AND revoked_at IS NULL",
+	[S_CERTS_TAG] = "UPDATE certs SET issuer = ?1 WHERE issuer IS NULL",
 	[S_REV_SEQ] = "SELECT seq FROM revocation_seq WHERE one = 1",
 	[S_REV_BUMP] = "UPDATE revocation_seq SET seq = seq + 1 WHERE one = 1",
 	[S_REV_LIST] = "SELECT serial, revoked_at, reason FROM certs "
@@ -630,7 +679,10 @@ sq_cert_insert(struct ledger_be *be, const struct ledger_cert *c, int64_t record
 	    sqlite3_bind_text(s, 11, c->node_id, -1, SQLITE_STATIC) :
 	    sqlite3_bind_null(s, 11)) != SQLITE_OK ||
 	    (c->txn[0] != '\0' ? sqlite3_bind_text(s, 12, c->txn, -1, SQLITE_STATIC) :
-	    sqlite3_bind_null(s, 12)) != SQLITE_OK) {
+	    sqlite3_bind_null(s, 12)) != SQLITE_OK ||
+	    (c->issuer[0] != '\0' ?
+	    sqlite3_bind_text(s, 13, c->issuer, -1, SQLITE_STATIC) :
+	    sqlite3_bind_null(s, 13)) != SQLITE_OK) {
 		r = db_fail(be, "add certificate");
 		release(s);
 		return r;
@@ -656,7 +708,8 @@ cert_from_row(sqlite3_stmt *s, struct ledger_cert *c, int copy_der)
 	    col_text(s, 6, c->parent_serial, sizeof(c->parent_serial)) != 0 ||
 	    col_text(s, 10, c->superseded_by, sizeof(c->superseded_by)) != 0 ||
 	    col_text(s, 12, c->node_id, sizeof(c->node_id)) != 0 ||
-	    col_text(s, 13, c->txn, sizeof(c->txn)) != 0)
+	    col_text(s, 13, c->txn, sizeof(c->txn)) != 0 ||
+	    col_text(s, 14, c->issuer, sizeof(c->issuer)) != 0)
 		return hsm_err(HSM_EIO, "ledger: corrupt certificate row");
 	c->kind = sqlite3_column_int(s, 11) == LEDGER_NODE ? LEDGER_NODE : LEDGER_WORKLOAD;
 	c->not_before = sqlite3_column_int64(s, 3);
@@ -981,6 +1034,156 @@ sq_revoked_list(struct ledger_be *be, int64_t now,
 	return r;
 }
 
+
+/* ---- the CA set ---- */
+
+static int
+sq_ca_insert(struct ledger_be *be, struct ledger_ca *c)
+{
+	sqlite3_stmt *s = be->stmt[S_CA_ADD];
+	char dup[LEDGER_SPKI_ID_LEN + 64];
+	int r, rc;
+
+	if (sqlite3_bind_text(s, 1, c->key_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int(s, 2, (int)c->state) != SQLITE_OK ||
+	    (c->cert != NULL ? sqlite3_bind_blob(s, 3, c->cert, (int)c->cert_len, SQLITE_STATIC) :
+	    sqlite3_bind_null(s, 3)) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 4, c->chain, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_text(s, 5, c->links, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 6, c->created) != SQLITE_OK) {
+		r = db_fail(be, "add CA");
+		release(s);
+		return r;
+	}
+	snprintf(dup, sizeof(dup), "CA key %.16s... already recorded (or a second active CA)",
+	    c->key_id);
+	if ((r = insert_step(be, s, "add CA", dup)) != 0)
+		return r;
+	s = be->stmt[S_CA_GEN];
+	if (sqlite3_bind_text(s, 1, c->key_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    (rc = sqlite3_step(s)) != SQLITE_ROW)
+		r = db_fail(be, "read CA generation");
+	else
+		c->gen = sqlite3_column_int(s, 0);
+	release(s);
+	return r;
+}
+
+static int
+sq_ca_list(struct ledger_be *be, int (*cb)(const struct ledger_ca *c, void *arg), void *arg)
+{
+	sqlite3_stmt *s = be->stmt[S_CA_LIST];
+	struct ledger_ca c;
+	char kid[LEDGER_SPKI_ID_LEN + 1];
+	int r = 0, rc, n;
+
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		memset(&c, 0, sizeof(c));
+		c.gen = sqlite3_column_int(s, 0);
+		if (col_text(s, 1, kid, sizeof(kid)) != 0) {
+			r = hsm_err(HSM_EIO, "ledger: corrupt CA row");
+			goto out;
+		}
+		memcpy(c.key_id, kid, sizeof(kid));
+		c.state = (enum ledger_ca_state)sqlite3_column_int(s, 2);
+		if (sqlite3_column_type(s, 3) != SQLITE_NULL) {
+			c.cert = sqlite3_column_blob(s, 3);
+			if ((n = sqlite3_column_bytes(s, 3)) <= 0 || c.cert == NULL) {
+				r = hsm_err(HSM_EIO, "ledger: CA %d has an empty certificate", c.gen);
+				goto out;
+			}
+			c.cert_len = (size_t)n;
+		}
+		c.chain = (const char *)sqlite3_column_text(s, 4);
+		c.links = (const char *)sqlite3_column_text(s, 5);
+		if (c.chain == NULL)
+			c.chain = "";
+		if (c.links == NULL)
+			c.links = "";
+		c.created = sqlite3_column_int64(s, 6);
+		c.changed = sqlite3_column_int64(s, 7);
+		if ((r = cb(&c, arg)) != 0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		r = db_fail(be, "list CAs");
+ out:
+	release(s);
+	return r;
+}
+
+static int
+sq_ca_set_cert(struct ledger_be *be, const char *key_id, const uint8_t *cert, size_t cert_len,
+    const char *chain, const char *links, unsigned from_mask, int64_t now)
+{
+	sqlite3_stmt *s = be->stmt[S_CA_CERT];
+
+	return changed(be, s, sqlite3_bind_text(s, 1, key_id, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_blob(s, 2, cert, (int)cert_len, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_text(s, 3, chain, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_text(s, 4, links, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(s, 5, (int)from_mask) == SQLITE_OK &&
+	    sqlite3_bind_int64(s, 6, now) == SQLITE_OK, "install CA certificate");
+}
+
+static int
+sq_ca_move(struct ledger_be *be, const char *key_id, int from, int to, int64_t now)
+{
+	sqlite3_stmt *s = be->stmt[S_CA_MOVE];
+	int r;
+
+	r = changed(be, s, sqlite3_bind_text(s, 1, key_id, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_bind_int(s, 2, from) == SQLITE_OK && sqlite3_bind_int(s, 3, to) == SQLITE_OK &&
+	    sqlite3_bind_int64(s, 4, now) == SQLITE_OK, "change CA state");
+	return r;
+}
+
+static int
+sq_ca_seq(struct ledger_be *be, int64_t *seq)
+{
+	sqlite3_stmt *s = be->stmt[S_CA_SEQ];
+	int r = 0;
+
+	*seq = 0;
+	if (sqlite3_step(s) != SQLITE_ROW)
+		r = db_fail(be, "read CA sequence");
+	else
+		*seq = sqlite3_column_int64(s, 0);
+	release(s);
+	return r;
+}
+
+static int
+sq_certs_outstanding(struct ledger_be *be, const char *key_id, int64_t now, unsigned *n,
+    int64_t *latest)
+{
+	sqlite3_stmt *s = be->stmt[S_CERTS_OUT];
+	int r = 0;
+
+	*n = 0;
+	*latest = 0;
+	if (sqlite3_bind_text(s, 1, key_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 2, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+		r = db_fail(be, "count outstanding certificates");
+	} else {
+		*n = (unsigned)sqlite3_column_int64(s, 0);
+		*latest = sqlite3_column_int64(s, 1);
+	}
+	release(s);
+	return r;
+}
+
+static int
+sq_certs_tag_issuer(struct ledger_be *be, const char *key_id)
+{
+	sqlite3_stmt *s = be->stmt[S_CERTS_TAG];
+	int r;
+
+	r = changed(be, s, sqlite3_bind_text(s, 1, key_id, -1, SQLITE_STATIC) == SQLITE_OK,
+	    "record the issuer of earlier certificates");
+	return r < 0 ? r : 0;
+}
+
 const struct ledger_ops ledger_sqlite_ops = {
 	.name = "sqlite",
 	.claims = sq_claims,
@@ -1016,6 +1219,13 @@ const struct ledger_ops ledger_sqlite_ops = {
 	.entry_delete = sq_entry_delete,
 	.entry_list = sq_entry_list,
 	.entry_names_node = sq_entry_names_node,
+	.ca_insert = sq_ca_insert,
+	.ca_list = sq_ca_list,
+	.ca_set_cert = sq_ca_set_cert,
+	.ca_move = sq_ca_move,
+	.ca_seq = sq_ca_seq,
+	.certs_outstanding = sq_certs_outstanding,
+	.certs_tag_issuer = sq_certs_tag_issuer,
 	.revocation_seq = sq_revocation_seq,
 	.revocation_bump = sq_revocation_bump,
 	.revoked_list = sq_revoked_list,

@@ -132,6 +132,13 @@ int
 svid_verify(X509 *root, const char *id, X509 *leaf, STACK_OF(X509) *untrusted,
     const uint8_t *spki, size_t spkilen, STACK_OF(X509) **chain)
 {
+	return svid_verify_anchors(root, NULL, id, leaf, untrusted, spki, spkilen, chain);
+}
+
+int
+svid_verify_anchors(X509 *root, STACK_OF(X509) *more, const char *id, X509 *leaf,
+    STACK_OF(X509) *untrusted, const uint8_t *spki, size_t spkilen, STACK_OF(X509) **chain)
+{
 	X509_STORE *store = NULL;
 	X509_STORE_CTX *sc = NULL;
 	STACK_OF(X509) *full = NULL;
@@ -156,6 +163,11 @@ svid_verify(X509 *root, const char *id, X509 *leaf, STACK_OF(X509) *untrusted,
 	r = HSM_ENOMEM;
 	if ((store = X509_STORE_new()) == NULL || (sc = X509_STORE_CTX_new()) == NULL)
 		goto out;
+	for (int i = 0; more != NULL && i < sk_X509_num(more); i++)
+		if (X509_STORE_add_cert(store, sk_X509_value(more, i)) != 1) {
+			r = hsm_err_ossl(HSM_ECRYPTO, "certificate verification set-up");
+			goto out;
+		}
 	if (X509_STORE_add_cert(store, root) != 1 ||
 	    X509_STORE_CTX_init(sc, store, leaf, untrusted) != 1) {
 		r = hsm_err_ossl(HSM_ECRYPTO, "certificate verification set-up");

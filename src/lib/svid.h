@@ -33,6 +33,10 @@
 int svid_verify(X509 *root, const char *id, X509 *leaf, STACK_OF(X509) *untrusted,
     const uint8_t *spki, size_t spkilen, STACK_OF(X509) **chain);
 
+/* The same with more trust anchors beside root (may be NULL): a CA being rotated. */
+int svid_verify_anchors(X509 *root, STACK_OF(X509) *more, const char *id, X509 *leaf,
+    STACK_OF(X509) *untrusted, const uint8_t *spki, size_t spkilen, STACK_OF(X509) **chain);
+
 /*
  * Every certificate of the PEM file at path (at most SVID_MAX_PEM_FILE
  * bytes): the first into *leaf, the others into *rest (maybe empty). The

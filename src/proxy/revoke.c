@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "agclient.h"
 #include "cert.h"
@@ -77,21 +78,36 @@ revoke_subscribe(struct proxy *px, struct link *ln)
 	}
 }
 
-/* Check der against the bundle of the current identity; 0 (or HSM_EAGAIN: expired) with *out. */
+/*
+ * Check der against the bundle of the current identity, then the CA
+ * certificates of its own chain (under an operator's root, the CA that
+ * signs the CRL is there, not in the bundle); 0 (or HSM_EAGAIN: expired)
+ * with *out.
+ */
 static int
 check_against_bundle(struct proxy *px, const uint8_t *der, size_t len, X509_CRL **out,
     struct crl_info *info)
 {
-	STACK_OF(X509) *bundle = px->cur->bundle;
+	STACK_OF(X509) *const sets[2] = { px->cur->bundle, px->cur->rest };
 	int64_t now = (int64_t)time(NULL);
-	int r = hsm_err(HSM_EPROTO, "the trust bundle has no CA certificate");
+	int r = hsm_err(HSM_EPROTO, "the trust bundle has no CA certificate"), first = 0;
+	char why[300] = "";
 
-	for (int i = 0; i < sk_X509_num(bundle); i++) {
-		r = crl_check(der, len, sk_X509_value(bundle, i), now, out, info);
-		if (r == 0 || r == HSM_EAGAIN || r == HSM_ENOMEM)
-			return r;
-	}
-	return r;
+	for (int s = 0; s < 2; s++)
+		for (int i = 0; i < sk_X509_num(sets[s]); i++) {
+			X509 *ca = sk_X509_value(sets[s], i);
+
+			if (s == 1 && X509_check_ca(ca) == 0)
+				continue;
+			r = crl_check(der, len, ca, now, out, info);
+			if (r == 0 || r == HSM_EAGAIN || r == HSM_ENOMEM)
+				return r;
+			if (first == 0) {
+				first = r;
+				snprintf(why, sizeof(why), "%s", hsm_err_msg(r));
+			}
+		}
+	return first != 0 ? hsm_err(first, "%s", why) : r;
 }
 
 void

@@ -777,10 +777,19 @@ issue_is_one_transaction(void **state)
 	ledger_close(lg);
 }
 
-/* Take what schema 6 added away from the store at path (it then reads as schema 5). */
+/* Take what schema 7 added away from the store at path (it then reads as schema 6). */
+static void
+drop_v7(const char *path)
+{
+	assert_int_equal(be->exec(path, "ALTER TABLE certs DROP COLUMN issuer"), 0);
+	assert_int_equal(be->exec(path, "DROP TABLE cas"), 0);
+}
+
+/* Take what schema 6 and later added away from the store at path (it then reads as schema 5). */
 static void
 drop_v6(const char *path)
 {
+	drop_v7(path);
 	assert_int_equal(be->exec(path, "ALTER TABLE entries DROP COLUMN profile"), 0);
 	assert_int_equal(be->exec(path, "ALTER TABLE entries DROP COLUMN nf_types"), 0);
 	assert_int_equal(be->exec(path, "ALTER TABLE entries DROP COLUMN fqdn"), 0);
@@ -2005,6 +2014,214 @@ migrate_v2(void **state)
 	ledger_close(lg);
 }
 
+/* ---- the CA set ---- */
+
+static const uint8_t ca_der[] = { 0x30, 0x03, 0x02, 0x01, 0x07 };
+
+static void
+make_ca(struct ledger_ca *c, char k, enum ledger_ca_state st)
+{
+	memset(c, 0, sizeof(*c));
+	memset(c->key_id, k, LEDGER_SPKI_ID_LEN);
+	c->state = st;
+	if (st != LEDGER_CA_PENDING) {
+		c->cert = ca_der;
+		c->cert_len = sizeof(ca_der);
+	}
+}
+
+struct ca_seen {
+	int n;
+	int gen[8];
+	enum ledger_ca_state st[8];
+};
+
+static int
+ca_seen_cb(const struct ledger_ca *c, void *arg)
+{
+	struct ca_seen *s = arg;
+
+	if (s->n < 8) {
+		s->gen[s->n] = c->gen;
+		s->st[s->n] = c->state;
+	}
+	s->n++;
+	return 0;
+}
+
+/*
+ * Prepare, activate, retire: one active at a time, issuance only by the
+ * active CA, retirement refused while a certificate it issued lives.
+ */
+static void
+ca_set_rotation(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_ca a, b;
+	struct ledger_cert c;
+	struct ca_seen seen;
+	char ka[LEDGER_SPKI_ID_LEN + 1], kb[LEDGER_SPKI_ID_LEN + 1];
+	int64_t now = (int64_t)time(NULL), seq0, seq1, latest;
+	unsigned n;
+
+	/* a certificate from before the set: the first CA claims it */
+	make_cert(&c, "dd1", ID, now - 10, now + 100, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	make_ca(&a, 'a', LEDGER_CA_ACTIVE);
+	memcpy(ka, a.key_id, sizeof(ka));
+	ka[LEDGER_SPKI_ID_LEN] = '\0';
+	assert_int_equal(ledger_ca_add(lg, &a), 0);
+	assert_int_equal(a.gen, 1);
+	assert_int_equal(ledger_ca_outstanding(lg, ka, now, &n, &latest), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(latest, now + 100);
+	/* a second active one is refused; a prepared one is CA 2 */
+	make_ca(&b, 'b', LEDGER_CA_ACTIVE);
+	assert_int_equal(ledger_ca_add(lg, &b), HSM_EPOLICY);
+	make_ca(&b, 'b', LEDGER_CA_PREPARED);
+	memcpy(kb, b.key_id, sizeof(kb));
+	kb[LEDGER_SPKI_ID_LEN] = '\0';
+	assert_int_equal(ledger_ca_seq(lg, &seq0), 0);
+	assert_int_equal(ledger_ca_add(lg, &b), 0);
+	assert_int_equal(b.gen, 2);
+	assert_int_equal(ledger_ca_add(lg, &b), HSM_EEXIST);
+	assert_int_equal(ledger_ca_seq(lg, &seq1), 0);
+	assert_true(seq1 > seq0);
+	/* the prepared CA issues nothing */
+	make_cert(&c, "e1", ID, now - 10, now + 100, "token:t", NULL);
+	memcpy(c.issuer, kb, sizeof(c.issuer));
+	/* at once, not run again as a conflict would be (in_txn) */
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EAGAIN);
+	assert_non_null(strstr(hsm_err_msg(HSM_EAGAIN), "CA 2 is not the active CA (it is prepared)"));
+	memcpy(c.issuer, ka, sizeof(c.issuer));
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	/* activate: b active, a old; again: refused with its reason */
+	assert_int_equal(ledger_ca_activate(lg, kb, now), 0);
+	assert_int_equal(ledger_ca_activate(lg, kb, now), HSM_EPOLICY);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(ledger_ca_list(lg, ca_seen_cb, &seen), 0);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.st[0], LEDGER_CA_OLD);
+	assert_int_equal(seen.st[1], LEDGER_CA_ACTIVE);
+	make_cert(&c, "e2", ID, now - 10, now + 50, "token:t", NULL);
+	memcpy(c.issuer, ka, sizeof(c.issuer));
+	assert_int_equal(ledger_cert_add(lg, &c), HSM_EAGAIN);
+	memcpy(c.issuer, kb, sizeof(c.issuer));
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	/* retire: refused while a's two certificates live; the active one never */
+	assert_int_equal(ledger_ca_retire(lg, ka, now, &n, &latest), HSM_EBUSY);
+	assert_int_equal(n, 2);
+	assert_int_equal(ledger_ca_retire(lg, kb, now, &n, &latest), HSM_EPOLICY);
+	/* revoked or expired, they no longer count */
+	assert_int_equal(ledger_cert_revoke(lg, "e1", 1, now), 0);
+	assert_int_equal(ledger_ca_retire(lg, ka, now + 101, &n, &latest), 0);
+	assert_int_equal(ledger_ca_retire(lg, ka, now + 101, &n, &latest), HSM_EPOLICY);
+	ledger_close(lg);
+}
+
+/*
+ * Replicas 0 and 1 activate CA b at once while replica 2 issues with CA a:
+ * exactly one activation happens (the other hears "already active"), and
+ * once an issuance with a was refused (HSM_EAGAIN: a is old) none with a
+ * succeeds again. Exit status: activators 0 (done) or 1 (already),
+ * the issuer its successes; 200 and up for anything else.
+ */
+static int
+proc_ca_race(int idx)
+{
+	struct ledger *lg = NULL;
+	struct ledger_cert c;
+	struct ledger_ca a;
+	char kb[LEDGER_SPKI_ID_LEN + 1], serial[32];
+	int wins = 0, refused = 0, r;
+
+	if (ledger_open(dbpath, &lg) != 0)
+		return 200;
+	if (idx < 2) {
+		memset(kb, 'b', LEDGER_SPKI_ID_LEN);
+		kb[LEDGER_SPKI_ID_LEN] = '\0';
+		usleep(20000);
+		r = ledger_ca_activate(lg, kb, 3000);
+		ledger_close(lg);
+		return r == 0 ? 0 : r == HSM_EPOLICY ? 1 : 201;
+	}
+	make_ca(&a, 'a', LEDGER_CA_ACTIVE);
+	for (int i = 0; i < PROC_N; i++) {
+		snprintf(serial, sizeof(serial), "%x", 0xa000 + i);
+		make_cert(&c, serial, ID, 1000, 2000000, "offline", NULL);
+		memcpy(c.issuer, a.key_id, sizeof(c.issuer));
+		if ((r = ledger_cert_add(lg, &c)) == 0) {
+			if (refused) {
+				ledger_close(lg);
+				return 202;
+			}
+			wins++;
+		} else if (r == HSM_EAGAIN) {
+			refused = 1;
+		} else {
+			fprintf(stderr, "# replica %d: %s\n", idx, hsm_err_msg(r));
+			ledger_close(lg);
+			return 203;
+		}
+		usleep(1000);
+	}
+	ledger_close(lg);
+	return wins;
+}
+
+static void
+replicas_ca_activate_once(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_ca a, b;
+	struct ca_seen seen;
+	int st[NPROCS];
+	unsigned n;
+	int64_t latest;
+	char ka[LEDGER_SPKI_ID_LEN + 1];
+
+	make_ca(&a, 'a', LEDGER_CA_ACTIVE);
+	assert_int_equal(ledger_ca_add(lg, &a), 0);
+	make_ca(&b, 'b', LEDGER_CA_PREPARED);
+	assert_int_equal(ledger_ca_add(lg, &b), 0);
+	in_processes(proc_ca_race, st);
+	assert_int_equal(st[0] + st[1], 1);
+	assert_true(st[2] <= PROC_N);
+	memcpy(ka, a.key_id, sizeof(ka));
+	ka[LEDGER_SPKI_ID_LEN] = '\0';
+	assert_int_equal(ledger_ca_outstanding(lg, ka, 1500, &n, &latest), 0);
+	assert_int_equal(n, (unsigned)st[2]);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(ledger_ca_list(lg, ca_seen_cb, &seen), 0);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.st[0], LEDGER_CA_OLD);
+	assert_int_equal(seen.st[1], LEDGER_CA_ACTIVE);
+	ledger_close(lg);
+}
+
+/* Schema 6 -> 7: a ledger gains the CA set and the issuer column, its rows kept. */
+static void
+migrate_v6(void **state)
+{
+	struct ledger *lg = open_ledger();
+	struct ledger_cert c, g;
+	struct ca_seen seen;
+
+	make_cert(&c, "a", ID, 1000, 50000, "token:t", NULL);
+	assert_int_equal(ledger_cert_add(lg, &c), 0);
+	ledger_close(lg);
+	drop_v7(dbpath);
+	set_version(dbpath, 6);
+	lg = open_ledger();
+	assert_int_equal(ledger_cert_get(lg, "a", &g), 0);
+	assert_string_equal(g.issuer, "");
+	ledger_cert_clear(&g);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(ledger_ca_list(lg, ca_seen_cb, &seen), 0);
+	assert_int_equal(seen.n, 0);
+	ledger_close(lg);
+}
+
 int
 main(void)
 {
@@ -2035,6 +2252,9 @@ main(void)
 		T(migrate_v3, 0),
 		T(revocation_sequence, 0),
 		T(migrate_v5, 0),
+		T(migrate_v6, 0),
+		T(ca_set_rotation, 0),
+		T(replicas_ca_activate_once, 0),
 		T(entries_add_get_list_rm, 0),
 		T(entries_refused, 0),
 		T(entries_profile, 0),
