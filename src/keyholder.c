@@ -23,6 +23,10 @@
  * touching the token. A malformed frame closes that peer only. Accepting,
  * SO_PEERCRED, the frame loop and the output buffers are the frame
  * server's (frameserver.h), shared with the agent's local API.
+ *
+ * Siblings (keyholder.h): keyholder_ops.c performs one request against
+ * the token; keyholder_relay.c filters what PKCS#11 modules write to
+ * stderr.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +54,7 @@
 #include "frameserver.h"
 #include "khproto.h"
 #include "log.h"
+#include "keyholder.h"
 #include "khsize.h"
 #include "p11.h"
 #include "privdrop.h"
@@ -150,24 +155,6 @@ efd_drain(int fd)
 	}
 }
 
-/* Build the reply frame for request r with status st and body. */
-static int
-make_reply(uint8_t *out, size_t cap, const struct kh_request *r, int st,
-    const uint8_t *b1, size_t l1, const uint8_t *b2, size_t l2)
-{
-	const char *msg;
-	size_t n;
-
-	if (st == 0)
-		return kh_frame_encode(out, cap, r->type | KH_T_REPLY, r->id, 0, b1, l1, b2, l2);
-	msg = hsm_err_msg(st);
-	n = strlen(msg);
-	if (n > KH_MAX_ERRTEXT)
-		n = KH_MAX_ERRTEXT;
-	return kh_frame_encode(out, cap, r->type | KH_T_REPLY, r->id, (uint32_t)-st,
-	    (const uint8_t *)msg, n, NULL, 0);
-}
-
 static uint64_t
 now_us(void)
 {
@@ -175,161 +162,6 @@ now_us(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void
-sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-/*
- * WRAP (as the security officer, then the user: p11_wrap) and UNWRAP
- * (p11_unwrap), on a worker thread. The keyholder of `hsmesh ca
- * replicate` is its own: nothing else uses the token meanwhile.
- */
-static void
-perform_replication(struct job *j)
-{
-	const struct kh_request *r = &j->req;
-	struct p11_pin_source so = { .file = kh.so_pin_file, .env = kh.so_pin_env };
-	uint8_t keyid[HSM_KEYID_LEN], head[3];
-	struct hsm_wrapped *w;
-	int st;
-
-	if (r->type == KH_T_UNWRAP) {
-		st = p11_unwrap(kh.tok, r->keyid, &r->wrapped, r->spki, r->spkilen,
-		    r->label[0] ? r->label : NULL, keyid);
-		if (st == 0)
-			log_info("unwrapped key %.16s... label '%s' (sensitive, not extractable)",
-			    hsm_hex(keyid, 8, (char[17]){0}), r->label);
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN,
-		    NULL, 0);
-		return;
-	}
-	if ((w = calloc(1, sizeof(*w))) == NULL) {
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, HSM_ENOMEM, NULL, 0, NULL, 0);
-		return;
-	}
-	st = p11_wrap(kh.tok, (so.file != NULL || so.env != NULL) ? &so : NULL, r->keyid, r->spki,
-	    r->spkilen, w);
-	if (st == 0) {
-		log_info("wrapped key %.16s... for a trusted key (RSA-OAEP %s + AES key wrap)",
-		    hsm_hex(r->keyid, 8, (char[17]){0}), w->oaep == HSM_OAEP_SHA256 ? "SHA-256" : "SHA-1");
-		head[0] = w->oaep;
-		hsm_put16(head + 1, (uint16_t)w->tlen);
-		j->replylen = kh_frame_encode3(j->reply, sizeof(j->reply), r->type | KH_T_REPLY, r->id,
-		    head, 3, w->transport, w->tlen, w->key, w->klen);
-	} else {
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
-	}
-	OPENSSL_cleanse(w, sizeof(*w));
-	free(w);
-}
-
-/*
- * Runs on a worker thread: the token operation of one request. Returns 1
- * for a signature the token made (what the sizing measures), else 0.
- */
-static int
-perform(struct job *j)
-{
-	const struct kh_request *r = &j->req;
-	uint8_t keyid[HSM_KEYID_LEN], sig[HSM_MAX_SIG], *spki = NULL;
-	size_t spkilen = 0, siglen = 0;
-	int st;
-
-	hsm_err_clear();
-	if (hsm_now_ms() >= j->deadline) {
-		st = hsm_err(HSM_ETIMEDOUT, "deadline passed before the token was free");
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
-		return 0;
-	}
-	switch (r->type) {
-	case KH_T_GENERATE:
-		st = p11_generate_flags(kh.tok, r->keytype, r->label[0] ? r->label : NULL, r->genflags,
-		    keyid, &spki, &spkilen);
-		if (st == 0)
-			log_info("generated %s%s key %.16s... label '%s'", hsm_keytype_name(r->keytype),
-			    (r->genflags & HSM_GEN_REPLICABLE) ? " replicable" : "",
-			    hsm_hex(keyid, 8, (char[17]){0}), r->label);
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN, spki, spkilen);
-		break;
-	case KH_T_UNWRAPPING_KEY:
-		st = p11_generate_unwrapping(kh.tok, r->label, keyid, &spki, &spkilen);
-		if (st == 0)
-			log_info("generated unwrapping key %.16s... label '%s'",
-			    hsm_hex(keyid, 8, (char[17]){0}), r->label);
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN, spki, spkilen);
-		break;
-	case KH_T_WRAP:
-	case KH_T_UNWRAP:
-		perform_replication(j);
-		break;
-	case KH_T_FIND:
-		st = p11_find_label(kh.tok, r->label, keyid, &spki, &spkilen);
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, keyid, HSM_KEYID_LEN, spki, spkilen);
-		break;
-	case KH_T_PUBKEY:
-		st = p11_pubkey(kh.tok, r->keyid, &spki, &spkilen);
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, spki, spkilen, NULL, 0);
-		break;
-	case KH_T_DESTROY:
-		st = p11_destroy(kh.tok, r->keyid);
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
-		break;
-	case KH_T_ATTRS: {
-		struct p11_key_info ki;
-		uint8_t fl = 0;
-
-		if ((st = p11_key_info(kh.tok, r->keyid, &ki)) == 0)
-			fl = (uint8_t)((ki.sensitive ? KH_ATTR_SENSITIVE : 0) |
-			    (ki.always_sensitive ? KH_ATTR_ALWAYS_SENSITIVE : 0) |
-			    (ki.extractable ? KH_ATTR_EXTRACTABLE : 0) |
-			    (ki.never_extractable ? KH_ATTR_NEVER_EXTRACTABLE : 0) |
-			    (ki.token ? KH_ATTR_TOKEN : 0) | (ki.private_ ? KH_ATTR_PRIVATE : 0) |
-			    (ki.wrap_with_trusted ? KH_ATTR_WRAP_WITH_TRUSTED : 0));
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, &fl, 1, NULL, 0);
-		break;
-	}
-	case KH_T_LIST: {
-		struct p11_key_entry pe[KH_LIST_MAX];
-		struct kh_list_entry le[KH_LIST_MAX];
-		uint8_t body[KH_MAX_FRAME];
-		size_t n = 0;
-		int bl = 0;
-		static const uint8_t zero[HSM_KEYID_LEN];
-		int from_start = memcmp(r->keyid, zero, HSM_KEYID_LEN) == 0;
-
-		st = p11_list_prefix(kh.tok, r->label, from_start ? NULL : r->keyid, pe, KH_LIST_MAX, &n);
-		for (size_t i = 0; st == 0 && i < n; i++) {
-			memcpy(le[i].keyid, pe[i].id, HSM_KEYID_LEN);
-			memcpy(le[i].label, pe[i].label, sizeof(le[i].label));
-		}
-		if (st == 0 && (bl = kh_list_encode(le, n, body, sizeof(body) - KH_HDR_LEN)) < 0)
-			st = hsm_err(HSM_EPROTO, "key list does not fit a frame");
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, body, st == 0 ? (size_t)bl : 0,
-		    NULL, 0);
-		break;
-	}
-	case KH_T_SIGN:
-		/* Test setting: model a slow token (a TPM takes ~6-10 ms). */
-		if (kh.sign_delay_ms > 0)
-			sleep_ms(kh.sign_delay_ms);
-		st = p11_sign(kh.tok, r->keyid, r->alg, r->digest, r->dlen, sig, &siglen);
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, sig, siglen, NULL, 0);
-		free(spki);
-		return st == 0;
-	default:
-		st = hsm_err(HSM_EPROTO, "unknown request");
-		j->replylen = make_reply(j->reply, sizeof(j->reply), r, st, NULL, 0, NULL, 0);
-		break;
-	}
-	free(spki);
-	return 0;
 }
 
 /* Wake one idle thread for the queue; kh.mu held. */
@@ -466,8 +298,9 @@ size_apply(void)
 static void
 job_run(struct job *j, struct job_times *t)
 {
+	const struct kh_token_ops o = { kh.tok, kh.so_pin_file, kh.so_pin_env, kh.sign_delay_ms };
 	uint64_t t0 = now_us(), t1;
-	int signed_ = perform(j);
+	int signed_ = kh_perform(&o, &j->req, j->deadline, j->reply, sizeof(j->reply), &j->replylen);
 
 	t1 = now_us();
 	t->n = 0;
@@ -513,7 +346,7 @@ reply_now(struct fsrv_conn *c, const struct kh_request *r, int st)
 {
 	uint8_t frame[KH_HDR_LEN + KH_MAX_ERRTEXT];
 
-	kh_send(c, frame, make_reply(frame, sizeof(frame), r, st, NULL, 0, NULL, 0));
+	kh_send(c, frame, kh_make_reply(frame, sizeof(frame), r, st, NULL, 0, NULL, 0));
 }
 
 /* Answer a POOL request: the sizing's state, without the token. */
@@ -760,169 +593,6 @@ usage(FILE *f)
 	    "  --describe KEYID    print the token's security attributes of one key (hex id) and exit\n");
 }
 
-/* Operator view of one key: what the token itself says about its protection. */
-static int
-describe_key(const char *module, const char *uri, const struct p11_pin_source *pin, const char *hex)
-{
-	struct p11_token *tok = NULL;
-	struct p11_key_info ki;
-	uint8_t id[HSM_KEYID_LEN];
-	int st;
-
-	if (strlen(hex) != 2 * HSM_KEYID_LEN) {
-		fprintf(stderr, "hsmesh keyholder: --describe wants a %d-hex-digit key id\n", 2 * HSM_KEYID_LEN);
-		return 2;
-	}
-	/* sscanf("%2x") would take " 1" or "+1": decode strictly. */
-	if (hsm_unhex(hex, 2 * HSM_KEYID_LEN, id) != 0) {
-		fprintf(stderr, "hsmesh keyholder: --describe: not a hex key id\n");
-		return 2;
-	}
-	if ((st = p11_token_open(module, uri, pin, 1, &tok)) != 0 ||
-	    (st = p11_key_info(tok, id, &ki)) != 0) {
-		fprintf(stderr, "hsmesh keyholder: %s\n", hsm_err_msg(st));
-		p11_token_close(tok);
-		return 1;
-	}
-	printf("key %s in token '%s'\n", hex, p11_token_label(tok));
-	printf("  type              %s\n", hsm_keytype_name(ki.type));
-	printf("  label             %s\n", ki.label);
-	printf("  token object      %s\n", ki.token ? "yes" : "no");
-	printf("  private (login)   %s\n", ki.private_ ? "yes" : "no");
-	printf("  sensitive         %s\n", ki.sensitive ? "yes" : "NO");
-	printf("  always sensitive  %s\n", ki.always_sensitive ? "yes" : "NO");
-	printf("  extractable       %s\n", ki.extractable ? "YES" : "no");
-	printf("  never extractable %s\n", ki.never_extractable ? "yes" : "NO");
-	printf("  wrap with trusted %s\n", ki.wrap_with_trusted ? "yes" : "no");
-	p11_token_close(tok);
-	return 0;
-}
-
-/*
- * PKCS#11 modules write to stderr on their own: tpm2-pkcs11 prints two
- * "ERROR:" lines for a wrong PIN beside our one-line message, and its
- * TPM2_PKCS11_LOG_LEVEL cannot silence errors. So fd 2 becomes a pipe
- * read by a relay thread: lines in the log format of tpm2-pkcs11 and tss2
- * ("ERROR: ...", "WARNING:esys:...") appear only with --verbose, the rest
- * (ours, sanitizer reports) pass to the real stderr. Lines are written
- * whole (stderr is unbuffered, a line is one write under PIPE_BUF).
- */
-static struct {
-	int saved;			/* the real stderr, -1 when not relaying */
-	int rfd;
-	bool verbose;
-	pthread_t th;
-} relay = { -1, -1, false, 0 };
-
-static void
-relay_put(const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t w = write(relay.saved, p, len);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return;
-		p += w;
-		len -= (size_t)w;
-	}
-}
-
-static void
-relay_line(const char *p, size_t len)
-{
-	static const char *const chatter[] = { "ERROR:", "WARNING:", "INFO:", "DEBUG:", "TRACE:" };
-	static const char pre[] = "hsmesh keyholder: debug: module: ";
-	size_t i;
-
-	for (i = 0; i < sizeof(chatter) / sizeof(chatter[0]); i++)
-		if (len >= strlen(chatter[i]) && memcmp(p, chatter[i], strlen(chatter[i])) == 0)
-			break;
-	if (i == sizeof(chatter) / sizeof(chatter[0])) {
-		relay_put(p, len);
-		return;
-	}
-	if (!relay.verbose)
-		return;
-	relay_put(pre, sizeof(pre) - 1);
-	relay_put(p, len);
-	if (p[len - 1] != '\n')
-		relay_put("\n", 1);
-}
-
-static void *
-relay_main(void *arg)
-{
-	char buf[4096], *nl;
-	size_t len = 0, ll;
-	ssize_t n;
-
-	for (;;) {
-		n = read(relay.rfd, buf + len, sizeof(buf) - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-		while (len > 0 && ((nl = memchr(buf, '\n', len)) != NULL || len == sizeof(buf))) {
-			ll = nl != NULL ? (size_t)(nl - buf) + 1 : len;
-			relay_line(buf, ll);
-			memmove(buf, buf + ll, len - ll);
-			len -= ll;
-		}
-	}
-	if (len > 0)
-		relay_line(buf, len);
-	close(relay.rfd);
-	return NULL;
-}
-
-/* At exit: the real stderr back on fd 2, which ends the pipe; the relay drains it. */
-static void
-relay_stop(void)
-{
-	if (relay.saved < 0)
-		return;
-	fflush(stderr);
-	dup2(relay.saved, 2);
-	pthread_join(relay.th, NULL);
-	close(relay.saved);
-	relay.saved = -1;
-}
-
-/* Best effort: without a relay, module lines simply reach stderr. */
-static void
-relay_start(bool verbose)
-{
-	sigset_t all, old;
-	int p[2], r;
-
-	if (pipe2(p, O_CLOEXEC) != 0)
-		return;
-	relay.verbose = verbose;
-	relay.rfd = p[0];
-	if ((relay.saved = fcntl(2, F_DUPFD_CLOEXEC, 3)) < 0)
-		goto fail;
-	/* Signals are for the main loop's signalfd: the relay blocks them all. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = dup2(p[1], 2) < 0 || pthread_create(&relay.th, NULL, relay_main, NULL) != 0;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r) {
-		dup2(relay.saved, 2);
-		close(relay.saved);
-		relay.saved = -1;
-		goto fail;
-	}
-	close(p[1]);
-	atexit(relay_stop);
-	return;
- fail:
-	close(p[0]);
-	close(p[1]);
-}
-
 static int
 parse_uint(const char *s, unsigned long max, unsigned long *out)
 {
@@ -1061,10 +731,10 @@ keyholder_main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	relay_start(level >= HSM_LOG_DEBUG);
+	kh_relay_start(level >= HSM_LOG_DEBUG);
 	if (describe != NULL && optind == argc && module != NULL && uri != NULL &&
 	    (pin.file != NULL) + (pin.env != NULL) + (pin.value != NULL) == 1 && sock == NULL && fd < 0)
-		return describe_key(module, uri, &pin, describe);
+		return kh_describe_key(module, uri, &pin, describe);
 	if (optind != argc || module == NULL || uri == NULL ||
 	    (pin.file != NULL) + (pin.env != NULL) + (pin.value != NULL) != 1 ||
 	    (sock == NULL) == (fd < 0) || (kh.so_pin_file != NULL && kh.so_pin_env != NULL)) {

@@ -2,6 +2,8 @@
  * ledger.c - the CA's ledger (see ledger.h): input validation, the lock,
  * the reasons given for refusals, and which steps form one transaction.
  * The store is a backend behind struct ledger_ops (ledger_be.h).
+ * Registration entries are in ledger_entry.c, the CA set in ledger_ca.c
+ * (shared parts: ledger_int.h).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -22,30 +24,17 @@
 #include "selector.h"
 #include "spiffe.h"
 #include "util.h"
+#include "ledger_int.h"
 
 /* The backends, asked in turn whether a location is theirs. */
 static const struct ledger_ops *const backends[] = { &ledger_pg_ops, &ledger_sqlite_ops };
 
 /*
- * A transaction the store found in conflict with a concurrent one
- * (HSM_EAGAIN) is run again, at most this many times in all, after a
- * random pause that doubles from 1 ms up to TXN_PAUSE_MAX_MS.
- */
-#define TXN_TRIES 12
-#define TXN_PAUSE_MAX_MS 64
-
-struct ledger {
-	pthread_mutex_t mu;	/* one call at a time on be */
-	const struct ledger_ops *ops;
-	struct ledger_be *be;
-};
-
-/*
  * The mutex is error-checking: a callback that calls back into the
  * ledger gets HSM_EBUSY instead of a deadlock.
  */
-static int
-lock(struct ledger *lg)
+int
+ledgeri_lock(struct ledger *lg)
 {
 	int e;
 
@@ -54,12 +43,12 @@ lock(struct ledger *lg)
 	if ((e = pthread_mutex_lock(&lg->mu)) == EDEADLK)
 		return hsm_err(HSM_EBUSY, "ledger: re-entered from a callback");
 	if (e != 0)
-		return hsm_err(HSM_EIO, "ledger: lock: %s", strerror(e));
+		return hsm_err(HSM_EIO, "ledger: ledgeri_lock: %s", strerror(e));
 	return 0;
 }
 
-static void
-unlock(struct ledger *lg)
+void
+ledgeri_unlock(struct ledger *lg)
 {
 	pthread_mutex_unlock(&lg->mu);
 }
@@ -80,14 +69,14 @@ txn_pause(int attempt)
 }
 
 /*
- * Run body(lg, arg) in one transaction, with the lock held: committed
+ * Run body(lg, arg) in one transaction, with the ledgeri_lock held: committed
  * when body returns 0, rolled back otherwise. A conflict with a
  * concurrent transaction (HSM_EAGAIN from the store) runs the whole of it
  * again, at most TXN_TRIES times; then HSM_EIO. what names it in that
  * detail.
  */
-static int
-in_txn(struct ledger *lg, const char *what, int (*body)(struct ledger *, void *), void *arg)
+int
+ledgeri_in_txn(struct ledger *lg, const char *what, int (*body)(struct ledger *, void *), void *arg)
 {
 	int r = HSM_EIO;
 
@@ -111,8 +100,8 @@ in_txn(struct ledger *lg, const char *what, int (*body)(struct ledger *, void *)
  * Copy hex text in into out (size bytes) in lower case, requiring
  * minlen..maxlen hex digits. 0 or -1.
  */
-static int
-norm_hex(const char *in, size_t minlen, size_t maxlen, char *out, size_t size)
+int
+ledgeri_norm_hex(const char *in, size_t minlen, size_t maxlen, char *out, size_t size)
 {
 	size_t i, n;
 
@@ -143,7 +132,7 @@ norm_serial(const char *in, char *out, size_t size)
 		return -1;
 	while (in[0] == '0' && in[1] != '\0')
 		in++;
-	return norm_hex(in, 1, LEDGER_SERIAL_MAX, out, size);
+	return ledgeri_norm_hex(in, 1, LEDGER_SERIAL_MAX, out, size);
 }
 
 static int
@@ -212,7 +201,7 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 	    norm_serial(c->parent_serial, n->parent_serial, sizeof(n->parent_serial)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: parent serial must be 1..%d hex digits",
 		    LEDGER_SERIAL_MAX);
-	if (norm_hex(c->spki_id, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN, n->spki_id,
+	if (ledgeri_norm_hex(c->spki_id, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN, n->spki_id,
 	    sizeof(n->spki_id)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: key id must be %d hex digits",
 		    LEDGER_SPKI_ID_LEN);
@@ -229,7 +218,7 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 		return hsm_err(HSM_EINVAL, "ledger: missing certificate DER");
 	if (n->parent_serial[0] != '\0' && strcmp(n->parent_serial, n->serial) == 0)
 		return hsm_err(HSM_EINVAL, "ledger: a certificate cannot renew itself");
-	if (c->txn[0] != '\0' && norm_hex(c->txn, 2, LEDGER_TXN_MAX, n->txn, sizeof(n->txn)) != 0)
+	if (c->txn[0] != '\0' && ledgeri_norm_hex(c->txn, 2, LEDGER_TXN_MAX, n->txn, sizeof(n->txn)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: transaction id must be 2..%d hex digits",
 		    LEDGER_TXN_MAX);
 	if (c->kind != LEDGER_WORKLOAD && c->kind != LEDGER_NODE)
@@ -239,7 +228,7 @@ cert_arg(const struct ledger_cert *c, struct ledger_cert *n)
 	if (c->node_id[0] != '\0' && (c->kind != LEDGER_WORKLOAD || (r = check_id(c->node_id)) != 0))
 		return c->kind != LEDGER_WORKLOAD ?
 		    hsm_err(HSM_EINVAL, "ledger: a node certificate is issued to no node") : r;
-	if (c->issuer[0] != '\0' && norm_hex(c->issuer, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN,
+	if (c->issuer[0] != '\0' && ledgeri_norm_hex(c->issuer, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN,
 	    n->issuer, sizeof(n->issuer)) != 0)
 		return hsm_err(HSM_EINVAL, "ledger: issuer key id must be %d hex digits",
 		    LEDGER_SPKI_ID_LEN);
@@ -365,11 +354,11 @@ ledger_token_add_kind(struct ledger *lg, const char *ref,
 		return hsm_err(HSM_EINVAL, "ledger: missing join token hash");
 	if (kind != LEDGER_WORKLOAD && kind != LEDGER_NODE)
 		return hsm_err(HSM_EINVAL, "ledger: unknown join token kind %d", (int)kind);
-	if ((r = check_id(spiffe_id)) != 0 || (r = lock(lg)) != 0)
+	if ((r = check_id(spiffe_id)) != 0 || (r = ledgeri_lock(lg)) != 0)
 		return r;
 	r = lg->ops->token_insert(lg->be, ref, secret_hash, spiffe_id, (int64_t)time(NULL),
 	    expires, (int)kind);
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -383,11 +372,11 @@ ledger_token_lookup(struct ledger *lg, const char *ref, struct ledger_token *out
 	/* ref may come from a peer: never echo it. */
 	if (!peer_ref(ref))
 		return hsm_err(HSM_ENOENT, "join token unknown");
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
 	if ((r = lg->ops->token_get(lg->be, ref, &t)) == 0)
 		*out = t;
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -402,7 +391,7 @@ token_refusal(const struct ledger_token *t, int64_t now)
 	return 0;
 }
 
-/* Consume ref at now, paying for serial (may be NULL); the lock is held. */
+/* Consume ref at now, paying for serial (may be NULL); the ledgeri_lock is held. */
 static int
 consume_locked(struct ledger *lg, const char *ref, int64_t now, const char *serial)
 {
@@ -428,11 +417,11 @@ ledger_token_check(struct ledger *lg, const char *ref, int64_t now)
 
 	if (!peer_ref(ref))
 		return hsm_err(HSM_ENOENT, "join token unknown");
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
 	if ((r = lg->ops->token_get(lg->be, ref, &t)) == 0)
 		r = token_refusal(&t, now);
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -443,10 +432,10 @@ ledger_token_consume(struct ledger *lg, const char *ref, int64_t now)
 
 	if (!peer_ref(ref))
 		return hsm_err(HSM_ENOENT, "join token unknown");
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
 	r = consume_locked(lg, ref, now, NULL);
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -457,19 +446,19 @@ ledger_token_unconsume(struct ledger *lg, const char *ref, int64_t used_at)
 
 	if (!peer_ref(ref))
 		return hsm_err(HSM_ENOENT, "join token unknown");
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
 	if ((r = lg->ops->token_unuse(lg->be, ref, used_at)) == 0)
 		r = hsm_err(HSM_ENOENT, "join token not consumed at that time");
 	else if (r == 1)
 		r = 0;
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
 /* ---- certificates ---- */
 
-/* Record n as the renewal of its parent; the lock is held, in a transaction. */
+/* Record n as the renewal of its parent; the ledgeri_lock is held, in a transaction. */
 static int
 supersede_locked(struct ledger *lg, const struct ledger_cert *n)
 {
@@ -496,7 +485,7 @@ supersede_locked(struct ledger *lg, const struct ledger_cert *n)
 	return r;
 }
 
-/* A join token enrolls only its own kind of identity; the lock is held. */
+/* A join token enrolls only its own kind of identity; the ledgeri_lock is held. */
 static int
 token_kind_locked(struct ledger *lg, const char *ref, enum ledger_kind kind)
 {
@@ -539,16 +528,6 @@ kind_locked(struct ledger *lg, const struct ledger_cert *n)
 	return 0;
 }
 
-/* What ca_find_locked looks for and finds. */
-struct ca_find {
-	const char *key_id;	/* NULL: the active one */
-	int found;
-	int gen;
-	enum ledger_ca_state state;
-	char key[LEDGER_SPKI_ID_LEN + 1];
-	unsigned n;		/* CAs in the set */
-};
-
 static int
 ca_find_cb(const struct ledger_ca *c, void *arg)
 {
@@ -565,9 +544,9 @@ ca_find_cb(const struct ledger_ca *c, void *arg)
 	return 0;
 }
 
-/* Find CA key_id (NULL: the active one) in the set; lock held. */
-static int
-ca_find_locked(struct ledger *lg, const char *key_id, struct ca_find *f)
+/* Find CA key_id (NULL: the active one) in the set; ledgeri_lock held. */
+int
+ledgeri_ca_find_locked(struct ledger *lg, const char *key_id, struct ca_find *f)
 {
 	memset(f, 0, sizeof(*f));
 	f->key_id = key_id;
@@ -583,7 +562,7 @@ issuer_locked(struct ledger *lg, const struct ledger_cert *n)
 
 	if (n->issuer[0] == '\0')
 		return 0;
-	if ((r = ca_find_locked(lg, n->issuer, &f)) != 0)
+	if ((r = ledgeri_ca_find_locked(lg, n->issuer, &f)) != 0)
 		return r;
 	if (f.n == 0)
 		return 0;	/* a ledger without a CA set: the CA's state dir says */
@@ -595,8 +574,9 @@ issuer_locked(struct ledger *lg, const struct ledger_cert *n)
 	return 0;
 }
 
-static int
-count_entry(const struct ledger_entry *e, void *arg)
+/* A ledger_entry_cb that counts the entries it is given in *(unsigned *)arg. */
+int
+ledgeri_count_entry(const struct ledger_entry *e, void *arg)
 {
 	(*(unsigned *)arg)++;
 	return 0;
@@ -627,7 +607,7 @@ issue_body(struct ledger *lg, void *v)
 	if (a->hook_ran)
 		return hsm_err(HSM_EIO, "ledger: issue: the commit failed after its record was made");
 	/*
-	 * The identity is checked inside the transaction, under its lock: a
+	 * The identity is checked inside the transaction, under its ledgeri_lock: a
 	 * revocation that commits first is seen here, one that commits later
 	 * revokes this certificate too.
 	 */
@@ -638,12 +618,12 @@ issue_body(struct ledger *lg, void *v)
 	if ((r = kind_locked(lg, a->n)) != 0)
 		return r;
 	if (a->n->kind == LEDGER_NODE &&
-	    (r = lg->ops->entry_list(lg->be, a->n->spiffe_id, count_entry, &entries)) == 0 &&
+	    (r = lg->ops->entry_list(lg->be, a->n->spiffe_id, ledgeri_count_entry, &entries)) == 0 &&
 	    entries > 0)
 		r = hsm_err(HSM_EPOLICY, "%s is the ID of a registration entry: a workload "
 		    "identity, not a node's", a->n->spiffe_id);
 	/*
-	 * A CA that is no longer active is no conflict to run again (in_txn
+	 * A CA that is no longer active is no conflict to run again (ledgeri_in_txn
 	 * retries HSM_EAGAIN): it ends the transaction, and the caller hears
 	 * HSM_EAGAIN once it is over.
 	 */
@@ -677,14 +657,14 @@ ledger_issue_with(struct ledger *lg, const struct ledger_cert *c, const char *to
 		return r;
 	if (token_ref != NULL && !peer_ref(token_ref))
 		return hsm_err(HSM_ENOENT, "join token unknown");
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
-	r = in_txn(lg, "issue", issue_body, &a);
+	r = ledgeri_in_txn(lg, "issue", issue_body, &a);
 	if (r == HSM_EPOLICY && a.stale[0] != '\0')
 		r = hsm_err(HSM_EAGAIN, "%s", a.stale);
 	if (hook_ran != NULL)
 		*hook_ran = a.hook_ran;
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -713,12 +693,12 @@ ledger_cert_get(struct ledger *lg, const char *serial, struct ledger_cert *out)
 		return r;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return hsm_err(HSM_ENOMEM, "ledger: out of memory");
-	if ((r = lock(lg)) == 0) {
+	if ((r = ledgeri_lock(lg)) == 0) {
 		if ((r = lg->ops->cert_get(lg->be, hex, c)) == 0) {
 			*out = *c;
 			c->der = NULL;	/* now owned by *out */
 		}
-		unlock(lg);
+		ledgeri_unlock(lg);
 	}
 	ledger_cert_clear(c);
 	free(c);
@@ -764,10 +744,10 @@ ledger_cert_revoke(struct ledger *lg, const char *serial, int reason, int64_t no
 	int r;
 
 	if ((r = serial_arg(serial, hex)) != 0 || (r = check_reason(reason)) != 0 ||
-	    (r = lock(lg)) != 0)
+	    (r = ledgeri_lock(lg)) != 0)
 		return r;
-	r = in_txn(lg, "revoke certificate", cert_revoke_body, &a);
-	unlock(lg);
+	r = ledgeri_in_txn(lg, "revoke certificate", cert_revoke_body, &a);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -802,10 +782,10 @@ ledger_revoke_id(struct ledger *lg, const char *spiffe_id, int reason, int64_t n
 	if (count != NULL)
 		*count = 0;
 	if ((r = check_id(spiffe_id)) != 0 || (r = check_reason(reason)) != 0 ||
-	    (r = lock(lg)) != 0)
+	    (r = ledgeri_lock(lg)) != 0)
 		return r;
-	r = in_txn(lg, "revoke identity", revoke_id_body, &a);
-	unlock(lg);
+	r = ledgeri_in_txn(lg, "revoke identity", revoke_id_body, &a);
+	ledgeri_unlock(lg);
 	if (r == 0 && count != NULL)
 		*count = a.n;
 	return r;
@@ -818,12 +798,12 @@ ledger_id_revoked(struct ledger *lg, const char *spiffe_id)
 
 	if (spiffe_id == NULL)
 		return 1;
-	if ((r = lock(lg)) != 0) {
+	if ((r = ledgeri_lock(lg)) != 0) {
 		log_err("%s", hsm_err_msg(r));
 		return 1;
 	}
 	r = lg->ops->id_revoked(lg->be, spiffe_id);
-	unlock(lg);
+	ledgeri_unlock(lg);
 	if (r < 0) {
 		log_err("ledger: identity revocation check failed (treated as revoked): %s",
 		    hsm_err_msg(r));
@@ -839,13 +819,13 @@ ledger_id_reinstate(struct ledger *lg, const char *spiffe_id)
 
 	if (spiffe_id == NULL)
 		return hsm_err(HSM_EINVAL, "ledger: missing SPIFFE ID");
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
 	if ((r = lg->ops->id_reinstate(lg->be, spiffe_id)) == 0)
 		r = hsm_err(HSM_ENOENT, "ledger: identity is not revoked");
 	else if (r == 1)
 		r = 0;
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -855,10 +835,10 @@ ledger_revocation_seq(struct ledger *lg, uint64_t *seq)
 	int r;
 
 	*seq = 0;
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
 	r = lg->ops->revocation_seq(lg->be, seq);
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -869,10 +849,10 @@ ledger_revoked_list(struct ledger *lg, int64_t now, ledger_revoked_cb cb, void *
 
 	if (cb == NULL)
 		return hsm_err(HSM_EINVAL, "ledger: list: missing argument");
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
 	r = lg->ops->revoked_list(lg->be, now, cb, arg);
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -882,10 +862,10 @@ ledger_cert_count(struct ledger *lg, uint64_t *n)
 	int r;
 
 	*n = 0;
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
 	r = lg->ops->cert_count(lg->be, n);
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -896,10 +876,10 @@ ledger_cert_list_id(struct ledger *lg, const char *spiffe_id, ledger_cert_cb cb,
 
 	if (spiffe_id == NULL || cb == NULL)
 		return hsm_err(HSM_EINVAL, "ledger: list: missing argument");
-	if ((r = lock(lg)) != 0)
+	if ((r = ledgeri_lock(lg)) != 0)
 		return r;
 	r = lg->ops->cert_list_id(lg->be, spiffe_id, cb, arg);
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
 
@@ -909,535 +889,9 @@ ledger_id_kinds(struct ledger *lg, const char *spiffe_id, unsigned *nodes, unsig
 	int r;
 
 	*nodes = *workloads = 0;
-	if ((r = check_id(spiffe_id)) != 0 || (r = lock(lg)) != 0)
+	if ((r = check_id(spiffe_id)) != 0 || (r = ledgeri_lock(lg)) != 0)
 		return r;
 	r = lg->ops->cert_kinds(lg->be, spiffe_id, nodes, workloads);
-	unlock(lg);
-	return r;
-}
-
-/* ---- registration entries ---- */
-
-/* An entry's ID: exactly LEDGER_ENTRY_ID_LEN hex digits, stored lower-case. */
-static int
-entry_id_arg(const char *in, char out[LEDGER_ENTRY_ID_LEN + 1])
-{
-	if (norm_hex(in, LEDGER_ENTRY_ID_LEN, LEDGER_ENTRY_ID_LEN, out, LEDGER_ENTRY_ID_LEN + 1) != 0)
-		return hsm_err(HSM_EINVAL, "ledger: an entry ID is %d hex digits",
-		    LEDGER_ENTRY_ID_LEN);
-	return 0;
-}
-
-/* A SPIFFE ID with a path (what a workload or a node is called). */
-static int
-check_path_id(const char *id, const char *what)
-{
-	struct spiffe_id sid;
-	int r;
-
-	if (id == NULL || id[0] == '\0')
-		return hsm_err(HSM_EINVAL, "ledger: missing %s", what);
-	if ((r = spiffe_id_parse(id, &sid)) != 0)
-		return r;
-	if (sid.path[0] == '\0')
-		return hsm_err(HSM_EINVAL, "ledger: the %s %s has no path", what, id);
-	return 0;
-}
-
-/* selectors: 1..SEL_SET_MAX selectors, one a line, each valid (selector.h). */
-static int
-check_selectors(const char *text)
-{
-	char line[SEL_TEXT_MAX + 1];
-	struct selector sel;
-	size_t n = 0;
-	int r;
-
-	for (const char *p = text; *p != '\0';) {
-		size_t l = strcspn(p, "\n");
-
-		if (l == 0 || l > SEL_TEXT_MAX)
-			return hsm_err(HSM_EINVAL, "ledger: an empty or overlong selector line");
-		memcpy(line, p, l);
-		line[l] = '\0';
-		if ((r = sel_parse(line, &sel)) != 0)
-			return r;
-		sel_clear(&sel);
-		if (++n > SEL_SET_MAX)
-			return hsm_err(HSM_EINVAL, "ledger: more than %d selectors", SEL_SET_MAX);
-		p += l;
-		if (*p == '\n' && *++p == '\0')
-			return hsm_err(HSM_EINVAL, "ledger: an empty selector line");
-	}
-	return 0;
-}
-
-/* The certificate profile of e: a known one, with its NF fields exactly when it is 3gpp-nf. */
-static int
-check_profile(const struct ledger_entry *e)
-{
-	enum cert_profile_kind k;
-	int r;
-
-	if ((r = nf_profile_parse(e->profile, 1, &k)) != 0)
-		return hsm_err(HSM_EINVAL, "ledger: %s", hsm_err_detail());
-	if (k != PROFILE_3GPP_NF) {
-		if (e->nf_types[0] != '\0' || e->fqdn[0] != '\0')
-			return hsm_err(HSM_EINVAL, "ledger: NF types and an FQDN go with profile %s "
-			    "only", NF_PROFILE_NAME);
-		return 0;
-	}
-	if (e->nf_types[0] == '\0' || e->fqdn[0] == '\0')
-		return hsm_err(HSM_EINVAL, "ledger: profile %s needs NF types and an FQDN",
-		    NF_PROFILE_NAME);
-	if (nf_types_parse(e->nf_types, NULL) != 0 || nf_fqdn_check(e->fqdn, NULL) != 0)
-		return hsm_err(HSM_EINVAL, "ledger: %s", hsm_err_detail());
-	return 0;
-}
-
-/* e's fields, each within its bounds and consistent with the others. */
-static int
-entry_arg(const struct ledger_entry *e)
-{
-	int r;
-
-	if (strnlen(e->spiffe_id, sizeof(e->spiffe_id)) == sizeof(e->spiffe_id) ||
-	    strnlen(e->node, sizeof(e->node)) == sizeof(e->node) ||
-	    strnlen(e->selectors, sizeof(e->selectors)) == sizeof(e->selectors) ||
-	    strnlen(e->profile, sizeof(e->profile)) == sizeof(e->profile) ||
-	    strnlen(e->nf_types, sizeof(e->nf_types)) == sizeof(e->nf_types) ||
-	    strnlen(e->fqdn, sizeof(e->fqdn)) == sizeof(e->fqdn))
-		return hsm_err(HSM_EINVAL, "ledger: an entry field is too long");
-	if ((r = check_path_id(e->spiffe_id, "workload ID")) != 0 || (r = check_profile(e)) != 0)
-		return r;
-	if (e->ttl < 0 || e->ttl > CERT_MAX_TTL)
-		return hsm_err(HSM_EINVAL, "ledger: entry TTL out of range");
-	if (e->self_managed) {
-		if (e->node[0] != '\0' || e->selectors[0] != '\0')
-			return hsm_err(HSM_EINVAL, "ledger: a self-managed entry names no node and no "
-			    "selectors (no agent serves it)");
-		return 0;
-	}
-	if (e->node[0] == '\0')
-		return hsm_err(HSM_EINVAL, "ledger: a node-managed entry names a node or a node "
-		    "pattern");
-	if ((r = e->node_is_pattern ? spiffe_pattern_check(e->node) :
-	    check_path_id(e->node, "node ID")) != 0)
-		return r;
-	if (!e->node_is_pattern && strcmp(e->node, e->spiffe_id) == 0)
-		return hsm_err(HSM_EINVAL, "ledger: a node cannot be its own workload");
-	if (e->selectors[0] == '\0')
-		return hsm_err(HSM_EINVAL, "ledger: a node-managed entry needs at least one selector "
-		    "(which local processes the agent serves it to)");
-	return check_selectors(e->selectors);
-}
-
-struct mode_check {
-	const struct ledger_entry *e;
-	char other[LEDGER_ENTRY_ID_LEN + 1];
-};
-
-/* 1 (and m->other set) when x disagrees with m->e on who manages the ID; 2 on its profile. */
-static int
-mode_conflict(const struct ledger_entry *x, void *arg)
-{
-	struct mode_check *m = arg;
-	const struct ledger_entry *e = m->e;
-
-	if (x->self_managed == e->self_managed && strcmp(x->profile, e->profile) == 0 &&
-	    strcmp(x->nf_types, e->nf_types) == 0 && strcmp(x->fqdn, e->fqdn) == 0)
-		return 0;
-	memcpy(m->other, x->id, sizeof(m->other));
-	return x->self_managed != e->self_managed ? 1 : 2;
-}
-
-/*
- * ledger_entry_add's transaction. The checks span several IDs, so the
- * body locks each ID it decides on (in one order: two adds never wait
- * on each other in a cycle), as ledger_issue locks the ID it issues:
- * on a store shared by replicas, an entry and a certificate that would
- * contradict each other never both commit.
- */
-static int
-entry_add_body(struct ledger *lg, void *v)
-{
-	struct ledger_entry *e = v;
-	struct mode_check m = { .e = e };
-	unsigned nodes = 0, workloads = 0, named = 0;
-	const char *first = e->spiffe_id, *second = NULL;
-	int r;
-
-	if (!e->self_managed && !e->node_is_pattern) {
-		second = e->node;
-		if (strcmp(first, second) > 0) {
-			first = e->node;
-			second = e->spiffe_id;
-		}
-	}
-	if ((r = lg->ops->id_lock(lg->be, first)) != 0 ||
-	    (second != NULL && (r = lg->ops->id_lock(lg->be, second)) != 0))
-		return r;
-	/* The workload ID is no node's ... */
-	if ((r = lg->ops->cert_kinds(lg->be, e->spiffe_id, &nodes, &workloads)) == 0 && nodes > 0)
-		r = hsm_err(HSM_EPOLICY, "%s is a node identity (it has node certificates)",
-		    e->spiffe_id);
-	if (r == 0 && (r = lg->ops->entry_names_node(lg->be, e->spiffe_id)) > 0)
-		r = hsm_err(HSM_EPOLICY, "%s is named as a node by another entry", e->spiffe_id);
-	/* ... the node no workload's ... */
-	if (r == 0 && !e->self_managed && !e->node_is_pattern) {
-		if ((r = lg->ops->cert_kinds(lg->be, e->node, &nodes, &workloads)) == 0 && workloads > 0)
-			r = hsm_err(HSM_EPOLICY, "%s is a workload identity, not a node's", e->node);
-		if (r == 0 && (r = lg->ops->entry_list(lg->be, e->node, count_entry, &named)) == 0 &&
-		    named > 0)
-			r = hsm_err(HSM_EPOLICY, "%s is the ID of a registration entry, not a node",
-			    e->node);
-	}
-	/* ... and every entry of one ID agrees on who manages it. */
-	if (r == 0 && (r = lg->ops->entry_list(lg->be, e->spiffe_id, mode_conflict, &m)) == 1)
-		r = hsm_err(HSM_EPOLICY, "%s is %s by entry %s", e->spiffe_id,
-		    e->self_managed ? "node-managed" : "self-managed", m.other);
-	else if (r == 2)
-		r = hsm_err(HSM_EPOLICY, "entry %s of %s has another certificate profile (profile, "
-		    "NF types, FQDN): all entries of one ID agree on it", m.other, e->spiffe_id);
-	if (r == 0)
-		r = lg->ops->entry_insert(lg->be, e);
-	return r;
-}
-
-int
-ledger_entry_add(struct ledger *lg, struct ledger_entry *e)
-{
-	uint8_t rnd[LEDGER_ENTRY_ID_LEN / 2];
-	int r;
-
-	if ((r = entry_arg(e)) != 0)
-		return r;
-	if (e->id[0] == '\0') {
-		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-			return hsm_err(HSM_EIO, "ledger: no random bytes for an entry ID");
-		hsm_hex(rnd, sizeof(rnd), e->id);
-	} else if ((r = entry_id_arg(e->id, e->id)) != 0) {
-		return r;
-	}
-	e->created = (int64_t)time(NULL);
-	if ((r = lock(lg)) != 0)
-		return r;
-	r = in_txn(lg, "add entry", entry_add_body, e);
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_entry_get(struct ledger *lg, const char *id, struct ledger_entry *out)
-{
-	char hex[LEDGER_ENTRY_ID_LEN + 1];
-	int r;
-
-	memset(out, 0, sizeof(*out));
-	if (id == NULL || (r = entry_id_arg(id, hex)) != 0)
-		return id == NULL ? hsm_err(HSM_EINVAL, "ledger: missing entry ID") : r;
-	if ((r = lock(lg)) != 0)
-		return r;
-	r = lg->ops->entry_get(lg->be, hex, out);
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_entry_rm(struct ledger *lg, const char *id)
-{
-	char hex[LEDGER_ENTRY_ID_LEN + 1];
-	int r;
-
-	if (id == NULL || (r = entry_id_arg(id, hex)) != 0)
-		return id == NULL ? hsm_err(HSM_EINVAL, "ledger: missing entry ID") : r;
-	if ((r = lock(lg)) != 0)
-		return r;
-	if ((r = lg->ops->entry_delete(lg->be, hex)) == 0)
-		r = hsm_err(HSM_ENOENT, "no registration entry %s", hex);
-	else if (r == 1)
-		r = 0;
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_entry_list(struct ledger *lg, const char *spiffe_id, ledger_entry_cb cb, void *arg)
-{
-	int r;
-
-	if (cb == NULL)
-		return hsm_err(HSM_EINVAL, "ledger: list: missing callback");
-	if ((r = lock(lg)) != 0)
-		return r;
-	r = lg->ops->entry_list(lg->be, spiffe_id, cb, arg);
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_entry_covers(const struct ledger_entry *e, const char *node_id)
-{
-	if (e->self_managed || node_id == NULL)
-		return 0;
-	return e->node_is_pattern ? spiffe_pattern_match(e->node, node_id) :
-	    strcmp(e->node, node_id) == 0;
-}
-
-/* ---- the CA set ---- */
-
-const char *
-ledger_ca_state_name(enum ledger_ca_state s)
-{
-	static const char *const names[LEDGER_CA_STATES] = {
-		[LEDGER_CA_PENDING] = "pending", [LEDGER_CA_PREPARED] = "prepared",
-		[LEDGER_CA_ACTIVE] = "active", [LEDGER_CA_OLD] = "old",
-		[LEDGER_CA_RETIRED] = "retired",
-	};
-
-	return (int)s >= 0 && (int)s < LEDGER_CA_STATES ? names[s] : "?";
-}
-
-static int
-key_id_arg(const char *in, char out[LEDGER_SPKI_ID_LEN + 1])
-{
-	if (norm_hex(in, LEDGER_SPKI_ID_LEN, LEDGER_SPKI_ID_LEN, out, LEDGER_SPKI_ID_LEN + 1) != 0)
-		return hsm_err(HSM_EINVAL, "ledger: CA key id must be %d hex digits",
-		    LEDGER_SPKI_ID_LEN);
-	return 0;
-}
-
-/* Chain or links text: PEM within the bound (NULL reads as ""). */
-static int
-pem_arg(const char *pem, const char *what)
-{
-	if (pem != NULL && strnlen(pem, LEDGER_CA_PEM_MAX + 1) > LEDGER_CA_PEM_MAX)
-		return hsm_err(HSM_EINVAL, "ledger: CA %s longer than %d bytes", what,
-		    LEDGER_CA_PEM_MAX);
-	return 0;
-}
-
-static int
-ca_add_body(struct ledger *lg, void *v)
-{
-	struct ledger_ca *n = v;
-	struct ca_find f;
-	int r;
-
-	if ((r = ca_find_locked(lg, NULL, &f)) != 0)
-		return r;
-	if (n->state == LEDGER_CA_ACTIVE && f.n > 0)
-		return hsm_err(HSM_EPOLICY, "the ledger has a CA set already: a new CA is "
-		    "prepared, then activated");
-	/* The first CA signed what the ledger holds from before CA sets. */
-	if (f.n == 0 && (r = lg->ops->certs_tag_issuer(lg->be, n->key_id)) != 0)
-		return r;
-	return lg->ops->ca_insert(lg->be, n);
-}
-
-int
-ledger_ca_add(struct ledger *lg, struct ledger_ca *c)
-{
-	struct ledger_ca n;
-	int r;
-
-	if (c == NULL)
-		return hsm_err(HSM_EINVAL, "ledger: no CA");
-	memset(&n, 0, sizeof(n));
-	if ((r = key_id_arg(c->key_id, n.key_id)) != 0 || (r = pem_arg(c->chain, "chain")) != 0 ||
-	    (r = pem_arg(c->links, "links")) != 0)
-		return r;
-	if (c->state != LEDGER_CA_PENDING && c->state != LEDGER_CA_PREPARED &&
-	    c->state != LEDGER_CA_ACTIVE)
-		return hsm_err(HSM_EINVAL, "ledger: a new CA is pending, prepared or active");
-	if ((c->state == LEDGER_CA_PENDING) != (c->cert == NULL) ||
-	    (c->cert != NULL && (c->cert_len == 0 || c->cert_len > INT32_MAX)))
-		return hsm_err(HSM_EINVAL, "ledger: a CA has a certificate unless it is pending");
-	n.state = c->state;
-	n.cert = c->cert;
-	n.cert_len = c->cert_len;
-	n.chain = c->chain != NULL ? c->chain : "";
-	n.links = c->links != NULL ? c->links : "";
-	n.created = (int64_t)time(NULL);
-	if ((r = lock(lg)) != 0)
-		return r;
-	r = in_txn(lg, "add CA", ca_add_body, &n);
-	unlock(lg);
-	if (r == 0) {
-		c->gen = n.gen;
-		c->created = n.created;
-	}
-	return r;
-}
-
-int
-ledger_ca_list(struct ledger *lg, ledger_ca_cb cb, void *arg)
-{
-	int r;
-
-	if ((r = lock(lg)) != 0)
-		return r;
-	r = lg->ops->ca_list(lg->be, cb, arg);
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_ca_install(struct ledger *lg, const char *key_id, const uint8_t *cert, size_t cert_len,
-    const char *chain, const char *links, int64_t now)
-{
-	char kid[LEDGER_SPKI_ID_LEN + 1];
-	struct ca_find f;
-	unsigned mask = 1u << LEDGER_CA_PENDING | 1u << LEDGER_CA_PREPARED |
-	    1u << LEDGER_CA_ACTIVE | 1u << LEDGER_CA_OLD;
-	int r;
-
-	if ((r = key_id_arg(key_id, kid)) != 0 || (r = pem_arg(chain, "chain")) != 0 ||
-	    (r = pem_arg(links, "links")) != 0)
-		return r;
-	if (cert == NULL || cert_len == 0 || cert_len > INT32_MAX)
-		return hsm_err(HSM_EINVAL, "ledger: no CA certificate");
-	if ((r = lock(lg)) != 0)
-		return r;
-	if ((r = lg->ops->ca_set_cert(lg->be, kid, cert, cert_len, chain != NULL ? chain : "",
-	    links != NULL ? links : "", mask, now)) == 1) {
-		r = 0;
-	} else if (r == 0 && (r = ca_find_locked(lg, kid, &f)) == 0) {
-		r = !f.found ? hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", kid) :
-		    hsm_err(HSM_EPOLICY, "CA %d is %s", f.gen, ledger_ca_state_name(f.state));
-	}
-	unlock(lg);
-	return r;
-}
-
-/* Move CA kid (found as *f) to state to; lock and transaction held. */
-static int
-ca_move_found(struct ledger *lg, const char *kid, const struct ca_find *f, int to, int64_t now)
-{
-	int r;
-
-	if ((r = lg->ops->ca_move(lg->be, kid, (int)f->state, to, now)) != 1)
-		return r < 0 ? r : hsm_err(HSM_EIO, "ledger: CA %d changed meanwhile", f->gen);
-	return 0;
-}
-
-/* What ledger_ca_activate and ledger_ca_retire change, for their transactions. */
-struct ca_step_arg {
-	const char *kid;
-	int64_t now;
-	unsigned *n;		/* retire: outstanding certificates */
-	int64_t *latest;
-};
-
-static int
-ca_activate_body(struct ledger *lg, void *v)
-{
-	struct ca_step_arg *a = v;
-	struct ca_find f, cur;
-	int r;
-
-	if ((r = ca_find_locked(lg, a->kid, &f)) != 0 || (r = ca_find_locked(lg, NULL, &cur)) != 0)
-		return r;
-	if (!f.found)
-		return hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", a->kid);
-	if (f.state != LEDGER_CA_PREPARED && f.state != LEDGER_CA_OLD)
-		return hsm_err(HSM_EPOLICY, "CA %d is %s%s", f.gen, f.state == LEDGER_CA_ACTIVE ?
-		    "already " : "", f.state == LEDGER_CA_PENDING ?
-		    "pending: it has no certificate yet" : ledger_ca_state_name(f.state));
-	/* The active one steps down first: the store holds at most one active. */
-	if (cur.found && (r = lg->ops->ca_move(lg->be, cur.key, LEDGER_CA_ACTIVE, LEDGER_CA_OLD,
-	    a->now)) != 1)
-		return r < 0 ? r : hsm_err(HSM_EIO, "ledger: the active CA changed meanwhile");
-	return ca_move_found(lg, a->kid, &f, LEDGER_CA_ACTIVE, a->now);
-}
-
-int
-ledger_ca_activate(struct ledger *lg, const char *key_id, int64_t now)
-{
-	char kid[LEDGER_SPKI_ID_LEN + 1];
-	struct ca_step_arg a = { kid, now, NULL, NULL };
-	int r;
-
-	if ((r = key_id_arg(key_id, kid)) != 0)
-		return r;
-	if ((r = lock(lg)) != 0)
-		return r;
-	r = in_txn(lg, "activate CA", ca_activate_body, &a);
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_ca_outstanding(struct ledger *lg, const char *key_id, int64_t now, unsigned *n,
-    int64_t *latest)
-{
-	char kid[LEDGER_SPKI_ID_LEN + 1];
-	int r;
-
-	*n = 0;
-	*latest = 0;
-	if ((r = key_id_arg(key_id, kid)) != 0)
-		return r;
-	if ((r = lock(lg)) != 0)
-		return r;
-	r = lg->ops->certs_outstanding(lg->be, kid, now, n, latest);
-	unlock(lg);
-	return r;
-}
-
-static int
-ca_retire_body(struct ledger *lg, void *v)
-{
-	struct ca_step_arg *a = v;
-	struct ca_find f;
-	int r;
-
-	*a->n = 0;
-	*a->latest = 0;
-	if ((r = ca_find_locked(lg, a->kid, &f)) != 0)
-		return r;
-	if (!f.found)
-		return hsm_err(HSM_ENOENT, "ledger: no CA with key %.16s...", a->kid);
-	if (f.state == LEDGER_CA_ACTIVE || f.state == LEDGER_CA_RETIRED)
-		return hsm_err(HSM_EPOLICY, "CA %d is %s%s", f.gen,
-		    f.state == LEDGER_CA_RETIRED ? "already " : "", ledger_ca_state_name(f.state));
-	/* Counted and changed in one transaction: no issuance by it can slip in between. */
-	if ((r = lg->ops->certs_outstanding(lg->be, a->kid, a->now, a->n, a->latest)) != 0)
-		return r;
-	if (*a->n > 0)
-		return hsm_err(HSM_EBUSY, "%u certificate%s issued by CA %d %s not expired yet",
-		    *a->n, *a->n == 1 ? "" : "s", f.gen, *a->n == 1 ? "has" : "have");
-	return ca_move_found(lg, a->kid, &f, LEDGER_CA_RETIRED, a->now);
-}
-
-int
-ledger_ca_retire(struct ledger *lg, const char *key_id, int64_t now, unsigned *n,
-    int64_t *latest)
-{
-	char kid[LEDGER_SPKI_ID_LEN + 1];
-	struct ca_step_arg a = { kid, now, n, latest };
-	int r;
-
-	*n = 0;
-	*latest = 0;
-	if ((r = key_id_arg(key_id, kid)) != 0)
-		return r;
-	if ((r = lock(lg)) != 0)
-		return r;
-	r = in_txn(lg, "retire CA", ca_retire_body, &a);
-	unlock(lg);
-	return r;
-}
-
-int
-ledger_ca_seq(struct ledger *lg, int64_t *seq)
-{
-	int r;
-
-	*seq = 0;
-	if ((r = lock(lg)) != 0)
-		return r;
-	r = lg->ops->ca_seq(lg->be, seq);
-	unlock(lg);
+	ledgeri_unlock(lg);
 	return r;
 }
