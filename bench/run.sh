@@ -476,7 +476,7 @@ cg_s_server() {
 cg_hsmesh() {
 	stop_agent
 	# bench/vgshim.c: the keyholder is exec'd as $HSMESH, not as /proc/self/exe (valgrind's tool)
-	start_agent 0 env LD_PRELOAD="$B/bench/vgshim.so" HSMESH_EXE="$HSMESH" \
+	start_agent 0 env LD_PRELOAD="$B/bench/vgshim.so" HSMESH_EXE="$HSMESH" HSMESH_VG_NO_SECCOMP=1 \
 	    $VG --trace-children=yes --callgrind-out-file="$CG/agent.$1.%p" || return 1
 	p=$(free_port)
 	# callgrind is ~50x slower: long handshake and key-operation timeouts for this run
