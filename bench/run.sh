@@ -1193,17 +1193,23 @@ EOF
 fi
 
 # README: between "## Benchmarks" and the next heading, the keep-alive table,
-# the targets of issue 5 and those of issue 17 (CA enrollment)
+# the targets of issue 5, of issue 19 (equal budget) and of issue 17 (CA enrollment)
 if [ "$QUICK" != 1 ]; then
 	awk -v res="$R" '
+	# the table whose header matches head, in the section whose title matches sec
+	function table(res, sec, head, title,    l, on, t, n, i, e) {
+		n = 0
+		while ((getline l < res) > 0) { if (l ~ sec) on = 1; else if (l ~ /^## /) on = 0; if (on && l ~ head) t = 1; if (on && t && l ~ /^\|/) e[++n] = l; else if (t && l !~ /^\|/) t = 0 }
+		close(res)
+		if (n > 0) { print ""; print title; print ""; for (i = 1; i <= n; i++) print e[i] }
+	}
 	/^## Benchmarks/ { print; print ""; print "From `make bench` (details, targets and method: [bench/results/RESULTS.md](bench/results/RESULTS.md)):"; print "";
 		while ((getline l < res) > 0) { if (l ~ /^## Keep-alive/) on = 1; else if (l ~ /^## New/) on = 0; if (on && l ~ /^\|/) print l }
 		close(res); print ""; print "Targets of issue 5:"; print ""
 		while ((getline l < res) > 0) { if (l ~ /^## Targets/) on = 1; else if (l ~ /^## /) on = 0; if (on && l ~ /^\|/) print l }
-		close(res); n = 0
-		while ((getline l < res) > 0) { if (l ~ /^## CA enrollment/) on = 1; else if (l ~ /^## /) on = 0; if (on && l ~ /^\| target \(issue 17\)/) t = 1; if (on && t && l ~ /^\|/) e[++n] = l; else if (t && l !~ /^\|/) t = 0 }
 		close(res)
-		if (n > 0) { print ""; print "CA enrollment, targets of issue 17:"; print ""; for (i = 1; i <= n; i++) print e[i] }
+		table(res, "^## Equal CPU budget", "^\\| target \\(issue 19", "Equal CPU budget (the pair, its agent and keyholder on one core), targets of issue 19:")
+		table(res, "^## CA enrollment", "^\\| target \\(issue 17\\)", "CA enrollment, targets of issue 17:")
 		print ""; skip = 1; next }
 	/^## / { skip = 0 }
 	!skip' "$ROOTDIR/README.md" >"$T/README.md" && cp "$T/README.md" "$ROOTDIR/README.md"
