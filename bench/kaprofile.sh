@@ -9,8 +9,27 @@
 # For each CONNS (default 100 1000), build/bench/kacount opens CONNS
 # connections through the outbound proxy, one request each (warm-up), and
 # only then is the counting started, for exactly REQS (default 20000)
-# more requests (callgrind: CG_REQS, default 4000). Prints one table per
-# CONNS. Not part of make check or make bench; takes about two minutes.
+# more requests (callgrind: CG_REQS, default 4000). Per CONNS, per pair:
+# the CPU of the set-up (pair, for hsmesh with agent and keyholder) and the
+# inbound's full/resumed handshakes, steady CPU per request (utime + stime),
+# system calls per request (perf), epoll batches and read/write sizes
+# (strace), then both pairs under callgrind for instructions per request.
+# Not part of make check or make bench; a few minutes (callgrind at 1000
+# connections: about ten). Build build/bench/kacount first (make it).
+#
+#   PIN=1        pairs, agent and keyholder on CPU 0, kacount and the app on
+#                CPU 1 (make bench's equal-budget layout)
+#   NO_PERF=1    callgrind only;  NO_CG=1: no callgrind;  NO_HAPROXY=1: hsmesh only
+#   CG_OPTS=...  more valgrind options (e.g. --cache-sim=yes --LL=1048576,8,64)
+#   SETUP_IR=1   callgrind instructions per resumed connection set-up instead
+#   KPROF=1      perf cpu-clock profile of the pair (objects, top symbols) and
+#                steady CPU per request, only
+#   WRK=1        make bench's budget measurement (wrk -t1, 8 s, set-up in the
+#                window), twice per pair, only
+#   SLOW=1       a 4 MB/s reader of a 24 MB response and a 300 MB bulk
+#                transfer through the hsmesh pair, with its RSS, only
+#   KEEP=DIR     keep the callgrind profiles in DIR
+# Rates printed are wall-clock and only as good as the machine is quiet.
 set -u
 B=${1:-build}
 case $B in /*) ;; *) B=$(pwd)/$B ;; esac
@@ -262,9 +281,47 @@ wrkrun() {
 	    "$(awk -v n="$n" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {print n / (t / hz)}')" "$hs"
 }
 
+# kprof NAME CONNS: where the pair's CPU goes in the steady window (perf
+# cpu-clock samples of both proxies, by object and symbol, kernel included)
+kprof() {
+	kac_start "$2" "$REQS" || return 1
+	perf record -q -e cpu-clock -F 4000 -p "$PA,$PB" -o "$T/perf.data" 2>/dev/null & pr=$!
+	sleep 0.5
+	kac_run
+	kill -INT $pr; wait $pr 2>/dev/null
+	kac_end
+	echo "-- $1, $2 connections: share of samples by object"
+	perf report -i "$T/perf.data" --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -8
+	echo "-- $1, $2 connections: top symbols"
+	perf report -i "$T/perf.data" --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -${KTOP:-30}
+}
+
 VG="valgrind --tool=callgrind --quiet ${CG_OPTS:-} --callgrind-out-file=$T/cg.%p"
 for conns in $CONNS_LIST; do
 	echo "== $conns connections, $REQS requests (callgrind: $CG_REQS)"
+	if [ "${SLOW:-0}" = 1 ]; then
+		# a reader at 4 MB/s of a 24 MB response: it completes, and the pair's memory stays bounded
+		hsmesh_pair
+		r0=$(( $(awk '/^VmRSS/ {print $2}' /proc/$PA/status) + $(awk '/^VmRSS/ {print $2}' /proc/$PB/status) ))
+		curl -s --limit-rate 4M -o "$T/slow.out" "http://127.0.0.1:$ENTRY/bytes?n=24000000" & cp=$!
+		mx=0
+		while kill -0 $cp 2>/dev/null; do
+			r=$(( $(awk '/^VmRSS/ {print $2}' /proc/$PA/status) + $(awk '/^VmRSS/ {print $2}' /proc/$PB/status) ))
+			[ $r -gt $mx ] && mx=$r
+			python3 -c 'import time; time.sleep(0.5)'
+		done
+		echo "slow reader: $(stat -c %s "$T/slow.out") of 24000000+ bytes; pair RSS idle $r0 KiB, at most $mx KiB while reading"
+		curl -s -o "$T/bulk.out" "http://127.0.0.1:$ENTRY/bytes?n=300000000"; echo "bulk: $(stat -c %s "$T/bulk.out") bytes"
+		kill $PA $PB; wait $PA $PB 2>/dev/null
+		continue
+	fi
+	if [ "${KPROF:-0}" = 1 ]; then
+		hsmesh_pair; kprof hsmesh "$conns"; cpu hsmesh "$conns"; kill $PA $PB; wait $PA $PB 2>/dev/null
+		if [ "${NO_HAPROXY:-0}" != 1 ]; then
+			haproxy_pair; kprof haproxy "$conns"; cpu haproxy "$conns"; kill $PA $PB; wait $PA $PB 2>/dev/null
+		fi
+		continue
+	fi
 	if [ "${WRK:-0}" = 1 ]; then
 		for rep in 1 2; do
 			hsmesh_pair; wrkrun hsmesh "$conns"; kill $PA $PB; wait $PA $PB 2>/dev/null
