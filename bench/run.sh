@@ -818,6 +818,8 @@ report_callgrind() {
 		echo '```'
 		echo
 		echo "hsmesh's own code (src/proxy/, src/lib) takes $(jv handshake_instructions own_code_ir_per_handshake '"server":"hsmesh_proxy"') instructions per handshake (self cost) of the proxy's ${h:-?}."
+		echo "What the rest of the gap is (OpenSSL 3.0's decoder set-up, dearer with the hsmesh provider"
+		echo "loaded), and what the signature's two process hops cost: [docs/PERFORMANCE.md](../../docs/PERFORMANCE.md)."
 		echo
 	fi
 }
