@@ -42,9 +42,10 @@
 #
 # Each timed run lasts DUR = 6 s, three repetitions: the whole bench stays
 # under 15 minutes on 2 cores (issue 19). QUICK=1: one repetition of 2 s
-# each, fewer handshakes under callgrind (a smoke run). ONLY="hsmesh keypath": some parts only; the results of the
-# other parts are kept from the previous results.json (ONLY=report runs none
-# and only rewrites the report).
+# each, fewer handshakes under callgrind (a smoke run). ONLY="hsmesh
+# keypath": some parts only; the results of the other parts are kept from
+# the previous results.json (ONLY=report runs none and only rewrites the
+# report).
 set -u
 B=${1:-build}
 case $B in /*) ;; *) B=$(pwd)/$B ;; esac
