@@ -24,9 +24,9 @@
  *             codec, close), access log and failure lines;
  *   admission.c  which inbound full handshakes may cost a signature (the
  *             source's rate, the key operations in flight);
- *   revoke.c  the CA's CRL: subscribed from the agent, checked, placed in
- *             each TLS context generation's verify store; revoked peers'
- *             established connections closed;
+ *   revoke.c  the CA's CRL: subscribed from the agent, checked once, held
+ *             by each TLS context generation and looked up per handshake
+ *             (verify_cb); revoked peers' established connections closed;
  *   tcp.c     `protocol: tcp`, the byte relay codec (lib/relay.c);
  *   http.c, hx.c, pool.c  `protocol: http`, the HTTP codec (httpcodec.h);
  *   worker.c  worker threads: epoll loop, accept, deadlines, memory trims;
