@@ -1,8 +1,9 @@
 /*
  * main.c - `hsmesh proxy`: start-up (configuration, listeners, metrics,
- * workers, sandbox), the main thread's loop (signals, drain, the metrics
- * endpoint), the link to the node agent (subscription, identity updates,
- * reconnection) and SIGHUP reload (see proxy.h for the rooms).
+ * the user: switch, workers, sandbox), the main thread's loop (signals,
+ * drain, the metrics endpoint), the link to the node agent (subscription,
+ * identity updates, reconnection) and SIGHUP reload (see proxy.h for the
+ * rooms).
  */
 #include <errno.h>
 #include <getopt.h>
