@@ -42,6 +42,12 @@
 #             bench/cmpload.c), and the idle memory of a CA
 #   http      bench/http.sh: HTTP/2 through hsmesh, HAProxy (mode http) and
 #             nghttpx pairs (issue 18)
+#   idlemem   the memory targets of issue 19 (bench/idlemem.sh, ~15 s): a fresh
+#             node agent idle once enrolled (agent, spawner, keyholder: VmRSS,
+#             PSS, private, threads) beside the floor of two minimal processes
+#             (bench/sslfloor, bench/p11floor); private memory per idle
+#             connection of one inbound proxy at 3000 idle TLS and 3000 silent
+#             TCP connections; with the proxy's idle private memory (part hsmesh)
 #
 # Each timed run lasts DUR = 6 s, three repetitions: the whole bench stays
 # under 15 minutes on 2 cores (issue 19). QUICK=1: one repetition of 2 s
@@ -67,7 +73,7 @@ ME=$(id -u)
 JSON=$T/results.jsonl
 : >"$JSON"
 say() { echo "bench: [$(printf %3d $SECONDS)s] $*" >&2; }
-PARTS="direct hsmesh haproxy stunnel keypath callgrind hops slowtoken budget tpm enroll http"
+PARTS="direct hsmesh haproxy stunnel keypath callgrind hops slowtoken budget tpm enroll http idlemem"
 ONLY=${ONLY:-}
 want() { case " ${ONLY:-$PARTS} " in *" $1 "*) return 0 ;; esac; return 1; }
 # part_of: the part a results.json line belongs to
@@ -82,6 +88,7 @@ part_of() {
 	*'"test":"http_'*) echo http ;;
 	*'"test":"memory_floor"'*) echo hsmesh ;;
 	*'"test":"budget_'*) echo budget ;;
+	*'"test":"idlemem_'*) echo idlemem ;;
 	*) echo "$1" | sed -n 's/.*"contender":"\([a-z]*\)".*/\1/p' ;;
 	esac
 }
@@ -95,7 +102,7 @@ fi
 for tool in wrk haproxy stunnel curl gnuplot valgrind strace; do
 	command -v $tool >/dev/null 2>&1 || { echo "bench: $tool is missing (run make bench as root)" >&2; exit 1; }
 done
-for f in keypath cmpload sslfloor sslfloor-static vgshim.so; do
+for f in keypath cmpload sslfloor sslfloor-static vgshim.so idleconns p11floor; do
 	[ -f "$B/bench/$f" ] || { echo "bench: $B/bench/$f is missing (make bench builds it)" >&2; exit 1; }
 done
 
@@ -725,6 +732,31 @@ part_enroll() {
 	grep '^enroll:' "$T/enroll.log" | sed 's/^enroll: //' | while IFS= read -r l; do say "$l"; done
 }
 
+# ---- memory (issue 19, item 4): bench/idlemem.sh ----------------------------------------
+# A CA, agent and app of its own (started and stopped by the script); its lines:
+# "idle agent|spawner|keyholder: rss R KiB, pss P KiB, private V KiB, threads N",
+# "floor sslfloor|p11floor: ..." and "idle tcp|tls N ...: rss +K KiB (P KiB/conn),
+# private +K KiB (P KiB/conn)". Bounded: 180 s at most (it takes ~15 s).
+IDLEMEM_N=3000
+part_idlemem() {
+	say "=== memory (issue 19): the idle agent and keyholder, $IDLEMEM_N idle connections"
+	ONLY= timeout 180 sh "$ROOTDIR/bench/idlemem.sh" "$B" "$IDLEMEM_N" >"$T/idlemem.out" 2>"$T/idlemem.err" ||
+	    say "bench/idlemem.sh failed: $(tail -n 1 "$T/idlemem.err")"
+	while IFS= read -r l; do
+		say "memory: $l"
+		case $l in
+		"idle tcp "* | "idle tls "*)
+			set -- $l
+			record "{\"test\":\"idlemem_conns\",\"kind\":\"$2\",\"conns\":${3%:},\"sessions\":\"$(echo "$l" |
+			    sed -n 's/.*(\(full\|resumed\)).*/\1/p')\",$(echo "$l" |
+			    sed -n 's/.*rss +\([0-9]*\) KiB (\([0-9.]*\) KiB\/conn), private +\([0-9]*\) KiB (\([0-9.]*\) KiB\/conn).*/"rss_kib":\1,"rss_kib_per_conn":\2,"private_kib":\3,"private_kib_per_conn":\4/p')}" ;;
+		"idle "*": rss "* | "floor "*": rss "*)
+			set -- $(echo "$l" | sed 's/[:,]//g')
+			record "{\"test\":\"idlemem_proc\",\"kind\":\"$1\",\"proc\":\"$2\",\"vmrss_kib\":$4,\"pss_kib\":$7,\"private_kib\":${10},\"threads\":${13}}" ;;
+		esac
+	done <"$T/idlemem.out"
+}
+
 # Every contender's pair runs at once, each on its own ports (the idle ones cost no
 # CPU), and each repetition measures every contender once, in an order rotated by
 # one per repetition: a slow spell of the shared machine (other tenants of the VM,
@@ -766,6 +798,7 @@ want budget && part_budget
 want tpm && part_tpm
 want enroll && part_enroll
 want http && part_http
+want idlemem && part_idlemem
 
 # ---- report ---------------------------------------------------------------------------
 get() { # get CONTENDER TEST FIELD [KEY=VALUE]
@@ -1087,6 +1120,78 @@ report_enroll() {
 	echo
 }
 
+# ---- report: memory (issue 19) -----------------------------------------------------------
+report_idlemem() {
+	l=$(grep -F '"test":"idlemem_' "$JSON" | head -n 1); [ -n "$l" ] || return 0
+	# pm KIND PROC FIELD: a process line of bench/idlemem.sh
+	pm() { jv idlemem_proc "$3" "\"kind\":\"$1\"" "\"proc\":\"$2\""; }
+	# pms KIND FIELD PROC...: their sum
+	pms() { _k=$1 _f=$2; shift 2; _s=0; for _p; do _s=$((_s + $(pm "$_k" "$_p" "$_f" | grep . || echo 0))); done; echo $_s; }
+	ic() { jv idlemem_conns "$2" "\"kind\":\"$1\""; }
+	echo "## Memory (issue 19)"
+	echo
+	echo "bench/idlemem.sh: a CA, a node agent (one workload, keys in SoftHSM2) and an app of its own on loopback."
+	echo "The agent idle once enrolled: the agent, the spawner it forks before confining itself (it starts the"
+	echo "keyholder again should it die) and its keyholder (token sessions sized to the token: the minimum, 2,"
+	echo "at idle). The floor beside it, measured in the same place: [sslfloor.c](../sslfloor.c) (libssl"
+	echo "initialised, one SSL_CTX) and [p11floor.c](../p11floor.c) (libcrypto initialised, SoftHSM2 loaded, one"
+	echo "logged-in session on the same token): two processes doing nothing but what any agent and keyholder"
+	echo "must. VmRSS counts every page of a shared library the process touched; PSS divides each page by the"
+	echo "number of processes mapping it (here: the CA's front and keyholder, the agent's three, and whatever"
+	echo "else runs on the machine); private is Private_Clean + Private_Dirty (pages nobody else maps; the agent"
+	echo "and its forked spawner share their copy-on-write pages, counted in neither's private)."
+	echo
+	echo "| process | VmRSS KiB | PSS KiB | private KiB | threads |"
+	echo "|---|---:|---:|---:|---:|"
+	for p in agent spawner keyholder; do
+		echo "| $p | $(pm idle $p vmrss_kib) | $(pm idle $p pss_kib) | $(pm idle $p private_kib) | $(pm idle $p threads) |"
+	done
+	rss=$(pms idle vmrss_kib agent spawner keyholder); pss=$(pms idle pss_kib agent spawner keyholder)
+	prv=$(pms idle private_kib agent spawner keyholder)
+	echo "| **agent + spawner + keyholder** | **$rss** | **$pss** | **$prv** | |"
+	echo "| floor: sslfloor (one SSL_CTX) | $(pm floor sslfloor vmrss_kib) | $(pm floor sslfloor pss_kib) | $(pm floor sslfloor private_kib) | 1 |"
+	echo "| floor: p11floor (libcrypto, SoftHSM2, one session) | $(pm floor p11floor vmrss_kib) | $(pm floor p11floor pss_kib) | $(pm floor p11floor private_kib) | 1 |"
+	frss=$(pms floor vmrss_kib sslfloor p11floor)
+	echo "| floor: the two | $frss | $(pms floor pss_kib sslfloor p11floor) | $(pms floor private_kib sslfloor p11floor) | |"
+	echo
+	echo "Idle connections: bench/idleconns opens them to one inbound proxy (\`workers: 2\`), one after the other,"
+	echo "and keeps them open; the proxy's memory after minus before, per connection (1.5 s after the last, so"
+	echo "that its quiet-connection sweep has run)."
+	echo
+	echo "| connections to one inbound proxy | count | VmRSS KiB per connection | private KiB per connection |"
+	echo "|---|---:|---:|---:|"
+	echo "| TCP, nothing sent | $(ic tcp conns) | $(ic tcp rss_kib_per_conn) | $(ic tcp private_kib_per_conn) |"
+	echo "| mutual TLS 1.3, handshaken ($(ic tls sessions)), then quiet | $(ic tls conns) | $(ic tls rss_kib_per_conn) | $(ic tls private_kib_per_conn) |"
+	echo
+	pidle=$(awk -v v="$(get hsmesh memory idle_private_kib_pair)" 'BEGIN {if (v == "") print "-"; else printf "%.0f", v / 2}')
+	ridle=$(awk -v v="$(get hsmesh memory idle_kib_pair)" 'BEGIN {if (v == "") print "-"; else printf "%.0f", v / 2}')
+	tls=$(ic tls private_kib_per_conn); tcp=$(ic tcp private_kib_per_conn)
+	echo "| target (issue 19, memory) | measured | |"
+	echo "|---|---|---|"
+	echo "| one proxy idle: private ≤ 2 MiB | $pidle KiB (VmRSS $ridle KiB) | $(met "$pidle" 2048 le) |"
+	echo "| ≤ 24 KiB per idle TLS connection, $(ic tls conns) connections | ${tls:--} KiB | $(met "${tls:--}" 24 le) |"
+	echo "| ≤ 24 KiB per idle TCP connection that sent nothing, $(ic tcp conns) connections | ${tcp:--} KiB | $(met "${tcp:--}" 24 le) |"
+	echo "| agent + keyholder idle: VmRSS ≤ 8 MiB | $rss KiB (the floor of two processes: $frss KiB) | $(met "$rss" 8192 le) |"
+	echo "| proposed instead: agent + keyholder idle: PSS ≤ 8 MiB | $pss KiB | $(met "$pss" 8192 le) |"
+	echo "| proposed instead: agent + keyholder idle: private ≤ 3 MiB | $prv KiB | $(met "$prv" 3072 le) |"
+	echo
+	if [ "$(met "$rss" 8192 le)" != met ]; then
+		echo "**Why not VmRSS ≤ 8 MiB.** Two processes that only initialise OpenSSL and, for the keyholder, load"
+		echo "the PKCS#11 module and log in already have $frss KiB VmRSS here (the floor above): libcrypto alone"
+		echo "is ≈ 4 MiB of touched pages in each, libc ≈ 1.5 MiB, SoftHSM2 with its libstdc++ ≈ 1.9 MiB. Those"
+		echo "pages are the same physical pages in every process of the node that maps the library (the proxies"
+		echo "too): PSS shares them out among those processes and private leaves them out, where VmRSS counts"
+		echo "them in full in each. What hsmesh adds above"
+		echo "the floor: the spawner (VmRSS $(pm idle spawner vmrss_kib) KiB, nearly all of it pages it shares with the agent it was"
+		echo "forked from: $(pm idle spawner private_kib) KiB private), the pages of the libraries the one hsmesh binary links for its"
+		echo "other commands (SQLite, nghttp2, libyaml, json-c, libseccomp: mapped and relocated in every process,"
+		echo "≈ 0.7 MiB VmRSS each), its own code and data, its threads, and the malloc heaps (the agent's"
+		echo "arenas capped at 2, the keyholder's at one per CPU, both trimmed after start-up: src/lib/heap.h)."
+		echo "A token session with its worker thread costs the keyholder ≈ 8 KiB (2 at idle, 64 at most)."
+		echo
+	fi
+}
+
 R=$OUT/RESULTS.md
 {
 	echo "# hsmesh benchmarks"
@@ -1146,6 +1251,7 @@ R=$OUT/RESULTS.md
 	report_tpm
 	report_enroll
 	report_http
+	report_idlemem
 	echo "## Targets (issue 5)"
 	echo
 	k100=$(ratio "$(get hsmesh keepalive rps '"conns":100,')" "$(get haproxy keepalive rps '"conns":100,')")
@@ -1261,7 +1367,8 @@ EOF
 fi
 
 # README: between "## Benchmarks" and the next heading, the keep-alive table,
-# the targets of issue 5, of issue 19 (equal budget) and of issue 17 (CA enrollment)
+# the targets of issue 5, of issue 19 (equal budget), of issue 17 (CA enrollment)
+# and of issue 19 (memory)
 if [ "$QUICK" != 1 ]; then
 	awk -v res="$R" '
 	# the table whose header matches head, in the section whose title matches sec
@@ -1278,6 +1385,7 @@ if [ "$QUICK" != 1 ]; then
 		close(res)
 		table(res, "^## Equal CPU budget", "^\\| target \\(issue 19", "Equal CPU budget (the pair, its agent and keyholder on one core), targets of issue 19:")
 		table(res, "^## CA enrollment", "^\\| target \\(issue 17\\)", "CA enrollment, targets of issue 17:")
+		table(res, "^## Memory \\(issue 19\\)", "^\\| target \\(issue 19, memory\\)", "Memory, targets of issue 19:")
 		print ""; skip = 1; next }
 	/^## / { skip = 0 }
 	!skip' "$ROOTDIR/README.md" >"$T/README.md" && cp "$T/README.md" "$ROOTDIR/README.md"
