@@ -9,7 +9,7 @@ FUZZCC  ?= clang
 BUILD   ?= build
 
 # Debian packages the benchmarks add (only `make bench` installs them).
-BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind nghttp2-proxy
+BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind nghttp2-proxy strace
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \

@@ -23,6 +23,9 @@
 #             keyholder, through the agent ($BUILD/bench/keypath, bench/keypath.c)
 #   callgrind instructions per full inbound mTLS handshake, hsmesh proxy (and
 #             its agent + keyholder) against `openssl s_server`
+#   hops      the signature's process hops (issue 19, item 2): CPU, context
+#             switches and syscalls (strace -c) per full handshake of an
+#             inbound sidecar, its agent and its keyholder (docs/PERFORMANCE.md)
 #   slowtoken full handshakes/s at 64 clients with the keyholder's
 #             test_sign_delay_ms at 0, 5 and 20 ms, beside the blocking bound;
 #             the keyholder's token sessions sized to the token (the default),
@@ -70,7 +73,7 @@ ME=$(id -u)
 JSON=$T/results.jsonl
 : >"$JSON"
 say() { echo "bench: [$(printf %3d $SECONDS)s] $*" >&2; }
-PARTS="direct hsmesh haproxy stunnel keypath callgrind slowtoken budget tpm enroll http idlemem"
+PARTS="direct hsmesh haproxy stunnel keypath callgrind hops slowtoken budget tpm enroll http idlemem"
 ONLY=${ONLY:-}
 want() { case " ${ONLY:-$PARTS} " in *" $1 "*) return 0 ;; esac; return 1; }
 # part_of: the part a results.json line belongs to
@@ -78,6 +81,7 @@ part_of() {
 	case $1 in
 	*'"test":"keypath"'*) echo keypath ;;
 	*'"test":"handshake_instructions"'*) echo callgrind ;;
+	*'"test":"hops"'*) echo hops ;;
 	*'"test":"slow_token"'* | *'"test":"keyholder_cap"'*) echo slowtoken ;;
 	*'"test":"tpm"'*) echo tpm ;;
 	*'"test":"enroll"'*) echo enroll ;;
@@ -95,7 +99,7 @@ if [ -n "$ONLY" ] && [ -f "$OUT/results.json" ]; then
 	done >>"$JSON"
 fi
 
-for tool in wrk haproxy stunnel curl gnuplot valgrind; do
+for tool in wrk haproxy stunnel curl gnuplot valgrind strace; do
 	command -v $tool >/dev/null 2>&1 || { echo "bench: $tool is missing (run make bench as root)" >&2; exit 1; }
 done
 for f in keypath cmpload sslfloor sslfloor-static vgshim.so idleconns p11floor; do
@@ -529,6 +533,45 @@ part_callgrind() {
 	    $((N2 - N1)) 40 >"$OUT/callgrind-compare.txt" 2>/dev/null
 }
 
+# ---- the signature's process hops (issue 19, item 2) ------------------------------------
+# One inbound sidecar (one worker), the agent and its keyholder; HOPS_N full handshakes one
+# after another (a new s_client each): CPU of each process per handshake (user + kernel, from
+# /proc/PID/task/*/schedstat: exact, unlike ticks) and its context switches; then
+# `strace -c -f -p` attached to each process in turn for HOPS_M more: syscalls per handshake.
+# docs/PERFORMANCE.md reads these.
+cpu_us() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s / 1000}'; }
+per_hs() { awk -v a="$1" -v n="$2" -v f="$3" 'BEGIN { printf f, (n > 0 ? a / n : 0) }'; }	# per_hs TOTAL N FORMAT
+ctx_sw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {printf "%d", s}'; }
+part_hops() {
+	say "=== the signature's process hops (CPU, context switches, syscalls per full handshake)"
+	if [ "$QUICK" = 1 ]; then hn=100; hm=30; else hn=600; hm=100; fi
+	hp=$(free_port)
+	pb_yaml "$T/hops.yaml" "$hp" true
+	sed -i 's/^workers: .*/workers: 1/' "$T/hops.yaml"
+	"$HSMESH" proxy -c "$T/hops.yaml" 2>"$T/hops.log" &
+	hpp=$!; track $hpp
+	for _ in $(seq 300); do grep -q "ready:" "$T/hops.log" 2>/dev/null && break; sleep 0.1; done
+	hkh=$(pgrep -P "$AGENT_PID" -f keyholder | head -n 1)
+	handshakes "$hp" 10 >/dev/null
+	set -- proxy:$hpp agent:$AGENT_PID keyholder:$hkh
+	for w in "$@"; do eval "c0_${w%%:*}=$(cpu_us "${w#*:}") s0_${w%%:*}=$(ctx_sw "${w#*:}")"; done
+	ok=$(handshakes "$hp" $hn)
+	for w in "$@"; do eval "c1_${w%%:*}=$(cpu_us "${w#*:}") s1_${w%%:*}=$(ctx_sw "${w#*:}")"; done
+	for w in "$@"; do
+		n=${w%%:*}
+		strace -c -f -p "${w#*:}" -o "$T/hops.strace.$n" 2>/dev/null &
+		sp=$!
+		sleep 1
+		okm=$(handshakes "$hp" $hm)
+		kill -INT $sp; wait $sp 2>/dev/null
+		sc=$(awk '$NF == "total" {print $4}' "$T/hops.strace.$n")
+		eval "cpu=\$((c1_$n - c0_$n)) csw=\$((s1_$n - s0_$n))"
+		say "$n: $ok/$hn handshakes, $(per_hs "$cpu" $hn %.0f) µs CPU and $(per_hs "$csw" $hn %.1f) context switches each; ${sc:-?} syscalls in $okm/$hm"
+		record "{\"test\":\"hops\",\"process\":\"$n\",\"handshakes\":$ok,\"cpu_us_per_handshake\":$(per_hs "$cpu" $hn %.0f),\"ctx_switches_per_handshake\":$(per_hs "$csw" $hn %.1f),\"strace_handshakes\":$okm,\"syscalls_per_handshake\":$(per_hs "${sc:-0}" $hm %.1f)}"
+	done
+	kill $hpp; wait_exit $hpp 10 >/dev/null
+}
+
 # ---- a slow token (item 7): full handshakes/s at 64 clients ------------------------------
 # slow_run DELAY KH_WORKERS: 64 wrk clients, each request a new connection
 # through the hsmesh pair whose inbound sidecar issues no tickets: every
@@ -749,6 +792,7 @@ for k in $KEYS0; do newconn_done $k "${k%0}" 0; done
 PIDS=$ALL_PIDS; stop_pair
 want keypath && part_keypath
 want callgrind && part_callgrind
+want hops && part_hops
 want slowtoken && part_slowtoken
 want budget && part_budget
 want tpm && part_tpm
@@ -853,8 +897,29 @@ report_callgrind() {
 		echo '```'
 		echo
 		echo "hsmesh's own code (src/proxy/, src/lib) takes $(jv handshake_instructions own_code_ir_per_handshake '"server":"hsmesh_proxy"') instructions per handshake (self cost) of the proxy's ${h:-?}."
+		echo "What the rest of the gap is (OpenSSL 3.0's decoder set-up, dearer with the hsmesh provider"
+		echo "loaded), and what the signature's two process hops cost: [docs/PERFORMANCE.md](../../docs/PERFORMANCE.md)."
 		echo
 	fi
+}
+
+report_hops() {
+	[ -n "$(jv hops cpu_us_per_handshake '"process":"proxy"')" ] || return 0
+	echo "## The signature's process hops (issue 19, item 2)"
+	echo
+	echo "One inbound sidecar (one worker), its agent and the agent's keyholder (SoftHSM2); full handshakes one"
+	echo "after another, each a new \`openssl s_client\` (TLS 1.3, client certificate): CPU per handshake"
+	echo "(user + kernel, /proc/PID/task/*/schedstat) and context switches over $(jv hops handshakes '"process":"proxy"')"
+	echo "handshakes, then syscalls per handshake with \`strace -c -f -p\` attached to each process for"
+	echo "$(jv hops strace_handshakes '"process":"proxy"') more. Every handshake has one signature, proxy → agent → keyholder. CPU times"
+	echo "depend on the machine's load; counts do not. What they mean: [docs/PERFORMANCE.md](../../docs/PERFORMANCE.md)."
+	echo
+	echo "| process | CPU µs per handshake | context switches | syscalls |"
+	echo "|---|---|---|---|"
+	for n in proxy agent keyholder; do
+		echo "| $n | $(jv hops cpu_us_per_handshake "\"process\":\"$n\"") | $(jv hops ctx_switches_per_handshake "\"process\":\"$n\"") | $(jv hops syscalls_per_handshake "\"process\":\"$n\"") |"
+	done
+	echo
 }
 
 report_slowtoken() {
@@ -1180,6 +1245,7 @@ R=$OUT/RESULTS.md
 	echo
 	report_keypath
 	report_callgrind
+	report_hops
 	report_slowtoken
 	report_budget
 	report_tpm

@@ -770,6 +770,7 @@ proxy_main(int argc, char **argv)
 	free(px.mb_crl);
 	free(px.crl_pending);
 	X509_CRL_free(px.crl);
+	X509_free(px.crl_ca);
 	if (px.sfd >= 0)
 		close(px.sfd);
 	if (px.mbox_evfd >= 0)
