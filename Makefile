@@ -9,7 +9,7 @@ FUZZCC  ?= clang
 BUILD   ?= build
 
 # Debian packages the benchmarks add (only `make bench` installs them).
-BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind nghttp2-proxy
+BENCH_PKGS = haproxy stunnel4 gnuplot-nox wrk valgrind nghttp2-proxy strace
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS = gcc make pkg-config libssl-dev openssl libyaml-dev libsqlite3-dev \
@@ -140,11 +140,17 @@ $(BUILD)/bench/sslfloor-static: SSLFLOOR_LIBS = -Wl,-Bstatic -lssl -lcrypto -Wl,
 $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static: bench/sslfloor.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(SSLFLOOR_LIBS)
+# the memory floor of a keyholder: libcrypto and a PKCS#11 module with one
+# logged-in session, nothing of hsmesh
+$(BUILD)/bench/p11floor: bench/p11floor.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -o $@ $< -lcrypto -ldl
 $(BUILD)/bench/%.so: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -shared -fPIC -o $@ $< -ldl
 
-bench: all $(BUILD)/bench/keypath $(BUILD)/bench/cmpload $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so $(BUILD)/bench/h2idle
+bench: all $(BUILD)/bench/keypath $(BUILD)/bench/cmpload $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so $(BUILD)/bench/h2idle \
+	    $(BUILD)/bench/idleconns $(BUILD)/bench/p11floor
 	@missing=""; for p in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \

@@ -52,6 +52,7 @@
 #include "cmds.h"
 #include "err.h"
 #include "frameserver.h"
+#include "heap.h"
 #include "khproto.h"
 #include "log.h"
 #include "keyholder.h"
@@ -680,6 +681,8 @@ keyholder_main(int argc, char **argv)
 	/* Nobody, root included via ptrace of a non-root uid, reads this process's memory or cores. */
 	prctl(PR_SET_DUMPABLE, 0);
 	setrlimit(RLIMIT_CORE, &nocore);
+	/* An arena per performer that can run at once, not 8 per CPU (heap.h). */
+	hsm_heap_lean(0);
 
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -849,6 +852,8 @@ keyholder_main(int argc, char **argv)
 		(void)fsrv_adopt(kh.srv, fd);
 	}
 
+	/* Started (the module's start-up included): its freed memory back to the kernel. */
+	hsm_heap_trim();
 	for (;;) {
 		struct epoll_event evs[64];
 		int n;

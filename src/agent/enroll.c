@@ -33,6 +33,7 @@
 #include "err.h"
 #include "evidence.h"
 #include "evtype.h"
+#include "heap.h"
 #include "khclient.h"
 #include "khsup.h"
 #include "log.h"
@@ -518,12 +519,14 @@ void
 enroll_reap(struct agent *ag)
 {
 	struct job **pp = &ag->jobs, *j;
+	int reaped = 0;
 
 	while ((j = *pp) != NULL) {
 		if (!atomic_load(&j->done)) {
 			pp = &j->next;
 			continue;
 		}
+		reaped = 1;
 		*pp = j->next;
 		pthread_join(j->th, NULL);
 		if (j->kind == JOB_ENROLL)
@@ -534,6 +537,9 @@ enroll_reap(struct agent *ag)
 			crl_done(ag, j);
 		job_free(j);
 	}
+	/* The last job of a burst ended: its threads' freed memory back to the kernel. */
+	if (reaped && ag->jobs == NULL)
+		hsm_heap_trim();
 }
 
 int

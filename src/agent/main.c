@@ -20,6 +20,7 @@
 #include "cert.h"
 #include "../cmds.h"
 #include "err.h"
+#include "heap.h"
 #include "khclient.h"
 #include "khsup.h"
 #include "log.h"
@@ -460,7 +461,9 @@ start(struct agent *ag)
 	crl_load_cache(ag);
 	log_info("serving %zu workload identit%s on %s", ag->nwl, ag->nwl == 1 ? "y" : "ies",
 	    ag->conf->socket);
-	/* Started: from here on, only the calls serving needs (sandbox.h). */
+	/* Started: the start-up's freed memory back to the kernel (heap.h). */
+	hsm_heap_trim();
+	/* From here on, only the calls serving needs (sandbox.h). */
 	return sandbox_enter_named(SANDBOX_AGENT, ag->conf->confine.mode, ag->conf->confine.allow);
 }
 
@@ -480,6 +483,8 @@ agent_main(int argc, char **argv)
 
 	if (argc >= 2 && strcmp(argv[1], "client") == 0)
 		return agent_client_main(argc - 1, argv + 1);
+	/* Two threads allocate while serving (the main loop, the keyholder client's reader). */
+	hsm_heap_lean(2);
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "c:dh", lopts, NULL)) != -1) {
 		switch (ch) {

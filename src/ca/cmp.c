@@ -44,14 +44,10 @@
 #include "cert.h"
 #include "cmp.h"
 #include "cmpder.h"
-#include "entries.h"
 #include "err.h"
 #include "ledger.h"
 #include "log.h"
-#include "selector.h"
 #include "util.h"
-
-#define OID_IT_CA_CERTS "1.3.6.1.5.5.7.4.17"	/* id-it-caCerts, RFC 9483 4.3.1 */
 
 /* A certificate request on its way through the steps. */
 struct certreq {
@@ -104,8 +100,8 @@ refuse_as(struct txn *t, const char *op, int failbit, const char *why, const cha
 	return reject(t, failbit, why);
 }
 
-static OSSL_CMP_PKISI *
-refuse(struct txn *t, const char *op, int failbit, const char *why)
+OSSL_CMP_PKISI *
+cmp_refuse(struct txn *t, const char *op, int failbit, const char *why)
 {
 	return refuse_as(t, op, failbit, why, NULL);
 }
@@ -204,10 +200,10 @@ request_key(struct txn *t, struct certreq *cr, const OSSL_CRMF_MSG *crm,
     const X509_REQ *p10cr)
 {
 	if ((cr->pub = request_pubkey(crm, p10cr, cr->spki, &cr->spkilen)) == NULL)
-		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+		return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
 		    "request carries no public key");
 	if (!key_acceptable(cr->pub))
-		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badAlg,
+		return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badAlg,
 		    "key type not accepted (EC P-256/P-384, RSA >= 2048)");
 	if (spki_id_hex(cr->pub, cr->spki_id) != 0)
 		return reject(t, OSSL_CMP_PKIFAILUREINFO_systemFailure, "cannot encode the key");
@@ -372,7 +368,7 @@ check_node_kur(struct txn *t, struct certreq *cr)
 
 	memset(&lc, 0, sizeof(lc));
 	if (ledger_cert_get(t->s->cfg->ledger, cr->old_serial, &lc) != 0)
-		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertId,
+		return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertId,
 		    "oldCertID names an unknown certificate");
 	if (lc.kind != LEDGER_WORKLOAD || strcmp(lc.node_id, t->signer_id) != 0) {
 		snprintf(buf, sizeof(buf), "certificate %s was not issued to this node", cr->old_serial);
@@ -398,7 +394,7 @@ check_node_kur(struct txn *t, struct certreq *cr)
 	/* A retry of the transaction that renewed it gets that renewal again. */
 	if (next[0] != '\0' && (si = again(t, cr, next)) != NULL)
 		return si;
-	return why != NULL ? refuse(t, cr->op, fail, why) : NULL;
+	return why != NULL ? cmp_refuse(t, cr->op, fail, why) : NULL;
 }
 
 /*
@@ -417,7 +413,7 @@ check_signer(struct txn *t, struct certreq *cr)
 
 	if (t->auth != AUTH_CERT) {
 		if (cr->type == BODY_KUR)
-			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+			return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
 			    "kur must be signed by a current certificate");
 		return NULL;
 	}
@@ -425,11 +421,11 @@ check_signer(struct txn *t, struct certreq *cr)
 		OSSL_CMP_PKISI *si = cr->type == BODY_KUR && t->signer_state == SIGNER_SUPERSEDED ?
 		    again(t, cr, t->signer_next) : NULL;
 
-		return si != NULL ? si : refuse(t, cr->op, signer_failbit(t), why);
+		return si != NULL ? si : cmp_refuse(t, cr->op, signer_failbit(t), why);
 	}
 	if (cr->type != BODY_KUR) {
 		if (t->signer_kind != LEDGER_NODE)
-			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+			return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
 			    "enrollment needs a join token (MAC), attestation evidence or the "
 			    "signature of an authorised node");
 		return NULL;
@@ -437,14 +433,14 @@ check_signer(struct txn *t, struct certreq *cr)
 	if (old_cert_serial(cr, cr->old_serial, sizeof(cr->old_serial)) == 0 &&
 	    strcmp(cr->old_serial, t->signer_serial) != 0) {
 		if (t->signer_kind != LEDGER_NODE)
-			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertId,
+			return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertId,
 			    "kur: oldCertID must name the certificate that signs it");
 		cr->node_kur = 1;
 		return check_node_kur(t, cr);
 	}
 	if (spki_id_hex(X509_get0_pubkey(t->signer), oldspki) != 0 ||
 	    strcmp(oldspki, cr->spki_id) == 0)
-		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+		return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
 		    "kur must carry a new key");
 	return NULL;
 }
@@ -496,7 +492,7 @@ refuse_unauthorised(struct txn *t, struct certreq *cr, const char *id)
 
 	snprintf(why, sizeof(why), "no registration entry authorises node %s for %s",
 	    t->signer_id, id);
-	return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_notAuthorized, why);
+	return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_notAuthorized, why);
 }
 
 /*
@@ -518,9 +514,9 @@ claim_for_node(struct txn *t, struct certreq *cr)
 		    cr->old_serial);
 	} else {
 		if ((why = request_uri_id(cr, cr->reqid, sizeof(cr->reqid))) != NULL)
-			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, why);
+			return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate, why);
 		if (spiffe_id_check_domain(cr->reqid, t->s->cfg->trust_domain) != 0)
-			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
+			return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badCertTemplate,
 			    "the request's SPIFFE ID is not a workload ID of this trust domain");
 		cr->id = cr->reqid;
 		snprintf(cr->auth, sizeof(cr->auth), "node:%s", t->signer_serial);
@@ -555,7 +551,7 @@ not_node_managed(struct txn *t, struct certreq *cr, const char *id, const char *
 	}
 	snprintf(why, sizeof(why), "ID is node-managed: %s must be protected by an authorised "
 	    "node", what);
-	return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_notAuthorized, why);
+	return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_notAuthorized, why);
 }
 
 /*
@@ -595,7 +591,7 @@ claim_identity(struct txn *t, struct certreq *cr)
 		snprintf(cr->auth, sizeof(cr->auth), "kur:%s", t->signer_serial);
 		if (cr->kind == LEDGER_WORKLOAD) {
 			if (t->signer_node[0] != '\0')
-				return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+				return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_notAuthorized,
 				    "ID is node-managed: renewal must be protected by an authorised node");
 			if ((si = not_node_managed(t, cr, cr->id, "renewal")) != NULL)
 				return si;
@@ -609,7 +605,7 @@ claim_identity(struct txn *t, struct certreq *cr)
 			return si;
 	} else {
 		if (t->auth != AUTH_TOKEN)
-			return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+			return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
 			    "enrollment needs a join token (MAC)");
 		st = ledger_token_check(t->s->cfg->ledger, t->ref, (int64_t)time(NULL));
 		/* The ledger was down at the MAC check and is back: the token's ID now. */
@@ -634,7 +630,7 @@ claim_identity(struct txn *t, struct certreq *cr)
 			if (st == HSM_EPOLICY &&
 			    ledger_token_lookup(t->s->cfg->ledger, t->ref, &tok) == 0 && tok.used)
 				si = again(t, cr, tok.serial);
-			return si != NULL ? si : refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badRequest,
+			return si != NULL ? si : cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_badRequest,
 			    why);
 		}
 		cr->id = t->token_id;
@@ -651,7 +647,7 @@ claim_identity(struct txn *t, struct certreq *cr)
 		snprintf(cr->auth + l, sizeof(cr->auth) - l, ",%s", tag);
 	}
 	if (ledger_id_revoked(t->s->cfg->ledger, cr->id))
-		return refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_certRevoked, "identity revoked");
+		return cmp_refuse(t, cr->op, OSSL_CMP_PKIFAILUREINFO_certRevoked, "identity revoked");
 	return NULL;
 }
 
@@ -688,7 +684,7 @@ issue(struct txn *t, struct certreq *cr)
 	rq.extra = cr->ext;
 	if ((st = cfg->issue(cfg->issue_arg, &rq, &cert, &refused)) != 0) {
 		if (refused)
-			return refuse(t, cr->op, cr->token_ref != NULL ?
+			return cmp_refuse(t, cr->op, cr->token_ref != NULL ?
 			    OSSL_CMP_PKIFAILUREINFO_badRequest : OSSL_CMP_PKIFAILUREINFO_certRevoked,
 			    hsm_err_msg(st));
 		snprintf(why, sizeof(why), "issuance failed: %s", hsm_err_msg(st));
@@ -777,20 +773,20 @@ cb_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
 	int other;
 
 	if (t->auth != AUTH_CERT)
-		return refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
+		return cmp_refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_badMessageCheck,
 		    "rr must be signed by a current certificate");
 	if ((why = cmp_signer_refusal(t, buf, sizeof(buf))) != NULL)
-		return refuse(t, "rr", signer_failbit(t), why);
+		return cmp_refuse(t, "rr", signer_failbit(t), why);
 	if (cert_serial_hex(serial, hex, sizeof(hex)) != 0)
-		return refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_badCertId, "no serial number");
+		return cmp_refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_badCertId, "no serial number");
 	memset(&lc, 0, sizeof(lc));
 	if (ledger_cert_get(s->cfg->ledger, hex, &lc) != 0)
-		return refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_badCertId, "unknown certificate");
+		return cmp_refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_badCertId, "unknown certificate");
 	/* A workload may revoke its own identity's certificates, nothing else. */
 	other = strcmp(lc.spiffe_id, t->signer_id) != 0;
 	ledger_cert_clear(&lc);
 	if (other)
-		return refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_notAuthorized,
+		return cmp_refuse(t, "rr", OSSL_CMP_PKIFAILUREINFO_notAuthorized,
 		    "certificate belongs to another identity");
 	if (ledger_cert_revoke(s->cfg->ledger, hex, 0, (int64_t)time(NULL)) != 0) {
 		audit_event(s->cfg->audit, "error", "op", "rr", "peer", t->peer, "id", t->signer_id,
@@ -801,226 +797,6 @@ cb_rr(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const X509_NAME *issuer,
 	    "serial", hex, NULL);
 	log_info("revoked serial %s of %s (rr from %s)", hex, t->signer_id, t->peer);
 	return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, NULL);
-}
-
-/* A genp body of one ITAV (cmp_itav_new). */
-static int
-genp_one(const char *oid, int vtype, const uint8_t *data, size_t len,
-    STACK_OF(OSSL_CMP_ITAV) **out)
-{
-	OSSL_CMP_ITAV *itav = cmp_itav_new(oid, vtype, data, len);
-
-	if (itav == NULL || (*out = sk_OSSL_CMP_ITAV_new_null()) == NULL ||
-	    !sk_OSSL_CMP_ITAV_push(*out, itav)) {
-		sk_OSSL_CMP_ITAV_free(*out);
-		*out = NULL;
-		OSSL_CMP_ITAV_free(itav);
-		return 0;
-	}
-	return 1;
-}
-
-/* A node's entries, collected from the ledger for the genp. */
-struct collect {
-	const char *node;
-	int64_t max_ttl;
-	struct entry_list *l;
-	size_t cap;
-};
-
-/* One line of an entry's selectors after another into set. */
-static int
-selectors_of(const char *text, struct sel_set *set)
-{
-	char line[SEL_TEXT_MAX + 1];
-	int r;
-
-	for (const char *p = text; *p != '\0'; p += *p == '\n') {
-		size_t l = strcspn(p, "\n");
-
-		if (l > SEL_TEXT_MAX)
-			return HSM_EINVAL;
-		memcpy(line, p, l);
-		line[l] = '\0';
-		if ((r = sel_set_add(set, line)) != 0)
-			return r;
-		p += l;
-	}
-	return 0;
-}
-
-static int
-collect_one(const struct ledger_entry *e, void *arg)
-{
-	struct collect *c = arg;
-	struct entry *x, *v;
-	int r;
-
-	if (!ledger_entry_covers(e, c->node))
-		return 0;
-	if (c->l->n == ENTRIES_MAX)
-		return hsm_err(HSM_EPOLICY, "more than %d entries for one node", ENTRIES_MAX);
-	if (c->l->n == c->cap) {
-		c->cap = c->cap == 0 ? 16 : 2 * c->cap;
-		if ((v = realloc(c->l->v, c->cap * sizeof(*v))) == NULL)
-			return HSM_ENOMEM;
-		c->l->v = v;
-	}
-	x = &c->l->v[c->l->n++];
-	memset(x, 0, sizeof(*x));
-	memcpy(x->id, e->id, sizeof(e->id));
-	x->ttl = e->ttl < c->max_ttl ? e->ttl : c->max_ttl;
-	if ((x->spiffe_id = strdup(e->spiffe_id)) == NULL)
-		return HSM_ENOMEM;
-	if ((r = selectors_of(e->selectors, &x->sel)) != 0)
-		return r;
-	return 0;
-}
-
-/*
- * The push hint (docs/PROTOCOL.md, "Revocation"): beside a node's entries,
- * an ITAV HSM_OID_CRL_HINT whose value is an INTEGER, the ledger's
- * revocation sequence; an agent whose CRL reflects a lower one fetches the
- * CRL now. Old agents look for their own ITAV only. 1, or 0 when it
- * cannot be added (then the genp fails like any other).
- */
-static int
-genp_crl_hint(struct txn *t, STACK_OF(OSSL_CMP_ITAV) *out)
-{
-	OSSL_CMP_ITAV *itav = NULL;
-	ASN1_INTEGER *ai = NULL;
-	ASN1_TYPE *v = NULL;
-	ASN1_OBJECT *oid = NULL;
-	uint64_t seq;
-
-	if (ledger_revocation_seq(t->s->cfg->ledger, &seq) != 0) {
-		log_warn("no CRL hint for %s: %s", t->peer, hsm_err_msg(HSM_EIO));
-		return 1;	/* the entries still go out; the agent's schedule remains */
-	}
-	if ((ai = ASN1_INTEGER_new()) == NULL || !ASN1_INTEGER_set_uint64(ai, seq) ||
-	    (v = ASN1_TYPE_new()) == NULL || (oid = OBJ_txt2obj(HSM_OID_CRL_HINT, 1)) == NULL)
-		goto fail;
-	ASN1_TYPE_set(v, V_ASN1_INTEGER, ai);
-	ai = NULL;
-	if ((itav = OSSL_CMP_ITAV_create(oid, v)) == NULL)
-		goto fail;
-	oid = NULL;
-	v = NULL;
-	if (!sk_OSSL_CMP_ITAV_push(out, itav))
-		goto fail;
-	return 1;
- fail:
-	OSSL_CMP_ITAV_free(itav);
-	ASN1_TYPE_free(v);
-	ASN1_OBJECT_free(oid);
-	ASN1_INTEGER_free(ai);
-	return 0;
-}
-
-/*
- * The genp value for a node's genm of HSM_OID_ENTRIES: the DER of its
- * registration entries (entries.h). Only a current node certificate gets
- * them; anything else is refused and audited. 1 with *out set, else 0.
- */
-static int
-genp_entries(struct txn *t, STACK_OF(OSSL_CMP_ITAV) **out)
-{
-	struct collect c = { .node = t->signer_id, .max_ttl = t->s->cfg->max_ttl };
-	char buf[160];
-	uint8_t *der = NULL;
-	size_t len = 0;
-	int r, ok = 0;
-
-	if (t->auth != AUTH_CERT || t->signer_kind != LEDGER_NODE ||
-	    cmp_signer_refusal(t, buf, sizeof(buf)) != NULL) {
-		/* The library answers with an error message; the refusal is logged and audited. */
-		OSSL_CMP_PKISI_free(refuse(t, "genm", OSSL_CMP_PKIFAILUREINFO_notAuthorized,
-		    t->auth != AUTH_CERT || t->signer_kind != LEDGER_NODE ?
-		    "registration entries are for a node, signing with its certificate" :
-		    cmp_signer_refusal(t, buf, sizeof(buf))));
-		return 0;
-	}
-	if ((c.l = calloc(1, sizeof(*c.l))) == NULL || (c.l->node = strdup(t->signer_id)) == NULL) {
-		r = HSM_ENOMEM;
-		goto out;
-	}
-	c.l->issued = (int64_t)time(NULL);
-	c.l->refresh = CMP_ENTRIES_REFRESH;
-	if ((r = ledger_entry_list(t->s->cfg->ledger, NULL, collect_one, &c)) != 0 ||
-	    (r = entries_encode(c.l, &der, &len)) != 0)
-		goto out;
-	log_debug("%zu registration entr%s for node %s (%s)", c.l->n, c.l->n == 1 ? "y" : "ies",
-	    t->signer_id, t->peer);
-	ok = genp_one(HSM_OID_ENTRIES, V_ASN1_OCTET_STRING, der, len, out) &&
-	    genp_crl_hint(t, *out);
- out:
-	if (r != 0) {
-		snprintf(buf, sizeof(buf), "registration entries: %s", hsm_err_msg(r));
-		audit_event(t->s->cfg->audit, "error", "op", "genm", "peer", t->peer, "id",
-		    t->signer_id, "reason", buf, NULL);
-		log_warn("%s", buf);
-	}
-	OPENSSL_free(der);
-	entries_free(c.l);
-	return ok;
-}
-
-/*
- * genm: an attestation nonce (HSM_OID_ATTEST_NONCE, OCTET STRING of 32
- * bytes, evtype.h) when asked for one; a node's registration entries
- * (HSM_OID_ENTRIES) when a node asks for them; otherwise id-it-caCerts
- * (RFC 9483 4.3.1) with our CA certificate and the chain above it.
- */
-static int
-cb_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
-    STACK_OF(OSSL_CMP_ITAV) **out)
-{
-	struct txn *t = OSSL_CMP_SRV_CTX_get0_custom_ctx(srv);
-	unsigned char *der = NULL, *buf = NULL, *p;
-	uint8_t nonce[ATTEST_NONCE_LEN];
-	int n, len = 0, total, ok = 0, nchain, nall;
-
-	*out = NULL;
-	if (t->s->cfg->attest != NULL && cmp_itav_find(in, HSM_OID_ATTEST_NONCE) != NULL) {
-		ev_nonce_make(t->s->nonce_key, time(NULL), nonce);
-		log_info("attestation nonce for %s", t->peer);
-		return genp_one(HSM_OID_ATTEST_NONCE, V_ASN1_OCTET_STRING, nonce, sizeof(nonce), out);
-	}
-	if (cmp_itav_find(in, HSM_OID_ENTRIES) != NULL)
-		return genp_entries(t, out);
-	if (t->auth == AUTH_NONE)
-		return 0;
-	/* SEQUENCE OF Certificate: ours, the chain above it (an operator's), the other CAs. */
-	nchain = t->s->cfg->cachain != NULL ? sk_X509_num(t->s->cfg->cachain) : 0;
-	nall = nchain + (t->s->cfg->cabundle != NULL ? sk_X509_num(t->s->cfg->cabundle) : 0);
-	for (int i = -1; i < nall; i++) {
-		X509 *x = i < 0 ? t->s->cfg->cacert : i < nchain ?
-		    sk_X509_value(t->s->cfg->cachain, i) :
-		    sk_X509_value(t->s->cfg->cabundle, i - nchain);
-		unsigned char *one = NULL, *grown;
-
-		if ((n = i2d_X509(x, &one)) <= 0)
-			goto done;
-		if ((grown = OPENSSL_realloc(der, (size_t)len + (size_t)n)) == NULL) {
-			OPENSSL_free(one);
-			goto done;
-		}
-		der = grown;
-		memcpy(der + len, one, (size_t)n);
-		len += n;
-		OPENSSL_free(one);
-	}
-	total = ASN1_object_size(1, len, V_ASN1_SEQUENCE);
-	if (total <= 0 || (buf = OPENSSL_malloc((size_t)total)) == NULL)
-		goto done;
-	p = buf;
-	ASN1_put_object(&p, 1, len, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
-	memcpy(p, der, (size_t)len);
-	ok = genp_one(OID_IT_CA_CERTS, V_ASN1_SEQUENCE, buf, (size_t)total, out);
-done:
-	OPENSSL_free(der);
-	OPENSSL_free(buf);
-	return ok;
 }
 
 static void
@@ -1077,7 +853,7 @@ cmp_srv_new(struct server *s, struct txn *t)
 	if (srv == NULL)
 		return NULL;
 	ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(srv);
-	if (!OSSL_CMP_SRV_CTX_init(srv, t, cb_cert_request, cb_rr, cb_genm, cb_error, cb_certconf,
+	if (!OSSL_CMP_SRV_CTX_init(srv, t, cb_cert_request, cb_rr, cmp_genm, cb_error, cb_certconf,
 	    cb_pollreq) ||
 	    !OSSL_CMP_CTX_set1_cert(ctx, s->cfg->cacert) || !OSSL_CMP_CTX_set1_pkey(ctx, s->cfg->cakey) ||
 	    /* Under an operator's root: extraCerts carry the path to it (the root excepted). */

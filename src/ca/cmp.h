@@ -14,7 +14,8 @@
  *   auth.c   how a message authenticates: a join token's MAC, or a
  *            signature by a certificate of ours, and that signer's state
  *   cmp.c    the OpenSSL server callbacks: certificate requests (signer,
- *            evidence, identity, issuance), revocation, genm
+ *            evidence, identity, issuance), revocation
+ *   genm.c   general messages: nonce, a node's entries, CA certificates
  *
  * Authentication (docs/PROTOCOL.md, "CMP profile" and its decision table):
  *   ir/cr/p10cr  password-based MAC with a one-time join token: senderKID
@@ -252,6 +253,20 @@ struct cmp_answer {
  */
 OSSL_CMP_SRV_CTX *cmp_srv_new(struct server *s, struct txn *t);
 void cmp_log_to(struct txn *t);
+/*
+ * cmp.c: reject the request with the StatusString why (failbit: an
+ * OSSL_CMP_PKIFAILUREINFO_* bit number), log it and audit it with who
+ * asked as far as the message proved it. The status to answer with
+ * (NULL when out of memory).
+ */
+OSSL_CMP_PKISI *cmp_refuse(struct txn *t, const char *op, int failbit, const char *why);
+/*
+ * genm.c: the OpenSSL server's genm callback (OSSL_cmp_srv_genm_cb_t):
+ * an attestation nonce, a node's registration entries, or the CA
+ * certificates. 1 with *out set, else 0.
+ */
+int cmp_genm(OSSL_CMP_SRV_CTX *srv, const OSSL_CMP_MSG *req, const STACK_OF(OSSL_CMP_ITAV) *in,
+    STACK_OF(OSSL_CMP_ITAV) **out);
 
 /*
  * auth.c: decide how req authenticates and prepare t's context so that

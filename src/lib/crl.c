@@ -229,7 +229,45 @@ crl_lists(X509_CRL *crl, X509 *cert)
 
 	if (crl == NULL || cert == NULL)
 		return 0;
-	return X509_CRL_get0_by_serial(crl, &r, X509_get0_serialNumber(cert)) == 1;
+	/* by serial and issuer name (the entry's certificateIssuer in an indirect CRL) */
+	return X509_CRL_get0_by_cert(crl, &r, cert) == 1;
+}
+
+int
+crl_covers(X509_CRL *crl, X509 *ca, X509 *cert, X509 *issuer)
+{
+	const ASN1_BIT_STRING *a, *b;
+	const ASN1_OCTET_STRING *akid, *skid;
+
+	if (crl == NULL || ca == NULL || cert == NULL ||
+	    X509_NAME_cmp(X509_get_issuer_name(cert), X509_CRL_get_issuer(crl)) != 0)
+		return 0;
+	if (issuer == NULL) {
+		/* as X509_check_akid: a key identifier missing on either side is no mismatch */
+		akid = X509_get0_authority_key_id(cert);
+		skid = X509_get0_subject_key_id(ca);
+		return akid == NULL || skid == NULL || ASN1_OCTET_STRING_cmp(akid, skid) == 0;
+	}
+	a = X509_get0_pubkey_bitstr(issuer);
+	b = X509_get0_pubkey_bitstr(ca);
+	return a != NULL && b != NULL && ASN1_STRING_cmp(a, b) == 0;
+}
+
+int
+crl_verdict(X509_CRL *crl, X509 *ca, const struct crl_info *info, X509 *leaf, X509 *issuer,
+    int64_t now, int refuse_stale)
+{
+	int err = X509_V_OK;
+
+	if (crl == NULL || info == NULL || !crl_covers(crl, ca, leaf, issuer))
+		return refuse_stale ? X509_V_ERR_UNABLE_TO_GET_CRL : X509_V_OK;
+	if (now < info->this_update)
+		err = X509_V_ERR_CRL_NOT_YET_VALID;
+	else if (now >= info->next_update)
+		err = X509_V_ERR_CRL_HAS_EXPIRED;
+	if (err != X509_V_OK && refuse_stale)
+		return err;
+	return crl_lists(crl, leaf) ? X509_V_ERR_CERT_REVOKED : X509_V_OK;
 }
 
 /* An http:// URL of printable ASCII without spaces, at most URL_MAX characters. */

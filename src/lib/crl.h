@@ -72,8 +72,39 @@ int crl_build(X509 *ca, EVP_PKEY *ca_key, const struct crl_revoked *v, size_t n,
 int crl_check(const uint8_t *der, size_t len, X509 *ca, int64_t now, X509_CRL **out,
     struct crl_info *info);
 
-/* 1 when crl lists cert's serial (for a certificate of crl's issuer), else 0. */
+/*
+ * 1 when crl lists cert's serial and cert's issuer name is crl's issuer
+ * (a same-serial certificate of another CA is not listed), else 0.
+ */
 int crl_lists(X509_CRL *crl, X509 *cert);
+
+/*
+ * 1 when crl, checked against the CA certificate ca (crl_check), is the
+ * CRL of cert's issuer: cert's issuer name is crl's issuer, and cert was
+ * signed with ca's key — issuer, the verified issuer of cert when known,
+ * has ca's public key; without it (NULL: a resumed session, whose chain
+ * is not kept) cert's authorityKeyIdentifier matches ca's subject key
+ * identifier (when both have one).
+ * Else 0: crl says nothing about cert (another CA, or one of the same name
+ * with another key). No signature is checked: that was crl_check's.
+ */
+int crl_covers(X509_CRL *crl, X509 *ca, X509 *cert, X509 *issuer);
+
+/*
+ * The revocation check of a peer's leaf whose chain verified, against a
+ * CRL crl checked once against ca (crl_check, which filled *info; crl
+ * NULL: none held) at time now; issuer as for crl_covers. A crl that does
+ * not cover leaf is no CRL for it. Without a current CRL for leaf (none;
+ * thisUpdate after now; nextUpdate reached), refuse_stale
+ * (revocation.stale: refuse) gives X509_V_ERR_UNABLE_TO_GET_CRL,
+ * X509_V_ERR_CRL_NOT_YET_VALID or X509_V_ERR_CRL_HAS_EXPIRED; else (keep)
+ * the entries of a covering CRL past its dates still count. A listed leaf
+ * is X509_V_ERR_CERT_REVOKED; anything else X509_V_OK. What OpenSSL's
+ * X509_V_FLAG_CRL_CHECK decides for the leaf, without verifying the CRL's
+ * signature again.
+ */
+int crl_verdict(X509_CRL *crl, X509 *ca, const struct crl_info *info, X509 *leaf, X509 *issuer,
+    int64_t now, int refuse_stale);
 
 /*
  * The cRLDistributionPoints extension naming url (one DistributionPoint,

@@ -39,6 +39,7 @@ static const char *const top_known[] = {
 	"inbound", "outbound",
 	"metrics.listen",
 	"access_log",
+	"user",
 	"admission.handshake_rate", "admission.handshake_burst", "admission.ipv4_prefix",
 	"admission.ipv6_prefix", "admission.sources", "admission.max_key_operations",
 	NULL
@@ -101,6 +102,7 @@ proxy_config_free(struct proxy_config *c)
 	free(c->agent_id);
 	free(c->metrics_listen);
 	free(c->access_log);
+	cfg_confine_clear(&c->confine);
 	free(c);
 }
 
@@ -890,7 +892,7 @@ proxy_config_load_with(const char *path, unsigned flags, struct proxy_config **o
 	    (r = get_limits(d, c)) != 0 || (r = get_admission(d, c)) != 0 ||
 	    (r = get_listeners(d, c, flags)) != 0 || (r = check_tls_profile(d, c)) != 0 ||
 	    (r = get_http_limits(d, c)) != 0 ||
-	    (r = get_outputs(d, c)) != 0)
+	    (r = get_outputs(d, c)) != 0 || (r = cfg_confine_load(d, &c->confine)) != 0)
 		goto out;
 	*out = c;
 	c = NULL;

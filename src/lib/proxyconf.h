@@ -47,6 +47,8 @@
  *   metrics:
  *     listen: 127.0.0.1:9100           # optional Prometheus endpoint
  *   access_log: /var/log/hsmesh/access.log  # optional; "-" is stderr
+ *   user: hsmesh                       # optional: started as root, become hsmesh once
+ *                                      #   every listener is bound (privdrop.h)
  *
  * Durations take s, m, h, d (hsm_parse_duration) and, here only, ms
  * ("250ms"). At least one listener is required; no two listeners (nor the
@@ -64,6 +66,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "config.h"	/* struct cfg_confine */
 #include "route.h"
 #include "spiffe.h"	/* the patterns of allow and expect_id */
 
@@ -120,6 +123,7 @@ struct proxy_config {
 	struct sockaddr_storage metrics_addr;
 	socklen_t metrics_len;
 	char *access_log;			/* NULL, "-" or a path */
+	struct cfg_confine confine;		/* user: (no seccomp keys: the proxy's list is fixed) */
 };
 
 /*

@@ -46,6 +46,7 @@ ident_free(struct ident *id)
 	sk_X509_pop_free(id->bundle, X509_free);
 	EVP_PKEY_free(id->key);
 	X509_CRL_free(id->crl);
+	X509_free(id->crl_ca);
 	free(id->id);
 	link_put(id->link);
 	free(id);
@@ -145,16 +146,10 @@ verify_cb(int ok, X509_STORE_CTX *xs)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
 	struct conn *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
-	int err = X509_STORE_CTX_get_error(xs), crl;
+	int err = X509_STORE_CTX_get_error(xs);
 
 	if (c == NULL)
 		return 0;
-	if (!ok && (crl = revoke_verify_error(c, err, X509_STORE_CTX_get_current_cert(xs))) >= 0) {
-		/* Accepted by policy: the verify result libssl keeps must not say otherwise. */
-		if (crl == 1)
-			X509_STORE_CTX_set_error(xs, X509_V_OK);
-		return crl;
-	}
 	if (!ok) {
 		fail_set(&c->fail, verify_reason(err), "peer certificate (depth %d): %s",
 		    X509_STORE_CTX_get_error_depth(xs), X509_verify_cert_error_string(err));
@@ -162,6 +157,12 @@ verify_cb(int ok, X509_STORE_CTX *xs)
 	}
 	if (X509_STORE_CTX_get_error_depth(xs) != 0)
 		return 1;
+	/* The leaf, its signature verified: revocation (the alert names the error set). */
+	if ((err = revoke_verify_leaf(c, X509_STORE_CTX_get_current_cert(xs),
+	    X509_STORE_CTX_get0_current_issuer(xs))) != X509_V_OK) {
+		X509_STORE_CTX_set_error(xs, err);
+		return 0;
+	}
 	if (check_peer_id(c, X509_STORE_CTX_get_current_cert(xs)) != 0) {
 		X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
 		return 0;
@@ -310,9 +311,10 @@ ctx_new(const struct proxy_config *cfg, int server, X509 *leaf, STACK_OF(X509) *
 
 /*
  * id's two TLS contexts from its leaf, chain and key, over a new verify
- * store: its bundle, px->crl when one is held (id->crl), strict checks,
- * and the CRL check of the peer's leaf (X509_V_FLAG_CRL_CHECK; without a
- * CRL that check fails and verify_cb applies revocation.stale).
+ * store: its bundle and strict checks. px->crl, when one is held, becomes
+ * id->crl, which verify_cb looks the peer's leaf up in (revoke.c); it is
+ * not in the store, whose CRL check (X509_V_FLAG_CRL_CHECK) would verify
+ * its signature again at every handshake.
  */
 static int
 ident_ctxs(struct proxy *px, struct ident *id)
@@ -328,14 +330,13 @@ ident_ctxs(struct proxy *px, struct ident *id)
 			goto out;
 		}
 	if (px->crl != NULL) {
-		if (X509_STORE_add_crl(store, px->crl) != 1) {
-			st = hsm_err_ossl(HSM_ECRYPTO, "CRL into the verify store");
-			goto out;
-		}
 		X509_CRL_up_ref(px->crl);
 		id->crl = px->crl;
+		X509_up_ref(px->crl_ca);
+		id->crl_ca = px->crl_ca;
+		id->crl_info = px->crl_info;
 	}
-	X509_STORE_set_flags(store, X509_V_FLAG_X509_STRICT | X509_V_FLAG_CRL_CHECK);
+	X509_STORE_set_flags(store, X509_V_FLAG_X509_STRICT);
 	if ((id->srv = ctx_new(px->cfg, 1, id->leaf, id->rest, id->key, store)) == NULL ||
 	    (id->cli = ctx_new(px->cfg, 0, id->leaf, id->rest, id->key, store)) == NULL) {
 		st = hsm_err_ossl(HSM_ECRYPTO, "TLS context for the certificate");

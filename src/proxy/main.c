@@ -1,8 +1,9 @@
 /*
  * main.c - `hsmesh proxy`: start-up (configuration, listeners, metrics,
- * workers, sandbox), the main thread's loop (signals, drain, the metrics
- * endpoint), the link to the node agent (subscription, identity updates,
- * reconnection) and SIGHUP reload (see proxy.h for the rooms).
+ * the user: switch, workers, sandbox), the main thread's loop (signals,
+ * drain, the metrics endpoint), the link to the node agent (subscription,
+ * identity updates, reconnection) and SIGHUP reload (see proxy.h for the
+ * rooms).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
+#include "privdrop.h"
 #include "provider_core.h"
 #include "proxy.h"
 #include "proxyconf.h"
@@ -161,20 +163,27 @@ agent_events(struct proxy *px, uint64_t now)
 	}
 }
 
+/* The access log at path (NULL: none, *out NULL; "-": stderr), opened as the running user. */
 static int
-audit_swap(struct proxy *px, const char *path)
+access_log_open(const char *path, struct audit **out)
 {
-	struct audit *a = NULL, *old;
-	int st;
+	*out = NULL;
+	if (path == NULL)
+		return 0;
+	return audit_open(strcmp(path, "-") == 0 ? NULL : path, out);
+}
 
-	if (path != NULL && (st = audit_open(strcmp(path, "-") == 0 ? NULL : path, &a)) != 0)
-		return st;
+/* Put a (or no log) in place of the access log in use, which is closed. */
+static void
+access_log_install(struct proxy *px, struct audit *a)
+{
+	struct audit *old;
+
 	pthread_rwlock_wrlock(&px->alog_lock);
 	old = px->alog;
 	px->alog = a;
 	pthread_rwlock_unlock(&px->alog_lock);
 	audit_close(old);
-	return 0;
 }
 
 int
@@ -202,17 +211,29 @@ policy_http_metrics(struct proxy *px, struct policy *p)
 	return st;
 }
 
+/* Two optional strings are equal (both NULL, or the same text). */
+static int
+str_same(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
 /*
  * SIGHUP: re-read proxy.yaml. Allow lists, expect_id, targets, SNI,
  * routes and timeouts apply to new connections (routes: to new
  * requests); the listener set itself (names, addresses, protocols)
- * needs a restart. The access log is reopened (log rotation).
+ * needs a restart: a reload never binds, so it needs no privilege after
+ * the user: switch. The access log is reopened (log rotation). All or
+ * nothing: a file that does not load, a listener change, an access log
+ * that cannot be opened (as the running user) or a failed set-up leave
+ * the running policy and access log in place.
  */
 static void
 reload(struct proxy *px)
 {
 	struct proxy_config *nc = NULL;
 	struct policy *p, *old;
+	struct audit *alog = NULL;
 	size_t i;
 	int st;
 
@@ -234,12 +255,18 @@ reload(struct proxy *px)
 	    nc->max_connections != px->cfg->max_connections ||
 	    memcmp(&nc->adm, &px->cfg->adm, sizeof(nc->adm)) != 0 ||
 	    (nc->metrics_listen == NULL) != (px->cfg->metrics_listen == NULL) ||
-	    (nc->metrics_listen != NULL && strcmp(nc->metrics_listen, px->cfg->metrics_listen) != 0))
-		log_warn("reload: changes to agent, workers, tls, limits.max_connections, admission "
-		    "or metrics take effect at the next restart");
-	if ((st = audit_swap(px, nc->access_log)) != 0)
-		log_err("reload: access log: %s (access logging stopped)", hsm_err_msg(st));
+	    (nc->metrics_listen != NULL && strcmp(nc->metrics_listen, px->cfg->metrics_listen) != 0) ||
+	    !str_same(nc->confine.user, px->cfg->confine.user))
+		log_warn("reload: changes to agent, workers, tls, limits.max_connections, admission, "
+		    "metrics or user take effect at the next restart");
+	if ((st = access_log_open(nc->access_log, &alog)) != 0) {
+		log_err("reload refused, keeping the running configuration and access log: %s",
+		    hsm_err_msg(st));
+		proxy_config_free(nc);
+		return;
+	}
 	if ((p = calloc(1, sizeof(*p))) == NULL) {
+		audit_close(alog);
 		proxy_config_free(nc);
 		return;
 	}
@@ -248,9 +275,11 @@ reload(struct proxy *px)
 	if ((st = policy_http_metrics(px, p)) != 0) {
 		log_err("reload refused, keeping the running configuration: route metrics: %s",
 		    hsm_err_msg(st));
+		audit_close(alog);
 		policy_put(p);
 		return;
 	}
+	access_log_install(px, alog);
 	pthread_mutex_lock(&px->mu);
 	old = px->pol;
 	px->pol = p;
@@ -427,6 +456,27 @@ bind_listeners(struct proxy *px, char **ports, size_t *plen)
 	return st;
 }
 
+/*
+ * user: of proxy.yaml, once every listener is bound (privdrop.h). The
+ * file must stay readable for SIGHUP: said now rather than at the first
+ * reload.
+ */
+static int
+become_user(struct proxy *px)
+{
+	const char *user = px->cfg->confine.user;
+	int st;
+
+	if ((st = priv_drop(user)) != 0 || user == NULL || *user == '\0')
+		return st;
+	log_info("running as user '%s' (uid %u, gid %u)", user, (unsigned)getuid(),
+	    (unsigned)getgid());
+	if (access(px->cfgpath, R_OK) != 0)
+		log_warn("%s is not readable by user '%s' (%s): SIGHUP reloads will be refused",
+		    px->cfgpath, user, strerror(errno));
+	return 0;
+}
+
 static void
 raise_nofile(void)
 {
@@ -454,9 +504,15 @@ proxy_usage(FILE *f)
 	    "      --check          check proxy.yaml and exit\n"
 	    "  -h, --help           this text\n"
 	    "\n"
+	    "Started as root with 'user: NAME' in proxy.yaml, the proxy binds its listeners\n"
+	    "and metrics endpoint, then becomes NAME (groups, gid, uid; no capability kept)\n"
+	    "before it opens the access log, writes the ports file or reads anything else.\n"
+	    "Started as another user than root or NAME, it refuses to start.\n"
+	    "\n"
 	    "Signals: SIGTERM/SIGINT drain (stop accepting, let connections finish for up to\n"
 	    "timeouts.drain, a second signal stops at once); SIGHUP reloads the policy and\n"
-	    "reopens the access log.\n");
+	    "reopens the access log, as the running user, all or nothing: it never binds, so\n"
+	    "a changed listen address needs a restart (the reload is refused).\n");
 }
 
 static int
@@ -529,6 +585,7 @@ proxy_main(int argc, char **argv)
 	char *ports = NULL;
 	size_t plen = 0;
 	struct policy *pol = NULL;
+	struct audit *alog = NULL;
 	struct epoll_event ev;
 	sigset_t sigs;
 	int ch, debug = 0, check = 0, st, ret = 1;
@@ -594,8 +651,7 @@ proxy_main(int argc, char **argv)
 		goto fail;
 	}
 	if ((st = metrics_new(&px.m)) != 0 || (st = register_metrics(&px)) != 0 ||
-	    (st = policy_http_metrics(&px, px.pol)) != 0 ||
-	    (st = audit_swap(&px, px.cfg->access_log)) != 0 || (st = admission_init(&px)) != 0)
+	    (st = policy_http_metrics(&px, px.pol)) != 0 || (st = admission_init(&px)) != 0)
 		goto fail;
 	if ((px.sess = calloc(px.cfg->nlst, sizeof(*px.sess))) == NULL) {
 		st = HSM_ENOMEM;
@@ -633,6 +689,14 @@ proxy_main(int argc, char **argv)
 		if ((st = ports_add(&ports, &plen, "metrics", net_local_port(mfd))) != 0)
 			goto fail;
 	}
+	/*
+	 * Bound as started (a port below 1024 needs root), then user: for
+	 * everything else, the access log and the ports file included, so
+	 * that what a reload reopens is what the user can open.
+	 */
+	if ((st = become_user(&px)) != 0 || (st = access_log_open(px.cfg->access_log, &alog)) != 0)
+		goto fail;
+	access_log_install(&px, alog);
 	if (ports_file != NULL && (st = hsm_write_file_atomic(ports_file, ports, plen, 0644)) != 0)
 		goto fail;
 	sigemptyset(&sigs);
@@ -706,6 +770,7 @@ proxy_main(int argc, char **argv)
 	free(px.mb_crl);
 	free(px.crl_pending);
 	X509_CRL_free(px.crl);
+	X509_free(px.crl_ca);
 	if (px.sfd >= 0)
 		close(px.sfd);
 	if (px.mbox_evfd >= 0)

@@ -24,9 +24,9 @@
  *             codec, close), access log and failure lines;
  *   admission.c  which inbound full handshakes may cost a signature (the
  *             source's rate, the key operations in flight);
- *   revoke.c  the CA's CRL: subscribed from the agent, checked, placed in
- *             each TLS context generation's verify store; revoked peers'
- *             established connections closed;
+ *   revoke.c  the CA's CRL: subscribed from the agent, checked once, held
+ *             by each TLS context generation and looked up per handshake
+ *             (verify_cb); revoked peers' established connections closed;
  *   tcp.c     `protocol: tcp`, the byte relay codec (lib/relay.c);
  *   http.c, hx.c, pool.c  `protocol: http`, the HTTP codec (httpcodec.h);
  *   worker.c  worker threads: epoll loop, accept, deadlines, memory trims;
@@ -99,7 +99,14 @@ struct ident {
 	X509 *leaf;
 	STACK_OF(X509) *rest, *bundle;
 	EVP_PKEY *key;
-	X509_CRL *crl;			/* in the contexts' verify store; NULL: none held */
+	/*
+	 * The CRL held when this generation was made (NULL: none), already
+	 * checked against crl_ca, a CA certificate of the bundle or the chain
+	 * (revoke.c): handshakes look the peer's leaf up in it, no signature.
+	 */
+	X509_CRL *crl;
+	X509 *crl_ca;
+	struct crl_info crl_info;
 	char *id;
 	char serial[80];
 	int64_t not_after;
@@ -304,6 +311,7 @@ struct proxy {
 	uint8_t *crl_pending;		/* a CRL received before any identity to check it with */
 	size_t crl_pending_len;
 	X509_CRL *crl;			/* the newest CRL checked (ident->crl of new generations) */
+	X509 *crl_ca;			/* ... against this CA certificate */
 	struct crl_info crl_info;
 };
 
@@ -338,7 +346,7 @@ void install_ident(struct proxy *px, struct link *ln, const char *chain, const c
 
 /*
  * A new generation of the current identity: the same certificate and key,
- * new TLS contexts whose verify store holds px->crl. Main thread. 0 or an
+ * new TLS contexts, px->crl as its CRL. Main thread. 0 or an
  * HSM_E* code (the current identity stays).
  */
 int ident_regen(struct proxy *px);
@@ -359,13 +367,15 @@ void revoke_take(struct proxy *px, uint8_t *der, size_t len);
 void revoke_apply(struct proxy *px);
 
 /*
- * verify_cb's view of a CRL error err at depth 0: 1 when policy accepts it
- * (no current CRL and revocation.stale: keep), else 0 with c->fail set.
- * -1 when err is no CRL error.
+ * verify_cb at depth 0, once the chain verified: the peer's leaf against
+ * the CRL of c's identity generation (a lookup, no signature; issuer: the
+ * leaf's verified issuer). X509_V_OK to go on; else the X509_V_ERR_* code
+ * to fail the handshake with (c->fail set): the leaf is listed, or no
+ * current CRL covers it and revocation.stale is refuse.
  */
-int revoke_verify_error(struct conn *c, int err, X509 *cert);
+int revoke_verify_leaf(struct conn *c, X509 *leaf, X509 *issuer);
 
-/* 1 (c->fail set) when the CRL of c's identity lists the peer's certificate. */
+/* 1 (c->fail set) when the newest CRL lists the peer's certificate. */
 int revoke_check_peer(struct conn *c, X509 *peer);
 
 /* Worker: a new CRL came: close the connections of listed peers (by policy). */

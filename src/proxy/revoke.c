@@ -5,14 +5,23 @@
  * (CRL_SUBSCRIBE; an agent without it closes only that connection). Every
  * CRL pushed is checked against a CA certificate of the trust bundle
  * (crl_check: signature, issuer, times, a number no older than the one
- * held) and then placed in the verify store of a new generation of TLS
- * contexts: new handshakes check the peer's leaf against it
- * (X509_V_FLAG_CRL_CHECK), resumed ones are checked by handshake_done,
- * and the workers close the established connections of a listed peer at
- * their next sweep (revocation.close_established).
+ * held) once, and then made the CRL of a new generation of TLS contexts:
+ * new handshakes look the peer's leaf up in it from verify_cb
+ * (revoke_verify_leaf: its serial, for a leaf of the CA that signed the
+ * CRL, no signature checked again), resumed ones are checked by
+ * handshake_done, and the workers close the established connections of a
+ * listed peer at their next sweep (revocation.close_established).
+ * OpenSSL's own CRL check (X509_V_FLAG_CRL_CHECK) verified the CRL's
+ * signature at every handshake: one ECDSA verification, ~8 % of the
+ * proxy's instructions per full handshake (docs/PROXY.md, "Revocation").
  *
- * No current CRL (none received yet, or the one held is past its
- * nextUpdate): revocation.stale decides. "keep" (the default) goes on
+ * Only the leaf is looked up: the CRL is that of the CA issuing the
+ * workload certificates, and an intermediate above it (an operator's CA)
+ * is listed only in its own issuer's CRL, which the mesh does not carry.
+ *
+ * No current CRL (none received yet, the one held is past its
+ * nextUpdate or before its thisUpdate, or the peer is of another CA than
+ * the CRL's): revocation.stale decides. "keep" (the default) goes on
  * with the last CRL, whose entries still refuse, or with no check at all
  * before the first; "refuse" refuses every peer until a current CRL
  * arrives.
@@ -82,11 +91,11 @@ revoke_subscribe(struct proxy *px, struct link *ln)
  * Check der against the bundle of the current identity, then the CA
  * certificates of its own chain (under an operator's root, the CA that
  * signs the CRL is there, not in the bundle); 0 (or HSM_EAGAIN: expired)
- * with *out.
+ * with *out and *ca_out (the CA it verified with, a reference).
  */
 static int
 check_against_bundle(struct proxy *px, const uint8_t *der, size_t len, X509_CRL **out,
-    struct crl_info *info)
+    X509 **ca_out, struct crl_info *info)
 {
 	STACK_OF(X509) *const sets[2] = { px->cur->bundle, px->cur->rest };
 	int64_t now = (int64_t)time(NULL);
@@ -100,7 +109,12 @@ check_against_bundle(struct proxy *px, const uint8_t *der, size_t len, X509_CRL 
 			if (s == 1 && X509_check_ca(ca) == 0)
 				continue;
 			r = crl_check(der, len, ca, now, out, info);
-			if (r == 0 || r == HSM_EAGAIN || r == HSM_ENOMEM)
+			if (r == 0 || r == HSM_EAGAIN) {
+				X509_up_ref(ca);
+				*ca_out = ca;
+				return r;
+			}
+			if (r == HSM_ENOMEM)
 				return r;
 			if (first == 0) {
 				first = r;
@@ -115,12 +129,13 @@ revoke_apply(struct proxy *px)
 {
 	struct crl_info info;
 	X509_CRL *crl = NULL;
+	X509 *ca = NULL;
 	char t[HSM_TIME_STR];
 	int r;
 
 	if (px->crl_pending == NULL || px->cur == NULL)
 		return;
-	r = check_against_bundle(px, px->crl_pending, px->crl_pending_len, &crl, &info);
+	r = check_against_bundle(px, px->crl_pending, px->crl_pending_len, &crl, &ca, &info);
 	free(px->crl_pending);
 	px->crl_pending = NULL;
 	px->crl_pending_len = 0;
@@ -135,10 +150,15 @@ revoke_apply(struct proxy *px)
 			    (unsigned long long)info.number,
 			    (unsigned long long)px->crl_info.number);
 		X509_CRL_free(crl);
+		X509_free(ca);
 		return;
 	}
+	/* sorted once here, not by the first lookup of a handshake (under the CRL's lock) */
+	crl_lists(crl, px->cur->leaf);
 	X509_CRL_free(px->crl);
+	X509_free(px->crl_ca);
 	px->crl = crl;
+	px->crl_ca = ca;
 	px->crl_info = info;
 	metric_gauge_set(px->crl_number, (double)info.number);
 	metric_gauge_set(px->crl_next_update, (double)info.next_update);
@@ -167,48 +187,53 @@ revoke_take(struct proxy *px, uint8_t *der, size_t len)
 }
 
 int
-revoke_verify_error(struct conn *c, int err, X509 *cert)
+revoke_verify_leaf(struct conn *c, X509 *leaf, X509 *issuer)
 {
-	char serial[80] = "?";
+	const struct ident *id = c->ident;
+	char serial[80];
+	int err = crl_verdict(id->crl, id->crl_ca, &id->crl_info, leaf, issuer,
+	    (int64_t)time(NULL), c->pol->cfg->crl_refuse_stale);
 
-	switch (err) {
-	case X509_V_ERR_CERT_REVOKED:
-		if (cert != NULL)
-			cert_serial_hex(X509_get0_serialNumber(cert), serial, sizeof(serial));
+	if (err == X509_V_ERR_CERT_REVOKED) {
+		cert_serial_hex(X509_get0_serialNumber(leaf), serial, sizeof(serial));
 		fail_set(&c->fail, REASON_CERT_REVOKED, "peer certificate serial %s is revoked "
 		    "(the CA's CRL lists it)", serial);
-		return 0;
-	case X509_V_ERR_UNABLE_TO_GET_CRL:
-	case X509_V_ERR_CRL_HAS_EXPIRED:
-	case X509_V_ERR_CRL_NOT_YET_VALID:
-	case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
-	case X509_V_ERR_CRL_SIGNATURE_FAILURE:
-	case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
-	case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
-	case X509_V_ERR_DIFFERENT_CRL_SCOPE:
-	case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
-		if (!c->pol->cfg->crl_refuse_stale)
-			return 1;	/* keep: the last CRL's entries still refuse (checked after this) */
+	} else if (err != X509_V_OK) {
 		fail_set(&c->fail, REASON_CRL_UNAVAILABLE, "no current CRL for the peer's "
 		    "certificate (%s) and revocation.stale is refuse",
 		    X509_verify_cert_error_string(err));
-		return 0;
-	default:
-		return -1;
 	}
+	return err;
 }
 
-/* The CRL of the current identity, with a reference, or NULL. */
-static X509_CRL *
-current_crl(struct proxy *px)
+/* The current identity, with a reference, or NULL. */
+static struct ident *
+current_ident(struct proxy *px)
 {
-	X509_CRL *crl = NULL;
+	struct ident *id;
 
 	pthread_mutex_lock(&px->mu);
-	if (px->cur != NULL && (crl = px->cur->crl) != NULL)
-		X509_CRL_up_ref(crl);
+	if ((id = px->cur) != NULL)
+		atomic_fetch_add(&id->refs, 1);
 	pthread_mutex_unlock(&px->mu);
-	return crl;
+	return id;
+}
+
+/* The verified issuer of ssl's peer, or NULL (a resumed session keeps no chain). */
+static X509 *
+peer_issuer(SSL *ssl)
+{
+	STACK_OF(X509) *chain = ssl != NULL ? SSL_get0_verified_chain(ssl) : NULL;
+
+	return sk_X509_num(chain) > 1 ? sk_X509_value(chain, 1) : NULL;
+}
+
+/* 1 when id's CRL is that of peer's issuer and lists peer. */
+static int
+ident_lists(const struct ident *id, X509 *peer, SSL *ssl)
+{
+	return id != NULL && id->crl != NULL &&
+	    crl_covers(id->crl, id->crl_ca, peer, peer_issuer(ssl)) && crl_lists(id->crl, peer);
 }
 
 /* Record why c's peer is refused: its certificate is listed. */
@@ -225,12 +250,12 @@ fail_revoked(struct conn *c, X509 *peer, const char *when)
 int
 revoke_check_peer(struct conn *c, X509 *peer)
 {
-	X509_CRL *crl = current_crl(c->w->px);
-	int listed = crl != NULL && crl_lists(crl, peer);
+	struct ident *id = current_ident(c->w->px);
+	int listed = ident_lists(id, peer, conn_ssl(c));
 
 	if (listed)
 		fail_revoked(c, peer, c->resumed ? "; a resumed session" : "");
-	X509_CRL_free(crl);
+	ident_put(id);
 	return listed;
 }
 
@@ -254,7 +279,7 @@ revoke_sweep(struct worker *w)
 			if (!c->authorised || (c->state != C_RELAY && c->state != C_CONNECT) ||
 			    conn_ssl(c) == NULL ||
 			    (peer = SSL_get0_peer_certificate(conn_ssl(c))) == NULL ||
-			    !crl_lists(id->crl, peer))
+			    !ident_lists(id, peer, conn_ssl(c)))
 				continue;
 			fail_revoked(c, peer, "; established connection closed");
 			metric_inc(px->revoked_closed);

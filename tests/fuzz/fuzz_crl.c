@@ -51,7 +51,8 @@ check(const uint8_t *der, size_t len)
 
 	if (r == 0 || r == HSM_EAGAIN) {
 		if (crl == NULL || info.seq != info.number >> 32 ||
-		    info.next_update <= info.this_update || crl_lists(crl, ca) < 0)
+		    info.next_update <= info.this_update || crl_lists(crl, ca) < 0 ||
+		    crl_covers(crl, ca, ca, NULL) < 0 || crl_covers(crl, ca, ca, ca) < 0)
 			__builtin_trap();
 	} else if (crl != NULL) {
 		__builtin_trap();

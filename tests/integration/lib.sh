@@ -278,8 +278,8 @@ quiet() { "$@" >/dev/null; }
 
 # mesh_up ID...: a CA (`ca serve`: $T/ca.yaml, root $T/ca/root.pem) and an
 # agent (AGENT its pid, socket $T/agent.sock, /metrics on port
-# AGENT_METRICS) serving each ID to this uid; returns 1 unless every ID
-# enrolled within 30 s.
+# AGENT_METRICS) serving each ID to this uid (or to uid $MESH_UID when
+# set); returns 1 unless every ID enrolled within 30 s.
 mesh_up() {
 	new_token ca
 	printf '1234\n' >"$T/ca.pin"
@@ -301,7 +301,7 @@ EOA
 	for _id; do
 		_j=$T/$(echo "$_id" | tr -c 'A-Za-z0-9\n' _).join
 		"$HSMESH" ca token -c "$T/ca.yaml" --id "$_id" >"$_j"
-		echo "  - { id: \"$_id\", uid: $(id -u), join_token_file: $_j }" >>"$T/agent.yaml"
+		echo "  - { id: \"$_id\", uid: ${MESH_UID:-$(id -u)}, join_token_file: $_j }" >>"$T/agent.yaml"
 	done
 	"$HSMESH" agent -c "$T/agent.yaml" 2>"$T/agent.log" &
 	AGENT=$!; track $AGENT

@@ -324,6 +324,25 @@ revocation(void **state)
 	refuse(AGENT INBOUND "revocation:\n  check: off\n", "unknown key 'revocation.check'", NULL);
 }
 
+/* user: as in ca.yaml and agent.yaml; the seccomp keys of those are not the proxy's. */
+static void
+confine(void **state)
+{
+	struct proxy_config *c = NULL;
+
+	assert_int_equal(load(AGENT INBOUND "user: nobody\n", &c), 0);
+	assert_string_equal(c->confine.user, "nobody");
+	assert_null(c->confine.mode);
+	proxy_config_free(c);
+	assert_int_equal(load(AGENT INBOUND, &c), 0);
+	assert_null(c->confine.user);
+	proxy_config_free(c);
+	refuse(AGENT INBOUND "user: [a, b]\n", "'user'", NULL);
+	refuse(AGENT INBOUND "seccomp:\n  mode: off\n", "unknown key 'seccomp'", "line 8");
+	refuse(AGENT INBOUND "seccomp:\n  keyholder_allow: flock\n",
+	    "unknown key 'seccomp'", NULL);
+}
+
 static void
 unknown_keys(void **state)
 {
@@ -738,6 +757,7 @@ main(void)
 		cmocka_unit_test(http_listeners),
 		cmocka_unit_test(bad_routes),
 		cmocka_unit_test(revocation),
+		cmocka_unit_test(confine),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
