@@ -150,7 +150,7 @@ $(BUILD)/bench/%.so: bench/%.c
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -shared -fPIC -o $@ $< -ldl
 
 bench: all $(BUILD)/bench/keypath $(BUILD)/bench/cmpload $(BUILD)/bench/sslfloor $(BUILD)/bench/sslfloor-static $(BUILD)/bench/vgshim.so $(BUILD)/bench/h2idle \
-	    $(BUILD)/bench/idleconns $(BUILD)/bench/p11floor
+	    $(BUILD)/bench/idleconns $(BUILD)/bench/p11floor $(BUILD)/bench/kacount
 	@missing=""; for p in $(BENCH_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \

@@ -15,7 +15,7 @@
 # system calls per request (perf), epoll batches and read/write sizes
 # (strace), then both pairs under callgrind for instructions per request.
 # Not part of make check or make bench; a few minutes (callgrind at 1000
-# connections: about ten). Build build/bench/kacount first (make it).
+# connections: about ten). Needs build/bench/kacount (`make bench` builds it).
 #
 #   PIN=1        pairs, agent and keyholder on CPU 0, kacount and the app on
 #                CPU 1 (make bench's equal-budget layout)
