@@ -210,6 +210,8 @@ crl_check(const uint8_t *der, size_t len, X509 *ca, int64_t now, X509_CRL **out,
 	}
 	n = sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl));	/* -1: no entries at all */
 	info->count = n > 0 ? (size_t)n : 0;
+	/* sorted now, not by the first lookup (X509_CRL_get0_by_*), under the CRL's write lock */
+	sk_X509_REVOKED_sort(X509_CRL_get_REVOKED(crl));
 	*out = crl;
 	crl = NULL;
 	st = now >= info->next_update ? hsm_err(HSM_EAGAIN, "CRL expired %lld s ago (nextUpdate)",

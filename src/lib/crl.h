@@ -67,7 +67,8 @@ int crl_build(X509 *ca, EVP_PKEY *ca_key, const struct crl_revoked *v, size_t n,
  * CRL. A CRL past its nextUpdate at now is HSM_EAGAIN ("CRL expired ...")
  * with *out and *info still set, so that a caller may keep a stale one
  * knowingly. 0 with *out (caller frees) and *info; HSM_EPROTO with the
- * reason; HSM_ENOMEM.
+ * reason; HSM_ENOMEM. *out's entries are sorted: lookups (crl_lists) from
+ * several threads never sort it under its lock.
  */
 int crl_check(const uint8_t *der, size_t len, X509 *ca, int64_t now, X509_CRL **out,
     struct crl_info *info);

@@ -254,8 +254,7 @@ reload(struct proxy *px)
 	    nc->tls_min_version != px->cfg->tls_min_version || nc->tickets != px->cfg->tickets ||
 	    nc->max_connections != px->cfg->max_connections ||
 	    memcmp(&nc->adm, &px->cfg->adm, sizeof(nc->adm)) != 0 ||
-	    (nc->metrics_listen == NULL) != (px->cfg->metrics_listen == NULL) ||
-	    (nc->metrics_listen != NULL && strcmp(nc->metrics_listen, px->cfg->metrics_listen) != 0) ||
+	    !str_same(nc->metrics_listen, px->cfg->metrics_listen) ||
 	    !str_same(nc->confine.user, px->cfg->confine.user))
 		log_warn("reload: changes to agent, workers, tls, limits.max_connections, admission, "
 		    "metrics or user take effect at the next restart");

@@ -153,8 +153,6 @@ revoke_apply(struct proxy *px)
 		X509_free(ca);
 		return;
 	}
-	/* sorted once here, not by the first lookup of a handshake (under the CRL's lock) */
-	crl_lists(crl, px->cur->leaf);
 	X509_CRL_free(px->crl);
 	X509_free(px->crl_ca);
 	px->crl = crl;
