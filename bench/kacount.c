@@ -13,8 +13,8 @@
  * that the set-up itself can be profiled). Then prints "ready S" (S: the
  * seconds from the first connect until every connection had its first
  * response) on stdout and waits for a line on stdin; then makes exactly
- * REQUESTS more requests (-d: sends requests for SECONDS, then lets the
- * ones in flight complete), one in flight per connection as wrk does (a
+ * REQUESTS more requests (-n 0: none; -d: sends requests for SECONDS,
+ * then lets the ones in flight complete), one in flight per connection as wrk does (a
  * connection sends its next request when its response is complete),
  * prints "done N S P50 P99" (responses, seconds from the line on stdin to
  * the last response, their latency percentiles in ms) and waits for
@@ -168,7 +168,7 @@ main(int argc, char **argv)
 		else
 			goto usage;
 	}
-	if (argc - optind != 2 || conns <= 0 || total < 0 || dur < 0 || (total > 0) == (dur > 0) ||
+	if (argc - optind != 2 || conns <= 0 || total < 0 || dur < 0 || (total > 0 && dur > 0) ||
 	    dur > 3600 || (colon = strchr(argv[optind], ':')) == NULL)
 		goto usage;
 	*colon = '\0';
@@ -265,7 +265,7 @@ main(int argc, char **argv)
 		}
 	}
 	qsort(lat, (size_t)nlat, sizeof(*lat), cmp_dbl);
-	printf("done %ld %.3f %.3f %.3f\n", got, tl - t0, pct_ms(lat, nlat, 0.50), pct_ms(lat, nlat, 0.99));
+	printf("done %ld %.3f %.3f %.3f\n", got, got > 0 ? tl - t0 : 0.0, pct_ms(lat, nlat, 0.50), pct_ms(lat, nlat, 0.99));
 	fflush(stdout);
 	if (fgets(line, sizeof(line), stdin) == NULL)
 		return 0;
