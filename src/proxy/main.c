@@ -170,7 +170,7 @@ access_log_open(const char *path, struct audit **out)
 	*out = NULL;
 	if (path == NULL)
 		return 0;
-	return audit_open(strcmp(path, "-") == 0 ? NULL : path, out);
+	return audit_open_as(strcmp(path, "-") == 0 ? NULL : path, 0, "access log", out);
 }
 
 /* Put a (or no log) in place of the access log in use, which is closed. */
