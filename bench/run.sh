@@ -1462,7 +1462,7 @@ fi
 # the targets of issue 5, of issue 19 (equal budget), of issue 17 (CA enrollment)
 # and of issue 19 (memory)
 if [ "$QUICK" != 1 ]; then
-	awk -v res="$R" '
+	awk -v res="$R" -v took="$SECONDS" '
 	# the table whose header matches head, in the section whose title matches sec
 	function table(res, sec, head, title,    l, on, t, n, i, e) {
 		n = 0
@@ -1478,6 +1478,7 @@ if [ "$QUICK" != 1 ]; then
 		table(res, "^## Equal CPU budget", "^\\| target \\(issue 19", "Equal CPU budget (the pair, its agent and keyholder on one core), targets of issue 19:")
 		table(res, "^## CA enrollment", "^\\| target \\(issue 17\\)", "CA enrollment, targets of issue 17:")
 		table(res, "^## Memory \\(issue 19\\)", "^\\| target \\(issue 19, memory\\)", "Memory, targets of issue 19:")
+		print ""; print "This run of `make bench` took " took " s (issue 19: under 15 minutes; each part: RESULTS.md, \"Time\")."
 		print ""; skip = 1; next }
 	/^## / { skip = 0 }
 	!skip' "$ROOTDIR/README.md" >"$T/README.md" && cp "$T/README.md" "$ROOTDIR/README.md"
