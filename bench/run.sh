@@ -672,8 +672,9 @@ budget_wrk() {
 # budget_steady KEY CONNS: the steady window through pair KEY (bench/kacount on
 # CPU 1): CONNS connections set up, one request each, then DUR s of requests
 # counted with the CPU they cost (what is in flight at the end completes and is
-# counted); appends "req/s p99_ms req_per_cpu_s errors up_s" (up_s: all CONNS
-# connections had their first response after) to $T/acc.budget.KEY.CONNS
+# counted); appends "req/s p99_ms req_per_cpu_s errors up_s rss_kib" (up_s: all
+# CONNS connections had their first response after; rss_kib: of the counted
+# processes with the CONNS connections open) to $T/acc.budget.KEY.CONNS
 budget_steady() {
 	use "$1"
 	counted=$(kids $PIDS $([ "${1%0}" = hsmesh ] && echo "$AGENT_PID"))
@@ -686,13 +687,13 @@ budget_steady() {
 	c0=$(PIDS=$counted cpu_ticks)
 	echo go >&3
 	for _ in $(seq $((DUR * 20 + 1200))); do grep -q '^done' "$T/kac.out" && break; kill -0 $kp 2>/dev/null || break; sleep 0.05; done
-	c1=$(PIDS=$counted cpu_ticks)
+	c1=$(PIDS=$counted cpu_ticks); rss=$(PIDS=$counted rss_kib)
 	echo end >&3; exec 3>&-
 	kill $kp 2>/dev/null; wait $kp 2>/dev/null
 	set -- $(awk '/^ready/ {u = $2} /^done/ {n = $2; s = $3; p = $5} END {print n + 0, s + 0, p + 0, u + 0}' "$T/kac.out") "$1" "$2"
 	[ "$1" -gt 0 ] || say "budget $5 c=$6: kacount: $(head -c 300 "$T/kac.err")"
 	echo "$(awk -v n="$1" -v s="$2" 'BEGIN {printf "%.2f", (s > 0 ? n / s : 0)}') $3 $(awk -v n="$1" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" \
-	    'BEGIN {if (t > 0) printf "%.0f", n / (t / hz); else print 0}') $([ "$1" -gt 0 ] && echo 0 || echo 1) $4" >>"$T/acc.budget.$5.$6"
+	    'BEGIN {if (t > 0) printf "%.0f", n / (t / hz); else print 0}') $([ "$1" -gt 0 ] && echo 0 || echo 1) $4 $rss" >>"$T/acc.budget.$5.$6"
 }
 
 part_budget() {
@@ -728,7 +729,7 @@ part_budget() {
 		k0=$([ "$k" = stunnel ] && echo stunnel || echo "${k}0")
 		for conns in 100 1000; do
 			f=$T/acc.budget.$k.$conns
-			up=$([ "$conns" = 1000 ] && echo ",\"steady\":1,\"up_s\":$(col "$f" 5)")
+			up=$([ "$conns" = 1000 ] && echo ",\"steady\":1,\"up_s\":$(col "$f" 5),\"rss_kib\":$(col "$f" 6)")
 			record "{\"contender\":\"$k\",\"test\":\"budget_keepalive\",\"conns\":$conns,\"rps\":$(col "$f" 1),\"p99_ms\":$(col "$f" 2),\"req_per_cpu_s\":$(col "$f" 3),\"error_lines\":$(awk '{s += $4} END {print s + 0}' "$f" 2>/dev/null)$up}"
 			say "budget $k keep-alive c=$conns$([ "$conns" = 1000 ] && echo " (steady, all up after $(col "$f" 5) s)"): $(col "$f" 1) req/s, p99 $(col "$f" 2) ms, $(col "$f" 3) req per CPU-s (pair$([ "$k" = hsmesh ] && echo " + agent + keyholder"))"
 		done
@@ -1037,10 +1038,11 @@ report_budget() {
 	echo "after\": from the first connect until every connection had its first response); new connection per request at"
 	echo "32 clients without session resumption (stunnel: with its default session cache). Requests per CPU-second"
 	echo "divide by the CPU of every counted process: both proxies, and for hsmesh the agent and keyholder. Median of"
-	echo "$REPS run(s) (stunnel, the reference: one). RSS idle: the same processes after one request."
+	echo "$REPS run(s) (stunnel, the reference: one). RSS idle: the same processes after one request; at c1000: at the"
+	echo "end of the steady window, the 1000 connections still open."
 	echo
-	echo "| | keep-alive c100 req/s | p99 ms | c1000 steady req/s | p99 ms | all 1000 up after | new connection per request, req/s | req per CPU-s c100 | c1000 steady | new conn | RSS idle |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| | keep-alive c100 req/s | p99 ms | c1000 steady req/s | p99 ms | all 1000 up after | new connection per request, req/s | req per CPU-s c100 | c1000 steady | new conn | RSS idle | RSS at c1000 |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for c in haproxy hsmesh stunnel; do
 		r1=$(bv keepalive rps "$c" '"conns":100,'); [ -n "$r1" ] || continue
 		r2=$(bv keepalive rps "$c" '"conns":1000,'); nc=$(bv newconn cps "$c")
@@ -1052,7 +1054,7 @@ report_budget() {
 		else
 			x() { :; }
 		fi
-		echo "| $c pair$([ "$c" = hsmesh ] && echo " + agent + keyholder") | $r1$(x "$r1" "${h1:-}") | $(bv keepalive p99_ms "$c" '"conns":100,') | $r2$(x "$r2" "${h2:-}") | $(bv keepalive p99_ms "$c" '"conns":1000,') | $(bv keepalive up_s "$c" '"conns":1000,') s | $nc$(x "$nc" "${h3:-}") | $e1$(x "$e1" "${g1:-}") | $e2$(x "$e2" "${g2:-}") | $e3$(x "$e3" "${g3:-}") | $(calc "printf \"%.1f\", $(bv memory idle_kib "$c") / 1024") MiB |"
+		echo "| $c pair$([ "$c" = hsmesh ] && echo " + agent + keyholder") | $r1$(x "$r1" "${h1:-}") | $(bv keepalive p99_ms "$c" '"conns":100,') | $r2$(x "$r2" "${h2:-}") | $(bv keepalive p99_ms "$c" '"conns":1000,') | $(bv keepalive up_s "$c" '"conns":1000,') s | $nc$(x "$nc" "${h3:-}") | $e1$(x "$e1" "${g1:-}") | $e2$(x "$e2" "${g2:-}") | $e3$(x "$e3" "${g3:-}") | $(calc "printf \"%.1f\", $(bv memory idle_kib "$c") / 1024") MiB | $(calc "printf \"%.1f\", $(bv keepalive rss_kib "$c" '"conns":1000,') / 1024") MiB |"
 	done
 	echo
 	echo "The CA (its front and its keyholder, on the same host, not pinned and not counted): $(jv budget_ca cpu_s) CPU-s"
