@@ -18,13 +18,13 @@
 # processes (db_cpu_ms), and of cmpload itself (client_cpu_ms). And the idle
 # memory of one replica (front + keyholder, after start, before any load):
 #   {"rss":"idle","backend":..,"vmrss_kib":..,"pss_kib":..,"private_kib":..}
-# QUICK=1: 2 s per run instead of 6.
+# QUICK=1: 2 s per run instead of 6, 16 clients only.
 set -u
 B=$(cd "${1:?usage: bench/enroll.sh BUILD_DIR OUT_JSONL}" && pwd)
 OUT=${2:?usage: bench/enroll.sh BUILD_DIR OUT_JSONL}
 ROOTDIR=$(cd "$(dirname "$0")/.." && pwd)
 QUICK=${QUICK:-0}
-if [ "$QUICK" = 1 ]; then SECS=2; NTOK=1500; else SECS=6; NTOK=4000; fi
+if [ "$QUICK" = 1 ]; then SECS=2; NTOK=1500; CLIENTS=16; else SECS=6; NTOK=4000; CLIENTS="4 16"; fi
 LOAD=$B/bench/cmpload
 . "$ROOTDIR/tests/integration/lib.sh" "$B/hsmesh"
 . "$ROOTDIR/tests/integration/pg.sh"
@@ -93,7 +93,7 @@ done
 
 for be in $backends; do
 	for nrep in 1 2; do
-		for clients in 4 16; do
+		for clients in $CLIENTS; do
 			"$LOAD" tokens "$(db_of "$be")" "$T/ca/token.key" "spiffe://example.org/$be/$nrep/$clients" "$NTOK" \
 			    >"$T/tok" 2>"$T/tok.err" || { say "tokens: $(tail -n 1 "$T/tok.err")"; continue; }
 			replicas "$be" "$nrep"

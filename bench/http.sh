@@ -18,7 +18,7 @@
 #   - CPU per request of the whole pair (hsmesh: with the agent and its
 #     keyholder), utime + stime from /proc over the 10 x 100 run;
 #   - short-lived application connections through the outbound proxy,
-#     1000 a second for DUR s (h2load -r, one request each): connections/s
+#     1000 a second for HDUR s (h2load -r, one request each): connections/s
 #     reached and upstream TLS connections per 1000 of them (hsmesh: its
 #     handshake counters; the others: distinct connections to the inbound
 #     proxy seen by `ss` every 50 ms, a lower bound);
@@ -26,7 +26,11 @@
 #     3000 h2c connections with one request each and leaves them open;
 #     (private memory of the pair with them - without) / 3000.
 
-HTTP_STREAMS="10x100 100x10"
+HTTP_STREAMS=$([ "${QUICK:-0}" = 1 ] && echo 10x100 || echo "10x100 100x10")
+# seconds per h2load run: 4 (QUICK=1: 2), shorter than run.sh's DUR so that
+# make bench stays under 15 minutes (issue 19); h2load makes 40-50 k requests
+# a second through a pair, enough for its percentiles
+HDUR=$([ "${QUICK:-0}" = 1 ] && echo 2 || echo 4)
 
 # pids of the HTTP pairs, by contender
 HPIDS_hsmesh=""; HPIDS_haproxy=""; HPIDS_nghttpx=""; HENTRY_hsmesh=""; HENTRY_haproxy=""; HENTRY_nghttpx=""
@@ -129,7 +133,7 @@ h_load() {
 	cp=$(h_cpu_pids "$1" | tr '\n' ' ')
 	c0=$(PIDS=$cp cpu_ticks)
 	rm -f "$T/h2load.log"
-	h2load -D "$DUR" -c "$2" -m "$3" -t 2 --log-file="$T/h2load.log" \
+	h2load -D "$HDUR" -c "$2" -m "$3" -t 2 --log-file="$T/h2load.log" \
 	    "http://127.0.0.1:$ent/bytes?n=1024" >"$T/h2load.out" 2>&1
 	c1=$(PIDS=$cp cpu_ticks)
 	rps=$(awk '/^finished in/ {print $4}' "$T/h2load.out")
@@ -144,7 +148,7 @@ h_load() {
 }
 
 # h_newconn NAME: short-lived application connections through NAME's outbound proxy,
-# 1000 a second for DUR s (h2load -r: h2c, one request each, closed when answered):
+# 1000 a second for HDUR s (h2load -r: h2c, one request each, closed when answered):
 # connections/s reached and upstream connections per 1000
 h_newconn() {
 	eval "ent=\$HENTRY_$1 inb=\$HB_$1"
@@ -155,7 +159,7 @@ h_newconn() {
 		( while :; do ss -Htn state established "dport = :$inb" 2>/dev/null | awk '{print $3}' >>"$T/ss.$1"; sleep 0.05; done ) &
 		sp=$!
 	fi
-	nc=$((DUR * 1000))
+	nc=$((HDUR * 1000))
 	h2load -r 1000 --rate-period=1s -c "$nc" -n "$nc" -m 1 -t 2 "http://127.0.0.1:$ent/bytes?n=1024" >"$T/h2load.new" 2>&1
 	n=$(awk '/^requests:/ {print $8}' "$T/h2load.new")
 	cps=$(awk -v n="${n:-0}" '/^finished in/ { t = $3 + 0; if ($3 ~ /ms,?$/) t /= 1000; if (t > 0) printf "%.0f", n / t; else print 0 }' "$T/h2load.new")
@@ -254,7 +258,7 @@ report_http() {
 		return 0
 	fi
 	echo "h2load (h2c, prior knowledge) -> outbound proxy -> HTTP/2 over mutual TLS 1.3 -> inbound proxy -> the"
-	echo "app over h2c, \`GET /bytes?n=1024\`, ${DUR} s per run, median of $REPS runs interleaved across the contenders;"
+	echo "app over h2c, \`GET /bytes?n=1024\`, ${HDUR} s per run, median of $REPS runs interleaved across the contenders;"
 	echo "p50/p99 from h2load's per-request log. hsmesh: \`protocol: http\` on both sidecars (\`app_protocol: h2c\`),"
 	echo "keys in SoftHSM2 through the agent; HAProxy $(haproxy -v 2>/dev/null | head -n 1 | awk '{print $3}') \`mode http\`, \`proto h2\` in front, h2 by ALPN to"
 	echo "its peer, \`proto h2\` to the app, \`http-reuse always\`; nghttpx $(nghttpx --version 2>/dev/null | awk '{print $2}') (\`--verify-client\` inbound, a client"
@@ -270,7 +274,7 @@ report_http() {
 		done
 	done
 	echo
-	echo "Short-lived application connections: h2load opens 1000 a second for ${DUR} s through the outbound proxy"
+	echo "Short-lived application connections: h2load opens 1000 a second for ${HDUR} s through the outbound proxy"
 	echo "(\`h2load -r 1000\`, h2c, one request each, closed once answered). Upstream connections per 1000 application ones: hsmesh"
 	echo "from its handshake counters (full and resumed); HAProxy and nghttpx: the distinct connections to their"
 	echo "inbound proxy \`ss\` saw, sampled every 50 ms (a lower bound)."

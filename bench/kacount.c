@@ -1,25 +1,31 @@
 /*
- * kacount.c - a fixed number of keep-alive requests over a fixed number of
- * connections, for counts per request (callgrind instructions, strace
- * system calls) that do not depend on how fast the machine is today.
+ * kacount.c - keep-alive requests over a fixed number of connections,
+ * counted once every connection is up: counts per request (callgrind
+ * instructions, strace system calls) that do not depend on how fast the
+ * machine is today, and make bench's steady window at 1000 connections.
  *
- *   kacount -c CONNS -n REQUESTS [-w WARM] [-p] HOST:PORT PATH
+ *   kacount -c CONNS (-n REQUESTS | -d SECONDS) [-w WARM] [-p] HOST:PORT PATH
  *
  * Opens CONNS plain TCP connections to HOST:PORT and sends one
  * "GET PATH HTTP/1.1" on each (the warm-up: every connection, and the
  * proxies behind it, fully set up), at most WARM (default: all) warming
  * up at once (-p: after printing "start" and reading a line from stdin, so
- * that the set-up itself can be profiled). Then prints "ready" on stdout and
- * waits for a line on stdin; then makes exactly REQUESTS more requests,
- * one in flight per connection as wrk does (a connection sends its next
- * request when its response is complete), prints "done N S" (requests,
- * seconds) and waits for another line on stdin before it closes the
- * connections (so that a profile can be taken before they close). Responses
- * must carry a Content-Length. Used by hand and from bench scripts to
- * profile the relay path; never by a timed test.
+ * that the set-up itself can be profiled). Then prints "ready S" (S: the
+ * seconds from the first connect until every connection had its first
+ * response) on stdout and waits for a line on stdin; then makes exactly
+ * REQUESTS more requests (-n 0: none; -d: sends requests for SECONDS,
+ * then lets the ones in flight complete), one in flight per connection as wrk does (a
+ * connection sends its next request when its response is complete),
+ * prints "done N S P50 P99" (responses, seconds from the line on stdin to
+ * the last response, their latency percentiles in ms) and waits for
+ * another line on stdin before it closes the connections (so that a
+ * profile can be taken before they close). Responses must carry a
+ * Content-Length. Used by hand and from bench scripts; never by a timed
+ * test.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +43,7 @@ struct kc {
 	int fd;
 	size_t have;		/* bytes of the current response received */
 	size_t want;		/* its full length once the head is in, else 0 */
+	double sent;		/* when its request was sent */
 	char head[4096];	/* the start of the response, for its head */
 };
 
@@ -55,6 +62,7 @@ send_req(struct kc *k, const char *req, size_t len)
 	ssize_t w = write(k->fd, req, len);
 
 	k->have = k->want = 0;
+	k->sent = now_s();
 	return w == (ssize_t)len ? 0 : -1;
 }
 
@@ -106,10 +114,31 @@ on_read(struct kc *k)
 		k->have += (size_t)r;
 		if (k->want == 0 && (k->want = resp_len(k)) == (size_t)-1)
 			return -1;
+		if ((size_t)r < sizeof(buf))	/* drained: no read that finds nothing */
+			break;
 	}
 	if (r == 0 || (r < 0 && errno != EAGAIN))
 		return -1;
 	return k->want != 0 && k->have >= k->want;
+}
+
+static int
+cmp_dbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The q-quantile of the n sorted latencies, in ms. */
+static double
+pct_ms(const double *lat, long n, double q)
+{
+	long i = (long)(q * (double)n + 0.5) - 1;
+
+	if (n == 0)
+		return 0;
+	return lat[i < 0 ? 0 : i >= n ? n - 1 : i] * 1000.0;
 }
 
 int
@@ -120,14 +149,16 @@ main(int argc, char **argv)
 	struct rlimit rl;
 	char req[512], line[64], *colon;
 	size_t reqlen;
-	long conns = 0, total = 0, sent = 0, got = 0, warm = 0, opened, nwarm = 0;
+	long conns = 0, total = 0, sent = 0, got = 0, warm = 0, opened, nwarm = 0, nlat = 0, cap = 0;
 	struct kc *ks;
-	double t0;
+	double t0, tw, dur = 0, *lat = NULL, tl = 0;
 	int ep, o, i, n, pause = 0;
 
-	while ((o = getopt(argc, argv, "c:n:w:p")) != -1) {
+	while ((o = getopt(argc, argv, "c:d:n:w:p")) != -1) {
 		if (o == 'c')
 			conns = strtol(optarg, NULL, 10);
+		else if (o == 'd')
+			dur = strtod(optarg, NULL);
 		else if (o == 'p')
 			pause = 1;
 		else if (o == 'w')
@@ -137,7 +168,8 @@ main(int argc, char **argv)
 		else
 			goto usage;
 	}
-	if (argc - optind != 2 || conns <= 0 || total < 0 || (colon = strchr(argv[optind], ':')) == NULL)
+	if (argc - optind != 2 || conns <= 0 || total < 0 || dur < 0 || (total > 0 && dur > 0) ||
+	    dur > 3600 || (colon = strchr(argv[optind], ':')) == NULL)
 		goto usage;
 	*colon = '\0';
 	if (inet_pton(AF_INET, argv[optind], &sa.sin_addr) != 1)
@@ -160,6 +192,7 @@ main(int argc, char **argv)
 			return 0;
 	}
 	/* warm-up: connect, one request each, at most nwarm at once */
+	tw = now_s();
 	for (opened = 0; opened < conns && opened < nwarm; opened++)
 		if (open_one(&ks[opened], ep, &sa, (uint32_t)opened, req, reqlen) != 0)
 			return 1;
@@ -187,17 +220,19 @@ main(int argc, char **argv)
 			}
 		}
 	}
-	printf("ready\n");
+	printf("ready %.3f\n", now_s() - tw);
 	fflush(stdout);
 	if (fgets(line, sizeof(line), stdin) == NULL)
 		return 0;
 	t0 = now_s();
+	if (dur > 0)	/* -d: as many as the window takes; stop sending once it is over */
+		total = LONG_MAX;
 	for (i = 0; i < conns && sent < total; i++, sent++)
 		if (send_req(&ks[i], req, reqlen) != 0)
 			return 1;
-	while (got < total) {
+	while (got < sent) {
 		if ((n = epoll_wait(ep, evs, 256, 60000)) <= 0) {
-			fprintf(stderr, "kacount: stalled at %ld of %ld responses\n", got, total);
+			fprintf(stderr, "kacount: stalled at %ld of %ld responses\n", got, sent);
 			return 1;
 		}
 		for (i = 0; i < n; i++) {
@@ -210,6 +245,17 @@ main(int argc, char **argv)
 			}
 			if (r > 0) {
 				got++;
+				tl = now_s();
+				if (nlat == cap) {
+					double *nl = realloc(lat, (size_t)(cap = cap ? cap * 2 : 65536) * sizeof(*lat));
+
+					if (nl == NULL)
+						return 1;
+					lat = nl;
+				}
+				lat[nlat++] = tl - k->sent;
+				if (dur > 0 && tl - t0 >= dur)
+					total = sent;	/* the window is over: drain what is in flight */
 				if (sent < total) {
 					if (send_req(k, req, reqlen) != 0)
 						return 1;
@@ -218,7 +264,8 @@ main(int argc, char **argv)
 			}
 		}
 	}
-	printf("done %ld %.3f\n", got, now_s() - t0);
+	qsort(lat, (size_t)nlat, sizeof(*lat), cmp_dbl);
+	printf("done %ld %.3f %.3f %.3f\n", got, got > 0 ? tl - t0 : 0.0, pct_ms(lat, nlat, 0.50), pct_ms(lat, nlat, 0.99));
 	fflush(stdout);
 	if (fgets(line, sizeof(line), stdin) == NULL)
 		return 0;
@@ -226,6 +273,6 @@ main(int argc, char **argv)
 		close(ks[i].fd);
 	return 0;
  usage:
-	fprintf(stderr, "usage: kacount -c CONNS -n REQUESTS [-w WARM] [-p] HOST:PORT PATH\n");
+	fprintf(stderr, "usage: kacount -c CONNS (-n REQUESTS | -d SECONDS) [-w WARM] [-p] HOST:PORT PATH\n");
 	return 2;
 }

@@ -127,7 +127,7 @@ found:
 }
 
 int
-audit_open_flags(const char *path, int flags, struct audit **out)
+audit_open_as(const char *path, int flags, const char *what, struct audit **out)
 {
 	struct audit *a;
 	char torn[121];
@@ -143,7 +143,7 @@ audit_open_flags(const char *path, int flags, struct audit **out)
 		int e = errno;
 
 		free(a);
-		return hsm_err(HSM_EIO, "cannot open audit log %s: %s", path, strerror(e));
+		return hsm_err(HSM_EIO, "cannot open %s %s: %s", what, path, strerror(e));
 	} else {
 		a->owned = 1;
 		snprintf(a->path, sizeof(a->path), "%s", path);
@@ -160,7 +160,7 @@ audit_open_flags(const char *path, int flags, struct audit **out)
 			int e = errno;
 
 			audit_close(a);
-			return hsm_err(HSM_EIO, "cannot repair audit log %s: %s", path, strerror(e));
+			return hsm_err(HSM_EIO, "cannot repair %s %s: %s", what, path, strerror(e));
 		}
 	}
 	reserve_make(a);
@@ -168,12 +168,18 @@ audit_open_flags(const char *path, int flags, struct audit **out)
 	if (cut > 0) {
 		char n[24];
 
-		log_warn("audit log %s: removed a torn last line of %lld bytes (a write cut short): %s",
-		    path, cut, torn);
+		log_warn("%s %s: removed a torn last line of %lld bytes (a write cut short): %s",
+		    what, path, cut, torn);
 		snprintf(n, sizeof(n), "%lld", cut);
 		(void)audit_event(a, "audit_repaired", "removed_bytes", n, NULL);
 	}
 	return 0;
+}
+
+int
+audit_open_flags(const char *path, int flags, struct audit **out)
+{
+	return audit_open_as(path, flags, "audit log", out);
 }
 
 int

@@ -24,6 +24,8 @@ struct audit;
 int audit_open(const char *path, struct audit **out);
 /* The same with flags (AUDIT_DURABLE). */
 int audit_open_flags(const char *path, int flags, struct audit **out);
+/* The same, naming the log in errors as what (e.g. "access log"; the others: "audit log"). */
+int audit_open_as(const char *path, int flags, const char *what, struct audit **out);
 void audit_close(struct audit *a);
 
 /*

@@ -172,7 +172,8 @@ void cfg_token_clear(struct cfg_token *t);
 /*
  * A daemon's confinement (ca.yaml and agent.yaml; docs/ARCHITECTURE.md
  * "Confinement"): user, seccomp.mode, seccomp.allow, seccomp.keyholder_allow.
- * proxy.yaml takes user only (its cfg_check_known list refuses the others).
+ * proxy.yaml takes user, seccomp.mode and seccomp.allow (it has no keyholder:
+ * its cfg_check_known list refuses seccomp.keyholder_allow).
  */
 struct cfg_confine {
 	char *user;		/* user: become this user after binding (as root), or NULL */

@@ -39,7 +39,7 @@ static const char *const top_known[] = {
 	"inbound", "outbound",
 	"metrics.listen",
 	"access_log",
-	"user",
+	"user", "seccomp.mode", "seccomp.allow",
 	"admission.handshake_rate", "admission.handshake_burst", "admission.ipv4_prefix",
 	"admission.ipv6_prefix", "admission.sources", "admission.max_key_operations",
 	NULL

@@ -123,7 +123,7 @@ struct proxy_config {
 	struct sockaddr_storage metrics_addr;
 	socklen_t metrics_len;
 	char *access_log;			/* NULL, "-" or a path */
-	struct cfg_confine confine;		/* user: (no seccomp keys: the proxy's list is fixed) */
+	struct cfg_confine confine;		/* user:, seccomp.mode, seccomp.allow (no keyholder) */
 };
 
 /*

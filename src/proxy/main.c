@@ -170,7 +170,7 @@ access_log_open(const char *path, struct audit **out)
 	*out = NULL;
 	if (path == NULL)
 		return 0;
-	return audit_open(strcmp(path, "-") == 0 ? NULL : path, out);
+	return audit_open_as(strcmp(path, "-") == 0 ? NULL : path, 0, "access log", out);
 }
 
 /* Put a (or no log) in place of the access log in use, which is closed. */
@@ -255,9 +255,11 @@ reload(struct proxy *px)
 	    nc->max_connections != px->cfg->max_connections ||
 	    memcmp(&nc->adm, &px->cfg->adm, sizeof(nc->adm)) != 0 ||
 	    !str_same(nc->metrics_listen, px->cfg->metrics_listen) ||
-	    !str_same(nc->confine.user, px->cfg->confine.user))
+	    !str_same(nc->confine.user, px->cfg->confine.user) ||
+	    !str_same(nc->confine.mode, px->cfg->confine.mode) ||
+	    !str_same(nc->confine.allow, px->cfg->confine.allow))
 		log_warn("reload: changes to agent, workers, tls, limits.max_connections, admission, "
-		    "metrics or user take effect at the next restart");
+		    "metrics, user or seccomp take effect at the next restart");
 	if ((st = access_log_open(nc->access_log, &alog)) != 0) {
 		log_err("reload refused, keeping the running configuration and access log: %s",
 		    hsm_err_msg(st));
@@ -508,6 +510,9 @@ proxy_usage(FILE *f)
 	    "before it opens the access log, writes the ports file or reads anything else.\n"
 	    "Started as another user than root or NAME, it refuses to start.\n"
 	    "\n"
+	    "Its seccomp filter goes on once the workers run: seccomp.mode enforce (default),\n"
+	    "kill, log or off; seccomp.allow adds system calls (docs/ARCHITECTURE.md).\n"
+	    "\n"
 	    "Signals: SIGTERM/SIGINT drain (stop accepting, let connections finish for up to\n"
 	    "timeouts.drain, a second signal stops at once); SIGHUP reloads the policy and\n"
 	    "reopens the access log, as the running user, all or nothing: it never binds, so\n"
@@ -725,7 +730,7 @@ proxy_main(int argc, char **argv)
 		started++;
 	}
 	link_connect(&px, hsm_now_ms());
-	if ((st = sandbox_enter(SANDBOX_PROXY, NULL)) != 0)
+	if ((st = sandbox_enter_named(SANDBOX_PROXY, px.cfg->confine.mode, px.cfg->confine.allow)) != 0)
 		goto fail;
 	log_info("started: %u workers, %zu listeners, agent %s", px.nw, px.cfg->nlst,
 	    px.cfg->agent_socket);

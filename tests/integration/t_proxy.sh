@@ -153,6 +153,8 @@ EOF
 }
 outbound_yaml "$T/a.yaml" "$IDA"
 outbound_yaml "$T/c.yaml" "$IDC"
+# c: its seccomp filter in log mode with one more system call (docs/ARCHITECTURE.md "Modes")
+printf 'seccomp:\n  mode: log\n  allow: fadvise64\n' >>"$T/c.yaml"
 "$HSMESH" proxy -c "$T/a.yaml" --ports-file "$T/a.ports" 2>"$T/a.log" &
 PA=$!; track $PA
 "$HSMESH" proxy -c "$T/c.yaml" --ports-file "$T/c.ports" 2>"$T/c.log" &
@@ -240,6 +242,20 @@ check "the imported key is sensitive and not extractable in the token" sh -c '
 check "no PKCS#11 module in the proxies' address space" \
     sh -c '! grep -qiE "softhsm|p11-kit|pkcs11" /proc/$1/maps /proc/$2/maps' x "$PA" "$PB"
 check "seccomp filter installed in the proxy" grep -qE '^Seccomp:[[:space:]]+2' /proc/$PA/status
+check "seccomp.mode log (proxy c): a filter installed, NoNewPrivs" \
+    sh -c 'grep -qE "^Seccomp:[[:space:]]+2" /proc/$1/status && grep -qE "^NoNewPrivs:[[:space:]]+1" /proc/$1/status' x "$PC"
+sed 's/^  mode: log$/  mode: off/; s/-access.log$/-off-access.log/' "$T/c.yaml" >"$T/d.yaml"
+"$HSMESH" proxy -c "$T/d.yaml" --ports-file "$T/d.ports" 2>"$T/d.log" &
+PD=$!; track $PD
+check "seccomp.mode off (proxy d): serves, no filter, NoNewPrivs still set" sh -c '
+	for _ in $(seq 150); do grep -q "ready: serving" "$2" && break; sleep 0.1; done
+	grep -q "ready: serving" "$2" && grep -qE "^Seccomp:[[:space:]]+0" /proc/$1/status &&
+	    grep -qE "^NoNewPrivs:[[:space:]]+1" /proc/$1/status' x "$PD" "$T/d.log"
+kill $PD 2>/dev/null; wait $PD 2>/dev/null
+sed 's/^  mode: log$/  mode: strict/' "$T/c.yaml" >"$T/bad-seccomp.yaml"
+check "seccomp.mode strict: refused in one line naming the key" sh -c '
+	! "$1" proxy -c "$2" --check 2>"$3" && test "$(wc -l <"$3")" = 1 && grep -q "seccomp.mode" "$3"' \
+    x "$HSMESH" "$T/bad-seccomp.yaml" "$T/bad-seccomp.err"
 # gcore of a sanitizer build would dump its shadow memory: plain build only
 if command -v gcore >/dev/null 2>&1 && [ ${#KEYHEX} -eq 64 ] && ! grep -q libasan /proc/$PA/maps; then
 	# the scalar big-endian (as in DER) and byte-reversed (BIGNUM limbs on x86)

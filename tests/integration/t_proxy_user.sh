@@ -159,7 +159,7 @@ check "... the proxy still listens on $LOW and its policy holds (the client refu
 proxy_yaml "$T/p.yaml" "$LOW" "$T/rootonly/access.log" "$IDCL" "$ID"
 kill -HUP "$P"
 check "SIGHUP with an access log nobody cannot open: refused in one line, naming the file" \
-    wait_in "$T/p.log" "reload refused, keeping the running configuration and access log: cannot open audit log $T/rootonly/access.log: Permission denied" 10 ||
+    wait_in "$T/p.log" "reload refused, keeping the running configuration and access log: cannot open access log $T/rootonly/access.log: Permission denied" 10 ||
     diag "$T/p.log"
 check "... nothing of that file applies (the client is still refused)" inbound_no
 check "... and the access log in use goes on" sh -c '

@@ -338,9 +338,15 @@ confine(void **state)
 	assert_null(c->confine.user);
 	proxy_config_free(c);
 	refuse(AGENT INBOUND "user: [a, b]\n", "'user'", NULL);
-	refuse(AGENT INBOUND "seccomp:\n  mode: off\n", "unknown key 'seccomp'", "line 8");
+	/* the daemon's own filter as in ca.yaml and agent.yaml; no keyholder */
+	assert_int_equal(load(AGENT INBOUND "seccomp:\n  mode: log\n  allow: fadvise64, flock\n", &c), 0);
+	assert_string_equal(c->confine.mode, "log");
+	assert_string_equal(c->confine.allow, "fadvise64, flock");
+	proxy_config_free(c);
+	refuse(AGENT INBOUND "seccomp:\n  mode: strict\n", "'seccomp.mode' must be enforce, log, kill or off", NULL);
+	refuse(AGENT INBOUND "seccomp:\n  allow: fooat\n", "'fooat' is not a system call", NULL);
 	refuse(AGENT INBOUND "seccomp:\n  keyholder_allow: flock\n",
-	    "unknown key 'seccomp'", NULL);
+	    "unknown key 'seccomp.keyholder_allow'", NULL);
 }
 
 static void
