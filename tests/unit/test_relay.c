@@ -265,6 +265,26 @@ half_close_side1(void **state)
 	half_close(1);
 }
 
+/* Fill buf with the counting pattern from stream offset from, up to total; the length filled. */
+static size_t
+pattern(uint8_t *buf, size_t cap, size_t from, size_t total)
+{
+	size_t len = cap < total - from ? cap : total - from;
+
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)((from + i) % 251);
+	return len;
+}
+
+/* Check that n bytes of buf continue the counting pattern at *seq, and count them. */
+static void
+pattern_check(const uint8_t *buf, size_t n, size_t *seq)
+{
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(buf[i], (uint8_t)((*seq + i) % 251));
+	*seq += n;
+}
+
 /* Write a counting pattern into fd until it would block; returns the bytes written. */
 static size_t
 fill(int fd, size_t *seq, size_t max)
@@ -274,8 +294,7 @@ fill(int fd, size_t *seq, size_t max)
 	ssize_t n;
 
 	while (total < max) {
-		for (size_t i = 0; i < sizeof(chunk); i++)
-			chunk[i] = (uint8_t)((*seq + i) % 251);
+		pattern(chunk, sizeof(chunk), *seq, SIZE_MAX);
 		if ((n = write(fd, chunk, sizeof(chunk))) <= 0)
 			break;
 		*seq += (size_t)n;
@@ -292,9 +311,7 @@ check_pattern(int fd, size_t *seq)
 	ssize_t n, total = 0;
 
 	while ((n = read(fd, buf, sizeof(buf))) > 0) {
-		for (ssize_t i = 0; i < n; i++)
-			assert_int_equal(buf[i], (uint8_t)((*seq + (size_t)i) % 251));
-		*seq += (size_t)n;
+		pattern_check(buf, (size_t)n, seq);
 		total += n;
 	}
 	return n == 0 ? -1 : total;
@@ -596,8 +613,7 @@ tls_edge_triggered(void **state)
 	pump(&x, -1);
 	for (size_t p = 500; p <= 2100; p++) {
 		for (off = 0; off < 60000; off += p) {
-			for (size_t i = 0; i < p; i++)
-				rec[i] = (uint8_t)((sent + i) % 251);
+			pattern(rec, p, sent, SIZE_MAX);
 			assert_int_equal(SSL_write(x.cli, rec, (int)p), (int)p);
 			sent += p;
 		}
@@ -612,21 +628,12 @@ tls_edge_triggered(void **state)
 	for (int round = 0; round < 100000 && seq < 2 << 20; round++) {
 		ssize_t n;
 
-		while (sent < 2 << 20) {
-			size_t len = sizeof(rec) < (2 << 20) - sent ? sizeof(rec) : (2 << 20) - sent;
-
-			for (size_t i = 0; i < len; i++)
-				rec[i] = (uint8_t)((sent + i) % 251);
-			if ((r = SSL_write(x.cli, rec, (int)len)) <= 0)
-				break;
+		while (sent < 2 << 20 &&
+		    (r = SSL_write(x.cli, rec, (int)pattern(rec, sizeof(rec), sent, 2 << 20))) > 0)
 			sent += (size_t)r;
-		}
 		settle_et(&x, &l);
-		if ((n = read(x.b[1], got, sizeof(got))) > 0) {
-			for (ssize_t i = 0; i < n; i++)
-				assert_int_equal(got[i], (uint8_t)((seq + (size_t)i) % 251));
-			seq += (size_t)n;
-		}
+		if ((n = read(x.b[1], got, sizeof(got))) > 0)
+			pattern_check(got, (size_t)n, &seq);
 	}
 	assert_int_equal(seq, 2 << 20);
 	assert_int_equal(x.s[0].nread, 2 << 20);
@@ -635,21 +642,12 @@ tls_edge_triggered(void **state)
 	for (int round = 0; round < 100000 && in < 2 << 20; round++) {
 		ssize_t n;
 
-		while (sent < 2 << 20) {
-			size_t len = sizeof(rec) < (2 << 20) - sent ? sizeof(rec) : (2 << 20) - sent;
-
-			for (size_t i = 0; i < len; i++)
-				rec[i] = (uint8_t)((sent + i) % 251);
-			if ((n = write(x.b[1], rec, len)) <= 0)
-				break;
+		while (sent < 2 << 20 &&
+		    (n = write(x.b[1], rec, pattern(rec, sizeof(rec), sent, 2 << 20))) > 0)
 			sent += (size_t)n;
-		}
 		settle_et(&x, &l);
-		if ((r = SSL_read(x.cli, got, (int)sizeof(got))) > 0) {
-			for (int i = 0; i < r; i++)
-				assert_int_equal(got[i], (uint8_t)((in + (size_t)i) % 251));
-			in += (size_t)r;
-		}
+		if ((r = SSL_read(x.cli, got, (int)sizeof(got))) > 0)
+			pattern_check(got, (size_t)r, &in);
 	}
 	assert_int_equal(in, 2 << 20);
 	assert_int_equal(x.st, RELAY_OPEN);
