@@ -23,6 +23,7 @@
 
 #include "metrics.h"
 #include "reason.h"
+#include "sockbio.h"
 
 struct side {
 	int fd;			/* -1 while the side has no socket */
@@ -87,7 +88,8 @@ enum side_st side_write_slow(struct side *s, int r, struct fail *f);
 
 /*
  * Read at most cap bytes into buf. SIDE_OK with *n > 0 (dry set when it
- * gave less than asked and TLS holds nothing more), SIDE_WAIT (rd_want
+ * gave less than asked, TLS holds nothing more and, on a sockbio, its last
+ * receive drained the socket), SIDE_WAIT (rd_want
  * says for what), SIDE_END (eof set), or SIDE_FAILED with f set: a reset
  * or error of a plain side, or a TLS stream cut without close_notify, is
  * REASON_RESET; another TLS failure as tls_status says. Counts the bytes
@@ -112,7 +114,9 @@ side_read(struct side *s, uint8_t *buf, size_t cap, size_t *n, struct fail *f)
 		if ((r = SSL_read(s->ssl, buf, (int)(cap > INT32_MAX ? INT32_MAX : cap))) <= 0)
 			return side_read_slow(s, r, f);
 		*n = (size_t)r;
-		s->dry = (size_t)r < cap && !SSL_has_pending(s->ssl);
+		/* drained: libssl's read-ahead may stop at its buffer's end (sockbio.h) */
+		s->dry = (size_t)r < cap && !SSL_has_pending(s->ssl) &&
+		    sockbio_drained(SSL_get_rbio(s->ssl));
 		s->rd_want = s->dry ? EPOLLIN : 0;
 	}
 	s->nread += *n;

@@ -359,7 +359,7 @@ tls_start(struct conn *c)
 	SSL *ssl;
 
 	if ((ssl = SSL_new(c->inbound ? c->ident->srv : c->ident->cli)) == NULL ||
-	    SSL_set_fd(ssl, t->fd) != 1 || SSL_set_app_data(ssl, c) != 1) {
+	    sockbio_attach(ssl, t->fd) != 1 || SSL_set_app_data(ssl, c) != 1) {
 		SSL_free(ssl);
 		fail_set(&c->fail, REASON_INTERNAL, "SSL_new failed");
 		conn_close(c);
