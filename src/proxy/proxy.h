@@ -173,8 +173,7 @@ struct conn;
  * The state machine makes exactly one indirect call per event: readable
  * when the event reports input, an end or an error on the side, else
  * writable. A codec moves what it can in either (level-triggered epoll
- * reports again whatever it still waits for; codec_tcp registers its
- * sockets edge-triggered and moves until dry or full: tcp.c).
+ * reports again whatever it still waits for).
  */
 struct codec {
 	const char *name;

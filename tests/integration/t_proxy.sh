@@ -299,7 +299,21 @@ if command -v wrk >/dev/null 2>&1; then
 	curl -s --max-time 5 "http://127.0.0.1:$AMET/metrics" >"$T/a.metrics"
 	v=$(metric "$T/a.metrics" 'hsmesh_proxy_connections_total{listener="to-b",direction="outbound"}')
 	check "proxy a accepted the 1000 connections ($v in total)" test "${v%.*}" -ge 1000
+	# a new connection per request: the app closes right after its response, so
+	# its last bytes and its FIN often arrive together; every connection of both
+	# proxies must end with it (an edge-triggered relay that took a short read
+	# for "nothing more" left some open until the idle or drain timeout)
+	wrk -t2 -c32 -d3s --timeout 10s -H "Connection: close" "http://127.0.0.1:$APORT/bytes?n=1024" >"$T/wrkc.out" 2>&1
+	check "a connection per request a -> b ($(awk '/requests in/ {print $1}' "$T/wrkc.out") requests): every connection of a and b closed after" sh -c '
+		for _ in $(seq 50); do
+			n=$(for m in "$1" "$2"; do curl -s --max-time 5 "http://127.0.0.1:$m/metrics"; done |
+			    awk "/^hsmesh_proxy_connections_active/ {s += \$NF} END {print s + 0}")
+			[ "$n" = 0 ] && exit 0
+			sleep 0.1
+		done
+		echo "# $n connections still open"; exit 1' x "$AMET" "$BMET" || diag "$T/wrkc.out"
 else
+	ok "# SKIP wrk not installed"
 	ok "# SKIP wrk not installed"
 	ok "# SKIP wrk not installed"
 fi

@@ -133,8 +133,9 @@ settle(struct fx *x)
 }
 
 /*
- * The sidecar's event loop for a tcp relay (proxy/tcp.c, conn.c ep_set):
- * epoll, each side registered edge-triggered for what relay_events asks
+ * An event loop for a tcp relay like the sidecar's (proxy/tcp.c, conn.c
+ * ep_set, which register level-triggered) but stricter: epoll, each side
+ * registered edge-triggered for what relay_events asks
  * (removed while it asks nothing), a pump for each event; stop when no
  * event is ready (every byte here is already in a socket when it is
  * called, so a ready event never needs waiting for). Bounded: 100,000
@@ -586,7 +587,8 @@ tls_cut(void **state)
 }
 
 /*
- * Edge-triggered, as the sidecar runs a tcp relay: a TLS side read with
+ * Edge-triggered (stricter than the sidecar's level-triggered loop, so
+ * that a side left "dry" too early shows as a stall): a TLS side read with
  * libssl's read-ahead, whose buffer can end exactly at a record's end
  * with more bytes still in the socket. Nothing pending in libssl then
  * does not mean the socket is empty, and without a new edge those bytes
