@@ -27,10 +27,10 @@
 #     (private memory of the pair with them - without) / 3000.
 
 HTTP_STREAMS=$([ "${QUICK:-0}" = 1 ] && echo 10x100 || echo "10x100 100x10")
-# seconds per h2load run: 4 (QUICK=1: 2), shorter than run.sh's DUR so that
+# seconds per h2load run: 4 (QUICK=1: 1), shorter than run.sh's DUR so that
 # make bench stays under 15 minutes (issue 19); h2load makes 40-50 k requests
 # a second through a pair, enough for its percentiles
-HDUR=$([ "${QUICK:-0}" = 1 ] && echo 2 || echo 4)
+HDUR=$([ "${QUICK:-0}" = 1 ] && echo 1 || echo 4)
 
 # pids of the HTTP pairs, by contender
 HPIDS_hsmesh=""; HPIDS_haproxy=""; HPIDS_nghttpx=""; HENTRY_hsmesh=""; HENTRY_haproxy=""; HENTRY_nghttpx=""

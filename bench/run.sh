@@ -53,7 +53,7 @@
 # references (direct, stunnel, the slow-token rows with the keyholder's
 # workers fixed by hand) run once: the whole bench stays under 15 minutes on
 # 2 cores (issue 19; the report's "Time" table gives each part's share).
-# QUICK=1: one repetition of 2 s each, fewer handshakes under callgrind (a
+# QUICK=1: one repetition of 1 s each, fewer handshakes under callgrind (a
 # smoke run, under 2 minutes). ONLY="hsmesh
 # keypath": some parts only; the results of the other parts are kept from
 # the previous results.json (ONLY=report runs none and only rewrites the
@@ -63,7 +63,7 @@ B=${1:-build}
 case $B in /*) ;; *) B=$(pwd)/$B ;; esac
 ROOTDIR=$(cd "$(dirname "$0")/.." && pwd)
 QUICK=${QUICK:-0}
-if [ "$QUICK" = 1 ]; then DUR=2; REPS=1; BULK_MB=20; BULK_N=3; else DUR=6; REPS=3; BULK_MB=100; BULK_N=7; fi
+if [ "$QUICK" = 1 ]; then DUR=1; REPS=1; BULK_MB=20; BULK_N=3; else DUR=6; REPS=3; BULK_MB=100; BULK_N=7; fi
 # token.workers of the agent's keyholder in the slow-token comparison rows (the
 # keyholder's maximum); the main rows leave the sessions sized to the token (0 in
 # results.json's kh_workers)
