@@ -99,8 +99,8 @@ void relay_init(struct relay *r, size_t cap);
  * A side is read again in the same pump only when its last read filled
  * the space offered (or TLS holds more), and a plain side is written
  * again only when its last write took everything: a short read or write
- * means dry or full, and epoll reports when that changes (edge-triggered
- * too: a TLS side is dry only once its socket was found empty, side.h).
+ * means dry or full, and level-triggered epoll reports when that changes
+ * (a TLS side is dry only once its socket was found empty, side.h).
  * Likewise an event on one side does not retry a read of the other that
  * last found it dry. Buffers come from pool and go back when empty.
  * Starts by clearing a stale OpenSSL error queue. RELAY_OPEN,

@@ -14,7 +14,9 @@
  * than asked, with nothing pending in libssl and the socket drained, has
  * taken everything there was: bytes that come later make a new epoll
  * edge. libssl's "nothing pending" alone does not say that, since its
- * read-ahead stops at the end of its own buffer.
+ * read-ahead stops at the end of its own buffer. A FIN that came with
+ * the last bytes is still queued after a short receive and makes no new
+ * edge: the sidecar's level-triggered epoll reports it (docs/PERFORMANCE.md).
  */
 #ifndef HSM_SOCKBIO_H
 #define HSM_SOCKBIO_H
