@@ -41,28 +41,14 @@ CG_REQS=${CG_REQS:-4000}
 if [ "${PIN:-0}" = 1 ]; then PPIN="taskset -c 0"; KPIN="taskset -c 1"; else PPIN=""; KPIN=""; fi
 ROOTDIR=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOTDIR/tests/integration/lib.sh" "$B/hsmesh"
+. "$ROOTDIR/bench/mesh.sh"
 ME=$(id -u)
 KAC=$B/bench/kacount
 [ -x "$KAC" ] || { echo "kaprofile: $KAC is missing (make $KAC)" >&2; exit 1; }
 say() { echo "kaprofile: $*" >&2; }
 
 # ---- a CA, the node agent (keys in SoftHSM2), file keys for HAProxy, the app ----
-new_token ca; printf '1234\n' >"$T/ca.pin"
-write_ca_yaml "$T/ca.yaml" ca "$T/ca.pin"
-"$HSMESH" ca init -c "$T/ca.yaml" >/dev/null
-"$HSMESH" ca serve -c "$T/ca.yaml" --port-file "$T/ca.port" 2>"$T/ca.log" &
-track $!
-for _ in $(seq 100); do [ -s "$T/ca.port" ] && break; sleep 0.05; done
-ROOT=$T/ca/root.pem
-for w in a b; do
-	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/f$w.key" \
-	    -subj "/CN=$w" -out "$T/f$w.csr" 2>/dev/null
-	"$HSMESH" ca issue -c "$T/ca.yaml" --csr "$T/f$w.csr" --id "spiffe://example.org/$w" \
-	    --ttl 2h >"$T/f$w.pem"
-	cat "$T/f$w.pem" "$T/f$w.key" >"$T/f$w.combined"
-	"$HSMESH" ca token -c "$T/ca.yaml" --id "spiffe://example.org/$w" >"$T/$w.join"
-done
-new_token node; printf '1234\n' >"$T/node.pin"
+mesh_setup
 cat >"$T/agent.yaml" <<EOF
 token: { module: $SOFTHSM_MODULE, uri: "pkcs11:token=node", pin_file: $T/node.pin }
 ca: { url: "http://127.0.0.1:$(cat "$T/ca.port")/.well-known/cmp", root: $ROOT }
@@ -136,7 +122,6 @@ haproxy_pair() {
 # setup NAME CONNS: CPU of the pair (hsmesh: with the agent and its keyholder)
 # while CONNS connections come up, one request each, and how many of the
 # inbound's handshakes were full
-kids() { for p in "$@"; do echo "$p"; cat /proc/"$p"/task/*/children 2>/dev/null; done | tr ' ' '\n' | grep . | tr '\n' ' '; }
 uticks() { t=0; for p in $1; do set -- $(sed 's/.*) //' /proc/$p/stat 2>/dev/null); t=$((t + ${12:-0})); done; echo $t; }
 ticks() { t=0; for p in $1; do set -- $(sed 's/.*) //' /proc/$p/stat 2>/dev/null); t=$((t + ${12:-0} + ${13:-0})); done; echo $t; }
 setup() {

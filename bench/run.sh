@@ -71,6 +71,7 @@ SLOW_WORKERS=64
 OUT=$ROOTDIR/bench/results
 mkdir -p "$OUT"
 . "$ROOTDIR/tests/integration/lib.sh" "$B/hsmesh"
+. "$ROOTDIR/bench/mesh.sh"
 . "$ROOTDIR/bench/http.sh"
 ME=$(id -u)
 JSON=$T/results.jsonl
@@ -117,22 +118,7 @@ for f in keypath cmpload sslfloor sslfloor-static vgshim.so idleconns p11floor; 
 done
 
 # ---- one CA, file keys for HAProxy/stunnel, token keys for hsmesh --------------
-new_token ca; printf '1234\n' >"$T/ca.pin"
-write_ca_yaml "$T/ca.yaml" ca "$T/ca.pin"
-"$HSMESH" ca init -c "$T/ca.yaml" >/dev/null
-"$HSMESH" ca serve -c "$T/ca.yaml" --port-file "$T/ca.port" 2>"$T/ca.log" &
-CA_PID=$!; track $CA_PID
-for _ in $(seq 100); do [ -s "$T/ca.port" ] && break; sleep 0.05; done
-ROOT=$T/ca/root.pem
-for w in a b; do
-	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/f$w.key" \
-	    -subj "/CN=$w" -out "$T/f$w.csr" 2>/dev/null
-	"$HSMESH" ca issue -c "$T/ca.yaml" --csr "$T/f$w.csr" --id "spiffe://example.org/$w" \
-	    --ttl 2h >"$T/f$w.pem"
-	cat "$T/f$w.pem" "$T/f$w.key" >"$T/f$w.combined"
-	"$HSMESH" ca token -c "$T/ca.yaml" --id "spiffe://example.org/$w" >"$T/$w.join"
-done
-new_token node; printf '1234\n' >"$T/node.pin"
+mesh_setup
 
 # ---- the node agent: both workload IDs, keys in the node token ----------------------
 # start_agent DELAY_MS [COMMAND PREFIX...]: (re)start it with the keyholder's
@@ -652,8 +638,6 @@ part_slowtoken() {
 # threads share the core); wrk and a backend of its own on CPU 1. Requests per
 # CPU-second count every process that works for the pair; the CA (idle while
 # measuring: the certificates are issued before) is reported apart, not counted.
-# kids PID...: the PIDs and their children (the agent's keyholder)
-kids() { for p in "$@"; do echo "$p"; cat /proc/"$p"/task/*/children 2>/dev/null; done | tr ' ' '\n' | grep . | tr '\n' ' '; }
 # budget_wrk KEY CONNS [HEADER]: one wrk run on CPU 1 through pair KEY; appends
 # "req/s p99_ms req_per_cpu_s errors" to $T/acc.budget.KEY.CONNS
 budget_wrk() {
