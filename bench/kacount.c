@@ -2,7 +2,7 @@
  * kacount.c - keep-alive requests over a fixed number of connections,
  * counted once every connection is up: counts per request (callgrind
  * instructions, strace system calls) that do not depend on how fast the
- * machine is today, and make bench's steady window at 1000 connections.
+ * machine is today, and make bench's equal-budget keep-alive windows.
  *
  *   kacount -c CONNS (-n REQUESTS | -d SECONDS) [-w WARM] [-p] HOST:PORT PATH
  *
