@@ -53,9 +53,10 @@
 #             TCP connections; with the proxy's idle private memory (part hsmesh)
 #
 # Each timed run lasts DUR = 6 s (HTTP/2: 4 s; the equal budget: 8 rounds of
-# 2 s windows, see part_budget), three repetitions; the references (direct, stunnel, the slow-token rows with the keyholder's
-# workers fixed by hand) run once: the whole bench stays under 15 minutes on
-# 2 cores (issue 19; the report's "Time" table gives each part's share).
+# 2 s windows, see part_budget), three repetitions; the references (direct,
+# stunnel, the slow-token rows with the keyholder's workers fixed by hand) run
+# once: the whole bench stays under 15 minutes on 2 cores (issue 19; the
+# report's "Time" table gives each part's share).
 # QUICK=1: one repetition of 1 s each, fewer handshakes under callgrind (a
 # smoke run, under 2 minutes). ONLY="hsmesh
 # keypath": some parts only; the results of the other parts are kept from
@@ -310,6 +311,8 @@ EOF
 
 # ---- measurements -------------------------------------------------------------------
 cpu_ticks() { t=0; for p in $PIDS; do set -- $(sed 's/.*) //' /proc/$p/stat 2>/dev/null); t=$((t + ${12:-0} + ${13:-0})); done; echo $t; }
+# per_cpu_s N TICKS: N per CPU-second of TICKS clock ticks (0 when none)
+per_cpu_s() { awk -v n="${1:-0}" -v t="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {if (t > 0) printf "%.0f", n / (t / hz); else print 0}'; }
 rss_kib() { r=0; for p in $PIDS; do v=$(awk '/^VmRSS/ {print $2}' /proc/$p/status 2>/dev/null); r=$((r + ${v:-0})); done; echo $r; }
 # private memory (not shared with any other process: no library text) of $PIDS, KiB
 priv_kib() { r=0; for p in $PIDS; do v=$(awk '/^Private_(Clean|Dirty):/ {s += $2} END {print s + 0}' /proc/$p/smaps_rollup 2>/dev/null); r=$((r + ${v:-0})); done; echo $r; }
@@ -328,11 +331,7 @@ keepalive_run() {
 	c1=$(cpu_ticks)
 	r=$(awk '/^Requests\/sec/ {print $2}' "$T/wrk.out")
 	n=$(awk '/requests in/ {print $1}' "$T/wrk.out")
-	eff=0
-	if [ -n "$PIDS" ] && [ $((c1 - c0)) -gt 0 ]; then
-		eff=$(awk -v n="${n:-0}" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", n / (t / hz)}')
-	fi
-	echo "${r:-0} $(to_ms "$(awk '$1 == "50%" {print $2}' "$T/wrk.out")") $(to_ms "$(awk '$1 == "99%" {print $2}' "$T/wrk.out")") $eff $(grep -c "Socket errors\|Non-2xx" "$T/wrk.out")" >>"$T/acc.keepalive.$1.$2"
+	echo "${r:-0} $(to_ms "$(awk '$1 == "50%" {print $2}' "$T/wrk.out")") $(to_ms "$(awk '$1 == "99%" {print $2}' "$T/wrk.out")") $(per_cpu_s "$n" $((c1 - c0))) $(grep -c "Socket errors\|Non-2xx" "$T/wrk.out")" >>"$T/acc.keepalive.$1.$2"
 }
 
 # col FILE N: the median of column N of FILE
@@ -652,8 +651,6 @@ abba() { [ $(($1 % 2)) = 1 ] && echo "hsmesh haproxy" || echo "haproxy hsmesh"; 
 # counted KEY: the PIDs whose CPU counts for pair KEY (use KEY first): the
 # pair's processes and their children, for hsmesh also the agent and its keyholder
 counted() { kids $PIDS $([ "${1%0}" = hsmesh ] && echo "$AGENT_PID"); }
-# per_cpu_s N TICKS: N per CPU-second of TICKS clock ticks (0 when none)
-per_cpu_s() { awk -v n="${1:-0}" -v t="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {if (t > 0) printf "%.0f", n / (t / hz); else print 0}'; }
 # stats [FORMAT]: of the numbers on stdin, "median min max count", the median
 # printed with FORMAT (default %.4f; an even count's median: the mean of the middle two)
 stats() {
@@ -670,11 +667,11 @@ paired() {
 # appends "req/s p99_ms req_per_cpu_s errors" to $T/bw.KEY.CONNS
 budget_wrk() {
 	use "$1"
-	cp=$(counted "$1")
-	c0=$(PIDS=$cp cpu_ticks)
+	cpids=$(counted "$1")
+	c0=$(PIDS=$cpids cpu_ticks)
 	taskset -c 1 wrk -t1 -c"$2" -d"${BW}s" --timeout 10s --latency -H "$3" \
 	    "http://127.0.0.1:$ENTRY/bytes?n=1024" >"$T/wrk.out" 2>&1
-	c1=$(PIDS=$cp cpu_ticks)
+	c1=$(PIDS=$cpids cpu_ticks)
 	r=$(awk '/^Requests\/sec/ {print $2}' "$T/wrk.out"); n=$(awk '/requests in/ {print $1}' "$T/wrk.out")
 	echo "${r:-0} $(to_ms "$(awk '$1 == "99%" {print $2}' "$T/wrk.out")") $(per_cpu_s "$n" $((c1 - c0))) $(grep -c "Socket errors\|Non-2xx" "$T/wrk.out")" \
 	    >>"$T/bw.$1.$2"
@@ -701,11 +698,11 @@ kac_open() {
 # counted processes around it; appends "req/s p99_ms req_per_cpu_s errors" to $T/bw.KEY.CONNS
 kac_window() {
 	use "$1"; eval "kin=\$KIN_$1 kout=\$KOUT_$1"
-	cp=$(counted "$1")
-	c0=$(PIDS=$cp cpu_ticks)
+	cpids=$(counted "$1")
+	c0=$(PIDS=$cpids cpu_ticks)
 	# (a subshell writes: a kacount that died takes SIGPIPE away with it, not this script)
 	l=""; (echo go >&"$kin") 2>/dev/null && read -r -t $((BW + 120)) -u "$kout" l
-	c1=$(PIDS=$cp cpu_ticks)
+	c1=$(PIDS=$cpids cpu_ticks)
 	set -- $(echo "$l" | awk '$1 == "done" {n = $2; s = $3; p = $5} END {print n + 0, s + 0, p + 0}') "$1" "$2"
 	[ "$1" -gt 0 ] || say "budget $4 c=$5: kacount: $(head -c 300 "$T/kac.$4.err")"
 	echo "$(awk -v n="$1" -v s="$2" 'BEGIN {printf "%.2f", (s > 0 ? n / s : 0)}') $3 $(per_cpu_s "$1" $((c1 - c0))) $([ "$1" -gt 0 ] && echo 0 || echo 1)" >>"$T/bw.$4.$5"
