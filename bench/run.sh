@@ -644,8 +644,10 @@ part_slowtoken() {
 # HAProxy pairs are measured in short windows that alternate in ABBA order
 # (hsmesh, haproxy, haproxy, hsmesh, ...), and each target is judged on the
 # median of the per-round ratios (one hsmesh window / the HAProxy window beside
-# it). BW: seconds per window; BR: rounds (QUICK=1: a smoke run).
+# it). BW: seconds per window; BR: rounds (QUICK=1: a smoke run); BUDGET_WINDOW
+# and BUDGET_ROUNDS set them by hand (to study the method; the report says which).
 if [ "$QUICK" = 1 ]; then BW=1; BR=2; else BW=2; BR=8; fi
+BW=${BUDGET_WINDOW:-$BW}; BR=${BUDGET_ROUNDS:-$BR}
 # abba ROUND: the order of the two pairs in that round
 abba() { [ $(($1 % 2)) = 1 ] && echo "hsmesh haproxy" || echo "haproxy hsmesh"; }
 # counted KEY: the PIDs whose CPU counts for pair KEY (use KEY first): the
@@ -718,10 +720,11 @@ kac_close() {
 # budget_record KEY CONNS: the medians of KEY's keep-alive windows at CONNS
 budget_record() {
 	f=$T/bw.$1.$2
-	set -- "$1" "$2" "$(awk '{print $1}' "$f" 2>/dev/null | stats %.2f)" "$(awk '{print $2}' "$f" 2>/dev/null | stats %.3f)" "$(awk '{print $3}' "$f" 2>/dev/null | stats %.0f)"
-	r=${3%% *}; p=${4%% *}; e=${5%% *}; n=$(echo "$3" | awk '{print $4}')
-	record "{\"contender\":\"$1\",\"test\":\"budget_keepalive\",\"conns\":$2,\"rps\":$r,\"p99_ms\":$p,\"req_per_cpu_s\":$e,\"windows\":$n,\"window_s\":$BW,\"error_lines\":$(awk '{s += $4} END {print s + 0}' "$f" 2>/dev/null),\"steady\":1,\"up_s\":$(cat "$f.up" 2>/dev/null || echo 0),\"rss_kib\":$(cat "$f.rss" 2>/dev/null || echo 0)}"
-	say "budget $1 keep-alive c=$2 (all up after $(cat "$f.up" 2>/dev/null) s; $n window(s) of $BW s): $r req/s, p99 $p ms, $e req per CPU-s (pair$([ "$1" = hsmesh ] && echo " + agent + keyholder")), RSS $(cat "$f.rss" 2>/dev/null) KiB"
+	set -- "$1" "$2" $(awk '{print $1}' "$f" 2>/dev/null | stats %.2f)	# $3..$6: req/s median, min, max; windows
+	p=$(awk '{print $2}' "$f" 2>/dev/null | stats %.3f); p=${p%% *}
+	e=$(awk '{print $3}' "$f" 2>/dev/null | stats %.0f); e=${e%% *}
+	record "{\"contender\":\"$1\",\"test\":\"budget_keepalive\",\"conns\":$2,\"rps\":$3,\"rps_min\":$4,\"rps_max\":$5,\"p99_ms\":$p,\"req_per_cpu_s\":$e,\"windows\":$6,\"window_s\":$BW,\"error_lines\":$(awk '{s += $4} END {print s + 0}' "$f" 2>/dev/null),\"steady\":1,\"up_s\":$(cat "$f.up" 2>/dev/null || echo 0),\"rss_kib\":$(cat "$f.rss" 2>/dev/null || echo 0)}"
+	say "budget $1 keep-alive c=$2 (all up after $(cat "$f.up" 2>/dev/null) s; $6 window(s) of $BW s): $3 req/s ($4-$5), p99 $p ms, $e req per CPU-s (pair$([ "$1" = hsmesh ] && echo " + agent + keyholder")), RSS $(cat "$f.rss" 2>/dev/null) KiB"
 }
 # budget_paired ROW CONNS A B: the hsmesh/HAProxy ratios of files A and B round
 # by round (req/s, req per CPU-s), each as its median, min, max and count
@@ -786,8 +789,8 @@ part_budget() {
 		k0=$([ "$k" = stunnel ] && echo stunnel || echo "${k}0")
 		for conns in 100 1000; do budget_record "$k" $conns; budget_windows "$k" keepalive $conns; done
 		set -- $(awk '{print $1}' "$T/bw.$k0.32" 2>/dev/null | stats %.2f) $(awk '{print $3}' "$T/bw.$k0.32" 2>/dev/null | stats %.0f)
-		record "{\"contender\":\"$k\",\"test\":\"budget_newconn\",\"resume\":$([ "$k" = stunnel ] && echo 1 || echo 0),\"cps\":$1,\"req_per_cpu_s\":$5,\"windows\":$4,\"window_s\":$BW,\"error_lines\":$(awk '{s += $4} END {print s + 0}' "$T/bw.$k0.32" 2>/dev/null)}"
-		say "budget $k new connections ($4 window(s) of $BW s): $1 conn/s, $5 per CPU-s"
+		record "{\"contender\":\"$k\",\"test\":\"budget_newconn\",\"resume\":$([ "$k" = stunnel ] && echo 1 || echo 0),\"cps\":$1,\"cps_min\":$2,\"cps_max\":$3,\"req_per_cpu_s\":$5,\"windows\":$4,\"window_s\":$BW,\"error_lines\":$(awk '{s += $4} END {print s + 0}' "$T/bw.$k0.32" 2>/dev/null)}"
+		say "budget $k new connections ($4 window(s) of $BW s): $1 conn/s ($2-$3), $5 per CPU-s"
 		budget_windows "$k0" newconn 32
 	done
 	ca1=$(PIDS=$(kids $CA_PID) cpu_ticks)
