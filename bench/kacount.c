@@ -2,7 +2,7 @@
  * kacount.c - keep-alive requests over a fixed number of connections,
  * counted once every connection is up: counts per request (callgrind
  * instructions, strace system calls) that do not depend on how fast the
- * machine is today, and make bench's steady window at 1000 connections.
+ * machine is today, and make bench's equal-budget keep-alive windows.
  *
  *   kacount -c CONNS (-n REQUESTS | -d SECONDS) [-w WARM] [-p] HOST:PORT PATH
  *
@@ -12,16 +12,19 @@
  * up at once (-p: after printing "start" and reading a line from stdin, so
  * that the set-up itself can be profiled). Then prints "ready S" (S: the
  * seconds from the first connect until every connection had its first
- * response) on stdout and waits for a line on stdin; then makes exactly
- * REQUESTS more requests (-n 0: none; -d: sends requests for SECONDS,
- * then lets the ones in flight complete), one in flight per connection as wrk does (a
- * connection sends its next request when its response is complete),
- * prints "done N S P50 P99" (responses, seconds from the line on stdin to
- * the last response, their latency percentiles in ms) and waits for
- * another line on stdin before it closes the connections (so that a
- * profile can be taken before they close). Responses must carry a
- * Content-Length. Used by hand and from bench scripts; never by a timed
- * test.
+ * response) on stdout and waits for a line on stdin, which starts a
+ * window: exactly REQUESTS more requests (-n 0: none; -d: requests sent
+ * for SECONDS, then the ones in flight complete), one in flight per
+ * connection as wrk does (a connection sends its next request when its
+ * response is complete). At the end of a window it prints
+ * "done N S P50 P99" (its responses, the seconds from the line on stdin
+ * to its last response, their latency percentiles in ms) and waits for
+ * another line: "go" starts another window of the same kind on the same
+ * open connections (its own count, seconds and percentiles; make bench
+ * alternates short windows of two pairs this way), any other line or the
+ * end of stdin closes the connections (so that a profile can be taken
+ * before they close). Responses must carry a Content-Length. Used by hand
+ * and from bench scripts; never by a timed test.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -141,6 +144,70 @@ pct_ms(const double *lat, long n, double q)
 	return lat[i < 0 ? 0 : i >= n ? n - 1 : i] * 1000.0;
 }
 
+/*
+ * One window over the conns open connections ks (their epoll set ep):
+ * total requests, or with dur > 0 as many as dur seconds take (then the
+ * ones in flight complete); prints its "done N S P50 P99" line. *lat (of
+ * *cap entries) is the latency buffer, kept from one window to the next.
+ * 0, or -1 when a connection failed or stalled.
+ */
+static int
+window(struct kc *ks, long conns, int ep, const char *req, size_t reqlen, long total, double dur,
+    double **lat, long *cap)
+{
+	struct epoll_event evs[256];
+	long sent = 0, got = 0, nlat = 0, i;
+	double t0 = now_s(), tl = 0;
+	int n, j;
+
+	if (dur > 0)	/* -d: as many as the window takes; stop sending once it is over */
+		total = LONG_MAX;
+	for (i = 0; i < conns && sent < total; i++, sent++)
+		if (send_req(&ks[i], req, reqlen) != 0)
+			return -1;
+	while (got < sent) {
+		if ((n = epoll_wait(ep, evs, 256, 60000)) <= 0) {
+			fprintf(stderr, "kacount: stalled at %ld of %ld responses\n", got, sent);
+			return -1;
+		}
+		for (j = 0; j < n; j++) {
+			struct kc *k = &ks[evs[j].data.u32];
+			int r = on_read(k);
+
+			if (r < 0) {
+				fprintf(stderr, "kacount: connection %u failed\n", evs[j].data.u32);
+				return -1;
+			}
+			if (r > 0) {
+				got++;
+				tl = now_s();
+				if (nlat == *cap) {
+					long nc = *cap ? *cap * 2 : 65536;
+					double *nl = realloc(*lat, (size_t)nc * sizeof(**lat));
+
+					if (nl == NULL)
+						return -1;
+					*lat = nl;
+					*cap = nc;
+				}
+				(*lat)[nlat++] = tl - k->sent;
+				if (dur > 0 && tl - t0 >= dur)
+					total = sent;	/* the window is over: drain what is in flight */
+				if (sent < total) {
+					if (send_req(k, req, reqlen) != 0)
+						return -1;
+					sent++;
+				}
+			}
+		}
+	}
+	qsort(*lat, (size_t)nlat, sizeof(**lat), cmp_dbl);
+	printf("done %ld %.3f %.3f %.3f\n", got, got > 0 ? tl - t0 : 0.0, pct_ms(*lat, nlat, 0.50),
+	    pct_ms(*lat, nlat, 0.99));
+	fflush(stdout);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -149,9 +216,9 @@ main(int argc, char **argv)
 	struct rlimit rl;
 	char req[512], line[64], *colon;
 	size_t reqlen;
-	long conns = 0, total = 0, sent = 0, got = 0, warm = 0, opened, nwarm = 0, nlat = 0, cap = 0;
+	long conns = 0, total = 0, warm = 0, opened, nwarm = 0, cap = 0;
 	struct kc *ks;
-	double t0, tw, dur = 0, *lat = NULL, tl = 0;
+	double tw, dur = 0, *lat = NULL;
 	int ep, o, i, n, pause = 0;
 
 	while ((o = getopt(argc, argv, "c:d:n:w:p")) != -1) {
@@ -224,51 +291,10 @@ main(int argc, char **argv)
 	fflush(stdout);
 	if (fgets(line, sizeof(line), stdin) == NULL)
 		return 0;
-	t0 = now_s();
-	if (dur > 0)	/* -d: as many as the window takes; stop sending once it is over */
-		total = LONG_MAX;
-	for (i = 0; i < conns && sent < total; i++, sent++)
-		if (send_req(&ks[i], req, reqlen) != 0)
+	do {
+		if (window(ks, conns, ep, req, reqlen, total, dur, &lat, &cap) != 0)
 			return 1;
-	while (got < sent) {
-		if ((n = epoll_wait(ep, evs, 256, 60000)) <= 0) {
-			fprintf(stderr, "kacount: stalled at %ld of %ld responses\n", got, sent);
-			return 1;
-		}
-		for (i = 0; i < n; i++) {
-			struct kc *k = &ks[evs[i].data.u32];
-			int r = on_read(k);
-
-			if (r < 0) {
-				fprintf(stderr, "kacount: connection %u failed\n", evs[i].data.u32);
-				return 1;
-			}
-			if (r > 0) {
-				got++;
-				tl = now_s();
-				if (nlat == cap) {
-					double *nl = realloc(lat, (size_t)(cap = cap ? cap * 2 : 65536) * sizeof(*lat));
-
-					if (nl == NULL)
-						return 1;
-					lat = nl;
-				}
-				lat[nlat++] = tl - k->sent;
-				if (dur > 0 && tl - t0 >= dur)
-					total = sent;	/* the window is over: drain what is in flight */
-				if (sent < total) {
-					if (send_req(k, req, reqlen) != 0)
-						return 1;
-					sent++;
-				}
-			}
-		}
-	}
-	qsort(lat, (size_t)nlat, sizeof(*lat), cmp_dbl);
-	printf("done %ld %.3f %.3f %.3f\n", got, got > 0 ? tl - t0 : 0.0, pct_ms(lat, nlat, 0.50), pct_ms(lat, nlat, 0.99));
-	fflush(stdout);
-	if (fgets(line, sizeof(line), stdin) == NULL)
-		return 0;
+	} while (fgets(line, sizeof(line), stdin) != NULL && strcmp(line, "go\n") == 0);
 	for (i = 0; i < conns; i++)
 		close(ks[i].fd);
 	return 0;

@@ -32,10 +32,13 @@
 #             and (not with QUICK=1) fixed at 64 and at 2 for comparison
 #   budget    the equal CPU budget (issue 19): each pair, with the hsmesh agent
 #             and its keyholder, pinned to CPU 0 with taskset, one worker (HAProxy
-#             nbthread 1), wrk and a backend of its own on CPU 1; keep-alive at 100
-#             and 1000 connections, new connections without resumption; requests
-#             per CPU-second count every process of the pair (for hsmesh the agent
-#             and keyholder too); the CA's CPU and RSS on their own line
+#             nbthread 1), the client and a backend of its own on CPU 1; keep-alive
+#             at 100 and 1000 connections (bench/kacount, windows on connections
+#             set up first), new connections without resumption (wrk); hsmesh and
+#             HAProxy in short alternating windows (ABBA), each target judged on
+#             the median of the per-round ratios; requests per CPU-second count
+#             every process of the pair (for hsmesh the agent and keyholder too);
+#             the CA's CPU and RSS on their own line
 #   tpm       bench/tpm.sh, when present (not with QUICK=1)
 #   enroll    CA enrollments/s, CA CPU per enrollment, p50/p99, on SQLite and
 #             PostgreSQL, 1 and 2 replicas, 4 and 16 clients (bench/enroll.sh,
@@ -49,10 +52,11 @@
 #             connection of one inbound proxy at 3000 idle TLS and 3000 silent
 #             TCP connections; with the proxy's idle private memory (part hsmesh)
 #
-# Each timed run lasts DUR = 6 s (HTTP/2: 4 s), three repetitions; the
-# references (direct, stunnel, the slow-token rows with the keyholder's
-# workers fixed by hand) run once: the whole bench stays under 15 minutes on
-# 2 cores (issue 19; the report's "Time" table gives each part's share).
+# Each timed run lasts DUR = 6 s (HTTP/2: 4 s; the equal budget: 8 rounds of
+# 2 s windows, see part_budget), three repetitions; the references (direct,
+# stunnel, the slow-token rows with the keyholder's workers fixed by hand) run
+# once: the whole bench stays under 15 minutes on 2 cores (issue 19; the
+# report's "Time" table gives each part's share).
 # QUICK=1: one repetition of 1 s each, fewer handshakes under callgrind (a
 # smoke run, under 2 minutes). ONLY="hsmesh
 # keypath": some parts only; the results of the other parts are kept from
@@ -307,6 +311,8 @@ EOF
 
 # ---- measurements -------------------------------------------------------------------
 cpu_ticks() { t=0; for p in $PIDS; do set -- $(sed 's/.*) //' /proc/$p/stat 2>/dev/null); t=$((t + ${12:-0} + ${13:-0})); done; echo $t; }
+# per_cpu_s N TICKS: N per CPU-second of TICKS clock ticks (0 when none)
+per_cpu_s() { awk -v n="${1:-0}" -v t="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {if (t > 0) printf "%.0f", n / (t / hz); else print 0}'; }
 rss_kib() { r=0; for p in $PIDS; do v=$(awk '/^VmRSS/ {print $2}' /proc/$p/status 2>/dev/null); r=$((r + ${v:-0})); done; echo $r; }
 # private memory (not shared with any other process: no library text) of $PIDS, KiB
 priv_kib() { r=0; for p in $PIDS; do v=$(awk '/^Private_(Clean|Dirty):/ {s += $2} END {print s + 0}' /proc/$p/smaps_rollup 2>/dev/null); r=$((r + ${v:-0})); done; echo $r; }
@@ -325,11 +331,7 @@ keepalive_run() {
 	c1=$(cpu_ticks)
 	r=$(awk '/^Requests\/sec/ {print $2}' "$T/wrk.out")
 	n=$(awk '/requests in/ {print $1}' "$T/wrk.out")
-	eff=0
-	if [ -n "$PIDS" ] && [ $((c1 - c0)) -gt 0 ]; then
-		eff=$(awk -v n="${n:-0}" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", n / (t / hz)}')
-	fi
-	echo "${r:-0} $(to_ms "$(awk '$1 == "50%" {print $2}' "$T/wrk.out")") $(to_ms "$(awk '$1 == "99%" {print $2}' "$T/wrk.out")") $eff $(grep -c "Socket errors\|Non-2xx" "$T/wrk.out")" >>"$T/acc.keepalive.$1.$2"
+	echo "${r:-0} $(to_ms "$(awk '$1 == "50%" {print $2}' "$T/wrk.out")") $(to_ms "$(awk '$1 == "99%" {print $2}' "$T/wrk.out")") $(per_cpu_s "$n" $((c1 - c0))) $(grep -c "Socket errors\|Non-2xx" "$T/wrk.out")" >>"$T/acc.keepalive.$1.$2"
 }
 
 # col FILE N: the median of column N of FILE
@@ -635,98 +637,166 @@ part_slowtoken() {
 # ---- the equal CPU budget (issue 19): the pair on one core, everything counted -----------
 # Each contender's pair (and for hsmesh the agent with its keyholder) pinned to
 # CPU 0, one worker each (HAProxy nbthread 1; stunnel has no such setting, its
-# threads share the core); wrk and a backend of its own on CPU 1. Requests per
-# CPU-second count every process that works for the pair; the CA (idle while
+# threads share the core); the client and a backend of its own on CPU 1. Requests
+# per CPU-second count every process that works for the pair; the CA (idle while
 # measuring: the certificates are issued before) is reported apart, not counted.
-# budget_wrk KEY CONNS [HEADER]: one wrk run on CPU 1 through pair KEY; appends
-# "req/s p99_ms req_per_cpu_s errors" to $T/acc.budget.KEY.CONNS
-budget_wrk() {
-	use "$1"
-	counted=$(kids $PIDS $([ "${1%0}" = hsmesh ] && echo "$AGENT_PID"))
-	c0=$(PIDS=$counted cpu_ticks)
-	taskset -c 1 wrk -t1 -c"$2" -d"${DUR}s" --timeout 10s --latency ${3:+-H "$3"} \
-	    "http://127.0.0.1:$ENTRY/bytes?n=1024" >"$T/wrk.out" 2>&1
-	c1=$(PIDS=$counted cpu_ticks)
-	r=$(awk '/^Requests\/sec/ {print $2}' "$T/wrk.out"); n=$(awk '/requests in/ {print $1}' "$T/wrk.out")
-	eff=$(awk -v n="${n:-0}" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {if (t > 0) printf "%.0f", n / (t / hz); else print 0}')
-	echo "${r:-0} $(to_ms "$(awk '$1 == "99%" {print $2}' "$T/wrk.out")") $eff $(grep -c "Socket errors\|Non-2xx" "$T/wrk.out")" \
-	    >>"$T/acc.budget.$1.$2${3:+.close}"
+# This VM's speed drifts by up to a fifth within minutes, so the hsmesh and
+# HAProxy pairs are measured in short windows that alternate in ABBA order
+# (hsmesh, haproxy, haproxy, hsmesh, ...), and each target is judged on the
+# median of the per-round ratios (one hsmesh window / the HAProxy window beside
+# it). BW: seconds per window; BR: rounds (QUICK=1: a smoke run); BUDGET_WINDOW
+# and BUDGET_ROUNDS set them by hand (to study the method; the report says which).
+if [ "$QUICK" = 1 ]; then BW=1; BR=2; else BW=2; BR=8; fi
+BW=${BUDGET_WINDOW:-$BW}; BR=${BUDGET_ROUNDS:-$BR}
+# abba ROUND: the order of the two pairs in that round
+abba() { [ $(($1 % 2)) = 1 ] && echo "hsmesh haproxy" || echo "haproxy hsmesh"; }
+# counted KEY: the PIDs whose CPU counts for pair KEY (use KEY first): the
+# pair's processes and their children, for hsmesh also the agent and its keyholder
+counted() { kids $PIDS $([ "${1%0}" = hsmesh ] && echo "$AGENT_PID"); }
+# stats [FORMAT]: of the numbers on stdin, "median min max count", the median
+# printed with FORMAT (default %.4f; an even count's median: the mean of the middle two)
+stats() {
+	sort -g | awk -v f="${1:-%.4f}" '{a[NR] = $1} END {if (NR == 0) print "0 0 0 0"; else printf f " %s %s %d\n",
+	    (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2), a[1], a[NR], NR}'
+}
+# paired A B COL: the ratio of column COL, line by line (round by round), of
+# files A and B (a line where B's is 0 left out), as "median min max count"
+paired() {
+	paste -d ' ' "$1" "$2" 2>/dev/null | awk -v n="$3" '{h = NF / 2; if ($(n + h) + 0 > 0) printf "%.4f\n", $n / $(n + h)}' | stats
 }
 
-# budget_steady KEY CONNS: the steady window through pair KEY (bench/kacount on
-# CPU 1): CONNS connections set up, one request each, then DUR s of requests
-# counted with the CPU they cost (what is in flight at the end completes and is
-# counted); appends "req/s p99_ms req_per_cpu_s errors up_s rss_kib" (up_s: all
-# CONNS connections had their first response after; rss_kib: of the counted
-# processes with the CONNS connections open) to $T/acc.budget.KEY.CONNS
-budget_steady() {
+# budget_wrk KEY CONNS HEADER: one wrk window of BW s on CPU 1 through pair KEY;
+# appends "req/s p99_ms req_per_cpu_s errors" to $T/bw.KEY.CONNS
+budget_wrk() {
 	use "$1"
-	counted=$(kids $PIDS $([ "${1%0}" = hsmesh ] && echo "$AGENT_PID"))
-	rm -f "$T/kac.in"; mkfifo "$T/kac.in"
-	taskset -c 1 "$B/bench/kacount" -c "$2" -d "$DUR" "127.0.0.1:$ENTRY" "/bytes?n=1024" \
-	    <"$T/kac.in" >"$T/kac.out" 2>"$T/kac.err" &
-	kp=$!
-	exec 3>"$T/kac.in"
-	for _ in $(seq 1200); do grep -q '^ready' "$T/kac.out" && break; kill -0 $kp 2>/dev/null || break; sleep 0.05; done
-	c0=$(PIDS=$counted cpu_ticks)
-	echo go >&3
-	for _ in $(seq $((DUR * 20 + 1200))); do grep -q '^done' "$T/kac.out" && break; kill -0 $kp 2>/dev/null || break; sleep 0.05; done
-	c1=$(PIDS=$counted cpu_ticks); rss=$(PIDS=$counted rss_kib)
-	echo end >&3; exec 3>&-
-	kill $kp 2>/dev/null; wait $kp 2>/dev/null
-	set -- $(awk '/^ready/ {u = $2} /^done/ {n = $2; s = $3; p = $5} END {print n + 0, s + 0, p + 0, u + 0}' "$T/kac.out") "$1" "$2"
-	[ "$1" -gt 0 ] || say "budget $5 c=$6: kacount: $(head -c 300 "$T/kac.err")"
-	echo "$(awk -v n="$1" -v s="$2" 'BEGIN {printf "%.2f", (s > 0 ? n / s : 0)}') $3 $(awk -v n="$1" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" \
-	    'BEGIN {if (t > 0) printf "%.0f", n / (t / hz); else print 0}') $([ "$1" -gt 0 ] && echo 0 || echo 1) $4 $rss" >>"$T/acc.budget.$5.$6"
+	cpids=$(counted "$1")
+	c0=$(PIDS=$cpids cpu_ticks)
+	taskset -c 1 wrk -t1 -c"$2" -d"${BW}s" --timeout 10s --latency -H "$3" \
+	    "http://127.0.0.1:$ENTRY/bytes?n=1024" >"$T/wrk.out" 2>&1
+	c1=$(PIDS=$cpids cpu_ticks)
+	r=$(awk '/^Requests\/sec/ {print $2}' "$T/wrk.out"); n=$(awk '/requests in/ {print $1}' "$T/wrk.out")
+	echo "${r:-0} $(to_ms "$(awk '$1 == "99%" {print $2}' "$T/wrk.out")") $(per_cpu_s "$n" $((c1 - c0))) $(grep -c "Socket errors\|Non-2xx" "$T/wrk.out")" \
+	    >>"$T/bw.$1.$2"
+}
+
+# Keep-alive windows: one bench/kacount (-d BW) per pair on CPU 1, its
+# connections warmed up once, then window after window on them ("go").
+# kac_open KEY CONNS: start it through pair KEY and wait for "ready"; its
+# stdin and stdout are fifos held open on fds KIN_KEY and KOUT_KEY (the
+# windows read its "done" lines there: no polling beside the pair); writes
+# the seconds until all were up to $T/bw.KEY.CONNS.up
+kac_open() {
+	use "$1"
+	f=$T/kac.$1; rm -f "$f.in" "$f.out"; mkfifo "$f.in" "$f.out"
+	taskset -c 1 "$B/bench/kacount" -c "$2" -d "$BW" "127.0.0.1:$ENTRY" "/bytes?n=1024" \
+	    <"$f.in" >"$f.out" 2>"$f.err" &
+	eval "KPID_$1=$!"; track $!
+	exec {kin}>"$f.in" {kout}<"$f.out"
+	eval "KIN_$1=$kin KOUT_$1=$kout"
+	l=""; read -r -t 120 -u "$kout" l
+	case $l in "ready "*) echo "${l#ready }" >"$T/bw.$1.$2.up" ;; *) echo 0 >"$T/bw.$1.$2.up"; say "budget $1 c=$2: kacount: $(head -c 300 "$f.err")" ;; esac
+}
+# kac_window KEY CONNS: one window of KEY's kacount with the CPU of the pair's
+# counted processes around it; appends "req/s p99_ms req_per_cpu_s errors" to $T/bw.KEY.CONNS
+kac_window() {
+	use "$1"; eval "kin=\$KIN_$1 kout=\$KOUT_$1"
+	cpids=$(counted "$1")
+	c0=$(PIDS=$cpids cpu_ticks)
+	# (a subshell writes: a kacount that died takes SIGPIPE away with it, not this script)
+	l=""; (echo go >&"$kin") 2>/dev/null && read -r -t $((BW + 120)) -u "$kout" l
+	c1=$(PIDS=$cpids cpu_ticks)
+	set -- $(echo "$l" | awk '$1 == "done" {n = $2; s = $3; p = $5} END {print n + 0, s + 0, p + 0}') "$1" "$2"
+	[ "$1" -gt 0 ] || say "budget $4 c=$5: kacount: $(head -c 300 "$T/kac.$4.err")"
+	echo "$(awk -v n="$1" -v s="$2" 'BEGIN {printf "%.2f", (s > 0 ? n / s : 0)}') $3 $(per_cpu_s "$1" $((c1 - c0))) $([ "$1" -gt 0 ] && echo 0 || echo 1)" >>"$T/bw.$4.$5"
+}
+# kac_close KEY CONNS: the RSS of pair KEY's counted processes with the CONNS
+# connections still open to $T/bw.KEY.CONNS.rss; then kacount closes them
+kac_close() {
+	use "$1"; eval "kin=\$KIN_$1 kout=\$KOUT_$1 kp=\$KPID_$1"
+	PIDS=$(counted "$1") rss_kib >"$T/bw.$1.$2.rss"
+	(echo end >&"$kin") 2>/dev/null; exec {kin}>&- {kout}<&-
+	wait "$kp" 2>/dev/null
+}
+# budget_record KEY CONNS: the medians of KEY's keep-alive windows at CONNS
+budget_record() {
+	f=$T/bw.$1.$2
+	set -- "$1" "$2" $(awk '{print $1}' "$f" 2>/dev/null | stats %.2f)	# $3..$6: req/s median, min, max; windows
+	p=$(awk '{print $2}' "$f" 2>/dev/null | stats %.3f); p=${p%% *}
+	e=$(awk '{print $3}' "$f" 2>/dev/null | stats %.0f); e=${e%% *}
+	record "{\"contender\":\"$1\",\"test\":\"budget_keepalive\",\"conns\":$2,\"rps\":$3,\"rps_min\":$4,\"rps_max\":$5,\"p99_ms\":$p,\"req_per_cpu_s\":$e,\"windows\":$6,\"window_s\":$BW,\"error_lines\":$(awk '{s += $4} END {print s + 0}' "$f" 2>/dev/null),\"steady\":1,\"up_s\":$(cat "$f.up" 2>/dev/null || echo 0),\"rss_kib\":$(cat "$f.rss" 2>/dev/null || echo 0)}"
+	say "budget $1 keep-alive c=$2 (all up after $(cat "$f.up" 2>/dev/null) s; $6 window(s) of $BW s): $3 req/s ($4-$5), p99 $p ms, $e req per CPU-s (pair$([ "$1" = hsmesh ] && echo " + agent + keyholder")), RSS $(cat "$f.rss" 2>/dev/null) KiB"
+}
+# budget_paired ROW CONNS A B: the hsmesh/HAProxy ratios of files A and B round
+# by round (req/s, req per CPU-s), each as its median, min, max and count
+budget_paired() {
+	set -- "$@" $(paired "$3" "$4" 1) $(paired "$3" "$4" 3)
+	record "{\"test\":\"budget_paired\",\"row\":\"$1\",\"conns\":$2,\"pairs\":$8,\"window_s\":$BW,\"rps_ratio\":$5,\"rps_ratio_min\":$6,\"rps_ratio_max\":$7,\"eff_ratio\":$9,\"eff_ratio_min\":${10},\"eff_ratio_max\":${11}}"
+	say "budget hsmesh/haproxy $1 c=$2, paired over $8 round(s): req/s ${5}x ($6-$7), req per CPU-s ${9}x (${10}-${11})"
+}
+# budget_windows KEY ROW CONNS: every window of KEY (results.json keeps them)
+budget_windows() {
+	awk '{print NR, $1, $2, $3}' "$T/bw.$1.$3" 2>/dev/null | while read -r i r p e; do
+		record "{\"test\":\"budget_window\",\"contender\":\"${1%0}\",\"row\":\"$2\",\"conns\":$3,\"round\":$i,\"rps\":$r,\"p99_ms\":$p,\"req_per_cpu_s\":$e}"
+	done
 }
 
 part_budget() {
 	[ "$(nproc)" -ge 2 ] || { say "budget: needs 2 CPUs"; return 0; }
-	say "=== equal CPU budget: each pair with its agent and keyholder on CPU 0, wrk and the backend on CPU 1"
+	say "=== equal CPU budget: each pair with its agent and keyholder on CPU 0, the client and the backend on CPU 1; $BR round(s) of $BW s windows, ABBA"
 	APP_ALL=$APP
-	taskset -c 1 "$HSMESH" app serve --listen 127.0.0.1:0 --name budget --port-file "$T/appb.port" 2>/dev/null &
-	ab=$!; track $ab
-	for _ in $(seq 100); do [ -s "$T/appb.port" ] && break; sleep 0.05; done
-	APP=$(cat "$T/appb.port")
-	stop_agent; start_agent 0 taskset -c 0 || { APP=$APP_ALL; return 1; }
+	# a backend per pair on CPU 1 (`app serve` takes at most 1024 connections, and
+	# both pairs keep their 1000 open at once): appb.hsmesh (stunnel's too), appb.haproxy
+	ab=""
+	for a in hsmesh haproxy; do
+		taskset -c 1 "$HSMESH" app serve --listen 127.0.0.1:0 --name "budget-$a" --port-file "$T/appb.$a.port" 2>/dev/null &
+		ab="$ab $!"; track $!
+		for _ in $(seq 100); do [ -s "$T/appb.$a.port" ] && break; sleep 0.05; done
+	done
+	stop_agent; start_agent 0 taskset -c 0 || { kill $ab 2>/dev/null; wait $ab 2>/dev/null; return 1; }
 	PIN="taskset -c 0"; PW=1; HA_NBTHREAD=1
 	ca0=$(PIDS=$(kids $CA_PID) cpu_ticks); s0=$SECONDS
-	bkeys=""; ALL_PIDS=""
+	bkeys=""; ALL_PIDS=""; rm -f "$T"/bw.*
 	# QUICK=1: no stunnel (its pair is smoke-tested in the main part; setting up its
 	# 1000 connections alone takes 5 s)
 	for c in hsmesh haproxy $([ "$QUICK" = 1 ] || echo stunnel); do
+		APP=$(cat "$T/appb.$([ "$c" = haproxy ] && echo haproxy || echo hsmesh).port")
 		# keep-alive: the pair with resumption; new connections: without (stunnel: its default)
 		pair_up "$c" "$c" 1 || continue
-		bkeys="$bkeys $c"
 		[ "$c" = stunnel ] || pair_up "${c}0" "$c" 0 || continue
+		bkeys="$bkeys $c"
 		use "$c"
 		curl -s -o /dev/null "http://127.0.0.1:$ENTRY/"
-		idle=$(PIDS=$(kids $PIDS $([ "$c" = hsmesh ] && echo "$AGENT_PID")) rss_kib)
-		record "{\"contender\":\"$c\",\"test\":\"budget_memory\",\"idle_kib\":$idle}"
+		record "{\"contender\":\"$c\",\"test\":\"budget_memory\",\"idle_kib\":$(PIDS=$(counted "$c") rss_kib)}"
 	done
-	for rep in $(seq $REPS); do
-		for k in $(rotate "$(later "$bkeys" $rep)" $((rep - 1))); do
-			budget_wrk "$k" 100
-			budget_steady "$k" 1000
-			if [ "$k" = stunnel ]; then budget_wrk stunnel 32 "Connection: close"; else budget_wrk "${k}0" 32 "Connection: close"; fi
-		done
+	case " $bkeys " in *" hsmesh haproxy "*) ;; *) say "budget: the hsmesh and HAProxy pairs are not both up"; bkeys="" ;; esac
+	# keep-alive: both pairs' connections up (one after the other, each alone
+	# on the core), then the windows alternate on them
+	for conns in $([ -n "$bkeys" ] && echo 100 1000); do
+		kac_open hsmesh $conns; kac_open haproxy $conns
+		for r in $(seq $BR); do for k in $(abba $r); do kac_window $k $conns; done; done
+		kac_close hsmesh $conns; kac_close haproxy $conns
+		budget_paired keepalive $conns "$T/bw.hsmesh.$conns" "$T/bw.haproxy.$conns"
 	done
+	# new connection per request, no resumption: wrk windows alternating the same way
+	for r in $([ -n "$bkeys" ] && seq $BR); do for k in $(abba $r); do budget_wrk "${k}0" 32 "Connection: close"; done; done
+	[ -n "$bkeys" ] && budget_paired newconn 32 "$T/bw.hsmesh0.32" "$T/bw.haproxy0.32"
+	# stunnel, the reference: one window per row
+	case " $bkeys " in *" stunnel "*)
+		for conns in 100 1000; do kac_open stunnel $conns; kac_window stunnel $conns; kac_close stunnel $conns; done
+		budget_wrk stunnel 32 "Connection: close" ;;
+	esac
 	for k in $bkeys; do
 		k0=$([ "$k" = stunnel ] && echo stunnel || echo "${k}0")
-		for conns in 100 1000; do
-			f=$T/acc.budget.$k.$conns
-			up=$([ "$conns" = 1000 ] && echo ",\"steady\":1,\"up_s\":$(col "$f" 5),\"rss_kib\":$(col "$f" 6)")
-			record "{\"contender\":\"$k\",\"test\":\"budget_keepalive\",\"conns\":$conns,\"rps\":$(col "$f" 1),\"p99_ms\":$(col "$f" 2),\"req_per_cpu_s\":$(col "$f" 3),\"error_lines\":$(awk '{s += $4} END {print s + 0}' "$f" 2>/dev/null)$up}"
-			say "budget $k keep-alive c=$conns$([ "$conns" = 1000 ] && echo " (steady, all up after $(col "$f" 5) s)"): $(col "$f" 1) req/s, p99 $(col "$f" 2) ms, $(col "$f" 3) req per CPU-s (pair$([ "$k" = hsmesh ] && echo " + agent + keyholder"))"
-		done
-		f=$T/acc.budget.$k0.32.close
-		record "{\"contender\":\"$k\",\"test\":\"budget_newconn\",\"resume\":$([ "$k" = stunnel ] && echo 1 || echo 0),\"cps\":$(col "$f" 1),\"req_per_cpu_s\":$(col "$f" 3)}"
-		say "budget $k new connections: $(col "$f" 1) conn/s, $(col "$f" 3) per CPU-s"
+		for conns in 100 1000; do budget_record "$k" $conns; budget_windows "$k" keepalive $conns; done
+		set -- $(awk '{print $1}' "$T/bw.$k0.32" 2>/dev/null | stats %.2f) $(awk '{print $3}' "$T/bw.$k0.32" 2>/dev/null | stats %.0f)
+		record "{\"contender\":\"$k\",\"test\":\"budget_newconn\",\"resume\":$([ "$k" = stunnel ] && echo 1 || echo 0),\"cps\":$1,\"cps_min\":$2,\"cps_max\":$3,\"req_per_cpu_s\":$5,\"windows\":$4,\"window_s\":$BW,\"error_lines\":$(awk '{s += $4} END {print s + 0}' "$T/bw.$k0.32" 2>/dev/null)}"
+		say "budget $k new connections ($4 window(s) of $BW s): $1 conn/s ($2-$3), $5 per CPU-s"
+		budget_windows "$k0" newconn 32
 	done
 	ca1=$(PIDS=$(kids $CA_PID) cpu_ticks)
 	record "{\"test\":\"budget_ca\",\"cpu_s\":$(awk -v t=$((ca1 - ca0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'),\"wall_s\":$((SECONDS - s0)),\"rss_kib\":$(PIDS=$(kids $CA_PID) rss_kib)}"
 	PIDS=$ALL_PIDS; stop_pair
-	kill "$ab" 2>/dev/null; wait "$ab" 2>/dev/null
+	kill $ab 2>/dev/null; wait $ab 2>/dev/null
 	PIN=""; PW=2; HA_NBTHREAD=2; APP=$APP_ALL
 	stop_agent; start_agent 0
 }
@@ -1014,19 +1084,32 @@ report_slowtoken() {
 report_budget() {
 	l=$(grep -F '"test":"budget_keepalive"' "$JSON" | head -n 1); [ -n "$l" ] || return 0
 	bv() { jv "budget_$1" "$2" "\"contender\":\"$3\"" ${4:+"$4"}; }
+	# pv ROW CONNS FIELD: of the paired ratios (budget_paired), FIELD (a ratio: 2 decimals)
+	pv() {
+		_v=$(jv budget_paired "$3" "\"row\":\"$1\"" "\"conns\":$2,")
+		case $3 in *ratio*) [ -n "$_v" ] && calc "printf \"%.2f\", $_v" ;; *) echo "$_v" ;; esac
+	}
+	# pr ROW CONNS FIELD: "MEDIAN× (MIN–MAX, N pairs)" of the paired ratios of FIELD (rps or eff)
+	pr() { echo "$(pv "$1" "$2" "$3_ratio")× ($(pv "$1" "$2" "$3_ratio_min")–$(pv "$1" "$2" "$3_ratio_max"), $(pv "$1" "$2" pairs) pairs)"; }
+	bw=$(jv budget_paired window_s); np=$(jv budget_paired pairs)
 	echo "## Equal CPU budget: the pair on one core, every process that works for it counted"
 	echo
 	echo "Each pair pinned to CPU 0 with \`taskset\` (for hsmesh with its node agent and the agent's keyholder,"
 	echo "which make every handshake signature), one worker each (\`workers: 1\`, HAProxy \`nbthread 1\`; stunnel"
-	echo "has no such setting: its threads share the core); wrk (\`-t1\`) and a backend of its own on CPU 1. TLS 1.3,"
-	echo "client certificates; keep-alive with 1 KiB responses: at 100 connections wrk's whole ${DUR} s window; at 1000"
-	echo "connections the steady window (\`bench/kacount\`, also on CPU 1: all 1000 connections set up with one request"
-	echo "each, then ${DUR} s of requests, one in flight per connection as wrk does, counted with the CPU they cost; \"all up"
-	echo "after\": from the first connect until every connection had its first response); new connection per request at"
-	echo "32 clients without session resumption (stunnel: with its default session cache). Requests per CPU-second"
-	echo "divide by the CPU of every counted process: both proxies, and for hsmesh the agent and keyholder. Median of"
-	echo "$REPS run(s) (stunnel, the reference: one). RSS idle: the same processes after one request; at c1000: at the"
-	echo "end of the steady window, the 1000 connections still open."
+	echo "has no such setting: its threads share the core); the client and a backend of its own on CPU 1. TLS 1.3,"
+	echo "client certificates. Keep-alive with 1 KiB responses, at 100 and at 1000 connections, both rows with the"
+	echo "same client, \`bench/kacount\` (on CPU 1, one in flight per connection as wrk does): each pair's connections"
+	echo "set up with one request each (\"all up after\": from the first connect until every connection had its first"
+	echo "response), then steady windows of ${bw:-$BW} s on those open connections, each counted with the CPU it costs. New"
+	echo "connection per request: wrk (\`-t1\`, also on CPU 1) at 32 clients without session resumption (stunnel: with"
+	echo "its default session cache), windows of ${bw:-$BW} s. This VM's speed drifts by up to a fifth within minutes, so"
+	echo "the hsmesh and HAProxy pairs take turns, window by window in ABBA order (hsmesh, HAProxy, HAProxy, hsmesh, ...),"
+	echo "${np:-$BR} rounds per row; each round's ratio is its hsmesh window over the HAProxy window beside it, and a ratio"
+	echo "shown for hsmesh (and each target below) is the median of those paired ratios (spread: min–max). The req/s,"
+	echo "p99 and req per CPU-s of each pair are the medians of its windows; stunnel, the reference, has one window per"
+	echo "row (its ratios: to HAProxy's medians). Requests per CPU-second divide by the CPU (clock ticks) of every counted"
+	echo "process: both proxies, and for hsmesh the agent and keyholder. RSS idle: the same processes after one request;"
+	echo "at c1000: after the last window, the 1000 connections still open."
 	echo
 	echo "| | keep-alive c100 req/s | p99 ms | c1000 steady req/s | p99 ms | all 1000 up after | new connection per request, req/s | req per CPU-s c100 | c1000 steady | new conn | RSS idle | RSS at c1000 |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -1034,29 +1117,38 @@ report_budget() {
 		r1=$(bv keepalive rps "$c" '"conns":100,'); [ -n "$r1" ] || continue
 		r2=$(bv keepalive rps "$c" '"conns":1000,'); nc=$(bv newconn cps "$c")
 		e1=$(bv keepalive req_per_cpu_s "$c" '"conns":100,'); e2=$(bv keepalive req_per_cpu_s "$c" '"conns":1000,'); e3=$(bv newconn req_per_cpu_s "$c")
-		if [ "$c" != haproxy ] && [ -n "$(bv keepalive rps haproxy '"conns":100,')" ]; then
+		# x VALUE HAPROXY'S PAIRED: "(ratio×)": hsmesh the paired median, stunnel to HAProxy's median
+		if [ "$c" = hsmesh ]; then
+			x() { echo " ($3×)"; }
+		elif [ "$c" = stunnel ]; then
 			x() { echo " ($(ratio "$1" "$2")×)"; }
-			h1=$(bv keepalive rps haproxy '"conns":100,'); h2=$(bv keepalive rps haproxy '"conns":1000,'); h3=$(bv newconn cps haproxy)
-			g1=$(bv keepalive req_per_cpu_s haproxy '"conns":100,'); g2=$(bv keepalive req_per_cpu_s haproxy '"conns":1000,'); g3=$(bv newconn req_per_cpu_s haproxy)
 		else
 			x() { :; }
 		fi
-		echo "| $c pair$([ "$c" = hsmesh ] && echo " + agent + keyholder") | $r1$(x "$r1" "${h1:-}") | $(bv keepalive p99_ms "$c" '"conns":100,') | $r2$(x "$r2" "${h2:-}") | $(bv keepalive p99_ms "$c" '"conns":1000,') | $(bv keepalive up_s "$c" '"conns":1000,') s | $nc$(x "$nc" "${h3:-}") | $e1$(x "$e1" "${g1:-}") | $e2$(x "$e2" "${g2:-}") | $e3$(x "$e3" "${g3:-}") | $(calc "printf \"%.1f\", $(bv memory idle_kib "$c") / 1024") MiB | $(calc "printf \"%.1f\", $(bv keepalive rss_kib "$c" '"conns":1000,') / 1024") MiB |"
+		h1=$(bv keepalive rps haproxy '"conns":100,'); h2=$(bv keepalive rps haproxy '"conns":1000,'); h3=$(bv newconn cps haproxy)
+		g1=$(bv keepalive req_per_cpu_s haproxy '"conns":100,'); g2=$(bv keepalive req_per_cpu_s haproxy '"conns":1000,'); g3=$(bv newconn req_per_cpu_s haproxy)
+		echo "| $c pair$([ "$c" = hsmesh ] && echo " + agent + keyholder") | $r1$(x "$r1" "$h1" "$(pv keepalive 100 rps_ratio)") | $(bv keepalive p99_ms "$c" '"conns":100,') | $r2$(x "$r2" "$h2" "$(pv keepalive 1000 rps_ratio)") | $(bv keepalive p99_ms "$c" '"conns":1000,') | $(bv keepalive up_s "$c" '"conns":1000,') s | $nc$(x "$nc" "$h3" "$(pv newconn 32 rps_ratio)") | $e1$(x "$e1" "$g1" "$(pv keepalive 100 eff_ratio)") | $e2$(x "$e2" "$g2" "$(pv keepalive 1000 eff_ratio)") | $e3$(x "$e3" "$g3" "$(pv newconn 32 eff_ratio)") | $(calc "printf \"%.1f\", $(bv memory idle_kib "$c") / 1024") MiB | $(calc "printf \"%.1f\", $(bv keepalive rss_kib "$c" '"conns":1000,') / 1024") MiB |"
 	done
+	echo
+	echo "hsmesh / HAProxy, round by round (median of the paired ratios, min–max, pairs):"
+	echo
+	echo "| | keep-alive c100 | c1000 steady | new connection per request |"
+	echo "|---|---:|---:|---:|"
+	echo "| req/s | $(pr keepalive 100 rps) | $(pr keepalive 1000 rps) | $(pr newconn 32 rps) |"
+	echo "| req per CPU-s | $(pr keepalive 100 eff) | $(pr keepalive 1000 eff) | $(pr newconn 32 eff) |"
 	echo
 	echo "The CA (its front and its keyholder, on the same host, not pinned and not counted): $(jv budget_ca cpu_s) CPU-s"
 	echo "over the $(jv budget_ca wall_s) s of this part, RSS $(calc "printf \"%.1f\", $(jv budget_ca rss_kib) / 1024") MiB."
 	echo
-	k1=$(ratio "$(bv keepalive rps hsmesh '"conns":100,')" "$(bv keepalive rps haproxy '"conns":100,')")
-	k2=$(ratio "$(bv keepalive rps hsmesh '"conns":1000,')" "$(bv keepalive rps haproxy '"conns":1000,')")
+	k1=$(pv keepalive 100 rps_ratio); k2=$(pv keepalive 1000 rps_ratio); n1=$(pv newconn 32 rps_ratio)
+	sp() { echo "($(pv "$1" "$2" rps_ratio_min)–$(pv "$1" "$2" rps_ratio_max))"; }
 	p1=$(ratio "$(bv keepalive p99_ms hsmesh '"conns":100,')" "$(bv keepalive p99_ms haproxy '"conns":100,')")
 	p2=$(ratio "$(bv keepalive p99_ms hsmesh '"conns":1000,')" "$(bv keepalive p99_ms haproxy '"conns":1000,')")
-	n1=$(ratio "$(bv newconn cps hsmesh)" "$(bv newconn cps haproxy)")
 	echo "| target (issue 19, equal budget) | measured | |"
 	echo "|---|---|---|"
-	echo "| keep-alive req/s ≥ 1.2× the HAProxy pair at 100 / 1000 connections (steady window) | ${k1}× / ${k2}× | $(met "$k1" 1.2 ge) / $(met "$k2" 1.2 ge) |"
-	echo "| p99 no higher than HAProxy's at 100 / 1000 connections | ${p1}× / ${p2}× | $(met "$p1" 1 le) / $(met "$p2" 1 le) |"
-	echo "| new connection per request (no resumption) ≥ 1.0× the HAProxy pair | ${n1}× | $(met "$n1" 1.0 ge) |"
+	echo "| keep-alive req/s ≥ 1.2× the HAProxy pair at 100 / 1000 connections (steady windows; median of $np paired ratios, min–max) | ${k1}× $(sp keepalive 100) / ${k2}× $(sp keepalive 1000) | $(met "${k1:--}" 1.2 ge) / $(met "${k2:--}" 1.2 ge) |"
+	echo "| p99 no higher than HAProxy's at 100 / 1000 connections (ratio of the pairs' median p99s) | ${p1}× / ${p2}× | $(met "$p1" 1 le) / $(met "$p2" 1 le) |"
+	echo "| new connection per request (no resumption) ≥ 1.0× the HAProxy pair (median of $np paired ratios, min–max) | ${n1}× $(sp newconn 32) | $(met "${n1:--}" 1.0 ge) |"
 	echo
 	echo "What a keep-alive request costs each pair, and what limits it: \"What limits the targets not met\","
 	echo "*Keep-alive*, below (\`bench/kaprofile.sh\`)."
@@ -1375,8 +1467,8 @@ R=$OUT/RESULTS.md
 	echo "  (one edge), and it measured no better than the BIO alone. Kernel TLS would take OpenSSL's record layer off the path,"
 	echo "  but this kernel offers none (\`/proc/sys/net/ipv4/tcp_available_ulp\`: mptcp only). Setting up 1000"
 	echo "  connections costs ≈ 1.2–1.5 ms of CPU each for either pair (resumed): in a wrk window of a few seconds"
-	echo "  that is a fifth of the core, which is why the equal-budget part measures 1000 connections in a steady"
-	echo "  window once all are up (\"all 1000 up after\" tells the set-up apart); from a cold start (no session yet) a burst of new outbound connections makes full handshakes"
+	echo "  that is a fifth of the core, which is why the equal-budget part measures keep-alive in steady"
+	echo "  windows once all connections are up (\"all 1000 up after\" tells the set-up apart); from a cold start (no session yet) a burst of new outbound connections makes full handshakes"
 	echo "  until the first ticket arrives (100 of 100, 64–257 of 1000; HAProxy's resumed 96–99 %), but make bench's pairs"
 	echo "  serve a request before they are measured, so every connection measured here resumes. Freeing"
 	echo "  OpenSSL's record buffers when empty gained 3–5 % at 1000 connections; prefetching each epoll"
