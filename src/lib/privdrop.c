@@ -37,6 +37,17 @@ lookup(const char *user, uid_t *uid, gid_t *gid)
 }
 
 int
+priv_lookup(const char *user)
+{
+	uid_t uid;
+	gid_t gid;
+
+	if (user == NULL || *user == '\0')
+		return 0;
+	return lookup(user, &uid, &gid);
+}
+
+int
 priv_drop(const char *user)
 {
 	uid_t uid = 0, ruid, euid, suid;

@@ -22,4 +22,11 @@
  */
 int priv_drop(const char *user);
 
+/*
+ * 0 when user (NULL or "": no user) is in the password database, else
+ * HSM_ECONFIG "user 'x' does not exist" (a configuration check: whether
+ * the process may become it depends on who starts it).
+ */
+int priv_lookup(const char *user);
+
 #endif

@@ -49,13 +49,14 @@ buf_space(struct relay_buf *b)
 /*
  * One direction, from side in to side out through b: read while there is
  * room (unless dry), write while bytes wait (unless full), pass an end on
- * once b is empty. 1 when something moved or ended, 0 when not, -1 when
- * a side failed (f says why). Inlined twice with constant sides (a
- * loop over both directions cost a fifth more instructions per pump).
+ * once b is empty (!write: read only). 1 when something moved or ended,
+ * 0 when not, -1 when a side failed (f says why). Inlined with constant
+ * sides and write (a loop over both directions cost a fifth more
+ * instructions per pump).
  */
 static inline __attribute__((always_inline)) int
 relay_dir(struct relay_buf *b, struct side *in, struct side *out, int *dry, int *full,
-    struct fail *f)
+    int write, struct fail *f)
 {
 	enum side_st st;
 	int progress = 0;
@@ -69,6 +70,8 @@ relay_dir(struct relay_buf *b, struct side *in, struct side *out, int *dry, int 
 		progress = st != SIDE_WAIT;
 		*dry = in->dry;
 	}
+	if (!write)
+		return progress;
 	if (b->len > 0 && !*full) {
 		if (side_write(out, b->data + b->off, b->len, &n, f) == SIDE_FAILED)
 			return -1;
@@ -82,8 +85,9 @@ relay_dir(struct relay_buf *b, struct side *in, struct side *out, int *dry, int 
 	return progress;
 }
 
-enum relay_st
-relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool, struct fail *f)
+static inline __attribute__((always_inline)) enum relay_st
+pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool, int write,
+    struct fail *f)
 {
 	int p0, p1, moved = 0, dry0, dry1, full0 = 0, full1 = 0;
 
@@ -92,8 +96,9 @@ relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool, 
 		goto fail;
 	}
 	s[0].bufs = s[1].bufs = 1;
-	dry0 = why == 1 && s[0].dry && !side_pending(&s[0]);
-	dry1 = why == 0 && s[1].dry && !side_pending(&s[1]);
+	/* after a gather, each side was read to dry in this batch or had nothing to say */
+	dry0 = (why == 1 || why == RELAY_AFTER_GATHER) && s[0].dry && !side_pending(&s[0]);
+	dry1 = (why == 0 || why == RELAY_AFTER_GATHER) && s[1].dry && !side_pending(&s[1]);
 	/*
 	 * SSL_get_error reads a stale error on the queue as the failure of
 	 * the call: start clean. Calls that succeed or want I/O add nothing,
@@ -102,12 +107,12 @@ relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool, 
 	if (ERR_peek_error() != 0)
 		ERR_clear_error();
 	do {
-		if ((p0 = relay_dir(&r->buf[0], &s[0], &s[1], &dry0, &full1, f)) < 0 ||
-		    (p1 = relay_dir(&r->buf[1], &s[1], &s[0], &dry1, &full0, f)) < 0)
+		if ((p0 = relay_dir(&r->buf[0], &s[0], &s[1], &dry0, &full1, write, f)) < 0 ||
+		    (p1 = relay_dir(&r->buf[1], &s[1], &s[0], &dry1, &full0, write, f)) < 0)
 			goto fail;
 		moved |= p0 | p1;
 	} while (p0 | p1);
-	r->moved = (uint8_t)moved;
+	r->moved = (uint8_t)(moved | (why == RELAY_AFTER_GATHER ? r->moved : 0));
 	if (s[0].eof && s[1].eof && s[0].shut && s[1].shut && r->buf[0].len == 0 &&
 	    r->buf[1].len == 0)
 		return RELAY_DONE;
@@ -117,6 +122,19 @@ relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool, 
  fail:
 	ERR_clear_error();
 	return RELAY_FAILED;
+}
+
+enum relay_st
+relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool, struct fail *f)
+{
+	return pump(r, s, why, pool, 1, f);
+}
+
+enum relay_st
+relay_gather(struct relay *r, struct side s[2], int why, struct relay_pool *pool,
+    struct fail *f)
+{
+	return pump(r, s, why, pool, 0, f);
 }
 
 void

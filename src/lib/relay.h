@@ -18,6 +18,10 @@
  * Lifecycle: relay_init, then relay_pump after each event on either side
  * (and once at start), registering relay_events(r, s, i) for each side
  * while it returns RELAY_OPEN; relay_release when the connection ends.
+ * An event loop may split a pump in two: relay_gather at each event of a
+ * batch (reads only), then relay_pump(..., RELAY_AFTER_GATHER, ...) once
+ * per connection when the batch is done, so that the batch's writes leave
+ * together (see relay_gather).
  */
 #ifndef HSM_RELAY_H
 #define HSM_RELAY_H
@@ -108,6 +112,23 @@ void relay_init(struct relay *r, size_t cap);
  * buffer could be had).
  */
 enum relay_st relay_pump(struct relay *r, struct side s[2], int why, struct relay_pool *pool,
+    struct fail *f);
+
+/* relay_pump's why after relay_gather: neither side is read again when its gather found it dry. */
+#define RELAY_AFTER_GATHER	(-2)
+
+/*
+ * The reading half of relay_pump (same why, same results; never writes
+ * nor half-closes). An event loop gathers at each event of a batch and
+ * pumps each gathered connection with RELAY_AFTER_GATHER once the batch
+ * is done: the writes of a batch then leave back to back. A process that
+ * reads what we write (the app, the client) is woken once per batch rather
+ * than once per write: on a VM each wake of an idle CPU is an IPI that
+ * costs the writer microseconds (bench/kaprofile.sh IPI=1). Reads stop at
+ * the buffer's room (backpressure as relay_pump); bytes gathered wait in
+ * the buffer only until the batch's end.
+ */
+enum relay_st relay_gather(struct relay *r, struct side s[2], int why, struct relay_pool *pool,
     struct fail *f);
 
 /*

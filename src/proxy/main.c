@@ -502,7 +502,7 @@ proxy_usage(FILE *f)
 	    "  -c, --config FILE    proxy.yaml\n"
 	    "  -d, --debug          debug log lines\n"
 	    "      --ports-file F   write 'NAME PORT' per listener once bound (port 0 picks one)\n"
-	    "      --check          check proxy.yaml and exit\n"
+	    "      --check          check proxy.yaml (and that its user: exists) and exit\n"
 	    "  -h, --help           this text\n"
 	    "\n"
 	    "Started as root with 'user: NAME' in proxy.yaml, the proxy binds its listeners\n"
@@ -630,6 +630,11 @@ proxy_main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
+		if ((st = priv_lookup(px.cfg->confine.user)) != 0) {
+			fprintf(stderr, "hsmesh proxy: %s: %s\n", px.cfgpath, hsm_err_msg(st));
+			proxy_config_free(px.cfg);
+			return 1;
+		}
 		printf("%s: ok (%zu listeners)\n", px.cfgpath, px.cfg->nlst);
 		proxy_config_free(px.cfg);
 		return 0;

@@ -201,6 +201,7 @@ struct conn {
 	struct worker *w;
 	struct conn *prev, *next;	/* the worker's list */
 	struct conn *dead_next;
+	struct conn *gather_next;	/* the worker's gathered connections (codec_tcp) */
 	struct ident *ident;
 	struct policy *pol;
 	const struct codec *codec;
@@ -217,6 +218,7 @@ struct conn {
 	uint8_t charged;		/* its full handshake was counted against its source */
 	uint8_t added[2];		/* the side's fd is in epoll */
 	uint8_t pooled;			/* an upstream connection of an HTTP pool (no DOWN socket) */
+	uint8_t gathered;		/* on the worker's gather list */
 	enum conn_state state;
 	int afd;			/* async wait fd */
 	uint32_t ev[2];			/* epoll interest registered per side */
@@ -246,6 +248,8 @@ struct worker {
 	struct evsrc *lsrc, wsrc;
 	struct conn head;		/* circular list of live connections */
 	struct conn *dead;
+	struct conn *gather, **gather_tail;	/* read in this batch, to pump at its end (tcp.c) */
+	int gathering;			/* within a batch of events: codec_tcp gathers */
 	unsigned n;
 	struct relay_pool pool;		/* free relay buffers */
 	unsigned njobs, jobs_peak;	/* async jobs paused now; most since the pool was dropped */
@@ -466,6 +470,15 @@ void worker_fini(struct worker *w);
 void *worker_main(void *arg);
 /* Wake every worker's epoll_wait (drain, stop). */
 void wake_workers(struct proxy *px);
+
+/* ---- tcp.c ---- */
+
+/*
+ * Pump every connection gathered in the batch of events just handled
+ * (relay_gather in relay.h), in the order of their first event. The
+ * worker calls it after each batch, before freeing the batch's dead.
+ */
+void tcp_flush(struct worker *w);
 
 /* ---- http.c (the HTTP codec's worker hooks) ---- */
 

@@ -2,14 +2,16 @@
  * tcp.c - `protocol: tcp`, the sidecar's first codec (see struct codec in
  * proxy.h): the byte relay of lib/relay.c between the connection's two
  * sides, with the worker's buffer pool, the listener's buffer size and
- * idle timeout. One relay_pump per event, whichever side and direction.
+ * idle timeout. Within a batch of events, a relay_gather per event and
+ * one relay_pump per connection at the batch's end (tcp_flush); outside
+ * a batch, one relay_pump per event, whichever side and direction.
  */
 #include "proxy.h"
 #include "proxyconf.h"
 
-/* After a pump: close, or wait for what each side needs and until the idle deadline. */
+/* A pump, then: close, or wait for what each side needs and until the idle deadline. */
 static void
-tcp_pump(struct conn *c, int why)
+tcp_settle(struct conn *c, int why)
 {
 	struct worker *w = c->w;
 
@@ -26,6 +28,46 @@ tcp_pump(struct conn *c, int why)
 	c->deadline = c->t_last + c->pol->cfg->idle_timeout_ms;
 	conn_watch(c, DOWN, relay_events(&c->rl, c->side, DOWN));
 	conn_watch(c, UP, relay_events(&c->rl, c->side, UP));
+}
+
+/*
+ * An event: within a batch of the worker's events, read only and queue c
+ * for tcp_flush (relay_gather: the batch's writes leave together); else
+ * the whole pump at once.
+ */
+static void
+tcp_pump(struct conn *c, int why)
+{
+	struct worker *w = c->w;
+
+	if (!w->gathering) {
+		tcp_settle(c, why);
+		return;
+	}
+	if (relay_gather(&c->rl, c->side, why, &w->pool, &c->fail) != RELAY_OPEN) {
+		conn_close(c);
+		return;
+	}
+	if (!c->gathered) {
+		c->gathered = 1;
+		c->gather_next = NULL;
+		*w->gather_tail = c;
+		w->gather_tail = &c->gather_next;
+	}
+}
+
+void
+tcp_flush(struct worker *w)
+{
+	struct conn *c;
+
+	while ((c = w->gather) != NULL) {
+		if ((w->gather = c->gather_next) == NULL)
+			w->gather_tail = &w->gather;
+		c->gathered = 0;
+		if (c->state == C_RELAY)	/* not closed since its gather */
+			tcp_settle(c, RELAY_AFTER_GATHER);
+	}
 }
 
 static void

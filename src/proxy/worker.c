@@ -136,6 +136,7 @@ worker_main(void *arg)
 		}
 		n = epoll_wait(w->ep, evs, MAX_EVENTS, w->http != NULL && http_busy(w) ? 0 : SWEEP_MS);
 		w->now = now = hsm_now_ms();
+		w->gathering = 1;
 		for (i = 0; i < n; i++) {
 			struct evsrc *s = evs[i].data.ptr;
 
@@ -153,7 +154,9 @@ worker_main(void *arg)
 				break;
 			}
 		}
-		/* what this batch's events gave HTTP connections leaves together */
+		w->gathering = 0;
+		/* what this batch's events gave TCP and HTTP connections leaves together */
+		tcp_flush(w);
 		if (w->http != NULL)
 			http_flush(w);
 		while ((c = w->dead) != NULL) {
@@ -201,6 +204,7 @@ worker_init(struct proxy *px, struct worker *w, unsigned idx)
 	w->px = px;
 	w->idx = idx;
 	w->head.next = w->head.prev = &w->head;
+	w->gather_tail = &w->gather;
 	w->listening = 1;
 	if ((w->lfd = malloc(n * sizeof(*w->lfd))) == NULL ||
 	    (w->lsrc = calloc(n, sizeof(*w->lsrc))) == NULL)

@@ -194,6 +194,11 @@ starts_refused() {
 sed "s/^user: nobody/user: no-such-user-$$/" "$T/p.yaml" >"$T/bad.yaml"
 starts_refused "a user that does not exist" "user 'no-such-user-$$' does not exist$" \
     "$HSMESH" proxy -c "$T/bad.yaml"
+check "proxy --check of that file: refused in one line naming the file and the user" sh -c '
+	out=$("$1" proxy -c "$2" --check 2>&1); st=$?
+	[ "$st" = 1 ] && [ "$(printf "%s\n" "$out" | wc -l)" = 1 ] &&
+	    [ "$out" = "hsmesh proxy: $2: user '"'"'$3'"'"' does not exist" ]' x "$HSMESH" "$T/bad.yaml" "no-such-user-$$"
+check "... and of the file with user: nobody: ok" sh -c '"$1" proxy -c "$2" --check | grep -q ": ok ("' x "$HSMESH" "$T/p.yaml"
 # root without CAP_SETGID and CAP_SETUID: the switch fails, the proxy does not run as root
 starts_refused "a switch that fails (root without CAP_SETGID): the proxy does not run on as root" \
     "user 'nobody': cannot set its groups: Operation not permitted$" \

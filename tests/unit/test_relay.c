@@ -106,9 +106,24 @@ pump(struct fx *x, int why)
 }
 
 /*
+ * The sidecar's batch of events (proxy/tcp.c): relay_gather for each side
+ * with an event, then one relay_pump(RELAY_AFTER_GATHER). settle() drives
+ * the relay this way while gathering is set (the gather_* tests).
+ */
+static int gathering;
+
+static void
+gather(struct fx *x, int why)
+{
+	assert_int_equal(x->st, RELAY_OPEN);
+	x->st = relay_gather(&x->r, x->s, why, &x->pool, &x->f);
+}
+
+/*
  * The event loop: while the relay is open, wait (up to 20 ms) for the
- * events it asks for and pump for each side that has one; stop when
- * nothing happens. Bounded: at most 1000 rounds.
+ * events it asks for and pump for each side that has one (gathering: a
+ * gather for each, then one pump); stop when nothing happens. Bounded: at
+ * most 1000 rounds.
  */
 static void
 settle(struct fx *x)
@@ -127,8 +142,14 @@ settle(struct fx *x)
 		if ((n = poll(p, 2, 20)) <= 0)
 			return;
 		for (int i = 0; i < 2 && x->st == RELAY_OPEN; i++)
-			if (p[i].revents != 0)
-				pump(x, i);
+			if (p[i].revents != 0) {
+				if (gathering)
+					gather(x, i);
+				else
+					pump(x, i);
+			}
+		if (gathering && x->st == RELAY_OPEN)
+			pump(x, RELAY_AFTER_GATHER);
 	}
 }
 
@@ -657,6 +678,93 @@ tls_edge_triggered(void **state)
 	fx_free(&x);
 }
 
+/*
+ * A gather reads and writes nothing; the pump after it writes what was
+ * gathered and passes an end on, without reading again a side its gather
+ * found dry (bytes that came since wait for their event).
+ */
+static void
+gather_then_pump(void **state)
+{
+	struct fx x;
+	uint8_t buf[16];
+
+	fx_plain(&x, 16384, 0);
+	pump(&x, -1);
+	assert_int_equal(write(x.a[1], "ping", 4), 4);
+	gather(&x, 0);
+	assert_int_equal(x.st, RELAY_OPEN);
+	assert_int_equal(x.s[0].nread, 4);
+	assert_int_equal(x.r.buf[0].len, 4);
+	assert_int_equal(x.r.moved, 1);
+	assert_int_equal(drain(x.b[1], buf, sizeof(buf)), 0);	/* nothing written yet */
+	assert_int_equal(write(x.a[1], "late", 4), 4);
+	assert_int_equal(write(x.b[1], "pong", 4), 4);
+	gather(&x, 1);
+	pump(&x, RELAY_AFTER_GATHER);
+	assert_int_equal(x.st, RELAY_OPEN);
+	assert_int_equal(x.r.moved, 1);
+	assert_int_equal(drain(x.b[1], buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "ping", 4);
+	assert_int_equal(drain(x.a[1], buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "pong", 4);
+	assert_int_equal(x.s[0].nread, 4);	/* "late" waits for side 0's next event */
+	assert_null(x.r.buf[0].data);		/* the buffers went back once empty */
+	assert_null(x.r.buf[1].data);
+	/* side 0's next event: "late" (a short read: dry), then the end at the one after */
+	assert_int_equal(shutdown(x.a[1], SHUT_WR), 0);
+	gather(&x, 0);
+	assert_int_equal(x.s[0].nread, 8);
+	pump(&x, RELAY_AFTER_GATHER);
+	assert_int_equal(drain(x.b[1], buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "late", 4);
+	/* an end: gathered, passed on by the pump */
+	gather(&x, 0);
+	assert_int_equal(x.s[0].eof, 1);
+	assert_int_equal(x.s[1].shut, 0);
+	pump(&x, RELAY_AFTER_GATHER);
+	assert_int_equal(x.s[1].shut, 1);
+	assert_int_equal(drain(x.b[1], buf, sizeof(buf)), -1);
+	assert_int_equal(x.f.reason, REASON_NONE);
+	fx_free(&x);
+}
+
+/* A reset found by a gather fails the relay there, as a pump's would. */
+static void
+gather_reset(void **state)
+{
+	struct linger lg = { 1, 0 };
+	struct fx x;
+
+	fx_plain(&x, 16384, 1);
+	pump(&x, -1);
+	assert_int_equal(setsockopt(x.b[1], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+	close(x.b[1]);
+	x.b[1] = -1;
+	assert_true(tf_wait(x.b[0], 0, 1000));
+	gather(&x, 1);
+	assert_int_equal(x.st, RELAY_FAILED);
+	assert_int_equal(x.f.reason, REASON_RESET);
+	assert_string_equal(x.f.detail, "read from the b: Connection reset by peer");
+	fx_free(&x);
+}
+
+/* The relay's behaviours of the tests above, driven as the sidecar's batches drive it. */
+static void
+gather_both_ways(void **state)
+{
+	gathering = 1;
+	both_ways(state);
+	half_close_side0(state);
+	half_close_side1(state);
+	backpressure(state);
+	end_waits_for_bytes(state);
+	peer_reset(state);
+	tls_both_ways(state);
+	tls_cut(state);
+	gathering = 0;
+}
+
 int
 main(void)
 {
@@ -673,6 +781,9 @@ main(void)
 		cmocka_unit_test(tls_both_ways),
 		cmocka_unit_test(tls_cut),
 		cmocka_unit_test(tls_edge_triggered),
+		cmocka_unit_test(gather_then_pump),
+		cmocka_unit_test(gather_reset),
+		cmocka_unit_test(gather_both_ways),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -396,6 +396,26 @@ plain_reset(void **state)
 	close(fd[0]);
 }
 
+/* A plain side whose peer is gone: the write fails as a reset, with no SIGPIPE (send, MSG_NOSIGNAL). */
+static void
+plain_peer_gone_no_sigpipe(void **state)
+{
+	struct side s;
+	struct fail f = { REASON_NONE, "" };
+	size_t n;
+	int fd[2];
+
+	tf_socketpair(fd);
+	side_init(&s, fd[0], NULL, "the app");
+	close(fd[1]);
+	signal(SIGPIPE, SIG_DFL);	/* a SIGPIPE would end this test program */
+	assert_int_equal(side_write(&s, (const uint8_t *)"x", 1, &n, &f), SIDE_FAILED);
+	signal(SIGPIPE, SIG_IGN);
+	assert_int_equal(f.reason, REASON_RESET);
+	assert_string_equal(f.detail, "write to the app: Broken pipe");
+	close(fd[0]);
+}
+
 int
 main(void)
 {
@@ -410,6 +430,7 @@ main(void)
 		cmocka_unit_test(tls_write_reset),
 		cmocka_unit_test(plain_io),
 		cmocka_unit_test(plain_reset),
+		cmocka_unit_test(plain_peer_gone_no_sigpipe),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
