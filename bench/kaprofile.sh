@@ -28,6 +28,11 @@
 #                window), twice per pair, only
 #   SLOW=1       a 4 MB/s reader of a 24 MB response and a 300 MB bulk
 #                transfer through the hsmesh pair, with its RSS, only
+#   IPI=1        per request and CPU (perf, system-wide): IPIs sent, wake-ups,
+#                context switches, for each pair twice, only (a wake-up of an
+#                idle CPU is an IPI, which on a VM costs the sender a VM exit)
+#   ALT=BUILD    steady CPU per request of this hsmesh (hsmeshA), of BUILD's
+#                (hsmeshB) and of HAProxy, alternating, ABREPS (default 3) times, only
 #   KEEP=DIR     keep the callgrind profiles in DIR
 # Rates printed are wall-clock and only as good as the machine is quiet.
 set -u
@@ -125,7 +130,7 @@ haproxy_pair() {
 uticks() { t=0; for p in $1; do set -- $(sed 's/.*) //' /proc/$p/stat 2>/dev/null); t=$((t + ${12:-0})); done; echo $t; }
 ticks() { t=0; for p in $1; do set -- $(sed 's/.*) //' /proc/$p/stat 2>/dev/null); t=$((t + ${12:-0} + ${13:-0})); done; echo $t; }
 setup() {
-	counted=$(kids $PA $PB $([ "$1" = hsmesh ] && echo $AGENT))
+	counted=$(kids $PA $PB $(case $1 in hsmesh*) echo $AGENT ;; esac))
 	c0=$(ticks "$counted")
 	kac_start "$2" 0 || return 1
 	c1=$(ticks "$counted")
@@ -142,7 +147,7 @@ setup() {
 # cpu NAME CONNS: CPU of the pair per request in the steady window (REQS
 # requests after the warm-up), and the wall-clock rate (noise on a shared machine)
 cpu() {
-	counted=$(kids $PA $PB $([ "$1" = hsmesh ] && echo $AGENT))
+	counted=$(kids $PA $PB $(case $1 in hsmesh*) echo $AGENT ;; esac))
 	kac_start "$2" "$REQS" || return 1
 	c0=$(ticks "$counted"); u0=$(uticks "$counted")
 	kac_run
@@ -151,7 +156,7 @@ cpu() {
 	printf '%-22s steady: %.1f us CPU per request (%.1f user) (pair%s); %s\n' "$1" \
 	    "$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$REQS" 'BEGIN {print t * 1e6 / hz / n}')" \
 	    "$(awk -v t=$((u1 - u0)) -v hz="$(getconf CLK_TCK)" -v n="$REQS" 'BEGIN {print t * 1e6 / hz / n}')" \
-	    "$([ "$1" = hsmesh ] && echo " + agent + keyholder")" "$(awk '/^done/ {printf "%.0f req/s wall", $2 / $3}' "$T/kac.out")"
+	    "$(case $1 in hsmesh*) echo " + agent + keyholder" ;; esac)" "$(awk '/^done/ {printf "%.0f req/s wall", $2 / $3}' "$T/kac.out")"
 }
 
 # setup_ir NAME CONNS: callgrind Ir per connection set-up (connect, resumed
@@ -251,7 +256,7 @@ instructions() {
 # requests per CPU-second of the pair (hsmesh: + agent + keyholder), handshakes
 wrkrun() {
 	curl -s -o /dev/null "http://127.0.0.1:$ENTRY/"
-	counted=$(kids $PA $PB $([ "$1" = hsmesh ] && echo $AGENT))
+	counted=$(kids $PA $PB $(case $1 in hsmesh*) echo $AGENT ;; esac))
 	c0=$(ticks "$counted")
 	taskset -c 1 wrk -t1 -c"$2" -d8s --timeout 10s --latency "http://127.0.0.1:$ENTRY/bytes?n=1024" >"$T/wrk.out" 2>&1
 	c1=$(ticks "$counted")
@@ -298,6 +303,29 @@ for conns in $CONNS_LIST; do
 		echo "slow reader: $(stat -c %s "$T/slow.out") of 24000000+ bytes; pair RSS idle $r0 KiB, at most $mx KiB while reading"
 		curl -s -o "$T/bulk.out" "http://127.0.0.1:$ENTRY/bytes?n=300000000"; echo "bulk: $(stat -c %s "$T/bulk.out") bytes"
 		kill $PA $PB; wait $PA $PB 2>/dev/null
+		continue
+	fi
+	if [ "${IPI:-0}" = 1 ]; then
+		for _ in 1 2; do
+			for who in hsmesh haproxy; do
+				${who}_pair; kac_start "$conns" "$REQS" || exit 1
+				perf stat -x, -a -A -e ipi:ipi_send_cpu,sched:sched_wakeup,cs -o "$T/ipi.txt" & ps_=$!
+				sleep 0.3; kac_run; kill -INT $ps_; wait $ps_ 2>/dev/null; kac_end
+				awk -F, -v n="$REQS" -v who="$who" '/^CPU/ {printf "%-8s %s %-22s %.3f per request\n", who, $1, $4, $2 / n}' "$T/ipi.txt"
+				kill $PA $PB; wait $PA $PB 2>/dev/null
+			done
+		done
+		continue
+	fi
+	if [ -n "${ALT:-}" ]; then
+		H0=$HSMESH
+		for _ in $(seq "${ABREPS:-3}"); do
+			HSMESH=$H0; hsmesh_pair; cpu hsmeshA "$conns"; kill $PA $PB; wait $PA $PB 2>/dev/null
+			HSMESH=$ALT/hsmesh; hsmesh_pair; cpu hsmeshB "$conns"; kill $PA $PB; wait $PA $PB 2>/dev/null
+			[ "${NO_HAPROXY:-0}" = 1 ] && continue
+			haproxy_pair; cpu haproxy "$conns"; kill $PA $PB; wait $PA $PB 2>/dev/null
+		done
+		HSMESH=$H0
 		continue
 	fi
 	if [ "${KPROF:-0}" = 1 ]; then
