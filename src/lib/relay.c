@@ -150,3 +150,17 @@ relay_pool_drain(struct relay_pool *pool)
 	while (pool->n > 0)
 		free(pool->buf[--pool->n]);
 }
+
+unsigned
+relay_pool_trim(struct relay_pool *pool)
+{
+	unsigned freed = 0;
+
+	while (pool->low > 0 && pool->n > RELAY_POOL_KEEP) {
+		free(pool->buf[--pool->n]);
+		pool->low--;
+		freed++;
+	}
+	pool->low = pool->n;
+	return freed;
+}

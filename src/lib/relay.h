@@ -33,12 +33,21 @@
 #include "reason.h"
 #include "side.h"
 
-#define RELAY_POOL_KEEP 16	/* free buffers a pool keeps for reuse */
+#define RELAY_POOL_KEEP 16	/* free buffers a pool keeps however quiet */
+#define RELAY_POOL_MAX	512	/* at most (a batch of 256 events gathers 2 per connection) */
 
-/* Free relay buffers of one size, for one thread (no lock). */
+/*
+ * Free relay buffers of one size, for one thread (no lock). A batch of
+ * events that gathers (relay_gather) holds a buffer per connection read
+ * until its end, so the pool keeps up to RELAY_POOL_MAX: a malloc and
+ * free of a buffer per request cost more than the relay's own code. What
+ * a whole period between two relay_pool_trim calls left unused (its low
+ * water mark) is freed then, down to RELAY_POOL_KEEP.
+ */
 struct relay_pool {
-	uint8_t *buf[RELAY_POOL_KEEP];
+	uint8_t *buf[RELAY_POOL_MAX];
 	unsigned n;
+	unsigned low;		/* the fewest free buffers since the last trim */
 	size_t cap;		/* size of the buffers kept */
 };
 
@@ -71,8 +80,11 @@ relay_buf_take(struct relay_pool *p, struct relay_buf *b)
 	b->off = b->len = 0;
 	if (p->n > 0 && p->cap == b->cap) {
 		b->data = p->buf[--p->n];
+		if (p->n < p->low)
+			p->low = p->n;
 		return 0;
 	}
+	p->low = 0;
 	if (p->n > 0)	/* the buffer size changed (a reload): let the old size go */
 		free(p->buf[--p->n]);
 	return (b->data = malloc(b->cap)) != NULL ? 0 : -1;
@@ -86,7 +98,7 @@ relay_buf_give(struct relay_pool *p, struct relay_buf *b, int drop)
 		return;
 	if (p->n == 0)
 		p->cap = b->cap;
-	if (p->n < RELAY_POOL_KEEP && p->cap == b->cap)
+	if (p->n < RELAY_POOL_MAX && p->cap == b->cap)
 		p->buf[p->n++] = b->data;
 	else
 		free(b->data);
@@ -156,5 +168,12 @@ void relay_release(struct relay *r, struct relay_pool *pool);
 
 /* Free the pool's buffers. */
 void relay_pool_drain(struct relay_pool *pool);
+
+/*
+ * Free the buffers the pool held unused since the last call (beyond
+ * RELAY_POOL_KEEP) and start a new period; the number freed. A worker
+ * calls it at each sweep: after a burst, the extra buffers go within two.
+ */
+unsigned relay_pool_trim(struct relay_pool *pool);
 
 #endif

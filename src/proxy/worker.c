@@ -59,6 +59,8 @@ sweep(struct worker *w, uint64_t now)
 		next = c->next;
 		conn_sweep(c, now);
 	}
+	/* relay buffers a whole sweep period left unused (a burst's): freed, and trimmed below once quiet */
+	w->churn += relay_pool_trim(&w->pool);
 	/*
 	 * OpenSSL keeps every async job it made (a 32 KB stack each) in the
 	 * thread's pool: after a burst of concurrent key operations, drop the

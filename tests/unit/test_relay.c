@@ -532,6 +532,37 @@ pool_sizes(void **state)
 	fx_free(&x);
 }
 
+/*
+ * The pool keeps what a batch gave back (up to RELAY_POOL_MAX), and a trim
+ * frees what a whole period left unused, down to RELAY_POOL_KEEP.
+ */
+static void
+pool_trim(void **state)
+{
+	struct relay_pool pool = { .n = 0 };
+	struct relay_buf b[40];
+
+	for (int i = 0; i < 40; i++) {
+		b[i] = (struct relay_buf){ .cap = 4096 };
+		assert_int_equal(relay_buf_take(&pool, &b[i]), 0);
+	}
+	for (int i = 0; i < 40; i++)
+		relay_buf_give(&pool, &b[i], 0);
+	assert_int_equal(pool.n, 40);
+	assert_int_equal(relay_pool_trim(&pool), 0);	/* all were in use in this period */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(relay_buf_take(&pool, &b[i]), 0);
+	for (int i = 0; i < 5; i++)
+		relay_buf_give(&pool, &b[i], 0);
+	/* 35 were never taken in this period: freed down to the 16 kept */
+	assert_int_equal(relay_pool_trim(&pool), 24);
+	assert_int_equal(pool.n, RELAY_POOL_KEEP);
+	assert_int_equal(relay_pool_trim(&pool), 0);
+	assert_int_equal(pool.n, RELAY_POOL_KEEP);
+	relay_pool_drain(&pool);
+	assert_int_equal(pool.n, 0);
+}
+
 /* A TLS side: records both ways, larger than one record and than the buffer. */
 static void
 tls_both_ways(void **state)
@@ -778,6 +809,7 @@ main(void)
 		cmocka_unit_test(peer_reset),
 		cmocka_unit_test(dry_decisions),
 		cmocka_unit_test(pool_sizes),
+		cmocka_unit_test(pool_trim),
 		cmocka_unit_test(tls_both_ways),
 		cmocka_unit_test(tls_cut),
 		cmocka_unit_test(tls_edge_triggered),
