@@ -78,6 +78,13 @@ struct agent_key {
 	uint8_t *spki;
 	size_t spkilen;
 	EVP_PKEY *pkey;			/* keyholder-backed (borrows the kh client) */
+	/*
+	 * The CMP transactionID of every request for this key, made with it:
+	 * a retry after a lost answer is the same transaction, which the CA
+	 * answers with the certificate it recorded (docs/PROTOCOL.md, Retries)
+	 * instead of refusing a join token or a certificate already spent.
+	 */
+	uint8_t tid[16];
 };
 
 /* One identity: a workload's, or the node's own (ag->node). */

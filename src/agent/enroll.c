@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -114,6 +115,13 @@ job_key(struct job *j)
 			snprintf(j->why, sizeof(j->why), "keyholder: %s", hsm_err_msg(r));
 			return r;
 		}
+		if (RAND_bytes(j->key.tid, sizeof(j->key.tid)) != 1) {
+			ERR_clear_error();
+			j->keep_key = 0;
+			j->key.set = 1;	/* destroyed by enroll_failed */
+			snprintf(j->why, sizeof(j->why), "no random bytes for a transactionID");
+			return HSM_ECRYPTO;
+		}
 		j->key.set = 1;
 		log_info("%s: generated %s key %s in the token for %s", j->w->c->id,
 		    hsm_keytype_name(ag->conf->key_type), agent_keyid_hex(j->key.id, hex),
@@ -148,6 +156,8 @@ job_enroll(struct job *j)
 	rq.key = j->key.pkey;
 	rq.spki = j->key.spki;
 	rq.spkilen = j->key.spkilen;
+	rq.tid = j->key.tid;
+	rq.tidlen = sizeof(j->key.tid);
 	if (j->kur)
 		rq.oldcert = j->oldcert;
 	if (j->nodecert != NULL) {

@@ -578,16 +578,25 @@ next_server(const struct exch *x, enum cmpc_outcome how)
 	return how == CMPC_UNREACHABLE || (how == CMPC_REFUSED && x->sysfail);
 }
 
-/* A fresh transactionID, kept for every server a request is sent to. */
+/*
+ * The transactionID, kept for every server a request is sent to: the
+ * caller's (given, glen > 0), else a fresh one.
+ */
 static ASN1_OCTET_STRING *
-new_tid(void)
+new_tid(const uint8_t *given, size_t glen)
 {
 	unsigned char b[16];
 	ASN1_OCTET_STRING *tid;
 
-	if (RAND_bytes(b, sizeof(b)) != 1 || (tid = ASN1_OCTET_STRING_new()) == NULL)
+	if (given == NULL || glen == 0 || glen > INT_MAX) {
+		if (RAND_bytes(b, sizeof(b)) != 1)
+			return NULL;
+		given = b;
+		glen = sizeof(b);
+	}
+	if ((tid = ASN1_OCTET_STRING_new()) == NULL)
 		return NULL;
-	if (ASN1_OCTET_STRING_set(tid, b, sizeof(b)) != 1) {
+	if (ASN1_OCTET_STRING_set(tid, given, (int)glen) != 1) {
 		ASN1_OCTET_STRING_free(tid);
 		return NULL;
 	}
@@ -608,7 +617,7 @@ cmpc_certreq(const struct cmpc_ca *ca, const struct cmpc_certreq *rq, enum cmpc_
 	if (ca->nservers == 0 || rq->key == NULL || rq->spki == NULL ||
 	    (rq->type == CMPC_KUR && rq->oldcert == NULL))
 		return hsm_err(HSM_EINVAL, "CMP set-up: no CA address, key or old certificate");
-	if ((tid = new_tid()) == NULL)
+	if ((tid = new_tid(rq->tid, rq->tidlen)) == NULL)
 		return hsm_err_ossl(HSM_ECRYPTO, "CMP set-up: transactionID");
 	if ((r = build_crm(rq, how, &crm)) != 0)
 		goto out;

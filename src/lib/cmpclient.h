@@ -118,6 +118,13 @@ struct cmpc_certreq {
 	const char *evidence_oid;	/* generalInfo entry (dotted OID), or NULL */
 	const uint8_t *evidence;	/* its OCTET STRING value */
 	size_t evidencelen;
+	/*
+	 * The transactionID (NULL: a fresh one). A retry of a request for
+	 * the same key passes the first attempt's: a CA that recorded an
+	 * answer the client lost delivers it again to that transaction only.
+	 */
+	const uint8_t *tid;
+	size_t tidlen;
 };
 
 /* What a failure was. */

@@ -10,7 +10,9 @@
 # and refusals for others, a malformed frame, clean SIGTERM, reuse on
 # restart without a CA. With the real CA (`hsmesh ca serve`, `ca token`)
 # a 30 s SVID rotates twice (kur) within 70 s, and the old key signs when
-# named during its 30 s grace period only; skipped while it is missing.
+# named during its 30 s grace period only; an enrollment whose answer is
+# lost after the CA recorded it succeeds on the agent's retry (the same
+# transaction: delivered again); skipped while it is missing.
 . "$(dirname "$0")/lib.sh"
 
 ID=spiffe://example.org/web
@@ -394,6 +396,92 @@ if "$HSMESH" ca --help 2>&1 | grep -q 'serve' && "$HSMESH" ca --help 2>&1 | grep
 		return 1
 	}
 	check "real CA back: the agent recovers and rotates again without a restart" recovered
+
+	# ---- an answer lost after the CA recorded it ----------------------------------------
+	# A forwarder passes the first CMP request (an HTTP POST) to the CA and
+	# drops its answer (the CA has recorded the certificate, the join token is
+	# spent). The agent has a token of its own (token hygiene removes the keys
+	# its state does not name). The agent retries
+	# with the same key in the same transaction, and the CA delivers the
+	# certificate again: no second join token is needed.
+	ID3=spiffe://example.org/lost
+	cat >"$T/dropfwd.py" <<'PYEOF'
+import os, select, socket, sys, threading
+portfile, target, logpath = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", 0))
+ls.listen(16)
+with open(portfile + ".tmp", "w") as f:
+    f.write(str(ls.getsockname()[1]))
+os.rename(portfile + ".tmp", portfile)
+def log(msg):
+    with open(logpath, "a") as f:
+        f.write(msg + "\n")
+lock = threading.Lock()
+posts = [0]
+def serve(c):
+    u = socket.create_connection(("127.0.0.1", target))
+    peers = {c: u, u: c}
+    drop = False
+    try:
+        while True:
+            r, _, _ = select.select([c, u], [], [], 30)
+            if not r:
+                return
+            for s in r:
+                b = s.recv(65536)
+                if not b:
+                    return
+                if s is c and b.startswith(b"POST"):
+                    with lock:
+                        posts[0] += 1
+                        drop = posts[0] == 1
+                if drop and s is u:
+                    log("dropped an answer of %d bytes" % len(b))
+                    return
+                peers[s].sendall(b)
+    finally:
+        c.close()
+        u.close()
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PYEOF
+	python3 "$T/dropfwd.py" "$T/fwd.port" "$CAPORT" "$T/fwd.log" 2>"$T/fwd.err" &
+	FWD=$!; track $FWD
+	for _ in $(seq 100); do [ -s "$T/fwd.port" ] && break; sleep 0.05; done
+	"$HSMESH" ca token -c "$T/ca.yaml" --id "$ID3" >"$T/join3.tok" 2>>"$T/ca-token.err"
+	new_token agent3
+	cat >"$T/agent3.yaml" <<A3EOF
+token:
+  module: $SOFTHSM_MODULE
+  uri: "pkcs11:token=agent3"
+  pin_file: $T/pin
+ca:
+  url: http://127.0.0.1:$(cat "$T/fwd.port")/.well-known/cmp
+  root: $T/ca/root.pem
+state_dir: $T/state3
+socket: $T/agent3.sock
+retry:
+  min: 1s
+  max: 2s
+workloads:
+  - id: $ID3
+    uid: $ME
+    join_token_file: $T/join3.tok
+A3EOF
+	"$HSMESH" agent -c "$T/agent3.yaml" 2>"$T/agent3.log" &
+	A3=$!; track $A3
+	check "answer lost: the forwarder dropped the CA's first CMP answer" wait_log "dropped an answer" 20 "$T/fwd.log"
+	check "... the agent enrolls on its retry, the join token already spent" \
+	    wait_log "$ID3: enrolled certificate serial" 20 "$T/agent3.log" ||
+	    { sed 's/^/# agent3: /' "$T/agent3.log" | tail -n 8; grep -F "$ID3" "$T/ca.log" | sed 's/^/# ca: /' | tail -n 6; }
+	check "... the CA delivered the certificate it had recorded again (the same transaction)" \
+	    wait_log "delivered $ID3 serial [0-9A-Fa-f]+ again to .*a retry of its transaction" 5 "$T/ca.log"
+	check "... its first attempt had failed as unreachable" grep -q "CA unreachable" "$T/agent3.log"
+	kill -TERM "$A3"; wait_exit "$A3" 10
+	kill "$FWD" 2>/dev/null; wait "$FWD" 2>/dev/null
 	kill -TERM "$CA"; wait_exit "$CA" 5
 	kill -TERM "$AGENT"; wait_exit "$AGENT" 10
 else
