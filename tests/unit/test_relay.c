@@ -458,20 +458,28 @@ close_with_bytes_pending(void **state)
 	fx_free(&x);
 }
 
+/* Side 1's far end resets its connection (SO_LINGER 0, then close: a TCP RST). */
+static void
+reset_b(struct fx *x)
+{
+	struct linger lg = { 1, 0 };
+
+	assert_int_equal(setsockopt(x->b[1], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+	close(x->b[1]);
+	x->b[1] = -1;
+}
+
 /* A reset of side 1 (a TCP RST) fails the relay with REASON_RESET naming the side. */
 static void
 peer_reset(void **state)
 {
-	struct linger lg = { 1, 0 };
 	struct fx x;
 
 	fx_plain(&x, 16384, 1);
 	pump(&x, -1);
 	assert_int_equal(write(x.a[1], "data", 4), 4);
 	settle(&x);
-	assert_int_equal(setsockopt(x.b[1], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
-	close(x.b[1]);
-	x.b[1] = -1;
+	reset_b(&x);
 	settle(&x);
 	assert_int_equal(x.st, RELAY_FAILED);
 	assert_int_equal(x.f.reason, REASON_RESET);
@@ -764,14 +772,11 @@ gather_then_pump(void **state)
 static void
 gather_reset(void **state)
 {
-	struct linger lg = { 1, 0 };
 	struct fx x;
 
 	fx_plain(&x, 16384, 1);
 	pump(&x, -1);
-	assert_int_equal(setsockopt(x.b[1], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
-	close(x.b[1]);
-	x.b[1] = -1;
+	reset_b(&x);
 	assert_true(tf_wait(x.b[0], 0, 1000));
 	gather(&x, 1);
 	assert_int_equal(x.st, RELAY_FAILED);
